@@ -1,0 +1,214 @@
+"""The ``relay`` command: serve, check-config, keys, queue, send."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import smtplib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any, TypeVar
+
+from relay import __version__
+from relay import config as config_mod
+from relay.clock import SystemClock
+from relay.config import Config, ConfigError
+from relay.keys import SCOPES
+from relay.store import Store
+
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        config = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 78  # EX_CONFIG: systemd's Restart=on-failure will not loop forever on it
+    func: Callable[[argparse.Namespace, Config], int] = args.func
+    try:
+        return func(args, config)
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description="A self-hosted SMTP relay with an HTTP submission API.",
+        epilog="Every command reads the config from --config, $RELAY_CONFIG or ./config/relay.toml.",
+    )
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="TOML config file (default: $RELAY_CONFIG or ./config/relay.toml)"
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="run SMTP submission, the HTTP API and delivery")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", parents=[common, as_json], help="validate the config and print it")
+    p.set_defaults(func=cmd_check_config)
+
+    keys = sub.add_parser("keys", help="manage HTTP API keys").add_subparsers(title="keys commands", metavar="ACTION")
+    p = keys.add_parser("create", parents=[common, as_json], help="create an API key (shown once)")
+    p.add_argument("--name", default="default", help="a label for the key")
+    p.add_argument("--scope", action="append", choices=SCOPES, help="grant a scope (repeatable; default: send)")
+    p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", parents=[common, as_json], help="list API keys (never their secrets)")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", parents=[common, as_json], help="revoke an API key")
+    p.add_argument("key_id", help="the key's id (key_...)")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    p = sub.add_parser("queue", parents=[common, as_json], help="show the queue: recipients by state and domain")
+    p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("send", parents=[common, as_json], help="send a test message through the running relay (SMTP)")
+    p.add_argument("--from", dest="sender", required=True, help="sender address")
+    p.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
+    p.add_argument("--subject", default="relay test message")
+    p.add_argument("--body", default="This is a test message sent with 'relay send'.\n")
+    p.add_argument("--server", help="host:port to submit to (default: the first [smtp] listen address)")
+    p.set_defaults(func=cmd_send)
+    return parser
+
+
+def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = Store(config.db_path, SystemClock())
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from relay.app import serve
+
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if config.server.log_level.lower() != "debug":
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+    return asyncio.run(serve(config))
+
+
+def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    data = {name: dataclasses.asdict(getattr(config, name)) for name in ("server", "smtp", "http", "delivery", "dns")}
+    if args.json:
+        _print_json(data)
+    else:
+        print(f"{config.source}: ok")
+        for section, values in data.items():
+            print(f"[{section}]")
+            for key, value in values.items():
+                print(f"  {key} = {value}")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
+    scopes = tuple(dict.fromkeys(args.scope or ["send"]))
+    key, secret = _with_store(config, lambda s: s.create_api_key(args.name, scopes))
+    if args.json:
+        _print_json({"id": key.id, "name": key.name, "scopes": list(key.scopes), "key": secret})
+    else:
+        print(f"Created API key {key.id} ({key.name}) with scopes: {', '.join(key.scopes)}")
+        print("Store it now; it is not shown again:")
+        print(secret)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, config: Config) -> int:
+    keys = _with_store(config, lambda s: s.list_api_keys())
+    if args.json:
+        _print_json([dataclasses.asdict(k) for k in keys])
+        return 0
+    for k in keys:
+        status = "revoked" if k.revoked_at else "active"
+        print(f"{k.id}  {status:8} {k.name:20} {' '.join(k.scopes)}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, config: Config) -> int:
+    revoked = _with_store(config, lambda s: s.revoke_api_key(args.key_id))
+    if args.json:
+        _print_json({"id": args.key_id, "revoked": revoked})
+    elif revoked:
+        print(f"revoked {args.key_id}")
+    else:
+        print(f"relay: no active key {args.key_id}", file=sys.stderr)
+    return 0 if revoked else 1
+
+
+def cmd_queue(args: argparse.Namespace, config: Config) -> int:
+    summary = _with_store(config, lambda s: s.summary())
+    if args.json:
+        _print_json(dataclasses.asdict(summary))
+        return 0
+    print("recipients by state:")
+    for state, count in summary.by_state.items():
+        print(f"  {state:11} {count}")
+    if summary.by_domain:
+        print("pending by domain (queued / deferred / sending):")
+        for domain, counts in sorted(summary.by_domain.items()):
+            print(f"  {domain:30} {counts.get('queued', 0)} / {counts.get('deferred', 0)} / {counts.get('sending', 0)}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace, config: Config) -> int:
+    if args.server:
+        host, port = config_mod.parse_hostport(args.server)
+    elif config.smtp.listen:
+        host, port = config.smtp.listen[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    else:
+        print("relay: no [smtp] listen address to send to; use --server", file=sys.stderr)
+        return 2
+    msg = EmailMessage()
+    msg["From"] = args.sender
+    msg["To"] = ", ".join(args.to)
+    msg["Subject"] = args.subject
+    msg["Message-ID"] = make_msgid(domain=config.server.hostname)
+    msg.set_content(args.body)
+    try:
+        with smtplib.SMTP(host, port, local_hostname="localhost", timeout=30) as smtp:
+            refused = smtp.sendmail(args.sender, args.to, msg.as_bytes())
+    except (smtplib.SMTPException, OSError) as exc:
+        print(f"relay: sending failed: {exc}", file=sys.stderr)
+        return 1
+    accepted = [r for r in args.to if r not in refused]
+    if args.json:
+        _print_json(
+            {
+                "server": f"{host}:{port}",
+                "accepted": accepted,
+                "refused": {k: v[1].decode() for k, v in refused.items()},
+            }
+        )
+    else:
+        print(f"queued for {', '.join(accepted)} via {host}:{port}")
+        for rcpt, (code, text) in refused.items():
+            print(f"refused {rcpt}: {code} {text.decode(errors='replace')}")
+    return 0

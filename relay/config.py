@@ -1,0 +1,328 @@
+"""Relay configuration: one TOML file parsed into frozen, validated settings.
+
+Loading follows four steps: start from the defaults declared on the dataclasses,
+merge the file, merge ``RELAY_<SECTION>_<KEY>`` environment overrides, then
+validate. Unknown keys, wrong types and bad values raise :class:`ConfigError`
+naming the key and the file, so the process stops before binding any port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("config/relay.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator."""
+
+
+# ---------------------------------------------------------------------------
+# Value parsers: readable strings into typed values.
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(value: str | int) -> int:
+    """``"25MB"`` → bytes. Integers are taken as bytes. Units are binary (1KB = 1024)."""
+    if isinstance(value, bool):
+        raise ValueError('expected a size such as "25MB"')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*", value.upper())
+    if not m:
+        raise ValueError(f'expected a size such as "25MB", got {value!r}')
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2) + "B" if m.group(2) else ""])
+
+
+def parse_duration(value: str | int | float) -> float:
+    """``"5m"``, ``"1h30m"``, ``"5d"`` → seconds. Numbers are taken as seconds."""
+    if isinstance(value, bool):
+        raise ValueError('expected a duration such as "5m"')
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    text = value.strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", text)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)|\s+", "", text):
+        raise ValueError(f'expected a duration such as "30s", "5m" or "5d", got {value!r}')
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """``"127.0.0.1:2587"``, ``"[::1]:25"``, ``"mail.example.com"`` (with a default port)."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", value.strip())
+    if not m:
+        raise ValueError(f'expected "host:port", got {value!r}')
+    host = m.group(1) or m.group(3)
+    port_text = m.group(2) or m.group(4)
+    if port_text is None:
+        if default_port is None:
+            raise ValueError(f'expected "host:port", got {value!r} (no port)')
+        return host, default_port
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f'expected a network such as "127.0.0.1/32", got {value!r}') from None
+
+
+# ---------------------------------------------------------------------------
+# The settings. Every field has a default and a one-line description; the
+# example config in config/relay.toml documents the same keys for operators.
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _field(default: Any, doc: str, parse: Callable[[Any], Any] | None = None) -> Any:
+    meta = {"doc": doc, "parse": parse}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _listof(parse: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
+    def parse_list(values: Any) -> list[Any]:
+        if not isinstance(values, list):
+            raise ValueError("expected a list")
+        return [parse(v) for v in values]
+
+    return parse_list
+
+
+def _hostport_or_empty(value: str) -> tuple[str, int] | None:
+    return parse_hostport(value, default_port=25) if value.strip() else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    hostname: str = _field(socket.gethostname(), "EHLO name and Message-ID domain")
+    data_dir: Path = _field(Path("./var"), "directory for the SQLite queue, keys and certificates", Path)
+    log_level: str = _field("info", "debug, info, warning or error")
+    shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmtpConfig:
+    listen: list[tuple[str, int]] = _field(["127.0.0.1:2587"], "STARTTLS submission listeners", _listof(parse_hostport))
+    tls_listen: list[tuple[str, int]] = _field([], "implicit TLS listeners (465)", _listof(parse_hostport))
+    trusted_networks: list[Network] = _field(
+        ["127.0.0.1/32", "::1/128"], "clients that may relay without AUTH", _listof(parse_network)
+    )
+    max_message_size: int = _field("25MB", "largest message accepted (SIZE)", parse_size)
+    max_recipients: int = _field(1000, "recipients per message")
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, int] = _field("127.0.0.1:8025", "HTTP API listener", parse_hostport)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryConfig:
+    smarthost: tuple[str, int] | None = _field(
+        "", '"host:port" to relay everything to instead of MX', _hostport_or_empty
+    )
+    mx_port: int = _field(25, "TCP port used when delivering to MX hosts")
+    concurrency: int = _field(100, "SMTP transactions in flight at once")
+    connect_timeout: float = _field("30s", "timeout to connect and read the greeting", parse_duration)
+    command_timeout: float = _field("5m", "timeout for each SMTP command", parse_duration)
+    retry_initial: float = _field("5m", "delay before the first retry", parse_duration)
+    retry_max: float = _field("1h", "longest delay between retries", parse_duration)
+    max_queue_lifetime: float = _field("5d", "give up on a recipient after this long", parse_duration)
+    lease: float = _field("10m", "how long a claimed recipient stays leased to one worker", parse_duration)
+    poll_interval: float = _field("1s", "how often the queue is checked for due retries", parse_duration)
+
+
+@dataclasses.dataclass(frozen=True)
+class DnsConfig:
+    nameservers: list[tuple[str, int]] = _field(
+        [], 'resolvers as "ip" or "ip:port"; empty = system resolver', _listof(lambda v: parse_hostport(v, 53))
+    )
+    timeout: float = _field("5s", "DNS query timeout", parse_duration)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    smtp: SmtpConfig = dataclasses.field(default_factory=SmtpConfig)
+    http: HttpConfig = dataclasses.field(default_factory=HttpConfig)
+    delivery: DeliveryConfig = dataclasses.field(default_factory=DeliveryConfig)
+    dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
+    source: Path | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.server.data_dir / "relay.sqlite3"
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "smtp": SmtpConfig,
+    "http": HttpConfig,
+    "delivery": DeliveryConfig,
+    "dns": DnsConfig,
+}
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def _expected_type(field: dataclasses.Field[Any]) -> tuple[type, ...]:
+    """The TOML types a key accepts, derived from its default."""
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, list):
+        return (list,)
+    if isinstance(default, int):
+        return (int,)
+    if field.metadata.get("parse") in (parse_duration, parse_size):
+        return (str, int, float)
+    return (str,)
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key [{name}] {unknown[0]} (known: {', '.join(fields)})")
+    kwargs: dict[str, Any] = {}
+    for key, field in fields.items():
+        raw = values[key] if key in values else _default(field)
+        kwargs[key] = _convert(name, key, field, raw, where)
+    return cls(**kwargs)
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _convert(section: str, key: str, field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
+    types = _expected_type(field)
+    if not isinstance(raw, types) or (isinstance(raw, bool) and bool not in types):
+        wanted = " or ".join(t.__name__ for t in types).replace("str", "string").replace("int", "integer")
+        raise ConfigError(f"{where}: [{section}] {key} must be a {wanted}, got {type(raw).__name__} {raw!r}")
+    parse = field.metadata.get("parse")
+    try:
+        value = parse(raw) if parse else raw
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [{section}] {key}: {exc}") from None
+    return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``RELAY_DELIVERY_SMARTHOST=host:25`` overrides ``[delivery] smarthost``.
+
+    List keys take comma-separated values; integers are parsed as integers.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for section, cls in _SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            env_name = f"RELAY_{section}_{field.name}".upper()
+            if env_name not in environ:
+                continue
+            text = environ[env_name]
+            types = _expected_type(field)
+            value: Any = text
+            if types == (list,):
+                value = [v.strip() for v in text.split(",") if v.strip()]
+            elif types == (int,):
+                try:
+                    value = int(text)
+                except ValueError:
+                    raise ConfigError(f"{env_name}: expected an integer, got {text!r}") from None
+            elif types == (bool,):
+                value = text.lower() in ("1", "true", "yes", "on")
+            out.setdefault(section, {})[field.name] = value
+    return out
+
+
+def load(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, merge and validate the config. Raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get("RELAY_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return from_dict(data, source=path, environ=environ)
+
+
+def from_dict(data: Mapping[str, Any], source: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    where = str(source) if source else "config"
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(_SECTIONS)})")
+    merged: dict[str, dict[str, Any]] = {}
+    for name in _SECTIONS:
+        section = data.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        merged[name] = dict(section)
+    for name, values in _env_overrides(environ or {}).items():
+        merged[name].update(values)
+    sections = {name: _build_section(name, cls, merged[name], where) for name, cls in _SECTIONS.items()}
+    config = Config(**sections, source=source)
+    _validate(config, where)
+    return config
+
+
+def _validate(config: Config, where: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", config.server.hostname):
+        raise ConfigError(f"{where}: [server] hostname must be a host name, got {config.server.hostname!r}")
+    if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+    if not config.smtp.listen and not config.smtp.tls_listen:
+        raise ConfigError(f"{where}: [smtp] listen and tls_listen are both empty: nothing would accept mail")
+    if config.smtp.tls_listen:
+        raise ConfigError(f"{where}: [smtp] tls_listen is not supported yet (implicit TLS arrives with SMTP AUTH/TLS)")
+    positive = {
+        ("smtp", "max_recipients"): config.smtp.max_recipients,
+        ("smtp", "max_message_size"): config.smtp.max_message_size,
+        ("delivery", "concurrency"): config.delivery.concurrency,
+        ("delivery", "lease"): config.delivery.lease,
+        ("delivery", "poll_interval"): config.delivery.poll_interval,
+        ("delivery", "retry_initial"): config.delivery.retry_initial,
+    }
+    for (section, key), value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: [{section}] {key} must be greater than zero")
+    if config.delivery.retry_max < config.delivery.retry_initial:
+        raise ConfigError(f"{where}: [delivery] retry_max must not be shorter than retry_initial")
+    if not 0 < config.delivery.mx_port <= 65535:
+        raise ConfigError(f"{where}: [delivery] mx_port must be a TCP port")
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, description) for every key: the schema, for docs."""
+    rows = []
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((section, f.name, _default(f), f.metadata["doc"]))
+    return rows

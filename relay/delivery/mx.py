@@ -1,0 +1,123 @@
+"""Where mail for a domain goes: the smarthost, or the domain's MX hosts (RFC 5321 §5.1).
+
+MX records are tried in preference order (equal preferences shuffled); a
+domain without MX records is its own implicit MX (A/AAAA); a null MX
+(RFC 7505) or a domain that does not exist is a permanent failure; DNS
+trouble is a temporary one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Sequence
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.resolver
+
+from relay.delivery.outcome import Reply
+
+log = logging.getLogger(__name__)
+
+MAX_ADDRESSES = 6  # addresses tried per domain per attempt
+
+
+class RouteError(Exception):
+    """No usable route; ``reply`` says why and whether it is permanent (5xx) or not."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+def make_resolver(nameservers: Sequence[tuple[str, int]], timeout: float) -> dns.asyncresolver.Resolver:
+    if nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.lifetime = timeout
+    return resolver
+
+
+def order_mx(records: Sequence[tuple[int, str]], rng: random.Random) -> list[str]:
+    """Exchanges by preference, equal preferences in random order. Pure."""
+    shuffled = list(records)
+    rng.shuffle(shuffled)
+    return [host for _, host in sorted(shuffled, key=lambda r: r[0])]
+
+
+class Router:
+    def __init__(
+        self,
+        smarthost: tuple[str, int] | None,
+        mx_port: int,
+        resolver: dns.asyncresolver.Resolver | None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.smarthost = smarthost
+        self.mx_port = mx_port
+        self.resolver = resolver
+        self.rng = rng or random.Random()
+
+    async def hosts_for(self, domain: str) -> list[tuple[str, int]]:
+        """Addresses to try, in order. Raises RouteError."""
+        if self.smarthost is not None:
+            return [self.smarthost]
+        literal = _address_literal(domain)
+        if literal is not None:
+            return [(literal, self.mx_port)]
+        exchanges = await self._exchanges(domain)
+        addresses: list[tuple[str, int]] = []
+        for host in exchanges:
+            for ip in await self._addresses(host):
+                if (ip, self.mx_port) not in addresses:
+                    addresses.append((ip, self.mx_port))
+            if len(addresses) >= MAX_ADDRESSES:
+                break
+        if not addresses:
+            raise RouteError(Reply(451, f"4.4.4 no address found for the mail hosts of {domain}"))
+        return addresses[:MAX_ADDRESSES]
+
+    async def _exchanges(self, domain: str) -> list[str]:
+        assert self.resolver is not None
+        try:
+            answer = await self.resolver.resolve(domain, "MX", search=False)
+        except dns.resolver.NXDOMAIN:
+            raise RouteError(Reply(550, f"5.1.2 domain {domain} does not exist")) from None
+        except dns.resolver.NoAnswer:
+            return [domain]  # implicit MX
+        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
+            raise RouteError(Reply(451, f"4.4.3 DNS lookup of MX for {domain} failed: {exc}")) from None
+        records = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer]
+        if len(records) == 1 and records[0][1] in ("", "."):
+            raise RouteError(Reply(556, f"5.1.10 {domain} accepts no mail (null MX)"))
+        return order_mx([r for r in records if r[1] not in ("", ".")], self.rng)
+
+    async def _addresses(self, host: str) -> list[str]:
+        assert self.resolver is not None
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await self.resolver.resolve(host, rdtype, search=False)
+            except dns.exception.DNSException as exc:
+                log.debug("no %s for %s: %s", rdtype, host, exc)
+                continue
+            found.extend(r.to_text() for r in answer)
+        return found
+
+
+def _address_literal(domain: str) -> str | None:
+    """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` → the address (RFC 5321 §4.1.3)."""
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    text = domain[1:-1]
+    if text.lower().startswith("ipv6:"):
+        text = text[5:]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise RouteError(Reply(501, f"5.1.2 bad address literal {domain}")) from None

@@ -1,0 +1,34 @@
+"""The vocabulary shared by the queue, the logs, the webhooks and the tests."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """Where one recipient of one message stands."""
+
+    QUEUED = "queued"  # waiting for its first attempt
+    DEFERRED = "deferred"  # a temporary failure; waiting for a retry
+    SENDING = "sending"  # leased by a worker, attempt in flight
+    DELIVERED = "delivered"  # the receiving server accepted it (2xx)
+    BOUNCED = "bounced"  # the receiving server refused it for good (5xx)
+    FAILED = "failed"  # relay gave up (queue lifetime exceeded, no route)
+    SUPPRESSED = "suppressed"  # never attempted: the address is on the suppression list
+    CANCELLED = "cancelled"  # removed from the queue by an operator
+
+
+PENDING_STATES = (State.QUEUED, State.DEFERRED)
+FINAL_STATES = (State.DELIVERED, State.BOUNCED, State.FAILED, State.SUPPRESSED, State.CANCELLED)
+
+
+class EventKind(StrEnum):
+    """What happened to a recipient; one event row per state change."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"

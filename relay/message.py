@@ -1,0 +1,92 @@
+"""Messages as the queue sees them: ids, envelopes, addresses and the headers relay adds."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import re
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
+
+# A deliberately permissive address check: the local part is whatever the
+# client sent (RFC 5321 quoting and UTF-8 included), the domain must look like
+# a host name or an address literal.
+_DOMAIN_RE = re.compile(r"(?:[^\s@.\[\]]+\.)*[^\s@.\[\]]+|\[[^\s\[\]]+\]")
+
+
+def new_message_id(now: float | None = None) -> str:
+    """A sortable public id: 48-bit millisecond time + 80 random bits, base32 (26 chars)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    raw = ms.to_bytes(6, "big") + os.urandom(10)
+    return base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+
+
+def split_address(address: str) -> tuple[str, str] | None:
+    """``"a@Example.COM"`` → ``("a", "example.com")``; None when it is not an address."""
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not _DOMAIN_RE.fullmatch(domain) or any(c.isspace() for c in local):
+        return None
+    return local, domain.lower()
+
+
+def domain_of(address: str) -> str:
+    parts = split_address(address)
+    if parts is None:
+        raise ValueError(f"not an address: {address!r}")
+    return parts[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class NewMessage:
+    """A message accepted by a submission path, ready to be queued."""
+
+    sender: str  # envelope MAIL FROM; "" for the null sender
+    recipients: tuple[str, ...]
+    raw: bytes  # the full RFC 5322 message, CRLF line endings
+    source: str  # "smtp" or "http"
+    id: str = dataclasses.field(default_factory=new_message_id)
+
+
+def _header_block(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    return raw if end < 0 else raw[: end + 2]
+
+
+def has_header(raw: bytes, name: str) -> bool:
+    pattern = rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:"
+    return re.search(pattern, _header_block(raw), re.IGNORECASE) is not None
+
+
+def prepend_headers(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
+    """Put headers on top of the message, leaving every byte of it untouched."""
+    if not headers:
+        return raw
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8") + raw
+
+
+def missing_standard_headers(raw: bytes, hostname: str, now: float) -> list[tuple[str, str]]:
+    """Message-ID and Date for a message that lacks them (RFC 5322 §3.6)."""
+    added = []
+    if not has_header(raw, "Message-ID"):
+        added.append(("Message-ID", make_msgid(domain=hostname)))
+    if not has_header(raw, "Date"):
+        added.append(("Date", rfc5322_date(now)))
+    return added
+
+
+def rfc5322_date(now: float) -> str:
+    return format_datetime(datetime.fromtimestamp(now, UTC))
+
+
+def received_header(
+    *, helo: str, peer_ip: str, hostname: str, protocol: str, queue_id: str, recipient: str | None, now: float
+) -> tuple[str, str]:
+    """A trace header (RFC 5321 §4.4). The authenticated identity is kept out of it."""
+    for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
+    value = (
+        f"from {helo or 'unknown'} ([{peer_ip}])\r\n\tby {hostname} (relay) with {protocol}"
+        f" id {queue_id}{for_clause};\r\n\t{rfc5322_date(now)}"
+    )
+    return ("Received", value)

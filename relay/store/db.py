@@ -1,0 +1,170 @@
+"""SQLite plumbing: connections, pragmas, migrations, and the group-commit writer.
+
+Every write goes through one writer thread. It takes all the operations that
+are waiting, runs them in ONE transaction (each inside its own savepoint, so a
+failing operation does not undo its neighbours), commits with a full fsync,
+and only then resolves the callers' futures. Many concurrent submissions thus
+share one fsync; an acknowledgement is never sent for data not on disk.
+
+Reads run on a separate connection in a reader thread (WAL lets readers
+proceed while the writer commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.store.schema import migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+_STOP = object()
+MAX_BATCH = 512
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with relay's pragmas. Durability: WAL + synchronous=FULL fsyncs every commit."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Create the data directory and file (owner-only) and bring the schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    conn = connect(path)
+    migrate(conn)
+    return conn
+
+
+class _Pending:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+class Database:
+    """Async access to one SQLite file: batched writes, threaded reads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._write_conn = open_database(path)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="relay-db-writer", daemon=True)
+        self._read_conn = connect(path)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db-reader")
+        self._closed = False
+        self.commits = 0  # transactions committed (for stats and benchmarks)
+        self.writes = 0  # operations committed
+        self._writer.start()
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside the next group transaction; return once it is committed to disk."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Pending(fn, future, loop))
+        return await future
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, fn, self._read_conn)
+
+    async def close(self) -> None:
+        """Finish every queued write, then close both connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        self._reader.shutdown(wait=True)
+        self._read_conn.close()
+        self._write_conn.close()
+
+    # -- writer thread -----------------------------------------------------
+
+    def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        conn = self._write_conn
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                results.append(self._run_one(conn, pending.fn))
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.writes += len(batch)
+        except Exception as exc:  # the commit itself failed: nothing in the batch is durable
+            log.error("database commit failed: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(False, exc)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for pending, (ok, value) in zip(batch, results, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # that event loop has closed; nobody is waiting
+                pass
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[bool, Any]:
+        conn.execute("SAVEPOINT op")
+        try:
+            value = fn(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return False, exc
+        conn.execute("RELEASE op")
+        return True, value
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in items:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

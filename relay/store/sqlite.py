@@ -1,0 +1,91 @@
+"""The storage boundary, SQLite edition.
+
+Submission, delivery, the HTTP API and the CLI talk to a :class:`Store`; none
+of them write SQL. A PostgreSQL store would offer the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from relay import keys as api_keys
+from relay.clock import Clock
+from relay.keys import ApiKey
+from relay.message import NewMessage
+from relay.store import keys as key_rows
+from relay.store import queue as q
+from relay.store.db import Database
+
+KEY_TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
+
+
+class Store:
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.db = Database(path)
+        self.clock = clock
+        self._key_touched: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.db.close()
+
+    # -- queue ----------------------------------------------------------------
+
+    async def enqueue(self, message: NewMessage) -> None:
+        """Durably queue a message; returns once it is committed to disk."""
+        now = self.clock.now()
+        await self.db.write(lambda c: q.enqueue(c, message, now))
+
+    async def claim_due(self, limit: int, owner: str, lease: float) -> list[q.LeasedMessage]:
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.claim_due(c, now, limit, owner, now + lease))
+
+    async def record_attempts(self, results: list[q.AttemptResult]) -> None:
+        now = self.clock.now()
+        await self.db.write(lambda c: q.record_attempts(c, results, now))
+
+    async def release_leases(self, owner: str | None = None) -> int:
+        """Release ``owner``'s leases, or (owner None) every expired lease."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.release_leases(c, now, owner))
+
+    async def next_due_at(self) -> float | None:
+        return await self.db.read(q.next_due_at)
+
+    async def summary(self) -> q.QueueSummary:
+        return await self.db.read(q.summary)
+
+    async def message_status(self, message_id: str) -> list[q.RecipientStatus]:
+        return await self.db.read(lambda c: q.message_status(c, message_id))
+
+    # -- API keys ---------------------------------------------------------------
+
+    async def create_api_key(self, name: str, scopes: tuple[str, ...]) -> tuple[ApiKey, str]:
+        """Create a key; returns its record and the secret, which is never stored."""
+        secret = api_keys.generate()
+        key_id = api_keys.new_key_id()
+        now = self.clock.now()
+        await self.db.write(lambda c: key_rows.create(c, key_id, name, api_keys.digest(secret), scopes, now))
+        return ApiKey(key_id, name, scopes, now, None, None), secret
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None. Records last use at most once a minute."""
+        key = await self.db.read(lambda c: key_rows.find_active(c, api_keys.digest(secret)))
+        if key is not None:
+            now = self.clock.now()
+            if now - self._key_touched.get(key.id, 0.0) > KEY_TOUCH_INTERVAL:
+                self._key_touched[key.id] = now
+                task = asyncio.get_running_loop().create_task(self.db.write(lambda c: key_rows.touch(c, key.id, now)))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return key
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self.db.read(key_rows.list_all)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        now = self.clock.now()
+        return await self.db.write(lambda c: key_rows.revoke(c, key_id, now))

@@ -1,0 +1,34 @@
+"""Acceptance shared by every submission path: checks, then one durable enqueue.
+
+SMTP and HTTP both end here, so a message is treated the same whichever way
+it arrived. ``submit`` returns only after the message is on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from relay.message import NewMessage
+from relay.store import Store
+
+
+class MessageTooLarge(Exception):
+    pass
+
+
+class Acceptor:
+    def __init__(self, store: Store, max_size: int, on_queued: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.on_queued = on_queued
+        self.accepted = 0
+
+    async def submit(self, message: NewMessage) -> str:
+        if len(message.raw) > self.max_size:
+            raise MessageTooLarge(f"message is {len(message.raw)} bytes, the limit is {self.max_size}")
+        if not message.recipients:
+            raise ValueError("a message needs at least one recipient")
+        await self.store.enqueue(message)
+        self.accepted += 1
+        self.on_queued()
+        return message.id

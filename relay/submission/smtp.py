@@ -1,0 +1,114 @@
+"""SMTP submission: an aiosmtpd handler that relays only for trusted clients.
+
+Authorization is decided at RCPT (as Postfix does with ``permit_mynetworks,
+reject_unauth_destination``): a client outside ``trusted_networks`` gets
+``554 5.7.1 Relay access denied``. The ``250`` to DATA is sent only once the
+message is committed to disk; a client that disconnects mid-DATA leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Sequence
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay.clock import Clock
+from relay.config import Config, Network
+from relay.message import (
+    NewMessage,
+    missing_standard_headers,
+    new_message_id,
+    prepend_headers,
+    received_header,
+    split_address,
+)
+from relay.submission.accept import Acceptor, MessageTooLarge
+
+log = logging.getLogger(__name__)
+
+
+def is_trusted(peer_ip: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+class SubmissionHandler:
+    def __init__(self, acceptor: Acceptor, config: Config, clock: Clock) -> None:
+        self.acceptor = acceptor
+        self.hostname = config.server.hostname
+        self.trusted = config.smtp.trusted_networks
+        self.max_recipients = config.smtp.max_recipients
+        self.clock = clock
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if not is_trusted(_peer_ip(session), self.trusted):
+            log.warning("relay denied: client %s, recipient <%s>", _peer_ip(session), address)
+            return f"554 5.7.1 <{address}>: Relay access denied"
+        if split_address(address) is None:
+            return "501 5.1.3 Bad recipient address syntax"
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        now = self.clock.now()
+        queue_id = new_message_id(now)
+        recipients = tuple(envelope.rcpt_tos)
+        trace = received_header(
+            helo=session.host_name or "",
+            peer_ip=_peer_ip(session),
+            hostname=self.hostname,
+            protocol="ESMTP" if session.extended_smtp else "SMTP",
+            queue_id=queue_id,
+            recipient=recipients[0] if len(recipients) == 1 else None,
+            now=now,
+        )
+        raw = prepend_headers(raw, [trace, *missing_standard_headers(raw, self.hostname, now)])
+        message = NewMessage(envelope.mail_from or "", recipients, raw, "smtp", queue_id)
+        try:
+            await self.acceptor.submit(message)
+        except MessageTooLarge:
+            return "552 5.3.4 Message too big"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not queue a message from %s", _peer_ip(session))
+            return "451 4.3.0 Temporary failure, please try again later"
+        log.info("queued %s from=<%s> rcpts=%d size=%d via smtp", queue_id, message.sender, len(recipients), len(raw))
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+def _peer_ip(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unknown"
+
+
+def make_smtp_factory(handler: SubmissionHandler, config: Config) -> type[SMTP] | object:
+    """A protocol factory for ``loop.create_server``."""
+
+    def factory() -> SMTP:
+        return SMTP(
+            handler,
+            hostname=config.server.hostname,
+            ident="relay",
+            data_size_limit=config.smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+        )
+
+    return factory
