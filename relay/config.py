@@ -115,7 +115,7 @@ def _hostport_or_empty(value: str) -> tuple[str, int] | None:
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     hostname: str = _field(socket.gethostname(), "EHLO name and Message-ID domain")
-    data_dir: Path = _field(Path("./var"), "directory for the SQLite queue, keys and certificates", Path)
+    data_dir: Path = _field("./var", "directory for the SQLite queue, keys and certificates", Path)
     log_level: str = _field("info", "debug, info, warning or error")
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
 
@@ -221,8 +221,9 @@ def _default(field: dataclasses.Field[Any]) -> Any:
 def _convert(section: str, key: str, field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
     types = _expected_type(field)
     if not isinstance(raw, types) or (isinstance(raw, bool) and bool not in types):
-        wanted = " or ".join(t.__name__ for t in types).replace("str", "string").replace("int", "integer")
-        raise ConfigError(f"{where}: [{section}] {key} must be a {wanted}, got {type(raw).__name__} {raw!r}")
+        names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "bool": "a boolean"}
+        wanted = " or ".join(names[t.__name__] for t in types)
+        raise ConfigError(f"{where}: [{section}] {key} must be {wanted}, got {raw!r}")
     parse = field.metadata.get("parse")
     try:
         value = parse(raw) if parse else raw

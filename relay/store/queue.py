@@ -14,8 +14,10 @@ from collections import defaultdict
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
 
-_PENDING_SQL = "state IN ('queued', 'deferred')"
-assert {State(s) for s in ("queued", "deferred")} == set(PENDING_STATES)
+# Invariant kept by every function here: next_attempt_at is NOT NULL exactly
+# when the recipient is pending (queued or deferred). The partial index
+# recipients_due covers those rows only, so "what is due" never scans the queue.
+_DUE_SQL = "next_attempt_at IS NOT NULL"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +74,9 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
     Walks the partial index ``recipients_due`` in due order; never scans the queue.
     """
     rows = conn.execute(
-        "UPDATE recipients SET state = 'sending', lease_owner = ?, lease_until = ?, updated_at = ?"
-        f" WHERE id IN (SELECT id FROM recipients WHERE {_PENDING_SQL} AND next_attempt_at <= ?"
+        "UPDATE recipients SET state = 'sending', next_attempt_at = NULL,"
+        " lease_owner = ?, lease_until = ?, updated_at = ?"
+        " WHERE id IN (SELECT id FROM recipients WHERE next_attempt_at <= ?"
         "  ORDER BY next_attempt_at LIMIT ?)"
         " RETURNING id, message_id, address, domain, attempts",
         (owner, lease_until, now, now, limit),
@@ -98,6 +101,7 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
 def record_attempts(conn: sqlite3.Connection, results: list[AttemptResult], now: float) -> None:
     """Store each outcome and its event; the lease is released."""
     for r in results:
+        assert (r.next_attempt_at is not None) == (r.state in PENDING_STATES), r
         conn.execute(
             "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " lease_owner = NULL, lease_until = NULL, last_code = ?, last_response = ?, updated_at = ?"
@@ -131,7 +135,7 @@ def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = Non
 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:
-    row = conn.execute(f"SELECT min(next_attempt_at) FROM recipients WHERE {_PENDING_SQL}").fetchone()
+    row = conn.execute(f"SELECT min(next_attempt_at) FROM recipients WHERE {_DUE_SQL}").fetchone()
     return None if row[0] is None else float(row[0])
 
 

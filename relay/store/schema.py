@@ -36,11 +36,12 @@ MIGRATIONS: list[str] = [
         last_response   TEXT,
         updated_at      REAL NOT NULL
     );
+    -- next_attempt_at is set exactly while a recipient is queued or deferred,
+    -- so picking due work walks this index in due order and nothing else.
     CREATE INDEX recipients_due ON recipients(next_attempt_at)
-        WHERE state IN ('queued', 'deferred');
-    CREATE INDEX recipients_leased ON recipients(lease_until)
-        WHERE state = 'sending';
+        WHERE next_attempt_at IS NOT NULL;
     CREATE INDEX recipients_message ON recipients(message_id);
+    -- Counts by state and domain, and finding the few 'sending' rows to release.
     CREATE INDEX recipients_state_domain ON recipients(state, domain);
     CREATE TABLE events (
         id            INTEGER PRIMARY KEY,

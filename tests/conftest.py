@@ -1,0 +1,308 @@
+"""Real servers on loopback for the tests: a scriptable SMTP sink, a DNS server, the relay itself."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay import config as config_mod
+from relay.app import Relay
+from relay.config import Config
+
+# ---------------------------------------------------------------------------
+# SMTP sink
+
+
+@dataclasses.dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    peer: str
+
+
+class SinkHandler:
+    """Replies are scripted by recipient local part:
+    ``tempfail*`` → 451 at RCPT, ``permfail*`` → 550 at RCPT; everything else is accepted.
+    ``data_reply`` overrides the reply to DATA; ``data_delay`` holds it back.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.data_reply = "250 2.0.0 Ok: sunk"
+        self.data_delay = 0.0
+        self.data_started = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        local = address.split("@")[0].lower()
+        if local.startswith("tempfail"):
+            return "451 4.3.0 try again later"
+        if local.startswith("permfail"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_started.set()
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if self.data_reply.startswith("2"):
+            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+            self.received.append(
+                Received(envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"", peer)
+            )
+            self.arrived.set()
+        return self.data_reply
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while sum(len(r.rcpt_tos) for r in self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sink got {len(self.received)} messages, expected {count} recipients")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
+        return self.received
+
+
+@dataclasses.dataclass
+class Sink:
+    handler: SinkHandler
+    server: asyncio.Server
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+async def start_sink(port: int = 0) -> Sink:
+    handler = SinkHandler()
+    loop = asyncio.get_running_loop()
+    # Controller(port=0) is broken in aiosmtpd; create the server ourselves.
+    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test"), "127.0.0.1", port)
+    return Sink(handler, server, server.sockets[0].getsockname()[1])
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    s = await start_sink()
+    yield s
+    s.server.close()
+
+
+# ---------------------------------------------------------------------------
+# DNS server: answers from a dict, NXDOMAIN for names it does not know.
+
+
+class DnsProtocol(asyncio.DatagramProtocol):
+    def __init__(self, zone: dict[str, dict[str, list[str]]]) -> None:
+        self.zone = zone
+        self.transport: asyncio.DatagramTransport | None = None
+        self.queries: list[tuple[str, str]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append((name, rdtype))
+        records = self.zone.get(name)
+        if records is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif records.get("SERVFAIL"):
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif rdtype in records:
+            response.answer.append(dns.rrset.from_text_list(question.name, 60, "IN", rdtype, records[rdtype]))
+        assert self.transport is not None
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@dataclasses.dataclass
+class DnsServer:
+    protocol: DnsProtocol
+    port: int
+
+    @property
+    def zone(self) -> dict[str, dict[str, list[str]]]:
+        return self.protocol.zone
+
+
+@pytest.fixture
+async def dns_server() -> AsyncIterator[DnsServer]:
+    loop = asyncio.get_running_loop()
+    protocol = DnsProtocol({})
+    transport, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=("127.0.0.1", 0))
+    yield DnsServer(protocol, transport.get_extra_info("sockname")[1])
+    transport.close()
+
+
+# ---------------------------------------------------------------------------
+# Relay configuration and instances
+
+
+def config_dict(data_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    base: dict[str, dict[str, Any]] = {
+        "server": {"hostname": "relay.test", "data_dir": str(data_dir), "shutdown_grace": "5s"},
+        "smtp": {"listen": ["127.0.0.1:0"]},
+        "http": {"listen": "127.0.0.1:0"},
+        "delivery": {
+            "poll_interval": "100ms",
+            "retry_initial": "1m",
+            "connect_timeout": "5s",
+            "command_timeout": "10s",
+        },
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return base
+
+
+def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
+    return config_mod.from_dict(config_dict(data_dir, **sections), environ={})
+
+
+@pytest.fixture
+async def relay_factory(tmp_path: Path) -> AsyncIterator[Any]:
+    started: list[Relay] = []
+
+    async def start(**sections: dict[str, Any]) -> Relay:
+        relay = Relay(make_config(tmp_path / "data", **sections))
+        await relay.start()
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        await relay.stop()
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {toml_value(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------------------
+# The relay as a real process, for crash and signal tests
+
+
+class RelayProcess:
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.smtp_port = 0
+        self.http_port = 0
+
+    async def start(self, timeout: float = 15.0) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("RELAY_CONFIG", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            smtp = re.search(r"listening for SMTP on 127\.0\.0\.1:(\d+)", text)
+            http = re.search(r"listening for HTTP on 127\.0\.0\.1:(\d+)", text)
+            if smtp and http and "relay started" in text:
+                self.smtp_port, self.http_port = int(smtp.group(1)), int(http.group(1))
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"relay exited with {self.proc.returncode}:\n{text}")
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"relay did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    async def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError("relay did not stop on SIGTERM")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def relay_process(tmp_path: Path) -> Any:
+    procs: list[RelayProcess] = []
+
+    def make(**sections: dict[str, Any]) -> RelayProcess:
+        path = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data", **sections))
+        proc = RelayProcess(path, tmp_path / "relay.log")
+        procs.append(proc)
+        return proc
+
+    yield make
+    for p in procs:
+        p.cleanup()
+
+
+def run_cli(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "relay", *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from relay import config as config_mod
+from relay.config import ConfigError, parse_duration, parse_hostport, parse_size
+from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("25MB", 25 * 1024**2), ("10kb", 10240), ("512", 512), ("1GB", 1024**3), ("1.5M", int(1.5 * 1024**2)), (100, 100)],
+)
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "MB", "25XB", "-1MB", "ten"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", 30), ("5m", 300), ("5d", 432000), ("1h30m", 5400), ("250ms", 0.25), (10, 10.0), ("2w", 1209600)],
+)
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 minutes", "m5", "5m garbage", "-5m"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:2587", ("127.0.0.1", 2587)),
+        ("[::1]:25", ("::1", 25)),
+        ("mail.example.com:587", ("mail.example.com", 587)),
+    ],
+)
+def test_parse_hostport(text, expected):
+    assert parse_hostport(text) == expected
+
+
+def test_example_config_loads_as_is():
+    config = config_mod.load(REPO / "config" / "relay.toml", environ={})
+    assert config.server.hostname == "relay.example.com"
+    assert config.server.data_dir == Path("var")
+    assert config.smtp.listen == [("127.0.0.1", 2587)]
+    assert config.http.listen == ("127.0.0.1", 8025)
+    assert config.delivery.smarthost is None
+    assert config.smtp.max_message_size == 25 * 1024**2
+    assert config.delivery.max_queue_lifetime == 5 * 86400
+    assert ipaddress.ip_network("127.0.0.1/32") in config.smtp.trusted_networks
+
+
+def test_defaults_without_any_file_content(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text('[server]\nhostname = "mx.example.org"\n')
+    config = config_mod.load(path, environ={})
+    assert config.delivery.mx_port == 25
+    assert config.dns.nameservers == []
+
+
+def test_environment_overrides_paths_and_lists(tmp_path):
+    path = tmp_path / "relay.toml"
+    path.write_text('[server]\nhostname = "a.example.com"\ndata_dir = "./var"\n')
+    env = {
+        "RELAY_SERVER_DATA_DIR": "/srv/relay",
+        "RELAY_DELIVERY_SMARTHOST": "smtp.example.net:2525",
+        "RELAY_DNS_NAMESERVERS": "127.0.0.1:5353, 127.0.0.2",
+        "RELAY_DELIVERY_CONCURRENCY": "7",
+    }
+    config = config_mod.load(path, environ=env)
+    assert config.server.data_dir == Path("/srv/relay")
+    assert config.delivery.smarthost == ("smtp.example.net", 2525)
+    assert config.dns.nameservers == [("127.0.0.1", 5353), ("127.0.0.2", 53)]
+    assert config.delivery.concurrency == 7
+
+
+def test_relay_config_variable_names_the_file(tmp_path):
+    path = tmp_path / "elsewhere.toml"
+    path.write_text('[server]\nhostname = "b.example.com"\n')
+    assert config_mod.load(None, environ={"RELAY_CONFIG": str(path)}).server.hostname == "b.example.com"
+
+
+# Each bad config must be refused for the right reason: the error names the key.
+BAD_CONFIGS = [
+    ('[server]\nhostnme = "x.example"\n', r"unknown key \[server\] hostnme"),
+    ('[sever]\nhostname = "x.example"\n', r"unknown section \[sever\]"),
+    ('[smtp]\nlisten = "127.0.0.1:25"\n', r"\[smtp\] listen must be a list"),
+    ('[smtp]\nmax_recipients = "many"\n', r"\[smtp\] max_recipients must be an integer"),
+    ('[smtp]\nmax_message_size = "huge"\n', r"\[smtp\] max_message_size: expected a size"),
+    ('[delivery]\nretry_initial = "soon"\n', r"\[delivery\] retry_initial: expected a duration"),
+    ('[delivery]\nsmarthost = "mail.example.com:99999"\n', r"\[delivery\] smarthost: port out of range"),
+    ("[delivery]\nconcurrency = 0\n", r"\[delivery\] concurrency must be greater than zero"),
+    ('[delivery]\nretry_initial = "2h"\nretry_max = "1h"\n', r"retry_max must not be shorter"),
+    ('[smtp]\ntrusted_networks = ["10.0.0.0/33"]\n', r"\[smtp\] trusted_networks: expected a network"),
+    ('[dns]\nnameservers = ["127.0.0.1:x"]\n', r"\[dns\] nameservers"),
+    ('[server]\nlog_level = "loud"\n', r"\[server\] log_level"),
+    ("[smtp]\nlisten = []\n", r"nothing would accept mail"),
+    ("[server\n", r"invalid TOML"),
+    ("[delivery]\nmx_port = true\n", r"\[delivery\] mx_port must be an integer"),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), BAD_CONFIGS)
+def test_bad_config_is_refused_naming_the_key(tmp_path, text, error):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error) as info:
+        config_mod.load(path, environ={})
+    assert str(path) in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        config_mod.load("/nonexistent/relay.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[server]\nhostnme = "x.example"\n', "unknown key [server] hostnme"),
+        ('[smtp]\nmax_recipients = "many"\n', "[smtp] max_recipients must be"),
+        (None, "config file not found"),
+    ],
+)
+def test_cli_exits_non_zero_with_a_one_line_error(tmp_path, text, error):
+    path = tmp_path / "relay.toml"
+    if text is not None:
+        path.write_text(text)
+    for command in (["serve"], ["check-config"]):
+        result = run_cli(*command, config=path)
+        assert result.returncode == 78
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and error in lines[0], result.stderr
+
+
+def test_schema_lists_every_key_with_a_description():
+    rows = config_mod.describe()
+    keys = {(s, k) for s, k, _, _ in rows}
+    for contract in [
+        ("server", "hostname"),
+        ("server", "data_dir"),
+        ("smtp", "listen"),
+        ("smtp", "tls_listen"),
+        ("smtp", "trusted_networks"),
+        ("http", "listen"),
+        ("delivery", "smarthost"),
+        ("dns", "nameservers"),
+    ]:
+        assert contract in keys
+    assert all(doc for *_, doc in rows)

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from relay.clock import FakeClock
+from relay.events import EventKind, State
+from relay.message import NewMessage
+from relay.store import Store
+from relay.store import queue as q
+from relay.store.db import open_database
+from relay.store.schema import MIGRATIONS, schema_version
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store(tmp_path / "relay.sqlite3", FakeClock())
+    yield s
+    await s.close()
+
+
+def message(*rcpts: str, sender: str = "a@example.com") -> NewMessage:
+    return NewMessage(sender, rcpts, b"Subject: t\r\n\r\nbody\r\n", "smtp")
+
+
+def rows(store: Store, sql: str, *params):
+    conn = sqlite3.connect(store.db.path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_enqueue_writes_message_body_recipients_and_events(store):
+    m = message("x@one.example", "y@two.example")
+    await store.enqueue(m)
+    assert rows(store, "SELECT sender, source FROM messages WHERE id = ?", m.id) == [("a@example.com", "smtp")]
+    assert rows(store, "SELECT raw FROM message_bodies WHERE message_id = ?", m.id) == [(m.raw,)]
+    assert rows(store, "SELECT address, domain, state FROM recipients ORDER BY id") == [
+        ("x@one.example", "one.example", "queued"),
+        ("y@two.example", "two.example", "queued"),
+    ]
+    assert rows(store, "SELECT kind, recipient FROM events ORDER BY id") == [
+        ("queued", "x@one.example"),
+        ("queued", "y@two.example"),
+    ]
+
+
+async def test_claim_leases_due_recipients_once(store):
+    for i in range(5):
+        await store.enqueue(message(f"r{i}@example.org"))
+    first = await store.claim_due(3, "node-a", lease=60)
+    second = await store.claim_due(10, "node-b", lease=60)
+    assert sum(len(m.recipients) for m in first) == 3
+    assert sum(len(m.recipients) for m in second) == 2
+    claimed = {r.address for m in first + second for r in m.recipients}
+    assert claimed == {f"r{i}@example.org" for i in range(5)}
+    assert await store.claim_due(10, "node-c", lease=60) == []
+    assert all(m.raw == b"Subject: t\r\n\r\nbody\r\n" for m in first)
+
+
+async def test_deferred_recipients_are_not_due_before_their_time(store):
+    await store.enqueue(message("r@example.org"))
+    (m,) = await store.claim_due(10, "n", lease=60)
+    r = m.recipients[0]
+    later = store.clock.now() + 300
+    result = q.AttemptResult(r.id, m.id, r.address, State.DEFERRED, EventKind.DEFERRED, later, 451, "busy")
+    await store.record_attempts([result])
+    assert await store.claim_due(10, "n", lease=60) == []
+    assert await store.next_due_at() == later
+    store.clock.advance(301)
+    (again,) = await store.claim_due(10, "n", lease=60)
+    assert again.recipients[0].attempts == 1
+    assert_due_invariant(store)
+
+
+async def test_leases_return_to_the_queue_by_owner_and_by_expiry(store):
+    await store.enqueue(message("a@example.org"))
+    await store.enqueue(message("b@example.org"))
+    await store.claim_due(1, "crashed-node", lease=60)
+    await store.claim_due(1, "other-node", lease=600)
+    assert await store.release_leases("crashed-node") == 1
+    assert rows(store, "SELECT state FROM recipients WHERE address = 'a@example.org'") == [("queued",)]
+    store.clock.advance(120)
+    assert await store.release_leases() == 0  # other-node's lease has not expired
+    store.clock.advance(600)
+    assert await store.release_leases() == 1
+    assert rows(store, "SELECT count(*) FROM recipients WHERE state = 'queued'") == [(2,)]
+    assert_due_invariant(store)
+
+
+def assert_due_invariant(store: Store) -> None:
+    """next_attempt_at is set exactly for queued and deferred recipients."""
+    bad = rows(
+        store,
+        "SELECT id, state, next_attempt_at FROM recipients WHERE"
+        " (state IN ('queued', 'deferred')) != (next_attempt_at IS NOT NULL)",
+    )
+    assert bad == []
+
+
+async def test_group_commit_shares_transactions_between_concurrent_writers(store):
+    await asyncio.gather(*(store.enqueue(message(f"r{i}@example.org")) for i in range(200)))
+    assert rows(store, "SELECT count(*) FROM messages") == [(200,)]
+    assert store.db.writes >= 200
+    assert store.db.commits < 100, f"{store.db.commits} commits for 200 messages: writes are not grouped"
+
+
+async def test_a_failing_write_does_not_undo_its_neighbours(store):
+    good = message("ok@example.org")
+    duplicate = message("dup@example.org")
+    await store.enqueue(duplicate)
+    bad = NewMessage(duplicate.sender, duplicate.recipients, duplicate.raw, "smtp", duplicate.id)
+    results = await asyncio.gather(store.enqueue(good), store.enqueue(bad), return_exceptions=True)
+    assert results[0] is None
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert rows(store, "SELECT count(*) FROM messages") == [(2,)]
+    assert rows(store, "SELECT count(*) FROM recipients") == [(2,)]
+
+
+def test_due_scan_uses_the_partial_index(tmp_path):
+    conn = open_database(tmp_path / "q.sqlite3")
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM recipients WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 10",
+        (0,),
+    ).fetchall()
+    text = " ".join(str(row[-1]) for row in plan)
+    assert "recipients_due" in text and "TEMP B-TREE" not in text and "SCAN recipients " not in text, text
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM recipients WHERE state = 'sending' AND lease_until < ?", (0,)
+    ).fetchall()
+    text = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX" in text and "SCAN" not in text, text
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path):
+    path = tmp_path / "m.sqlite3"
+    conn = open_database(path)
+    assert schema_version(conn) == len(MIGRATIONS)
+    conn.close()
+    conn = open_database(path)
+    assert schema_version(conn) == len(MIGRATIONS)
+
+
+def test_database_file_is_private(tmp_path):
+    path = tmp_path / "data" / "relay.sqlite3"
+    open_database(path).close()
+    assert path.stat().st_mode & 0o077 == 0
+    assert path.parent.stat().st_mode & 0o077 == 0
+
+
+def test_durability_pragmas(tmp_path):
+    conn = open_database(tmp_path / "p.sqlite3")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
