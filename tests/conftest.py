@@ -306,3 +306,15 @@ def run_cli(*args: str, config: Path | None = None) -> subprocess.CompletedProce
         cmd += ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+
+
+async def wait_for_states(store: Any, message_id: str, expected: list[str], timeout: float = 10.0) -> list[Any]:
+    """Poll the store until the message's recipients reach ``expected`` states (in recipient order)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = await store.message_status(message_id)
+        if [s.state for s in statuses] == expected:
+            return statuses
+        if time.monotonic() > deadline:
+            raise AssertionError(f"states {[(s.address, s.state) for s in statuses]}, expected {expected}")
+        await asyncio.sleep(0.02)

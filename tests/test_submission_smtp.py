@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import asyncio
+import smtplib
+
+import pytest
+
+from relay.store import queue as q
+from tests.conftest import wait_for_states
+
+BODY = (
+    b"From: App <app@example.com>\r\nTo: user@example.org\r\nSubject: hello\r\n"
+    b"Message-ID: <original@example.com>\r\n\r\nLine one\r\n.starts with a dot\r\n\r\nend\r\n"
+)
+
+
+def smtp_send(port: int, sender: str, rcpts: list[str], body: bytes) -> tuple[dict, tuple[int, bytes]]:
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as smtp:
+        smtp.ehlo()
+        code, text = smtp.mail(sender)
+        assert code == 250, text
+        refused = {}
+        for r in rcpts:
+            code, text = smtp.rcpt(r)
+            if code >= 300:
+                refused[r] = (code, text)
+        if len(refused) == len(rcpts):
+            return refused, (0, b"")
+        return refused, smtp.data(body)
+
+
+async def counts(relay) -> dict[str, int]:
+    summary: q.QueueSummary = await relay.store.summary()
+    return {k: v for k, v in summary.by_state.items() if v}
+
+
+async def test_trusted_client_is_queued_and_delivered_byte_for_byte(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    port = relay.smtp_addresses[0][1]
+    refused, (code, text) = await asyncio.to_thread(
+        smtp_send, port, "app@example.com", ["user@example.org", "other@example.net"], BODY
+    )
+    assert refused == {}
+    assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
+    queue_id = text.decode().rsplit(" ", 1)[1]
+    received = await sink.handler.wait_for(2)
+    assert sorted(r for m in received for r in m.rcpt_tos) == ["other@example.net", "user@example.org"]
+    for m in received:
+        assert m.mail_from == "app@example.com"
+        assert m.data.endswith(BODY), "the message must arrive unchanged below the added trace header"
+        added = m.data[: -len(BODY)].decode()
+        assert added.startswith("Received: from client.test ([127.0.0.1])")
+        assert f"id {queue_id}" in added
+        assert "Message-ID" not in added  # the client's own is kept
+    await wait_for_states(relay.store, queue_id, ["delivered", "delivered"])
+
+
+async def test_message_id_and_date_are_added_when_missing(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    body = b"Subject: bare\r\n\r\nhi\r\n"
+    await asyncio.to_thread(smtp_send, relay.smtp_addresses[0][1], "a@example.com", ["b@example.org"], body)
+    (m,) = await sink.handler.wait_for(1)
+    headers = m.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\r\nMessage-ID: <" in headers and "@relay.test>" in headers
+    assert "\r\nDate: " in headers
+    assert m.data.endswith(body)
+
+
+async def test_untrusted_client_cannot_relay(relay_factory, sink):
+    relay = await relay_factory(smtp={"trusted_networks": ["192.0.2.0/24"]}, delivery={"smarthost": sink.address})
+    refused, _ = await asyncio.to_thread(
+        smtp_send, relay.smtp_addresses[0][1], "a@example.com", ["victim@example.org"], BODY
+    )
+    assert refused["victim@example.org"][0] == 554
+    assert b"5.7.1" in refused["victim@example.org"][1]
+    assert await counts(relay) == {}
+
+
+async def test_bad_recipient_syntax_and_recipient_limit(relay_factory):
+    relay = await relay_factory(smtp={"max_recipients": 2}, delivery={"smarthost": "127.0.0.1:9"})
+    refused, (code, _) = await asyncio.to_thread(
+        smtp_send, relay.smtp_addresses[0][1], "a@example.com",
+        ["no-domain", "a@example.org", "b@example.org", "c@example.org"], BODY,
+    )
+    assert refused["no-domain"][0] == 501
+    assert refused["c@example.org"][0] == 452
+    assert code == 250
+    assert sum((await counts(relay)).values()) == 2
+
+
+async def test_message_over_the_size_limit_is_refused(relay_factory):
+    relay = await relay_factory(smtp={"max_message_size": "1KB"}, delivery={"smarthost": "127.0.0.1:9"})
+
+    def send_big() -> int:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("size") and smtp.esmtp_features["size"] == "1024"
+            try:
+                smtp.sendmail("a@example.com", ["b@example.org"], b"Subject: x\r\n\r\n" + b"x" * 4000)
+            except smtplib.SMTPDataError as exc:
+                return exc.smtp_code
+            except smtplib.SMTPSenderRefused as exc:
+                return exc.smtp_code
+            return 250
+
+    assert await asyncio.to_thread(send_big) == 552
+    assert await counts(relay) == {}
+
+
+async def test_disconnect_in_the_middle_of_data_leaves_nothing(relay_factory):
+    relay = await relay_factory(delivery={"smarthost": "127.0.0.1:9"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.smtp_addresses[0][1])
+    await reader.readline()
+    for command in (b"EHLO client.test", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.org>", b"DATA"):
+        writer.write(command + b"\r\n")
+        await writer.drain()
+        while True:
+            line = await reader.readline()
+            if line[3:4] != b"-":
+                break
+    assert line.startswith(b"354")
+    writer.write(b"Subject: cut short\r\n\r\nhalf a message")
+    await writer.drain()
+    writer.close()
+    await asyncio.sleep(0.2)
+    assert await counts(relay) == {}
+
+
+@pytest.mark.parametrize("rcpt", ["user@[127.0.0.1]", "üser@exämple.org"])
+async def test_unusual_but_valid_recipients_are_accepted(relay_factory, rcpt):
+    relay = await relay_factory(delivery={"smarthost": "127.0.0.1:9"})
+
+    def send() -> int:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.ehlo()
+            options = ["SMTPUTF8"] if not rcpt.isascii() else []
+            smtp.mail("a@example.com", options)
+            return smtp.rcpt(rcpt)[0]
+
+    assert await asyncio.to_thread(send) == 250
