@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
-API_KEY = "relay.api_key"  # request key holding the authenticated ApiKey
+API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)  # the authenticated key
 
 
 class ApiError(Exception):

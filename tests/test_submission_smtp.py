@@ -79,8 +79,11 @@ async def test_untrusted_client_cannot_relay(relay_factory, sink):
 async def test_bad_recipient_syntax_and_recipient_limit(relay_factory):
     relay = await relay_factory(smtp={"max_recipients": 2}, delivery={"smarthost": "127.0.0.1:9"})
     refused, (code, _) = await asyncio.to_thread(
-        smtp_send, relay.smtp_addresses[0][1], "a@example.com",
-        ["no-domain", "a@example.org", "b@example.org", "c@example.org"], BODY,
+        smtp_send,
+        relay.smtp_addresses[0][1],
+        "a@example.com",
+        ["no-domain", "a@example.org", "b@example.org", "c@example.org"],
+        BODY,
     )
     assert refused["no-domain"][0] == 501
     assert refused["c@example.org"][0] == 452

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,10 @@ from relay.message import NewMessage
 from relay.submission.accept import Acceptor, MessageTooLarge
 
 log = logging.getLogger(__name__)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def composition_from_json(data: dict[str, Any]) -> Composition:
@@ -55,7 +60,27 @@ class MessagesView:
         self.max_recipients = max_recipients
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", require("send")(self.create))]
+        return [
+            web.post("/v1/messages", require("send")(self.create)),
+            web.get("/v1/messages/{id}", require("read")(self.show)),
+        ]
+
+    async def show(self, request: web.Request) -> web.Response:
+        message_id = request.match_info["id"]
+        statuses = await self.acceptor.store.message_status(message_id)
+        if not statuses:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+        recipients = [
+            {
+                "email": s.address,
+                "status": s.state,
+                "attempts": s.attempts,
+                "next_attempt_at": _iso(s.next_attempt_at),
+                "last_response": None if s.last_response is None else f"{s.last_code or ''} {s.last_response}".strip(),
+            }
+            for s in statuses
+        ]
+        return web.json_response({"id": message_id, "recipients": recipients})
 
     async def create(self, request: web.Request) -> web.Response:
         data = await read_json_object(request)
