@@ -51,6 +51,9 @@ class SmtpClient:
             try:
                 await smtp.connect(timeout=self.connect_timeout)
                 return await self._transaction(smtp, sender, recipients, raw)
+            except asyncio.CancelledError:
+                smtp.close()  # shutting down: drop the connection, do not wait for QUIT
+                raise
             except _NextHost as exc:
                 last = exc.reply
             except aiosmtplib.SMTPResponseException as exc:

@@ -1,0 +1,161 @@
+"""The delivery engine against a real SMTP sink and a real DNS server on loopback, with a fake clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from relay.clock import FakeClock
+from relay.delivery.client import SmtpClient
+from relay.delivery.engine import Engine, EngineSettings
+from relay.delivery.mx import Router, make_resolver
+from relay.delivery.retry import RetryPolicy
+from relay.message import NewMessage
+from relay.store import Store
+
+RAW = b"Subject: engine test\r\n\r\nbody\r\n"
+POLICY = RetryPolicy(initial=60, maximum=600, lifetime=3600, jitter=0.0)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store(tmp_path / "q.sqlite3", FakeClock())
+    yield s
+    await s.close()
+
+
+def make_engine(store: Store, router: Router) -> Engine:
+    settings = EngineSettings(owner="test-node", concurrency=10, lease=300, poll_interval=0.05, retry=POLICY)
+    client = SmtpClient("relay.test", connect_timeout=2, command_timeout=5)
+    return Engine(store, router, client, store.clock, settings, random.Random(0))
+
+
+async def queue(store: Store, *rcpts: str) -> NewMessage:
+    m = NewMessage("sender@example.com", rcpts, RAW, "smtp")
+    await store.enqueue(m)
+    return m
+
+
+async def states(store: Store, m: NewMessage) -> dict[str, tuple[str, int]]:
+    return {s.address: (s.state, s.attempts) for s in await store.message_status(m.id)}
+
+
+async def test_smarthost_outcomes_per_recipient(store, sink):
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    m = await queue(store, "ok@a.example", "tempfail@a.example", "permfail@a.example")
+    assert await engine.run_once() == 3
+    assert await states(store, m) == {
+        "ok@a.example": ("delivered", 1),
+        "tempfail@a.example": ("deferred", 1),
+        "permfail@a.example": ("bounced", 1),
+    }
+    assert [r.rcpt_tos for r in sink.handler.received] == [["ok@a.example"]]
+    (deferred,) = [s for s in await store.message_status(m.id) if s.state == "deferred"]
+    assert deferred.next_attempt_at == store.clock.now() + 60
+    assert deferred.last_code == 451 and "try again" in deferred.last_response
+
+
+async def test_retry_schedule_follows_the_clock_and_expires(store, sink):
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    m = await queue(store, "tempfail@a.example")
+    await engine.run_once()
+    assert await engine.run_once() == 0  # not due yet
+    store.clock.advance(59)
+    assert await engine.run_once() == 0
+    store.clock.advance(1)
+    assert await engine.run_once() == 1  # second attempt after 60s
+    (s,) = await store.message_status(m.id)
+    assert (s.state, s.attempts, s.next_attempt_at) == ("deferred", 2, store.clock.now() + 120)
+    store.clock.advance(3600)  # past the queue lifetime
+    assert await engine.run_once() == 1
+    (s,) = await store.message_status(m.id)
+    assert (s.state, s.attempts, s.next_attempt_at) == ("failed", 3, None)
+
+
+async def test_connection_refused_defers(store):
+    engine = make_engine(store, Router(("127.0.0.1", 9), 25, None))
+    m = await queue(store, "a@a.example")
+    await engine.run_once()
+    (s,) = await store.message_status(m.id)
+    assert s.state == "deferred" and s.last_code is None
+    assert "127.0.0.1:9" in s.last_response
+
+
+async def test_data_rejection_applies_to_every_accepted_recipient(store, sink):
+    sink.handler.data_reply = "554 5.6.0 content rejected"
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    m = await queue(store, "a@a.example", "b@a.example")
+    await engine.run_once()
+    assert await states(store, m) == {"a@a.example": ("bounced", 1), "b@a.example": ("bounced", 1)}
+
+
+async def test_mx_routing_through_dns(store, sink, dns_server):
+    dns_server.zone.update(
+        {
+            "mx.example": {"MX": ["10 mx1.mx.example.", "20 mx2.mx.example."]},
+            "mx1.mx.example": {"A": ["127.0.0.2"]},  # nothing listens there: must fall through to mx2
+            "mx2.mx.example": {"A": ["127.0.0.1"]},
+            "implicit.example": {"A": ["127.0.0.1"]},  # no MX: the domain is its own MX
+            "nullmx.example": {"MX": ["0 ."]},
+            "broken.example": {"SERVFAIL": ["1"]},
+        }
+    )
+    resolver = make_resolver([("127.0.0.1", dns_server.port)], timeout=2)
+    engine = make_engine(store, Router(None, sink.port, resolver))
+    ok = await queue(store, "u@mx.example", "v@implicit.example")
+    gone = await queue(store, "u@nxdomain.example")
+    null = await queue(store, "u@nullmx.example")
+    broken = await queue(store, "u@broken.example")
+    await engine.run_once()
+    assert await states(store, ok) == {"u@mx.example": ("delivered", 1), "v@implicit.example": ("delivered", 1)}
+    assert sorted(r for m in sink.handler.received for r in m.rcpt_tos) == ["u@mx.example", "v@implicit.example"]
+    (s,) = await store.message_status(gone.id)
+    assert (s.state, s.last_code) == ("bounced", 550) and "5.1.2" in s.last_response
+    (s,) = await store.message_status(null.id)
+    assert (s.state, s.last_code) == ("bounced", 556)
+    (s,) = await store.message_status(broken.id)
+    assert (s.state, s.last_code) == ("deferred", 451)
+    assert ("mx.example", "MX") in dns_server.protocol.queries
+
+
+async def test_recipients_of_one_domain_share_one_transaction(store, sink):
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    await queue(store, "a@one.example", "b@one.example", "c@two.example")
+    await engine.run_once()
+    assert sorted(sorted(r.rcpt_tos) for r in sink.handler.received) == [
+        ["a@one.example", "b@one.example"],
+        ["c@two.example"],
+    ]
+
+
+async def test_events_record_every_outcome(store, sink):
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    await queue(store, "ok@a.example", "tempfail@a.example", "permfail@a.example")
+    await engine.run_once()
+    import sqlite3
+
+    conn = sqlite3.connect(store.db.path)
+    kinds = conn.execute("SELECT recipient, kind, code FROM events ORDER BY id").fetchall()
+    conn.close()
+    assert sorted(kinds) == sorted(
+        [
+            ("ok@a.example", "queued", None),
+            ("tempfail@a.example", "queued", None),
+            ("permfail@a.example", "queued", None),
+            ("ok@a.example", "delivered", 250),
+            ("tempfail@a.example", "deferred", 451),
+            ("permfail@a.example", "bounced", 550),
+        ]
+    )
+
+
+async def test_stop_releases_leases_of_unfinished_deliveries(store, sink):
+    sink.handler.data_delay = 5
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    m = await queue(store, "slow@a.example")
+    await engine._claim_and_start()
+    await sink.handler.data_started.wait()
+    assert (await states(store, m))["slow@a.example"][0] == "sending"
+    await engine.stop(grace=0.1)
+    assert await states(store, m) == {"slow@a.example": ("queued", 0)}
