@@ -112,7 +112,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     )
     if config.server.log_level.lower() != "debug":
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
-    return asyncio.run(serve(config))
+    loop_factory = None
+    if config.server.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(config))
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:

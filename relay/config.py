@@ -118,6 +118,7 @@ class ServerConfig:
     data_dir: Path = _field("./var", "directory for the SQLite queue, keys and certificates", Path)
     log_level: str = _field("info", "debug, info, warning or error")
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
+    event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +300,8 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [server] hostname must be a host name, got {config.server.hostname!r}")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+    if config.server.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError(f'{where}: [server] event_loop must be "uvloop" or "asyncio"')
     if not config.smtp.listen and not config.smtp.tls_listen:
         raise ConfigError(f"{where}: [smtp] listen and tls_listen are both empty: nothing would accept mail")
     if config.smtp.tls_listen:

@@ -108,6 +108,7 @@ BAD_CONFIGS = [
     ('[smtp]\ntrusted_networks = ["10.0.0.0/33"]\n', r"\[smtp\] trusted_networks: expected a network"),
     ('[dns]\nnameservers = ["127.0.0.1:x"]\n', r"\[dns\] nameservers"),
     ('[server]\nlog_level = "loud"\n', r"\[server\] log_level"),
+    ('[server]\nevent_loop = "trio"\n', r"\[server\] event_loop"),
     ("[smtp]\nlisten = []\n", r"nothing would accept mail"),
     ("[server\n", r"invalid TOML"),
     ("[delivery]\nmx_port = true\n", r"\[delivery\] mx_port must be an integer"),
