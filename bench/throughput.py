@@ -148,6 +148,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
 def wait_listening(port: int, log: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     import socket
 
@@ -176,7 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 [server]
 hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
-log_level = "warning"
+log_level = "info"
+acceptors = {args.acceptors}
 [smtp]
 listen = ["127.0.0.1:{smtp_port}"]
 [http]
@@ -197,7 +203,9 @@ concurrency = {args.concurrency}
         )
     try:
         wait_listening(smtp_port, log, relay)
-        cpu_before = cpu_seconds(relay.pid)
+        time.sleep(0.5 if args.acceptors else 0)  # let the acceptor processes bind
+        pids = [relay.pid, *children(relay.pid)]
+        cpu_before = sum(cpu_seconds(p) for p in pids)
         message = make_message(args.size)
         start = time.monotonic()
         if injector == "smtp-source":
@@ -231,7 +239,7 @@ concurrency = {args.concurrency}
                 raise SystemExit(f"timed out: {done} of {args.messages} delivered")
             time.sleep(0.02)
         finished_at = time.monotonic()
-        cpu = cpu_seconds(relay.pid) - cpu_before
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
     finally:
         relay.terminate()
         relay.wait(30)
@@ -241,6 +249,7 @@ concurrency = {args.concurrency}
     result = {
         "messages": args.messages,
         "sessions": args.sessions,
+        "acceptors": args.acceptors,
         "size": len(message),
         "injector": injector,
         "sink": sink_kind,
@@ -263,6 +272,7 @@ def main() -> None:
     parser.add_argument("--injector", choices=("auto", "smtp-source", "python"), default="auto")
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "python"), default="auto")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors (processes)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, queue)")
     parser.add_argument("--json", action="store_true")
@@ -273,7 +283,8 @@ def main() -> None:
             print(json.dumps(result))
         else:
             print(
-                f"{result['messages']} msgs x {result['size']} B, {result['sessions']} sessions "
+                f"{result['messages']} msgs x {result['size']} B, {result['sessions']} sessions, "
+                f"{result['acceptors']} acceptor processes "
                 f"({result['injector']} → relay → {result['sink']}): "
                 f"accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
                 f"relay CPU {result['relay_cpu_ms_per_message']} ms/msg, errors logged {result['errors_logged']}"

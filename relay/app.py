@@ -6,11 +6,14 @@ import asyncio
 import logging
 import random
 import signal
+import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from relay import workers
 from relay.api import make_app
 from relay.clock import Clock, SystemClock
 from relay.config import Config
@@ -42,12 +45,42 @@ def _format(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class Relay:
-    """SMTP submission, the HTTP API and the delivery engine in one process."""
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((host, port), family=family, backlog=1024)
 
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+
+def bind_listeners(config: Config) -> workers.Listeners:
+    """Bind every configured port (port 0 picks a free one). Fails before anything else starts."""
+    return workers.Listeners(
+        smtp=[_bind(host, port) for host, port in config.smtp.listen],
+        http=[_bind(*config.http.listen)],
+    )
+
+
+class Relay:
+    """SMTP submission, the HTTP API and the delivery engine; any of them in one process.
+
+    ``accept=False``: bind the listeners but leave accepting to acceptor processes.
+    ``deliver=False``: an acceptor; ``on_queued`` is told of each new message.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        *,
+        accept: bool = True,
+        deliver: bool = True,
+        listeners: workers.Listeners | None = None,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        self.accept = accept
+        self.deliver = deliver
+        self.listeners = listeners
+        self.on_queued = on_queued
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
@@ -59,14 +92,28 @@ class Relay:
     async def start(self) -> None:
         config = self.config
         config.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.listeners is None:
+            self.listeners = bind_listeners(config)
+        self.smtp_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtp]
+        self.http_address = self.listeners.http[0].getsockname()[:2]
         self.store = store = Store(config.db_path, self.clock)
-        self.engine = engine = self._make_engine(store)
-        acceptor = Acceptor(store, config.smtp.max_message_size, on_queued=engine.wake)
-        await self._start_smtp(acceptor)
-        await self._start_http(acceptor, store)
-        self._engine_task = asyncio.create_task(engine.run(), name="delivery-engine")
-        route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
-        log.info("relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route)
+        on_queued = self.on_queued or (lambda: None)
+        if self.deliver:
+            self.engine = self._make_engine(store)
+            on_queued = self.engine.wake
+        if self.accept:
+            acceptor = Acceptor(store, config.smtp.max_message_size, on_queued=on_queued)
+            await self._start_smtp(acceptor, self.listeners.smtp)
+            await self._start_http(acceptor, store, self.listeners.http)
+        for address in self.smtp_addresses:
+            log.info("listening for SMTP on %s", _format(address))
+        log.info("listening for HTTP on %s", _format(self.http_address))
+        if self.engine is not None:
+            self._engine_task = asyncio.create_task(self.engine.run(), name="delivery-engine")
+            route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
+            log.info(
+                "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
+            )
 
     def _make_engine(self, store: Store) -> Engine:
         d = self.config.delivery
@@ -82,30 +129,20 @@ class Relay:
         )
         return Engine(store, router, client, self.clock, settings, random.Random())
 
-    async def _start_smtp(self, acceptor: Acceptor) -> None:
+    async def _start_smtp(self, acceptor: Acceptor, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
         handler = SubmissionHandler(acceptor, self.config, self.clock)
         factory = make_smtp_factory(handler, self.config)
-        for host, port in self.config.smtp.listen:
-            server = await loop.create_server(factory, host, port, reuse_address=True)
-            self.smtp_servers.append(server)
-            for sock in server.sockets:
-                address = sock.getsockname()[:2]
-                self.smtp_addresses.append(address)
-                log.info("listening for SMTP on %s", _format(address))
+        for sock in sockets:
+            self.smtp_servers.append(await loop.create_server(factory, sock=sock, backlog=1024))
 
-    async def _start_http(self, acceptor: Acceptor, store: Store) -> None:
+    async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
         view = MessagesView(acceptor, self.config.server.hostname, self.clock, self.config.smtp.max_recipients)
         app = make_app(store, view.routes(), max_body=self.config.smtp.max_message_size * 2)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        host, port = self.config.http.listen
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_address = sockets[0].getsockname()[:2] if sockets else (host, port)
-        log.info("listening for HTTP on %s", _format(self.http_address))
+        for sock in sockets:
+            await web.SockSite(runner, sock, backlog=1024).start()
 
     async def stop(self) -> None:
         """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
@@ -119,18 +156,50 @@ class Relay:
             await asyncio.gather(self._engine_task, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
-        log.info("relay stopped")
+        if self.listeners is not None:
+            self.listeners.close()
+        log.info("relay stopped" if self.deliver else "acceptor stopped")
 
 
-async def serve(config: Config) -> int:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
-    relay = Relay(config)
+def _install_stop_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT, then stop cleanly.
+
+    With ``[server] acceptors = 0`` one process does everything. With N > 0
+    this main process binds the ports and delivers, and N acceptor processes
+    (see relay.workers) accept on the inherited sockets.
+    """
+    stop = _install_stop_signals()
+    inherited = workers.inherited_listeners()
+    if inherited is not None:  # this is an acceptor process
+        wake = workers.WakeSender(workers.wake_address(config.db_path))
+        relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
+        await relay.start()
+        await stop.wait()
+        await relay.stop()
+        return 0
+
+    acceptors = config.server.acceptors
+    relay = Relay(config, accept=acceptors == 0)
     await relay.start()
+    supervisor = listener = None
+    if acceptors > 0:
+        assert relay.engine is not None and relay.listeners is not None
+        listener = workers.WakeListener(workers.wake_address(config.db_path), relay.engine.wake)
+        supervisor = workers.Supervisor(acceptors, config.source, relay.listeners)
+        supervisor.start()
     await stop.wait()
     log.info("stopping")
+    if supervisor is not None:
+        await supervisor.stop(config.server.shutdown_grace)
+    if listener is not None:
+        listener.close()
     await relay.stop()
     return 0

@@ -119,6 +119,7 @@ class ServerConfig:
     log_level: str = _field("info", "debug, info, warning or error")
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
     event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
+    acceptors: int = _field(0, "processes that accept SMTP/HTTP; 0 = the main process accepts and delivers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +301,8 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [server] hostname must be a host name, got {config.server.hostname!r}")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+    if config.server.acceptors < 0:
+        raise ConfigError(f"{where}: [server] acceptors must not be negative")
     if config.server.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError(f'{where}: [server] event_loop must be "uvloop" or "asyncio"')
     if not config.smtp.listen and not config.smtp.tls_listen:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+from pathlib import Path
 
 import aiohttp
 
@@ -115,3 +116,40 @@ async def test_sigterm_lets_a_delivery_finish_then_exits(relay_process, sink):
     assert await proc.terminate() == 0
     assert queue_json(proc)["by_state"]["delivered"] == 1
     assert len(sink.handler.received) == 1
+
+
+async def test_acceptor_processes_share_the_queue_and_stop_together(relay_process, sink):
+    proc = relay_process(server={"acceptors": 2}, delivery={"smarthost": sink.address})
+    await proc.start()
+    await wait_until(lambda: proc.log().count("started acceptor process") == 2)
+    key = json.loads(run_cli("keys", "create", "--json", config=proc.config_path).stdout)["key"]
+    ids = await asyncio.gather(
+        *(asyncio.to_thread(smtp_submit, proc.smtp_port, [f"r{i}@example.org"]) for i in range(20))
+    )
+    payload = {"from": "api@example.com", "to": "h@example.net", "text": "x"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"http://127.0.0.1:{proc.http_port}/v1/messages", json=payload, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
+            assert resp.status == 202
+    received = await sink.handler.wait_for(21)
+    assert len({m.rcpt_tos[0] for m in received}) == 21
+    assert len(set(ids)) == 20
+    await wait_until(lambda: queue_json(proc)["by_state"]["delivered"] == 21)
+    children = child_pids(proc.proc.pid)
+    assert len(children) == 2
+    assert await proc.terminate() == 0
+    for pid in children:
+        await wait_until(lambda pid=pid: not alive(pid))
+    assert "restarting" not in proc.log()
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -6,10 +6,13 @@ it arrived. ``submit`` returns only after the message is on disk.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from relay.message import NewMessage
 from relay.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class MessageTooLarge(Exception):
@@ -30,5 +33,8 @@ class Acceptor:
             raise ValueError("a message needs at least one recipient")
         await self.store.enqueue(message)
         self.accepted += 1
-        self.on_queued()
+        try:
+            self.on_queued()
+        except Exception:  # the message is on disk: nothing after this point may turn it into a failure
+            log.exception("could not signal the delivery engine about %s", message.id)
         return message.id
