@@ -23,19 +23,19 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -134,18 +134,16 @@ def start_sink(kind: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", SINK_CODE, str(port)])
 
 
-def delivered_count(db: Path) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of a process (plus its reaped children's, for Postfix's master)."""
     try:
-        return conn.execute("SELECT count(*) FROM recipients WHERE state = 'delivered'").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
@@ -153,31 +151,31 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def wait_listening(port: int, log: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    import socket
-
+def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"relay exited:\n{log.read_text()}")
+        if not alive():
+            raise SystemExit("the server under test exited while starting")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit("relay did not start")
+    raise SystemExit(f"nothing listens on port {port}")
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
-    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    smtp_port, http_port, sink_port = free_port(), free_port(), free_port()
-    sink_kind = args.sink if args.sink != "auto" else ("smtp-sink" if shutil.which("smtp-sink") else "python")
-    injector = (
-        args.injector if args.injector != "auto" else ("smtp-source" if shutil.which("smtp-source") else "python")
-    )
-    config = tmp / "relay.toml"
-    config.write_text(
-        f"""
+class Relay:
+    """relay as a subprocess with its own temp data dir."""
+
+    name = "relay"
+
+    def __init__(self, tmp: Path, smtp_port: int, sink_port: int, args: argparse.Namespace) -> None:
+        self.tmp = tmp
+        self.db = tmp / "data" / "relay.sqlite3"
+        self.log = tmp / "relay.log"
+        config = tmp / "relay.toml"
+        config.write_text(
+            f"""
 [server]
 hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
@@ -186,77 +184,161 @@ acceptors = {args.acceptors}
 [smtp]
 listen = ["127.0.0.1:{smtp_port}"]
 [http]
-listen = "127.0.0.1:{http_port}"
+listen = "127.0.0.1:{free_port()}"
 [delivery]
 smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
-    )
-    sink = start_sink(sink_kind, sink_port)
-    log = tmp / "relay.log"
-    with log.open("wb") as fh:
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "relay", "serve", "--config", str(config)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
         )
-    try:
-        wait_listening(smtp_port, log, relay)
-        time.sleep(0.5 if args.acceptors else 0)  # let the acceptor processes bind
-        pids = [relay.pid, *children(relay.pid)]
-        cpu_before = sum(cpu_seconds(p) for p in pids)
-        message = make_message(args.size)
-        start = time.monotonic()
-        if injector == "smtp-source":
-            msg_file = tmp / "message.eml"
-            msg_file.write_bytes(message.replace(b"\r\n", b"\n"))
-            subprocess.run(
-                [
-                    "smtp-source",
-                    "-s",
-                    str(args.sessions),
-                    "-m",
-                    str(args.messages),
-                    "-f",
-                    "bench@example.com",
-                    "-t",
-                    "sink@example.org",
-                    "-F",
-                    str(msg_file),
-                    f"127.0.0.1:{smtp_port}",
-                ],
-                check=True,
-                timeout=args.timeout,
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
             )
-        else:
-            asyncio.run(asyncio.wait_for(inject_python(smtp_port, args.messages, args.sessions, message), args.timeout))
+        wait_listening(smtp_port, lambda: self.proc.poll() is None)
+        time.sleep(0.5 if args.acceptors else 0)  # let the acceptor processes start
+        self.pids = [self.proc.pid, *children(self.proc.pid)]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids)
+
+    def delivered(self) -> int:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute("SELECT count(*) FROM recipients WHERE state = 'delivered'").fetchone()[0]
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def errors(self) -> int:
+        return sum(
+            1 for line in self.log.read_text(errors="replace").splitlines() if re.search(r"ERROR|Traceback", line)
+        )
+
+
+class Postfix:
+    """A private Postfix instance (own config, queue and log under the temp dir) relaying to the sink.
+
+    Stock settings but for the relay route; as root, with Postfix installed. Postfix only
+    runs an alternate config directory listed in the default one's alternate_config_directories,
+    so that parameter is set in /etc/postfix/main.cf for the run and restored afterwards.
+    """
+
+    name = "postfix"
+
+    def __init__(self, tmp: Path, smtp_port: int, sink_port: int, args: argparse.Namespace) -> None:
+        if not shutil.which("postfix") or os.geteuid() != 0:
+            raise SystemExit("--target postfix needs Postfix installed (apt-get install postfix) and root")
+        self.conf, self.spool, self.data = tmp / "pf-conf", tmp / "pf-spool", tmp / "pf-data"
+        self.log = tmp / "maillog"
+        tmp.chmod(0o755)  # Postfix's unprivileged daemons must reach their queue
+        for d in (self.conf, self.spool, self.data):
+            d.mkdir()
+        shutil.chown(self.data, "postfix")
+        master = Path("/etc/postfix/master.cf").read_text()
+        master = re.sub(r"(?m)^smtp(\s+inet\s+\S+\s+\S+\s+)\S+", rf"127.0.0.1:{smtp_port}\1n", master)
+        master = re.sub(r"(?m)^(\S+\s+\S+\s+\S+\s+\S+\s+)y(\s)", r"\1n\2", master)  # no chroot
+        (self.conf / "master.cf").write_text(master)
+        (self.conf / "main.cf").write_text(
+            f"""compatibility_level = 3.6
+myhostname = postfix.bench
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{sink_port}
+alias_maps =
+alias_database =
+queue_directory = {self.spool}
+data_directory = {self.data}
+maillog_file_prefixes = {tmp}
+maillog_file = {self.log}
+"""
+        )
+        self.saved_alternates = self._postconf("alternate_config_directories")
+        subprocess.run(["postconf", "-e", f"alternate_config_directories = {self.conf}"], check=True)
+        subprocess.run(["postfix", "-c", str(self.conf), "start"], check=True, capture_output=True)
+        wait_listening(smtp_port, lambda: True)
+        self.master = int((self.spool / "pid" / "master.pid").read_text().split()[0])
+
+    @staticmethod
+    def _postconf(name: str) -> str:
+        out = subprocess.run(["postconf", "-h", name], capture_output=True, text=True, check=True).stdout
+        return out.strip()
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.master, reaped_children=True) + sum(cpu_seconds(p) for p in children(self.master))
+
+    def delivered(self) -> int:
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count("status=sent")
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True)
+        subprocess.run(["postconf", "-e", f"alternate_config_directories = {self.saved_alternates}"], check=True)
+
+    def errors(self) -> int:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return len(re.findall(r"(?m)(fatal|panic|error):", text))
+
+
+def inject(injector: str, port: int, message: bytes, tmp: Path, args: argparse.Namespace) -> None:
+    if injector == "python":
+        asyncio.run(asyncio.wait_for(inject_python(port, args.messages, args.sessions, message), args.timeout))
+        return
+    msg_file = tmp / "message.eml"
+    msg_file.write_bytes(message.replace(b"\r\n", b"\n"))
+    command = ["smtp-source", "-s", str(args.sessions), "-m", str(args.messages)]
+    command += ["-f", "bench@example.com", "-t", "sink@example.org", "-F", str(msg_file), f"127.0.0.1:{port}"]
+    subprocess.run(command, check=True, timeout=args.timeout)
+
+
+def run(args: argparse.Namespace, target: str) -> dict[str, object]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"{target}-bench-"))
+    smtp_port, sink_port = free_port(), free_port()
+    sink_kind = args.sink if args.sink != "auto" else ("smtp-sink" if shutil.which("smtp-sink") else "python")
+    injector = args.injector
+    if injector == "auto":
+        injector = "smtp-source" if shutil.which("smtp-source") else "python"
+    message = make_message(args.size)
+    sink = start_sink(sink_kind, sink_port)
+    server: Relay | Postfix | None = None
+    try:
+        server = (Relay if target == "relay" else Postfix)(tmp, smtp_port, sink_port, args)
+        cpu_before = server.cpu()
+        start = time.monotonic()
+        inject(injector, smtp_port, message, tmp, args)
         accepted_at = time.monotonic()
-        deadline = start + args.timeout
-        db = tmp / "data" / "relay.sqlite3"
-        while (done := delivered_count(db)) < args.messages:
-            if time.monotonic() > deadline:
+        while (done := server.delivered()) < args.messages:
+            if time.monotonic() > start + args.timeout:
                 raise SystemExit(f"timed out: {done} of {args.messages} delivered")
             time.sleep(0.02)
         finished_at = time.monotonic()
-        cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+        cpu = server.cpu() - cpu_before
     finally:
-        relay.terminate()
-        relay.wait(30)
+        if server is not None:
+            server.stop()
         sink.terminate()
         sink.wait(10)
-    errors = [line for line in log.read_text(errors="replace").splitlines() if re.search(r"ERROR|Traceback", line)]
     result = {
+        "target": target,
         "messages": args.messages,
         "sessions": args.sessions,
-        "acceptors": args.acceptors,
+        "acceptors": args.acceptors if target == "relay" else None,
         "size": len(message),
         "injector": injector,
         "sink": sink_kind,
         "accepted_per_s": round(args.messages / (accepted_at - start), 1),
         "end_to_end_per_s": round(args.messages / (finished_at - start), 1),
-        "relay_cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
-        "errors_logged": len(errors),
+        "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
+        "errors_logged": server.errors(),
     }
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,21 +356,35 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors (processes)")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--target",
+        action="append",
+        choices=("relay", "postfix"),
+        help="what to measure (repeatable; default relay). Runs alternate, so peers share conditions",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, queue)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    results = []
     for _ in range(args.runs):
-        result = run(args)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(
-                f"{result['messages']} msgs x {result['size']} B, {result['sessions']} sessions, "
-                f"{result['acceptors']} acceptor processes "
-                f"({result['injector']} → relay → {result['sink']}): "
-                f"accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
-                f"relay CPU {result['relay_cpu_ms_per_message']} ms/msg, errors logged {result['errors_logged']}"
-            )
+        for target in args.target or ["relay"]:
+            result = run(args, target)
+            results.append(result)
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                print(
+                    f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
+                    + (f", {result['acceptors']} acceptors" if target == "relay" else "")
+                    + f": accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
+                    f"CPU {result['cpu_ms_per_message']} ms/msg, errors logged {result['errors_logged']}",
+                    flush=True,
+                )
+    targets = {r["target"] for r in results}
+    if {"relay", "postfix"} <= targets and not args.json:
+        for key in ("accepted_per_s", "end_to_end_per_s", "cpu_ms_per_message"):
+            mean = {t: sum(r[key] for r in results if r["target"] == t) / args.runs for t in targets}
+            print(f"relay/postfix {key}: {mean['relay'] / mean['postfix']:.2f}x")
 
 
 if __name__ == "__main__":

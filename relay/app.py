@@ -24,9 +24,11 @@ from relay.delivery.retry import RetryPolicy
 from relay.store import Store
 from relay.submission.accept import Acceptor
 from relay.submission.http import MessagesView
-from relay.submission.smtp import SubmissionHandler, make_smtp_factory
+from relay.submission.smtp import Sessions, SubmissionHandler, make_smtp_factory
 
 log = logging.getLogger("relay")
+
+SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
 
 
 def node_id(data_dir: Path) -> str:
@@ -84,6 +86,7 @@ class Relay:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
+        self.smtp_sessions = Sessions()
         self.smtp_addresses: list[tuple[str, int]] = []
         self.http_address: tuple[str, int] | None = None
         self._http_runner: web.AppRunner | None = None
@@ -132,7 +135,7 @@ class Relay:
     async def _start_smtp(self, acceptor: Acceptor, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
         handler = SubmissionHandler(acceptor, self.config, self.clock)
-        factory = make_smtp_factory(handler, self.config)
+        factory = make_smtp_factory(handler, self.config, self.smtp_sessions)
         for sock in sockets:
             self.smtp_servers.append(await loop.create_server(factory, sock=sock, backlog=1024))
 
@@ -148,6 +151,7 @@ class Relay:
         """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
         for server in self.smtp_servers:
             server.close()
+        await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, SMTP_DRAIN_SECONDS))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.engine is not None:

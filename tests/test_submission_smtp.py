@@ -141,3 +141,30 @@ async def test_unusual_but_valid_recipients_are_accepted(relay_factory, rcpt):
             return smtp.rcpt(rcpt)[0]
 
     assert await asyncio.to_thread(send) == 250
+
+
+async def test_stop_lets_a_transaction_in_progress_finish(tmp_path, sink):
+    from relay.app import Relay
+    from tests.conftest import make_config
+
+    relay = Relay(make_config(tmp_path / "data", delivery={"smarthost": sink.address}))
+    await relay.start()
+    port = relay.smtp_addresses[0][1]
+    smtp = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, timeout=10)
+    await asyncio.to_thread(smtp.ehlo)
+    await asyncio.to_thread(smtp.mail, "a@example.com")
+    await asyncio.to_thread(smtp.rcpt, "late@example.org")
+    stopping = asyncio.create_task(relay.stop())
+    await asyncio.sleep(0.2)
+    assert not stopping.done()  # waiting for our transaction
+    code, text = await asyncio.to_thread(smtp.data, BODY)
+    assert code == 250, text
+    await stopping
+    smtp.close()
+    with pytest.raises(OSError):
+        await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, timeout=2)
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "data" / "relay.sqlite3")
+    assert conn.execute("SELECT address FROM recipients").fetchall() == [("late@example.org",)]
+    conn.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -98,11 +98,43 @@ def _peer_ip(session: Session) -> str:
     return "unknown"
 
 
-def make_smtp_factory(handler: SubmissionHandler, config: Config) -> type[SMTP] | object:
+class Sessions:
+    """The open SMTP connections, so that a stop can let transactions in progress finish."""
+
+    def __init__(self) -> None:
+        self.open: set[SMTP] = set()
+
+    def in_transaction(self) -> int:
+        return sum(1 for smtp in self.open if smtp.envelope is not None and smtp.envelope.mail_from is not None)
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for transactions in progress, then close every connection."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.in_transaction() and loop.time() < deadline:  # noqa: ASYNC110 (a short poll, only on stop)
+            await asyncio.sleep(0.05)
+        for smtp in list(self.open):
+            if smtp.transport is not None:
+                smtp.transport.close()
+
+
+class _SubmissionSMTP(SMTP):
+    sessions: Sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.sessions.open.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.sessions.open.discard(self)
+        super().connection_lost(error)
+
+
+def make_smtp_factory(handler: SubmissionHandler, config: Config, sessions: Sessions) -> Callable[[], SMTP]:
     """A protocol factory for ``loop.create_server``."""
 
     def factory() -> SMTP:
-        return SMTP(
+        smtp = _SubmissionSMTP(
             handler,
             hostname=config.server.hostname,
             ident="relay",
@@ -110,5 +142,7 @@ def make_smtp_factory(handler: SubmissionHandler, config: Config) -> type[SMTP] 
             enable_SMTPUTF8=True,
             decode_data=False,
         )
+        smtp.sessions = sessions
+        return smtp
 
     return factory
