@@ -180,3 +180,18 @@ async def test_keys_are_stored_only_as_digests(api):
     dump = "\n".join(conn.iterdump())
     conn.close()
     assert send_key not in dump
+
+
+async def test_oversized_body_is_413(relay_factory):
+    relay = await relay_factory(smtp={"max_message_size": "2KB"}, delivery={"smarthost": "127.0.0.1:9"})
+    _, key = await relay.store.create_api_key("app", ("send",))
+    host, port = relay.http_address
+    payload = {"from": "a@example.com", "to": "b@example.org", "text": "x" * 3000}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://{host}:{port}/v1/messages", json=payload, headers=bearer(key)) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"]["code"] == "message_too_large"
+        payload["text"] = "x" * 10000
+        async with session.post(f"http://{host}:{port}/v1/messages", json=payload, headers=bearer(key)) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"]["code"] == "payload_too_large"
