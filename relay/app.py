@@ -13,17 +13,21 @@ from pathlib import Path
 
 from aiohttp import web
 
-from relay import workers
-from relay.api import make_app
+from relay import tls, workers
+from relay.api.app import ApiSettings, make_app
+from relay.api.keys import KeysView
+from relay.api.messages import MessagesView
 from relay.clock import Clock, SystemClock
+from relay.compose import Limits
 from relay.config import Config
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
+from relay.ratelimit import RateLimiter
 from relay.store import Store
 from relay.submission.accept import Acceptor
-from relay.submission.http import MessagesView
+from relay.submission.capacity import Capacity
 from relay.submission.smtp import Sessions, SubmissionHandler, make_smtp_factory
 
 log = logging.getLogger("relay")
@@ -87,6 +91,7 @@ class Relay:
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
         self.smtp_sessions = Sessions()
+        self.capacity: Capacity | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
         self.http_address: tuple[str, int] | None = None
         self._http_runner: web.AppRunner | None = None
@@ -105,7 +110,12 @@ class Relay:
             self.engine = self._make_engine(store)
             on_queued = self.engine.wake
         if self.accept:
-            acceptor = Acceptor(store, config.smtp.max_message_size, on_queued=on_queued)
+            self.capacity = Capacity(
+                store, config.server.data_dir, config.server.max_queue, config.server.min_free_disk
+            )
+            await self.capacity.refresh()
+            self.capacity.start()
+            acceptor = Acceptor(store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity)
             await self._start_smtp(acceptor, self.listeners.smtp)
             await self._start_http(acceptor, store, self.listeners.http)
         for address in self.smtp_addresses:
@@ -140,12 +150,18 @@ class Relay:
             self.smtp_servers.append(await loop.create_server(factory, sock=sock, backlog=1024))
 
     async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
-        view = MessagesView(acceptor, self.config.server.hostname, self.clock, self.config.smtp.max_recipients)
-        app = make_app(store, view.routes(), max_body=self.config.smtp.max_message_size * 2)
+        http = self.config.http
+        limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
+        messages = MessagesView(acceptor, self.config.server.hostname, self.clock, limits, http.idempotency_ttl)
+        processes = max(1, self.config.server.acceptors)
+        settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
+        routes = [*messages.routes(), *KeysView(store).routes()]
+        app = make_app(store, settings, routes, max_body=http.max_body_size)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        ssl_context = tls.server_context(http.tls_cert, http.tls_key) if http.tls_cert else None
         for sock in sockets:
-            await web.SockSite(runner, sock, backlog=1024).start()
+            await web.SockSite(runner, sock, backlog=1024, ssl_context=ssl_context).start()
 
     async def stop(self) -> None:
         """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
@@ -154,6 +170,8 @@ class Relay:
         await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, SMTP_DRAIN_SECONDS))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self.capacity is not None:
+            await self.capacity.stop()
         if self.engine is not None:
             await self.engine.stop(self.config.server.shutdown_grace)
         if self._engine_task is not None:

@@ -1,24 +1,52 @@
-"""Building RFC 5322 messages from API fields with the stdlib email package. Pure, no I/O."""
+"""From API fields to an RFC 5322 message, with the stdlib email package. Pure, no I/O.
+
+``parse_request`` validates a ``POST /v1/messages`` body into a Composition
+(unknown fields are ignored); ``build`` renders it: text, html or
+multipart/alternative; inline images make the html part multipart/related;
+attachments make the whole multipart/mixed. Non-ASCII names and subjects become
+RFC 2047 encoded-words; a non-ASCII address switches to RFC 6532 UTF-8 headers.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import mimetypes
+import re
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
+from typing import Any
 
 from relay.message import split_address
 
 
 class FieldError(ValueError):
-    """A request field is missing or invalid; ``field`` names it for the API error."""
+    """A request field is missing or invalid; ``field`` names it (``to[1]``, ``attachments[0].content``)."""
 
     def __init__(self, field: str, message: str, code: str = "invalid_field") -> None:
         super().__init__(message)
         self.field = field
         self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_recipients: int = 50
+    max_attachments_size: int = 20 * 1024 * 1024  # decoded bytes, all attachments together
+    max_tags: int = 10
+    max_metadata_size: int = 10 * 1024  # bytes of JSON-ish text
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    content_type: str
+    content_id: str | None = None  # set for inline parts referenced as cid:... from the html
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +59,10 @@ class Composition:
     subject: str = ""
     text: str | None = None
     html: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, str | int | float | bool | None] = dataclasses.field(default_factory=dict)
 
     @property
     def envelope_recipients(self) -> tuple[str, ...]:
@@ -40,6 +72,17 @@ class Composition:
         return tuple(seen)
 
 
+# Headers the API builds itself; a caller sets them through the documented fields.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version",
+        "Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Received",
+    )
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+
+
 def parse_addresses(field: str, value: object, *, required: bool = False) -> tuple[Address, ...]:
     """``"a@x"``, ``"Name <a@x>"`` or a list of those → Addresses; FieldError otherwise."""
     if value is None or value == [] or value == "":
@@ -47,25 +90,152 @@ def parse_addresses(field: str, value: object, *, required: bool = False) -> tup
             raise FieldError(field, f"'{field}' is required", "missing_field")
         return ()
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+    if not isinstance(items, list):
         raise FieldError(field, f"'{field}' must be a string or a list of strings")
     out = []
-    for item in items:
-        if any(c in item for c in "\r\n"):
-            raise FieldError(field, f"'{field}' contains a line break")
-        parsed = getaddresses([item])
-        if len(parsed) != 1 or split_address(parsed[0][1]) is None:
-            raise FieldError(field, f"'{field}' has an invalid address: {item!r}")
-        name, spec = parsed[0]
-        local, _, domain = spec.rpartition("@")
-        out.append(Address(display_name=name, username=local, domain=domain))
+    for index, item in enumerate(items):
+        where = field if isinstance(value, str) else f"{field}[{index}]"
+        out.append(_parse_address(where, item))
     return tuple(out)
 
 
+def _parse_address(where: str, item: object) -> Address:
+    if not isinstance(item, str):
+        raise FieldError(where, f"'{where}' must be a string")
+    if any(c in item for c in "\r\n"):
+        raise FieldError(where, f"'{where}' contains a line break")
+    parsed = getaddresses([item])
+    if len(parsed) != 1 or split_address(parsed[0][1]) is None:
+        raise FieldError(where, f"'{where}' is not a valid address: {item!r}")
+    name, spec = parsed[0]
+    local, _, domain = spec.rpartition("@")
+    return Address(display_name=name, username=local, domain=domain)
+
+
+def _optional_string(data: dict[str, Any], field: str, *, single_line: bool = False) -> str | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FieldError(field, f"'{field}' must be a string")
+    if single_line and ("\n" in value or "\r" in value):
+        raise FieldError(field, f"'{field}' contains a line break")
+    return value
+
+
+def _headers(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise FieldError("headers", "'headers' must be an object of name: value")
+    out = []
+    for name, text in value.items():
+        where = f"headers.{name}"
+        if not _HEADER_NAME.fullmatch(name):
+            raise FieldError(where, f"{name!r} is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise FieldError(where, f"set {name} through its own field, not 'headers'")
+        if not isinstance(text, str) or "\r" in text or "\n" in text:
+            raise FieldError(where, f"the value of header {name} must be a single-line string")
+        out.append((name, text))
+    return tuple(out)
+
+
+def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise FieldError("attachments", "'attachments' must be a list")
+    out, total = [], 0
+    for index, item in enumerate(value):
+        where = f"attachments[{index}]"
+        if not isinstance(item, dict):
+            raise FieldError(where, f"'{where}' must be an object")
+        filename = item.get("filename")
+        if not isinstance(filename, str) or not filename or any(c in filename for c in '\r\n"\\/'):
+            raise FieldError(f"{where}.filename", "a plain file name is required")
+        content = item.get("content")
+        if not isinstance(content, str):
+            raise FieldError(f"{where}.content", "'content' must be a base64 string", "missing_field")
+        try:
+            data = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise FieldError(f"{where}.content", "'content' is not valid base64") from None
+        total += len(data)
+        if total > limits.max_attachments_size:
+            raise FieldError(where, f"attachments exceed {limits.max_attachments_size} bytes in total",
+                             "attachments_too_large")  # fmt: skip
+        content_type = item.get("content_type") or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        if not isinstance(content_type, str) or not re.fullmatch(r"[\w.+-]+/[\w.+-]+", content_type):
+            raise FieldError(f"{where}.content_type", "'content_type' must look like 'image/png'")
+        content_id = item.get("content_id")
+        if content_id is not None and (not isinstance(content_id, str) or not re.fullmatch(r"[\w.@+-]+", content_id)):
+            raise FieldError(f"{where}.content_id", "'content_id' must be a simple token such as 'logo'")
+        out.append(Attachment(filename, data, content_type.lower(), content_id))
+    return tuple(out)
+
+
+def _tags(value: object, limits: Limits) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise FieldError("tags", "'tags' must be a list of strings")
+    if len(value) > limits.max_tags:
+        raise FieldError("tags", f"at most {limits.max_tags} tags")
+    for index, tag in enumerate(value):
+        if not tag or len(tag) > 128 or any(c in tag for c in "\r\n,"):
+            raise FieldError(f"tags[{index}]", "a tag is 1-128 characters, without commas or line breaks")
+    return tuple(dict.fromkeys(value))
+
+
+def _metadata(value: object, limits: Limits) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError("metadata", "'metadata' must be a flat object")
+    size = 0
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool) and item is not None:
+            raise FieldError(f"metadata.{key}", "metadata values are strings, numbers, booleans or null")
+        size += len(key) + len(str(item))
+    if size > limits.max_metadata_size:
+        raise FieldError("metadata", f"metadata exceeds {limits.max_metadata_size} bytes")
+    return dict(value)
+
+
+def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
+    """Validate a POST /v1/messages body. Raises FieldError naming the field at fault."""
+    sender = parse_addresses("from", data.get("from"), required=True)
+    if len(sender) != 1:
+        raise FieldError("from", "'from' must be a single address")
+    text = _optional_string(data, "text")
+    html = _optional_string(data, "html")
+    if text is None and html is None:
+        raise FieldError("text", "give 'text', 'html' or both", "missing_field")
+    composition = Composition(
+        sender=sender[0],
+        to=parse_addresses("to", data.get("to"), required=True),
+        cc=parse_addresses("cc", data.get("cc")),
+        bcc=parse_addresses("bcc", data.get("bcc")),
+        reply_to=parse_addresses("reply_to", data.get("reply_to")),
+        subject=_optional_string(data, "subject", single_line=True) or "",
+        text=text,
+        html=html,
+        headers=_headers(data.get("headers")),
+        attachments=_attachments(data.get("attachments"), limits),
+        tags=_tags(data.get("tags"), limits),
+        metadata=_metadata(data.get("metadata"), limits),
+    )
+    if len(composition.envelope_recipients) > limits.max_recipients:
+        raise FieldError("to", f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
+                         "too_many_recipients")  # fmt: skip
+    if any(a.content_id for a in composition.attachments) and html is None:
+        raise FieldError("attachments", "inline attachments (content_id) need an 'html' body")
+    return composition
+
+
 def build(c: Composition, hostname: str, now: float) -> bytes:
-    """The message as CRLF bytes: text, html, or multipart/alternative with both."""
-    # Non-ASCII names and subjects become RFC 2047 encoded-words; only a
-    # non-ASCII address itself needs raw UTF-8 headers (RFC 6532, SMTPUTF8).
+    """The message as CRLF bytes."""
     utf8 = any(not a.addr_spec.isascii() for a in (c.sender, *c.to, *c.cc, *c.reply_to))
     msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
     msg["From"] = c.sender
@@ -77,12 +247,30 @@ def build(c: Composition, hostname: str, now: float) -> bytes:
     msg["Subject"] = c.subject
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
     msg["Message-ID"] = make_msgid(domain=hostname)
+    for name, value in c.headers:
+        msg[name] = value
+    _set_bodies(msg, c)
+    for a in c.attachments:
+        if a.content_id is None:
+            maintype, subtype = a.content_type.split("/", 1)
+            msg.add_attachment(a.content, maintype=maintype, subtype=subtype, filename=a.filename)
+    return msg.as_bytes()
+
+
+def _set_bodies(msg: EmailMessage, c: Composition) -> None:
     if c.text is not None:
         msg.set_content(c.text)
         if c.html is not None:
             msg.add_alternative(c.html, subtype="html")
-    elif c.html is not None:
-        msg.set_content(c.html, subtype="html")
     else:
-        msg.set_content("")
-    return msg.as_bytes()
+        msg.set_content(c.html or "", subtype="html")
+    inline = [a for a in c.attachments if a.content_id is not None]
+    if not inline:
+        return
+    html_part = msg if c.text is None else msg.get_payload()[1]  # type: ignore[index]
+    for a in inline:
+        maintype, subtype = a.content_type.split("/", 1)
+        html_part.add_related(
+            a.content, maintype=maintype, subtype=subtype, cid=f"<{a.content_id}>", filename=a.filename,
+            disposition="inline",
+        )  # fmt: skip

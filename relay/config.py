@@ -61,6 +61,31 @@ def parse_duration(value: str | int | float) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """``limit`` events per ``period`` seconds."""
+
+    limit: int
+    period: float
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{int(self.period)}s"
+
+
+_RATE_PERIODS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def parse_rate(value: str) -> Rate:
+    """``"3600/h"``, ``"1_000/hour"``, ``"10/s"`` → Rate."""
+    m = re.fullmatch(r"\s*(\d[\d_]*)\s*/\s*([a-z]+)\s*", value.lower())
+    if not m or m.group(2) not in _RATE_PERIODS:
+        raise ValueError(f"expected 'limit/period' such as \"3600/h\", got {value!r}")
+    limit = int(m.group(1).replace("_", ""))
+    if limit <= 0:
+        raise ValueError("a rate limit must be positive")
+    return Rate(limit, float(_RATE_PERIODS[m.group(2)]))
+
+
 def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
     """``"127.0.0.1:2587"``, ``"[::1]:25"``, ``"mail.example.com"`` (with a default port)."""
     m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", value.strip())
@@ -120,6 +145,8 @@ class ServerConfig:
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
     event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
     acceptors: int = _field(0, "processes that accept SMTP/HTTP; 0 = the main process accepts and delivers")
+    max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
+    min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +163,15 @@ class SmtpConfig:
 @dataclasses.dataclass(frozen=True)
 class HttpConfig:
     listen: tuple[str, int] = _field("127.0.0.1:8025", "HTTP API listener", parse_hostport)
+    max_body_size: int = _field("30MB", "largest request body (413 above)", parse_size)
+    max_recipients: int = _field(50, "recipients per POST /v1/messages (to + cc + bcc)")
+    max_attachments_size: int = _field("20MB", "decoded attachments per message, together", parse_size)
+    rate_limit: Rate = _field("3600/h", "requests per API key (429 above); a key may override it", parse_rate)
+    idempotency_ttl: float = _field("24h", "how long an Idempotency-Key is remembered", parse_duration)
+    trust_proxy: bool = _field(False, "take the client address from X-Forwarded-For (behind a reverse proxy)")
+    require_tls: bool = _field(False, "refuse plain HTTP from clients other than loopback (403)")
+    tls_cert: str = _field("", "PEM certificate chain: serve HTTPS on [http] listen")
+    tls_key: str = _field("", "PEM private key for tls_cert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,10 +345,15 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [smtp] listen and tls_listen are both empty: nothing would accept mail")
     if config.smtp.tls_listen:
         raise ConfigError(f"{where}: [smtp] tls_listen is not supported yet (implicit TLS arrives with SMTP AUTH/TLS)")
+    if config.server.min_free_disk < 0:
+        raise ConfigError(f"{where}: [server] min_free_disk must not be negative")
     positive = {
         ("smtp", "max_recipients"): config.smtp.max_recipients,
         ("smtp", "max_message_size"): config.smtp.max_message_size,
         ("delivery", "concurrency"): config.delivery.concurrency,
+        ("http", "max_recipients"): config.http.max_recipients,
+        ("http", "max_body_size"): config.http.max_body_size,
+        ("server", "max_queue"): config.server.max_queue,
         ("delivery", "lease"): config.delivery.lease,
         ("delivery", "poll_interval"): config.delivery.poll_interval,
         ("delivery", "retry_initial"): config.delivery.retry_initial,
@@ -322,6 +363,12 @@ def _validate(config: Config, where: str) -> None:
             raise ConfigError(f"{where}: [{section}] {key} must be greater than zero")
     if config.delivery.retry_max < config.delivery.retry_initial:
         raise ConfigError(f"{where}: [delivery] retry_max must not be shorter than retry_initial")
+    if bool(config.http.tls_cert) != bool(config.http.tls_key):
+        raise ConfigError(f"{where}: [http] tls_cert and tls_key go together")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(config.http, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{where}: [http] {key}: cannot read {path}")
     if not 0 < config.delivery.mx_port <= 65535:
         raise ConfigError(f"{where}: [delivery] mx_port must be a TCP port")
 

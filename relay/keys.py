@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import secrets
 
 PREFIX = "rly"
@@ -36,8 +37,30 @@ class ApiKey:
     name: str
     scopes: tuple[str, ...]
     created_at: float
-    last_used_at: float | None
-    revoked_at: float | None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    allowed_ips: tuple[str, ...] = ()  # CIDRs; empty = from anywhere
+    rate_limit: int | None = None  # requests per hour; None = the configured default
+    daily_quota: int | None = None  # messages per UTC day
+    monthly_quota: int | None = None  # messages per UTC month
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    def allows_ip(self, ip: str) -> bool:
+        if not self.allowed_ips:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in ipaddress.ip_network(net, strict=False) for net in self.allowed_ips)
+
+    def public(self) -> dict[str, object]:
+        """The key as the API and CLI show it: never the secret."""
+        data = dataclasses.asdict(self)
+        data["scopes"] = list(self.scopes)
+        data["allowed_ips"] = list(self.allowed_ips)
+        return data

@@ -8,7 +8,10 @@ import os
 import re
 import time
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 # A deliberately permissive address check: the local part is whatever the
 # client sent (RFC 5321 quoting and UTF-8 included), the domain must look like
@@ -47,6 +50,23 @@ class NewMessage:
     raw: bytes  # the full RFC 5322 message, CRLF line endings
     source: str  # "smtp" or "http"
     id: str = dataclasses.field(default_factory=new_message_id)
+    subject: str = ""
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    api_key_id: str | None = None
+
+
+def header_value(raw: bytes, name: str) -> str | None:
+    """The first ``name`` header, unfolded and RFC 2047-decoded; None if absent or unreadable."""
+    pattern = rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)"
+    m = re.search(pattern, _header_block(raw), re.IGNORECASE | re.DOTALL)
+    if m is None:
+        return None
+    text = re.sub(r"\r\n[ \t]+", " ", m.group(1).decode("utf-8", errors="replace")).strip()
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError):
+        return text
 
 
 def _header_block(raw: bytes) -> bytes:

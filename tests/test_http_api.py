@@ -66,40 +66,40 @@ async def test_post_message_is_queued_and_delivered(api):
         ({"Content-Type": "application/json"}, b'{"from": ', 400, "invalid_json", None),
         ({"Content-Type": "application/json"}, b"[1, 2]", 400, "invalid_json", None),
         ({"Content-Type": "text/plain"}, b"{}", 415, "unsupported_media_type", None),
-        ({"Content-Type": "application/json"}, b'{"to": "a@example.org", "text": "x"}', 422, "missing_field", "from"),
-        ({"Content-Type": "application/json"}, b'{"from": "a@example.org", "text": "x"}', 422, "missing_field", "to"),
+        ({"Content-Type": "application/json"}, b'{"to": "a@example.org", "text": "x"}', 400, "missing_field", "from"),
+        ({"Content-Type": "application/json"}, b'{"from": "a@example.org", "text": "x"}', 400, "missing_field", "to"),
         (
             {"Content-Type": "application/json"},
             b'{"from": "a@example.org", "to": "b@example.org"}',
-            422,
+            400,
             "missing_field",
             "text",
         ),
         (
             {"Content-Type": "application/json"},
             b'{"from": "not an address", "to": "b@example.org", "text": "x"}',
-            422,
+            400,
             "invalid_field",
             "from",
         ),
         (
             {"Content-Type": "application/json"},
             b'{"from": "a@example.org", "to": [1], "text": "x"}',
-            422,
+            400,
             "invalid_field",
-            "to",
+            "to[0]",
         ),
         (
             {"Content-Type": "application/json"},
             b'{"from": "a@example.org", "to": "b@example.org", "subject": "x\\r\\nBcc: c@example.org", "text": "x"}',
-            422,
+            400,
             "invalid_field",
             "subject",
         ),
         (
             {"Content-Type": "application/json"},
             b'{"from": "a@example.org", "to": "b@example.org", "text": 5}',
-            422,
+            400,
             "invalid_field",
             "text",
         ),
@@ -183,7 +183,9 @@ async def test_keys_are_stored_only_as_digests(api):
 
 
 async def test_oversized_body_is_413(relay_factory):
-    relay = await relay_factory(smtp={"max_message_size": "2KB"}, delivery={"smarthost": "127.0.0.1:9"})
+    relay = await relay_factory(
+        smtp={"max_message_size": "2KB"}, http={"max_body_size": "8KB"}, delivery={"smarthost": "127.0.0.1:9"}
+    )
     _, key = await relay.store.create_api_key("app", ("send",))
     host, port = relay.http_address
     payload = {"from": "a@example.com", "to": "b@example.org", "text": "x" * 3000}

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from relay.keys import ApiKey
 
-_COLUMNS = "id, name, scopes, created_at, last_used_at, revoked_at"
+_COLUMNS = "id, name, scopes, created_at, last_used_at, revoked_at, allowed_ips, rate_limit, daily_quota, monthly_quota"
 
 
-def _row(row: tuple[object, ...]) -> ApiKey:
-    kid, name, scopes, created, used, revoked = row
-    return ApiKey(str(kid), str(name), tuple(str(scopes).split()), float(created), used, revoked)  # type: ignore[arg-type]
+def _row(row: tuple[Any, ...]) -> ApiKey:
+    kid, name, scopes, created, used, revoked, ips, rate, daily, monthly = row
+    return ApiKey(kid, name, tuple(scopes.split()), created, used, revoked, tuple(ips.split()), rate, daily, monthly)
 
 
-def create(
-    conn: sqlite3.Connection, key_id: str, name: str, key_hash: str, scopes: tuple[str, ...], now: float
-) -> None:
+def create(conn: sqlite3.Connection, key: ApiKey, key_hash: str) -> None:
     conn.execute(
-        "INSERT INTO api_keys (id, name, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
-        (key_id, name, key_hash, " ".join(scopes), now),
-    )
+        "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, allowed_ips, rate_limit, daily_quota,"
+        " monthly_quota) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            key.id, key.name, key_hash, " ".join(key.scopes), key.created_at, " ".join(key.allowed_ips),
+            key.rate_limit, key.daily_quota, key.monthly_quota,
+        ),
+    )  # fmt: skip
 
 
 def find_active(conn: sqlite3.Connection, key_hash: str) -> ApiKey | None:
@@ -30,8 +33,13 @@ def find_active(conn: sqlite3.Connection, key_hash: str) -> ApiKey | None:
     return _row(row) if row else None
 
 
+def get(conn: sqlite3.Connection, key_id: str) -> ApiKey | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    return _row(row) if row else None
+
+
 def list_all(conn: sqlite3.Connection) -> list[ApiKey]:
-    return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")]
+    return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")]
 
 
 def revoke(conn: sqlite3.Connection, key_id: str, now: float) -> bool:

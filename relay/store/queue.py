@@ -8,8 +8,11 @@ caller owns (the group-commit writer or a CLI connection). Nothing outside
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
+import time
 from collections import defaultdict
+from typing import Any
 
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
@@ -53,10 +56,36 @@ class AttemptResult:
     response: str
 
 
-def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float) -> None:
+class QuotaExhausted(Exception):
+    """The API key has sent its quota of messages for the period."""
+
+    def __init__(self, period: str, limit: int) -> None:
+        super().__init__(f"the {'daily' if period == 'd' else 'monthly'} quota of {limit} messages is used up")
+        self.period = period
+        self.limit = limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Quota:
+    api_key_id: str
+    daily: int | None
+    monthly: int | None
+
+
+def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Quota | None = None) -> None:
+    """Insert the message, its body, tags, recipients and QUEUED events; count it against the quota."""
+    if quota is not None:
+        _count_against_quota(conn, quota, now)
     conn.execute(
-        "INSERT INTO messages (id, created_at, sender, size, source) VALUES (?, ?, ?, ?, ?)",
-        (message.id, now, message.sender, len(message.raw), message.source),
+        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message.id, now, message.sender, len(message.raw), message.source, message.subject,
+            json.dumps(list(message.tags)), json.dumps(message.metadata), message.api_key_id,
+        ),
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
     )
     conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message.id, message.raw))
     for address in message.recipients:
@@ -66,6 +95,25 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float) -> None:
             (message.id, address, domain_of(address), now, now),
         )
         _event(conn, now, EventKind.QUEUED, message.id, cur.lastrowid, address, None, None)
+
+
+def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
+    day = time.strftime("d:%Y-%m-%d", time.gmtime(now))
+    month = time.strftime("m:%Y-%m", time.gmtime(now))
+    for period, limit in ((day, quota.daily), (month, quota.monthly)):
+        if limit is None:
+            continue
+        row = conn.execute(
+            "SELECT count FROM key_usage WHERE api_key_id = ? AND period = ?", (quota.api_key_id, period)
+        ).fetchone()
+        if row is not None and row[0] >= limit:
+            raise QuotaExhausted(period[0], limit)
+    for period in (day, month):
+        conn.execute(
+            "INSERT INTO key_usage (api_key_id, period, count) VALUES (?, ?, 1)"
+            " ON CONFLICT (api_key_id, period) DO UPDATE SET count = count + 1",
+            (quota.api_key_id, period),
+        )
 
 
 def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, lease_until: float) -> list[LeasedMessage]:
@@ -134,6 +182,11 @@ def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = Non
     return cur.rowcount
 
 
+def pending_count(conn: sqlite3.Connection) -> int:
+    """Recipients waiting for delivery, counted on the due index."""
+    return int(conn.execute(f"SELECT count(*) FROM recipients WHERE {_DUE_SQL}").fetchone()[0])
+
+
 def next_due_at(conn: sqlite3.Connection) -> float | None:
     row = conn.execute(f"SELECT min(next_attempt_at) FROM recipients WHERE {_DUE_SQL}").fetchone()
     return None if row[0] is None else float(row[0])
@@ -163,17 +216,100 @@ class RecipientStatus:
     next_attempt_at: float | None
     last_code: int | None
     last_response: str | None
+    updated_at: float
+
+
+_STATUS_COLUMNS = "address, state, attempts, next_attempt_at, last_code, last_response, updated_at"
 
 
 def message_status(conn: sqlite3.Connection, message_id: str) -> list[RecipientStatus]:
     return [
         RecipientStatus(*row)
         for row in conn.execute(
-            "SELECT address, state, attempts, next_attempt_at, last_code, last_response"
-            " FROM recipients WHERE message_id = ? ORDER BY id",
-            (message_id,),
+            f"SELECT {_STATUS_COLUMNS} FROM recipients WHERE message_id = ? ORDER BY id", (message_id,)
         )
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageRecord:
+    id: str
+    created_at: float
+    sender: str
+    size: int
+    source: str
+    subject: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    api_key_id: str | None
+    recipients: list[RecipientStatus]
+
+
+_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id"
+
+
+def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
+    mid, created, sender, size, source, subject, tags, metadata, key_id = row
+    return MessageRecord(
+        mid, created, sender, size, source, subject, json.loads(tags), json.loads(metadata), key_id,
+        message_status(conn, mid),
+    )  # fmt: skip
+
+
+def message_record(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
+    row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else _message_record(conn, row)
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageFilter:
+    before: str | None = None  # cursor: the last id of the previous page
+    status: str | None = None  # messages with at least one recipient in this state
+    recipient: str | None = None
+    tag: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> list[MessageRecord]:
+    """Newest first, walking the primary key (ids are time-ordered) from the cursor."""
+    where, params = [], []
+    if f.before is not None:
+        where.append("m.id < ?")
+        params.append(f.before)
+    if f.status is not None:
+        where.append("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = ?)")
+        params.append(f.status)
+    if f.recipient is not None:
+        where.append("m.id IN (SELECT message_id FROM recipients WHERE address = ?)")
+        params.append(f.recipient)
+    if f.tag is not None:
+        where.append("m.id IN (SELECT message_id FROM message_tags WHERE tag = ?)")
+        params.append(f.tag)
+    if f.since is not None:
+        where.append("m.created_at >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        where.append("m.created_at < ?")
+        params.append(f.until)
+    sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY m.id DESC LIMIT ?"
+    rows = conn.execute(sql, [*params, limit]).fetchall()
+    return [_message_record(conn, row) for row in rows]
+
+
+def cancel_message(conn: sqlite3.Connection, message_id: str, now: float) -> list[str]:
+    """Cancel every recipient still waiting (queued or deferred); returns their addresses."""
+    rows = conn.execute(
+        "UPDATE recipients SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?"
+        " WHERE message_id = ? AND state IN ('queued', 'deferred') RETURNING id, address",
+        (now, message_id),
+    ).fetchall()
+    for rid, address in rows:
+        _event(conn, now, EventKind.CANCELLED, message_id, rid, address, None, "cancelled through the API")
+    return [address for _, address in rows]
 
 
 def _event(

@@ -12,12 +12,21 @@ MIGRATIONS: list[str] = [
     # one row per recipient with its own delivery state, events, API keys.
     """
     CREATE TABLE messages (
-        id          TEXT PRIMARY KEY,
+        id          TEXT PRIMARY KEY,  -- time-ordered: newest first is ORDER BY id DESC
         created_at  REAL NOT NULL,
         sender      TEXT NOT NULL,
         size        INTEGER NOT NULL,
-        source      TEXT NOT NULL
+        source      TEXT NOT NULL,     -- smtp or http
+        subject     TEXT NOT NULL DEFAULT '',
+        tags        TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        metadata    TEXT NOT NULL DEFAULT '{}',  -- JSON object
+        api_key_id  TEXT
     );
+    CREATE TABLE message_tags (
+        tag         TEXT NOT NULL,
+        message_id  TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        PRIMARY KEY (tag, message_id)
+    ) WITHOUT ROWID;
     CREATE TABLE message_bodies (
         message_id  TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
         raw         BLOB NOT NULL
@@ -41,6 +50,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX recipients_due ON recipients(next_attempt_at)
         WHERE next_attempt_at IS NOT NULL;
     CREATE INDEX recipients_message ON recipients(message_id);
+    CREATE INDEX recipients_address ON recipients(address);
     -- Counts by state and domain, and finding the few 'sending' rows to release.
     CREATE INDEX recipients_state_domain ON recipients(state, domain);
     CREATE TABLE events (
@@ -58,11 +68,36 @@ MIGRATIONS: list[str] = [
         id            TEXT PRIMARY KEY,
         name          TEXT NOT NULL,
         key_hash      TEXT NOT NULL UNIQUE,
-        scopes        TEXT NOT NULL,
+        scopes        TEXT NOT NULL,   -- space-separated
+        allowed_ips   TEXT NOT NULL DEFAULT '',  -- space-separated CIDRs; empty = anywhere
+        rate_limit    INTEGER,         -- requests per hour; NULL = the configured default
+        daily_quota   INTEGER,         -- messages per UTC day; NULL = unlimited
+        monthly_quota INTEGER,         -- messages per UTC month; NULL = unlimited
         created_at    REAL NOT NULL,
         last_used_at  REAL,
         revoked_at    REAL
     );
+    -- Messages sent per key per period ('d:2026-11-23', 'm:2026-11'), counted in the enqueue transaction.
+    CREATE TABLE key_usage (
+        api_key_id  TEXT NOT NULL,
+        period      TEXT NOT NULL,
+        count       INTEGER NOT NULL,
+        PRIMARY KEY (api_key_id, period)
+    ) WITHOUT ROWID;
+    -- Idempotency-Key records: the first request's outcome, replayed to retries.
+    CREATE TABLE idempotency (
+        api_key_id    TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        request_hash  TEXT NOT NULL,
+        state         TEXT NOT NULL,   -- pending or done
+        status        INTEGER,
+        body          TEXT,
+        message_id    TEXT,
+        created_at    REAL NOT NULL,
+        expires_at    REAL NOT NULL,
+        PRIMARY KEY (api_key_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_expiry ON idempotency(expires_at);
     """,
 ]
 
@@ -98,4 +133,12 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a script into statements; a ';' inside a comment or string does not end one."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements

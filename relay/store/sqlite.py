@@ -7,12 +7,14 @@ of them write SQL. A PostgreSQL store would offer the same methods.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from relay import keys as api_keys
 from relay.clock import Clock
 from relay.keys import ApiKey
 from relay.message import NewMessage
+from relay.store import idempotency as idem
 from relay.store import keys as key_rows
 from relay.store import queue as q
 from relay.store.db import Database
@@ -34,10 +36,22 @@ class Store:
 
     # -- queue ----------------------------------------------------------------
 
-    async def enqueue(self, message: NewMessage) -> None:
-        """Durably queue a message; returns once it is committed to disk."""
+    async def enqueue(
+        self, message: NewMessage, quota: q.Quota | None = None, completion: idem.Completion | None = None
+    ) -> None:
+        """Durably queue a message; returns once it is committed to disk.
+
+        ``quota``: count it against an API key's quota (raises QuotaExhausted).
+        ``completion``: store the Idempotency-Key outcome in the same transaction.
+        """
         now = self.clock.now()
-        await self.db.write(lambda c: q.enqueue(c, message, now))
+
+        def op(conn: sqlite3.Connection) -> None:
+            q.enqueue(conn, message, now, quota)
+            if completion is not None:
+                idem.complete(conn, completion)
+
+        await self.db.write(op)
 
     async def claim_due(self, limit: int, owner: str, lease: float) -> list[q.LeasedMessage]:
         now = self.clock.now()
@@ -61,15 +75,65 @@ class Store:
     async def message_status(self, message_id: str) -> list[q.RecipientStatus]:
         return await self.db.read(lambda c: q.message_status(c, message_id))
 
+    async def message(self, message_id: str) -> q.MessageRecord | None:
+        return await self.db.read(lambda c: q.message_record(c, message_id))
+
+    async def messages(self, filter: q.MessageFilter, limit: int) -> list[q.MessageRecord]:
+        return await self.db.read(lambda c: q.list_messages(c, filter, limit))
+
+    async def cancel_message(self, message_id: str) -> list[str]:
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.cancel_message(c, message_id, now))
+
+    async def pending_count(self) -> int:
+        return await self.db.read(q.pending_count)
+
+    # -- idempotency ----------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, api_key_id: str, key: str, request_hash: str, ttl: float
+    ) -> idem.IdempotencyRecord | None:
+        now = self.clock.now()
+        return await self.db.write(lambda c: idem.claim(c, api_key_id, key, request_hash, now, ttl))
+
+    async def complete_idempotency_key(self, completion: idem.Completion) -> None:
+        await self.db.write(lambda c: idem.complete(c, completion))
+
+    async def release_idempotency_key(self, api_key_id: str, key: str) -> None:
+        await self.db.write(lambda c: idem.release(c, api_key_id, key))
+
+    async def idempotency_record(self, api_key_id: str, key: str) -> idem.IdempotencyRecord | None:
+        now = self.clock.now()
+        return await self.db.read(lambda c: idem.get(c, api_key_id, key, now))
+
+    async def prune(self) -> int:
+        """Drop expired idempotency records."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: idem.prune(c, now))
+
     # -- API keys ---------------------------------------------------------------
 
-    async def create_api_key(self, name: str, scopes: tuple[str, ...]) -> tuple[ApiKey, str]:
+    async def create_api_key(
+        self,
+        name: str,
+        scopes: tuple[str, ...],
+        *,
+        allowed_ips: tuple[str, ...] = (),
+        rate_limit: int | None = None,
+        daily_quota: int | None = None,
+        monthly_quota: int | None = None,
+    ) -> tuple[ApiKey, str]:
         """Create a key; returns its record and the secret, which is never stored."""
         secret = api_keys.generate()
-        key_id = api_keys.new_key_id()
-        now = self.clock.now()
-        await self.db.write(lambda c: key_rows.create(c, key_id, name, api_keys.digest(secret), scopes, now))
-        return ApiKey(key_id, name, scopes, now, None, None), secret
+        key = ApiKey(
+            api_keys.new_key_id(), name, scopes, self.clock.now(),
+            allowed_ips=allowed_ips, rate_limit=rate_limit, daily_quota=daily_quota, monthly_quota=monthly_quota,
+        )  # fmt: skip
+        await self.db.write(lambda c: key_rows.create(c, key, api_keys.digest(secret)))
+        return key, secret
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        return await self.db.read(lambda c: key_rows.get(c, key_id))
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None. Records last use at most once a minute."""

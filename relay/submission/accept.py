@@ -7,10 +7,14 @@ it arrived. ``submit`` returns only after the message is on disk.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 
 from relay.message import NewMessage
 from relay.store import Store
+from relay.store.idempotency import Completion
+from relay.store.queue import Quota
+from relay.submission.capacity import Capacity, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -20,18 +24,35 @@ class MessageTooLarge(Exception):
 
 
 class Acceptor:
-    def __init__(self, store: Store, max_size: int, on_queued: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_size: int,
+        on_queued: Callable[[], None] = lambda: None,
+        capacity: Capacity | None = None,
+    ) -> None:
         self.store = store
         self.max_size = max_size
         self.on_queued = on_queued
+        self.capacity = capacity
         self.accepted = 0
 
-    async def submit(self, message: NewMessage) -> str:
+    async def submit(
+        self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None
+    ) -> str:
+        """Queue ``message`` durably. Raises MessageTooLarge, Overloaded, QuotaExhausted."""
         if len(message.raw) > self.max_size:
             raise MessageTooLarge(f"message is {len(message.raw)} bytes, the limit is {self.max_size}")
         if not message.recipients:
             raise ValueError("a message needs at least one recipient")
-        await self.store.enqueue(message)
+        if self.capacity is not None:
+            self.capacity.check()
+        try:
+            await self.store.enqueue(message, quota, completion)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):  # SQLITE_FULL: the disk is full
+                raise Overloaded("the disk holding the queue is full") from exc
+            raise
         self.accepted += 1
         try:
             self.on_queued()

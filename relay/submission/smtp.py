@@ -19,6 +19,7 @@ from relay.clock import Clock
 from relay.config import Config, Network
 from relay.message import (
     NewMessage,
+    header_value,
     missing_standard_headers,
     new_message_id,
     prepend_headers,
@@ -26,6 +27,7 @@ from relay.message import (
     split_address,
 )
 from relay.submission.accept import Acceptor, MessageTooLarge
+from relay.submission.capacity import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,15 @@ class SubmissionHandler:
             now=now,
         )
         raw = prepend_headers(raw, [trace, *missing_standard_headers(raw, self.hostname, now)])
-        message = NewMessage(envelope.mail_from or "", recipients, raw, "smtp", queue_id)
+        subject = header_value(raw, "Subject") or ""
+        message = NewMessage(envelope.mail_from or "", recipients, raw, "smtp", queue_id, subject=subject)
         try:
             await self.acceptor.submit(message)
         except MessageTooLarge:
             return "552 5.3.4 Message too big"
+        except Overloaded as exc:
+            log.warning("refused a message from %s: %s", _peer_ip(session), exc)
+            return "452 4.3.1 Insufficient system storage, try again later"
         except asyncio.CancelledError:
             raise
         except Exception:

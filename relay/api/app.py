@@ -1,0 +1,232 @@
+"""The HTTP API application: request ids, JSON errors, Bearer-key auth, the route table.
+
+Every response carries ``X-Request-Id``. Every error, ours or aiohttp's, reaches
+the client as ``{"error": {"code", "message", "field"?, "request_id"}}``; an
+unexpected exception is logged and answered with a 500 ``internal_error``.
+Paths match with or without a trailing slash. Field names are snake_case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from relay.config import Rate
+from relay.keys import SCOPES, ApiKey, looks_like_key
+from relay.ratelimit import Decision, RateLimiter
+from relay.store import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    rate_limit: Rate
+    limiter: RateLimiter
+    trust_proxy: bool = False
+    require_tls: bool = False
+
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+SETTINGS: web.AppKey[ApiSettings] = web.AppKey("settings", ApiSettings)
+RATE: web.RequestKey[Decision] = web.RequestKey("rate", Decision)
+API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)  # the authenticated key
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+def error_body(request: web.Request, code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    error["request_id"] = request.get(REQUEST_ID, "")
+    return {"error": error}
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[REQUEST_ID] = "req_" + secrets.token_hex(8)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        body = error_body(request, exc.code, exc.message, exc.field)
+        return web.json_response(body, status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {hdrs.ALLOW: exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else {}
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        return web.json_response(error_body(request, code, exc.reason), status=exc.status, headers=headers)
+    except Exception:
+        log.exception("internal error on %s %s (%s)", request.method, request.path, request[REQUEST_ID])
+        body = error_body(request, "internal_error", "internal error; the server log has details")
+        return web.json_response(body, status=500)
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if REQUEST_ID in request:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
+    if RATE in request:
+        response.headers.update(request[RATE].headers())
+
+
+def client_ip(request: web.Request, trust_proxy: bool) -> str:
+    """The client's address: the peer, or the last X-Forwarded-For hop when behind a trusted proxy."""
+    if trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or ""
+
+
+def is_secure(request: web.Request, trust_proxy: bool) -> bool:
+    if request.transport is not None and request.transport.get_extra_info("sslcontext") is not None:
+        return True
+    return trust_proxy and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def require(scope: str) -> Callable[[Handler], Handler]:
+    """Decorate a handler: a valid Bearer key with ``scope`` (or admin) is required."""
+
+    def decorate(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            request[API_KEY] = await authorize(request, scope)
+            return await handler(request)
+
+        wrapped.__name__ = handler.__name__
+        wrapped.__doc__ = handler.__doc__
+        wrapped.required_scope = scope  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate
+
+
+async def authorize(request: web.Request, scope: str | None) -> ApiKey:
+    """TLS policy → key → IP allowlist → scope → rate limit, each with its own error."""
+    settings = request.app[SETTINGS]
+    ip = client_ip(request, settings.trust_proxy)
+    if settings.require_tls and not is_secure(request, settings.trust_proxy) and not _is_loopback(ip):
+        raise ApiError(403, "tls_required", "this server accepts API requests over HTTPS only")
+    key = await authenticate(request)
+    if not key.allows_ip(ip):
+        raise ApiError(403, "ip_not_allowed", f"this API key may not be used from {ip}")
+    if scope is not None and not key.allows(scope):
+        raise ApiError(403, "missing_scope", f"this API key lacks the '{scope}' scope")
+    rate = Rate(key.rate_limit, 3600.0) if key.rate_limit else settings.rate_limit
+    decision = settings.limiter.hit(key.id, rate, time.time())
+    request[RATE] = decision
+    if not decision.allowed:
+        raise ApiError(429, "rate_limited", f"rate limit of {rate.limit} requests per {int(rate.period)}s exceeded",
+                       headers=decision.headers())  # fmt: skip
+    return key
+
+
+async def authenticate(request: web.Request) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
+    secret = secret.strip()
+    key = await request.app[STORE].authenticate(secret) if looks_like_key(secret) else None
+    if key is None:
+        raise ApiError(401, "unauthorized", "the API key is invalid or revoked")
+    return key
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as 'Content-Type: application/json'")
+    try:
+        body = await request.read()
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for load balancers; no auth."""
+    return web.json_response({"status": "ok"})
+
+
+async def list_scopes(request: web.Request) -> web.Response:
+    await authorize(request, None)
+    return web.json_response({"data": [{"name": s, "description": SCOPE_DOCS[s]} for s in SCOPES]})
+
+
+SCOPE_DOCS = {
+    "send": "submit messages",
+    "read": "read messages, events and stats",
+    "domains": "manage sending domains",
+    "suppressions": "manage the suppression list",
+    "templates": "manage templates",
+    "webhooks": "manage webhooks",
+    "admin": "everything, including API keys, SMTP credentials and settings",
+}
+
+
+def with_and_without_slash(routes: Iterable[web.RouteDef]) -> list[web.RouteDef]:
+    """Each route also answers with a trailing slash (and without one, if declared with it)."""
+    out: list[web.RouteDef] = []
+    for r in routes:
+        out.append(r)
+        other = r.path[:-1] if r.path.endswith("/") and r.path != "/" else r.path + "/"
+        out.append(web.RouteDef(r.method, other, r.handler, {**r.kwargs, "name": None}))
+    return out
+
+
+def make_app(store: Store, settings: ApiSettings, routes: list[web.RouteDef], max_body: int) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=max_body)
+    app[STORE] = store
+    app[SETTINGS] = settings
+    app.on_response_prepare.append(_add_headers)
+    base = [web.get("/healthz", healthz), web.get("/v1/scopes", list_scopes)]
+    app.add_routes(with_and_without_slash([*base, *routes]))
+    return app

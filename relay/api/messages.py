@@ -1,0 +1,214 @@
+"""``/v1/messages``: submit (with Idempotency-Key and quotas), show, list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.app import API_KEY, ApiError, read_json_object, require
+from relay.clock import Clock
+from relay.compose import FieldError, Limits, build, parse_request
+from relay.events import State
+from relay.keys import ApiKey
+from relay.message import NewMessage
+from relay.store.idempotency import Completion, IdempotencyRecord
+from relay.store.queue import MessageFilter, MessageRecord, Quota, QuotaExhausted
+from relay.submission.accept import Acceptor, MessageTooLarge
+from relay.submission.capacity import Overloaded
+
+log = logging.getLogger(__name__)
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+MAX_PAGE = 100
+
+
+def iso(ts: float | None) -> str | None:
+    return (
+        None
+        if ts is None
+        else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def parse_time(field: str, text: str) -> float:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "invalid_field", f"'{field}' must be an ISO 8601 time", field) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def message_json(m: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "created_at": iso(m.created_at),
+        "source": m.source,
+        "from": m.sender,
+        "subject": m.subject,
+        "size": m.size,
+        "tags": m.tags,
+        "metadata": m.metadata,
+        "recipients": [
+            {
+                "email": r.address,
+                "status": r.state,
+                "attempts": r.attempts,
+                "next_attempt_at": iso(r.next_attempt_at),
+                "last_response": None if r.last_response is None else f"{r.last_code or ''} {r.last_response}".strip(),
+                "updated_at": iso(r.updated_at),
+            }
+            for r in m.recipients
+        ],
+    }
+
+
+def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "state": record.state,
+        "status": record.status,
+        "message_id": record.message_id,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+    }
+
+
+class MessagesView:
+    def __init__(self, acceptor: Acceptor, hostname: str, clock: Clock, limits: Limits, idempotency_ttl: float) -> None:
+        self.acceptor = acceptor
+        self.store = acceptor.store
+        self.hostname = hostname
+        self.clock = clock
+        self.limits = limits
+        self.idempotency_ttl = idempotency_ttl
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/messages", require("send")(self.create)),
+            web.get("/v1/messages", require("read")(self.index)),
+            web.get("/v1/messages/{id}", require("read")(self.show)),
+            web.delete("/v1/messages/{id}", require("send")(self.cancel)),
+            web.get("/v1/idempotency/records/{key}", require("send")(self.idempotency_record)),
+        ]
+
+    async def create(self, request: web.Request) -> web.Response:
+        """Queue a message; retries with the same Idempotency-Key replay the first response."""
+        key = request[API_KEY]
+        data = await read_json_object(request)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is None:
+            return await self._create(data, key, None)
+        if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+        request_hash = hashlib.sha256(await request.read()).hexdigest()
+        held = await self.store.claim_idempotency_key(key.id, idempotency_key, request_hash, self.idempotency_ttl)
+        if held is not None:
+            return self._replay(held, request_hash)
+        try:
+            return await self._create(data, key, idempotency_key)
+        except BaseException:
+            await self.store.release_idempotency_key(key.id, idempotency_key)
+            raise
+
+    def _replay(self, held: IdempotencyRecord, request_hash: str) -> web.Response:
+        if held.request_hash != request_hash:
+            raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+        if held.state != "done" or held.status is None or held.body is None:
+            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still in progress",
+                           headers={"Retry-After": "1"})  # fmt: skip
+        return web.Response(
+            status=held.status, text=held.body, content_type="application/json", headers={"Idempotent-Replayed": "true"}
+        )
+
+    async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
+        if data.get("send_at") is not None:
+            raise ApiError(400, "unsupported_field", "scheduled sending (send_at) is not available yet", "send_at")
+        try:
+            composition = parse_request(data, self.limits)
+        except FieldError as exc:
+            raise ApiError(400, exc.code, str(exc), exc.field) from None
+        recipients = composition.envelope_recipients
+        raw = build(composition, self.hostname, self.clock.now())
+        message = NewMessage(
+            composition.sender.addr_spec, recipients, raw, "http",
+            subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
+        )  # fmt: skip
+        body = {
+            "id": message.id,
+            "status": "queued",
+            "recipients": [{"email": r, "status": "queued"} for r in recipients],
+        }
+        text = json.dumps(body)
+        completion = Completion(key.id, idempotency_key, 202, text, message.id) if idempotency_key else None
+        quota = Quota(key.id, key.daily_quota, key.monthly_quota) if key.daily_quota or key.monthly_quota else None
+        try:
+            await self.acceptor.submit(message, quota, completion)
+        except MessageTooLarge as exc:
+            raise ApiError(413, "message_too_large", str(exc)) from None
+        except QuotaExhausted as exc:
+            raise ApiError(402, "quota_exhausted", str(exc)) from None
+        except Overloaded as exc:
+            raise ApiError(503, "service_unavailable", f"submission is paused: {exc}",
+                           headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
+        log.info(
+            "queued %s from=<%s> rcpts=%d size=%d via http key=%s",
+            message.id, message.sender, len(recipients), len(raw), key.id,
+        )  # fmt: skip
+        return web.Response(status=202, text=text, content_type="application/json")
+
+    async def show(self, request: web.Request) -> web.Response:
+        message = await self.store.message(request.match_info["id"])
+        if message is None:
+            raise ApiError(404, "not_found", f"no message {request.match_info['id']}")
+        return web.json_response(message_json(message))
+
+    async def index(self, request: web.Request) -> web.Response:
+        """Newest first; ``next_cursor`` continues the listing."""
+        query = request.query
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
+        status = query.get("status")
+        if status is not None and status not in {s.value for s in State}:
+            raise ApiError(
+                400, "invalid_field", f"'status' must be one of {', '.join(s.value for s in State)}", "status"
+            )
+        f = MessageFilter(
+            before=query.get("cursor") or None,
+            status=status,
+            recipient=query.get("recipient") or None,
+            tag=query.get("tag") or None,
+            since=parse_time("since", query["since"]) if "since" in query else None,
+            until=parse_time("until", query["until"]) if "until" in query else None,
+        )
+        rows = await self.store.messages(f, limit + 1)
+        page = rows[:limit]
+        next_cursor = page[-1].id if len(rows) > limit else None
+        return web.json_response({"data": [message_json(m) for m in page], "next_cursor": next_cursor})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """Cancel the recipients not yet delivered (those in flight right now finish their attempt)."""
+        message_id = request.match_info["id"]
+        if await self.store.message(message_id) is None:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+        cancelled = await self.store.cancel_message(message_id)
+        message = await self.store.message(message_id)
+        assert message is not None
+        return web.json_response({"id": message_id, "cancelled": cancelled, **message_json(message)})
+
+    async def idempotency_record(self, request: web.Request) -> web.Response:
+        record = await self.store.idempotency_record(request[API_KEY].id, request.match_info["key"])
+        if record is None:
+            raise ApiError(404, "not_found", "no such Idempotency-Key for this API key (or it has expired)")
+        return web.json_response(idempotency_json(record))
