@@ -19,10 +19,24 @@ from typing import Any
 _DOMAIN_RE = re.compile(r"(?:[^\s@.\[\]]+\.)*[^\s@.\[\]]+|\[[^\s\[\]]+\]")
 
 
+_last_id = (0, 0)  # (milliseconds, random part) of the last id made in this process
+
+
 def new_message_id(now: float | None = None) -> str:
-    """A sortable public id: 48-bit millisecond time + 80 random bits, base32 (26 chars)."""
+    """A sortable public id: 48-bit millisecond time + 80 random bits, base32 (26 chars).
+
+    Like a monotonic ULID: within one millisecond the random part counts up, so
+    ids made by one process sort in creation order.
+    """
+    global _last_id
     ms = int((time.time() if now is None else now) * 1000)
-    raw = ms.to_bytes(6, "big") + os.urandom(10)
+    last_ms, last_random = _last_id
+    if ms <= last_ms:
+        ms, rand = last_ms, last_random + 1
+    else:
+        rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+    _last_id = (ms, rand)
+    raw = ms.to_bytes(6, "big") + rand.to_bytes(10, "big")
     return base64.b32encode(raw).decode("ascii").lower().rstrip("=")
 
 

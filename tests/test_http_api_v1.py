@@ -1,0 +1,318 @@
+"""The v1 API contract against the running app: idempotency, limits, keys, listing, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import sqlite3
+import uuid
+
+import aiohttp
+import pytest
+
+from tests.conftest import wait_for_states
+
+MESSAGE = {"from": "App <app@example.com>", "to": "user@example.org", "subject": "Hi", "text": "Hello"}
+
+
+class Api:
+    def __init__(self, relay, session: aiohttp.ClientSession, key: str) -> None:
+        self.relay = relay
+        self.session = session
+        self.key = key
+
+    def request(self, method: str, path: str, key: str | None = None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if key is not False:
+            headers.setdefault("Authorization", f"Bearer {key or self.key}")
+        return self.session.request(method, path, headers=headers, **kwargs)
+
+    def messages_in_store(self) -> int:
+        conn = sqlite3.connect(self.relay.store.db.path)
+        try:
+            return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+async def api_factory(relay_factory, sink):
+    sessions = []
+
+    async def make(**sections) -> Api:
+        sections.setdefault("delivery", {"smarthost": sink.address})
+        relay = await relay_factory(**sections)
+        _, admin = await relay.store.create_api_key("admin", ("admin",))
+        host, port = relay.http_address
+        session = aiohttp.ClientSession(f"http://{host}:{port}")
+        sessions.append(session)
+        return Api(relay, session, admin)
+
+    yield make
+    for s in sessions:
+        await s.close()
+
+
+@pytest.fixture
+async def api(api_factory) -> Api:
+    return await api_factory()
+
+
+async def test_seed_snippet_with_idempotency_key_sends_exactly_once(api, sink):
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+        assert resp.status == 202
+        first = await resp.json()
+        assert "Idempotent-Replayed" not in resp.headers
+    async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+        assert resp.status == 202
+        assert resp.headers["Idempotent-Replayed"] == "true"
+        assert await resp.json() == first
+    await sink.handler.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert len(sink.handler.received) == 1
+    assert api.messages_in_store() == 1
+    async with api.request("GET", f"/v1/idempotency/records/{headers['Idempotency-Key']}") as resp:
+        record = await resp.json()
+    assert record["state"] == "done" and record["status"] == 202 and record["message_id"] == first["id"]
+
+
+async def test_idempotency_key_reused_with_another_body(api):
+    headers = {"Idempotency-Key": "order-1234"}
+    async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+        assert resp.status == 202
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "subject": "changed"}, headers=headers) as resp:
+        assert resp.status == 422
+        assert (await resp.json())["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_twenty_concurrent_retries_queue_one_message(api):
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+
+    async def post() -> tuple[int, dict]:
+        async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+            return resp.status, await resp.json()
+
+    results = await asyncio.gather(*(post() for _ in range(20)))
+    statuses = [s for s, _ in results]
+    assert set(statuses) <= {202, 409}, statuses
+    ids = {body["id"] for s, body in results if s == 202}
+    assert len(ids) == 1
+    assert all(body["error"]["code"] == "idempotency_in_progress" for s, body in results if s == 409)
+    assert api.messages_in_store() == 1
+
+
+async def test_a_failed_request_does_not_hold_its_idempotency_key(api):
+    headers = {"Idempotency-Key": "k-1"}
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "to": "bad"}, headers=dict(headers)) as resp:
+        assert resp.status == 400
+    async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+        assert resp.status == 202
+
+
+async def test_rate_limit_headers_count_down_to_429(api):
+    _, key = await api.relay.store.create_api_key("limited", ("send", "read"), rate_limit=3)
+    remaining = []
+    for _ in range(3):
+        async with api.request("GET", "/v1/messages", key=key) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-RateLimit-Limit"] == "3"
+            remaining.append(int(resp.headers["X-RateLimit-Remaining"]))
+            reset = int(resp.headers["X-RateLimit-Reset"])
+    assert remaining == [2, 1, 0]
+    async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
+        assert resp.status == 429
+        assert (await resp.json())["error"]["code"] == "rate_limited"
+        retry_after = int(resp.headers["Retry-After"])
+        assert 0 < retry_after <= 3600
+        assert int(resp.headers["X-RateLimit-Reset"]) == reset
+    async with api.request("GET", "/v1/messages") as resp:  # other keys are unaffected
+        assert resp.status == 200
+
+
+async def test_daily_quota_is_402(api):
+    _, key = await api.relay.store.create_api_key("quota", ("send",), daily_quota=2)
+    codes = []
+    for _ in range(3):
+        async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
+            codes.append((resp.status, (await resp.json()).get("error", {}).get("code")))
+    assert codes == [(202, None), (202, None), (402, "quota_exhausted")]
+    assert api.messages_in_store() == 2
+
+
+async def test_ip_allowlist(api_factory):
+    api = await api_factory(http={"trust_proxy": True})
+    _, key = await api.relay.store.create_api_key("office", ("send",), allowed_ips=("10.0.0.0/8",))
+    async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"]["code"] == "ip_not_allowed"
+    headers = {"X-Forwarded-For": "198.51.100.7, 10.1.2.3"}
+    async with api.request("POST", "/v1/messages", key=key, json=MESSAGE, headers=headers) as resp:
+        assert resp.status == 202
+
+
+async def test_plain_http_from_elsewhere_can_be_refused(api_factory):
+    api = await api_factory(http={"trust_proxy": True, "require_tls": True})
+    outside = {"X-Forwarded-For": "203.0.113.9"}
+    async with api.request("GET", "/v1/messages", headers=dict(outside)) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"]["code"] == "tls_required"
+    async with api.request("GET", "/v1/messages", headers={**outside, "X-Forwarded-Proto": "https"}) as resp:
+        assert resp.status == 200
+    async with api.request("GET", "/v1/messages") as resp:  # loopback
+        assert resp.status == 200
+
+
+async def test_attachments_inline_images_and_custom_headers_reach_the_sink(api, sink):
+    pdf, png = b"%PDF-1.4 fake", b"\x89PNG\r\n\x1a\nfake"
+    payload = {
+        **MESSAGE,
+        "html": '<p>Logo: <img src="cid:logo"></p>',
+        "headers": {"X-Campaign": "spring"},
+        "attachments": [
+            {"filename": "invoice.pdf", "content": base64.b64encode(pdf).decode()},
+            {"filename": "logo.png", "content": base64.b64encode(png).decode(), "content_id": "logo"},
+        ],
+    }
+    async with api.request("POST", "/v1/messages", json=payload) as resp:
+        assert resp.status == 202, await resp.text()
+    (received,) = await sink.handler.wait_for(1)
+    msg = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg["X-Campaign"] == "spring"
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "invoice.pdf" and attachment.get_content() == pdf
+    related = [p for p in msg.walk() if p.get_content_type() == "multipart/related"]
+    assert len(related) == 1
+    (image,) = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    assert image["Content-ID"] == "<logo>" and image.get_content() == png
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code", "field"),
+    [
+        ({**MESSAGE, "headers": {"From": "x@example.com"}}, 400, "invalid_field", "headers.From"),
+        ({**MESSAGE, "headers": {"X-Bad": "a\r\nBcc: v@example.org"}}, 400, "invalid_field", "headers.X-Bad"),
+        (
+            {**MESSAGE, "attachments": [{"filename": "a.txt", "content": "%%%"}]},
+            400,
+            "invalid_field",
+            "attachments[0].content",
+        ),
+        ({**MESSAGE, "to": [f"u{i}@example.org" for i in range(51)]}, 400, "too_many_recipients", "to"),
+        ({**MESSAGE, "tags": ["ok", 5]}, 400, "invalid_field", "tags"),
+        ({**MESSAGE, "metadata": {"nested": {"a": 1}}}, 400, "invalid_field", "metadata.nested"),
+        ({**MESSAGE, "send_at": "2030-01-01T00:00:00Z"}, 400, "unsupported_field", "send_at"),
+        ({**MESSAGE, "to": ["ok@example.org", "broken"]}, 400, "invalid_field", "to[1]"),
+    ],
+)
+async def test_validation_errors_name_the_field(api, payload, status, code, field):
+    async with api.request("POST", "/v1/messages", json=payload) as resp:
+        assert resp.status == status
+        error = (await resp.json())["error"]
+    assert (error["code"], error["field"]) == (code, field)
+    assert api.messages_in_store() == 0
+
+
+async def test_show_list_filter_and_paginate(api):
+    ids = []
+    for i in range(5):
+        payload = {**MESSAGE, "to": f"u{i}@example.org", "tags": ["even" if i % 2 == 0 else "odd"],
+                   "metadata": {"n": i}}  # fmt: skip
+        async with api.request("POST", "/v1/messages", json=payload) as resp:
+            ids.append((await resp.json())["id"])
+    await wait_for_states(api.relay.store, ids[-1], ["delivered"])
+    async with api.request("GET", f"/v1/messages/{ids[2]}") as resp:
+        detail = await resp.json()
+    assert detail["tags"] == ["even"] and detail["metadata"] == {"n": 2} and detail["subject"] == "Hi"
+    assert detail["from"] == "app@example.com" and detail["recipients"][0]["email"] == "u2@example.org"
+
+    seen, cursor = [], None
+    while True:
+        query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        async with api.request("GET", "/v1/messages", params=query) as resp:
+            page = await resp.json()
+        seen += [m["id"] for m in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    async with api.request("GET", "/v1/messages", params={"tag": "odd"}) as resp:
+        assert [m["id"] for m in (await resp.json())["data"]] == [ids[3], ids[1]]
+    async with api.request("GET", "/v1/messages", params={"recipient": "u4@example.org"}) as resp:
+        assert [m["id"] for m in (await resp.json())["data"]] == [ids[4]]
+    async with api.request("GET", "/v1/messages", params={"status": "bounced"}) as resp:
+        assert (await resp.json())["data"] == []
+    async with api.request("GET", "/v1/messages", params={"since": "2999-01-01T00:00:00Z"}) as resp:
+        assert (await resp.json())["data"] == []
+    async with api.request("GET", "/v1/messages", params={"limit": "1000"}) as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "limit"
+
+
+async def test_delete_cancels_recipients_not_yet_delivered(api_factory):
+    api = await api_factory(delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"})
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "to": ["a@example.org", "b@example.org"]}) as r:
+        message_id = (await r.json())["id"]
+    await wait_for_states(api.relay.store, message_id, ["deferred", "deferred"])
+    async with api.request("DELETE", f"/v1/messages/{message_id}") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert sorted(body["cancelled"]) == ["a@example.org", "b@example.org"]
+    assert [r["status"] for r in body["recipients"]] == ["cancelled", "cancelled"]
+    async with api.request("DELETE", "/v1/messages/nope") as resp:
+        assert resp.status == 404
+
+
+async def test_backpressure_when_the_queue_is_full(api_factory):
+    api = await api_factory(server={"max_queue": 1}, delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"})
+    async with api.request("POST", "/v1/messages", json=MESSAGE) as resp:
+        assert resp.status == 202
+    await api.relay.capacity.refresh()
+    async with api.request("POST", "/v1/messages", json=MESSAGE) as resp:
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "service_unavailable"
+        assert int(resp.headers["Retry-After"]) > 0
+
+
+async def test_api_keys_lifecycle_through_the_api(api):
+    payload = {"name": "ci", "scopes": ["send"], "allowed_ips": ["127.0.0.1/32"], "daily_quota": 100}
+    async with api.request("POST", "/v1/api-keys", json=payload) as resp:
+        assert resp.status == 201
+        created = await resp.json()
+    secret = created["key"]
+    assert secret.startswith("rly_live_") and created["allowed_ips"] == ["127.0.0.1/32"]
+    async with api.request("POST", "/v1/messages", key=secret, json=MESSAGE) as resp:
+        assert resp.status == 202
+    async with api.request("GET", "/v1/api-keys", key=secret) as resp:
+        assert resp.status == 403 and "'admin'" in (await resp.json())["error"]["message"]
+    async with api.request("GET", "/v1/api-keys") as resp:
+        listing = await resp.text()
+    assert created["id"] in listing and secret not in listing
+    async with api.request("DELETE", f"/v1/api-keys/{created['id']}") as resp:
+        assert resp.status == 200 and (await resp.json())["revoked_at"] is not None
+    async with api.request("POST", "/v1/messages", key=secret, json=MESSAGE) as resp:
+        assert resp.status == 401
+    async with api.request("DELETE", f"/v1/api-keys/{created['id']}") as resp:
+        assert resp.status == 404
+    async with api.request("POST", "/v1/api-keys", json={"scopes": ["root"]}) as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "scopes[0]"
+
+
+async def test_conventions_request_ids_slashes_allow_healthz_scopes(api):
+    async with api.request("GET", "/healthz", key=False) as resp:
+        assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
+        assert resp.headers["X-Request-Id"].startswith("req_")
+    async with api.request("POST", "/v1/messages/", json=MESSAGE) as resp:
+        assert resp.status == 202
+    async with api.request("PATCH", "/v1/messages") as resp:
+        assert resp.status == 405
+        assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
+        error = (await resp.json())["error"]
+    assert error["request_id"] == resp.headers["X-Request-Id"]
+    async with api.request("GET", "/v1/scopes") as resp:
+        names = [s["name"] for s in (await resp.json())["data"]]
+    assert names == ["send", "read", "domains", "suppressions", "templates", "webhooks", "admin"]
+    async with api.request("GET", "/v1/scopes", key=False) as resp:
+        assert resp.status == 401
