@@ -37,7 +37,12 @@ def new_message_id(now: float | None = None) -> str:
         rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
     _last_id = (ms, rand)
     raw = ms.to_bytes(6, "big") + rand.to_bytes(10, "big")
-    return base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_SORTABLE_BASE32)
+
+
+# RFC 4648's base32 alphabet (A-Z, 2-7) does not sort like the numbers it encodes;
+# Crockford's (digits first, in ASCII order) does, so ids compare like their times.
+_SORTABLE_BASE32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
 
 
 def split_address(address: str) -> tuple[str, str] | None:

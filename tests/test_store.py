@@ -155,3 +155,11 @@ def test_durability_pragmas(tmp_path):
     conn = open_database(tmp_path / "p.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_message_ids_sort_in_creation_order():
+    from relay.message import new_message_id
+
+    ids = [new_message_id(1_800_000_000.0 + i / 7000) for i in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == 5000
+    assert new_message_id(1_900_000_000.0) > ids[-1]
