@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from relay.api.openapi import serve_document
 from relay.config import Rate
 from relay.keys import SCOPES, ApiKey, looks_like_key
 from relay.ratelimit import Decision, RateLimiter
@@ -227,6 +228,10 @@ def make_app(store: Store, settings: ApiSettings, routes: list[web.RouteDef], ma
     app[STORE] = store
     app[SETTINGS] = settings
     app.on_response_prepare.append(_add_headers)
-    base = [web.get("/healthz", healthz), web.get("/v1/scopes", list_scopes)]
+    base = [
+        web.get("/healthz", healthz),
+        web.get("/v1/scopes", list_scopes),
+        web.get("/v1/openapi.json", serve_document),
+    ]
     app.add_routes(with_and_without_slash([*base, *routes]))
     return app

@@ -12,6 +12,8 @@ from relay.api.messages import iso
 from relay.keys import SCOPES, ApiKey
 from relay.store import Store
 
+MAX_LIMIT = 10**12
+
 
 def key_json(key: ApiKey) -> dict[str, Any]:
     return {
@@ -32,8 +34,8 @@ def _optional_positive_int(data: dict[str, Any], field: str) -> int | None:
     value = data.get(field)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ApiError(400, "invalid_field", f"'{field}' must be a positive integer", field)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_LIMIT:
+        raise ApiError(400, "invalid_field", f"'{field}' must be an integer from 1 to {MAX_LIMIT}", field)
     return value
 
 

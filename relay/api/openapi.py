@@ -1,0 +1,301 @@
+"""The OpenAPI 3.1 description of the v1 API, served at ``GET /v1/openapi.json``.
+
+Written by hand next to the handlers; tests check that every route of the
+running app is described here (and nothing else is), and fuzz the API from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay import __version__
+from relay.keys import SCOPES
+
+_STR = {"type": "string"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+_NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_ADDRESSES = {
+    "oneOf": [_STR, {"type": "array", "items": _STR}],
+    "description": '"user@example.com", "Name <user@example.com>", or a list of those',
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid request (JSON, a field, a query parameter)",
+        401: "Missing, unknown or revoked API key",
+        402: "Sending quota exhausted",
+        403: "Missing scope, IP not allowed, or TLS required",
+        404: "Not found",
+        409: "A request with this Idempotency-Key is in progress",
+        413: "Body or message too large",
+        415: "Body is not JSON",
+        422: "Idempotency-Key reused with another body",
+        429: "Rate limited (see Retry-After)",
+        503: "Submission paused: queue or disk full (see Retry-After)",
+    }
+    return {str(s): _json(_ref("Error"), text[s]) for s in (401, 403, 429, *statuses)}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": _STR}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "request_id"],
+                "properties": {"code": _STR, "message": _STR, "field": _STR, "request_id": _STR},
+            }
+        },
+    },
+    "Attachment": {
+        "type": "object",
+        "required": ["filename", "content"],
+        "properties": {
+            "filename": _STR,
+            "content": {"type": "string", "contentEncoding": "base64"},
+            "content_type": _STR,
+            "content_id": {**_STR, "description": "makes the attachment inline, referenced as cid:<content_id>"},
+        },
+    },
+    "MessageRequest": {
+        "type": "object",
+        "required": ["from", "to"],
+        "description": "Give text, html or both. Unknown fields are ignored.",
+        "properties": {
+            "from": _STR,
+            "to": _ADDRESSES,
+            "cc": _ADDRESSES,
+            "bcc": _ADDRESSES,
+            "reply_to": _ADDRESSES,
+            "subject": _STR,
+            "text": _STR,
+            "html": _STR,
+            "headers": {"type": "object", "additionalProperties": _STR},
+            "attachments": {"type": "array", "items": _ref("Attachment")},
+            "tags": {"type": "array", "items": _STR, "maxItems": 10},
+            "metadata": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+        },
+    },
+    "MessageAccepted": {
+        "type": "object",
+        "required": ["id", "status", "recipients"],
+        "properties": {
+            "id": _STR,
+            "status": {"const": "queued"},
+            "recipients": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["email", "status"],
+                    "properties": {"email": _STR, "status": _STR},
+                },
+            },
+        },
+    },
+    "Recipient": {
+        "type": "object",
+        "required": ["email", "status", "attempts"],
+        "properties": {
+            "email": _STR,
+            "status": {
+                "enum": ["queued", "deferred", "sending", "delivered", "bounced", "failed", "suppressed", "cancelled"]
+            },  # fmt: skip
+            "attempts": {"type": "integer"},
+            "next_attempt_at": _TIME,
+            "last_response": _NULLABLE_STR,
+            "updated_at": _TIME,
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "created_at", "from", "recipients"],
+        "properties": {
+            "id": _STR,
+            "created_at": _TIME,
+            "source": {"enum": ["smtp", "http"]},
+            "from": _STR,
+            "subject": _STR,
+            "size": {"type": "integer"},
+            "tags": {"type": "array", "items": _STR},
+            "metadata": {"type": "object"},
+            "recipients": {"type": "array", "items": _ref("Recipient")},
+            "cancelled": {"type": "array", "items": _STR},
+        },
+    },
+    "MessageList": {
+        "type": "object",
+        "required": ["data", "next_cursor"],
+        "properties": {"data": {"type": "array", "items": _ref("Message")}, "next_cursor": _NULLABLE_STR},
+    },
+    "IdempotencyRecord": {
+        "type": "object",
+        "properties": {
+            "key": _STR,
+            "state": {"enum": ["pending", "done"]},
+            "status": _NULLABLE_INT,
+            "message_id": _NULLABLE_STR,
+            "created_at": _TIME,
+            "expires_at": _TIME,
+        },
+    },
+    "ApiKeyRequest": {
+        "type": "object",
+        "properties": {
+            "name": _STR,
+            "scopes": {"type": "array", "items": {"enum": list(SCOPES)}, "minItems": 1},
+            "allowed_ips": {"type": "array", "items": {**_STR, "description": "CIDR"}},
+            "rate_limit": {"type": "integer", "minimum": 1, "maximum": 10**12, "description": "requests per hour"},
+            "daily_quota": {"type": "integer", "minimum": 1, "maximum": 10**12},
+            "monthly_quota": {"type": "integer", "minimum": 1, "maximum": 10**12},
+        },
+    },
+    "ApiKey": {
+        "type": "object",
+        "required": ["id", "name", "scopes"],
+        "properties": {
+            "id": _STR,
+            "name": _STR,
+            "scopes": {"type": "array", "items": _STR},
+            "allowed_ips": {"type": "array", "items": _STR},
+            "rate_limit": _NULLABLE_INT,
+            "daily_quota": _NULLABLE_INT,
+            "monthly_quota": _NULLABLE_INT,
+            "created_at": _TIME,
+            "last_used_at": _TIME,
+            "revoked_at": _TIME,
+            "key": {**_STR, "description": "the secret, in the creation response only"},
+        },
+    },
+}
+
+_IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Retries with the same key (per API key, within the TTL) replay the first response.",
+}
+
+PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness (no auth)",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "Up")},
+        }
+    },
+    "/v1/openapi.json": {
+        "get": {"summary": "This document", "security": [], "responses": {"200": _json({"type": "object"}, "OK")}}
+    },
+    "/v1/scopes": {
+        "get": {"summary": "The scopes an API key can have", "responses": {"200": _json({"type": "object"}, "OK")}}
+    },
+    "/v1/messages": {
+        "post": {
+            "summary": "Queue a message (scope send)",
+            "parameters": [_IDEMPOTENCY_HEADER],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MessageRequest")}}},
+            "responses": {
+                "202": _json(_ref("MessageAccepted"), "Queued durably"),
+                **_errors(400, 402, 409, 413, 415, 422, 503),
+            },
+        },
+        "get": {
+            "summary": "List messages, newest first (scope read)",
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                {"name": "cursor", "in": "query", "schema": _STR},
+                {"name": "status", "in": "query", "schema": _STR},
+                {"name": "recipient", "in": "query", "schema": _STR},
+                {"name": "tag", "in": "query", "schema": _STR},
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+            ],
+            "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)},
+        },
+    },
+    "/v1/messages/{id}": {
+        "get": {
+            "summary": "A message and its recipients (scope read)",
+            "parameters": [_ID],
+            "responses": {"200": _json(_ref("Message"), "The message"), **_errors(404)},
+        },
+        "delete": {
+            "summary": "Cancel the recipients not yet delivered (scope send)",
+            "parameters": [_ID],
+            "responses": {"200": _json(_ref("Message"), "What was cancelled"), **_errors(404)},
+        },
+    },
+    "/v1/idempotency/records/{key}": {
+        "get": {
+            "summary": "An Idempotency-Key record of the calling API key (scope send)",
+            "parameters": [{"name": "key", "in": "path", "required": True, "schema": _STR}],
+            "responses": {"200": _json(_ref("IdempotencyRecord"), "The record"), **_errors(404)},
+        }
+    },
+    "/v1/api-keys": {
+        "post": {
+            "summary": "Create an API key; the secret is in this response only (scope admin)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ApiKeyRequest")}}},
+            "responses": {"201": _json(_ref("ApiKey"), "Created"), **_errors(400, 415)},
+        },
+        "get": {
+            "summary": "List API keys (scope admin)",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"data": {"type": "array", "items": _ref("ApiKey")}}}, "OK"
+                )
+            },
+        },
+    },
+    "/v1/api-keys/{id}": {
+        "get": {
+            "summary": "One API key (scope admin)",
+            "parameters": [_ID],
+            "responses": {"200": _json(_ref("ApiKey"), "The key"), **_errors(404)},
+        },
+        "delete": {
+            "summary": "Revoke an API key at once (scope admin)",
+            "parameters": [_ID],
+            "responses": {"200": _json(_ref("ApiKey"), "Revoked"), **_errors(404)},
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    for path, item in PATHS.items():
+        for op in item.values():
+            if path.startswith("/v1/") and op.get("security") != []:
+                op.setdefault("responses", {}).update({k: v for k, v in _errors().items() if k not in op["responses"]})
+            op["responses"].setdefault("500", _json(_ref("Error"), "Internal error"))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "relay HTTP API", "version": __version__},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "rly_live_..."}},
+            "schemas": SCHEMAS,
+        },
+        "paths": PATHS,
+    }
+
+
+async def serve_document(request: web.Request) -> web.Response:
+    return web.json_response(document())
