@@ -316,3 +316,26 @@ async def test_conventions_request_ids_slashes_allow_healthz_scopes(api):
     assert names == ["send", "read", "domains", "suppressions", "templates", "webhooks", "admin"]
     async with api.request("GET", "/v1/scopes", key=False) as resp:
         assert resp.status == 401
+
+
+async def test_the_api_can_serve_https_itself(relay_factory, tmp_path):
+    import ssl
+
+    from relay.tls import write_self_signed
+
+    cert, key = tmp_path / "api.crt", tmp_path / "api.key"
+    write_self_signed(cert, key, "relay.test")
+    assert key.stat().st_mode & 0o077 == 0
+    relay = await relay_factory(http={"tls_cert": str(cert), "tls_key": str(key), "require_tls": True},
+                                delivery={"smarthost": "127.0.0.1:9"})  # fmt: skip
+    _, secret = await relay.store.create_api_key("app", ("send",))
+    host, port = relay.http_address
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"https://{host}:{port}/v1/messages", json=MESSAGE, ssl=context,
+                                headers={"Authorization": f"Bearer {secret}"}) as resp:  # fmt: skip
+            assert resp.status == 202
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"http://{host}:{port}/healthz"):
+                pass
