@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import smtplib
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("create", parents=[common, as_json], help="create an API key (shown once)")
     p.add_argument("--name", default="default", help="a label for the key")
     p.add_argument("--scope", action="append", choices=SCOPES, help="grant a scope (repeatable; default: send)")
+    p.add_argument("--allow-ip", action="append", metavar="CIDR", help="only from these networks (repeatable)")
+    p.add_argument("--rate-limit", type=int, metavar="N", help="requests per hour (default: [http] rate_limit)")
+    p.add_argument("--daily-quota", type=int, metavar="N", help="messages per UTC day")
+    p.add_argument("--monthly-quota", type=int, metavar="N", help="messages per UTC month")
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list", parents=[common, as_json], help="list API keys (never their secrets)")
     p.set_defaults(func=cmd_keys_list)
@@ -136,9 +141,28 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
     scopes = tuple(dict.fromkeys(args.scope or ["send"]))
-    key, secret = _with_store(config, lambda s: s.create_api_key(args.name, scopes))
+    try:
+        networks = tuple(str(ipaddress.ip_network(c, strict=False)) for c in args.allow_ip or [])
+    except ValueError as exc:
+        print(f"relay: --allow-ip: {exc}", file=sys.stderr)
+        return 2
+    for name in ("rate_limit", "daily_quota", "monthly_quota"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            print(f"relay: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+    key, secret = _with_store(
+        config,
+        lambda s: s.create_api_key(
+            args.name,
+            scopes,
+            allowed_ips=networks,
+            rate_limit=args.rate_limit,
+            daily_quota=args.daily_quota,
+            monthly_quota=args.monthly_quota,
+        ),  # fmt: skip
+    )
     if args.json:
-        _print_json({"id": key.id, "name": key.name, "scopes": list(key.scopes), "key": secret})
+        _print_json({**key.public(), "key": secret})
     else:
         print(f"Created API key {key.id} ({key.name}) with scopes: {', '.join(key.scopes)}")
         print("Store it now; it is not shown again:")
@@ -149,7 +173,7 @@ def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
 def cmd_keys_list(args: argparse.Namespace, config: Config) -> int:
     keys = _with_store(config, lambda s: s.list_api_keys())
     if args.json:
-        _print_json([dataclasses.asdict(k) for k in keys])
+        _print_json([k.public() for k in keys])
         return 0
     for k in keys:
         status = "revoked" if k.revoked_at else "active"

@@ -22,6 +22,7 @@ def test_keys_create_list_revoke(tmp_path):
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert key["key"].startswith("rly_live_") and key["scopes"] == ["send", "read"]
+    assert key["allowed_ips"] == ["10.0.0.0/8"] and key["daily_quota"] == 500
 
     listed = json.loads(run_cli("keys", "list", "--json", config=config).stdout)
     assert [(k["id"], k["name"], k["revoked_at"]) for k in listed] == [(key["id"], "billing", None)]
