@@ -17,8 +17,9 @@ def test_help_lists_every_command():
 def test_keys_create_list_revoke(tmp_path):
     config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
     created = run_cli(
-        "keys", "create", "--name", "billing", "--scope", "send", "--scope", "read", "--json", config=config
-    )
+        "keys", "create", "--name", "billing", "--scope", "send", "--scope", "read", "--allow-ip", "10.0.0.0/8",
+        "--daily-quota", "500", "--json", config=config,
+    )  # fmt: skip
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert key["key"].startswith("rly_live_") and key["scopes"] == ["send", "read"]
