@@ -32,7 +32,8 @@ from relay.submission.smtp import Sessions, SubmissionHandler, make_smtp_factory
 
 log = logging.getLogger("relay")
 
-SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
+SMTP_DRAIN_SECONDS = 10.0
+HOUSEKEEPING_SECONDS = 600.0  # on stop, time for SMTP transactions in progress to complete
 
 
 def node_id(data_dir: Path) -> str:
@@ -96,6 +97,7 @@ class Relay:
         self.http_address: tuple[str, int] | None = None
         self._http_runner: web.AppRunner | None = None
         self._engine_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -123,10 +125,23 @@ class Relay:
         log.info("listening for HTTP on %s", _format(self.http_address))
         if self.engine is not None:
             self._engine_task = asyncio.create_task(self.engine.run(), name="delivery-engine")
+            self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
             route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
             log.info(
                 "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
             )
+
+    async def _housekeeping(self) -> None:
+        """Periodic clean-up: expired Idempotency-Key records."""
+        assert self.store is not None
+        while True:
+            try:
+                pruned = await self.store.prune()
+                if pruned:
+                    log.info("pruned %d expired idempotency records", pruned)
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     def _make_engine(self, store: Store) -> Engine:
         d = self.config.delivery
@@ -176,6 +191,9 @@ class Relay:
             await self.engine.stop(self.config.server.shutdown_grace)
         if self._engine_task is not None:
             await asyncio.gather(self._engine_task, return_exceptions=True)
+        if self._housekeeping_task is not None:
+            self._housekeeping_task.cancel()
+            await asyncio.gather(self._housekeeping_task, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
         if self.listeners is not None:

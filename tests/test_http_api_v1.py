@@ -339,3 +339,43 @@ async def test_the_api_can_serve_https_itself(relay_factory, tmp_path):
         with pytest.raises(aiohttp.ClientError):
             async with session.get(f"http://{host}:{port}/healthz"):
                 pass
+
+
+async def test_idempotency_records_survive_a_restart(tmp_path, sink):
+    from relay.app import Relay
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path / "data", delivery={"smarthost": sink.address})
+    headers = {"Idempotency-Key": "survives-restart"}
+    bodies = []
+    for _ in range(2):
+        relay = Relay(config)
+        await relay.start()
+        try:
+            if not bodies:
+                _, secret = await relay.store.create_api_key("app", ("send",))
+            host, port = relay.http_address
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"http://{host}:{port}/v1/messages", json=MESSAGE,
+                                        headers={**headers, "Authorization": f"Bearer {secret}"}) as resp:  # fmt: skip
+                    assert resp.status == 202
+                    bodies.append((await resp.json(), resp.headers.get("Idempotent-Replayed")))
+        finally:
+            await relay.stop()
+    assert bodies[0][0] == bodies[1][0]
+    assert bodies[1][1] == "true"
+
+
+async def test_expired_idempotency_records_are_pruned(tmp_path):
+    from relay.clock import FakeClock
+    from relay.store import Store
+
+    store = Store(tmp_path / "q.sqlite3", FakeClock())
+    try:
+        assert await store.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
+        assert await store.prune() == 0
+        store.clock.advance(61)
+        assert await store.idempotency_record("key_1", "k") is None
+        assert await store.prune() == 1
+    finally:
+        await store.close()

@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
-import secrets
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -26,6 +26,8 @@ from relay.ratelimit import Decision, RateLimiter
 from relay.store import Store
 
 log = logging.getLogger(__name__)
+
+_ids = random.Random()  # request ids need to be unique, not secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,7 +85,7 @@ _STATUS_CODES = {
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[REQUEST_ID] = "req_" + secrets.token_hex(8)
+    request[REQUEST_ID] = f"req_{_ids.getrandbits(64):016x}"
     try:
         return await handler(request)
     except ApiError as exc:

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""HTTP API benchmark: durable POST /v1/messages under wrk, next to GET /healthz (the framework's ceiling).
+
+Starts relay as a subprocess (temp data dir, smarthost pointing at a sink, a
+rate limit high enough not to interfere), creates an API key, then runs wrk
+(Debian package) on loopback for --duration seconds each:
+
+1. GET /healthz                     — no auth, no storage: aiohttp's ceiling here
+2. POST /v1/messages                — Bearer key, JSON body, unique Idempotency-Key per request,
+                                       202 only after the message is committed with fsync
+
+Prints requests/s and p50/p99 latency for both, and the ratio.
+
+    python bench/http_api.py --duration 10 --connections 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import REPO, free_port, start_sink, wait_listening  # noqa: E402
+
+POST_LUA = r"""
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+local counter = 0
+local body = '{"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "bench", "text": "%s"}'
+request = function()
+  counter = counter + 1
+  local headers = {}
+  headers["Authorization"] = "Bearer " .. os.getenv("RELAY_KEY")
+  headers["Content-Type"] = "application/json"
+  headers["Idempotency-Key"] = string.format("%%d-%%d-%%d", os.time(), id, counter)
+  return wrk.format("POST", "/v1/messages", headers, body)
+end
+done = function(summary, latency, requests)
+  local codes = summary.errors.status
+  io.write(string.format("JSON {\"non2xx\": %%d, \"socket_errors\": %%d}\n", codes,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    percentiles = {}
+    for label, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE):
+        factor = {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+        percentiles[label] = float(value) * factor
+    extra = re.search(r"JSON (\{.*\})", output)
+    result = {"requests_per_s": rps, "p50_ms": percentiles.get("50"), "p99_ms": percentiles.get("99")}
+    if extra:
+        result.update(json.loads(extra.group(1)))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors")
+    parser.add_argument("--text-size", type=int, default=4000, help="bytes of message text")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    tmp = Path(tempfile.mkdtemp(prefix="relay-http-bench-"))
+    http_port, sink_port = free_port(), free_port()
+    config = tmp / "relay.toml"
+    config.write_text(
+        f"""
+[server]
+hostname = "relay.bench"
+data_dir = "{tmp / "data"}"
+acceptors = {args.acceptors}
+[smtp]
+listen = ["127.0.0.1:0"]
+[http]
+listen = "127.0.0.1:{http_port}"
+rate_limit = "100000000/h"
+[delivery]
+smarthost = "127.0.0.1:{sink_port}"
+"""
+    )
+    key_out = subprocess.run(
+        [sys.executable, "-m", "relay", "keys", "create", "--json", "--config", str(config)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    key = json.loads(key_out.stdout)["key"]
+    sink = start_sink("smtp-sink" if shutil.which("smtp-sink") else "python", sink_port)
+    log = (tmp / "relay.log").open("wb")
+    relay = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(config)], stdout=log,
+                             stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
+    script = tmp / "post.lua"
+    script.write_text(POST_LUA % ("x" * args.text_size))
+    try:
+        wait_listening(http_port, lambda: relay.poll() is None)
+        time.sleep(0.5 if args.acceptors else 0)
+        base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
+        url = f"http://127.0.0.1:{http_port}"
+        health = parse_wrk(subprocess.run([*base, f"{url}/healthz"], capture_output=True, text=True, check=True).stdout)
+        post_run = subprocess.run([*base, "-s", str(script), f"{url}/v1/messages"], capture_output=True, text=True,
+                                  check=True, env={"RELAY_KEY": key, "PATH": "/usr/bin:/bin"})  # fmt: skip
+        post = parse_wrk(post_run.stdout)
+        # How many messages were really queued (each 202 is a committed message).
+        import sqlite3
+
+        conn = sqlite3.connect(tmp / "data" / "relay.sqlite3")
+        queued = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        conn.close()
+    finally:
+        relay.terminate()
+        relay.wait(60)
+        sink.terminate()
+        log.close()
+    print(f"GET /healthz        : {health['requests_per_s']:8.0f} req/s  p50 {health['p50_ms']:.2f} ms  "
+          f"p99 {health['p99_ms']:.2f} ms")  # fmt: skip
+    print(f"POST /v1/messages   : {post['requests_per_s']:8.0f} req/s  p50 {post['p50_ms']:.2f} ms  "
+          f"p99 {post['p99_ms']:.2f} ms  non-2xx {post.get('non2xx')}  messages queued {queued}")  # fmt: skip
+    print(f"durable POST / healthz ceiling: {post['requests_per_s'] / health['requests_per_s']:.2f}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
