@@ -7,6 +7,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +28,9 @@ from relay.delivery.retry import RetryPolicy
 from relay.ratelimit import RateLimiter
 from relay.store import Store
 from relay.submission.accept import Acceptor
+from relay.submission.auth import SmtpAuthenticator
 from relay.submission.capacity import Capacity
-from relay.submission.smtp import Sessions, SubmissionHandler, make_smtp_factory
+from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
 
 log = logging.getLogger("relay")
 
@@ -61,8 +63,23 @@ def bind_listeners(config: Config) -> workers.Listeners:
     """Bind every configured port (port 0 picks a free one). Fails before anything else starts."""
     return workers.Listeners(
         smtp=[_bind(host, port) for host, port in config.smtp.listen],
+        smtps=[_bind(host, port) for host, port in config.smtp.tls_listen],
         http=[_bind(*config.http.listen)],
     )
+
+
+def smtp_tls_context(config: Config) -> ssl.SSLContext:
+    """The configured certificate, or a self-signed one kept in the data dir (made on first start)."""
+    cert, key = config.smtp.tls_cert, config.smtp.tls_key
+    if not cert:
+        cert_path = config.server.data_dir / "tls" / "smtp.crt"
+        key_path = config.server.data_dir / "tls" / "smtp.key"
+        if not (cert_path.exists() and key_path.exists()):
+            tls.write_self_signed(cert_path, key_path, config.server.hostname)
+            log.warning("no [smtp] tls_cert configured: created a self-signed certificate for %s in %s",
+                        config.server.hostname, cert_path)  # fmt: skip
+        cert, key = str(cert_path), str(key_path)
+    return tls.server_context(cert, key)
 
 
 class Relay:
@@ -94,6 +111,7 @@ class Relay:
         self.smtp_sessions = Sessions()
         self.capacity: Capacity | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
+        self.smtps_addresses: list[tuple[str, int]] = []
         self.http_address: tuple[str, int] | None = None
         self._http_runner: web.AppRunner | None = None
         self._engine_task: asyncio.Task[None] | None = None
@@ -105,6 +123,7 @@ class Relay:
         if self.listeners is None:
             self.listeners = bind_listeners(config)
         self.smtp_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtp]
+        self.smtps_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtps]
         self.http_address = self.listeners.http[0].getsockname()[:2]
         self.store = store = Store(config.db_path, self.clock)
         on_queued = self.on_queued or (lambda: None)
@@ -118,10 +137,12 @@ class Relay:
             await self.capacity.refresh()
             self.capacity.start()
             acceptor = Acceptor(store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity)
-            await self._start_smtp(acceptor, self.listeners.smtp)
+            await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
         for address in self.smtp_addresses:
             log.info("listening for SMTP on %s", _format(address))
+        for address in self.smtps_addresses:
+            log.info("listening for SMTP with implicit TLS on %s", _format(address))
         log.info("listening for HTTP on %s", _format(self.http_address))
         if self.engine is not None:
             self._engine_task = asyncio.create_task(self.engine.run(), name="delivery-engine")
@@ -157,12 +178,19 @@ class Relay:
         )
         return Engine(store, router, client, self.clock, settings, random.Random())
 
-    async def _start_smtp(self, acceptor: Acceptor, sockets: list[socket.socket]) -> None:
+    async def _start_smtp(self, acceptor: Acceptor, listeners: workers.Listeners) -> None:
+        assert self.store is not None
         loop = asyncio.get_running_loop()
-        handler = SubmissionHandler(acceptor, self.config, self.clock)
-        factory = make_smtp_factory(handler, self.config, self.smtp_sessions)
-        for sock in sockets:
-            self.smtp_servers.append(await loop.create_server(factory, sock=sock, backlog=1024))
+        s = self.config.smtp
+        authenticator = SmtpAuthenticator(self.store, self.clock, s.max_auth_failures, s.auth_failure_window)
+        handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator)
+        context = smtp_tls_context(self.config)
+        starttls = make_smtp_factory(handler, self.config, self.smtp_sessions, context)
+        implicit = make_smtp_factory(handler, self.config, self.smtp_sessions, context, implicit_tls=True)
+        for sock in listeners.smtp:
+            self.smtp_servers.append(await loop.create_server(starttls, sock=sock, backlog=1024))
+        for sock in listeners.smtps:
+            self.smtp_servers.append(await loop.create_server(implicit, sock=sock, backlog=1024, ssl=context))
 
     async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
         http = self.config.http

@@ -158,6 +158,16 @@ class SmtpConfig:
     )
     max_message_size: int = _field("25MB", "largest message accepted (SIZE)", parse_size)
     max_recipients: int = _field(1000, "recipients per message")
+    tls_cert: str = _field("", "PEM certificate chain; empty = a self-signed one made in data_dir on first start")
+    tls_key: str = _field("", "PEM private key for tls_cert")
+    plaintext_auth_networks: list[Network] = _field(
+        [], "clients that may AUTH without TLS (local development, benchmarks)", _listof(parse_network)
+    )
+    max_auth_failures: int = _field(5, "failed AUTH attempts per client address before AUTH is refused...")
+    auth_failure_window: float = _field("10m", "...for this long", parse_duration)
+    idle_timeout: float = _field("5m", "close a connection that sends nothing for this long", parse_duration)
+    max_connections_per_ip: int = _field(20, "simultaneous connections from one address (421 beyond)")
+    received_show_auth: bool = _field(False, "name the authenticated user in the Received header")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,12 +353,15 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f'{where}: [server] event_loop must be "uvloop" or "asyncio"')
     if not config.smtp.listen and not config.smtp.tls_listen:
         raise ConfigError(f"{where}: [smtp] listen and tls_listen are both empty: nothing would accept mail")
-    if config.smtp.tls_listen:
-        raise ConfigError(f"{where}: [smtp] tls_listen is not supported yet (implicit TLS arrives with SMTP AUTH/TLS)")
+    if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
+        raise ConfigError(f"{where}: [smtp] tls_cert and tls_key go together")
     if config.server.min_free_disk < 0:
         raise ConfigError(f"{where}: [server] min_free_disk must not be negative")
     positive = {
         ("smtp", "max_recipients"): config.smtp.max_recipients,
+        ("smtp", "max_auth_failures"): config.smtp.max_auth_failures,
+        ("smtp", "idle_timeout"): config.smtp.idle_timeout,
+        ("smtp", "max_connections_per_ip"): config.smtp.max_connections_per_ip,
         ("smtp", "max_message_size"): config.smtp.max_message_size,
         ("delivery", "concurrency"): config.delivery.concurrency,
         ("http", "max_recipients"): config.http.max_recipients,
@@ -365,10 +378,10 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [delivery] retry_max must not be shorter than retry_initial")
     if bool(config.http.tls_cert) != bool(config.http.tls_key):
         raise ConfigError(f"{where}: [http] tls_cert and tls_key go together")
-    for key in ("tls_cert", "tls_key"):
-        path = getattr(config.http, key)
+    for section, key in (("http", "tls_cert"), ("http", "tls_key"), ("smtp", "tls_cert"), ("smtp", "tls_key")):
+        path = getattr(getattr(config, section), key)
         if path and not os.access(path, os.R_OK):
-            raise ConfigError(f"{where}: [http] {key}: cannot read {path}")
+            raise ConfigError(f"{where}: [{section}] {key}: cannot read {path}")
     if not 0 < config.delivery.mx_port <= 65535:
         raise ConfigError(f"{where}: [delivery] mx_port must be a TCP port")
 

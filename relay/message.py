@@ -7,6 +7,7 @@ import dataclasses
 import os
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -98,6 +99,16 @@ def has_header(raw: bytes, name: str) -> bool:
     return re.search(pattern, _header_block(raw), re.IGNORECASE) is not None
 
 
+def remove_headers(raw: bytes, names: Sequence[str]) -> bytes:
+    """Drop every ``names`` header (with its folded lines) from the header block; the body is untouched."""
+    block = _header_block(raw)
+    if not any(has_header(raw, n) for n in names):
+        return raw
+    alternatives = b"|".join(re.escape(n.encode("ascii")) for n in names)
+    pattern = rb"(?im)^(?:" + alternatives + rb")[ \t]*:.*?\r\n(?![ \t])"
+    return re.sub(pattern, b"", block, flags=re.DOTALL) + raw[len(block) :]
+
+
 def prepend_headers(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
     """Put headers on top of the message, leaving every byte of it untouched."""
     if not headers:
@@ -120,12 +131,21 @@ def rfc5322_date(now: float) -> str:
 
 
 def received_header(
-    *, helo: str, peer_ip: str, hostname: str, protocol: str, queue_id: str, recipient: str | None, now: float
+    *,
+    helo: str,
+    peer_ip: str,
+    hostname: str,
+    protocol: str,
+    queue_id: str,
+    recipient: str | None,
+    now: float,
+    authenticated_as: str | None = None,
 ) -> tuple[str, str]:
-    """A trace header (RFC 5321 §4.4). The authenticated identity is kept out of it."""
+    """A trace header (RFC 5321 §4.4). The authenticated identity appears only when asked for."""
     for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
+    auth_clause = f" (authenticated as {authenticated_as})" if authenticated_as else ""
     value = (
-        f"from {helo or 'unknown'} ([{peer_ip}])\r\n\tby {hostname} (relay) with {protocol}"
+        f"from {helo or 'unknown'} ([{peer_ip}]){auth_clause}\r\n\tby {hostname} (relay) with {protocol}"
         f" id {queue_id}{for_clause};\r\n\t{rfc5322_date(now)}"
     )
     return ("Received", value)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LISTEN_FDS_ENV = "RELAY_LISTEN_FDS"  # "smtp=5,6;http=7": sockets an acceptor inherits
+LISTEN_FDS_ENV = "RELAY_LISTEN_FDS"  # "smtp=5,6;smtps=7;http=8": sockets an acceptor inherits
 CONFIG_ERROR_EXIT = 78
 
 
@@ -31,19 +31,24 @@ CONFIG_ERROR_EXIT = 78
 class Listeners:
     """Bound listening sockets."""
 
-    smtp: list[socket.socket]
+    smtp: list[socket.socket]  # STARTTLS submission (587)
+    smtps: list[socket.socket]  # implicit TLS submission (465)
     http: list[socket.socket]
 
+    def all(self) -> list[socket.socket]:
+        return [*self.smtp, *self.smtps, *self.http]
+
     def fds(self) -> list[int]:
-        return [s.fileno() for s in (*self.smtp, *self.http)]
+        return [s.fileno() for s in self.all()]
 
     def describe(self) -> str:
-        smtp = ",".join(str(s.fileno()) for s in self.smtp)
-        http = ",".join(str(s.fileno()) for s in self.http)
-        return f"smtp={smtp};http={http}"
+        return ";".join(
+            f"{kind}={','.join(str(s.fileno()) for s in socks)}"
+            for kind, socks in (("smtp", self.smtp), ("smtps", self.smtps), ("http", self.http))
+        )
 
     def close(self) -> None:
-        for sock in (*self.smtp, *self.http):
+        for sock in self.all():
             sock.close()
 
 
@@ -53,10 +58,11 @@ def inherited_listeners() -> Listeners | None:
     if not text:
         return None
     parts = dict(part.split("=", 1) for part in text.split(";"))
-    return Listeners(
-        smtp=[socket.socket(fileno=int(fd)) for fd in parts.get("smtp", "").split(",") if fd],
-        http=[socket.socket(fileno=int(fd)) for fd in parts.get("http", "").split(",") if fd],
-    )
+
+    def sockets(kind: str) -> list[socket.socket]:
+        return [socket.socket(fileno=int(fd)) for fd in parts.get(kind, "").split(",") if fd]
+
+    return Listeners(smtp=sockets("smtp"), smtps=sockets("smtps"), http=sockets("http"))
 
 
 def wake_address(db_path: Path) -> str:
@@ -106,7 +112,7 @@ class Supervisor:
 
     def __init__(self, count: int, config_path: Path | None, listeners: Listeners) -> None:
         self.count = count
-        for sock in (*listeners.smtp, *listeners.http):
+        for sock in listeners.all():
             sock.set_inheritable(True)
         self.fds = listeners.fds()
         self.env = {**os.environ, LISTEN_FDS_ENV: listeners.describe()}

@@ -98,6 +98,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (api_key_id, key)
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_expiry ON idempotency(expires_at);
+    -- SMTP AUTH credentials: the password only as an argon2 hash.
+    CREATE TABLE smtp_credentials (
+        id            TEXT PRIMARY KEY,
+        username      TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        allowed_from  TEXT NOT NULL DEFAULT '',  -- space-separated domains or addresses
+        rate_limit    INTEGER,                   -- messages per hour
+        tags          TEXT NOT NULL DEFAULT '[]',
+        created_at    REAL NOT NULL,
+        last_used_at  REAL,
+        revoked_at    REAL
+    );
     """,
 ]
 

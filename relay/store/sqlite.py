@@ -10,10 +10,13 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from relay import credentials as creds
 from relay import keys as api_keys
 from relay.clock import Clock
+from relay.credentials import SmtpCredential
 from relay.keys import ApiKey
 from relay.message import NewMessage
+from relay.store import credentials as cred_rows
 from relay.store import idempotency as idem
 from relay.store import keys as key_rows
 from relay.store import queue as q
@@ -153,3 +156,45 @@ class Store:
     async def revoke_api_key(self, key_id: str) -> bool:
         now = self.clock.now()
         return await self.db.write(lambda c: key_rows.revoke(c, key_id, now))
+
+    # -- SMTP credentials -------------------------------------------------------
+
+    async def create_smtp_credential(
+        self,
+        *,
+        username: str | None = None,
+        allowed_from: tuple[str, ...] = (),
+        rate_limit: int | None = None,
+        tags: tuple[str, ...] = (),
+    ) -> tuple[SmtpCredential, str]:
+        """Create a credential; returns it and its password, which is never stored."""
+        password = creds.new_password()
+        password_hash = await asyncio.to_thread(creds.hash_password, password)
+        cred = SmtpCredential(
+            creds.new_id(), username or creds.new_username(), allowed_from, rate_limit, tags, self.clock.now()
+        )
+        await self.db.write(lambda c: cred_rows.create(c, cred, password_hash))
+        return cred, password
+
+    async def smtp_credential_for_login(self, username: str) -> tuple[SmtpCredential, str] | None:
+        return await self.db.read(lambda c: cred_rows.find_active(c, username))
+
+    async def smtp_credential(self, cred_id: str) -> SmtpCredential | None:
+        return await self.db.read(lambda c: cred_rows.get(c, cred_id))
+
+    async def list_smtp_credentials(self) -> list[SmtpCredential]:
+        return await self.db.read(cred_rows.list_all)
+
+    async def revoke_smtp_credential(self, cred_id: str) -> bool:
+        now = self.clock.now()
+        return await self.db.write(lambda c: cred_rows.revoke(c, cred_id, now))
+
+    def touch_smtp_credential(self, cred_id: str) -> None:
+        """Record use, at most once a minute per credential, without waiting for it."""
+        now = self.clock.now()
+        if now - self._key_touched.get(cred_id, 0.0) <= KEY_TOUCH_INTERVAL:
+            return
+        self._key_touched[cred_id] = now
+        task = asyncio.get_running_loop().create_task(self.db.write(lambda c: cred_rows.touch(c, cred_id, now)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,22 +1,36 @@
-"""SMTP submission: an aiosmtpd handler that relays only for trusted clients.
+"""SMTP submission (RFC 6409) on aiosmtpd: STARTTLS or implicit TLS, AUTH, relay rules, limits.
 
-Authorization is decided at RCPT (as Postfix does with ``permit_mynetworks,
-reject_unauth_destination``): a client outside ``trusted_networks`` gets
-``554 5.7.1 Relay access denied``. The ``250`` to DATA is sent only once the
-message is committed to disk; a client that disconnects mid-DATA leaves nothing.
+Who may relay: an authenticated client, or one in ``trusted_networks``
+(like Postfix's ``permit_sasl_authenticated, permit_mynetworks,
+reject_unauth_destination``). Everyone else gets ``554 5.7.1 Relay access
+denied`` at RCPT. AUTH is offered only over TLS, except to
+``plaintext_auth_networks``. A credential may be limited to sender domains or
+addresses (checked at MAIL FROM and on the From: header) and to a number of
+messages per hour.
+
+The ``250`` to DATA is sent only once the message is committed to disk; a
+client that disconnects mid-DATA leaves nothing. ``X-Relay-Tags: a, b`` and
+``X-Relay-Metadata: {json}`` are stored with the message and removed from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
+import json
 import logging
+import ssl
+from collections import Counter
 from collections.abc import Callable, Sequence
+from email.utils import getaddresses
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay.clock import Clock
-from relay.config import Config, Network
+from relay.config import Config, Network, Rate
+from relay.credentials import SmtpCredential
 from relay.message import (
     NewMessage,
     header_value,
@@ -24,41 +38,120 @@ from relay.message import (
     new_message_id,
     prepend_headers,
     received_header,
+    remove_headers,
     split_address,
 )
+from relay.ratelimit import RateLimiter
+from relay.store.queue import QuotaExhausted
 from relay.submission.accept import Acceptor, MessageTooLarge
+from relay.submission.auth import SmtpAuthenticator, Throttled
 from relay.submission.capacity import Overloaded
 
 log = logging.getLogger(__name__)
 
+TAGS_HEADER = "X-Relay-Tags"
+METADATA_HEADER = "X-Relay-Metadata"
 
-def is_trusted(peer_ip: str, networks: Sequence[Network]) -> bool:
+
+def _address(peer_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in net for net in networks)
+        return address.ipv4_mapped
+    return address
+
+
+def is_trusted(peer_ip: str, networks: Sequence[Network]) -> bool:
+    address = _address(peer_ip)
+    return address is not None and any(address in net for net in networks)
+
+
+def parse_relay_headers(raw: bytes) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Tags and metadata from X-Relay-Tags / X-Relay-Metadata. Raises ValueError with a reason."""
+    tags_text = header_value(raw, TAGS_HEADER)
+    tags = tuple(dict.fromkeys(t.strip() for t in (tags_text or "").split(",") if t.strip()))
+    if len(tags) > 10 or any(len(t) > 128 for t in tags):
+        raise ValueError(f"{TAGS_HEADER}: at most 10 tags of up to 128 characters")
+    metadata_text = header_value(raw, METADATA_HEADER)
+    metadata: dict[str, Any] = {}
+    if metadata_text:
+        try:
+            metadata = json.loads(metadata_text)
+        except ValueError:
+            raise ValueError(f"{METADATA_HEADER} is not valid JSON") from None
+        if not isinstance(metadata, dict) or any(
+            not isinstance(v, str | int | float | bool) and v is not None for v in metadata.values()
+        ):
+            raise ValueError(f"{METADATA_HEADER} must be a flat JSON object")
+    return tags, metadata
+
+
+def from_header_addresses(raw: bytes) -> list[str]:
+    value = header_value(raw, "From")
+    return [addr for _, addr in getaddresses([value])] if value else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    hostname: str
+    trusted: Sequence[Network]
+    plaintext_auth: Sequence[Network]
+    max_recipients: int
+    max_connections_per_ip: int
+    show_auth: bool
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        s = config.smtp
+        return cls(config.server.hostname, s.trusted_networks, s.plaintext_auth_networks, s.max_recipients,
+                   s.max_connections_per_ip, s.received_show_auth)  # fmt: skip
+
+
+def _credential(session: Session) -> SmtpCredential | None:
+    data = session.auth_data if session.authenticated else None
+    return data if isinstance(data, SmtpCredential) else None
 
 
 class SubmissionHandler:
-    def __init__(self, acceptor: Acceptor, config: Config, clock: Clock) -> None:
+    def __init__(self, acceptor: Acceptor, policy: Policy, clock: Clock, authenticator: SmtpAuthenticator) -> None:
         self.acceptor = acceptor
-        self.hostname = config.server.hostname
-        self.trusted = config.smtp.trusted_networks
-        self.max_recipients = config.smtp.max_recipients
+        self.policy = policy
         self.clock = clock
+        self.authenticator = authenticator
+        self.limiter = RateLimiter()
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        cred = _credential(session)
+        if cred is not None:
+            if not cred.may_send_as(address):
+                return f"550 5.7.1 Sender <{address}> is not allowed for this SMTP credential"
+            if cred.rate_limit:
+                decision = self.limiter.hit(cred.id, Rate(cred.rate_limit, 3600.0), self.clock.now())
+                if not decision.allowed:
+                    return f"450 4.7.1 Sending rate limit reached; try again in {decision.retry_after}s"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if not is_trusted(_peer_ip(session), self.trusted):
+        if not session.authenticated and not is_trusted(_peer_ip(session), self.policy.trusted):
             log.warning("relay denied: client %s, recipient <%s>", _peer_ip(session), address)
             return f"554 5.7.1 <{address}>: Relay access denied"
         if split_address(address) is None:
             return "501 5.1.3 Bad recipient address syntax"
-        if len(envelope.rcpt_tos) >= self.max_recipients:
+        if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -66,26 +159,22 @@ class SubmissionHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        now = self.clock.now()
-        queue_id = new_message_id(now)
-        recipients = tuple(envelope.rcpt_tos)
-        trace = received_header(
-            helo=session.host_name or "",
-            peer_ip=_peer_ip(session),
-            hostname=self.hostname,
-            protocol="ESMTP" if session.extended_smtp else "SMTP",
-            queue_id=queue_id,
-            recipient=recipients[0] if len(recipients) == 1 else None,
-            now=now,
-        )
-        raw = prepend_headers(raw, [trace, *missing_standard_headers(raw, self.hostname, now)])
-        subject = header_value(raw, "Subject") or ""
-        message = NewMessage(envelope.mail_from or "", recipients, raw, "smtp", queue_id, subject=subject)
+        cred = _credential(session)
+        if cred is not None:
+            refused = [a for a in from_header_addresses(raw) if not cred.may_send_as(a)]
+            if refused:
+                return f"550 5.7.1 From: <{refused[0]}> is not allowed for this SMTP credential"
+        try:
+            tags, metadata = parse_relay_headers(raw)
+        except ValueError as exc:
+            return f"550 5.6.0 {exc}"
+        raw = remove_headers(raw, (TAGS_HEADER, METADATA_HEADER))
+        message = self._message(session, envelope, raw, cred, tags, metadata)
         try:
             await self.acceptor.submit(message)
         except MessageTooLarge:
             return "552 5.3.4 Message too big"
-        except Overloaded as exc:
+        except (Overloaded, QuotaExhausted) as exc:
             log.warning("refused a message from %s: %s", _peer_ip(session), exc)
             return "452 4.3.1 Insufficient system storage, try again later"
         except asyncio.CancelledError:
@@ -93,8 +182,47 @@ class SubmissionHandler:
         except Exception:
             log.exception("could not queue a message from %s", _peer_ip(session))
             return "451 4.3.0 Temporary failure, please try again later"
-        log.info("queued %s from=<%s> rcpts=%d size=%d via smtp", queue_id, message.sender, len(recipients), len(raw))
-        return f"250 2.0.0 Ok: queued as {queue_id}"
+        log.info(
+            "queued %s from=<%s> rcpts=%d size=%d via smtp%s",
+            message.id, message.sender, len(message.recipients), len(message.raw),
+            f" user={cred.username}" if cred else "",
+        )  # fmt: skip
+        return f"250 2.0.0 Ok: queued as {message.id}"
+
+    def _message(
+        self,
+        session: Session,
+        envelope: Envelope,
+        raw: bytes,
+        cred: SmtpCredential | None,
+        tags: tuple[str, ...],
+        metadata: dict[str, Any],
+    ) -> NewMessage:
+        now = self.clock.now()
+        queue_id = new_message_id(now)
+        recipients = tuple(envelope.rcpt_tos)
+        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+        if session.ssl is not None or getattr(session, "relay_implicit_tls", False):
+            protocol += "S"
+        if cred is not None:
+            protocol += "A"  # RFC 3848
+        trace = received_header(
+            helo=session.host_name or "",
+            peer_ip=_peer_ip(session),
+            hostname=self.policy.hostname,
+            protocol=protocol,
+            queue_id=queue_id,
+            recipient=recipients[0] if len(recipients) == 1 else None,
+            now=now,
+            authenticated_as=cred.username if cred is not None and self.policy.show_auth else None,
+        )
+        raw = prepend_headers(raw, [trace, *missing_standard_headers(raw, self.policy.hostname, now)])
+        return NewMessage(
+            envelope.mail_from or "", recipients, raw, "smtp", queue_id,
+            subject=header_value(raw, "Subject") or "",
+            tags=tuple(dict.fromkeys((*(cred.tags if cred else ()), *tags))),
+            metadata=metadata,
+        )  # fmt: skip
 
 
 def _peer_ip(session: Session) -> str:
@@ -105,10 +233,11 @@ def _peer_ip(session: Session) -> str:
 
 
 class Sessions:
-    """The open SMTP connections, so that a stop can let transactions in progress finish."""
+    """The open SMTP connections: per-address counts, and a drain for stopping."""
 
     def __init__(self) -> None:
         self.open: set[SMTP] = set()
+        self.per_ip: Counter[str] = Counter()
 
     def in_transaction(self) -> int:
         return sum(1 for smtp in self.open if smtp.envelope is not None and smtp.envelope.mail_from is not None)
@@ -124,31 +253,124 @@ class Sessions:
                 smtp.transport.close()
 
 
-class _SubmissionSMTP(SMTP):
+@dataclasses.dataclass(frozen=True)
+class _DeferredAuth:
+    """Returned by the (synchronous) aiosmtpd authenticator hook; checked asynchronously after."""
+
+    login: bytes
+    password: bytes
+
+
+def _defer_auth(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> Any:
+    if isinstance(data, LoginPassword):
+        return _DeferredAuth(data.login, data.password)
+    return AuthResult(success=False, handled=False)
+
+
+class SubmissionSMTP(SMTP):
+    """aiosmtpd's SMTP with relay's per-connection rules.
+
+    aiosmtpd decides "AUTH needs TLS" once per server and checks credentials
+    synchronously; relay decides per client address, and checks argon2 hashes
+    off the event loop.
+    """
+
+    handler: SubmissionHandler
     sessions: Sessions
+    implicit_tls: bool = False
+    _refused = False
+    _ip = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        if self._original_transport is not None:  # the STARTTLS upgrade of a connection we know
+            super().connection_made(transport)
+            return
+        peer = transport.get_extra_info("peername")
+        self._ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        if self.sessions.per_ip[self._ip] >= self.handler.policy.max_connections_per_ip:
+            log.warning("refused a connection from %s: too many connections", self._ip)
+            self._refused = True
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections from your address, try again later\r\n")
+            transport.close()
+            return
+        self.sessions.per_ip[self._ip] += 1
         self.sessions.open.add(self)
+        plaintext_ok = is_trusted(self._ip, self.handler.policy.plaintext_auth)
+        self._auth_require_tls = not (plaintext_ok or self.implicit_tls)
+        super().connection_made(transport)
+        if self.implicit_tls:
+            self.session.relay_implicit_tls = True  # type: ignore[attr-defined]
 
     def connection_lost(self, error: Exception | None) -> None:
-        self.sessions.open.discard(self)
+        if self._refused:
+            return
+        if self in self.sessions.open:
+            self.sessions.open.discard(self)
+            self.sessions.per_ip[self._ip] -= 1
+            if self.sessions.per_ip[self._ip] <= 0:
+                del self.sessions.per_ip[self._ip]
         super().connection_lost(error)
 
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
 
-def make_smtp_factory(handler: SubmissionHandler, config: Config, sessions: Sessions) -> Callable[[], SMTP]:
-    """A protocol factory for ``loop.create_server``."""
+    def eof_received(self) -> bool | None:
+        return False if self._refused else super().eof_received()
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> Any:
+        return await self._check(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> Any:
+        return await self._check(await super().auth_LOGIN(_, args))
+
+    async def _check(self, result: Any) -> Any:
+        if not isinstance(result, _DeferredAuth):
+            return result
+        username = result.login.decode("utf-8", errors="replace")
+        password = result.password.decode("utf-8", errors="replace")
+        try:
+            cred = await self.handler.authenticator.login(self._ip, username, password)
+        except Throttled:
+            return AuthResult(success=False, handled=False,
+                              message="454 4.7.0 Too many failed authentication attempts, try again later")  # fmt: skip
+        if cred is None:
+            return AuthResult(success=False, handled=False)
+        log.info("AUTH ok: %s as %s", self._ip, cred.username)
+        return AuthResult(success=True, auth_data=cred)
+
+
+def make_smtp_factory(
+    handler: SubmissionHandler,
+    config: Config,
+    sessions: Sessions,
+    tls_context: ssl.SSLContext | None,
+    implicit_tls: bool = False,
+) -> Callable[[], SMTP]:
+    """A protocol factory for ``loop.create_server``: STARTTLS offered with ``tls_context``,
+    or (``implicit_tls``) the server socket itself is TLS."""
 
     def factory() -> SMTP:
-        smtp = _SubmissionSMTP(
+        smtp = SubmissionSMTP(
             handler,
             hostname=config.server.hostname,
             ident="relay",
             data_size_limit=config.smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
+            tls_context=None if implicit_tls else tls_context,
+            require_starttls=False,
+            auth_require_tls=True,
+            authenticator=_defer_auth,
+            timeout=config.smtp.idle_timeout,
         )
+        smtp.handler = handler
         smtp.sessions = sessions
+        smtp.implicit_tls = implicit_tls
         return smtp
 
     return factory
+
+
+__all__ = ["SubmissionHandler", "SubmissionSMTP", "Sessions", "Policy", "make_smtp_factory", "is_trusted"]
