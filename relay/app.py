@@ -16,6 +16,7 @@ from aiohttp import web
 
 from relay import tls, workers
 from relay.api.app import ApiSettings, make_app
+from relay.api.credentials import CredentialsView
 from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
 from relay.clock import Clock, SystemClock
@@ -198,7 +199,7 @@ class Relay:
         messages = MessagesView(acceptor, self.config.server.hostname, self.clock, limits, http.idempotency_ttl)
         processes = max(1, self.config.server.acceptors)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
-        routes = [*messages.routes(), *KeysView(store).routes()]
+        routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes()]
         app = make_app(store, settings, routes, max_body=http.max_body_size)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -19,6 +19,7 @@ from relay import __version__
 from relay import config as config_mod
 from relay.clock import SystemClock
 from relay.config import Config, ConfigError
+from relay.credentials import valid_sender_rule
 from relay.keys import SCOPES
 from relay.store import Store
 
@@ -78,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("revoke", parents=[common, as_json], help="revoke an API key")
     p.add_argument("key_id", help="the key's id (key_...)")
     p.set_defaults(func=cmd_keys_revoke)
+
+    creds = sub.add_parser("smtp-credentials", help="manage SMTP AUTH credentials").add_subparsers(
+        title="smtp-credentials commands", metavar="ACTION"
+    )
+    p = creds.add_parser("create", parents=[common, as_json], help="create a username and password (shown once)")
+    p.add_argument("--allowed-from", action="append", metavar="DOMAIN_OR_ADDRESS",
+                   help="senders this credential may use (repeatable; default: any)")  # fmt: skip
+    p.add_argument("--rate-limit", type=int, metavar="N", help="messages per hour")
+    p.add_argument("--tag", action="append", help="tag every message sent with it (repeatable)")
+    p.set_defaults(func=cmd_creds_create)
+    p = creds.add_parser("list", parents=[common, as_json], help="list SMTP credentials (passwords masked)")
+    p.set_defaults(func=cmd_creds_list)
+    p = creds.add_parser("revoke", parents=[common, as_json], help="revoke SMTP credentials")
+    p.add_argument("credential_id", help="the credential's id (cred_...)")
+    p.set_defaults(func=cmd_creds_revoke)
 
     p = sub.add_parser("queue", parents=[common, as_json], help="show the queue: recipients by state and domain")
     p.set_defaults(func=cmd_queue)
@@ -189,6 +205,55 @@ def cmd_keys_revoke(args: argparse.Namespace, config: Config) -> int:
         print(f"revoked {args.key_id}")
     else:
         print(f"relay: no active key {args.key_id}", file=sys.stderr)
+    return 0 if revoked else 1
+
+
+def cmd_creds_create(args: argparse.Namespace, config: Config) -> int:
+    allowed = tuple(r.lower() for r in args.allowed_from or [])
+    bad = [r for r in allowed if not valid_sender_rule(r)]
+    if bad:
+        print(f"relay: --allowed-from {bad[0]!r} is not a domain or an address", file=sys.stderr)
+        return 2
+    if args.rate_limit is not None and args.rate_limit <= 0:
+        print("relay: --rate-limit must be positive", file=sys.stderr)
+        return 2
+    cred, password = _with_store(
+        config,
+        lambda s: s.create_smtp_credential(
+            allowed_from=allowed, rate_limit=args.rate_limit, tags=tuple(args.tag or [])
+        ),
+    )
+    if args.json:
+        _print_json({**cred.public(), "password": password})
+    else:
+        print(f"Created SMTP credential {cred.id}")
+        print(f"username: {cred.username}")
+        print(f"password: {password}")
+        print("Store the password now; it is not shown again.")
+        if cred.allowed_from:
+            print(f"may send as: {', '.join(cred.allowed_from)}")
+    return 0
+
+
+def cmd_creds_list(args: argparse.Namespace, config: Config) -> int:
+    found = _with_store(config, lambda s: s.list_smtp_credentials())
+    if args.json:
+        _print_json([{**c.public(), "password": "********"} for c in found])
+        return 0
+    for c in found:
+        status = "revoked" if c.revoked_at else "active"
+        print(f"{c.id}  {status:8} {c.username:20} ******** {' '.join(c.allowed_from) or '(any sender)'}")
+    return 0
+
+
+def cmd_creds_revoke(args: argparse.Namespace, config: Config) -> int:
+    revoked = _with_store(config, lambda s: s.revoke_smtp_credential(args.credential_id))
+    if args.json:
+        _print_json({"id": args.credential_id, "revoked": revoked})
+    elif revoked:
+        print(f"revoked {args.credential_id}")
+    else:
+        print(f"relay: no active SMTP credential {args.credential_id}", file=sys.stderr)
     return 0 if revoked else 1
 
 

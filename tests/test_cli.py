@@ -87,3 +87,25 @@ def test_send_reports_a_refused_connection(tmp_path):
         "send", "--from", "a@example.com", "--to", "b@example.org", "--server", "127.0.0.1:9", config=config
     )
     assert result.returncode == 1 and "sending failed" in result.stderr
+
+
+def test_smtp_credentials_create_list_revoke(tmp_path):
+    import sqlite3
+
+    config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
+    created = run_cli("smtp-credentials", "create", "--allowed-from", "Example.com", "--tag", "app", "--json",
+                      config=config)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    cred = json.loads(created.stdout)
+    assert cred["username"].startswith("relay-") and len(cred["password"]) >= 24
+    assert cred["allowed_from"] == ["example.com"] and cred["tags"] == ["app"]
+    listing = run_cli("smtp-credentials", "list", config=config).stdout
+    assert cred["username"] in listing and cred["password"] not in listing and "********" in listing
+    conn = sqlite3.connect(tmp_path / "data" / "relay.sqlite3")
+    (stored,) = conn.execute("SELECT password_hash FROM smtp_credentials").fetchone()
+    conn.close()
+    assert stored.startswith("$argon2id$") and cred["password"] not in stored
+    assert run_cli("smtp-credentials", "revoke", cred["id"], config=config).returncode == 0
+    assert run_cli("smtp-credentials", "revoke", cred["id"], config=config).returncode == 1
+    bad = run_cli("smtp-credentials", "create", "--allowed-from", "not a domain", config=config)
+    assert bad.returncode == 2 and "not a domain" in bad.stderr

@@ -379,3 +379,38 @@ async def test_expired_idempotency_records_are_pruned(tmp_path):
         assert await store.prune() == 1
     finally:
         await store.close()
+
+
+async def test_smtp_credentials_through_the_api(api, sink):
+    import smtplib
+    import ssl
+
+    async with api.request("POST", "/v1/smtp-credentials", json={"allowed_from": ["example.com"]}) as resp:
+        assert resp.status == 201
+        created = await resp.json()
+    password = created["password"]
+    async with api.request("GET", "/v1/smtp-credentials") as resp:
+        listing = await resp.json()
+    assert listing["data"][0]["password"] == "********" and password not in json_dump(listing)
+
+    def send() -> int:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", api.relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(created["username"], password)
+            refused = smtp.sendmail("app@example.com", ["user@example.org"], b"Subject: credential\r\n\r\nhi\r\n")
+            return len(refused)
+
+    assert await asyncio.to_thread(send) == 0
+    await sink.handler.wait_for(1)
+    async with api.request("DELETE", f"/v1/smtp-credentials/{created['id']}") as resp:
+        assert resp.status == 200 and (await resp.json())["revoked_at"] is not None
+    async with api.request("POST", "/v1/smtp-credentials", json={"allowed_from": ["nope nope"]}) as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "allowed_from[0]"
+
+
+def json_dump(data) -> str:
+    import json
+
+    return json.dumps(data)

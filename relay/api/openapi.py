@@ -153,6 +153,29 @@ SCHEMAS: dict[str, Any] = {
             "expires_at": _TIME,
         },
     },
+    "SmtpCredentialRequest": {
+        "type": "object",
+        "properties": {
+            "allowed_from": {"type": "array", "items": {**_STR, "description": "domain or address"}},
+            "rate_limit": {"type": "integer", "minimum": 1, "maximum": 10**12, "description": "messages per hour"},
+            "tags": {"type": "array", "items": _STR, "maxItems": 10},
+        },
+    },
+    "SmtpCredential": {
+        "type": "object",
+        "required": ["id", "username", "password"],
+        "properties": {
+            "id": _STR,
+            "username": _STR,
+            "password": {**_STR, "description": "the password in the creation response only; masked elsewhere"},
+            "allowed_from": {"type": "array", "items": _STR},
+            "rate_limit": _NULLABLE_INT,
+            "tags": {"type": "array", "items": _STR},
+            "created_at": _TIME,
+            "last_used_at": _TIME,
+            "revoked_at": _TIME,
+        },
+    },
     "ApiKeyRequest": {
         "type": "object",
         "properties": {
@@ -274,6 +297,35 @@ PATHS: dict[str, Any] = {
             "parameters": [_ID],
             "responses": {"200": _json(_ref("ApiKey"), "Revoked"), **_errors(404)},
         },
+    },
+}
+
+
+PATHS["/v1/smtp-credentials"] = {
+    "post": {
+        "summary": "Create SMTP credentials; the password is in this response only (scope admin)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SmtpCredentialRequest")}}},
+        "responses": {"201": _json(_ref("SmtpCredential"), "Created"), **_errors(400, 415)},
+    },
+    "get": {
+        "summary": "List SMTP credentials, passwords masked (scope admin)",
+        "responses": {
+            "200": _json(
+                {"type": "object", "properties": {"data": {"type": "array", "items": _ref("SmtpCredential")}}}, "OK"
+            )  # fmt: skip
+        },
+    },
+}
+PATHS["/v1/smtp-credentials/{id}"] = {
+    "get": {
+        "summary": "One SMTP credential (scope admin)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("SmtpCredential"), "The credential"), **_errors(404)},
+    },
+    "delete": {
+        "summary": "Revoke SMTP credentials at once (scope admin)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("SmtpCredential"), "Revoked"), **_errors(404)},
     },
 }
 

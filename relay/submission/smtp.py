@@ -20,6 +20,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import re
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -267,6 +268,20 @@ def _defer_auth(server: SMTP, session: Session, envelope: Envelope, mechanism: s
     return AuthResult(success=False, handled=False)
 
 
+# RFC 2034 enhanced codes for the replies aiosmtpd writes itself (ours carry them already).
+_ENHANCED_CODES = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+                   "530": "5.7.0", "552": "5.3.4", "553": "5.1.3", "454": "4.7.0"}  # fmt: skip
+_HAS_ENHANCED = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}\b")
+
+
+def with_enhanced_code(reply: str) -> str:
+    """``552 Error: Too much mail data`` → ``552 5.3.4 Error: Too much mail data``."""
+    if len(reply) < 4 or reply[3] != " " or reply[0] not in "245" or _HAS_ENHANCED.match(reply):
+        return reply
+    code = reply[:3]
+    return f"{code} {_ENHANCED_CODES.get(code, code[0] + '.0.0')} {reply[4:]}"
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's SMTP with relay's per-connection rules.
 
@@ -280,6 +295,32 @@ class SubmissionSMTP(SMTP):
     implicit_tls: bool = False
     _refused = False
     _ip = ""
+    _plain_replies = False  # greeting and HELO/EHLO replies carry no enhanced codes (RFC 2034)
+
+    async def push(self, status: Any) -> None:
+        text = status if isinstance(status, str) else status.decode("utf-8", errors="replace")
+        if self._plain_replies or text.startswith("220 "):
+            return await super().push(status)
+        return await super().push(with_enhanced_code(text))
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._plain_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._plain_replies = False
+
+    for _name in ("smtp_EHLO", "smtp_HELO"):  # keep aiosmtpd's HELP texts
+        for _attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+            setattr(locals()[_name], _attr, getattr(getattr(SMTP, _name), _attr))
+    del _name, _attr
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is not None:  # the STARTTLS upgrade of a connection we know
