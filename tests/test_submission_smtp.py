@@ -168,3 +168,14 @@ async def test_stop_lets_a_transaction_in_progress_finish(tmp_path, sink):
     conn = sqlite3.connect(tmp_path / "data" / "relay.sqlite3")
     assert conn.execute("SELECT address FROM recipients").fetchall() == [("late@example.org",)]
     conn.close()
+
+
+async def test_a_full_queue_answers_452_and_keeps_nothing(relay_factory):
+    relay = await relay_factory(server={"max_queue": 1}, delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"})
+    port = relay.smtp_addresses[0][1]
+    _, (code, _) = await asyncio.to_thread(smtp_send, port, "a@example.com", ["b@example.org"], BODY)
+    assert code == 250
+    await relay.capacity.refresh()
+    _, (code, text) = await asyncio.to_thread(smtp_send, port, "a@example.com", ["c@example.org"], BODY)
+    assert code == 452 and text.startswith(b"4.3.1")
+    assert sum((await counts(relay)).values()) == 1
