@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
 import shutil
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -62,9 +64,14 @@ async def _expect(reader: asyncio.StreamReader, code: bytes) -> bytes:
             return line
 
 
-async def inject_python(port: int, total: int, sessions: int, message: bytes) -> int:
+async def inject_python(
+    port: int, total: int, sessions: int, message: bytes, login: tuple[str, str] | None = None
+) -> int:
+    """One connection per message; with ``login``: STARTTLS, then AUTH PLAIN, on every connection."""
     remaining = total
     sent = 0
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 
     async def session() -> None:
         nonlocal remaining, sent
@@ -72,8 +79,19 @@ async def inject_python(port: int, total: int, sessions: int, message: bytes) ->
             remaining -= 1
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             await _expect(reader, b"220")
+            if login is not None:
+                writer.write(b"EHLO bench.test\r\nSTARTTLS\r\n")
+                await _expect(reader, b"250")
+                await _expect(reader, b"220")
+                await writer.start_tls(context)
+                token = base64.b64encode(f"\0{login[0]}\0{login[1]}".encode())
+                writer.write(b"EHLO bench.test\r\nAUTH PLAIN " + token + b"\r\n")
+                await _expect(reader, b"250")
+                await _expect(reader, b"235")
+            else:
+                writer.write(b"EHLO bench.test\r\n")
+                await _expect(reader, b"250")
             for command, code in (
-                (b"EHLO bench.test", b"250"),
                 (b"MAIL FROM:<bench@example.com>", b"250"),
                 (b"RCPT TO:<sink@example.org>", b"250"),
                 (b"DATA", b"354"),
@@ -183,6 +201,7 @@ log_level = "info"
 acceptors = {args.acceptors}
 [smtp]
 listen = ["127.0.0.1:{smtp_port}"]
+trusted_networks = {"[]" if args.auth else '["127.0.0.1/32"]'}
 [http]
 listen = "127.0.0.1:{free_port()}"
 [delivery]
@@ -190,6 +209,14 @@ smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
         )
+        self.login: tuple[str, str] | None = None
+        if args.auth:
+            out = subprocess.run(
+                [sys.executable, "-m", "relay", "smtp-credentials", "create", "--json", "--config", str(config)],
+                capture_output=True, text=True, check=True, cwd=REPO,
+            )  # fmt: skip
+            created = json.loads(out.stdout)
+            self.login = (created["username"], created["password"])
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "relay", "serve", "--config", str(config)],
@@ -289,9 +316,12 @@ maillog_file = {self.log}
         return len(re.findall(r"(?m)(fatal|panic|error):", text))
 
 
-def inject(injector: str, port: int, message: bytes, tmp: Path, args: argparse.Namespace) -> None:
+def inject(
+    injector: str, port: int, message: bytes, tmp: Path, args: argparse.Namespace, login: tuple[str, str] | None
+) -> None:
     if injector == "python":
-        asyncio.run(asyncio.wait_for(inject_python(port, args.messages, args.sessions, message), args.timeout))
+        run = inject_python(port, args.messages, args.sessions, message, login)
+        asyncio.run(asyncio.wait_for(run, args.timeout))
         return
     msg_file = tmp / "message.eml"
     msg_file.write_bytes(message.replace(b"\r\n", b"\n"))
@@ -306,7 +336,9 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     sink_kind = args.sink if args.sink != "auto" else ("smtp-sink" if shutil.which("smtp-sink") else "python")
     injector = args.injector
     if injector == "auto":
-        injector = "smtp-source" if shutil.which("smtp-source") else "python"
+        injector = "smtp-source" if shutil.which("smtp-source") and not args.auth else "python"
+    if args.auth and (injector != "python" or target != "relay"):
+        raise SystemExit("--auth needs the python injector and --target relay")
     message = make_message(args.size)
     sink = start_sink(sink_kind, sink_port)
     server: Relay | Postfix | None = None
@@ -314,7 +346,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         server = (Relay if target == "relay" else Postfix)(tmp, smtp_port, sink_port, args)
         cpu_before = server.cpu()
         start = time.monotonic()
-        inject(injector, smtp_port, message, tmp, args)
+        inject(injector, smtp_port, message, tmp, args, getattr(server, "login", None))
         accepted_at = time.monotonic()
         while (done := server.delivered()) < args.messages:
             if time.monotonic() > start + args.timeout:
@@ -331,6 +363,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "target": target,
         "messages": args.messages,
         "sessions": args.sessions,
+        "auth": args.auth,
         "acceptors": args.acceptors if target == "relay" else None,
         "size": len(message),
         "injector": injector,
@@ -355,6 +388,7 @@ def main() -> None:
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "python"), default="auto")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors (processes)")
+    parser.add_argument("--auth", action="store_true", help="STARTTLS + AUTH PLAIN on every connection (relay)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--target",
@@ -376,6 +410,7 @@ def main() -> None:
                 print(
                     f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
                     + (f", {result['acceptors']} acceptors" if target == "relay" else "")
+                    + (", STARTTLS+AUTH" if result["auth"] else "")
                     + f": accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
                     f"CPU {result['cpu_ms_per_message']} ms/msg, errors logged {result['errors_logged']}",
                     flush=True,

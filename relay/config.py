@@ -166,7 +166,7 @@ class SmtpConfig:
     max_auth_failures: int = _field(5, "failed AUTH attempts per client address before AUTH is refused...")
     auth_failure_window: float = _field("10m", "...for this long", parse_duration)
     idle_timeout: float = _field("5m", "close a connection that sends nothing for this long", parse_duration)
-    max_connections_per_ip: int = _field(20, "simultaneous connections from one address (421 beyond)")
+    max_connections_per_ip: int = _field(50, "simultaneous connections from one address (421 beyond)")
     received_show_auth: bool = _field(False, "name the authenticated user in the Received header")
 
 

@@ -19,11 +19,18 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import config as config_mod
 from relay.app import Relay
 from relay.config import Config
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
+    """Run every async test on uvloop, the loop relay serves with by default."""
+    return {"uvloop": uvloop.new_event_loop}
+
 
 # ---------------------------------------------------------------------------
 # SMTP sink

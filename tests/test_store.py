@@ -163,3 +163,9 @@ def test_message_ids_sort_in_creation_order():
     ids = [new_message_id(1_800_000_000.0 + i / 7000) for i in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000
     assert new_message_id(1_900_000_000.0) > ids[-1]
+
+
+async def test_async_tests_run_on_uvloop_like_the_server():
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)

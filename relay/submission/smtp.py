@@ -331,8 +331,8 @@ class SubmissionSMTP(SMTP):
         if self.sessions.per_ip[self._ip] >= self.handler.policy.max_connections_per_ip:
             log.warning("refused a connection from %s: too many connections", self._ip)
             self._refused = True
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(b"421 4.7.0 Too many connections from your address, try again later\r\n")
+            # uvloop's transports do not subclass asyncio.WriteTransport, but they write.
+            transport.write(b"421 4.7.0 Too many connections from your address, try again later\r\n")  # type: ignore[attr-defined]
             transport.close()
             return
         self.sessions.per_ip[self._ip] += 1
