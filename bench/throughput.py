@@ -202,6 +202,7 @@ acceptors = {args.acceptors}
 [smtp]
 listen = ["127.0.0.1:{smtp_port}"]
 trusted_networks = {"[]" if args.auth else '["127.0.0.1/32"]'}
+max_connections_per_ip = 10000
 [http]
 listen = "127.0.0.1:{free_port()}"
 [delivery]
