@@ -197,15 +197,19 @@ def cmd_keys_list(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _report_revoked(args: argparse.Namespace, ident: str, revoked: bool, what: str) -> int:
+    if args.json:
+        _print_json({"id": ident, "revoked": revoked})
+    elif revoked:
+        print(f"revoked {ident}")
+    else:
+        print(f"relay: no active {what} {ident}", file=sys.stderr)
+    return 0 if revoked else 1
+
+
 def cmd_keys_revoke(args: argparse.Namespace, config: Config) -> int:
     revoked = _with_store(config, lambda s: s.revoke_api_key(args.key_id))
-    if args.json:
-        _print_json({"id": args.key_id, "revoked": revoked})
-    elif revoked:
-        print(f"revoked {args.key_id}")
-    else:
-        print(f"relay: no active key {args.key_id}", file=sys.stderr)
-    return 0 if revoked else 1
+    return _report_revoked(args, args.key_id, revoked, "key")
 
 
 def cmd_creds_create(args: argparse.Namespace, config: Config) -> int:
@@ -248,13 +252,7 @@ def cmd_creds_list(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_creds_revoke(args: argparse.Namespace, config: Config) -> int:
     revoked = _with_store(config, lambda s: s.revoke_smtp_credential(args.credential_id))
-    if args.json:
-        _print_json({"id": args.credential_id, "revoked": revoked})
-    elif revoked:
-        print(f"revoked {args.credential_id}")
-    else:
-        print(f"relay: no active SMTP credential {args.credential_id}", file=sys.stderr)
-    return 0 if revoked else 1
+    return _report_revoked(args, args.credential_id, revoked, "SMTP credential")
 
 
 def cmd_queue(args: argparse.Namespace, config: Config) -> int:

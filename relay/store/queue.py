@@ -165,20 +165,13 @@ def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = Non
     An attempt that was in flight when its worker died may have reached the
     receiving server; delivering again is the at-least-once price of never losing mail.
     """
-    if owner is not None:
-        cur = conn.execute(
-            "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
-            " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-            " WHERE state = 'sending' AND lease_owner = ?",
-            (now, now, owner),
-        )
-    else:
-        cur = conn.execute(
-            "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
-            " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-            " WHERE state = 'sending' AND lease_until < ?",
-            (now, now, now),
-        )
+    which, value = ("lease_owner = ?", owner) if owner is not None else ("lease_until < ?", now)
+    cur = conn.execute(
+        "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
+        f" WHERE state = 'sending' AND {which}",
+        (now, now, value),
+    )
     return cur.rowcount
 
 
@@ -271,32 +264,24 @@ class MessageFilter:
     until: float | None = None
 
 
+_FILTERS = (
+    ("before", "m.id < ?"),
+    ("status", "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = ?)"),
+    ("recipient", "m.id IN (SELECT message_id FROM recipients WHERE address = ?)"),
+    ("tag", "m.id IN (SELECT message_id FROM message_tags WHERE tag = ?)"),
+    ("since", "m.created_at >= ?"),
+    ("until", "m.created_at < ?"),
+)
+
+
 def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> list[MessageRecord]:
     """Newest first, walking the primary key (ids are time-ordered) from the cursor."""
-    where, params = [], []
-    if f.before is not None:
-        where.append("m.id < ?")
-        params.append(f.before)
-    if f.status is not None:
-        where.append("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = ?)")
-        params.append(f.status)
-    if f.recipient is not None:
-        where.append("m.id IN (SELECT message_id FROM recipients WHERE address = ?)")
-        params.append(f.recipient)
-    if f.tag is not None:
-        where.append("m.id IN (SELECT message_id FROM message_tags WHERE tag = ?)")
-        params.append(f.tag)
-    if f.since is not None:
-        where.append("m.created_at >= ?")
-        params.append(f.since)
-    if f.until is not None:
-        where.append("m.created_at < ?")
-        params.append(f.until)
+    active = [(sql, getattr(f, name)) for name, sql in _FILTERS if getattr(f, name) is not None]
     sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    if active:
+        sql += " WHERE " + " AND ".join(clause for clause, _ in active)
     sql += " ORDER BY m.id DESC LIMIT ?"
-    rows = conn.execute(sql, [*params, limit]).fetchall()
+    rows = conn.execute(sql, [*(value for _, value in active), limit]).fetchall()
     return [_message_record(conn, row) for row in rows]
 
 
