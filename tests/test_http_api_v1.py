@@ -414,3 +414,11 @@ def json_dump(data) -> str:
     import json
 
     return json.dumps(data)
+
+
+async def test_backpressure_when_the_disk_is_nearly_full(api_factory):
+    api = await api_factory(server={"min_free_disk": "1000000GB"}, delivery={"smarthost": "127.0.0.1:9"})
+    async with api.request("POST", "/v1/messages", json=MESSAGE) as resp:
+        assert resp.status == 503
+        assert "free in the data directory" in (await resp.json())["error"]["message"]
+    assert api.messages_in_store() == 0
