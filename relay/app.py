@@ -69,18 +69,24 @@ def bind_listeners(config: Config) -> workers.Listeners:
     )
 
 
+def smtp_certificate(config: Config) -> tuple[str, str]:
+    """The configured certificate and key, or a self-signed pair kept in the data dir (made on first start).
+
+    The main process calls this before starting acceptor processes, so only one process ever creates it.
+    """
+    if config.smtp.tls_cert:
+        return config.smtp.tls_cert, config.smtp.tls_key
+    cert_path = config.server.data_dir / "tls" / "smtp.crt"
+    key_path = config.server.data_dir / "tls" / "smtp.key"
+    if not (cert_path.exists() and key_path.exists()):
+        tls.write_self_signed(cert_path, key_path, config.server.hostname)
+        log.warning("no [smtp] tls_cert configured: created a self-signed certificate for %s in %s",
+                    config.server.hostname, cert_path)  # fmt: skip
+    return str(cert_path), str(key_path)
+
+
 def smtp_tls_context(config: Config) -> ssl.SSLContext:
-    """The configured certificate, or a self-signed one kept in the data dir (made on first start)."""
-    cert, key = config.smtp.tls_cert, config.smtp.tls_key
-    if not cert:
-        cert_path = config.server.data_dir / "tls" / "smtp.crt"
-        key_path = config.server.data_dir / "tls" / "smtp.key"
-        if not (cert_path.exists() and key_path.exists()):
-            tls.write_self_signed(cert_path, key_path, config.server.hostname)
-            log.warning("no [smtp] tls_cert configured: created a self-signed certificate for %s in %s",
-                        config.server.hostname, cert_path)  # fmt: skip
-        cert, key = str(cert_path), str(key_path)
-    return tls.server_context(cert, key)
+    return tls.server_context(*smtp_certificate(config))
 
 
 class Relay:
@@ -121,8 +127,9 @@ class Relay:
     async def start(self) -> None:
         config = self.config
         config.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.listeners is None:
+        if self.listeners is None:  # this process owns the ports (and so the certificate)
             self.listeners = bind_listeners(config)
+            smtp_certificate(config)
         self.smtp_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtp]
         self.smtps_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtps]
         self.http_address = self.listeners.http[0].getsockname()[:2]

@@ -43,10 +43,18 @@ def self_signed(hostname: str, days: int = 3650) -> tuple[bytes, bytes]:
 
 
 def write_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
-    """Write a new self-signed pair; the key file is created 0600."""
+    """Write a new self-signed pair; the key file is created 0600.
+
+    Each file is written under a temporary name and renamed into place, so a
+    reader never sees half a file.
+    """
     cert_pem, key_pem = self_signed(hostname)
     key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_pem)
-    cert_path.write_bytes(cert_pem)
+    for path, data, mode in ((key_path, key_pem, 0o600), (cert_path, cert_pem, 0o644)):
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
