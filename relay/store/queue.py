@@ -176,8 +176,12 @@ def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = Non
 
 
 def pending_count(conn: sqlite3.Connection) -> int:
-    """Recipients waiting for delivery, counted on the due index."""
-    return int(conn.execute(f"SELECT count(*) FROM recipients WHERE {_DUE_SQL}").fetchone()[0])
+    """Recipients not yet done with (waiting or in flight), counted on indexes."""
+    row = conn.execute(
+        f"SELECT (SELECT count(*) FROM recipients WHERE {_DUE_SQL})"
+        " + (SELECT count(*) FROM recipients WHERE state = 'sending')"
+    ).fetchone()
+    return int(row[0])
 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:
