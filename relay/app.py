@@ -182,7 +182,7 @@ class Relay:
             concurrency=d.concurrency,
             lease=d.lease,
             poll_interval=d.poll_interval,
-            retry=RetryPolicy(d.retry_initial, d.retry_max, d.max_queue_lifetime),
+            retry=RetryPolicy(tuple(d.retry_schedule), d.max_age),
         )
         return Engine(store, router, client, self.clock, settings, random.Random())
 

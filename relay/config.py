@@ -193,9 +193,11 @@ class DeliveryConfig:
     concurrency: int = _field(100, "SMTP transactions in flight at once")
     connect_timeout: float = _field("30s", "timeout to connect and read the greeting", parse_duration)
     command_timeout: float = _field("5m", "timeout for each SMTP command", parse_duration)
-    retry_initial: float = _field("5m", "delay before the first retry", parse_duration)
-    retry_max: float = _field("1h", "longest delay between retries", parse_duration)
-    max_queue_lifetime: float = _field("5d", "give up on a recipient after this long", parse_duration)
+    retry_schedule: list[float] = _field(
+        ["1m", "5m", "10m", "20m", "40m", "1h"], "delays after each failed attempt; the last repeats",
+        _listof(parse_duration),
+    )  # fmt: skip
+    max_age: float = _field("5d", "give up on a recipient after this long in the queue (4.4.7)", parse_duration)
     lease: float = _field("10m", "how long a claimed recipient stays leased to one worker", parse_duration)
     poll_interval: float = _field("1s", "how often the queue is checked for due retries", parse_duration)
 
@@ -369,13 +371,13 @@ def _validate(config: Config, where: str) -> None:
         ("server", "max_queue"): config.server.max_queue,
         ("delivery", "lease"): config.delivery.lease,
         ("delivery", "poll_interval"): config.delivery.poll_interval,
-        ("delivery", "retry_initial"): config.delivery.retry_initial,
+        ("delivery", "max_age"): config.delivery.max_age,
     }
     for (section, key), value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where}: [{section}] {key} must be greater than zero")
-    if config.delivery.retry_max < config.delivery.retry_initial:
-        raise ConfigError(f"{where}: [delivery] retry_max must not be shorter than retry_initial")
+    if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) <= 0:
+        raise ConfigError(f"{where}: [delivery] retry_schedule needs at least one positive duration")
     if bool(config.http.tls_cert) != bool(config.http.tls_key):
         raise ConfigError(f"{where}: [http] tls_cert and tls_key go together")
     for section, key in (("http", "tls_cert"), ("http", "tls_key"), ("smtp", "tls_cert"), ("smtp", "tls_key")):

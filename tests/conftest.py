@@ -53,6 +53,7 @@ class SinkHandler:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.data_reply = "250 2.0.0 Ok: sunk"
+        self.rcpt_reply: str | None = None  # when set, every RCPT gets this reply
         self.data_delay = 0.0
         self.data_started = asyncio.Event()
         self.arrived = asyncio.Event()
@@ -61,6 +62,10 @@ class SinkHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         local = address.split("@")[0].lower()
+        if self.rcpt_reply is not None:
+            if self.rcpt_reply.startswith("2"):
+                envelope.rcpt_tos.append(address)
+            return self.rcpt_reply
         if local.startswith("tempfail"):
             return "451 4.3.0 try again later"
         if local.startswith("permfail"):
@@ -180,7 +185,7 @@ def config_dict(data_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
         "http": {"listen": "127.0.0.1:0"},
         "delivery": {
             "poll_interval": "100ms",
-            "retry_initial": "1m",
+            "retry_schedule": ["1m"],
             "connect_timeout": "5s",
             "command_timeout": "10s",
         },

@@ -60,7 +60,8 @@ def test_example_config_loads_as_is():
     assert config.http.listen == ("127.0.0.1", 8025)
     assert config.delivery.smarthost is None
     assert config.smtp.max_message_size == 25 * 1024**2
-    assert config.delivery.max_queue_lifetime == 5 * 86400
+    assert config.delivery.max_age == 5 * 86400
+    assert config.delivery.retry_schedule == [60, 300, 600, 1200, 2400, 3600]
     assert ipaddress.ip_network("127.0.0.1/32") in config.smtp.trusted_networks
 
 
@@ -101,10 +102,10 @@ BAD_CONFIGS = [
     ('[smtp]\nlisten = "127.0.0.1:25"\n', r"\[smtp\] listen must be a list"),
     ('[smtp]\nmax_recipients = "many"\n', r"\[smtp\] max_recipients must be an integer"),
     ('[smtp]\nmax_message_size = "huge"\n', r"\[smtp\] max_message_size: expected a size"),
-    ('[delivery]\nretry_initial = "soon"\n', r"\[delivery\] retry_initial: expected a duration"),
+    ('[delivery]\nretry_schedule = ["1m", "soon"]\n', r"\[delivery\] retry_schedule: expected a duration"),
     ('[delivery]\nsmarthost = "mail.example.com:99999"\n', r"\[delivery\] smarthost: port out of range"),
     ("[delivery]\nconcurrency = 0\n", r"\[delivery\] concurrency must be greater than zero"),
-    ('[delivery]\nretry_initial = "2h"\nretry_max = "1h"\n', r"retry_max must not be shorter"),
+    ("[delivery]\nretry_schedule = []\n", r"retry_schedule needs at least one positive duration"),
     ('[smtp]\ntrusted_networks = ["10.0.0.0/33"]\n', r"\[smtp\] trusted_networks: expected a network"),
     ('[dns]\nnameservers = ["127.0.0.1:x"]\n', r"\[dns\] nameservers"),
     ('[server]\nlog_level = "loud"\n', r"\[server\] log_level"),

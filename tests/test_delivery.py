@@ -15,7 +15,7 @@ from relay.message import NewMessage
 from relay.store import Store
 
 RAW = b"Subject: engine test\r\n\r\nbody\r\n"
-POLICY = RetryPolicy(initial=60, maximum=600, lifetime=3600, jitter=0.0)
+POLICY = RetryPolicy(schedule=(60, 120, 600), max_age=3600, jitter=0.0)
 
 
 @pytest.fixture
@@ -159,3 +159,16 @@ async def test_stop_releases_leases_of_unfinished_deliveries(store, sink):
     assert (await states(store, m))["slow@a.example"][0] == "sending"
     await engine.stop(grace=0.1)
     assert await states(store, m) == {"slow@a.example": ("queued", 0)}
+
+
+async def test_a_receivers_hint_sets_the_next_attempt_and_expiry_says_4_4_7(store, sink):
+    sink.handler.rcpt_reply = "451 4.7.1 Greylisted, try again in 3 minutes"
+    engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
+    m = await queue(store, "grey@a.example")
+    await engine.run_once()
+    (s,) = await store.message_status(m.id)
+    assert s.state == "deferred" and s.next_attempt_at == store.clock.now() + 180
+    store.clock.advance(3600)
+    await engine.run_once()
+    (s,) = await store.message_status(m.id)
+    assert s.state == "failed" and s.last_response.startswith("4.4.7 expired") and "Greylisted" in s.last_response

@@ -73,7 +73,7 @@ async def test_accepted_mail_survives_sigkill_before_delivery(relay_process):
     port = probe.port
     probe.server.close()
     await probe.server.wait_closed()
-    proc = relay_process(delivery={"smarthost": f"127.0.0.1:{port}", "retry_initial": "1s", "retry_max": "1s"})
+    proc = relay_process(delivery={"smarthost": f"127.0.0.1:{port}", "retry_schedule": ["1s"]})
     await proc.start()
     await asyncio.to_thread(smtp_submit, proc.smtp_port, ["survivor@example.org"])
     proc.kill()

@@ -252,7 +252,7 @@ async def test_show_list_filter_and_paginate(api):
 
 
 async def test_delete_cancels_recipients_not_yet_delivered(api_factory):
-    api = await api_factory(delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"})
+    api = await api_factory(delivery={"smarthost": "127.0.0.1:9", "retry_schedule": ["1h"]})
     async with api.request("POST", "/v1/messages", json={**MESSAGE, "to": ["a@example.org", "b@example.org"]}) as r:
         message_id = (await r.json())["id"]
     await wait_for_states(api.relay.store, message_id, ["deferred", "deferred"])
@@ -266,7 +266,7 @@ async def test_delete_cancels_recipients_not_yet_delivered(api_factory):
 
 
 async def test_backpressure_when_the_queue_is_full(api_factory):
-    api = await api_factory(server={"max_queue": 1}, delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"})
+    api = await api_factory(server={"max_queue": 1}, delivery={"smarthost": "127.0.0.1:9", "retry_schedule": ["1h"]})
     async with api.request("POST", "/v1/messages", json=MESSAGE) as resp:
         assert resp.status == 202
     await api.relay.capacity.refresh()

@@ -67,7 +67,7 @@ def live_api(tmp_path_factory):
         config_dict(
             tmp / "data",
             http={"listen": f"127.0.0.1:{port}", "rate_limit": "1000000/h"},
-            delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"},
+            delivery={"smarthost": "127.0.0.1:9", "retry_schedule": ["1h"]},
         ),
     )
     key = json.loads(run_cli("keys", "create", "--scope", "admin", "--json", config=config).stdout)["key"]

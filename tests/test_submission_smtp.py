@@ -171,7 +171,9 @@ async def test_stop_lets_a_transaction_in_progress_finish(tmp_path, sink):
 
 
 async def test_a_full_queue_answers_452_and_keeps_nothing(relay_factory):
-    relay = await relay_factory(server={"max_queue": 1}, delivery={"smarthost": "127.0.0.1:9", "retry_initial": "1h"})
+    relay = await relay_factory(
+        server={"max_queue": 1}, delivery={"smarthost": "127.0.0.1:9", "retry_schedule": ["1h"]}
+    )
     port = relay.smtp_addresses[0][1]
     _, (code, _) = await asyncio.to_thread(smtp_send, port, "a@example.com", ["b@example.org"], BODY)
     assert code == 250
