@@ -19,7 +19,7 @@ from relay.clock import Clock
 from relay.delivery.client import SmtpClient
 from relay.delivery.mx import RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
-from relay.delivery.retry import RetryPolicy, next_attempt_at
+from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
 from relay.events import EventKind, State
 from relay.store import Store
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
@@ -46,15 +46,18 @@ def decide(
 ) -> AttemptResult:
     """What one reply means for one recipient: delivered, bounced, deferred or expired. Pure."""
     verdict = classify(reply)
-    state, event, next_at = State.DELIVERED, EventKind.DELIVERED, None
+    state, event, next_at, text = State.DELIVERED, EventKind.DELIVERED, None, reply.text
     if verdict is Verdict.BOUNCED:
         state, event = State.BOUNCED, EventKind.BOUNCED
     elif verdict is Verdict.DEFERRED:
-        next_at = next_attempt_at(policy, recipient.attempts + 1, message.created_at, now, rng)
-        state, event = (
-            (State.DEFERRED, EventKind.DEFERRED) if next_at is not None else (State.FAILED, EventKind.EXPIRED)
-        )
-    return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, reply.text)
+        hint = retry_hint(reply.text)
+        next_at = next_attempt_at(policy, recipient.attempts + 1, message.created_at, now, rng, hint)
+        if next_at is not None:
+            state, event = State.DEFERRED, EventKind.DEFERRED
+        else:
+            state, event = State.FAILED, EventKind.EXPIRED
+            text = f"4.4.7 expired after {int((now - message.created_at) // 3600)}h in the queue; last reply: {reply}"
+    return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text)
 
 
 def group_by_domain(message: LeasedMessage) -> list[list[LeasedRecipient]]:
