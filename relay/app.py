@@ -183,6 +183,12 @@ class Relay:
             lease=d.lease,
             poll_interval=d.poll_interval,
             retry=RetryPolicy(tuple(d.retry_schedule), d.max_age),
+            window=max(1000, d.concurrency * 10),
+            idle_timeout=d.idle_timeout,
+            max_rcpt=d.max_rcpt_per_transaction,
+            tls=d.tls,
+            tls_policy=d.tls_policy,
+            shaping=d.shaping,
         )
         return Engine(store, router, client, self.clock, settings, random.Random())
 

@@ -119,8 +119,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _field(default: Any, doc: str, parse: Callable[[Any], Any] | None = None) -> Any:
     meta = {"doc": doc, "parse": parse}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -184,6 +184,54 @@ class HttpConfig:
     tls_key: str = _field("", "PEM private key for tls_cert")
 
 
+TLS_MODES = ("opportunistic", "required", "verify")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shaping:
+    """Limits for one destination site (the MX hosts a domain resolves to)."""
+
+    max_connections: int = 10
+    max_messages_per_connection: int = 100
+    max_connection_age: float = 300.0
+
+    def merged(self, overrides: Mapping[str, Any]) -> Shaping:
+        return dataclasses.replace(self, **overrides)
+
+
+def _shaping_entry(name: str, values: object) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError(f"[delivery.shaping.{name}] must be a table")
+    known = {f.name for f in dataclasses.fields(Shaping)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f'unknown key {key!r} in [delivery.shaping."{name}"] (known: {", ".join(sorted(known))})')
+        if key == "max_connection_age":
+            out[key] = parse_duration(value)
+        elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f'[delivery.shaping."{name}"] {key} must be a positive integer')
+        else:
+            out[key] = value
+    return out
+
+
+def _shaping_table(value: object) -> dict[str, Any]:
+    """``{"default": {...}, "gmail.com": {...}}`` → overrides per key (validated, not yet merged)."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of tables")
+    return {name.lower(): _shaping_entry(name, values) for name, values in value.items()}
+
+
+def _tls_policy(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of domain = mode")
+    for domain, mode in value.items():
+        if mode not in TLS_MODES:
+            raise ValueError(f"{domain}: expected one of {', '.join(TLS_MODES)}, got {mode!r}")
+    return {domain.lower(): mode for domain, mode in value.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class DeliveryConfig:
     smarthost: tuple[str, int] | None = _field(
@@ -200,6 +248,13 @@ class DeliveryConfig:
     max_age: float = _field("5d", "give up on a recipient after this long in the queue (4.4.7)", parse_duration)
     lease: float = _field("10m", "how long a claimed recipient stays leased to one worker", parse_duration)
     poll_interval: float = _field("1s", "how often the queue is checked for due retries", parse_duration)
+    tls: str = _field("opportunistic", "outbound TLS: opportunistic, required or verify")
+    tls_policy: dict[str, str] = _field({}, "per recipient domain TLS mode, e.g. {\"bank.example\" = \"verify\"}",
+                                        _tls_policy)  # fmt: skip
+    max_rcpt_per_transaction: int = _field(100, "recipients per SMTP transaction")
+    idle_timeout: float = _field("5s", "close an outbound connection idle this long", parse_duration)
+    shaping: dict[str, Shaping] = _field({}, "per destination limits: [delivery.shaping.default] and overrides",
+                                         _shaping_table)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +298,8 @@ def _expected_type(field: dataclasses.Field[Any]) -> tuple[type, ...]:
         return (bool,)
     if isinstance(default, list):
         return (list,)
+    if isinstance(default, dict):
+        return (dict,)
     if isinstance(default, int):
         return (int,)
     if field.metadata.get("parse") in (parse_duration, parse_size):
@@ -376,6 +433,8 @@ def _validate(config: Config, where: str) -> None:
     for (section, key), value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where}: [{section}] {key} must be greater than zero")
+    if config.delivery.tls not in TLS_MODES:
+        raise ConfigError(f"{where}: [delivery] tls must be one of {', '.join(TLS_MODES)}")
     if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) <= 0:
         raise ConfigError(f"{where}: [delivery] retry_schedule needs at least one positive duration")
     if bool(config.http.tls_cert) != bool(config.http.tls_key):

@@ -154,7 +154,7 @@ async def test_stop_releases_leases_of_unfinished_deliveries(store, sink):
     sink.handler.data_delay = 5
     engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
     m = await queue(store, "slow@a.example")
-    await engine._claim_and_start()
+    await engine._claim_and_dispatch()
     await sink.handler.data_started.wait()
     assert (await states(store, m))["slow@a.example"][0] == "sending"
     await engine.stop(grace=0.1)

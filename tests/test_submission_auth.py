@@ -66,7 +66,7 @@ def ehlo_features(port: int, starttls: bool) -> dict[str, str]:
 def swaks(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("swaks") is None:
         pytest.fail("swaks is not installed: run the README's set-up (make test installs it)")
-    return subprocess.run(["swaks", "--timeout", "10", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(["swaks", "--timeout", "30", *args], capture_output=True, text=True, timeout=90)
 
 
 async def test_starttls_then_auth_plain_and_login_deliver(smtp_relay, sink):

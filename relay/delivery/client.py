@@ -1,31 +1,141 @@
-"""One SMTP transaction to the first host that takes it: per-recipient replies.
+"""Outbound SMTP connections: open one to the first host that takes it, send many messages over it.
 
-Hosts are tried in order while a failure is about the host (no connection, a
-4xx greeting/EHLO/MAIL): the next MX may do better. Once recipients have been
-given to a server, its replies are final for this attempt.
+``SmtpClient.connect`` walks the route's hosts in order while the failure is
+about the host (no connection, a 4xx/5xx greeting, TLS that policy requires
+but cannot get). The TLS policy: ``opportunistic`` uses STARTTLS when
+offered and falls back to plain text, on a fresh connection, only if the
+handshake fails; ``required`` insists on TLS without checking the
+certificate; ``verify`` also checks the certificate against the MX host name.
+
+A ``Connection`` sends one transaction per message (RSET between them);
+once recipients are given to a server its replies are final for the attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import time
 from collections.abc import Sequence
 
 import aiosmtplib
 
+from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
 
 log = logging.getLogger(__name__)
 
 
-class _NextHost(Exception):
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
 def _reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
     return Reply(exc.code, " ".join(exc.message.split()))
+
+
+def _failure(host: Host, exc: BaseException) -> Reply:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _reply(exc)
+    detail = str(exc) or type(exc).__name__
+    where = f"{host.address}:{host.port}" if host.name == host.address else f"{host.name} [{host.address}]:{host.port}"
+    return Reply(None, f"{where}: {type(exc).__name__}: {detail}")
+
+
+class Connection:
+    """One open SMTP session to one host."""
+
+    def __init__(self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None) -> None:
+        self.smtp = smtp
+        self.host = host
+        self.tls = tls  # TLS version, or None for plain text
+        self.opened_at = time.monotonic()
+        self.messages = 0
+        self.broken = False
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    async def send(self, sender: str, recipients: Sequence[str], raw: bytes, max_rcpt: int = 100) -> dict[str, Reply]:
+        """One transaction per ``max_rcpt`` recipients; a reply for every recipient."""
+        replies: dict[str, Reply] = {}
+        for start in range(0, len(recipients), max_rcpt):
+            replies.update(await self._transaction(sender, recipients[start : start + max_rcpt], raw))
+            if self.broken:
+                lost = Reply(None, f"connection to {self.host.name} lost")
+                replies.update({r: lost for r in recipients if r not in replies})
+                break
+        return replies
+
+    async def _transaction(self, sender: str, recipients: Sequence[str], raw: bytes) -> dict[str, Reply]:
+        try:
+            if self.messages:
+                await self.smtp.rset()
+            return await self._mail_rcpt_data(sender, recipients, raw)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            # A failed RSET or a lost connection: this session is done (replies are handled inside).
+            self.broken = True
+            reply = _failure(self.host, exc)
+            return {r: reply for r in recipients}
+        finally:
+            self.messages += 1
+
+    async def _mail_rcpt_data(self, sender: str, recipients: Sequence[str], raw: bytes) -> dict[str, Reply]:
+        smtp = self.smtp
+        utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
+        options = []
+        if utf8:
+            if not smtp.supports_extension("smtputf8"):
+                refused = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses")
+                return {r: refused for r in recipients}
+            options.append("SMTPUTF8")
+        if not raw.isascii() and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            await smtp.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            self._note_421(exc)
+            return {r: _reply(exc) for r in recipients}
+        replies: dict[str, Reply] = {}
+        accepted: list[str] = []
+        for rcpt in recipients:
+            try:
+                resp = await smtp.rcpt(rcpt, encoding=encoding)
+                accepted.append(rcpt)
+                replies[rcpt] = Reply(resp.code, " ".join(resp.message.split()))
+            except aiosmtplib.SMTPResponseException as exc:
+                self._note_421(exc)
+                replies[rcpt] = _reply(exc)
+        if not accepted:
+            return replies
+        try:
+            resp = await smtp.data(raw)
+            final = Reply(resp.code, " ".join(resp.message.split()))
+        except aiosmtplib.SMTPResponseException as exc:
+            self._note_421(exc)
+            final = _reply(exc)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            # The message may or may not have arrived; retrying risks a duplicate, never a loss.
+            self.broken = True
+            final = Reply(None, f"connection lost during DATA: {type(exc).__name__}: {exc}")
+        for rcpt in accepted:
+            replies[rcpt] = final
+        return replies
+
+    def _note_421(self, exc: aiosmtplib.SMTPResponseException) -> None:
+        if exc.code == 421:  # the server is closing the session (RFC 5321 §3.8)
+            self.broken = True
+
+    async def close(self) -> None:
+        smtp = self.smtp
+        if not smtp.is_connected:
+            return
+        if self.broken:
+            smtp.close()
+            return
+        try:
+            await asyncio.wait_for(smtp.quit(), timeout=5)
+        except Exception:
+            smtp.close()
 
 
 class SmtpClient:
@@ -34,85 +144,64 @@ class SmtpClient:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
 
-    async def deliver(
-        self, hosts: Sequence[tuple[str, int]], sender: str, recipients: Sequence[str], raw: bytes
-    ) -> dict[str, Reply]:
-        """Reply per recipient. A Reply with code None means no SMTP answer (transient)."""
+    async def connect(self, hosts: Sequence[Host], tls_mode: str = "opportunistic") -> Connection | Reply:
+        """An open connection to the first host that takes one, or the last failure."""
         last = Reply(None, "no host to deliver to")
-        for host, port in hosts:
-            smtp = aiosmtplib.SMTP(
-                hostname=host,
-                port=port,
-                local_hostname=self.ehlo_name,
-                timeout=self.command_timeout,
-                start_tls=None,  # opportunistic STARTTLS, as MTAs do by default
-                validate_certs=False,
-            )
-            try:
-                await smtp.connect(timeout=self.connect_timeout)
-                return await self._transaction(smtp, sender, recipients, raw)
-            except asyncio.CancelledError:
-                smtp.close()  # shutting down: drop the connection, do not wait for QUIT
-                raise
-            except _NextHost as exc:
-                last = exc.reply
-            except aiosmtplib.SMTPResponseException as exc:
-                last = _reply(exc)
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                last = Reply(None, f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
-            finally:
-                await _close(smtp)
-            log.info("host %s:%d failed: %s", host, port, last)
-        return {r: last for r in recipients}
+        for host in hosts:
+            result = await self._open(host, tls_mode)
+            if isinstance(result, Connection):
+                return result
+            last = result
+            log.info("host %s [%s]:%d failed: %s", host.name, host.address, host.port, last)
+        return last
 
-    async def _transaction(
-        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
+    async def deliver(
+        self, hosts: Sequence[Host], sender: str, recipients: Sequence[str], raw: bytes, tls_mode: str = "opportunistic"
     ) -> dict[str, Reply]:
-        utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
-        options = []
-        if utf8:
-            if not smtp.supports_extension("smtputf8"):
-                permanent = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses")
-                return {r: permanent for r in recipients}
-            options.append("SMTPUTF8")
-        if not raw.isascii() and smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        encoding = "utf-8" if utf8 else "ascii"
+        """One message, one connection (opened and closed here)."""
+        conn = await self.connect(hosts, tls_mode)
+        if isinstance(conn, Reply):
+            return {r: conn for r in recipients}
         try:
-            await smtp.mail(sender, options=options, encoding=encoding)
-        except aiosmtplib.SMTPResponseException as exc:
-            reply = _reply(exc)
-            if reply.code is not None and reply.code >= 500:
-                return {r: reply for r in recipients}
-            raise _NextHost(reply) from None
-        replies: dict[str, Reply] = {}
-        accepted: list[str] = []
-        for rcpt in recipients:
-            try:
-                resp = await smtp.rcpt(rcpt, encoding=encoding)
-                accepted.append(rcpt)
-                replies[rcpt] = Reply(resp.code, resp.message)
-            except aiosmtplib.SMTPResponseException as exc:
-                replies[rcpt] = _reply(exc)
-        if not accepted:
-            return replies
+            return await conn.send(sender, recipients, raw)
+        finally:
+            await conn.close()
+
+    async def _open(self, host: Host, tls_mode: str, *, plain: bool = False) -> Connection | Reply:
+        smtp = aiosmtplib.SMTP(
+            hostname=host.address, port=host.port, local_hostname=self.ehlo_name,
+            timeout=self.command_timeout, start_tls=False,
+        )  # fmt: skip
         try:
-            resp = await smtp.data(raw)
-            final = Reply(resp.code, " ".join(resp.message.split()))
-        except aiosmtplib.SMTPResponseException as exc:
-            final = _reply(exc)
+            await smtp.connect(timeout=self.connect_timeout)
+            await smtp.ehlo()
+            if plain or not smtp.supports_extension("starttls"):
+                if tls_mode != "opportunistic":
+                    smtp.close()
+                    return Reply(451, f"4.7.4 {host.name} does not offer STARTTLS, and TLS is {tls_mode}")
+                return Connection(smtp, host, None)
+        except asyncio.CancelledError:
+            smtp.close()
+            raise
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            # The message may or may not have arrived; retrying risks a duplicate, never a loss.
-            final = Reply(None, f"connection lost during DATA: {type(exc).__name__}: {exc}")
-        for rcpt in accepted:
-            replies[rcpt] = final
-        return replies
+            smtp.close()
+            return _failure(host, exc)
+        return await self._starttls(smtp, host, tls_mode)
 
-
-async def _close(smtp: aiosmtplib.SMTP) -> None:
-    if not smtp.is_connected:
-        return
-    try:
-        await asyncio.wait_for(smtp.quit(), timeout=5)
-    except Exception:
-        smtp.close()
+    async def _starttls(self, smtp: aiosmtplib.SMTP, host: Host, tls_mode: str) -> Connection | Reply:
+        verify = tls_mode == "verify"
+        try:
+            await smtp.starttls(server_hostname=host.name, validate_certs=verify)
+            await smtp.ehlo()
+        except asyncio.CancelledError:
+            smtp.close()
+            raise
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            smtp.close()
+            if tls_mode == "opportunistic":
+                log.info("TLS with %s failed (%s); trying again without TLS", host.name, exc)
+                return await self._open(host, tls_mode, plain=True)
+            return Reply(451, f"4.7.5 TLS with {host.name} failed and TLS is {tls_mode}: {exc}")
+        ssl_object = smtp.transport.get_extra_info("ssl_object") if smtp.transport else None
+        version = ssl_object.version() if ssl_object is not None else "TLS"
+        return Connection(smtp, host, version)

@@ -1,10 +1,18 @@
-"""The delivery engine: lease due recipients, deliver, record each outcome.
+"""The delivery engine: lease due recipients, route them, deliver over reused connections, record.
 
-For every leased message, recipients are grouped by domain and each group is
-one SMTP transaction: route (smarthost or MX) → attempt → classify → record.
-The outcome and its event are written in one transaction before anything
-else happens. A worker that dies leaves leases that expire and return the
-recipients to the queue (at-least-once delivery).
+Flow: claim due recipients (bounded by ``window``) → group each message's
+recipients by domain (one job) → route the job (smarthost or MX; the route
+names a destination *site*) → queue it on that destination → the
+destination's workers (at most its ``max_connections``, and at most
+``concurrency`` connections overall) take jobs one after another over the
+same connection (RSET between), up to ``max_messages_per_connection`` or
+``max_connection_age``, and close it after ``idle_timeout`` without work.
+
+Each outcome and its event are written before anything else happens. A
+destination that holds too many jobs, or is suspended after repeated
+connection failures, gets new jobs put back in the queue for later without
+counting an attempt, so one slow or dead site never holds the others back.
+A worker that dies leaves leases that expire (at-least-once delivery).
 """
 
 from __future__ import annotations
@@ -13,13 +21,17 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Mapping
+from typing import Any
 
 from relay.clock import Clock
-from relay.delivery.client import SmtpClient
-from relay.delivery.mx import RouteError, Router
+from relay.config import Shaping
+from relay.delivery.client import Connection, SmtpClient
+from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
+from relay.delivery.shaping import shaping_for
 from relay.events import EventKind, State
 from relay.store import Store
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
@@ -30,10 +42,25 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class EngineSettings:
     owner: str  # lease owner: this node
-    concurrency: int  # transactions in flight
+    concurrency: int  # outbound connections open at once, all destinations together
     lease: float  # seconds a claim is held
     poll_interval: float  # seconds between looks at the queue when idle
     retry: RetryPolicy
+    window: int = 1000  # recipients claimed and not yet recorded, at most
+    idle_timeout: float = 5.0  # close a connection with no work after this long
+    max_rcpt: int = 100  # recipients per SMTP transaction
+    tls: str = "opportunistic"
+    tls_policy: Mapping[str, str] = dataclasses.field(default_factory=dict)  # domain → TLS mode
+    shaping: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # overrides
+
+    def tls_for(self, domain: str) -> str:
+        return self.tls_policy.get(domain.lower(), self.tls)
+
+
+SUSPEND_AFTER = 3  # consecutive connection failures before a destination is suspended
+SUSPEND_FOR = 30.0  # seconds, doubling with further failures, at most SUSPEND_MAX
+SUSPEND_MAX = 600.0
+THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long
 
 
 def decide(
@@ -60,6 +87,36 @@ def decide(
     return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text)
 
 
+@dataclasses.dataclass
+class Job:
+    """Recipients of one message at one domain: one SMTP transaction."""
+
+    message: LeasedMessage
+    recipients: list[LeasedRecipient]
+    route: Route
+    tls: str
+
+
+class Destination:
+    """One destination site: its limits, its waiting jobs, its workers."""
+
+    def __init__(self, site: str, shaping: Shaping) -> None:
+        self.site = site
+        self.shaping = shaping
+        self.jobs: deque[Job] = deque()
+        self.workers = 0
+        self.arrived = asyncio.Event()
+        self.failures = 0  # consecutive connection failures
+        self.suspended_until = 0.0
+        self.connections_opened = 0
+        self.messages_sent = 0
+
+    @property
+    def capacity(self) -> int:
+        """Jobs this destination may hold waiting: enough to keep its connections busy."""
+        return self.shaping.max_connections * 20
+
+
 def group_by_domain(message: LeasedMessage) -> list[list[LeasedRecipient]]:
     groups: dict[str, list[LeasedRecipient]] = defaultdict(list)
     for r in message.recipients:
@@ -83,9 +140,14 @@ class Engine:
         self.clock = clock
         self.settings = settings
         self.rng = rng or random.Random()
+        self.destinations: dict[str, Destination] = {}
+        self.connections = 0  # open or opening, all destinations
+        self.held = 0  # recipients claimed and not yet recorded
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._stopping = False
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.attempts = 0
 
@@ -102,7 +164,7 @@ class Engine:
         next_sweep = self.clock.now() + sweep_every
         while not self._stopping:
             self._wake.clear()
-            await self._claim_and_start()
+            await self._claim_and_dispatch()
             if self.clock.now() >= next_sweep:
                 next_sweep = self.clock.now() + sweep_every
                 expired = await self.store.release_leases()
@@ -114,73 +176,205 @@ class Engine:
                 pass
 
     async def run_once(self) -> int:
-        """Burst mode for tests and tools: deliver everything due now, wait for it, return the count."""
-        started = await self._claim_and_start()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-        return started
+        """Burst mode for tests and tools: deliver everything due now, wait until it is recorded."""
+        claimed = await self._claim_and_dispatch()
+        await self._drained.wait()
+        return claimed
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming; give in-flight deliveries ``grace`` seconds; release what is left."""
+        """Stop claiming; give work in hand ``grace`` seconds; close connections; release what is left."""
         self._stopping = True
         self._wake.set()
-        if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                log.warning("stopped %d deliveries still in flight after %.0fs", len(pending), grace)
+        try:
+            await asyncio.wait_for(self._drained.wait(), grace)
+        except TimeoutError:
+            log.warning("stopping with %d recipients still in flight after %.0fs", self.held, grace)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         released = await self.store.release_leases(self.settings.owner)
         if released:
             log.info("returned %d leased recipients to the queue", released)
 
-    async def _claim_and_start(self) -> int:
-        free = self.settings.concurrency - len(self._inflight)
+    # -- claiming and routing ------------------------------------------------------
+
+    async def _claim_and_dispatch(self) -> int:
+        free = self.settings.window - self.held
         if free <= 0 or self._stopping:
             return 0
         messages = await self.store.claim_due(free, self.settings.owner, self.settings.lease)
         count = 0
         for message in messages:
             for group in group_by_domain(message):
-                task = asyncio.create_task(self._deliver(message, group))
-                self._inflight.add(task)
-                task.add_done_callback(self._finished)
+                self._hold(len(group))
+                self._spawn(self._dispatch(message, group))
                 count += len(group)
         return count
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _hold(self, n: int) -> None:
+        self.held += n
+        self._drained.clear()
+
+    def _release(self, n: int) -> None:
+        self.held -= n
+        if self.held <= 0:
+            self.held = 0
+            self._drained.set()
         self._wake.set()
 
-    async def _deliver(self, message: LeasedMessage, recipients: list[LeasedRecipient]) -> None:
+    async def _dispatch(self, message: LeasedMessage, recipients: list[LeasedRecipient]) -> None:
         domain = recipients[0].domain
-        addresses = [r.address for r in recipients]
         try:
-            hosts = await self.router.hosts_for(domain)
-            replies = await self.client.deliver(hosts, message.sender, addresses, message.raw)
+            route = await self.router.route(domain)
         except RouteError as exc:
-            replies = {a: exc.reply for a in addresses}
-        except asyncio.CancelledError:
-            raise  # shutdown: the lease is released by stop()
+            await self._record(message, recipients, {r.address: exc.reply for r in recipients}, None)
+            return
         except Exception as exc:
-            log.exception("delivery of %s to %s failed unexpectedly", message.id, domain)
-            replies = {a: Reply(None, f"internal error: {type(exc).__name__}") for a in addresses}
+            log.exception("routing %s failed unexpectedly", domain)
+            failure = Reply(None, f"internal error: {type(exc).__name__}")
+            await self._record(message, recipients, {r.address: failure for r in recipients}, None)
+            return
+        dest = self._destination(route, domain)
         now = self.clock.now()
-        results = [
-            decide(replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry, self.rng)
-            for r in recipients
-        ]
-        await self.store.record_attempts(results)
+        if dest.suspended_until > now or len(dest.jobs) >= dest.capacity:
+            until = max(dest.suspended_until, now + THROTTLE_DELAY)
+            await self.store.postpone([r.id for r in recipients], until)
+            self._release(len(recipients))
+            return
+        dest.jobs.append(Job(message, recipients, route, self.settings.tls_for(domain)))
+        dest.arrived.set()
+        self._start_workers(dest)
+
+    def _destination(self, route: Route, domain: str) -> Destination:
+        dest = self.destinations.get(route.site)
+        if dest is None:
+            shaping = shaping_for(domain, route.mx_names, self.settings.shaping)
+            dest = self.destinations[route.site] = Destination(route.site, shaping)
+        return dest
+
+    # -- workers: one connection each, many messages per connection -------------------
+
+    def _start_workers(self, dest: Destination) -> None:
+        while (
+            dest.jobs
+            and dest.workers < dest.shaping.max_connections
+            and self.connections < self.settings.concurrency
+            and not self._stopping
+        ):
+            dest.workers += 1
+            self.connections += 1
+            self._spawn(self._worker(dest))
+
+    def _worker_done(self, dest: Destination) -> None:
+        dest.workers -= 1
+        self.connections -= 1
+        # A connection slot is free: give it to whichever destination has work waiting.
+        for other in self.destinations.values():
+            if other.jobs:
+                self._start_workers(other)
+
+    async def _worker(self, dest: Destination) -> None:
+        conn: Connection | None = None
+        try:
+            while True:
+                if not dest.jobs:
+                    if conn is None or not await self._wait_for_work(dest):
+                        return
+                    continue
+                job = dest.jobs.popleft()
+                if conn is not None and self._worn_out(conn, dest):
+                    await conn.close()
+                    conn = None
+                if conn is None:
+                    opened = await self.client.connect(job.route.hosts, job.tls)
+                    if isinstance(opened, Reply):
+                        await self._connection_failed(dest, job, opened)
+                        continue
+                    conn, dest.failures = opened, 0
+                    dest.connections_opened += 1
+                await self._deliver(conn, dest, job)
+                if conn.broken:
+                    await conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                await conn.close()
+            self._worker_done(dest)
+
+    async def _wait_for_work(self, dest: Destination) -> bool:
+        dest.arrived.clear()
+        try:
+            await asyncio.wait_for(dest.arrived.wait(), self.settings.idle_timeout)
+        except TimeoutError:
+            return bool(dest.jobs)
+        return True
+
+    @staticmethod
+    def _worn_out(conn: Connection, dest: Destination) -> bool:
+        s = dest.shaping
+        return conn.messages >= s.max_messages_per_connection or conn.age >= s.max_connection_age
+
+    async def _deliver(self, conn: Connection, dest: Destination, job: Job) -> None:
+        addresses = [r.address for r in job.recipients]
+        try:
+            replies = await conn.send(job.message.sender, addresses, job.message.raw, self.settings.max_rcpt)
+        except asyncio.CancelledError:
+            conn.broken = True
+            raise
+        except Exception as exc:
+            log.exception("delivery of %s to %s failed unexpectedly", job.message.id, dest.site)
+            conn.broken = True
+            replies = {a: Reply(None, f"internal error: {type(exc).__name__}") for a in addresses}
+        dest.messages_sent += 1
+        await self._record(job.message, job.recipients, replies, conn)
+
+    async def _connection_failed(self, dest: Destination, job: Job, reply: Reply) -> None:
+        await self._record(job.message, job.recipients, {r.address: reply for r in job.recipients}, None)
+        dest.failures += 1
+        if dest.failures < SUSPEND_AFTER:
+            return
+        pause = min(SUSPEND_FOR * 2 ** (dest.failures - SUSPEND_AFTER), SUSPEND_MAX)
+        dest.suspended_until = self.clock.now() + pause
+        log.warning("suspending delivery to %s for %.0fs after %d failed connections: %s",
+                    dest.site, pause, dest.failures, reply)  # fmt: skip
+        waiting = list(dest.jobs)
+        dest.jobs.clear()
+        ids = [r.id for j in waiting for r in j.recipients]
+        if ids:
+            await self.store.postpone(ids, dest.suspended_until)
+            self._release(len(ids))
+
+    async def _record(
+        self,
+        message: LeasedMessage,
+        recipients: list[LeasedRecipient],
+        replies: Mapping[str, Reply],
+        conn: Connection | None,
+    ) -> None:
+        now = self.clock.now()
+        results = []
+        for r in recipients:
+            result = decide(replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry,
+                            self.rng)  # fmt: skip
+            if conn is not None:
+                result = dataclasses.replace(result, mx_host=conn.host.name, ip=conn.host.address, tls=conn.tls)
+            results.append(result)
+        try:
+            await self.store.record_attempts(results)
+        finally:
+            self._release(len(recipients))
         self.attempts += len(results)
-        for result in results:
+        for result, r in zip(results, recipients, strict=True):
             if result.state is State.DELIVERED:
                 self.delivered += 1
             log.info(
-                "%s %s to=<%s> attempt=%d reply=%s",
-                message.id,
-                result.state.value,
-                result.address,
-                next(r.attempts for r in recipients if r.id == result.recipient_id) + 1,
-                replies.get(result.address),
-            )
+                "%s %s to=<%s> attempt=%d via=%s reply=%s",
+                message.id, result.state.value, result.address, r.attempts + 1,
+                conn.host.name if conn else "-", replies.get(r.address),
+            )  # fmt: skip

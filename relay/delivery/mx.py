@@ -8,6 +8,7 @@ trouble is a temporary one.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -40,6 +41,7 @@ def make_resolver(nameservers: Sequence[tuple[str, int]], timeout: float) -> dns
     else:
         resolver = dns.asyncresolver.Resolver()
     resolver.lifetime = timeout
+    resolver.cache = dns.resolver.Cache()  # answers are kept for their TTL
     return resolver
 
 
@@ -48,6 +50,20 @@ def order_mx(records: Sequence[tuple[int, str]], rng: random.Random) -> list[str
     shuffled = list(records)
     rng.shuffle(shuffled)
     return [host for _, host in sorted(shuffled, key=lambda r: r[0])]
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    address: str  # IP address (or the smarthost's name) to connect to
+    port: int
+    name: str  # the MX host name: TLS server name for verification
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    site: str  # the destination's identity: same MX set → same site → shared limits and connections
+    hosts: tuple[Host, ...]
+    mx_names: tuple[str, ...]
 
 
 class Router:
@@ -65,22 +81,28 @@ class Router:
 
     async def hosts_for(self, domain: str) -> list[tuple[str, int]]:
         """Addresses to try, in order. Raises RouteError."""
+        return [(h.address, h.port) for h in (await self.route(domain)).hosts]
+
+    async def route(self, domain: str) -> Route:
+        """Where mail for ``domain`` goes: the destination site and the hosts to try, in order."""
         if self.smarthost is not None:
-            return [self.smarthost]
+            host, port = self.smarthost
+            return Route(f"smarthost {host}:{port}", (Host(host, port, host),), (host,))
         literal = _address_literal(domain)
         if literal is not None:
-            return [(literal, self.mx_port)]
+            return Route(f"literal {literal}", (Host(literal, self.mx_port, literal),), (literal,))
         exchanges = await self._exchanges(domain)
-        addresses: list[tuple[str, int]] = []
-        for host in exchanges:
-            for ip in await self._addresses(host):
-                if (ip, self.mx_port) not in addresses:
-                    addresses.append((ip, self.mx_port))
-            if len(addresses) >= MAX_ADDRESSES:
+        hosts: list[Host] = []
+        for name in exchanges:
+            for ip in await self._addresses(name):
+                if all(h.address != ip for h in hosts):
+                    hosts.append(Host(ip, self.mx_port, name))
+            if len(hosts) >= MAX_ADDRESSES:
                 break
-        if not addresses:
+        if not hosts:
             raise RouteError(Reply(451, f"4.4.4 no address found for the mail hosts of {domain}"))
-        return addresses[:MAX_ADDRESSES]
+        site = "mx " + ",".join(sorted({name.lower() for name in exchanges}))
+        return Route(site, tuple(hosts[:MAX_ADDRESSES]), tuple(exchanges))
 
     async def _exchanges(self, domain: str) -> list[str]:
         assert self.resolver is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import time
 from collections import defaultdict
@@ -21,6 +22,7 @@ from relay.message import NewMessage, domain_of
 # when the recipient is pending (queued or deferred). The partial index
 # recipients_due covers those rows only, so "what is due" never scans the queue.
 _DUE_SQL = "next_attempt_at IS NOT NULL"
+_ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,9 @@ class AttemptResult:
     next_attempt_at: float | None
     code: int | None
     response: str
+    mx_host: str | None = None  # where the attempt went (None: no connection was made)
+    ip: str | None = None
+    tls: str | None = None  # TLS version, None for plain text or no connection
 
 
 class QuotaExhausted(Exception):
@@ -157,6 +162,44 @@ def record_attempts(conn: sqlite3.Connection, results: list[AttemptResult], now:
             (r.state.value, r.next_attempt_at, r.code, r.response, now, r.recipient_id),
         )
         _event(conn, now, r.event, r.message_id, r.recipient_id, r.address, r.code, r.response)
+        enhanced = _ENHANCED.match(r.response)
+        conn.execute(
+            "INSERT INTO attempts (recipient_id, message_id, at, mx_host, ip, tls, code, enhanced, text)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.recipient_id, r.message_id, now, r.mx_host, r.ip, r.tls, r.code,
+             enhanced.group(1) if enhanced else None, r.response),
+        )  # fmt: skip
+
+
+def postpone(conn: sqlite3.Connection, recipient_ids: list[int], until: float, now: float) -> None:
+    """Put leased recipients back, due at ``until``, without counting an attempt (throttling, suspension)."""
+    conn.executemany(
+        "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        [(until, now, rid) for rid in recipient_ids],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    at: float
+    mx_host: str | None
+    ip: str | None
+    tls: str | None
+    code: int | None
+    enhanced: str | None
+    text: str | None
+
+
+def attempts_of(conn: sqlite3.Connection, message_id: str, address: str) -> list[Attempt]:
+    return [
+        Attempt(*row)
+        for row in conn.execute(
+            "SELECT a.at, a.mx_host, a.ip, a.tls, a.code, a.enhanced, a.text FROM attempts a"
+            " JOIN recipients r ON r.id = a.recipient_id WHERE r.message_id = ? AND r.address = ? ORDER BY a.id",
+            (message_id, address),
+        )
+    ]
 
 
 def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = None) -> int:

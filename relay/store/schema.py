@@ -64,6 +64,20 @@ MIGRATIONS: list[str] = [
         detail        TEXT
     );
     CREATE INDEX events_message ON events(message_id);
+    -- Every delivery attempt: where it went, over what, and what the receiver said.
+    CREATE TABLE attempts (
+        id            INTEGER PRIMARY KEY,
+        recipient_id  INTEGER NOT NULL REFERENCES recipients(id) ON DELETE CASCADE,
+        message_id    TEXT NOT NULL,
+        at            REAL NOT NULL,
+        mx_host       TEXT,
+        ip            TEXT,
+        tls           TEXT,
+        code          INTEGER,
+        enhanced      TEXT,
+        text          TEXT
+    );
+    CREATE INDEX attempts_recipient ON attempts(recipient_id);
     CREATE TABLE api_keys (
         id            TEXT PRIMARY KEY,
         name          TEXT NOT NULL,

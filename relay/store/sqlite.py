@@ -64,6 +64,13 @@ class Store:
         now = self.clock.now()
         await self.db.write(lambda c: q.record_attempts(c, results, now))
 
+    async def postpone(self, recipient_ids: list[int], until: float) -> None:
+        now = self.clock.now()
+        await self.db.write(lambda c: q.postpone(c, recipient_ids, until, now))
+
+    async def attempts(self, message_id: str, address: str) -> list[q.Attempt]:
+        return await self.db.read(lambda c: q.attempts_of(c, message_id, address))
+
     async def release_leases(self, owner: str | None = None) -> int:
         """Release ``owner``'s leases, or (owner None) every expired lease."""
         now = self.clock.now()
