@@ -54,6 +54,9 @@ class SinkHandler:
         self.received: list[Received] = []
         self.data_reply = "250 2.0.0 Ok: sunk"
         self.rcpt_reply: str | None = None  # when set, every RCPT gets this reply
+        self.connections = 0
+        self.open_now = 0
+        self.max_open = 0
         self.data_delay = 0.0
         self.data_started = asyncio.Event()
         self.arrived = asyncio.Event()
@@ -109,11 +112,35 @@ class Sink:
         return f"127.0.0.1:{self.port}"
 
 
-async def start_sink(port: int = 0) -> Sink:
+class CountingSMTP(SMTP):
+    """aiosmtpd's SMTP that counts connections: in total, open now, and at most at once."""
+
+    handler: SinkHandler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None:  # not the STARTTLS upgrade of a known connection
+            h = self.handler
+            h.connections += 1
+            h.open_now += 1
+            h.max_open = max(h.max_open, h.open_now)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.handler.open_now -= 1
+        super().connection_lost(error)
+
+
+async def start_sink(port: int = 0, host: str = "127.0.0.1", tls_context: Any = None) -> Sink:
     handler = SinkHandler()
     loop = asyncio.get_running_loop()
+
+    def factory() -> SMTP:
+        smtp = CountingSMTP(handler, hostname="sink.test", tls_context=tls_context, require_starttls=False)
+        smtp.handler = handler
+        return smtp
+
     # Controller(port=0) is broken in aiosmtpd; create the server ourselves.
-    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test"), "127.0.0.1", port)
+    server = await loop.create_server(factory, host, port)
     return Sink(handler, server, server.sockets[0].getsockname()[1])
 
 

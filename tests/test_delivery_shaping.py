@@ -1,0 +1,189 @@
+"""Connection reuse, per-destination limits, isolation of a dead destination, TLS policy, attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from relay.clock import FakeClock
+from relay.delivery.client import SmtpClient
+from relay.delivery.engine import SUSPEND_AFTER, Engine, EngineSettings
+from relay.delivery.mx import Router, make_resolver
+from relay.delivery.retry import RetryPolicy
+from relay.message import NewMessage
+from relay.store import Store
+from relay.tls import server_context, write_self_signed
+from tests.conftest import start_sink
+
+RAW = b"Subject: shaping\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store(tmp_path / "q.sqlite3", FakeClock())
+    yield s
+    await s.close()
+
+
+def engine_for(store: Store, router: Router, **settings) -> Engine:
+    defaults = dict(owner="n", concurrency=50, lease=300, poll_interval=0.05,
+                    retry=RetryPolicy((60,), 3600, jitter=0.0), idle_timeout=0.5)  # fmt: skip
+    client = SmtpClient("relay.test", connect_timeout=settings.pop("connect_timeout", 2), command_timeout=5)
+    return Engine(store, router, client, store.clock, EngineSettings(**{**defaults, **settings}), random.Random(0))
+
+
+async def queue(store: Store, *rcpts: str) -> NewMessage:
+    m = NewMessage("sender@example.com", rcpts, RAW, "smtp")
+    await store.enqueue(m)
+    return m
+
+
+async def test_connections_are_reused_across_messages(store, sink):
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 2}})
+    for i in range(30):
+        await queue(store, f"u{i}@one.example")
+    assert await engine.run_once() == 30
+    assert len(sink.handler.received) == 30
+    assert sink.handler.connections <= 2, sink.handler.connections
+    await engine.stop(1)
+
+
+async def test_max_messages_per_connection_opens_new_ones(store, sink):
+    shaping = {"default": {"max_connections": 1, "max_messages_per_connection": 5}}
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping=shaping)
+    for i in range(12):
+        await queue(store, f"u{i}@one.example")
+    await engine.run_once()
+    assert len(sink.handler.received) == 12 and sink.handler.connections == 3
+    await engine.stop(1)
+
+
+async def test_max_connections_per_destination_is_never_exceeded(store, sink):
+    sink.handler.data_delay = 0.05
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 3}})
+    for i in range(40):
+        await queue(store, f"u{i}@one.example")
+    await engine.run_once()
+    assert len(sink.handler.received) == 40
+    assert sink.handler.max_open <= 3
+    assert sink.handler.max_open >= 2  # and the limit is used
+    await engine.stop(1)
+
+
+async def test_a_dead_destination_does_not_hold_back_another(store, sink, dns_server):
+    release = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_greets(reader, writer):
+        held.append(writer)
+        await release.wait()
+        writer.close()
+
+    dead = await asyncio.start_server(never_greets, "127.0.0.2", sink.port)
+    try:
+        dns_server.zone.update({"live.example": {"A": ["127.0.0.1"]}, "dead.example": {"A": ["127.0.0.2"]}})
+        router = Router(None, sink.port, make_resolver([("127.0.0.1", dns_server.port)], 2))
+        engine = engine_for(store, router, connect_timeout=3, shaping={"default": {"max_connections": 2}})
+        for i in range(10):
+            await queue(store, f"u{i}@dead.example")
+        for i in range(10):
+            await queue(store, f"u{i}@live.example")
+        started = time.monotonic()
+        task = asyncio.create_task(engine.run_once())
+        await sink.handler.wait_for(10, timeout=10)
+        assert time.monotonic() - started < 2.5  # well before the dead site's 3 s connect timeout
+        await task
+        states = (await store.summary()).by_state
+        assert states["delivered"] == 10 and states["deferred"] + states["queued"] == 10
+        await engine.stop(1)
+    finally:
+        release.set()
+        dead.close()
+        await asyncio.sleep(0.05)
+
+
+async def test_repeated_connection_failures_suspend_the_destination(store):
+    engine = engine_for(store, Router(("127.0.0.1", 9), 25, None), shaping={"default": {"max_connections": 1}})
+    for i in range(10):
+        await queue(store, f"u{i}@down.example")
+    await engine.run_once()
+    (dest,) = engine.destinations.values()
+    assert dest.suspended_until > store.clock.now()
+    import sqlite3
+
+    conn = sqlite3.connect(store.db.path)
+    attempts = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
+    untouched = conn.execute("SELECT count(*) FROM recipients WHERE attempts = 0 AND state = 'queued'").fetchone()[0]
+    conn.close()
+    assert attempts == SUSPEND_AFTER  # the rest waits for the suspension to end, without attempts
+    assert untouched == 10 - SUSPEND_AFTER
+    await engine.stop(1)
+
+
+@pytest.fixture
+async def tls_sink(tmp_path):
+    cert, key = tmp_path / "sink.crt", tmp_path / "sink.key"
+    write_self_signed(cert, key, "mx.tls.example")
+    sink = await start_sink(tls_context=server_context(str(cert), str(key)))
+    yield sink
+    sink.server.close()
+
+
+async def test_opportunistic_tls_is_used_and_recorded(store, tls_sink):
+    engine = engine_for(store, Router(("127.0.0.1", tls_sink.port), 25, None))
+    m = await queue(store, "u@tls.example")
+    await engine.run_once()
+    (attempt,) = await store.attempts(m.id, "u@tls.example")
+    assert attempt.tls in ("TLSv1.3", "TLSv1.2") and attempt.code == 250 and attempt.enhanced == "2.0.0"
+    assert attempt.ip == "127.0.0.1"
+    await engine.stop(1)
+
+
+async def test_verify_refuses_a_self_signed_certificate(store, tls_sink):
+    engine = engine_for(store, Router(("127.0.0.1", tls_sink.port), 25, None), tls="verify")
+    m = await queue(store, "u@tls.example")
+    await engine.run_once()
+    (s,) = await store.message_status(m.id)
+    assert s.state == "deferred" and s.last_code == 451 and s.last_response.startswith("4.7.5")
+    assert tls_sink.handler.received == []
+    await engine.stop(1)
+
+
+async def test_required_tls_without_starttls_defers_and_policy_is_per_domain(store, sink):
+    router = Router(("127.0.0.1", sink.port), 25, None)
+    engine = engine_for(store, router, tls_policy={"secure.example": "required"})
+    strict = await queue(store, "u@secure.example")
+    relaxed = await queue(store, "u@plain.example")
+    await engine.run_once()
+    (s,) = await store.message_status(strict.id)
+    assert s.state == "deferred" and s.last_response.startswith("4.7.4")
+    (s,) = await store.message_status(relaxed.id)
+    assert s.state == "delivered"
+    (attempt,) = await store.attempts(relaxed.id, "u@plain.example")
+    assert attempt.tls is None
+    await engine.stop(1)
+
+
+async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
+    clock = FakeClock()
+    store = Store(tmp_path / "q.sqlite3", clock)
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
+    sink.handler.rcpt_reply = "451 4.3.0 busy"
+    m = await queue(store, "u@one.example")
+    await engine.run_once()
+    await engine.stop(1)
+    await store.close()
+
+    store = Store(tmp_path / "q.sqlite3", clock)  # "restarted"
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
+    sink.handler.rcpt_reply = None
+    assert await engine.run_once() == 0  # not due yet
+    clock.advance(61)
+    assert await engine.run_once() == 1
+    (s,) = await store.message_status(m.id)
+    assert (s.state, s.attempts) == ("delivered", 2)
+    await engine.stop(1)
+    await store.close()
