@@ -191,7 +191,7 @@ TLS_MODES = ("opportunistic", "required", "verify")
 class Shaping:
     """Limits for one destination site (the MX hosts a domain resolves to)."""
 
-    max_connections: int = 10
+    max_connections: int = 20  # like Postfix's default_destination_concurrency_limit
     max_messages_per_connection: int = 100
     max_connection_age: float = 300.0
 

@@ -233,12 +233,12 @@ class Engine:
         try:
             route = await self.router.route(domain)
         except RouteError as exc:
-            await self._record(message, recipients, {r.address: exc.reply for r in recipients}, None)
+            await self._record(message, recipients, {r.address: exc.reply for r in recipients})
             return
         except Exception as exc:
             log.exception("routing %s failed unexpectedly", domain)
             failure = Reply(None, f"internal error: {type(exc).__name__}")
-            await self._record(message, recipients, {r.address: failure for r in recipients}, None)
+            await self._record(message, recipients, {r.address: failure for r in recipients})
             return
         dest = self._destination(route, domain)
         now = self.clock.now()
@@ -332,10 +332,12 @@ class Engine:
             conn.broken = True
             replies = {a: Reply(None, f"internal error: {type(exc).__name__}") for a in addresses}
         dest.messages_sent += 1
-        await self._record(job.message, job.recipients, replies, conn)
+        # Record in the background: the connection moves on to the next message while the
+        # outcome commits (it is still written before anything else happens to these recipients).
+        self._spawn(self._record(job.message, job.recipients, replies, conn.host.name, conn.host.address, conn.tls))
 
     async def _connection_failed(self, dest: Destination, job: Job, reply: Reply) -> None:
-        await self._record(job.message, job.recipients, {r.address: reply for r in job.recipients}, None)
+        await self._record(job.message, job.recipients, {r.address: reply for r in job.recipients})
         dest.failures += 1
         if dest.failures < SUSPEND_AFTER:
             return
@@ -355,16 +357,16 @@ class Engine:
         message: LeasedMessage,
         recipients: list[LeasedRecipient],
         replies: Mapping[str, Reply],
-        conn: Connection | None,
+        mx_host: str | None = None,
+        ip: str | None = None,
+        tls: str | None = None,
     ) -> None:
         now = self.clock.now()
         results = []
         for r in recipients:
             result = decide(replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry,
                             self.rng)  # fmt: skip
-            if conn is not None:
-                result = dataclasses.replace(result, mx_host=conn.host.name, ip=conn.host.address, tls=conn.tls)
-            results.append(result)
+            results.append(dataclasses.replace(result, mx_host=mx_host, ip=ip, tls=tls))
         try:
             await self.store.record_attempts(results)
         finally:
@@ -376,5 +378,5 @@ class Engine:
             log.info(
                 "%s %s to=<%s> attempt=%d via=%s reply=%s",
                 message.id, result.state.value, result.address, r.attempts + 1,
-                conn.host.name if conn else "-", replies.get(r.address),
+                mx_host or "-", replies.get(r.address),
             )  # fmt: skip
