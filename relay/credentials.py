@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import string
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -51,8 +52,12 @@ def new_username() -> str:
     return f"relay-{secrets.token_hex(6)}"
 
 
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
 def new_password() -> str:
-    return secrets.token_urlsafe(24)
+    """32 letters and digits (~190 bits): no '-' a command line could take for an option, nothing to quote."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(32))
 
 
 def hash_password(password: str) -> str:

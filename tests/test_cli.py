@@ -97,7 +97,7 @@ def test_smtp_credentials_create_list_revoke(tmp_path):
                       config=config)  # fmt: skip
     assert created.returncode == 0, created.stderr
     cred = json.loads(created.stdout)
-    assert cred["username"].startswith("relay-") and len(cred["password"]) >= 24
+    assert cred["username"].startswith("relay-") and len(cred["password"]) == 32 and cred["password"].isalnum()
     assert cred["allowed_from"] == ["example.com"] and cred["tags"] == ["app"]
     listing = run_cli("smtp-credentials", "list", config=config).stdout
     assert cred["username"] in listing and cred["password"] not in listing and "********" in listing
