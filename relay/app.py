@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from relay import tls, workers
+from relay import dkim, tls, workers
 from relay.api.app import ApiSettings, make_app
 from relay.api.credentials import CredentialsView
 from relay.api.keys import KeysView
@@ -26,6 +26,7 @@ from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
+from relay.dkim import Signer
 from relay.ratelimit import RateLimiter
 from relay.store import Store
 from relay.submission.accept import Acceptor
@@ -67,6 +68,15 @@ def bind_listeners(config: Config) -> workers.Listeners:
         smtps=[_bind(host, port) for host, port in config.smtp.tls_listen],
         http=[_bind(*config.http.listen)],
     )
+
+
+def make_signer(config: Config) -> Signer | None:
+    """DKIM keys from [dkim.domains] (the config loader has checked them)."""
+    keys = {
+        domain: dkim.load_key(domain, entry.selector, entry.private_key)
+        for domain, entry in config.dkim.domains.items()
+    }
+    return Signer(keys) if keys else None
 
 
 def smtp_certificate(config: Config) -> tuple[str, str]:
@@ -144,7 +154,10 @@ class Relay:
             )
             await self.capacity.refresh()
             self.capacity.start()
-            acceptor = Acceptor(store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity)
+            acceptor = Acceptor(
+                store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity,
+                signer=make_signer(config),
+            )  # fmt: skip
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
         for address in self.smtp_addresses:

@@ -143,7 +143,10 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    data = {name: dataclasses.asdict(getattr(config, name)) for name in ("server", "smtp", "http", "delivery", "dns")}
+    data = {
+        name: dataclasses.asdict(getattr(config, name))
+        for name in ("server", "smtp", "http", "delivery", "dns", "dkim")
+    }
     if args.json:
         _print_json(data)
     else:

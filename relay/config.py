@@ -258,6 +258,34 @@ class DeliveryConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DkimDomain:
+    selector: str
+    private_key: Path
+
+
+def _dkim_domains(value: object) -> dict[str, DkimDomain]:
+    """``{"example.com": {"selector": "s1", "private_key": "/etc/relay/dkim/example.com.pem"}}``."""
+    if not isinstance(value, dict):
+        raise ValueError('expected [dkim.domains."example.com"] tables')
+    out = {}
+    for domain, entry in value.items():
+        if not isinstance(entry, dict) or set(entry) != {"selector", "private_key"}:
+            raise ValueError(f'"{domain}" needs exactly selector and private_key')
+        selector, key = entry["selector"], entry["private_key"]
+        if not isinstance(selector, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", selector):
+            raise ValueError(f'"{domain}": selector must be a DNS label, got {selector!r}')
+        if not isinstance(key, str) or not key:
+            raise ValueError(f'"{domain}": private_key must be a file path')
+        out[domain.lower()] = DkimDomain(selector, Path(key))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DkimConfig:
+    domains: dict[str, DkimDomain] = _field({}, "signing keys by From: domain", _dkim_domains)
+
+
+@dataclasses.dataclass(frozen=True)
 class DnsConfig:
     nameservers: list[tuple[str, int]] = _field(
         [], 'resolvers as "ip" or "ip:port"; empty = system resolver', _listof(lambda v: parse_hostport(v, 53))
@@ -272,6 +300,7 @@ class Config:
     http: HttpConfig = dataclasses.field(default_factory=HttpConfig)
     delivery: DeliveryConfig = dataclasses.field(default_factory=DeliveryConfig)
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
+    dkim: DkimConfig = dataclasses.field(default_factory=DkimConfig)
     source: Path | None = None
 
     @property
@@ -285,6 +314,7 @@ _SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "delivery": DeliveryConfig,
     "dns": DnsConfig,
+    "dkim": DkimConfig,
 }
 
 # ---------------------------------------------------------------------------
@@ -443,8 +473,27 @@ def _validate(config: Config, where: str) -> None:
         path = getattr(getattr(config, section), key)
         if path and not os.access(path, os.R_OK):
             raise ConfigError(f"{where}: [{section}] {key}: cannot read {path}")
+    for domain, entry in config.dkim.domains.items():
+        problem = _check_private_key(entry.private_key)
+        if problem:
+            raise ConfigError(f'{where}: [dkim.domains."{domain}"] private_key: {problem}')
     if not 0 < config.delivery.mx_port <= 65535:
         raise ConfigError(f"{where}: [delivery] mx_port must be a TCP port")
+
+
+def _check_private_key(path: Path) -> str | None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    except (ValueError, TypeError):
+        return f"{path} is not an unencrypted PEM private key"
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 1024:
+        return f"{path} must be an RSA key of 1024 bits or more"
+    return None
 
 
 def describe() -> list[tuple[str, str, Any, str]]:

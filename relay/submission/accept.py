@@ -6,10 +6,13 @@ it arrived. ``submit`` returns only after the message is on disk.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable
 
+from relay.dkim import Signer
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.idempotency import Completion
@@ -30,7 +33,9 @@ class Acceptor:
         max_size: int,
         on_queued: Callable[[], None] = lambda: None,
         capacity: Capacity | None = None,
+        signer: Signer | None = None,
     ) -> None:
+        self.signer = signer
         self.store = store
         self.max_size = max_size
         self.on_queued = on_queued
@@ -47,6 +52,9 @@ class Acceptor:
             raise ValueError("a message needs at least one recipient")
         if self.capacity is not None:
             self.capacity.check()
+        if self.signer is not None and self.signer.key_for(message.raw) is not None:
+            # Sign once, here, off the event loop: every attempt and recipient shares the signature.
+            message = dataclasses.replace(message, raw=await asyncio.to_thread(self.signer.sign, message.raw))
         try:
             await self.store.enqueue(message, quota, completion)
         except sqlite3.OperationalError as exc:
