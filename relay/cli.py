@@ -10,6 +10,7 @@ import json
 import logging
 import smtplib
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -95,8 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("credential_id", help="the credential's id (cred_...)")
     p.set_defaults(func=cmd_creds_revoke)
 
-    p = sub.add_parser("queue", parents=[common, as_json], help="show the queue: recipients by state and domain")
-    p.set_defaults(func=cmd_queue)
+    queue = sub.add_parser("queue", parents=[common, as_json], help="show and control the queue (default: counts)")
+    queue.set_defaults(func=cmd_queue)
+    actions = queue.add_subparsers(title="queue commands", metavar="ACTION")
+    p = actions.add_parser("domains", parents=[common, as_json], help="waiting recipients by destination domain")
+    p.set_defaults(func=cmd_queue_domains)
+    p = actions.add_parser("show", parents=[common, as_json], help="one message, its recipients and attempts")
+    p.add_argument("message_id")
+    p.set_defaults(func=cmd_queue_show)
+    p = actions.add_parser("retry", parents=[common, as_json], help="make waiting recipients due now")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--message", metavar="ID")
+    target.add_argument("--domain")
+    target.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_queue_retry)
+    p = actions.add_parser("suspend", parents=[common, as_json], help="hold a destination domain for a while")
+    p.add_argument("domain")
+    p.add_argument("--for", dest="duration", default="1h", help='how long, e.g. "30m" (default 1h)')
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_queue_suspend)
+    p = actions.add_parser("resume", parents=[common, as_json], help="end a suspension")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_queue_resume)
+    p = actions.add_parser("bounce", parents=[common, as_json], help="bounce waiting recipients")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--message", metavar="ID")
+    target.add_argument("--domain")
+    p.add_argument("--reason", default="bounced by the operator")
+    p.set_defaults(func=cmd_queue_bounce)
+    p = actions.add_parser("cancel", parents=[common, as_json], help="cancel a message's waiting recipients")
+    p.add_argument("message_id")
+    p.set_defaults(func=cmd_queue_cancel)
 
     p = sub.add_parser("send", parents=[common, as_json], help="send a test message through the running relay (SMTP)")
     p.add_argument("--from", dest="sender", required=True, help="sender address")
@@ -307,4 +337,99 @@ def cmd_send(args: argparse.Namespace, config: Config) -> int:
         print(f"queued for {', '.join(accepted)} via {host}:{port}")
         for rcpt, (code, text) in refused.items():
             print(f"refused {rcpt}: {code} {text.decode(errors='replace')}")
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def cmd_queue_domains(args: argparse.Namespace, config: Config) -> int:
+    queues = _with_store(config, lambda s: s.domain_queues())
+    if args.json:
+        _print_json([dataclasses.asdict(q) for q in queues])
+        return 0
+    print(f"{'domain':32} {'queued':>7} {'deferred':>8} {'sending':>7}  oldest               suspended until")
+    for q in queues:
+        print(
+            f"{q.domain:32} {q.queued:7} {q.deferred:8} {q.sending:7}  {_when(q.oldest):20} {_when(q.suspended_until)}"
+        )
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
+    async def load(s: Store) -> tuple[Any, dict[str, Any]]:
+        message = await s.message(args.message_id)
+        if message is None:
+            return None, {}
+        return message, {r.address: await s.attempts(message.id, r.address) for r in message.recipients}
+
+    message, attempts = _with_store(config, load)
+    if message is None:
+        print(f"relay: no message {args.message_id}", file=sys.stderr)
+        return 1
+    if args.json:
+        data = dataclasses.asdict(message)
+        data["attempts"] = {a: [dataclasses.asdict(x) for x in lst] for a, lst in attempts.items()}
+        _print_json(data)
+        return 0
+    print(f"{message.id}  from <{message.sender}>  {message.size} bytes  via {message.source}")
+    print(f"queued:  {_when(message.created_at)}")
+    print(f"subject: {message.subject}")
+    for r in message.recipients:
+        print(f"  <{r.address}> {r.state}, {r.attempts} attempts, next {_when(r.next_attempt_at)}")
+        for a in attempts.get(r.address, []):
+            print(f"    {_when(a.at)} {a.mx_host or '-'} [{a.ip or '-'}] {a.tls or 'plain'}: {a.code or ''} {a.text}")
+    return 0
+
+
+def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
+    count = _with_store(config, lambda s: s.retry_now(message_id=args.message, domain=args.domain))
+    if args.json:
+        _print_json({"retried": count})
+    else:
+        print(f"{count} recipients are due now (the running relay picks them up within [delivery] poll_interval)")
+    return 0
+
+
+def cmd_queue_suspend(args: argparse.Namespace, config: Config) -> int:
+    try:
+        duration = config_mod.parse_duration(args.duration)
+    except ValueError as exc:
+        print(f"relay: --for: {exc}", file=sys.stderr)
+        return 2
+    until = _with_store(config, lambda s: s.suspend_domain(args.domain, duration, args.reason))
+    if args.json:
+        _print_json({"domain": args.domain.lower(), "suspended_until": until})
+    else:
+        print(f"{args.domain.lower()} suspended until {_when(until)}: its recipients wait, without attempts")
+    return 0
+
+
+def cmd_queue_resume(args: argparse.Namespace, config: Config) -> int:
+    resumed = _with_store(config, lambda s: s.resume_domain(args.domain))
+    if args.json:
+        _print_json({"domain": args.domain.lower(), "resumed": resumed})
+    elif resumed:
+        print(f"{args.domain.lower()} resumed")
+    else:
+        print(f"relay: {args.domain} was not suspended", file=sys.stderr)
+    return 0 if resumed else 1
+
+
+def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
+    count = _with_store(config, lambda s: s.admin_bounce(args.reason, message_id=args.message, domain=args.domain))
+    if args.json:
+        _print_json({"bounced": count})
+    else:
+        print(f"{count} recipients bounced")
+    return 0
+
+
+def cmd_queue_cancel(args: argparse.Namespace, config: Config) -> int:
+    cancelled = _with_store(config, lambda s: s.cancel_message(args.message_id))
+    if args.json:
+        _print_json({"id": args.message_id, "cancelled": cancelled})
+    else:
+        print(f"cancelled {len(cancelled)} recipients" + (f": {', '.join(cancelled)}" if cancelled else ""))
     return 0

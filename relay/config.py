@@ -40,6 +40,8 @@ def parse_size(value: str | int) -> int:
         if value < 0:
             raise ValueError("a size cannot be negative")
         return value
+    if not isinstance(value, str):
+        raise ValueError(f'expected a size such as "25MB", got {value!r}')
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)B?\s*", value.upper())
     if not m:
         raise ValueError(f'expected a size such as "25MB", got {value!r}')
@@ -51,9 +53,11 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError('expected a duration such as "5m"')
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not 0 <= value < float("inf"):
+            raise ValueError("a duration must be a finite number of seconds, not negative")
         return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f'expected a duration such as "5m", got {value!r}')
     text = value.strip()
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", text)
     if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)|\s+", "", text):

@@ -112,6 +112,8 @@ BAD_CONFIGS = [
     ('[server]\nevent_loop = "trio"\n', r"\[server\] event_loop"),
     ("[smtp]\nlisten = []\n", r"nothing would accept mail"),
     ("[server\n", r"invalid TOML"),
+    ("[smtp]\nmax_message_size = 1.5\n", r"\[smtp\] max_message_size: expected a size"),
+    ("[delivery]\nmax_age = [1]\n", r"\[delivery\] max_age must be"),
     ("[delivery]\nmx_port = true\n", r"\[delivery\] mx_port must be an integer"),
 ]
 

@@ -330,6 +330,95 @@ PATHS["/v1/smtp-credentials/{id}"] = {
 }
 
 
+_DOMAIN = {"name": "domain", "in": "path", "required": True, "schema": _STR}
+_REASON_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": {"type": "object", "properties": {"reason": _STR}}}},
+}
+SCHEMAS["SendingQueue"] = {
+    "type": "object",
+    "required": ["domain", "pending", "deferred", "in_flight", "scheduled"],
+    "properties": {
+        "domain": _STR,
+        "pending": {"type": "integer"},
+        "deferred": {"type": "integer"},
+        "in_flight": {"type": "integer"},
+        "scheduled": {"type": "integer", "description": "deferred and not due yet"},
+        "oldest_at": _TIME,
+        "suspended_until": _TIME,
+    },
+}
+_QUEUE_ACTION = _json({"type": "object", "properties": {"domain": _STR}}, "Done")
+PATHS["/v1/sending-queues"] = {
+    "get": {
+        "summary": "Recipients waiting, by destination domain (scope admin)",
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["data", "totals"],
+                    "properties": {
+                        "data": {"type": "array", "items": _ref("SendingQueue")},
+                        "totals": {"type": "object"},
+                    },
+                },
+                "OK",
+            ),
+        },  # fmt: skip
+    }
+}
+PATHS["/v1/sending-queues/{domain}/retry"] = {
+    "post": {
+        "summary": "Make the domain's waiting recipients due now (scope admin)",
+        "parameters": [_DOMAIN],
+        "responses": {"200": _QUEUE_ACTION, **_errors()},
+    }  # fmt: skip
+}
+PATHS["/v1/sending-queues/{domain}/suspend"] = {
+    "post": {
+        "summary": "Hold the domain's recipients (not attempted, not expired) for a while (scope admin)",
+        "parameters": [_DOMAIN],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "duration": {**_STR, "description": 'e.g. "30m" (default "1h")'},
+                            "reason": _STR,
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
+    }  # fmt: skip
+}
+PATHS["/v1/sending-queues/{domain}/resume"] = {
+    "post": {
+        "summary": "End a suspension (scope admin)",
+        "parameters": [_DOMAIN],
+        "responses": {"200": _QUEUE_ACTION, **_errors(404)},
+    }  # fmt: skip
+}
+PATHS["/v1/sending-queues/{domain}/bounce"] = {
+    "post": {
+        "summary": "Bounce the domain's waiting recipients (scope admin)",
+        "parameters": [_DOMAIN],
+        "requestBody": _REASON_BODY,
+        "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
+    }  # fmt: skip
+}
+PATHS["/v1/messages/{id}/retry"] = {
+    "post": {
+        "summary": "Make a message's waiting recipients due now (scope admin)",
+        "parameters": [_ID],
+        "responses": {"200": _json({"type": "object"}, "Done"), **_errors(404)},
+    }  # fmt: skip
+}
+
+
 def document() -> dict[str, Any]:
     for path, item in PATHS.items():
         for op in item.values():

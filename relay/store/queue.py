@@ -130,9 +130,10 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
         "UPDATE recipients SET state = 'sending', next_attempt_at = NULL,"
         " lease_owner = ?, lease_until = ?, updated_at = ?"
         " WHERE id IN (SELECT id FROM recipients WHERE next_attempt_at <= ?"
+        "  AND domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
         "  ORDER BY next_attempt_at LIMIT ?)"
         " RETURNING id, message_id, address, domain, attempts",
-        (owner, lease_until, now, now, limit),
+        (owner, lease_until, now, now, now, limit),
     ).fetchall()
     if not rows:
         return []
@@ -358,3 +359,77 @@ def _event(
         "INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (now, kind.value, message_id, recipient_id, recipient, code, detail),
     )
+
+
+# -- queue control -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainQueue:
+    domain: str
+    queued: int
+    deferred: int
+    sending: int
+    scheduled: int  # deferred and due later than now
+    oldest: float | None  # creation time of the oldest message still waiting
+    suspended_until: float | None
+
+
+def domain_queues(conn: sqlite3.Connection, now: float) -> list[DomainQueue]:
+    """Pending recipients per destination domain, busiest first."""
+    suspended = dict(conn.execute("SELECT domain, until FROM suspended_domains WHERE until > ?", (now,)).fetchall())
+    rows = conn.execute(
+        "SELECT r.domain,"
+        " sum(r.state = 'queued'), sum(r.state = 'deferred'), sum(r.state = 'sending'),"
+        " sum(r.state = 'deferred' AND r.next_attempt_at > ?), min(m.created_at)"
+        " FROM recipients r JOIN messages m ON m.id = r.message_id"
+        " WHERE r.state IN ('queued', 'deferred', 'sending') GROUP BY r.domain",
+        (now,),
+    ).fetchall()
+    queues = [DomainQueue(d, q, df, s, sc, oldest, suspended.pop(d, None)) for d, q, df, s, sc, oldest in rows]
+    queues += [DomainQueue(d, 0, 0, 0, 0, None, until) for d, until in suspended.items()]
+    return sorted(queues, key=lambda x: (-(x.queued + x.deferred + x.sending), x.domain))
+
+
+def _selection(message_id: str | None, domain: str | None) -> tuple[str, list[Any]]:
+    if message_id is not None:
+        return "message_id = ?", [message_id]
+    if domain is not None:
+        return "domain = ?", [domain.lower()]
+    return "1", []
+
+
+def retry_now(conn: sqlite3.Connection, now: float, message_id: str | None = None, domain: str | None = None) -> int:
+    """Make waiting recipients (of a message, of a domain, or all) due now."""
+    where, params = _selection(message_id, domain)
+    return conn.execute(
+        f"UPDATE recipients SET next_attempt_at = ?, updated_at = ? WHERE {_DUE_SQL} AND {where}",
+        [now, now, *params],
+    ).rowcount
+
+
+def suspend_domain(conn: sqlite3.Connection, domain: str, until: float, reason: str) -> None:
+    conn.execute(
+        "INSERT INTO suspended_domains (domain, until, reason) VALUES (?, ?, ?)"
+        " ON CONFLICT (domain) DO UPDATE SET until = excluded.until, reason = excluded.reason",
+        (domain.lower(), until, reason),
+    )
+
+
+def resume_domain(conn: sqlite3.Connection, domain: str) -> bool:
+    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (domain.lower(),)).rowcount == 1
+
+
+def admin_bounce(
+    conn: sqlite3.Connection, now: float, reason: str, message_id: str | None = None, domain: str | None = None
+) -> int:
+    """Give up on waiting recipients (of a message or a domain) as bounced by the operator."""
+    where, params = _selection(message_id, domain)
+    rows = conn.execute(
+        "UPDATE recipients SET state = 'bounced', next_attempt_at = NULL, last_code = NULL, last_response = ?,"
+        f" updated_at = ? WHERE {_DUE_SQL} AND {where} RETURNING id, message_id, address",
+        [f"5.0.0 bounced by the operator: {reason}", now, *params],
+    ).fetchall()
+    for rid, mid, address in rows:
+        _event(conn, now, EventKind.BOUNCED, mid, rid, address, None, f"bounced by the operator: {reason}")
+    return len(rows)

@@ -112,6 +112,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (api_key_id, key)
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_expiry ON idempotency(expires_at);
+    -- Destinations an operator has put on hold: their recipients are not claimed until then.
+    CREATE TABLE suspended_domains (
+        domain      TEXT PRIMARY KEY,
+        until       REAL NOT NULL,
+        reason      TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
     -- SMTP AUTH credentials: the password only as an argon2 hash.
     CREATE TABLE smtp_credentials (
         id            TEXT PRIMARY KEY,

@@ -71,6 +71,26 @@ class Store:
     async def attempts(self, message_id: str, address: str) -> list[q.Attempt]:
         return await self.db.read(lambda c: q.attempts_of(c, message_id, address))
 
+    async def domain_queues(self) -> list[q.DomainQueue]:
+        now = self.clock.now()
+        return await self.db.read(lambda c: q.domain_queues(c, now))
+
+    async def retry_now(self, message_id: str | None = None, domain: str | None = None) -> int:
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.retry_now(c, now, message_id, domain))
+
+    async def suspend_domain(self, domain: str, duration: float, reason: str = "") -> float:
+        until = self.clock.now() + duration
+        await self.db.write(lambda c: q.suspend_domain(c, domain, until, reason))
+        return until
+
+    async def resume_domain(self, domain: str) -> bool:
+        return await self.db.write(lambda c: q.resume_domain(c, domain))
+
+    async def admin_bounce(self, reason: str, message_id: str | None = None, domain: str | None = None) -> int:
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.admin_bounce(c, now, reason, message_id, domain))
+
     async def release_leases(self, owner: str | None = None) -> int:
         """Release ``owner``'s leases, or (owner None) every expired lease."""
         now = self.clock.now()

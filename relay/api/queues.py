@@ -1,0 +1,96 @@
+"""``/v1/sending-queues`` (admin scope): the queue by destination domain, and operator actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.app import ApiError, read_json_object, require
+from relay.api.messages import iso
+from relay.config import parse_duration
+from relay.store import Store
+from relay.store.queue import DomainQueue
+
+
+def queue_json(q: DomainQueue) -> dict[str, Any]:
+    return {
+        "domain": q.domain,
+        "pending": q.queued,
+        "deferred": q.deferred,
+        "in_flight": q.sending,
+        "scheduled": q.scheduled,
+        "oldest_at": iso(q.oldest),
+        "suspended_until": iso(q.suspended_until),
+    }
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    return await read_json_object(request) if request.can_read_body else {}
+
+
+def _reason(data: dict[str, Any]) -> str:
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise ApiError(400, "invalid_field", "'reason' must be a string of at most 500 characters", "reason")
+    return reason
+
+
+class QueuesView:
+    def __init__(self, store: Store, on_change: Any = None) -> None:
+        self.store = store
+        self.on_change = on_change or (lambda: None)
+
+    def routes(self) -> list[web.RouteDef]:
+        admin = require("admin")
+        return [
+            web.get("/v1/sending-queues", admin(self.index)),
+            web.post("/v1/sending-queues/{domain}/retry", admin(self.retry)),
+            web.post("/v1/sending-queues/{domain}/suspend", admin(self.suspend)),
+            web.post("/v1/sending-queues/{domain}/resume", admin(self.resume)),
+            web.post("/v1/sending-queues/{domain}/bounce", admin(self.bounce)),
+            web.post("/v1/messages/{id}/retry", admin(self.retry_message)),
+        ]
+
+    async def index(self, request: web.Request) -> web.Response:
+        queues = await self.store.domain_queues()
+        totals = {
+            k: sum(q[k] for q in map(queue_json, queues)) for k in ("pending", "deferred", "in_flight", "scheduled")
+        }
+        return web.json_response({"data": [queue_json(q) for q in queues], "totals": totals})
+
+    async def retry(self, request: web.Request) -> web.Response:
+        retried = await self.store.retry_now(domain=request.match_info["domain"])
+        self.on_change()
+        return web.json_response({"domain": request.match_info["domain"].lower(), "retried": retried})
+
+    async def retry_message(self, request: web.Request) -> web.Response:
+        message_id = request.match_info["id"]
+        if await self.store.message(message_id) is None:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+        retried = await self.store.retry_now(message_id=message_id)
+        self.on_change()
+        return web.json_response({"id": message_id, "retried": retried})
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        data = await _optional_json(request)
+        try:
+            duration = parse_duration(data.get("duration", "1h"))
+        except (ValueError, TypeError):
+            raise ApiError(400, "invalid_field", '\'duration\' must be like "30m" or "2h"', "duration") from None
+        if not 0 < duration <= 30 * 86400:
+            raise ApiError(400, "invalid_field", "'duration' must be between 1s and 30d", "duration")
+        until = await self.store.suspend_domain(request.match_info["domain"], duration, _reason(data))
+        return web.json_response({"domain": request.match_info["domain"].lower(), "suspended_until": iso(until)})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        domain = request.match_info["domain"].lower()
+        if not await self.store.resume_domain(domain):
+            raise ApiError(404, "not_found", f"{domain} is not suspended")
+        self.on_change()
+        return web.json_response({"domain": domain, "suspended_until": None})
+
+    async def bounce(self, request: web.Request) -> web.Response:
+        reason = _reason(await _optional_json(request)) or "no reason given"
+        bounced = await self.store.admin_bounce(reason, domain=request.match_info["domain"])
+        return web.json_response({"domain": request.match_info["domain"].lower(), "bounced": bounced})

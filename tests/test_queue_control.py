@@ -1,0 +1,132 @@
+"""Queue control: by-domain view, retry now, suspend/resume, bounce, cancel — store, API and CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import aiohttp
+import pytest
+
+from relay.clock import FakeClock
+from relay.delivery.client import SmtpClient
+from relay.delivery.engine import Engine, EngineSettings
+from relay.delivery.mx import Router
+from relay.delivery.retry import RetryPolicy
+from relay.message import NewMessage
+from relay.store import Store
+from tests.conftest import config_dict, run_cli, wait_for_states, write_toml
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store(tmp_path / "q.sqlite3", FakeClock())
+    yield s
+    await s.close()
+
+
+def engine_for(store: Store, sink_port: int) -> Engine:
+    settings = EngineSettings(owner="n", concurrency=10, lease=300, poll_interval=0.05,
+                              retry=RetryPolicy((600,), 86400, jitter=0.0), idle_timeout=0.2)  # fmt: skip
+    client = SmtpClient("relay.test", connect_timeout=2, command_timeout=5)
+    return Engine(store, Router(("127.0.0.1", sink_port), 25, None), client, store.clock, settings, random.Random(0))
+
+
+async def queue(store: Store, *rcpts: str) -> NewMessage:
+    m = NewMessage("sender@example.com", rcpts, b"Subject: q\r\n\r\nx\r\n", "smtp")
+    await store.enqueue(m)
+    return m
+
+
+async def test_suspended_domains_are_held_then_resumed(store, sink):
+    engine = engine_for(store, sink.port)
+    held = await queue(store, "a@held.example")
+    other = await queue(store, "b@free.example")
+    await store.suspend_domain("HELD.example", 3600, "maintenance")
+    await engine.run_once()
+    assert [s.state for s in await store.message_status(held.id)] == ["queued"]
+    assert [s.state for s in await store.message_status(other.id)] == ["delivered"]
+    (q,) = [q for q in await store.domain_queues() if q.domain == "held.example"]
+    assert q.queued == 1 and q.suspended_until == store.clock.now() + 3600
+    store.clock.advance(60)
+    assert await store.resume_domain("held.example")
+    await engine.run_once()
+    assert [s.state for s in await store.message_status(held.id)] == ["delivered"]
+    await engine.stop(1)
+
+
+async def test_retry_now_and_admin_bounce(store, sink):
+    engine = engine_for(store, sink.port)
+    sink.handler.rcpt_reply = "451 4.3.0 later"
+    m1 = await queue(store, "a@one.example", "b@two.example")
+    await engine.run_once()
+    assert {s.state for s in await store.message_status(m1.id)} == {"deferred"}
+    assert await engine.run_once() == 0  # next attempt in 10 minutes
+    sink.handler.rcpt_reply = None
+    assert await store.retry_now(domain="one.example") == 1
+    assert await engine.run_once() == 1
+    states = {s.address: s.state for s in await store.message_status(m1.id)}
+    assert states == {"a@one.example": "delivered", "b@two.example": "deferred"}
+    assert await store.admin_bounce("customer asked", domain="two.example") == 1
+    (s,) = [s for s in await store.message_status(m1.id) if s.address == "b@two.example"]
+    assert s.state == "bounced" and "bounced by the operator: customer asked" in s.last_response
+    assert await store.retry_now() == 0
+    await engine.stop(1)
+
+
+async def test_queue_api(relay_factory):
+    relay = await relay_factory(delivery={"smarthost": "127.0.0.1:9", "retry_schedule": ["1h"]})
+    _, admin = await relay.store.create_api_key("ops", ("admin",))
+    headers = {"Authorization": f"Bearer {admin}"}
+    m = NewMessage(
+        "a@example.com", ("x@slow.example", "y@slow.example", "z@other.example"), b"S: x\r\n\r\nx\r\n", "smtp"
+    )
+    await relay.store.enqueue(m)
+    relay.engine.wake()
+    await wait_for_states(relay.store, m.id, ["deferred", "deferred", "deferred"])
+    host, port = relay.http_address
+    base = f"http://{host}:{port}"
+    async with aiohttp.ClientSession(headers=headers) as s:
+        async with s.get(f"{base}/v1/sending-queues") as resp:
+            body = await resp.json()
+        assert body["totals"]["deferred"] == 3 and body["totals"]["scheduled"] == 3
+        assert body["data"][0]["domain"] == "slow.example" and body["data"][0]["deferred"] == 2
+        async with s.post(f"{base}/v1/sending-queues/slow.example/suspend", json={"duration": "2h"}) as resp:
+            assert resp.status == 200 and (await resp.json())["suspended_until"]
+        async with s.post(f"{base}/v1/sending-queues/slow.example/retry") as resp:
+            assert (await resp.json())["retried"] == 2
+        async with s.post(f"{base}/v1/sending-queues/slow.example/resume") as resp:
+            assert resp.status == 200
+        async with s.post(f"{base}/v1/sending-queues/slow.example/resume") as resp:
+            assert resp.status == 404
+        async with s.post(f"{base}/v1/sending-queues/other.example/bounce", json={"reason": "typo"}) as resp:
+            assert (await resp.json())["bounced"] == 1
+        async with s.post(f"{base}/v1/messages/{m.id}/retry") as resp:
+            assert resp.status == 200
+        async with s.post(f"{base}/v1/sending-queues/x/suspend", json={"duration": "forever"}) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["field"] == "duration"
+
+
+def test_queue_cli(tmp_path):
+    config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
+    run_cli("queue", config=config)  # creates the database
+    import asyncio
+
+    async def seed() -> str:
+        store = Store(tmp_path / "data" / "relay.sqlite3", FakeClock())
+        m = await queue(store, "a@cli.example", "b@cli.example")
+        await store.close()
+        return m.id
+
+    message_id = asyncio.run(seed())
+    domains = json.loads(run_cli("queue", "domains", "--json", config=config).stdout)
+    assert domains[0]["domain"] == "cli.example" and domains[0]["queued"] == 2
+    assert "suspended" in run_cli("queue", "suspend", "cli.example", "--for", "30m", config=config).stdout
+    assert run_cli("queue", "resume", "cli.example", config=config).returncode == 0
+    assert run_cli("queue", "resume", "cli.example", config=config).returncode == 1
+    shown = json.loads(run_cli("queue", "show", message_id, "--json", config=config).stdout)
+    assert [r["address"] for r in shown["recipients"]] == ["a@cli.example", "b@cli.example"]
+    assert json.loads(run_cli("queue", "retry", "--all", "--json", config=config).stdout)["retried"] == 2
+    bounced = run_cli("queue", "bounce", "--message", message_id, "--reason", "test", "--json", config=config)
+    assert json.loads(bounced.stdout)["bounced"] == 2
+    assert run_cli("queue", "show", "nope", config=config).returncode == 1
