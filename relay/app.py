@@ -188,8 +188,9 @@ class Relay:
 
     def _make_engine(self, store: Store) -> Engine:
         d = self.config.delivery
-        resolver = None if d.smarthost else make_resolver(self.config.dns.nameservers, self.config.dns.timeout)
-        router = Router(d.smarthost, d.mx_port, resolver)
+        needs_dns = not d.smarthost and "*" not in d.routes
+        resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
+        router = Router(d.smarthost, d.mx_port, resolver, routes=d.routes)
         client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout)
         settings = EngineSettings(
             owner=node_id(self.config.server.data_dir),

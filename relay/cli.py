@@ -172,9 +172,18 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         return runner.run(serve(config))
 
 
+def _mask_secrets(value: Any) -> Any:
+    """Route passwords and the like never reach the terminal or a log."""
+    if isinstance(value, dict):
+        return {k: "********" if k == "password" and v else _mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_secrets(v) for v in value]
+    return value
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     data = {
-        name: dataclasses.asdict(getattr(config, name))
+        name: _mask_secrets(dataclasses.asdict(getattr(config, name)))
         for name in ("server", "smtp", "http", "delivery", "dns", "dkim")
     }
     if args.json:

@@ -198,6 +198,7 @@ class Shaping:
     max_connections: int = 20  # like Postfix's default_destination_concurrency_limit
     max_messages_per_connection: int = 100
     max_connection_age: float = 300.0
+    max_rate: Rate | None = None  # messages per period to this site (token bucket); None = no limit
 
     def merged(self, overrides: Mapping[str, Any]) -> Shaping:
         return dataclasses.replace(self, **overrides)
@@ -213,6 +214,8 @@ def _shaping_entry(name: str, values: object) -> dict[str, Any]:
             raise ValueError(f'unknown key {key!r} in [delivery.shaping."{name}"] (known: {", ".join(sorted(known))})')
         if key == "max_connection_age":
             out[key] = parse_duration(value)
+        elif key == "max_rate":
+            out[key] = parse_rate(value) if isinstance(value, str) else _bad_rate(name)
         elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f'[delivery.shaping."{name}"] {key} must be a positive integer')
         else:
@@ -220,11 +223,48 @@ def _shaping_entry(name: str, values: object) -> dict[str, Any]:
     return out
 
 
+def _bad_rate(name: str) -> Rate:
+    raise ValueError(f'[delivery.shaping."{name}"] max_rate must be a string such as "100/s"')
+
+
 def _shaping_table(value: object) -> dict[str, Any]:
     """``{"default": {...}, "gmail.com": {...}}`` → overrides per key (validated, not yet merged)."""
     if not isinstance(value, dict):
         raise ValueError("expected a table of tables")
     return {name.lower(): _shaping_entry(name, values) for name, values in value.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteConfig:
+    """Mail for a domain (or "*": every domain) goes to this smarthost instead of MX."""
+
+    smarthost: tuple[str, int]
+    username: str = ""
+    password: str = ""
+    tls: str | None = None  # None: the global/per-domain TLS mode
+
+
+def _routes(value: object) -> dict[str, RouteConfig]:
+    """``{"partner.example": {"smarthost": "smtp.partner.example:587", "username": ..., "tls": ...}}``."""
+    if not isinstance(value, dict):
+        raise ValueError('expected [delivery.routes."domain"] tables')
+    out = {}
+    for domain, entry in value.items():
+        if not isinstance(entry, dict) or "smarthost" not in entry:
+            raise ValueError(f'"{domain}" needs a smarthost = "host:port"')
+        unknown = set(entry) - {"smarthost", "username", "password", "tls"}
+        if unknown:
+            raise ValueError(
+                f'"{domain}": unknown key {sorted(unknown)[0]!r} (known: smarthost, username, password, tls)'
+            )
+        tls = entry.get("tls")
+        if tls is not None and tls not in TLS_MODES:
+            raise ValueError(f'"{domain}": tls must be one of {", ".join(TLS_MODES)}')
+        username, password = entry.get("username", ""), entry.get("password", "")
+        if not isinstance(username, str) or not isinstance(password, str) or bool(username) != bool(password):
+            raise ValueError(f'"{domain}": username and password are strings and go together')
+        out[domain.lower()] = RouteConfig(parse_hostport(str(entry["smarthost"]), 25), username, password, tls)
+    return out
 
 
 def _tls_policy(value: object) -> dict[str, str]:
@@ -257,6 +297,7 @@ class DeliveryConfig:
                                         _tls_policy)  # fmt: skip
     max_rcpt_per_transaction: int = _field(100, "recipients per SMTP transaction")
     idle_timeout: float = _field("5s", "close an outbound connection idle this long", parse_duration)
+    routes: dict[str, RouteConfig] = _field({}, 'smarthosts per recipient domain ("*" for all)', _routes)
     shaping: dict[str, Shaping] = _field({}, "per destination limits: [delivery.shaping.default] and overrides",
                                          _shaping_table)  # fmt: skip
 

@@ -187,3 +187,46 @@ async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
     assert (s.state, s.attempts) == ("delivered", 2)
     await engine.stop(1)
     await store.close()
+
+
+def test_token_bucket_paces_after_a_burst():
+    from relay.config import Rate
+    from relay.delivery.shaping import TokenBucket
+
+    bucket = TokenBucket(Rate(10, 1.0), now=0.0)
+    waits = [bucket.reserve(0.0) for _ in range(15)]
+    assert waits[:10] == [0.0] * 10
+    assert waits[10:] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert bucket.reserve(10.0) == 0.0  # refilled
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "pushback"),
+    [
+        (421, "4.7.0 Try again later, closing connection", True),
+        (451, "4.7.28 Our system has detected an unusual rate of unsolicited mail", True),
+        (450, "4.2.1 The user you are trying to contact is receiving mail too quickly", False),
+        (451, "4.3.0 Too many connections from your IP", True),
+        (452, "4.5.3 Too many recipients", True),
+        (451, "4.3.0 Mail server temporarily rejected message", False),
+        (550, "5.7.1 rate limit exceeded", False),  # permanent: a bounce, not shaping
+        (None, "connection refused", False),
+    ],
+)
+def test_pushback_replies(code, text, pushback):
+    from relay.delivery.shaping import is_pushback
+
+    assert is_pushback(code, text) is pushback
+
+
+async def test_a_receiver_pushing_back_halves_connections_then_recovers(store, sink):
+    sink.handler.rcpt_reply = "421 4.7.0 Too many connections, slow down"
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 8}})
+    await queue(store, "u@busy.example")
+    await engine.run_once()
+    (dest,) = engine.destinations.values()
+    assert dest.max_connections == 4
+    store.clock.advance(301)
+    dest.recover(store.clock.now())
+    assert dest.max_connections == 8
+    await engine.stop(1)

@@ -144,11 +144,15 @@ class SmtpClient:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
 
-    async def connect(self, hosts: Sequence[Host], tls_mode: str = "opportunistic") -> Connection | Reply:
-        """An open connection to the first host that takes one, or the last failure."""
+    async def connect(
+        self, hosts: Sequence[Host], tls_mode: str = "opportunistic", auth: tuple[str, str] | None = None
+    ) -> Connection | Reply:
+        """An open (and, with ``auth``, authenticated) connection to the first host that takes one."""
         last = Reply(None, "no host to deliver to")
         for host in hosts:
             result = await self._open(host, tls_mode)
+            if isinstance(result, Connection) and auth is not None:
+                result = await self._login(result, auth)
             if isinstance(result, Connection):
                 return result
             last = result
@@ -166,6 +170,16 @@ class SmtpClient:
             return await conn.send(sender, recipients, raw)
         finally:
             await conn.close()
+
+    async def _login(self, conn: Connection, auth: tuple[str, str]) -> Connection | Reply:
+        try:
+            await conn.smtp.login(*auth)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            conn.broken = True
+            await conn.close()
+            # A refused login is a configuration problem here: defer rather than bounce everyone.
+            return Reply(451, f"4.7.0 AUTH at {conn.host.name} failed: {_failure(conn.host, exc)}")
+        return conn
 
     async def _open(self, host: Host, tls_mode: str, *, plain: bool = False) -> Connection | Reply:
         smtp = aiosmtplib.SMTP(

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import time
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +32,7 @@ from relay.delivery.client import Connection, SmtpClient
 from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
-from relay.delivery.shaping import shaping_for
+from relay.delivery.shaping import TokenBucket, is_pushback, shaping_for
 from relay.events import EventKind, State
 from relay.store import Store
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
@@ -61,6 +62,8 @@ SUSPEND_AFTER = 3  # consecutive connection failures before a destination is sus
 SUSPEND_FOR = 30.0  # seconds, doubling with further failures, at most SUSPEND_MAX
 SUSPEND_MAX = 600.0
 THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long
+COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
+MIN_FACTOR = 1 / 16
 
 
 def decide(
@@ -100,9 +103,12 @@ class Job:
 class Destination:
     """One destination site: its limits, its waiting jobs, its workers."""
 
-    def __init__(self, site: str, shaping: Shaping) -> None:
+    def __init__(self, site: str, shaping: Shaping, now: float) -> None:
         self.site = site
         self.shaping = shaping
+        self.bucket = TokenBucket(shaping.max_rate, now) if shaping.max_rate else None
+        self.factor = 1.0  # share of the limits in force: halved when the receiver pushes back
+        self.cooldown_until = 0.0
         self.jobs: deque[Job] = deque()
         self.workers = 0
         self.arrived = asyncio.Event()
@@ -115,6 +121,27 @@ class Destination:
     def capacity(self) -> int:
         """Jobs this destination may hold waiting: enough to keep its connections busy."""
         return self.shaping.max_connections * 20
+
+    @property
+    def max_connections(self) -> int:
+        return max(1, int(self.shaping.max_connections * self.factor))
+
+    def push_back(self, now: float) -> None:
+        """The receiver said "slow down": halve connections and rate for a cool-down."""
+        self.factor = max(MIN_FACTOR, self.factor / 2)
+        self.cooldown_until = now + COOLDOWN
+        if self.bucket is not None:
+            self.bucket.factor = self.factor
+        log.warning("%s pushed back: now %d connections%s for %.0fs", self.site, self.max_connections,
+                    f", {self.factor:.0%} of max_rate" if self.bucket else "", COOLDOWN)  # fmt: skip
+
+    def recover(self, now: float) -> None:
+        """After a quiet cool-down, grow back towards the configured limits, step by step."""
+        if self.factor < 1.0 and now >= self.cooldown_until:
+            self.factor = min(1.0, self.factor * 2)
+            self.cooldown_until = now + COOLDOWN / 2
+            if self.bucket is not None:
+                self.bucket.factor = self.factor
 
 
 def group_by_domain(message: LeasedMessage) -> list[list[LeasedRecipient]]:
@@ -247,7 +274,7 @@ class Engine:
             await self.store.postpone([r.id for r in recipients], until)
             self._release(len(recipients))
             return
-        dest.jobs.append(Job(message, recipients, route, self.settings.tls_for(domain)))
+        dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
         dest.arrived.set()
         self._start_workers(dest)
 
@@ -255,15 +282,16 @@ class Engine:
         dest = self.destinations.get(route.site)
         if dest is None:
             shaping = shaping_for(domain, route.mx_names, self.settings.shaping)
-            dest = self.destinations[route.site] = Destination(route.site, shaping)
+            dest = self.destinations[route.site] = Destination(route.site, shaping, time.monotonic())
         return dest
 
     # -- workers: one connection each, many messages per connection -------------------
 
     def _start_workers(self, dest: Destination) -> None:
+        dest.recover(self.clock.now())
         while (
             dest.jobs
-            and dest.workers < dest.shaping.max_connections
+            and dest.workers < dest.max_connections
             and self.connections < self.settings.concurrency
             and not self._stopping
         ):
@@ -287,12 +315,18 @@ class Engine:
                     if conn is None or not await self._wait_for_work(dest):
                         return
                     continue
+                if dest.workers > dest.max_connections:
+                    return  # the site pushed back: fewer connections for now
                 job = dest.jobs.popleft()
+                if dest.bucket is not None:
+                    wait = dest.bucket.reserve(time.monotonic())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 if conn is not None and self._worn_out(conn, dest):
                     await conn.close()
                     conn = None
                 if conn is None:
-                    opened = await self.client.connect(job.route.hosts, job.tls)
+                    opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth)
                     if isinstance(opened, Reply):
                         await self._connection_failed(dest, job, opened)
                         continue
@@ -332,6 +366,8 @@ class Engine:
             conn.broken = True
             replies = {a: Reply(None, f"internal error: {type(exc).__name__}") for a in addresses}
         dest.messages_sent += 1
+        if any(is_pushback(reply.code, reply.text) for reply in replies.values()):
+            dest.push_back(self.clock.now())
         # Record in the background: the connection moves on to the next message while the
         # outcome commits (it is still written before anything else happens to these recipients).
         self._spawn(self._record(job.message, job.recipients, replies, conn.host.name, conn.host.address, conn.tls))

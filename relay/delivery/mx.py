@@ -12,13 +12,14 @@ import dataclasses
 import ipaddress
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dns.asyncresolver
 import dns.exception
 import dns.nameserver
 import dns.resolver
 
+from relay.config import RouteConfig
 from relay.delivery.outcome import Reply
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Route:
     site: str  # the destination's identity: same MX set → same site → shared limits and connections
     hosts: tuple[Host, ...]
     mx_names: tuple[str, ...]
+    auth: tuple[str, str] | None = None  # smarthost AUTH username and password
+    tls: str | None = None  # TLS mode the route insists on; None = the configured policy
 
 
 class Router:
@@ -73,7 +76,11 @@ class Router:
         mx_port: int,
         resolver: dns.asyncresolver.Resolver | None,
         rng: random.Random | None = None,
+        routes: Mapping[str, RouteConfig] | None = None,
     ) -> None:
+        self.routes = dict(routes or {})
+        if smarthost is not None and "*" not in self.routes:
+            self.routes["*"] = RouteConfig(smarthost)
         self.smarthost = smarthost
         self.mx_port = mx_port
         self.resolver = resolver
@@ -85,9 +92,11 @@ class Router:
 
     async def route(self, domain: str) -> Route:
         """Where mail for ``domain`` goes: the destination site and the hosts to try, in order."""
-        if self.smarthost is not None:
-            host, port = self.smarthost
-            return Route(f"smarthost {host}:{port}", (Host(host, port, host),), (host,))
+        configured = self.routes.get(domain.lower()) or self.routes.get("*")
+        if configured is not None:
+            host, port = configured.smarthost
+            auth = (configured.username, configured.password) if configured.username else None
+            return Route(f"smarthost {host}:{port}", (Host(host, port, host),), (host,), auth, configured.tls)
         literal = _address_literal(domain)
         if literal is not None:
             return Route(f"literal {literal}", (Host(literal, self.mx_port, literal),), (literal,))
