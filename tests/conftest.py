@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 import uvloop
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay import config as config_mod
 from relay.app import Relay
@@ -55,6 +56,8 @@ class SinkHandler:
         self.data_reply = "250 2.0.0 Ok: sunk"
         self.rcpt_reply: str | None = None  # when set, every RCPT gets this reply
         self.connections = 0
+        self.logins: list[str] = []
+        self.arrival_times: list[float] = []
         self.open_now = 0
         self.max_open = 0
         self.data_delay = 0.0
@@ -85,6 +88,7 @@ class SinkHandler:
             self.received.append(
                 Received(envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"", peer)
             )
+            self.arrival_times.append(time.monotonic())
             self.arrived.set()
         return self.data_reply
 
@@ -130,12 +134,27 @@ class CountingSMTP(SMTP):
         super().connection_lost(error)
 
 
-async def start_sink(port: int = 0, host: str = "127.0.0.1", tls_context: Any = None) -> Sink:
+async def start_sink(
+    port: int = 0, host: str = "127.0.0.1", tls_context: Any = None, logins: dict[str, str] | None = None
+) -> Sink:
+    """A sink on loopback; with ``logins`` (user → password) it requires AUTH (PLAIN/LOGIN, no TLS needed)."""
     handler = SinkHandler()
     loop = asyncio.get_running_loop()
 
+    def authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and logins.get(data.login.decode()) == data.password.decode()
+        if ok:
+            handler.logins.append(data.login.decode())
+        return AuthResult(success=ok)
+
     def factory() -> SMTP:
-        smtp = CountingSMTP(handler, hostname="sink.test", tls_context=tls_context, require_starttls=False)
+        extra: dict[str, Any] = {}
+        if logins is not None:
+            extra = dict(authenticator=authenticate, auth_required=True, auth_require_tls=False)
+        with warnings.catch_warnings():  # AUTH without TLS: fine for a loopback test server
+            warnings.simplefilter("ignore", UserWarning)
+            smtp = CountingSMTP(handler, hostname="sink.test", tls_context=tls_context, require_starttls=False, **extra)
+
         smtp.handler = handler
         return smtp
 

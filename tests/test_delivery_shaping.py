@@ -230,3 +230,49 @@ async def test_a_receiver_pushing_back_halves_connections_then_recovers(store, s
     dest.recover(store.clock.now())
     assert dest.max_connections == 8
     await engine.stop(1)
+
+
+async def test_a_route_sends_through_a_smarthost_that_requires_auth(store, sink):
+    from relay.config import RouteConfig
+
+    relayhost = await start_sink(logins={"relay-user": "s3cret"})
+    try:
+        routes = {
+            "partner.example": RouteConfig(("127.0.0.1", relayhost.port), "relay-user", "s3cret"),
+            "wrongpw.example": RouteConfig(("127.0.0.1", relayhost.port), "relay-user", "nope"),
+        }
+        engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None, routes=routes))
+        routed = await queue(store, "a@partner.example", "b@partner.example")
+        refused = await queue(store, "c@wrongpw.example")
+        other = await queue(store, "d@elsewhere.example")
+        await engine.run_once()
+        assert [r.rcpt_tos for r in relayhost.handler.received] == [["a@partner.example", "b@partner.example"]]
+        assert relayhost.handler.logins == ["relay-user"]
+        assert [r.rcpt_tos for r in sink.handler.received] == [["d@elsewhere.example"]]
+        assert {s.state for s in await store.message_status(routed.id)} == {"delivered"}
+        assert {s.state for s in await store.message_status(other.id)} == {"delivered"}
+        (s,) = await store.message_status(refused.id)  # a refused login defers: it is a configuration problem
+        assert s.state == "deferred" and s.last_code == 451 and "AUTH" in s.last_response
+        await engine.stop(1)
+    finally:
+        relayhost.server.close()
+
+
+async def test_max_rate_paces_deliveries_to_a_destination(store, sink):
+    from relay.config import Rate
+
+    shaping = {"default": {"max_connections": 4, "max_rate": Rate(20, 1.0)}}
+
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping=shaping)
+    for i in range(40):
+        await queue(store, f"u{i}@paced.example")
+    started = time.monotonic()
+    await asyncio.wait_for(engine.run_once(), 10)
+    elapsed = time.monotonic() - started
+    times = sink.handler.arrival_times
+    assert len(times) == 40
+    # a burst of one second's worth (20), then 20 more at 20/s: about a second, never much faster
+    assert elapsed >= 0.9, elapsed
+    late = [t - times[0] for t in times[20:]]
+    assert late[-1] >= 0.9
+    await engine.stop(1)

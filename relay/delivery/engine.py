@@ -259,6 +259,7 @@ class Engine:
         domain = recipients[0].domain
         try:
             route = await self.router.route(domain)
+            dest = self._destination(route, domain)
         except RouteError as exc:
             await self._record(message, recipients, {r.address: exc.reply for r in recipients})
             return
@@ -267,7 +268,7 @@ class Engine:
             failure = Reply(None, f"internal error: {type(exc).__name__}")
             await self._record(message, recipients, {r.address: failure for r in recipients})
             return
-        dest = self._destination(route, domain)
+
         now = self.clock.now()
         if dest.suspended_until > now or len(dest.jobs) >= dest.capacity:
             until = max(dest.suspended_until, now + THROTTLE_DELAY)
@@ -318,28 +319,42 @@ class Engine:
                 if dest.workers > dest.max_connections:
                     return  # the site pushed back: fewer connections for now
                 job = dest.jobs.popleft()
-                if dest.bucket is not None:
-                    wait = dest.bucket.reserve(time.monotonic())
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                if conn is not None and self._worn_out(conn, dest):
-                    await conn.close()
-                    conn = None
-                if conn is None:
-                    opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth)
-                    if isinstance(opened, Reply):
-                        await self._connection_failed(dest, job, opened)
-                        continue
-                    conn, dest.failures = opened, 0
-                    dest.connections_opened += 1
-                await self._deliver(conn, dest, job)
-                if conn.broken:
-                    await conn.close()
-                    conn = None
+                try:
+                    conn = await self._work(dest, job, conn)
+                except Exception as exc:  # a bug must cost one attempt, never a stuck job
+                    log.exception("delivery of %s to %s failed unexpectedly", job.message.id, dest.site)
+                    if conn is not None:
+                        conn.broken = True
+                        await conn.close()
+                        conn = None
+                    failure = Reply(None, f"internal error: {type(exc).__name__}")
+                    await self._record(job.message, job.recipients, {r.address: failure for r in job.recipients})
         finally:
             if conn is not None:
                 await conn.close()
             self._worker_done(dest)
+
+    async def _work(self, dest: Destination, job: Job, conn: Connection | None) -> Connection | None:
+        """Deliver one job, over ``conn`` or a new connection; returns the connection to keep using."""
+        if dest.bucket is not None:
+            wait = dest.bucket.reserve(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if conn is not None and self._worn_out(conn, dest):
+            await conn.close()
+            conn = None
+        if conn is None:
+            opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth)
+            if isinstance(opened, Reply):
+                await self._connection_failed(dest, job, opened)
+                return None
+            conn, dest.failures = opened, 0
+            dest.connections_opened += 1
+        await self._deliver(conn, dest, job)
+        if conn.broken:
+            await conn.close()
+            return None
+        return conn
 
     async def _wait_for_work(self, dest: Destination) -> bool:
         dest.arrived.clear()
