@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from relay import config as config_mod
 from relay import dkim, tls, workers
 from relay.api.app import ApiSettings, make_app
 from relay.api.credentials import CredentialsView
@@ -22,7 +23,7 @@ from relay.api.messages import MessagesView
 from relay.api.queues import QueuesView
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
-from relay.config import Config
+from relay.config import Config, reloaded, restart_needed
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -192,8 +193,12 @@ class Relay:
         resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
         router = Router(d.smarthost, d.mx_port, resolver, routes=d.routes)
         client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout)
-        settings = EngineSettings(
-            owner=node_id(self.config.server.data_dir),
+        return Engine(store, router, client, self.clock, self._engine_settings(self.config), random.Random())
+
+    def _engine_settings(self, config: Config) -> EngineSettings:
+        d = config.delivery
+        return EngineSettings(
+            owner=node_id(config.server.data_dir),
             concurrency=d.concurrency,
             lease=d.lease,
             poll_interval=d.poll_interval,
@@ -205,7 +210,16 @@ class Relay:
             tls_policy=d.tls_policy,
             shaping=d.shaping,
         )
-        return Engine(store, router, client, self.clock, settings, random.Random())
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply what can change while running (SIGHUP); returns the changed keys that need a restart."""
+        d = new.delivery
+        if self.engine is not None:
+            self.engine.reconfigure(self._engine_settings(new), d.routes)
+        logging.getLogger().setLevel(new.server.log_level.upper())
+        pending = restart_needed(self.config, new)
+        self.config = reloaded(self.config, new)
+        return pending
 
     async def _start_smtp(self, acceptor: Acceptor, listeners: workers.Listeners) -> None:
         assert self.store is not None
@@ -268,6 +282,23 @@ def _install_stop_signals() -> asyncio.Event:
     return stop
 
 
+def reload_from_disk(relay: Relay) -> None:
+    """SIGHUP: read the config file again; apply it if it is valid, keep running on the old one if not."""
+    if relay.config.source is None:
+        log.warning("SIGHUP ignored: this configuration was not read from a file")
+        return
+    try:
+        new = config_mod.load(relay.config.source)
+
+    except config_mod.ConfigError as exc:
+        log.error("reload refused, still running on the previous configuration: %s", exc)
+        return
+    pending = relay.reload(new)
+    log.info("configuration reloaded from %s", relay.config.source)
+    if pending:
+        log.warning("changed but not applied until a restart: %s", ", ".join(pending))
+
+
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT, then stop cleanly.
 
@@ -278,7 +309,10 @@ async def serve(config: Config) -> int:
     stop = _install_stop_signals()
     inherited = workers.inherited_listeners()
     if inherited is not None:  # this is an acceptor process
+        # A reload is the main process's business (it holds the delivery policy); survive a stray HUP.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
         wake = workers.WakeSender(workers.wake_address(config.db_path))
+
         relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
         await relay.start()
         await stop.wait()
@@ -288,6 +322,8 @@ async def serve(config: Config) -> int:
     acceptors = config.server.acceptors
     relay = Relay(config, accept=acceptors == 0)
     await relay.start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
+
     supervisor = listener = None
     if acceptors > 0:
         assert relay.engine is not None and relay.listeners is not None

@@ -403,7 +403,14 @@ def _default(field: dataclasses.Field[Any]) -> Any:
 def _convert(section: str, key: str, field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
     types = _expected_type(field)
     if not isinstance(raw, types) or (isinstance(raw, bool) and bool not in types):
-        names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "bool": "a boolean"}
+        names = {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "list": "a list",
+            "bool": "a boolean",
+            "dict": "a table",
+        }
         wanted = " or ".join(names[t.__name__] for t in types)
         raise ConfigError(f"{where}: [{section}] {key} must be {wanted}, got {raw!r}")
     parse = field.metadata.get("parse")
@@ -548,3 +555,50 @@ def describe() -> list[tuple[str, str, Any, str]]:
         for f in dataclasses.fields(cls):
             rows.append((section, f.name, _default(f), f.metadata["doc"]))
     return rows
+
+
+# ---------------------------------------------------------------------------
+# Reloading (SIGHUP): delivery policy changes at once; listeners, storage and keys need a restart.
+
+RELOADABLE: frozenset[tuple[str, str]] = frozenset(
+    {("server", "log_level")}
+    | {
+        ("delivery", key)
+        for key in (
+            "shaping",
+            "routes",
+            "tls",
+            "tls_policy",
+            "retry_schedule",
+            "max_age",
+            "concurrency",
+            "idle_timeout",
+            "max_rcpt_per_transaction",
+        )
+    }  # fmt: skip
+)
+
+
+def _changed(old: Config, new: Config) -> list[tuple[str, str]]:
+    return [
+        (section, f.name)
+        for section in _SECTIONS
+        for f in dataclasses.fields(getattr(old, section))
+        if getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
+    ]
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The changed keys a reload cannot apply, as "section.key"."""
+    return [f"{s}.{k}" for s, k in _changed(old, new) if (s, k) not in RELOADABLE]
+
+
+def reloaded(old: Config, new: Config) -> Config:
+    """``old`` with the reloadable keys taken from ``new``: the configuration now in force."""
+    sections: dict[str, Any] = {}
+    for section, key in _changed(old, new):
+        if (section, key) in RELOADABLE:
+            sections.setdefault(section, {})[key] = getattr(getattr(new, section), key)
+    return dataclasses.replace(
+        old, **{s: dataclasses.replace(getattr(old, s), **values) for s, values in sections.items()}
+    )

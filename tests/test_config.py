@@ -7,7 +7,7 @@ import pytest
 
 from relay import config as config_mod
 from relay.config import ConfigError, parse_duration, parse_hostport, parse_size
-from tests.conftest import run_cli
+from tests.conftest import make_config, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,3 +167,21 @@ def test_schema_lists_every_key_with_a_description():
     ]:
         assert contract in keys
     assert all(doc for *_, doc in rows)
+
+
+def test_a_reload_applies_delivery_policy_and_names_what_needs_a_restart(tmp_path):
+    from relay.config import reloaded, restart_needed
+
+    old = make_config(tmp_path)
+    new = make_config(
+        tmp_path,
+        delivery={"shaping": {"default": {"max_connections": 3}}, "tls": "required"},
+        smtp={"max_message_size": "1MB"},
+        server={"log_level": "debug"},
+    )
+    assert restart_needed(old, new) == ["smtp.max_message_size"]
+    now = reloaded(old, new)
+    assert now.delivery.shaping == {"default": {"max_connections": 3}} and now.delivery.tls == "required"
+    assert now.server.log_level == "debug"
+    assert now.smtp.max_message_size == old.smtp.max_message_size  # still the running value
+    assert restart_needed(now, new) == ["smtp.max_message_size"]

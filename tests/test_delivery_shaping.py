@@ -276,3 +276,19 @@ async def test_max_rate_paces_deliveries_to_a_destination(store, sink):
     late = [t - times[0] for t in times[20:]]
     assert late[-1] >= 0.9
     await engine.stop(1)
+
+
+async def test_reconfigure_changes_the_limits_of_known_destinations(store, sink):
+    import dataclasses
+
+    from relay.config import Rate
+
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 2}})
+    await queue(store, "u@one.example")
+    await engine.run_once()
+    (dest,) = engine.destinations.values()
+    assert dest.max_connections == 2 and dest.bucket is None
+    shaping = {"default": {"max_connections": 6}, "one.example": {"max_rate": Rate(5, 1.0)}}
+    engine.reconfigure(dataclasses.replace(engine.settings, shaping=shaping))
+    assert dest.max_connections == 6 and dest.bucket is not None and dest.bucket.per_second == 5
+    await engine.stop(1)

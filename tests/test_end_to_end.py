@@ -153,3 +153,33 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_sighup_reloads_delivery_policy_and_refuses_a_broken_file(relay_process, sink):
+    import signal
+
+    from tests.conftest import config_dict, write_toml
+
+    dead = {"*": {"smarthost": "127.0.0.1:9"}}
+    proc = relay_process(delivery={"routes": dead, "retry_schedule": ["1s"]})
+    await proc.start()
+    await asyncio.to_thread(smtp_submit, proc.smtp_port, ["b@example.org"])
+    await wait_until(lambda: "deferred" in proc.log())
+
+    # Point the route at the sink, and change something that needs a restart.
+    data_dir = proc.config_path.parent / "data"
+    fixed = config_dict(data_dir, delivery={"routes": {"*": {"smarthost": sink.address}}, "retry_schedule": ["1s"]},
+                        smtp={"max_message_size": "1MB"})  # fmt: skip
+    write_toml(proc.config_path, fixed)
+    proc.proc.send_signal(signal.SIGHUP)
+    await sink.handler.wait_for(1, timeout=15)
+    log = proc.log()
+    assert "configuration reloaded" in log
+    assert "not applied until a restart: smtp.max_message_size" in log
+
+    proc.config_path.write_text("[delivery]\nconcurrency = 'many'\n")
+    proc.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: "reload refused" in proc.log())
+    assert proc.proc.poll() is None
+    await asyncio.to_thread(smtp_submit, proc.smtp_port, ["c@example.org"])
+    await sink.handler.wait_for(2, timeout=15)

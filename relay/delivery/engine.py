@@ -23,11 +23,11 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from relay.clock import Clock
-from relay.config import Shaping
+from relay.config import RouteConfig, Shaping
 from relay.delivery.client import Connection, SmtpClient
 from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
@@ -103,9 +103,12 @@ class Job:
 class Destination:
     """One destination site: its limits, its waiting jobs, its workers."""
 
-    def __init__(self, site: str, shaping: Shaping, now: float) -> None:
+    def __init__(self, site: str, shaping: Shaping, now: float, domain: str = "", mx_names: Sequence[str] = ()) -> None:
         self.site = site
+        self.domain = domain  # the recipient domain and MX names that chose the shaping (for a reload)
+        self.mx_names = tuple(mx_names)
         self.shaping = shaping
+
         self.bucket = TokenBucket(shaping.max_rate, now) if shaping.max_rate else None
         self.factor = 1.0  # share of the limits in force: halved when the receiver pushes back
         self.cooldown_until = 0.0
@@ -134,6 +137,14 @@ class Destination:
             self.bucket.factor = self.factor
         log.warning("%s pushed back: now %d connections%s for %.0fs", self.site, self.max_connections,
                     f", {self.factor:.0%} of max_rate" if self.bucket else "", COOLDOWN)  # fmt: skip
+
+    def reshape(self, shaping: Shaping, now: float) -> None:
+        """New limits from a reload; the push-back state stays as it is."""
+        if shaping.max_rate != self.shaping.max_rate:
+            self.bucket = TokenBucket(shaping.max_rate, now) if shaping.max_rate else None
+            if self.bucket is not None:
+                self.bucket.factor = self.factor
+        self.shaping = shaping
 
     def recover(self, now: float) -> None:
         """After a quiet cool-down, grow back towards the configured limits, step by step."""
@@ -283,8 +294,19 @@ class Engine:
         dest = self.destinations.get(route.site)
         if dest is None:
             shaping = shaping_for(domain, route.mx_names, self.settings.shaping)
-            dest = self.destinations[route.site] = Destination(route.site, shaping, time.monotonic())
+            dest = Destination(route.site, shaping, time.monotonic(), domain, route.mx_names)
+            self.destinations[route.site] = dest
         return dest
+
+    def reconfigure(self, settings: EngineSettings, routes: Mapping[str, RouteConfig] | None = None) -> None:
+        """Apply reloaded settings (SIGHUP): limits of known destinations change now, work in hand goes on."""
+        self.settings = settings
+        if routes is not None:
+            self.router.set_routes(routes)
+        now = time.monotonic()
+        for dest in self.destinations.values():
+            dest.reshape(shaping_for(dest.domain, dest.mx_names, settings.shaping), now)
+            self._start_workers(dest)  # more connections may now be allowed
 
     # -- workers: one connection each, many messages per connection -------------------
 

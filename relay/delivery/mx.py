@@ -78,13 +78,18 @@ class Router:
         rng: random.Random | None = None,
         routes: Mapping[str, RouteConfig] | None = None,
     ) -> None:
-        self.routes = dict(routes or {})
-        if smarthost is not None and "*" not in self.routes:
-            self.routes["*"] = RouteConfig(smarthost)
         self.smarthost = smarthost
+        self.set_routes(routes or {})
+
         self.mx_port = mx_port
         self.resolver = resolver
         self.rng = rng or random.Random()
+
+    def set_routes(self, routes: Mapping[str, RouteConfig]) -> None:
+        """Configured routes by recipient domain; ``smarthost`` is the route for "*" unless one is given."""
+        self.routes = dict(routes)
+        if self.smarthost is not None and "*" not in self.routes:
+            self.routes["*"] = RouteConfig(self.smarthost)
 
     async def hosts_for(self, domain: str) -> list[tuple[str, int]]:
         """Addresses to try, in order. Raises RouteError."""
