@@ -23,6 +23,7 @@ from relay.config import Config, ConfigError
 from relay.credentials import valid_sender_rule
 from relay.keys import SCOPES
 from relay.store import Store
+from relay.store.queue import Selection
 
 T = TypeVar("T")
 
@@ -96,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("credential_id", help="the credential's id (cred_...)")
     p.set_defaults(func=cmd_creds_revoke)
 
+    selection = argparse.ArgumentParser(add_help=False)
+    group = selection.add_argument_group("which waiting recipients (filters combine; one is required)")
+    group.add_argument("--message", metavar="ID")
+    group.add_argument("--domain", help="recipient domain")
+    group.add_argument("--sender", help="envelope sender")
+    group.add_argument("--recipient", help="recipient address")
+    group.add_argument("--older-than", metavar="AGE", help='accepted more than AGE ago, e.g. "2d"')
+    group.add_argument("--all", action="store_true", help="every waiting recipient")
+
     queue = sub.add_parser("queue", parents=[common, as_json], help="show and control the queue (default: counts)")
     queue.set_defaults(func=cmd_queue)
     actions = queue.add_subparsers(title="queue commands", metavar="ACTION")
@@ -104,11 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = actions.add_parser("show", parents=[common, as_json], help="one message, its recipients and attempts")
     p.add_argument("message_id")
     p.set_defaults(func=cmd_queue_show)
-    p = actions.add_parser("retry", parents=[common, as_json], help="make waiting recipients due now")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--message", metavar="ID")
-    target.add_argument("--domain")
-    target.add_argument("--all", action="store_true")
+    p = actions.add_parser("retry", parents=[common, as_json, selection], help="make waiting recipients due now")
     p.set_defaults(func=cmd_queue_retry)
     p = actions.add_parser("suspend", parents=[common, as_json], help="hold a destination domain for a while")
     p.add_argument("domain")
@@ -118,12 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = actions.add_parser("resume", parents=[common, as_json], help="end a suspension")
     p.add_argument("domain")
     p.set_defaults(func=cmd_queue_resume)
-    p = actions.add_parser("bounce", parents=[common, as_json], help="bounce waiting recipients")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--message", metavar="ID")
-    target.add_argument("--domain")
+    p = actions.add_parser("bounce", parents=[common, as_json, selection], help="bounce waiting recipients")
     p.add_argument("--reason", default="bounced by the operator")
     p.set_defaults(func=cmd_queue_bounce)
+    purge_help = "remove waiting recipients from the queue, without a bounce (postsuper -d)"
+    p = actions.add_parser("purge", parents=[common, as_json, selection], help=purge_help)
+    p.set_defaults(func=cmd_queue_purge)
     p = actions.add_parser("cancel", parents=[common, as_json], help="cancel a message's waiting recipients")
     p.add_argument("message_id")
     p.set_defaults(func=cmd_queue_cancel)
@@ -392,8 +398,24 @@ def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _selection(args: argparse.Namespace) -> Selection:
+    """The recipients a queue command applies to; exits with status 2 on a missing or bad filter."""
+    try:
+        age = config_mod.parse_duration(args.older_than) if args.older_than else None
+    except ValueError as exc:
+        raise SystemExit(f"relay: --older-than: {exc}") from None
+    selection = Selection(message_id=args.message, domain=args.domain, sender=args.sender, recipient=args.recipient,
+                          created_before=None if age is None else time.time() - age)  # fmt: skip
+    if selection.is_everything and not args.all:
+        print("relay: say which recipients: --message, --domain, --sender, --recipient, --older-than or --all",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    return selection
+
+
 def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
-    count = _with_store(config, lambda s: s.retry_now(message_id=args.message, domain=args.domain))
+    selection = _selection(args)
+    count = _with_store(config, lambda s: s.retry_now(selection))
     if args.json:
         _print_json({"retried": count})
     else:
@@ -427,11 +449,22 @@ def cmd_queue_resume(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
-    count = _with_store(config, lambda s: s.admin_bounce(args.reason, message_id=args.message, domain=args.domain))
+    selection = _selection(args)
+    count = _with_store(config, lambda s: s.admin_bounce(args.reason, selection))
     if args.json:
         _print_json({"bounced": count})
     else:
         print(f"{count} recipients bounced")
+    return 0
+
+
+def cmd_queue_purge(args: argparse.Namespace, config: Config) -> int:
+    selection = _selection(args)
+    count = _with_store(config, lambda s: s.purge(selection))
+    if args.json:
+        _print_json({"purged": count})
+    else:
+        print(f"{count} recipients purged from the queue")
     return 0
 
 

@@ -15,6 +15,7 @@ from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
+from relay.store.queue import Selection
 from tests.conftest import config_dict, run_cli, wait_for_states, write_toml
 
 
@@ -63,14 +64,14 @@ async def test_retry_now_and_admin_bounce(store, sink):
     assert {s.state for s in await store.message_status(m1.id)} == {"deferred"}
     assert await engine.run_once() == 0  # next attempt in 10 minutes
     sink.handler.rcpt_reply = None
-    assert await store.retry_now(domain="one.example") == 1
+    assert await store.retry_now(Selection(domain="one.example")) == 1
     assert await engine.run_once() == 1
     states = {s.address: s.state for s in await store.message_status(m1.id)}
     assert states == {"a@one.example": "delivered", "b@two.example": "deferred"}
-    assert await store.admin_bounce("customer asked", domain="two.example") == 1
+    assert await store.admin_bounce("customer asked", Selection(domain="two.example")) == 1
     (s,) = [s for s in await store.message_status(m1.id) if s.address == "b@two.example"]
     assert s.state == "bounced" and "bounced by the operator: customer asked" in s.last_response
-    assert await store.retry_now() == 0
+    assert await store.retry_now(Selection()) == 0
     await engine.stop(1)
 
 
@@ -103,6 +104,12 @@ async def test_queue_api(relay_factory):
             assert (await resp.json())["bounced"] == 1
         async with s.post(f"{base}/v1/messages/{m.id}/retry") as resp:
             assert resp.status == 200
+        await wait_for_states(relay.store, m.id, ["deferred", "deferred", "bounced"])  # retried, failed again
+        async with s.delete(f"{base}/v1/sending-queues/slow.example") as resp:
+            assert (await resp.json())["purged"] == 2
+        async with s.get(f"{base}/v1/sending-queues") as resp:
+            assert "slow.example" not in [q["domain"] for q in (await resp.json())["data"]]
+
         async with s.post(f"{base}/v1/sending-queues/x/suspend", json={"duration": "forever"}) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["field"] == "duration"
 
@@ -127,6 +134,26 @@ def test_queue_cli(tmp_path):
     shown = json.loads(run_cli("queue", "show", message_id, "--json", config=config).stdout)
     assert [r["address"] for r in shown["recipients"]] == ["a@cli.example", "b@cli.example"]
     assert json.loads(run_cli("queue", "retry", "--all", "--json", config=config).stdout)["retried"] == 2
+    assert run_cli("queue", "purge", config=config).returncode == 2  # a filter is required
+    purged = run_cli("queue", "purge", "--recipient", "a@cli.example", "--json", config=config)
+    assert json.loads(purged.stdout)["purged"] == 1
     bounced = run_cli("queue", "bounce", "--message", message_id, "--reason", "test", "--json", config=config)
-    assert json.loads(bounced.stdout)["bounced"] == 2
+    assert json.loads(bounced.stdout)["bounced"] == 1
+
     assert run_cli("queue", "show", "nope", config=config).returncode == 1
+
+
+async def test_purge_by_filters_that_combine(store):
+    old = NewMessage("news@example.com", ["a@one.example", "b@two.example"], b"Subject: x\r\n\r\nx\r\n", "smtp")
+    await store.enqueue(old)
+    store.clock.advance(3 * 86400)
+    new = NewMessage("news@example.com", ["c@one.example"], b"Subject: y\r\n\r\ny\r\n", "smtp")
+    other = NewMessage("billing@example.com", ["d@one.example"], b"Subject: z\r\n\r\nz\r\n", "smtp")
+    await store.enqueue(new)
+    await store.enqueue(other)
+    cutoff = store.clock.now() - 86400
+    assert await store.purge(Selection(sender="news@example.com", domain="one.example", created_before=cutoff)) == 1
+    assert [s.state for s in await store.message_status(old.id)] == ["cancelled", "queued"]
+    assert await store.purge(Selection(sender="news@example.com")) == 2
+    assert [s.state for s in await store.message_status(other.id)] == ["queued"]
+    assert await store.purge(Selection(sender="news@example.com")) == 0  # only waiting recipients

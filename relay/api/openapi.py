@@ -410,6 +410,13 @@ PATHS["/v1/sending-queues/{domain}/bounce"] = {
         "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
     }  # fmt: skip
 }
+PATHS["/v1/sending-queues/{domain}"] = {
+    "delete": {
+        "summary": "Purge the domain's waiting recipients from the queue, without bounces (scope admin)",
+        "parameters": [_DOMAIN],
+        "responses": {"200": _QUEUE_ACTION, **_errors()},
+    }  # fmt: skip
+}
 PATHS["/v1/messages/{id}/retry"] = {
     "post": {
         "summary": "Make a message's waiting recipients due now (scope admin)",

@@ -10,7 +10,7 @@ from relay.api.app import ApiError, read_json_object, require
 from relay.api.messages import iso
 from relay.config import parse_duration
 from relay.store import Store
-from relay.store.queue import DomainQueue
+from relay.store.queue import DomainQueue, Selection
 
 
 def queue_json(q: DomainQueue) -> dict[str, Any]:
@@ -49,6 +49,7 @@ class QueuesView:
             web.post("/v1/sending-queues/{domain}/suspend", admin(self.suspend)),
             web.post("/v1/sending-queues/{domain}/resume", admin(self.resume)),
             web.post("/v1/sending-queues/{domain}/bounce", admin(self.bounce)),
+            web.delete("/v1/sending-queues/{domain}", admin(self.purge)),
             web.post("/v1/messages/{id}/retry", admin(self.retry_message)),
         ]
 
@@ -60,7 +61,7 @@ class QueuesView:
         return web.json_response({"data": [queue_json(q) for q in queues], "totals": totals})
 
     async def retry(self, request: web.Request) -> web.Response:
-        retried = await self.store.retry_now(domain=request.match_info["domain"])
+        retried = await self.store.retry_now(Selection(domain=request.match_info["domain"]))
         self.on_change()
         return web.json_response({"domain": request.match_info["domain"].lower(), "retried": retried})
 
@@ -68,7 +69,7 @@ class QueuesView:
         message_id = request.match_info["id"]
         if await self.store.message(message_id) is None:
             raise ApiError(404, "not_found", f"no message {message_id}")
-        retried = await self.store.retry_now(message_id=message_id)
+        retried = await self.store.retry_now(Selection(message_id=message_id))
         self.on_change()
         return web.json_response({"id": message_id, "retried": retried})
 
@@ -92,5 +93,9 @@ class QueuesView:
 
     async def bounce(self, request: web.Request) -> web.Response:
         reason = _reason(await _optional_json(request)) or "no reason given"
-        bounced = await self.store.admin_bounce(reason, domain=request.match_info["domain"])
+        bounced = await self.store.admin_bounce(reason, Selection(domain=request.match_info["domain"]))
         return web.json_response({"domain": request.match_info["domain"].lower(), "bounced": bounced})
+
+    async def purge(self, request: web.Request) -> web.Response:
+        purged = await self.store.purge(Selection(domain=request.match_info["domain"]))
+        return web.json_response({"domain": request.match_info["domain"].lower(), "purged": purged})

@@ -391,21 +391,57 @@ def domain_queues(conn: sqlite3.Connection, now: float) -> list[DomainQueue]:
     return sorted(queues, key=lambda x: (-(x.queued + x.deferred + x.sending), x.domain))
 
 
-def _selection(message_id: str | None, domain: str | None) -> tuple[str, list[Any]]:
-    if message_id is not None:
-        return "message_id = ?", [message_id]
-    if domain is not None:
-        return "domain = ?", [domain.lower()]
-    return "1", []
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which waiting recipients an operator command applies to; no field set means all of them."""
+
+    message_id: str | None = None
+    domain: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    created_before: float | None = None  # messages accepted before this time
+
+    @property
+    def is_everything(self) -> bool:
+        return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """A WHERE clause over ``recipients`` and its parameters."""
+        clauses = ["1"]
+        params: list[Any] = []
+        for value, clause in (
+            (self.message_id, "message_id = ?"),
+            (self.domain and self.domain.lower(), "domain = ?"),
+            (self.recipient, "address = ?"),
+            (self.sender, "message_id IN (SELECT id FROM messages WHERE sender = ?)"),
+            (self.created_before, "message_id IN (SELECT id FROM messages WHERE created_at < ?)"),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return " AND ".join(clauses), params
 
 
-def retry_now(conn: sqlite3.Connection, now: float, message_id: str | None = None, domain: str | None = None) -> int:
-    """Make waiting recipients (of a message, of a domain, or all) due now."""
-    where, params = _selection(message_id, domain)
+def retry_now(conn: sqlite3.Connection, now: float, selection: Selection) -> int:
+    """Make the selected waiting recipients due now."""
+    where, params = selection.sql()
     return conn.execute(
         f"UPDATE recipients SET next_attempt_at = ?, updated_at = ? WHERE {_DUE_SQL} AND {where}",
         [now, now, *params],
     ).rowcount
+
+
+def purge(conn: sqlite3.Connection, now: float, selection: Selection) -> int:
+    """Take the selected waiting recipients out of the queue (cancelled, no bounce); like ``postsuper -d``."""
+    where, params = selection.sql()
+    rows = conn.execute(
+        "UPDATE recipients SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?"
+        f" WHERE {_DUE_SQL} AND {where} RETURNING id, message_id, address",
+        [now, *params],
+    ).fetchall()
+    for rid, mid, address in rows:
+        _event(conn, now, EventKind.CANCELLED, mid, rid, address, None, "purged from the queue by the operator")
+    return len(rows)
 
 
 def suspend_domain(conn: sqlite3.Connection, domain: str, until: float, reason: str) -> None:
@@ -420,11 +456,9 @@ def resume_domain(conn: sqlite3.Connection, domain: str) -> bool:
     return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (domain.lower(),)).rowcount == 1
 
 
-def admin_bounce(
-    conn: sqlite3.Connection, now: float, reason: str, message_id: str | None = None, domain: str | None = None
-) -> int:
-    """Give up on waiting recipients (of a message or a domain) as bounced by the operator."""
-    where, params = _selection(message_id, domain)
+def admin_bounce(conn: sqlite3.Connection, now: float, reason: str, selection: Selection) -> int:
+    """Give up on the selected waiting recipients as bounced by the operator."""
+    where, params = selection.sql()
     rows = conn.execute(
         "UPDATE recipients SET state = 'bounced', next_attempt_at = NULL, last_code = NULL, last_response = ?,"
         f" updated_at = ? WHERE {_DUE_SQL} AND {where} RETURNING id, message_id, address",

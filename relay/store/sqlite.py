@@ -75,9 +75,13 @@ class Store:
         now = self.clock.now()
         return await self.db.read(lambda c: q.domain_queues(c, now))
 
-    async def retry_now(self, message_id: str | None = None, domain: str | None = None) -> int:
+    async def retry_now(self, selection: q.Selection) -> int:
         now = self.clock.now()
-        return await self.db.write(lambda c: q.retry_now(c, now, message_id, domain))
+        return await self.db.write(lambda c: q.retry_now(c, now, selection))
+
+    async def purge(self, selection: q.Selection) -> int:
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.purge(c, now, selection))
 
     async def suspend_domain(self, domain: str, duration: float, reason: str = "") -> float:
         until = self.clock.now() + duration
@@ -87,9 +91,9 @@ class Store:
     async def resume_domain(self, domain: str) -> bool:
         return await self.db.write(lambda c: q.resume_domain(c, domain))
 
-    async def admin_bounce(self, reason: str, message_id: str | None = None, domain: str | None = None) -> int:
+    async def admin_bounce(self, reason: str, selection: q.Selection) -> int:
         now = self.clock.now()
-        return await self.db.write(lambda c: q.admin_bounce(c, now, reason, message_id, domain))
+        return await self.db.write(lambda c: q.admin_bounce(c, now, reason, selection))
 
     async def release_leases(self, owner: str | None = None) -> int:
         """Release ``owner``'s leases, or (owner None) every expired lease."""
