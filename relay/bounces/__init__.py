@@ -1,0 +1,1 @@
+"""Bounces: what a refusal means (classify), reading returned mail (parse), authenticated return paths (verp)."""

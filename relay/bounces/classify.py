@@ -1,0 +1,289 @@
+"""What a refusal means: one table-driven classifier for SMTP replies and bounce diagnostics. Pure.
+
+The question that matters is whether the *address* is bad (``hard``: it gets
+suppressed), whether the *sender or content* was refused (``block``: the
+address is fine, the sender has something to fix, never suppressed), or
+whether it may work later (``soft``).
+
+Order of evidence: a specific enhanced status code (RFC 3463, e.g. 5.1.1),
+then phrases of the big providers and common MTAs, then the generic enhanced
+codes (5.7.1, 5.0.0, ... say little on their own), then the basic reply code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    HARD = "hard"  # the address itself is undeliverable: suppress it
+    SOFT = "soft"  # may succeed later (full mailbox, try again, expired)
+    BLOCK = "block"  # the sender or the content was refused (spam, policy, reputation, authentication)
+    COMPLAINT = "complaint"  # the recipient reported the message (ARF)
+    AUTO_REPLY = "auto_reply"  # out of office and other automatic answers
+    UNKNOWN = "unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    kind: Kind
+    reason: str  # user_unknown, mailbox_full, spam_detected, ...
+    status: str | None = None  # the enhanced status code the decision saw, e.g. "5.1.1"
+
+    @property
+    def suppresses(self) -> bool:
+        return self.kind in (Kind.HARD, Kind.COMPLAINT)
+
+
+ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+
+
+def enhanced_status(text: str) -> str | None:
+    """The first RFC 3463 code in ``text`` ("550 5.1.1 ...", "(#5.1.1)", "[5.7.1]")."""
+    match = ENHANCED.search(text)
+    return ".".join(match.groups()) if match else None
+
+
+# Specific codes: these alone decide. (class, "subject.detail") → kind, reason. The class
+# matters only where noted; a 4.x.x code stays temporary except for address-level subjects.
+SPECIFIC: dict[str, tuple[Kind, str]] = {
+    "1.1": (Kind.HARD, "user_unknown"),
+    "1.2": (Kind.HARD, "domain_not_found"),
+    "1.3": (Kind.HARD, "invalid_address"),
+    "1.4": (Kind.HARD, "user_unknown"),  # ambiguous destination address
+    "1.6": (Kind.HARD, "mailbox_moved"),
+    "1.10": (Kind.HARD, "no_mail_accepted"),  # null MX (RFC 7505)
+    "1.7": (Kind.BLOCK, "sender_rejected"),
+    "1.8": (Kind.BLOCK, "sender_rejected"),
+    "2.1": (Kind.HARD, "mailbox_disabled"),
+    "2.2": (Kind.SOFT, "mailbox_full"),
+    "2.3": (Kind.SOFT, "message_too_large"),
+    "3.4": (Kind.SOFT, "message_too_large"),
+    "4.4": (Kind.HARD, "domain_not_found"),  # unable to route
+    "4.6": (Kind.SOFT, "routing_loop"),
+    "4.7": (Kind.SOFT, "expired"),
+    "4.14": (Kind.SOFT, "routing_loop"),
+    "5.3": (Kind.SOFT, "too_many_recipients"),
+    "6.1": (Kind.BLOCK, "content_rejected"),
+    "7.13": (Kind.HARD, "mailbox_disabled"),
+    "7.23": (Kind.BLOCK, "authentication_failed"),  # SPF
+    "7.24": (Kind.BLOCK, "authentication_failed"),
+    "7.25": (Kind.BLOCK, "policy_rejection"),  # reverse DNS
+    "7.26": (Kind.BLOCK, "authentication_failed"),  # DMARC / unauthenticated
+    "7.27": (Kind.BLOCK, "sender_rejected"),
+    "7.28": (Kind.BLOCK, "spam_detected"),
+    "7.350": (Kind.BLOCK, "spam_detected"),
+    "7.606": (Kind.BLOCK, "blocklisted"),
+    "7.708": (Kind.BLOCK, "blocklisted"),
+}
+# A 4.x.x code for an address-level subject (4.1.1 while a directory is down, ...) is not enough
+# for "hard"; the text decides (a plain "user unknown" is hard even in a 4xx reply).
+
+# Generic subjects: consulted only when no phrase below decided.
+GENERIC: dict[str, tuple[Kind, str]] = {
+    "1": (Kind.HARD, "invalid_address"),
+    "2": (Kind.SOFT, "mailbox_unavailable"),
+    "3": (Kind.SOFT, "mail_system_error"),
+    "4": (Kind.SOFT, "network_error"),
+    "5": (Kind.BLOCK, "protocol_error"),
+    "6": (Kind.BLOCK, "content_rejected"),
+    "7": (Kind.BLOCK, "policy_rejection"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    pattern: re.Pattern[str]
+    kind: Kind
+    reason: str
+    permanent_only: bool = False  # applies to 5xx (and unknown) replies only
+    providers: tuple[str, ...] = ()  # MX host suffixes this phrase is read this way at; () = everywhere
+
+
+def _rule(pattern: str, kind: Kind, reason: str, permanent_only: bool = False, providers: tuple[str, ...] = ()) -> Rule:
+    return Rule(re.compile(pattern, re.IGNORECASE), kind, reason, permanent_only, providers)
+
+
+# Phrases, most specific first. Sources: the providers' own documentation of their replies
+# (Gmail's SMTP error reference, Microsoft's NDR reference, Yahoo's SMTP error codes) and the
+# default texts of Postfix, Exim, qmail, Sendmail and Exchange.
+RULES: tuple[Rule, ...] = (
+    # Temporary conditions that mention users or addresses: before the address rules.
+    _rule(
+        r"greylist|grey-list|graylist|try again later|temporarily (deferred|rejected|unavailable)",
+        Kind.SOFT,
+        "temporary_failure",
+        permanent_only=False,
+    ),  # fmt: skip
+    _rule(r"unverified address|address verification in progress", Kind.SOFT, "temporary_failure"),
+    _rule(
+        r"sender verify failed|sender address rejected|sender (domain|address) (must|does not)|"
+        r"domain of sender address|sender verification",
+        Kind.BLOCK,
+        "sender_rejected",
+    ),  # fmt: skip
+    # Mailbox full: checked before "mailbox unavailable".
+    _rule(
+        r"over ?quota|quota exceeded|mailbox (is )?full|mailbox size limit|exceeded (the|their|its) "
+        r"(storage|quota)|insufficient (system )?storage|user is over|mail ?box has exceeded|"
+        r"out of (disk )?space|QuotaExceeded",
+        Kind.SOFT,
+        "mailbox_full",
+    ),  # fmt: skip
+    _rule(
+        r"message (size )?(is )?(too (large|big)|exceeds|exceeded)|size (limit|exceeds)|"
+        r"exceeds (the )?(maximum|fixed) (message )?size|message length exceeds",
+        Kind.SOFT,
+        "message_too_large",
+    ),
+    # Authentication (SPF/DKIM/DMARC) and reputation: the sender's problem.
+    _rule(
+        r"dmarc|spf (check )?fail|\bspf\b.*(not permitted|failed)|dkim.*fail|"
+        r"authentication (information|checks)|unauthenticated",
+        Kind.BLOCK,
+        "authentication_failed",
+    ),
+    _rule(
+        r"spamhaus|spamcop|barracuda|blocked using|block ?list|black ?list|\bdnsbl\b|\brbl\b|"
+        r"listed (at|on|in)|banned sending ip|poor reputation|ip reputation|sender reputation|"
+        r"blocked by|on our block list|reject(ed)? due to .*reputation",
+        Kind.BLOCK,
+        "blocklisted",
+    ),
+    _rule(
+        r"spam|unsolicited|junk mail|bulk mail|content (rejected|filter)|message content rejected|"
+        r"virus|malware|phish|suspicious",
+        Kind.BLOCK,
+        "spam_detected",
+    ),
+    _rule(
+        r"rate limit|too many (messages|connections|recipients|emails)|unusual rate|sending too (fast|quickly)|"
+        r"receiving mail (at a rate|too quickly)|throttl|exceeded.*limit",
+        Kind.SOFT,
+        "rate_limited",
+    ),
+    # The address does not exist: hard whatever the code.
+    _rule(
+        r"user unknown|unknown user|no such (user|recipient|mailbox|account|address)|"
+        r"(user|recipient|mailbox|account|address|e-?mail( account)?)( that you tried to reach)? "
+        r"(does not|doesn'?t|did not) exist|"
+        r"(recipient|user|mailbox|address) (was )?not found|recipnotfound|recipientnotfound|"
+        r"unknown (recipient|mailbox|local part|address)|invalid (recipient|mailbox|user)|"
+        r"unrouteable address|no mailbox here|not a valid (mailbox|recipient|user)|"
+        r"doesn'?t have an? [\w.-]+ account|addressee unknown|bad destination mailbox|"
+        r"mailbox (name )?not (found|allowed|available)|no such person|user not found",
+        Kind.HARD,
+        "user_unknown",
+    ),  # fmt: skip
+    _rule(
+        r"(account|mailbox|user|address) (has been |is )?(disabled|deactivated|suspended|inactive|"
+        r"locked|closed|expired|terminated|discontinued)|not an active|no longer (active|valid|in use|available)|"
+        r"(account|mailbox)\b.{0,40}\b(is|has been) (disabled|deactivated|suspended|inactive|closed)",
+        Kind.HARD,
+        "mailbox_disabled",
+        permanent_only=True,
+    ),  # fmt: skip
+    _rule(
+        r"host (or domain name )?not found|domain (does not|doesn'?t) exist|no such domain|"
+        r"name service error|unknown domain|domain not found|nxdomain|couldn'?t find any host|"
+        r"no (mx|mail exchanger|valid mx)|unable to route|unroutable",
+        Kind.HARD,
+        "domain_not_found",
+        permanent_only=True,
+    ),  # fmt: skip
+    _rule(
+        r"relay(ing)? (access )?(denied|not permitted|prohibited)|(not|isn'?t) in my list of allowed rcpthosts|"
+        r"we do not relay|relay not permitted|not permitted to relay",
+        Kind.HARD,
+        "relay_denied",
+        permanent_only=True,
+    ),  # fmt: skip
+    # Microsoft 365 (Directory-Based Edge Blocking) says "Access denied" for an address it does not have;
+    # elsewhere the same words are an access-map REJECT, a policy.
+    _rule(
+        r"recipient address rejected: access denied",
+        Kind.HARD,
+        "user_unknown",
+        True,
+        ("outlook.com", "hotmail.com", "office365.us"),
+    ),  # fmt: skip
+    _rule(r"access denied\. AS\(\d+\)", Kind.HARD, "user_unknown", permanent_only=True),
+    _rule(r"recipient address rejected: access denied", Kind.BLOCK, "policy_rejection", permanent_only=True),
+    _rule(
+        r"mailbox unavailable|recipient rejected|address rejected|mailbox not found|"
+        r"requested action not taken: mailbox|invalid address",
+        Kind.HARD,
+        "mailbox_unavailable",
+        permanent_only=True,
+    ),  # fmt: skip
+    _rule(
+        r"policy|not (authorized|allowed|permitted)|access denied|prohibited|administrative|"
+        r"refused|rejected|not accepted",
+        Kind.BLOCK,
+        "policy_rejection",
+        permanent_only=True,
+    ),
+    _rule(
+        r"timed? ?out|connection (refused|reset|lost|closed)|network is unreachable|no route to host|"
+        r"lost connection|read error",
+        Kind.SOFT,
+        "network_error",
+    ),  # fmt: skip
+)
+
+
+def classify(code: int | None, enhanced: str | None, text: str, remote_host: str | None = None) -> Classification:
+    """Classify one refusal: ``code`` the SMTP reply code (None: no reply, e.g. a timeout),
+    ``enhanced`` its RFC 3463 status (found in ``text`` when None), ``text`` the reply or diagnostic,
+    ``remote_host`` the MX that said it (some phrases mean different things at different providers)."""
+    status = enhanced or enhanced_status(text)
+    klass = status[0] if status else (str(code)[0] if code else None)
+    if klass == "2":
+        return Classification(Kind.UNKNOWN, "delivered", status)
+    temporary = klass == "4"
+    subject = status.split(".", 1)[1] if status else ""
+    specific = SPECIFIC.get(subject)
+    if specific is not None and not (temporary and specific[0] is Kind.HARD):
+        return Classification(_soften(specific[0], temporary), specific[1], status)
+    rule = _matching_rule(text, temporary, remote_host)
+    if rule is not None:
+        return Classification(_soften(rule.kind, temporary), rule.reason, status)
+    major = subject.split(".")[0]
+    if temporary:
+        return Classification(Kind.SOFT, "temporary_policy" if major == "7" else "temporary_failure", status)
+    if major in GENERIC and not subject.startswith(("0.", "5.")):  # x.0.x and x.5.x say nothing useful
+        return Classification(*GENERIC[major], status)
+    return _by_basic_code(code, status)
+
+
+def _soften(kind: Kind, temporary: bool) -> Kind:
+    """A 4xx refusal of the sender or content may pass on a retry: soft, not block."""
+    return Kind.SOFT if temporary and kind is Kind.BLOCK else kind
+
+
+def _matching_rule(text: str, temporary: bool, remote_host: str | None) -> Rule | None:
+    host = (remote_host or "").lower().rstrip(".")
+    for rule in RULES:
+        if temporary and rule.permanent_only:
+            continue
+        if rule.providers and not host.endswith(rule.providers):
+            continue
+        if rule.pattern.search(text):
+            return rule
+    return None
+
+
+def _by_basic_code(code: int | None, status: str | None) -> Classification:
+    if code is None:
+        return Classification(Kind.SOFT, "network_error", status)
+    if 400 <= code < 500:
+        return Classification(Kind.SOFT, "temporary_failure", status)
+    if code in (550, 551, 553):  # mailbox unavailable / user not local / mailbox name not allowed
+        return Classification(Kind.HARD, "mailbox_unavailable", status)
+    if code == 552:
+        return Classification(Kind.SOFT, "mailbox_full", status)
+    if 500 <= code < 600:
+        return Classification(Kind.BLOCK, "policy_rejection", status)
+    return Classification(Kind.UNKNOWN, "unknown", status)
