@@ -26,6 +26,8 @@ from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from relay.bounces.classify import Kind
+from relay.bounces.classify import classify as classify_bounce
 from relay.clock import Clock
 from relay.config import RouteConfig, Shaping
 from relay.delivery.client import Connection, SmtpClient
@@ -36,6 +38,7 @@ from relay.delivery.shaping import TokenBucket, is_pushback, shaping_for
 from relay.events import EventKind, State
 from relay.store import Store
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
+from relay.store.suppressions import NewBounce
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ def decide(
     now: float,
     policy: RetryPolicy,
     rng: random.Random,
+    mx_host: str | None = None,
 ) -> AttemptResult:
     """What one reply means for one recipient: delivered, bounced, deferred or expired. Pure."""
     verdict = classify(reply)
@@ -87,7 +91,20 @@ def decide(
         else:
             state, event = State.FAILED, EventKind.EXPIRED
             text = f"4.4.7 expired after {int((now - message.created_at) // 3600)}h in the queue; last reply: {reply}"
-    return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text)
+    bounce = _bounce(reply, state, recipient, message, text, mx_host)
+    return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text,
+                         bounce=bounce)  # fmt: skip
+
+
+def _bounce(reply: Reply, state: State, recipient: LeasedRecipient, message: LeasedMessage, text: str,
+            mx_host: str | None) -> NewBounce | None:  # fmt: skip
+    """A refusal worth a bounce record: every final failure, and a deferral that says the address is dead."""
+    if state is State.DELIVERED:
+        return None
+    classification = classify_bounce(reply.code, None, text, mx_host)
+    if state is State.DEFERRED and classification.kind is not Kind.HARD:
+        return None
+    return NewBounce(recipient.address, classification, "smtp", reply.code, text, mx_host, message.id)
 
 
 @dataclasses.dataclass
@@ -438,7 +455,7 @@ class Engine:
         results = []
         for r in recipients:
             result = decide(replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry,
-                            self.rng)  # fmt: skip
+                            self.rng, mx_host)  # fmt: skip
             results.append(dataclasses.replace(result, mx_host=mx_host, ip=ip, tls=tls))
         try:
             await self.store.record_attempts(results)

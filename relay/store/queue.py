@@ -17,6 +17,9 @@ from typing import Any
 
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
+from relay.store import suppressions
+from relay.store.suppressions import NewBounce
+from relay.suppression import SuppressionPolicy
 
 # Invariant kept by every function here: next_attempt_at is NOT NULL exactly
 # when the recipient is pending (queued or deferred). The partial index
@@ -59,6 +62,7 @@ class AttemptResult:
     mx_host: str | None = None  # where the attempt went (None: no connection was made)
     ip: str | None = None
     tls: str | None = None  # TLS version, None for plain text or no connection
+    bounce: NewBounce | None = None  # a refusal to keep in the bounce log (and maybe suppress)
 
 
 class QuotaExhausted(Exception):
@@ -137,9 +141,12 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
     ).fetchall()
     if not rows:
         return []
+    rows = _drop_suppressed(conn, rows, now)
     by_message: dict[str, list[LeasedRecipient]] = defaultdict(list)
     for rid, message_id, address, domain, attempts in rows:
         by_message[message_id].append(LeasedRecipient(rid, address, domain, attempts))
+    if not by_message:
+        return []
     marks = ",".join("?" * len(by_message))
     messages = conn.execute(
         "SELECT m.id, m.sender, m.created_at, b.raw FROM messages m"
@@ -152,9 +159,35 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
     ]
 
 
-def record_attempts(conn: sqlite3.Connection, results: list[AttemptResult], now: float) -> None:
-    """Store each outcome and its event; the lease is released."""
+def _drop_suppressed(conn: sqlite3.Connection, rows: list[Any], now: float) -> list[Any]:
+    """Recipients suppressed while their mail waited are not mailed: state suppressed, with an event."""
+    found = suppressions.suppressed(conn, {row[2] for row in rows}, now)
+    if not found:
+        return rows
+    kept = []
+    for row in rows:
+        rid, message_id, address = row[0], row[1], row[2]
+        s = found.get(address)
+        if s is None:
+            kept.append(row)
+            continue
+        detail = f"suppressed ({s.reason}) before delivery"
+        conn.execute(
+            "UPDATE recipients SET state = 'suppressed', lease_owner = NULL, lease_until = NULL, last_code = NULL,"
+            " last_response = ?, updated_at = ? WHERE id = ?",
+            (detail, now, rid),
+        )
+        _event(conn, now, EventKind.SUPPRESSED, message_id, rid, address, None, detail)
+    return kept
+
+
+def record_attempts(
+    conn: sqlite3.Connection, results: list[AttemptResult], now: float, policy: SuppressionPolicy
+) -> None:
+    """Store each outcome and its event, and bounces with the suppressions they cause; the lease is released."""
     for r in results:
+        if r.bounce is not None:
+            suppressions.record_bounce(conn, r.bounce, now, policy)
         assert (r.next_attempt_at is not None) == (r.state in PENDING_STATES), r
         conn.execute(
             "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"

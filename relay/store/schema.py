@@ -131,6 +131,40 @@ MIGRATIONS: list[str] = [
         revoked_at    REAL
     );
     """,
+    # 2: bounces (every refusal that ended or condemned a delivery, and returned reports),
+    # the suppression list and its allowlist. Addresses are stored normalised (relay.suppression).
+    """
+    CREATE TABLE bounces (
+        id          INTEGER PRIMARY KEY,
+        at          REAL NOT NULL,
+        message_id  TEXT,
+        recipient   TEXT NOT NULL,
+        kind        TEXT NOT NULL,   -- hard, soft, block, complaint, auto_reply, unknown
+        reason      TEXT NOT NULL,
+        code        INTEGER,
+        status      TEXT,            -- enhanced status code
+        diagnostic  TEXT NOT NULL DEFAULT '',
+        remote_mta  TEXT,
+        source      TEXT NOT NULL,   -- smtp (a reply during delivery), dsn or arf (a returned report)
+        report      TEXT             -- the returned report as received, for async bounces
+    );
+    CREATE INDEX bounces_recipient ON bounces(recipient, at);
+    CREATE TABLE suppressions (
+        address     TEXT PRIMARY KEY,
+        reason      TEXT NOT NULL,   -- hard_bounce, complaint, soft_bounces, manual
+        detail      TEXT NOT NULL DEFAULT '',
+        bounce_id   INTEGER,         -- the bounce that caused it
+        message_id  TEXT,
+        created_at  REAL NOT NULL,
+        expires_at  REAL             -- NULL: until removed
+    ) WITHOUT ROWID;
+    CREATE INDEX suppressions_created ON suppressions(created_at);
+    CREATE TABLE allowlist (
+        entry       TEXT PRIMARY KEY,  -- an address or a whole domain
+        note        TEXT NOT NULL DEFAULT '',
+        created_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

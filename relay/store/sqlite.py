@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from relay import credentials as creds
@@ -20,15 +21,18 @@ from relay.store import credentials as cred_rows
 from relay.store import idempotency as idem
 from relay.store import keys as key_rows
 from relay.store import queue as q
+from relay.store import suppressions as sup
 from relay.store.db import Database
+from relay.suppression import SuppressionPolicy
 
 KEY_TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
 
 
 class Store:
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, suppression_policy: SuppressionPolicy | None = None) -> None:
         self.db = Database(path)
         self.clock = clock
+        self.suppression_policy = suppression_policy or SuppressionPolicy()
         self._key_touched: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -62,7 +66,8 @@ class Store:
 
     async def record_attempts(self, results: list[q.AttemptResult]) -> None:
         now = self.clock.now()
-        await self.db.write(lambda c: q.record_attempts(c, results, now))
+        policy = self.suppression_policy
+        await self.db.write(lambda c: q.record_attempts(c, results, now, policy))
 
     async def postpone(self, recipient_ids: list[int], until: float) -> None:
         now = self.clock.now()
@@ -229,3 +234,45 @@ class Store:
         task = asyncio.get_running_loop().create_task(self.db.write(lambda c: cred_rows.touch(c, cred_id, now)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    # -- bounces and suppressions -------------------------------------------------------
+
+    async def record_bounce(self, bounce: sup.NewBounce) -> tuple[int, sup.Suppression | None]:
+        now, policy = self.clock.now(), self.suppression_policy
+        return await self.db.write(lambda c: sup.record_bounce(c, bounce, now, policy))
+
+    async def suppressed(self, addresses: Iterable[str]) -> dict[str, sup.Suppression]:
+        now, wanted = self.clock.now(), list(addresses)
+        return await self.db.read(lambda c: sup.suppressed(c, wanted, now))
+
+    async def suppression(self, address: str) -> sup.Suppression | None:
+        now = self.clock.now()
+        return await self.db.read(lambda c: sup.get(c, address, now))
+
+    async def suppressions(self, filter: sup.SuppressionFilter, limit: int) -> list[sup.Suppression]:
+        now = self.clock.now()
+        return await self.db.read(lambda c: sup.list_suppressions(c, filter, limit, now))
+
+    async def suppress(self, addresses: Sequence[str], reason: str = "manual", detail: str = "",
+                       expires_at: float | None = None) -> list[sup.Suppression]:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: sup.add(c, addresses, reason, detail, now, expires_at))
+
+    async def unsuppress(self, address: str) -> bool:
+        return await self.db.write(lambda c: sup.remove(c, address))
+
+    async def allow(self, entry: str, note: str = "") -> str:
+        now = self.clock.now()
+        return await self.db.write(lambda c: sup.allow(c, entry, note, now))
+
+    async def disallow(self, entry: str) -> bool:
+        return await self.db.write(lambda c: sup.disallow(c, entry))
+
+    async def allowlist(self) -> list[tuple[str, str, float]]:
+        return await self.db.read(sup.allowlist)
+
+    async def bounces(self, filter: sup.BounceFilter, limit: int) -> list[sup.Bounce]:
+        return await self.db.read(lambda c: sup.list_bounces(c, filter, limit))
+
+    async def bounce(self, bounce_id: int) -> sup.Bounce | None:
+        return await self.db.read(lambda c: sup.get_bounce(c, bounce_id))
