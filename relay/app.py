@@ -21,6 +21,7 @@ from relay.api.credentials import CredentialsView
 from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
 from relay.api.queues import QueuesView
+from relay.api.suppressions import SuppressionsView
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
@@ -243,7 +244,9 @@ class Relay:
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
-        routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes()]
+        routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
+                  *SuppressionsView(store).routes()]  # fmt: skip
+
         app = make_app(store, settings, routes, max_body=http.max_body_size)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

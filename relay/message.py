@@ -74,6 +74,7 @@ class NewMessage:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     api_key_id: str | None = None
+    suppressed: dict[str, str] = dataclasses.field(default_factory=dict)  # recipient → why; stored, never sent
 
 
 def header_value(raw: bytes, name: str) -> str | None:

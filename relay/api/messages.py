@@ -136,16 +136,25 @@ class MessagesView:
         except FieldError as exc:
             raise ApiError(400, exc.code, str(exc), exc.field) from None
         recipients = composition.envelope_recipients
+        suppressed = {a: s.reason for a, s in (await self.store.suppressed(recipients)).items()}
+        if len(suppressed) == len(recipients):
+            raise ApiError(422, "recipients_suppressed", "every recipient is on the suppression list ("
+                           + ", ".join(f"{a}: {r}" for a, r in suppressed.items()) + ")", "to")  # fmt: skip
         raw = build(composition, self.hostname, self.clock.now())
         message = NewMessage(
             composition.sender.addr_spec, recipients, raw, "http",
             subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
+            suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()},
         )  # fmt: skip
         body = {
             "id": message.id,
             "status": "queued",
-            "recipients": [{"email": r, "status": "queued"} for r in recipients],
-        }
+            "recipients": [
+                {"email": r, "status": "suppressed", "reason": suppressed[r]} if r in suppressed
+                else {"email": r, "status": "queued"}
+                for r in recipients
+            ],
+        }  # fmt: skip
         text = json.dumps(body)
         completion = Completion(key.id, idempotency_key, 202, text, message.id) if idempotency_key else None
         quota = Quota(key.id, key.daily_quota, key.monthly_quota) if key.daily_quota or key.monthly_quota else None

@@ -41,7 +41,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "A request with this Idempotency-Key is in progress",
         413: "Body or message too large",
         415: "Body is not JSON",
-        422: "Idempotency-Key reused with another body",
+        422: "Idempotency-Key reused with another body, or every recipient suppressed",
         429: "Rate limited (see Retry-After)",
         503: "Submission paused: queue or disk full (see Retry-After)",
     }
@@ -102,7 +102,11 @@ SCHEMAS: dict[str, Any] = {
                 "items": {
                     "type": "object",
                     "required": ["email", "status"],
-                    "properties": {"email": _STR, "status": _STR},
+                    "properties": {
+                        "email": _STR,
+                        "status": {"enum": ["queued", "suppressed"]},
+                        "reason": {**_STR, "description": "why a suppressed recipient is suppressed"},
+                    },
                 },
             },
         },
@@ -425,8 +429,139 @@ PATHS["/v1/messages/{id}/retry"] = {
     }  # fmt: skip
 }
 
+# -- suppressions, allowlist, bounces -------------------------------------------------
+
+SCHEMAS["Suppression"] = {
+    "type": "object",
+    "required": ["email", "reason", "created_at"],
+    "properties": {
+        "email": {**_STR, "description": "normalised: lower case, IDNA domain"},
+        "reason": {**_STR, "description": "hard_bounce, complaint, soft_bounces or manual"},
+        "detail": _STR,
+        "bounce_id": {"type": ["integer", "null"]},
+        "message_id": _NULLABLE_STR,
+        "created_at": _TIME,
+        "expires_at": {**_TIME, "description": "null: until removed"},
+    },
+}
+SCHEMAS["Bounce"] = {
+    "type": "object",
+    "required": ["id", "at", "email", "type", "reason", "source"],
+    "properties": {
+        "id": {"type": "integer"},
+        "at": _TIME,
+        "email": _STR,
+        "type": {"enum": ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]},
+        "reason": _STR,
+        "code": {"type": ["integer", "null"]},
+        "status": {**_NULLABLE_STR, "description": "enhanced status code, e.g. 5.1.1"},
+        "diagnostic": _STR,
+        "remote_mta": _NULLABLE_STR,
+        "source": {"enum": ["smtp", "dsn", "arf"]},
+        "message_id": _NULLABLE_STR,
+        "report": {**_NULLABLE_STR, "description": "the returned report as received (GET /v1/bounces/{id} only)"},
+    },
+}
+_PAGE_PARAMS = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "cursor", "in": "query", "schema": _STR},
+]
+_EMAIL = {"name": "email", "in": "path", "required": True, "schema": _STR}
+
+
+def _page_of(name: str) -> dict[str, Any]:
+    schema = {"type": "object", "required": ["data"],
+              "properties": {"data": {"type": "array", "items": _ref(name)}, "next_cursor": _NULLABLE_STR}}  # fmt: skip
+    return _json(schema, "A page, in order")
+
+
+PATHS["/v1/suppressions"] = {
+    "get": {
+        "summary": "Suppressed addresses, by address (scope suppressions)",
+        "parameters": [
+            *_PAGE_PARAMS,
+            *({"name": n, "in": "query", "schema": _STR} for n in ("reason", "search", "since", "until")),
+        ],  # fmt: skip
+        "responses": {"200": _page_of("Suppression"), **_errors(400)},
+    },
+    "post": {
+        "summary": "Suppress addresses by hand (scope suppressions)",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "email": _STR,
+                            "emails": {"type": "array", "items": _STR, "maxItems": 1000},
+                            "note": _STR,
+                        },
+                    }
+                }
+            },
+        },  # fmt: skip
+        "responses": {"201": _page_of("Suppression"), **_errors(400, 415)},
+    },
+}
+PATHS["/v1/suppressions/{email}"] = {
+    "get": {
+        "summary": "One suppression (scope suppressions)",
+        "parameters": [_EMAIL],
+        "responses": {"200": _json(_ref("Suppression"), "OK"), **_errors(404)},
+    },
+    "delete": {
+        "summary": "Reactivate an address (scope suppressions)",
+        "parameters": [_EMAIL],
+        "responses": {"200": _json({"type": "object"}, "Removed"), **_errors(404)},
+    },
+}
+PATHS["/v1/allowlist"] = {
+    "get": {
+        "summary": "Addresses and domains that suppression never applies to (scope suppressions)",
+        "responses": {"200": _json({"type": "object"}, "OK")},
+    },
+    "post": {
+        "summary": "Allow an address or a whole domain (scope suppressions)",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["entry"], "properties": {"entry": _STR, "note": _STR}}
+                }
+            },
+        },  # fmt: skip
+        "responses": {"201": _json({"type": "object"}, "Added"), **_errors(400, 415)},
+    },
+}
+PATHS["/v1/allowlist/{entry}"] = {
+    "delete": {
+        "summary": "Remove an allowlist entry (scope suppressions)",
+        "parameters": [{"name": "entry", "in": "path", "required": True, "schema": _STR}],
+        "responses": {"200": _json({"type": "object"}, "Removed"), **_errors(404)},
+    }
+}
+PATHS["/v1/bounces"] = {
+    "get": {
+        "summary": "Bounces, newest first (scope suppressions)",
+        "parameters": [
+            *_PAGE_PARAMS,
+            *({"name": n, "in": "query", "schema": _STR} for n in ("type", "email", "message_id")),
+        ],  # fmt: skip
+        "responses": {"200": _page_of("Bounce"), **_errors(400)},
+    }
+}
+PATHS["/v1/bounces/{id}"] = {
+    "get": {
+        "summary": "One bounce with the report as received (scope suppressions)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Bounce"), "OK"), **_errors(404)},
+    }
+}
+
 
 def document() -> dict[str, Any]:
+
     for path, item in PATHS.items():
         for op in item.values():
             if path.startswith("/v1/") and op.get("security") != []:

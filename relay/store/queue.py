@@ -98,6 +98,15 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
     )
     conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message.id, message.raw))
     for address in message.recipients:
+        why = message.suppressed.get(address)
+        if why is not None:  # kept for the record (activity, events), never attempted
+            cur = conn.execute(
+                "INSERT INTO recipients (message_id, address, domain, state, last_response, updated_at)"
+                " VALUES (?, ?, ?, 'suppressed', ?, ?)",
+                (message.id, address, domain_of(address), why, now),
+            )
+            _event(conn, now, EventKind.SUPPRESSED, message.id, cur.lastrowid, address, None, why)
+            continue
         cur = conn.execute(
             "INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)"
             " VALUES (?, ?, ?, 'queued', ?, ?)",

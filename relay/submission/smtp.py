@@ -154,7 +154,16 @@ class SubmissionHandler:
             return "501 5.1.3 Bad recipient address syntax"
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
+        try:
+            suppressed = await self.acceptor.store.suppressed([address])
+        except Exception:
+            log.exception("suppression lookup failed for <%s>", address)
+            return "451 4.3.0 Temporary failure, please try again later"
+        if suppressed:
+            reason = suppressed[address].reason
+            return f"550 5.7.1 <{address}>: recipient is on the suppression list ({reason})"
         envelope.rcpt_tos.append(address)
+
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
 

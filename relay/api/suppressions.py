@@ -1,0 +1,167 @@
+"""/v1/suppressions, /v1/allowlist and /v1/bounces (scope ``suppressions``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.app import ApiError, read_json_object, require
+from relay.api.messages import iso, parse_time
+from relay.message import split_address
+from relay.store import Store
+from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
+
+MAX_PAGE = 500
+MAX_BATCH = 1000
+KINDS = ("hard", "soft", "block", "complaint", "auto_reply", "unknown")
+
+
+def suppression_json(s: Suppression) -> dict[str, Any]:
+    return {
+        "email": s.address, "reason": s.reason, "detail": s.detail, "bounce_id": s.bounce_id,
+        "message_id": s.message_id, "created_at": iso(s.created_at), "expires_at": iso(s.expires_at),
+    }  # fmt: skip
+
+
+def bounce_json(b: Bounce, with_report: bool = False) -> dict[str, Any]:
+    data = dataclasses.asdict(b)
+    data["at"] = iso(b.at)
+    data["type"] = data.pop("kind")
+    data["email"] = data.pop("recipient")
+    if not with_report:
+        data.pop("report")
+    return data
+
+
+def _limit(query: Any) -> int:
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
+    return limit
+
+
+def _emails(data: dict[str, Any]) -> list[str]:
+    """``{"email": "a@x"}`` or ``{"emails": ["a@x", ...]}``."""
+    if "emails" in data:
+        emails = data["emails"]
+        field = "emails"
+        if not isinstance(emails, list) or not emails or len(emails) > MAX_BATCH:
+            raise ApiError(400, "invalid_field", f"'emails' must be a list of 1 to {MAX_BATCH} addresses", field)
+    elif "email" in data:
+        emails, field = [data["email"]], "email"
+    else:
+        raise ApiError(400, "missing_field", "give 'email' or 'emails'", "email")
+    for e in emails:
+        if not isinstance(e, str) or split_address(e) is None:
+            raise ApiError(400, "invalid_field", f"not an email address: {e!r}", field)
+    return emails
+
+
+def _note(data: dict[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str) or len(value) > 500:
+        raise ApiError(400, "invalid_field", f"'{key}' must be a string of at most 500 characters", key)
+    return value
+
+
+class SuppressionsView:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def routes(self) -> list[web.RouteDef]:
+        scope = require("suppressions")
+        return [
+            web.get("/v1/suppressions", scope(self.index)),
+            web.post("/v1/suppressions", scope(self.create)),
+            web.get("/v1/suppressions/{email}", scope(self.show)),
+            web.delete("/v1/suppressions/{email}", scope(self.delete)),
+            web.get("/v1/allowlist", scope(self.allowlist)),
+            web.post("/v1/allowlist", scope(self.allow)),
+            web.delete("/v1/allowlist/{entry}", scope(self.disallow)),
+            web.get("/v1/bounces", scope(self.bounces)),
+            web.get("/v1/bounces/{id}", scope(self.bounce)),
+        ]
+
+    async def index(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = _limit(q)
+        f = SuppressionFilter(
+            reason=q.get("reason") or None, search=q.get("search") or None, after=q.get("cursor") or None,
+            since=parse_time("since", q["since"]) if "since" in q else None,
+            until=parse_time("until", q["until"]) if "until" in q else None,
+        )  # fmt: skip
+        rows = await self.store.suppressions(f, limit + 1)
+        page = rows[:limit]
+        return web.json_response({
+            "data": [suppression_json(s) for s in page],
+            "next_cursor": page[-1].address if len(rows) > limit else None,
+        })  # fmt: skip
+
+    async def create(self, request: web.Request) -> web.Response:
+        data = await read_json_object(request)
+        emails = _emails(data)
+        created = await self.store.suppress(emails, "manual", _note(data, "note"))
+        return web.json_response({"data": [suppression_json(s) for s in created]}, status=201)
+
+    async def show(self, request: web.Request) -> web.Response:
+        s = await self.store.suppression(request.match_info["email"])
+        if s is None:
+            raise ApiError(404, "not_found", f"{request.match_info['email']} is not suppressed")
+        return web.json_response(suppression_json(s))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        email = request.match_info["email"]
+        if not await self.store.unsuppress(email):
+            raise ApiError(404, "not_found", f"{email} is not suppressed")
+        return web.json_response({"email": email.lower(), "suppressed": False})
+
+    async def allowlist(self, request: web.Request) -> web.Response:
+        rows = await self.store.allowlist()
+        return web.json_response({"data": [{"entry": e, "note": n, "created_at": iso(t)} for e, n, t in rows]})
+
+    async def allow(self, request: web.Request) -> web.Response:
+        data = await read_json_object(request)
+        entry = data.get("entry")
+        if not isinstance(entry, str) or not entry or len(entry) > 320 or " " in entry:
+            raise ApiError(400, "invalid_field", "'entry' must be an address or a domain", "entry")
+        normal = await self.store.allow(entry, _note(data, "note"))
+        return web.json_response({"entry": normal}, status=201)
+
+    async def disallow(self, request: web.Request) -> web.Response:
+        if not await self.store.disallow(request.match_info["entry"]):
+            raise ApiError(404, "not_found", f"{request.match_info['entry']} is not on the allowlist")
+        return web.json_response({"entry": request.match_info["entry"].lower(), "allowed": False})
+
+    async def bounces(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = _limit(q)
+        kind = q.get("type") or None
+        if kind is not None and kind not in KINDS:
+            raise ApiError(400, "invalid_field", f"'type' must be one of {', '.join(KINDS)}", "type")
+        try:
+            before = int(q["cursor"]) if q.get("cursor") else None
+        except ValueError:
+            raise ApiError(400, "invalid_field", "'cursor' must be a bounce id", "cursor") from None
+        f = BounceFilter(kind=kind, recipient=q.get("email") or None, message_id=q.get("message_id") or None,
+                         before=before)  # fmt: skip
+        rows = await self.store.bounces(f, limit + 1)
+        page = rows[:limit]
+        return web.json_response({
+            "data": [bounce_json(b) for b in page],
+            "next_cursor": str(page[-1].id) if len(rows) > limit else None,
+        })  # fmt: skip
+
+    async def bounce(self, request: web.Request) -> web.Response:
+        try:
+            bounce_id = int(request.match_info["id"])
+        except ValueError:
+            raise ApiError(404, "not_found", f"no bounce {request.match_info['id']}") from None
+        b = await self.store.bounce(bounce_id) if 0 < bounce_id < 2**63 else None
+        if b is None:
+            raise ApiError(404, "not_found", f"no bounce {bounce_id}")
+        return web.json_response(bounce_json(b, with_report=True))
