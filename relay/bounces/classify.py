@@ -138,6 +138,12 @@ RULES: tuple[Rule, ...] = (
         Kind.SOFT,
         "message_too_large",
     ),
+    # Lotus Domino's "user unknown" says "listed in", which the block-list rule below would take.
+    _rule(
+        r"not listed in (the )?(domino |public )?(directory|name & address book|address book)",
+        Kind.HARD,
+        "user_unknown",
+    ),  # fmt: skip
     # Authentication (SPF/DKIM/DMARC) and reputation: the sender's problem.
     _rule(
         r"dmarc|spf (check )?fail|\bspf\b.*(not permitted|failed)|dkim.*fail|"
