@@ -22,6 +22,8 @@ from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
 from relay.api.queues import QueuesView
 from relay.api.suppressions import SuppressionsView
+from relay.bounces.inbound import ReturnedMail, make_inbound_factory
+from relay.bounces.verp import Verp, load_secret
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
@@ -36,6 +38,7 @@ from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator
 from relay.submission.capacity import Capacity
 from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
+from relay.suppression import SuppressionPolicy
 
 log = logging.getLogger("relay")
 
@@ -80,6 +83,22 @@ def make_signer(config: Config) -> Signer | None:
         for domain, entry in config.dkim.domains.items()
     }
     return Signer(keys) if keys else None
+
+
+def suppression_policy(config: Config) -> SuppressionPolicy:
+    s = config.suppression
+    return SuppressionPolicy(s.soft_bounce_limit, s.soft_bounce_window, s.soft_bounce_suppression)
+
+
+def open_store(config: Config, clock: Clock) -> Store:
+    return Store(config.db_path, clock, suppression_policy(config))
+
+
+def make_verp(config: Config) -> Verp | None:
+    """Return paths on the bounce domains, with the secret kept in the data dir (made on first start)."""
+    if not config.inbound.bounce_domains:
+        return None
+    return Verp(load_secret(config.server.data_dir / "verp.key"), config.inbound.bounce_domains)
 
 
 def smtp_certificate(config: Config) -> tuple[str, str]:
@@ -128,6 +147,9 @@ class Relay:
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
+        self.verp: Verp | None = None
+        self.inbound_servers: list[asyncio.Server] = []
+        self.inbound_addresses: list[tuple[str, int]] = []
         self.smtp_sessions = Sessions()
         self.capacity: Capacity | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
@@ -146,7 +168,8 @@ class Relay:
         self.smtp_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtp]
         self.smtps_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtps]
         self.http_address = self.listeners.http[0].getsockname()[:2]
-        self.store = store = Store(config.db_path, self.clock)
+        self.store = store = open_store(config, self.clock)
+        self.verp = make_verp(config) if self.deliver else None
         on_queued = self.on_queued or (lambda: None)
         if self.deliver:
             self.engine = self._make_engine(store)
@@ -163,6 +186,8 @@ class Relay:
             )  # fmt: skip
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
+        if self.deliver and config.inbound.listen:
+            await self._start_inbound(store)
         for address in self.smtp_addresses:
             log.info("listening for SMTP on %s", _format(address))
         for address in self.smtps_addresses:
@@ -210,6 +235,7 @@ class Relay:
             tls=d.tls,
             tls_policy=d.tls_policy,
             shaping=d.shaping,
+            verp=self.verp if config.inbound.verp else None,
         )
 
     def reload(self, new: Config) -> list[str]:
@@ -236,6 +262,22 @@ class Relay:
         for sock in listeners.smtps:
             self.smtp_servers.append(await loop.create_server(implicit, sock=sock, backlog=1024, ssl=context))
 
+    async def _start_inbound(self, store: Store) -> None:
+        """Returned mail (bounces, complaints) on [inbound] listen; the process that delivers runs it."""
+        inbound = self.config.inbound
+        returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
+        factory = make_inbound_factory(returned, self.config.server.hostname, inbound.max_message_size,
+                                       self.config.smtp.idle_timeout, smtp_tls_context(self.config))  # fmt: skip
+        loop = asyncio.get_running_loop()
+        for host, port in inbound.listen:
+            server = await loop.create_server(factory, sock=_bind(host, port), backlog=1024)
+            self.inbound_servers.append(server)
+            address = server.sockets[0].getsockname()[:2]
+            self.inbound_addresses.append(address)
+            domains, feedback = ", ".join(inbound.bounce_domains) or "-", ", ".join(inbound.feedback_addresses) or "-"
+            log.info("listening for returned mail on %s (bounce domains: %s; feedback: %s)", _format(address),
+                     domains, feedback)  # fmt: skip
+
     async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
         http = self.config.http
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
@@ -256,7 +298,7 @@ class Relay:
 
     async def stop(self) -> None:
         """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
-        for server in self.smtp_servers:
+        for server in [*self.smtp_servers, *self.inbound_servers]:
             server.close()
         await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, SMTP_DRAIN_SECONDS))
         if self._http_runner is not None:

@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, keys, queue, send."""
+"""The ``relay`` command: serve, check-config, keys, queue, send, bounces, suppressions."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        config = config_mod.load(args.config)
+        config = Config() if getattr(args, "no_config", False) else config_mod.load(args.config)
     except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG: systemd's Restart=on-failure will not loop forever on it
@@ -141,12 +141,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body", default="This is a test message sent with 'relay send'.\n")
     p.add_argument("--server", help="host:port to submit to (default: the first [smtp] listen address)")
     p.set_defaults(func=cmd_send)
+    _add_bounce_commands(sub, common, as_json)
     return parser
+
+
+def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    bounces = sub.add_parser("bounces", help="parse returned mail; list recorded bounces").add_subparsers(
+        title="bounces commands", metavar="ACTION"
+    )
+    p = bounces.add_parser("parse", help="parse a returned message (a file or - for stdin) and print JSON")
+    p.add_argument("file", help="the message as received (RFC 5322), or - for stdin")
+    p.add_argument("--verbose", action="store_true", help="also print what kind of message it is")
+    p.set_defaults(func=cmd_bounces_parse, no_config=True)
+    p = bounces.add_parser("list", parents=[common, as_json], help="recorded bounces and complaints, newest first")
+    p.add_argument("--recipient")
+    p.add_argument("--kind", choices=["hard", "soft", "block", "complaint", "unknown"])
+    p.add_argument("--message", metavar="ID")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_bounces_list)
+    p = bounces.add_parser("show", parents=[common, as_json], help="one bounce, with the returned report")
+    p.add_argument("bounce_id", type=int)
+    p.set_defaults(func=cmd_bounces_show)
+
+    sup = sub.add_parser("suppressions", help="the suppression list").add_subparsers(
+        title="suppressions commands", metavar="ACTION"
+    )
+    p = sup.add_parser("list", parents=[common, as_json], help="suppressed addresses")
+    p.add_argument("--reason", choices=["hard_bounce", "complaint", "soft_bounces", "manual"])
+    p.add_argument("--search", help="part of the address")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_suppressions_list)
+    p = sup.add_parser("show", parents=[common, as_json], help="whether an address is suppressed, and why")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_suppressions_show)
+    p = sup.add_parser("add", parents=[common, as_json], help="suppress addresses by hand")
+    p.add_argument("address", nargs="+")
+    p.add_argument("--reason", default="manual", choices=["manual", "hard_bounce", "complaint"])
+    p.add_argument("--for", dest="duration", help='only for a while, e.g. "30d" (default: until removed)')
+    p.set_defaults(func=cmd_suppressions_add)
+    p = sup.add_parser("remove", parents=[common, as_json], help="take an address off the list (reactivate it)")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_suppressions_remove)
+
+    allow = sub.add_parser("allowlist", help="addresses and domains never suppressed automatically").add_subparsers(
+        title="allowlist commands", metavar="ACTION"
+    )
+    p = allow.add_parser("list", parents=[common, as_json], help="the allowlist")
+    p.set_defaults(func=cmd_allowlist_list)
+    p = allow.add_parser("add", parents=[common, as_json], help="allow an address or a whole domain")
+    p.add_argument("entry")
+    p.add_argument("--note", default="")
+    p.set_defaults(func=cmd_allowlist_add)
+    p = allow.add_parser("remove", parents=[common, as_json], help="remove an allowlist entry")
+    p.add_argument("entry")
+    p.set_defaults(func=cmd_allowlist_remove)
 
 
 def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     async def run() -> T:
-        store = Store(config.db_path, SystemClock())
+        from relay.app import open_store
+
+        store = open_store(config, SystemClock())
         try:
             return await fn(store)
         finally:
@@ -475,3 +530,135 @@ def cmd_queue_cancel(args: argparse.Namespace, config: Config) -> int:
     else:
         print(f"cancelled {len(cancelled)} recipients" + (f": {', '.join(cancelled)}" if cancelled else ""))
     return 0
+
+
+# -- bounces, suppressions, allowlist -----------------------------------------------------------
+
+
+def cmd_bounces_parse(args: argparse.Namespace, config: Config) -> int:
+    from relay.bounces.parse import parse
+
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        print(f"relay: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    parsed = parse(raw)
+    reports = [r.as_json() for r in parsed.reports]
+    if args.verbose:
+        _print_json({"kind": parsed.kind, "original_message_id": parsed.original_message_id,
+                     "return_path": parsed.return_path, "reports": reports})  # fmt: skip
+    else:
+        _print_json(reports)
+    return 0
+
+
+def cmd_bounces_list(args: argparse.Namespace, config: Config) -> int:
+    from relay.store.suppressions import BounceFilter
+
+    f = BounceFilter(kind=args.kind, recipient=args.recipient, message_id=args.message)
+    bounces = _with_store(config, lambda s: s.bounces(f, args.limit))
+    if args.json:
+        _print_json([dataclasses.asdict(b) for b in bounces])
+        return 0
+    for b in bounces:
+        print(f"{b.id:>6} {_when(b.at)} <{b.recipient}> {b.kind}/{b.reason} {b.status or ''} [{b.source}]"
+              f" {b.diagnostic[:80]}")  # fmt: skip
+    return 0
+
+
+def cmd_bounces_show(args: argparse.Namespace, config: Config) -> int:
+    bounce = _with_store(config, lambda s: s.bounce(args.bounce_id))
+    if bounce is None:
+        print(f"relay: no bounce {args.bounce_id}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(dataclasses.asdict(bounce))
+        return 0
+    for key, value in dataclasses.asdict(bounce).items():
+        if key != "report":
+            print(f"{key}: {_when(value) if key == 'at' else value}")
+    if bounce.report:
+        print("\n" + bounce.report)
+    return 0
+
+
+def _print_suppression(s: Any) -> None:
+    until = "until removed" if s.expires_at is None else f"until {_when(s.expires_at)}"
+    print(f"<{s.address}> {s.reason} since {_when(s.created_at)}, {until}: {s.detail}")
+
+
+def cmd_suppressions_list(args: argparse.Namespace, config: Config) -> int:
+    from relay.store.suppressions import SuppressionFilter
+
+    f = SuppressionFilter(reason=args.reason, search=args.search)
+    entries = _with_store(config, lambda s: s.suppressions(f, args.limit))
+    if args.json:
+        _print_json([dataclasses.asdict(e) for e in entries])
+    for e in [] if args.json else entries:
+        _print_suppression(e)
+    return 0
+
+
+def cmd_suppressions_show(args: argparse.Namespace, config: Config) -> int:
+    entry = _with_store(config, lambda s: s.suppression(args.address))
+    if args.json:
+        _print_json(dataclasses.asdict(entry) if entry else None)
+    elif entry is None:
+        print(f"<{args.address}> is not suppressed")
+    else:
+        _print_suppression(entry)
+    return 0 if entry is not None else 1
+
+
+def cmd_suppressions_add(args: argparse.Namespace, config: Config) -> int:
+    try:
+        expires = time.time() + config_mod.parse_duration(args.duration) if args.duration else None
+    except ValueError as exc:
+        print(f"relay: --for: {exc}", file=sys.stderr)
+        return 2
+    entries = _with_store(config, lambda s: s.suppress(args.address, args.reason, "added with relay suppressions add",
+                                                       expires))  # fmt: skip
+    if args.json:
+        _print_json([dataclasses.asdict(e) for e in entries])
+    for e in [] if args.json else entries:
+        _print_suppression(e)
+    return 0
+
+
+def cmd_suppressions_remove(args: argparse.Namespace, config: Config) -> int:
+    removed = _with_store(config, lambda s: s.unsuppress(args.address))
+    if args.json:
+        _print_json({"address": args.address, "removed": removed})
+    elif removed:
+        print(f"<{args.address}> removed from the suppression list")
+    else:
+        print(f"relay: <{args.address}> was not suppressed", file=sys.stderr)
+    return 0 if removed else 1
+
+
+def cmd_allowlist_list(args: argparse.Namespace, config: Config) -> int:
+    entries = _with_store(config, lambda s: s.allowlist())
+    if args.json:
+        _print_json([{"entry": e, "note": n, "created_at": at} for e, n, at in entries])
+    for e, n, at in [] if args.json else entries:
+        print(f"{e}  {_when(at)}  {n}")
+    return 0
+
+
+def cmd_allowlist_add(args: argparse.Namespace, config: Config) -> int:
+    entry = _with_store(config, lambda s: s.allow(args.entry, args.note))
+    if args.json:
+        _print_json({"entry": entry})
+    else:
+        print(f"{entry} allowed: bounces and complaints are recorded but never suppress it")
+    return 0
+
+
+def cmd_allowlist_remove(args: argparse.Namespace, config: Config) -> int:
+    removed = _with_store(config, lambda s: s.disallow(args.entry))
+    if args.json:
+        _print_json({"entry": args.entry, "removed": removed})
+    elif not removed:
+        print(f"relay: {args.entry} is not on the allowlist", file=sys.stderr)
+    return 0 if removed else 1

@@ -338,6 +338,40 @@ class DnsConfig:
     timeout: float = _field("5s", "DNS query timeout", parse_duration)
 
 
+def _domain_name(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+\.?", value.strip()):
+        raise ValueError(f'expected a domain name such as "bounces.example.com", got {value!r}')
+    return value.strip().rstrip(".").lower()
+
+
+def _mailbox(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[^\s@<>]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+", value.strip()):
+        raise ValueError(f'expected an address such as "fbl@bounces.example.com", got {value!r}')
+    return value.strip().lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class InboundConfig:
+    listen: list[tuple[str, int]] = _field(
+        [], "listeners for returned mail (bounces, complaints); port 25 in production; empty = none",
+        _listof(parse_hostport),
+    )  # fmt: skip
+    bounce_domains: list[str] = _field(
+        [], "domains whose every address takes bounces; outgoing mail gets a VERP return path on one of them",
+        _listof(_domain_name),
+    )  # fmt: skip
+    feedback_addresses: list[str] = _field([], "addresses that take complaint reports (ARF)", _listof(_mailbox))
+    verp: bool = _field(True, "send each recipient's mail with its own authenticated return path on a bounce domain")
+    max_message_size: int = _field("10MB", "largest returned message accepted", parse_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuppressionConfig:
+    soft_bounce_limit: int = _field(3, "soft bounces within soft_bounce_window that suppress an address (0 = never)")
+    soft_bounce_window: float = _field("7d", "...counted over this long", parse_duration)
+    soft_bounce_suppression: float = _field("7d", "how long such a suppression lasts", parse_duration)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
@@ -346,6 +380,8 @@ class Config:
     delivery: DeliveryConfig = dataclasses.field(default_factory=DeliveryConfig)
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
     dkim: DkimConfig = dataclasses.field(default_factory=DkimConfig)
+    inbound: InboundConfig = dataclasses.field(default_factory=InboundConfig)
+    suppression: SuppressionConfig = dataclasses.field(default_factory=SuppressionConfig)
     source: Path | None = None
 
     @property
@@ -360,6 +396,8 @@ _SECTIONS: dict[str, type] = {
     "delivery": DeliveryConfig,
     "dns": DnsConfig,
     "dkim": DkimConfig,
+    "inbound": InboundConfig,
+    "suppression": SuppressionConfig,
 }
 
 # ---------------------------------------------------------------------------
@@ -529,6 +567,10 @@ def _validate(config: Config, where: str) -> None:
         problem = _check_private_key(entry.private_key)
         if problem:
             raise ConfigError(f'{where}: [dkim.domains."{domain}"] private_key: {problem}')
+    if config.inbound.listen and not (config.inbound.bounce_domains or config.inbound.feedback_addresses):
+        raise ConfigError(f"{where}: [inbound] listen is set but bounce_domains and feedback_addresses are empty")
+    if config.suppression.soft_bounce_limit < 0:
+        raise ConfigError(f"{where}: [suppression] soft_bounce_limit must not be negative")
     if not 0 < config.delivery.mx_port <= 65535:
         raise ConfigError(f"{where}: [delivery] mx_port must be a TCP port")
 

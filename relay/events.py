@@ -32,3 +32,4 @@ class EventKind(StrEnum):
     EXPIRED = "expired"
     SUPPRESSED = "suppressed"
     CANCELLED = "cancelled"
+    COMPLAINED = "complained"  # the recipient reported the message as spam (a feedback report)

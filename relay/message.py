@@ -76,6 +76,15 @@ class NewMessage:
     api_key_id: str | None = None
     suppressed: dict[str, str] = dataclasses.field(default_factory=dict)  # recipient → why; stored, never sent
 
+    @property
+    def header_id(self) -> str | None:
+        """The Message-ID header without its angle brackets (returned mail is matched by it)."""
+        value = header_value(self.raw, "Message-ID")
+        if not value:
+            return None
+        match = re.search(r"<([^<>\s]+)>", value)
+        return match.group(1) if match else value.strip()[:998]
+
 
 def header_value(raw: bytes, name: str) -> str | None:
     """The first ``name`` header, unfolded and RFC 2047-decoded; None if absent or unreadable."""

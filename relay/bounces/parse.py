@@ -64,10 +64,24 @@ class Parsed:
     reports: list[Report]
     original_message_id: str | None = None
     original_recipients: tuple[str, ...] = ()  # To/Cc of the returned message, when it came back
+    return_path: str | None = None  # the original envelope sender, as the report states it
 
 
 def parse(raw: bytes) -> Parsed:
     """Parse one returned message (the bytes an inbound SMTP session received)."""
+    parsed = _parse(raw)
+    return parsed if not parsed.reports else dataclasses.replace(parsed, return_path=_return_path(raw, parsed))
+
+
+def _return_path(raw: bytes, parsed: Parsed) -> str | None:
+    if parsed.return_path:
+        return parsed.return_path
+    msg = email.message_from_bytes(raw, policy=compat32)
+    original = _returned_headers(msg) or _inline_original(msg)
+    return _address_value(_header(original, "return-path")) if original is not None else None
+
+
+def _parse(raw: bytes) -> Parsed:
     try:
         msg = email.message_from_bytes(raw, policy=compat32)
     except Exception:  # the email package is lenient; this is for the cases it is not
@@ -394,7 +408,8 @@ def _parse_arf(msg: email.message.Message, part: email.message.Message, original
     detail = "; ".join(f"{n}: {fields[n]}" for n in ("feedback-type", "user-agent", "source-ip") if n in fields)
     remote = _typed(fields.get("reporting-mta", "")) or None
     report = Report(recipient, None, "complaint", Kind.COMPLAINT, feedback_type, _squash(detail), remote, original_id)
-    return Parsed("arf", [report], original_id, recipients)
+    return_path = _address_value(fields.get("original-mail-from", ""))
+    return Parsed("arf", [report], original_id, recipients, return_path)
 
 
 def _redacted(address: str) -> bool:
@@ -476,7 +491,7 @@ def _parse_prose(msg: email.message.Message, original_id: str | None, recipients
 
 def _explanation(msg: email.message.Message) -> str:
     """The human-readable text up to the copy of the original message, without quoted header lines."""
-    body = _human_text(msg) if msg.is_multipart() else _text_of(msg)
+    body = (_human_text(msg) if msg.is_multipart() else _text_of(msg)).replace("\r\n", "\n")
     text = _COPY_MARKER.split(body, maxsplit=1)[0]
     return re.sub(r"(?im)^[ \t]*(?:message-id|in-reply-to|references):.*$", "", text)
 
@@ -511,23 +526,25 @@ def _failed_addresses(msg: email.message.Message, explanation: str, recipients: 
 
 
 def _sections(text: str, addresses: list[str]) -> dict[str, str]:
-    """What the text says about each address: every stretch from a mention of it to the next
-    mention of any of them. An address whose stretches hold no reply code gets the whole text
-    when it is the only one (the code is often stated before the address is)."""
-    lower = text.lower()
-    mentions = sorted((m.start(), a) for a in addresses for m in re.finditer(re.escape(a.lower()), lower))
-    found: dict[str, list[str]] = {}
-    for i, (start, address) in enumerate(mentions):
-        end = mentions[i + 1][0] if i + 1 < len(mentions) else len(text)
-        found.setdefault(address, []).append(text[start:end][:4000])
+    """What the text says about each address: the paragraphs that name it, each with the paragraphs
+    after it that name no other failed address. Paragraphs with a reply code are preferred; an
+    address no paragraph names gets the whole text."""
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
+    lowered = [p.lower() for p in paragraphs]
     out = {}
     for address in addresses:
-        stretches = found.get(address, [])
-        coded = [s for s in stretches if reply_code(s) or enhanced_status(s)]
-        if coded:
-            out[address] = "\n".join(coded)
-        elif len(addresses) == 1 or not stretches:
-            out[address] = text[:4000]
-        else:
-            out[address] = "\n".join(stretches)
+        needle = address.lower()
+        mine: list[str] = []
+        i = 0
+        while i < len(paragraphs):
+            if needle not in lowered[i]:
+                i += 1
+                continue
+            mine.append(paragraphs[i])
+            i += 1
+            while i < len(paragraphs) and not any(a.lower() in lowered[i] for a in addresses):
+                mine.append(paragraphs[i])
+                i += 1
+        coded = [p for p in mine if reply_code(p) or enhanced_status(p)]
+        out[address] = "\n\n".join(coded or mine or [text])[:4000]
     return out

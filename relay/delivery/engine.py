@@ -28,6 +28,7 @@ from typing import Any
 
 from relay.bounces.classify import Kind
 from relay.bounces.classify import classify as classify_bounce
+from relay.bounces.verp import Verp
 from relay.clock import Clock
 from relay.config import RouteConfig, Shaping
 from relay.delivery.client import Connection, SmtpClient
@@ -56,6 +57,7 @@ class EngineSettings:
     tls: str = "opportunistic"
     tls_policy: Mapping[str, str] = dataclasses.field(default_factory=dict)  # domain → TLS mode
     shaping: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # overrides
+    verp: Verp | None = None  # each recipient gets its own authenticated return path (one transaction each)
 
     def tls_for(self, domain: str) -> str:
         return self.tls_policy.get(domain.lower(), self.tls)
@@ -172,7 +174,10 @@ class Destination:
                 self.bucket.factor = self.factor
 
 
-def group_by_domain(message: LeasedMessage) -> list[list[LeasedRecipient]]:
+def group_by_domain(message: LeasedMessage, one_each: bool = False) -> list[list[LeasedRecipient]]:
+    """The transactions a message needs: one per domain, or (VERP) one per recipient."""
+    if one_each:
+        return [[r] for r in message.recipients]
     groups: dict[str, list[LeasedRecipient]] = defaultdict(list)
     for r in message.recipients:
         groups[r.domain].append(r)
@@ -261,11 +266,20 @@ class Engine:
         messages = await self.store.claim_due(free, self.settings.owner, self.settings.lease)
         count = 0
         for message in messages:
-            for group in group_by_domain(message):
+            for group in group_by_domain(message, one_each=self._uses_verp(message)):
                 self._hold(len(group))
                 self._spawn(self._dispatch(message, group))
                 count += len(group)
         return count
+
+    def _uses_verp(self, message: LeasedMessage) -> bool:
+        return self.settings.verp is not None and message.sender != ""  # the null sender stays null
+
+    def _envelope_sender(self, job: Job) -> str:
+        verp = self.settings.verp
+        if verp is None or len(job.recipients) != 1 or not job.message.sender:
+            return job.message.sender
+        return verp.return_path(job.message.sender, job.message.id, job.recipients[0].id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -411,7 +425,7 @@ class Engine:
     async def _deliver(self, conn: Connection, dest: Destination, job: Job) -> None:
         addresses = [r.address for r in job.recipients]
         try:
-            replies = await conn.send(job.message.sender, addresses, job.message.raw, self.settings.max_rcpt)
+            replies = await conn.send(self._envelope_sender(job), addresses, job.message.raw, self.settings.max_rcpt)
         except asyncio.CancelledError:
             conn.broken = True
             raise

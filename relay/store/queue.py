@@ -86,11 +86,11 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
     if quota is not None:
         _count_against_quota(conn, quota, now)
     conn.execute(
-        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message.id, now, message.sender, len(message.raw), message.source, message.subject,
-            json.dumps(list(message.tags)), json.dumps(message.metadata), message.api_key_id,
+            json.dumps(list(message.tags)), json.dumps(message.metadata), message.api_key_id, message.header_id,
         ),
     )  # fmt: skip
     conn.executemany(
@@ -509,3 +509,55 @@ def admin_bounce(conn: sqlite3.Connection, now: float, reason: str, selection: S
     for rid, mid, address in rows:
         _event(conn, now, EventKind.BOUNCED, mid, rid, address, None, f"bounced by the operator: {reason}")
     return len(rows)
+
+
+# -- returned mail (asynchronous bounces and complaints) ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReturnedTarget:
+    """The recipient of one of our messages that a returned report is about."""
+
+    message_id: str
+    recipient_id: int
+    address: str
+    state: str
+
+
+_TARGET_COLUMNS = "r.message_id, r.id, r.address, r.state"
+
+
+def returned_target(conn: sqlite3.Connection, message_id: str, recipient_id: int) -> ReturnedTarget | None:
+    row = conn.execute(
+        f"SELECT {_TARGET_COLUMNS} FROM recipients r WHERE r.id = ? AND r.message_id = ?", (recipient_id, message_id)
+    ).fetchone()
+    return ReturnedTarget(*row) if row else None
+
+
+def targets_by_header_id(conn: sqlite3.Connection, header_id: str, limit: int = 1000) -> list[ReturnedTarget]:
+    rows = conn.execute(
+        f"SELECT {_TARGET_COLUMNS} FROM messages m JOIN recipients r ON r.message_id = m.id"
+        " WHERE m.header_id = ? ORDER BY r.id LIMIT ?",
+        (header_id, limit),
+    ).fetchall()
+    return [ReturnedTarget(*row) for row in rows]
+
+
+def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: ReturnedTarget, now: float,
+                    policy: SuppressionPolicy) -> tuple[int, suppressions.Suppression | None]:  # fmt: skip
+    """A returned report about ``target``: the bounce (and any suppression), an event, and a recipient
+    the receiver had accepted marked bounced after all. A complaint leaves the state alone."""
+    bounce = dataclasses.replace(bounce, message_id=target.message_id)
+    bounce_id, suppression = suppressions.record_bounce(conn, bounce, now, policy)
+    c = bounce.classification
+    complaint = c.kind.value == "complaint"
+    detail = f"{bounce.source}: {c.kind.value} ({c.reason}){': ' + bounce.diagnostic if bounce.diagnostic else ''}"
+    kind = EventKind.COMPLAINED if complaint else EventKind.BOUNCED
+    _event(conn, now, kind, target.message_id, target.recipient_id, target.address, bounce.code, detail[:1000])
+    if not complaint:
+        conn.execute(
+            "UPDATE recipients SET state = 'bounced', last_code = ?, last_response = ?, updated_at = ?"
+            " WHERE id = ? AND state = 'delivered'",
+            (bounce.code, detail[:1000], now, target.recipient_id),
+        )
+    return bounce_id, suppression

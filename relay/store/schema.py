@@ -165,6 +165,11 @@ MIGRATIONS: list[str] = [
         created_at  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: the Message-ID header of each message, to match returned mail that has no usable return path.
+    """
+    ALTER TABLE messages ADD COLUMN header_id TEXT;
+    CREATE INDEX messages_header_id ON messages(header_id) WHERE header_id IS NOT NULL;
+    """,
 ]
 
 

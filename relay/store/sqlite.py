@@ -241,6 +241,20 @@ class Store:
         now, policy = self.clock.now(), self.suppression_policy
         return await self.db.write(lambda c: sup.record_bounce(c, bounce, now, policy))
 
+    async def returned_target(self, message_id: str, recipient_id: int) -> q.ReturnedTarget | None:
+        """The recipient an authenticated return path names, if the message is still known."""
+        return await self.db.read(lambda c: q.returned_target(c, message_id, recipient_id))
+
+    async def targets_by_header_id(self, header_id: str) -> list[q.ReturnedTarget]:
+        """The recipients of the message(s) with this Message-ID header."""
+        return await self.db.read(lambda c: q.targets_by_header_id(c, header_id))
+
+    async def record_returned(self, bounce: sup.NewBounce, target: q.ReturnedTarget
+                              ) -> tuple[int, sup.Suppression | None]:  # fmt: skip
+        """A returned report (DSN or complaint) about one recipient: bounce, suppression, event, state."""
+        now, policy = self.clock.now(), self.suppression_policy
+        return await self.db.write(lambda c: q.record_returned(c, bounce, target, now, policy))
+
     async def suppressed(self, addresses: Iterable[str]) -> dict[str, sup.Suppression]:
         now, wanted = self.clock.now(), list(addresses)
         return await self.db.read(lambda c: sup.suppressed(c, wanted, now))
