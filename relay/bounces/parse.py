@@ -325,6 +325,13 @@ def _classify(status: str | None, diagnostic: str, remote: str | None, permanent
     than a code in the diagnostic. Without any code, the report's own verdict stands in."""
     code = reply_code(diagnostic)
     in_text = enhanced_status(diagnostic)
+    if in_text is not None and in_text[0] == "2":  # a failure does not carry a success code ("#2.1.1" in LDAP errors)
+        diagnostic = re.sub(r"(?<![\d.])2\.\d{1,3}\.\d{1,3}(?![\d.])", "", diagnostic)
+        in_text = enhanced_status(diagnostic)
+    if status is not None and status[0] == "2":
+        status = None
+    if code is not None and code < 400:
+        code = None
     if status is None or (status.endswith(".0.0") and in_text is not None):
         status = in_text or status
     if code is None:
@@ -448,7 +455,8 @@ _AUTO_SUBJECT = re.compile(
 _COPY_MARKER = re.compile(
     r"(?im)^.{0,40}?(?:this is a copy of (?:the|your) message|below this line is a copy|original message follows"
     r"|original message headers|unsent message follows|returned message follows|message headers follow"
-    r"|your message reads|copy of (?:the |your )?original message|-{3,} ?original message ?-{3,})",
+    r"|your message reads|copy of (?:the |your )?original message|-{3,} ?original message ?-{3,}"
+    r"|header of the original message|^(?:return-path|received):)",
 )
 _NOT_RECIPIENTS = re.compile(
     r"^(?:mailer-daemon|postmaster|abuse|hostmaster|root|noreply|no-reply|donotreply|do-not-reply|bounce|bounces"
