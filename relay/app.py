@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import signal
@@ -18,10 +19,12 @@ from relay import config as config_mod
 from relay import dkim, tls, workers
 from relay.api.app import ApiSettings, make_app
 from relay.api.credentials import CredentialsView
+from relay.api.events import EventsView
 from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
 from relay.api.queues import QueuesView
 from relay.api.suppressions import SuppressionsView
+from relay.api.webhooks import WebhooksView
 from relay.bounces.inbound import ReturnedMail, make_inbound_factory
 from relay.bounces.verp import Verp, load_secret
 from relay.clock import Clock, SystemClock
@@ -39,6 +42,7 @@ from relay.submission.auth import SmtpAuthenticator
 from relay.submission.capacity import Capacity
 from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
+from relay.webhooks import SenderSettings, WebhookSender
 
 log = logging.getLogger("relay")
 
@@ -91,7 +95,13 @@ def suppression_policy(config: Config) -> SuppressionPolicy:
 
 
 def open_store(config: Config, clock: Clock) -> Store:
-    return Store(config.db_path, clock, suppression_policy(config))
+    return Store(config.db_path, clock, suppression_policy(config), config.retention.redact_subjects)
+
+
+def webhook_settings(config: Config) -> SenderSettings:
+    w = config.webhooks
+    return SenderSettings(timeout=w.timeout, max_concurrency=w.max_concurrency, max_rate=w.max_rate,
+                          disable_after=w.disable_after, allow_private_targets=w.allow_private_targets)  # fmt: skip
 
 
 def make_verp(config: Config) -> Verp | None:
@@ -148,6 +158,8 @@ class Relay:
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
         self.verp: Verp | None = None
+        self.webhook_sender: WebhookSender | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
         self.inbound_addresses: list[tuple[str, int]] = []
         self.smtp_sessions = Sessions()
@@ -170,6 +182,8 @@ class Relay:
         self.http_address = self.listeners.http[0].getsockname()[:2]
         self.store = store = open_store(config, self.clock)
         self.verp = make_verp(config) if self.deliver else None
+        if self.deliver:
+            self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(config))
         on_queued = self.on_queued or (lambda: None)
         if self.deliver:
             self.engine = self._make_engine(store)
@@ -196,22 +210,39 @@ class Relay:
         if self.engine is not None:
             self._engine_task = asyncio.create_task(self.engine.run(), name="delivery-engine")
             self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        if self.deliver and self.webhook_sender is not None:
+            self._webhook_task = asyncio.create_task(self.webhook_sender.run(), name="webhooks")
             route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
             log.info(
                 "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
             )
 
     async def _housekeeping(self) -> None:
-        """Periodic clean-up: expired Idempotency-Key records."""
+        """Periodic clean-up: expired Idempotency-Key records, then events and bodies past their retention."""
         assert self.store is not None
         while True:
             try:
                 pruned = await self.store.prune()
                 if pruned:
                     log.info("pruned %d expired idempotency records", pruned)
+                await self.prune_history()
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def prune_history(self) -> tuple[int, int]:
+        """Delete events and bodies older than [retention] allows, in batches (other writers go between)."""
+        assert self.store is not None
+        r, now = self.config.retention, self.clock.now()
+        events = bodies = 0
+        while True:
+            e, b = await self.store.prune_history(now - r.events, now - r.bodies)
+            events, bodies = events + e, bodies + b
+            if not e and not b:
+                break
+        if events or bodies:
+            log.info("retention: pruned %d events and webhook log rows, %d message bodies", events, bodies)
+        return events, bodies
 
     def _make_engine(self, store: Store) -> Engine:
         d = self.config.delivery
@@ -286,8 +317,13 @@ class Relay:
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
+        if self.webhook_sender is None:  # an acceptor: a sender for test sends only (the main process drains)
+            self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(self.config))
+        sender = self.webhook_sender
         routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
-                  *SuppressionsView(store).routes()]  # fmt: skip
+                  *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
+                  *WebhooksView(store, self.clock, sender).routes(),
+                  web.get("/metrics", self._metrics)]  # fmt: skip
 
         app = make_app(store, settings, routes, max_body=http.max_body_size)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -295,6 +331,19 @@ class Relay:
         ssl_context = tls.server_context(http.tls_cert, http.tls_key) if http.tls_cert else None
         for sock in sockets:
             await web.SockSite(runner, sock, backlog=1024, ssl_context=ssl_context).start()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format; no API key, but only for [http] metrics_networks."""
+        from relay.api.app import client_ip
+        from relay.metrics import render
+
+        ip = client_ip(request, self.config.http.trust_proxy)
+        if not any(ipaddress.ip_address(ip) in net for net in self.config.http.metrics_networks):
+            return web.json_response({"error": {"code": "forbidden", "message": "not allowed to read metrics"}},
+                                     status=403)  # fmt: skip
+        assert self.store is not None
+        body = await render(self.store, lambda: len(self.smtp_sessions.open))
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def stop(self) -> None:
         """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
@@ -309,6 +358,10 @@ class Relay:
             await self.engine.stop(self.config.server.shutdown_grace)
         if self._engine_task is not None:
             await asyncio.gather(self._engine_task, return_exceptions=True)
+        if self.webhook_sender is not None:
+            await self.webhook_sender.stop()
+        if self._webhook_task is not None:
+            await asyncio.gather(self._webhook_task, return_exceptions=True)
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()
             await asyncio.gather(self._housekeeping_task, return_exceptions=True)

@@ -210,6 +210,24 @@ def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and message_id/recipient when a line has them."""
+
+    FIELDS = ("message_id", "recipient", "state", "attempt", "mx_host")
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update({f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
@@ -217,11 +235,12 @@ def _print_json(data: Any) -> None:
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from relay.app import serve
 
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if config.server.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.server.log_level.upper(), handlers=[handler])
     if config.server.log_level.lower() != "debug":
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     loop_factory = None

@@ -146,6 +146,7 @@ class ServerConfig:
     hostname: str = _field(socket.gethostname(), "EHLO name and Message-ID domain")
     data_dir: Path = _field("./var", "directory for the SQLite queue, keys and certificates", Path)
     log_level: str = _field("info", "debug, info, warning or error")
+    log_format: str = _field("text", "text, or json (one object per line)")
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
     event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
     acceptors: int = _field(0, "processes that accept SMTP/HTTP; 0 = the main process accepts and delivers")
@@ -186,6 +187,9 @@ class HttpConfig:
     require_tls: bool = _field(False, "refuse plain HTTP from clients other than loopback (403)")
     tls_cert: str = _field("", "PEM certificate chain: serve HTTPS on [http] listen")
     tls_key: str = _field("", "PEM private key for tls_cert")
+    metrics_networks: list[Network] = _field(
+        ["127.0.0.1/32", "::1/128"], "clients that may read GET /metrics (no API key)", _listof(parse_network)
+    )
 
 
 TLS_MODES = ("opportunistic", "required", "verify")
@@ -372,6 +376,26 @@ class SuppressionConfig:
     soft_bounce_suppression: float = _field("7d", "how long such a suppression lasts", parse_duration)
 
 
+def _rate_or_none(value: str) -> Rate | None:
+    return parse_rate(value) if value.strip() else None
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhooksConfig:
+    allow_private_targets: bool = _field(False, "allow webhook URLs on loopback or private networks (SSRF guard off)")
+    timeout: float = _field("10s", "time for a receiver to answer", parse_duration)
+    max_concurrency: int = _field(4, "requests in flight per endpoint")
+    max_rate: Rate | None = _field("", 'requests per endpoint, e.g. "50/s"; empty = no cap', _rate_or_none)
+    disable_after: float = _field("3d", "disable an endpoint that has failed for this long", parse_duration)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    events: float = _field("30d", "keep events (and webhook delivery logs) this long", parse_duration)
+    bodies: float = _field("7d", "keep message bodies this long once no recipient waits", parse_duration)
+    redact_subjects: bool = _field(False, "never store subjects (the activity shows an empty subject)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
@@ -382,6 +406,8 @@ class Config:
     dkim: DkimConfig = dataclasses.field(default_factory=DkimConfig)
     inbound: InboundConfig = dataclasses.field(default_factory=InboundConfig)
     suppression: SuppressionConfig = dataclasses.field(default_factory=SuppressionConfig)
+    webhooks: WebhooksConfig = dataclasses.field(default_factory=WebhooksConfig)
+    retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
     source: Path | None = None
 
     @property
@@ -398,6 +424,8 @@ _SECTIONS: dict[str, type] = {
     "dkim": DkimConfig,
     "inbound": InboundConfig,
     "suppression": SuppressionConfig,
+    "webhooks": WebhooksConfig,
+    "retention": RetentionConfig,
 }
 
 # ---------------------------------------------------------------------------
@@ -528,6 +556,10 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
     if config.server.acceptors < 0:
         raise ConfigError(f"{where}: [server] acceptors must not be negative")
+    if config.server.log_format not in ("text", "json"):
+        raise ConfigError(f'{where}: [server] log_format must be "text" or "json"')
+    if config.webhooks.max_concurrency <= 0:
+        raise ConfigError(f"{where}: [webhooks] max_concurrency must be greater than zero")
     if config.server.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError(f'{where}: [server] event_loop must be "uvloop" or "asyncio"')
     if not config.smtp.listen and not config.smtp.tls_listen:

@@ -29,7 +29,10 @@ class EventKind(StrEnum):
     DELIVERED = "delivered"
     DEFERRED = "deferred"
     BOUNCED = "bounced"
-    EXPIRED = "expired"
+    FAILED = "failed"  # relay gave up: expired in the queue, or a permanent failure that is not a bounce
     SUPPRESSED = "suppressed"
     CANCELLED = "cancelled"
     COMPLAINED = "complained"  # the recipient reported the message as spam (a feedback report)
+
+
+EVENT_TYPES = tuple(k.value for k in EventKind)

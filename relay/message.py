@@ -41,6 +41,12 @@ def new_message_id(now: float | None = None) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_SORTABLE_BASE32)
 
 
+def lowest_message_id(at: float) -> str:
+    """The smallest id a message made at ``at`` can have: ids below it were made earlier."""
+    raw = int(at * 1000).to_bytes(6, "big") + bytes(10)
+    return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_SORTABLE_BASE32)
+
+
 # RFC 4648's base32 alphabet (A-Z, 2-7) does not sort like the numbers it encodes;
 # Crockford's (digits first, in ASCII order) does, so ids compare like their times.
 _SORTABLE_BASE32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")

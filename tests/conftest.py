@@ -24,6 +24,7 @@ import uvloop
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay import config as config_mod
+from relay import message as message_mod
 from relay.app import Relay
 from relay.config import Config
 
@@ -31,6 +32,13 @@ from relay.config import Config
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     """Run every async test on uvloop, the loop relay serves with by default."""
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_message_ids() -> None:
+    """Message ids never go back in time within a process; a test that made ids at a fake future time
+    must not leave later tests with ids from that future (retention compares ids with times)."""
+    message_mod._last_id = (0, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -109,3 +109,17 @@ def test_smtp_credentials_create_list_revoke(tmp_path):
     assert run_cli("smtp-credentials", "revoke", cred["id"], config=config).returncode == 1
     bad = run_cli("smtp-credentials", "create", "--allowed-from", "not a domain", config=config)
     assert bad.returncode == 2 and "not a domain" in bad.stderr
+
+
+def test_json_log_lines_carry_message_and_recipient():
+    import json
+    import logging
+
+    from relay.cli import JsonFormatter
+
+    record = logging.LogRecord("relay.delivery.engine", logging.INFO, __file__, 1, "%s delivered to=<%s>",
+                               ("01abc", "a@x"), None)  # fmt: skip
+    record.message_id, record.recipient = "01abc", "a@x"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "01abc delivered to=<a@x>" and line["level"] == "info"
+    assert (line["message_id"], line["recipient"], line["logger"]) == ("01abc", "a@x", "relay.delivery.engine")

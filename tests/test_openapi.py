@@ -91,7 +91,9 @@ def live_api(tmp_path_factory):
     log.close()
 
 
-schema = schemathesis.openapi.from_dict(SPEC)
+# Webhook endpoints that take or call a URL are left out: a fuzzed URL would make relay resolve
+# and call made-up hosts, and the tests never touch real DNS. tests/test_webhooks.py covers them.
+schema = schemathesis.openapi.from_dict(SPEC).exclude(path_regex="^/v1/webhooks", method=["POST", "PUT", "PATCH"])
 
 
 @schema.parametrize()

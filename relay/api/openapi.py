@@ -560,6 +560,139 @@ PATHS["/v1/bounces/{id}"] = {
 }
 
 
+# -- events, stats, webhooks, metrics --------------------------------------------------
+
+_EVENT_TYPES = ["queued", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled", "complained"]
+SCHEMAS["Event"] = {
+    "type": "object",
+    "required": ["id", "type", "timestamp", "message_id"],
+    "properties": {
+        "id": {**_STR, "description": "evt_<n>; also the webhook-id of its webhook deliveries"},
+        "type": {"enum": _EVENT_TYPES},
+        "timestamp": _TIME,
+        "message_id": _STR,
+        "recipient": _NULLABLE_STR,
+        "tags": {"type": "array", "items": _STR},
+        "metadata": {"type": "object"},
+        "details": {
+            "type": "object",
+            "description": "attempt, mx_host, ip, tls, smtp_code, enhanced_status, response, classification, reason,"
+            " next_attempt_at (what applies), description",
+        },  # fmt: skip
+    },
+}
+SCHEMAS["Webhook"] = {
+    "type": "object",
+    "required": ["id", "url", "events", "enabled"],
+    "properties": {
+        "id": _STR,
+        "url": _STR,
+        "events": {"type": "array", "items": {"enum": _EVENT_TYPES}, "description": "empty: every type"},
+        "enabled": {"type": "boolean"},
+        "description": _STR,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "failing_since": _TIME,
+        "disabled_reason": _NULLABLE_STR,
+        "pending_deliveries": {"type": "integer"},
+        "secret": {**_STR, "description": "whsec_...: in the responses to create and rotate-secret only"},
+    },
+}
+_WEBHOOK_BODY = {
+    "type": "object",
+    "properties": {
+        "url": _STR,
+        "events": {"type": ["array", "null"], "items": {"enum": _EVENT_TYPES}},
+        "enabled": {"type": "boolean"},
+        "description": _STR,
+    },
+}
+_TIME_PARAMS = [{"name": n, "in": "query", "schema": _STR} for n in ("from", "to")]
+PATHS["/v1/events"] = {
+    "get": {
+        "summary": "Events, newest first (scope read)",
+        "parameters": [
+            *_PAGE_PARAMS,
+            *(
+                {"name": n, "in": "query", "schema": _STR}
+                for n in ("type", "recipient", "tag", "message_id", "since", "until")
+            ),
+        ],  # fmt: skip
+        "responses": {"200": _page_of("Event"), **_errors(400)},
+    }
+}
+PATHS["/v1/messages/{id}/events"] = {
+    "get": {
+        "summary": "A message's events, oldest first (scope read)",
+        "parameters": [_ID],
+        "responses": {"200": _page_of("Event"), **_errors(404)},
+    }
+}
+PATHS["/v1/stats"] = {
+    "get": {
+        "summary": "Event counts per type per hour or day (scope read)",
+        "parameters": [
+            *_TIME_PARAMS,
+            {"name": "interval", "in": "query", "schema": {"enum": ["hour", "day"]}},
+            {"name": "tag", "in": "query", "schema": _STR},
+        ],  # fmt: skip
+        "responses": {"200": _json({"type": "object"}, "totals and data: [{start, counts}]"), **_errors(400)},
+    }
+}
+PATHS["/v1/stats/bounces"] = {
+    "get": {
+        "summary": "Bounces by classification and reason, and by recipient domain (scope read)",
+        "parameters": _TIME_PARAMS,
+        "responses": {"200": _json({"type": "object"}, "total, by_classification, by_domain"), **_errors(400)},
+    }
+}
+PATHS["/v1/webhooks"] = {
+    "get": {"summary": "Webhook endpoints (scope webhooks)", "responses": {"200": _page_of("Webhook")}},
+    "post": {
+        "summary": "Add an endpoint; the response carries its signing secret (scope webhooks)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {**_WEBHOOK_BODY, "required": ["url"]}}},
+        },
+        "responses": {"201": _json(_ref("Webhook"), "Created"), **_errors(400, 415)},
+    },  # fmt: skip
+}
+PATHS["/v1/webhooks/{id}"] = {
+    "get": {"summary": "One endpoint (scope webhooks)", "parameters": [_ID],
+            "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(404)}},
+    "put": {"summary": "Change an endpoint; enabling it again clears its failure record (scope webhooks)",
+            "parameters": [_ID], "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _WEBHOOK_BODY}}},
+            "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(400, 404, 415)}},
+    "patch": {"summary": "Same as PUT (scope webhooks)", "parameters": [_ID],
+              "requestBody": {"required": True, "content": {"application/json": {"schema": _WEBHOOK_BODY}}},
+              "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(400, 404, 415)}},
+    "delete": {"summary": "Remove an endpoint and its pending deliveries (scope webhooks)", "parameters": [_ID],
+               "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/webhooks/{id}/rotate-secret"] = {
+    "post": {"summary": "A new signing secret, in force at once (scope webhooks)", "parameters": [_ID],
+             "responses": {"200": _json(_ref("Webhook"), "With the new secret"), **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/webhooks/{id}/test"] = {
+    "post": {"summary": "Send a sample event now; status code and latency (scope webhooks)", "parameters": [_ID],
+             "responses": {"200": _json({"type": "object"}, "ok, status_code, error, latency_ms"),
+                           **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/webhooks/{id}/deliveries"] = {
+    "get": {"summary": "Recent attempts, newest first (scope webhooks)", "parameters": [_ID, *_PAGE_PARAMS],
+            "responses": {"200": _json({"type": "object"}, "A page of attempts"), **_errors(400, 404)}},
+}  # fmt: skip
+PATHS["/metrics"] = {
+    "get": {
+        "summary": "Prometheus metrics (no API key; [http] metrics_networks only)",
+        "security": [],
+        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STR}}},
+                      "403": _json({"type": "object"}, "Not allowed from this address")},
+    }
+}  # fmt: skip
+
+
 def document() -> dict[str, Any]:
 
     for path, item in PATHS.items():

@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from relay.bounces.classify import Kind
+from relay.bounces.classify import Classification, Kind
 from relay.bounces.classify import classify as classify_bounce
 from relay.bounces.verp import Verp
 from relay.clock import Clock
@@ -37,6 +37,7 @@ from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
 from relay.delivery.shaping import TokenBucket, is_pushback, shaping_for
 from relay.events import EventKind, State
+from relay.metrics import DELIVERY_SECONDS
 from relay.store import Store
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
 from relay.store.suppressions import NewBounce
@@ -91,19 +92,19 @@ def decide(
         if next_at is not None:
             state, event = State.DEFERRED, EventKind.DEFERRED
         else:
-            state, event = State.FAILED, EventKind.EXPIRED
+            state, event = State.FAILED, EventKind.FAILED
             text = f"4.4.7 expired after {int((now - message.created_at) // 3600)}h in the queue; last reply: {reply}"
-    bounce = _bounce(reply, state, recipient, message, text, mx_host)
+    classification = None if state is State.DELIVERED else classify_bounce(reply.code, None, text, mx_host)
+    bounce = _bounce(reply, state, classification, recipient, message, text, mx_host)
     return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text,
-                         bounce=bounce)  # fmt: skip
+                         bounce=bounce, classification=classification)  # fmt: skip
 
 
-def _bounce(reply: Reply, state: State, recipient: LeasedRecipient, message: LeasedMessage, text: str,
-            mx_host: str | None) -> NewBounce | None:  # fmt: skip
+def _bounce(reply: Reply, state: State, classification: Classification | None, recipient: LeasedRecipient,
+            message: LeasedMessage, text: str, mx_host: str | None) -> NewBounce | None:  # fmt: skip
     """A refusal worth a bounce record: every final failure, and a deferral that says the address is dead."""
-    if state is State.DELIVERED:
+    if classification is None:
         return None
-    classification = classify_bounce(reply.code, None, text, mx_host)
     if state is State.DEFERRED and classification.kind is not Kind.HARD:
         return None
     return NewBounce(recipient.address, classification, "smtp", reply.code, text, mx_host, message.id)
@@ -479,8 +480,11 @@ class Engine:
         for result, r in zip(results, recipients, strict=True):
             if result.state is State.DELIVERED:
                 self.delivered += 1
+                DELIVERY_SECONDS.observe(max(0.0, now - message.created_at))
             log.info(
                 "%s %s to=<%s> attempt=%d via=%s reply=%s",
                 message.id, result.state.value, result.address, r.attempts + 1,
                 mx_host or "-", replies.get(r.address),
+                extra={"message_id": message.id, "recipient": result.address, "state": result.state.value,
+                       "attempt": r.attempts + 1, "mx_host": mx_host},
             )  # fmt: skip

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from relay.bounces.classify import Classification
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
@@ -63,6 +64,7 @@ class AttemptResult:
     ip: str | None = None
     tls: str | None = None  # TLS version, None for plain text or no connection
     bounce: NewBounce | None = None  # a refusal to keep in the bounce log (and maybe suppress)
+    classification: Classification | None = None  # what a refusal means (every outcome but delivered)
 
 
 class QuotaExhausted(Exception):
@@ -198,20 +200,32 @@ def record_attempts(
         if r.bounce is not None:
             suppressions.record_bounce(conn, r.bounce, now, policy)
         assert (r.next_attempt_at is not None) == (r.state in PENDING_STATES), r
-        conn.execute(
+        row = conn.execute(
             "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " lease_owner = NULL, lease_until = NULL, last_code = ?, last_response = ?, updated_at = ?"
-            " WHERE id = ?",
+            " WHERE id = ? RETURNING attempts",
             (r.state.value, r.next_attempt_at, r.code, r.response, now, r.recipient_id),
-        )
-        _event(conn, now, r.event, r.message_id, r.recipient_id, r.address, r.code, r.response)
+        ).fetchone()
         enhanced = _ENHANCED.match(r.response)
+        _event(conn, now, r.event, r.message_id, r.recipient_id, r.address, r.code, r.response,
+               _attempt_details(r, row[0] if row else None, enhanced.group(1) if enhanced else None))  # fmt: skip
         conn.execute(
             "INSERT INTO attempts (recipient_id, message_id, at, mx_host, ip, tls, code, enhanced, text)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (r.recipient_id, r.message_id, now, r.mx_host, r.ip, r.tls, r.code,
              enhanced.group(1) if enhanced else None, r.response),
         )  # fmt: skip
+
+
+def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None) -> dict[str, Any]:
+    details: dict[str, Any] = {"attempt": attempt, "mx_host": r.mx_host, "ip": r.ip, "tls": r.tls,
+                               "smtp_code": r.code, "enhanced_status": enhanced, "response": r.response}  # fmt: skip
+    if r.classification is not None:
+        details["classification"] = r.classification.kind.value
+        details["reason"] = r.classification.reason
+    if r.next_attempt_at is not None:
+        details["next_attempt_at"] = r.next_attempt_at
+    return details
 
 
 def postpone(conn: sqlite3.Connection, recipient_ids: list[int], until: float, now: float) -> None:
@@ -396,11 +410,15 @@ def _event(
     recipient: str | None,
     code: int | None,
     detail: str | None,
+    details: dict[str, Any] | None = None,
 ) -> None:
+    """One event row. Triggers count it (event_counts) and queue it for each matching webhook."""
     conn.execute(
-        "INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (now, kind.value, message_id, recipient_id, recipient, code, detail),
-    )
+        "INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail, details)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (now, kind.value, message_id, recipient_id, recipient, code, detail,
+         json.dumps(details) if details else None),
+    )  # fmt: skip
 
 
 # -- queue control -------------------------------------------------------------------
@@ -553,7 +571,9 @@ def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: Returne
     complaint = c.kind.value == "complaint"
     detail = f"{bounce.source}: {c.kind.value} ({c.reason}){': ' + bounce.diagnostic if bounce.diagnostic else ''}"
     kind = EventKind.COMPLAINED if complaint else EventKind.BOUNCED
-    _event(conn, now, kind, target.message_id, target.recipient_id, target.address, bounce.code, detail[:1000])
+    _event(conn, now, kind, target.message_id, target.recipient_id, target.address, bounce.code, detail[:1000],
+           {"source": bounce.source, "classification": c.kind.value, "reason": c.reason, "enhanced_status": c.status,
+            "response": bounce.diagnostic, "remote_mta": bounce.remote_mta, "bounce_id": bounce_id})  # fmt: skip
     if not complaint:
         conn.execute(
             "UPDATE recipients SET state = 'bounced', last_code = ?, last_response = ?, updated_at = ?"

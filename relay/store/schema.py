@@ -170,6 +170,81 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN header_id TEXT;
     CREATE INDEX messages_header_id ON messages(header_id) WHERE header_id IS NOT NULL;
     """,
+    # 4: events for the API (details, indexes for the filters), hourly counts kept by a trigger
+    # (stats at any range without scanning events), webhooks and their durable delivery queue,
+    # filled by a trigger in the same transaction as each event, so no event is ever missed.
+    """
+    UPDATE events SET kind = 'failed' WHERE kind = 'expired';
+    ALTER TABLE events ADD COLUMN details TEXT;  -- JSON: attempt, mx_host, ip, tls, enhanced, classification, ...
+    CREATE INDEX events_kind ON events(kind, id);
+    CREATE INDEX events_recipient ON events(recipient, id);
+    CREATE INDEX events_at ON events(at);
+    CREATE INDEX bounces_at ON bounces(at);
+    CREATE TABLE event_counts (
+        hour  INTEGER NOT NULL,  -- unix time of the hour's start (UTC)
+        kind  TEXT NOT NULL,
+        tag   TEXT NOT NULL,     -- '' counts every event; a tag counts the events of messages carrying it
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (hour, kind, tag)
+    ) WITHOUT ROWID;
+    INSERT INTO event_counts SELECT CAST(at / 3600 AS INTEGER) * 3600, kind, '', count(*) FROM events
+        WHERE true GROUP BY 1, 2;
+    INSERT INTO event_counts SELECT CAST(e.at / 3600 AS INTEGER) * 3600, e.kind, t.tag, count(*)
+        FROM events e JOIN message_tags t ON t.message_id = e.message_id WHERE true GROUP BY 1, 2, 3;
+    CREATE TRIGGER events_counted AFTER INSERT ON events BEGIN
+        INSERT INTO event_counts VALUES (CAST(NEW.at / 3600 AS INTEGER) * 3600, NEW.kind, '', 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO event_counts SELECT CAST(NEW.at / 3600 AS INTEGER) * 3600, NEW.kind, tag, 1
+            FROM message_tags WHERE message_id = NEW.message_id AND true ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TABLE webhooks (
+        id               TEXT PRIMARY KEY,
+        url              TEXT NOT NULL,
+        events           TEXT NOT NULL DEFAULT '[]',  -- JSON list of event types; [] = all
+        enabled          INTEGER NOT NULL DEFAULT 1,
+        description      TEXT NOT NULL DEFAULT '',
+        secret           TEXT NOT NULL,               -- whsec_...: needed to sign, so kept (the file is 0600)
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        failing_since    REAL,                        -- first failure of the current run of failures
+        disabled_reason  TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_deliveries (
+        id               INTEGER PRIMARY KEY,
+        webhook_id       TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_id         INTEGER NOT NULL,
+        message_id       TEXT NOT NULL,                    -- a message's events go out one at a time, in order
+        state            TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, failed
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL,                             -- set exactly while pending
+        lease_until      REAL,
+        payload          BLOB,                             -- made at the first attempt, the same for every retry
+        last_status      INTEGER,
+        last_error       TEXT,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+    CREATE INDEX webhook_deliveries_order ON webhook_deliveries(webhook_id, message_id, event_id)
+        WHERE next_attempt_at IS NOT NULL;
+    CREATE TABLE webhook_attempts (
+        id           INTEGER PRIMARY KEY,
+        webhook_id   TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        delivery_id  INTEGER,           -- NULL for a test send
+        event_id     INTEGER,
+        at           REAL NOT NULL,
+        status       INTEGER,           -- HTTP status; NULL when there was no response
+        error        TEXT,
+        latency_ms   REAL NOT NULL
+    );
+    CREATE INDEX webhook_attempts_hook ON webhook_attempts(webhook_id, id);
+    CREATE TRIGGER events_to_webhooks AFTER INSERT ON events BEGIN
+        INSERT INTO webhook_deliveries (webhook_id, event_id, message_id, next_attempt_at, created_at, updated_at)
+        SELECT w.id, NEW.id, NEW.message_id, NEW.at, NEW.at, NEW.at FROM webhooks w
+        WHERE w.enabled = 1 AND (w.events = '[]' OR EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = NEW.kind));
+    END;
+    """,
 ]
 
 

@@ -7,6 +7,7 @@ of them write SQL. A PostgreSQL store would offer the same methods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,10 +19,12 @@ from relay.credentials import SmtpCredential
 from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.store import credentials as cred_rows
+from relay.store import events as ev
 from relay.store import idempotency as idem
 from relay.store import keys as key_rows
 from relay.store import queue as q
 from relay.store import suppressions as sup
+from relay.store import webhooks as wh
 from relay.store.db import Database
 from relay.suppression import SuppressionPolicy
 
@@ -29,8 +32,10 @@ KEY_TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
 
 
 class Store:
-    def __init__(self, path: Path, clock: Clock, suppression_policy: SuppressionPolicy | None = None) -> None:
+    def __init__(self, path: Path, clock: Clock, suppression_policy: SuppressionPolicy | None = None,
+                 redact_subjects: bool = False) -> None:  # fmt: skip
         self.db = Database(path)
+        self.redact_subjects = redact_subjects
         self.clock = clock
         self.suppression_policy = suppression_policy or SuppressionPolicy()
         self._key_touched: dict[str, float] = {}
@@ -52,6 +57,8 @@ class Store:
         ``completion``: store the Idempotency-Key outcome in the same transaction.
         """
         now = self.clock.now()
+        if self.redact_subjects and message.subject:
+            message = dataclasses.replace(message, subject="")
 
         def op(conn: sqlite3.Connection) -> None:
             q.enqueue(conn, message, now, quota)
@@ -290,3 +297,69 @@ class Store:
 
     async def bounce(self, bounce_id: int) -> sup.Bounce | None:
         return await self.db.read(lambda c: sup.get_bounce(c, bounce_id))
+
+    # -- events, stats, retention -----------------------------------------------------
+
+    async def events(self, filter: ev.EventFilter, limit: int) -> list[ev.Event]:
+        return await self.db.read(lambda c: ev.list_events(c, filter, limit))
+
+    async def message_events(self, message_id: str) -> list[ev.Event]:
+        return await self.db.read(lambda c: ev.message_events(c, message_id))
+
+    async def event(self, event_id: int) -> ev.Event | None:
+        return await self.db.read(lambda c: ev.get_event(c, event_id))
+
+    async def event_counts(self, since: float, until: float, interval: int, tag: str | None
+                           ) -> list[tuple[int, str, int]]:  # fmt: skip
+        return await self.db.read(lambda c: ev.event_counts(c, since, until, interval, tag))
+
+    async def event_totals(self) -> dict[str, int]:
+        return await self.db.read(ev.totals)
+
+    async def bounce_stats(self, since: float, until: float) -> ev.BounceStats:
+        return await self.db.read(lambda c: ev.bounce_stats(c, since, until))
+
+    async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
+        """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0."""
+
+        def op(c: sqlite3.Connection) -> tuple[int, int]:
+            return ev.prune_events(c, events_before) + ev.prune_webhook_log(c, events_before), ev.prune_bodies(
+                c, bodies_before
+            )
+
+        return await self.db.write(op)
+
+    # -- webhooks -----------------------------------------------------------------------
+
+    async def create_webhook(self, hook: wh.Webhook) -> None:
+        await self.db.write(lambda c: wh.create(c, hook))
+
+    async def webhook(self, hook_id: str) -> wh.Webhook | None:
+        return await self.db.read(lambda c: wh.get(c, hook_id))
+
+    async def webhooks(self) -> list[wh.Webhook]:
+        return await self.db.read(wh.list_all)
+
+    async def update_webhook(self, hook_id: str, changes: dict[str, object]) -> wh.Webhook | None:
+        now = self.clock.now()
+        return await self.db.write(lambda c: wh.update(c, hook_id, changes, now))
+
+    async def delete_webhook(self, hook_id: str) -> bool:
+        return await self.db.write(lambda c: wh.delete(c, hook_id))
+
+    async def claim_webhook_deliveries(self, limit: int, lease: float) -> list[wh.DueDelivery]:
+        now = self.clock.now()
+        return await self.db.write(lambda c: wh.claim_due(c, now, limit, lease))
+
+    async def set_webhook_payload(self, delivery_id: int, payload: bytes) -> None:
+        await self.db.write(lambda c: wh.set_payload(c, delivery_id, payload))
+
+    async def record_webhook_attempt(self, outcome: wh.AttemptOutcome, disable_after: float) -> str | None:
+        now = self.clock.now()
+        return await self.db.write(lambda c: wh.record_attempt(c, outcome, now, disable_after))
+
+    async def webhook_attempts(self, hook_id: str, limit: int, before: int | None = None) -> list[wh.AttemptRecord]:
+        return await self.db.read(lambda c: wh.recent_attempts(c, hook_id, limit, before))
+
+    async def webhook_backlog(self) -> dict[str, int]:
+        return await self.db.read(wh.backlog)

@@ -1,0 +1,127 @@
+"""/v1/events, /v1/messages/{id}/events and /v1/stats (scope ``read``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.app import ApiError, require
+from relay.api.messages import iso, parse_time
+from relay.clock import Clock
+from relay.events import EVENT_TYPES
+from relay.store import Store
+from relay.store.events import EventFilter
+from relay.webhooks import event_json
+
+MAX_PAGE = 500
+INTERVALS = {"hour": 3600, "day": 86400}
+MAX_BUCKETS = 24 * 400
+
+
+def _limit(query: Any) -> int:
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError:
+        raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
+    return limit
+
+
+def _types(query: Any) -> tuple[str, ...]:
+    types = tuple(t.strip() for value in query.getall("type", []) for t in value.split(",") if t.strip())
+    for t in types:
+        if t not in EVENT_TYPES:
+            raise ApiError(400, "invalid_field", f"unknown event type {t!r} (known: {', '.join(EVENT_TYPES)})", "type")
+    return types
+
+
+def _cursor(query: Any) -> int | None:
+    text = query.get("cursor")
+    if not text:
+        return None
+    try:
+        return int(text.removeprefix("evt_"))
+    except ValueError:
+        raise ApiError(400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor") from None
+
+
+class EventsView:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def routes(self) -> list[web.RouteDef]:
+        read = require("read")
+        return [
+            web.get("/v1/events", read(self.index)),
+            web.get("/v1/messages/{id}/events", read(self.for_message)),
+            web.get("/v1/stats", read(self.stats)),
+            web.get("/v1/stats/bounces", read(self.bounce_stats)),
+        ]
+
+    async def index(self, request: web.Request) -> web.Response:
+        """Newest first, filtered by type (repeat or comma-separate), recipient, tag, message_id, since, until."""
+        q = request.query
+        limit = _limit(q)
+        f = EventFilter(
+            types=_types(q), recipient=q.get("recipient") or None, tag=q.get("tag") or None,
+            message_id=q.get("message_id") or None, before=_cursor(q),
+            since=parse_time("since", q["since"]) if "since" in q else None,
+            until=parse_time("until", q["until"]) if "until" in q else None,
+        )  # fmt: skip
+        rows = await self.store.events(f, limit + 1)
+        page = rows[:limit]
+        return web.json_response({
+            "data": [event_json(e) for e in page],
+            "next_cursor": f"evt_{page[-1].id}" if len(rows) > limit else None,
+        })  # fmt: skip
+
+    async def for_message(self, request: web.Request) -> web.Response:
+        message_id = request.match_info["id"]
+        events = await self.store.message_events(message_id)
+        if not events and await self.store.message(message_id) is None:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+        return web.json_response({"data": [event_json(e) for e in events]})
+
+    def _range(self, query: Any, default_span: float) -> tuple[float, float]:
+        until = parse_time("to", query["to"]) if "to" in query else self.clock.now()
+        since = parse_time("from", query["from"]) if "from" in query else until - default_span
+        if since >= until:
+            raise ApiError(400, "invalid_field", "'from' must be before 'to'", "from")
+        return since, until
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """Counts per event type per hour or day (UTC), from hourly counts kept as events are written."""
+        q = request.query
+        name = q.get("interval", "day")
+        if name not in INTERVALS:
+            raise ApiError(400, "invalid_field", "'interval' must be hour or day", "interval")
+        interval = INTERVALS[name]
+        since, until = self._range(q, 7 * 86400 if name == "day" else 86400)
+        if (until - since) / interval > MAX_BUCKETS:
+            raise ApiError(400, "invalid_field", f"at most {MAX_BUCKETS} intervals per request", "from")
+        rows = await self.store.event_counts(since, until, interval, q.get("tag") or None)
+        buckets: dict[int, dict[str, int]] = {}
+        for start, kind, n in rows:
+            buckets.setdefault(start, {})[kind] = n
+        totals: dict[str, int] = {}
+        for counts in buckets.values():
+            for kind, n in counts.items():
+                totals[kind] = totals.get(kind, 0) + n
+        return web.json_response({
+            "from": iso(since), "to": iso(until), "interval": name, "tag": q.get("tag") or None,
+            "totals": totals,
+            "data": [{"start": iso(start), "counts": counts} for start, counts in sorted(buckets.items())],
+        })  # fmt: skip
+
+    async def bounce_stats(self, request: web.Request) -> web.Response:
+        """Bounces by classification and reason, and by recipient domain."""
+        since, until = self._range(request.query, 7 * 86400)
+        s = await self.store.bounce_stats(since, until)
+        return web.json_response({
+            "from": iso(since), "to": iso(until), "total": s.total,
+            "by_classification": [{"classification": k, "reason": r, "count": n} for k, r, n in s.by_classification],
+            "by_domain": [{"domain": d, "classification": k, "count": n} for d, k, n in s.by_domain],
+        })  # fmt: skip

@@ -1,0 +1,154 @@
+"""/v1/webhooks (scope ``webhooks``): endpoints, secrets, test sends and the delivery log."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.app import ApiError, read_json_object, require
+from relay.api.messages import iso
+from relay.clock import Clock
+from relay.events import EVENT_TYPES
+from relay.store import Store
+from relay.store.webhooks import AttemptRecord, Webhook
+from relay.webhooks import TargetError, WebhookSender, check_target, new_secret
+
+MAX_WEBHOOKS = 50
+
+
+def webhook_json(h: Webhook, backlog: int | None = None, secret: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": h.id, "url": h.url, "events": h.events, "enabled": h.enabled, "description": h.description,
+        "created_at": iso(h.created_at), "updated_at": iso(h.updated_at),
+        "failing_since": iso(h.failing_since), "disabled_reason": h.disabled_reason,
+    }  # fmt: skip
+    if backlog is not None:
+        data["pending_deliveries"] = backlog
+    if secret:
+        data["secret"] = h.secret
+    return data
+
+
+def attempt_json(a: AttemptRecord) -> dict[str, Any]:
+    return {
+        "id": a.id, "at": iso(a.at), "event_id": f"evt_{a.event_id}" if a.event_id is not None else None,
+        "test": a.delivery_id is None, "status_code": a.status, "ok": a.status is not None and 200 <= a.status < 300,
+        "error": a.error, "latency_ms": round(a.latency_ms, 1),
+    }  # fmt: skip
+
+
+class WebhooksView:
+    def __init__(self, store: Store, clock: Clock, sender: WebhookSender) -> None:
+        self.store = store
+        self.clock = clock
+        self.sender = sender
+
+    def routes(self) -> list[web.RouteDef]:
+        scope = require("webhooks")
+        return [
+            web.post("/v1/webhooks", scope(self.create)),
+            web.get("/v1/webhooks", scope(self.index)),
+            web.get("/v1/webhooks/{id}", scope(self.show)),
+            web.put("/v1/webhooks/{id}", scope(self.update)),
+            web.patch("/v1/webhooks/{id}", scope(self.update)),
+            web.delete("/v1/webhooks/{id}", scope(self.delete)),
+            web.post("/v1/webhooks/{id}/rotate-secret", scope(self.rotate)),
+            web.post("/v1/webhooks/{id}/test", scope(self.test)),
+            web.get("/v1/webhooks/{id}/deliveries", scope(self.deliveries)),
+        ]
+
+    async def _fields(self, data: dict[str, Any], partial: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "url" in data or not partial:
+            url = data.get("url")
+            if not isinstance(url, str) or len(url) > 2000:
+                raise ApiError(400, "missing_field" if url is None else "invalid_field", "give 'url' as a string",
+                               "url")  # fmt: skip
+            try:
+                await check_target(url, self.sender.settings.allow_private_targets)
+            except TargetError as exc:
+                raise ApiError(400, "invalid_field", str(exc), "url") from None
+            out["url"] = url
+        if "events" in data:
+            events = data["events"] if data["events"] is not None else []
+            if not isinstance(events, list) or any(e not in EVENT_TYPES for e in events):
+                raise ApiError(400, "invalid_field", f"'events' must be a list of: {', '.join(EVENT_TYPES)}", "events")
+            out["events"] = sorted(set(events))
+        if "enabled" in data:
+            if not isinstance(data["enabled"], bool):
+                raise ApiError(400, "invalid_field", "'enabled' must be true or false", "enabled")
+            out["enabled"] = data["enabled"]
+        if "description" in data:
+            if not isinstance(data["description"], str) or len(data["description"]) > 500:
+                raise ApiError(400, "invalid_field", "'description' must be a string of at most 500 characters",
+                               "description")  # fmt: skip
+            out["description"] = data["description"]
+        return out
+
+    async def _get(self, request: web.Request) -> Webhook:
+        hook = await self.store.webhook(request.match_info["id"])
+        if hook is None:
+            raise ApiError(404, "not_found", f"no webhook {request.match_info['id']}")
+        return hook
+
+    async def create(self, request: web.Request) -> web.Response:
+        fields = await self._fields(await read_json_object(request), partial=False)
+        if len(await self.store.webhooks()) >= MAX_WEBHOOKS:
+            raise ApiError(400, "invalid_field", f"at most {MAX_WEBHOOKS} webhooks", "url")
+        now = self.clock.now()
+        hook = Webhook(f"wh_{secrets.token_hex(8)}", fields["url"], fields.get("events", []),
+                       fields.get("enabled", True), fields.get("description", ""), new_secret(), now, now)  # fmt: skip
+        await self.store.create_webhook(hook)
+        return web.json_response(webhook_json(hook, 0, secret=True), status=201)
+
+    async def index(self, request: web.Request) -> web.Response:
+        hooks = await self.store.webhooks()
+        backlog = await self.store.webhook_backlog()
+        return web.json_response({"data": [webhook_json(h, backlog.get(h.id, 0)) for h in hooks]})
+
+    async def show(self, request: web.Request) -> web.Response:
+        hook = await self._get(request)
+        backlog = await self.store.webhook_backlog()
+        return web.json_response(webhook_json(hook, backlog.get(hook.id, 0)))
+
+    async def update(self, request: web.Request) -> web.Response:
+        await self._get(request)
+        fields = await self._fields(await read_json_object(request), partial=True)
+        hook = await self.store.update_webhook(request.match_info["id"], fields)
+        if hook is None:
+            raise ApiError(404, "not_found", f"no webhook {request.match_info['id']}")
+        if hook.enabled:
+            self.sender.wake()
+        return web.json_response(webhook_json(hook))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        if not await self.store.delete_webhook(request.match_info["id"]):
+            raise ApiError(404, "not_found", f"no webhook {request.match_info['id']}")
+        return web.json_response({"id": request.match_info["id"], "deleted": True})
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        """A new signing secret, in force at once (receivers should accept both while they switch)."""
+        await self._get(request)
+        hook = await self.store.update_webhook(request.match_info["id"], {"secret": new_secret()})
+        assert hook is not None
+        return web.json_response(webhook_json(hook, secret=True))
+
+    async def test(self, request: web.Request) -> web.Response:
+        hook = await self._get(request)
+        outcome = await self.sender.send_test(hook)
+        return web.json_response({"ok": outcome.ok, "status_code": outcome.status, "error": outcome.error,
+                                  "latency_ms": round(outcome.latency_ms, 1)})  # fmt: skip
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        await self._get(request)
+        try:
+            limit = min(max(int(request.query.get("limit", "50")), 1), 500)
+            before = int(request.query["cursor"]) if request.query.get("cursor") else None
+        except ValueError:
+            raise ApiError(400, "invalid_field", "'limit' and 'cursor' are integers", "limit") from None
+        rows = await self.store.webhook_attempts(request.match_info["id"], limit + 1, before)
+        page = rows[:limit]
+        return web.json_response({"data": [attempt_json(a) for a in page],
+                                  "next_cursor": str(page[-1].id) if len(rows) > limit else None})  # fmt: skip

@@ -1,0 +1,164 @@
+"""Events, stats and retention in SQL.
+
+Event rows are written by relay.store.queue (every state change); triggers in
+the schema count them per hour, kind and tag (``event_counts``) and queue them
+for webhooks. Functions here read them, and prune old rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from typing import Any
+
+from relay.message import lowest_message_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    id: int
+    at: float
+    type: str
+    message_id: str
+    recipient: str | None
+    code: int | None
+    detail: str | None
+    details: dict[str, Any]
+    tags: list[str]
+    metadata: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventFilter:
+    types: tuple[str, ...] = ()
+    recipient: str | None = None
+    tag: str | None = None
+    message_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: int | None = None  # cursor: the last id of the previous page (newest first)
+
+
+_COLUMNS = "e.id, e.at, e.kind, e.message_id, e.recipient, e.code, e.detail, e.details, m.tags, m.metadata"
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    *head, details, tags, metadata = row
+    return Event(*head, json.loads(details) if details else {}, json.loads(tags) if tags else [],
+                 json.loads(metadata) if metadata else {})  # fmt: skip
+
+
+def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Event]:
+    """Newest first."""
+    clauses, params = ["1"], []
+    if f.types:
+        clauses.append(f"e.kind IN ({', '.join('?' * len(f.types))})")
+        params.extend(f.types)
+    for value, clause in ((f.recipient, "e.recipient = ?"), (f.message_id, "e.message_id = ?"),
+                          (f.since, "e.at >= ?"), (f.until, "e.at < ?"), (f.before, "e.id < ?"),
+                          (f.tag, "e.message_id IN (SELECT message_id FROM message_tags WHERE tag = ?)")):  # fmt: skip
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+        f" WHERE {' AND '.join(clauses)} ORDER BY e.id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [_event(row) for row in rows]
+
+
+def message_events(conn: sqlite3.Connection, message_id: str) -> list[Event]:
+    """In the order they happened."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+        " WHERE e.message_id = ? ORDER BY e.id",
+        (message_id,),
+    ).fetchall()
+    return [_event(row) for row in rows]
+
+
+def get_event(conn: sqlite3.Connection, event_id: int) -> Event | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id WHERE e.id = ?", (event_id,)
+    ).fetchone()
+    return _event(row) if row else None
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def event_counts(conn: sqlite3.Connection, since: float, until: float, interval: int, tag: str | None
+                 ) -> list[tuple[int, str, int]]:  # fmt: skip
+    """(interval start, event type, count), from the hourly counts: cost grows with hours, not events."""
+    rows = conn.execute(
+        "SELECT (hour / ?) * ? AS bucket, kind, sum(n) FROM event_counts"
+        " WHERE tag = ? AND hour >= ? AND hour < ? GROUP BY bucket, kind ORDER BY bucket, kind",
+        (interval, interval, tag or "", int(since // 3600 * 3600), until),
+    ).fetchall()
+    return [(int(b), k, int(n)) for b, k, n in rows]
+
+
+def totals(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every event ever counted, by type (for the metrics endpoint)."""
+    return dict(conn.execute("SELECT kind, sum(n) FROM event_counts WHERE tag = '' GROUP BY kind").fetchall())
+
+
+@dataclasses.dataclass(frozen=True)
+class BounceStats:
+    total: int
+    by_classification: list[tuple[str, str, int]]  # (kind, reason, count)
+    by_domain: list[tuple[str, str, int]]  # (recipient domain, kind, count)
+
+
+def bounce_stats(conn: sqlite3.Connection, since: float, until: float, limit: int = 100) -> BounceStats:
+    where = "at >= ? AND at < ?"
+    total = conn.execute(f"SELECT count(*) FROM bounces WHERE {where}", (since, until)).fetchone()[0]
+    by_reason = conn.execute(
+        f"SELECT kind, reason, count(*) AS n FROM bounces WHERE {where} GROUP BY kind, reason ORDER BY n DESC, kind",
+        (since, until),
+    ).fetchall()
+    by_domain = conn.execute(
+        "SELECT substr(recipient, instr(recipient, '@') + 1) AS domain, kind, count(*) AS n FROM bounces"
+        f" WHERE {where} GROUP BY domain, kind ORDER BY n DESC, domain LIMIT ?",
+        (since, until, limit),
+    ).fetchall()
+    return BounceStats(total, by_reason, by_domain)
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+PRUNE_BATCH = 5000
+
+
+def prune_events(conn: sqlite3.Connection, before: float) -> int:
+    """Delete a batch of events older than ``before`` (the hourly counts stay). Returns how many."""
+    return conn.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?)", (before, PRUNE_BATCH)
+    ).rowcount
+
+
+def prune_bodies(conn: sqlite3.Connection, before: float) -> int:
+    """Delete a batch of bodies of messages made before ``before`` that nothing will send any more."""
+    return conn.execute(
+        "DELETE FROM message_bodies WHERE message_id IN (SELECT b.message_id FROM message_bodies b"
+        " WHERE b.message_id < ? AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = b.message_id"
+        " AND r.state IN ('queued', 'deferred', 'sending')) LIMIT ?)",
+        (lowest_message_id(before), PRUNE_BATCH),
+    ).rowcount
+
+
+def prune_webhook_log(conn: sqlite3.Connection, before: float) -> int:
+    deleted = conn.execute(
+        "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts WHERE at < ? LIMIT ?)",
+        (before, PRUNE_BATCH),
+    ).rowcount
+    return (
+        deleted
+        + conn.execute(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries WHERE state != 'pending'"
+            " AND updated_at < ? LIMIT ?)",
+            (before, PRUNE_BATCH),
+        ).rowcount
+    )

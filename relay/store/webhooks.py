@@ -1,0 +1,184 @@
+"""Webhook endpoints and their durable delivery queue in SQL.
+
+A trigger on ``events`` inserts one ``webhook_deliveries`` row per matching
+enabled endpoint in the same transaction as the event; the sender leases due
+rows by pushing their due time forward (a crash leaves them due again later),
+and records every attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Webhook:
+    id: str
+    url: str
+    events: list[str]  # [] = every event type
+    enabled: bool
+    description: str
+    secret: str
+    created_at: float
+    updated_at: float
+    failing_since: float | None = None
+    disabled_reason: str | None = None
+
+
+_COLUMNS = "id, url, events, enabled, description, secret, created_at, updated_at, failing_since, disabled_reason"
+
+
+def _webhook(row: tuple[Any, ...]) -> Webhook:
+    hid, url, events, enabled, *rest = row
+    return Webhook(hid, url, json.loads(events), bool(enabled), *rest)
+
+
+def create(conn: sqlite3.Connection, hook: Webhook) -> None:
+    conn.execute(
+        f"INSERT INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (hook.id, hook.url, json.dumps(hook.events), int(hook.enabled), hook.description, hook.secret,
+         hook.created_at, hook.updated_at, hook.failing_since, hook.disabled_reason),
+    )  # fmt: skip
+
+
+def get(conn: sqlite3.Connection, hook_id: str) -> Webhook | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM webhooks WHERE id = ?", (hook_id,)).fetchone()
+    return _webhook(row) if row else None
+
+
+def list_all(conn: sqlite3.Connection) -> list[Webhook]:
+    return [_webhook(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created_at, id")]
+
+
+def update(conn: sqlite3.Connection, hook_id: str, changes: dict[str, Any], now: float) -> Webhook | None:
+    """Change url, events, enabled, description or secret. Enabling again clears the failure record."""
+    allowed = {"url", "events", "enabled", "description", "secret"}
+    sets, params = ["updated_at = ?"], [now]
+    for key, value in changes.items():
+        assert key in allowed, key
+        sets.append(f"{key} = ?")
+        params.append(json.dumps(value) if key == "events" else int(value) if key == "enabled" else value)
+    if changes.get("enabled"):
+        sets.append("failing_since = NULL, disabled_reason = NULL")
+    cur = conn.execute(f"UPDATE webhooks SET {', '.join(sets)} WHERE id = ?", [*params, hook_id])
+    return get(conn, hook_id) if cur.rowcount else None
+
+
+def delete(conn: sqlite3.Connection, hook_id: str) -> bool:
+    return conn.execute("DELETE FROM webhooks WHERE id = ?", (hook_id,)).rowcount > 0
+
+
+# -- the delivery queue ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DueDelivery:
+    id: int
+    webhook_id: str
+    event_id: int
+    attempts: int
+    payload: bytes | None
+
+
+def claim_due(conn: sqlite3.Connection, now: float, limit: int, lease: float) -> list[DueDelivery]:
+    """Due deliveries to enabled endpoints, oldest first, at most one per message and endpoint (the
+    earliest waiting: events of a message arrive in order); each is pushed ``lease`` seconds ahead."""
+    rows = conn.execute(
+        "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
+        " JOIN webhooks w ON w.id = d.webhook_id"
+        " WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
+        # In order per message: not while an earlier event of the same message waits for this endpoint.
+        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
+        " AND e.message_id = d.message_id AND e.event_id < d.event_id AND e.next_attempt_at IS NOT NULL)"
+        " ORDER BY d.next_attempt_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE webhook_deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        [(now + lease, now, row[0]) for row in rows],
+    )
+    return [DueDelivery(*row) for row in rows]
+
+
+def set_payload(conn: sqlite3.Connection, delivery_id: int, payload: bytes) -> None:
+    conn.execute("UPDATE webhook_deliveries SET payload = ? WHERE id = ? AND payload IS NULL", (payload, delivery_id))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptOutcome:
+    delivery_id: int | None  # None: a test send
+    webhook_id: str
+    event_id: int | None
+    status: int | None
+    error: str | None
+    latency_ms: float
+    next_attempt_at: float | None  # None: no retry (delivered, or given up)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def record_attempt(conn: sqlite3.Connection, o: AttemptOutcome, now: float, disable_after: float) -> str | None:
+    """Log the attempt, move the delivery on, keep the endpoint's health. Returns why the endpoint was
+    disabled, when this attempt disabled it."""
+    conn.execute(
+        "INSERT INTO webhook_attempts (webhook_id, delivery_id, event_id, at, status, error, latency_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (o.webhook_id, o.delivery_id, o.event_id, now, o.status, o.error, o.latency_ms),
+    )
+    if o.delivery_id is not None:
+        state = "delivered" if o.ok else ("pending" if o.next_attempt_at is not None else "failed")
+        conn.execute(
+            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, last_status = ?,"
+            " last_error = ?, updated_at = ? WHERE id = ?",
+            (state, o.next_attempt_at if state == "pending" else None, o.status, o.error, now, o.delivery_id),
+        )
+    if o.ok:
+        conn.execute("UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+                     (o.webhook_id,))  # fmt: skip
+        return None
+    conn.execute("UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL", (now, o.webhook_id))
+    since = conn.execute("SELECT failing_since FROM webhooks WHERE id = ? AND enabled = 1", (o.webhook_id,)).fetchone()
+    if since is None or now - since[0] < disable_after:
+        return None
+    reason = f"disabled after failing for {int((now - since[0]) // 3600)}h; last error: {o.error or o.status}"
+    conn.execute("UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE id = ?", (reason[:500], o.webhook_id))
+    return reason
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    delivery_id: int | None
+    event_id: int | None
+    at: float
+    status: int | None
+    error: str | None
+    latency_ms: float
+
+
+def recent_attempts(conn: sqlite3.Connection, hook_id: str, limit: int, before: int | None = None
+                    ) -> list[AttemptRecord]:  # fmt: skip
+    rows = conn.execute(
+        "SELECT id, delivery_id, event_id, at, status, error, latency_ms FROM webhook_attempts"
+        " WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        (hook_id, before if before is not None else 2**62, limit),
+    ).fetchall()
+    return [AttemptRecord(*row) for row in rows]
+
+
+def backlog(conn: sqlite3.Connection) -> dict[str, int]:
+    """Pending deliveries per endpoint."""
+    return dict(conn.execute(
+        "SELECT webhook_id, count(*) FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL GROUP BY webhook_id"
+    ).fetchall())  # fmt: skip
+
+
+def pending_for(conn: sqlite3.Connection, hook_ids: Sequence[str]) -> dict[str, int]:
+    counts = backlog(conn)
+    return {h: counts.get(h, 0) for h in hook_ids}

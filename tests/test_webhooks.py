@@ -1,0 +1,319 @@
+"""Events, signed webhooks, stats and metrics, against a real HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook as StandardWebhook
+from standardwebhooks import WebhookVerificationError
+
+from relay.clock import FakeClock
+from relay.message import NewMessage
+from relay.store import Store
+from relay.store.events import EventFilter
+from relay.store.webhooks import Webhook
+from relay.webhooks import SenderSettings, WebhookSender, new_secret, sign
+
+RAW = b"From: app@example.com\r\nTo: x@one.example\r\nSubject: hi\r\nMessage-ID: <w-1@example.com>\r\n\r\nhi\r\n"
+
+
+@dataclasses.dataclass
+class Receiver:
+    """A webhook endpoint that answers with scripted statuses (then 200) and records every request."""
+
+    url: str
+    requests: list[tuple[dict[str, str], bytes]]
+    statuses: list[int]
+    arrived: asyncio.Event
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.requests]
+
+    async def wait_for(self, count: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"receiver got {len(self.requests)} requests, expected {count}"
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), 0.2)
+            except TimeoutError:
+                pass
+
+
+@pytest.fixture
+async def receiver():
+    requests: list[tuple[dict[str, str], bytes]] = []
+    statuses: list[int] = []
+    arrived = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        requests.append((dict(request.headers), await request.read()))
+        arrived.set()
+        return web.Response(status=statuses.pop(0) if statuses else 200, text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield Receiver(f"http://127.0.0.1:{port}/hook", requests, statuses, arrived)
+    await runner.cleanup()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> dict:
+    """The documented receiver-side check (README), with the standardwebhooks package."""
+    return StandardWebhook(secret).verify(body, {k.lower(): v for k, v in headers.items()})
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store(tmp_path / "q.sqlite3", FakeClock(time.time()))
+    yield s
+    await s.close()
+
+
+async def add_hook(store: Store, url: str, events: list[str] | None = None) -> Webhook:
+    now = store.clock.now()
+    hook = Webhook("wh_test", url, events or [], True, "", new_secret(), now, now)
+    await store.create_webhook(hook)
+    return hook
+
+
+def sender_for(store: Store, **settings) -> WebhookSender:
+    return WebhookSender(store, store.clock, SenderSettings(allow_private_targets=True, **settings))
+
+
+async def test_signature_matches_the_standard_webhooks_library():
+    secret = new_secret()
+    body = b'{"type":"delivered"}'
+    headers = {"webhook-id": "evt_1", "webhook-timestamp": str(int(time.time()))}
+    headers["webhook-signature"] = sign(secret, "evt_1", int(headers["webhook-timestamp"]), body)
+    assert verify(secret, headers, body) == {"type": "delivered"}
+    with pytest.raises(WebhookVerificationError):
+        verify(secret, headers, body.replace(b"delivered", b"bounced"))
+    with pytest.raises(WebhookVerificationError):
+        verify(new_secret(), headers, body)
+
+
+async def test_a_failing_receiver_gets_the_event_once_after_retries(store, receiver):
+    hook = await add_hook(store, receiver.url, ["queued"])
+    await store.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp", tags=("welcome",)))
+    receiver.statuses.extend([500, 503, 502])
+    sender = sender_for(store)
+    for delay in (0, 5, 30, 120):  # the first three retries of RETRY_SCHEDULE
+        store.clock.advance(delay)
+        assert await sender.run_once() == 1
+        assert await sender.run_once() == 0  # nothing else is due yet
+    store.clock.advance(10_000)
+    assert await sender.run_once() == 0  # delivered: never sent again
+    assert len(receiver.requests) == 4
+    ids = {h["webhook-id"] for h, _ in receiver.requests}
+    assert len(ids) == 1  # the same webhook-id on every retry: receivers de-duplicate by it
+    bodies = {body for _, body in receiver.requests}
+    assert len(bodies) == 1  # byte for byte the same payload
+    headers, body = receiver.requests[-1]
+    event = verify(hook.secret, headers, body)
+    assert event["type"] == "queued" and event["data"]["recipient"] == "x@one.example"
+    assert event["data"]["tags"] == ["welcome"] and event["data"]["id"] == headers["webhook-id"]
+    attempts = await store.webhook_attempts(hook.id, 10)
+    assert [a.status for a in attempts] == [200, 502, 503, 500]
+    assert (await store.webhook(hook.id)).failing_since is None
+    await sender.stop()
+
+
+async def test_deliveries_survive_a_restart(tmp_path, receiver):
+    clock = FakeClock(time.time())
+    store = Store(tmp_path / "q.sqlite3", clock)
+    await add_hook(store, receiver.url)
+    for i in range(5):
+        await store.enqueue(NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp"))
+    await store.close()  # "crash" before any webhook was sent
+
+    store = Store(tmp_path / "q.sqlite3", clock)
+    sender = sender_for(store)
+    assert await sender.run_once() == 5
+    assert sorted(b["data"]["recipient"] for b in receiver.bodies()) == [f"u{i}@one.example" for i in range(5)]
+    await sender.stop()
+    await store.close()
+
+
+async def test_giving_up_and_disabling_a_dead_endpoint(store, receiver):
+    hook = await add_hook(store, receiver.url.replace("/hook", "/missing"))  # 404 every time
+    await store.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp"))
+    sender = sender_for(store, retry_schedule=(5, 5), disable_after=3600)
+    for _ in range(3):
+        await sender.run_once()
+        store.clock.advance(5)
+    assert await store.webhook_backlog() == {}  # given up after the schedule
+    hook = await store.webhook(hook.id)
+    assert hook.enabled and hook.failing_since is not None
+    await store.enqueue(NewMessage("app@example.com", ("y@one.example",), RAW, "smtp"))
+    store.clock.advance(3600)
+    await sender.run_once()
+    hook = await store.webhook(hook.id)
+    assert not hook.enabled and "disabled after failing" in hook.disabled_reason
+    assert "HTTP 404" in hook.disabled_reason
+    await store.enqueue(NewMessage("app@example.com", ("z@one.example",), RAW, "smtp"))
+    assert await sender.run_once() == 0  # a disabled endpoint is not called; its new events are not queued
+    await sender.stop()
+
+
+async def test_event_filter_and_per_endpoint_concurrency(store, receiver):
+    await add_hook(store, receiver.url, ["cancelled"])
+    for i in range(3):
+        m = NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp")
+        await store.enqueue(m)
+        await store.cancel_message(m.id)
+    sender = sender_for(store, max_concurrency=1)
+    assert await sender.run_once() == 3
+    assert [b["type"] for b in receiver.bodies()] == ["cancelled"] * 3
+    await sender.stop()
+
+
+# -- through the running relay -----------------------------------------------------------------
+
+
+async def api(relay, method: str, path: str, key: str, **kwargs):
+    host, port = relay.http_address
+    async with aiohttp.ClientSession() as s:
+        async with s.request(method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"},
+                             **kwargs) as r:  # fmt: skip
+            return r.status, await r.json(content_type=None) if r.content_type == "application/json" else await r.text()
+
+
+@pytest.fixture
+async def relay_and_key(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address, "retry_schedule": ["1s"]},
+                                webhooks={"allow_private_targets": True})  # fmt: skip
+    key = await relay.store.create_api_key("t", ("admin",))
+    return relay, key[1]
+
+
+async def test_events_reach_the_webhook_signed_and_in_order(relay_and_key, receiver, sink):
+    relay, key = relay_and_key
+    status, hook = await api(relay, "POST", "/v1/webhooks", key, json={"url": receiver.url})
+    assert status == 201 and hook["secret"].startswith("whsec_") and hook["events"] == []
+    await relay.store.suppress(["gone@one.example"])
+    sink.handler.rcpt_reply = None
+    to = ["ok@one.example", "tempfail@one.example", "permfail@one.example", "gone@one.example"]
+    body = {"from": "app@example.com", "to": to, "subject": "hi", "text": "hi", "tags": ["t1"]}
+    status, sent = await api(relay, "POST", "/v1/messages", key, json=body)
+    assert status == 202, sent
+    # queued x3 + suppressed, delivered, deferred, bounced; the tempfail one is retried (1s) and deferred again.
+    await receiver.wait_for(8)
+    events = [verify(hook["secret"], h, b) for h, b in receiver.requests]
+    mine = [e["data"] for e in events if e["data"]["message_id"] == sent["id"]]
+    by_recipient: dict[str, list[str]] = {}
+    for e in mine:
+        by_recipient.setdefault(e["recipient"], []).append(e["type"])
+    assert by_recipient["ok@one.example"] == ["queued", "delivered"]
+    assert by_recipient["permfail@one.example"] == ["queued", "bounced"]
+    assert by_recipient["gone@one.example"] == ["suppressed"]
+    assert by_recipient["tempfail@one.example"][:2] == ["queued", "deferred"]
+    ids = [int(e["id"].removeprefix("evt_")) for e in mine]
+    assert ids == sorted(ids)  # in order per message
+    delivered = next(e for e in mine if e["type"] == "delivered")
+    assert delivered["details"]["smtp_code"] == 250 and delivered["details"]["attempt"] == 1
+    assert delivered["details"]["mx_host"] == "127.0.0.1" and delivered["tags"] == ["t1"]
+    bounced = next(e for e in mine if e["type"] == "bounced")
+    assert bounced["details"]["classification"] == "hard" and bounced["details"]["reason"] == "user_unknown"
+
+    # The same events through the API.
+    status, page = await api(relay, "GET", f"/v1/messages/{sent['id']}/events", key)
+    assert status == 200 and [e["type"] for e in page["data"]][:1] == ["queued"]
+    status, page = await api(relay, "GET", "/v1/events?type=bounced,delivered&limit=1", key)
+    assert status == 200 and len(page["data"]) == 1 and page["next_cursor"]
+    status, rest = await api(relay, "GET", f"/v1/events?type=bounced,delivered&cursor={page['next_cursor']}", key)
+    assert {e["type"] for e in page["data"] + rest["data"]} == {"bounced", "delivered"}
+    status, tagged = await api(relay, "GET", "/v1/events?tag=t1&recipient=ok@one.example", key)
+    assert [e["type"] for e in tagged["data"]] == ["delivered", "queued"]
+
+    # Stats agree with the events.
+    status, stats = await api(relay, "GET", "/v1/stats?interval=hour", key)
+    assert status == 200
+    _, all_events = await api(relay, "GET", "/v1/events?limit=500", key)
+    counted: dict[str, int] = {}
+    for e in all_events["data"]:
+        counted[e["type"]] = counted.get(e["type"], 0) + 1
+    assert stats["totals"] == counted
+    _, by_tag = await api(relay, "GET", "/v1/stats?interval=day&tag=t1", key)
+    assert by_tag["totals"] == counted  # every message here carried t1
+    _, bounces = await api(relay, "GET", "/v1/stats/bounces", key)
+    assert bounces["total"] >= 1
+    assert {"classification": "hard", "reason": "user_unknown", "count": 1} in bounces["by_classification"]
+    assert bounces["by_domain"][0]["domain"] == "one.example"
+
+    # The delivery log and a test send.
+    status, log = await api(relay, "GET", f"/v1/webhooks/{hook['id']}/deliveries", key)
+    assert status == 200 and all(a["ok"] for a in log["data"]) and len(log["data"]) >= 8
+    status, test = await api(relay, "POST", f"/v1/webhooks/{hook['id']}/test", key)
+    assert status == 200 and test["ok"] and test["status_code"] == 200 and test["latency_ms"] >= 0
+    verify(hook["secret"], *receiver.requests[-1])
+
+
+async def test_webhook_api_crud_rotation_and_ssrf_guard(relay_factory, receiver):
+    relay = await relay_factory()
+    key = (await relay.store.create_api_key("t", ("webhooks",)))[1]
+    status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": receiver.url})
+    assert status == 400 and error["error"]["field"] == "url" and "non-public" in error["error"]["message"]
+    for bad in ("ftp://example.com/x", "http://user:pw@example.com/", "not a url"):
+        status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": bad})
+        assert status == 400 and error["error"]["field"] == "url"
+    status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": "https://9.9.9.9/x",
+                                                                         "events": ["nope"]})  # fmt: skip
+    assert status == 400 and error["error"]["field"] == "events"
+
+    status, hook = await api(relay, "POST", "/v1/webhooks", key, json={
+        "url": "https://9.9.9.9/hook", "events": ["bounced", "complained"], "description": "crm"})  # fmt: skip
+    assert status == 201, hook
+    status, listed = await api(relay, "GET", "/v1/webhooks", key)
+    assert [h["id"] for h in listed["data"]] == [hook["id"]] and "secret" not in listed["data"][0]
+    status, changed = await api(relay, "PUT", f"/v1/webhooks/{hook['id']}", key, json={"enabled": False})
+    assert status == 200 and changed["enabled"] is False and changed["events"] == ["bounced", "complained"]
+    status, rotated = await api(relay, "POST", f"/v1/webhooks/{hook['id']}/rotate-secret", key)
+    assert status == 200 and rotated["secret"] != hook["secret"]
+    assert (await api(relay, "DELETE", f"/v1/webhooks/{hook['id']}", key))[0] == 200
+    assert (await api(relay, "GET", f"/v1/webhooks/{hook['id']}", key))[0] == 404
+    read_only = (await relay.store.create_api_key("r", ("read",)))[1]
+    assert (await api(relay, "GET", "/v1/webhooks", read_only))[0] == 403
+
+
+async def test_metrics(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    relay.engine.wake()
+    await sink.handler.wait_for(1)
+    host, port = relay.http_address
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://{host}:{port}/metrics") as r:
+            text = await r.text()
+    assert r.status == 200
+    assert 'relay_events_total{type="queued"} 1.0' in text
+    assert 'relay_queue_recipients{state="delivered"}' in text
+    assert "relay_delivery_latency_seconds_count" in text and "relay_webhook_backlog 0.0" in text
+
+
+async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address}, retention={"events": "1s", "bodies": "1s"})
+    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    waiting = NewMessage("app@example.com", ("tempfail@one.example",), RAW, "smtp")
+    relay.engine.wake()
+    await sink.handler.wait_for(1)
+    await relay.store.enqueue(waiting)
+    relay.engine.wake()
+    await asyncio.sleep(2.1)
+    await relay.prune_history()  # (the housekeeping task may have pruned some already)
+    left = await relay.store.db.read(lambda c: c.execute("SELECT message_id FROM message_bodies").fetchall())
+    states = await relay.store.db.read(lambda c: c.execute("SELECT message_id, state FROM recipients").fetchall())
+    assert left == [(waiting.id,)], states  # the waiting message keeps its body
+    assert await relay.store.events(EventFilter(until=relay.clock.now() - 1), 10) == []
+    totals = await relay.store.event_totals()
+    assert totals["queued"] == 2  # the hourly counts outlive the events
