@@ -19,6 +19,7 @@ from relay.store import Store
 from relay.store.events import EventFilter
 from relay.store.webhooks import Webhook
 from relay.webhooks import SenderSettings, WebhookSender, new_secret, sign
+from tests.conftest import run_cli
 
 RAW = b"From: app@example.com\r\nTo: x@one.example\r\nSubject: hi\r\nMessage-ID: <w-1@example.com>\r\n\r\nhi\r\n"
 
@@ -31,6 +32,9 @@ class Receiver:
     requests: list[tuple[dict[str, str], bytes]]
     statuses: list[int]
     arrived: asyncio.Event
+    delay: float = 0.0
+    open_now: int = 0
+    max_open: int = 0
 
     def bodies(self) -> list[dict]:
         return [json.loads(body) for _, body in self.requests]
@@ -51,11 +55,18 @@ async def receiver():
     requests: list[tuple[dict[str, str], bytes]] = []
     statuses: list[int] = []
     arrived = asyncio.Event()
+    receiver = Receiver("", requests, statuses, arrived)
 
     async def handle(request: web.Request) -> web.Response:
-        requests.append((dict(request.headers), await request.read()))
-        arrived.set()
-        return web.Response(status=statuses.pop(0) if statuses else 200, text="ok")
+        receiver.open_now += 1
+        receiver.max_open = max(receiver.max_open, receiver.open_now)
+        try:
+            await asyncio.sleep(receiver.delay)
+            requests.append((dict(request.headers), await request.read()))
+            arrived.set()
+            return web.Response(status=statuses.pop(0) if statuses else 200, text="ok")
+        finally:
+            receiver.open_now -= 1
 
     app = web.Application()
     app.router.add_post("/hook", handle)
@@ -64,7 +75,8 @@ async def receiver():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield Receiver(f"http://127.0.0.1:{port}/hook", requests, statuses, arrived)
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    yield receiver
     await runner.cleanup()
 
 
@@ -168,13 +180,15 @@ async def test_giving_up_and_disabling_a_dead_endpoint(store, receiver):
 
 async def test_event_filter_and_per_endpoint_concurrency(store, receiver):
     await add_hook(store, receiver.url, ["cancelled"])
-    for i in range(3):
+    for i in range(8):
         m = NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp")
         await store.enqueue(m)
         await store.cancel_message(m.id)
-    sender = sender_for(store, max_concurrency=1)
-    assert await sender.run_once() == 3
-    assert [b["type"] for b in receiver.bodies()] == ["cancelled"] * 3
+    receiver.delay = 0.05
+    sender = sender_for(store, max_concurrency=2)
+    assert await sender.run_once() == 8
+    assert [b["type"] for b in receiver.bodies()] == ["cancelled"] * 8  # not the queued events
+    assert receiver.max_open == 2  # eight due at once, two at a time
     await sender.stop()
 
 
@@ -317,3 +331,33 @@ async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_factory, s
     assert await relay.store.events(EventFilter(until=relay.clock.now() - 1), 10) == []
     totals = await relay.store.event_totals()
     assert totals["queued"] == 2  # the hourly counts outlive the events
+
+
+async def test_a_killed_relay_loses_no_webhook_event(relay_process, receiver, sink):
+    proc = relay_process(delivery={"smarthost": sink.address}, webhooks={"allow_private_targets": True})
+    await proc.start()
+    config = proc.config_path
+    key = json.loads(run_cli("keys", "create", "--scope", "admin", "--json", config=config).stdout)["key"]
+    base, auth = f"http://127.0.0.1:{proc.http_port}", {"Authorization": f"Bearer {key}"}
+    receiver.statuses.append(500)  # the first call fails: a retry is due in 5 s
+    async with aiohttp.ClientSession(headers=auth) as s:
+        async with s.post(f"{base}/v1/webhooks", json={"url": receiver.url}) as r:
+            hook = await r.json()
+        async with s.post(f"{base}/v1/messages", json={"from": "a@example.com", "to": "b@one.example",
+                                                       "subject": "s", "text": "t"}) as r:  # fmt: skip
+            assert r.status == 202
+        await sink.handler.wait_for(1)
+        deadline = time.monotonic() + 10
+        while True:
+            async with s.get(f"{base}/v1/webhooks/{hook['id']}/deliveries") as r:
+                if (await r.json())["data"]:
+                    break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    proc.kill()  # with the queued event failed once and the delivered event not yet sent
+    await proc.start()
+    await receiver.wait_for(3)
+    ok = [verify(hook["secret"], h, b) for h, b in receiver.requests[1:]]
+    assert [e["type"] for e in ok] == ["queued", "delivered"]
+    assert receiver.requests[0][0]["webhook-id"] == receiver.requests[1][0]["webhook-id"]
+    await proc.terminate()
