@@ -49,6 +49,10 @@ def _event(row: tuple[Any, ...]) -> Event:
                  json.loads(metadata) if metadata else {})  # fmt: skip
 
 
+# Probed per event while walking newest first: stops after a page of matches.
+_TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = e.message_id)"
+
+
 def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Event]:
     """Newest first."""
     clauses, params = ["1"], []
@@ -57,7 +61,7 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Ev
         params.extend(f.types)
     for value, clause in ((f.recipient, "e.recipient = ?"), (f.message_id, "e.message_id = ?"),
                           (f.since, "e.at >= ?"), (f.until, "e.at < ?"), (f.before, "e.id < ?"),
-                          (f.tag, "e.message_id IN (SELECT message_id FROM message_tags WHERE tag = ?)")):  # fmt: skip
+                          (f.tag, _TAGGED)):  # fmt: skip
         if value is not None:
             clauses.append(clause)
             params.append(value)
