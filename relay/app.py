@@ -19,6 +19,7 @@ from relay import config as config_mod
 from relay import dkim, tls, workers
 from relay.api.app import ApiSettings, make_app
 from relay.api.credentials import CredentialsView
+from relay.api.domains import DomainsView
 from relay.api.events import EventsView
 from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
@@ -35,6 +36,8 @@ from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.dkim import Signer
+from relay.domains import Checker, Domains, SendingDomains
+from relay.domains import Policy as DomainPolicy
 from relay.ratelimit import RateLimiter
 from relay.store import Store
 from relay.submission.accept import Acceptor
@@ -46,8 +49,9 @@ from relay.webhooks import SenderSettings, WebhookSender
 
 log = logging.getLogger("relay")
 
-SMTP_DRAIN_SECONDS = 10.0
-HOUSEKEEPING_SECONDS = 600.0  # on stop, time for SMTP transactions in progress to complete
+SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
+HOUSEKEEPING_SECONDS = 600.0
+DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
 
 
 def node_id(data_dir: Path) -> str:
@@ -80,13 +84,32 @@ def bind_listeners(config: Config) -> workers.Listeners:
     )
 
 
-def make_signer(config: Config) -> Signer | None:
-    """DKIM keys from [dkim.domains] (the config loader has checked them)."""
+def make_signer(config: Config) -> Signer:
+    """DKIM keys from [dkim.domains] (the config loader has checked them); sending domains add theirs."""
     keys = {
         domain: dkim.load_key(domain, entry.selector, entry.private_key)
         for domain, entry in config.dkim.domains.items()
     }
-    return Signer(keys) if keys else None
+    return Signer(keys)
+
+
+def domain_policy(config: Config) -> DomainPolicy:
+    bounce_domains = config.inbound.bounce_domains
+
+    def aligned_bounce_domain(domain: str) -> str | None:
+        return next((b for b in bounce_domains if b == domain or b.endswith("." + domain)), None)
+
+    d = config.domains
+    return DomainPolicy(tuple(d.outbound_ips), d.spf_include, d.inbound_host or config.server.hostname,
+                  aligned_bounce_domain)  # fmt: skip
+
+
+def make_domains(config: Config, store: Store, sending: SendingDomains | None) -> Domains:
+    resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
+    resolver.cache = None  # verification is live: a record published a minute ago must be seen
+    checker = Checker(resolver, domain_policy(config))
+    return Domains(store, config.server.data_dir / "dkim", checker, sending, config.domains.selector,
+                   config.domains.key_bits)  # fmt: skip
 
 
 def suppression_policy(config: Config) -> SuppressionPolicy:
@@ -158,6 +181,8 @@ class Relay:
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
         self.verp: Verp | None = None
+        self.domains: Domains | None = None
+        self._domains_task: asyncio.Task[None] | None = None
         self.webhook_sender: WebhookSender | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
@@ -194,9 +219,14 @@ class Relay:
             )
             await self.capacity.refresh()
             self.capacity.start()
+            signer = make_signer(config)
+            sending = SendingDomains(signer, config.domains.require_verified_domain)
+            self.domains = make_domains(config, store, sending)
+            await self.domains.refresh()
+            self._domains_task = asyncio.create_task(self._refresh_domains(), name="domains")
             acceptor = Acceptor(
                 store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity,
-                signer=make_signer(config),
+                signer=signer, sending=sending,
             )  # fmt: skip
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
@@ -229,6 +259,16 @@ class Relay:
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def _refresh_domains(self) -> None:
+        """Keys and verified domains changed by another process (or the CLI) are picked up within this long."""
+        while True:
+            await asyncio.sleep(DOMAINS_REFRESH_SECONDS)
+            try:
+                assert self.domains is not None
+                await self.domains.refresh()
+            except Exception:
+                log.exception("could not refresh sending domains")
 
     async def prune_history(self) -> tuple[int, int]:
         """Delete events and bodies older than [retention] allows, in batches (other writers go between)."""
@@ -323,6 +363,8 @@ class Relay:
         routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
                   *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
                   *WebhooksView(store, self.clock, sender).routes(),
+                  *DomainsView(self.domains or make_domains(self.config, store, None),
+                               domain_policy(self.config)).routes(),
                   web.get("/metrics", self._metrics)]  # fmt: skip
 
         app = make_app(store, settings, routes, max_body=http.max_body_size)
@@ -358,6 +400,9 @@ class Relay:
             await self.engine.stop(self.config.server.shutdown_grace)
         if self._engine_task is not None:
             await asyncio.gather(self._engine_task, return_exceptions=True)
+        if self._domains_task is not None:
+            self._domains_task.cancel()
+            await asyncio.gather(self._domains_task, return_exceptions=True)
         if self.webhook_sender is not None:
             await self.webhook_sender.stop()
         if self._webhook_task is not None:

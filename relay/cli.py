@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, keys, queue, send, bounces, suppressions."""
+"""The ``relay`` command: serve, check-config, keys, queue, send, bounces, suppressions, domains."""
 
 from __future__ import annotations
 
@@ -142,7 +142,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="host:port to submit to (default: the first [smtp] listen address)")
     p.set_defaults(func=cmd_send)
     _add_bounce_commands(sub, common, as_json)
+    _add_domain_commands(sub, common, as_json)
     return parser
+
+
+def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    domains = sub.add_parser("domains", help="sending domains: DKIM keys, DNS records, verification").add_subparsers(
+        title="domains commands", metavar="ACTION"
+    )
+    p = domains.add_parser("add", parents=[common, as_json], help="add a domain: makes its DKIM key, lists records")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_domains_add)
+    p = domains.add_parser("list", parents=[common, as_json], help="sending domains and their status")
+    p.set_defaults(func=cmd_domains_list)
+    p = domains.add_parser("show", parents=[common, as_json], help="one domain: records to publish, last checks")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_domains_show)
+    p = domains.add_parser("verify", parents=[common, as_json], help="check the published records now")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_domains_verify)
+    p = domains.add_parser("remove", parents=[common, as_json], help="remove a domain and delete its keys")
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_domains_remove)
+    dkim = sub.add_parser("dkim", help="DKIM keys").add_subparsers(title="dkim commands", metavar="ACTION")
+    rotate_help = "make a new key to publish next to the current one; it signs once verify sees it"
+    p = dkim.add_parser("rotate", parents=[common, as_json], help=rotate_help)
+    p.add_argument("domain")
+    p.set_defaults(func=cmd_dkim_rotate)
 
 
 def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
@@ -681,3 +707,92 @@ def cmd_allowlist_remove(args: argparse.Namespace, config: Config) -> int:
     elif not removed:
         print(f"relay: {args.entry} is not on the allowlist", file=sys.stderr)
     return 0 if removed else 1
+
+
+# -- sending domains ----------------------------------------------------------------------------
+
+
+def _domains_call(config: Config, action: str, *args: Any) -> Any:
+    from relay.app import make_domains
+
+    async def run(store: Store) -> Any:
+        domains = make_domains(config, store, None)
+        return await getattr(domains, action)(*args) if args else await store.domains()
+
+    return _with_store(config, run)
+
+
+def _print_domain(config: Config, args: argparse.Namespace, domain: Any) -> None:
+    from relay.app import domain_policy
+    from relay.domains import records
+
+    if args.json:
+        from relay.api.domains import domain_json
+
+        _print_json(domain_json(domain, domain_policy(config)))
+        return
+    keys = ", ".join(f"{k.selector} ({k.state})" for k in domain.keys)
+    print(f"{domain.name}  {domain.status}  id {domain.id}  dkim {keys}")
+    print("records to publish:")
+    for r in records(domain, domain_policy(config)):
+        print(f"  {r.type:4} {r.name}\n       {r.value}\n       ({r.purpose})")
+    if domain.checks:
+        print(f"checks ({_when(domain.checked_at)}):")
+        for name, check in domain.checks.items():
+            print(f"  {name:12} {check['status']:9} {check['hint']}")
+
+
+def _domain_command(args: argparse.Namespace, config: Config, action: str) -> int:
+    from relay.domains import DomainError
+
+    try:
+        domain = _domains_call(config, action, args.domain)
+    except DomainError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 1
+    _print_domain(config, args, domain)
+    return 0
+
+
+def cmd_domains_add(args: argparse.Namespace, config: Config) -> int:
+    return _domain_command(args, config, "add")
+
+
+def cmd_domains_show(args: argparse.Namespace, config: Config) -> int:
+    return _domain_command(args, config, "get")
+
+
+def cmd_domains_verify(args: argparse.Namespace, config: Config) -> int:
+    return _domain_command(args, config, "verify")
+
+
+def cmd_dkim_rotate(args: argparse.Namespace, config: Config) -> int:
+    return _domain_command(args, config, "rotate")
+
+
+def cmd_domains_remove(args: argparse.Namespace, config: Config) -> int:
+    from relay.domains import DomainError
+
+    try:
+        domain = _domains_call(config, "remove", args.domain)
+    except DomainError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json({"id": domain.id, "domain": domain.name, "deleted": True})
+    else:
+        print(f"{domain.name} removed, its DKIM keys deleted")
+    return 0
+
+
+def cmd_domains_list(args: argparse.Namespace, config: Config) -> int:
+    domains = _domains_call(config, "list")
+    if args.json:
+        from relay.api.domains import domain_json
+        from relay.app import domain_policy
+
+        _print_json([domain_json(d, domain_policy(config)) for d in domains])
+        return 0
+    for d in domains:
+        print(f"{d.name:40} {d.status:9} checked {_when(d.checked_at)}")
+    return 0

@@ -396,6 +396,23 @@ class RetentionConfig:
     redact_subjects: bool = _field(False, "never store subjects (the activity shows an empty subject)")
 
 
+def _ip(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {value!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainsConfig:
+    require_verified_domain: bool = _field(False, "refuse mail From: a domain that is not a verified sending domain")
+    outbound_ips: list[str] = _field([], "addresses relay sends from: the SPF suggestion and check", _listof(_ip))
+    spf_include: str = _field("", 'an SPF include for the suggestion, e.g. "_spf.relay.example.com"')
+    inbound_host: str = _field("", "host bounce domains' MX should name; empty = [server] hostname")
+    selector: str = _field("", "DKIM selector for new keys; empty = rlyYYYYMM")
+    key_bits: int = _field(2048, "RSA key size for new DKIM keys")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
@@ -408,6 +425,7 @@ class Config:
     suppression: SuppressionConfig = dataclasses.field(default_factory=SuppressionConfig)
     webhooks: WebhooksConfig = dataclasses.field(default_factory=WebhooksConfig)
     retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
+    domains: DomainsConfig = dataclasses.field(default_factory=DomainsConfig)
     source: Path | None = None
 
     @property
@@ -426,6 +444,7 @@ _SECTIONS: dict[str, type] = {
     "suppression": SuppressionConfig,
     "webhooks": WebhooksConfig,
     "retention": RetentionConfig,
+    "domains": DomainsConfig,
 }
 
 # ---------------------------------------------------------------------------
@@ -556,6 +575,10 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
     if config.server.acceptors < 0:
         raise ConfigError(f"{where}: [server] acceptors must not be negative")
+    if config.domains.key_bits not in (1024, 2048, 3072, 4096):
+        raise ConfigError(f"{where}: [domains] key_bits must be 1024, 2048, 3072 or 4096")
+    if config.domains.selector and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", config.domains.selector):
+        raise ConfigError(f"{where}: [domains] selector must be a DNS label")
     if config.server.log_format not in ("text", "json"):
         raise ConfigError(f'{where}: [server] log_format must be "text" or "json"')
     if config.webhooks.max_concurrency <= 0:

@@ -19,7 +19,7 @@ from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.store.idempotency import Completion, IdempotencyRecord
 from relay.store.queue import MessageFilter, MessageRecord, Quota, QuotaExhausted
-from relay.submission.accept import Acceptor, MessageTooLarge
+from relay.submission.accept import Acceptor, DomainNotVerified, MessageTooLarge
 from relay.submission.capacity import Overloaded
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class MessagesView:
             await self.acceptor.submit(message, quota, completion)
         except MessageTooLarge as exc:
             raise ApiError(413, "message_too_large", str(exc)) from None
+        except DomainNotVerified as exc:
+            raise ApiError(422, "domain_not_verified", str(exc), "from") from None
         except QuotaExhausted as exc:
             raise ApiError(402, "quota_exhausted", str(exc)) from None
         except Overloaded as exc:

@@ -38,10 +38,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         402: "Sending quota exhausted",
         403: "Missing scope, IP not allowed, or TLS required",
         404: "Not found",
-        409: "A request with this Idempotency-Key is in progress",
+        409: "A request with this Idempotency-Key is in progress, or the resource already exists",
         413: "Body or message too large",
         415: "Body is not JSON",
-        422: "Idempotency-Key reused with another body, or every recipient suppressed",
+        422: "Idempotency-Key reused with another body, every recipient suppressed, or the From: domain is not"
+        " verified",
         429: "Rate limited (see Retry-After)",
         503: "Submission paused: queue or disk full (see Retry-After)",
     }
@@ -690,6 +691,56 @@ PATHS["/metrics"] = {
         "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STR}}},
                       "403": _json({"type": "object"}, "Not allowed from this address")},
     }
+}  # fmt: skip
+
+
+# -- sending domains ------------------------------------------------------------------------------
+
+_CHECK = {"type": "object", "properties": {"status": {"enum": ["verified", "pending", "failed"]}, "hint": _STR}}
+SCHEMAS["Domain"] = {
+    "type": "object",
+    "required": ["id", "domain", "status", "records"],
+    "properties": {
+        "id": _STR,
+        "domain": _STR,
+        "status": {"enum": ["verified", "pending", "failed"], "description": "verified: DKIM and SPF are right"},
+        "created_at": _TIME,
+        "checked_at": _TIME,
+        "verified_at": _TIME,
+        "dkim": {"type": "array", "items": {"type": "object", "properties": {
+            "selector": _STR, "state": {"enum": ["active", "pending", "retired"]}, "created_at": _TIME}}},
+        "records": {"type": "array", "items": {"type": "object", "properties": {
+            "type": _STR, "name": _STR, "value": _STR, "purpose": _STR}}},
+        "checks": {"type": ["object", "null"], "additionalProperties": _CHECK,
+                   "description": "dkim, spf, dmarc, return_path (and dkim_next during a rotation)"},
+    },
+}  # fmt: skip
+PATHS["/v1/domains"] = {
+    "get": {"summary": "Sending domains (scope domains)", "responses": {"200": _page_of("Domain")}},
+    "post": {
+        "summary": "Add a domain: makes its DKIM key and lists the records to publish (scope domains)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["domain"], "properties": {"domain": _STR}}}}},
+        "responses": {"201": _json(_ref("Domain"), "Created"), **_errors(400, 409, 415)},
+    },
+}  # fmt: skip
+_DOMAIN_ID = {**_ID, "description": "the id or the domain name"}
+PATHS["/v1/domains/{id}"] = {
+    "get": {"summary": "One domain (scope domains)", "parameters": [_DOMAIN_ID],
+            "responses": {"200": _json(_ref("Domain"), "OK"), **_errors(404)}},
+    "delete": {"summary": "Remove a domain and delete its keys (scope domains)", "parameters": [_DOMAIN_ID],
+               "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)}},
+}  # fmt: skip
+_VERIFY = {
+    "summary": "Check the published records now; the result is stored (scope domains)",
+    "parameters": [_DOMAIN_ID],
+    "responses": {"200": _json(_ref("Domain"), "With checks"), **_errors(404)},
+}
+PATHS["/v1/domains/{id}/verify"] = {"get": _VERIFY, "post": _VERIFY}
+PATHS["/v1/domains/{id}/rotate-dkim"] = {
+    "post": {"summary": "A new DKIM key to publish next to the current one; it signs once verify sees it"
+                        " (scope domains)", "parameters": [_DOMAIN_ID],
+             "responses": {"200": _json(_ref("Domain"), "With the pending key"), **_errors(404, 409)}},
 }  # fmt: skip
 
 

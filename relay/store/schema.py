@@ -245,6 +245,25 @@ MIGRATIONS: list[str] = [
         WHERE w.enabled = 1 AND (w.events = '[]' OR EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = NEW.kind));
     END;
     """,
+    # 5: sending domains and their DKIM keys (the private keys are files in the data dir, 0600).
+    """
+    CREATE TABLE domains (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        created_at   REAL NOT NULL,
+        checks       TEXT,          -- JSON: check → {status, hint}, from the last verification
+        checked_at   REAL,
+        verified_at  REAL           -- when DKIM and SPF were last found right
+    ) WITHOUT ROWID;
+    CREATE TABLE dkim_keys (
+        domain_id   TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+        selector    TEXT NOT NULL,
+        key_path    TEXT NOT NULL,
+        state       TEXT NOT NULL,  -- active, pending (published next to the active one), retired
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (domain_id, selector)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -16,9 +16,11 @@ from relay import credentials as creds
 from relay import keys as api_keys
 from relay.clock import Clock
 from relay.credentials import SmtpCredential
+from relay.domains import DkimKey, Domain
 from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.store import credentials as cred_rows
+from relay.store import domains as dom
 from relay.store import events as ev
 from relay.store import idempotency as idem
 from relay.store import keys as key_rows
@@ -363,3 +365,26 @@ class Store:
 
     async def webhook_backlog(self) -> dict[str, int]:
         return await self.db.read(wh.backlog)
+
+    # -- sending domains ------------------------------------------------------------------
+
+    async def create_domain(self, domain_id: str, name: str, key: DkimKey) -> Domain:
+        now = self.clock.now()
+        return await self.db.write(lambda c: dom.create(c, domain_id, name, key, now))
+
+    async def domain(self, ident: str) -> Domain | None:
+        return await self.db.read(lambda c: dom.get(c, ident))
+
+    async def domains(self) -> list[Domain]:
+        return await self.db.read(dom.list_all)
+
+    async def delete_domain(self, ident: str) -> Domain | None:
+        return await self.db.write(lambda c: dom.delete(c, ident))
+
+    async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None:
+        await self.db.write(lambda c: dom.add_key(c, domain_id, key))
+
+    async def record_domain_checks(self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
+                                   ) -> Domain:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: dom.record_checks(c, domain, checks, now, promote))

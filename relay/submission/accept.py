@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable
 
 from relay.dkim import Signer
+from relay.domains import SendingDomains
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.idempotency import Completion
@@ -26,6 +27,10 @@ class MessageTooLarge(Exception):
     pass
 
 
+class DomainNotVerified(Exception):
+    """The From: domain is not a verified sending domain ([domains] require_verified_domain)."""
+
+
 class Acceptor:
     def __init__(
         self,
@@ -34,8 +39,10 @@ class Acceptor:
         on_queued: Callable[[], None] = lambda: None,
         capacity: Capacity | None = None,
         signer: Signer | None = None,
+        sending: SendingDomains | None = None,
     ) -> None:
         self.signer = signer
+        self.sending = sending
         self.store = store
         self.max_size = max_size
         self.on_queued = on_queued
@@ -45,11 +52,14 @@ class Acceptor:
     async def submit(
         self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None
     ) -> str:
-        """Queue ``message`` durably. Raises MessageTooLarge, Overloaded, QuotaExhausted."""
+        """Queue ``message`` durably. Raises MessageTooLarge, DomainNotVerified, Overloaded, QuotaExhausted."""
         if len(message.raw) > self.max_size:
             raise MessageTooLarge(f"message is {len(message.raw)} bytes, the limit is {self.max_size}")
         if not message.recipients:
             raise ValueError("a message needs at least one recipient")
+        refusal = self.sending.refusal(message.raw) if self.sending is not None else None
+        if refusal is not None:
+            raise DomainNotVerified(refusal)
         if self.capacity is not None:
             self.capacity.check()
         if self.signer is not None and self.signer.key_for(message.raw) is not None:

@@ -44,7 +44,7 @@ from relay.message import (
 )
 from relay.ratelimit import RateLimiter
 from relay.store.queue import QuotaExhausted
-from relay.submission.accept import Acceptor, MessageTooLarge
+from relay.submission.accept import Acceptor, DomainNotVerified, MessageTooLarge
 from relay.submission.auth import SmtpAuthenticator, Throttled
 from relay.submission.capacity import Overloaded
 
@@ -184,6 +184,8 @@ class SubmissionHandler:
             await self.acceptor.submit(message)
         except MessageTooLarge:
             return "552 5.3.4 Message too big"
+        except DomainNotVerified as exc:
+            return f"550 5.7.1 {exc}"
         except (Overloaded, QuotaExhausted) as exc:
             log.warning("refused a message from %s: %s", _peer_ip(session), exc)
             return "452 4.3.1 Insufficient system storage, try again later"

@@ -1,0 +1,83 @@
+"""/v1/domains (scope ``domains``): sending domains, the records to publish, live verification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.app import ApiError, read_json_object, require
+from relay.api.messages import iso
+from relay.domains import Domain, DomainError, Domains, Policy, records
+
+
+def domain_json(d: Domain, policy: Policy) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "domain": d.name,
+        "status": d.status,
+        "created_at": iso(d.created_at),
+        "checked_at": iso(d.checked_at),
+        "verified_at": iso(d.verified_at),
+        "dkim": [{"selector": k.selector, "state": k.state, "created_at": iso(k.created_at)} for k in d.keys],
+        "records": [r.__dict__ for r in records(d, policy)],
+        "checks": d.checks,
+    }
+
+
+class DomainsView:
+    def __init__(self, domains: Domains, policy: Policy) -> None:
+        self.domains = domains
+        self.policy = policy
+
+    def routes(self) -> list[web.RouteDef]:
+        scope = require("domains")
+        return [
+            web.post("/v1/domains", scope(self.create)),
+            web.get("/v1/domains", scope(self.index)),
+            web.get("/v1/domains/{id}", scope(self.show)),
+            web.delete("/v1/domains/{id}", scope(self.delete)),
+            web.get("/v1/domains/{id}/verify", scope(self.verify)),
+            web.post("/v1/domains/{id}/verify", scope(self.verify)),
+            web.post("/v1/domains/{id}/rotate-dkim", scope(self.rotate)),
+        ]
+
+    async def create(self, request: web.Request) -> web.Response:
+        data = await read_json_object(request)
+        name = data.get("domain")
+        if not isinstance(name, str):
+            raise ApiError(400, "missing_field" if name is None else "invalid_field", "give 'domain'", "domain")
+        try:
+            domain = await self.domains.add(name)
+        except DomainError as exc:
+            status = 409 if "already" in str(exc) else 400
+            raise ApiError(status, "conflict" if status == 409 else "invalid_field", str(exc), "domain") from None
+        return web.json_response(domain_json(domain, self.policy), status=201)
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [domain_json(d, self.policy) for d in await self.domains.store.domains()]})
+
+    async def _call(self, fn: Any, ident: str) -> Domain:
+        try:
+            return await fn(ident)
+        except DomainError as exc:
+            if str(exc).startswith("no sending domain"):
+                raise ApiError(404, "not_found", str(exc)) from None
+            raise ApiError(409, "conflict", str(exc)) from None
+
+    async def show(self, request: web.Request) -> web.Response:
+        return web.json_response(domain_json(await self._call(self.domains.get, request.match_info["id"]), self.policy))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        domain = await self._call(self.domains.remove, request.match_info["id"])
+        return web.json_response({"id": domain.id, "domain": domain.name, "deleted": True})
+
+    async def verify(self, request: web.Request) -> web.Response:
+        """Run the DNS checks now; the result is stored with the domain."""
+        domain = await self._call(self.domains.verify, request.match_info["id"])
+        return web.json_response(domain_json(domain, self.policy))
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        """A new DKIM key to publish next to the current one; it takes over when verify sees it."""
+        domain = await self._call(self.domains.rotate, request.match_info["id"])
+        return web.json_response(domain_json(domain, self.policy))

@@ -1,0 +1,75 @@
+"""Sending domains and their DKIM keys in SQL."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from relay.domains import VERIFIED, DkimKey, Domain
+
+_COLUMNS = "id, name, created_at, checks, checked_at, verified_at"
+
+
+def _keys(conn: sqlite3.Connection, domain_id: str) -> tuple[DkimKey, ...]:
+    rows = conn.execute(
+        "SELECT selector, key_path, state, created_at FROM dkim_keys WHERE domain_id = ?"
+        " ORDER BY CASE state WHEN 'active' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, created_at",
+        (domain_id,),
+    ).fetchall()
+    return tuple(DkimKey(sel, Path(path), state, at) for sel, path, state, at in rows)
+
+
+def _domain(conn: sqlite3.Connection, row: tuple) -> Domain:  # type: ignore[type-arg]
+    did, name, created, checks, checked_at, verified_at = row
+    return Domain(did, name, created, _keys(conn, did), json.loads(checks) if checks else None, checked_at,
+                  verified_at)  # fmt: skip
+
+
+def create(conn: sqlite3.Connection, domain_id: str, name: str, key: DkimKey, now: float) -> Domain:
+    conn.execute("INSERT INTO domains (id, name, created_at) VALUES (?, ?, ?)", (domain_id, name, now))
+    add_key(conn, domain_id, key)
+    found = get(conn, domain_id)
+    assert found is not None
+    return found
+
+
+def add_key(conn: sqlite3.Connection, domain_id: str, key: DkimKey) -> None:
+    conn.execute(
+        "INSERT INTO dkim_keys (domain_id, selector, key_path, state, created_at) VALUES (?, ?, ?, ?, ?)",
+        (domain_id, key.selector, str(key.path), key.state, key.created_at),
+    )
+
+
+def get(conn: sqlite3.Connection, ident: str) -> Domain | None:
+    """By id or by name."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM domains WHERE id = ? OR name = ?", (ident, ident.lower())).fetchone()
+    return _domain(conn, row) if row else None
+
+
+def list_all(conn: sqlite3.Connection) -> list[Domain]:
+    return [_domain(conn, row) for row in conn.execute(f"SELECT {_COLUMNS} FROM domains ORDER BY name").fetchall()]
+
+
+def delete(conn: sqlite3.Connection, ident: str) -> Domain | None:
+    found = get(conn, ident)
+    if found is not None:
+        conn.execute("DELETE FROM domains WHERE id = ?", (found.id,))
+    return found
+
+
+def record_checks(conn: sqlite3.Connection, domain: Domain, checks: dict[str, dict[str, str]], now: float,
+                  promote: str | None) -> Domain:  # fmt: skip
+    """Store a verification; ``promote``: a pending selector found published, which now signs."""
+    if promote is not None:
+        conn.execute("UPDATE dkim_keys SET state = 'retired' WHERE domain_id = ? AND state = 'active'", (domain.id,))
+        conn.execute("UPDATE dkim_keys SET state = 'active' WHERE domain_id = ? AND selector = ?", (domain.id, promote))
+    verified = all(checks.get(name, {}).get("status") == VERIFIED for name in ("dkim", "spf"))
+    conn.execute(
+        "UPDATE domains SET checks = ?, checked_at = ?, verified_at = CASE WHEN ? THEN ? ELSE verified_at END"
+        " WHERE id = ?",
+        (json.dumps(checks), now, verified, now, domain.id),
+    )
+    found = get(conn, domain.id)
+    assert found is not None
+    return found
