@@ -64,6 +64,8 @@ class Composition:
     tags: tuple[str, ...] = ()
     metadata: dict[str, str | int | float | bool | None] = dataclasses.field(default_factory=dict)
 
+    send_at: float | None = None
+
     @property
     def envelope_recipients(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}

@@ -152,6 +152,7 @@ class ServerConfig:
     acceptors: int = _field(0, "processes that accept SMTP/HTTP; 0 = the main process accepts and delivers")
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
+    max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)
 
 
 @dataclasses.dataclass(frozen=True)

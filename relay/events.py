@@ -9,6 +9,7 @@ class State(StrEnum):
     """Where one recipient of one message stands."""
 
     QUEUED = "queued"  # waiting for its first attempt
+    SCHEDULED = "scheduled"  # waiting for its send_at time (then like queued)
     DEFERRED = "deferred"  # a temporary failure; waiting for a retry
     SENDING = "sending"  # leased by a worker, attempt in flight
     DELIVERED = "delivered"  # the receiving server accepted it (2xx)
@@ -18,7 +19,7 @@ class State(StrEnum):
     CANCELLED = "cancelled"  # removed from the queue by an operator
 
 
-PENDING_STATES = (State.QUEUED, State.DEFERRED)
+PENDING_STATES = (State.QUEUED, State.SCHEDULED, State.DEFERRED)
 FINAL_STATES = (State.DELIVERED, State.BOUNCED, State.FAILED, State.SUPPRESSED, State.CANCELLED)
 
 

@@ -81,6 +81,7 @@ class NewMessage:
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     api_key_id: str | None = None
     suppressed: dict[str, str] = dataclasses.field(default_factory=dict)  # recipient → why; stored, never sent
+    send_at: float | None = None  # scheduled: not delivered before this time
 
     @property
     def header_id(self) -> str | None:

@@ -56,6 +56,7 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
         "size": m.size,
         "tags": m.tags,
         "metadata": m.metadata,
+        "send_at": iso(m.send_at),
         "recipients": [
             {
                 "email": r.address,
@@ -82,8 +83,10 @@ def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
 
 
 class MessagesView:
-    def __init__(self, acceptor: Acceptor, hostname: str, clock: Clock, limits: Limits, idempotency_ttl: float) -> None:
+    def __init__(self, acceptor: Acceptor, hostname: str, clock: Clock, limits: Limits, idempotency_ttl: float,
+                 max_schedule_ahead: float = 30 * 86400.0) -> None:  # fmt: skip
         self.acceptor = acceptor
+        self.max_schedule_ahead = max_schedule_ahead
         self.store = acceptor.store
         self.hostname = hostname
         self.clock = clock
@@ -97,7 +100,39 @@ class MessagesView:
             web.get("/v1/messages/{id}", require("read")(self.show)),
             web.delete("/v1/messages/{id}", require("send")(self.cancel)),
             web.get("/v1/idempotency/records/{key}", require("send")(self.idempotency_record)),
+            web.get("/v1/scheduled-messages", require("read")(self.scheduled)),
+            web.patch("/v1/scheduled-messages/{id}", require("send")(self.reschedule)),
+            web.delete("/v1/scheduled-messages/{id}", require("send")(self.cancel)),
         ]
+
+    async def scheduled(self, request: web.Request) -> web.Response:
+        """Messages waiting for their send_at, soonest first."""
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
+        rows = await self.store.scheduled_messages(request.query.get("cursor") or None, limit + 1)
+        page = rows[:limit]
+        return web.json_response({"data": [message_json(m) for m in page],
+                                  "next_cursor": page[-1].id if len(rows) > limit else None})  # fmt: skip
+
+    async def reschedule(self, request: web.Request) -> web.Response:
+        """``{"send_at": ...}``: a new time, in the future, for the recipients still waiting."""
+        data = await read_json_object(request)
+        if data.get("send_at") is None:
+            raise ApiError(400, "missing_field", "give 'send_at'", "send_at")
+        send_at = self._send_at(data["send_at"], future_only=True)
+        assert send_at is not None  # _send_at refuses a past time when future_only
+        message_id = request.match_info["id"]
+        if await self.store.message(message_id) is None:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+        if not await self.store.reschedule(message_id, send_at):
+            raise ApiError(409, "not_scheduled", f"message {message_id} has no recipient waiting for its send_at")
+        message = await self.store.message(message_id)
+        assert message is not None
+        return web.json_response(message_json(message))
 
     async def create(self, request: web.Request) -> web.Response:
         """Queue a message; retries with the same Idempotency-Key replay the first response."""
@@ -118,6 +153,26 @@ class MessagesView:
             await self.store.release_idempotency_key(key.id, idempotency_key)
             raise
 
+    def _send_at(self, value: Any, field: str = "send_at", future_only: bool = False) -> float | None:
+        """An ISO 8601 time (or unix seconds) within [server] max_schedule_ahead; a past time sends now."""
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            when = float(value)
+        elif isinstance(value, str):
+            when = parse_time(field, value)
+        else:
+            raise ApiError(400, "invalid_field", f"'{field}' must be an ISO 8601 time", field)
+        now = self.clock.now()
+        if when > now + self.max_schedule_ahead:
+            days = self.max_schedule_ahead / 86400
+            raise ApiError(400, "invalid_field", f"'{field}' may be at most {days:g} days ahead", field)
+        if when <= now:
+            if future_only:
+                raise ApiError(400, "invalid_field", f"'{field}' must be in the future", field)
+            return None
+        return when
+
     def _replay(self, held: IdempotencyRecord, request_hash: str) -> web.Response:
         if held.request_hash != request_hash:
             raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
@@ -129,8 +184,7 @@ class MessagesView:
         )
 
     async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
-        if data.get("send_at") is not None:
-            raise ApiError(400, "unsupported_field", "scheduled sending (send_at) is not available yet", "send_at")
+        send_at = self._send_at(data.get("send_at"))
         try:
             composition = parse_request(data, self.limits)
         except FieldError as exc:
@@ -144,11 +198,12 @@ class MessagesView:
         message = NewMessage(
             composition.sender.addr_spec, recipients, raw, "http",
             subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
-            suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()},
+            suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()}, send_at=send_at,
         )  # fmt: skip
         body = {
             "id": message.id,
-            "status": "queued",
+            "status": "scheduled" if send_at is not None else "queued",
+            **({"send_at": iso(send_at)} if send_at is not None else {}),
             "recipients": [
                 {"email": r, "status": "suppressed", "reason": suppressed[r]} if r in suppressed
                 else {"email": r, "status": "queued"}

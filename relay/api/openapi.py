@@ -90,6 +90,10 @@ SCHEMAS: dict[str, Any] = {
             "attachments": {"type": "array", "items": _ref("Attachment")},
             "tags": {"type": "array", "items": _STR, "maxItems": 10},
             "metadata": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+            "send_at": {
+                "type": ["string", "number", "null"],
+                "description": "ISO 8601 time (or unix seconds) to send at; past: now",
+            },
         },
     },
     "MessageAccepted": {
@@ -97,7 +101,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "status", "recipients"],
         "properties": {
             "id": _STR,
-            "status": {"const": "queued"},
+            "status": {"enum": ["queued", "scheduled"]},
+            "send_at": _TIME,
             "recipients": {
                 "type": "array",
                 "items": {
@@ -118,7 +123,17 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "email": _STR,
             "status": {
-                "enum": ["queued", "deferred", "sending", "delivered", "bounced", "failed", "suppressed", "cancelled"]
+                "enum": [
+                    "queued",
+                    "scheduled",
+                    "deferred",
+                    "sending",
+                    "delivered",
+                    "bounced",
+                    "failed",
+                    "suppressed",
+                    "cancelled",
+                ]
             },  # fmt: skip
             "attempts": {"type": "integer"},
             "next_attempt_at": _TIME,
@@ -741,6 +756,22 @@ PATHS["/v1/domains/{id}/rotate-dkim"] = {
     "post": {"summary": "A new DKIM key to publish next to the current one; it signs once verify sees it"
                         " (scope domains)", "parameters": [_DOMAIN_ID],
              "responses": {"200": _json(_ref("Domain"), "With the pending key"), **_errors(404, 409)}},
+}  # fmt: skip
+
+
+# -- scheduled messages ------------------------------------------------------------------------------
+
+PATHS["/v1/scheduled-messages"] = {
+    "get": {"summary": "Messages waiting for their send_at, soonest first (scope read)",
+            "parameters": _PAGE_PARAMS, "responses": {"200": _json({"type": "object"}, "A page"), **_errors(400)}},
+}  # fmt: skip
+PATHS["/v1/scheduled-messages/{id}"] = {
+    "patch": {"summary": "Move a scheduled message to another time in the future (scope send)", "parameters": [_ID],
+              "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "type": "object", "required": ["send_at"], "properties": {"send_at": _STR}}}}},
+              "responses": {"200": _json({"type": "object"}, "The message"), **_errors(400, 404, 409, 415)}},
+    "delete": {"summary": "Cancel a scheduled message (scope send)", "parameters": [_ID],
+               "responses": {"200": _json({"type": "object"}, "Cancelled"), **_errors(404)}},
 }  # fmt: skip
 
 

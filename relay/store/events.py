@@ -148,7 +148,7 @@ def prune_bodies(conn: sqlite3.Connection, before: float) -> int:
     return conn.execute(
         "DELETE FROM message_bodies WHERE message_id IN (SELECT b.message_id FROM message_bodies b"
         " WHERE b.message_id < ? AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = b.message_id"
-        " AND r.state IN ('queued', 'deferred', 'sending')) LIMIT ?)",
+        " AND r.state IN ('queued', 'scheduled', 'deferred', 'sending')) LIMIT ?)",
         (lowest_message_id(before), PRUNE_BATCH),
     ).rowcount
 

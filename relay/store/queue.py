@@ -87,12 +87,15 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
     """Insert the message, its body, tags, recipients and QUEUED events; count it against the quota."""
     if quota is not None:
         _count_against_quota(conn, quota, now)
+    scheduled = message.send_at if message.send_at is not None and message.send_at > now else None
+    state, due = ("scheduled", scheduled) if scheduled is not None else ("queued", now)
     conn.execute(
-        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
+        " send_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message.id, now, message.sender, len(message.raw), message.source, message.subject,
             json.dumps(list(message.tags)), json.dumps(message.metadata), message.api_key_id, message.header_id,
+            scheduled,
         ),
     )  # fmt: skip
     conn.executemany(
@@ -111,10 +114,11 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
             continue
         cur = conn.execute(
             "INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)"
-            " VALUES (?, ?, ?, 'queued', ?, ?)",
-            (message.id, address, domain_of(address), now, now),
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (message.id, address, domain_of(address), state, due, now),
         )
-        _event(conn, now, EventKind.QUEUED, message.id, cur.lastrowid, address, None, None)
+        _event(conn, now, EventKind.QUEUED, message.id, cur.lastrowid, address, None, None,
+               {"send_at": scheduled} if scheduled is not None else None)  # fmt: skip
 
 
 def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
@@ -160,7 +164,7 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
         return []
     marks = ",".join("?" * len(by_message))
     messages = conn.execute(
-        "SELECT m.id, m.sender, m.created_at, b.raw FROM messages m"
+        "SELECT m.id, m.sender, coalesce(m.send_at, m.created_at), b.raw FROM messages m"
         f" JOIN message_bodies b ON b.message_id = m.id WHERE m.id IN ({marks})",
         list(by_message),
     ).fetchall()
@@ -340,16 +344,17 @@ class MessageRecord:
     metadata: dict[str, Any]
     api_key_id: str | None
     recipients: list[RecipientStatus]
+    send_at: float | None = None
 
 
-_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id"
+_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at"
 
 
 def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
-    mid, created, sender, size, source, subject, tags, metadata, key_id = row
+    mid, created, sender, size, source, subject, tags, metadata, key_id, send_at = row
     return MessageRecord(
         mid, created, sender, size, source, subject, json.loads(tags), json.loads(metadata), key_id,
-        message_status(conn, mid),
+        message_status(conn, mid), send_at,
     )  # fmt: skip
 
 
@@ -393,7 +398,7 @@ def cancel_message(conn: sqlite3.Connection, message_id: str, now: float) -> lis
     """Cancel every recipient still waiting (queued or deferred); returns their addresses."""
     rows = conn.execute(
         "UPDATE recipients SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?"
-        " WHERE message_id = ? AND state IN ('queued', 'deferred') RETURNING id, address",
+        " WHERE message_id = ? AND state IN ('queued', 'scheduled', 'deferred') RETURNING id, address",
         (now, message_id),
     ).fetchall()
     for rid, address in rows:
@@ -581,3 +586,29 @@ def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: Returne
             (bounce.code, detail[:1000], now, target.recipient_id),
         )
     return bounce_id, suppression
+
+
+# -- scheduled messages ----------------------------------------------------------------------------
+
+
+def scheduled_messages(conn: sqlite3.Connection, before: str | None, limit: int) -> list[MessageRecord]:
+    """Messages with recipients waiting for their send_at, soonest first (cursor: message id)."""
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.send_at IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = 'scheduled')"
+        " AND (? IS NULL OR (m.send_at, m.id) > ((SELECT send_at FROM messages WHERE id = ?), ?))"
+        " ORDER BY m.send_at, m.id LIMIT ?",
+        (before, before, before, limit),
+    ).fetchall()
+    return [_message_record(conn, row) for row in rows]
+
+
+def reschedule(conn: sqlite3.Connection, message_id: str, send_at: float, now: float) -> int:
+    """Move a scheduled message; returns how many recipients still waited for it (0: nothing to move)."""
+    moved = conn.execute(
+        "UPDATE recipients SET next_attempt_at = ?, updated_at = ? WHERE message_id = ? AND state = 'scheduled'",
+        (send_at, now, message_id),
+    ).rowcount
+    if moved:
+        conn.execute("UPDATE messages SET send_at = ? WHERE id = ?", (send_at, message_id))
+    return moved

@@ -264,6 +264,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (domain_id, selector)
     ) WITHOUT ROWID;
     """,
+    # 6: scheduled sending: a message's send_at (its recipients wait in state 'scheduled' until then).
+    """
+    ALTER TABLE messages ADD COLUMN send_at REAL;
+    CREATE INDEX messages_scheduled ON messages(send_at) WHERE send_at IS NOT NULL;
+    """,
 ]
 
 

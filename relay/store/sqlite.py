@@ -129,6 +129,13 @@ class Store:
     async def messages(self, filter: q.MessageFilter, limit: int) -> list[q.MessageRecord]:
         return await self.db.read(lambda c: q.list_messages(c, filter, limit))
 
+    async def scheduled_messages(self, after: str | None, limit: int) -> list[q.MessageRecord]:
+        return await self.db.read(lambda c: q.scheduled_messages(c, after, limit))
+
+    async def reschedule(self, message_id: str, send_at: float) -> int:
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.reschedule(c, message_id, send_at, now))
+
     async def cancel_message(self, message_id: str) -> list[str]:
         now = self.clock.now()
         return await self.db.write(lambda c: q.cancel_message(c, message_id, now))

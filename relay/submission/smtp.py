@@ -24,7 +24,8 @@ import re
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
-from email.utils import getaddresses
+from datetime import UTC, datetime
+from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TAGS_HEADER = "X-Relay-Tags"
 METADATA_HEADER = "X-Relay-Metadata"
+SEND_AT_HEADER = "X-Relay-Send-At"
 
 
 def _address(peer_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -89,6 +91,26 @@ def parse_relay_headers(raw: bytes) -> tuple[tuple[str, ...], dict[str, Any]]:
     return tags, metadata
 
 
+def parse_send_at(raw: bytes, now: float, max_ahead: float) -> float | None:
+    """X-Relay-Send-At: an ISO 8601 time or an RFC 5322 date; None when absent or past. Raises ValueError."""
+    text = header_value(raw, SEND_AT_HEADER)
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{SEND_AT_HEADER} is not an ISO 8601 or RFC 5322 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    at = when.timestamp()
+    if at > now + max_ahead:
+        raise ValueError(f"{SEND_AT_HEADER} may be at most {max_ahead / 86400:g} days ahead")
+    return at if at > now else None
+
+
 def from_header_addresses(raw: bytes) -> list[str]:
     value = header_value(raw, "From")
     return [addr for _, addr in getaddresses([value])] if value else []
@@ -102,12 +124,13 @@ class Policy:
     max_recipients: int
     max_connections_per_ip: int
     show_auth: bool
+    max_schedule_ahead: float = 30 * 86400.0
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
         s = config.smtp
         return cls(config.server.hostname, s.trusted_networks, s.plaintext_auth_networks, s.max_recipients,
-                   s.max_connections_per_ip, s.received_show_auth)  # fmt: skip
+                   s.max_connections_per_ip, s.received_show_auth, config.server.max_schedule_ahead)  # fmt: skip
 
 
 def _credential(session: Session) -> SmtpCredential | None:
@@ -176,10 +199,11 @@ class SubmissionHandler:
                 return f"550 5.7.1 From: <{refused[0]}> is not allowed for this SMTP credential"
         try:
             tags, metadata = parse_relay_headers(raw)
+            send_at = parse_send_at(raw, self.clock.now(), self.policy.max_schedule_ahead)
         except ValueError as exc:
             return f"550 5.6.0 {exc}"
-        raw = remove_headers(raw, (TAGS_HEADER, METADATA_HEADER))
-        message = self._message(session, envelope, raw, cred, tags, metadata)
+        raw = remove_headers(raw, (TAGS_HEADER, METADATA_HEADER, SEND_AT_HEADER))
+        message = dataclasses.replace(self._message(session, envelope, raw, cred, tags, metadata), send_at=send_at)
         try:
             await self.acceptor.submit(message)
         except MessageTooLarge:
