@@ -25,6 +25,7 @@ from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
 from relay.api.queues import QueuesView
 from relay.api.suppressions import SuppressionsView
+from relay.api.templates import TemplatesView
 from relay.api.webhooks import WebhooksView
 from relay.bounces.inbound import ReturnedMail, make_inbound_factory
 from relay.bounces.verp import Verp, load_secret
@@ -363,7 +364,7 @@ class Relay:
         sender = self.webhook_sender
         routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
                   *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
-                  *WebhooksView(store, self.clock, sender).routes(),
+                  *WebhooksView(store, self.clock, sender).routes(), *TemplatesView(store).routes(),
                   *DomainsView(self.domains or make_domains(self.config, store, None),
                                domain_policy(self.config)).routes(),
                   web.get("/metrics", self._metrics)]  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import API_KEY, ApiError, read_json_object, require
+from relay.api.templates import render_message_fields
 from relay.clock import Clock
 from relay.compose import FieldError, Limits, build, parse_request
 from relay.events import State
@@ -185,6 +186,7 @@ class MessagesView:
 
     async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
         send_at = self._send_at(data.get("send_at"))
+        data = await render_message_fields(self.store, data)
         try:
             composition = parse_request(data, self.limits)
         except FieldError as exc:

@@ -775,6 +775,61 @@ PATHS["/v1/scheduled-messages/{id}"] = {
 }  # fmt: skip
 
 
+# -- templates -----------------------------------------------------------------------------------------
+
+SCHEMAS["Template"] = {
+    "type": "object",
+    "required": ["id", "name", "version"],
+    "properties": {"id": _STR, "name": _STR, "version": {"type": "integer"}, "subject": _STR,
+                   "html": _NULLABLE_STR, "text": _NULLABLE_STR, "note": _STR, "created_at": _TIME,
+                   "updated_at": _TIME},
+}  # fmt: skip
+_TEMPLATE_BODY = {"type": "object", "properties": {"name": _STR, "subject": _STR, "html": _NULLABLE_STR,
+                                                   "text": _NULLABLE_STR}}  # fmt: skip
+_VERSION_PARAM = {"name": "version", "in": "path", "required": True, "schema": _STR}
+PATHS["/v1/templates"] = {
+    "get": {"summary": "Templates, current versions (scope templates)", "responses": {"200": _page_of("Template")}},
+    "post": {"summary": "Create a template, version 1 (scope templates)",
+             "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                 **_TEMPLATE_BODY, "required": ["name"]}}}},
+             "responses": {"201": _json(_ref("Template"), "Created"), **_errors(400, 415)}},
+}  # fmt: skip
+PATHS["/v1/templates/validate"] = {
+    "post": {"summary": "Syntax errors with line numbers, nothing saved (scope templates)",
+             "requestBody": {"required": True, "content": {"application/json": {"schema": _TEMPLATE_BODY}}},
+             "responses": {"200": _json({"type": "object"}, "valid, errors [{field, line, message}]"),
+                           **_errors(400, 415)}},
+}  # fmt: skip
+PATHS["/v1/templates/{id}"] = {
+    "get": {"summary": "A template at its current version (scope templates)", "parameters": [_ID],
+            "responses": {"200": _json(_ref("Template"), "OK"), **_errors(404)}},
+    "put": {"summary": "A new version; fields left out keep their value (scope templates)", "parameters": [_ID],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _TEMPLATE_BODY}}},
+            "responses": {"200": _json(_ref("Template"), "OK"), **_errors(400, 404, 415)}},
+    "delete": {"summary": "Delete a template and its versions (scope templates)", "parameters": [_ID],
+               "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/templates/{id}/versions"] = {
+    "get": {"summary": "Every version, newest first (scope templates)", "parameters": [_ID],
+            "responses": {"200": _json({"type": "object"}, "current and data"), **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/templates/{id}/versions/{version}"] = {
+    "get": {"summary": "One version (scope templates)", "parameters": [_ID, _VERSION_PARAM],
+            "responses": {"200": _json({"type": "object"}, "OK"), **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/templates/{id}/versions/{version}/rollback"] = {
+    "post": {"summary": "Make a version current again, as a new version (scope templates)",
+             "parameters": [_ID, _VERSION_PARAM],
+             "responses": {"200": _json(_ref("Template"), "OK"), **_errors(404)}},
+}  # fmt: skip
+PATHS["/v1/templates/{id}/preview"] = {
+    "post": {"summary": "Render with variables (scope templates)", "parameters": [_ID],
+             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object",
+                 "properties": {"variables": {"type": "object"}, "version": {"type": ["integer", "null"]}}}}}},
+             "responses": {"200": _json({"type": "object"}, "subject, html, text"), **_errors(400, 404, 415)}},
+}  # fmt: skip
+
+
 def document() -> dict[str, Any]:
 
     for path, item in PATHS.items():

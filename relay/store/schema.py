@@ -269,6 +269,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN send_at REAL;
     CREATE INDEX messages_scheduled ON messages(send_at) WHERE send_at IS NOT NULL;
     """,
+    # 7: templates; every change is a new version, kept.
+    """
+    CREATE TABLE templates (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        version     INTEGER NOT NULL,  -- the current version
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE template_versions (
+        template_id  TEXT NOT NULL REFERENCES templates(id) ON DELETE CASCADE,
+        version      INTEGER NOT NULL,
+        subject      TEXT NOT NULL,
+        html         TEXT,
+        text         TEXT,
+        note         TEXT NOT NULL DEFAULT '',
+        created_at   REAL NOT NULL,
+        PRIMARY KEY (template_id, version)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

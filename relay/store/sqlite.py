@@ -26,6 +26,7 @@ from relay.store import idempotency as idem
 from relay.store import keys as key_rows
 from relay.store import queue as q
 from relay.store import suppressions as sup
+from relay.store import templates as tpl
 from relay.store import webhooks as wh
 from relay.store.db import Database
 from relay.suppression import SuppressionPolicy
@@ -395,3 +396,30 @@ class Store:
                                    ) -> Domain:  # fmt: skip
         now = self.clock.now()
         return await self.db.write(lambda c: dom.record_checks(c, domain, checks, now, promote))
+
+    # -- templates --------------------------------------------------------------------------
+
+    async def create_template(self, template_id: str, name: str, subject: str, html: str | None,
+                              text: str | None) -> tpl.Template:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: tpl.create(c, template_id, name, subject, html, text, now))
+
+    async def template(self, template_id: str) -> tpl.Template | None:
+        return await self.db.read(lambda c: tpl.get(c, template_id))
+
+    async def templates(self) -> list[tpl.Template]:
+        return await self.db.read(tpl.list_all)
+
+    async def update_template(self, template_id: str, name: str | None, subject: str, html: str | None,
+                              text: str | None, note: str = "updated") -> tpl.Template | None:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: tpl.update(c, template_id, name, subject, html, text, note, now))
+
+    async def delete_template(self, template_id: str) -> bool:
+        return await self.db.write(lambda c: tpl.delete(c, template_id))
+
+    async def template_version(self, template_id: str, number: int) -> tpl.TemplateVersion | None:
+        return await self.db.read(lambda c: tpl.version(c, template_id, number))
+
+    async def template_versions(self, template_id: str) -> list[tpl.TemplateVersion]:
+        return await self.db.read(lambda c: tpl.versions(c, template_id))

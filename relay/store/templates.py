@@ -1,0 +1,92 @@
+"""Templates and their versions in SQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateVersion:
+    template_id: str
+    version: int
+    subject: str
+    html: str | None
+    text: str | None
+    note: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    id: str
+    name: str
+    version: int
+    created_at: float
+    updated_at: float
+    current: TemplateVersion
+
+
+_VERSION = "template_id, version, subject, html, text, note, created_at"
+
+
+def version(conn: sqlite3.Connection, template_id: str, number: int) -> TemplateVersion | None:
+    row = conn.execute(f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? AND version = ?",
+                       (template_id, number)).fetchone()  # fmt: skip
+    return TemplateVersion(*row) if row else None
+
+
+def versions(conn: sqlite3.Connection, template_id: str) -> list[TemplateVersion]:
+    rows = conn.execute(f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? ORDER BY version DESC",
+                        (template_id,)).fetchall()  # fmt: skip
+    return [TemplateVersion(*row) for row in rows]
+
+
+def get(conn: sqlite3.Connection, template_id: str) -> Template | None:
+    row = conn.execute("SELECT id, name, version, created_at, updated_at FROM templates WHERE id = ?",
+                       (template_id,)).fetchone()  # fmt: skip
+    if row is None:
+        return None
+    current = version(conn, row[0], row[2])
+    assert current is not None
+    return Template(*row, current)
+
+
+def list_all(conn: sqlite3.Connection) -> list[Template]:
+    ids = [r[0] for r in conn.execute("SELECT id FROM templates ORDER BY name, id")]
+    return [t for t in (get(conn, i) for i in ids) if t is not None]
+
+
+def create(conn: sqlite3.Connection, template_id: str, name: str, subject: str, html: str | None, text: str | None,
+           now: float) -> Template:  # fmt: skip
+    conn.execute("INSERT INTO templates (id, name, version, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
+                 (template_id, name, now, now))  # fmt: skip
+    _add_version(conn, template_id, 1, subject, html, text, "created", now)
+    found = get(conn, template_id)
+    assert found is not None
+    return found
+
+
+def _add_version(conn: sqlite3.Connection, template_id: str, number: int, subject: str, html: str | None,
+                 text: str | None, note: str, now: float) -> None:  # fmt: skip
+    conn.execute(
+        f"INSERT INTO template_versions ({_VERSION}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (template_id, number, subject, html, text, note, now),
+    )
+
+
+def update(conn: sqlite3.Connection, template_id: str, name: str | None, subject: str, html: str | None,
+           text: str | None, note: str, now: float) -> Template | None:  # fmt: skip
+    """A new version (the name may change too); the previous ones are kept."""
+    row = conn.execute("SELECT max(version) FROM template_versions WHERE template_id = ?", (template_id,)).fetchone()
+    if get(conn, template_id) is None:
+        return None
+    number = int(row[0]) + 1
+    _add_version(conn, template_id, number, subject, html, text, note, now)
+    conn.execute("UPDATE templates SET version = ?, name = coalesce(?, name), updated_at = ? WHERE id = ?",
+                 (number, name, now, template_id))  # fmt: skip
+    return get(conn, template_id)
+
+
+def delete(conn: sqlite3.Connection, template_id: str) -> bool:
+    return conn.execute("DELETE FROM templates WHERE id = ?", (template_id,)).rowcount > 0
