@@ -354,7 +354,7 @@ class Relay:
         http = self.config.http
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
         messages = MessagesView(acceptor, self.config.server.hostname, self.clock, limits, http.idempotency_ttl,
-                                self.config.server.max_schedule_ahead)  # fmt: skip
+                                self.config.server.max_schedule_ahead, http.max_batch)  # fmt: skip
         processes = max(1, self.config.server.acceptors)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(

@@ -181,6 +181,7 @@ class HttpConfig:
     listen: tuple[str, int] = _field("127.0.0.1:8025", "HTTP API listener", parse_hostport)
     max_body_size: int = _field("30MB", "largest request body (413 above)", parse_size)
     max_recipients: int = _field(50, "recipients per POST /v1/messages (to + cc + bcc)")
+    max_batch: int = _field(500, "messages (or personalised recipients) per POST /v1/messages/batch")
     max_attachments_size: int = _field("20MB", "decoded attachments per message, together", parse_size)
     rate_limit: Rate = _field("3600/h", "requests per API key (429 above); a key may override it", parse_rate)
     idempotency_ttl: float = _field("24h", "how long an Idempotency-Key is remembered", parse_duration)

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import API_KEY, ApiError, read_json_object, require
-from relay.api.templates import render_message_fields
+from relay.api.templates import render_inline, render_message_fields
 from relay.clock import Clock
 from relay.compose import FieldError, Limits, build, parse_request
 from relay.events import State
@@ -83,10 +83,14 @@ def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
     }
 
 
+_ONE = "/v1/messages/{id:(?!batch$)[^{}/]+}"
+
+
 class MessagesView:
     def __init__(self, acceptor: Acceptor, hostname: str, clock: Clock, limits: Limits, idempotency_ttl: float,
-                 max_schedule_ahead: float = 30 * 86400.0) -> None:  # fmt: skip
+                 max_schedule_ahead: float = 30 * 86400.0, max_batch: int = 500) -> None:  # fmt: skip
         self.acceptor = acceptor
+        self.max_batch = max_batch
         self.max_schedule_ahead = max_schedule_ahead
         self.store = acceptor.store
         self.hostname = hostname
@@ -98,8 +102,10 @@ class MessagesView:
         return [
             web.post("/v1/messages", require("send")(self.create)),
             web.get("/v1/messages", require("read")(self.index)),
-            web.get("/v1/messages/{id}", require("read")(self.show)),
-            web.delete("/v1/messages/{id}", require("send")(self.cancel)),
+            web.post("/v1/messages/batch", require("send")(self.batch)),
+            # {id} never matches "batch", so that path answers only for POST.
+            web.get(_ONE, require("read")(self.show)),
+            web.delete(_ONE, require("send")(self.cancel)),
             web.get("/v1/idempotency/records/{key}", require("send")(self.idempotency_record)),
             web.get("/v1/scheduled-messages", require("read")(self.scheduled)),
             web.patch("/v1/scheduled-messages/{id}", require("send")(self.reschedule)),
@@ -137,11 +143,18 @@ class MessagesView:
 
     async def create(self, request: web.Request) -> web.Response:
         """Queue a message; retries with the same Idempotency-Key replay the first response."""
+        return await self._idempotent(request, self._create)
+
+    async def batch(self, request: web.Request) -> web.Response:
+        """Queue up to [http] max_batch messages in one transaction; an Idempotency-Key covers the batch."""
+        return await self._idempotent(request, self._batch)
+
+    async def _idempotent(self, request: web.Request, create: Any) -> web.Response:
         key = request[API_KEY]
         data = await read_json_object(request)
         idempotency_key = request.headers.get("Idempotency-Key")
         if idempotency_key is None:
-            return await self._create(data, key, None)
+            return await create(data, key, None)
         if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
         request_hash = hashlib.sha256(await request.read()).hexdigest()
@@ -149,7 +162,7 @@ class MessagesView:
         if held is not None:
             return self._replay(held, request_hash)
         try:
-            return await self._create(data, key, idempotency_key)
+            return await create(data, key, idempotency_key)
         except BaseException:
             await self.store.release_idempotency_key(key.id, idempotency_key)
             raise
@@ -184,25 +197,39 @@ class MessagesView:
             status=held.status, text=held.body, content_type="application/json", headers={"Idempotent-Replayed": "true"}
         )
 
-    async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
+    async def prepare(self, data: dict[str, Any], key: ApiKey, variables: dict[str, Any] | None = None,
+                      where: str = "") -> tuple[NewMessage, dict[str, Any]]:  # fmt: skip
+        """A request body → the message to queue and its part of the answer. Raises ApiError naming the field
+        (prefixed with ``where``, e.g. ``messages[3].``)."""
         send_at = self._send_at(data.get("send_at"))
-        data = await render_message_fields(self.store, data)
+        data = await render_message_fields(self.store, data, variables, where)
         try:
             composition = parse_request(data, self.limits)
         except FieldError as exc:
-            raise ApiError(400, exc.code, str(exc), exc.field) from None
+            raise ApiError(400, exc.code, str(exc), where + exc.field) from None
         recipients = composition.envelope_recipients
         suppressed = {a: s.reason for a, s in (await self.store.suppressed(recipients)).items()}
         if len(suppressed) == len(recipients):
             raise ApiError(422, "recipients_suppressed", "every recipient is on the suppression list ("
-                           + ", ".join(f"{a}: {r}" for a, r in suppressed.items()) + ")", "to")  # fmt: skip
+                           + ", ".join(f"{a}: {r}" for a, r in suppressed.items()) + ")", where + "to")  # fmt: skip
         raw = build(composition, self.hostname, self.clock.now())
         message = NewMessage(
             composition.sender.addr_spec, recipients, raw, "http",
             subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
             suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()}, send_at=send_at,
         )  # fmt: skip
-        body = {
+        try:
+            self.acceptor.check(message)
+        except MessageTooLarge as exc:
+            raise ApiError(413, "message_too_large", str(exc), where or None) from None
+        except DomainNotVerified as exc:
+            raise ApiError(422, "domain_not_verified", str(exc), where + "from") from None
+        return message, self._accepted(message, recipients, suppressed, send_at)
+
+    @staticmethod
+    def _accepted(message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str],
+                  send_at: float | None) -> dict[str, Any]:  # fmt: skip
+        return {
             "id": message.id,
             "status": "scheduled" if send_at is not None else "queued",
             **({"send_at": iso(send_at)} if send_at is not None else {}),
@@ -212,6 +239,75 @@ class MessagesView:
                 for r in recipients
             ],
         }  # fmt: skip
+
+    def _batch_items(self, data: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any] | None, str]]:
+        """(message body, personal variables, field prefix) per item: ``messages`` or ``message`` + ``recipients``."""
+        if "messages" in data:
+            items = data["messages"]
+            if not isinstance(items, list) or not items or len(items) > self.max_batch:
+                raise ApiError(400, "invalid_field", f"'messages' must be a list of 1 to {self.max_batch} messages",
+                               "messages")  # fmt: skip
+            for i, item in enumerate(items):
+                if not isinstance(item, dict):
+                    raise ApiError(400, "invalid_field", "each message is an object", f"messages[{i}]")
+            return [(item, None, f"messages[{i}].") for i, item in enumerate(items)]
+        base, people = data.get("message"), data.get("recipients")
+        if not isinstance(base, dict) or not isinstance(people, list):
+            raise ApiError(400, "missing_field", "give 'messages', or 'message' with 'recipients'", "messages")
+        if not people or len(people) > self.max_batch:
+            raise ApiError(400, "invalid_field", f"'recipients' must be a list of 1 to {self.max_batch}", "recipients")
+        out = []
+        for i, person in enumerate(people):
+            if not isinstance(person, dict) or "to" not in person:
+                raise ApiError(400, "invalid_field", "each recipient is an object with 'to'", f"recipients[{i}]")
+            variables = person.get("variables", {})
+            if not isinstance(variables, dict):
+                raise ApiError(400, "invalid_field", "'variables' must be an object", f"recipients[{i}].variables")
+            item = {**base, **{k: person[k] for k in ("to", "cc", "bcc", "metadata") if k in person}}
+            out.append((item, variables, f"recipients[{i}]."))
+        return out
+
+    async def _batch(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
+        atomic = data.get("atomic", False)
+        if not isinstance(atomic, bool):
+            raise ApiError(400, "invalid_field", "'atomic' must be true or false", "atomic")
+        results: list[dict[str, Any]] = []
+        prepared: list[NewMessage] = []
+        for index, (item, variables, where) in enumerate(self._batch_items(data)):
+            if variables is not None and item.get("template_id") is None:
+                item = render_inline(item, variables, where)
+            try:
+                message, body = await self.prepare(item, key, variables, where)
+            except ApiError as exc:
+                error = {"code": exc.code, "message": exc.message, **({"field": exc.field} if exc.field else {})}
+                results.append({"index": index, "error": error})
+                continue
+            prepared.append(message)
+            results.append({"index": index, **body})
+        failed = [r for r in results if "error" in r]
+        if atomic and failed:
+            first = failed[0]["error"]
+            raise ApiError(400, "batch_rejected", f"{len(failed)} of {len(results)} messages are invalid (atomic);"
+                           f" the first: {first['message']}", first.get("field"))  # fmt: skip
+        if not prepared:
+            raise ApiError(400, "batch_rejected", f"none of the {len(results)} messages is valid; the first:"
+                           f" {failed[0]['error']['message']}", failed[0]["error"].get("field"))  # fmt: skip
+        text = json.dumps({"queued": len(prepared), "failed": len(failed), "results": results})
+        completion = Completion(key.id, idempotency_key, 202, text, None) if idempotency_key else None
+        quota = Quota(key.id, key.daily_quota, key.monthly_quota) if key.daily_quota or key.monthly_quota else None
+        try:
+            await self.acceptor.submit_many(prepared, quota, completion)
+        except QuotaExhausted as exc:
+            raise ApiError(402, "quota_exhausted", str(exc)) from None
+        except Overloaded as exc:
+            raise ApiError(503, "service_unavailable", f"submission is paused: {exc}",
+                           headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
+        log.info("queued a batch of %d messages (%d refused) via http key=%s", len(prepared), len(failed), key.id)
+        return web.Response(status=202, text=text, content_type="application/json")
+
+    async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
+        message, body = await self.prepare(data, key)
+        recipients, raw = message.recipients, message.raw
         text = json.dumps(body)
         completion = Completion(key.id, idempotency_key, 202, text, message.id) if idempotency_key else None
         quota = Quota(key.id, key.daily_quota, key.monthly_quota) if key.daily_quota or key.monthly_quota else None

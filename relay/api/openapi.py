@@ -830,6 +830,27 @@ PATHS["/v1/templates/{id}/preview"] = {
 }  # fmt: skip
 
 
+# -- batch sending -----------------------------------------------------------------------------------
+
+PATHS["/v1/messages/batch"] = {
+    "post": {
+        "summary": "Up to [http] max_batch messages, or one message personalised per recipient (scope send)",
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": _STR}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object",
+            "properties": {
+                "messages": {"type": "array", "items": _ref("MessageRequest"), "maxItems": 500},
+                "message": {"type": "object", "description": "the base of a personalised batch"},
+                "recipients": {"type": "array", "maxItems": 500, "items": {"type": "object", "required": ["to"],
+                               "properties": {"to": _ADDRESSES, "variables": {"type": "object"}}}},
+                "atomic": {"type": "boolean"},
+            }}}}},
+        "responses": {"202": _json({"type": "object"}, "queued, failed, results per index"),
+                      **_errors(400, 402, 409, 415, 422, 503)},
+    }
+}  # fmt: skip
+
+
 def document() -> dict[str, Any]:
 
     for path, item in PATHS.items():

@@ -81,6 +81,22 @@ async def render_message_fields(store: Store, data: dict[str, Any], variables: d
 _ONE = "/v1/templates/{id:(?!validate$)[^{}/]+}"
 
 
+def render_inline(data: dict[str, Any], variables: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """A personalised batch without a stored template: the subject, html and text are themselves templates."""
+    problems = check_syntax({p: data.get(p) if isinstance(data.get(p), str) else None for p in PARTS})
+    if problems:
+        p = problems[0]
+        raise ApiError(400, "template_syntax_error", f"{p.part} (line {p.line}): {p.message}", f"message.{p.part}")
+    html, text = data.get("html"), data.get("text")
+    try:
+        rendered = render(data.get("subject") if isinstance(data.get("subject"), str) else "",
+                          html if isinstance(html, str) else None, text if isinstance(text, str) else None,
+                          variables)  # fmt: skip
+    except RenderError as exc:
+        raise ApiError(400, "template_render_failed", str(exc), f"{where}variables") from None
+    return {**data, "subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+
+
 class TemplatesView:
     def __init__(self, store: Store) -> None:
         self.store = store

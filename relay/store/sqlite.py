@@ -51,6 +51,21 @@ class Store:
 
     # -- queue ----------------------------------------------------------------
 
+    async def enqueue_many(self, messages: Sequence[NewMessage], quota: q.Quota | None = None,
+                           completion: idem.Completion | None = None) -> None:  # fmt: skip
+        """Durably queue several messages in one transaction: all of them or, on an error, none."""
+        now = self.clock.now()
+        if self.redact_subjects:
+            messages = [dataclasses.replace(m, subject="") for m in messages]
+
+        def op(conn: sqlite3.Connection) -> None:
+            for message in messages:
+                q.enqueue(conn, message, now, quota)
+            if completion is not None:
+                idem.complete(conn, completion)
+
+        await self.db.write(op)
+
     async def enqueue(
         self, message: NewMessage, quota: q.Quota | None = None, completion: idem.Completion | None = None
     ) -> None:

@@ -49,10 +49,8 @@ class Acceptor:
         self.capacity = capacity
         self.accepted = 0
 
-    async def submit(
-        self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None
-    ) -> str:
-        """Queue ``message`` durably. Raises MessageTooLarge, DomainNotVerified, Overloaded, QuotaExhausted."""
+    def check(self, message: NewMessage) -> None:
+        """What refuses one message whatever else happens. Raises MessageTooLarge, DomainNotVerified."""
         if len(message.raw) > self.max_size:
             raise MessageTooLarge(f"message is {len(message.raw)} bytes, the limit is {self.max_size}")
         if not message.recipients:
@@ -60,20 +58,35 @@ class Acceptor:
         refusal = self.sending.refusal(message.raw) if self.sending is not None else None
         if refusal is not None:
             raise DomainNotVerified(refusal)
+
+    async def submit(
+        self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None
+    ) -> str:
+        """Queue ``message`` durably. Raises MessageTooLarge, DomainNotVerified, Overloaded, QuotaExhausted."""
+        self.check(message)
+        await self.submit_many([message], quota, completion)
+        return message.id
+
+    async def submit_many(self, messages: list[NewMessage], quota: Quota | None = None,
+                          completion: Completion | None = None) -> None:  # fmt: skip
+        """Queue checked messages in one durable transaction (all or none). Raises Overloaded, QuotaExhausted."""
         if self.capacity is not None:
             self.capacity.check()
-        if self.signer is not None and self.signer.key_for(message.raw) is not None:
+        if self.signer is not None and any(self.signer.key_for(m.raw) is not None for m in messages):
             # Sign once, here, off the event loop: every attempt and recipient shares the signature.
-            message = dataclasses.replace(message, raw=await asyncio.to_thread(self.signer.sign, message.raw))
+            messages = await asyncio.to_thread(self._sign_all, messages)
         try:
-            await self.store.enqueue(message, quota, completion)
+            await self.store.enqueue_many(messages, quota, completion)
         except sqlite3.OperationalError as exc:
             if "full" in str(exc):  # SQLITE_FULL: the disk is full
                 raise Overloaded("the disk holding the queue is full") from exc
             raise
-        self.accepted += 1
+        self.accepted += len(messages)
         try:
             self.on_queued()
-        except Exception:  # the message is on disk: nothing after this point may turn it into a failure
-            log.exception("could not signal the delivery engine about %s", message.id)
-        return message.id
+        except Exception:  # the messages are on disk: nothing after this point may turn it into a failure
+            log.exception("could not signal the delivery engine about %d new messages", len(messages))
+
+    def _sign_all(self, messages: list[NewMessage]) -> list[NewMessage]:
+        assert self.signer is not None
+        return [dataclasses.replace(m, raw=self.signer.sign(m.raw)) for m in messages]
