@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
+import multiprocessing
 import random
 import signal
 import socket
@@ -185,6 +187,7 @@ class Relay:
         self.domains: Domains | None = None
         self._domains_task: asyncio.Task[None] | None = None
         self.webhook_sender: WebhookSender | None = None
+        self._builders: concurrent.futures.ProcessPoolExecutor | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
         self.inbound_addresses: list[tuple[str, int]] = []
@@ -355,6 +358,9 @@ class Relay:
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
         messages = MessagesView(acceptor, self.config.server.hostname, self.clock, limits, http.idempotency_ttl,
                                 self.config.server.max_schedule_ahead, http.max_batch)  # fmt: skip
+        # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
+        self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+        messages.builders = self._builders
         processes = max(1, self.config.server.acceptors)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
@@ -398,6 +404,8 @@ class Relay:
             await self._http_runner.cleanup()
         if self.capacity is not None:
             await self.capacity.stop()
+        if self._builders is not None:
+            self._builders.shutdown(wait=False, cancel_futures=True)
         if self.engine is not None:
             await self.engine.stop(self.config.server.shutdown_grace)
         if self._engine_task is not None:

@@ -276,3 +276,8 @@ def _set_bodies(msg: EmailMessage, c: Composition) -> None:
             a.content, maintype=maintype, subtype=subtype, cid=f"<{a.content_id}>", filename=a.filename,
             disposition="inline",
         )  # fmt: skip
+
+
+def build_many(compositions: list[Composition], hostname: str, now: float) -> list[bytes]:
+    """``build`` for several compositions (a batch; run in a worker process for large ones)."""
+    return [build(c, hostname, now) for c in compositions]

@@ -80,3 +80,18 @@ async def test_limits(relay_factory):
     assert status == 400 and body["error"]["field"] == "recipients"
     status, body, _ = await post(relay, key, {"nothing": 1})
     assert status == 400 and body["error"]["code"] == "missing_field"
+
+
+async def test_a_big_batch_is_built_in_worker_processes(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, key = await relay.store.create_api_key("t", ("send",))
+    people = [{"to": f"u{i}@one.example", "variables": {"n": i}} for i in range(40)]  # over BULK_BUILD
+    body = {"message": {"from": "app@example.com", "subject": "No. {{ n }}", "text": "n={{ n }}"}, "recipients": people}
+    status, result, _ = await post(relay, key, body)
+    assert status == 202 and result["queued"] == 40
+    received = await sink.handler.wait_for(40)
+    subjects = {r.rcpt_tos[0]: email.message_from_bytes(r.data, policy=email.policy.default)["Subject"]
+                for r in received}  # fmt: skip
+    assert subjects == {f"u{i}@one.example": f"No. {i}" for i in range(40)}
+    ids = [r["id"] for r in result["results"]]
+    assert len(set(ids)) == 40

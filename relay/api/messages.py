@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,7 +17,7 @@ from aiohttp import web
 from relay.api.app import API_KEY, ApiError, read_json_object, require
 from relay.api.templates import render_inline, render_message_fields
 from relay.clock import Clock
-from relay.compose import FieldError, Limits, build, parse_request
+from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
 from relay.events import State
 from relay.keys import ApiKey
 from relay.message import NewMessage
@@ -84,6 +87,19 @@ def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
 
 
 _ONE = "/v1/messages/{id:(?!batch$)[^{}/]+}"
+BULK_BUILD = 32  # batches at least this big build their MIME messages in worker processes
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+    composition: Composition
+    send_at: float | None
+    suppressed: dict[str, str]
+    where: str
+
+
+def _error(exc: ApiError) -> dict[str, Any]:
+    return {"error": {"code": exc.code, "message": exc.message, **({"field": exc.field} if exc.field else {})}}
 
 
 class MessagesView:
@@ -91,6 +107,7 @@ class MessagesView:
                  max_schedule_ahead: float = 30 * 86400.0, max_batch: int = 500) -> None:  # fmt: skip
         self.acceptor = acceptor
         self.max_batch = max_batch
+        self.builders: concurrent.futures.Executor | None = None  # set by the app: worker processes for batches
         self.max_schedule_ahead = max_schedule_ahead
         self.store = acceptor.store
         self.hostname = hostname
@@ -201,6 +218,11 @@ class MessagesView:
                       where: str = "") -> tuple[NewMessage, dict[str, Any]]:  # fmt: skip
         """A request body → the message to queue and its part of the answer. Raises ApiError naming the field
         (prefixed with ``where``, e.g. ``messages[3].``)."""
+        d = await self.draft(data, variables, where)
+        return self.finish(d, key, build(d.composition, self.hostname, self.clock.now()))
+
+    async def draft(self, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = "") -> Draft:
+        """Everything but building the MIME message (which a batch does in bulk)."""
         send_at = self._send_at(data.get("send_at"))
         data = await render_message_fields(self.store, data, variables, where)
         try:
@@ -212,7 +234,11 @@ class MessagesView:
         if len(suppressed) == len(recipients):
             raise ApiError(422, "recipients_suppressed", "every recipient is on the suppression list ("
                            + ", ".join(f"{a}: {r}" for a, r in suppressed.items()) + ")", where + "to")  # fmt: skip
-        raw = build(composition, self.hostname, self.clock.now())
+        return Draft(composition, send_at, suppressed, where)
+
+    def finish(self, d: Draft, key: ApiKey, raw: bytes) -> tuple[NewMessage, dict[str, Any]]:
+        composition, recipients, suppressed, send_at, where = (d.composition, d.composition.envelope_recipients,
+                                                                d.suppressed, d.send_at, d.where)  # fmt: skip
         message = NewMessage(
             composition.sender.addr_spec, recipients, raw, "http",
             subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
@@ -271,19 +297,29 @@ class MessagesView:
         atomic = data.get("atomic", False)
         if not isinstance(atomic, bool):
             raise ApiError(400, "invalid_field", "'atomic' must be true or false", "atomic")
+        outcomes: list[Draft | dict[str, Any]] = []
+        for item, variables, where in self._batch_items(data):
+            try:
+                if variables is not None and item.get("template_id") is None:
+                    item = render_inline(item, variables, where)
+                outcomes.append(await self.draft(item, variables, where))
+            except ApiError as exc:
+                outcomes.append(_error(exc))
+        drafts = [d for d in outcomes if isinstance(d, Draft)]
+        raws = iter(await self._build_all([d.composition for d in drafts]))
         results: list[dict[str, Any]] = []
         prepared: list[NewMessage] = []
-        for index, (item, variables, where) in enumerate(self._batch_items(data)):
-            if variables is not None and item.get("template_id") is None:
-                item = render_inline(item, variables, where)
-            try:
-                message, body = await self.prepare(item, key, variables, where)
-            except ApiError as exc:
-                error = {"code": exc.code, "message": exc.message, **({"field": exc.field} if exc.field else {})}
-                results.append({"index": index, "error": error})
-                continue
-            prepared.append(message)
-            results.append({"index": index, **body})
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, Draft):
+                try:
+                    message, body = self.finish(outcome, key, next(raws))
+                except ApiError as exc:
+                    results.append({"index": index, **_error(exc)})
+                    continue
+                prepared.append(message)
+                results.append({"index": index, **body})
+            else:
+                results.append({"index": index, **outcome})
         failed = [r for r in results if "error" in r]
         if atomic and failed:
             first = failed[0]["error"]
@@ -304,6 +340,17 @@ class MessagesView:
                            headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
         log.info("queued a batch of %d messages (%d refused) via http key=%s", len(prepared), len(failed), key.id)
         return web.Response(status=202, text=text, content_type="application/json")
+
+    async def _build_all(self, compositions: list[Composition]) -> list[bytes]:
+        """MIME building is the costly part of a batch (the email package): big batches use worker processes."""
+        now = self.clock.now()
+        if len(compositions) < BULK_BUILD or self.builders is None:
+            return build_many(compositions, self.hostname, now)
+        loop = asyncio.get_running_loop()
+        half = (len(compositions) + 1) // 2
+        parts = await asyncio.gather(*(loop.run_in_executor(self.builders, build_many, chunk, self.hostname, now)
+                                       for chunk in (compositions[:half], compositions[half:])))  # fmt: skip
+        return [raw for part in parts for raw in part]
 
     async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
         message, body = await self.prepare(data, key)
