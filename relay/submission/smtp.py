@@ -25,6 +25,8 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
@@ -330,6 +332,32 @@ class SubmissionSMTP(SMTP):
     implicit_tls: bool = False
     _refused = False
     _ip = ""
+
+    def __dir__(self) -> list[str]:
+        """aiosmtpd finds its auth_* and smtp_* methods with dir() and inspect.getmembers() on every new
+        connection, which evaluates every attribute; only those names matter, so only those are listed
+        (the profile had that at ~7% of relay's CPU with one connection per message)."""
+        cls = type(self)
+        names = cls.__dict__.get("_command_names")
+        if names is None:
+            names = [n for n in object.__dir__(self) if n.startswith(("auth_", "smtp_"))]
+            cls._command_names = names
+        return list(names)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's own, without the typing.Protocol class it defines on every call (a profile showed
+        that class creation at ~2% of relay's CPU under load)."""
+        if not arg:
+            return "", ""
+        try:
+            address, rest = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr: str = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
+
     _plain_replies = False  # greeting and HELO/EHLO replies carry no enhanced codes (RFC 2034)
 
     async def push(self, status: Any) -> None:
