@@ -23,6 +23,9 @@ from typing import Any
 
 from relay.message import split_address
 
+# What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
+_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
 
 class FieldError(ValueError):
     """A request field is missing or invalid; ``field`` names it (``to[1]``, ``attachments[0].content``)."""
@@ -104,7 +107,7 @@ def parse_addresses(field: str, value: object, *, required: bool = False) -> tup
 def _parse_address(where: str, item: object) -> Address:
     if not isinstance(item, str):
         raise FieldError(where, f"'{where}' must be a string")
-    if any(c in item for c in "\r\n"):
+    if _LINE_BREAK.search(item):
         raise FieldError(where, f"'{where}' contains a line break")
     parsed = getaddresses([item])
     if len(parsed) != 1 or split_address(parsed[0][1]) is None:
@@ -120,7 +123,7 @@ def _optional_string(data: dict[str, Any], field: str, *, single_line: bool = Fa
         return None
     if not isinstance(value, str):
         raise FieldError(field, f"'{field}' must be a string")
-    if single_line and ("\n" in value or "\r" in value):
+    if single_line and _LINE_BREAK.search(value):
         raise FieldError(field, f"'{field}' contains a line break")
     return value
 
@@ -137,7 +140,7 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
             raise FieldError(where, f"{name!r} is not a valid header name")
         if name.lower() in RESERVED_HEADERS:
             raise FieldError(where, f"set {name} through its own field, not 'headers'")
-        if not isinstance(text, str) or "\r" in text or "\n" in text:
+        if not isinstance(text, str) or _LINE_BREAK.search(text):
             raise FieldError(where, f"the value of header {name} must be a single-line string")
         out.append((name, text))
     return tuple(out)
@@ -154,7 +157,12 @@ def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
         if not isinstance(item, dict):
             raise FieldError(where, f"'{where}' must be an object")
         filename = item.get("filename")
-        if not isinstance(filename, str) or not filename or any(c in filename for c in '\r\n"\\/'):
+        if (
+            not isinstance(filename, str)
+            or not filename
+            or _LINE_BREAK.search(filename)
+            or any(c in filename for c in '"\\/')
+        ):
             raise FieldError(f"{where}.filename", "a plain file name is required")
         content = item.get("content")
         if not isinstance(content, str):

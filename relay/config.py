@@ -505,6 +505,8 @@ def _convert(section: str, key: str, field: dataclasses.Field[Any], raw: Any, wh
         value = parse(raw) if parse else raw
     except ValueError as exc:
         raise ConfigError(f"{where}: [{section}] {key}: {exc}") from None
+    except (TypeError, AttributeError):  # an item of the wrong type inside a list or table
+        raise ConfigError(f"{where}: [{section}] {key}: a value of the wrong type in {raw!r}") from None
     return value
 
 

@@ -285,7 +285,15 @@ class Engine:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        """A background step that failed (recording an outcome on a full disk): its recipients keep their
+        lease and go out again when it expires (at least once); the failure is logged."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery step failed: %r (its recipients are retried when their lease expires)",
+                      task.exception())  # fmt: skip
 
     def _hold(self, n: int) -> None:
         self.held += n

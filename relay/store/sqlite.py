@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from relay import credentials as creds
@@ -30,6 +31,8 @@ from relay.store import templates as tpl
 from relay.store import webhooks as wh
 from relay.store.db import Database
 from relay.suppression import SuppressionPolicy
+
+log = logging.getLogger(__name__)
 
 KEY_TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key
 
@@ -213,10 +216,21 @@ class Store:
             now = self.clock.now()
             if now - self._key_touched.get(key.id, 0.0) > KEY_TOUCH_INTERVAL:
                 self._key_touched[key.id] = now
-                task = asyncio.get_running_loop().create_task(self.db.write(lambda c: key_rows.touch(c, key.id, now)))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._in_background(lambda c: key_rows.touch(c, key.id, now))
         return key
+
+    def _in_background(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """A best-effort write nobody waits for (last-use times): a failure (a full disk) is logged, not raised."""
+
+        async def run() -> None:
+            try:
+                await self.db.write(fn)
+            except (sqlite3.Error, RuntimeError) as exc:
+                log.warning("could not record a last-use time: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def list_api_keys(self) -> list[ApiKey]:
         return await self.db.read(key_rows.list_all)
@@ -263,9 +277,7 @@ class Store:
         if now - self._key_touched.get(cred_id, 0.0) <= KEY_TOUCH_INTERVAL:
             return
         self._key_touched[cred_id] = now
-        task = asyncio.get_running_loop().create_task(self.db.write(lambda c: cred_rows.touch(c, cred_id, now)))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(lambda c: cred_rows.touch(c, cred_id, now))
 
     # -- bounces and suppressions -------------------------------------------------------
 
