@@ -330,16 +330,20 @@ class MessagesView:
                            f" {failed[0]['error']['message']}", failed[0]["error"].get("field"))  # fmt: skip
         text = json.dumps({"queued": len(prepared), "failed": len(failed), "results": results})
         completion = Completion(key.id, idempotency_key, 202, text, None) if idempotency_key else None
+        await self._queue(prepared, key, completion)
+        log.info("queued a batch of %d messages (%d refused) via http key=%s", len(prepared), len(failed), key.id)
+        return web.Response(status=202, text=text, content_type="application/json")
+
+    async def _queue(self, messages: list[NewMessage], key: ApiKey, completion: Completion | None) -> None:
+        """Checked messages onto the queue in one transaction, counted against the key's quota."""
         quota = Quota(key.id, key.daily_quota, key.monthly_quota) if key.daily_quota or key.monthly_quota else None
         try:
-            await self.acceptor.submit_many(prepared, quota, completion)
+            await self.acceptor.submit_many(messages, quota, completion)
         except QuotaExhausted as exc:
             raise ApiError(402, "quota_exhausted", str(exc)) from None
         except Overloaded as exc:
             raise ApiError(503, "service_unavailable", f"submission is paused: {exc}",
                            headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
-        log.info("queued a batch of %d messages (%d refused) via http key=%s", len(prepared), len(failed), key.id)
-        return web.Response(status=202, text=text, content_type="application/json")
 
     async def _build_all(self, compositions: list[Composition]) -> list[bytes]:
         """MIME building is the costly part of a batch (the email package): big batches use worker processes."""
@@ -357,18 +361,7 @@ class MessagesView:
         recipients, raw = message.recipients, message.raw
         text = json.dumps(body)
         completion = Completion(key.id, idempotency_key, 202, text, message.id) if idempotency_key else None
-        quota = Quota(key.id, key.daily_quota, key.monthly_quota) if key.daily_quota or key.monthly_quota else None
-        try:
-            await self.acceptor.submit(message, quota, completion)
-        except MessageTooLarge as exc:
-            raise ApiError(413, "message_too_large", str(exc)) from None
-        except DomainNotVerified as exc:
-            raise ApiError(422, "domain_not_verified", str(exc), "from") from None
-        except QuotaExhausted as exc:
-            raise ApiError(402, "quota_exhausted", str(exc)) from None
-        except Overloaded as exc:
-            raise ApiError(503, "service_unavailable", f"submission is paused: {exc}",
-                           headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
+        await self._queue([message], key, completion)
         log.info(
             "queued %s from=<%s> rcpts=%d size=%d via http key=%s",
             message.id, message.sender, len(recipients), len(raw), key.id,
