@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Every benchmark in one command: installs what it needs, runs each script, writes bench/RESULTS-latest.md.
+
+    sudo .venv/bin/python bench/run_all.py            # the full suite (about 15 minutes on 2 cores)
+    sudo .venv/bin/python bench/run_all.py --quick    # smaller sizes, a few minutes
+
+Debian packages: postfix (smtp-source, smtp-sink and the peer to compare with;
+installed unconfigured, no system instance) and wrk. Each figure is measured in
+the same run as its peer (relay and Postfix alternate). The report starts with
+the date, the machine (cores, RAM) and the commit, then each script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+
+def ensure_packages() -> None:
+    missing = [p for p, exe in (("postfix", "/usr/sbin/postfix"), ("wrk", "wrk")) if not shutil.which(exe)]
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    preseed = b"postfix postfix/main_mailer_type select No configuration\n"
+    subprocess.run([*sudo, "debconf-set-selections"], input=preseed, check=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "0")  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    return (f"{datetime.date.today().isoformat()}, {cores} cores, {int(mem) // 1024 // 1024} GiB RAM,"
+            f" Python {sys.version.split()[0]}, commit {commit.stdout.strip() or 'unknown'}")  # fmt: skip
+
+
+def steps(quick: bool) -> list[tuple[str, list[str]]]:
+    n = "3000" if quick else "20000"
+    return [
+        ("SMTP relay throughput vs Postfix, 5 KB", ["throughput.py", "--messages", n, "--runs", "1" if quick else "3",
+                                                    "--target", "postfix", "--target", "relay"]),
+        ("SMTP relay throughput vs Postfix, 100 KB", ["throughput.py", "--messages", "500" if quick else "2000",
+                                                      "--size", "102400", "--runs", "1" if quick else "2",
+                                                      "--target", "postfix", "--target", "relay"]),
+        ("relay with one acceptor process", ["throughput.py", "--messages", n, "--runs", "1" if quick else "2",
+                                             "--target", "relay", "--acceptors", "1"]),
+        ("HTTP submission vs /healthz", ["http_api.py", "--duration", "5" if quick else "15"]),
+        ("Queue scaling", ["queue_scale.py", "--sizes", "10000", "100000", *([] if quick else ["1000000"])]),
+        ("Latency, acceptance to arrival", ["latency.py", "--rate", "350", "--messages", "1500" if quick else "5000"]),
+        ("Batch acceptance", ["batch.py", "--size", "500", "--runs", "3" if quick else "7"]),
+        ("Events and stats", ["events_scale.py", "--sizes", "100000"]),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", type=Path, default=BENCH / "RESULTS-latest.md")
+    args = parser.parse_args()
+    ensure_packages()
+    lines = ["# Benchmark run", "", machine(), ""]
+    for title, command in steps(args.quick):
+        print(f"== {title}: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, str(BENCH / command[0]), *command[1:]], capture_output=True, text=True,
+                              cwd=REPO, timeout=3600)  # fmt: skip
+        out = (done.stdout + (f"\n(exit {done.returncode})\n{done.stderr[-2000:]}" if done.returncode else "")).strip()
+        print(out, flush=True)
+        lines += [f"## {title}", "", f"`python bench/{' '.join(command)}` ({time.monotonic() - started:.0f} s)", "",
+                  "```", out, "```", ""]  # fmt: skip
+    args.output.write_text("\n".join(lines))
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
