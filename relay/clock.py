@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -33,3 +34,12 @@ class FakeClock:
 
 async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
+
+
+def iso(ts: float | None) -> str | None:
+    """Seconds since the epoch as the API writes times: ISO 8601, UTC, milliseconds, ``Z``."""
+    return (
+        None
+        if ts is None
+        else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )

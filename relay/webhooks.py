@@ -25,13 +25,12 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from relay.clock import Clock
+from relay.clock import Clock, iso
 from relay.config import Rate
 from relay.delivery.shaping import TokenBucket
 from relay.store import Store
@@ -71,10 +70,6 @@ def signed_headers(secret: str, msg_id: str, body: bytes, now: float) -> dict[st
 
 def event_id(event: Event) -> str:
     return f"evt_{event.id}"
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_json(event: Event) -> dict[str, Any]:

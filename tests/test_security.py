@@ -4,6 +4,7 @@ and a raw-socket SMTP fuzzer that must not bring the server down."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import smtplib
@@ -69,11 +70,11 @@ async def test_secrets_are_shown_once_and_never_logged(relay_factory, sink, capl
                                 webhooks={"allow_private_targets": True})  # fmt: skip
     _, admin = await relay.store.create_api_key("admin", ("admin",))
     status, created = await api(relay, "POST", "/v1/api-keys", admin, json={"name": "app", "scopes": ["send"]})
-    key = __import__("json").loads(created)["key"]
+    key = json.loads(created)["key"]
     status, cred = await api(relay, "POST", "/v1/smtp-credentials", admin, json={})
-    cred = __import__("json").loads(cred)
+    cred = json.loads(cred)
     status, hook = await api(relay, "POST", "/v1/webhooks", admin, json={"url": "http://127.0.0.1:9/hook"})
-    secret = __import__("json").loads(hook)["secret"]
+    secret = json.loads(hook)["secret"]
     secrets_ = [admin, key, cred["password"], secret]
 
     # Use them: the key sends, the SMTP password logs in (and a wrong one fails).

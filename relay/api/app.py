@@ -181,6 +181,17 @@ async def authenticate(request: web.Request) -> ApiKey:
     return key
 
 
+def page_limit(query: Any, default: int, maximum: int) -> int:
+    """``?limit=`` of a listing: an integer from 1 to ``maximum``, else a 400 naming it."""
+    try:
+        limit = int(query.get("limit", str(default)))
+    except ValueError:
+        raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
+    if not 1 <= limit <= maximum:
+        raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {maximum}", "limit")
+    return limit
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as 'Content-Type: application/json'")

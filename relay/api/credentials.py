@@ -8,7 +8,7 @@ from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
 from relay.api.keys import MAX_LIMIT
-from relay.api.messages import iso
+from relay.clock import iso
 from relay.credentials import SmtpCredential, valid_sender_rule
 from relay.store import Store
 

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
-from relay.api.messages import iso
+from relay.clock import iso
 from relay.domains import Domain, DomainError, Domains, Policy, records
 
 

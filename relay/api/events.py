@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, require
-from relay.api.messages import iso, parse_time
-from relay.clock import Clock
+from relay.api.app import ApiError, page_limit, require
+from relay.api.messages import parse_time
+from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.store import Store
 from relay.store.events import EventFilter
@@ -17,16 +17,6 @@ from relay.webhooks import event_json
 MAX_PAGE = 500
 INTERVALS = {"hour": 3600, "day": 86400}
 MAX_BUCKETS = 24 * 400
-
-
-def _limit(query: Any) -> int:
-    try:
-        limit = int(query.get("limit", "100"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
-    return limit
 
 
 def _types(query: Any) -> tuple[str, ...]:
@@ -64,7 +54,7 @@ class EventsView:
     async def index(self, request: web.Request) -> web.Response:
         """Newest first, filtered by type (repeat or comma-separate), recipient, tag, message_id, since, until."""
         q = request.query
-        limit = _limit(q)
+        limit = page_limit(q, 100, MAX_PAGE)
         f = EventFilter(
             types=_types(q), recipient=q.get("recipient") or None, tag=q.get("tag") or None,
             message_id=q.get("message_id") or None, before=_cursor(q),

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
-from relay.api.messages import iso
+from relay.clock import iso
 from relay.keys import SCOPES, ApiKey
 from relay.store import Store
 

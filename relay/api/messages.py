@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import API_KEY, ApiError, read_json_object, require
+from relay.api.app import API_KEY, ApiError, page_limit, read_json_object, require
 from relay.api.templates import render_inline, render_message_fields
-from relay.clock import Clock
+from relay.clock import Clock, iso
 from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
 from relay.events import State
 from relay.keys import ApiKey
@@ -30,14 +30,6 @@ log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 MAX_PAGE = 100
-
-
-def iso(ts: float | None) -> str | None:
-    return (
-        None
-        if ts is None
-        else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
 
 
 def parse_time(field: str, text: str) -> float:
@@ -131,12 +123,7 @@ class MessagesView:
 
     async def scheduled(self, request: web.Request) -> web.Response:
         """Messages waiting for their send_at, soonest first."""
-        try:
-            limit = int(request.query.get("limit", "20"))
-        except ValueError:
-            raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
+        limit = page_limit(request.query, 20, MAX_PAGE)
         rows = await self.store.scheduled_messages(request.query.get("cursor") or None, limit + 1)
         page = rows[:limit]
         return web.json_response({"data": [message_json(m) for m in page],
@@ -377,12 +364,7 @@ class MessagesView:
     async def index(self, request: web.Request) -> web.Response:
         """Newest first; ``next_cursor`` continues the listing."""
         query = request.query
-        try:
-            limit = int(query.get("limit", "20"))
-        except ValueError:
-            raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
+        limit = page_limit(query, 20, MAX_PAGE)
         status = query.get("status")
         if status is not None and status not in {s.value for s in State}:
             raise ApiError(

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
-from relay.api.messages import iso
+from relay.clock import iso
 from relay.config import parse_duration
 from relay.store import Store
 from relay.store.queue import DomainQueue, Selection

@@ -7,8 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, read_json_object, require
-from relay.api.messages import iso, parse_time
+from relay.api.app import ApiError, page_limit, read_json_object, require
+from relay.api.messages import parse_time
+from relay.clock import iso
 from relay.message import split_address
 from relay.store import Store
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
@@ -33,16 +34,6 @@ def bounce_json(b: Bounce, with_report: bool = False) -> dict[str, Any]:
     if not with_report:
         data.pop("report")
     return data
-
-
-def _limit(query: Any) -> int:
-    try:
-        limit = int(query.get("limit", "50"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", "'limit' must be an integer", "limit") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise ApiError(400, "invalid_field", f"'limit' must be between 1 and {MAX_PAGE}", "limit")
-    return limit
 
 
 def _emails(data: dict[str, Any]) -> list[str]:
@@ -89,7 +80,7 @@ class SuppressionsView:
 
     async def index(self, request: web.Request) -> web.Response:
         q = request.query
-        limit = _limit(q)
+        limit = page_limit(q, 50, MAX_PAGE)
         f = SuppressionFilter(
             reason=q.get("reason") or None, search=q.get("search") or None, after=q.get("cursor") or None,
             since=parse_time("since", q["since"]) if "since" in q else None,
@@ -139,7 +130,7 @@ class SuppressionsView:
 
     async def bounces(self, request: web.Request) -> web.Response:
         q = request.query
-        limit = _limit(q)
+        limit = page_limit(q, 50, MAX_PAGE)
         kind = q.get("type") or None
         if kind is not None and kind not in KINDS:
             raise ApiError(400, "invalid_field", f"'type' must be one of {', '.join(KINDS)}", "type")

@@ -8,10 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
+from relay.clock import iso
 from relay.store import Store
 from relay.store.templates import Template, TemplateVersion
 from relay.templates import PARTS, RenderError, check_syntax, render
-from relay.webhooks import iso
 
 
 def version_json(v: TemplateVersion) -> dict[str, Any]:

@@ -7,9 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, read_json_object, require
-from relay.api.messages import iso
-from relay.clock import Clock
+from relay.api.app import ApiError, page_limit, read_json_object, require
+from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.store import Store
 from relay.store.webhooks import AttemptRecord, Webhook
@@ -143,11 +142,13 @@ class WebhooksView:
 
     async def deliveries(self, request: web.Request) -> web.Response:
         await self._get(request)
+        limit = page_limit(request.query, 50, 500)
         try:
-            limit = min(max(int(request.query.get("limit", "50")), 1), 500)
             before = int(request.query["cursor"]) if request.query.get("cursor") else None
         except ValueError:
-            raise ApiError(400, "invalid_field", "'limit' and 'cursor' are integers", "limit") from None
+            raise ApiError(
+                400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor"
+            ) from None
         rows = await self.store.webhook_attempts(request.match_info["id"], limit + 1, before)
         page = rows[:limit]
         return web.json_response({"data": [attempt_json(a) for a in page],

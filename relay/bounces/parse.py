@@ -69,24 +69,18 @@ class Parsed:
 
 def parse(raw: bytes) -> Parsed:
     """Parse one returned message (the bytes an inbound SMTP session received)."""
-    parsed = _parse(raw)
-    return parsed if not parsed.reports else dataclasses.replace(parsed, return_path=_return_path(raw, parsed))
-
-
-def _return_path(raw: bytes, parsed: Parsed) -> str | None:
-    if parsed.return_path:
-        return parsed.return_path
-    msg = email.message_from_bytes(raw, policy=compat32)
-    original = _returned_headers(msg) or _inline_original(msg)
-    return _address_value(_header(original, "return-path")) if original is not None else None
-
-
-def _parse(raw: bytes) -> Parsed:
     try:
         msg = email.message_from_bytes(raw, policy=compat32)
     except Exception:  # the email package is lenient; this is for the cases it is not
         return Parsed("not_a_bounce", [])
     original = _returned_headers(msg) or _inline_original(msg)
+    parsed = _parse(msg, original)
+    if parsed.return_path is None and original is not None:  # the report did not say: the returned copy may
+        parsed = dataclasses.replace(parsed, return_path=_address_value(_header(original, "return-path")))
+    return parsed
+
+
+def _parse(msg: email.message.Message, original: email.message.Message | None) -> Parsed:
     original_id = _message_id(original) if original is not None else None
     original_id = original_id or _message_id_in_text(_all_text(msg))
     recipients = _addresses(original, "to", "cc") if original is not None else ()

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from relay.bounces.classify import Classification
+from relay.bounces.classify import Classification, Kind
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
@@ -573,7 +573,7 @@ def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: Returne
     bounce = dataclasses.replace(bounce, message_id=target.message_id)
     bounce_id, suppression = suppressions.record_bounce(conn, bounce, now, policy)
     c = bounce.classification
-    complaint = c.kind.value == "complaint"
+    complaint = c.kind is Kind.COMPLAINT
     detail = f"{bounce.source}: {c.kind.value} ({c.reason}){': ' + bounce.diagnostic if bounce.diagnostic else ''}"
     kind = EventKind.COMPLAINED if complaint else EventKind.BOUNCED
     _event(conn, now, kind, target.message_id, target.recipient_id, target.address, bounce.code, detail[:1000],
