@@ -50,6 +50,7 @@ from relay.store.queue import QuotaExhausted
 from relay.submission.accept import Acceptor, DomainNotVerified, MessageTooLarge
 from relay.submission.auth import SmtpAuthenticator, Throttled
 from relay.submission.capacity import Overloaded
+from relay.submission.data import ChunkedData
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ def with_enhanced_code(reply: str) -> str:
     return f"{code} {_ENHANCED_CODES.get(code, code[0] + '.0.0')} {reply[4:]}"
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(ChunkedData):
     """aiosmtpd's SMTP with relay's per-connection rules.
 
     aiosmtpd decides "AUTH needs TLS" once per server and checks credentials
