@@ -169,3 +169,29 @@ async def test_async_tests_run_on_uvloop_like_the_server():
     import uvloop
 
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+async def test_lookup_reads_inline_and_falls_back_to_the_reader_when_busy(tmp_path):
+    """Database.lookup answers on the caller's thread; while the lookup connection is taken it
+    (and any SQLite busy error) goes to the reader thread, with the same answer."""
+    import threading
+
+    from relay.store.db import Database
+
+    db = Database(tmp_path / "q.db")
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)"))
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES ('a', 'one')"))
+        threads: list[str] = []
+
+        def get(conn):
+            threads.append(threading.current_thread().name)
+            return conn.execute("SELECT v FROM t WHERE k = 'a'").fetchone()[0]
+
+        assert await db.lookup(get) == "one"
+        assert threads[-1] == threading.current_thread().name
+        with db._lookup_lock:  # as if another thread were mid-lookup
+            assert await db.lookup(get) == "one"
+        assert threads[-1].startswith("relay-db-reader")
+    finally:
+        await db.close()

@@ -4,6 +4,8 @@ import asyncio
 import smtplib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.store import queue as q
 from tests.conftest import wait_for_states
@@ -181,3 +183,36 @@ async def test_a_full_queue_answers_452_and_keeps_nothing(relay_factory):
     _, (code, text) = await asyncio.to_thread(smtp_send, port, "a@example.com", ["c@example.org"], BODY)
     assert code == 452 and text.startswith(b"4.3.1")
     assert sum((await counts(relay)).values()) == 1
+
+
+def _full_parser_getaddr(arg: str) -> tuple[str | None, str | None]:
+    from email._header_value_parser import get_addr_spec, get_angle_addr
+    from email.errors import HeaderParseError
+
+    if not arg:
+        return "", ""
+    try:
+        parsed, rest = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
+    except HeaderParseError:
+        return None, None
+    return parsed.addr_spec, rest
+
+
+def _outcome(fn, arg):
+    try:
+        return fn(arg)
+    except Exception as exc:  # the full parser has inputs it fails on; the fast path must fail alike
+        return type(exc)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet='<>@.a-Z0 \t()"[]:;,+=\\é', max_size=24))
+def test_address_fast_path_agrees_with_the_full_parser(arg):
+    """SubmissionSMTP._getaddr takes plain <local@domain> without the email package's parser;
+    every input must come out as the full parser (aiosmtpd's own way) would have it."""
+    from relay.submission.smtp import SubmissionSMTP
+
+    server = SubmissionSMTP.__new__(SubmissionSMTP)
+    server.local_part_limit = 0
+    for text in (arg, f"<{arg}@example.com> SIZE=10", f"<a{arg}>{arg}"):
+        assert _outcome(server._getaddr, text) == _outcome(_full_parser_getaddr, text), text

@@ -7,7 +7,9 @@ and only then resolves the callers' futures. Many concurrent submissions thus
 share one fsync; an acknowledgement is never sent for data not on disk.
 
 Reads run on a separate connection in a reader thread (WAL lets readers
-proceed while the writer commits).
+proceed while the writer commits). Point lookups that the SMTP dialogue waits
+on (is this recipient suppressed?) run on the caller's thread instead: the
+read is ~5 µs, the hop to a thread and back ~60 µs of CPU.
 
 When several processes share the file (``[server] acceptors``), writers take
 turns through an flock on ``<db>.lock`` before ``BEGIN IMMEDIATE``: a blocked
@@ -81,6 +83,9 @@ class Database:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-db-writer", daemon=True)
         self._read_conn = connect(path)
+        self._lookup_conn = connect(path)
+        self._lookup_conn.execute("PRAGMA busy_timeout=50")  # never hold the event loop for long
+        self._lookup_lock = threading.Lock()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db-reader")
         self._closed = False
         self.commits = 0  # transactions committed (for stats and benchmarks)
@@ -102,6 +107,18 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, fn, self._read_conn)
 
+    async def lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A short indexed read, run right here (not in the reader thread). Only for reads that touch
+        a few rows by index; if the file is busy (rare in WAL mode) it goes to the reader thread."""
+        if self._lookup_lock.acquire(blocking=False):
+            try:
+                return fn(self._lookup_conn)
+            except sqlite3.OperationalError as exc:
+                log.debug("inline read failed (%s); reading in the reader thread", exc)
+            finally:
+                self._lookup_lock.release()
+        return await self.read(fn)
+
     async def close(self) -> None:
         """Finish every queued write, then close both connections."""
         if self._closed:
@@ -118,6 +135,7 @@ class Database:
         )
         self._reader.shutdown(wait=True)
         self._read_conn.close()
+        self._lookup_conn.close()
         self._write_conn.close()
         os.close(self._lock_fd)
 

@@ -301,7 +301,8 @@ class Store:
 
     async def suppressed(self, addresses: Iterable[str]) -> dict[str, sup.Suppression]:
         now, wanted = self.clock.now(), list(addresses)
-        return await self.db.read(lambda c: sup.suppressed(c, wanted, now))
+        read = self.db.lookup if len(wanted) <= 100 else self.db.read  # a long list waits in the thread
+        return await read(lambda c: sup.suppressed(c, wanted, now))
 
     async def suppression(self, address: str) -> sup.Suppression | None:
         now = self.clock.now()
