@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Latency from acceptance to arrival: p50/p99 at a steady rate (half the measured maximum, by default 350/s).
+"""Latency from acceptance to arrival: p50/p99 at a steady rate, half the measured maximum.
 
 Starts relay (a subprocess, as bench/throughput.py does, smarthost pointing at a
-sink in this script), then sends --messages numbered messages at --rate per
-second over --sessions concurrent SMTP sessions (one connection per message).
-For each message it notes when relay answered 250 to DATA and when the sink
-received it, and prints the p50, p90, p99 and max of the difference. Every
-server listens on loopback; the run is bounded by --messages and --timeout.
+sink in this script's own process), first sends --probe messages as fast as relay
+takes them to measure the maximum rate (arrivals per second at the sink), then
+sends --messages numbered messages at half that rate (or --rate) over --sessions
+concurrent SMTP sessions, one connection per message. The injector is an asyncio
+client in its own process. For each message it notes when relay answered 250 to
+DATA and when the sink received it, and prints the p50, p90, p99 and max of the
+difference. Every server listens on loopback; the run is bounded by --messages
+and --timeout.
 
-    python bench/latency.py --rate 350 --messages 5000
+    python bench/latency.py --messages 5000
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ import asyncio
 import multiprocessing
 import re
 import shutil
-import smtplib
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class Sink:
         self.done = asyncio.Event()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        m = re.search(rb"Subject: n-(\d+)", envelope.original_content or b"")
+        m = re.search(rb"Subject: n-(\d+)", (envelope.original_content or b"")[:2000])
         if m:
             self.arrived.setdefault(int(m.group(1)), time.monotonic())
             if len(self.arrived) >= self.expected:
@@ -49,7 +50,7 @@ class Sink:
 
 
 def run_sink(port: int, expected: int, timeout: float, results: Any) -> None:
-    """The sink in its own process (so the injector's threads do not slow it): arrival times, at the end."""
+    """The sink in its own process (uvloop): arrival times, at the end."""
 
     async def serve() -> None:
         sink = Sink(expected)
@@ -62,21 +63,55 @@ def run_sink(port: int, expected: int, timeout: float, results: Any) -> None:
         server.close()
         results.put(sink.arrived)
 
-    asyncio.run(serve())
+    import uvloop
+
+    uvloop.run(serve())
 
 
-def sender(port: int, numbers: list[int], start: float, rate: float, accepted: dict[int, float],
-           lock: threading.Lock) -> None:  # fmt: skip
-    body = "x" * 70 + "\r\n"
-    for n in numbers:
-        due = start + n / rate
-        pause = due - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-            smtp.sendmail("bench@example.com", ["sink@example.org"], f"Subject: n-{n}\r\n\r\n{body * 60}")
-        with lock:
+async def _reply(reader: asyncio.StreamReader, code: bytes) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("relay closed the connection")
+        if line[3:4] != b"-":
+            if not line.startswith(code):
+                raise RuntimeError(f"expected {code!r}, got {line!r}")
+            return
+
+
+async def inject(port: int, total: int, sessions: int, rate: float | None, start: float) -> dict[int, float]:
+    """Message n (Subject n-<n>) leaves at start + n / rate (at once when rate is None), one connection
+    per message, MAIL/RCPT/DATA pipelined; returns when relay answered 250 to each one's data."""
+    accepted: dict[int, float] = {}
+    numbers = iter(range(total))
+    body = b"x" * 70 + b"\r\n"
+
+    async def session() -> None:
+        for n in numbers:
+            if rate is not None:
+                await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await _reply(reader, b"220")
+            writer.write(b"EHLO bench.test\r\n")
+            await _reply(reader, b"250")
+            writer.write(b"MAIL FROM:<bench@example.com>\r\nRCPT TO:<sink@example.org>\r\nDATA\r\n")
+            for code in (b"250", b"250", b"354"):
+                await _reply(reader, code)
+            writer.write(b"Subject: n-%d\r\n\r\n%s.\r\n" % (n, body * 60))
+            await _reply(reader, b"250")
             accepted[n] = time.monotonic()
+            writer.write(b"QUIT\r\n")
+            writer.close()
+
+    await asyncio.gather(*(session() for _ in range(sessions)))
+    return accepted
+
+
+def run_injector(port: int, total: int, sessions: int, rate: float | None, start: float, results: Any) -> None:
+    """The injector in its own process (uvloop), so that it does not share a GIL with anything measured."""
+    import uvloop
+
+    results.put(uvloop.run(inject(port, total, sessions, rate, start)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,9 +119,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def measure(relay_port: int, sink_port: int, total: int, sessions: int, rate: float | None,
+            timeout: float) -> tuple[dict[int, float], dict[int, float], float]:  # fmt: skip
+    """Send ``total`` messages (paced at ``rate``, or as fast as relay takes them) and wait for them at
+    the sink; (accepted times, arrival times, when sending started)."""
+    sink_results: Any = multiprocessing.Queue()
+    sent_results: Any = multiprocessing.Queue()
+    sink = multiprocessing.Process(target=run_sink, args=(sink_port, total, timeout, sink_results))
+    sink.start()
+    time.sleep(0.3)
+    start = time.monotonic() + 0.3
+    injector = multiprocessing.Process(target=run_injector,
+                                       args=(relay_port, total, sessions, rate, start, sent_results))  # fmt: skip
+    injector.start()
+    try:
+        accepted = sent_results.get(True, timeout)
+        arrived = sink_results.get(True, timeout)
+    finally:
+        for process in (injector, sink):
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+    return accepted, arrived, start
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=350.0, help="messages per second (half the maximum)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="messages per second; by default half the maximum measured first")  # fmt: skip
+    parser.add_argument("--probe", type=int, default=3000, help="messages sent to measure the maximum rate")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--acceptors", type=int, default=0)
@@ -95,30 +156,24 @@ async def main() -> None:
     args.auth, args.concurrency = False, 100
     tmp = Path(tempfile.mkdtemp(prefix="relay-latency-"))
     sink_port, smtp_port = free_port(), free_port()
-    results: Any = multiprocessing.Queue()
-    sink_process = multiprocessing.Process(target=run_sink, args=(sink_port, args.messages, args.timeout, results))
-    sink_process.start()
     relay = Relay(tmp, smtp_port, sink_port, args)
-    accepted: dict[int, float] = {}
-    lock = threading.Lock()
     try:
-        start = time.monotonic() + 0.5
-        groups = [list(range(i, args.messages, args.sessions)) for i in range(args.sessions)]
-        threads = [asyncio.to_thread(sender, smtp_port, g, start, args.rate, accepted, lock) for g in groups]
-        await asyncio.wait_for(asyncio.gather(*threads), args.timeout)
-        arrived = await asyncio.to_thread(results.get, True, args.timeout)
+        rate = args.rate
+        if rate is None:
+            _, arrived, start = measure(smtp_port, sink_port, args.probe, args.sessions, None, args.timeout)
+            maximum = len(arrived) / (max(arrived.values()) - start)
+            rate = maximum / 2
+            print(f"maximum: {args.probe} messages arrived at {maximum:.0f}/s; measuring at half, {rate:.0f}/s")
+        accepted, arrived, start = measure(smtp_port, sink_port, args.messages, args.sessions, rate, args.timeout)
         latencies = [(arrived[n] - accepted[n]) * 1000 for n in accepted if n in arrived]
         sent_for = max(accepted.values()) - start
-        print(f"{len(accepted)} messages at {len(accepted) / sent_for:.0f}/s (asked {args.rate:.0f}/s),"
+        print(f"{len(accepted)} messages at {len(accepted) / sent_for:.0f}/s (asked {rate:.0f}/s),"
               f" {len(latencies)} arrived; acceptance to arrival:"
               f" p50 {percentile(latencies, 0.5):.1f} ms, p90 {percentile(latencies, 0.9):.1f} ms,"
               f" p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms,"
               f" mean {statistics.mean(latencies):.1f} ms")  # fmt: skip
     finally:
         relay.stop()
-        sink_process.join(5)
-        if sink_process.is_alive():
-            sink_process.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -58,7 +58,8 @@ def steps(quick: bool) -> list[tuple[str, list[str]]]:
                                              "--target", "relay", "--acceptors", "1"]),
         ("HTTP submission vs /healthz", ["http_api.py", "--duration", "5" if quick else "15"]),
         ("Queue scaling", ["queue_scale.py", "--sizes", "10000", "100000", *([] if quick else ["1000000"])]),
-        ("Latency, acceptance to arrival", ["latency.py", "--rate", "350", "--messages", "1500" if quick else "5000"]),
+        ("Latency, acceptance to arrival", ["latency.py", "--probe", "1500" if quick else "3000",
+                                             "--messages", "1500" if quick else "5000"]),
         ("Batch acceptance", ["batch.py", "--size", "500", "--runs", "3" if quick else "7"]),
         ("Events and stats", ["events_scale.py", "--sizes", "100000"]),
     ]  # fmt: skip

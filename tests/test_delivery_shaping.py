@@ -292,3 +292,39 @@ async def test_reconfigure_changes_the_limits_of_known_destinations(store, sink)
     engine.reconfigure(dataclasses.replace(engine.settings, shaping=shaping))
     assert dest.max_connections == 6 and dest.bucket is not None and dest.bucket.per_second == 5
     await engine.stop(1)
+
+
+async def test_a_kept_connection_the_server_dropped_is_replaced_at_once(store):
+    """A receiver closes an idle kept-open connection: the next message goes on a new connection in
+    the same attempt (nothing of it had been sent), not into the retry schedule."""
+    from tests.conftest import CountingSMTP, SinkHandler
+
+    handler, sessions = SinkHandler(), []
+
+    class Recorded(CountingSMTP):
+        def connection_made(self, transport):
+            sessions.append(transport)
+            super().connection_made(transport)
+
+    def factory():
+        smtp = Recorded(handler, hostname="sink.test")
+        smtp.handler = handler
+        return smtp
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = engine_for(store, Router(("127.0.0.1", port), 25, None), idle_timeout=30,
+                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    try:
+        await queue(store, "first@one.example")
+        assert await engine.run_once() == 1
+        for transport in sessions:  # the receiver hangs up on the idle connection
+            transport.close()
+        await asyncio.sleep(0.05)
+        m = await queue(store, "second@one.example")
+        assert await engine.run_once() == 1
+        assert [(s.state, s.attempts) for s in await store.message_status(m.id)] == [("delivered", 1)]
+        assert len(handler.received) == 2 and handler.connections == 2
+    finally:
+        await engine.stop(1)
+        server.close()

@@ -78,6 +78,11 @@ async def send_data(smtp: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPRespon
     return resp
 
 
+class StaleConnection(Exception):
+    """A kept-open connection was found closed (or refusing RSET) before anything of the next message
+    was sent: the server dropped it while it was idle. The message can go on a new connection now."""
+
+
 class Connection:
     """One open SMTP session to one host."""
 
@@ -94,20 +99,27 @@ class Connection:
         return time.monotonic() - self.opened_at
 
     async def send(self, sender: str, recipients: Sequence[str], raw: bytes, max_rcpt: int = 100) -> dict[str, Reply]:
-        """One transaction per ``max_rcpt`` recipients; a reply for every recipient."""
+        """One transaction per ``max_rcpt`` recipients; a reply for every recipient. Raises
+        StaleConnection if a reused connection turns out to be closed before the first one starts."""
         replies: dict[str, Reply] = {}
         for start in range(0, len(recipients), max_rcpt):
-            replies.update(await self._transaction(sender, recipients[start : start + max_rcpt], raw))
+            replies.update(await self._transaction(sender, recipients[start : start + max_rcpt], raw, start == 0))
             if self.broken:
                 lost = Reply(None, f"connection to {self.host.name} lost")
                 replies.update({r: lost for r in recipients if r not in replies})
                 break
         return replies
 
-    async def _transaction(self, sender: str, recipients: Sequence[str], raw: bytes) -> dict[str, Reply]:
+    async def _transaction(self, sender: str, recipients: Sequence[str], raw: bytes, first: bool) -> dict[str, Reply]:
         try:
             if self.messages:
-                await self.smtp.rset()
+                try:
+                    await self.smtp.rset()
+                except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+                    if first:  # nothing of this message has been sent yet
+                        self.broken = True
+                        raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
+                    raise
             return await self._mail_rcpt_data(sender, recipients, raw)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             # A failed RSET or a lost connection: this session is done (replies are handled inside).

@@ -31,7 +31,7 @@ from relay.bounces.classify import classify as classify_bounce
 from relay.bounces.verp import Verp
 from relay.clock import Clock
 from relay.config import RouteConfig, Shaping
-from relay.delivery.client import Connection, SmtpClient
+from relay.delivery.client import Connection, SmtpClient, StaleConnection
 from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
@@ -405,18 +405,32 @@ class Engine:
         if conn is not None and self._worn_out(conn, dest):
             await conn.close()
             conn = None
+        if conn is not None:
+            try:
+                await self._deliver(conn, dest, job)
+            except StaleConnection as exc:
+                log.info("connection to %s closed while idle (%s); sending %s on a new one",
+                         conn.host.name, exc, job.message.id)  # fmt: skip
+                await conn.close()
+                conn = None
         if conn is None:
-            opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth)
-            if isinstance(opened, Reply):
-                await self._connection_failed(dest, job, opened)
+            conn = await self._open(dest, job)
+            if conn is None:
                 return None
-            conn, dest.failures = opened, 0
-            dest.connections_opened += 1
-        await self._deliver(conn, dest, job)
+            await self._deliver(conn, dest, job)  # a new connection is never stale
         if conn.broken:
             await conn.close()
             return None
         return conn
+
+    async def _open(self, dest: Destination, job: Job) -> Connection | None:
+        opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth)
+        if isinstance(opened, Reply):
+            await self._connection_failed(dest, job, opened)
+            return None
+        dest.failures = 0
+        dest.connections_opened += 1
+        return opened
 
     async def _wait_for_work(self, dest: Destination) -> bool:
         dest.arrived.clear()
@@ -435,7 +449,7 @@ class Engine:
         addresses = [r.address for r in job.recipients]
         try:
             replies = await conn.send(self._envelope_sender(job), addresses, job.message.raw, self.settings.max_rcpt)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, StaleConnection):
             conn.broken = True
             raise
         except Exception as exc:

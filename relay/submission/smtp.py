@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import ipaddress
 import json
@@ -60,6 +61,7 @@ METADATA_HEADER = "X-Relay-Metadata"
 SEND_AT_HEADER = "X-Relay-Send-At"
 
 
+@functools.lru_cache(maxsize=4096)  # parsed at every RCPT; clients come back from the same few addresses
 def _address(peer_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
