@@ -103,6 +103,9 @@ async def test_line_length_limit_counts_the_crlf():
     with pytest.raises(LineTooLong):
         collector.body()
     assert rest == b"QUIT\r\n"
+    split = b"y" * 600 + b"\n" + b"y" * 600 + b"\r\n"  # a bare LF ends a line too
+    collector, _ = await read(stuffed(split), [4096])
+    assert collector.body() == split
 
 
 async def test_the_client_going_away_mid_data_is_an_incomplete_read():
