@@ -179,3 +179,25 @@ async def test_wire_form_arrives_as_sent(sink):
     assert reply.code == 250
     (received,) = await sink.handler.wait_for(1)
     assert received.data == b"Subject: dots\r\n\r\n.\r\n..two\r\nbare lf\r\nbare cr\r\n.last\r\n"
+
+
+async def test_an_over_long_line_is_refused_after_the_data_and_the_session_goes_on(relay_factory, sink):
+    import smtplib
+
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    port = relay.smtp_addresses[0][1]
+
+    def send() -> tuple[int, int]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            try:
+                smtp.sendmail("app@example.com", ["user@example.org"], b"Subject: long\r\n\r\n" + b"z" * 1200 + b"\r\n")
+                refused = 0
+            except smtplib.SMTPDataError as exc:
+                refused = exc.smtp_code
+                assert exc.smtp_error.startswith(b"5.5.2 Line too long")
+            smtp.sendmail("app@example.com", ["user@example.org"], b"Subject: fine\r\n\r\nshort\r\n")
+            return refused, smtp.noop()[0]
+
+    assert await asyncio.to_thread(send) == (500, 250)
+    (received,) = await sink.handler.wait_for(1)
+    assert received.data.endswith(b"Subject: fine\r\n\r\nshort\r\n")
