@@ -267,6 +267,10 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=config.server.log_level.upper(), handlers=[handler])
+    # Neither format shows the caller's file and line or thread and process names: do not collect
+    # them for every line (the logging HOWTO's "Optimization" switches).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     if config.server.log_level.lower() != "debug":
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     loop_factory = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import os
 import re
 import time
@@ -93,13 +94,23 @@ class NewMessage:
         return match.group(1) if match else value.strip()[:998]
 
 
+@functools.lru_cache(maxsize=64)
+def _header_pattern(name: str) -> re.Pattern[bytes]:
+    return re.compile(rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)",
+                      re.IGNORECASE | re.DOTALL)  # fmt: skip
+
+
+_FOLD = re.compile(r"\r\n[ \t]+")
+
+
 def header_value(raw: bytes, name: str) -> str | None:
     """The first ``name`` header, unfolded and RFC 2047-decoded; None if absent or unreadable."""
-    pattern = rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)"
-    m = re.search(pattern, _header_block(raw), re.IGNORECASE | re.DOTALL)
+    m = _header_pattern(name).search(_header_block(raw))
     if m is None:
         return None
-    text = re.sub(r"\r\n[ \t]+", " ", m.group(1).decode("utf-8", errors="replace")).strip()
+    text = _FOLD.sub(" ", m.group(1).decode("utf-8", errors="replace")).strip()
+    if "=?" not in text:  # no encoded words: decoding would give the text back
+        return text
     try:
         return str(make_header(decode_header(text)))
     except (HeaderParseError, LookupError, UnicodeDecodeError):
@@ -112,8 +123,7 @@ def _header_block(raw: bytes) -> bytes:
 
 
 def has_header(raw: bytes, name: str) -> bool:
-    pattern = rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:"
-    return re.search(pattern, _header_block(raw), re.IGNORECASE) is not None
+    return _header_pattern(name).search(_header_block(raw)) is not None
 
 
 def remove_headers(raw: bytes, names: Sequence[str]) -> bytes:
