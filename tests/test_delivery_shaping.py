@@ -328,3 +328,36 @@ async def test_a_kept_connection_the_server_dropped_is_replaced_at_once(store):
     finally:
         await engine.stop(1)
         server.close()
+
+
+async def test_rset_only_after_a_transaction_that_ended_early(store):
+    """A transaction answered at the end of its data needs no RSET before the next MAIL; one that
+    ended at RCPT (every recipient refused) does. The sink sees every message either way."""
+    from tests.conftest import CountingSMTP, SinkHandler
+
+    class Counting(SinkHandler):
+        resets = 0
+
+        async def handle_RSET(self, server, session, envelope):
+            self.resets += 1
+            return "250 2.0.0 Ok"
+
+    handler = Counting()
+
+    def factory():
+        smtp = CountingSMTP(handler, hostname="sink.test")
+        smtp.handler = handler
+        return smtp
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    engine = engine_for(store, Router(("127.0.0.1", server.sockets[0].getsockname()[1]), 25, None),
+                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    try:
+        for address in ("a@one.example", "b@one.example", "permfail@one.example", "c@one.example"):
+            await queue(store, address)
+            assert await engine.run_once() == 1
+        assert [r.rcpt_tos for r in handler.received] == [["a@one.example"], ["b@one.example"], ["c@one.example"]]
+        assert handler.connections == 1 and handler.resets == 1
+    finally:
+        await engine.stop(1)
+        server.close()

@@ -7,7 +7,8 @@ offered and falls back to plain text, on a fresh connection, only if the
 handshake fails; ``required`` insists on TLS without checking the
 certificate; ``verify`` also checks the certificate against the MX host name.
 
-A ``Connection`` sends one transaction per message (RSET between them);
+A ``Connection`` sends one transaction per message (RSET only after one that
+ended before its data was answered);
 once recipients are given to a server its replies are final for the attempt.
 """
 
@@ -18,7 +19,8 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import aiosmtplib
 
@@ -26,6 +28,8 @@ from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
@@ -76,13 +80,17 @@ async def send_data(smtp: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPRespon
         smtp.close()  # as aiosmtplib does: the session is out of step
         raise
     if resp.code != 250:
-        raise aiosmtplib.SMTPDataError(resp.code, resp.message)
+        raise DataRefused(resp.code, resp.message)
     return resp
 
 
+class DataRefused(aiosmtplib.SMTPDataError):
+    """The reply to the end of the data was not 250: the message was refused, the transaction is over."""
+
+
 class StaleConnection(Exception):
-    """A kept-open connection was found closed (or refusing RSET) before anything of the next message
-    was sent: the server dropped it while it was idle. The message can go on a new connection now."""
+    """A kept-open connection was found closed (or closing: 421) at the first command of the next
+    message: the server dropped it while it was idle. The message can go on a new connection now."""
 
 
 class Connection:
@@ -95,6 +103,7 @@ class Connection:
         self.opened_at = time.monotonic()
         self.messages = 0
         self.broken = False
+        self._in_transaction = False  # MAIL was sent and no reply to the end of the data came back
 
     @property
     def age(self) -> float:
@@ -113,16 +122,13 @@ class Connection:
         return replies
 
     async def _transaction(self, sender: str, recipients: Sequence[str], raw: bytes, first: bool) -> dict[str, Reply]:
+        # The first command for a message on a kept connection is where a dropped session shows.
+        probe = first and self.messages > 0
         try:
-            if self.messages:
-                try:
-                    await self.smtp.rset()
-                except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                    if first:  # nothing of this message has been sent yet
-                        self.broken = True
-                        raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
-                    raise
-            return await self._mail_rcpt_data(sender, recipients, raw)
+            if self._in_transaction:  # the last one ended early (refusals): reset it (RFC 5321 §4.1.1.5)
+                await self._first_command(self.smtp.rset(), probe, any_reply=True)
+                probe = False
+            return await self._mail_rcpt_data(sender, recipients, raw, probe)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             # A failed RSET or a lost connection: this session is done (replies are handled inside).
             self.broken = True
@@ -131,7 +137,20 @@ class Connection:
         finally:
             self.messages += 1
 
-    async def _mail_rcpt_data(self, sender: str, recipients: Sequence[str], raw: bytes) -> dict[str, Reply]:
+    async def _first_command(self, command: Awaitable[T], probe: bool, any_reply: bool = False) -> T:
+        """Await ``command``; when ``probe``, a lost session (or a 421, or any refusal when
+        ``any_reply``) raises StaleConnection: nothing of the message has been sent yet."""
+        try:
+            return await command
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            replied = isinstance(exc, aiosmtplib.SMTPResponseException)
+            if not probe or (replied and not any_reply and exc.code != 421):  # type: ignore[attr-defined]
+                raise
+            self.broken = True
+            raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _mail_rcpt_data(self, sender: str, recipients: Sequence[str], raw: bytes,
+                              probe: bool) -> dict[str, Reply]:  # fmt: skip
         smtp = self.smtp
         utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
         options = []
@@ -143,8 +162,9 @@ class Connection:
         if not raw.isascii() and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         encoding = "utf-8" if utf8 else "ascii"
+        self._in_transaction = True
         try:
-            await smtp.mail(sender, options=options, encoding=encoding)
+            await self._first_command(smtp.mail(sender, options=options, encoding=encoding), probe)
         except aiosmtplib.SMTPResponseException as exc:
             self._note_421(exc)
             return {r: _reply(exc) for r in recipients}
@@ -163,9 +183,11 @@ class Connection:
         try:
             resp = await send_data(smtp, wire_form(raw))
             final = Reply(resp.code, " ".join(resp.message.split()))
+            self._in_transaction = False  # the end of the data ends the transaction: no RSET needed
         except aiosmtplib.SMTPResponseException as exc:
             self._note_421(exc)
             final = _reply(exc)
+            self._in_transaction = not isinstance(exc, DataRefused)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             # The message may or may not have arrived; retrying risks a duplicate, never a loss.
             self.broken = True
