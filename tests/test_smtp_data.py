@@ -201,3 +201,17 @@ async def test_an_over_long_line_is_refused_after_the_data_and_the_session_goes_
     assert await asyncio.to_thread(send) == (500, 250)
     (received,) = await sink.handler.wait_for(1)
     assert received.data.endswith(b"Subject: fine\r\n\r\nshort\r\n")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet='ab.@-+_ <>"(),;:\\é\t=', max_size=20))
+def test_plain_paths_are_what_aiosmtplib_would_send(address):
+    """path_of() skips aiosmtplib's parsing only where its quote_address gives the same path."""
+    from aiosmtplib.email import quote_address
+
+    from relay.delivery.client import path_of
+
+    for text in (address, f"user{address}@example.com", f"{address}x@host.example"):
+        path = path_of(text)
+        if path is not None:
+            assert path.decode() == quote_address(text), text

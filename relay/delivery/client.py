@@ -84,6 +84,37 @@ async def send_data(smtp: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPRespon
     return resp
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"(?:{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?")
+
+
+def path_of(address: str) -> bytes | None:
+    """``<address>`` for MAIL/RCPT when the address is a plain dot-atom one (or empty: the null
+    sender), which is what aiosmtplib's quote_address would make of it after parsing it with the
+    email package (~3% of relay's CPU); None for anything else, which goes through aiosmtplib."""
+    return b"<" + address.encode("ascii") + b">" if _PLAIN_ADDRESS.fullmatch(address) else None
+
+
+async def send_mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> aiosmtplib.SMTPResponse:
+    path = path_of(sender)
+    if path is None:
+        return await smtp.mail(sender, options=options, encoding=encoding)
+    resp = await smtp.execute_command(b"MAIL", b"FROM:" + path, *(o.encode("ascii") for o in options))
+    if resp.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(resp.code, resp.message, sender)
+    return resp
+
+
+async def send_rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> aiosmtplib.SMTPResponse:
+    path = path_of(recipient)
+    if path is None:
+        return await smtp.rcpt(recipient, encoding=encoding)
+    resp = await smtp.execute_command(b"RCPT", b"TO:" + path)
+    if resp.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(resp.code, resp.message, recipient)
+    return resp
+
+
 class DataRefused(aiosmtplib.SMTPDataError):
     """The reply to the end of the data was not 250: the message was refused, the transaction is over."""
 
@@ -164,7 +195,7 @@ class Connection:
         encoding = "utf-8" if utf8 else "ascii"
         self._in_transaction = True
         try:
-            await self._first_command(smtp.mail(sender, options=options, encoding=encoding), probe)
+            await self._first_command(send_mail(smtp, sender, options, encoding), probe)
         except aiosmtplib.SMTPResponseException as exc:
             self._note_421(exc)
             return {r: _reply(exc) for r in recipients}
@@ -172,7 +203,7 @@ class Connection:
         accepted: list[str] = []
         for rcpt in recipients:
             try:
-                resp = await smtp.rcpt(rcpt, encoding=encoding)
+                resp = await send_rcpt(smtp, rcpt, encoding)
                 accepted.append(rcpt)
                 replies[rcpt] = Reply(resp.code, " ".join(resp.message.split()))
             except aiosmtplib.SMTPResponseException as exc:
