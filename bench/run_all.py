@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,8 +55,11 @@ def steps(quick: bool) -> list[tuple[str, list[str]]]:
         ("SMTP relay throughput vs Postfix, 100 KB", ["throughput.py", "--messages", "500" if quick else "2000",
                                                       "--size", "102400", "--runs", "1" if quick else "2",
                                                       "--target", "postfix", "--target", "relay"]),
-        ("relay with one acceptor process", ["throughput.py", "--messages", n, "--runs", "1" if quick else "2",
-                                             "--target", "relay", "--acceptors", "1"]),
+        ("SMTP relay throughput vs Postfix, 5 KB, relay with one acceptor process",
+         ["throughput.py", "--messages", n, "--runs", "1" if quick else "2", "--target", "postfix", "--target", "relay",
+          "--acceptors", "1"]),
+        ("Ceiling: smtp-source straight into smtp-sink, 5 KB",
+         ["throughput.py", "--messages", n, "--target", "ceiling"]),
         ("HTTP submission vs /healthz", ["http_api.py", "--duration", "5" if quick else "15"]),
         ("Queue scaling", ["queue_scale.py", "--sizes", "10000", "100000", *([] if quick else ["1000000"])]),
         ("Latency, acceptance to arrival", ["latency.py", "--probe", "1500" if quick else "3000",
@@ -65,6 +69,37 @@ def steps(quick: bool) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
 
 
+def _mean(pattern: str, text: str) -> float | None:
+    found = [float(v) for v in re.findall(pattern, text)]
+    return sum(found) / len(found) if found else None
+
+
+def summary(outputs: dict[str, str]) -> list[str]:
+    """The headline figures of a run as a Markdown table (means over the runs of each step)."""
+    rows = []
+    for title, text in outputs.items():
+        if not title.startswith("SMTP relay throughput"):
+            continue
+        relay = _mean(r"(?m)^relay .*end-to-end ([\d.]+)/s", text)
+        postfix = _mean(r"(?m)^postfix .*end-to-end ([\d.]+)/s", text)
+        if relay and postfix:
+            rows.append(f"| {title[len('SMTP relay throughput vs Postfix, '):]} | end to end msgs/s"
+                        f" | {relay:,.0f} | {postfix:,.0f} (Postfix) | {relay / postfix:.2f}x |")  # fmt: skip
+    for title, text in outputs.items():
+        if title.startswith("Ceiling") and (rate := _mean(r"end-to-end ([\d.]+)/s", text)):
+            rows.append(f"| smtp-source → smtp-sink, no server | msgs/s | {rate:,.0f} | | |")
+        if title.startswith("HTTP"):
+            post, health = _mean(r"POST /v1/messages\s*:\s*([\d.]+)", text), _mean(r"healthz\s*:\s*([\d.]+)", text)
+            if post and health:
+                rows.append(f"| HTTP durable POST /v1/messages | req/s | {post:,.0f} | {health:,.0f} (GET /healthz) |"
+                            f" {post / health:.2f}x |")  # fmt: skip
+        if title.startswith("Latency") and (m := re.search(r"at ([\d.]+)/s.*p50 ([\d.]+) ms.*p99 ([\d.]+) ms", text)):
+            rows.append(f"| latency, acceptance to arrival, at {m[1]}/s | p50 / p99 ms | {m[2]} / {m[3]} | | |")
+    if not rows:
+        return []
+    return ["| | unit | relay | peer | ratio |", "|---|---|---|---|---|", *rows, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -72,6 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     ensure_packages()
     lines = ["# Benchmark run", "", machine(), ""]
+    outputs: dict[str, str] = {}
     for title, command in steps(args.quick):
         print(f"== {title}: {' '.join(command)}", flush=True)
         started = time.monotonic()
@@ -79,8 +115,12 @@ def main() -> None:
                               cwd=REPO, timeout=3600)  # fmt: skip
         out = (done.stdout + (f"\n(exit {done.returncode})\n{done.stderr[-2000:]}" if done.returncode else "")).strip()
         print(out, flush=True)
+        outputs[title] = out
         lines += [f"## {title}", "", f"`python bench/{' '.join(command)}` ({time.monotonic() - started:.0f} s)", "",
                   "```", out, "```", ""]  # fmt: skip
+    table = summary(outputs)
+    print("\n".join(table))
+    lines[4:4] = table
     args.output.write_text("\n".join(lines))
     print(f"written to {args.output}")
 

@@ -348,6 +348,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         raise SystemExit("--auth needs the python injector and --target relay")
     message = make_message(args.size)
     sink = start_sink(sink_kind, sink_port)
+    if target == "ceiling":
+        return _ceiling(args, injector, sink, sink_kind, sink_port, message, tmp)
     server: Relay | Postfix | None = None
     try:
         server = (Relay if target == "relay" else Postfix)(tmp, smtp_port, sink_port, args)
@@ -385,6 +387,35 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     return result
 
 
+def _ceiling(args: argparse.Namespace, injector: str, sink: subprocess.Popen[bytes], sink_kind: str, sink_port: int,
+             message: bytes, tmp: Path) -> dict[str, object]:  # fmt: skip
+    """The injector straight into the sink: what this machine and client can do with no server between."""
+    try:
+        wait_listening(sink_port, lambda: sink.poll() is None)
+        start = time.monotonic()
+        inject(injector, sink_port, message, tmp, args, None)
+        took = time.monotonic() - start
+    finally:
+        sink.terminate()
+        sink.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    rate = round(args.messages / took, 1)
+    return {
+        "target": "ceiling",
+        "messages": args.messages,
+        "sessions": args.sessions,
+        "auth": False,
+        "acceptors": None,
+        "size": len(message),
+        "injector": injector,
+        "sink": sink_kind,
+        "accepted_per_s": rate,
+        "end_to_end_per_s": rate,
+        "cpu_ms_per_message": None,
+        "errors_logged": 0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=5000)
@@ -400,8 +431,9 @@ def main() -> None:
     parser.add_argument(
         "--target",
         action="append",
-        choices=("relay", "postfix"),
-        help="what to measure (repeatable; default relay). Runs alternate, so peers share conditions",
+        choices=("relay", "postfix", "ceiling"),
+        help="what to measure (repeatable; default relay; ceiling: the injector straight into the sink)."
+        " Runs alternate, so peers share conditions",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, queue)")
     parser.add_argument("--json", action="store_true")
@@ -417,13 +449,20 @@ def main() -> None:
                 print(
                     f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
                     + (f", {result['acceptors']} acceptors" if target == "relay" else "")
+                    + (" straight into the sink" if target == "ceiling" else "")
                     + (", STARTTLS+AUTH" if result["auth"] else "")
                     + f": accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
-                    f"CPU {result['cpu_ms_per_message']} ms/msg, errors logged {result['errors_logged']}",
+                    + (
+                        f"CPU {result['cpu_ms_per_message']} ms/msg, "
+                        if result["cpu_ms_per_message"] is not None
+                        else ""
+                    )
+                    + f"errors logged {result['errors_logged']}",
                     flush=True,
                 )
     targets = {r["target"] for r in results}
     if {"relay", "postfix"} <= targets and not args.json:
+        targets = {"relay", "postfix"}
         for key in ("accepted_per_s", "end_to_end_per_s", "cpu_ms_per_message"):
             mean = {t: sum(r[key] for r in results if r["target"] == t) / args.runs for t in targets}
             print(f"relay/postfix {key}: {mean['relay'] / mean['postfix']:.2f}x")
