@@ -31,7 +31,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import Relay, free_port  # noqa: E402
+from throughput import Relay, expect_reply, free_port  # noqa: E402
 
 
 class Sink:
@@ -68,17 +68,6 @@ def run_sink(port: int, expected: int, timeout: float, results: Any) -> None:
     uvloop.run(serve())
 
 
-async def _reply(reader: asyncio.StreamReader, code: bytes) -> None:
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise ConnectionError("relay closed the connection")
-        if line[3:4] != b"-":
-            if not line.startswith(code):
-                raise RuntimeError(f"expected {code!r}, got {line!r}")
-            return
-
-
 async def inject(port: int, total: int, sessions: int, rate: float | None, start: float) -> dict[int, float]:
     """Message n (Subject n-<n>) leaves at start + n / rate (at once when rate is None), one connection
     per message, MAIL/RCPT/DATA pipelined; returns when relay answered 250 to each one's data."""
@@ -91,14 +80,14 @@ async def inject(port: int, total: int, sessions: int, rate: float | None, start
             if rate is not None:
                 await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            await _reply(reader, b"220")
+            await expect_reply(reader, b"220")
             writer.write(b"EHLO bench.test\r\n")
-            await _reply(reader, b"250")
+            await expect_reply(reader, b"250")
             writer.write(b"MAIL FROM:<bench@example.com>\r\nRCPT TO:<sink@example.org>\r\nDATA\r\n")
             for code in (b"250", b"250", b"354"):
-                await _reply(reader, code)
+                await expect_reply(reader, code)
             writer.write(b"Subject: n-%d\r\n\r\n%s.\r\n" % (n, body * 60))
-            await _reply(reader, b"250")
+            await expect_reply(reader, b"250")
             accepted[n] = time.monotonic()
             writer.write(b"QUIT\r\n")
             writer.close()

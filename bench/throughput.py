@@ -53,7 +53,7 @@ def make_message(size: int) -> bytes:
 # --- injector and sink written here, for machines without Postfix's tools ---------------
 
 
-async def _expect(reader: asyncio.StreamReader, code: bytes) -> bytes:
+async def expect_reply(reader: asyncio.StreamReader, code: bytes) -> bytes:
     while True:
         line = await reader.readline()
         if not line:
@@ -78,28 +78,28 @@ async def inject_python(
         while remaining > 0:
             remaining -= 1
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            await _expect(reader, b"220")
+            await expect_reply(reader, b"220")
             if login is not None:
                 writer.write(b"EHLO bench.test\r\nSTARTTLS\r\n")
-                await _expect(reader, b"250")
-                await _expect(reader, b"220")
+                await expect_reply(reader, b"250")
+                await expect_reply(reader, b"220")
                 await writer.start_tls(context)
                 token = base64.b64encode(f"\0{login[0]}\0{login[1]}".encode())
                 writer.write(b"EHLO bench.test\r\nAUTH PLAIN " + token + b"\r\n")
-                await _expect(reader, b"250")
-                await _expect(reader, b"235")
+                await expect_reply(reader, b"250")
+                await expect_reply(reader, b"235")
             else:
                 writer.write(b"EHLO bench.test\r\n")
-                await _expect(reader, b"250")
+                await expect_reply(reader, b"250")
             for command, code in (
                 (b"MAIL FROM:<bench@example.com>", b"250"),
                 (b"RCPT TO:<sink@example.org>", b"250"),
                 (b"DATA", b"354"),
             ):
                 writer.write(command + b"\r\n")
-                await _expect(reader, code)
+                await expect_reply(reader, code)
             writer.write(message + b".\r\n")
-            await _expect(reader, b"250")
+            await expect_reply(reader, b"250")
             writer.write(b"QUIT\r\n")
             await writer.drain()
             writer.close()
