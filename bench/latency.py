@@ -76,6 +76,7 @@ async def inject(port: int, total: int, sessions: int, rate: float | None, start
     body = b"x" * 70 + b"\r\n"
 
     async def session() -> None:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))  # everyone starts at ``start``
         for n in numbers:
             if rate is not None:
                 await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
