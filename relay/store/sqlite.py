@@ -178,7 +178,7 @@ class Store:
 
     async def idempotency_record(self, api_key_id: str, key: str) -> idem.IdempotencyRecord | None:
         now = self.clock.now()
-        return await self.db.read(lambda c: idem.get(c, api_key_id, key, now))
+        return await self.db.lookup(lambda c: idem.get(c, api_key_id, key, now))
 
     async def prune(self) -> int:
         """Drop expired idempotency records."""
@@ -207,11 +207,11 @@ class Store:
         return key, secret
 
     async def api_key(self, key_id: str) -> ApiKey | None:
-        return await self.db.read(lambda c: key_rows.get(c, key_id))
+        return await self.db.lookup(lambda c: key_rows.get(c, key_id))
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None. Records last use at most once a minute."""
-        key = await self.db.read(lambda c: key_rows.find_active(c, api_keys.digest(secret)))
+        key = await self.db.lookup(lambda c: key_rows.find_active(c, api_keys.digest(secret)))
         if key is not None:
             now = self.clock.now()
             if now - self._key_touched.get(key.id, 0.0) > KEY_TOUCH_INTERVAL:
@@ -259,7 +259,7 @@ class Store:
         return cred, password
 
     async def smtp_credential_for_login(self, username: str) -> tuple[SmtpCredential, str] | None:
-        return await self.db.read(lambda c: cred_rows.find_active(c, username))
+        return await self.db.lookup(lambda c: cred_rows.find_active(c, username))
 
     async def smtp_credential(self, cred_id: str) -> SmtpCredential | None:
         return await self.db.read(lambda c: cred_rows.get(c, cred_id))
