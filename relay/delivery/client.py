@@ -8,8 +8,8 @@ handshake fails; ``required`` insists on TLS without checking the
 certificate; ``verify`` also checks the certificate against the MX host name.
 
 A ``Connection`` sends one transaction per message (RSET only after one that
-ended before its data was answered);
-once recipients are given to a server its replies are final for the attempt.
+ended before its data was answered); once recipients are given to a server
+its replies are final for the attempt.
 """
 
 from __future__ import annotations
