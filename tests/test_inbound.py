@@ -101,6 +101,19 @@ async def test_a_dsn_to_the_return_path_bounces_and_suppresses(relay, sink):
     assert code == 550 and b"suppression list" in text
 
 
+async def test_a_dsn_returning_a_large_message_is_read_whole(relay, sink):
+    """A DSN that carries back a 300 KB original (dotted lines and all) through the chunked DATA reader."""
+    big = BODY + "".join(f".line {i} of the returned copy, long enough to matter {'x' * 40}\r\n" for i in range(4000))
+    paths = await deliver(relay, sink, rcpts=["bob@example.net"], body=big)
+    original = sink.handler.received[-1].data
+    assert len(original) > 300_000
+    report = postfix_dsn("bob@example.net", "550 5.1.1 user unknown", original)
+    refused = await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [paths["bob@example.net"]], report)
+    assert refused == {}
+    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    assert (bounce.recipient, bounce.kind) == ("bob@example.net", "hard")
+
+
 async def test_a_complaint_to_the_feedback_address_suppresses(relay, sink):
     paths = await deliver(relay, sink, rcpts=["carol@example.net"])
     original = sink.handler.received[0].data.decode().replace("\r\n", "\n")

@@ -31,6 +31,7 @@ from relay.bounces.verp import PREFIX, ReturnPath, Verp
 from relay.store import Store
 from relay.store.queue import ReturnedTarget
 from relay.store.suppressions import NewBounce, Suppression
+from relay.submission.data import ChunkedData
 from relay.suppression import normalize_address
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def make_inbound_factory(returned: ReturnedMail, hostname: str, max_size: int, i
     handler = InboundHandler(returned)
 
     def factory() -> SMTP:
-        return SMTP(handler, hostname=hostname, ident="relay", data_size_limit=max_size, enable_SMTPUTF8=True,
+        return ChunkedData(handler, hostname=hostname, ident="relay", data_size_limit=max_size, enable_SMTPUTF8=True,
                     decode_data=False, tls_context=tls_context, require_starttls=False,
                     timeout=idle_timeout)  # fmt: skip
 
