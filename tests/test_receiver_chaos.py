@@ -1,4 +1,5 @@
-"""A receiver that misbehaves at random: every message still ends in exactly one final state, and the counts add up."""
+"""A receiver that misbehaves at random (replies, stalls, drops, broken TLS): every message still ends in
+exactly one final state, and the counts add up."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
 from relay.store import Store
+from relay.tls import server_context, write_self_signed
 from tests.test_delivery_shaping import queue
 
 FINAL = {"delivered", "bounced", "failed"}
@@ -64,11 +66,33 @@ class ChaosHandler:
         return "250 2.0.0 ok"
 
 
+class ChaosSMTP(SMTP):
+    """Offers STARTTLS and, at random, breaks it: "220 go ahead", then bytes that are no TLS record
+    a client can use, then a closed connection."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        handler: ChaosHandler = self.event_handler
+        if handler.rng.random() < 0.15:
+            handler.faults["tls"] += 1
+            await self.push("220 2.0.0 Ready to start TLS")
+            self.transport.write(b"\x16\x03\x03\x00\x05garbage, not a ServerHello")
+            self.transport.close()
+            return
+        await super().smtp_STARTTLS(arg)
+
+    for _attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+        setattr(smtp_STARTTLS, _attr, getattr(SMTP.smtp_STARTTLS, _attr))
+    del _attr
+
+
 async def test_every_message_ends_in_one_final_state(tmp_path):
     rng = random.Random(7)
     handler = ChaosHandler(rng)
+    cert, key = tmp_path / "chaos.crt", tmp_path / "chaos.key"
+    write_self_signed(cert, key, "chaos.test")
+    tls = server_context(str(cert), str(key))
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(handler, hostname="chaos.test"), "127.0.0.1", 0
+        lambda: ChaosSMTP(handler, hostname="chaos.test", tls_context=tls, require_starttls=False), "127.0.0.1", 0
     )
     port = server.sockets[0].getsockname()[1]
     clock = FakeClock()
@@ -95,6 +119,7 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
     delivered = {r.address for m in messages for r in await store.message_status(m.id) if r.state == "delivered"}
     assert delivered <= set(handler.accepted)  # what relay calls delivered, the receiver has
     assert states["delivered"] > 0 and states["bounced"] > 0 and sum(handler.faults.values()) > 20
+    assert handler.faults["tls"] > 0  # broken handshakes: opportunistic TLS fell back to plain text
     print(dict(states), dict(handler.faults))
     await engine.stop(1)
     await store.close()
