@@ -143,6 +143,52 @@ def _fuzz_session(port: int, rng: random.Random) -> None:
             pass  # the server may hang up on garbage: that is fine
 
 
+def _data_fuzz_session(port: int, rng: random.Random) -> bool:
+    """A valid envelope, then a DATA phase of random pieces (garbage, long lines, lone dots, bare LFs,
+    near-miss terminators), ended properly or cut off. True if the server answered the end of data."""
+    import socket
+
+    pieces = [b"\r\n", b"\n", b"\r", b".", b"..", b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"x" * 1200, b"\x00",
+              b"\r\n.\r", b"Subject: fuzz\r\n"]  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s, s.makefile("rb") as f:
+        f.readline()
+        s.sendall(b"EHLO fuzz.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        s.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<fuzz@one.example>\r\nDATA\r\n")
+        replies = [f.readline() for _ in range(3)]
+        assert [r[:3] for r in replies] == [b"250", b"250", b"354"], replies
+        while True:  # a payload whose only end-of-data line is the one sent after it
+            payload = [rng.choice(pieces) if rng.random() < 0.8 else rng.randbytes(rng.randint(1, 2000))
+                       for _ in range(rng.randint(1, 40))]  # fmt: skip
+            stream = b"\r\n" + b"".join(payload) + b"\r\n.\r\n"
+            if stream.find(b"\r\n.\r\n") == len(stream) - 5:
+                break
+        for piece in payload:
+            s.sendall(piece)
+        if rng.random() < 0.3:
+            return False  # cut off mid-DATA: nothing may be queued
+        s.sendall(b"\r\n.\r\nNOOP\r\n")
+        end, noop = f.readline(), f.readline()
+        assert end[:1] in (b"2", b"5") and noop.startswith(b"250"), (end, noop)
+        return end.startswith(b"250")
+
+
+async def test_random_data_phases_end_cleanly(relay_factory, sink):
+    """Whatever comes between DATA and the end-of-data line, the server answers once, keeps the
+    session in step (a pipelined NOOP after it is answered), and queues exactly the accepted ones."""
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    port = relay.smtp_addresses[0][1]
+    rng = random.Random(99)
+    accepted = 0
+    for _ in range(60):
+        accepted += await asyncio.to_thread(_data_fuzz_session, port, random.Random(rng.random()))
+    assert accepted > 10
+    await sink.handler.wait_for(accepted)
+    await asyncio.sleep(0.3)
+    assert len(sink.handler.received) == accepted
+
+
 async def test_raw_smtp_fuzzing_does_not_bring_the_server_down(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address}, smtp={"listen": ["127.0.0.1:0"],
                                                                            "idle_timeout": "2s"})  # fmt: skip
