@@ -94,6 +94,28 @@ class NewMessage:
         return match.group(1) if match else value.strip()[:998]
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# local@domain in its plain form (a dot-atom local part, a domain of letters, digits and hyphens): what
+# nearly every address looks like, taken on SMTP paths without the email package's full parser.
+PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+
+_LINE_STARTING_WITH_DOT = re.compile(rb"\r\n\.")  # a regex finds this ~2x faster than bytes.find
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """A dot doubled at the start of every line of CRLF ``data``, as DATA carries it (RFC 5321 §4.5.2)."""
+    if data.startswith(b".") or _LINE_STARTING_WITH_DOT.search(data):
+        return (b"\r\n" + data).replace(b"\r\n.", b"\r\n..")[2:]
+    return data
+
+
+def dot_unstuff(data: bytes) -> bytes:
+    """The leading dot of every line removed, as a server receiving DATA does (RFC 5321 §4.5.2)."""
+    if data.startswith(b".") or _LINE_STARTING_WITH_DOT.search(data):
+        return (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
+    return data
+
+
 @functools.lru_cache(maxsize=64)
 def _header_pattern(name: str) -> re.Pattern[bytes]:
     return re.compile(rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)",

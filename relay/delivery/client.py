@@ -26,6 +26,7 @@ import aiosmtplib
 
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
+from relay.message import PLAIN_ADDRESS, dot_stuff
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ def _failure(host: Host, exc: BaseException) -> Reply:
 
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 _BARE_CR = re.compile(rb"\r(?!\n)")
-_LINE_STARTING_WITH_DOT = re.compile(rb"\r\n\.")  # a regex finds this ~2x faster than bytes.find
 
 
 def wire_form(raw: bytes) -> bytes:
@@ -61,9 +61,7 @@ def wire_form(raw: bytes) -> bytes:
         raw = _LINE_END.sub(b"\r\n", raw)
     if not raw.endswith(b"\r\n"):
         raw += b"\r\n"
-    if raw.startswith(b".") or _LINE_STARTING_WITH_DOT.search(raw):
-        raw = (b"\r\n" + raw).replace(b"\r\n.", b"\r\n..")[2:]
-    return raw + b".\r\n"
+    return dot_stuff(raw) + b".\r\n"
 
 
 async def send_data(smtp: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPResponse:
@@ -84,8 +82,7 @@ async def send_data(smtp: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPRespon
     return resp
 
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"(?:{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?")
+_PLAIN_ADDRESS = re.compile(rf"(?:{PLAIN_ADDRESS})?")
 
 
 def path_of(address: str) -> bytes | None:

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 from aiosmtpd.smtp import MISSING, SMTP
+
+from relay.message import dot_unstuff
 
 log = logging.getLogger(__name__)
 
 END = b"\r\n.\r\n"
-_LINE_STARTING_WITH_DOT = re.compile(rb"\r\n\.")  # a regex finds this ~2x faster than bytes.find
 
 
 class BodyTooLarge(Exception):
@@ -74,9 +74,7 @@ class DataCollector:
         # counted, the LF not, so "longer than max_line with its CRLF" is "longer than max_line - 1".
         if len(data) > self.max_line - 1 and max(map(len, data.split(b"\n"))) > self.max_line - 1:
             raise LineTooLong
-        if data.startswith(b".") or _LINE_STARTING_WITH_DOT.search(data):
-            data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
-        return data
+        return dot_unstuff(data)
 
 
 async def read_data(reader: asyncio.StreamReader, collector: DataCollector) -> None:

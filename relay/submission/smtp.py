@@ -38,6 +38,7 @@ from relay.clock import Clock
 from relay.config import Config, Network, Rate
 from relay.credentials import SmtpCredential
 from relay.message import (
+    PLAIN_ADDRESS,
     NewMessage,
     header_value,
     missing_standard_headers,
@@ -156,9 +157,8 @@ def hook_names(obj: object, prefixes: tuple[str, ...]) -> list[str]:
     return list(names)
 
 
-# <dot-atom@domain> and what follows: the address every client sends, taken without the full parser.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*(.*)", re.DOTALL)
+# <local@domain> and what follows: the path every client sends, taken without the full parser.
+_SIMPLE_PATH = re.compile(rf"<({PLAIN_ADDRESS})>[ \t]*(.*)", re.DOTALL)
 
 
 class SubmissionHandler:
