@@ -23,7 +23,7 @@ import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from relay.message import header_value, split_address
+from relay.message import UnreadableFrom, from_domain
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,10 @@ class Signer:
     def key_for(self, raw: bytes) -> DomainKey | None:
         if not self.keys:
             return None
-        from_value = header_value(raw, "From") or ""
-        address = from_value.rsplit("<", 1)[-1].rstrip(">").strip()
-        parts = split_address(address)
-        return self.keys.get(parts[1]) if parts else None
+        try:
+            return self.keys.get(from_domain(raw))
+        except UnreadableFrom:
+            return None
 
     def sign(self, raw: bytes) -> bytes:
         """``raw`` with a DKIM-Signature header on top, or unchanged if there is no key or it cannot be signed."""

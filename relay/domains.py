@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.dkim import DomainKey, Signer, public_key_record
-from relay.message import header_value, split_address
+from relay.message import UnreadableFrom, from_domain
 
 VERIFIED, PENDING, FAILED = "verified", "pending", "failed"
 CHECKS = ("dkim", "spf", "dmarc", "return_path")
@@ -311,12 +311,6 @@ def _spf_check(resolver: dns.asyncresolver.Resolver, ip: str, domain: str) -> tu
 # -- what submission and signing use -------------------------------------------------------------
 
 
-def from_domain(raw: bytes) -> str | None:
-    value = header_value(raw, "From") or ""
-    parts = split_address(value.rsplit("<", 1)[-1].rstrip(">").strip())
-    return parts[1] if parts else None
-
-
 class SendingDomains:
     """The domains' active keys (into the signer) and which are verified (for submission), from the store."""
 
@@ -342,9 +336,10 @@ class SendingDomains:
         """Why a message may not be sent from its From: domain (None: it may)."""
         if not self.require_verified:
             return None
-        domain = from_domain(raw)
-        if domain is None:
-            return "the message has no From: address"
+        try:
+            domain = from_domain(raw)
+        except UnreadableFrom as exc:
+            return str(exc)
         if domain in self.verified:
             return None
         return (

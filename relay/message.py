@@ -10,7 +10,8 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from email.errors import HeaderParseError
+from email._header_value_parser import get_address_list
+from email.errors import HeaderParseError, InvalidHeaderDefect
 from email.header import decode_header, make_header
 from email.utils import format_datetime, make_msgid
 from typing import Any
@@ -99,6 +100,19 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # nearly every address looks like, taken on SMTP paths without the email package's full parser.
 PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf_line_ends(data: bytes) -> bytes:
+    """Every line end a CRLF: a bare LF or a lone CR ends a line too, as Postfix reads a bare LF and as
+    relay's delivery sends both. Messages are made so at acceptance, so that what relay checks, signs,
+    stores and sends is one and the same text whatever line ends the client used."""
+    crlfs = data.count(b"\r\n")
+    if crlfs == data.count(b"\n") and crlfs == data.count(b"\r"):
+        return data
+    return _LINE_END.sub(b"\r\n", data)
+
+
 _LINE_STARTING_WITH_DOT = re.compile(rb"\r\n\.")  # a regex finds this ~2x faster than bytes.find
 
 
@@ -142,6 +156,64 @@ def header_value(raw: bytes, name: str) -> str | None:
 def _header_block(raw: bytes) -> bytes:
     end = raw.find(b"\r\n\r\n")
     return raw if end < 0 else raw[: end + 2]
+
+
+def raw_header_value(raw: bytes, name: str) -> str | None:
+    """The first ``name`` header unfolded, as written (RFC 2047 encoded words left encoded)."""
+    m = _header_pattern(name).search(_header_block(raw))
+    return None if m is None else _FOLD.sub(" ", m.group(1).decode("utf-8", errors="replace")).strip()
+
+
+def header_count(raw: bytes, name: str) -> int:
+    return len(_header_pattern(name).findall(_header_block(raw)))
+
+
+# The From: forms nearly every message has: "local@domain" or "Plain Name <local@domain>".
+_SIMPLE_FROM = re.compile(rf"(?:[A-Za-z0-9 ._'-]*<({PLAIN_ADDRESS})>|({PLAIN_ADDRESS}))")
+
+
+class UnreadableFrom(ValueError):
+    """The From: header is missing, repeated, or does not parse as a list of addresses."""
+
+
+class NoFrom(UnreadableFrom):
+    """The message has no From: header."""
+
+
+def from_addresses(raw: bytes) -> list[str]:
+    """The addresses in the message's one From: header, the single answer every sender rule uses
+    (a credential's allowed senders, verified sending domains, the DKIM key). Read from the header
+    as written: an encoded word is display-name text and never makes or hides an address
+    (RFC 2047 §5). Raises UnreadableFrom when there is no From:, more than one, or when it does not
+    parse cleanly (a receiver might read another address in it than relay does)."""
+    value = raw_header_value(raw, "From")
+    if not value:
+        raise NoFrom("the message has no From: address")
+    if header_count(raw, "From") > 1:
+        raise UnreadableFrom("the message has more than one From: header")
+    simple = _SIMPLE_FROM.fullmatch(value)
+    if simple:
+        return [simple.group(1) or simple.group(2)]
+    try:
+        parsed, rest = get_address_list(value)
+    except (HeaderParseError, IndexError, ValueError):
+        raise UnreadableFrom("the From: header cannot be read") from None
+    mailboxes = parsed.all_mailboxes
+    if rest or not mailboxes or any(isinstance(d, InvalidHeaderDefect) for d in parsed.all_defects):
+        raise UnreadableFrom("the From: header cannot be read") from None
+    addresses = [m.addr_spec for m in mailboxes]
+    if any(split_address(a) is None for a in addresses):
+        raise UnreadableFrom("the From: header cannot be read")
+    return addresses
+
+
+def from_domain(raw: bytes) -> str:
+    """The one domain of the From: addresses (lower case). Raises UnreadableFrom, also when
+    the addresses are in more than one domain."""
+    domains = {domain_of(a) for a in from_addresses(raw)}
+    if len(domains) != 1:
+        raise UnreadableFrom("the From: addresses are in more than one domain")
+    return domains.pop()
 
 
 def has_header(raw: bytes, name: str) -> bool:

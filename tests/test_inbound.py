@@ -192,3 +192,19 @@ async def test_verp_off_keeps_the_senders_return_path(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address}, inbound={**INBOUND, "verp": False})
     paths = await deliver(relay, sink, rcpts=["bob@example.net"])
     assert paths == {"bob@example.net": "app@example.com"}
+
+
+async def test_a_dsn_with_bare_lf_line_ends_is_read_like_its_crlf_form(relay, sink):
+    """Reporting MTAs and scripts send bare LFs too: the listener takes them as line ends, as for submission."""
+    paths = await deliver(relay, sink, rcpts=["bob@example.net"])
+    report = postfix_dsn("bob@example.net", "550 5.1.1 user unknown", sink.handler.received[-1].data)
+    lf_report = report.replace(b"\r\n", b"\n")
+    refused = await asyncio.to_thread(
+        smtp_send, relay.inbound_addresses[0][1], "", [paths["bob@example.net"]], lf_report
+    )
+    assert refused == {}
+    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    assert (bounce.recipient, bounce.kind, bounce.status) == ("bob@example.net", "hard", "5.1.1")
+    full = await relay.store.bounce(bounce.id)
+    assert "Final-Recipient: rfc822; bob@example.net\r\n" in full.report and "\r\n" in full.report
+    assert "\n" not in full.report.replace("\r\n", "")

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.delivery.client import send_data, wire_form
+from relay.message import crlf_line_ends
 from relay.submission.data import BodyTooLarge, DataCollector, LineTooLong, read_data
 
 
@@ -59,7 +60,7 @@ async def test_bodies_come_back_unstuffed_whatever_the_piece_sizes(body):
     rnd = random.Random(len(body))
     for pieces in ([len(stream)], [1] * len(stream), [rnd.randint(1, 700) for _ in range(len(stream) // 300 + 3)]):
         collector, rest = await read(stream, pieces)
-        assert collector.body() == body
+        assert collector.body() == crlf_line_ends(body)  # a bare LF is a line end: stored as CRLF
         assert rest == b"QUIT\r\n", "what follows the data belongs to the next command"
 
 
@@ -79,7 +80,8 @@ async def test_any_body_round_trips(lines, cut):
 async def test_a_bare_lf_dot_never_ends_the_data():
     stream = b"a\n.\nb\r\n.\n\r\nc\r\n.\r\n"
     collector, rest = await read(stream, [3] * 10)
-    assert collector.body() == b"a\n.\nb\r\n\n\r\nc\r\n"  # the ".\n" line lost its dot like any dotted line
+    # Bare LFs end lines (stored as CRLF), and the "." lines lost their dots like any dotted line.
+    assert collector.body() == b"a\r\n\r\nb\r\n\r\n\r\nc\r\n"
     assert rest == b""
 
 
@@ -105,7 +107,7 @@ async def test_line_length_limit_counts_the_crlf():
     assert rest == b"QUIT\r\n"
     split = b"y" * 600 + b"\n" + b"y" * 600 + b"\r\n"  # a bare LF ends a line too
     collector, _ = await read(stuffed(split), [4096])
-    assert collector.body() == split
+    assert collector.body() == split.replace(b"\n", b"\r\n", 1)
 
 
 async def test_the_client_going_away_mid_data_is_an_incomplete_read():

@@ -24,7 +24,7 @@ import logging
 
 from aiosmtpd.smtp import MISSING, SMTP
 
-from relay.message import dot_unstuff
+from relay.message import crlf_line_ends, dot_unstuff
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ class DataCollector:
         # counted, the LF not, so "longer than max_line with its CRLF" is "longer than max_line - 1".
         if len(data) > self.max_line - 1 and max(map(len, data.split(b"\n"))) > self.max_line - 1:
             raise LineTooLong
-        return dot_unstuff(data)
+        # A bare LF (or lone CR) ends a line, as for Postfix: the stored message is all CRLF, and a
+        # dot after a bare LF is unstuffed like one after a CRLF. Only <CRLF>.<CRLF> ends the data.
+        return dot_unstuff(crlf_line_ends(data))
 
 
 async def read_data(reader: asyncio.StreamReader, collector: DataCollector) -> None:

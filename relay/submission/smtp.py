@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -40,6 +40,9 @@ from relay.credentials import SmtpCredential
 from relay.message import (
     PLAIN_ADDRESS,
     NewMessage,
+    NoFrom,
+    UnreadableFrom,
+    from_addresses,
     header_value,
     missing_standard_headers,
     new_message_id,
@@ -116,11 +119,6 @@ def parse_send_at(raw: bytes, now: float, max_ahead: float) -> float | None:
     if at > now + max_ahead:
         raise ValueError(f"{SEND_AT_HEADER} may be at most {max_ahead / 86400:g} days ahead")
     return at if at > now else None
-
-
-def from_header_addresses(raw: bytes) -> list[str]:
-    value = header_value(raw, "From")
-    return [addr for _, addr in getaddresses([value])] if value else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +218,14 @@ class SubmissionHandler:
         raw = envelope.original_content or b""
         cred = _credential(session)
         if cred is not None:
-            refused = [a for a in from_header_addresses(raw) if not cred.may_send_as(a)]
+            try:
+                refused = [a for a in from_addresses(raw) if not cred.may_send_as(a)]
+            except NoFrom:
+                refused = []  # nothing to forge: MAIL FROM was checked
+            except UnreadableFrom as exc:
+                if cred.allowed_from:
+                    return f"550 5.7.1 {exc}: this SMTP credential may send only from {', '.join(cred.allowed_from)}"
+                refused = []
             if refused:
                 return f"550 5.7.1 From: <{refused[0]}> is not allowed for this SMTP credential"
         try:

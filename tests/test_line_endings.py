@@ -1,0 +1,250 @@
+"""Bare LF line endings over SMTP: a bare LF is a line end (as for Postfix), so a message gets the same
+decision, the same stored bytes and the same delivered bytes whatever line ends its client used."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import smtplib
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.delivery.client import wire_form
+from relay.dkim import DomainKey, Signer
+from relay.message import UnreadableFrom, crlf_line_ends, from_addresses, from_domain
+from relay.store.queue import MessageFilter
+from tests.test_dkim import new_key, publish, verifier
+
+PLAINTEXT_AUTH = {"trusted_networks": ["192.0.2.0/24"], "plaintext_auth_networks": ["127.0.0.0/8"]}
+
+
+def wire(lines: list[bytes], ends: list[bytes]) -> bytes:
+    """A DATA stream: each line with its own line end (the last is the CRLF of <CRLF>.<CRLF>), a leading
+    dot doubled after any line end as smtplib and Postfix's sendmail do, then the end-of-data line."""
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"".join(line + end for line, end in zip(stuffed, [*ends, b"\r\n"], strict=False)) + b".\r\n"
+
+
+class Client:
+    """A raw-socket SMTP client: sends exactly the bytes it is given."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def send(self, data: bytes, *, sender: str, auth: tuple[str, str] | None = None) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+
+            async def command(line: bytes) -> str:
+                writer.write(line)
+                reply = b""
+                while True:
+                    got = await asyncio.wait_for(reader.readline(), 10)
+                    reply += got
+                    if got[3:4] != b"-":
+                        return reply.decode()
+
+            await command(b"")  # greeting
+            await command(b"EHLO client.test\r\n")
+            if auth:
+                token = base64.b64encode(f"\0{auth[0]}\0{auth[1]}".encode()).decode()
+                assert (await command(f"AUTH PLAIN {token}\r\n".encode())).startswith("235")
+            assert (await command(f"MAIL FROM:<{sender}>\r\n".encode())).startswith("250")
+            assert (await command(b"RCPT TO:<you@example.org>\r\n")).startswith("250")
+            assert (await command(b"DATA\r\n")).startswith("354")
+            reply = await command(data)
+            await command(b"QUIT\r\n")
+            return reply.strip()
+        finally:
+            writer.close()
+
+
+def stored_raw(relay, message_id: str) -> bytes:
+    with sqlite3.connect(relay.store.db.path) as conn:
+        return conn.execute("SELECT raw FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone()[0]
+
+
+def without_trace(raw: bytes) -> bytes:
+    """The message less relay's Received: header and a DKIM-Signature (both carry times and ids)."""
+    for name in (b"DKIM-Signature", b"Received"):
+        raw = re.sub(rb"(?s)\A" + name + rb":.*?\r\n(?![ \t])", b"", raw, count=1)
+    return raw
+
+
+@pytest.fixture
+async def strict_relay(relay_factory, sink, dns_server, tmp_path):
+    path, pem = new_key(tmp_path)
+    publish(dns_server, "s1", "example.com", pem)
+    relay = await relay_factory(
+        smtp=PLAINTEXT_AUTH,
+        delivery={"smarthost": sink.address},
+        domains={"require_verified_domain": True},
+        dkim={"domains": {"example.com": {"selector": "s1", "private_key": str(path)}}},
+    )
+    relay.domains.sending.verified.add("example.com")
+    cred, password = await relay.store.create_smtp_credential(allowed_from=("example.com",))
+    return relay, (cred.username, password)
+
+
+FROMS = {  # From: value → may the credential (allowed: example.com) send it?
+    b"me@example.com": True,
+    b"App <me@example.com>": True,
+    b'"Shop, Inc." <shop@example.com>': True,
+    b"ceo@bank.example": False,
+    b"CEO <ceo@bank.example>": False,
+    b"=?utf-8?q?me=40example.com_=28?= <ceo@bank.example>": False,  # an encoded word never hides the address
+}
+BODY_LINES = [b"", b".", b"..", b".hidden", b"Hi <me@example.com>", b"From: me@example.com", b"text", b"a\tb"]
+
+
+@st.composite
+def messages(draw):
+    from_value = draw(st.sampled_from(sorted(FROMS)))
+    headers = [
+        b"From: " + from_value,
+        b"To: you@example.org",
+        b"Subject: " + draw(st.sampled_from([b"Hello", b"two\r\n words", b"=?utf-8?q?caf=C3=A9?="])),
+        b"Message-ID: <fixed@example.com>",
+        b"Date: Tue, 01 Dec 2026 10:00:00 +0000",
+    ]
+    if draw(st.booleans()):
+        headers.append(b"X-Relay-Tags: welcome, trial")
+    headers = draw(st.permutations(headers))
+    lines = b"\r\n".join(headers).split(b"\r\n") + [b""] + draw(st.lists(st.sampled_from(BODY_LINES), max_size=8))
+    mixed = draw(st.lists(st.sampled_from([b"\r\n", b"\n"]), min_size=len(lines) - 1, max_size=len(lines) - 1))
+    return from_value, lines, mixed
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(example=messages())
+async def test_lf_crlf_and_mixed_forms_get_one_decision_and_one_text(strict_relay, sink, dns_server, example):
+    relay, auth = strict_relay
+    from_value, lines, mixed = example
+    client = Client(relay.smtp_addresses[0][1])
+    forms = {"crlf": [b"\r\n"] * len(mixed), "lf": [b"\n"] * len(mixed), "mixed": mixed}
+    replies, stored = {}, {}
+    arrived_before = len(sink.handler.received)
+    for name, ends in forms.items():
+        reply = await client.send(wire(lines, ends), sender="me@example.com", auth=auth)
+        replies[name] = re.sub(r"queued as \w+", "queued as ID", reply)
+        if reply.startswith("250"):
+            stored[name] = without_trace(stored_raw(relay, reply.rsplit(" ", 1)[1]))
+    assert len(set(replies.values())) == 1, replies
+    allowed = FROMS[from_value]
+    assert replies["crlf"].startswith("250" if allowed else "550 5.7.1"), replies
+    if not allowed:
+        return
+    assert len(set(stored.values())) == 1, stored
+    text = stored["crlf"]
+    assert b"\n" not in text.replace(b"\r\n", b"") and b"\r" not in text.replace(b"\r\n", b"")
+    assert text.count(b"\r\nMessage-ID:") + text.startswith(b"Message-ID:") == 1, "no second Message-ID"
+    assert b"X-Relay-Tags" not in text
+    delivered = await sink.handler.wait_for(arrived_before + 3)
+    copies = [m.data for m in delivered[arrived_before:]]
+    assert len({without_trace(c) for c in copies}) == 1
+    verify = verifier(dns_server)
+    for copy in copies:
+        assert b"d=example.com;" in copy and await asyncio.to_thread(verify, copy)
+
+
+async def test_lf_message_from_a_foreign_domain_is_refused_for_a_limited_credential(strict_relay):
+    relay, auth = strict_relay
+    raw = b"To: you@example.org\nFrom: CEO <ceo@bank.example>\nSubject: x\n\nWrite to <me@example.com>\n"
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.login(*auth)
+            smtp.sendmail("me@example.com", ["you@example.org"], raw)  # bytes: sent with their bare LFs
+
+    with pytest.raises(smtplib.SMTPDataError, match="bank.example") as refused:
+        await asyncio.to_thread(submit)
+    assert refused.value.smtp_code == 550
+
+
+async def test_lf_message_from_a_foreign_domain_is_not_signed(relay_factory, sink, tmp_path):
+    """The field report: first header From: someone@evil.example, the body naming <me@example.com>."""
+    path, _ = new_key(tmp_path)
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        dkim={"domains": {"example.com": {"selector": "s1", "private_key": str(path)}}},
+    )
+    raw = b"From: someone@evil.example\nTo: you@example.org\nSubject: x\n\nWrite to <me@example.com>\n"
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.sendmail("me@example.com", ["you@example.org"], raw)
+
+    await asyncio.to_thread(submit)
+    [arrived] = await sink.handler.wait_for(1)
+    assert b"DKIM-Signature" not in arrived.data
+    assert b"\r\nFrom: someone@evil.example\r\nTo: you@example.org\r\n" in arrived.data
+
+
+async def test_lf_message_relay_headers_are_applied_and_removed(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    raw = (
+        b"From: App <me@example.com>\nTo: you@example.org\nSubject: Welcome\n  aboard\nX-Relay-Tags: welcome\n"
+        b'X-Relay-Metadata: {"user": 42}\nMessage-ID: <one@example.com>\n\nHello\n.dotted\n'
+    )
+
+    def submit() -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            return smtp.sendmail("me@example.com", ["you@example.org"], raw)
+
+    assert await asyncio.to_thread(submit) == {}
+    [arrived] = await sink.handler.wait_for(1)
+    assert b"X-Relay-" not in arrived.data
+    assert arrived.data.count(b"Message-ID:") == 1
+    assert b"\r\n\r\nHello\r\n.dotted\r\n" in arrived.data
+    [record] = await relay.store.messages(MessageFilter(), 10)
+    assert record.subject == "Welcome aboard"
+    assert record.tags == ["welcome"] and record.metadata == {"user": 42}
+
+
+def test_from_addresses_are_read_from_the_header_as_written():
+    def msg(*headers: bytes) -> bytes:
+        return b"\r\n".join(headers) + b"\r\n\r\nbody <other@example.net>\r\n"
+
+    assert from_addresses(msg(b"From: App <me@example.com>")) == ["me@example.com"]
+    assert from_addresses(msg(b"Subject: x", b"From: a@x.example,\r\n B <b@y.example>")) == [
+        "a@x.example",
+        "b@y.example",
+    ]
+    assert from_domain(msg(b"From: =?utf-8?q?me=40example.com_=28?= <ceo@Bank.Example>")) == "bank.example"
+    assert from_domain(msg(b"From: John Q. Public <john@example.com>")) == "example.com"
+    for unreadable in (
+        msg(b"To: x@example.org"),  # none
+        msg(b"From: a@example.com", b"From: b@evil.example"),  # DKIM would sign the last, checks read the first
+        msg(b"From: a@example.com <b@evil.example>"),  # readers disagree on which address this is
+        msg(b"From: <>"),
+        msg(b"From: a@x.example, b@y.example"),  # for from_domain: two domains
+    ):
+        with pytest.raises(UnreadableFrom):
+            from_domain(unreadable)
+
+
+def test_crlf_line_ends_treats_bare_lf_and_lone_cr_as_line_ends():
+    assert crlf_line_ends(b"a\r\nb\r\n") == b"a\r\nb\r\n"
+    assert crlf_line_ends(b"a\nb\r\nc\rd\r\r\n") == b"a\r\nb\r\nc\r\nd\r\n\r\n"
+
+
+@given(st.binary(max_size=200))
+def test_crlf_line_ends_is_what_delivery_sends(data):
+    normal = crlf_line_ends(data)
+    assert crlf_line_ends(normal) == normal
+    assert wire_form(normal) == wire_form(data)
+
+
+def test_dkim_signs_only_for_the_from_domain(tmp_path):
+    _, pem = new_key(tmp_path)
+    signer = Signer({"example.com": DomainKey("example.com", "s1", pem)})
+    evil = b"From: someone@evil.example\r\nTo: x@example.org\r\n\r\nmail <me@example.com>\r\n"
+    assert signer.sign(evil) == evil
+    two = b"From: me@example.com\r\nFrom: ceo@evil.example\r\n\r\nhi\r\n"
+    assert signer.sign(two) == two
+    good = b"From: me@example.com\r\nTo: x@example.org\r\n\r\nhi\r\n"
+    assert signer.sign(good).startswith(b"DKIM-Signature:") and b" d=example.com;" in signer.sign(good)
