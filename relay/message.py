@@ -230,10 +230,20 @@ def remove_headers(raw: bytes, names: Sequence[str]) -> bytes:
     return re.sub(pattern, b"", block, flags=re.DOTALL) + raw[len(block) :]
 
 
+# A header relay writes: a field name, then text whose only line breaks are folds (CRLF + space or tab).
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_UNSAFE_IN_VALUE = re.compile(r"\r(?!\n[ \t])|(?<!\r)\n|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def prepend_headers(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """Put headers on top of the message, leaving every byte of it untouched."""
+    """Put headers on top of the message, leaving every byte of it untouched. Raises ValueError for a
+    header that would not be one header (a CR or LF that is not a fold, a control character): no value
+    from outside may make or change another header."""
     if not headers:
         return raw
+    for name, value in headers:
+        if not _HEADER_NAME.fullmatch(name) or _UNSAFE_IN_VALUE.search(value):
+            raise ValueError(f"refusing to write a {name!r} header with a line break or control in it")
     return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8") + raw
 
 

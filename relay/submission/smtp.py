@@ -76,6 +76,13 @@ def _address(peer_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
     return address
 
 
+def valid_helo_name(name: str) -> bool:
+    """Whether an EHLO/HELO argument may stand in relay's Received: header: one word of printable
+    characters (RFC 5321 §4.1.1.1 asks for a domain or address literal; clients' names vary, so only
+    what could break or forge a header is refused: CR, LF, NUL, other controls and spaces)."""
+    return len(name) <= 255 and all(c.isprintable() and not c.isspace() for c in name)
+
+
 def is_trusted(peer_ip: str, networks: Sequence[Network]) -> bool:
     address = _address(peer_ip)
     return address is not None and any(address in net for net in networks)
@@ -234,7 +241,12 @@ class SubmissionHandler:
         except ValueError as exc:
             return f"550 5.6.0 {exc}"
         raw = remove_headers(raw, (TAGS_HEADER, METADATA_HEADER, SEND_AT_HEADER))
-        message = dataclasses.replace(self._message(session, envelope, raw, cred, tags, metadata), send_at=send_at)
+        try:
+            message = self._message(session, envelope, raw, cred, tags, metadata)
+        except ValueError:  # a header relay writes would not be one header: refuse, never write it
+            log.exception("could not make the trace headers for a message from %s", _peer_ip(session))
+            return "451 4.3.0 Temporary failure, please try again later"
+        message = dataclasses.replace(message, send_at=send_at)
         try:
             await self.acceptor.submit(message)
         except MessageTooLarge:
@@ -398,6 +410,9 @@ class SubmissionSMTP(ChunkedData):
         return await super().push(with_enhanced_code(text))
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        if hostname and not valid_helo_name(hostname):
+            await self.push("501 5.5.4 Syntax: EHLO hostname (a domain or address literal, no spaces or controls)")
+            return
         self._plain_replies = True
         try:
             await super().smtp_EHLO(hostname)
@@ -405,6 +420,9 @@ class SubmissionSMTP(ChunkedData):
             self._plain_replies = False
 
     async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and not valid_helo_name(hostname):
+            await self.push("501 5.5.4 Syntax: HELO hostname (a domain or address literal, no spaces or controls)")
+            return
         self._plain_replies = True
         try:
             await super().smtp_HELO(hostname)
