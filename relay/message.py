@@ -84,6 +84,7 @@ class NewMessage:
     api_key_id: str | None = None
     suppressed: dict[str, str] = dataclasses.field(default_factory=dict)  # recipient → why; stored, never sent
     send_at: float | None = None  # scheduled: not delivered before this time
+    client_size: int | None = None  # bytes the client sent, when not len(raw) (relay's own headers aside)
 
     @property
     def header_id(self) -> str | None:

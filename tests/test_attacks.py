@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import pytest
 
@@ -66,3 +67,82 @@ def test_relay_never_writes_a_header_that_is_not_one_header(value):
         prepend_headers(b"Subject: x\r\n\r\nbody\r\n", [("Received", value)])
     folded = prepend_headers(b"\r\n", [("Received", "from a\r\n\tby b;\r\n\tdate")])
     assert folded == b"Received: from a\r\n\tby b;\r\n\tdate\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [b"MAIL FROM:<a\x00b@example.com>", b"MAIL FROM:<a\x7fb@example.com>", b"MAIL FROM:<a\x1bb@example.com>",
+     b"MAIL FROM:<" + b"l" * 65 + b"@example.com>", b"MAIL FROM:<me@" + b"d" * 63 + b"." + b"e" * 63 + b"." + b"f" * 63
+     + b"." + b"g" * 60 + b".example>"],
+)  # fmt: skip
+async def test_poison_or_over_long_addresses_are_refused_at_the_door(relay_factory, command):
+    """Such addresses were accepted, then failed every delivery attempt with a traceback until expiry."""
+    relay = await relay_factory()
+    rcpt = command.replace(b"MAIL FROM", b"RCPT TO")
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1], [b"EHLO client.test\r\n", command + b"\r\n", b"MAIL FROM:<ok@example.com>\r\n",
+                                     rcpt + b"\r\n"],
+    )  # fmt: skip
+    assert replies[2].startswith("553 5.1.3"), replies[2]
+    assert replies[3].startswith("250") and replies[4].startswith("553 5.1.3"), replies
+
+
+async def test_an_over_long_auth_line_gets_a_plain_reply(relay_factory):
+    relay = await relay_factory(smtp={"plaintext_auth_networks": ["127.0.0.0/8"]})
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1], [b"EHLO client.test\r\n", b"AUTH LOGIN\r\n", b"A" * 5000 + b"\r\n", b"NOOP\r\n"]
+    )
+    assert replies[2].startswith("334")
+    assert replies[3].startswith("500 5.5.2") and "Error" not in replies[3] and "limit" not in replies[3], replies[3]
+    assert replies[4].startswith("250")
+
+
+async def test_a_message_at_the_advertised_size_is_accepted(relay_factory, sink):
+    """The limit applies to what the client sent, not to the headers relay adds."""
+    relay = await relay_factory(smtp={"max_message_size": "20480"}, delivery={"smarthost": sink.address})
+    head = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: size\r\n\r\n"
+    line = b"x" * 98 + b"\r\n"
+    body = head + line * ((20_480 - len(head)) // 100)
+    body += b"y" * (20_480 - len(body) - 2) + b"\r\n"
+    assert len(body) == 20_480
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1], [b"EHLO client.test\r\n", b"MAIL FROM:<a@example.com> SIZE=20480\r\n",
+                                     b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n", body + b".\r\n",
+                                     b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n",
+                                     b"z" + body + b".\r\n"],
+    )  # fmt: skip
+    assert "SIZE 20480" in replies[1]
+    assert replies[5].startswith("250 2.0.0"), replies[5]
+    assert replies[9].startswith("552"), replies[9]  # one byte more is too much
+
+
+async def test_a_data_transfer_that_keeps_flowing_is_not_cut_by_the_idle_timeout(relay_factory, sink):
+    relay = await relay_factory(smtp={"idle_timeout": "500ms"}, delivery={"smarthost": sink.address})
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.smtp_addresses[0][1])
+    try:
+        await reader.readline()
+        writer.write(b"HELO client.test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        for _ in range(4):
+            await reader.readline()
+        writer.write(b"From: a@example.com\r\nSubject: slow\r\n\r\n")
+        for i in range(6):  # 1.5 s in all, never more than 0.25 s apart
+            await asyncio.sleep(0.25)
+            writer.write(b"line %d\r\n" % i)
+        writer.write(b".\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"250 2.0.0")
+        await asyncio.sleep(0.8)  # then idle: the connection is closed
+        assert await asyncio.wait_for(reader.read(), 5) in (b"", b"421 4.4.2 relay.test Error: timeout exceeded\r\n")
+    finally:
+        writer.close()
+
+
+async def test_parallel_wrong_passwords_cannot_race_the_auth_throttle(relay_factory):
+    relay = await relay_factory(
+        smtp={"plaintext_auth_networks": ["127.0.0.0/8"], "max_auth_failures": 5, "max_connections_per_ip": 100}
+    )
+    cred, _ = await relay.store.create_smtp_credential()
+    token = base64.b64encode(f"\0{cred.username}\0wrong-password".encode())
+    lines = [b"EHLO client.test\r\n", b"AUTH PLAIN " + token + b"\r\n"]
+    results = await asyncio.gather(*(smtp_session(relay.smtp_addresses[0][1], lines) for _ in range(30)))
+    codes = sorted(r[2][:3] for r in results)
+    assert codes.count("535") <= 5 and codes.count("454") >= 25, codes

@@ -51,8 +51,9 @@ class Acceptor:
 
     def check(self, message: NewMessage) -> None:
         """What refuses one message whatever else happens. Raises MessageTooLarge, DomainNotVerified."""
-        if len(message.raw) > self.max_size:
-            raise MessageTooLarge(f"message is {len(message.raw)} bytes, the limit is {self.max_size}")
+        size = len(message.raw) if message.client_size is None else message.client_size
+        if size > self.max_size:  # what the client sent: the headers relay adds do not count against it
+            raise MessageTooLarge(f"message is {size} bytes, the limit is {self.max_size}")
         if not message.recipients:
             raise ValueError("a message needs at least one recipient")
         refusal = self.sending.refusal(message.raw) if self.sending is not None else None

@@ -12,6 +12,7 @@ until the window passes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -60,12 +61,17 @@ class SmtpAuthenticator:
         if self.throttled(ip):
             log.warning("AUTH refused for %s: too many failed attempts", ip)
             raise Throttled(ip)
+        # The attempt counts as a failure from before the check (which waits for argon2): parallel
+        # attempts cannot all pass the limit while none has failed yet. A good login takes it back.
+        failures = self._failures.setdefault(ip, deque())
+        attempt = self.clock.now()
+        failures.append(attempt)
         found = await self.store.smtp_credential_for_login(username)
         if found is not None and await self._password_matches(found[0], found[1], password):
             self.store.touch_smtp_credential(found[0].id)
+            with contextlib.suppress(ValueError):
+                failures.remove(attempt)
             return found[0]
-        failures = self._failures.setdefault(ip, deque())
-        failures.append(self.clock.now())
         log.warning("AUTH failed for %r from %s (%d recent failures)", username[:64], ip, len(failures))
         return None
 

@@ -97,6 +97,13 @@ class ChunkedData(SMTP):
 
     Requires ``decode_data=False`` (the handler gets bytes in ``envelope.content``)."""
 
+    _receiving_data = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._receiving_data:  # the idle timeout counts from the last bytes, not from the DATA command
+            self._reset_timeout()
+        super().data_received(data)
+
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
@@ -110,6 +117,7 @@ class ChunkedData(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         collector = DataCollector(self.data_size_limit, self.line_length_limit)
         try:
+            self._receiving_data = True
             await read_data(self._reader, collector)
         except asyncio.CancelledError:  # aiosmtpd cancels the session when the connection is lost
             log.info("Connection lost during DATA")
@@ -119,6 +127,8 @@ class ChunkedData(SMTP):
             log.info("Connection closed during DATA")
             self._writer.close()
             return
+        finally:
+            self._receiving_data = False
         try:
             content = collector.body()
         except LineTooLong:
@@ -131,9 +141,19 @@ class ChunkedData(SMTP):
             return
         self.envelope.content = content
         self.envelope.original_content = content
+        self.envelope.relay_data_size = collector.size - 3  # type: ignore[attr-defined]  # what the client sent
         status = await self._call_handler_hook("DATA") if "DATA" in self._handle_hooks else MISSING
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """The reply when a command fails inside aiosmtpd: never the exception's text (it told clients
+        about relay's internals, e.g. ``500 Error: (ValueError) Separator is found, but chunk is longer
+        than limit`` for an over-long AUTH line)."""
+        if isinstance(error, asyncio.LimitOverrunError | ValueError) and "limit" in str(error):
+            return "500 5.5.2 Line too long"
+        log.exception("SMTP session error from %s", self.session.peer if self.session else "?")
+        return "451 4.3.0 Temporary failure, please try again later"
 
     for _attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):  # HELP texts
         setattr(smtp_DATA, _attr, getattr(SMTP.smtp_DATA, _attr))

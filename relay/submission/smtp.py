@@ -162,6 +162,10 @@ def hook_names(obj: object, prefixes: tuple[str, ...]) -> list[str]:
     return list(names)
 
 
+MAX_LOCAL_PART = 64  # octets (RFC 5321 §4.5.3.1.1)
+MAX_ADDRESS = 254  # a path is at most 256 octets with its angle brackets (§4.5.3.1.3)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 # <local@domain> and what follows: the path every client sends, taken without the full parser.
 _SIMPLE_PATH = re.compile(rf"<({PLAIN_ADDRESS})>[ \t]*(.*)", re.DOTALL)
 
@@ -301,6 +305,7 @@ class SubmissionHandler:
             subject=header_value(raw, "Subject") or "",
             tags=tuple(dict.fromkeys((*(cred.tags if cred else ()), *tags))),
             metadata=metadata,
+            client_size=getattr(envelope, "relay_data_size", None),
         )  # fmt: skip
 
 
@@ -397,8 +402,8 @@ class SubmissionSMTP(ChunkedData):
             except HeaderParseError:
                 return None, None
             address = parsed.addr_spec
-        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
-            return None, None
+        if len(address.rpartition("@")[0]) > MAX_LOCAL_PART or len(address) > MAX_ADDRESS or _CONTROL.search(address):
+            return None, None  # 553 5.1.3: RFC 5321 §4.5.3.1 limits; a control could never be delivered
         return address, rest
 
     _plain_replies = False  # greeting and HELO/EHLO replies carry no enhanced codes (RFC 2034)
