@@ -23,12 +23,14 @@ import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from relay.clock import Clock, iso
 from relay.config import Rate
@@ -113,22 +115,105 @@ def check_url_syntax(url: str) -> str:
     return url
 
 
-async def check_target(url: str, allow_private: bool) -> None:
-    """Refuse loopback, private, link-local and other non-public addresses (SSRF) unless allowed."""
-    check_url_syntax(url)
-    if allow_private:
-        return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Lookup = Callable[[str, int], Awaitable[list[str]]]  # (host, port) → addresses
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: IPv4-compatible (deprecated),
+# IPv4-mapped, IPv4-translated (SIIT), and the NAT64 prefixes (RFC 6052, RFC 8215). Such an address
+# reaches the IPv4 address inside it, so it is as public as that address.
+_EMBEDDING_V4 = [ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
+                                                     "64:ff9b:1::/48")]  # fmt: skip
+_6TO4 = ipaddress.IPv6Network("2002::/16")  # 2002:AABB:CCDD::/48 routes to AA.BB.CC.DD
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address in _6TO4:
+        return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+    if any(address in net for net in _EMBEDDING_V4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_public(address: Address) -> bool:
+    """Whether a webhook may be sent to ``address``: a global unicast address, and for an IPv6 address
+    with an IPv4 address inside it, that IPv4 address is one too."""
+    if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None or address in _EMBEDDING_V4[0]:
+            return inner is not None and is_public(inner) and address not in _EMBEDDING_V4[0]
+    return True
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def checked_addresses(host: str, port: int, allow_private: bool, lookup: Lookup = system_lookup) -> list[str]:
+    """The addresses of ``host``, every one of them public (unless allowed). Raises TargetError."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-    except OSError as exc:
-        raise TargetError(f"cannot resolve {host}: {exc.strerror or exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise TargetError(f"{host} resolves to {address}, a non-public address ([webhooks] allow_private_targets)")
+        literal: Address | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addresses = [str(literal)]
+    else:
+        try:
+            addresses = await lookup(host, port)
+        except OSError as exc:
+            raise TargetError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        if not addresses:
+            raise TargetError(f"cannot resolve {host}: no addresses")
+    if not allow_private:
+        for text in addresses:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            if not is_public(address):
+                raise TargetError(
+                    f"{host} resolves to {address}, a non-public address ([webhooks] allow_private_targets)"
+                )
+    return addresses
+
+
+async def check_target(url: str, allow_private: bool, lookup: Lookup = system_lookup) -> None:
+    """Refuse loopback, private, link-local, multicast and other non-public addresses (SSRF) unless allowed."""
+    check_url_syntax(url)
+    parts = urlsplit(url)
+    await checked_addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+                            allow_private, lookup)  # fmt: skip
+
+
+async def check_literal(url: str, allow_private: bool) -> None:
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return
+    await checked_addresses(host, 0, allow_private)
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver for webhook requests: the connection goes to an address that was checked in
+    the same lookup, so a name cannot resolve to a public address for the check and to a private one
+    for the connection (DNS rebinding). Literal addresses are checked by check_target."""
+
+    def __init__(self, allow_private: bool, lookup: Lookup = system_lookup) -> None:
+        self.allow_private = allow_private
+        self.lookup = lookup
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await checked_addresses(host, port, self.allow_private, self.lookup)
+        return [
+            ResolveResult(hostname=host, host=a, port=port, proto=0, flags=socket.AI_NUMERICHOST,
+                          family=socket.AF_INET6 if ":" in a else socket.AF_INET)
+            for a in addresses
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        pass
 
 
 # -- the sender ----------------------------------------------------------------------------
@@ -149,7 +234,8 @@ class SenderSettings:
 
 class WebhookSender:
     def __init__(self, store: Store, clock: Clock, settings: SenderSettings,
-                 session: aiohttp.ClientSession | None = None) -> None:  # fmt: skip
+                 session: aiohttp.ClientSession | None = None, lookup: Lookup = system_lookup) -> None:  # fmt: skip
+        self.lookup = lookup
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -165,7 +251,8 @@ class WebhookSender:
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+            connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.settings.allow_private_targets, self.lookup))
+            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False, connector=connector)
         return self._session
 
     def wake(self) -> None:
@@ -256,7 +343,8 @@ class WebhookSender:
         """One signed POST: (status, error text, latency in ms). Never raises for network trouble."""
         started = time.monotonic()
         try:
-            await check_target(hook.url, self.settings.allow_private_targets)
+            check_url_syntax(hook.url)  # a name is looked up and checked by CheckedResolver as aiohttp connects;
+            await check_literal(hook.url, self.settings.allow_private_targets)  # aiohttp never resolves a literal
             session = await self._http()
             headers = signed_headers(hook.secret, msg_id, body, self.clock.now())
             async with session.post(hook.url, data=body, headers=headers, allow_redirects=False) as response:

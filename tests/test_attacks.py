@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import aiohttp
 import pytest
 
 from relay.message import prepend_headers
+from relay.webhooks import SenderSettings, WebhookSender, check_target
+from tests.test_webhooks import add_hook, receiver, store  # noqa: F401, F811 (fixtures)
 
 
 async def smtp_session(port: int, lines: list[bytes]) -> list[str]:
@@ -146,3 +149,51 @@ async def test_parallel_wrong_passwords_cannot_race_the_auth_throttle(relay_fact
     results = await asyncio.gather(*(smtp_session(relay.smtp_addresses[0][1], lines) for _ in range(30)))
     codes = sorted(r[2][:3] for r in results)
     assert codes.count("535") <= 5 and codes.count("454") >= 25, codes
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::7f00:1]/h", "http://[::ffff:0:7f00:1]/h", "http://[::ffff:127.0.0.1]/h", "http://[64:ff9b::7f00:1]/h",
+     "http://[64:ff9b::a00:1]/h", "http://[2002:7f00:1::]/h", "http://224.0.0.1/h", "http://[ff02::1]/h",
+     "http://[ff0e::1]/h", "http://240.0.0.1/h", "http://100.64.0.1/h"],
+)  # fmt: skip
+async def test_webhook_targets_that_embed_or_multicast_are_refused(relay_factory, url):
+    """Refused when created: no connection is ever attempted (such IPv6 forms route off this machine)."""
+    relay = await relay_factory()
+    key = (await relay.store.create_api_key("t", ("webhooks",)))[1]
+    host, port = relay.http_address
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://{host}:{port}/v1/webhooks", json={"url": url},
+                                headers={"Authorization": f"Bearer {key}"}) as resp:  # fmt: skip
+            body = await resp.json()
+    assert resp.status == 400 and body["error"]["field"] == "url" and "non-public" in body["error"]["message"], body
+
+
+async def test_webhooks_connect_to_the_address_that_was_checked(store, receiver):  # noqa: F811
+    """DNS rebinding: a name that resolved to a public address when checked and to loopback when sent
+    to is refused at send time, because the connection uses the lookup that was checked."""
+    port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+    answers = {"hook.example": ["9.9.9.9"]}
+
+    async def lookup(host: str, _port: int) -> list[str]:
+        return list(answers[host])
+
+    url = f"http://hook.example:{port}/hook"
+    await check_target(url, allow_private=False, lookup=lookup)  # public when checked
+    hook = await add_hook(store, url)
+    answers["hook.example"] = ["127.0.0.1"]  # rebound
+    sender = WebhookSender(store, store.clock, SenderSettings(allow_private_targets=False), lookup=lookup)
+    try:
+        status, error, _ = await sender.post(hook, "evt_1", b"{}")
+    finally:
+        await sender.stop()
+    assert status is None and "non-public" in (error or ""), error
+    assert receiver.requests == []
+
+    # The same lookup is what aiohttp connects with: allowed, the name reaches the loopback receiver.
+    allowed = WebhookSender(store, store.clock, SenderSettings(allow_private_targets=True), lookup=lookup)
+    try:
+        status, error, _ = await allowed.post(hook, "evt_2", b"{}")
+    finally:
+        await allowed.stop()
+    assert status == 200 and len(receiver.requests) == 1
