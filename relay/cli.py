@@ -31,8 +31,8 @@ T = TypeVar("T")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if not getattr(args, "func", None):  # no command, or a command group without its action
+        getattr(args, "group_parser", parser).print_help()
         return 2
     try:
         config = Config() if getattr(args, "no_config", False) else config_mod.load(args.config)
@@ -53,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command reads the config from --config, $RELAY_CONFIG or ./config/relay.toml.",
     )
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    # --config and --json are accepted by a command group and by its actions, before or after the
+    # action. Their defaults live here only: a copy of an option in a sub-parser has the default
+    # SUPPRESS, so an action that does not repeat it leaves what the group parsed in place.
+    parser.set_defaults(config=None, json=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", metavar="FILE", help="TOML config file (default: $RELAY_CONFIG or ./config/relay.toml)"
-    )
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML config file (default: $RELAY_CONFIG or ./config/relay.toml)")  # fmt: skip
     as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+    as_json.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="run SMTP submission, the HTTP API and delivery")
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[common, as_json], help="validate the config and print it")
     p.set_defaults(func=cmd_check_config)
 
-    keys = sub.add_parser("keys", help="manage HTTP API keys").add_subparsers(title="keys commands", metavar="ACTION")
+    _, keys = command_group(sub, "keys", "manage HTTP API keys", common, as_json)
     p = keys.add_parser("create", parents=[common, as_json], help="create an API key (shown once)")
     p.add_argument("--name", default="default", help="a label for the key")
     p.add_argument("--scope", action="append", choices=SCOPES, help="grant a scope (repeatable; default: send)")
@@ -82,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", help="the key's id (key_...)")
     p.set_defaults(func=cmd_keys_revoke)
 
-    creds = sub.add_parser("smtp-credentials", help="manage SMTP AUTH credentials").add_subparsers(
-        title="smtp-credentials commands", metavar="ACTION"
-    )
+    _, creds = command_group(sub, "smtp-credentials", "manage SMTP AUTH credentials", common, as_json)
     p = creds.add_parser("create", parents=[common, as_json], help="create a username and password (shown once)")
     p.add_argument("--allowed-from", action="append", metavar="DOMAIN_OR_ADDRESS",
                    help="senders this credential may use (repeatable; default: any)")  # fmt: skip
@@ -106,9 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--older-than", metavar="AGE", help='accepted more than AGE ago, e.g. "2d"')
     group.add_argument("--all", action="store_true", help="every waiting recipient")
 
-    queue = sub.add_parser("queue", parents=[common, as_json], help="show and control the queue (default: counts)")
+    queue, actions = command_group(sub, "queue", "show and control the queue (default: counts)", common, as_json)
     queue.set_defaults(func=cmd_queue)
-    actions = queue.add_subparsers(title="queue commands", metavar="ACTION")
     p = actions.add_parser("domains", parents=[common, as_json], help="waiting recipients by destination domain")
     p.set_defaults(func=cmd_queue_domains)
     p = actions.add_parser("show", parents=[common, as_json], help="one message, its recipients and attempts")
@@ -146,10 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_group(
+    sub: Any, name: str, help: str, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> tuple[argparse.ArgumentParser, Any]:
+    """A command with actions (``relay NAME ACTION``): the group's parser and its actions.
+
+    The group takes --config and --json too; run without an action it prints its own help (exit 2).
+    """
+    group = sub.add_parser(name, parents=[common, as_json], help=help)
+    group.set_defaults(group_parser=group)
+    return group, group.add_subparsers(title=f"{name} commands", metavar="ACTION")
+
+
 def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
-    domains = sub.add_parser("domains", help="sending domains: DKIM keys, DNS records, verification").add_subparsers(
-        title="domains commands", metavar="ACTION"
-    )
+    _, domains = command_group(sub, "domains", "sending domains: DKIM keys, DNS records, verification", common, as_json)
     p = domains.add_parser("add", parents=[common, as_json], help="add a domain: makes its DKIM key, lists records")
     p.add_argument("domain")
     p.set_defaults(func=cmd_domains_add)
@@ -164,7 +174,7 @@ def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p = domains.add_parser("remove", parents=[common, as_json], help="remove a domain and delete its keys")
     p.add_argument("domain")
     p.set_defaults(func=cmd_domains_remove)
-    dkim = sub.add_parser("dkim", help="DKIM keys").add_subparsers(title="dkim commands", metavar="ACTION")
+    _, dkim = command_group(sub, "dkim", "DKIM keys", common, as_json)
     rotate_help = "make a new key to publish next to the current one; it signs once verify sees it"
     p = dkim.add_parser("rotate", parents=[common, as_json], help=rotate_help)
     p.add_argument("domain")
@@ -172,9 +182,7 @@ def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
 
 
 def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
-    bounces = sub.add_parser("bounces", help="parse returned mail; list recorded bounces").add_subparsers(
-        title="bounces commands", metavar="ACTION"
-    )
+    _, bounces = command_group(sub, "bounces", "parse returned mail; list recorded bounces", common, as_json)
     p = bounces.add_parser("parse", help="parse a returned message (a file or - for stdin) and print JSON")
     p.add_argument("file", help="the message as received (RFC 5322), or - for stdin")
     p.add_argument("--verbose", action="store_true", help="also print what kind of message it is")
@@ -189,9 +197,7 @@ def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p.add_argument("bounce_id", type=int)
     p.set_defaults(func=cmd_bounces_show)
 
-    sup = sub.add_parser("suppressions", help="the suppression list").add_subparsers(
-        title="suppressions commands", metavar="ACTION"
-    )
+    _, sup = command_group(sub, "suppressions", "the suppression list", common, as_json)
     p = sup.add_parser("list", parents=[common, as_json], help="suppressed addresses")
     p.add_argument("--reason", choices=["hard_bounce", "complaint", "soft_bounces", "manual"])
     p.add_argument("--search", help="part of the address")
@@ -209,9 +215,8 @@ def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p.add_argument("address")
     p.set_defaults(func=cmd_suppressions_remove)
 
-    allow = sub.add_parser("allowlist", help="addresses and domains never suppressed automatically").add_subparsers(
-        title="allowlist commands", metavar="ACTION"
-    )
+    allowlist_help = "addresses and domains never suppressed automatically"
+    _, allow = command_group(sub, "allowlist", allowlist_help, common, as_json)
     p = allow.add_parser("list", parents=[common, as_json], help="the allowlist")
     p.set_defaults(func=cmd_allowlist_list)
     p = allow.add_parser("add", parents=[common, as_json], help="allow an address or a whole domain")
