@@ -22,6 +22,7 @@ from relay.clock import SystemClock
 from relay.config import Config, ConfigError
 from relay.credentials import valid_sender_rule
 from relay.keys import SCOPES
+from relay.startup import EX_CONFIG, StartupError
 from relay.store import Store
 from relay.store.queue import Selection
 
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config() if getattr(args, "no_config", False) else config_mod.load(args.config)
     except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
-        return 78  # EX_CONFIG: systemd's Restart=on-failure will not loop forever on it
+        return EX_CONFIG  # systemd's Restart=on-failure will not loop forever on it
     func: Callable[[argparse.Namespace, Config], int] = args.func
     try:
         return func(args, config)
@@ -283,8 +284,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(config))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve(config))
+    except StartupError as exc:  # one line and a status of its own (see relay.startup), not a traceback
+        print(f"relay: {exc}", file=sys.stderr)
+        return exc.status
 
 
 def _mask_secrets(value: Any) -> Any:
