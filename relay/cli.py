@@ -242,14 +242,21 @@ def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def rfc3339_utc(timestamp: float) -> str:
+    """Unix seconds → ``2026-12-01T10:32:29.123Z`` (RFC 3339, UTC, milliseconds)."""
+    seconds, millis = divmod(round(timestamp * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and message_id/recipient when a line has them."""
+    """One JSON object per line: time (RFC 3339 UTC), level, logger, message, and message_id/recipient when a line
+    has them."""
 
     FIELDS = ("message_id", "recipient", "state", "attempt", "mx_host")
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "time": rfc3339_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
