@@ -435,7 +435,7 @@ class Relay:
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
         messages.builders = self._builders
-        processes = max(1, self.config.server.acceptors)
+        processes = max(1, self.config.server.acceptor_processes)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
@@ -545,7 +545,10 @@ async def serve(config: Config) -> int:
         await relay.stop()
         return 0
 
-    acceptors = config.server.acceptors
+    acceptors = config.server.acceptor_processes
+    if config.server.acceptors == "auto":
+        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
+                 config_mod.available_cores())  # fmt: skip
     relay = Relay(config, accept=acceptors == 0)
     await relay.start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
