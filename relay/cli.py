@@ -299,28 +299,19 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         return exc.status
 
 
-def _mask_secrets(value: Any) -> Any:
-    """Route passwords and the like never reach the terminal or a log."""
-    if isinstance(value, dict):
-        return {k: "********" if k == "password" and v else _mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask_secrets(v) for v in value]
-    return value
-
-
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    data = {
-        name: _mask_secrets(dataclasses.asdict(getattr(config, name)))
-        for name in ("server", "smtp", "http", "delivery", "dns", "dkim")
-    }
+    """Every section as the config file takes it (secrets masked); settings that resolve at start-up
+    ("auto") are shown with what they resolve to on this machine."""
+    from relay.config_toml import as_written, to_toml
+
+    sections = as_written(config)
+    resolved = {("server", "acceptors"): config.server.acceptor_processes}
     if args.json:
-        _print_json(data)
-    else:
-        print(f"{config.source}: ok")
-        for section, values in data.items():
-            print(f"[{section}]")
-            for key, value in values.items():
-                print(f"  {key} = {value}")
+        _print_json({**sections, "resolved": {f"{s}.{k}": v for (s, k), v in resolved.items()}})
+        return 0
+    print(f"# {config.source}: ok (the effective settings, secrets masked)")
+    notes = {key: f"resolves to {value} here" for key, value in resolved.items()}
+    print(to_toml(sections, notes), end="")
     return 0
 
 

@@ -54,7 +54,7 @@ def test_check_config_prints_effective_settings(tmp_path):
         tmp_path / "relay.toml", config_dict(tmp_path / "data", delivery={"smarthost": "127.0.0.1:2525"})
     )
     data = json.loads(run_cli("check-config", "--json", config=config).stdout)
-    assert data["delivery"]["smarthost"] == ["127.0.0.1", 2525]
+    assert data["delivery"]["smarthost"] == "127.0.0.1:2525"
     assert data["server"]["hostname"] == "relay.test"
 
 
