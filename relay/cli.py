@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import email.policy
+import getpass
 import ipaddress
 import json
 import logging
+import mimetypes
+import os
+import re
 import smtplib
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
+from pathlib import Path
 from typing import Any, TypeVar
 
 from relay import __version__
@@ -135,13 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message_id")
     p.set_defaults(func=cmd_queue_cancel)
 
-    p = sub.add_parser("send", parents=[common, as_json], help="send a test message through the running relay (SMTP)")
-    p.add_argument("--from", dest="sender", required=True, help="sender address")
-    p.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
-    p.add_argument("--subject", default="relay test message")
-    p.add_argument("--body", default="This is a test message sent with 'relay send'.\n")
-    p.add_argument("--server", help="host:port to submit to (default: the first [smtp] listen address)")
-    p.set_defaults(func=cmd_send)
+    _add_send_command(sub, common, as_json)
     _add_bounce_commands(sub, common, as_json)
     _add_domain_commands(sub, common, as_json)
     return parser
@@ -157,6 +158,45 @@ def command_group(
     group = sub.add_parser(name, parents=[common, as_json], help=help)
     group.set_defaults(group_parser=group)
     return group, group.add_subparsers(title=f"{name} commands", metavar="ACTION")
+
+
+def _add_send_command(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    epilog = f"The password for --auth-user is read from ${SEND_PASSWORD_ENV}, else asked for."
+    p = sub.add_parser("send", parents=[common, as_json], help="send a test message through the running relay (SMTP)",
+                       epilog=epilog)  # fmt: skip
+    p.add_argument("--from", dest="sender", required=True, metavar="ADDRESS", help="envelope sender and From: header")
+    p.add_argument("--to", action="append", required=True, metavar="ADDRESS", help="recipient (repeatable)")
+    p.add_argument("--subject", default="relay test message", help='Subject: header (default: "%(default)s")')
+    p.add_argument("--body", default="This is a test message sent with 'relay send'.\n", help="the text body")
+    p.add_argument("--header", action="append", default=[], metavar='"NAME: VALUE"',
+                   help="add a header, or replace From:, To:, Subject:, Date: or Message-ID: (repeatable)")  # fmt: skip
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="attach a file, its type guessed from its name (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--server",
+        metavar="HOST[:PORT]",
+        help="where to submit (default: the first [smtp] listen address, or tls_listen with --tls implicit)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="TCP port, instead of the one in --server (default with a bare host: 587, 465 for implicit)",
+    )
+    p.add_argument(
+        "--tls",
+        choices=TLS_CHOICES,
+        default="none",
+        help="none (default), starttls (refuse to go on without it) or implicit (TLS from the start)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (e.g. relay's own self-signed one)",
+    )
+    p.add_argument("--auth-user", metavar="USER",
+                   help=f"AUTH as USER (PLAIN or LOGIN); password from ${SEND_PASSWORD_ENV} or a prompt")  # fmt: skip
+    p.set_defaults(func=cmd_send)
 
 
 def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
@@ -430,41 +470,140 @@ def cmd_queue(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_send(args: argparse.Namespace, config: Config) -> int:
+SEND_PASSWORD_ENV = "RELAY_SEND_PASSWORD"
+TLS_CHOICES = ("none", "starttls", "implicit")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
+_REPLACEABLE = ("From", "To", "Subject", "Date", "Message-ID")
+
+
+class UsageError(Exception):
+    """A bad option value, reported as ``relay: ...`` with exit status 2."""
+
+
+def _send_target(args: argparse.Namespace, config: Config) -> tuple[str, int]:
+    """Host and port from --server/--port, else from the config's listeners (loopback for a wildcard)."""
+    default_port = 465 if args.tls == "implicit" else 587
     if args.server:
-        host, port = config_mod.parse_hostport(args.server)
-    elif config.smtp.listen:
-        host, port = config.smtp.listen[0]
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        try:
+            host, port = config_mod.parse_hostport(args.server, default_port=default_port)
+        except ValueError as exc:
+            raise UsageError(f"--server: {exc}") from None
     else:
-        print("relay: no [smtp] listen address to send to; use --server", file=sys.stderr)
-        return 2
-    msg = EmailMessage()
-    msg["From"] = args.sender
-    msg["To"] = ", ".join(args.to)
-    msg["Subject"] = args.subject
-    msg["Message-ID"] = make_msgid(domain=config.server.hostname)
-    msg.set_content(args.body)
+        listeners = config.smtp.tls_listen if args.tls == "implicit" else config.smtp.listen
+        if not listeners:
+            raise UsageError("no [smtp] listen address to send to; use --server")
+        host, port = listeners[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    if args.port is not None:
+        if not 0 < args.port < 65536:
+            raise UsageError("--port must be between 1 and 65535")
+        port = args.port
+    return host, port
+
+
+def _extra_headers(values: list[str]) -> list[tuple[str, str]]:
+    headers = []
+    for text in values:
+        name, colon, value = text.partition(":")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise UsageError(f'--header {text!r}: expected "Name: value"')
+        if "\r" in value or "\n" in value:
+            raise UsageError(f"--header {name}: a value cannot contain a line break")
+        headers.append((name, value.strip()))
+    return headers
+
+
+def _attach(msg: EmailMessage, path: str) -> None:
     try:
-        with smtplib.SMTP(host, port, local_hostname="localhost", timeout=30) as smtp:
-            refused = smtp.sendmail(args.sender, args.to, msg.as_bytes())
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--attach {path}: {exc.strerror}") from None
+    ctype, encoding = mimetypes.guess_type(path)
+    if ctype is None or encoding is not None:  # unknown, or compressed (.gz): bytes as they are
+        ctype = "application/octet-stream"
+    maintype, subtype = ctype.split("/", 1)
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=Path(path).name)
+
+
+def _test_message(args: argparse.Namespace, hostname: str) -> EmailMessage:
+    """The message to send, with CRLF line ends (email.policy.SMTP) as SMTP requires."""
+    extra = _extra_headers(args.header)
+    given = {name.lower() for name, _ in extra}
+    msg = EmailMessage(policy=email.policy.SMTP)
+    defaults = zip(_REPLACEABLE, (args.sender, ", ".join(args.to), args.subject, formatdate(localtime=True),
+                                  make_msgid(domain=hostname)), strict=True)  # fmt: skip
+    for name, value in defaults:
+        if name.lower() not in given:
+            msg[name] = value
+    for name, value in extra:
+        msg[name] = value
+    msg.set_content(args.body)
+    for path in args.attach:
+        _attach(msg, path)
+    return msg
+
+
+def _tls_context(insecure: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _submit(args: argparse.Namespace, host: str, port: int, password: str | None, data: bytes) -> dict[str, Any]:
+    """Submit over SMTP as the options say; returns the refused recipients (smtplib's sendmail)."""
+    context = _tls_context(args.insecure)
+    smtp: smtplib.SMTP
+    if args.tls == "implicit":
+        smtp = smtplib.SMTP_SSL(host, port, local_hostname="localhost", timeout=30, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, local_hostname="localhost", timeout=30)
+    with smtp:
+        if args.tls == "starttls":
+            smtp.starttls(context=context)
+        if args.auth_user:
+            assert password is not None
+            smtp.login(args.auth_user, password)
+        return smtp.sendmail(args.sender, args.to, data)
+
+
+def cmd_send(args: argparse.Namespace, config: Config) -> int:
+    try:
+        host, port = _send_target(args, config)
+        msg = _test_message(args, config.server.hostname)
+    except UsageError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    password = None
+    if args.auth_user:
+        password = os.environ.get(SEND_PASSWORD_ENV) or getpass.getpass(f"SMTP password for {args.auth_user}: ")
+    try:
+        refused = _submit(args, host, port, password, msg.as_bytes())
+    except smtplib.SMTPAuthenticationError as exc:
+        print(f"relay: authentication failed: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except ssl.SSLCertVerificationError as exc:
+        print(f"relay: sending failed: {exc.verify_message} (--insecure to skip the check)", file=sys.stderr)
+        return 1
     except (smtplib.SMTPException, OSError) as exc:
         print(f"relay: sending failed: {exc}", file=sys.stderr)
         return 1
+    _report_sent(args, f"{host}:{port}", msg["Message-ID"], refused)
+    return 0
+
+
+def _report_sent(args: argparse.Namespace, server: str, message_id: str, refused: dict[str, Any]) -> None:
     accepted = [r for r in args.to if r not in refused]
     if args.json:
-        _print_json(
-            {
-                "server": f"{host}:{port}",
-                "accepted": accepted,
-                "refused": {k: v[1].decode() for k, v in refused.items()},
-            }
-        )
-    else:
-        print(f"queued for {', '.join(accepted)} via {host}:{port}")
-        for rcpt, (code, text) in refused.items():
-            print(f"refused {rcpt}: {code} {text.decode(errors='replace')}")
-    return 0
+        _print_json({"server": server, "tls": args.tls, "auth_user": args.auth_user, "message_id": message_id,
+                     "accepted": accepted, "refused": {k: v[1].decode() for k, v in refused.items()}})  # fmt: skip
+        return
+    how = ", ".join(x for x in (args.tls if args.tls != "none" else "", args.auth_user and f"as {args.auth_user}") if x)
+    print(f"queued for {', '.join(accepted)} via {server}" + (f" ({how})" if how else ""))
+    for rcpt, (code, text) in refused.items():
+        print(f"refused {rcpt}: {code} {text.decode(errors='replace')}")
 
 
 def _when(ts: float | None) -> str:
