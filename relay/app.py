@@ -197,9 +197,11 @@ def smtp_tls_context(config: Config) -> ssl.SSLContext:
 def server_tls_context(keys: str, cert: str, key: str) -> ssl.SSLContext:
     try:
         return tls.server_context(cert, key)
-    except (ssl.SSLError, OSError) as exc:
-        raise StartupError(f"cannot use the certificate {cert} with the key {key} ({keys}): {reason(exc)}",
-                           EX_CONFIG) from None  # fmt: skip
+    except ssl.SSLError as exc:
+        problem = "not a PEM certificate and its private key" + (f" ({exc.reason})" if exc.reason else "")
+    except OSError as exc:
+        problem = reason(exc)
+    raise StartupError(f"cannot use the certificate {cert} with the key {key} ({keys}): {problem}", EX_CONFIG)
 
 
 def open_store_for_serving(config: Config, clock: Clock) -> Store:

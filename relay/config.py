@@ -114,7 +114,7 @@ def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f'expected a network such as "127.0.0.1/32", got {value!r}') from None
 
 
-ACCEPTORS_AUTO_MAX = 4  # past this the single delivering process and SQLite's one writer are the limit
+ACCEPTORS_AUTO_MAX = 4  # "auto" starts at most this many: they all share one delivering process and SQLite writer
 
 
 def parse_acceptors(value: int | str) -> int | str:
