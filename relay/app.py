@@ -10,7 +10,9 @@ import multiprocessing
 import random
 import signal
 import socket
+import sqlite3
 import ssl
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ from relay.dkim import Signer
 from relay.domains import Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.ratelimit import RateLimiter
+from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
 from relay.store import Store
 from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator
@@ -73,18 +76,48 @@ def _format(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-    return socket.create_server((host, port), family=family, backlog=1024)
+def _bind(host: str, port: int, key: str) -> socket.socket:
+    """A listening socket, or a StartupError naming the address and the config key it comes from."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {_format((host, port))} ({key}): {reason(exc)}", EX_OSERR) from None
+
+
+def _bind_all(addresses: list[tuple[str, int]], key: str, bound: list[socket.socket]) -> list[socket.socket]:
+    """Bind each address; on a failure close what this start-up bound so far (``bound``), then raise."""
+    socks = []
+    try:
+        for host, port in addresses:
+            socks.append(_bind(host, port, key))
+    except StartupError:
+        for sock in [*bound, *socks]:
+            sock.close()
+        raise
+    bound.extend(socks)
+    return socks
 
 
 def bind_listeners(config: Config) -> workers.Listeners:
     """Bind every configured port (port 0 picks a free one). Fails before anything else starts."""
+    bound: list[socket.socket] = []
     return workers.Listeners(
-        smtp=[_bind(host, port) for host, port in config.smtp.listen],
-        smtps=[_bind(host, port) for host, port in config.smtp.tls_listen],
-        http=[_bind(*config.http.listen)],
+        smtp=_bind_all(config.smtp.listen, "[smtp] listen", bound),
+        smtps=_bind_all(config.smtp.tls_listen, "[smtp] tls_listen", bound),
+        http=_bind_all([config.http.listen], "[http] listen", bound),
     )
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory if needed and make sure this process can write in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise StartupError(f"cannot write in the data directory {path} ([server] data_dir): {reason(exc)}",
+                           EX_CANTCREAT) from None  # fmt: skip
 
 
 def make_signer(config: Config) -> Signer:
@@ -147,14 +180,36 @@ def smtp_certificate(config: Config) -> tuple[str, str]:
     cert_path = config.server.data_dir / "tls" / "smtp.crt"
     key_path = config.server.data_dir / "tls" / "smtp.key"
     if not (cert_path.exists() and key_path.exists()):
-        tls.write_self_signed(cert_path, key_path, config.server.hostname)
+        try:
+            tls.write_self_signed(cert_path, key_path, config.server.hostname)
+        except OSError as exc:
+            raise StartupError(f"cannot create a self-signed certificate in {cert_path.parent} ([smtp] tls_cert "
+                               f"is empty): {reason(exc)}", EX_CANTCREAT) from None  # fmt: skip
         log.warning("no [smtp] tls_cert configured: created a self-signed certificate for %s in %s",
                     config.server.hostname, cert_path)  # fmt: skip
     return str(cert_path), str(key_path)
 
 
 def smtp_tls_context(config: Config) -> ssl.SSLContext:
-    return tls.server_context(*smtp_certificate(config))
+    return server_tls_context("[smtp] tls_cert, tls_key", *smtp_certificate(config))
+
+
+def server_tls_context(keys: str, cert: str, key: str) -> ssl.SSLContext:
+    try:
+        return tls.server_context(cert, key)
+    except ssl.SSLError as exc:
+        problem = "not a PEM certificate and its private key" + (f" ({exc.reason})" if exc.reason else "")
+    except OSError as exc:
+        problem = reason(exc)
+    raise StartupError(f"cannot use the certificate {cert} with the key {key} ({keys}): {problem}", EX_CONFIG)
+
+
+def open_store_for_serving(config: Config, clock: Clock) -> Store:
+    """The store, or a StartupError when the queue database cannot be opened."""
+    try:
+        return open_store(config, clock)
+    except sqlite3.DatabaseError as exc:  # also "file is not a database", "unable to open database file"
+        raise StartupError(f"cannot open the queue database {config.db_path}: {exc}", EX_IOERR) from None
 
 
 class Relay:
@@ -190,6 +245,9 @@ class Relay:
         self._builders: concurrent.futures.ProcessPoolExecutor | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
+        self._inbound_sockets: list[socket.socket] = []
+        self._smtp_tls: ssl.SSLContext | None = None
+        self._http_tls: ssl.SSLContext | None = None
         self.inbound_addresses: list[tuple[str, int]] = []
         self.smtp_sessions = Sessions()
         self.capacity: Capacity | None = None
@@ -200,16 +258,33 @@ class Relay:
         self._engine_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
 
+    def _acquire(self) -> Store:
+        """What start-up can fail on, in order, before anything runs: the data directory, the ports, the
+        certificates, the queue database. A failure raises StartupError and releases what was taken."""
+        config = self.config
+        prepare_data_dir(config.server.data_dir)
+        if self.listeners is None:  # this process owns the ports
+            self.listeners = bind_listeners(config)
+        try:
+            if self.deliver and config.inbound.listen:
+                self._inbound_sockets = _bind_all(config.inbound.listen, "[inbound] listen", [])
+            self._smtp_tls = smtp_tls_context(config)  # made here (once) if self-signed: acceptors start later
+            if self.accept and config.http.tls_cert:
+                self._http_tls = server_tls_context("[http] tls_cert, tls_key", config.http.tls_cert,
+                                                    config.http.tls_key)  # fmt: skip
+            return open_store_for_serving(config, self.clock)
+        except StartupError:
+            for sock in [*self.listeners.all(), *self._inbound_sockets]:
+                sock.close()
+            raise
+
     async def start(self) -> None:
         config = self.config
-        config.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.listeners is None:  # this process owns the ports (and so the certificate)
-            self.listeners = bind_listeners(config)
-            smtp_certificate(config)
+        self.store = store = self._acquire()
+        assert self.listeners is not None
         self.smtp_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtp]
         self.smtps_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtps]
         self.http_address = self.listeners.http[0].getsockname()[:2]
-        self.store = store = open_store(config, self.clock)
         self.verp = make_verp(config) if self.deliver else None
         if self.deliver:
             self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(config))
@@ -329,7 +404,8 @@ class Relay:
         s = self.config.smtp
         authenticator = SmtpAuthenticator(self.store, self.clock, s.max_auth_failures, s.auth_failure_window)
         handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator)
-        context = smtp_tls_context(self.config)
+        context = self._smtp_tls
+        assert context is not None
         starttls = make_smtp_factory(handler, self.config, self.smtp_sessions, context)
         implicit = make_smtp_factory(handler, self.config, self.smtp_sessions, context, implicit_tls=True)
         for sock in listeners.smtp:
@@ -342,10 +418,10 @@ class Relay:
         inbound = self.config.inbound
         returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
         factory = make_inbound_factory(returned, self.config.server.hostname, inbound.max_message_size,
-                                       self.config.smtp.idle_timeout, smtp_tls_context(self.config))  # fmt: skip
+                                       self.config.smtp.idle_timeout, self._smtp_tls)  # fmt: skip
         loop = asyncio.get_running_loop()
-        for host, port in inbound.listen:
-            server = await loop.create_server(factory, sock=_bind(host, port), backlog=1024)
+        for sock in self._inbound_sockets:
+            server = await loop.create_server(factory, sock=sock, backlog=1024)
             self.inbound_servers.append(server)
             address = server.sockets[0].getsockname()[:2]
             self.inbound_addresses.append(address)
@@ -361,7 +437,7 @@ class Relay:
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
         messages.builders = self._builders
-        processes = max(1, self.config.server.acceptors)
+        processes = max(1, self.config.server.acceptor_processes)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
@@ -378,9 +454,8 @@ class Relay:
         app = make_app(store, settings, routes, max_body=http.max_body_size)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        ssl_context = tls.server_context(http.tls_cert, http.tls_key) if http.tls_cert else None
         for sock in sockets:
-            await web.SockSite(runner, sock, backlog=1024, ssl_context=ssl_context).start()
+            await web.SockSite(runner, sock, backlog=1024, ssl_context=self._http_tls).start()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; no API key, but only for [http] metrics_networks."""
@@ -472,7 +547,10 @@ async def serve(config: Config) -> int:
         await relay.stop()
         return 0
 
-    acceptors = config.server.acceptors
+    acceptors = config.server.acceptor_processes
+    if config.server.acceptors == "auto":
+        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
+                 config_mod.available_cores())  # fmt: skip
     relay = Relay(config, accept=acceptors == 0)
     await relay.start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import email.policy
+import getpass
 import ipaddress
 import json
 import logging
+import mimetypes
+import os
+import re
 import smtplib
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
+from pathlib import Path
 from typing import Any, TypeVar
 
 from relay import __version__
@@ -22,6 +29,7 @@ from relay.clock import SystemClock
 from relay.config import Config, ConfigError
 from relay.credentials import valid_sender_rule
 from relay.keys import SCOPES
+from relay.startup import EX_CONFIG, StartupError
 from relay.store import Store
 from relay.store.queue import Selection
 
@@ -31,14 +39,14 @@ T = TypeVar("T")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if not getattr(args, "func", None):  # no command, or a command group without its action
+        getattr(args, "group_parser", parser).print_help()
         return 2
     try:
         config = Config() if getattr(args, "no_config", False) else config_mod.load(args.config)
     except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
-        return 78  # EX_CONFIG: systemd's Restart=on-failure will not loop forever on it
+        return EX_CONFIG  # systemd's Restart=on-failure will not loop forever on it
     func: Callable[[argparse.Namespace, Config], int] = args.func
     try:
         return func(args, config)
@@ -53,12 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command reads the config from --config, $RELAY_CONFIG or ./config/relay.toml.",
     )
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    # --config and --json are accepted by a command group and by its actions, before or after the
+    # action. Their defaults live here only: a copy of an option in a sub-parser has the default
+    # SUPPRESS, so an action that does not repeat it leaves what the group parsed in place.
+    parser.set_defaults(config=None, json=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", metavar="FILE", help="TOML config file (default: $RELAY_CONFIG or ./config/relay.toml)"
-    )
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML config file (default: $RELAY_CONFIG or ./config/relay.toml)")  # fmt: skip
     as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+    as_json.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="run SMTP submission, the HTTP API and delivery")
@@ -67,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[common, as_json], help="validate the config and print it")
     p.set_defaults(func=cmd_check_config)
 
-    keys = sub.add_parser("keys", help="manage HTTP API keys").add_subparsers(title="keys commands", metavar="ACTION")
+    _, keys = command_group(sub, "keys", "manage HTTP API keys", common, as_json)
     p = keys.add_parser("create", parents=[common, as_json], help="create an API key (shown once)")
     p.add_argument("--name", default="default", help="a label for the key")
     p.add_argument("--scope", action="append", choices=SCOPES, help="grant a scope (repeatable; default: send)")
@@ -82,9 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", help="the key's id (key_...)")
     p.set_defaults(func=cmd_keys_revoke)
 
-    creds = sub.add_parser("smtp-credentials", help="manage SMTP AUTH credentials").add_subparsers(
-        title="smtp-credentials commands", metavar="ACTION"
-    )
+    _, creds = command_group(sub, "smtp-credentials", "manage SMTP AUTH credentials", common, as_json)
     p = creds.add_parser("create", parents=[common, as_json], help="create a username and password (shown once)")
     p.add_argument("--allowed-from", action="append", metavar="DOMAIN_OR_ADDRESS",
                    help="senders this credential may use (repeatable; default: any)")  # fmt: skip
@@ -106,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--older-than", metavar="AGE", help='accepted more than AGE ago, e.g. "2d"')
     group.add_argument("--all", action="store_true", help="every waiting recipient")
 
-    queue = sub.add_parser("queue", parents=[common, as_json], help="show and control the queue (default: counts)")
+    queue, actions = command_group(sub, "queue", "show and control the queue (default: counts)", common, as_json)
     queue.set_defaults(func=cmd_queue)
-    actions = queue.add_subparsers(title="queue commands", metavar="ACTION")
     p = actions.add_parser("domains", parents=[common, as_json], help="waiting recipients by destination domain")
     p.set_defaults(func=cmd_queue_domains)
     p = actions.add_parser("show", parents=[common, as_json], help="one message, its recipients and attempts")
@@ -134,22 +142,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message_id")
     p.set_defaults(func=cmd_queue_cancel)
 
-    p = sub.add_parser("send", parents=[common, as_json], help="send a test message through the running relay (SMTP)")
-    p.add_argument("--from", dest="sender", required=True, help="sender address")
-    p.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
-    p.add_argument("--subject", default="relay test message")
-    p.add_argument("--body", default="This is a test message sent with 'relay send'.\n")
-    p.add_argument("--server", help="host:port to submit to (default: the first [smtp] listen address)")
-    p.set_defaults(func=cmd_send)
+    _add_send_command(sub, common, as_json)
     _add_bounce_commands(sub, common, as_json)
     _add_domain_commands(sub, common, as_json)
     return parser
 
 
-def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
-    domains = sub.add_parser("domains", help="sending domains: DKIM keys, DNS records, verification").add_subparsers(
-        title="domains commands", metavar="ACTION"
+def command_group(
+    sub: Any, name: str, help: str, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> tuple[argparse.ArgumentParser, Any]:
+    """A command with actions (``relay NAME ACTION``): the group's parser and its actions.
+
+    The group takes --config and --json too; run without an action it prints its own help (exit 2).
+    """
+    group = sub.add_parser(name, parents=[common, as_json], help=help)
+    group.set_defaults(group_parser=group)
+    return group, group.add_subparsers(title=f"{name} commands", metavar="ACTION")
+
+
+def _add_send_command(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    epilog = f"The password for --auth-user is read from ${SEND_PASSWORD_ENV}, else asked for."
+    p = sub.add_parser("send", parents=[common, as_json], help="send a test message through the running relay (SMTP)",
+                       epilog=epilog)  # fmt: skip
+    p.add_argument("--from", dest="sender", required=True, metavar="ADDRESS", help="envelope sender and From: header")
+    p.add_argument("--to", action="append", required=True, metavar="ADDRESS", help="recipient (repeatable)")
+    p.add_argument("--subject", default="relay test message", help='Subject: header (default: "%(default)s")')
+    p.add_argument("--body", default="This is a test message sent with 'relay send'.\n", help="the text body")
+    p.add_argument("--header", action="append", default=[], metavar='"NAME: VALUE"',
+                   help="add a header, or replace From:, To:, Subject:, Date: or Message-ID: (repeatable)")  # fmt: skip
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="attach a file, its type guessed from its name (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--server",
+        metavar="HOST[:PORT]",
+        help="where to submit (default: the first [smtp] listen address, or tls_listen with --tls implicit)",
     )
+    p.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="TCP port, instead of the one in --server (default with a bare host: 587, 465 for implicit)",
+    )
+    p.add_argument(
+        "--tls",
+        choices=TLS_CHOICES,
+        default="none",
+        help="none (default), starttls (refuse to go on without it) or implicit (TLS from the start)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (e.g. relay's own self-signed one)",
+    )
+    p.add_argument("--auth-user", metavar="USER",
+                   help=f"AUTH as USER (PLAIN or LOGIN); password from ${SEND_PASSWORD_ENV} or a prompt")  # fmt: skip
+    p.set_defaults(func=cmd_send)
+
+
+def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    _, domains = command_group(sub, "domains", "sending domains: DKIM keys, DNS records, verification", common, as_json)
     p = domains.add_parser("add", parents=[common, as_json], help="add a domain: makes its DKIM key, lists records")
     p.add_argument("domain")
     p.set_defaults(func=cmd_domains_add)
@@ -164,7 +215,7 @@ def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p = domains.add_parser("remove", parents=[common, as_json], help="remove a domain and delete its keys")
     p.add_argument("domain")
     p.set_defaults(func=cmd_domains_remove)
-    dkim = sub.add_parser("dkim", help="DKIM keys").add_subparsers(title="dkim commands", metavar="ACTION")
+    _, dkim = command_group(sub, "dkim", "DKIM keys", common, as_json)
     rotate_help = "make a new key to publish next to the current one; it signs once verify sees it"
     p = dkim.add_parser("rotate", parents=[common, as_json], help=rotate_help)
     p.add_argument("domain")
@@ -172,9 +223,7 @@ def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
 
 
 def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
-    bounces = sub.add_parser("bounces", help="parse returned mail; list recorded bounces").add_subparsers(
-        title="bounces commands", metavar="ACTION"
-    )
+    _, bounces = command_group(sub, "bounces", "parse returned mail; list recorded bounces", common, as_json)
     p = bounces.add_parser("parse", help="parse a returned message (a file or - for stdin) and print JSON")
     p.add_argument("file", help="the message as received (RFC 5322), or - for stdin")
     p.add_argument("--verbose", action="store_true", help="also print what kind of message it is")
@@ -189,9 +238,7 @@ def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p.add_argument("bounce_id", type=int)
     p.set_defaults(func=cmd_bounces_show)
 
-    sup = sub.add_parser("suppressions", help="the suppression list").add_subparsers(
-        title="suppressions commands", metavar="ACTION"
-    )
+    _, sup = command_group(sub, "suppressions", "the suppression list", common, as_json)
     p = sup.add_parser("list", parents=[common, as_json], help="suppressed addresses")
     p.add_argument("--reason", choices=["hard_bounce", "complaint", "soft_bounces", "manual"])
     p.add_argument("--search", help="part of the address")
@@ -209,9 +256,8 @@ def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p.add_argument("address")
     p.set_defaults(func=cmd_suppressions_remove)
 
-    allow = sub.add_parser("allowlist", help="addresses and domains never suppressed automatically").add_subparsers(
-        title="allowlist commands", metavar="ACTION"
-    )
+    allowlist_help = "addresses and domains never suppressed automatically"
+    _, allow = command_group(sub, "allowlist", allowlist_help, common, as_json)
     p = allow.add_parser("list", parents=[common, as_json], help="the allowlist")
     p.set_defaults(func=cmd_allowlist_list)
     p = allow.add_parser("add", parents=[common, as_json], help="allow an address or a whole domain")
@@ -236,14 +282,21 @@ def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def rfc3339_utc(timestamp: float) -> str:
+    """Unix seconds → ``2026-12-01T10:32:29.123Z`` (RFC 3339, UTC, milliseconds)."""
+    seconds, millis = divmod(round(timestamp * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and message_id/recipient when a line has them."""
+    """One JSON object per line: time (RFC 3339 UTC), level, logger, message, and message_id/recipient when a line
+    has them."""
 
     FIELDS = ("message_id", "recipient", "state", "attempt", "mx_host")
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "time": rfc3339_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -278,32 +331,27 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(config))
-
-
-def _mask_secrets(value: Any) -> Any:
-    """Route passwords and the like never reach the terminal or a log."""
-    if isinstance(value, dict):
-        return {k: "********" if k == "password" and v else _mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask_secrets(v) for v in value]
-    return value
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve(config))
+    except StartupError as exc:  # one line and a status of its own (see relay.startup), not a traceback
+        print(f"relay: {exc}", file=sys.stderr)
+        return exc.status
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    data = {
-        name: _mask_secrets(dataclasses.asdict(getattr(config, name)))
-        for name in ("server", "smtp", "http", "delivery", "dns", "dkim")
-    }
+    """Every section as the config file takes it (secrets masked); settings that resolve at start-up
+    ("auto") are shown with what they resolve to on this machine."""
+    from relay.config_toml import as_written, to_toml
+
+    sections = as_written(config)
+    resolved = {("server", "acceptors"): config.server.acceptor_processes}
     if args.json:
-        _print_json(data)
-    else:
-        print(f"{config.source}: ok")
-        for section, values in data.items():
-            print(f"[{section}]")
-            for key, value in values.items():
-                print(f"  {key} = {value}")
+        _print_json({**sections, "resolved": {f"{s}.{k}": v for (s, k), v in resolved.items()}})
+        return 0
+    print(f"# {config.source}: ok (the effective settings, secrets masked)")
+    notes = {key: f"resolves to {value} here" for key, value in resolved.items()}
+    print(to_toml(sections, notes), end="")
     return 0
 
 
@@ -422,41 +470,140 @@ def cmd_queue(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_send(args: argparse.Namespace, config: Config) -> int:
+SEND_PASSWORD_ENV = "RELAY_SEND_PASSWORD"
+TLS_CHOICES = ("none", "starttls", "implicit")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
+_REPLACEABLE = ("From", "To", "Subject", "Date", "Message-ID")
+
+
+class UsageError(Exception):
+    """A bad option value, reported as ``relay: ...`` with exit status 2."""
+
+
+def _send_target(args: argparse.Namespace, config: Config) -> tuple[str, int]:
+    """Host and port from --server/--port, else from the config's listeners (loopback for a wildcard)."""
+    default_port = 465 if args.tls == "implicit" else 587
     if args.server:
-        host, port = config_mod.parse_hostport(args.server)
-    elif config.smtp.listen:
-        host, port = config.smtp.listen[0]
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        try:
+            host, port = config_mod.parse_hostport(args.server, default_port=default_port)
+        except ValueError as exc:
+            raise UsageError(f"--server: {exc}") from None
     else:
-        print("relay: no [smtp] listen address to send to; use --server", file=sys.stderr)
-        return 2
-    msg = EmailMessage()
-    msg["From"] = args.sender
-    msg["To"] = ", ".join(args.to)
-    msg["Subject"] = args.subject
-    msg["Message-ID"] = make_msgid(domain=config.server.hostname)
-    msg.set_content(args.body)
+        listeners = config.smtp.tls_listen if args.tls == "implicit" else config.smtp.listen
+        if not listeners:
+            raise UsageError("no [smtp] listen address to send to; use --server")
+        host, port = listeners[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    if args.port is not None:
+        if not 0 < args.port < 65536:
+            raise UsageError("--port must be between 1 and 65535")
+        port = args.port
+    return host, port
+
+
+def _extra_headers(values: list[str]) -> list[tuple[str, str]]:
+    headers = []
+    for text in values:
+        name, colon, value = text.partition(":")
+        if not colon or not _HEADER_NAME.fullmatch(name):
+            raise UsageError(f'--header {text!r}: expected "Name: value"')
+        if "\r" in value or "\n" in value:
+            raise UsageError(f"--header {name}: a value cannot contain a line break")
+        headers.append((name, value.strip()))
+    return headers
+
+
+def _attach(msg: EmailMessage, path: str) -> None:
     try:
-        with smtplib.SMTP(host, port, local_hostname="localhost", timeout=30) as smtp:
-            refused = smtp.sendmail(args.sender, args.to, msg.as_bytes())
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--attach {path}: {exc.strerror}") from None
+    ctype, encoding = mimetypes.guess_type(path)
+    if ctype is None or encoding is not None:  # unknown, or compressed (.gz): bytes as they are
+        ctype = "application/octet-stream"
+    maintype, subtype = ctype.split("/", 1)
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=Path(path).name)
+
+
+def _test_message(args: argparse.Namespace, hostname: str) -> EmailMessage:
+    """The message to send, with CRLF line ends (email.policy.SMTP) as SMTP requires."""
+    extra = _extra_headers(args.header)
+    given = {name.lower() for name, _ in extra}
+    msg = EmailMessage(policy=email.policy.SMTP)
+    defaults = zip(_REPLACEABLE, (args.sender, ", ".join(args.to), args.subject, formatdate(localtime=True),
+                                  make_msgid(domain=hostname)), strict=True)  # fmt: skip
+    for name, value in defaults:
+        if name.lower() not in given:
+            msg[name] = value
+    for name, value in extra:
+        msg[name] = value
+    msg.set_content(args.body)
+    for path in args.attach:
+        _attach(msg, path)
+    return msg
+
+
+def _tls_context(insecure: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _submit(args: argparse.Namespace, host: str, port: int, password: str | None, data: bytes) -> dict[str, Any]:
+    """Submit over SMTP as the options say; returns the refused recipients (smtplib's sendmail)."""
+    context = _tls_context(args.insecure)
+    smtp: smtplib.SMTP
+    if args.tls == "implicit":
+        smtp = smtplib.SMTP_SSL(host, port, local_hostname="localhost", timeout=30, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, local_hostname="localhost", timeout=30)
+    with smtp:
+        if args.tls == "starttls":
+            smtp.starttls(context=context)
+        if args.auth_user:
+            assert password is not None
+            smtp.login(args.auth_user, password)
+        return smtp.sendmail(args.sender, args.to, data)
+
+
+def cmd_send(args: argparse.Namespace, config: Config) -> int:
+    try:
+        host, port = _send_target(args, config)
+        msg = _test_message(args, config.server.hostname)
+    except UsageError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    password = None
+    if args.auth_user:
+        password = os.environ.get(SEND_PASSWORD_ENV) or getpass.getpass(f"SMTP password for {args.auth_user}: ")
+    try:
+        refused = _submit(args, host, port, password, msg.as_bytes())
+    except smtplib.SMTPAuthenticationError as exc:
+        print(f"relay: authentication failed: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except ssl.SSLCertVerificationError as exc:
+        print(f"relay: sending failed: {exc.verify_message} (--insecure to skip the check)", file=sys.stderr)
+        return 1
     except (smtplib.SMTPException, OSError) as exc:
         print(f"relay: sending failed: {exc}", file=sys.stderr)
         return 1
+    _report_sent(args, f"{host}:{port}", msg["Message-ID"], refused)
+    return 0
+
+
+def _report_sent(args: argparse.Namespace, server: str, message_id: str, refused: dict[str, Any]) -> None:
     accepted = [r for r in args.to if r not in refused]
     if args.json:
-        _print_json(
-            {
-                "server": f"{host}:{port}",
-                "accepted": accepted,
-                "refused": {k: v[1].decode() for k, v in refused.items()},
-            }
-        )
-    else:
-        print(f"queued for {', '.join(accepted)} via {host}:{port}")
-        for rcpt, (code, text) in refused.items():
-            print(f"refused {rcpt}: {code} {text.decode(errors='replace')}")
-    return 0
+        _print_json({"server": server, "tls": args.tls, "auth_user": args.auth_user, "message_id": message_id,
+                     "accepted": accepted, "refused": {k: v[1].decode() for k, v in refused.items()}})  # fmt: skip
+        return
+    how = ", ".join(x for x in (args.tls if args.tls != "none" else "", args.auth_user and f"as {args.auth_user}") if x)
+    print(f"queued for {', '.join(accepted)} via {server}" + (f" ({how})" if how else ""))
+    for rcpt, (code, text) in refused.items():
+        print(f"refused {rcpt}: {code} {text.decode(errors='replace')}")
 
 
 def _when(ts: float | None) -> str:

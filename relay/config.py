@@ -114,6 +114,37 @@ def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f'expected a network such as "127.0.0.1/32", got {value!r}') from None
 
 
+ACCEPTORS_AUTO_MAX = 4  # "auto" starts at most this many: they all share one delivering process and SQLite writer
+
+
+def parse_acceptors(value: int | str) -> int | str:
+    """``[server] acceptors``: a number of processes, or ``"auto"`` (see :func:`auto_acceptors`)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit():
+            raise ValueError(f'expected a number of processes or "auto", got {value!r}')
+        value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def auto_acceptors(cores: int) -> int:
+    """``acceptors = "auto"``: one acceptor per core beyond the delivering process's, at most
+    ACCEPTORS_AUTO_MAX; none on a single core."""
+    return min(ACCEPTORS_AUTO_MAX, max(0, cores - 1))
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, cgroup cpusets), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 # ---------------------------------------------------------------------------
 # The settings. Every field has a default and a one-line description; the
 # example config in config/relay.toml documents the same keys for operators.
@@ -149,10 +180,18 @@ class ServerConfig:
     log_format: str = _field("text", "text, or json (one object per line)")
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
     event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
-    acceptors: int = _field(0, "processes that accept SMTP/HTTP; 0 = the main process accepts and delivers")
+    acceptors: int | str = _field(
+        0, 'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare core',
+        parse_acceptors,
+    )  # fmt: skip
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
     max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)
+
+    @property
+    def acceptor_processes(self) -> int:
+        """``acceptors`` resolved: the number of acceptor processes to start."""
+        return auto_acceptors(available_cores()) if self.acceptors == "auto" else int(self.acceptors)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,6 +495,8 @@ _SECTIONS: dict[str, type] = {
 def _expected_type(field: dataclasses.Field[Any]) -> tuple[type, ...]:
     """The TOML types a key accepts, derived from its default."""
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if field.metadata.get("parse") is parse_acceptors:
+        return (int, str)
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, list):
@@ -577,8 +618,6 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [server] hostname must be a host name, got {config.server.hostname!r}")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
-    if config.server.acceptors < 0:
-        raise ConfigError(f"{where}: [server] acceptors must not be negative")
     if config.domains.key_bits not in (1024, 2048, 3072, 4096):
         raise ConfigError(f"{where}: [domains] key_bits must be 1024, 2048, 3072 or 4096")
     if config.domains.selector and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", config.domains.selector):

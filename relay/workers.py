@@ -21,10 +21,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from relay.startup import EX_CONFIG
+
 log = logging.getLogger(__name__)
 
 LISTEN_FDS_ENV = "RELAY_LISTEN_FDS"  # "smtp=5,6;smtps=7;http=8": sockets an acceptor inherits
-CONFIG_ERROR_EXIT = 78
+CONFIG_ERROR_EXIT = EX_CONFIG
 
 
 @dataclasses.dataclass

@@ -54,7 +54,7 @@ def test_check_config_prints_effective_settings(tmp_path):
         tmp_path / "relay.toml", config_dict(tmp_path / "data", delivery={"smarthost": "127.0.0.1:2525"})
     )
     data = json.loads(run_cli("check-config", "--json", config=config).stdout)
-    assert data["delivery"]["smarthost"] == ["127.0.0.1", 2525]
+    assert data["delivery"]["smarthost"] == "127.0.0.1:2525"
     assert data["server"]["hostname"] == "relay.test"
 
 
@@ -123,3 +123,15 @@ def test_json_log_lines_carry_message_and_recipient():
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "01abc delivered to=<a@x>" and line["level"] == "info"
     assert (line["message_id"], line["recipient"], line["logger"]) == ("01abc", "a@x", "relay.delivery.engine")
+
+
+def test_json_log_time_is_rfc3339_utc_with_milliseconds():
+    import logging
+
+    from relay.cli import JsonFormatter
+
+    record = logging.LogRecord("relay", logging.INFO, __file__, 1, "hello", (), None)
+    record.created = 1796121149.123  # 2026-12-01 10:32:29.123 UTC
+    assert json.loads(JsonFormatter().format(record))["time"] == "2026-12-01T10:32:29.123Z"
+    record.created = 1796121149.9996  # rounds up into the next second, never to ".1000"
+    assert json.loads(JsonFormatter().format(record))["time"] == "2026-12-01T10:32:30.000Z"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import shutil
 import smtplib
 import socket
@@ -83,6 +84,21 @@ async def test_starttls_then_auth_plain_and_login_deliver(smtp_relay, sink):
     queue_id = text.decode().rsplit(" ", 1)[1]
     await wait_for_states(relay.store, queue_id, ["delivered"])
     assert (await relay.store.message(queue_id)).tags == ["app"]
+
+
+async def test_a_successful_auth_logs_no_deprecation_warning(smtp_relay, sink, caplog):
+    """aiosmtpd's smtp_AUTH sets the deprecated Session.login_data on every success, which logs a warning."""
+    relay, cred, password = await smtp_relay(tls_listen=["127.0.0.1:0"])
+    caplog.set_level(logging.DEBUG)
+    for port, implicit in ((relay.smtp_addresses[0][1], False), (relay.smtps_addresses[0][1], True)):
+        for mechanism in ("PLAIN", "LOGIN"):
+            code, _ = await asyncio.to_thread(send_authenticated, port, cred.username, password,
+                                              mechanism=mechanism, implicit=implicit)  # fmt: skip
+            assert code == 250
+    await sink.handler.wait_for(4)
+    assert sum("AUTH ok" in r.getMessage() for r in caplog.records) == 4  # the logins were seen by caplog
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "mail.log"] == []
 
 
 async def test_ehlo_advertises_extensions_and_auth_only_after_tls(smtp_relay):

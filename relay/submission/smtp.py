@@ -181,6 +181,10 @@ class SubmissionHandler:
         self.authenticator = authenticator
         self.limiter = RateLimiter()
 
+    async def handle_AUTH(self, server: SubmissionSMTP, session: Session, envelope: Envelope, args: list[str]) -> Any:
+        """AUTH once aiosmtpd has checked it may happen (EHLO, TLS, a known mechanism): see ``authenticate``."""
+        return await server.authenticate(args)
+
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
@@ -476,6 +480,25 @@ class SubmissionSMTP(ChunkedData):
 
     def eof_received(self) -> bool | None:
         return False if self._refused else super().eof_received()
+
+    async def authenticate(self, args: list[str]) -> str | None:
+        """Run the AUTH mechanism and apply its result: the reply to send (None: it was sent already).
+
+        aiosmtpd's smtp_AUTH would do this too, but it also sets the deprecated ``Session.login_data``
+        on every success, which logs a deprecation warning per login; relay keeps the credential in
+        ``Session.auth_data`` only.
+        """
+        assert self.session is not None
+        result = await self._auth_methods[args[0]].method(self, args)
+        if not isinstance(result, AuthResult):  # only AuthResult-style mechanisms are registered
+            raise TypeError(f"AUTH {args[0]} returned {result!r}, not an AuthResult")
+        if result.success:
+            self.session.authenticated = True
+            self.session.auth_data = result.auth_data
+            return result.message or "235 2.7.0 Authentication successful"
+        if result.handled:
+            return None
+        return result.message or "535 5.7.8 Authentication credentials invalid"
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> Any:
         return await self._check(await super().auth_PLAIN(_, args))
