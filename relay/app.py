@@ -245,6 +245,7 @@ class Relay:
         self._builders: concurrent.futures.ProcessPoolExecutor | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
+        self.returned: ReturnedMail | None = None
         self._inbound_sockets: list[socket.socket] = []
         self._smtp_tls: ssl.SSLContext | None = None
         self._http_tls: ssl.SSLContext | None = None
@@ -416,7 +417,7 @@ class Relay:
     async def _start_inbound(self, store: Store) -> None:
         """Returned mail (bounces, complaints) on [inbound] listen; the process that delivers runs it."""
         inbound = self.config.inbound
-        returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
+        returned = self.returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
         factory = make_inbound_factory(returned, self.config.server.hostname, inbound.max_message_size,
                                        self.config.smtp.idle_timeout, self._smtp_tls)  # fmt: skip
         loop = asyncio.get_running_loop()
@@ -481,6 +482,8 @@ class Relay:
             await self.capacity.stop()
         if self._builders is not None:
             self._builders.shutdown(wait=False, cancel_futures=True)
+        if self.returned is not None:
+            self.returned.close()
         if self.engine is not None:
             await self.engine.stop(self.config.server.shutdown_grace)
         if self._engine_task is not None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import aiohttp
 import pytest
 
 from relay.message import prepend_headers
 from relay.webhooks import SenderSettings, WebhookSender, check_target
+from tests.test_dkim import new_key
 from tests.test_webhooks import add_hook, receiver, store  # noqa: F401, F811 (fixtures)
 
 
@@ -197,3 +199,74 @@ async def test_webhooks_connect_to_the_address_that_was_checked(store, receiver)
     finally:
         await allowed.stop()
     assert status == 200 and len(receiver.requests) == 1
+
+
+def _prose_bounce(addresses: int, paragraphs: bool) -> bytes:
+    head = "From: MAILER-DAEMON@mx.example.net\nTo: app@example.com\nSubject: Undelivered Mail Returned to Sender\n\n"
+    sep = "\n\n" if paragraphs else " "
+    return (head + "could not be delivered\n\n" + sep.join(f"<u{i}@example.net>: 550 5.1.1 unknown" for i in
+                                                            range(addresses))).encode()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda n: _prose_bounce(n // 40, True), lambda n: _prose_bounce(n // 40, False),
+     lambda n: b"Subject: Undelivered\n\ncould not be delivered\n\n" + b"a" * n,
+     lambda n: b"Subject: Undelivered\n\ncould not be delivered\n\nx@" + b"b." * (n // 2)],
+    ids=["paragraph-per-address", "one-line", "run-without-at", "long-domain"],
+)  # fmt: skip
+def test_bounce_parsing_is_linear(make):
+    """A prose bounce naming 16k addresses took 22 s; work must grow with the size, not its square."""
+    from relay.bounces.parse import parse
+
+    def seconds(size: int) -> float:
+        raw = make(size)
+        started = time.process_time()
+        parse(raw)
+        return time.process_time() - started
+
+    small, large = seconds(100_000), seconds(800_000)
+    assert large < max(0.1, small) * 8 * 2.5, (small, large)  # 8x the input: at most ~2.5x worse than linear
+    assert large < 3.0
+
+
+async def test_returned_mail_parsing_cannot_starve_submission(relay_factory, sink, monkeypatch, tmp_path):
+    """Slow reports to the (unauthenticated) inbound port wait on their own thread; a DKIM-signed
+    submission, which signs on the shared worker pool, is not held up by them."""
+    import threading
+
+    from relay.bounces import inbound
+
+    release = threading.Event()
+    real_parse = inbound.parse
+
+    def slow_parse(raw: bytes):
+        release.wait(20)
+        return real_parse(raw)
+
+    monkeypatch.setattr(inbound, "parse", slow_parse)
+    path, _ = new_key(tmp_path)
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        inbound={"listen": ["127.0.0.1:0"], "bounce_domains": ["bounces.example.com"]},
+        dkim={"domains": {"example.com": {"selector": "s1", "private_key": str(path)}}},
+    )
+    report = _prose_bounce(3, True).replace(b"\n", b"\r\n")
+    bounce = [b"EHLO mx.example.net\r\n", b"MAIL FROM:<>\r\n", b"RCPT TO:<b+x@bounces.example.com>\r\n",
+              b"DATA\r\n", report + b"\r\n.\r\n"]  # fmt: skip
+    reports = [asyncio.create_task(smtp_session(relay.inbound_addresses[0][1], bounce)) for _ in range(12)]
+    await asyncio.sleep(0.3)  # the reports are in: one parsing, the queue full, the rest told to come back
+    try:
+        message = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: signed\r\n\r\nhi\r\n.\r\n"
+        replies = await asyncio.wait_for(
+            smtp_session(relay.smtp_addresses[0][1], [b"EHLO c.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                                                      b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n", message]),
+            5,
+        )  # fmt: skip
+        assert replies[-1].startswith("250 2.0.0"), replies
+    finally:
+        release.set()
+    answers = [r[-1][:9] for r in await asyncio.gather(*reports)]
+    assert answers.count("451 4.3.2") >= 3 and all(a[:3] in ("250", "451") for a in answers), answers
+    [arrived] = await sink.handler.wait_for(1)
+    assert arrived.data.startswith(b"DKIM-Signature:")

@@ -18,6 +18,7 @@ be one of its recipients.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import ssl
@@ -37,6 +38,12 @@ from relay.suppression import normalize_address
 log = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 50
+PARSE_THREADS = 1  # returned messages read at once (parsing is linear: ~0.5 s per MB at worst)
+PARSE_QUEUE = 8  # waiting beyond that; more get 451 4.3.2 and come back later
+
+
+class Busy(Exception):
+    """The parser's queue is full."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,13 @@ class ReturnedMail:
         self.store = store
         self.verp = verp
         self.feedback = {normalize_address(a) for a in feedback_addresses}
+        # Anyone may send to this listener: its parsing runs on a thread of its own, with a short
+        # queue, so it never waits in (or fills) the pool that DKIM signing and AUTH checks use.
+        self._parser = concurrent.futures.ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="bounce-parse")
+        self._parsing = asyncio.Semaphore(PARSE_THREADS + PARSE_QUEUE)
+
+    def close(self) -> None:
+        self._parser.shutdown(wait=False, cancel_futures=True)
 
     def accepts(self, address: str) -> bool:
         if normalize_address(address) in self.feedback:
@@ -63,7 +77,10 @@ class ReturnedMail:
         return self.verp is not None and self.verp.is_bounce_address(address)
 
     async def receive(self, raw: bytes, rcpt_tos: Sequence[str]) -> list[Recorded]:
-        parsed = await asyncio.to_thread(parse, raw)
+        if self._parsing.locked():
+            raise Busy("too many returned messages are being read")
+        async with self._parsing:
+            parsed = await asyncio.get_running_loop().run_in_executor(self._parser, parse, raw)
         if not parsed.reports:
             log.info("returned mail to %s: nothing to record (%s)", ", ".join(rcpt_tos), parsed.kind)
             return []
@@ -163,6 +180,9 @@ class InboundHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         try:
             recorded = await self.returned.receive(raw, envelope.rcpt_tos)
+        except Busy:
+            log.warning("returned mail to %s deferred: the parser is busy", ", ".join(envelope.rcpt_tos))
+            return "451 4.3.2 too many reports being read now; try again later"
         except Exception:
             log.exception("could not record returned mail to %s", ", ".join(envelope.rcpt_tos))
             return "451 4.3.0 could not record this report now; try again later"

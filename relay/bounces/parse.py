@@ -251,7 +251,11 @@ def _message_id_in_text(text: str) -> str | None:
     return matches[-1] if matches else None
 
 
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]{2,}")
+# The lookbehind starts a match only where a local part can start: without it, a long run of
+# local-part characters with no @ was scanned again from each of its positions (quadratic).
+_ADDRESS = re.compile(
+    r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]{2,}"
+)
 
 
 def _addresses(msg: email.message.Message, *names: str) -> tuple[str, ...]:
@@ -452,6 +456,9 @@ _COPY_MARKER = re.compile(
     r"|your message reads|copy of (?:the |your )?original message|-{3,} ?original message ?-{3,}"
     r"|header of the original message|^(?:return-path|received):)",
 )
+MAX_REPORTS = 1000  # failed recipients read from one prose bounce (a real one names a handful)
+SECTION_PARAGRAPHS = 20  # paragraphs that may describe one address
+
 _NOT_RECIPIENTS = re.compile(
     r"^(?:mailer-daemon|postmaster|abuse|hostmaster|root|noreply|no-reply|donotreply|do-not-reply|bounce|bounces"
     r"|b\+.*)@",
@@ -481,10 +488,13 @@ def _parse_prose(msg: email.message.Message, original_id: str | None, recipients
     sections = _sections(explanation, failed)
     permanent = not _DELAY.search(explanation)
     reports = []
+    classified: dict[str, tuple[str | None, Classification]] = {}  # one reading per distinct section
     for address in failed:
         section = sections.get(address) or explanation
-        host = _host_in(section)
-        c = _classify(enhanced_status(section), section, host, permanent)
+        if section not in classified:
+            host = _host_in(section)
+            classified[section] = host, _classify(enhanced_status(section), section, host, permanent)
+        host, c = classified[section]
         reports.append(Report(address, c.status, "failed", c.kind, c.reason, _squash(section), host, original_id))
     if not reports:
         return Parsed("prose" if looks_bounced else "not_a_bounce", [], original_id, recipients)
@@ -517,36 +527,50 @@ def _failed_addresses(msg: email.message.Message, explanation: str, recipients: 
     if header:
         return list(header)
     own = set(_addresses(msg, "from", "to", "reply-to", "sender", "return-path")) | set(senders)
-    named: list[str] = []
+    named: dict[str, None] = {}  # in order of appearance
     for match in _ADDRESS.finditer(explanation):
         address = match.group(0).lower().strip(".")
         if address in own or address in named or address == original_id or _NOT_RECIPIENTS.match(address):
             continue
-        named.append(address)
-    in_original = [a for a in named if a in recipients]
-    return in_original or named
+        named[address] = None
+        if len(named) >= MAX_REPORTS:
+            break
+    originals = set(recipients)
+    in_original = [a for a in named if a in originals]
+    return in_original or list(named)
 
 
 def _sections(text: str, addresses: list[str]) -> dict[str, str]:
     """What the text says about each address: the paragraphs that name it, each with the paragraphs
     after it that name no other failed address. Paragraphs with a reply code are preferred; an
-    address no paragraph names gets the whole text."""
+    address no paragraph names gets the whole text. Linear in the text: each paragraph is searched
+    once for the addresses it names, and an address collects at most SECTION_PARAGRAPHS paragraphs."""
     paragraphs = [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
-    lowered = [p.lower() for p in paragraphs]
+    failed = set(addresses)
+    naming: dict[str, list[int]] = {}  # address → the paragraphs that name it
+    names_a_failed = []
+    for i, paragraph in enumerate(paragraphs):
+        found = {m.group(0).lower().strip(".") for m in _ADDRESS.finditer(paragraph)} & failed
+        names_a_failed.append(bool(found))
+        for address in found:
+            naming.setdefault(address, []).append(i)
+    coded: dict[int, bool] = {}
     out = {}
     for address in addresses:
-        needle = address.lower()
-        mine: list[str] = []
-        i = 0
-        while i < len(paragraphs):
-            if needle not in lowered[i]:
-                i += 1
+        mine: list[int] = []
+        for i in naming.get(address, ()):
+            if len(mine) >= SECTION_PARAGRAPHS:
+                break
+            if mine and mine[-1] >= i:
                 continue
-            mine.append(paragraphs[i])
-            i += 1
-            while i < len(paragraphs) and not any(a.lower() in lowered[i] for a in addresses):
-                mine.append(paragraphs[i])
-                i += 1
-        coded = [p for p in mine if reply_code(p) or enhanced_status(p)]
-        out[address] = "\n\n".join(coded or mine or [text])[:4000]
+            mine.append(i)
+            j = i + 1
+            while j < len(paragraphs) and not names_a_failed[j] and len(mine) < SECTION_PARAGRAPHS:
+                mine.append(j)
+                j += 1
+        for i in mine:
+            if i not in coded:
+                coded[i] = bool(reply_code(paragraphs[i]) or enhanced_status(paragraphs[i]))
+        chosen = [paragraphs[i] for i in mine if coded[i]] or [paragraphs[i] for i in mine] or [text]
+        out[address] = "\n\n".join(chosen)[:4000]
     return out
