@@ -242,13 +242,14 @@ class MessagesView:
     @staticmethod
     def _accepted(message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str],
                   send_at: float | None) -> dict[str, Any]:  # fmt: skip
+        waiting = "scheduled" if send_at is not None else "queued"  # the state GET /v1/messages/{id} shows
         return {
             "id": message.id,
-            "status": "scheduled" if send_at is not None else "queued",
+            "status": waiting,
             **({"send_at": iso(send_at)} if send_at is not None else {}),
             "recipients": [
                 {"email": r, "status": "suppressed", "reason": suppressed[r]} if r in suppressed
-                else {"email": r, "status": "queued"}
+                else {"email": r, "status": waiting}
                 for r in recipients
             ],
         }  # fmt: skip

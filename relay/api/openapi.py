@@ -110,7 +110,7 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["email", "status"],
                     "properties": {
                         "email": _STR,
-                        "status": {"enum": ["queued", "suppressed"]},
+                        "status": {"enum": ["queued", "scheduled", "suppressed"]},
                         "reason": {**_STR, "description": "why a suppressed recipient is suppressed"},
                     },
                 },
