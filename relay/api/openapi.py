@@ -460,6 +460,7 @@ SCHEMAS["Suppression"] = {
         "expires_at": {**_TIME, "description": "null: until removed"},
     },
 }
+_BOUNCE_KINDS = ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]
 SCHEMAS["Bounce"] = {
     "type": "object",
     "required": ["id", "at", "email", "type", "reason", "source"],
@@ -467,7 +468,7 @@ SCHEMAS["Bounce"] = {
         "id": {"type": "integer"},
         "at": _TIME,
         "email": _STR,
-        "type": {"enum": ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]},
+        "type": {"enum": _BOUNCE_KINDS},
         "reason": _STR,
         "code": {"type": ["integer", "null"]},
         "status": {**_NULLABLE_STR, "description": "enhanced status code, e.g. 5.1.1"},
@@ -562,7 +563,16 @@ PATHS["/v1/bounces"] = {
         "summary": "Bounces, newest first (scope suppressions)",
         "parameters": [
             *_PAGE_PARAMS,
-            *({"name": n, "in": "query", "schema": _STR} for n in ("type", "email", "message_id")),
+            {
+                "name": "kind",
+                "in": "query",
+                "schema": {"enum": _BOUNCE_KINDS},
+                "description": "hard, soft, block, complaint, auto_reply or unknown (also accepted as type)",
+            },
+            {"name": "type", "in": "query", "schema": {"enum": _BOUNCE_KINDS}, "description": "same as kind"},
+            {"name": "recipient", "in": "query", "schema": _STR, "description": "the address (also accepted as email)"},
+            {"name": "email", "in": "query", "schema": _STR, "description": "same as recipient"},
+            {"name": "message_id", "in": "query", "schema": _STR},
         ],  # fmt: skip
         "responses": {"200": _page_of("Bounce"), **_errors(400)},
     }
