@@ -207,6 +207,18 @@ async def test_attachments_inline_images_and_custom_headers_reach_the_sink(api, 
         ({**MESSAGE, "send_at": "2099-01-01T00:00:00Z"}, 400, "invalid_field", "send_at"),
         ({**MESSAGE, "send_at": "next tuesday"}, 400, "invalid_field", "send_at"),
         ({**MESSAGE, "to": ["ok@example.org", "broken"]}, 400, "invalid_field", "to[1]"),
+        ({**MESSAGE, "to": ["ok@example.org", {"email": "broken"}]}, 400, "invalid_field", "to[1].email"),
+        ({**MESSAGE, "to": [{"name": "No Address"}]}, 400, "missing_field", "to[0].email"),
+        ({**MESSAGE, "cc": {"email": "a@example.org", "name": 7}}, 400, "invalid_field", "cc.name"),
+        (
+            {**MESSAGE, "bcc": [{"email": "a@example.org", "name": "A\r\nBcc: x@evil.example"}]},
+            400,
+            "invalid_field",
+            "bcc[0].name",
+        ),
+        ({**MESSAGE, "reply_to": {"email": "Ann <ann@example.org>"}}, 400, "invalid_field", "reply_to.email"),
+        ({**MESSAGE, "from": {"email": ["app@example.com"]}}, 400, "invalid_field", "from.email"),
+        ({**MESSAGE, "to": 42}, 400, "invalid_field", "to"),
     ],
 )
 async def test_validation_errors_name_the_field(api, payload, status, code, field):
@@ -215,6 +227,40 @@ async def test_validation_errors_name_the_field(api, payload, status, code, fiel
         error = (await resp.json())["error"]
     assert (error["code"], error["field"]) == (code, field)
     assert api.messages_in_store() == 0
+
+
+async def test_addresses_as_objects_with_names_reach_the_sink(api, sink):
+    payload = {
+        **MESSAGE,
+        "from": {"email": "app@example.com", "name": "Acme, Inc."},
+        "to": [{"email": "ann@example.org", "name": "Ann Ö"}, "Bob <bob@example.org>"],
+        "cc": {"email": "carol@example.org"},
+        "bcc": [{"email": "dave@example.org", "name": "Dave"}],
+        "reply_to": {"email": "help@example.com", "name": "Help"},
+    }
+    async with api.request("POST", "/v1/messages", json=payload) as resp:
+        assert resp.status == 202, await resp.text()
+        recipients = [r["email"] for r in (await resp.json())["recipients"]]
+    assert recipients == ["ann@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
+    (received,) = await sink.handler.wait_for(4)
+    assert received.mail_from == "app@example.com" and sorted(received.rcpt_tos) == sorted(recipients)
+    msg = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert msg["From"].addresses[0].display_name == "Acme, Inc." and msg["From"].addresses[0].addr_spec == (
+        "app@example.com")  # fmt: skip
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [("Ann Ö", "ann@example.org"),
+                                                                            ("Bob", "bob@example.org")]  # fmt: skip
+    assert msg["Cc"] == "carol@example.org" and msg["Bcc"] is None
+    assert msg["Reply-To"].addresses[0].display_name == "Help"
+
+    batch = {"messages": [{**MESSAGE, "to": {"email": "eve@example.org", "name": "Eve"}},
+                          {**MESSAGE, "to": [{"email": "nobody"}]}]}  # fmt: skip
+    async with api.request("POST", "/v1/messages/batch", json=batch) as resp:
+        result = await resp.json()
+    assert resp.status == 202 and result["queued"] == 1
+    assert result["results"][1]["error"]["field"] == "messages[1].to[0].email"
+    personal = {"message": MESSAGE, "recipients": [{"to": {"email": "fay@example.org", "name": "Fay"}}]}
+    async with api.request("POST", "/v1/messages/batch", json=personal) as resp:
+        assert resp.status == 202 and (await resp.json())["queued"] == 1
 
 
 async def test_show_list_filter_and_paginate(api):

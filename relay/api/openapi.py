@@ -17,9 +17,15 @@ _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+_ADDRESS_ITEM = {"oneOf": [_STR, {"$ref": "#/components/schemas/Address"}]}
+_ADDRESS = {
+    **_ADDRESS_ITEM,
+    "description": '"user@example.com", "Name <user@example.com>" or {"email": "user@example.com", "name": "Name"}',
+}
 _ADDRESSES = {
-    "oneOf": [_STR, {"type": "array", "items": _STR}],
-    "description": '"user@example.com", "Name <user@example.com>", or a list of those',
+    "oneOf": [*_ADDRESS_ITEM["oneOf"], {"type": "array", "items": _ADDRESS_ITEM}],
+    "description": '"user@example.com", "Name <user@example.com>", {"email": "user@example.com", "name": "Name"},'
+    " or a list of those",
 }
 
 
@@ -52,6 +58,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _ID = {"name": "id", "in": "path", "required": True, "schema": _STR}
 
 SCHEMAS: dict[str, Any] = {
+    "Address": {
+        "type": "object",
+        "required": ["email"],
+        "properties": {
+            "email": {**_STR, "description": "the bare address: user@example.com"},
+            "name": {**_STR, "description": "the display name"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -78,7 +92,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["from", "to"],
         "description": "Give text, html or both. Unknown fields are ignored.",
         "properties": {
-            "from": _STR,
+            "from": _ADDRESS,
             "to": _ADDRESSES,
             "cc": _ADDRESSES,
             "bcc": _ADDRESSES,
