@@ -185,7 +185,24 @@ SCHEMAS: dict[str, Any] = {
             "message_id": _NULLABLE_STR,
             "created_at": _TIME,
             "expires_at": _TIME,
+            "deleted": {"type": "boolean", "description": "in the answer to DELETE only"},
         },
+    },
+    "Quota": {
+        "type": "object",
+        "required": ["limit", "used", "remaining", "period", "resets_at"],
+        "properties": {
+            "limit": {**_NULLABLE_INT, "description": "messages per period; null: no limit"},
+            "used": {"type": ["integer", "null"], "description": "null: not counted (the key has no quota)"},
+            "remaining": {"type": ["integer", "null"]},
+            "period": {**_STR, "description": "2026-12-01 or 2026-12 (UTC)"},
+            "resets_at": _TIME,
+        },
+    },
+    "Quotas": {
+        "type": "object",
+        "required": ["api_key_id", "daily", "monthly"],
+        "properties": {"api_key_id": _STR, "daily": _ref("Quota"), "monthly": _ref("Quota")},
     },
     "SmtpCredentialRequest": {
         "type": "object",
@@ -303,6 +320,21 @@ PATHS: dict[str, Any] = {
             "summary": "An Idempotency-Key record of the calling API key (scope send)",
             "parameters": [{"name": "key", "in": "path", "required": True, "schema": _STR}],
             "responses": {"200": _json(_ref("IdempotencyRecord"), "The record"), **_errors(404)},
+        },
+        "delete": {
+            "summary": "Delete an Idempotency-Key record of the calling API key, so the key may be used for a new"
+            " request (scope send)",
+            "parameters": [{"name": "key", "in": "path", "required": True, "schema": _STR}],
+            "responses": {
+                "200": _json(_ref("IdempotencyRecord"), "The deleted record, with deleted: true"),
+                **_errors(404, 409),
+            },
+        },
+    },
+    "/v1/quotas": {
+        "get": {
+            "summary": "The calling API key's sending quotas: limits and use this UTC day and month (any scope)",
+            "responses": {"200": _json(_ref("Quotas"), "OK")},
         }
     },
     "/v1/api-keys": {
@@ -617,7 +649,7 @@ SCHEMAS["Event"] = {
         "details": {
             "type": "object",
             "description": "attempt, mx_host, ip, tls, smtp_code, enhanced_status, response, classification, reason,"
-            " next_attempt_at (what applies), description",
+            " next_attempt_at, send_at (what applies; times in ISO 8601), description",
         },  # fmt: skip
     },
 }
@@ -790,6 +822,8 @@ PATHS["/v1/scheduled-messages"] = {
             "parameters": _PAGE_PARAMS, "responses": {"200": _json({"type": "object"}, "A page"), **_errors(400)}},
 }  # fmt: skip
 PATHS["/v1/scheduled-messages/{id}"] = {
+    "get": {"summary": "A message waiting for its send_at (scope read); 404 once sent or cancelled",
+            "parameters": [_ID], "responses": {"200": _json(_ref("Message"), "The message"), **_errors(404)}},
     "patch": {"summary": "Move a scheduled message to another time in the future (scope send)", "parameters": [_ID],
               "requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "type": "object", "required": ["send_at"], "properties": {"send_at": _STR}}}}},

@@ -121,9 +121,22 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
                {"send_at": scheduled} if scheduled is not None else None)  # fmt: skip
 
 
+def _periods(now: float) -> tuple[str, str]:
+    """The key_usage periods ``now`` falls in: the UTC day and month."""
+    return time.strftime("d:%Y-%m-%d", time.gmtime(now)), time.strftime("m:%Y-%m", time.gmtime(now))
+
+
+def key_usage(conn: sqlite3.Connection, api_key_id: str, now: float) -> tuple[int, int]:
+    """Messages counted against a key's quota this UTC day and month (counted only for keys with a quota)."""
+    day, month = _periods(now)
+    counts = dict(conn.execute(
+        "SELECT period, count FROM key_usage WHERE api_key_id = ? AND period IN (?, ?)", (api_key_id, day, month)
+    ).fetchall())  # fmt: skip
+    return counts.get(day, 0), counts.get(month, 0)
+
+
 def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
-    day = time.strftime("d:%Y-%m-%d", time.gmtime(now))
-    month = time.strftime("m:%Y-%m", time.gmtime(now))
+    day, month = _periods(now)
     for period, limit in ((day, quota.daily), (month, quota.monthly)):
         if limit is None:
             continue

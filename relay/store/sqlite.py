@@ -180,6 +180,17 @@ class Store:
         now = self.clock.now()
         return await self.db.lookup(lambda c: idem.get(c, api_key_id, key, now))
 
+    async def forget_idempotency_record(self, api_key_id: str, key: str
+                                        ) -> tuple[idem.IdempotencyRecord | None, bool]:  # fmt: skip
+        """Delete a finished record: (the record or None, whether it was deleted)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: idem.forget(c, api_key_id, key, now))
+
+    async def key_usage(self, api_key_id: str) -> tuple[int, int]:
+        """Messages counted against the key's quotas this UTC day and month."""
+        now = self.clock.now()
+        return await self.db.read(lambda c: q.key_usage(c, api_key_id, now))
+
     async def prune(self) -> int:
         """Drop expired idempotency records."""
         now = self.clock.now()
