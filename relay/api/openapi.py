@@ -44,6 +44,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         402: "Sending quota exhausted",
         403: "Missing scope, IP not allowed, or TLS required",
         404: "Not found",
+        405: "Method not allowed (see Allow)",
         409: "A request with this Idempotency-Key is in progress, or the resource already exists",
         413: "Body or message too large",
         415: "Body is not JSON",
@@ -396,7 +397,13 @@ PATHS["/v1/smtp-credentials/{id}"] = {
 }
 
 
-_DOMAIN = {"name": "domain", "in": "path", "required": True, "schema": _STR}
+_DOMAIN = {
+    "name": "domain",
+    "in": "path",
+    "required": True,
+    "schema": {**_STR, "not": {"enum": ["scheduled", "resend"]}},
+    "description": "a destination domain ('scheduled' and 'resend' name operations instead)",
+}
 _REASON_BODY = {
     "required": False,
     "content": {"application/json": {"schema": {"type": "object", "properties": {"reason": _STR}}}},
@@ -437,7 +444,7 @@ PATHS["/v1/sending-queues/{domain}/retry"] = {
     "post": {
         "summary": "Make the domain's waiting recipients due now (scope admin)",
         "parameters": [_DOMAIN],
-        "responses": {"200": _QUEUE_ACTION, **_errors()},
+        "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}/suspend"] = {
@@ -458,14 +465,14 @@ PATHS["/v1/sending-queues/{domain}/suspend"] = {
                 }
             },
         },
-        "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
+        "responses": {"200": _QUEUE_ACTION, **_errors(400, 404, 405, 415)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}/resume"] = {
     "post": {
         "summary": "End a suspension (scope admin)",
         "parameters": [_DOMAIN],
-        "responses": {"200": _QUEUE_ACTION, **_errors(404)},
+        "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}/bounce"] = {
@@ -473,16 +480,47 @@ PATHS["/v1/sending-queues/{domain}/bounce"] = {
         "summary": "Bounce the domain's waiting recipients (scope admin)",
         "parameters": [_DOMAIN],
         "requestBody": _REASON_BODY,
-        "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
+        "responses": {"200": _QUEUE_ACTION, **_errors(400, 404, 405, 415)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}"] = {
     "delete": {
         "summary": "Purge the domain's waiting recipients from the queue, without bounces (scope admin)",
         "parameters": [_DOMAIN],
-        "responses": {"200": _QUEUE_ACTION, **_errors()},
+        "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
     }  # fmt: skip
 }
+PATHS["/v1/sending-queues/scheduled"] = {
+    "delete": {
+        "summary": "Cancel every scheduled message not yet due; its recipients end cancelled (scope admin)",
+        "responses": {"200": _json({"type": "object", "required": ["queue", "cancelled_messages",
+                                                                   "cancelled_recipients"],
+                                    "properties": {"queue": {"const": "scheduled"},
+                                                   "cancelled_messages": {"type": "integer"},
+                                                   "cancelled_recipients": {"type": "integer"}}}, "Done")},
+    }
+}  # fmt: skip
+SCHEMAS["Resend"] = {
+    "type": "object",
+    "required": ["message_id", "queued", "recipients"],
+    "properties": {
+        "message_id": _STR,
+        "queued": {"type": "integer", "description": "recipients queued again"},
+        "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "previous_status", "result"],
+                       "properties": {"email": _STR, "previous_status": _STR,
+                                      "result": {"enum": ["queued", "suppressed", "unchanged"]},
+                                      "reason": {**_STR, "description": "why a recipient stays suppressed"}}}},
+    },
+}  # fmt: skip
+PATHS["/v1/sending-queues/resend"] = {
+    "post": {
+        "summary": "Queue a message's bounced and failed recipients again, unless suppressed now (scope admin)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["message_id"], "properties": {"message_id": _STR}}}}},
+        "responses": {"200": _json(_ref("Resend"), "What happened to each recipient"),
+                      **_errors(400, 404, 409, 415)},
+    }
+}  # fmt: skip
 PATHS["/v1/messages/{id}/retry"] = {
     "post": {
         "summary": "Make a message's waiting recipients due now (scope admin)",

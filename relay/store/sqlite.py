@@ -116,6 +116,16 @@ class Store:
         now = self.clock.now()
         return await self.db.write(lambda c: q.purge(c, now, selection))
 
+    async def cancel_scheduled(self) -> tuple[int, int]:
+        """Cancel every scheduled message not yet due: (messages, recipients)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.cancel_scheduled(c, now))
+
+    async def resend(self, message_id: str) -> list[q.Resent] | None:
+        """Queue a message's bounced and failed recipients again unless suppressed now (None: no such message)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.resend(c, message_id, now))
+
     async def suspend_domain(self, domain: str, duration: float, reason: str = "") -> float:
         until = self.clock.now() + duration
         await self.db.write(lambda c: q.suspend_domain(c, domain, until, reason))
