@@ -91,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
     "MessageRequest": {
         "type": "object",
         "required": ["from", "to"],
-        "description": "Give text, html or both. Unknown fields are ignored.",
+        "description": "Give text, html or both, or template_id (and variables). Unknown fields are ignored.",
         "properties": {
             "from": _ADDRESS,
             "to": _ADDRESSES,
@@ -109,6 +109,9 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "number", "null"],
                 "description": "ISO 8601 time (or unix seconds) to send at; past: now",
             },
+            "template_id": {**_NULLABLE_STR, "description": "render subject, html and text from this template"},
+            "template_version": {"type": ["integer", "null"], "description": "a version of it (default: current)"},
+            "variables": {"type": ["object", "null"], "description": "the template's variables"},
         },
     },
     "MessageAccepted": {
@@ -168,6 +171,7 @@ SCHEMAS: dict[str, Any] = {
             "size": {"type": "integer"},
             "tags": {"type": "array", "items": _STR},
             "metadata": {"type": "object"},
+            "send_at": {**_TIME, "description": "when it was scheduled for; null: sent at once"},
             "recipients": {"type": "array", "items": _ref("Recipient")},
             "cancelled": {"type": "array", "items": _STR},
         },
@@ -845,7 +849,7 @@ _VERIFY = {
     "parameters": [_DOMAIN_ID],
     "responses": {"200": _json(_ref("Domain"), "With checks"), **_errors(404)},
 }
-PATHS["/v1/domains/{id}/verify"] = {"get": _VERIFY, "post": _VERIFY}
+PATHS["/v1/domains/{id}/verify"] = {"get": {**_VERIFY}, "post": {**_VERIFY}}  # each gets its own operationId
 PATHS["/v1/domains/{id}/rotate-dkim"] = {
     "post": {"summary": "A new DKIM key to publish next to the current one; it signs once verify sees it"
                         " (scope domains)", "parameters": [_DOMAIN_ID],
@@ -947,10 +951,117 @@ PATHS["/v1/messages/batch"] = {
 }  # fmt: skip
 
 
+# Stable names for generated clients (send_message, not post_v1_messages), and the group each goes in.
+# Every operation needs one: tests/test_openapi.py checks it.
+OPERATIONS: dict[tuple[str, str], str] = {
+    ("get", "/healthz"): "health_check",
+    ("get", "/v1/openapi.json"): "get_openapi_document",
+    ("get", "/v1/scopes"): "list_scopes",
+    ("get", "/metrics"): "get_metrics",
+    ("post", "/v1/messages"): "send_message",
+    ("get", "/v1/messages"): "list_messages",
+    ("post", "/v1/messages/batch"): "send_batch",
+    ("get", "/v1/messages/{id}"): "get_message",
+    ("delete", "/v1/messages/{id}"): "cancel_message",
+    ("get", "/v1/idempotency/records/{key}"): "get_idempotency_record",
+    ("delete", "/v1/idempotency/records/{key}"): "delete_idempotency_record",
+    ("get", "/v1/quotas"): "get_quotas",
+    ("get", "/v1/scheduled-messages"): "list_scheduled_messages",
+    ("get", "/v1/scheduled-messages/{id}"): "get_scheduled_message",
+    ("patch", "/v1/scheduled-messages/{id}"): "reschedule_message",
+    ("delete", "/v1/scheduled-messages/{id}"): "cancel_scheduled_message",
+    ("post", "/v1/api-keys"): "create_api_key",
+    ("get", "/v1/api-keys"): "list_api_keys",
+    ("get", "/v1/api-keys/{id}"): "get_api_key",
+    ("delete", "/v1/api-keys/{id}"): "revoke_api_key",
+    ("post", "/v1/smtp-credentials"): "create_smtp_credential",
+    ("get", "/v1/smtp-credentials"): "list_smtp_credentials",
+    ("get", "/v1/smtp-credentials/{id}"): "get_smtp_credential",
+    ("delete", "/v1/smtp-credentials/{id}"): "revoke_smtp_credential",
+    ("get", "/v1/sending-queues"): "list_sending_queues",
+    ("post", "/v1/sending-queues/{domain}/retry"): "retry_domain_queue",
+    ("post", "/v1/sending-queues/{domain}/suspend"): "suspend_domain_queue",
+    ("post", "/v1/sending-queues/{domain}/resume"): "resume_domain_queue",
+    ("post", "/v1/sending-queues/{domain}/bounce"): "bounce_domain_queue",
+    ("delete", "/v1/sending-queues/{domain}"): "purge_domain_queue",
+    ("delete", "/v1/sending-queues/scheduled"): "purge_scheduled_messages",
+    ("post", "/v1/sending-queues/resend"): "resend_message",
+    ("post", "/v1/messages/{id}/retry"): "retry_message",
+    ("get", "/v1/suppressions"): "list_suppressions",
+    ("post", "/v1/suppressions"): "create_suppressions",
+    ("get", "/v1/suppressions/{email}"): "get_suppression",
+    ("delete", "/v1/suppressions/{email}"): "delete_suppression",
+    ("get", "/v1/allowlist"): "list_allowlist",
+    ("post", "/v1/allowlist"): "add_allowlist_entry",
+    ("delete", "/v1/allowlist/{entry}"): "delete_allowlist_entry",
+    ("get", "/v1/bounces"): "list_bounces",
+    ("get", "/v1/bounces/{id}"): "get_bounce",
+    ("get", "/v1/events"): "list_events",
+    ("get", "/v1/messages/{id}/events"): "list_message_events",
+    ("get", "/v1/stats"): "get_stats",
+    ("get", "/v1/stats/bounces"): "get_bounce_stats",
+    ("get", "/v1/webhooks"): "list_webhooks",
+    ("post", "/v1/webhooks"): "create_webhook",
+    ("get", "/v1/webhooks/{id}"): "get_webhook",
+    ("put", "/v1/webhooks/{id}"): "replace_webhook",
+    ("patch", "/v1/webhooks/{id}"): "update_webhook",
+    ("delete", "/v1/webhooks/{id}"): "delete_webhook",
+    ("post", "/v1/webhooks/{id}/rotate-secret"): "rotate_webhook_secret",
+    ("post", "/v1/webhooks/{id}/test"): "test_webhook",
+    ("get", "/v1/webhooks/{id}/deliveries"): "list_webhook_deliveries",
+    ("get", "/v1/domains"): "list_domains",
+    ("post", "/v1/domains"): "create_domain",
+    ("get", "/v1/domains/{id}"): "get_domain",
+    ("delete", "/v1/domains/{id}"): "delete_domain",
+    ("get", "/v1/domains/{id}/verify"): "check_domain",
+    ("post", "/v1/domains/{id}/verify"): "verify_domain",
+    ("post", "/v1/domains/{id}/rotate-dkim"): "rotate_domain_dkim",
+    ("get", "/v1/templates"): "list_templates",
+    ("post", "/v1/templates"): "create_template",
+    ("post", "/v1/templates/validate"): "validate_template",
+    ("get", "/v1/templates/{id}"): "get_template",
+    ("put", "/v1/templates/{id}"): "update_template",
+    ("delete", "/v1/templates/{id}"): "delete_template",
+    ("get", "/v1/templates/{id}/versions"): "list_template_versions",
+    ("get", "/v1/templates/{id}/versions/{version}"): "get_template_version",
+    ("post", "/v1/templates/{id}/versions/{version}/rollback"): "rollback_template",
+    ("post", "/v1/templates/{id}/preview"): "preview_template",
+}
+# The first path prefix that matches gives the tag.
+TAGS: list[tuple[str, str, str]] = [
+    ("/v1/messages/{id}/events", "events", "Events of recipients, and counts over time"),
+    ("/v1/messages/{id}/retry", "queues", "The queue by destination domain, and operator actions"),
+    ("/v1/messages", "messages", "Send, batch, show, list and cancel messages"),
+    ("/v1/scheduled-messages", "scheduled", "Messages waiting for their send_at"),
+    ("/v1/idempotency", "messages", ""),
+    ("/v1/quotas", "keys", ""),
+    ("/v1/api-keys", "keys", "API keys, their scopes and quotas"),
+    ("/v1/scopes", "keys", ""),
+    ("/v1/smtp-credentials", "smtp_credentials", "Credentials for SMTP submission"),
+    ("/v1/sending-queues", "queues", ""),
+    ("/v1/suppressions", "suppressions", "The suppression list, the allowlist and recorded bounces"),
+    ("/v1/allowlist", "suppressions", ""),
+    ("/v1/bounces", "suppressions", ""),
+    ("/v1/events", "events", ""),
+    ("/v1/stats", "events", ""),
+    ("/v1/webhooks", "webhooks", "Signed webhook endpoints"),
+    ("/v1/domains", "domains", "Sending domains: DKIM keys and DNS checks"),
+    ("/v1/templates", "templates", "Versioned message templates"),
+    ("/", "service", "Health, this document and metrics"),
+]
+
+
+def _tag(path: str) -> str:
+    return next(tag for prefix, tag, _ in TAGS if path.startswith(prefix))
+
+
 def document() -> dict[str, Any]:
 
     for path, item in PATHS.items():
-        for op in item.values():
+        for method, op in item.items():
+            if (method, path) in OPERATIONS:
+                op["operationId"] = OPERATIONS[method, path]
+            op["tags"] = [_tag(path)]
             if path.startswith("/v1/") and op.get("security") != []:
                 op.setdefault("responses", {}).update({k: v for k, v in _errors().items() if k not in op["responses"]})
             op["responses"].setdefault("500", _json(_ref("Error"), "Internal error"))
@@ -958,6 +1069,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "relay HTTP API", "version": __version__},
         "servers": [{"url": "/"}],
+        "tags": [{"name": tag, "description": text} for _, tag, text in TAGS if text],
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "rly_live_..."}},
