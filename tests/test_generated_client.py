@@ -87,6 +87,8 @@ async def test_a_generated_client_sends_a_templated_scheduled_message(relay_fact
     assert [r.status.value for r in message.recipients] == ["scheduled"]
     scheduled = await module("api.scheduled.get_scheduled_message").asyncio(client=client, id=message.id)
     assert isinstance(scheduled, models.Message) and scheduled.id == message.id
+    page = await module("api.scheduled.list_scheduled_messages").asyncio(client=client)
+    assert isinstance(page, models.MessageList) and [m.id for m in page.data] == [message.id]
 
     (received,) = await sink.handler.wait_for(1, timeout=20)  # at its send_at
     sent = email.message_from_bytes(received.data, policy=email.policy.default)

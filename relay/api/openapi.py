@@ -861,7 +861,7 @@ PATHS["/v1/domains/{id}/rotate-dkim"] = {
 
 PATHS["/v1/scheduled-messages"] = {
     "get": {"summary": "Messages waiting for their send_at, soonest first (scope read)",
-            "parameters": _PAGE_PARAMS, "responses": {"200": _json({"type": "object"}, "A page"), **_errors(400)}},
+            "parameters": _PAGE_PARAMS, "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)}},
 }  # fmt: skip
 PATHS["/v1/scheduled-messages/{id}"] = {
     "get": {"summary": "A message waiting for its send_at (scope read); 404 once sent or cancelled",
@@ -869,9 +869,10 @@ PATHS["/v1/scheduled-messages/{id}"] = {
     "patch": {"summary": "Move a scheduled message to another time in the future (scope send)", "parameters": [_ID],
               "requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "type": "object", "required": ["send_at"], "properties": {"send_at": _STR}}}}},
-              "responses": {"200": _json({"type": "object"}, "The message"), **_errors(400, 404, 409, 415)}},
+              "responses": {"200": _json(_ref("Message"), "The message"), **_errors(400, 404, 409, 415)}},
     "delete": {"summary": "Cancel a scheduled message (scope send)", "parameters": [_ID],
-               "responses": {"200": _json({"type": "object"}, "Cancelled"), **_errors(404)}},
+               "responses": {"200": _json(_ref("Message"), "Cancelled (the addresses in cancelled)"),
+                             **_errors(404)}},
 }  # fmt: skip
 
 
