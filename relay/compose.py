@@ -89,24 +89,45 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII excep
 
 
 def parse_addresses(field: str, value: object, *, required: bool = False) -> tuple[Address, ...]:
-    """``"a@x"``, ``"Name <a@x>"`` or a list of those → Addresses; FieldError otherwise."""
+    """``"a@x"``, ``"Name <a@x>"``, ``{"email": "a@x", "name": "Name"}`` or a list of those → Addresses;
+    FieldError otherwise, naming the item (``to[1]``) or its part (``to[1].email``)."""
     if value is None or value == [] or value == "":
         if required:
             raise FieldError(field, f"'{field}' is required", "missing_field")
         return ()
-    items = [value] if isinstance(value, str) else value
+    single = isinstance(value, str | dict)
+    items = [value] if single else value
     if not isinstance(items, list):
-        raise FieldError(field, f"'{field}' must be a string or a list of strings")
+        raise FieldError(field, f"'{field}' must be an address, an object with 'email', or a list of those")
     out = []
     for index, item in enumerate(items):
-        where = field if isinstance(value, str) else f"{field}[{index}]"
-        out.append(_parse_address(where, item))
+        where = field if single else f"{field}[{index}]"
+        out.append(_address_object(where, item) if isinstance(item, dict) else _parse_address(where, item))
     return tuple(out)
+
+
+def _address_object(where: str, item: dict[str, Any]) -> Address:
+    """``{"email": "a@x", "name": "Name"?}``, as SendGrid, Postmark and Resend clients send addresses."""
+    email, name = item.get("email"), item.get("name")
+    if email is None or email == "":
+        raise FieldError(f"{where}.email", f"'{where}.email' is required", "missing_field")
+    if not isinstance(email, str):
+        raise FieldError(f"{where}.email", f"'{where}.email' must be a string")
+    address = _parse_address(f"{where}.email", email)
+    if address.display_name or "<" in email:
+        raise FieldError(f"{where}.email", f"'{where}.email' must be a bare address; put the name in 'name'")
+    if name is None or name == "":
+        return address
+    if not isinstance(name, str):
+        raise FieldError(f"{where}.name", f"'{where}.name' must be a string")
+    if _LINE_BREAK.search(name):
+        raise FieldError(f"{where}.name", f"'{where}.name' contains a line break")
+    return Address(display_name=name, username=address.username, domain=address.domain)
 
 
 def _parse_address(where: str, item: object) -> Address:
     if not isinstance(item, str):
-        raise FieldError(where, f"'{where}' must be a string")
+        raise FieldError(where, f"'{where}' must be a string or an object with 'email'")
     if _LINE_BREAK.search(item):
         raise FieldError(where, f"'{where}' contains a line break")
     parsed = getaddresses([item])

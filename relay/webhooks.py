@@ -74,6 +74,14 @@ def event_id(event: Event) -> str:
     return f"evt_{event.id}"
 
 
+TIME_DETAILS = frozenset({"send_at", "next_attempt_at"})  # stored as unix seconds, shown like every other time
+
+
+def _details(event: Event) -> dict[str, Any]:
+    details = {k: iso(v) if k in TIME_DETAILS and isinstance(v, int | float) else v for k, v in event.details.items()}
+    return {**details, **({"description": event.detail} if event.detail else {})}
+
+
 def event_json(event: Event) -> dict[str, Any]:
     """An event as the API and webhooks show it."""
     return {
@@ -84,7 +92,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "recipient": event.recipient,
         "tags": event.tags,
         "metadata": event.metadata,
-        "details": {**event.details, **({"description": event.detail} if event.detail else {})},
+        "details": _details(event),
     }
 
 

@@ -12,6 +12,7 @@ import uuid
 import aiohttp
 import pytest
 
+from relay.clock import iso
 from tests.conftest import wait_for_states
 
 MESSAGE = {"from": "App <app@example.com>", "to": "user@example.org", "subject": "Hi", "text": "Hello"}
@@ -207,6 +208,18 @@ async def test_attachments_inline_images_and_custom_headers_reach_the_sink(api, 
         ({**MESSAGE, "send_at": "2099-01-01T00:00:00Z"}, 400, "invalid_field", "send_at"),
         ({**MESSAGE, "send_at": "next tuesday"}, 400, "invalid_field", "send_at"),
         ({**MESSAGE, "to": ["ok@example.org", "broken"]}, 400, "invalid_field", "to[1]"),
+        ({**MESSAGE, "to": ["ok@example.org", {"email": "broken"}]}, 400, "invalid_field", "to[1].email"),
+        ({**MESSAGE, "to": [{"name": "No Address"}]}, 400, "missing_field", "to[0].email"),
+        ({**MESSAGE, "cc": {"email": "a@example.org", "name": 7}}, 400, "invalid_field", "cc.name"),
+        (
+            {**MESSAGE, "bcc": [{"email": "a@example.org", "name": "A\r\nBcc: x@evil.example"}]},
+            400,
+            "invalid_field",
+            "bcc[0].name",
+        ),
+        ({**MESSAGE, "reply_to": {"email": "Ann <ann@example.org>"}}, 400, "invalid_field", "reply_to.email"),
+        ({**MESSAGE, "from": {"email": ["app@example.com"]}}, 400, "invalid_field", "from.email"),
+        ({**MESSAGE, "to": 42}, 400, "invalid_field", "to"),
     ],
 )
 async def test_validation_errors_name_the_field(api, payload, status, code, field):
@@ -215,6 +228,40 @@ async def test_validation_errors_name_the_field(api, payload, status, code, fiel
         error = (await resp.json())["error"]
     assert (error["code"], error["field"]) == (code, field)
     assert api.messages_in_store() == 0
+
+
+async def test_addresses_as_objects_with_names_reach_the_sink(api, sink):
+    payload = {
+        **MESSAGE,
+        "from": {"email": "app@example.com", "name": "Acme, Inc."},
+        "to": [{"email": "ann@example.org", "name": "Ann Ö"}, "Bob <bob@example.org>"],
+        "cc": {"email": "carol@example.org"},
+        "bcc": [{"email": "dave@example.org", "name": "Dave"}],
+        "reply_to": {"email": "help@example.com", "name": "Help"},
+    }
+    async with api.request("POST", "/v1/messages", json=payload) as resp:
+        assert resp.status == 202, await resp.text()
+        recipients = [r["email"] for r in (await resp.json())["recipients"]]
+    assert recipients == ["ann@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
+    (received,) = await sink.handler.wait_for(4)
+    assert received.mail_from == "app@example.com" and sorted(received.rcpt_tos) == sorted(recipients)
+    msg = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert msg["From"].addresses[0].display_name == "Acme, Inc." and msg["From"].addresses[0].addr_spec == (
+        "app@example.com")  # fmt: skip
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [("Ann Ö", "ann@example.org"),
+                                                                            ("Bob", "bob@example.org")]  # fmt: skip
+    assert msg["Cc"] == "carol@example.org" and msg["Bcc"] is None
+    assert msg["Reply-To"].addresses[0].display_name == "Help"
+
+    batch = {"messages": [{**MESSAGE, "to": {"email": "eve@example.org", "name": "Eve"}},
+                          {**MESSAGE, "to": [{"email": "nobody"}]}]}  # fmt: skip
+    async with api.request("POST", "/v1/messages/batch", json=batch) as resp:
+        result = await resp.json()
+    assert resp.status == 202 and result["queued"] == 1
+    assert result["results"][1]["error"]["field"] == "messages[1].to[0].email"
+    personal = {"message": MESSAGE, "recipients": [{"to": {"email": "fay@example.org", "name": "Fay"}}]}
+    async with api.request("POST", "/v1/messages/batch", json=personal) as resp:
+        assert resp.status == 202 and (await resp.json())["queued"] == 1
 
 
 async def test_show_list_filter_and_paginate(api):
@@ -423,3 +470,82 @@ async def test_backpressure_when_the_disk_is_nearly_full(api_factory):
         assert resp.status == 503
         assert "free in the data directory" in (await resp.json())["error"]["message"]
     assert api.messages_in_store() == 0
+
+
+async def test_rate_limit_headers_on_a_403_for_a_missing_scope(api):
+    _, reader = await api.relay.store.create_api_key("reader", ("read",), rate_limit=5)
+    async with api.request("POST", "/v1/messages", key=reader, json=MESSAGE) as resp:
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "missing_scope"
+        assert resp.headers["X-RateLimit-Limit"] == "5" and resp.headers["X-RateLimit-Remaining"] == "4"
+        assert int(resp.headers["X-RateLimit-Reset"]) > 0
+    async with api.request("GET", "/v1/messages", key=reader) as resp:
+        assert resp.status == 200 and resp.headers["X-RateLimit-Remaining"] == "3"  # the 403 counted
+
+
+async def test_delete_an_idempotency_record_to_use_the_key_again(api):
+    headers = {"Idempotency-Key": "order-77"}
+    async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+        first = (await resp.json())["id"]
+    _, other = await api.relay.store.create_api_key("other", ("send",))
+    async with api.request("DELETE", "/v1/idempotency/records/order-77", key=other) as resp:
+        assert resp.status == 404  # another key's record is not yours
+    async with api.request("DELETE", "/v1/idempotency/records/order-77") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["key"] == "order-77" and body["message_id"] == first and body["deleted"] is True
+    async with api.request("GET", "/v1/idempotency/records/order-77") as resp:
+        assert resp.status == 404
+    async with api.request("DELETE", "/v1/idempotency/records/order-77") as resp:
+        assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
+        assert resp.status == 202 and "Idempotent-Replayed" not in resp.headers
+        assert (await resp.json())["id"] != first
+    # A request still running under a key keeps its record: deleting it would let a retry send twice.
+    await api.relay.store.claim_idempotency_key(await _admin_id(api), "running", "h", 60)
+    async with api.request("DELETE", "/v1/idempotency/records/running") as resp:
+        assert resp.status == 409 and (await resp.json())["error"]["code"] == "idempotency_in_progress"
+
+
+async def _admin_id(api) -> str:
+    (admin,) = [k for k in await api.relay.store.list_api_keys() if k.name == "admin"]
+    return admin.id
+
+
+async def test_quotas_show_the_calling_keys_usage_and_limits(api):
+    key_record, key = await api.relay.store.create_api_key("q", ("send",), daily_quota=3, monthly_quota=100)
+    for _ in range(2):
+        async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
+            assert resp.status == 202
+    async with api.request("GET", "/v1/quotas", key=key) as resp:
+        assert resp.status == 200 and "X-RateLimit-Limit" in resp.headers
+        quotas = await resp.json()
+    assert quotas["api_key_id"] == key_record.id
+    assert {k: quotas["daily"][k] for k in ("limit", "used", "remaining")} == {"limit": 3, "used": 2, "remaining": 1}
+    assert {k: quotas["monthly"][k] for k in ("limit", "used", "remaining")} == {"limit": 100, "used": 2,
+                                                                                   "remaining": 98}  # fmt: skip
+    assert quotas["daily"]["resets_at"].endswith("T00:00:00.000Z") and quotas["monthly"]["resets_at"].endswith(
+        "-01T00:00:00.000Z")  # fmt: skip
+    async with api.request("GET", "/v1/quotas") as resp:  # the admin key has no quota: nothing is counted
+        unlimited = await resp.json()
+    assert unlimited["daily"]["limit"] is None and unlimited["daily"]["used"] is None
+    async with api.request("GET", "/v1/quotas", key=False) as resp:
+        assert resp.status == 401
+
+
+async def test_event_details_give_times_in_iso_8601(api, sink):
+    send_at = iso(api.relay.clock.now() + 3600)
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "send_at": send_at}) as resp:
+        later = await resp.json()
+    assert later["send_at"] == send_at
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "to": "tempfail@example.org"}) as resp:
+        now = await resp.json()
+    await wait_for_states(api.relay.store, now["id"], ["deferred"])
+    async with api.request("GET", f"/v1/messages/{later['id']}/events") as resp:
+        (queued,) = (await resp.json())["data"]
+    assert queued["details"]["send_at"] == send_at
+    async with api.request("GET", f"/v1/events?type=deferred&message_id={now['id']}") as resp:
+        (deferred,) = (await resp.json())["data"]
+    next_at = deferred["details"]["next_attempt_at"]
+    assert isinstance(next_at, str) and next_at.endswith("Z")
+    async with api.request("GET", f"/v1/messages/{now['id']}") as resp:
+        assert (await resp.json())["recipients"][0]["next_attempt_at"] == next_at

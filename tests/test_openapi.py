@@ -123,3 +123,23 @@ def test_the_fuzzed_server_logged_no_internal_error(live_api):
     _, _, log = live_api
     text = Path(log).read_text(errors="replace")
     assert not re.search(r"internal error|Traceback", text), text[-3000:]
+
+
+def test_every_operation_has_a_stable_snake_case_id_and_a_tag():
+    declared = {t["name"] for t in SPEC["tags"]}
+    ids = []
+    for path, item in SPEC["paths"].items():
+        for method, op in item.items():
+            assert re.fullmatch(r"[a-z]+(_[a-z0-9]+)*", op.get("operationId", "")), (method, path)
+            assert len(op["tags"]) == 1 and op["tags"][0] in declared, (method, path)
+            ids.append(op["operationId"])
+    assert len(ids) == len(set(ids)) == len(spec_operations())
+    assert {"send_message", "get_message", "send_batch", "resend_message", "get_quotas"} <= set(ids)
+
+
+def test_message_schemas_carry_templates_and_send_at():
+    request = SPEC["components"]["schemas"]["MessageRequest"]["properties"]
+    assert {"template_id", "template_version", "variables", "send_at"} <= request.keys()
+    assert "send_at" in SPEC["components"]["schemas"]["Message"]["properties"]
+    to = request["to"]["oneOf"]
+    assert {"$ref": "#/components/schemas/Address"} in to and {"type": "string"} in to

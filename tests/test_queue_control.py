@@ -8,15 +8,17 @@ import random
 import aiohttp
 import pytest
 
-from relay.clock import FakeClock
+from relay.clock import FakeClock, iso
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
-from relay.store.queue import Selection
+from relay.store.queue import BodyDeleted, Selection
 from tests.conftest import config_dict, run_cli, wait_for_states, write_toml
+
+RAW = b"Subject: q\r\n\r\nx\r\n"
 
 
 @pytest.fixture
@@ -160,3 +162,119 @@ async def test_purge_by_filters_that_combine(store):
     assert await store.purge(Selection(sender="news@example.com")) == 2
     assert [s.state for s in await store.message_status(other.id)] == ["queued"]
     assert await store.purge(Selection(sender="news@example.com")) == 0  # only waiting recipients
+
+
+async def test_resend_requeues_an_expired_recipient_and_delivers_it(store, sink):
+    engine = engine_for(store, sink.port)  # max_age: one day
+    m = await queue(store, "tempfail@one.example", "ok@one.example")
+    await engine.run_once()
+    store.clock.advance(2 * 86400)
+    await engine.run_once()
+    states = {s.address: s.state for s in await store.message_status(m.id)}
+    assert states == {"tempfail@one.example": "failed", "ok@one.example": "delivered"}
+    sink.handler.rcpt_reply = "250 2.1.5 Ok"  # the receiver takes it now
+    outcome = await store.resend(m.id)
+    assert [(r.address, r.previous, r.result) for r in outcome] == [
+        ("tempfail@one.example", "failed", "queued"),
+        ("ok@one.example", "delivered", "unchanged"),
+    ]
+    assert await engine.run_once() == 1
+    assert [s.state for s in await store.message_status(m.id)] == ["delivered", "delivered"]
+    assert await store.resend("nosuchmessage") is None
+    await engine.stop(1)
+
+
+async def test_cancel_scheduled_leaves_what_is_due(store):
+    now = store.clock.now()
+    later = NewMessage("s@example.com", ("a@one.example", "b@two.example"), RAW, "http", send_at=now + 3600)
+    due = NewMessage("s@example.com", ("c@one.example",), RAW, "http", send_at=now + 60)
+    for m in (later, due):
+        await store.enqueue(m)
+    store.clock.advance(120)  # due's send_at has passed; the engine has not taken it yet
+    assert await store.cancel_scheduled() == (1, 2)
+    assert [s.state for s in await store.message_status(later.id)] == ["cancelled", "cancelled"]
+    assert [s.state for s in await store.message_status(due.id)] == ["scheduled"]
+    assert [e.type for e in await store.message_events(later.id)] == ["queued", "queued", "cancelled", "cancelled"]
+
+
+async def api_call(relay, key: str, method: str, path: str, **kwargs) -> tuple[int, dict]:
+    host, port = relay.http_address
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        async with s.request(method, f"http://{host}:{port}{path}", **kwargs) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_purge_scheduled_through_the_api(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, admin = await relay.store.create_api_key("ops", ("admin",))
+    body = {"from": "a@example.com", "subject": "s", "text": "t", "send_at": iso(relay.clock.now() + 3600)}
+    _, first = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": ["x@one.example",
+                                                                                        "y@two.example"]})  # fmt: skip
+    _, second = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": "z@one.example"})
+    _, now = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": "n@one.example", "send_at": None})
+    status, answer = await api_call(relay, admin, "DELETE", "/v1/sending-queues/scheduled")
+    assert status == 200 and answer == {"queue": "scheduled", "cancelled_messages": 2, "cancelled_recipients": 3}
+    for m in (first, second):
+        _, shown = await api_call(relay, admin, "GET", f"/v1/messages/{m['id']}")
+        assert {r["status"] for r in shown["recipients"]} == {"cancelled"}
+        _, events = await api_call(relay, admin, "GET", f"/v1/messages/{m['id']}/events")
+        assert [e["type"] for e in events["data"]].count("cancelled") == len(shown["recipients"])
+    _, listed = await api_call(relay, admin, "GET", "/v1/scheduled-messages")
+    assert listed["data"] == []
+    await sink.handler.wait_for(1)
+    assert sink.handler.received[0].rcpt_tos == ["n@one.example"]  # what was not scheduled went
+    status, again = await api_call(relay, admin, "DELETE", "/v1/sending-queues/scheduled")
+    assert (status, again["cancelled_messages"], again["cancelled_recipients"]) == (200, 0, 0)
+    for method, path in (("POST", "/v1/sending-queues/scheduled/retry"), ("POST", "/v1/sending-queues/resend/bounce")):
+        status, error = await api_call(relay, admin, method, path)
+        assert status == 404, (path, error)  # reserved names, never a domain
+    status, _ = await api_call(relay, admin, "DELETE", "/v1/sending-queues/one.example")
+    assert status == 200
+
+
+async def test_resend_through_the_api(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, admin = await relay.store.create_api_key("ops", ("admin",))
+    body = {"from": "a@example.com", "subject": "s", "text": "t"}
+    _, hard = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": ["permfail@one.example",
+                                                                                       "ok@one.example"]})  # fmt: skip
+    await wait_for_states(relay.store, hard["id"], ["bounced", "delivered"])  # a hard bounce: suppressed
+    sink.handler.rcpt_reply = "554 5.7.1 Message rejected as spam"  # a block: not suppressed
+    _, blocked = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": "b@one.example"})
+    await wait_for_states(relay.store, blocked["id"], ["bounced"])
+    sink.handler.rcpt_reply = None
+
+    status, answer = await api_call(relay, admin, "POST", "/v1/sending-queues/resend", json={"message_id": hard["id"]})
+    assert status == 200 and answer["queued"] == 0
+    (bounced, delivered) = answer["recipients"]
+    assert bounced["email"] == "permfail@one.example" and bounced["result"] == "suppressed"
+    assert bounced["previous_status"] == "bounced" and "hard_bounce" in bounced["reason"]
+    assert delivered == {"email": "ok@one.example", "previous_status": "delivered", "result": "unchanged"}
+    assert [s.state for s in await relay.store.message_status(hard["id"])] == ["bounced", "delivered"]
+
+    status, answer = await api_call(relay, admin, "POST", "/v1/sending-queues/resend",
+                                    json={"message_id": blocked["id"]})  # fmt: skip
+    assert status == 200 and answer["queued"] == 1
+    assert answer["recipients"] == [{"email": "b@one.example", "previous_status": "bounced", "result": "queued"}]
+    await wait_for_states(relay.store, blocked["id"], ["delivered"])
+    _, events = await api_call(relay, admin, "GET", f"/v1/messages/{blocked['id']}/events")
+    assert [e["type"] for e in events["data"]] == ["queued", "bounced", "queued", "delivered"]
+    assert events["data"][2]["details"]["resent"] is True
+
+    status, error = await api_call(relay, admin, "POST", "/v1/sending-queues/resend", json={"message_id": "nope"})
+    assert status == 404 and error["error"]["code"] == "not_found"
+    status, error = await api_call(relay, admin, "POST", "/v1/sending-queues/resend", json={})
+    assert status == 400 and error["error"]["field"] == "message_id"
+
+
+async def test_resend_after_retention_deleted_the_body(store, sink):
+    engine = engine_for(store, sink.port)
+    m = await queue(store, "permfail@one.example")
+    await engine.run_once()
+    assert [s.state for s in await store.message_status(m.id)] == ["bounced"]
+    store.clock.advance(10 * 86400)
+    await store.prune_history(0, store.clock.now() - 86400)
+    with pytest.raises(BodyDeleted):
+        await store.resend(m.id)
+    assert [s.state for s in await store.message_status(m.id)] == ["bounced"]
+    await engine.stop(1)

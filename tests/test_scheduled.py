@@ -116,3 +116,44 @@ async def test_smtp_header_schedules(relay_factory, sink):
     with pytest.raises(smtplib.SMTPDataError) as refused:
         await asyncio.to_thread(smtp_send, port, "X-Relay-Send-At: someday\r\n")
     assert refused.value.smtp_code == 550 and b"X-Relay-Send-At" in refused.value.smtp_error
+
+
+async def test_the_202_of_a_scheduled_message_agrees_with_what_get_says(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, key = await relay.store.create_api_key("t", ("send", "read"))
+    await relay.store.suppress(["gone@one.example"])
+    body = {"from": "a@example.com", "to": ["b@one.example", "gone@one.example"], "subject": "later", "text": "t",
+            "send_at": at(relay, HOUR)}  # fmt: skip
+    status, accepted = await api(relay, "POST", "/v1/messages", key, json=body)
+    assert status == 202 and accepted["status"] == "scheduled"
+    _, shown = await api(relay, "GET", f"/v1/messages/{accepted['id']}", key)
+    statuses = {r["email"]: r["status"] for r in accepted["recipients"]}
+    assert statuses == {r["email"]: r["status"] for r in shown["recipients"]}
+    assert statuses == {"b@one.example": "scheduled", "gone@one.example": "suppressed"}
+
+    batch = {"messages": [{**body, "to": "c@one.example"}, {**body, "to": "d@one.example", "send_at": None}]}
+    status, result = await api(relay, "POST", "/v1/messages/batch", key, json=batch)
+    assert status == 202
+    later, now = result["results"]
+    assert later["status"] == "scheduled" and [r["status"] for r in later["recipients"]] == ["scheduled"]
+    assert now["status"] == "queued" and [r["status"] for r in now["recipients"]] == ["queued"]
+    _, shown = await api(relay, "GET", f"/v1/messages/{later['id']}", key)
+    assert [r["status"] for r in shown["recipients"]] == ["scheduled"]
+
+
+async def test_get_one_scheduled_message(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, key = await relay.store.create_api_key("t", ("send", "read"))
+    body = {"from": "a@example.com", "to": "b@one.example", "subject": "later", "text": "t"}
+    _, later = await api(relay, "POST", "/v1/messages", key, json={**body, "send_at": at(relay, HOUR)})
+    status, shown = await api(relay, "GET", f"/v1/scheduled-messages/{later['id']}", key)
+    assert status == 200 and shown["id"] == later["id"] and shown["send_at"] == later["send_at"]
+    assert [(r["email"], r["status"]) for r in shown["recipients"]] == [("b@one.example", "scheduled")]
+    _, now = await api(relay, "POST", "/v1/messages", key, json=body)
+    await sink.handler.wait_for(1)
+    for message_id in (now["id"], "nosuchmessage"):
+        status, error = await api(relay, "GET", f"/v1/scheduled-messages/{message_id}", key)
+        assert status == 404 and error["error"]["code"] == "not_found"
+    await api(relay, "DELETE", f"/v1/scheduled-messages/{later['id']}", key)
+    status, _ = await api(relay, "GET", f"/v1/scheduled-messages/{later['id']}", key)
+    assert status == 404  # cancelled: no longer scheduled

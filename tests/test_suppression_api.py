@@ -96,3 +96,26 @@ async def test_smtp_submission_refuses_a_suppressed_recipient(api_factory, sink)
     assert await asyncio.to_thread(submit) == (550, 250)
     await sink.handler.wait_for(1)
     assert [r.rcpt_tos for r in sink.handler.received] == [["here@example.org"]]
+
+
+async def test_bounce_filters_answer_to_both_documented_names(api_factory):  # noqa: F811
+    api = await api_factory()
+    _, key = await api.relay.store.create_api_key("support", ("suppressions",))
+    hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
+    soft = Classification(Kind.SOFT, "mailbox_full", "4.2.2")
+    for address, c in (("c@example.org", hard), ("d@example.org", soft), ("e@example.org", hard)):
+        await api.relay.store.record_bounce(NewBounce(address, c, "smtp", 550, "x", "mx.example.org", None, None))
+
+    async def emails(query: str) -> list[str]:
+        async with api.request("GET", f"/v1/bounces?{query}", key) as resp:
+            assert resp.status == 200, await resp.text()
+            return sorted(b["email"] for b in (await resp.json())["data"])
+
+    assert await emails("kind=soft") == await emails("type=soft") == ["d@example.org"]
+    assert await emails("recipient=e@example.org") == await emails("email=e@example.org") == ["e@example.org"]
+    assert await emails("kind=hard&recipient=c@example.org") == ["c@example.org"]
+    assert await emails("kind=hard&type=hard") == ["c@example.org", "e@example.org"]
+    for query, field in (("kind=soft&type=hard", "kind"), ("kind=nonsense", "kind"), ("type=nonsense", "type"),
+                         ("recipient=a@x&email=b@x", "recipient")):  # fmt: skip
+        async with api.request("GET", f"/v1/bounces?{query}", key) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["field"] == field, query

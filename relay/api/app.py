@@ -150,7 +150,10 @@ def require(scope: str) -> Callable[[Handler], Handler]:
 
 
 async def authorize(request: web.Request, scope: str | None) -> ApiKey:
-    """TLS policy → key → IP allowlist → scope → rate limit, each with its own error."""
+    """TLS policy → key → IP allowlist → rate limit → scope, each with its own error.
+
+    Every request with a valid key from an allowed address counts against the key's rate limit and
+    carries the X-RateLimit-* headers, a 403 for a missing scope included."""
     settings = request.app[SETTINGS]
     ip = client_ip(request, settings.trust_proxy)
     if settings.require_tls and not is_secure(request, settings.trust_proxy) and not _is_loopback(ip):
@@ -158,11 +161,11 @@ async def authorize(request: web.Request, scope: str | None) -> ApiKey:
     key = await authenticate(request)
     if not key.allows_ip(ip):
         raise ApiError(403, "ip_not_allowed", f"this API key may not be used from {ip}")
-    if scope is not None and not key.allows(scope):
-        raise ApiError(403, "missing_scope", f"this API key lacks the '{scope}' scope")
     rate = Rate(key.rate_limit, 3600.0) if key.rate_limit else settings.rate_limit
     decision = settings.limiter.hit(key.id, rate, time.time())
     request[RATE] = decision
+    if scope is not None and not key.allows(scope):
+        raise ApiError(403, "missing_scope", f"this API key lacks the '{scope}' scope")
     if not decision.allowed:
         raise ApiError(429, "rate_limited", f"rate limit of {rate.limit} requests per {int(rate.period)}s exceeded",
                        headers=decision.headers())  # fmt: skip

@@ -9,12 +9,12 @@ import hashlib
 import json
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import API_KEY, ApiError, page_limit, read_json_object, require
+from relay.api.app import API_KEY, ApiError, authorize, page_limit, read_json_object, require
 from relay.api.templates import render_inline, render_message_fields
 from relay.clock import Clock, iso
 from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
@@ -67,6 +67,13 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
     }
 
 
+def _quota_json(limit: int | None, used: int | None, period: str, resets: datetime) -> dict[str, Any]:
+    """One period of a key's quota; ``used`` is None when relay does not count (the key has no quota)."""
+    remaining = None if limit is None or used is None else max(0, limit - used)
+    return {"limit": limit, "used": used, "remaining": remaining, "period": period,
+            "resets_at": iso(resets.timestamp())}  # fmt: skip
+
+
 def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
     return {
         "key": record.key,
@@ -116,7 +123,10 @@ class MessagesView:
             web.get(_ONE, require("read")(self.show)),
             web.delete(_ONE, require("send")(self.cancel)),
             web.get("/v1/idempotency/records/{key}", require("send")(self.idempotency_record)),
+            web.delete("/v1/idempotency/records/{key}", require("send")(self.forget_idempotency_record)),
+            web.get("/v1/quotas", self.quotas),
             web.get("/v1/scheduled-messages", require("read")(self.scheduled)),
+            web.get("/v1/scheduled-messages/{id}", require("read")(self.scheduled_one)),
             web.patch("/v1/scheduled-messages/{id}", require("send")(self.reschedule)),
             web.delete("/v1/scheduled-messages/{id}", require("send")(self.cancel)),
         ]
@@ -128,6 +138,14 @@ class MessagesView:
         page = rows[:limit]
         return web.json_response({"data": [message_json(m) for m in page],
                                   "next_cursor": page[-1].id if len(rows) > limit else None})  # fmt: skip
+
+    async def scheduled_one(self, request: web.Request) -> web.Response:
+        """A message with recipients still waiting for its send_at; 404 once none is (sent, cancelled)."""
+        message_id = request.match_info["id"]
+        message = await self.store.message(message_id)
+        if message is None or not any(r.state == State.SCHEDULED for r in message.recipients):
+            raise ApiError(404, "not_found", f"no scheduled message {message_id} (unknown, sent or cancelled)")
+        return web.json_response(message_json(message))
 
     async def reschedule(self, request: web.Request) -> web.Response:
         """``{"send_at": ...}``: a new time, in the future, for the recipients still waiting."""
@@ -242,13 +260,14 @@ class MessagesView:
     @staticmethod
     def _accepted(message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str],
                   send_at: float | None) -> dict[str, Any]:  # fmt: skip
+        waiting = "scheduled" if send_at is not None else "queued"  # the state GET /v1/messages/{id} shows
         return {
             "id": message.id,
-            "status": "scheduled" if send_at is not None else "queued",
+            "status": waiting,
             **({"send_at": iso(send_at)} if send_at is not None else {}),
             "recipients": [
                 {"email": r, "status": "suppressed", "reason": suppressed[r]} if r in suppressed
-                else {"email": r, "status": "queued"}
+                else {"email": r, "status": waiting}
                 for r in recipients
             ],
         }  # fmt: skip
@@ -392,6 +411,30 @@ class MessagesView:
         message = await self.store.message(message_id)
         assert message is not None
         return web.json_response({"id": message_id, "cancelled": cancelled, **message_json(message)})
+
+    async def forget_idempotency_record(self, request: web.Request) -> web.Response:
+        """Delete the calling key's record, so the key may be used again for a new request."""
+        record, deleted = await self.store.forget_idempotency_record(request[API_KEY].id, request.match_info["key"])
+        if record is None:
+            raise ApiError(404, "not_found", "no such Idempotency-Key for this API key (or it has expired)")
+        if not deleted:
+            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still in progress",
+                           headers={"Retry-After": "1"})  # fmt: skip
+        return web.json_response({**idempotency_json(record), "deleted": True})
+
+    async def quotas(self, request: web.Request) -> web.Response:
+        """The calling key's sending quotas: limits and what is used this UTC day and month (any scope)."""
+        key = await authorize(request, None)
+        counted = key.daily_quota is not None or key.monthly_quota is not None
+        day, month = await self.store.key_usage(key.id) if counted else (None, None)
+        now = datetime.fromtimestamp(self.clock.now(), UTC)
+        tomorrow = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        next_month = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)).replace(day=1)
+        return web.json_response({
+            "api_key_id": key.id,
+            "daily": _quota_json(key.daily_quota, day, now.strftime("%Y-%m-%d"), tomorrow),
+            "monthly": _quota_json(key.monthly_quota, month, now.strftime("%Y-%m"), next_month),
+        })  # fmt: skip
 
     async def idempotency_record(self, request: web.Request) -> web.Response:
         record = await self.store.idempotency_record(request[API_KEY].id, request.match_info["key"])

@@ -17,9 +17,15 @@ _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+_ADDRESS_ITEM = {"oneOf": [_STR, {"$ref": "#/components/schemas/Address"}]}
+_ADDRESS = {
+    **_ADDRESS_ITEM,
+    "description": '"user@example.com", "Name <user@example.com>" or {"email": "user@example.com", "name": "Name"}',
+}
 _ADDRESSES = {
-    "oneOf": [_STR, {"type": "array", "items": _STR}],
-    "description": '"user@example.com", "Name <user@example.com>", or a list of those',
+    "oneOf": [*_ADDRESS_ITEM["oneOf"], {"type": "array", "items": _ADDRESS_ITEM}],
+    "description": '"user@example.com", "Name <user@example.com>", {"email": "user@example.com", "name": "Name"},'
+    " or a list of those",
 }
 
 
@@ -38,6 +44,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         402: "Sending quota exhausted",
         403: "Missing scope, IP not allowed, or TLS required",
         404: "Not found",
+        405: "Method not allowed (see Allow)",
         409: "A request with this Idempotency-Key is in progress, or the resource already exists",
         413: "Body or message too large",
         415: "Body is not JSON",
@@ -52,6 +59,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _ID = {"name": "id", "in": "path", "required": True, "schema": _STR}
 
 SCHEMAS: dict[str, Any] = {
+    "Address": {
+        "type": "object",
+        "required": ["email"],
+        "properties": {
+            "email": {**_STR, "description": "the bare address: user@example.com"},
+            "name": {**_STR, "description": "the display name"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -76,9 +91,9 @@ SCHEMAS: dict[str, Any] = {
     "MessageRequest": {
         "type": "object",
         "required": ["from", "to"],
-        "description": "Give text, html or both. Unknown fields are ignored.",
+        "description": "Give text, html or both, or template_id (and variables). Unknown fields are ignored.",
         "properties": {
-            "from": _STR,
+            "from": _ADDRESS,
             "to": _ADDRESSES,
             "cc": _ADDRESSES,
             "bcc": _ADDRESSES,
@@ -94,6 +109,9 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "number", "null"],
                 "description": "ISO 8601 time (or unix seconds) to send at; past: now",
             },
+            "template_id": {**_NULLABLE_STR, "description": "render subject, html and text from this template"},
+            "template_version": {"type": ["integer", "null"], "description": "a version of it (default: current)"},
+            "variables": {"type": ["object", "null"], "description": "the template's variables"},
         },
     },
     "MessageAccepted": {
@@ -110,7 +128,7 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["email", "status"],
                     "properties": {
                         "email": _STR,
-                        "status": {"enum": ["queued", "suppressed"]},
+                        "status": {"enum": ["queued", "scheduled", "suppressed"]},
                         "reason": {**_STR, "description": "why a suppressed recipient is suppressed"},
                     },
                 },
@@ -153,6 +171,7 @@ SCHEMAS: dict[str, Any] = {
             "size": {"type": "integer"},
             "tags": {"type": "array", "items": _STR},
             "metadata": {"type": "object"},
+            "send_at": {**_TIME, "description": "when it was scheduled for; null: sent at once"},
             "recipients": {"type": "array", "items": _ref("Recipient")},
             "cancelled": {"type": "array", "items": _STR},
         },
@@ -171,7 +190,24 @@ SCHEMAS: dict[str, Any] = {
             "message_id": _NULLABLE_STR,
             "created_at": _TIME,
             "expires_at": _TIME,
+            "deleted": {"type": "boolean", "description": "in the answer to DELETE only"},
         },
+    },
+    "Quota": {
+        "type": "object",
+        "required": ["limit", "used", "remaining", "period", "resets_at"],
+        "properties": {
+            "limit": {**_NULLABLE_INT, "description": "messages per period; null: no limit"},
+            "used": {"type": ["integer", "null"], "description": "null: not counted (the key has no quota)"},
+            "remaining": {"type": ["integer", "null"]},
+            "period": {**_STR, "description": "2026-12-01 or 2026-12 (UTC)"},
+            "resets_at": _TIME,
+        },
+    },
+    "Quotas": {
+        "type": "object",
+        "required": ["api_key_id", "daily", "monthly"],
+        "properties": {"api_key_id": _STR, "daily": _ref("Quota"), "monthly": _ref("Quota")},
     },
     "SmtpCredentialRequest": {
         "type": "object",
@@ -289,6 +325,21 @@ PATHS: dict[str, Any] = {
             "summary": "An Idempotency-Key record of the calling API key (scope send)",
             "parameters": [{"name": "key", "in": "path", "required": True, "schema": _STR}],
             "responses": {"200": _json(_ref("IdempotencyRecord"), "The record"), **_errors(404)},
+        },
+        "delete": {
+            "summary": "Delete an Idempotency-Key record of the calling API key, so the key may be used for a new"
+            " request (scope send)",
+            "parameters": [{"name": "key", "in": "path", "required": True, "schema": _STR}],
+            "responses": {
+                "200": _json(_ref("IdempotencyRecord"), "The deleted record, with deleted: true"),
+                **_errors(404, 409),
+            },
+        },
+    },
+    "/v1/quotas": {
+        "get": {
+            "summary": "The calling API key's sending quotas: limits and use this UTC day and month (any scope)",
+            "responses": {"200": _json(_ref("Quotas"), "OK")},
         }
     },
     "/v1/api-keys": {
@@ -350,7 +401,13 @@ PATHS["/v1/smtp-credentials/{id}"] = {
 }
 
 
-_DOMAIN = {"name": "domain", "in": "path", "required": True, "schema": _STR}
+_DOMAIN = {
+    "name": "domain",
+    "in": "path",
+    "required": True,
+    "schema": {**_STR, "not": {"enum": ["scheduled", "resend"]}},
+    "description": "a destination domain ('scheduled' and 'resend' name operations instead)",
+}
 _REASON_BODY = {
     "required": False,
     "content": {"application/json": {"schema": {"type": "object", "properties": {"reason": _STR}}}},
@@ -391,7 +448,7 @@ PATHS["/v1/sending-queues/{domain}/retry"] = {
     "post": {
         "summary": "Make the domain's waiting recipients due now (scope admin)",
         "parameters": [_DOMAIN],
-        "responses": {"200": _QUEUE_ACTION, **_errors()},
+        "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}/suspend"] = {
@@ -412,14 +469,14 @@ PATHS["/v1/sending-queues/{domain}/suspend"] = {
                 }
             },
         },
-        "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
+        "responses": {"200": _QUEUE_ACTION, **_errors(400, 404, 405, 415)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}/resume"] = {
     "post": {
         "summary": "End a suspension (scope admin)",
         "parameters": [_DOMAIN],
-        "responses": {"200": _QUEUE_ACTION, **_errors(404)},
+        "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}/bounce"] = {
@@ -427,16 +484,47 @@ PATHS["/v1/sending-queues/{domain}/bounce"] = {
         "summary": "Bounce the domain's waiting recipients (scope admin)",
         "parameters": [_DOMAIN],
         "requestBody": _REASON_BODY,
-        "responses": {"200": _QUEUE_ACTION, **_errors(400, 415)},
+        "responses": {"200": _QUEUE_ACTION, **_errors(400, 404, 405, 415)},
     }  # fmt: skip
 }
 PATHS["/v1/sending-queues/{domain}"] = {
     "delete": {
         "summary": "Purge the domain's waiting recipients from the queue, without bounces (scope admin)",
         "parameters": [_DOMAIN],
-        "responses": {"200": _QUEUE_ACTION, **_errors()},
+        "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
     }  # fmt: skip
 }
+PATHS["/v1/sending-queues/scheduled"] = {
+    "delete": {
+        "summary": "Cancel every scheduled message not yet due; its recipients end cancelled (scope admin)",
+        "responses": {"200": _json({"type": "object", "required": ["queue", "cancelled_messages",
+                                                                   "cancelled_recipients"],
+                                    "properties": {"queue": {"const": "scheduled"},
+                                                   "cancelled_messages": {"type": "integer"},
+                                                   "cancelled_recipients": {"type": "integer"}}}, "Done")},
+    }
+}  # fmt: skip
+SCHEMAS["Resend"] = {
+    "type": "object",
+    "required": ["message_id", "queued", "recipients"],
+    "properties": {
+        "message_id": _STR,
+        "queued": {"type": "integer", "description": "recipients queued again"},
+        "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "previous_status", "result"],
+                       "properties": {"email": _STR, "previous_status": _STR,
+                                      "result": {"enum": ["queued", "suppressed", "unchanged"]},
+                                      "reason": {**_STR, "description": "why a recipient stays suppressed"}}}},
+    },
+}  # fmt: skip
+PATHS["/v1/sending-queues/resend"] = {
+    "post": {
+        "summary": "Queue a message's bounced and failed recipients again, unless suppressed now (scope admin)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["message_id"], "properties": {"message_id": _STR}}}}},
+        "responses": {"200": _json(_ref("Resend"), "What happened to each recipient"),
+                      **_errors(400, 404, 409, 415)},
+    }
+}  # fmt: skip
 PATHS["/v1/messages/{id}/retry"] = {
     "post": {
         "summary": "Make a message's waiting recipients due now (scope admin)",
@@ -460,6 +548,7 @@ SCHEMAS["Suppression"] = {
         "expires_at": {**_TIME, "description": "null: until removed"},
     },
 }
+_BOUNCE_KINDS = ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]
 SCHEMAS["Bounce"] = {
     "type": "object",
     "required": ["id", "at", "email", "type", "reason", "source"],
@@ -467,7 +556,7 @@ SCHEMAS["Bounce"] = {
         "id": {"type": "integer"},
         "at": _TIME,
         "email": _STR,
-        "type": {"enum": ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]},
+        "type": {"enum": _BOUNCE_KINDS},
         "reason": _STR,
         "code": {"type": ["integer", "null"]},
         "status": {**_NULLABLE_STR, "description": "enhanced status code, e.g. 5.1.1"},
@@ -562,7 +651,16 @@ PATHS["/v1/bounces"] = {
         "summary": "Bounces, newest first (scope suppressions)",
         "parameters": [
             *_PAGE_PARAMS,
-            *({"name": n, "in": "query", "schema": _STR} for n in ("type", "email", "message_id")),
+            {
+                "name": "kind",
+                "in": "query",
+                "schema": {"enum": _BOUNCE_KINDS},
+                "description": "hard, soft, block, complaint, auto_reply or unknown (also accepted as type)",
+            },
+            {"name": "type", "in": "query", "schema": {"enum": _BOUNCE_KINDS}, "description": "same as kind"},
+            {"name": "recipient", "in": "query", "schema": _STR, "description": "the address (also accepted as email)"},
+            {"name": "email", "in": "query", "schema": _STR, "description": "same as recipient"},
+            {"name": "message_id", "in": "query", "schema": _STR},
         ],  # fmt: skip
         "responses": {"200": _page_of("Bounce"), **_errors(400)},
     }
@@ -593,7 +691,7 @@ SCHEMAS["Event"] = {
         "details": {
             "type": "object",
             "description": "attempt, mx_host, ip, tls, smtp_code, enhanced_status, response, classification, reason,"
-            " next_attempt_at (what applies), description",
+            " next_attempt_at, send_at (what applies; times in ISO 8601), description",
         },  # fmt: skip
     },
 }
@@ -751,7 +849,7 @@ _VERIFY = {
     "parameters": [_DOMAIN_ID],
     "responses": {"200": _json(_ref("Domain"), "With checks"), **_errors(404)},
 }
-PATHS["/v1/domains/{id}/verify"] = {"get": _VERIFY, "post": _VERIFY}
+PATHS["/v1/domains/{id}/verify"] = {"get": {**_VERIFY}, "post": {**_VERIFY}}  # each gets its own operationId
 PATHS["/v1/domains/{id}/rotate-dkim"] = {
     "post": {"summary": "A new DKIM key to publish next to the current one; it signs once verify sees it"
                         " (scope domains)", "parameters": [_DOMAIN_ID],
@@ -763,15 +861,18 @@ PATHS["/v1/domains/{id}/rotate-dkim"] = {
 
 PATHS["/v1/scheduled-messages"] = {
     "get": {"summary": "Messages waiting for their send_at, soonest first (scope read)",
-            "parameters": _PAGE_PARAMS, "responses": {"200": _json({"type": "object"}, "A page"), **_errors(400)}},
+            "parameters": _PAGE_PARAMS, "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)}},
 }  # fmt: skip
 PATHS["/v1/scheduled-messages/{id}"] = {
+    "get": {"summary": "A message waiting for its send_at (scope read); 404 once sent or cancelled",
+            "parameters": [_ID], "responses": {"200": _json(_ref("Message"), "The message"), **_errors(404)}},
     "patch": {"summary": "Move a scheduled message to another time in the future (scope send)", "parameters": [_ID],
               "requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "type": "object", "required": ["send_at"], "properties": {"send_at": _STR}}}}},
-              "responses": {"200": _json({"type": "object"}, "The message"), **_errors(400, 404, 409, 415)}},
+              "responses": {"200": _json(_ref("Message"), "The message"), **_errors(400, 404, 409, 415)}},
     "delete": {"summary": "Cancel a scheduled message (scope send)", "parameters": [_ID],
-               "responses": {"200": _json({"type": "object"}, "Cancelled"), **_errors(404)}},
+               "responses": {"200": _json(_ref("Message"), "Cancelled (the addresses in cancelled)"),
+                             **_errors(404)}},
 }  # fmt: skip
 
 
@@ -851,10 +952,117 @@ PATHS["/v1/messages/batch"] = {
 }  # fmt: skip
 
 
+# Stable names for generated clients (send_message, not post_v1_messages), and the group each goes in.
+# Every operation needs one: tests/test_openapi.py checks it.
+OPERATIONS: dict[tuple[str, str], str] = {
+    ("get", "/healthz"): "health_check",
+    ("get", "/v1/openapi.json"): "get_openapi_document",
+    ("get", "/v1/scopes"): "list_scopes",
+    ("get", "/metrics"): "get_metrics",
+    ("post", "/v1/messages"): "send_message",
+    ("get", "/v1/messages"): "list_messages",
+    ("post", "/v1/messages/batch"): "send_batch",
+    ("get", "/v1/messages/{id}"): "get_message",
+    ("delete", "/v1/messages/{id}"): "cancel_message",
+    ("get", "/v1/idempotency/records/{key}"): "get_idempotency_record",
+    ("delete", "/v1/idempotency/records/{key}"): "delete_idempotency_record",
+    ("get", "/v1/quotas"): "get_quotas",
+    ("get", "/v1/scheduled-messages"): "list_scheduled_messages",
+    ("get", "/v1/scheduled-messages/{id}"): "get_scheduled_message",
+    ("patch", "/v1/scheduled-messages/{id}"): "reschedule_message",
+    ("delete", "/v1/scheduled-messages/{id}"): "cancel_scheduled_message",
+    ("post", "/v1/api-keys"): "create_api_key",
+    ("get", "/v1/api-keys"): "list_api_keys",
+    ("get", "/v1/api-keys/{id}"): "get_api_key",
+    ("delete", "/v1/api-keys/{id}"): "revoke_api_key",
+    ("post", "/v1/smtp-credentials"): "create_smtp_credential",
+    ("get", "/v1/smtp-credentials"): "list_smtp_credentials",
+    ("get", "/v1/smtp-credentials/{id}"): "get_smtp_credential",
+    ("delete", "/v1/smtp-credentials/{id}"): "revoke_smtp_credential",
+    ("get", "/v1/sending-queues"): "list_sending_queues",
+    ("post", "/v1/sending-queues/{domain}/retry"): "retry_domain_queue",
+    ("post", "/v1/sending-queues/{domain}/suspend"): "suspend_domain_queue",
+    ("post", "/v1/sending-queues/{domain}/resume"): "resume_domain_queue",
+    ("post", "/v1/sending-queues/{domain}/bounce"): "bounce_domain_queue",
+    ("delete", "/v1/sending-queues/{domain}"): "purge_domain_queue",
+    ("delete", "/v1/sending-queues/scheduled"): "purge_scheduled_messages",
+    ("post", "/v1/sending-queues/resend"): "resend_message",
+    ("post", "/v1/messages/{id}/retry"): "retry_message",
+    ("get", "/v1/suppressions"): "list_suppressions",
+    ("post", "/v1/suppressions"): "create_suppressions",
+    ("get", "/v1/suppressions/{email}"): "get_suppression",
+    ("delete", "/v1/suppressions/{email}"): "delete_suppression",
+    ("get", "/v1/allowlist"): "list_allowlist",
+    ("post", "/v1/allowlist"): "add_allowlist_entry",
+    ("delete", "/v1/allowlist/{entry}"): "delete_allowlist_entry",
+    ("get", "/v1/bounces"): "list_bounces",
+    ("get", "/v1/bounces/{id}"): "get_bounce",
+    ("get", "/v1/events"): "list_events",
+    ("get", "/v1/messages/{id}/events"): "list_message_events",
+    ("get", "/v1/stats"): "get_stats",
+    ("get", "/v1/stats/bounces"): "get_bounce_stats",
+    ("get", "/v1/webhooks"): "list_webhooks",
+    ("post", "/v1/webhooks"): "create_webhook",
+    ("get", "/v1/webhooks/{id}"): "get_webhook",
+    ("put", "/v1/webhooks/{id}"): "replace_webhook",
+    ("patch", "/v1/webhooks/{id}"): "update_webhook",
+    ("delete", "/v1/webhooks/{id}"): "delete_webhook",
+    ("post", "/v1/webhooks/{id}/rotate-secret"): "rotate_webhook_secret",
+    ("post", "/v1/webhooks/{id}/test"): "test_webhook",
+    ("get", "/v1/webhooks/{id}/deliveries"): "list_webhook_deliveries",
+    ("get", "/v1/domains"): "list_domains",
+    ("post", "/v1/domains"): "create_domain",
+    ("get", "/v1/domains/{id}"): "get_domain",
+    ("delete", "/v1/domains/{id}"): "delete_domain",
+    ("get", "/v1/domains/{id}/verify"): "check_domain",
+    ("post", "/v1/domains/{id}/verify"): "verify_domain",
+    ("post", "/v1/domains/{id}/rotate-dkim"): "rotate_domain_dkim",
+    ("get", "/v1/templates"): "list_templates",
+    ("post", "/v1/templates"): "create_template",
+    ("post", "/v1/templates/validate"): "validate_template",
+    ("get", "/v1/templates/{id}"): "get_template",
+    ("put", "/v1/templates/{id}"): "update_template",
+    ("delete", "/v1/templates/{id}"): "delete_template",
+    ("get", "/v1/templates/{id}/versions"): "list_template_versions",
+    ("get", "/v1/templates/{id}/versions/{version}"): "get_template_version",
+    ("post", "/v1/templates/{id}/versions/{version}/rollback"): "rollback_template",
+    ("post", "/v1/templates/{id}/preview"): "preview_template",
+}
+# The first path prefix that matches gives the tag.
+TAGS: list[tuple[str, str, str]] = [
+    ("/v1/messages/{id}/events", "events", "Events of recipients, and counts over time"),
+    ("/v1/messages/{id}/retry", "queues", "The queue by destination domain, and operator actions"),
+    ("/v1/messages", "messages", "Send, batch, show, list and cancel messages"),
+    ("/v1/scheduled-messages", "scheduled", "Messages waiting for their send_at"),
+    ("/v1/idempotency", "messages", ""),
+    ("/v1/quotas", "keys", ""),
+    ("/v1/api-keys", "keys", "API keys, their scopes and quotas"),
+    ("/v1/scopes", "keys", ""),
+    ("/v1/smtp-credentials", "smtp_credentials", "Credentials for SMTP submission"),
+    ("/v1/sending-queues", "queues", ""),
+    ("/v1/suppressions", "suppressions", "The suppression list, the allowlist and recorded bounces"),
+    ("/v1/allowlist", "suppressions", ""),
+    ("/v1/bounces", "suppressions", ""),
+    ("/v1/events", "events", ""),
+    ("/v1/stats", "events", ""),
+    ("/v1/webhooks", "webhooks", "Signed webhook endpoints"),
+    ("/v1/domains", "domains", "Sending domains: DKIM keys and DNS checks"),
+    ("/v1/templates", "templates", "Versioned message templates"),
+    ("/", "service", "Health, this document and metrics"),
+]
+
+
+def _tag(path: str) -> str:
+    return next(tag for prefix, tag, _ in TAGS if path.startswith(prefix))
+
+
 def document() -> dict[str, Any]:
 
     for path, item in PATHS.items():
-        for op in item.values():
+        for method, op in item.items():
+            if (method, path) in OPERATIONS:
+                op["operationId"] = OPERATIONS[method, path]
+            op["tags"] = [_tag(path)]
             if path.startswith("/v1/") and op.get("security") != []:
                 op.setdefault("responses", {}).update({k: v for k, v in _errors().items() if k not in op["responses"]})
             op["responses"].setdefault("500", _json(_ref("Error"), "Internal error"))
@@ -862,6 +1070,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "relay HTTP API", "version": __version__},
         "servers": [{"url": "/"}],
+        "tags": [{"name": tag, "description": text} for _, tag, text in TAGS if text],
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "rly_live_..."}},

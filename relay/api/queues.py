@@ -10,7 +10,10 @@ from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
 from relay.config import parse_duration
 from relay.store import Store
-from relay.store.queue import DomainQueue, Selection
+from relay.store.queue import BodyDeleted, DomainQueue, Resent, Selection
+
+# "scheduled" and "resend" name queue operations, never a destination domain.
+_DOMAIN = "{domain:(?!(?:scheduled|resend)(?:/|$))[^{}/]+}"
 
 
 def queue_json(q: DomainQueue) -> dict[str, Any]:
@@ -23,6 +26,11 @@ def queue_json(q: DomainQueue) -> dict[str, Any]:
         "oldest_at": iso(q.oldest),
         "suspended_until": iso(q.suspended_until),
     }
+
+
+def _resent_json(r: Resent) -> dict[str, Any]:
+    return {"email": r.address, "previous_status": r.previous, "result": r.result,
+            **({"reason": r.reason} if r.reason else {})}  # fmt: skip
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
@@ -45,13 +53,41 @@ class QueuesView:
         admin = require("admin")
         return [
             web.get("/v1/sending-queues", admin(self.index)),
-            web.post("/v1/sending-queues/{domain}/retry", admin(self.retry)),
-            web.post("/v1/sending-queues/{domain}/suspend", admin(self.suspend)),
-            web.post("/v1/sending-queues/{domain}/resume", admin(self.resume)),
-            web.post("/v1/sending-queues/{domain}/bounce", admin(self.bounce)),
-            web.delete("/v1/sending-queues/{domain}", admin(self.purge)),
+            web.delete("/v1/sending-queues/scheduled", admin(self.purge_scheduled)),
+            web.post("/v1/sending-queues/resend", admin(self.resend)),
+            web.post(f"/v1/sending-queues/{_DOMAIN}/retry", admin(self.retry)),
+            web.post(f"/v1/sending-queues/{_DOMAIN}/suspend", admin(self.suspend)),
+            web.post(f"/v1/sending-queues/{_DOMAIN}/resume", admin(self.resume)),
+            web.post(f"/v1/sending-queues/{_DOMAIN}/bounce", admin(self.bounce)),
+            web.delete(f"/v1/sending-queues/{_DOMAIN}", admin(self.purge)),
             web.post("/v1/messages/{id}/retry", admin(self.retry_message)),
         ]
+
+    async def purge_scheduled(self, request: web.Request) -> web.Response:
+        """Cancel every scheduled message not yet due (recipients end cancelled, with events)."""
+        messages, recipients = await self.store.cancel_scheduled()
+        return web.json_response({"queue": "scheduled", "cancelled_messages": messages,
+                                  "cancelled_recipients": recipients})  # fmt: skip
+
+    async def resend(self, request: web.Request) -> web.Response:
+        """``{"message_id"}``: queue the message's bounced and failed recipients again unless suppressed now."""
+        data = await read_json_object(request)
+        message_id = data.get("message_id")
+        if message_id is None or message_id == "":
+            raise ApiError(400, "missing_field", "give 'message_id'", "message_id")
+        if not isinstance(message_id, str):
+            raise ApiError(400, "invalid_field", "'message_id' must be a string", "message_id")
+        try:
+            outcome = await self.store.resend(message_id)
+        except BodyDeleted as exc:
+            raise ApiError(409, "body_deleted", f"{exc}; it cannot be sent again", "message_id") from None
+        if outcome is None:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+        queued = sum(r.result == "queued" for r in outcome)
+        if queued:
+            self.on_change()
+        return web.json_response({"message_id": message_id, "queued": queued,
+                                  "recipients": [_resent_json(r) for r in outcome]})  # fmt: skip
 
     async def index(self, request: web.Request) -> web.Response:
         queues = await self.store.domain_queues()

@@ -60,6 +60,14 @@ def _note(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _one_of(query: Any, name: str, alias: str) -> str | None:
+    """A filter that answers to two names (``kind`` or ``type``): either, or both if they agree."""
+    values = {v for v in (query.get(name), query.get(alias)) if v}
+    if len(values) > 1:
+        raise ApiError(400, "invalid_field", f"'{name}' and '{alias}' are the same filter; give one", name)
+    return values.pop() if values else None
+
+
 class SuppressionsView:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -131,14 +139,15 @@ class SuppressionsView:
     async def bounces(self, request: web.Request) -> web.Response:
         q = request.query
         limit = page_limit(q, 50, MAX_PAGE)
-        kind = q.get("type") or None
+        kind = _one_of(q, "kind", "type")
         if kind is not None and kind not in KINDS:
-            raise ApiError(400, "invalid_field", f"'type' must be one of {', '.join(KINDS)}", "type")
+            name = "kind" if "kind" in q else "type"
+            raise ApiError(400, "invalid_field", f"'{name}' must be one of {', '.join(KINDS)}", name)
         try:
             before = int(q["cursor"]) if q.get("cursor") else None
         except ValueError:
             raise ApiError(400, "invalid_field", "'cursor' must be a bounce id", "cursor") from None
-        f = BounceFilter(kind=kind, recipient=q.get("email") or None, message_id=q.get("message_id") or None,
+        f = BounceFilter(kind=kind, recipient=_one_of(q, "recipient", "email"), message_id=q.get("message_id") or None,
                          before=before)  # fmt: skip
         rows = await self.store.bounces(f, limit + 1)
         page = rows[:limit]

@@ -74,6 +74,16 @@ def complete(conn: sqlite3.Connection, c: Completion) -> None:
     )
 
 
+def forget(conn: sqlite3.Connection, api_key_id: str, key: str, now: float) -> tuple[IdempotencyRecord | None, bool]:
+    """Delete a record on request: (the record or None, whether it was deleted). A request still
+    running under the key keeps it (deleting it would let a retry run the request a second time)."""
+    record = get(conn, api_key_id, key, now)
+    if record is None or (record.state == "pending" and record.created_at >= now - STALE_PENDING):
+        return record, False
+    conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ?", (api_key_id, key))
+    return record, True
+
+
 def release(conn: sqlite3.Connection, api_key_id: str, key: str) -> None:
     """Forget a claim whose request did not succeed, so a corrected retry may run."""
     conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ? AND state = 'pending'", (api_key_id, key))

@@ -121,9 +121,22 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
                {"send_at": scheduled} if scheduled is not None else None)  # fmt: skip
 
 
+def _periods(now: float) -> tuple[str, str]:
+    """The key_usage periods ``now`` falls in: the UTC day and month."""
+    return time.strftime("d:%Y-%m-%d", time.gmtime(now)), time.strftime("m:%Y-%m", time.gmtime(now))
+
+
+def key_usage(conn: sqlite3.Connection, api_key_id: str, now: float) -> tuple[int, int]:
+    """Messages counted against a key's quota this UTC day and month (counted only for keys with a quota)."""
+    day, month = _periods(now)
+    counts = dict(conn.execute(
+        "SELECT period, count FROM key_usage WHERE api_key_id = ? AND period IN (?, ?)", (api_key_id, day, month)
+    ).fetchall())  # fmt: skip
+    return counts.get(day, 0), counts.get(month, 0)
+
+
 def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
-    day = time.strftime("d:%Y-%m-%d", time.gmtime(now))
-    month = time.strftime("m:%Y-%m", time.gmtime(now))
+    day, month = _periods(now)
     for period, limit in ((day, quota.daily), (month, quota.monthly)):
         if limit is None:
             continue
@@ -532,6 +545,65 @@ def admin_bounce(conn: sqlite3.Connection, now: float, reason: str, selection: S
     for rid, mid, address in rows:
         _event(conn, now, EventKind.BOUNCED, mid, rid, address, None, f"bounced by the operator: {reason}")
     return len(rows)
+
+
+def cancel_scheduled(conn: sqlite3.Connection, now: float) -> tuple[int, int]:
+    """Cancel every recipient still waiting for a send_at later than now, with an event each;
+    returns (messages, recipients) cancelled."""
+    rows = conn.execute(
+        "UPDATE recipients SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?"
+        " WHERE state = 'scheduled' AND next_attempt_at > ? RETURNING id, message_id, address",
+        (now, now),
+    ).fetchall()
+    for rid, mid, address in rows:
+        _event(conn, now, EventKind.CANCELLED, mid, rid, address, None, "scheduled messages purged by the operator")
+    return len({mid for _, mid, _ in rows}), len(rows)
+
+
+class BodyDeleted(Exception):
+    """The message's body is gone (``[retention] bodies``): it cannot be sent again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resent:
+    """What a resend did to one recipient: ``queued`` again, left ``suppressed``, or ``unchanged``
+    (not bounced or failed)."""
+
+    address: str
+    previous: str
+    result: str
+    reason: str | None = None
+
+
+_RESENDABLE = ("bounced", "failed")
+
+
+def resend(conn: sqlite3.Connection, message_id: str, now: float) -> list[Resent] | None:
+    """Queue a message's bounced and failed recipients again, due now, unless suppressed now (those keep
+    their state). None: no such message. Raises BodyDeleted when retention has removed the body."""
+    if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
+        return None
+    rows = conn.execute("SELECT id, address, state FROM recipients WHERE message_id = ? ORDER BY id",
+                        (message_id,)).fetchall()  # fmt: skip
+    targets = [address for _, address, state in rows if state in _RESENDABLE]
+    if targets and conn.execute("SELECT 1 FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone() is None:
+        raise BodyDeleted(f"the body of message {message_id} has been deleted ([retention] bodies)")
+    found = suppressions.suppressed(conn, targets, now)
+    out = []
+    for rid, address, state in rows:
+        if state not in _RESENDABLE:
+            out.append(Resent(address, state, "unchanged"))
+        elif address in found:
+            out.append(Resent(address, state, "suppressed", f"suppressed ({found[address].reason})"))
+        else:
+            conn.execute(
+                "UPDATE recipients SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, rid),
+            )
+            _event(conn, now, EventKind.QUEUED, message_id, rid, address, None, "resent through the API",
+                   {"resent": True, "previous_status": state})  # fmt: skip
+            out.append(Resent(address, state, "queued"))
+    return out
 
 
 # -- returned mail (asynchronous bounces and complaints) ------------------------------------

@@ -116,6 +116,16 @@ class Store:
         now = self.clock.now()
         return await self.db.write(lambda c: q.purge(c, now, selection))
 
+    async def cancel_scheduled(self) -> tuple[int, int]:
+        """Cancel every scheduled message not yet due: (messages, recipients)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.cancel_scheduled(c, now))
+
+    async def resend(self, message_id: str) -> list[q.Resent] | None:
+        """Queue a message's bounced and failed recipients again unless suppressed now (None: no such message)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: q.resend(c, message_id, now))
+
     async def suspend_domain(self, domain: str, duration: float, reason: str = "") -> float:
         until = self.clock.now() + duration
         await self.db.write(lambda c: q.suspend_domain(c, domain, until, reason))
@@ -179,6 +189,17 @@ class Store:
     async def idempotency_record(self, api_key_id: str, key: str) -> idem.IdempotencyRecord | None:
         now = self.clock.now()
         return await self.db.lookup(lambda c: idem.get(c, api_key_id, key, now))
+
+    async def forget_idempotency_record(self, api_key_id: str, key: str
+                                        ) -> tuple[idem.IdempotencyRecord | None, bool]:  # fmt: skip
+        """Delete a finished record: (the record or None, whether it was deleted)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: idem.forget(c, api_key_id, key, now))
+
+    async def key_usage(self, api_key_id: str) -> tuple[int, int]:
+        """Messages counted against the key's quotas this UTC day and month."""
+        now = self.clock.now()
+        return await self.db.read(lambda c: q.key_usage(c, api_key_id, now))
 
     async def prune(self) -> int:
         """Drop expired idempotency records."""
