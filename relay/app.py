@@ -136,8 +136,11 @@ def domain_policy(config: Config) -> DomainPolicy:
         return next((b for b in bounce_domains if b == domain or b.endswith("." + domain)), None)
 
     d = config.domains
+    relayed = config.delivery.routes.get("*")
+    smarthost = config.delivery.smarthost or (relayed.smarthost if relayed else None)
     return DomainPolicy(tuple(d.outbound_ips), d.spf_include, d.inbound_host or config.server.hostname,
-                  aligned_bounce_domain)  # fmt: skip
+                        aligned_bounce_domain, config.server.hostname,
+                        _format(smarthost) if smarthost else "")  # fmt: skip
 
 
 def make_domains(config: Config, store: Store, sending: SendingDomains | None) -> Domains:
@@ -448,8 +451,7 @@ class Relay:
         routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
                   *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
                   *WebhooksView(store, self.clock, sender).routes(), *TemplatesView(store).routes(),
-                  *DomainsView(self.domains or make_domains(self.config, store, None),
-                               domain_policy(self.config)).routes(),
+                  *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
                   web.get("/metrics", self._metrics)]  # fmt: skip
 
         app = make_app(store, settings, routes, max_body=http.max_body_size)

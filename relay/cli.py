@@ -863,29 +863,32 @@ def cmd_allowlist_remove(args: argparse.Namespace, config: Config) -> int:
 # -- sending domains ----------------------------------------------------------------------------
 
 
-def _domains_call(config: Config, action: str, *args: Any) -> Any:
+def _domains_call(config: Config, action: str, *args: Any, with_policy: bool = True) -> tuple[Any, Any]:
+    """The action's result, and (``with_policy``) the policy, with the outbound addresses found, that the
+    records are built from."""
     from relay.app import make_domains
 
-    async def run(store: Store) -> Any:
+    async def run(store: Store) -> tuple[Any, Any]:
         domains = make_domains(config, store, None)
-        return await getattr(domains, action)(*args) if args else await store.domains()
+        result = await getattr(domains, action)(*args) if args else await store.domains()
+        return result, (await domains.policy() if with_policy else None)
 
     return _with_store(config, run)
 
 
-def _print_domain(config: Config, args: argparse.Namespace, domain: Any) -> None:
-    from relay.app import domain_policy
+def _print_domain(args: argparse.Namespace, domain: Any, policy: Any) -> None:
     from relay.domains import records
 
     if args.json:
         from relay.api.domains import domain_json
 
-        _print_json(domain_json(domain, domain_policy(config)))
+        _print_json(domain_json(domain, policy))
         return
     keys = ", ".join(f"{k.selector} ({k.state})" for k in domain.keys)
     print(f"{domain.name}  {domain.status}  id {domain.id}  dkim {keys}")
+    print(f"sending from: {', '.join(policy.outbound_ips) or 'unknown'} ({policy.outbound_note})")
     print("records to publish:")
-    for r in records(domain, domain_policy(config)):
+    for r in records(domain, policy):
         print(f"  {r.type:4} {r.name}\n       {r.value}\n       ({r.purpose})")
     if domain.checks:
         print(f"checks ({_when(domain.checked_at)}):")
@@ -897,11 +900,11 @@ def _domain_command(args: argparse.Namespace, config: Config, action: str) -> in
     from relay.domains import DomainError
 
     try:
-        domain = _domains_call(config, action, args.domain)
+        domain, policy = _domains_call(config, action, args.domain)
     except DomainError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
-    _print_domain(config, args, domain)
+    _print_domain(args, domain, policy)
     return 0
 
 
@@ -925,7 +928,7 @@ def cmd_domains_remove(args: argparse.Namespace, config: Config) -> int:
     from relay.domains import DomainError
 
     try:
-        domain = _domains_call(config, "remove", args.domain)
+        domain, _ = _domains_call(config, "remove", args.domain, with_policy=False)
     except DomainError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
@@ -937,12 +940,11 @@ def cmd_domains_remove(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_domains_list(args: argparse.Namespace, config: Config) -> int:
-    domains = _domains_call(config, "list")
+    domains, policy = _domains_call(config, "list", with_policy=args.json)
     if args.json:
         from relay.api.domains import domain_json
-        from relay.app import domain_policy
 
-        _print_json([domain_json(d, domain_policy(config)) for d in domains])
+        _print_json([domain_json(d, policy) for d in domains])
         return 0
     for d in domains:
         print(f"{d.name:40} {d.status:9} checked {_when(d.checked_at)}")

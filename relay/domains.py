@@ -5,6 +5,13 @@ record passes for every outbound address relay sends from; DMARC and the
 return-path record are checked and reported too, with a hint of what to fix.
 Record building is pure; the checks query DNS (dnspython, and pyspf for SPF,
 both through the configured resolvers).
+
+The outbound addresses are ``[domains] outbound_ips`` when set; otherwise
+relay finds them (:func:`discover`): the source address of its route to the
+internet, and, when that is private (behind NAT), the public A/AAAA of
+``[server] hostname``. Through a smarthost, receivers see the smarthost's
+provider, which ``[domains] spf_include`` names. When relay cannot know, the
+SPF record and check say so rather than suggest a record that authorises no one.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import ipaddress
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,10 +89,13 @@ class DnsRecord:
 class Policy:
     """What the records and checks are measured against ([domains] and [inbound] settings)."""
 
-    outbound_ips: tuple[str, ...] = ()
+    outbound_ips: tuple[str, ...] = ()  # configured, or found by discover()
     spf_include: str = ""
     inbound_host: str = ""  # where bounce domains' MX must point
     bounce_domain_for: Callable[[str], str | None] = lambda domain: None
+    hostname: str = ""  # [server] hostname: its A/AAAA stand in for relay's address behind NAT
+    smarthost: str = ""  # "host:port" everything is relayed through ([delivery] smarthost or route "*")
+    outbound_note: str = ""  # where outbound_ips come from, or why relay cannot know them (discover())
 
 
 # -- keys and records (pure apart from writing the key file) -------------------------------------
@@ -124,11 +136,133 @@ def write_key(directory: Path, domain: str, selector: str, pem: bytes) -> Path:
     return path
 
 
+SMARTHOST_PLACEHOLDER = "include:<your smarthost provider's SPF domain>"
+ADDRESS_PLACEHOLDER = "ip4:<the public address relay sends from>"
+
+
 def spf_value(policy: Policy) -> str:
+    """The SPF record to publish. Never ``v=spf1 ~all`` (it authorises no one): when relay does not know
+    what to authorise, a placeholder the purpose and the check explain stands in its place."""
     mechanisms = [f"ip6:{ip}" if ":" in ip else f"ip4:{ip}" for ip in policy.outbound_ips]
     if policy.spf_include:
         mechanisms.append(f"include:{policy.spf_include}")
-    return "v=spf1 " + " ".join([*mechanisms, "~all"]) if mechanisms else "v=spf1 ~all"
+    if not mechanisms:
+        mechanisms.append(SMARTHOST_PLACEHOLDER if policy.smarthost else ADDRESS_PLACEHOLDER)
+    return "v=spf1 " + " ".join([*mechanisms, "~all"])
+
+
+def spf_purpose(policy: Policy) -> str:
+    purpose = "spf (merge into an existing v=spf1 record: a domain has one)"
+    if policy.outbound_ips or policy.spf_include:
+        return f"{purpose}; {policy.outbound_note}" if policy.outbound_note else purpose
+    return f"spf: replace the placeholder before publishing; {policy.outbound_note}"
+
+
+# -- the addresses relay sends from --------------------------------------------------------------
+
+# Any public addresses: connect() on a UDP socket picks the route and the source address and sends nothing.
+PROBE_TARGETS: tuple[str, ...] = ("8.8.8.8", "2001:4860:4860::8888")
+
+
+def route_source(target: str) -> str | None:
+    """The source address of this host's route to ``target`` (None: no route). No packet is sent."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(target).version == 6 else socket.AF_INET
+    except ValueError:
+        return None  # not an address: never a name lookup
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((target, 9))
+            address: str = sock.getsockname()[0]
+    except OSError:
+        return None
+    return address.split("%", 1)[0]  # an IPv6 scope (fe80::1%eth0)
+
+
+def is_public(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
+
+
+def _kind(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip in ipaddress.ip_network("100.64.0.0/10"):
+        return "a carrier-grade NAT address"
+    return "a private address" if ip.is_private else "not a public address"
+
+
+def _version(address: str) -> int:
+    return 6 if ":" in address else 4
+
+
+def explain_outbound(sources: Sequence[str | None], named: Sequence[str], hostname: str) -> tuple[tuple[str, ...], str]:
+    """The public addresses relay sends from, and a sentence on how it knows or why it cannot. Pure.
+
+    ``sources``: the source address of each route probed (None: no route); ``named``: the A/AAAA of
+    ``hostname``. A public route source is what receivers see. A private one (behind NAT) tells nothing;
+    then the hostname's public address of the same family is the best guess, and said to be one."""
+    found: list[str] = []
+    said: list[str] = []
+    for source in dict.fromkeys(s for s in sources if s is not None):
+        if is_public(source):
+            found.append(source)
+            said.append(f"relay sends from {source} (the source address of its route to the internet)")
+            continue
+        guess = [a for a in named if is_public(a) and _version(a) == _version(source) and a not in found]
+        if guess:
+            found.extend(guess)
+            said.append(f"relay sends from {source}, {_kind(source)} (behind NAT?), so the record uses the address "
+                        f"of [server] hostname {hostname}, {', '.join(guess)}: check that receivers see mail come "
+                        "from it, or set [domains] outbound_ips")  # fmt: skip
+        else:
+            said.append(f"relay sends from {source}, {_kind(source)} (behind NAT?): relay cannot know the public "
+                        f"address receivers see, and [server] hostname {hostname} has no public "
+                        f"{'AAAA' if _version(source) == 6 else 'A'} record to suggest one")  # fmt: skip
+    if not said:
+        said.append("relay found no route to the internet from here, so it cannot know the address it sends from")
+    if not found:
+        said.append("set [domains] outbound_ips to the public address(es) receivers see, then verify")
+    return tuple(found), "; ".join(said)
+
+
+async def discover(policy: Policy, resolver: dns.asyncresolver.Resolver,
+                   probe_targets: Sequence[str] = PROBE_TARGETS) -> Policy:  # fmt: skip
+    """``policy`` with the outbound addresses filled in and explained (``outbound_note``)."""
+    if policy.outbound_ips:
+        return dataclasses.replace(policy, outbound_note="authorises [domains] outbound_ips")
+    if policy.smarthost:
+        return dataclasses.replace(policy, outbound_note=_smarthost_note(policy.smarthost, policy.spf_include))
+    sources = [route_source(target) for target in probe_targets]
+    named = await _host_addresses(resolver, policy.hostname) if policy.hostname else []
+    found, note = explain_outbound(sources, named, policy.hostname)
+    return dataclasses.replace(policy, outbound_ips=found, outbound_note=note)
+
+
+def _smarthost_note(smarthost: str, spf_include: str) -> str:
+    relayed = f"relay delivers through the smarthost {smarthost}"
+    if spf_include:
+        return f"{relayed}: include:{spf_include} authorises it"
+    return (
+        f"{relayed}: receivers see mail come from its provider's servers, not from relay; set [domains] "
+        "spf_include to the SPF domain the provider documents (or outbound_ips to its sending addresses)"
+    )
+
+
+async def _host_addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
+    found: list[str] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(name, rdtype, search=False)
+        except dns.exception.DNSException:
+            continue
+        found.extend(r.to_text() for r in answer)
+    return found
 
 
 def records(domain: Domain, policy: Policy) -> list[DnsRecord]:
@@ -139,8 +273,7 @@ def records(domain: Domain, policy: Policy) -> list[DnsRecord]:
             value = public_key_record(key.path.read_bytes())
             purpose = "dkim" if key.state == "active" else "dkim (next key: publish now, it takes over once seen)"
             out.append(DnsRecord("TXT", f"{key.selector}._domainkey.{domain.name}", value, purpose))
-    out.append(DnsRecord("TXT", domain.name, spf_value(policy),
-                         "spf (merge into an existing v=spf1 record: a domain has one)"))  # fmt: skip
+    out.append(DnsRecord("TXT", domain.name, spf_value(policy), spf_purpose(policy)))
     out.append(DnsRecord("TXT", f"_dmarc.{domain.name}", f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain.name}",
                          "dmarc (p=none to start; move to quarantine/reject once reports look right)"))  # fmt: skip
     bounce = policy.bounce_domain_for(domain.name)
@@ -214,7 +347,7 @@ class Checker:
             return _check(FAILED, f"{domain.name} has {len(texts)} SPF records; receivers treat that as an error,"
                                   " merge them into one")  # fmt: skip
         if not self.policy.outbound_ips:
-            return _check(PENDING, "set [domains] outbound_ips to the addresses relay sends from, to check SPF")
+            return self._spf_without_addresses(domain, texts[0])
         failures = []
         for ip in self.policy.outbound_ips:
             result, explanation = await asyncio.to_thread(_spf_check, self.resolver, ip, domain.name)
@@ -227,6 +360,16 @@ class Checker:
             wanted = spf_value(self.policy).removeprefix("v=spf1 ").removesuffix(" ~all")
             return _check(FAILED, f"SPF at {domain.name} does not authorise {', '.join(failures)}; add {wanted}")
         return _check(VERIFIED, f"SPF passes for {', '.join(self.policy.outbound_ips)}")
+
+    def _spf_without_addresses(self, domain: Domain, record: str) -> dict[str, str]:
+        """No address to evaluate: the configured include must be in the record; without one, relay cannot tell."""
+        include = self.policy.spf_include
+        if not include:
+            return _check(PENDING, f"cannot check SPF: {self.policy.outbound_note}")
+        terms = record.lower().split()
+        if f"include:{include}".lower() in terms or f"redirect={include}".lower() in terms:
+            return _check(VERIFIED, f"SPF at {domain.name} includes {include}")
+        return _check(FAILED, f"SPF at {domain.name} does not include {include}; add include:{include}")
 
     async def dmarc(self, domain: Domain) -> dict[str, str]:
         name = f"_dmarc.{domain.name}"
@@ -348,6 +491,9 @@ class SendingDomains:
         )
 
 
+POLICY_TTL = 300.0  # seconds the discovered outbound addresses are reused for showing records
+
+
 class DomainError(ValueError):
     """A domain request that cannot be done (bad name, already there, not found)."""
 
@@ -356,13 +502,26 @@ class Domains:
     """Adding, verifying, rotating and removing sending domains (the store holds them, files hold the keys)."""
 
     def __init__(self, store: Any, key_dir: Path, checker: Checker, sending: SendingDomains | None = None,
-                 selector: str = "", bits: int = 2048) -> None:  # fmt: skip
+                 selector: str = "", bits: int = 2048, probe_targets: Sequence[str] | None = None) -> None:  # fmt: skip
         self.store = store
         self.key_dir = key_dir
         self.checker = checker
         self.sending = sending
         self.selector = selector
         self.bits = bits
+        self.configured = checker.policy  # before discovery
+        self.probe_targets = tuple(PROBE_TARGETS if probe_targets is None else probe_targets)
+        self._discovered: tuple[float, Policy] | None = None
+
+    async def policy(self, refresh: bool = False) -> Policy:
+        """The policy with the outbound addresses found (see :func:`discover`); looked for again after
+        POLICY_TTL, or now when ``refresh`` (a verification)."""
+        now = self.store.clock.now()
+        if refresh or self._discovered is None or now - self._discovered[0] >= POLICY_TTL:
+            policy = await discover(self.configured, self.checker.resolver, self.probe_targets)
+            self._discovered = (now, policy)
+            self.checker.policy = policy
+        return self._discovered[1]
 
     async def refresh(self) -> None:
         """Reload the keys and verified set submission and signing use (this process)."""
@@ -396,6 +555,7 @@ class Domains:
     async def verify(self, ident: str) -> Domain:
         """Run every check now and store the result; a pending (rotated) key found published takes over."""
         domain = await self.get(ident)
+        await self.policy(refresh=True)
         checks = await self.checker.run(domain)
         promote = None
         pending = domain.pending_key

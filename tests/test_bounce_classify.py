@@ -185,12 +185,12 @@ CASES = [
         "policy_rejection",
     ),  # [P] an access-map REJECT: not the address
     (
-        None,
+        550,
         "Host or domain name not found. Name service error for name=nx.example type=MX: Host not found",
         None,
         "hard",
         "domain_not_found",
-    ),  # [P] DSN diagnostic without a reply
+    ),  # [P] DSN diagnostic without a reply code (the parser passes the DSN's "failed" as 550)
     (None, "connect to mx.example.org[1.2.3.4]:25: Connection timed out", None, "soft", "network_error"),  # [P]
     (550, "Unrouteable address", None, "hard", "user_unknown"),  # [E]
     (550, "No Such User Here", None, "hard", "user_unknown"),  # [E] (cPanel)
@@ -261,3 +261,88 @@ def test_enhanced_status_is_found_in_text(text, status):
 
 def test_an_explicit_enhanced_code_wins_over_the_text():
     assert classify(550, "5.2.2", "rejected").kind is Kind.SOFT
+
+
+# Failures without any SMTP reply, as relay's delivery client words them (host, exception type, text)
+# and as operating systems, aiosmtplib, dnspython and OpenSSL word them. None of them is a refusal.
+NO_REPLY_ERRORS = [
+    ("Connection refused", "network_error"),
+    ("[Errno 111] Connection refused", "network_error"),
+    ("ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)", "network_error"),
+    ("SMTPConnectError: Error connecting to 192.0.2.1 on port 25: [Errno 111] Connection refused", "network_error"),
+    ("SMTPConnectError: Error connecting to 10.5.1.1 on port 25: Connection refused by peer", "network_error"),
+    (
+        "ConnectionRefusedError: [WinError 10061] No connection could be made because the target machine actively "
+        "refused it",
+        "network_error",
+    ),
+    ("ConnectionResetError: [Errno 104] Connection reset by peer", "network_error"),
+    ("ConnectionAbortedError: [Errno 103] Software caused connection abort", "network_error"),
+    ("BrokenPipeError: [Errno 32] Broken pipe", "network_error"),
+    ("SMTPServerDisconnected: Unexpected EOF received", "network_error"),
+    ("SMTPServerDisconnected: Connection lost", "network_error"),
+    ("connection lost during DATA: SMTPReadTimeoutError: Timed out waiting for server response", "network_error"),
+    ("connection to mx.example.org lost", "network_error"),
+    ("SMTPConnectTimeoutError: Timed out connecting to 192.0.2.1 on port 25", "network_error"),
+    ("TimeoutError: ", "network_error"),
+    ("OSError: [Errno 101] Network is unreachable", "network_error"),
+    ("OSError: [Errno 113] No route to host", "network_error"),
+    ("OSError: [Errno 65] No route to host", "network_error"),
+    ("PermissionError: [Errno 13] Permission denied", "network_error"),  # a local firewall (EACCES on connect)
+    ("OSError: [Errno 1] Operation not permitted", "network_error"),  # an iptables REJECT / EPERM
+    (
+        "SMTPConnectError: Error connecting to mx.example on port 25: access denied by firewall policy",
+        "network_error",
+    ),
+    ("OSError: [Errno 99] Cannot assign requested address", "network_error"),
+    ("OSError: [Errno 24] Too many open files", "network_error"),
+    ("no host to deliver to", "network_error"),
+    (
+        "SMTPConnectError: Error connecting to smtp.example.net on port 587: [Errno -2] Name or service not known",
+        "dns_error",
+    ),
+    ("gaierror: [Errno -3] Temporary failure in name resolution", "dns_error"),
+    ("gaierror: [Errno -5] No address associated with hostname", "dns_error"),
+    ("gaierror: [Errno 8] nodename nor servname provided, or not known", "dns_error"),
+    ("The DNS query name does not exist: smtp.example.net.", "dns_error"),
+    (
+        "The resolution lifetime expired after 5.005 seconds: Server 127.0.0.1 UDP port 53 answered SERVFAIL",
+        "dns_error",
+    ),
+    (
+        "All nameservers failed to answer the query smtp.example.net. IN A: Server Do53:127.0.0.1@53 answered REFUSED",
+        "dns_error",
+    ),
+    (
+        "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
+        "certificate (_ssl.c:1006)",
+        "tls_error",
+    ),
+    ("SSLError: [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)", "tls_error"),
+    ("SSLError: [SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version (_ssl.c:1006)", "tls_error"),
+    ("SSLError: [SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure", "tls_error"),
+    ("SSLError: [SSL: UNSUPPORTED_PROTOCOL] unsupported protocol: connection refused by policy", "tls_error"),
+    ("SMTPTimeoutError: Timed out while upgrading transport", "network_error"),
+    ("SMTPServerDisconnected: Connection lost during TLS handshake", "tls_error"),
+    ("internal error: ValueError", "internal_error"),
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), NO_REPLY_ERRORS)
+def test_a_failure_without_a_reply_is_transient_never_a_block(text, reason):
+    """No receiver said anything: nothing was refused, whatever words the error uses. Before: "Connection
+    refused" (and "access denied", "refused by policy") read as block / policy_rejection."""
+    for where in ("", "mx.example.org [192.0.2.1]:25: ", "127.0.0.1:1: "):
+        result = classify(None, None, where + text, "mx.example.org")
+        assert (result.kind, result.reason) == (Kind.SOFT, reason), (where + text, result)
+        assert not result.suppresses
+
+
+def test_a_reply_still_decides_when_there_is_one():
+    """The network-error reading is for failures with no reply: a receiver's 5xx refusal stays a refusal."""
+    assert classify(554, None, "5.7.1 Connection refused by policy").kind is Kind.BLOCK
+    assert classify(550, None, "Host not found").kind is Kind.HARD
+    assert classify(None, None, "Sorry, I couldn't find any host named nx.example. (#5.1.2)").kind is Kind.HARD
+    assert classify(None, None, "4.4.7 expired after 120h in the queue; last reply: Connection refused").reason == (
+        "expired"
+    )

@@ -9,6 +9,9 @@ import smtplib
 import aiohttp
 import pytest
 
+from relay import cli
+from relay import domains as domains_mod
+from relay.domains import explain_outbound, route_source
 from tests.conftest import config_dict, run_cli, write_toml
 from tests.test_dkim import verifier
 
@@ -188,3 +191,133 @@ async def test_cli_add_and_verify(tmp_path, dns_server):
     assert [k["state"] for k in json.loads(rotated.stdout)["dkim"]] == ["active", "pending"]
     removed = await asyncio.to_thread(run_cli, "domains", "remove", "example.com", config=config)
     assert removed.returncode == 0 and "removed" in removed.stdout
+
+
+# -- the addresses relay sends from, without [domains] outbound_ips ------------------------------
+
+PUBLIC_IP = "1.2.3.4"  # what the DNS fixture says relay's hostname is; no packet ever goes anywhere
+
+
+@pytest.mark.parametrize(
+    ("sources", "named", "ips", "says"),
+    [
+        (["1.2.3.4", None], [], ("1.2.3.4",), "relay sends from 1.2.3.4 (the source address of its route"),
+        (["10.0.0.5", None], ["1.2.3.4", "10.0.0.5"], ("1.2.3.4",),
+         "relay sends from 10.0.0.5, a private address (behind NAT?), so the record uses the address of "
+         "[server] hostname relay.test, 1.2.3.4: check that"),
+        (["100.64.1.1", "fd00::2"], ["2a00:1450::1"], ("2a00:1450::1",), "100.64.1.1, a carrier-grade NAT address"),
+        (["10.0.0.5"], ["192.168.1.1"], (), "relay cannot know the public address receivers see"),
+        (["127.0.0.1"], [], (), "127.0.0.1, a loopback address (behind NAT?): relay cannot know"),
+        ([None, None], ["1.2.3.4"], (), "relay found no route to the internet"),
+    ],
+)  # fmt: skip
+def test_outbound_addresses_are_explained(sources, named, ips, says):
+    found, note = explain_outbound(sources, named, "relay.test")
+    assert found == ips and says in note, note
+    assert ("set [domains] outbound_ips" in note) == (not ips or "NAT" in note)
+
+
+def test_the_route_probe_reads_the_source_address_of_a_route():
+    assert route_source("127.0.0.1") == "127.0.0.1"
+    assert route_source("not an address") is None
+
+
+def unconfigured(dns_server, **extra):
+    """The example config's [domains]: verification required, no outbound_ips, no smarthost."""
+    return dict(
+        dns={"nameservers": [f"127.0.0.1:{dns_server.port}"], "timeout": "2s"},
+        domains={"require_verified_domain": True, "selector": "s1"},
+        inbound={"bounce_domains": ["bounces.example.com"]},
+        **extra,
+    )
+
+
+@pytest.fixture
+def loopback_probe(monkeypatch):
+    """The route probe aims at loopback: its source address is 127.0.0.1, as behind NAT, a private one."""
+    monkeypatch.setattr(domains_mod, "PROBE_TARGETS", ("127.0.0.1",))
+
+
+async def test_behind_nat_the_hostname_address_is_listed_and_the_domain_verifies(relay_factory, dns_server,
+                                                                                 loopback_probe):  # fmt: skip
+    """Before: without outbound_ips the SPF record was "v=spf1 ~all" and SPF stayed pending: nothing could
+    ever be sent with require_verified_domain = true."""
+    dns_server.zone["relay.test"] = {"A": [PUBLIC_IP]}
+    relay = await relay_factory(**unconfigured(dns_server))
+    _, key = await relay.store.create_api_key("t", ("admin",))
+    status, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
+    assert status == 201
+    spf_record = next(r for r in domain["records"] if r["purpose"].startswith("spf"))
+    assert spf_record["value"] == f"v=spf1 ip4:{PUBLIC_IP} ~all"
+    assert "relay sends from 127.0.0.1, a loopback address (behind NAT?)" in spf_record["purpose"]
+    assert domain["outbound"]["ips"] == [PUBLIC_IP] and "[server] hostname relay.test" in domain["outbound"]["note"]
+    publish(dns_server, domain["records"])
+    status, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
+    assert checked["checks"]["spf"] == {"status": "verified", "hint": f"SPF passes for {PUBLIC_IP}"}
+    assert checked["status"] == "verified", checked["checks"]
+    status, sent = await send_http(relay, key, "app@example.com")
+    assert status == 202, sent
+
+
+async def test_when_relay_cannot_know_its_address_it_says_so(relay_factory, dns_server, loopback_probe):
+    dns_server.zone["relay.test"] = {"A": ["10.1.2.3"]}  # a private address: no help
+    relay = await relay_factory(**unconfigured(dns_server))
+    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
+    status, shown = await call(relay, "GET", f"/v1/domains/{domain['id']}", key)
+    assert status == 200
+    spf_record = next(r for r in shown["records"] if r["purpose"].startswith("spf"))
+    assert spf_record["value"] == "v=spf1 ip4:<the public address relay sends from> ~all"
+    assert spf_record["purpose"].startswith("spf: replace the placeholder before publishing; relay sends from 127.0.0")
+    assert "relay cannot know the public address receivers see" in spf_record["purpose"]
+    assert shown["outbound"]["ips"] == [] and "set [domains] outbound_ips" in shown["outbound"]["note"]
+    dns_server.zone["example.com"] = {"TXT": ['"v=spf1 ~all"']}
+    _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
+    assert checked["checks"]["spf"]["status"] == "pending"
+    assert checked["checks"]["spf"]["hint"].startswith("cannot check SPF: relay sends from 127.0.0.1")
+
+
+async def test_through_a_smarthost_spf_names_its_provider(relay_factory, dns_server, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address}, **unconfigured(dns_server))
+    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
+    spf_record = next(r for r in domain["records"] if r["purpose"].startswith("spf"))
+    assert spf_record["value"] == "v=spf1 include:<your smarthost provider's SPF domain> ~all"
+    assert f"relay delivers through the smarthost {sink.address}" in spf_record["purpose"]
+    assert "set [domains] spf_include" in spf_record["purpose"]
+    dns_server.zone["example.com"] = {"TXT": ['"v=spf1 mx ~all"']}
+    _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
+    assert checked["checks"]["spf"]["status"] == "pending" and "smarthost" in checked["checks"]["spf"]["hint"]
+
+
+async def test_through_a_smarthost_with_spf_include_the_domain_verifies(relay_factory, dns_server, sink):
+    extra = unconfigured(dns_server)
+    extra["domains"]["spf_include"] = "_spf.provider.example"
+    relay = await relay_factory(delivery={"smarthost": sink.address}, **extra)
+    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
+    spf_record = next(r for r in domain["records"] if r["purpose"].startswith("spf"))
+    assert spf_record["value"] == "v=spf1 include:_spf.provider.example ~all"
+    dns_server.zone["example.com"] = {"TXT": ['"v=spf1 include:_spf.other.example ~all"']}
+    _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
+    assert checked["checks"]["spf"] == {"status": "failed", "hint": "SPF at example.com does not include "
+                                        "_spf.provider.example; add include:_spf.provider.example"}  # fmt: skip
+    dns_server.zone.pop("example.com")
+    publish(dns_server, domain["records"])
+    _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
+    assert checked["status"] == "verified", checked["checks"]
+    status, _ = await send_http(relay, key, "app@example.com")
+    assert status == 202
+    await sink.handler.wait_for(1)
+
+
+async def test_cli_show_says_when_relay_cannot_know(tmp_path, dns_server, loopback_probe, capsys):
+    config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data", **unconfigured(dns_server)))
+    # In this process (the probe is aimed at loopback), in a thread: the DNS fixture answers from this loop.
+    assert await asyncio.to_thread(cli.main, ["domains", "add", "example.com", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["domains", "show", "example.com", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "sending from: unknown (relay sends from 127.0.0.1, a loopback address (behind NAT?)" in out
+    assert "v=spf1 ip4:<the public address relay sends from> ~all" in out
+    assert "(spf: replace the placeholder before publishing;" in out

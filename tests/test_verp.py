@@ -56,3 +56,10 @@ def test_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
     first = load_secret(path)
     assert len(first) == 32 and load_secret(path) == first
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("sender", ["", "<>", " <> "])
+def test_the_null_sender_has_no_verp_return_path(sender: str) -> None:
+    """RFC 5321 §4.5.5: mail from <> (a DSN, an auto-reply) keeps the null return path."""
+    with pytest.raises(ValueError, match="null sender"):
+        Verp(SECRET, ["bounces.example.com"]).return_path(sender, "01jd0000000000000000000000", 1)

@@ -21,14 +21,14 @@ def domain_json(d: Domain, policy: Policy) -> dict[str, Any]:
         "verified_at": iso(d.verified_at),
         "dkim": [{"selector": k.selector, "state": k.state, "created_at": iso(k.created_at)} for k in d.keys],
         "records": [r.__dict__ for r in records(d, policy)],
+        "outbound": {"ips": list(policy.outbound_ips), "note": policy.outbound_note},
         "checks": d.checks,
     }
 
 
 class DomainsView:
-    def __init__(self, domains: Domains, policy: Policy) -> None:
+    def __init__(self, domains: Domains) -> None:
         self.domains = domains
-        self.policy = policy
 
     def routes(self) -> list[web.RouteDef]:
         scope = require("domains")
@@ -52,10 +52,11 @@ class DomainsView:
         except DomainError as exc:
             status = 409 if "already" in str(exc) else 400
             raise ApiError(status, "conflict" if status == 409 else "invalid_field", str(exc), "domain") from None
-        return web.json_response(domain_json(domain, self.policy), status=201)
+        return web.json_response(domain_json(domain, await self.domains.policy()), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.json_response({"data": [domain_json(d, self.policy) for d in await self.domains.store.domains()]})
+        policy = await self.domains.policy()
+        return web.json_response({"data": [domain_json(d, policy) for d in await self.domains.store.domains()]})
 
     async def _call(self, fn: Any, ident: str) -> Domain:
         try:
@@ -66,7 +67,8 @@ class DomainsView:
             raise ApiError(409, "conflict", str(exc)) from None
 
     async def show(self, request: web.Request) -> web.Response:
-        return web.json_response(domain_json(await self._call(self.domains.get, request.match_info["id"]), self.policy))
+        domain = await self._call(self.domains.get, request.match_info["id"])
+        return web.json_response(domain_json(domain, await self.domains.policy()))
 
     async def delete(self, request: web.Request) -> web.Response:
         domain = await self._call(self.domains.remove, request.match_info["id"])
@@ -75,9 +77,9 @@ class DomainsView:
     async def verify(self, request: web.Request) -> web.Response:
         """Run the DNS checks now; the result is stored with the domain."""
         domain = await self._call(self.domains.verify, request.match_info["id"])
-        return web.json_response(domain_json(domain, self.policy))
+        return web.json_response(domain_json(domain, await self.domains.policy()))
 
     async def rotate(self, request: web.Request) -> web.Response:
         """A new DKIM key to publish next to the current one; it takes over when verify sees it."""
         domain = await self._call(self.domains.rotate, request.match_info["id"])
-        return web.json_response(domain_json(domain, self.policy))
+        return web.json_response(domain_json(domain, await self.domains.policy()))

@@ -21,7 +21,7 @@ from relay.compose import Composition, FieldError, Limits, build, build_many, pa
 from relay.events import State
 from relay.keys import ApiKey
 from relay.message import NewMessage
-from relay.store.idempotency import Completion, IdempotencyRecord
+from relay.store.idempotency import ClaimLost, Completion, IdempotencyRecord
 from relay.store.queue import MessageFilter, MessageRecord, Quota, QuotaExhausted
 from relay.submission.accept import Acceptor, DomainNotVerified, MessageTooLarge
 from relay.submission.capacity import Overloaded
@@ -184,10 +184,12 @@ class MessagesView:
         if held is not None:
             return self._replay(held, request_hash)
         try:
-            return await create(data, key, idempotency_key)
-        except BaseException:
-            await self.store.release_idempotency_key(key.id, idempotency_key)
-            raise
+            async with self.store.idempotency_lease(key.id, idempotency_key):  # renewed; released on failure
+                return await create(data, key, idempotency_key)
+        except ClaimLost:
+            raise ApiError(409, "idempotency_in_progress", "this request outlived its claim on the Idempotency-Key"
+                           " and a retry took it over; this one queued nothing",
+                           headers={"Retry-After": "1"}) from None  # fmt: skip
 
     def _send_at(self, value: Any, field: str = "send_at", future_only: bool = False) -> float | None:
         """An ISO 8601 time (or unix seconds) within [server] max_schedule_ahead; a past time sends now."""

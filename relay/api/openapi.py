@@ -824,6 +824,8 @@ SCHEMAS["Domain"] = {
             "selector": _STR, "state": {"enum": ["active", "pending", "retired"]}, "created_at": _TIME}}},
         "records": {"type": "array", "items": {"type": "object", "properties": {
             "type": _STR, "name": _STR, "value": _STR, "purpose": _STR}}},
+        "outbound": {"type": "object", "properties": {"ips": {"type": "array", "items": _STR}, "note": _STR},
+                     "description": "the addresses the SPF record authorises, and how relay knows them or why not"},
         "checks": {"type": ["object", "null"], "additionalProperties": _CHECK,
                    "description": "dkim, spf, dmarc, return_path (and dkim_next during a rotation)"},
     },

@@ -241,11 +241,14 @@ RULES: tuple[Rule, ...] = (
 
 
 def classify(code: int | None, enhanced: str | None, text: str, remote_host: str | None = None) -> Classification:
-    """Classify one refusal: ``code`` the SMTP reply code (None: no reply, e.g. a timeout),
+    """Classify one refusal: ``code`` the SMTP reply code (None: no reply, e.g. a timeout or a refused
+    connection, always soft unless ``text`` carries a status code such as a report's "(#5.1.2)"),
     ``enhanced`` its RFC 3463 status (found in ``text`` when None), ``text`` the reply or diagnostic,
     ``remote_host`` the MX that said it (some phrases mean different things at different providers)."""
     status = enhanced or enhanced_status(text)
-    klass = status[0] if status else (str(code)[0] if code else None)
+    if code is None and status is None:
+        return _without_reply(text)
+    klass = status[0] if status else str(code)[0]  # code is not None here when status is None
     if klass == "2":
         return Classification(Kind.UNKNOWN, "delivered", status)
     temporary = klass == "4"
@@ -262,6 +265,33 @@ def classify(code: int | None, enhanced: str | None, text: str, remote_host: str
     if major in GENERIC and not subject.startswith(("0.", "5.")):  # x.0.x and x.5.x say nothing useful
         return Classification(*GENERIC[major], status)
     return _by_basic_code(code, status)
+
+
+# Failures with neither an SMTP reply nor a status code (a refused or reset connection, a timeout,
+# a DNS or TLS failure): relay could not talk to the receiver, nobody refused anything, whatever
+# words the error happens to use ("Connection refused", "Permission denied", "access denied by
+# firewall"). Always soft; the first pattern that matches names the reason.
+NO_REPLY: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), reason)
+    for pattern, reason in (
+        (r"\bssl|\btls|certificate|handshake", "tls_error"),
+        (
+            r"\bdns\b|gaierror|name or service|name resolution|nodename nor servname|getaddrinfo|"
+            r"\bresolv|nameserver|nxdomain|servfail|no address",
+            "dns_error",
+        ),
+        (r"internal error", "internal_error"),
+    )
+)
+
+
+def _without_reply(text: str) -> Classification:
+    """No reply and no status: a network, DNS or TLS failure, or a timeout. Transient by nature:
+    only a receiver's reply can make a failure permanent (RFC 5321 §4.2.1)."""
+    for pattern, reason in NO_REPLY:
+        if pattern.search(text):
+            return Classification(Kind.SOFT, reason)
+    return Classification(Kind.SOFT, "network_error")
 
 
 def _soften(kind: Kind, temporary: bool) -> Kind:

@@ -6,7 +6,8 @@ that address, so the address alone says what bounced, whatever the bounce's
 format. The tag is a truncated HMAC-SHA256 of the ids under a secret only this
 relay knows: nobody can make up a return path that suppresses someone else's
 address. Everything is lower case, because some receivers lower-case the
-addresses they bounce to.
+addresses they bounce to. Mail from the null sender (``<>``) keeps its null
+return path: it is never rewritten.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from pathlib import Path
 PREFIX = "b+"
 TAG_LENGTH = 12  # base32 characters: 60 bits
 _TOKEN = re.compile(r"b\+([0-9a-z]{10,40})\.(\d{1,19})\.([a-z2-7]+)")
+
+
+def is_null_sender(sender: str) -> bool:
+    """The null reverse-path (``MAIL FROM:<>``: DSNs, auto-replies), stored as "" or as "<>"."""
+    return sender.strip() in ("", "<>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,10 @@ class Verp:
         return self.domains[0]
 
     def return_path(self, sender: str, message_id: str, recipient_id: int) -> str:
+        """The recipient's own return path. Never for the null sender: mail sent with ``MAIL FROM:<>`` must
+        keep it, so that nothing answers it and no loop starts (RFC 5321 §4.5.5)."""
+        if is_null_sender(sender):
+            raise ValueError("the null sender keeps its null return path")
         domain = self.domain_for(sender)
         return f"{PREFIX}{message_id.lower()}.{recipient_id}.{self._tag(message_id.lower(), recipient_id)}@{domain}"
 

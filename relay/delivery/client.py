@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import aiosmtplib
 
+from relay.bounces.verp import is_null_sender
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
 from relay.message import PLAIN_ADDRESS, dot_stuff
@@ -93,7 +94,8 @@ def path_of(address: str) -> bytes | None:
 
 
 async def send_mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> aiosmtplib.SMTPResponse:
-    path = path_of(sender)
+    """MAIL FROM; the null sender (stored as "" or "<>") as ``MAIL FROM:<>``, which aiosmtplib cannot write."""
+    path = b"<>" if is_null_sender(sender) else path_of(sender)
     if path is None:
         return await smtp.mail(sender, options=options, encoding=encoding)
     resp = await smtp.execute_command(b"MAIL", b"FROM:" + path, *(o.encode("ascii") for o in options))

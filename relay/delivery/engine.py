@@ -28,7 +28,7 @@ from typing import Any
 
 from relay.bounces.classify import Classification, Kind
 from relay.bounces.classify import classify as classify_bounce
-from relay.bounces.verp import Verp
+from relay.bounces.verp import Verp, is_null_sender
 from relay.clock import Clock
 from relay.config import RouteConfig, Shaping
 from relay.delivery.client import Connection, SmtpClient, StaleConnection
@@ -274,13 +274,16 @@ class Engine:
         return count
 
     def _uses_verp(self, message: LeasedMessage) -> bool:
-        return self.settings.verp is not None and message.sender != ""  # the null sender stays null
+        return self.settings.verp is not None and not is_null_sender(message.sender)  # the null sender stays null
 
     def _envelope_sender(self, job: Job) -> str:
+        sender = job.message.sender
+        if is_null_sender(sender):
+            return ""  # MAIL FROM:<> (RFC 5321 §4.5.5), however it was stored
         verp = self.settings.verp
-        if verp is None or len(job.recipients) != 1 or not job.message.sender:
-            return job.message.sender
-        return verp.return_path(job.message.sender, job.message.id, job.recipients[0].id)
+        if verp is None or len(job.recipients) != 1:
+            return sender
+        return verp.return_path(sender, job.message.id, job.recipients[0].id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -2,15 +2,31 @@
 
 A record is ``pending`` while its request runs and ``done`` once the response
 is stored, in the same transaction as the message it queued. A pending record
-older than STALE_PENDING (its process died mid-request) may be claimed again.
+belongs to the process that claimed it (its :class:`Owner`) until that request
+ends: the owner renews a lease while it runs (every RENEW_EVERY seconds) and
+releases the claim if the request fails. Another request with the same key
+gets the record back (409 "in progress") unless the owner has provably
+stopped (:func:`holder_gone`): a request of this process that no longer runs,
+a process on this machine that is not running (or whose pid this process now
+has: a restart), or, anywhere, a lease left to expire without renewal. Only
+then is the claim taken over. A request that lost its claim cannot complete
+it (:class:`ClaimLost`): the transaction that would queue its messages fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import secrets
+import socket
 import sqlite3
+from collections.abc import Callable
 
-STALE_PENDING = 60.0  # seconds
+log = logging.getLogger(__name__)
+
+LEASE = 60.0  # seconds a pending claim holds without renewal
+RENEW_EVERY = LEASE / 3  # how often a running request renews its lease
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +39,8 @@ class IdempotencyRecord:
     message_id: str | None
     created_at: float
     expires_at: float
+    owner: str | None = None  # the process a pending claim belongs to (str(Owner))
+    lease_until: float | None = None  # a pending claim not renewed by then may be taken over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +54,104 @@ class Completion:
     message_id: str | None
 
 
-_COLUMNS = "key, request_hash, state, status, body, message_id, created_at, expires_at"
+class ClaimLost(Exception):
+    """The request's claim was taken over (its lease expired): it must not complete, nor queue anything."""
+
+
+# -- owners ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """One process: where its pid means something (``node``), the pid, and a token drawn at start."""
+
+    node: str  # host name, boot and pid namespace: another node's pids cannot be checked
+    pid: int
+    token: str  # random per process: the same pid after a restart is another owner
+
+    def __str__(self) -> str:
+        return f"{self.pid}:{self.token}@{self.node}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        head, at, node = text.partition("@")
+        pid, colon, token = head.partition(":")
+        if not at or not colon or not pid.isdigit():
+            return None
+        return cls(node, int(pid), token)
+
+
+def node_identity() -> str:
+    """The host name, the boot id and the pid namespace: where two owners' pids can be compared."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            parts.append(fh.read().strip())
+    except OSError:
+        pass
+    try:
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return "/".join(parts).replace("@", "_")
+
+
+_this: Owner | None = None
+
+
+def this_process() -> Owner:
+    """This process's owner identity (a forked child gets its own)."""
+    global _this
+    if _this is None or _this.pid != os.getpid():
+        _this = Owner(node_identity(), os.getpid(), secrets.token_hex(8))
+    return _this
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
+
+
+# Claims held by requests running in this process: (scope, api key id, key). The scope names the database.
+_running: set[tuple[str, str, str]] = set()
+
+
+def running_here(scope: str, api_key_id: str, key: str) -> bool:
+    return (scope, api_key_id, key) in _running
+
+
+def finished_here(scope: str, api_key_id: str, key: str) -> None:
+    """The request holding this claim in this process has ended (completed, released or lost)."""
+    _running.discard((scope, api_key_id, key))
+
+
+def holder_gone(
+    holder: str | None,
+    lease_until: float | None,
+    now: float,
+    me: Owner,
+    running: bool,
+    pid_alive: Callable[[int], bool] = pid_running,
+) -> bool:
+    """Whether the owner of a pending claim has provably stopped, so that the claim may be taken over.
+    ``running``: a request of this process holds the claim now. Pure apart from ``pid_alive``."""
+    owner = Owner.parse(holder) if holder else None
+    if owner == me:
+        return not running  # this process knows its own requests
+    if owner is not None and owner.node == me.node:
+        if owner.pid == me.pid or not pid_alive(owner.pid):
+            return True  # its process is gone (or restarted: the pid is now this process's)
+    return lease_until is None or lease_until <= now  # elsewhere: only an unrenewed lease says so
+
+
+# -- records -------------------------------------------------------------------------------------
+
+_COLUMNS = "key, request_hash, state, status, body, message_id, created_at, expires_at, owner, lease_until"
 
 
 def get(conn: sqlite3.Connection, api_key_id: str, key: str, now: float) -> IdempotencyRecord | None:
@@ -48,45 +163,82 @@ def get(conn: sqlite3.Connection, api_key_id: str, key: str, now: float) -> Idem
 
 
 def claim(
-    conn: sqlite3.Connection, api_key_id: str, key: str, request_hash: str, now: float, ttl: float
+    conn: sqlite3.Connection,
+    api_key_id: str,
+    key: str,
+    request_hash: str,
+    now: float,
+    ttl: float,
+    scope: str = "",
+    me: Owner | None = None,
+    pid_alive: Callable[[int], bool] = pid_running,
 ) -> IdempotencyRecord | None:
-    """Claim ``key`` for a new request: None if claimed, else the record that holds it."""
-    conn.execute(
-        "DELETE FROM idempotency WHERE api_key_id = ? AND key = ?"
-        " AND (expires_at <= ? OR (state = 'pending' AND created_at < ?))",
-        (api_key_id, key, now, now - STALE_PENDING),
-    )
+    """Claim ``key`` for a new request of ``me`` (this process): None if claimed, else the record that
+    holds it (done, or pending with a live owner). Runs in the writer: claims are taken one at a time."""
+    me = me or this_process()
+    conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ? AND expires_at <= ?", (api_key_id, key, now))
     existing = get(conn, api_key_id, key, now)
     if existing is not None:
-        return existing
+        running = running_here(scope, api_key_id, key)
+        if existing.state != "pending" or not holder_gone(existing.owner, existing.lease_until, now, me, running,
+                                                          pid_alive):  # fmt: skip
+            return existing
+        log.warning("Idempotency-Key %r: taking over the claim of %s, which has stopped", key, existing.owner)
+        conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ?", (api_key_id, key))
     conn.execute(
-        "INSERT INTO idempotency (api_key_id, key, request_hash, state, created_at, expires_at)"
-        " VALUES (?, ?, ?, 'pending', ?, ?)",
-        (api_key_id, key, request_hash, now, now + ttl),
+        "INSERT INTO idempotency (api_key_id, key, request_hash, state, created_at, expires_at, owner, lease_until)"
+        " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+        (api_key_id, key, request_hash, now, now + ttl, str(me), now + LEASE),
     )
+    _running.add((scope, api_key_id, key))
     return None
 
 
-def complete(conn: sqlite3.Connection, c: Completion) -> None:
-    conn.execute(
-        "UPDATE idempotency SET state = 'done', status = ?, body = ?, message_id = ? WHERE api_key_id = ? AND key = ?",
-        (c.status, c.body, c.message_id, c.api_key_id, c.key),
+def renew(conn: sqlite3.Connection, api_key_id: str, key: str, now: float, me: Owner | None = None) -> bool:
+    """Extend ``me``'s lease on a pending claim; False if the claim is no longer its own."""
+    return (
+        conn.execute(
+            "UPDATE idempotency SET lease_until = ? WHERE api_key_id = ? AND key = ? AND state = 'pending'"
+            " AND owner = ?",
+            (now + LEASE, api_key_id, key, str(me or this_process())),
+        ).rowcount
+        == 1
     )
 
 
-def forget(conn: sqlite3.Connection, api_key_id: str, key: str, now: float) -> tuple[IdempotencyRecord | None, bool]:
+def forget(conn: sqlite3.Connection, api_key_id: str, key: str, now: float, scope: str = "",
+           me: Owner | None = None) -> tuple[IdempotencyRecord | None, bool]:  # fmt: skip
     """Delete a record on request: (the record or None, whether it was deleted). A request still
     running under the key keeps it (deleting it would let a retry run the request a second time)."""
     record = get(conn, api_key_id, key, now)
-    if record is None or (record.state == "pending" and record.created_at >= now - STALE_PENDING):
+    if record is None or (
+        record.state == "pending"
+        and not holder_gone(record.owner, record.lease_until, now, me or this_process(),
+                            running_here(scope, api_key_id, key))
+    ):  # fmt: skip
         return record, False
     conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ?", (api_key_id, key))
     return record, True
 
 
-def release(conn: sqlite3.Connection, api_key_id: str, key: str) -> None:
-    """Forget a claim whose request did not succeed, so a corrected retry may run."""
-    conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ? AND state = 'pending'", (api_key_id, key))
+def complete(conn: sqlite3.Connection, c: Completion, me: Owner | None = None) -> None:
+    """Store the response of ``me``'s request. Raises ClaimLost if the claim is no longer its own, which
+    rolls back the transaction queuing the request's messages: a taken-over request queues nothing."""
+    updated = conn.execute(
+        "UPDATE idempotency SET state = 'done', status = ?, body = ?, message_id = ?, lease_until = NULL"
+        " WHERE api_key_id = ? AND key = ? AND state = 'pending' AND owner = ?",
+        (c.status, c.body, c.message_id, c.api_key_id, c.key, str(me or this_process())),
+    ).rowcount
+    if updated != 1:
+        raise ClaimLost(f"the claim on Idempotency-Key {c.key!r} was taken over")
+
+
+def release(conn: sqlite3.Connection, api_key_id: str, key: str, me: Owner | None = None) -> None:
+    """Forget ``me``'s claim whose request did not succeed, so a corrected retry may run."""
+    conn.execute(
+        "DELETE FROM idempotency WHERE api_key_id = ? AND key = ? AND state = 'pending' AND owner = ?",
+        (api_key_id, key, str(me or this_process())),
+    )
 
 
 def prune(conn: sqlite3.Connection, now: float) -> int:

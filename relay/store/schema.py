@@ -289,6 +289,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (template_id, version)
     ) WITHOUT ROWID;
     """,
+    # An Idempotency-Key claim belongs to the process running its request (owner) and holds while
+    # that process renews its lease; claims made before this version keep the old 60-second rule.
+    """
+    ALTER TABLE idempotency ADD COLUMN owner TEXT;
+    ALTER TABLE idempotency ADD COLUMN lease_until REAL;
+    UPDATE idempotency SET lease_until = created_at + 60 WHERE state = 'pending';
+    """,
 ]
 
 

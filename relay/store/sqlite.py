@@ -7,10 +7,11 @@ of them write SQL. A PostgreSQL store would offer the same methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from relay import credentials as creds
@@ -177,14 +178,52 @@ class Store:
     async def claim_idempotency_key(
         self, api_key_id: str, key: str, request_hash: str, ttl: float
     ) -> idem.IdempotencyRecord | None:
+        """None: claimed for a request of this process (hold it with :meth:`idempotency_lease`); else the
+        record that holds the key (done, or pending with an owner that has not stopped)."""
         now = self.clock.now()
-        return await self.db.write(lambda c: idem.claim(c, api_key_id, key, request_hash, now, ttl))
+        scope = str(self.db.path)
+        try:
+            return await self.db.write(lambda c: idem.claim(c, api_key_id, key, request_hash, now, ttl, scope))
+        except BaseException:
+            idem.finished_here(scope, api_key_id, key)  # not committed: not ours
+            raise
+
+    @contextlib.asynccontextmanager
+    async def idempotency_lease(self, api_key_id: str, key: str) -> AsyncIterator[None]:
+        """Hold a claim while its request runs: the lease is renewed every RENEW_EVERY seconds, the claim
+        is released if the request fails, and it is no longer this process's running request after."""
+        renewing = asyncio.create_task(self._renew_idempotency_key(api_key_id, key))
+        try:
+            yield
+        except BaseException:
+            await self.release_idempotency_key(api_key_id, key)
+            raise
+        finally:
+            renewing.cancel()
+            idem.finished_here(str(self.db.path), api_key_id, key)
+
+    async def _renew_idempotency_key(self, api_key_id: str, key: str) -> None:
+        while True:
+            await asyncio.sleep(idem.RENEW_EVERY)
+            try:
+                if not await self.renew_idempotency_key(api_key_id, key):
+                    return  # no longer ours (completed, released, or taken over)
+            except Exception as exc:  # e.g. a full disk: the next renewal may work; the lease says the rest
+                log.warning("could not renew the claim on Idempotency-Key %r: %s", key, exc)
+
+    async def renew_idempotency_key(self, api_key_id: str, key: str) -> bool:
+        """Extend this process's lease on a pending claim; False if it is no longer this process's."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: idem.renew(c, api_key_id, key, now))
 
     async def complete_idempotency_key(self, completion: idem.Completion) -> None:
         await self.db.write(lambda c: idem.complete(c, completion))
 
     async def release_idempotency_key(self, api_key_id: str, key: str) -> None:
-        await self.db.write(lambda c: idem.release(c, api_key_id, key))
+        try:
+            await self.db.write(lambda c: idem.release(c, api_key_id, key))
+        finally:
+            idem.finished_here(str(self.db.path), api_key_id, key)
 
     async def idempotency_record(self, api_key_id: str, key: str) -> idem.IdempotencyRecord | None:
         now = self.clock.now()
@@ -194,7 +233,7 @@ class Store:
                                         ) -> tuple[idem.IdempotencyRecord | None, bool]:  # fmt: skip
         """Delete a finished record: (the record or None, whether it was deleted)."""
         now = self.clock.now()
-        return await self.db.write(lambda c: idem.forget(c, api_key_id, key, now))
+        return await self.db.write(lambda c: idem.forget(c, api_key_id, key, now, str(self.db.path)))
 
     async def key_usage(self, api_key_id: str) -> tuple[int, int]:
         """Messages counted against the key's quotas this UTC day and month."""

@@ -1,0 +1,183 @@
+"""Idempotency-Key claims belong to the request that made them until it ends or its process provably stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from relay.api.messages import MessagesView
+from relay.app import Relay
+from relay.clock import FakeClock
+from relay.message import NewMessage
+from relay.store import Store
+from relay.store import idempotency as idem
+from relay.store.idempotency import ClaimLost, Completion, Owner
+from tests.conftest import make_config
+
+BATCH = {
+    "messages": [
+        {"from": "app@example.com", "to": "a@one.example", "subject": "s", "text": "t"},
+        {"from": "app@example.com", "to": "b@one.example", "subject": "s", "text": "t"},
+    ]
+}
+
+
+def count_messages(path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def gone_pid() -> int:
+    """The pid of a process of this machine that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+async def relay_on_fake_clock(tmp_path, sink):
+    clock = FakeClock(time.time())
+    relay = Relay(make_config(tmp_path / "data", delivery={"smarthost": sink.address}), clock)
+    await relay.start()
+    _, secret = await relay.store.create_api_key("app", ("send", "read"))
+    yield relay, clock, secret
+    await relay.stop()
+
+
+async def post(relay, secret: str, path: str, body: dict, idempotency_key: str) -> tuple[int, dict, str | None]:
+    host, port = relay.http_address
+    headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": idempotency_key,
+               "Content-Type": "application/json"}  # fmt: skip
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://{host}:{port}{path}", data=json.dumps(body), headers=headers) as r:
+            return r.status, await r.json(), r.headers.get("Idempotent-Replayed")
+
+
+async def test_a_request_running_past_a_minute_is_not_duplicated_by_a_retry(relay_on_fake_clock, monkeypatch):
+    """Before: the retry at +64 s found a "stale" pending claim (older than 60 s), deleted it and queued the
+    batch again; then the first request queued it too: four messages for a two-message batch."""
+    relay, clock, secret = relay_on_fake_clock
+    started, proceed = asyncio.Event(), asyncio.Event()
+    build_all = MessagesView._build_all
+
+    async def slow_first_build(self, compositions):
+        if not started.is_set():  # the first request's rendering takes "64 seconds"
+            started.set()
+            await proceed.wait()
+        return await build_all(self, compositions)
+
+    monkeypatch.setattr(MessagesView, "_build_all", slow_first_build)
+    first = asyncio.create_task(post(relay, secret, "/v1/messages/batch", BATCH, "batch-64s"))
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        clock.advance(64)
+        status, body, _ = await post(relay, secret, "/v1/messages/batch", BATCH, "batch-64s")
+    finally:
+        proceed.set()
+    status_first, first_body, _ = await first
+    assert (status, body.get("error", {}).get("code")) == (409, "idempotency_in_progress"), body
+    assert count_messages(relay.store.db.path) == 2, "queued twice"
+    status = status_first
+    assert status == 202 and first_body["queued"] == 2
+    status, replayed, header = await post(relay, secret, "/v1/messages/batch", BATCH, "batch-64s")
+    assert (status, replayed, header) == (202, first_body, "true")
+    assert count_messages(relay.store.db.path) == 2
+
+
+@pytest.mark.parametrize("owner", ["crashed", "restarted"])
+async def test_the_claim_of_a_stopped_process_is_taken_over_at_once(relay_on_fake_clock, owner):
+    """Before: a claim less than 60 s old answered 409 whoever held it, even a process that had died."""
+    relay, clock, secret = relay_on_fake_clock
+    me = idem.this_process()
+    holder = Owner(me.node, gone_pid(), "0123456789abcdef") if owner == "crashed" else Owner(me.node, me.pid, "old")
+    message = {"from": "app@example.com", "to": "a@one.example", "subject": "s", "text": "t"}
+    request_hash = hashlib.sha256(json.dumps(message).encode()).hexdigest()
+    key_id = (await relay.store.list_api_keys())[0].id
+    now = clock.now()
+    await relay.store.db.write(lambda c: idem.claim(c, key_id, "k", request_hash, now, 3600, "elsewhere", holder))
+    status, body, replayed = await post(relay, secret, "/v1/messages", message, "k")
+    assert status == 202 and replayed is None, body
+    assert count_messages(relay.store.db.path) == 1
+    record = await relay.store.idempotency_record(key_id, "k")
+    assert record is not None and record.state == "done" and record.message_id == body["id"]
+
+
+# -- the claim rules, with real processes ------------------------------------------------------
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store(tmp_path / "q.sqlite3", FakeClock())
+    yield s
+    await s.close()
+
+
+def claim_as(store: Store, owner: Owner):
+    now = store.clock.now()
+    return store.db.write(lambda c: idem.claim(c, "key_1", "k", "h", now, 3600, "another process", owner))
+
+
+async def test_a_live_process_on_this_machine_keeps_its_claim_until_its_lease_runs_out(store):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert await claim_as(store, Owner(idem.this_process().node, sleeper.pid, "t")) is None
+        store.clock.advance(idem.LEASE - 1)
+        held = await store.claim_idempotency_key("key_1", "k", "h", 3600)
+        assert held is not None and held.state == "pending" and held.owner.startswith(f"{sleeper.pid}:t@")
+        store.clock.advance(2)  # not renewed: hung, or its pid belongs to someone else now
+        assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+async def test_a_claim_from_another_machine_holds_while_renewed(store):
+    assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None  # this process, request running
+    elsewhere = Owner("another-host/boot/pid:[1]", 4242, "t")
+    store.clock.advance(idem.LEASE * 0.8)
+    assert await store.renew_idempotency_key("key_1", "k")
+    store.clock.advance(idem.LEASE * 0.8)  # past the first lease, within the renewed one
+    assert (await claim_as(store, elsewhere)).owner == str(idem.this_process())
+    store.clock.advance(idem.LEASE * 0.3)  # no renewal since: the other machine may take it over
+    assert await claim_as(store, elsewhere) is None
+    # The first request, still running here, lost its claim: it can neither renew nor complete, and what
+    # it would have queued is not queued.
+    assert not await store.renew_idempotency_key("key_1", "k")
+    with pytest.raises(ClaimLost):
+        await store.enqueue_many([NewMessage("a@example.com", ("x@one.example",), b"\r\nhi\r\n", "http")],
+                                 completion=Completion("key_1", "k", 202, "{}", None))  # fmt: skip
+    assert count_messages(store.db.path) == 0
+    record = await store.idempotency_record("key_1", "k")
+    assert record is not None and record.owner == str(elsewhere) and record.state == "pending"
+
+
+async def test_a_request_of_this_process_holds_its_claim_however_long_it_runs(store):
+    assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None
+    store.clock.advance(10 * idem.LEASE)  # no renewal needed: this process knows the request still runs
+    assert (await store.claim_idempotency_key("key_1", "k", "h", 3600)).state == "pending"
+    idem.finished_here(str(store.db.path), "key_1", "k")  # it ended without completing or releasing
+    assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None
+    await store.release_idempotency_key("key_1", "k")
+
+
+async def test_release_forgets_only_its_own_claim(store):
+    assert await claim_as(store, Owner("another-host", 1, "t")) is None
+    await store.release_idempotency_key("key_1", "k")
+    assert (await store.idempotency_record("key_1", "k")).owner == "1:t@another-host"
+
+
+def test_owner_text_round_trips():
+    me = idem.this_process()
+    assert Owner.parse(str(me)) == me and "@" not in me.node
+    assert Owner.parse("garbage") is None and Owner.parse("x:y@z") is None
