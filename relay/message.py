@@ -83,6 +83,7 @@ class NewMessage:
     api_key_id: str | None = None
     suppressed: dict[str, str] = dataclasses.field(default_factory=dict)  # recipient → why; stored, never sent
     send_at: float | None = None  # scheduled: not delivered before this time
+    sandbox: bool = False  # captured instead of delivered (sandbox mode, or a test key or credential)
 
     @property
     def header_id(self) -> str | None:

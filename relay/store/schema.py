@@ -289,6 +289,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (template_id, version)
     ) WITHOUT ROWID;
     """,
+    # 8: sandbox mode. A message is marked at acceptance (live or sandboxed, whatever the instance's mode
+    # later is); sandboxed ones are captured instead of delivered, and listed newest first from this index.
+    # Test API keys and SMTP credentials sandbox everything they submit.
+    """
+    ALTER TABLE messages ADD COLUMN sandbox INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_sandbox ON messages(id) WHERE sandbox = 1;
+    ALTER TABLE api_keys ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE smtp_credentials ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

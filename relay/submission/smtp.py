@@ -283,7 +283,7 @@ class SubmissionHandler:
             envelope.mail_from or "", recipients, raw, "smtp", queue_id,
             subject=header_value(raw, "Subject") or "",
             tags=tuple(dict.fromkeys((*(cred.tags if cred else ()), *tags))),
-            metadata=metadata,
+            metadata=metadata, sandbox=cred is not None and cred.test,
         )  # fmt: skip
 
 
