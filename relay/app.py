@@ -248,6 +248,7 @@ class Relay:
         if self.deliver and self.webhook_sender is not None:
             self._webhook_task = asyncio.create_task(self.webhook_sender.run(), name="webhooks")
             route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
+            route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
             await self._warn_about_modes(store)
             log.info(
                 "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
