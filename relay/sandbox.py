@@ -9,6 +9,7 @@ and recorded delivered without a connection; its body stays in the store
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -46,19 +47,15 @@ def render(raw: bytes) -> Rendered:
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
     bodies = [p for p in (text_part, html_part) if p is not None]
-    attachments = [
-        _attachment(part)
-        for part in message.walk()
-        if not part.is_multipart() and not any(part is body for body in bodies)
-    ]
+    attachments = [_attachment(part) for part in _leaves(message) if not any(part is body for body in bodies)]
     return Rendered(_headers(message), _content(text_part), _content(html_part), attachments)
 
 
 def _headers(message: EmailMessage) -> list[tuple[str, str]]:
     out = []
-    for (name, raw_value), (_, value) in zip(message.raw_items(), message.items(), strict=True):
+    for name, raw_value in message.raw_items():
         try:
-            out.append((name, str(value)))
+            out.append((name, str(message.policy.header_fetch_parse(name, raw_value))))
         except Exception:  # a header the email package cannot decode: show it as it came
             out.append((name, str(raw_value)))
     return out
@@ -74,9 +71,22 @@ def _content(part: Message | None) -> str | None:
         return payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else None
 
 
+def _leaves(part: Message) -> Iterator[Message]:
+    """The parts that are not multiparts; an attached message (message/rfc822) is one, not opened."""
+    if part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), list):
+        for sub in part.get_payload():
+            yield from _leaves(sub)
+    else:
+        yield part
+
+
 def _attachment(part: Message) -> Attachment:
     payload = part.get_payload(decode=True)
-    size = len(payload) if isinstance(payload, bytes) else 0
+    if isinstance(payload, bytes):
+        size = len(payload)
+    else:  # an attached message: its bytes as they would be saved
+        inner = part.get_payload()
+        size = sum(len(m.as_bytes()) for m in inner) if isinstance(inner, list) else 0
     content_id = part.get("Content-ID")
     return Attachment(part.get_filename(), part.get_content_type(), size,
                       str(content_id).strip("<> ") if content_id else None)  # fmt: skip

@@ -14,7 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from relay.api.sandbox import sandbox_json
 from relay.app import Relay
+from relay.clock import FakeClock
 from relay.config import ConfigError
 from relay.sandbox import render
 from relay.store.queue import MessageFilter
@@ -146,6 +148,37 @@ async def test_reading_a_captured_message_rendered_and_raw(client_factory):
     status, error = await c.call("GET", f"/v1/sandbox/messages/{accepted['id']}?format=pdf")
     assert status == 400 and error["error"]["field"] == "format"
     assert (await c.call("GET", "/v1/sandbox/messages/nope"))[0] == 404
+
+
+def test_rendering_takes_what_it_can_from_odd_messages():
+    odd = render(b"From: a@example.com\r\nX-Bad: \xff\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nhi\r\n")
+    assert odd.text == "hi\r\n" and odd.headers[0] == ("From", "a@example.com") and odd.headers[1][0] == "X-Bad"
+    forwarded = render(b"Subject: fwd\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"
+                       b"Content-Type: text/plain\r\n\r\nsee below\r\n--zz\r\nContent-Type: message/rfc822\r\n\r\n"
+                       b"Subject: inner\r\n\r\ninner body\r\n--zz--\r\n")  # fmt: skip
+    assert forwarded.text == "see below" and [a.content_type for a in forwarded.attachments] == ["message/rfc822"]
+    assert forwarded.attachments[0].size > len(b"inner body")
+    assert render(b"no header at all").text == "no header at all"
+
+
+async def test_captured_bodies_follow_retention_bodies(tmp_path):
+    clock = FakeClock(time.time())
+    relay = Relay(make_config(tmp_path / "data", delivery={"mode": "sandbox"}, retention={"bodies": "7d"}), clock)
+    await relay.start()
+    try:
+        await send_smtp(relay, ["you@example.org"], b"From: me@example.com\r\nSubject: kept\r\n\r\nread me\r\n")
+        (message,) = await relay.store.sandbox_messages(None, 10)
+        await wait_for_states(relay.store, message.id, ["delivered"])
+        await relay.prune_history()
+        _, raw = await relay.store.sandbox_message(message.id)
+        assert raw is not None and raw.endswith(b"read me\r\n")  # readable until [retention] bodies
+        clock.advance(8 * 86400)
+        assert (await relay.prune_history())[1] == 1
+        found, raw = await relay.store.sandbox_message(message.id)
+        assert raw is None and found.recipients[0].state == "delivered"  # the envelope and status remain
+        assert sandbox_json(found, raw)["body_deleted"] is True
+    finally:
+        await relay.stop()
 
 
 async def test_the_listing_is_newest_first_with_a_cursor_and_only_sandboxed(client_factory, sink):
