@@ -1,31 +1,48 @@
 # Set-up is part of every target: a fresh clone needs only `make serve` or `make test`.
 VENV ?= .venv
 PYTHON ?= python3
+PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test lint bench .packages
+.PHONY: serve test lint bench tools .packages
 
+# What serving needs: relay and its dependencies. The test tools come on top, for lint/test/bench.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) -e .
 	touch $@
 
-# Debian packages the tests drive: swaks (an SMTP client) and postfix (a private
-# instance generates real DSNs; the package is installed unconfigured and not started).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-.packages:
-	@command -v swaks >/dev/null && [ -x /usr/sbin/postfix ] || { \
-		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks postfix; }
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e '.[dev]'
+	touch $@
 
+# Debian packages: swaks and curl (the README's quick tour and the tests use them), and postfix
+# (the tests run a private instance that generates real DSNs; installed unconfigured and not started).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+tools:
+	@command -v swaks >/dev/null && command -v curl >/dev/null || { $(APT_INSTALL) swaks curl; }
+
+.packages: tools
+	@[ -x /usr/sbin/postfix ] || { \
+		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
+		$(APT_INSTALL) postfix; }
+
+# The example config as is, but for trying relay out: mail is captured in the sandbox instead of
+# delivered, and any From: domain is taken. Set either variable to override (RELAY_DELIVERY_MODE=live).
 serve: $(VENV)/.installed
+	@echo "make serve: RELAY_DELIVERY_MODE=$${RELAY_DELIVERY_MODE:-sandbox} (sandbox: mail is captured, not delivered)"
+	@echo "make serve: RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN=$${RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN:-false}" \
+		"(false: any From: domain, for trying relay; production keeps config/relay.toml's true)"
+	RELAY_DELIVERY_MODE=$${RELAY_DELIVERY_MODE:-sandbox} \
+	RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN=$${RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN:-false} \
 	$(VENV)/bin/relay serve --config config/relay.toml
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check relay tests bench
 	$(VENV)/bin/ruff format --check relay tests bench
 
 test: lint .packages
 	$(VENV)/bin/pytest -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(VENV)/bin/python bench/throughput.py

@@ -28,6 +28,7 @@ from relay.api.events import EventsView
 from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
 from relay.api.queues import QueuesView
+from relay.api.sandbox import SandboxView
 from relay.api.suppressions import SuppressionsView
 from relay.api.templates import TemplatesView
 from relay.api.webhooks import WebhooksView
@@ -41,7 +42,7 @@ from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.dkim import Signer
-from relay.domains import Checker, Domains, SendingDomains
+from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.ratelimit import RateLimiter
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
@@ -309,7 +310,7 @@ class Relay:
             self._domains_task = asyncio.create_task(self._refresh_domains(), name="domains")
             acceptor = Acceptor(
                 store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity,
-                signer=signer, sending=sending,
+                signer=signer, sending=sending, sandbox=config.delivery.mode == "sandbox",
             )  # fmt: skip
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
@@ -326,9 +327,23 @@ class Relay:
         if self.deliver and self.webhook_sender is not None:
             self._webhook_task = asyncio.create_task(self.webhook_sender.run(), name="webhooks")
             route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
+            route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
+            await self._warn_about_modes(store)
             log.info(
                 "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
             )
+
+    async def _warn_about_modes(self, store: Store) -> None:
+        """Loud start-up lines for what surprises a new user: mail that is not delivered, mail that is refused."""
+        if self.config.delivery.mode == "sandbox":
+            log.warning("sandbox mode: mail is captured, not delivered; read it with relay sandbox list"
+                        " or GET /v1/sandbox/messages")  # fmt: skip
+        if self.config.domains.require_verified_domain:
+            verified = ", ".join(d.name for d in await store.domains() if d.status == VERIFIED) or "none yet"
+            log.warning("[domains] require_verified_domain is on: mail From: a domain that is not a verified sending"
+                        " domain is refused (SMTP 550 5.7.1, HTTP 422 domain_not_verified); verified: %s. Add one with"
+                        " relay domains add DOMAIN, or set require_verified_domain = false"
+                        " (RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN=false) to send without", verified)  # fmt: skip
 
     async def _housekeeping(self) -> None:
         """Periodic clean-up: expired Idempotency-Key records, then events and bodies past their retention."""
@@ -452,7 +467,7 @@ class Relay:
                   *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
                   *WebhooksView(store, self.clock, sender).routes(), *TemplatesView(store).routes(),
                   *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
-                  web.get("/metrics", self._metrics)]  # fmt: skip
+                  *SandboxView(store).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
 
         app = make_app(store, settings, routes, max_body=http.max_body_size)
         self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)

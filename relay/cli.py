@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, keys, queue, send, bounces, suppressions, domains."""
+"""The ``relay`` command: serve, check-config, keys, queue, send, bounces, suppressions, domains, sandbox."""
 
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=int, metavar="N", help="requests per hour (default: [http] rate_limit)")
     p.add_argument("--daily-quota", type=int, metavar="N", help="messages per UTC day")
     p.add_argument("--monthly-quota", type=int, metavar="N", help="messages per UTC month")
+    p.add_argument("--test", action="store_true", help="a test key (rly_test_...): its mail is captured, not delivered")
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list", parents=[common, as_json], help="list API keys (never their secrets)")
     p.set_defaults(func=cmd_keys_list)
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="senders this credential may use (repeatable; default: any)")  # fmt: skip
     p.add_argument("--rate-limit", type=int, metavar="N", help="messages per hour")
     p.add_argument("--tag", action="append", help="tag every message sent with it (repeatable)")
+    p.add_argument("--test", action="store_true", help="test credentials: their mail is captured, not delivered")
     p.set_defaults(func=cmd_creds_create)
     p = creds.add_parser("list", parents=[common, as_json], help="list SMTP credentials (passwords masked)")
     p.set_defaults(func=cmd_creds_list)
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_send_command(sub, common, as_json)
     _add_bounce_commands(sub, common, as_json)
     _add_domain_commands(sub, common, as_json)
+    _add_sandbox_commands(sub, common, as_json)
     return parser
 
 
@@ -197,6 +200,18 @@ def _add_send_command(sub: Any, common: argparse.ArgumentParser, as_json: argpar
     p.add_argument("--auth-user", metavar="USER",
                    help=f"AUTH as USER (PLAIN or LOGIN); password from ${SEND_PASSWORD_ENV} or a prompt")  # fmt: skip
     p.set_defaults(func=cmd_send)
+
+
+def _add_sandbox_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    help = "mail captured instead of delivered (sandbox mode, test keys)"
+    _, actions = command_group(sub, "sandbox", help, common, as_json)
+    p = actions.add_parser("list", parents=[common, as_json], help="captured messages, newest first")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.set_defaults(func=cmd_sandbox_list)
+    p = actions.add_parser("show", parents=[common, as_json], help="one captured message: envelope, headers, bodies")
+    p.add_argument("message_id")
+    p.add_argument("--raw", action="store_true", help="print the message as stored (RFC 5322)")
+    p.set_defaults(func=cmd_sandbox_show)
 
 
 def _add_domain_commands(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
@@ -375,12 +390,14 @@ def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
             rate_limit=args.rate_limit,
             daily_quota=args.daily_quota,
             monthly_quota=args.monthly_quota,
+            test=args.test,
         ),  # fmt: skip
     )
     if args.json:
         _print_json({**key.public(), "key": secret})
     else:
-        print(f"Created API key {key.id} ({key.name}) with scopes: {', '.join(key.scopes)}")
+        mode = "test key (mail is captured in the sandbox, not delivered)" if key.test else "live key"
+        print(f"Created API key {key.id} ({key.name}), a {mode}, with scopes: {', '.join(key.scopes)}")
         print("Store it now; it is not shown again:")
         print(secret)
     return 0
@@ -393,7 +410,7 @@ def cmd_keys_list(args: argparse.Namespace, config: Config) -> int:
         return 0
     for k in keys:
         status = "revoked" if k.revoked_at else "active"
-        print(f"{k.id}  {status:8} {k.name:20} {' '.join(k.scopes)}")
+        print(f"{k.id}  {status:8} {'test' if k.test else 'live':5} {k.name:20} {' '.join(k.scopes)}")
     return 0
 
 
@@ -424,13 +441,13 @@ def cmd_creds_create(args: argparse.Namespace, config: Config) -> int:
     cred, password = _with_store(
         config,
         lambda s: s.create_smtp_credential(
-            allowed_from=allowed, rate_limit=args.rate_limit, tags=tuple(args.tag or [])
+            allowed_from=allowed, rate_limit=args.rate_limit, tags=tuple(args.tag or []), test=args.test
         ),
     )
     if args.json:
         _print_json({**cred.public(), "password": password})
     else:
-        print(f"Created SMTP credential {cred.id}")
+        print(f"Created SMTP credential {cred.id}" + (" (test: mail is captured, not delivered)" if cred.test else ""))
         print(f"username: {cred.username}")
         print(f"password: {password}")
         print("Store the password now; it is not shown again.")
@@ -446,7 +463,8 @@ def cmd_creds_list(args: argparse.Namespace, config: Config) -> int:
         return 0
     for c in found:
         status = "revoked" if c.revoked_at else "active"
-        print(f"{c.id}  {status:8} {c.username:20} ******** {' '.join(c.allowed_from) or '(any sender)'}")
+        print(f"{c.id}  {status:8} {'test' if c.test else 'live':5} {c.username:25} ********"
+              f" {' '.join(c.allowed_from) or '(any sender)'}")  # fmt: skip
     return 0
 
 
@@ -948,4 +966,65 @@ def cmd_domains_list(args: argparse.Namespace, config: Config) -> int:
         return 0
     for d in domains:
         print(f"{d.name:40} {d.status:9} checked {_when(d.checked_at)}")
+    return 0
+
+
+# -- sandbox --------------------------------------------------------------------------------------
+
+
+def _states(message: Any) -> str:
+    return ", ".join(sorted({r.state for r in message.recipients})) or "-"
+
+
+def cmd_sandbox_list(args: argparse.Namespace, config: Config) -> int:
+    if args.limit <= 0:
+        print("relay: --limit must be positive", file=sys.stderr)
+        return 2
+    messages = _with_store(config, lambda s: s.sandbox_messages(None, args.limit))
+    if args.json:
+        from relay.api.messages import message_json
+
+        _print_json([message_json(m) for m in messages])
+        return 0
+    if not messages:
+        print("no captured messages (mail is captured in sandbox mode and from test keys and credentials)")
+    for m in messages:
+        to = ", ".join(f"<{r.address}>" for r in m.recipients)
+        print(f"{m.id}  {_when(m.created_at)}  {_states(m):10} <{m.sender}> -> {to}  {m.subject}")
+    return 0
+
+
+def cmd_sandbox_show(args: argparse.Namespace, config: Config) -> int:
+    from relay.api.sandbox import sandbox_json
+
+    found = _with_store(config, lambda s: s.sandbox_message(args.message_id))
+    if found is None:
+        print(f"relay: no sandboxed message {args.message_id}", file=sys.stderr)
+        return 1
+    message, raw = found
+    if args.raw:
+        if raw is None:
+            print(f"relay: the body of {message.id} was deleted ([retention] bodies)", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(raw)
+        return 0
+    data = sandbox_json(message, raw)
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"{message.id}  {_when(message.created_at)}  via {message.source}  {_states(message)}")
+    print(f"envelope: <{message.sender}> -> {', '.join(f'<{a}>' for a in data['envelope']['to'])}")
+    if raw is None:
+        print("(the body was deleted: [retention] bodies)")
+        return 0
+    print()
+    for h in data["headers"]:
+        print(f"{h['name']}: {h['value']}")
+    for part in ("text", "html"):
+        if data[part] is not None:
+            print(f"\n--- {part}\n{data[part].rstrip()}")
+    if data["attachments"]:
+        print("\n--- attachments")
+        for a in data["attachments"]:
+            print(f"  {a['filename'] or '(no name)'}  {a['content_type']}  {a['size']} bytes")
     return 0

@@ -234,6 +234,7 @@ class HttpConfig:
 
 
 TLS_MODES = ("opportunistic", "required", "verify")
+DELIVERY_MODES = ("live", "sandbox")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,6 +346,7 @@ class DeliveryConfig:
     routes: dict[str, RouteConfig] = _field({}, 'smarthosts per recipient domain ("*" for all)', _routes)
     shaping: dict[str, Shaping] = _field({}, "per destination limits: [delivery.shaping.default] and overrides",
                                          _shaping_table)  # fmt: skip
+    mode: str = _field("live", "live: deliver; sandbox: capture every message instead (relay sandbox list)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -651,6 +653,8 @@ def _validate(config: Config, where: str) -> None:
     for (section, key), value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where}: [{section}] {key} must be greater than zero")
+    if config.delivery.mode not in DELIVERY_MODES:
+        raise ConfigError(f'{where}: [delivery] mode must be "live" or "sandbox", got {config.delivery.mode!r}')
     if config.delivery.tls not in TLS_MODES:
         raise ConfigError(f"{where}: [delivery] tls must be one of {', '.join(TLS_MODES)}")
     if not config.delivery.retry_schedule or min(config.delivery.retry_schedule) <= 0:

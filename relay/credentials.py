@@ -24,6 +24,7 @@ class SmtpCredential:
     created_at: float = 0.0
     last_used_at: float | None = None
     revoked_at: float | None = None
+    test: bool = False  # what it sends is sandboxed (captured, not delivered)
 
     def may_send_as(self, address: str) -> bool:
         """Whether MAIL FROM / From: ``address`` is allowed for this credential."""
@@ -48,8 +49,8 @@ def new_id() -> str:
     return f"cred_{secrets.token_hex(8)}"
 
 
-def new_username() -> str:
-    return f"relay-{secrets.token_hex(6)}"
+def new_username(test: bool = False) -> str:
+    return f"relay-{'test-' if test else ''}{secrets.token_hex(6)}"
 
 
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits

@@ -1,4 +1,4 @@
-"""API keys: ``rly_live_<random>``, shown once, stored only as a SHA-256 digest.
+"""API keys: ``rly_live_<random>`` (``rly_test_<random>`` for test keys), shown once, stored only as a SHA-256 digest.
 
 A key carries 192 random bits, so a fast digest is enough: unlike passwords,
 it cannot be guessed from a dictionary, and a slow hash would cost every request.
@@ -15,8 +15,9 @@ PREFIX = "rly"
 SCOPES = ("send", "read", "domains", "suppressions", "templates", "webhooks", "admin")
 
 
-def generate() -> str:
-    return f"{PREFIX}_live_{secrets.token_urlsafe(24)}"
+def generate(test: bool = False) -> str:
+    """A new secret; a test key's mail is captured in the sandbox, never delivered."""
+    return f"{PREFIX}_{'test' if test else 'live'}_{secrets.token_urlsafe(24)}"
 
 
 def digest(key: str) -> str:
@@ -43,6 +44,7 @@ class ApiKey:
     rate_limit: int | None = None  # requests per hour; None = the configured default
     daily_quota: int | None = None  # messages per UTC day
     monthly_quota: int | None = None  # messages per UTC month
+    test: bool = False  # rly_test_...: what it sends is sandboxed (captured, not delivered)
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes

@@ -85,6 +85,7 @@ class NewMessage:
     suppressed: dict[str, str] = dataclasses.field(default_factory=dict)  # recipient → why; stored, never sent
     send_at: float | None = None  # scheduled: not delivered before this time
     client_size: int | None = None  # bytes the client sent, when not len(raw) (relay's own headers aside)
+    sandbox: bool = False  # captured instead of delivered (sandbox mode, or a test key or credential)
 
     @property
     def header_id(self) -> str | None:

@@ -30,7 +30,16 @@ PACKAGE = "relay_generated_client"
 
 def generate(spec: Path, where: Path) -> None:
     config = where / "generator.json"
-    config.write_text(json.dumps({"post_hooks": [], "package_name_override": PACKAGE}))
+    # The raw message endpoints answer message/rfc822; the generator reads such a body as a file.
+    config.write_text(
+        json.dumps(
+            {
+                "post_hooks": [],
+                "package_name_override": PACKAGE,
+                "content_type_overrides": {"message/rfc822": "application/octet-stream"},
+            }
+        )
+    )
     command = [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(spec), "--output-path",
                str(where / PACKAGE), "--meta", "none", "--config", str(config), "--fail-on-warning"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=where)

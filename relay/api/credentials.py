@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
-from relay.api.keys import MAX_LIMIT
+from relay.api.keys import MAX_LIMIT, parse_test_flag
 from relay.clock import iso
 from relay.credentials import SmtpCredential, valid_sender_rule
 from relay.store import Store
@@ -21,6 +21,7 @@ def credential_json(cred: SmtpCredential) -> dict[str, Any]:
         "allowed_from": list(cred.allowed_from),
         "rate_limit": cred.rate_limit,
         "tags": list(cred.tags),
+        "test": cred.test,
         "created_at": iso(cred.created_at),
         "last_used_at": iso(cred.last_used_at),
         "revoked_at": iso(cred.revoked_at),
@@ -42,7 +43,8 @@ def parse_credential_request(data: dict[str, Any]) -> dict[str, Any]:
     tags = data.get("tags", [])
     if not isinstance(tags, list) or len(tags) > 10 or not all(isinstance(t, str) and 0 < len(t) <= 128 for t in tags):
         raise ApiError(400, "invalid_field", "'tags' must be up to 10 strings of 1-128 characters", "tags")
-    return {"allowed_from": tuple(r.lower() for r in allowed), "rate_limit": rate, "tags": tuple(tags)}
+    return {"allowed_from": tuple(r.lower() for r in allowed), "rate_limit": rate, "tags": tuple(tags),
+            "test": parse_test_flag(data)}  # fmt: skip
 
 
 class CredentialsView:

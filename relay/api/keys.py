@@ -24,6 +24,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "rate_limit": key.rate_limit,
         "daily_quota": key.daily_quota,
         "monthly_quota": key.monthly_quota,
+        "test": key.test,
         "created_at": iso(key.created_at),
         "last_used_at": iso(key.last_used_at),
         "revoked_at": iso(key.revoked_at),
@@ -37,6 +38,14 @@ def _optional_positive_int(data: dict[str, Any], field: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_LIMIT:
         raise ApiError(400, "invalid_field", f"'{field}' must be an integer from 1 to {MAX_LIMIT}", field)
     return value
+
+
+def parse_test_flag(data: dict[str, Any]) -> bool:
+    """``"test": true``: a test key or credential, whose mail is captured in the sandbox, never delivered."""
+    test = data.get("test", False)
+    if not isinstance(test, bool):
+        raise ApiError(400, "invalid_field", "'test' must be true or false", "test")
+    return test
 
 
 def parse_key_request(data: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +73,7 @@ def parse_key_request(data: dict[str, Any]) -> dict[str, Any]:
         "rate_limit": _optional_positive_int(data, "rate_limit"),
         "daily_quota": _optional_positive_int(data, "daily_quota"),
         "monthly_quota": _optional_positive_int(data, "monthly_quota"),
+        "test": parse_test_flag(data),
     }
 
 

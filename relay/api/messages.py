@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import API_KEY, ApiError, authorize, page_limit, read_json_object, require
+from relay.api.dryrun import dry_run, wants_dry_run
 from relay.api.templates import render_inline, render_message_fields
 from relay.clock import Clock, iso
 from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
@@ -53,6 +54,7 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
         "tags": m.tags,
         "metadata": m.metadata,
         "send_at": iso(m.send_at),
+        "sandbox": m.sandbox,
         "recipients": [
             {
                 "email": r.address,
@@ -164,7 +166,10 @@ class MessagesView:
         return web.json_response(message_json(message))
 
     async def create(self, request: web.Request) -> web.Response:
-        """Queue a message; retries with the same Idempotency-Key replay the first response."""
+        """Queue a message; retries with the same Idempotency-Key replay the first response.
+        ``?dry_run=true``: every check, nothing written (relay.api.dryrun)."""
+        if wants_dry_run(request):
+            return await dry_run(request, self.prepare, self.acceptor)
         return await self._idempotent(request, self._create)
 
     async def batch(self, request: web.Request) -> web.Response:
@@ -250,6 +255,7 @@ class MessagesView:
             composition.sender.addr_spec, recipients, raw, "http",
             subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
             suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()}, send_at=send_at,
+            sandbox=key.test,
         )  # fmt: skip
         try:
             self.acceptor.check(message)

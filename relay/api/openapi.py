@@ -954,6 +954,69 @@ PATHS["/v1/messages/batch"] = {
 }  # fmt: skip
 
 
+# -- sandbox: test keys and credentials, captured messages, dry runs ------------------------------------
+
+_TEST_FLAG = {"type": "boolean", "description": "a test key or credential: what it sends is captured, not delivered"}
+for _name in ("ApiKeyRequest", "ApiKey", "SmtpCredentialRequest", "SmtpCredential"):
+    SCHEMAS[_name]["properties"]["test"] = _TEST_FLAG
+SCHEMAS["Message"]["properties"]["sandbox"] = {
+    "type": "boolean",
+    "description": "captured instead of delivered (sandbox mode or a test key/credential at acceptance)",
+}
+SCHEMAS["DryRun"] = {
+    "type": "object",
+    "required": ["dry_run", "status", "sandbox", "recipients"],
+    "properties": {
+        "dry_run": {"const": True},
+        "status": {"enum": ["would_queue", "would_schedule"]},
+        "send_at": _TIME,
+        "sandbox": {"type": "boolean", "description": "would be captured rather than delivered"},
+        "dkim": {"type": "boolean", "description": "would be DKIM-signed"},
+        "size": {"type": "integer"},
+        "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "status"], "properties": {
+            "email": _STR, "status": {"enum": ["would_queue", "would_schedule", "suppressed"]}, "reason": _STR}}},
+    },
+}  # fmt: skip
+PATHS["/v1/messages"]["post"]["parameters"].append({
+    "name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+    "description": "run every check and answer 200 with what would happen; nothing is queued or recorded",
+})  # fmt: skip
+PATHS["/v1/messages"]["post"]["responses"]["200"] = _json(_ref("DryRun"), "dry_run=true: what would happen")
+SCHEMAS["SandboxMessage"] = {
+    "type": "object",
+    "required": ["id", "envelope", "headers", "attachments", "body_deleted"],
+    "properties": {
+        **SCHEMAS["Message"]["properties"],
+        "envelope": {"type": "object", "properties": {"from": _STR, "to": {"type": "array", "items": _STR}}},
+        "headers": {"type": "array", "items": {"type": "object", "properties": {"name": _STR, "value": _STR}}},
+        "text": _NULLABLE_STR,
+        "html": _NULLABLE_STR,
+        "attachments": {"type": "array", "items": {"type": "object", "properties": {
+            "filename": _NULLABLE_STR, "content_type": _STR, "size": {"type": "integer"},
+            "content_id": _NULLABLE_STR}}},
+        "body_deleted": {"type": "boolean", "description": "[retention] bodies has deleted the body"},
+    },
+}  # fmt: skip
+PATHS["/v1/sandbox/messages"] = {
+    "get": {"summary": "Messages captured instead of delivered, newest first (scope read)",
+            "parameters": PATHS["/v1/messages"]["get"]["parameters"][:2],  # limit (1-100), cursor
+            "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)}},
+}  # fmt: skip
+PATHS["/v1/sandbox/messages/{id}"] = {
+    "get": {"summary": "A captured message: envelope, rendered headers, text, html, attachments (scope read)",
+            "parameters": [_ID, {"name": "format", "in": "query", "schema": {"enum": ["json", "raw"]},
+                                 "description": "raw: the RFC 5322 message, as /raw gives it"}],
+            "responses": {"200": {"description": "The message", "content": {
+                "application/json": {"schema": _ref("SandboxMessage")}, "message/rfc822": {"schema": _STR}}},
+                **_errors(400, 404)}},
+}  # fmt: skip
+PATHS["/v1/sandbox/messages/{id}/raw"] = {
+    "get": {"summary": "A captured message as stored, RFC 5322 (scope read)", "parameters": [_ID],
+            "responses": {"200": {"description": "The message", "content": {"message/rfc822": {"schema": _STR}}},
+                          **_errors(404)}},
+}  # fmt: skip
+
+
 # Stable names for generated clients (send_message, not post_v1_messages), and the group each goes in.
 # Every operation needs one: tests/test_openapi.py checks it.
 OPERATIONS: dict[tuple[str, str], str] = {
@@ -1029,6 +1092,9 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("get", "/v1/templates/{id}/versions/{version}"): "get_template_version",
     ("post", "/v1/templates/{id}/versions/{version}/rollback"): "rollback_template",
     ("post", "/v1/templates/{id}/preview"): "preview_template",
+    ("get", "/v1/sandbox/messages"): "list_sandbox_messages",
+    ("get", "/v1/sandbox/messages/{id}"): "get_sandbox_message",
+    ("get", "/v1/sandbox/messages/{id}/raw"): "get_sandbox_message_raw",
 }
 # The first path prefix that matches gives the tag.
 TAGS: list[tuple[str, str, str]] = [
@@ -1050,6 +1116,7 @@ TAGS: list[tuple[str, str, str]] = [
     ("/v1/webhooks", "webhooks", "Signed webhook endpoints"),
     ("/v1/domains", "domains", "Sending domains: DKIM keys and DNS checks"),
     ("/v1/templates", "templates", "Versioned message templates"),
+    ("/v1/sandbox", "sandbox", "Mail captured instead of delivered (sandbox mode, test keys)"),
     ("/", "service", "Health, this document and metrics"),
 ]
 

@@ -70,6 +70,7 @@ SUSPEND_MAX = 600.0
 THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long
 COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
 MIN_FACTOR = 1 / 16
+SANDBOX_REPLY = "2.0.0 captured in the sandbox, not delivered"
 
 
 def decide(
@@ -211,6 +212,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.attempts = 0
+        self.captured = 0  # sandboxed recipients recorded delivered without a connection
 
     def wake(self) -> None:
         """New mail was queued: look at the queue now rather than at the next poll."""
@@ -267,6 +269,11 @@ class Engine:
         messages = await self.store.claim_due(free, self.settings.owner, self.settings.lease)
         count = 0
         for message in messages:
+            if message.sandbox:
+                self._hold(len(message.recipients))
+                self._spawn(self._capture(message))
+                count += len(message.recipients)
+                continue
             for group in group_by_domain(message, one_each=self._uses_verp(message)):
                 self._hold(len(group))
                 self._spawn(self._dispatch(message, group))
@@ -350,6 +357,24 @@ class Engine:
         for dest in self.destinations.values():
             dest.reshape(shaping_for(dest.domain, dest.mx_names, settings.shaping), now)
             self._start_workers(dest)  # more connections may now be allowed
+
+    async def _capture(self, message: LeasedMessage) -> None:
+        """A sandboxed message: its recipients are recorded delivered, marked sandbox, without routing or
+        connecting anywhere. The message and its body stay in the store to be read (relay sandbox list)."""
+        results = [
+            AttemptResult(r.id, message.id, r.address, State.DELIVERED, EventKind.DELIVERED, None, 250, SANDBOX_REPLY,
+                          sandbox=True)
+            for r in message.recipients
+        ]  # fmt: skip
+        try:
+            await self.store.record_attempts(results)
+        finally:
+            self._release(len(results))
+        self.attempts += len(results)
+        self.captured += len(results)
+        for r in results:
+            log.info("%s delivered to=<%s> (sandbox: captured, not sent)", message.id, r.address,
+                     extra={"message_id": message.id, "recipient": r.address, "state": "delivered"})  # fmt: skip
 
     # -- workers: one connection each, many messages per connection -------------------
 

@@ -8,20 +8,21 @@ from typing import Any
 
 from relay.credentials import SmtpCredential
 
-_COLUMNS = "id, username, allowed_from, rate_limit, tags, created_at, last_used_at, revoked_at"
+_COLUMNS = "id, username, allowed_from, rate_limit, tags, created_at, last_used_at, revoked_at, test"
 
 
 def _row(row: tuple[Any, ...]) -> SmtpCredential:
-    cid, username, allowed, rate, tags, created, used, revoked = row
-    return SmtpCredential(cid, username, tuple(allowed.split()), rate, tuple(json.loads(tags)), created, used, revoked)
+    cid, username, allowed, rate, tags, created, used, revoked, test = row
+    return SmtpCredential(cid, username, tuple(allowed.split()), rate, tuple(json.loads(tags)), created, used, revoked,
+                          bool(test))  # fmt: skip
 
 
 def create(conn: sqlite3.Connection, cred: SmtpCredential, password_hash: str) -> None:
     conn.execute(
-        "INSERT INTO smtp_credentials (id, username, password_hash, allowed_from, rate_limit, tags, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO smtp_credentials (id, username, password_hash, allowed_from, rate_limit, tags, created_at, test)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (cred.id, cred.username, password_hash, " ".join(cred.allowed_from), cred.rate_limit,
-         json.dumps(list(cred.tags)), cred.created_at),
+         json.dumps(list(cred.tags)), cred.created_at, int(cred.test)),
     )  # fmt: skip
 
 

@@ -46,6 +46,7 @@ class LeasedMessage:
     created_at: float
     raw: bytes
     recipients: tuple[LeasedRecipient, ...]
+    sandbox: bool = False  # captured, never delivered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ class AttemptResult:
     tls: str | None = None  # TLS version, None for plain text or no connection
     bounce: NewBounce | None = None  # a refusal to keep in the bounce log (and maybe suppress)
     classification: Classification | None = None  # what a refusal means (every outcome but delivered)
+    sandbox: bool = False  # captured in the sandbox: no connection was made
 
 
 class QuotaExhausted(Exception):
@@ -91,11 +93,11 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
     state, due = ("scheduled", scheduled) if scheduled is not None else ("queued", now)
     conn.execute(
         "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
-        " send_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message.id, now, message.sender, len(message.raw), message.source, message.subject,
             json.dumps(list(message.tags)), json.dumps(message.metadata), message.api_key_id, message.header_id,
-            scheduled,
+            scheduled, int(message.sandbox),
         ),
     )  # fmt: skip
     conn.executemany(
@@ -135,7 +137,8 @@ def key_usage(conn: sqlite3.Connection, api_key_id: str, now: float) -> tuple[in
     return counts.get(day, 0), counts.get(month, 0)
 
 
-def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
+def check_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
+    """Raise QuotaExhausted if the key has no message left in the day or month; counts nothing."""
     day, month = _periods(now)
     for period, limit in ((day, quota.daily), (month, quota.monthly)):
         if limit is None:
@@ -145,7 +148,11 @@ def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> 
         ).fetchone()
         if row is not None and row[0] >= limit:
             raise QuotaExhausted(period[0], limit)
-    for period in (day, month):
+
+
+def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
+    check_quota(conn, quota, now)
+    for period in _periods(now):
         conn.execute(
             "INSERT INTO key_usage (api_key_id, period, count) VALUES (?, ?, 1)"
             " ON CONFLICT (api_key_id, period) DO UPDATE SET count = count + 1",
@@ -177,13 +184,13 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
         return []
     marks = ",".join("?" * len(by_message))
     messages = conn.execute(
-        "SELECT m.id, m.sender, coalesce(m.send_at, m.created_at), b.raw FROM messages m"
+        "SELECT m.id, m.sender, coalesce(m.send_at, m.created_at), b.raw, m.sandbox FROM messages m"
         f" JOIN message_bodies b ON b.message_id = m.id WHERE m.id IN ({marks})",
         list(by_message),
     ).fetchall()
     return [
-        LeasedMessage(mid, sender, created_at, raw, tuple(sorted(by_message[mid], key=lambda r: r.id)))
-        for mid, sender, created_at, raw in messages
+        LeasedMessage(mid, sender, created_at, raw, tuple(sorted(by_message[mid], key=lambda r: r.id)), bool(sandbox))
+        for mid, sender, created_at, raw, sandbox in messages
     ]
 
 
@@ -242,6 +249,8 @@ def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None
         details["reason"] = r.classification.reason
     if r.next_attempt_at is not None:
         details["next_attempt_at"] = r.next_attempt_at
+    if r.sandbox:
+        details["sandbox"] = True
     return details
 
 
@@ -358,16 +367,17 @@ class MessageRecord:
     api_key_id: str | None
     recipients: list[RecipientStatus]
     send_at: float | None = None
+    sandbox: bool = False
 
 
-_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at"
+_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at, sandbox"
 
 
 def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
-    mid, created, sender, size, source, subject, tags, metadata, key_id, send_at = row
+    mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
     return MessageRecord(
         mid, created, sender, size, source, subject, json.loads(tags), json.loads(metadata), key_id,
-        message_status(conn, mid), send_at,
+        message_status(conn, mid), send_at, bool(sandbox),
     )  # fmt: skip
 
 
@@ -405,6 +415,26 @@ def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> lis
     sql += " ORDER BY m.id DESC LIMIT ?"
     rows = conn.execute(sql, [*(value for _, value in active), limit]).fetchall()
     return [_message_record(conn, row) for row in rows]
+
+
+def sandbox_messages(conn: sqlite3.Connection, before: str | None, limit: int) -> list[MessageRecord]:
+    """Sandboxed messages, newest first (cursor: the last id of the previous page), on the messages_sandbox index."""
+    after_cursor, params = ("AND id < ?", [before]) if before else ("", [])
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sandbox = 1 {after_cursor} ORDER BY id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [_message_record(conn, row) for row in rows]
+
+
+def sandbox_message(conn: sqlite3.Connection, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
+    row = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND sandbox = 1", (message_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    body = conn.execute("SELECT raw FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone()
+    return _message_record(conn, row), None if body is None else bytes(body[0])
 
 
 def cancel_message(conn: sqlite3.Connection, message_id: str, now: float) -> list[str]:

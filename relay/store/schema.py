@@ -289,12 +289,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (template_id, version)
     ) WITHOUT ROWID;
     """,
-    # An Idempotency-Key claim belongs to the process running its request (owner) and holds while
+    # 8: an Idempotency-Key claim belongs to the process running its request (owner) and holds while
     # that process renews its lease; claims made before this version keep the old 60-second rule.
     """
     ALTER TABLE idempotency ADD COLUMN owner TEXT;
     ALTER TABLE idempotency ADD COLUMN lease_until REAL;
     UPDATE idempotency SET lease_until = created_at + 60 WHERE state = 'pending';
+    """,
+    # 9: sandbox mode. A message is marked at acceptance (live or sandboxed, whatever the instance's mode
+    # later is); sandboxed ones are captured instead of delivered, and listed newest first from this index.
+    # Test API keys and SMTP credentials sandbox everything they submit.
+    """
+    ALTER TABLE messages ADD COLUMN sandbox INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_sandbox ON messages(id) WHERE sandbox = 1;
+    ALTER TABLE api_keys ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE smtp_credentials ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 

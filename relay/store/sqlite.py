@@ -173,6 +173,20 @@ class Store:
     async def pending_count(self) -> int:
         return await self.db.read(q.pending_count)
 
+    async def check_quota(self, quota: q.Quota) -> None:
+        """Raise QuotaExhausted if one more message would go over the quota; counts nothing (dry runs)."""
+        now = self.clock.now()
+        await self.db.read(lambda c: q.check_quota(c, quota, now))
+
+    # -- sandbox ----------------------------------------------------------------
+
+    async def sandbox_messages(self, before: str | None, limit: int) -> list[q.MessageRecord]:
+        return await self.db.read(lambda c: q.sandbox_messages(c, before, limit))
+
+    async def sandbox_message(self, message_id: str) -> tuple[q.MessageRecord, bytes | None] | None:
+        """A sandboxed message and its body (None once [retention] bodies has deleted it)."""
+        return await self.db.read(lambda c: q.sandbox_message(c, message_id))
+
     # -- idempotency ----------------------------------------------------------
 
     async def claim_idempotency_key(
@@ -256,12 +270,14 @@ class Store:
         rate_limit: int | None = None,
         daily_quota: int | None = None,
         monthly_quota: int | None = None,
+        test: bool = False,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns its record and the secret, which is never stored."""
-        secret = api_keys.generate()
+        secret = api_keys.generate(test)
         key = ApiKey(
             api_keys.new_key_id(), name, scopes, self.clock.now(),
             allowed_ips=allowed_ips, rate_limit=rate_limit, daily_quota=daily_quota, monthly_quota=monthly_quota,
+            test=test,
         )  # fmt: skip
         await self.db.write(lambda c: key_rows.create(c, key, api_keys.digest(secret)))
         return key, secret
@@ -308,13 +324,13 @@ class Store:
         allowed_from: tuple[str, ...] = (),
         rate_limit: int | None = None,
         tags: tuple[str, ...] = (),
+        test: bool = False,
     ) -> tuple[SmtpCredential, str]:
         """Create a credential; returns it and its password, which is never stored."""
         password = creds.new_password()
         password_hash = await asyncio.to_thread(creds.hash_password, password)
-        cred = SmtpCredential(
-            creds.new_id(), username or creds.new_username(), allowed_from, rate_limit, tags, self.clock.now()
-        )
+        cred = SmtpCredential(creds.new_id(), username or creds.new_username(test), allowed_from, rate_limit, tags,
+                              self.clock.now(), test=test)  # fmt: skip
         await self.db.write(lambda c: cred_rows.create(c, cred, password_hash))
         return cred, password
 

@@ -40,7 +40,9 @@ class Acceptor:
         capacity: Capacity | None = None,
         signer: Signer | None = None,
         sending: SendingDomains | None = None,
+        sandbox: bool = False,
     ) -> None:
+        self.sandbox = sandbox  # [delivery] mode = "sandbox": every message is captured, none delivered
         self.signer = signer
         self.sending = sending
         self.store = store
@@ -73,6 +75,8 @@ class Acceptor:
         """Queue checked messages in one durable transaction (all or none). Raises Overloaded, QuotaExhausted."""
         if self.capacity is not None:
             self.capacity.check()
+        if self.sandbox:  # marked on the message, so it stays sandboxed whatever mode a restart brings
+            messages = [dataclasses.replace(m, sandbox=True) for m in messages]
         if self.signer is not None and any(self.signer.key_for(m.raw) is not None for m in messages):
             # Sign once, here, off the event loop: every attempt and recipient shares the signature.
             messages = await asyncio.to_thread(self._sign_all, messages)
@@ -87,6 +91,10 @@ class Acceptor:
             self.on_queued()
         except Exception:  # the messages are on disk: nothing after this point may turn it into a failure
             log.exception("could not signal the delivery engine about %d new messages", len(messages))
+
+    def sandboxed(self, message: NewMessage) -> bool:
+        """Whether ``message`` would be captured in the sandbox rather than delivered."""
+        return self.sandbox or message.sandbox
 
     def _sign_all(self, messages: list[NewMessage]) -> list[NewMessage]:
         assert self.signer is not None

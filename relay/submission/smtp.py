@@ -309,6 +309,7 @@ class SubmissionHandler:
             subject=header_value(raw, "Subject") or "",
             tags=tuple(dict.fromkeys((*(cred.tags if cred else ()), *tags))),
             metadata=metadata,
+            sandbox=cred is not None and cred.test,
             client_size=getattr(envelope, "relay_data_size", None),
         )  # fmt: skip
 
