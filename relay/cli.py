@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--daily-quota", type=int, metavar="N", help="messages per UTC day")
     p.add_argument("--monthly-quota", type=int, metavar="N", help="messages per UTC month")
     p.add_argument("--test", action="store_true", help="a test key (rly_test_...): its mail is captured, not delivered")
+    own_help = "the key reads only the messages it sent (and their events); no instance-wide stats"
+    p.add_argument("--own-messages", action="store_true", help=own_help)
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list", parents=[common, as_json], help="list API keys (never their secrets)")
     p.set_defaults(func=cmd_keys_list)
@@ -391,6 +393,7 @@ def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
             daily_quota=args.daily_quota,
             monthly_quota=args.monthly_quota,
             test=args.test,
+            own_messages=args.own_messages,
         ),  # fmt: skip
     )
     if args.json:

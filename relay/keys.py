@@ -45,6 +45,25 @@ class ApiKey:
     daily_quota: int | None = None  # messages per UTC day
     monthly_quota: int | None = None  # messages per UTC month
     test: bool = False  # rly_test_...: what it sends is sandboxed (captured, not delivered)
+    own_messages: bool = False  # reads only the messages it submitted (and their events)
+
+    # Who may do what with a message (README, "Keys and tenancy"): an admin key with any message; other
+    # keys change (cancel, reschedule) only the messages they submitted, and a key made with
+    # own_messages also reads only those. Instance-wide figures (stats) are not for such a key.
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def may_change(self, submitted_by: str | None) -> bool:
+        return self.is_admin or submitted_by == self.id
+
+    def may_read(self, submitted_by: str | None) -> bool:
+        return self.is_admin or not self.own_messages or submitted_by == self.id
+
+    @property
+    def reads_only_own(self) -> bool:
+        return self.own_messages and not self.is_admin
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes

@@ -133,6 +133,37 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
+def readable(request: web.Request, message: Any, what: str = "message") -> Any:
+    """``message`` if the calling key may read it (README, "Keys and tenancy"), else 404 as if unknown."""
+    key: ApiKey = request[API_KEY]
+    if message is None or not key.may_read(message.api_key_id):
+        raise ApiError(404, "not_found", f"no {what} {request.match_info['id']}")
+    return message
+
+
+def changeable(request: web.Request, message: Any) -> Any:
+    """``message`` if the calling key may cancel or reschedule it: an admin key, or the key that sent it."""
+    key: ApiKey = request[API_KEY]
+    if message is None or not key.may_read(message.api_key_id):
+        raise ApiError(404, "not_found", f"no message {request.match_info['id']}")
+    if not key.may_change(message.api_key_id):
+        raise ApiError(403, "not_your_message", "only the key that sent a message (or an admin key) may change it")
+    return message
+
+
+def own_filter(request: web.Request) -> str | None:
+    """The key id listings are limited to: the caller's, for a key that reads only its own messages."""
+    key: ApiKey = request[API_KEY]
+    return key.id if key.reads_only_own else None
+
+
+def instance_wide(request: web.Request) -> None:
+    """Figures over every key's mail are not for a key that reads only its own messages."""
+    if request[API_KEY].reads_only_own:
+        raise ApiError(403, "own_messages_only", "this key reads only its own messages; instance-wide figures need"
+                       " a key without own_messages")  # fmt: skip
+
+
 def require(scope: str) -> Callable[[Handler], Handler]:
     """Decorate a handler: a valid Bearer key with ``scope`` (or admin) is required."""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, page_limit, require
+from relay.api.app import ApiError, instance_wide, own_filter, page_limit, readable, require
 from relay.api.messages import parse_time
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
@@ -59,7 +59,7 @@ class EventsView:
             types=_types(q), recipient=q.get("recipient") or None, tag=q.get("tag") or None,
             message_id=q.get("message_id") or None, before=_cursor(q),
             since=parse_time("since", q["since"]) if "since" in q else None,
-            until=parse_time("until", q["until"]) if "until" in q else None,
+            until=parse_time("until", q["until"]) if "until" in q else None, api_key_id=own_filter(request),
         )  # fmt: skip
         rows = await self.store.events(f, limit + 1)
         page = rows[:limit]
@@ -70,9 +70,8 @@ class EventsView:
 
     async def for_message(self, request: web.Request) -> web.Response:
         message_id = request.match_info["id"]
+        readable(request, await self.store.message(message_id))
         events = await self.store.message_events(message_id)
-        if not events and await self.store.message(message_id) is None:
-            raise ApiError(404, "not_found", f"no message {message_id}")
         return web.json_response({"data": [event_json(e) for e in events]})
 
     def _range(self, query: Any, default_span: float) -> tuple[float, float]:
@@ -84,6 +83,7 @@ class EventsView:
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counts per event type per hour or day (UTC), from hourly counts kept as events are written."""
+        instance_wide(request)
         q = request.query
         name = q.get("interval", "day")
         if name not in INTERVALS:
@@ -108,6 +108,7 @@ class EventsView:
 
     async def bounce_stats(self, request: web.Request) -> web.Response:
         """Bounces by classification and reason, and by recipient domain."""
+        instance_wide(request)
         since, until = self._range(request.query, 7 * 86400)
         s = await self.store.bounce_stats(since, until)
         return web.json_response({

@@ -74,7 +74,15 @@ def parse_key_request(data: dict[str, Any]) -> dict[str, Any]:
         "daily_quota": _optional_positive_int(data, "daily_quota"),
         "monthly_quota": _optional_positive_int(data, "monthly_quota"),
         "test": parse_test_flag(data),
+        "own_messages": _flag(data, "own_messages"),
     }
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, "invalid_field", f"'{name}' must be true or false", name)
+    return value
 
 
 class KeysView:

@@ -14,7 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import API_KEY, ApiError, authorize, page_limit, read_json_object, require
+from relay.api.app import (
+    API_KEY,
+    ApiError,
+    authorize,
+    changeable,
+    own_filter,
+    page_limit,
+    read_json_object,
+    readable,
+    require,
+)
 from relay.api.dryrun import dry_run, wants_dry_run
 from relay.api.templates import render_inline, render_message_fields
 from relay.clock import Clock, iso
@@ -136,7 +146,7 @@ class MessagesView:
     async def scheduled(self, request: web.Request) -> web.Response:
         """Messages waiting for their send_at, soonest first."""
         limit = page_limit(request.query, 20, MAX_PAGE)
-        rows = await self.store.scheduled_messages(request.query.get("cursor") or None, limit + 1)
+        rows = await self.store.scheduled_messages(request.query.get("cursor") or None, limit + 1, own_filter(request))
         page = rows[:limit]
         return web.json_response({"data": [message_json(m) for m in page],
                                   "next_cursor": page[-1].id if len(rows) > limit else None})  # fmt: skip
@@ -144,8 +154,8 @@ class MessagesView:
     async def scheduled_one(self, request: web.Request) -> web.Response:
         """A message with recipients still waiting for its send_at; 404 once none is (sent, cancelled)."""
         message_id = request.match_info["id"]
-        message = await self.store.message(message_id)
-        if message is None or not any(r.state == State.SCHEDULED for r in message.recipients):
+        message = readable(request, await self.store.message(message_id), "scheduled message")
+        if not any(r.state == State.SCHEDULED for r in message.recipients):
             raise ApiError(404, "not_found", f"no scheduled message {message_id} (unknown, sent or cancelled)")
         return web.json_response(message_json(message))
 
@@ -157,8 +167,7 @@ class MessagesView:
         send_at = self._send_at(data["send_at"], future_only=True)
         assert send_at is not None  # _send_at refuses a past time when future_only
         message_id = request.match_info["id"]
-        if await self.store.message(message_id) is None:
-            raise ApiError(404, "not_found", f"no message {message_id}")
+        changeable(request, await self.store.message(message_id))
         if not await self.store.reschedule(message_id, send_at):
             raise ApiError(409, "not_scheduled", f"message {message_id} has no recipient waiting for its send_at")
         message = await self.store.message(message_id)
@@ -383,9 +392,7 @@ class MessagesView:
         return web.Response(status=202, text=text, content_type="application/json")
 
     async def show(self, request: web.Request) -> web.Response:
-        message = await self.store.message(request.match_info["id"])
-        if message is None:
-            raise ApiError(404, "not_found", f"no message {request.match_info['id']}")
+        message = readable(request, await self.store.message(request.match_info["id"]))
         return web.json_response(message_json(message))
 
     async def index(self, request: web.Request) -> web.Response:
@@ -404,6 +411,7 @@ class MessagesView:
             tag=query.get("tag") or None,
             since=parse_time("since", query["since"]) if "since" in query else None,
             until=parse_time("until", query["until"]) if "until" in query else None,
+            api_key_id=own_filter(request),
         )
         rows = await self.store.messages(f, limit + 1)
         page = rows[:limit]
@@ -413,8 +421,7 @@ class MessagesView:
     async def cancel(self, request: web.Request) -> web.Response:
         """Cancel the recipients not yet delivered (those in flight right now finish their attempt)."""
         message_id = request.match_info["id"]
-        if await self.store.message(message_id) is None:
-            raise ApiError(404, "not_found", f"no message {message_id}")
+        changeable(request, await self.store.message(message_id))
         cancelled = await self.store.cancel_message(message_id)
         message = await self.store.message(message_id)
         assert message is not None

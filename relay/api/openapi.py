@@ -959,6 +959,11 @@ PATHS["/v1/messages/batch"] = {
 _TEST_FLAG = {"type": "boolean", "description": "a test key or credential: what it sends is captured, not delivered"}
 for _name in ("ApiKeyRequest", "ApiKey", "SmtpCredentialRequest", "SmtpCredential"):
     SCHEMAS[_name]["properties"]["test"] = _TEST_FLAG
+for _name in ("ApiKeyRequest", "ApiKey"):
+    SCHEMAS[_name]["properties"]["own_messages"] = {
+        "type": "boolean",
+        "description": "the key reads only the messages it sent (and their events), and no instance-wide stats",
+    }
 SCHEMAS["Message"]["properties"]["sandbox"] = {
     "type": "boolean",
     "description": "captured instead of delivered (sandbox mode or a test key/credential at acceptance)",

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, page_limit, require
+from relay.api.app import ApiError, own_filter, page_limit, readable, require
 from relay.api.messages import MAX_PAGE, message_json
 from relay.sandbox import render
 from relay.store import Store
@@ -40,15 +40,15 @@ class SandboxView:
 
     async def index(self, request: web.Request) -> web.Response:
         limit = page_limit(request.query, 20, MAX_PAGE)
-        rows = await self.store.sandbox_messages(request.query.get("cursor") or None, limit + 1)
+        rows = await self.store.sandbox_messages(request.query.get("cursor") or None, limit + 1, own_filter(request))
         page = rows[:limit]
         return web.json_response({"data": [message_json(m) for m in page],
                                   "next_cursor": page[-1].id if len(rows) > limit else None})  # fmt: skip
 
     async def _find(self, request: web.Request) -> tuple[MessageRecord, bytes | None]:
         found = await self.store.sandbox_message(request.match_info["id"])
-        if found is None:
-            raise ApiError(404, "not_found", f"no sandboxed message {request.match_info['id']}")
+        readable(request, found[0] if found else None, "sandboxed message")
+        assert found is not None
         return found
 
     async def show(self, request: web.Request) -> web.Response:

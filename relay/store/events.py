@@ -38,6 +38,7 @@ class EventFilter:
     since: float | None = None
     until: float | None = None
     before: int | None = None  # cursor: the last id of the previous page (newest first)
+    api_key_id: str | None = None  # events of messages submitted with this key
 
 
 _COLUMNS = "e.id, e.at, e.kind, e.message_id, e.recipient, e.code, e.detail, e.details, m.tags, m.metadata"
@@ -61,7 +62,7 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Ev
         params.extend(f.types)
     for value, clause in ((f.recipient, "e.recipient = ?"), (f.message_id, "e.message_id = ?"),
                           (f.since, "e.at >= ?"), (f.until, "e.at < ?"), (f.before, "e.id < ?"),
-                          (f.tag, _TAGGED)):  # fmt: skip
+                          (f.tag, _TAGGED), (f.api_key_id, "m.api_key_id = ?")):  # fmt: skip
         if value is not None:
             clauses.append(clause)
             params.append(value)

@@ -8,23 +8,24 @@ from typing import Any
 from relay.keys import ApiKey
 
 _COLUMNS = (
-    "id, name, scopes, created_at, last_used_at, revoked_at, allowed_ips, rate_limit, daily_quota, monthly_quota, test"
+    "id, name, scopes, created_at, last_used_at, revoked_at, allowed_ips, rate_limit, daily_quota, monthly_quota, test,"
+    " own_messages"
 )
 
 
 def _row(row: tuple[Any, ...]) -> ApiKey:
-    kid, name, scopes, created, used, revoked, ips, rate, daily, monthly, test = row
+    kid, name, scopes, created, used, revoked, ips, rate, daily, monthly, test, own = row
     return ApiKey(kid, name, tuple(scopes.split()), created, used, revoked, tuple(ips.split()), rate, daily, monthly,
-                  bool(test))  # fmt: skip
+                  bool(test), bool(own))  # fmt: skip
 
 
 def create(conn: sqlite3.Connection, key: ApiKey, key_hash: str) -> None:
     conn.execute(
         "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, allowed_ips, rate_limit, daily_quota,"
-        " monthly_quota, test) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " monthly_quota, test, own_messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             key.id, key.name, key_hash, " ".join(key.scopes), key.created_at, " ".join(key.allowed_ips),
-            key.rate_limit, key.daily_quota, key.monthly_quota, int(key.test),
+            key.rate_limit, key.daily_quota, key.monthly_quota, int(key.test), int(key.own_messages),
         ),
     )  # fmt: skip
 

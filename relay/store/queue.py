@@ -394,6 +394,7 @@ class MessageFilter:
     tag: str | None = None
     since: float | None = None
     until: float | None = None
+    api_key_id: str | None = None  # submitted with this key
 
 
 _FILTERS = (
@@ -403,6 +404,7 @@ _FILTERS = (
     ("tag", "m.id IN (SELECT message_id FROM message_tags WHERE tag = ?)"),
     ("since", "m.created_at >= ?"),
     ("until", "m.created_at < ?"),
+    ("api_key_id", "m.api_key_id = ?"),
 )
 
 
@@ -417,9 +419,12 @@ def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> lis
     return [_message_record(conn, row) for row in rows]
 
 
-def sandbox_messages(conn: sqlite3.Connection, before: str | None, limit: int) -> list[MessageRecord]:
+def sandbox_messages(conn: sqlite3.Connection, before: str | None, limit: int,
+                     api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
     """Sandboxed messages, newest first (cursor: the last id of the previous page), on the messages_sandbox index."""
     after_cursor, params = ("AND id < ?", [before]) if before else ("", [])
+    if api_key_id is not None:
+        after_cursor, params = after_cursor + " AND api_key_id = ?", [*params, api_key_id]
     rows = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sandbox = 1 {after_cursor} ORDER BY id DESC LIMIT ?",
         [*params, limit],
@@ -693,14 +698,16 @@ def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: Returne
 # -- scheduled messages ----------------------------------------------------------------------------
 
 
-def scheduled_messages(conn: sqlite3.Connection, before: str | None, limit: int) -> list[MessageRecord]:
+def scheduled_messages(conn: sqlite3.Connection, before: str | None, limit: int,
+                       api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
     """Messages with recipients waiting for their send_at, soonest first (cursor: message id)."""
     rows = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.send_at IS NOT NULL"
+        " AND (? IS NULL OR m.api_key_id = ?)"
         " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = 'scheduled')"
         " AND (? IS NULL OR (m.send_at, m.id) > ((SELECT send_at FROM messages WHERE id = ?), ?))"
         " ORDER BY m.send_at, m.id LIMIT ?",
-        (before, before, before, limit),
+        (api_key_id, api_key_id, before, before, before, limit),
     ).fetchall()
     return [_message_record(conn, row) for row in rows]
 

@@ -305,6 +305,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE api_keys ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE smtp_credentials ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: keys that read only their own messages; listings by the key that submitted.
+    """
+    ALTER TABLE api_keys ADD COLUMN own_messages INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_key ON messages(api_key_id, id) WHERE api_key_id IS NOT NULL;
+    """,
 ]
 
 

@@ -159,8 +159,9 @@ class Store:
     async def messages(self, filter: q.MessageFilter, limit: int) -> list[q.MessageRecord]:
         return await self.db.read(lambda c: q.list_messages(c, filter, limit))
 
-    async def scheduled_messages(self, after: str | None, limit: int) -> list[q.MessageRecord]:
-        return await self.db.read(lambda c: q.scheduled_messages(c, after, limit))
+    async def scheduled_messages(self, after: str | None, limit: int,
+                                 api_key_id: str | None = None) -> list[q.MessageRecord]:  # fmt: skip
+        return await self.db.read(lambda c: q.scheduled_messages(c, after, limit, api_key_id))
 
     async def reschedule(self, message_id: str, send_at: float) -> int:
         now = self.clock.now()
@@ -180,8 +181,9 @@ class Store:
 
     # -- sandbox ----------------------------------------------------------------
 
-    async def sandbox_messages(self, before: str | None, limit: int) -> list[q.MessageRecord]:
-        return await self.db.read(lambda c: q.sandbox_messages(c, before, limit))
+    async def sandbox_messages(self, before: str | None, limit: int,
+                               api_key_id: str | None = None) -> list[q.MessageRecord]:  # fmt: skip
+        return await self.db.read(lambda c: q.sandbox_messages(c, before, limit, api_key_id))
 
     async def sandbox_message(self, message_id: str) -> tuple[q.MessageRecord, bytes | None] | None:
         """A sandboxed message and its body (None once [retention] bodies has deleted it)."""
@@ -271,13 +273,14 @@ class Store:
         daily_quota: int | None = None,
         monthly_quota: int | None = None,
         test: bool = False,
+        own_messages: bool = False,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns its record and the secret, which is never stored."""
         secret = api_keys.generate(test)
         key = ApiKey(
             api_keys.new_key_id(), name, scopes, self.clock.now(),
             allowed_ips=allowed_ips, rate_limit=rate_limit, daily_quota=daily_quota, monthly_quota=monthly_quota,
-            test=test,
+            test=test, own_messages=own_messages,
         )  # fmt: skip
         await self.db.write(lambda c: key_rows.create(c, key, api_keys.digest(secret)))
         return key, secret
