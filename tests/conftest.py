@@ -368,6 +368,16 @@ def relay_process(tmp_path: Path) -> Any:
         p.cleanup()
 
 
+async def smtp_reply(reader: asyncio.StreamReader, timeout: float = 10.0) -> str:
+    """One SMTP reply, all its lines (``250-...`` continued up to ``250 ...``)."""
+    text = b""
+    while True:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        text += line
+        if line[3:4] != b"-":
+            return text.decode()
+
+
 def run_cli(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "relay", *args]
     if config is not None:

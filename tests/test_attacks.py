@@ -11,6 +11,7 @@ import pytest
 
 from relay.message import prepend_headers
 from relay.webhooks import SenderSettings, WebhookSender, check_target
+from tests.conftest import smtp_reply
 from tests.test_dkim import new_key
 from tests.test_webhooks import add_hook, receiver, store  # noqa: F401, F811 (fixtures)
 
@@ -19,20 +20,11 @@ async def smtp_session(port: int, lines: list[bytes]) -> list[str]:
     """Send each line (with its own line end) and read one reply per line; the greeting first."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     replies = []
-
-    async def reply() -> str:
-        text = b""
-        while True:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            text += line
-            if line[3:4] != b"-":
-                return text.decode()
-
     try:
-        replies.append(await reply())
+        replies.append(await smtp_reply(reader))
         for line in lines:
             writer.write(line)
-            replies.append(await reply())
+            replies.append(await smtp_reply(reader))
     finally:
         writer.close()
     return replies

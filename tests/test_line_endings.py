@@ -17,6 +17,7 @@ from relay.delivery.client import wire_form
 from relay.dkim import DomainKey, Signer
 from relay.message import UnreadableFrom, crlf_line_ends, from_addresses, from_domain
 from relay.store.queue import MessageFilter
+from tests.conftest import smtp_reply
 from tests.test_dkim import new_key, publish, verifier
 
 PLAINTEXT_AUTH = {"trusted_networks": ["192.0.2.0/24"], "plaintext_auth_networks": ["127.0.0.0/8"]}
@@ -41,12 +42,7 @@ class Client:
 
             async def command(line: bytes) -> str:
                 writer.write(line)
-                reply = b""
-                while True:
-                    got = await asyncio.wait_for(reader.readline(), 10)
-                    reply += got
-                    if got[3:4] != b"-":
-                        return reply.decode()
+                return await smtp_reply(reader)
 
             await command(b"")  # greeting
             await command(b"EHLO client.test\r\n")
