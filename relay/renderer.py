@@ -157,9 +157,11 @@ class Renderer:
 
     async def _run(self, sources: list[Source], jobs: list[Job]) -> list[Rendered | RenderError]:
         results: list[Rendered | RenderError] = []
-        deadline = time.monotonic() + self.request_seconds
+        deadline: float | None = None
         while len(results) < len(jobs):
             process = await self._idle_or_new()
+            if deadline is None:  # the request's budget starts once a process is ready (not while one starts)
+                deadline = time.monotonic() + self.request_seconds
             self._busy.add(process)
             clean = False
             try:
