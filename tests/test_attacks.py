@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 
 import aiohttp
 import pytest
 
 from relay.message import prepend_headers
-from relay.renderer import Job, Renderer, Source
+from relay.renderer import Job, Renderer, RendererBusy, Source
 from relay.templates import RenderError
 from relay.webhooks import SenderSettings, WebhookSender, check_target
 from tests.test_dkim import new_key
@@ -292,6 +293,16 @@ def _reset_peak_rss() -> None:
         f.write("5")  # resets this process's peak RSS (VmHWM)
 
 
+def _fd_targets(pid: int | str) -> dict[str, str]:
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile (listdir's own fd)
+            pass
+    return targets
+
+
 def _status_kb(pid: int | str, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
@@ -420,3 +431,26 @@ async def test_one_request_gets_a_bounded_time_for_all_its_renders():
     assert all("ran longer than 0.3s" in m or "used up its 0.8s of template rendering" in m for m in messages)
     assert sum("used up its 0.8s" in m for m in messages) >= 5, messages  # 0.8 s: at most 3 renders
     assert took < 1.6, took  # not 8 x 0.3 s
+
+
+async def test_render_processes_hold_none_of_relays_files_and_a_full_pool_answers_busy(relay_factory):
+    relay = await relay_factory()
+    call = await _template_api(relay)
+    status, body, _ = await _send_with_template(call, "Hello {{ 'there' }}")
+    assert status == 202, body
+    data = str(relay.config.server.data_dir)
+    ours = {t for t in _fd_targets("self").values() if t.startswith(("socket:", data))}  # stderr is inherited
+    assert any(t.startswith("socket:") for t in ours) and any(t.endswith("relay.sqlite3") for t in ours)
+    for pid in relay.renderer.pids:  # none of relay's sockets (listening or not) nor its queue database
+        assert not ours & set(_fd_targets(pid).values()), _fd_targets(pid)
+    renderer = Renderer(workers=1, wait_seconds=0.2)
+    try:
+        slow = asyncio.create_task(renderer.render(Source("s", None, CPU), {}))
+        await asyncio.sleep(0.3)
+        with pytest.raises(RendererBusy):
+            await renderer.render(Source("s", None, "quick"), {})
+        with pytest.raises(RenderError):
+            await slow
+        assert (await renderer.render(Source("s", None, "quick"), {})).text == "quick"
+    finally:
+        await renderer.close()
