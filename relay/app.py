@@ -45,6 +45,7 @@ from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.ratelimit import RateLimiter
+from relay.renderer import Renderer
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
 from relay.store import Store
 from relay.submission.accept import Acceptor
@@ -247,6 +248,7 @@ class Relay:
         self._domains_task: asyncio.Task[None] | None = None
         self.webhook_sender: WebhookSender | None = None
         self._builders: concurrent.futures.ProcessPoolExecutor | None = None
+        self.renderer: Renderer | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
         self.returned: ReturnedMail | None = None
@@ -456,6 +458,7 @@ class Relay:
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
         messages.builders = self._builders
+        self.renderer = messages.renderer = Renderer()  # template render processes, started when first needed
         processes = max(1, self.config.server.acceptor_processes)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
@@ -465,7 +468,7 @@ class Relay:
         sender = self.webhook_sender
         routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
                   *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
-                  *WebhooksView(store, self.clock, sender).routes(), *TemplatesView(store).routes(),
+                  *WebhooksView(store, self.clock, sender).routes(), *TemplatesView(store, self.renderer).routes(),
                   *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
                   *SandboxView(store).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
 
@@ -499,6 +502,8 @@ class Relay:
             await self.capacity.stop()
         if self._builders is not None:
             self._builders.shutdown(wait=False, cancel_futures=True)
+        if self.renderer is not None:
+            await self.renderer.close()
         if self.returned is not None:
             self.returned.close()
         if self.engine is not None:

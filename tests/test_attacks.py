@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 
 import aiohttp
 import pytest
 
 from relay.message import prepend_headers
+from relay.renderer import Job, Renderer, RendererBusy, Source
+from relay.templates import RenderError
 from relay.webhooks import SenderSettings, WebhookSender, check_target
 from tests.conftest import smtp_reply
 from tests.test_dkim import new_key
@@ -262,3 +265,184 @@ async def test_returned_mail_parsing_cannot_starve_submission(relay_factory, sin
     assert answers.count("451 4.3.2") >= 3 and all(a[:3] in ("250", "451") for a in answers), answers
     [arrived] = await sink.handler.wait_for(1)
     assert arrived.data.startswith(b"DKIM-Signature:")
+
+
+# ---------------------------------------------------------------------------
+# Templates: every render runs in a render process with a time and a memory budget (issue 17 item 8)
+
+SLOW = "{% for i in range(10000) %}{{ ('a'*2000000)|replace('a','aaaa')|length }}{% endfor %}"
+CPU = "{% for i in range(10000) %}{{ ('a'*2000000)|replace('a','b')|length }}{% endfor %}"  # sizes allowed: only time
+ONE_LONG_CALL = "{{ ((range(10000)|list) * 200)|sort|length }}"  # one filter call of ~6 s: the process is killed
+BOMBS = ["{{ 'a'.ljust(1500000000) }}", "{{ '%1000000000s' % 'a' }}", "{{ (1).to_bytes(10**9,'big') }}",
+         "{{ '{:1000000000}'.format(1) }}", "{{ range(10000)|join('a'*2000000) }}", "{{ 'a'|center(10**9) }}",
+         "{{ 'aaaa'.replace('a', 'a'*2000000) }}", "{{ [1]|batch(10**9, 'x')|list }}",
+         # not foreseen by the sandbox: 2 GB by doubling; the render process's memory limit stops it
+         "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('a', 31) }}"]  # fmt: skip
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets this process's peak RSS (VmHWM)
+
+
+def _fd_targets(pid: int | str) -> dict[str, str]:
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile (listdir's own fd)
+            pass
+    return targets
+
+
+def _status_kb(pid: int | str, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+async def _template_api(relay):
+    from tests.test_templates import api
+
+    _, key = await relay.store.create_api_key("t", ("templates", "send"))
+
+    async def call(method, path, **kwargs):
+        return await api(relay, method, path, key, **kwargs)
+
+    return call
+
+
+async def _send_with_template(call, source):
+    status, t = await call("POST", "/v1/templates", json={"name": "bomb", "subject": "s", "text": source})
+    assert status == 201, t
+    started = time.monotonic()
+    status, body = await call("POST", "/v1/messages", json={"from": "app@example.com", "to": "a@one.example",
+                                                            "template_id": t["id"]})  # fmt: skip
+    return status, body, time.monotonic() - started
+
+
+def _expected(source: str) -> str:
+    return {SLOW: "replace() would make more than", CPU: "ran longer than 1s", ONE_LONG_CALL: "ran longer than 1s",
+            BOMBS[-2]: "batch is limited to 10000",
+            BOMBS[-1]: "more memory than a render may use"}.get(source, "would make more than")  # fmt: skip
+
+
+@pytest.mark.parametrize("source", [SLOW, CPU, ONE_LONG_CALL, "{{ 'hello world'|truncate(1) }}", *BOMBS])
+async def test_a_template_bomb_fails_alone_within_its_budget(relay_factory, source):
+    """Before: rendered on the event loop (15 s for SLOW, 1.5 GB for the bombs, truncate: a 500)."""
+    relay = await relay_factory()
+    call = await _template_api(relay)
+    _reset_peak_rss()
+    hwm = _status_kb("self", "VmHWM")
+    status, body, took = await _send_with_template(call, source)
+    assert status == 400 and body["error"]["code"] == "template_render_failed", body
+    assert took < 3, took  # the budget is 1 s; a render stuck in one call is killed at 1.5 s
+    assert _status_kb("self", "VmHWM") - hwm < 200_000  # relay itself did not grow (kB)
+    expected = "expected length >= 3" if "truncate" in source else _expected(source)
+    assert body["error"]["field"] == "variables" and expected in body["error"]["message"], body
+    assert relay.renderer.killed == (source == ONE_LONG_CALL)  # only a render stuck in one call needs a kill
+    for pid in relay.renderer.pids:  # nor did any render process grow past its limit
+        assert _status_kb(pid, "VmHWM") < 400_000
+    status, body, _ = await _send_with_template(call, "Hello {{ 'there' }}")  # rendering goes on
+    assert status == 202, body
+
+
+async def test_the_event_loop_stays_free_while_templates_render(relay_factory):
+    """Before: an SMTP NOOP waited for the whole batch (45 s for three recipients). The relay runs in this
+    process, so a blocked loop shows as a NOOP answered late or a sleep that overslept."""
+    relay = await relay_factory()
+    call = await _template_api(relay)
+    reader, writer = await asyncio.open_connection(*relay.smtp_addresses[0])
+    try:
+        await reader.readline()
+        batch = asyncio.create_task(call("POST", "/v1/messages/batch", json={
+            "message": {"from": "app@example.com", "subject": "s", "text": CPU},
+            "recipients": [{"to": f"r{i}@one.example"} for i in range(3)]}))  # fmt: skip
+        waits = []
+        for _ in range(15):
+            started = time.monotonic()
+            writer.write(b"NOOP\r\n")
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"250")
+            waits.append(time.monotonic() - started)
+            started = time.monotonic()
+            await asyncio.sleep(0.1)
+            waits.append(time.monotonic() - started - 0.1)
+        assert max(waits) < 0.5, waits
+        assert not batch.done()  # three renders of 1 s each: still rendering
+    finally:
+        writer.close()
+    status, body = await asyncio.wait_for(batch, 10)
+    assert status == 400 and body["error"]["code"] == "batch_rejected", body
+
+
+async def test_a_failing_render_fails_only_its_own_item(relay_factory, sink):
+    """Before: truncate's AssertionError made the whole non-atomic batch a 500."""
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    call = await _template_api(relay)
+    status, body = await call("POST", "/v1/messages/batch", json={
+        "message": {"from": "app@example.com", "subject": "{{ 'hello world'|truncate(n) }}", "text": "hi"},
+        "recipients": [{"to": "ok@one.example", "variables": {"n": 20}},
+                       {"to": "bad@one.example", "variables": {"n": 1}},
+                       {"to": "slow@one.example", "variables": {"n": 20}, "metadata": {"x": "y"}}]})  # fmt: skip
+    assert status == 202 and body["queued"] == 2 and body["failed"] == 1, body
+    error = body["results"][1]["error"]
+    assert error["code"] == "template_render_failed" and error["field"] == "recipients[1].variables", error
+    assert "expected length" in error["message"]
+    received = await sink.handler.wait_for(2)
+    assert sorted(r.rcpt_tos[0] for r in received) == ["ok@one.example", "slow@one.example"]
+
+
+async def test_a_render_stuck_in_one_call_is_killed_and_the_batch_goes_on(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    call = await _template_api(relay)
+    status, body = await call("POST", "/v1/messages/batch", json={
+        "message": {"from": "app@example.com", "subject": "s",
+                    "text": "{% if stuck %}" + ONE_LONG_CALL + "{% endif %}hello {{ name }}"},
+        "recipients": [{"to": "a@one.example", "variables": {"name": "a"}},
+                       {"to": "b@one.example", "variables": {"stuck": True}},
+                       {"to": "c@one.example", "variables": {"name": "c"}}]})  # fmt: skip
+    assert status == 202 and body["queued"] == 2, body
+    assert "ran longer than 1s" in body["results"][1]["error"]["message"]
+    assert relay.renderer.killed == 1
+    received = await sink.handler.wait_for(2)
+    assert sorted(r.data.split(b"\r\n\r\n", 1)[1].strip() for r in received) == [b"hello a", b"hello c"]
+
+
+async def test_one_request_gets_a_bounded_time_for_all_its_renders():
+    """A batch of slow renders cannot hold a render process for 500 budgets: the request has one budget."""
+    renderer = Renderer(seconds=0.3, request_seconds=0.8)
+    try:
+        await renderer.render(Source("s", None, "warm"), {})  # the process is started
+        started = time.monotonic()
+        results = await renderer.render_many([Source("s", None, CPU)], [Job(0, {})] * 8)
+        took = time.monotonic() - started
+    finally:
+        await renderer.close()
+    messages = [str(r) for r in results]
+    assert all(isinstance(r, RenderError) for r in results), messages
+    assert "ran longer than 0.3s" in messages[0], messages
+    assert all("ran longer than 0.3s" in m or "used up its 0.8s of template rendering" in m for m in messages)
+    assert sum("used up its 0.8s" in m for m in messages) >= 5, messages  # 0.8 s: at most 3 renders
+    assert took < 1.6, took  # not 8 x 0.3 s
+
+
+async def test_render_processes_hold_none_of_relays_files_and_a_full_pool_answers_busy(relay_factory):
+    relay = await relay_factory()
+    call = await _template_api(relay)
+    status, body, _ = await _send_with_template(call, "Hello {{ 'there' }}")
+    assert status == 202, body
+    data = str(relay.config.server.data_dir)
+    ours = {t for t in _fd_targets("self").values() if t.startswith(("socket:", data))}  # stderr is inherited
+    assert any(t.startswith("socket:") for t in ours) and any(t.endswith("relay.sqlite3") for t in ours)
+    for pid in relay.renderer.pids:  # none of relay's sockets (listening or not) nor its queue database
+        assert not ours & set(_fd_targets(pid).values()), _fd_targets(pid)
+    renderer = Renderer(workers=1, wait_seconds=0.2)
+    try:
+        slow = asyncio.create_task(renderer.render(Source("s", None, CPU), {}))
+        await asyncio.sleep(0.3)
+        with pytest.raises(RendererBusy):
+            await renderer.render(Source("s", None, "quick"), {})
+        with pytest.raises(RenderError):
+            await slow
+        assert (await renderer.render(Source("s", None, "quick"), {})).text == "quick"
+    finally:
+        await renderer.close()

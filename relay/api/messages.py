@@ -26,12 +26,13 @@ from relay.api.app import (
     require,
 )
 from relay.api.dryrun import dry_run, wants_dry_run
-from relay.api.templates import render_inline, render_message_fields
+from relay.api.templates import render_batch, render_message_fields
 from relay.clock import Clock, iso
 from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
 from relay.events import State
 from relay.keys import ApiKey
 from relay.message import NewMessage
+from relay.renderer import Renderer
 from relay.store.idempotency import ClaimLost, Completion, IdempotencyRecord
 from relay.store.queue import MessageFilter, MessageRecord, Quota, QuotaExhausted
 from relay.submission.accept import Acceptor, DomainNotVerified, MessageTooLarge
@@ -119,6 +120,7 @@ class MessagesView:
         self.acceptor = acceptor
         self.max_batch = max_batch
         self.builders: concurrent.futures.Executor | None = None  # set by the app: worker processes for batches
+        self.renderer: Renderer | None = None  # set by the app: the template render processes
         self.max_schedule_ahead = max_schedule_ahead
         self.store = acceptor.store
         self.hostname = hostname
@@ -245,7 +247,8 @@ class MessagesView:
     async def draft(self, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = "") -> Draft:
         """Everything but building the MIME message (which a batch does in bulk)."""
         send_at = self._send_at(data.get("send_at"))
-        data = await render_message_fields(self.store, data, variables, where)
+        assert self.renderer is not None
+        data = await render_message_fields(self.renderer, self.store, data, variables, where)
         try:
             composition = parse_request(data, self.limits)
         except FieldError as exc:
@@ -321,11 +324,14 @@ class MessagesView:
         if not isinstance(atomic, bool):
             raise ApiError(400, "invalid_field", "'atomic' must be true or false", "atomic")
         outcomes: list[Draft | dict[str, Any]] = []
-        for item, variables, where in self._batch_items(data):
+        items = self._batch_items(data)
+        assert self.renderer is not None
+        bodies = await render_batch(self.renderer, self.store, items)  # all of the batch's renders in one task
+        for (_, variables, where), body in zip(items, bodies, strict=True):
             try:
-                if variables is not None and item.get("template_id") is None:
-                    item = render_inline(item, variables, where)
-                outcomes.append(await self.draft(item, variables, where))
+                if isinstance(body, ApiError):
+                    raise body
+                outcomes.append(await self.draft(body, variables, where))
             except ApiError as exc:
                 outcomes.append(_error(exc))
         drafts = [d for d in outcomes if isinstance(d, Draft)]

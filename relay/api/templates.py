@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any
 
@@ -9,9 +10,10 @@ from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
+from relay.renderer import Job, Renderer, RendererBusy, Source
 from relay.store import Store
 from relay.store.templates import Template, TemplateVersion
-from relay.templates import PARTS, RenderError, check_syntax, render
+from relay.templates import PARTS, RenderError, check_syntax
 
 
 def version_json(v: TemplateVersion) -> dict[str, Any]:
@@ -50,11 +52,21 @@ def _variables(data: dict[str, Any], field: str = "variables") -> dict[str, Any]
     return variables
 
 
-async def render_message_fields(store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None,
-                                where: str = "") -> dict[str, Any]:  # fmt: skip
-    """A message body that names ``template_id``: the same body with subject, html and text rendered."""
+@dataclasses.dataclass(frozen=True)
+class ToRender:
+    """A message body waiting for its subject, html and text to be rendered."""
+
+    data: dict[str, Any]
+    source: Source
+    variables: dict[str, Any]
+    where: str
+
+
+async def to_render(store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None,
+                    where: str = "") -> ToRender | None:  # fmt: skip
+    """A message body that names ``template_id``: its template and variables (None without template_id)."""
     if data.get("template_id") is None:
-        return data
+        return None
     template_id = data["template_id"]
     if any(data.get(p) is not None for p in PARTS):
         raise ApiError(400, "invalid_field", "give either template_id or subject/html/text", f"{where}template_id")
@@ -71,35 +83,77 @@ async def render_message_fields(store: Store, data: dict[str, Any], variables: d
         raise ApiError(400, "invalid_field", f"template {template_id} has no version {number}",
                        f"{where}template_version")  # fmt: skip
     values = variables if variables is not None else _variables(data)
-    try:
-        rendered = render(version.subject, version.html, version.text, values)
-    except RenderError as exc:
-        raise ApiError(400, "template_render_failed", str(exc), f"{where}variables") from None
-    return {**data, "subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+    return ToRender(data, Source(version.subject, version.html, version.text), values, where)
 
 
-_ONE = "/v1/templates/{id:(?!validate$)[^{}/]+}"
-
-
-def render_inline(data: dict[str, Any], variables: dict[str, Any], where: str = "") -> dict[str, Any]:
+def inline_to_render(data: dict[str, Any], variables: dict[str, Any], where: str = "") -> ToRender:
     """A personalised batch without a stored template: the subject, html and text are themselves templates."""
     problems = check_syntax({p: data.get(p) if isinstance(data.get(p), str) else None for p in PARTS})
     if problems:
         p = problems[0]
         raise ApiError(400, "template_syntax_error", f"{p.part} (line {p.line}): {p.message}", f"message.{p.part}")
-    html, text = data.get("html"), data.get("text")
+    subject, html, text = (data.get(p) for p in PARTS)
+    source = Source(subject if isinstance(subject, str) else "", html if isinstance(html, str) else None,
+                    text if isinstance(text, str) else None)  # fmt: skip
+    return ToRender(data, source, variables, where)
+
+
+async def render_bodies(renderer: Renderer, todo: list[ToRender]) -> list[dict[str, Any] | ApiError]:
+    """Every body rendered, in one task for the render processes (each distinct template sent once); a render
+    that fails is that body's ``template_render_failed``. Raises ApiError 503 when no render process is free."""
+    index: dict[Source, int] = {}
+    jobs = [Job(index.setdefault(t.source, len(index)), t.variables) for t in todo]
     try:
-        rendered = render(data.get("subject") if isinstance(data.get("subject"), str) else "",
-                          html if isinstance(html, str) else None, text if isinstance(text, str) else None,
-                          variables)  # fmt: skip
-    except RenderError as exc:
-        raise ApiError(400, "template_render_failed", str(exc), f"{where}variables") from None
-    return {**data, "subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+        results = await renderer.render_many(list(index), jobs)
+    except RendererBusy as exc:
+        raise ApiError(503, "service_unavailable", str(exc), headers={"Retry-After": "5"}) from None
+    out: list[dict[str, Any] | ApiError] = []
+    for t, r in zip(todo, results, strict=True):
+        if isinstance(r, RenderError):
+            out.append(ApiError(400, "template_render_failed", str(r), f"{t.where}variables"))
+        else:
+            out.append({**t.data, "template_id": None, "subject": r.subject, "html": r.html, "text": r.text})
+    return out
+
+
+async def render_message_fields(renderer: Renderer, store: Store, data: dict[str, Any],
+                                variables: dict[str, Any] | None = None,
+                                where: str = "") -> dict[str, Any]:  # fmt: skip
+    """A message body that names ``template_id``: the same body with subject, html and text rendered."""
+    todo = await to_render(store, data, variables, where)
+    if todo is None:
+        return data
+    (body,) = await render_bodies(renderer, [todo])
+    if isinstance(body, ApiError):
+        raise body
+    return body
+
+
+BatchItem = tuple[dict[str, Any], dict[str, Any] | None, str]  # body, personal variables, field prefix
+
+
+async def render_batch(renderer: Renderer, store: Store, items: list[BatchItem]) -> list[dict[str, Any] | ApiError]:
+    """Each item's body with its templates rendered (items without one unchanged), or that item's error."""
+    todo: list[ToRender | dict[str, Any] | ApiError] = []
+    for item, variables, where in items:
+        try:
+            if variables is not None and item.get("template_id") is None:
+                todo.append(inline_to_render(item, variables, where))
+            else:
+                todo.append(await to_render(store, item, variables, where) or item)
+        except ApiError as exc:
+            todo.append(exc)
+    rendered = iter(await render_bodies(renderer, [t for t in todo if isinstance(t, ToRender)]))
+    return [next(rendered) if isinstance(t, ToRender) else t for t in todo]
+
+
+_ONE = "/v1/templates/{id:(?!validate$)[^{}/]+}"
 
 
 class TemplatesView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, renderer: Renderer) -> None:
         self.store = store
+        self.renderer = renderer
 
     def routes(self) -> list[web.RouteDef]:
         scope = require("templates")
@@ -200,7 +254,7 @@ class TemplatesView:
         data = await read_json_object(request)
         body = {"template_id": template.id, "template_version": data.get("version"),
                 "variables": _variables(data)}  # fmt: skip
-        rendered = await render_message_fields(self.store, body)
+        rendered = await render_message_fields(self.renderer, self.store, body)
         return web.json_response({"subject": rendered["subject"], "html": rendered["html"], "text": rendered["text"]})
 
     async def validate(self, request: web.Request) -> web.Response:
