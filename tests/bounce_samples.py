@@ -298,7 +298,7 @@ SAMPLES: list[Sample] = [
             to="bob@hotmail.com",
         ),
         "dsn",
-        (("bob@hotmail.com", "hard"),),
+        (("bob@hotmail.com", "soft"),),  # not hard: ambiguous or a disabled account (issue 18)
     ),
     Sample(
         "yahoo-user-unknown",
@@ -418,7 +418,7 @@ SAMPLES: list[Sample] = [
             ],
         ),
         "dsn",
-        (("bob@example.net", "hard"),),
+        (("bob@example.net", "soft"),),  # not hard: ambiguous or a disabled account (issue 18)
     ),
     Sample(
         "dsn-spam-content",
@@ -841,7 +841,7 @@ SAMPLES += [
             body="Message was not accepted -- invalid mailbox.  Local mailbox bob@mail.ru is unavailable: account is disabled\n",
         ),
         "prose",
-        (("bob@mail.ru", "hard"),),
+        (("bob@mail.ru", "soft"),),  # not hard: ambiguous or a disabled account (issue 18)
         message_id=None,
     ),
     Sample(
@@ -953,7 +953,7 @@ SAMPLES += [
             to="bob@hotmail.com",
         ),
         "dsn",
-        (("bob@hotmail.com", "hard"),),
+        (("bob@hotmail.com", "soft"),),  # not hard: ambiguous or a disabled account (issue 18)
     ),
     Sample(
         "exchange-2010-dsn",
@@ -1005,7 +1005,7 @@ SAMPLES += [
             + ORIGINAL.format(to="bob@example.net"),
         ),
         "prose",
-        (("bob@example.net", "hard"),),
+        (("bob@example.net", "soft"),),  # not hard: ambiguous or a disabled account (issue 18)
     ),
     Sample(
         "aol-arf",

@@ -68,7 +68,7 @@ def test_fields_in_the_text_part_count_too() -> None:
         b"Diagnostic-Code: smtp; 550 5.2.1 mailbox disabled\r\n"
     )
     (report,) = parse(raw).reports
-    assert (report.recipient, report.classification.value) == ("eve@example.net", "hard")
+    assert (report.recipient, report.classification.value) == ("eve@example.net", "soft")  # disabled: not hard
 
 
 def test_the_original_senders_address_is_not_taken_for_a_recipient() -> None:

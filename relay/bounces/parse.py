@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from email.policy import compat32
 from typing import Any
 
-from relay.bounces.classify import Classification, Kind, classify, enhanced_status
+from relay.bounces.classify import Classification, Kind, Phase, classify, enhanced_status, phase_in_text
 
 MAX_DIAGNOSTIC = 1000  # characters of remote text kept per recipient
 
@@ -318,9 +318,13 @@ def reply_code(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _classify(status: str | None, diagnostic: str, remote: str | None, permanent: bool) -> Classification:
+def _classify(status: str | None, diagnostic: str, remote: str | None, permanent: bool,
+              phase: Phase = Phase.UNKNOWN) -> Classification:  # fmt: skip
     """The classifier, fed the most specific status there is: a x.0.0 Status field says less
-    than a code in the diagnostic. Without any code, the report's own verdict stands in."""
+    than a code in the diagnostic. Without any code, the report's own verdict stands in. ``phase``:
+    the SMTP command the report says the reply answered (from the diagnostic when it names one)."""
+    if phase is Phase.UNKNOWN:
+        phase = phase_in_text(diagnostic)
     code = reply_code(diagnostic)
     in_text = enhanced_status(diagnostic)
     if in_text is not None and in_text[0] == "2":  # a failure does not carry a success code ("#2.1.1" in LDAP errors)
@@ -335,7 +339,7 @@ def _classify(status: str | None, diagnostic: str, remote: str | None, permanent
     if code is None:
         klass = status[0] if status else ("5" if permanent else "4")
         code = 550 if klass == "5" else 450
-    return classify(code, status, diagnostic, remote)
+    return classify(code, status, diagnostic, remote, phase)
 
 
 # -- DSN ----------------------------------------------------------------------------------------
@@ -353,6 +357,7 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
         return None
     human = _explanation(msg)
     reports, delayed, unnamed = [], False, 0
+    sections: dict[str, str] | None = None  # what the human part says about each recipient, read once
     for block in recipient_blocks:
         action = block.get("action", "").strip().lower()
         status = enhanced_status(block.get("status", ""))
@@ -369,10 +374,17 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
             recipient = named[unnamed] if unnamed < len(named) else None
             unnamed += 1
         diagnostic = _typed(block.get("diagnostic-code", ""))
-        if not diagnostic and recipient:
-            diagnostic = _sections(human, [recipient]).get(recipient, "")
+        if recipient and sections is None:
+            named = [a for b in recipient_blocks for a in [_address_value(b.get("final-recipient", ""))] if a]
+            sections = _sections(human, list(dict.fromkeys(named + [recipient]))[:MAX_REPORTS])
+        section = (sections or {}).get(recipient or "", "")
+        if not diagnostic:
+            diagnostic = section
         remote = _typed(block.get("remote-mta", "")) or _host_in(diagnostic)
-        c = _classify(status, diagnostic, remote or reporting, permanent=True)
+        phase = phase_in_text(diagnostic)
+        if phase is Phase.UNKNOWN:  # the field seldom says; the human part often does
+            phase = phase_in_text(section)
+        c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
         reports.append(Report(recipient, c.status or status, "failed", c.kind, c.reason,
                               _squash(diagnostic), remote, original_id))  # fmt: skip
     if reports:
