@@ -136,6 +136,14 @@ RULES: tuple[Rule, ...] = (
         permanent_only=False,
     ),  # fmt: skip
     _rule(r"unverified address|address verification in progress", Kind.SOFT, "temporary_failure"),
+    # Gave up after retrying (Exchange "5.4.316 Message expired", Exim "retry timeout exceeded", qmail
+    # "in the queue too long", Sendmail "could not be delivered for 5 days"): the destination was unreachable.
+    _rule(
+        r"message expired|retry timeout exceeded|in the queue too long|could not be delivered for \d+ (days|hours)|"
+        r"unable to deliver in \d+ minutes",
+        Kind.SOFT,
+        "expired",
+    ),  # fmt: skip
     _rule(
         r"sender verify failed|sender address rejected|sender (domain|address) (must|does not)|"
         r"domain of sender address|sender verification",
@@ -266,14 +274,14 @@ def classify(code: int | None, enhanced: str | None, text: str, remote_host: str
     ``remote_host`` the MX that said it (some phrases mean different things at different providers),
     ``phase`` the SMTP command it answered. The kind is ``hard`` exactly when :func:`hard_reason`
     says so; a reading the table calls hard that is not becomes ``soft`` with the same reason
-    (``filtered`` for a "user unknown" after the data: the mailbox existed at RCPT)."""
+    (``filtered`` for a "user unknown" at or after DATA: the mailbox existed at RCPT)."""
     table = _by_table(code, enhanced, text, remote_host)
     hard = hard_reason(phase, code, table.status, text)
     if hard is not None:
         return Classification(Kind.HARD, table.reason if table.kind is Kind.HARD else hard, table.status)
     if table.kind is not Kind.HARD:
         return table
-    filtered = phase is Phase.AFTER_DATA and table.reason == "user_unknown"
+    filtered = phase in (Phase.DATA, Phase.AFTER_DATA) and table.reason == "user_unknown"
     return Classification(Kind.SOFT, "filtered" if filtered else table.reason, table.status)
 
 
@@ -295,14 +303,14 @@ HARD_STATUS: dict[str, str] = {
 # Words that make a refusal about something other than a dead address, whatever its code says:
 # these win over the hard codes and phrases (ambiguous is not hard).
 NOT_HARD = re.compile(
-    r"over ?quota|quota|mailbox (is )?full|storage|too (large|big)|\bsize\b|"
-    r"disabled|suspended|inactive|deactivated|locked|blocked|frozen|on hold|"
-    r"expired|retry time|timeout|timed out|too long in the queue|"
-    r"spam|unsolicited|virus|malware|phish|content|reputation|block ?list|black ?list|dnsbl|\brbl\b|"
-    r"spamhaus|policy|dmarc|\bspf\b|dkim|authenticat|"
-    r"rate limit|too many|throttl|too (fast|quickly)|greylist|graylist|try again|temporar|"
-    r"\btls\b|starttls|encryption|relay(ing)? (access )?(denied|not permitted|prohibited)|rcpthosts|"
-    r"ptr record|reverse dns|\brdns\b|sender (address )?(rejected|verify)|sender verification",
+    r"over ?quota|quota|mailbox (is )?full|insufficient (system )?storage|too (large|big)|message size|size limit|"
+    r"size exceeds|disabled|suspended|inactive|deactivated|locked|blocked|frozen|on hold|"
+    r"expired|retry time|timeout exceeded|timed out|too long in the queue|"
+    r"spam|unsolicited|virus|malware|phish|content (filter|rejected|restriction|policy)|message content|reputation|"
+    r"block ?list|black ?list|dnsbl|\brbl\b|spamhaus|policy|dmarc|\bspf\b|dkim|authenticat|"
+    r"rate limit|too many (messages|connections|recipients|e?mails)|throttl|too (fast|quickly)|greylist|graylist|"
+    r"try again later|temporar|\btls\b|starttls|encryption|relay(ing)? (access )?(denied|not permitted|prohibited)|"
+    r"rcpthosts|ptr record|reverse dns|\brdns\b|sender (address )?(rejected|verify)|sender verification",
     re.IGNORECASE,
 )
 
@@ -361,16 +369,17 @@ def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -
 # Where a report says the reply came: Postfix "(in reply to RCPT TO command)", Exim "SMTP error from
 # remote mail server after RCPT TO:<a>:" / "after end of data:", qmail-remote "does not like
 # recipient." / "failed after I sent the message." / "failed on DATA command.", Sendmail and
-# Courier transcripts (">>> RCPT To:<a>" then "<<< 550 ..."). The first marker in the text wins.
+# Courier transcripts (">>> RCPT To:<a>" then "<<< 550 ..."), Yahoo's "[RCPT_TO]" / "[BODY]" tags,
+# DragonFly's "did not like our RCPT TO:". The first marker in the text wins.
 # Not ">>> DATA" in a Sendmail transcript: with pipelining the RCPT refusals are read after it.
 _PHASE_MARKERS: tuple[tuple[str, Phase], ...] = (
-    (r"in reply to (the )?end of data|after end of data|failed after I sent the message", Phase.AFTER_DATA),
+    (r"in reply to (the )?end of data|after end of data|failed after I sent the message|\[BODY\]", Phase.AFTER_DATA),
     (r"in reply to (the )?rcpt to|after (pipelined )?rcpt( to)?\b|for rcpt( to)? command|does not like recipient"
-     r"|>>> rcpt to", Phase.RCPT),
-    (r"in reply to (the )?data command|after (pipelined )?data\b|failed on data command|for data command",
-     Phase.DATA),
+     r"|>>> rcpt to|did not like our rcpt|\[RCPT_TO\]", Phase.RCPT),
+    (r"in reply to (the )?data command|after (pipelined )?data\b|failed on data command|for data command"
+     r"|did not like our data", Phase.DATA),
     (r"in reply to (the )?mail from|after (pipelined )?mail( from)?\b|for mail( from)? command|sender was rejected"
-     r"|>>> mail from", Phase.MAIL),
+     r"|>>> mail from|\[MAIL_FROM\]", Phase.MAIL),
     (r"in reply to (the )?(helo|ehlo|starttls|auth)|after (ehlo|helo|starttls)\b|my name was rejected"
      r"|>>> (ehlo|helo)", Phase.HELO),
     (r"refused to talk to me|after initial connection|greeting failed|in reply to (the )?initial greeting",

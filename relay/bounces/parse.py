@@ -539,6 +539,7 @@ def _failed_addresses(msg: email.message.Message, explanation: str, recipients: 
     if header:
         return list(header)
     own = set(_addresses(msg, "from", "to", "reply-to", "sender", "return-path")) | set(senders)
+    own |= _senders_named(explanation)
     named: dict[str, None] = {}  # in order of appearance
     for match in _ADDRESS.finditer(explanation):
         address = match.group(0).lower().strip(".")
@@ -550,6 +551,19 @@ def _failed_addresses(msg: email.message.Message, explanation: str, recipients: 
     originals = set(recipients)
     in_original = [a for a in named if a in originals]
     return in_original or list(named)
+
+
+# Where a bounce's text names the original sender: an envelope "MAIL FROM:" (Apache James's "Message
+# details", transcripts) or a quoted From/Sender/Reply-To/Return-Path line.
+_SENDER_LINE = re.compile(r"(?im)mail from:[ \t]*<?([^\s<>]+)|^[ \t]*(?:from|sender|reply-to|return-path):([^\n]*)")
+
+
+def _senders_named(text: str) -> set[str]:
+    found = set()
+    for match in _SENDER_LINE.finditer(text):
+        for address in _ADDRESS.findall(match.group(1) or match.group(2) or ""):
+            found.add(address.lower().strip("."))
+    return found
 
 
 def _sections(text: str, addresses: list[str]) -> dict[str, str]:
