@@ -374,22 +374,28 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
             recipient = named[unnamed] if unnamed < len(named) else None
             unnamed += 1
         diagnostic = _typed(block.get("diagnostic-code", ""))
-        if recipient and sections is None:
-            named = [a for b in recipient_blocks for a in [_address_value(b.get("final-recipient", ""))] if a]
-            sections = _sections(human, list(dict.fromkeys(named + [recipient]))[:MAX_REPORTS])
-        section = (sections or {}).get(recipient or "", "")
-        if not diagnostic:
-            diagnostic = section
+        if not diagnostic and recipient:
+            sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
+            diagnostic = sections.get(recipient, "")
         remote = _typed(block.get("remote-mta", "")) or _host_in(diagnostic)
         phase = phase_in_text(diagnostic)
-        if phase is Phase.UNKNOWN:  # the field seldom says; the human part often does
-            phase = phase_in_text(section)
         c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
+        if c.kind is Kind.HARD and phase is Phase.UNKNOWN and recipient:  # the human part may say where it came
+            sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
+            phase = phase_in_text(sections.get(recipient, ""))
+            if phase is not Phase.UNKNOWN:
+                c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
         reports.append(Report(recipient, c.status or status, "failed", c.kind, c.reason,
                               _squash(diagnostic), remote, original_id))  # fmt: skip
     if reports:
         return Parsed("dsn", reports, original_id, recipients)
     return Parsed("delayed" if delayed else "dsn", [], original_id, recipients)
+
+
+def _dsn_sections(human: str, blocks: list[dict[str, str]], recipient: str) -> dict[str, str]:
+    """What the human part says about each failed recipient of a DSN (computed once per report)."""
+    named = [a for b in blocks for a in [_address_value(b.get("final-recipient", ""))] if a]
+    return _sections(human, list(dict.fromkeys([*named, recipient]))[:MAX_REPORTS])
 
 
 def _is_recipient_block(block: dict[str, str]) -> bool:
