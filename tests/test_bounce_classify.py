@@ -421,6 +421,9 @@ HARD_CASES = [
     (P.UNKNOWN, 550, None, "5.5.0 Requested action not taken: mailbox unavailable (S2017062302).", None),  # [M]
     (P.UNKNOWN, 550, None, "", None),  # a bare 550
     (P.UNKNOWN, 550, "5.0.0", "<x@example.org>: delivery failed", None),  # constructed: a generic status
+    (P.RCPT, 550, None, "5.7.1 <x@example.org>: Recipient address rejected: User unknown", None),
+    # constructed: a policy status the words contradict is ambiguous
+    (P.RCPT, 550, None, "5.2.0 <x@example.org>: no such user", None),  # constructed: a mailbox-status subject
     (P.UNKNOWN, None, None, "connect to mx.example.org[1.2.3.4]:25: Connection refused", None),  # [P] no reply
 ]  # fmt: skip
 

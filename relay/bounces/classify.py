@@ -342,13 +342,20 @@ HARD_TEXT: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+# Status subjects under which the words may still say the address is dead: none, generic (x.0.0, and
+# 5.5.0 as some servers use it), addressing (x.1.x), routing (x.4.x: 5.4.4 "Host or domain name not
+# found", Microsoft's 5.4.1 "Access denied. AS(...)"). Not 5.2.x, 5.3.x, 5.6.x, 5.7.x.
+_TEXT_MAY_DECIDE = ("0.", "1.", "4.", "5.0")
+
+
 def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -> str | None:
     """Why this refusal makes the address permanently unusable, or None when it does not (or may
     not). Hard needs all of: a phase where the address itself is judged (RCPT, or not known); a
     permanent refusal (5xx, and a 5.x.x status when there is one); no words saying it is about
     something else (quota, a disabled account, policy, spam, authentication, rate, TLS, relaying,
     expiry...); and a status (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10) or a phrase naming a dead
-    mailbox, a dead domain or a moved address."""
+    mailbox, a dead domain or a moved address (the phrase only under a status that does not say
+    otherwise: not under a mailbox, system, content or policy status)."""
     if phase in _NOT_ADDRESS_PHASES:
         return None
     if (code is not None and not 500 <= code < 600) or (status is not None and status[0] != "5"):
@@ -360,6 +367,8 @@ def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -
     subject = status.split(".", 1)[1] if status else ""
     if subject in HARD_STATUS:
         return HARD_STATUS[subject]
+    if subject and not subject.startswith(_TEXT_MAY_DECIDE):  # a mailbox, system, content or policy status
+        return None  # that the words contradict: ambiguous
     for pattern, reason in HARD_TEXT:
         if pattern.search(text):
             return reason
