@@ -30,6 +30,7 @@ from typing import Any
 from relay.bounces.classify import Classification, Kind, Phase, classify, enhanced_status, phase_in_text
 
 MAX_DIAGNOSTIC = 1000  # characters of remote text kept per recipient
+MAX_CLASSIFIED = 4000  # characters of a diagnostic the classifier reads (a reply is a few lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +324,7 @@ def _classify(status: str | None, diagnostic: str, remote: str | None, permanent
     """The classifier, fed the most specific status there is: a x.0.0 Status field says less
     than a code in the diagnostic. Without any code, the report's own verdict stands in. ``phase``:
     the SMTP command the report says the reply answered (from the diagnostic when it names one)."""
+    diagnostic = diagnostic[:MAX_CLASSIFIED]
     if phase is Phase.UNKNOWN:
         phase = phase_in_text(diagnostic)
     code = reply_code(diagnostic)
@@ -373,7 +375,7 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
             named = _failed_addresses(msg, human, recipients, senders, original_id)
             recipient = named[unnamed] if unnamed < len(named) else None
             unnamed += 1
-        diagnostic = _typed(block.get("diagnostic-code", ""))
+        diagnostic = _typed(block.get("diagnostic-code", ""))[:MAX_CLASSIFIED]
         if not diagnostic and recipient:
             sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
             diagnostic = sections.get(recipient, "")
