@@ -1692,6 +1692,9 @@ SAMPLES += [
        arf("Feedback-Type: abuse\nUser-Agent: ReturnPathFBL/2.0\nVersion: 1\nOriginal-Mail-From: <app@example.com>\n"
            "Arrival-Date: Mon, 23 Nov 2026 10:00:00 -0500\nSource-IP: 192.0.2.1\nReported-Domain: example.com\n",
            "bob@comcast.net", sender="feedback@comcast.net"), "arf", (("bob@comcast.net", "complaint"),)),
+    _s("arf-redacted-rcpt-to", "ARF whose Original-Rcpt-To is redacted (the local part blanked), one To:",
+       arf("Feedback-Type: abuse\nUser-Agent: SomeGenerator/1.0\nVersion: 1\nOriginal-Rcpt-To: xxxxxxxx@example.net\n",
+           B), "arf", ((B, "complaint"),)),
     # Not failures: delay warnings, success, auto replies.
     _s("exchange-delay", "Exchange Online delay DSN",
        dsn(reporting="AM0PR01MB1234.eurprd01.prod.outlook.com", subject="Delivery delayed:Your receipt",

@@ -425,11 +425,12 @@ def _parse_arf(msg: email.message.Message, part: email.message.Message, original
     feedback_type = fields.get("feedback-type", "abuse").strip().lower() or "abuse"
     if feedback_type == "not-spam":
         return Parsed("arf", [], original_id, recipients)
-    recipient = _address_value(fields.get("original-rcpt-to", "")) or _address_value(
-        fields.get("removal-recipient", "")
-    )
-    if recipient is None and len(recipients) == 1 and not _redacted(recipients[0]):
-        recipient = recipients[0]
+    # Original-Rcpt-To, else Removal-Recipient, else the returned message's only recipient; a redacted
+    # form (the local part blanked out, or "redacted") names no one and gives way to the next.
+    candidates = [_address_value(fields.get("original-rcpt-to", "")),
+                  _address_value(fields.get("removal-recipient", "")),
+                  recipients[0] if len(recipients) == 1 else None]  # fmt: skip
+    recipient = next((a for a in candidates if a is not None and not _redacted(a)), None)
     detail = "; ".join(f"{n}: {fields[n]}" for n in ("feedback-type", "user-agent", "source-ip") if n in fields)
     remote = _typed(fields.get("reporting-mta", "")) or None
     report = Report(recipient, None, "complaint", Kind.COMPLAINT, feedback_type, _squash(detail), remote, original_id)
