@@ -272,6 +272,11 @@ def _add_bounce_commands(sub: Any, common: argparse.ArgumentParser, as_json: arg
     p = sup.add_parser("remove", parents=[common, as_json], help="take an address off the list (reactivate it)")
     p.add_argument("address")
     p.set_defaults(func=cmd_suppressions_remove)
+    p = sup.add_parser("reclassify", parents=[common, as_json],
+                       help="read the bounces behind hard-bounce suppressions again with the rule in force; list"
+                       " (or, with --apply, lift) those that are not hard now")  # fmt: skip
+    p.add_argument("--apply", action="store_true", help="lift them (default: a dry run that only lists them)")
+    p.set_defaults(func=cmd_suppressions_reclassify)
 
     allowlist_help = "addresses and domains never suppressed automatically"
     _, allow = command_group(sub, "allowlist", allowlist_help, common, as_json)
@@ -840,6 +845,20 @@ def cmd_suppressions_add(args: argparse.Namespace, config: Config) -> int:
         _print_json([dataclasses.asdict(e) for e in entries])
     for e in [] if args.json else entries:
         _print_suppression(e)
+    return 0
+
+
+def cmd_suppressions_reclassify(args: argparse.Namespace, config: Config) -> int:
+    result = _with_store(config, lambda s: s.reclassify_suppressions(args.apply))
+    if args.json:
+        key = "lifted" if result.applied else "would_lift"
+        lifts = [dataclasses.asdict(x) for x in result.lifts]
+        _print_json({"applied": result.applied, "checked": result.checked, key: lifts})
+        return 0
+    for x in result.lifts:
+        print(f"<{x.address}> {x.was} -> {x.kind}/{x.reason} {x.status or ''} (bounce {x.bounce_id})")
+    verb = "lifted" if result.applied else "would be lifted (dry run: --apply lifts them)"
+    print(f"{len(result.lifts)} of {result.checked} hard-bounce suppressions {verb}")
     return 0
 
 

@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     SUPPRESSED = "suppressed"
     CANCELLED = "cancelled"
     COMPLAINED = "complained"  # the recipient reported the message as spam (a feedback report)
+    UNSUPPRESSED = "unsuppressed"  # an automatic suppression lifted (relay suppressions reclassify)
 
 
 EVENT_TYPES = tuple(k.value for k in EventKind)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bounces.classify import Kind, classify, enhanced_status
+from relay.bounces.classify import Kind, Phase, classify, enhanced_status, hard_reason, phase_in_text
 
 CASES = [
     # (code, text, remote host or None, kind, reason)
@@ -22,7 +22,7 @@ CASES = [
         "hard",
         "user_unknown",
     ),  # [G]
-    (550, "5.2.1 The email account that you tried to reach is disabled.", None, "hard", "mailbox_disabled"),  # [G]
+    (550, "5.2.1 The email account that you tried to reach is disabled.", None, "soft", "mailbox_disabled"),  # [G]
     (452, "4.2.2 The email account that you tried to reach is over quota.", None, "soft", "mailbox_full"),  # [G]
     (
         550,
@@ -51,7 +51,7 @@ CASES = [
         550,
         "5.5.0 Requested action not taken: mailbox unavailable (S2017062302).",
         "mx.hotmail.com",
-        "hard",
+        "soft",
         "mailbox_unavailable",
     ),  # [M]
     (
@@ -109,7 +109,7 @@ CASES = [
         554,
         "delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This mailbox is disabled (554.30).",
         None,
-        "hard",
+        "soft",
         "mailbox_disabled",
     ),  # [Y]
     (
@@ -148,9 +148,9 @@ CASES = [
         450,
         "4.1.1 <x@example.org>: Recipient address rejected: User unknown in local recipient table",
         None,
-        "hard",
+        "soft",
         "user_unknown",
-    ),  # [P] soft_bounce=yes: still the address
+    ),  # [P] soft_bounce=yes: a 4xx is never hard
     (
         450,
         "4.1.1 <x@example.org>: Recipient address rejected: unverified address: host mx[1.2.3.4] said: "
@@ -159,7 +159,7 @@ CASES = [
         "soft",
         "temporary_failure",
     ),  # [P] address verification pending
-    (554, "5.7.1 <x@example.org>: Relay access denied", None, "hard", "relay_denied"),  # [P]
+    (554, "5.7.1 <x@example.org>: Relay access denied", None, "block", "relay_denied"),  # [P]
     (
         554,
         "5.7.1 Service unavailable; Client host [1.2.3.4] blocked using zen.spamhaus.org",
@@ -206,12 +206,12 @@ CASES = [
     (451, "Temporary local problem - please try later", None, "soft", "temporary_failure"),  # [E]
     (552, "Message size exceeds maximum permitted", None, "soft", "message_too_large"),  # [E]
     (550, "Mailbox quota exceeded", None, "soft", "mailbox_full"),  # [E]
-    (553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", None, "hard", "relay_denied"),  # [Q]
+    (553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", None, "block", "relay_denied"),  # [Q]
     (550, "sorry, no mailbox here by that name. (#5.1.1)", None, "hard", "user_unknown"),  # [Q]
     (None, "Sorry, I couldn't find any host named nx.example. (#5.1.2)", None, "hard", "domain_not_found"),  # [Q]
     (None, "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)", None, "soft", "temporary_failure"),
     (550, "5.1.1 <x@example.org>... User unknown", None, "hard", "user_unknown"),  # [S]
-    (550, "5.7.1 <x@example.org>... Relaying denied", None, "hard", "relay_denied"),  # [S]
+    (550, "5.7.1 <x@example.org>... Relaying denied", None, "block", "relay_denied"),  # [S]
     (
         553,
         "5.1.8 <a@example.com>... Domain of sender address a@example.com does not exist",
@@ -229,10 +229,10 @@ CASES = [
     (550, "SPF check failed", None, "block", "authentication_failed"),
     (550, "High probability of spam", None, "block", "spam_detected"),
     (554, "5.6.0 Message contains a virus", None, "block", "spam_detected"),
-    (550, "Requested action not taken: mailbox unavailable", None, "hard", "mailbox_unavailable"),
+    (550, "Requested action not taken: mailbox unavailable", None, "soft", "mailbox_unavailable"),
     (450, "Requested mail action not taken: mailbox unavailable", None, "soft", "temporary_failure"),
-    (550, "This account has been disabled or discontinued", None, "hard", "mailbox_disabled"),
-    (550, "", None, "hard", "mailbox_unavailable"),
+    (550, "This account has been disabled or discontinued", None, "soft", "mailbox_disabled"),
+    (550, "", None, "soft", "mailbox_unavailable"),
     (554, "Transaction failed", None, "block", "policy_rejection"),
     (451, "", None, "soft", "temporary_failure"),
 ]
@@ -346,3 +346,117 @@ def test_a_reply_still_decides_when_there_is_one():
     assert classify(None, None, "4.4.7 expired after 120h in the queue; last reply: Connection refused").reason == (
         "expired"
     )
+
+
+# -- hard or not (issue 18) -------------------------------------------------------------------------
+# One row per rule of hard_reason: (phase, code, status, reply text, the reason when hard else None).
+# Sources as above, plus [RFC] RFC 5321 §3.4's own 551 text, [3463] the RFC 3463 name of the status,
+# [SPF] pypolicyd-spf's default reject text,
+# [PG] postgrey's default reply, [C] Courier. A None status means the text carries it, if anything.
+P = Phase
+HARD_CASES = [
+    # Hard: the address is permanently unusable.
+    (P.RCPT, 550, None, "5.1.1 The email account that you tried to reach does not exist. Please try double-checking",
+     "user_unknown"),  # [G] the 5.1.1 status
+    (P.RCPT, 550, None, "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+     "no_mail_accepted"),  # [M] the 5.1.10 status
+    (P.RCPT, 554, None, "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0]",
+     "user_unknown"),  # [Y] no enhanced code: the phrase decides
+    (P.UNKNOWN, 550, None, "5.1.1 <x@example.org>: Recipient address rejected: User unknown in local recipient table",
+     "user_unknown"),  # [P] a returned report that does not say at which command
+    (P.UNKNOWN, None, None, "Sorry, no mailbox here by that name. (#5.1.1)", "user_unknown"),  # [Q] status in text
+    (P.UNKNOWN, 550, None, "Unrouteable address", "user_unknown"),  # [E] phrase without any code
+    (P.RCPT, 550, None, "5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+     "user_unknown"),  # [M] directory-based edge blocking: the tenant has no such address
+    (P.UNKNOWN, 550, "5.4.4", "Host or domain name not found. Name service error for name=nx.example type=MX: Host "
+     "not found", "domain_not_found"),  # [P] DNS says the domain does not exist
+    (P.UNKNOWN, None, None, "Sorry, I couldn't find any host named nx.example. (#5.1.2)",
+     "domain_not_found"),  # [Q] the 5.1.2 status
+    (P.RCPT, 550, None, "5.1.2 <x@nx.example>... Host unknown (Name server: nx.example: host not found)",
+     "domain_not_found"),  # [S]
+    (P.UNKNOWN, 556, None, "5.1.10 nx.example accepts no mail (null MX)", "no_mail_accepted"),  # [R] RFC 7505
+    (P.UNKNOWN, 550, None, "Domain example.net does not accept mail (nullMX)", "no_mail_accepted"),  # [P] phrase
+    (P.RCPT, 551, None, "User not local; please try <bob@elsewhere.example>", "mailbox_moved"),  # [RFC]
+    (P.RCPT, 550, None, "5.1.6 Destination mailbox has moved, No forwarding address", "mailbox_moved"),  # [3463]
+    (P.RCPT, 553, None, "5.1.3 Bad destination mailbox address syntax", "invalid_address"),  # [3463]
+    # Not hard: the phase says the address was not what was refused.
+    (P.AFTER_DATA, 550, None, "5.1.1 <x@example.org>: Recipient address rejected: User unknown", None),
+    # [P] text as a content filter words it after the data: the RCPT had been accepted
+    (P.DATA, 554, None, "5.5.1 Error: no valid recipients", None),  # [P] the reply to DATA
+    (P.MAIL, 553, None, "5.1.8 <a@example.com>: Sender address rejected: Domain not found", None),  # [P] our sender
+    (P.CONNECT, 554, None, "5.7.1 Service unavailable; Client host [1.2.3.4] blocked using zen.spamhaus.org",
+     None),  # [P] a greeting refusal
+    (P.HELO, 504, None, "5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname", None),  # [P]
+    # Not hard: temporary, whatever the words.
+    (P.RCPT, 450, None, "4.1.1 <x@example.org>: Recipient address rejected: User unknown in local recipient table",
+     None),  # [P] soft_bounce = yes
+    (P.UNKNOWN, None, None, "4.4.7 message expired after 5 days in the queue", None),  # [R]
+    (P.UNKNOWN, 550, "5.0.0", "retry timeout exceeded", None),  # [E] expired at a relay, reported as failed
+    (P.RCPT, 450, None, "4.2.1 The user you are trying to contact is receiving mail too quickly.", None),  # [G]
+    (P.RCPT, 450, None, "4.2.0 <x@example.org>: Recipient address rejected: Greylisted, see "
+     "http://postgrey.schweikert.ch/help/example.org.html", None),  # [PG]
+    # Not hard: the account exists but cannot take mail now.
+    (P.RCPT, 552, None, "5.2.2 The email account that you tried to reach is over quota.", None),  # [G]
+    (P.RCPT, 552, None, "5.2.2 <x@icloud.com>: user is over quota", None),  # [A] mailbox full
+    (P.RCPT, 550, None, "5.2.1 The email account that you tried to reach is disabled.", None),  # [G]
+    (P.RCPT, 554, None, "delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This mailbox is "
+     "disabled (554.30).", None),  # [Y]
+    (P.RCPT, 554, None, "delivery error: dd Sorry, your message to x@yahoo.com cannot be delivered. This account "
+     "has been disabled or discontinued [#102].", None),  # [Y]
+    (P.RCPT, 550, None, "5.1.1 <x@example.org>: account suspended", None),  # constructed: the words win over 5.1.1
+    (P.AFTER_DATA, 552, None, "5.3.4 Message size exceeds fixed limit", None),  # [P] message too large
+    # Not hard: policy, spam, authentication, reputation, TLS, relaying, local errors.
+    (P.AFTER_DATA, 550, None, "5.7.1 [1.2.3.4] Our system has detected that this message is likely unsolicited "
+     "mail.", None),  # [G] spam
+    (P.AFTER_DATA, 550, None, "5.7.26 This message does not have authentication information or fails to pass "
+     "authentication checks", None),  # [G] DMARC
+    (P.UNKNOWN, 550, None, "5.7.23 <x@example.org>: Recipient address rejected: Message rejected due to: SPF fail - "
+     "not authorized.", None),  # [SPF] "Recipient address rejected", but SPF
+    (P.UNKNOWN, 550, None, "5.7.25 The IP address sending this message does not have a PTR record setup", None),  # [G]
+    (P.UNKNOWN, 554, None, "5.7.1 <x@example.org>: Relay access denied", None),  # [P]
+    (P.UNKNOWN, 530, None, "5.7.0 Must issue a STARTTLS command first", None),  # [P] TLS required
+    (P.UNKNOWN, 554, None, "5.7.9 Message not accepted for policy reasons.", None),  # [Y]
+    (P.UNKNOWN, 554, None, "5.3.0 unknown mailer error 1", None),  # [S] the local delivery program failed
+    # Not hard: ambiguous (could be a dead mailbox, could be anything).
+    (P.UNKNOWN, 550, None, "5.5.0 Requested action not taken: mailbox unavailable (S2017062302).", None),  # [M]
+    (P.UNKNOWN, 550, None, "", None),  # a bare 550
+    (P.UNKNOWN, 550, "5.0.0", "<x@example.org>: delivery failed", None),  # constructed: a generic status
+    (P.RCPT, 550, None, "5.7.1 <x@example.org>: Recipient address rejected: User unknown", None),
+    # constructed: a policy status the words contradict is ambiguous
+    (P.RCPT, 550, None, "5.2.0 <x@example.org>: no such user", None),  # constructed: a mailbox-status subject
+    (P.UNKNOWN, None, None, "connect to mx.example.org[1.2.3.4]:25: Connection refused", None),  # [P] no reply
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("phase", "code", "status", "text", "reason"), HARD_CASES)
+def test_hard_or_not(phase, code, status, text, reason):
+    status = status or enhanced_status(text)
+    assert hard_reason(phase, code, status, text) == reason
+    kind = classify(code, status, text, None, phase).kind
+    assert (kind is Kind.HARD) == (reason is not None), kind
+
+
+PHASE_CASES = [
+    ("host mx[1.2.3.4] said: 550 5.1.1 <x>: User unknown (in reply to RCPT TO command)", P.RCPT),  # [P]
+    ("host mx[1.2.3.4] said: 550 5.7.1 Message rejected (in reply to end of DATA command)", P.AFTER_DATA),  # [P]
+    ("host mx[1.2.3.4] said: 553 5.1.8 Sender rejected (in reply to MAIL FROM command)", P.MAIL),  # [P]
+    ("host mx[1.2.3.4] said: 554 5.5.1 Error: no valid recipients (in reply to DATA command)", P.DATA),  # [P]
+    ("host mx[1.2.3.4] refused to talk to me: 554 5.7.1 go away", P.CONNECT),  # [P]
+    ("SMTP error from remote mail server after RCPT TO:<x@example.net>:\n550 5.1.1 unknown", P.RCPT),  # [E]
+    ("SMTP error from remote mail server after pipelined RCPT TO:<x@example.net>: 550", P.RCPT),  # [E]
+    ("SMTP error from remote mail server after end of data:\n550 5.7.1 spam", P.AFTER_DATA),  # [E]
+    ("SMTP error from remote mail server after MAIL FROM:<a@example.com> SIZE=1234:\n550 no", P.MAIL),  # [E]
+    ("SMTP error from remote mail server after initial connection:\n554 no", P.CONNECT),  # [E]
+    ("1.2.3.4 does not like recipient.\nRemote host said: 550 5.1.1 unknown", P.RCPT),  # [Q]
+    ("1.2.3.4 failed after I sent the message.\nRemote host said: 554 5.7.1 spam", P.AFTER_DATA),  # [Q]
+    ("Connected to 1.2.3.4 but sender was rejected.\nRemote host said: 553 no", P.MAIL),  # [Q]
+    ("Connected to 1.2.3.4 but my name was rejected.", P.HELO),  # [Q]
+    (">>> RCPT TO:<x@example.net>\n<<< 550 5.1.1 <x@example.net>... User unknown", P.RCPT),  # [C]
+    (">>> DATA\n<<< 550 5.1.1 <x@example.net>... User unknown", P.UNKNOWN),  # [S] pipelined RCPT reply
+    ("550 5.1.1 user unknown", P.UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(("text", "phase"), PHASE_CASES)
+def test_the_phase_a_report_names(text, phase):
+    assert phase_in_text(text) is phase

@@ -68,7 +68,7 @@ def test_fields_in_the_text_part_count_too() -> None:
         b"Diagnostic-Code: smtp; 550 5.2.1 mailbox disabled\r\n"
     )
     (report,) = parse(raw).reports
-    assert (report.recipient, report.classification.value) == ("eve@example.net", "hard")
+    assert (report.recipient, report.classification.value) == ("eve@example.net", "soft")  # disabled: not hard
 
 
 def test_the_original_senders_address_is_not_taken_for_a_recipient() -> None:
@@ -154,3 +154,49 @@ def test_fuzzed_variations_of_a_real_dsn_never_raise() -> None:
 def test_dsn_helper_round_trip() -> None:
     raw = dsn(reporting="m", human="h", recipients=["Final-Recipient: rfc822; z@example.net\nAction: failed\n"])
     assert parse(raw.replace("\n", "\r\n").encode()).reports[0].recipient == "z@example.net"
+
+
+def _reports(name: str):
+    return parse(next(s for s in SAMPLES if s.name == name).raw).reports
+
+
+@pytest.mark.parametrize(
+    ("name", "statuses"),
+    [
+        ("postfix-three-recipients", ["5.1.1", "5.2.2", "5.7.1"]),
+        ("exim-dsn-generic-status-specific-text", ["5.2.2"]),  # Status 5.0.0 gives way to the reply's 5.2.2
+        ("powermta-bad-mailbox", ["5.1.1"]),  # "5.0.0 (permanent failure)" gives way too
+        ("google-groups", ["5.0.0"]),  # no code in the text: the report's own status stays
+        ("ocms-illegal-host", ["5.1.2"]),  # "Status: 5.1.2 (Illegal host/domain name found)"
+        ("imail-unknown-user", [None]),  # prose with no code at all: none invented
+        ("exim-mx-to-nowhere", [None]),
+        ("qmail-no-host", ["5.1.2"]),
+    ],
+)
+def test_status_is_the_most_specific_code_and_never_invented(name, statuses):
+    assert [r.status for r in _reports(name)] == statuses
+
+
+def test_the_phase_a_report_names_decides_hard_or_not():
+    """The same "550 5.1.1 user unknown": hard at RCPT, not after the data (issue 18)."""
+    assert [(r.classification.value, r.reason) for r in _reports("postfix-rcpt-unknown-local")] == [
+        ("hard", "user_unknown")]  # fmt: skip
+    for name in ("postfix-after-data-user-unknown", "exim-after-data-user-unknown", "qmail-after-data-user-unknown",
+                 "exim-dsn-after-data-user-unknown", "gmx-data-user-unknown", "yahoo-prose-body-tag"):  # fmt: skip
+        assert [(r.classification.value, r.reason) for r in _reports(name)] == [("soft", "filtered")], name
+
+
+def test_the_corpus_covers_the_families_of_issue_18():
+    assert len(SAMPLES) >= 150
+    sources = " ".join(f"{s.name} {s.source}" for s in SAMPLES).lower()
+    for family in ("opensmtpd", "sendmail 8", "sendmail 5", "exim", "gmail", "google groups", "amazon ses",
+                   "exchange online", "oracle communications", "dragonfly", "qmail", "zoho", "mail.ru", "apache james",
+                   "imail", "mailfoundry", "powermta", "gmx", "1&1", "domino", "courier", "rfc 5965", "yahoo",
+                   "icloud", "postfix"):  # fmt: skip
+        assert family in sources, family
+
+
+def test_an_envelope_sender_in_the_text_is_not_a_failed_recipient():
+    """Apache James lists "MAIL FROM: app@example.com" in its message details. Before: app@example.com
+    was reported as a second failed recipient."""
+    assert [r.recipient for r in _reports("james-user-unknown")] == ["bob@example.net"]

@@ -62,19 +62,46 @@ async def test_a_blocked_message_does_not_suppress_the_address(store, sink):
     await engine.stop(1)
 
 
-async def test_a_temporary_reply_that_says_user_unknown_suppresses(store, sink):
+async def test_a_temporary_reply_that_says_user_unknown_does_not_suppress(store, sink):
+    """A 4xx is temporary whatever it says (issue 18). Before: suppressed as hard_bounce while deferred."""
     sink.handler.rcpt_reply = "450 4.1.1 <gone@one.example>: Recipient address rejected: User unknown"
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     m = await queue(store, "gone@one.example")
     await engine.run_once()
     (s,) = await store.message_status(m.id)
     assert s.state == "deferred"
-    assert (await store.suppression("gone@one.example")).reason == "hard_bounce"
+    assert await store.suppression("gone@one.example") is None
     store.clock.advance(61)
     sink.handler.rcpt_reply = None
-    await engine.run_once()  # the retry finds the address suppressed
+    await engine.run_once()  # the retry goes out and is delivered
     (s,) = await store.message_status(m.id)
-    assert s.state == "suppressed" and sink.handler.received == []
+    assert s.state == "delivered" and len(sink.handler.received) == 1
+    await engine.stop(1)
+
+
+async def test_a_refusal_after_the_data_is_not_hard_even_when_it_says_user_unknown(store, sink):
+    """The RCPT was accepted, so the mailbox exists: a 5xx to the end of the data is content filtering.
+    Before: kind hard, reason user_unknown, and the address suppressed until removed."""
+    sink.handler.data_reply = "550 5.1.1 <alive@one.example>: Recipient address rejected: User unknown"
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
+    m = await queue(store, "alive@one.example")
+    await engine.run_once()
+    (s,) = await store.message_status(m.id)
+    assert s.state == "bounced"
+    (bounce,) = await store.bounces(BounceFilter(), 10)
+    assert (bounce.kind, bounce.reason, bounce.status) == ("soft", "filtered", "5.1.1")
+    assert await store.suppression("alive@one.example") is None
+    await engine.stop(1)
+
+
+async def test_the_same_reply_at_rcpt_is_hard(store, sink):
+    sink.handler.rcpt_reply = "550 5.1.1 <dead@one.example>: Recipient address rejected: User unknown"
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
+    await queue(store, "dead@one.example")
+    await engine.run_once()
+    (bounce,) = await store.bounces(BounceFilter(), 10)
+    assert (bounce.kind, bounce.reason) == ("hard", "user_unknown")
+    assert (await store.suppression("dead@one.example")).reason == "hard_bounce"
     await engine.stop(1)
 
 

@@ -681,7 +681,8 @@ PATHS["/v1/bounces/{id}"] = {
 
 # -- events, stats, webhooks, metrics --------------------------------------------------
 
-_EVENT_TYPES = ["queued", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled", "complained"]
+_EVENT_TYPES = ["queued", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled", "complained",
+                "unsuppressed"]  # fmt: skip
 SCHEMAS["Event"] = {
     "type": "object",
     "required": ["id", "type", "timestamp", "message_id"],

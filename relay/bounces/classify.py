@@ -8,6 +8,12 @@ whether it may work later (``soft``).
 Order of evidence: a specific enhanced status code (RFC 3463, e.g. 5.1.1),
 then phrases of the big providers and common MTAs, then the generic enhanced
 codes (5.7.1, 5.0.0, ... say little on their own), then the basic reply code.
+
+Whether a refusal is ``hard`` (the one kind that suppresses an address for
+good) is decided apart, by :func:`hard_reason`: only a permanent refusal of
+the address itself, at RCPT (or where the dialogue phase is not known), that
+names a dead mailbox, a dead domain or a moved address. Anything ambiguous is
+not hard: a soft call costs one more retry, a wrong hard call costs a customer.
 """
 
 from __future__ import annotations
@@ -15,6 +21,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """Where in the SMTP dialogue a reply came (RFC 5321 §3): the delivery client knows; a returned
+    report says so only sometimes ("in reply to RCPT TO command")."""
+
+    CONNECT = "connect"  # the greeting, or the connection itself
+    HELO = "helo"  # EHLO/HELO, STARTTLS, AUTH
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"  # the DATA command
+    AFTER_DATA = "after-data"  # the reply to the end of the message
+    UNKNOWN = "unknown"
 
 
 class Kind(StrEnum):
@@ -57,7 +76,7 @@ SPECIFIC: dict[str, tuple[Kind, str]] = {
     "1.10": (Kind.HARD, "no_mail_accepted"),  # null MX (RFC 7505)
     "1.7": (Kind.BLOCK, "sender_rejected"),
     "1.8": (Kind.BLOCK, "sender_rejected"),
-    "2.1": (Kind.HARD, "mailbox_disabled"),
+    "2.1": (Kind.HARD, "mailbox_disabled"),  # named hard here; not hard (disabled accounts come back)
     "2.2": (Kind.SOFT, "mailbox_full"),
     "2.3": (Kind.SOFT, "message_too_large"),
     "3.4": (Kind.SOFT, "message_too_large"),
@@ -78,8 +97,7 @@ SPECIFIC: dict[str, tuple[Kind, str]] = {
     "7.606": (Kind.BLOCK, "blocklisted"),
     "7.708": (Kind.BLOCK, "blocklisted"),
 }
-# A 4.x.x code for an address-level subject (4.1.1 while a directory is down, ...) is not enough
-# for "hard"; the text decides (a plain "user unknown" is hard even in a 4xx reply).
+# A HARD entry here or in RULES names the reason; whether the refusal is hard is hard_reason's call.
 
 # Generic subjects: consulted only when no phrase below decided.
 GENERIC: dict[str, tuple[Kind, str]] = {
@@ -118,6 +136,14 @@ RULES: tuple[Rule, ...] = (
         permanent_only=False,
     ),  # fmt: skip
     _rule(r"unverified address|address verification in progress", Kind.SOFT, "temporary_failure"),
+    # Gave up after retrying (Exchange "5.4.316 Message expired", Exim "retry timeout exceeded", qmail
+    # "in the queue too long", Sendmail "could not be delivered for 5 days"): the destination was unreachable.
+    _rule(
+        r"message expired|retry timeout exceeded|in the queue too long|could not be delivered for \d+ (days|hours)|"
+        r"unable to deliver in \d+ minutes",
+        Kind.SOFT,
+        "expired",
+    ),  # fmt: skip
     _rule(
         r"sender verify failed|sender address rejected|sender (domain|address) (must|does not)|"
         r"domain of sender address|sender verification",
@@ -187,7 +213,7 @@ RULES: tuple[Rule, ...] = (
         r"(account|mailbox|user|address) (has been |is )?(disabled|deactivated|suspended|inactive|"
         r"locked|closed|expired|terminated|discontinued)|not an active|no longer (active|valid|in use|available)|"
         r"(account|mailbox)\b.{0,40}\b(is|has been) (disabled|deactivated|suspended|inactive|closed)",
-        Kind.HARD,
+        Kind.SOFT,
         "mailbox_disabled",
         permanent_only=True,
     ),  # fmt: skip
@@ -202,7 +228,7 @@ RULES: tuple[Rule, ...] = (
     _rule(
         r"relay(ing)? (access )?(denied|not permitted|prohibited)|(not|isn'?t) in my list of allowed rcpthosts|"
         r"we do not relay|relay not permitted|not permitted to relay",
-        Kind.HARD,
+        Kind.BLOCK,
         "relay_denied",
         permanent_only=True,
     ),  # fmt: skip
@@ -240,11 +266,147 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def classify(code: int | None, enhanced: str | None, text: str, remote_host: str | None = None) -> Classification:
+def classify(code: int | None, enhanced: str | None, text: str, remote_host: str | None = None,
+             phase: Phase = Phase.UNKNOWN) -> Classification:  # fmt: skip
     """Classify one refusal: ``code`` the SMTP reply code (None: no reply, e.g. a timeout or a refused
     connection, always soft unless ``text`` carries a status code such as a report's "(#5.1.2)"),
     ``enhanced`` its RFC 3463 status (found in ``text`` when None), ``text`` the reply or diagnostic,
-    ``remote_host`` the MX that said it (some phrases mean different things at different providers)."""
+    ``remote_host`` the MX that said it (some phrases mean different things at different providers),
+    ``phase`` the SMTP command it answered. The kind is ``hard`` exactly when :func:`hard_reason`
+    says so; a reading the table calls hard that is not becomes ``soft`` with the same reason
+    (``filtered`` for a "user unknown" at or after DATA: the mailbox existed at RCPT)."""
+    table = _by_table(code, enhanced, text, remote_host)
+    hard = hard_reason(phase, code, table.status, text)
+    if hard is not None:
+        return Classification(Kind.HARD, table.reason if table.kind is Kind.HARD else hard, table.status)
+    if table.kind is not Kind.HARD:
+        return table
+    filtered = phase in (Phase.DATA, Phase.AFTER_DATA) and table.reason == "user_unknown"
+    return Classification(Kind.SOFT, "filtered" if filtered else table.reason, table.status)
+
+
+# -- hard or not ------------------------------------------------------------------------------
+
+# Phases whose refusals are not about the recipient's address: the connection, our name, our sender,
+# the data (after DATA the RCPT had been accepted, so the mailbox existed).
+_NOT_ADDRESS_PHASES = frozenset({Phase.CONNECT, Phase.HELO, Phase.MAIL, Phase.DATA, Phase.AFTER_DATA})
+
+# Status subjects that alone say the address is dead (RFC 3463, RFC 7505).
+HARD_STATUS: dict[str, str] = {
+    "1.1": "user_unknown",  # bad destination mailbox address
+    "1.2": "domain_not_found",  # bad destination system address
+    "1.3": "invalid_address",  # bad destination mailbox address syntax
+    "1.6": "mailbox_moved",  # destination mailbox has moved, no forwarding address
+    "1.10": "no_mail_accepted",  # null MX (RFC 7505); Microsoft: RecipientNotFound
+}
+
+# Words that make a refusal about something other than a dead address, whatever its code says:
+# these win over the hard codes and phrases (ambiguous is not hard).
+NOT_HARD = re.compile(
+    r"over ?quota|quota|mailbox (is )?full|insufficient (system )?storage|too (large|big)|message size|size limit|"
+    r"size exceeds|disabled|suspended|inactive|deactivated|locked|blocked|frozen|on hold|"
+    r"expired|retry time|timeout exceeded|timed out|too long in the queue|"
+    r"spam|unsolicited|virus|malware|phish|content (filter|rejected|restriction|policy)|message content|reputation|"
+    r"block ?list|black ?list|dnsbl|\brbl\b|spamhaus|policy|dmarc|\bspf\b|dkim|authenticat|"
+    r"rate limit|too many (messages|connections|recipients|e?mails)|throttl|too (fast|quickly)|greylist|graylist|"
+    r"try again later|temporar|\btls\b|starttls|encryption|relay(ing)? (access )?(denied|not permitted|prohibited)|"
+    r"rcpthosts|ptr record|reverse dns|\brdns\b|sender (address )?(rejected|verify)|sender verification",
+    re.IGNORECASE,
+)
+
+# Phrases that name a dead address (each from a provider's or MTA's documented reply; see
+# tests/test_bounce_classify.py for the replies they come from).
+HARD_TEXT: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), reason)
+    for pattern, reason in (
+        (
+            r"user unknown|unknown user|no such (user|recipient|mailbox|account|address|person)|"
+            r"(user|recipient|mailbox|account|address|e-?mail( account)?)( that you tried to reach)? "
+            r"(does not|doesn'?t|did not) exist|(recipient|user|mailbox|address) (was )?not found|"
+            r"recipnotfound|recipientnotfound|unknown (recipient|mailbox|local[- ]part|address)|"
+            r"invalid (recipient|mailbox|user)|unrouteable address|no mailbox here|"
+            r"not a valid (mailbox|recipient|user)|doesn'?t have an? [\w.-]+ account|addressee unknown|"
+            r"bad destination mailbox|mailbox (name )?not found|user not found|"
+            r"not listed in (the )?(domino |public )?(directory|name & address book|address book)|"
+            r"access denied\. AS\(\d+\)",  # Microsoft 365 directory-based edge blocking
+            "user_unknown",
+        ),
+        (
+            r"host (or domain name )?not found|host unknown|domain (does not|doesn'?t) exist|no such domain|"
+            r"nxdomain|couldn'?t find any host|domain not found|unknown domain",
+            "domain_not_found",
+        ),
+        (r"(does not|doesn'?t) accept (any )?mail|accepts no mail|null ?mx", "no_mail_accepted"),
+        (r"user not local; please try|(mailbox|user|address) has moved", "mailbox_moved"),
+    )
+)
+
+
+# Status subjects under which the words may still say the address is dead: none, generic (x.0.0, and
+# 5.5.0 as some servers use it), addressing (x.1.x), routing (x.4.x: 5.4.4 "Host or domain name not
+# found", Microsoft's 5.4.1 "Access denied. AS(...)"). Not 5.2.x, 5.3.x, 5.6.x, 5.7.x.
+_TEXT_MAY_DECIDE = ("0.", "1.", "4.", "5.0")
+
+
+def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -> str | None:
+    """Why this refusal makes the address permanently unusable, or None when it does not (or may
+    not). Hard needs all of: a phase where the address itself is judged (RCPT, or not known); a
+    permanent refusal (5xx, and a 5.x.x status when there is one); no words saying it is about
+    something else (quota, a disabled account, policy, spam, authentication, rate, TLS, relaying,
+    expiry...); and a status (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10) or a phrase naming a dead
+    mailbox, a dead domain or a moved address (the phrase only under a status that does not say
+    otherwise: not under a mailbox, system, content or policy status)."""
+    if phase in _NOT_ADDRESS_PHASES:
+        return None
+    if (code is not None and not 500 <= code < 600) or (status is not None and status[0] != "5"):
+        return None
+    if code is None and status is None:
+        return None
+    if NOT_HARD.search(text):
+        return None
+    subject = status.split(".", 1)[1] if status else ""
+    if subject in HARD_STATUS:
+        return HARD_STATUS[subject]
+    if subject and not subject.startswith(_TEXT_MAY_DECIDE):  # a mailbox, system, content or policy status
+        return None  # that the words contradict: ambiguous
+    for pattern, reason in HARD_TEXT:
+        if pattern.search(text):
+            return reason
+    return None
+
+
+# Where a report says the reply came: Postfix "(in reply to RCPT TO command)", Exim "SMTP error from
+# remote mail server after RCPT TO:<a>:" / "after end of data:", qmail-remote "does not like
+# recipient." / "failed after I sent the message." / "failed on DATA command.", Sendmail and
+# Courier transcripts (">>> RCPT To:<a>" then "<<< 550 ..."), Yahoo's "[RCPT_TO]" / "[BODY]" tags,
+# DragonFly's "did not like our RCPT TO:". The first marker in the text wins.
+# Not ">>> DATA" in a Sendmail transcript: with pipelining the RCPT refusals are read after it.
+_PHASE_MARKERS: tuple[tuple[str, Phase], ...] = (
+    (r"in reply to (the )?end of data|after end of data|failed after I sent the message|\[BODY\]", Phase.AFTER_DATA),
+    (r"in reply to (the )?rcpt to|after (pipelined )?rcpt( to)?\b|for rcpt( to)? command|does not like recipient"
+     r"|>>> rcpt to|did not like our rcpt|\[RCPT_TO\]", Phase.RCPT),
+    (r"in reply to (the )?data command|after (pipelined )?data\b|failed on data command|for data command"
+     r"|did not like our data", Phase.DATA),
+    (r"in reply to (the )?mail from|after (pipelined )?mail( from)?\b|for mail( from)? command|sender was rejected"
+     r"|>>> mail from|\[MAIL_FROM\]", Phase.MAIL),
+    (r"in reply to (the )?(helo|ehlo|starttls|auth)|after (ehlo|helo|starttls)\b|my name was rejected"
+     r"|>>> (ehlo|helo)", Phase.HELO),
+    (r"refused to talk to me|after initial connection|greeting failed|in reply to (the )?initial greeting",
+     Phase.CONNECT),
+)  # fmt: skip
+_PHASE = re.compile("|".join(f"(?P<p{i}>{pattern})" for i, (pattern, _) in enumerate(_PHASE_MARKERS)), re.IGNORECASE)
+
+
+def phase_in_text(text: str) -> Phase:
+    """The SMTP phase a report's text names for a reply (the first it names), else UNKNOWN."""
+    match = _PHASE.search(text)
+    if match is None or match.lastgroup is None:
+        return Phase.UNKNOWN
+    return _PHASE_MARKERS[int(match.lastgroup[1:])][1]
+
+
+def _by_table(code: int | None, enhanced: str | None, text: str, remote_host: str | None) -> Classification:
+    """The table's reading: kind and reason by status, phrases and codes (hard or not is decided after)."""
     status = enhanced or enhanced_status(text)
     if code is None and status is None:
         return _without_reply(text)

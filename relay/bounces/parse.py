@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from email.policy import compat32
 from typing import Any
 
-from relay.bounces.classify import Classification, Kind, classify, enhanced_status
+from relay.bounces.classify import Classification, Kind, Phase, classify, enhanced_status, phase_in_text
 
 MAX_DIAGNOSTIC = 1000  # characters of remote text kept per recipient
+MAX_CLASSIFIED = 4000  # characters of a diagnostic the classifier reads (a reply is a few lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,9 +319,14 @@ def reply_code(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _classify(status: str | None, diagnostic: str, remote: str | None, permanent: bool) -> Classification:
+def _classify(status: str | None, diagnostic: str, remote: str | None, permanent: bool,
+              phase: Phase = Phase.UNKNOWN) -> Classification:  # fmt: skip
     """The classifier, fed the most specific status there is: a x.0.0 Status field says less
-    than a code in the diagnostic. Without any code, the report's own verdict stands in."""
+    than a code in the diagnostic. Without any code, the report's own verdict stands in. ``phase``:
+    the SMTP command the report says the reply answered (from the diagnostic when it names one)."""
+    diagnostic = diagnostic[:MAX_CLASSIFIED]
+    if phase is Phase.UNKNOWN:
+        phase = phase_in_text(diagnostic)
     code = reply_code(diagnostic)
     in_text = enhanced_status(diagnostic)
     if in_text is not None and in_text[0] == "2":  # a failure does not carry a success code ("#2.1.1" in LDAP errors)
@@ -335,7 +341,7 @@ def _classify(status: str | None, diagnostic: str, remote: str | None, permanent
     if code is None:
         klass = status[0] if status else ("5" if permanent else "4")
         code = 550 if klass == "5" else 450
-    return classify(code, status, diagnostic, remote)
+    return classify(code, status, diagnostic, remote, phase)
 
 
 # -- DSN ----------------------------------------------------------------------------------------
@@ -353,6 +359,7 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
         return None
     human = _explanation(msg)
     reports, delayed, unnamed = [], False, 0
+    sections: dict[str, str] | None = None  # what the human part says about each recipient, read once
     for block in recipient_blocks:
         action = block.get("action", "").strip().lower()
         status = enhanced_status(block.get("status", ""))
@@ -368,16 +375,29 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
             named = _failed_addresses(msg, human, recipients, senders, original_id)
             recipient = named[unnamed] if unnamed < len(named) else None
             unnamed += 1
-        diagnostic = _typed(block.get("diagnostic-code", ""))
+        diagnostic = _typed(block.get("diagnostic-code", ""))[:MAX_CLASSIFIED]
         if not diagnostic and recipient:
-            diagnostic = _sections(human, [recipient]).get(recipient, "")
+            sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
+            diagnostic = sections.get(recipient, "")
         remote = _typed(block.get("remote-mta", "")) or _host_in(diagnostic)
-        c = _classify(status, diagnostic, remote or reporting, permanent=True)
+        phase = phase_in_text(diagnostic)
+        c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
+        if c.kind is Kind.HARD and phase is Phase.UNKNOWN and recipient:  # the human part may say where it came
+            sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
+            phase = phase_in_text(sections.get(recipient, ""))
+            if phase is not Phase.UNKNOWN:
+                c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
         reports.append(Report(recipient, c.status or status, "failed", c.kind, c.reason,
                               _squash(diagnostic), remote, original_id))  # fmt: skip
     if reports:
         return Parsed("dsn", reports, original_id, recipients)
     return Parsed("delayed" if delayed else "dsn", [], original_id, recipients)
+
+
+def _dsn_sections(human: str, blocks: list[dict[str, str]], recipient: str) -> dict[str, str]:
+    """What the human part says about each failed recipient of a DSN (computed once per report)."""
+    named = [a for b in blocks for a in [_address_value(b.get("final-recipient", ""))] if a]
+    return _sections(human, list(dict.fromkeys([*named, recipient]))[:MAX_REPORTS])
 
 
 def _is_recipient_block(block: dict[str, str]) -> bool:
@@ -405,11 +425,12 @@ def _parse_arf(msg: email.message.Message, part: email.message.Message, original
     feedback_type = fields.get("feedback-type", "abuse").strip().lower() or "abuse"
     if feedback_type == "not-spam":
         return Parsed("arf", [], original_id, recipients)
-    recipient = _address_value(fields.get("original-rcpt-to", "")) or _address_value(
-        fields.get("removal-recipient", "")
-    )
-    if recipient is None and len(recipients) == 1 and not _redacted(recipients[0]):
-        recipient = recipients[0]
+    # Original-Rcpt-To, else Removal-Recipient, else the returned message's only recipient; a redacted
+    # form (the local part blanked out, or "redacted") names no one and gives way to the next.
+    candidates = [_address_value(fields.get("original-rcpt-to", "")),
+                  _address_value(fields.get("removal-recipient", "")),
+                  recipients[0] if len(recipients) == 1 else None]  # fmt: skip
+    recipient = next((a for a in candidates if a is not None and not _redacted(a)), None)
     detail = "; ".join(f"{n}: {fields[n]}" for n in ("feedback-type", "user-agent", "source-ip") if n in fields)
     remote = _typed(fields.get("reporting-mta", "")) or None
     report = Report(recipient, None, "complaint", Kind.COMPLAINT, feedback_type, _squash(detail), remote, original_id)
@@ -527,6 +548,7 @@ def _failed_addresses(msg: email.message.Message, explanation: str, recipients: 
     if header:
         return list(header)
     own = set(_addresses(msg, "from", "to", "reply-to", "sender", "return-path")) | set(senders)
+    own |= _senders_named(explanation)
     named: dict[str, None] = {}  # in order of appearance
     for match in _ADDRESS.finditer(explanation):
         address = match.group(0).lower().strip(".")
@@ -538,6 +560,19 @@ def _failed_addresses(msg: email.message.Message, explanation: str, recipients: 
     originals = set(recipients)
     in_original = [a for a in named if a in originals]
     return in_original or list(named)
+
+
+# Where a bounce's text names the original sender: an envelope "MAIL FROM:" (Apache James's "Message
+# details", transcripts) or a quoted From/Sender/Reply-To/Return-Path line.
+_SENDER_LINE = re.compile(r"(?im)mail from:[ \t]*<?([^\s<>]+)|^[ \t]*(?:from|sender|reply-to|return-path):([^\n]*)")
+
+
+def _senders_named(text: str) -> set[str]:
+    found = set()
+    for match in _SENDER_LINE.finditer(text):
+        for address in _ADDRESS.findall(match.group(1) or match.group(2) or ""):
+            found.add(address.lower().strip("."))
+    return found
 
 
 def _sections(text: str, addresses: list[str]) -> dict[str, str]:

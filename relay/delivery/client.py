@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import aiosmtplib
 
+from relay.bounces.classify import Phase
 from relay.bounces.verp import is_null_sender
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
@@ -34,16 +35,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
-    return Reply(exc.code, " ".join(exc.message.split()))
+def _reply(exc: aiosmtplib.SMTPResponseException, phase: Phase) -> Reply:
+    return Reply(exc.code, " ".join(exc.message.split()), phase)
 
 
-def _failure(host: Host, exc: BaseException) -> Reply:
+def _failure(host: Host, exc: BaseException, phase: Phase) -> Reply:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return _reply(exc)
+        return _reply(exc, Phase.HELO if isinstance(exc, aiosmtplib.SMTPHeloError) else phase)
     detail = str(exc) or type(exc).__name__
     where = f"{host.address}:{host.port}" if host.name == host.address else f"{host.name} [{host.address}]:{host.port}"
-    return Reply(None, f"{where}: {type(exc).__name__}: {detail}")
+    return Reply(None, f"{where}: {type(exc).__name__}: {detail}", phase)
 
 
 _LINE_END = re.compile(rb"\r\n|\n|\r")
@@ -162,7 +163,7 @@ class Connection:
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             # A failed RSET or a lost connection: this session is done (replies are handled inside).
             self.broken = True
-            reply = _failure(self.host, exc)
+            reply = _failure(self.host, exc, Phase.MAIL)  # the RSET or MAIL that starts the transaction
             return {r: reply for r in recipients}
         finally:
             self.messages += 1
@@ -186,7 +187,7 @@ class Connection:
         options = []
         if utf8:
             if not smtp.supports_extension("smtputf8"):
-                refused = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses")
+                refused = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses", Phase.MAIL)
                 return {r: refused for r in recipients}
             options.append("SMTPUTF8")
         if not raw.isascii() and smtp.supports_extension("8bitmime"):
@@ -197,31 +198,32 @@ class Connection:
             await self._first_command(send_mail(smtp, sender, options, encoding), probe)
         except aiosmtplib.SMTPResponseException as exc:
             self._note_421(exc)
-            return {r: _reply(exc) for r in recipients}
+            return {r: _reply(exc, Phase.MAIL) for r in recipients}
         replies: dict[str, Reply] = {}
         accepted: list[str] = []
         for rcpt in recipients:
             try:
                 resp = await send_rcpt(smtp, rcpt, encoding)
                 accepted.append(rcpt)
-                replies[rcpt] = Reply(resp.code, " ".join(resp.message.split()))
+                replies[rcpt] = Reply(resp.code, " ".join(resp.message.split()), Phase.RCPT)
             except aiosmtplib.SMTPResponseException as exc:
                 self._note_421(exc)
-                replies[rcpt] = _reply(exc)
+                replies[rcpt] = _reply(exc, Phase.RCPT)
         if not accepted:
             return replies
         try:
             resp = await send_data(smtp, wire_form(raw))
-            final = Reply(resp.code, " ".join(resp.message.split()))
+            final = Reply(resp.code, " ".join(resp.message.split()), Phase.AFTER_DATA)
             self._in_transaction = False  # the end of the data ends the transaction: no RSET needed
         except aiosmtplib.SMTPResponseException as exc:
             self._note_421(exc)
-            final = _reply(exc)
+            # After the data (or at DATA) the recipients had been accepted: a refusal is not about them.
+            final = _reply(exc, Phase.AFTER_DATA if isinstance(exc, DataRefused) else Phase.DATA)
             self._in_transaction = not isinstance(exc, DataRefused)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             # The message may or may not have arrived; retrying risks a duplicate, never a loss.
             self.broken = True
-            final = Reply(None, f"connection lost during DATA: {type(exc).__name__}: {exc}")
+            final = Reply(None, f"connection lost during DATA: {type(exc).__name__}: {exc}", Phase.AFTER_DATA)
         for rcpt in accepted:
             replies[rcpt] = final
         return replies
@@ -283,7 +285,8 @@ class SmtpClient:
             conn.broken = True
             await conn.close()
             # A refused login is a configuration problem here: defer rather than bounce everyone.
-            return Reply(451, f"4.7.0 AUTH at {conn.host.name} failed: {_failure(conn.host, exc)}")
+            failure = _failure(conn.host, exc, Phase.HELO)
+            return Reply(451, f"4.7.0 AUTH at {conn.host.name} failed: {failure}", Phase.HELO)
         return conn
 
     async def _open(self, host: Host, tls_mode: str, *, plain: bool = False) -> Connection | Reply:
@@ -297,14 +300,14 @@ class SmtpClient:
             if plain or not smtp.supports_extension("starttls"):
                 if tls_mode != "opportunistic":
                     smtp.close()
-                    return Reply(451, f"4.7.4 {host.name} does not offer STARTTLS, and TLS is {tls_mode}")
+                    return Reply(451, f"4.7.4 {host.name} does not offer STARTTLS, and TLS is {tls_mode}", Phase.HELO)
                 return Connection(smtp, host, None)
         except asyncio.CancelledError:
             smtp.close()
             raise
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             smtp.close()
-            return _failure(host, exc)
+            return _failure(host, exc, Phase.CONNECT)
         return await self._starttls(smtp, host, tls_mode)
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, host: Host, tls_mode: str) -> Connection | Reply:
@@ -320,7 +323,7 @@ class SmtpClient:
             if tls_mode == "opportunistic":
                 log.info("TLS with %s failed (%s); trying again without TLS", host.name, exc)
                 return await self._open(host, tls_mode, plain=True)
-            return Reply(451, f"4.7.5 TLS with {host.name} failed and TLS is {tls_mode}: {exc}")
+            return Reply(451, f"4.7.5 TLS with {host.name} failed and TLS is {tls_mode}: {exc}", Phase.HELO)
         ssl_object = smtp.transport.get_extra_info("ssl_object") if smtp.transport else None
         version = ssl_object.version() if ssl_object is not None else "TLS"
         return Connection(smtp, host, version)

@@ -95,7 +95,7 @@ def decide(
         else:
             state, event = State.FAILED, EventKind.FAILED
             text = f"4.4.7 expired after {int((now - message.created_at) // 3600)}h in the queue; last reply: {reply}"
-    classification = None if state is State.DELIVERED else classify_bounce(reply.code, None, text, mx_host)
+    classification = None if state is State.DELIVERED else classify_bounce(reply.code, None, text, mx_host, reply.phase)
     bounce = _bounce(reply, state, classification, recipient, message, text, mx_host)
     return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text,
                          bounce=bounce, classification=classification)  # fmt: skip

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from enum import Enum
 
+from relay.bounces.classify import Phase
+
 
 class Verdict(Enum):
     DELIVERED = "delivered"
@@ -18,10 +20,12 @@ class Verdict(Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
-    """What the receiving side said about one recipient (code None: no SMTP reply at all)."""
+    """What the receiving side said about one recipient (code None: no SMTP reply at all), and to
+    which command (``phase``): only a refusal at RCPT can say the address is dead."""
 
     code: int | None
     text: str
+    phase: Phase = dataclasses.field(default=Phase.UNKNOWN, compare=False)
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}" if self.code is not None else self.text

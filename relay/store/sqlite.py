@@ -31,6 +31,7 @@ from relay.store import suppressions as sup
 from relay.store import templates as tpl
 from relay.store import webhooks as wh
 from relay.store.db import Database
+from relay.store.reclassify import Reclassified, reclassify
 from relay.suppression import SuppressionPolicy
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,12 @@ class Store:
 
     async def unsuppress(self, address: str) -> bool:
         return await self.db.write(lambda c: sup.remove(c, address))
+
+    async def reclassify_suppressions(self, apply: bool) -> Reclassified:
+        """Permanent hard-bounce suppressions the rule in force would not make: listed, or lifted (``apply``)."""
+        now = self.clock.now()
+        run = self.db.write if apply else self.db.read
+        return await run(lambda c: reclassify(c, now, apply))
 
     async def allow(self, entry: str, note: str = "") -> str:
         now = self.clock.now()
