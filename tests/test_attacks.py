@@ -413,6 +413,12 @@ async def test_json_that_is_not_json_is_refused(api, data):  # noqa: F811
     await refused(api, None, None, "invalid_json", data=data, path="/v1/messages/batch")
 
 
+async def test_an_integer_send_at_too_big_for_a_float_is_a_field_error(api):  # noqa: F811
+    """It was an OverflowError, answered 500."""
+    data = b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "send_at": 1' + b"0" * 400 + b"}"
+    await refused(api, None, "send_at", data=data)
+
+
 async def test_a_stored_infinity_is_never_served(api):  # noqa: F811
     """Rows stored before the fix may hold Infinity: served as null, so every answer is JSON."""
     async with api.request("POST", "/v1/messages", json={**MESSAGE, "metadata": {"a": 1.5}}) as resp:

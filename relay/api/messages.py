@@ -214,7 +214,10 @@ class MessagesView:
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            when = float(value)
+            try:
+                when = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ApiError(400, "invalid_field", f"'{field}' is out of range", field) from None
         elif isinstance(value, str):
             when = parse_time(field, value)
         else:
