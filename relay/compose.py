@@ -21,10 +21,15 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
 
-from relay.message import split_address
+from relay.message import address_fault, split_address
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Control characters that would reach a header as they are (NUL, ESC, DEL...); a tab may stay.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 2047 encoded-word syntax: in a display name given as JSON (Unicode already) it can only be meant
+# to be decoded by the receiver into something else than what relay checked, such as a second address.
+_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 
 
 class FieldError(ValueError):
@@ -88,9 +93,29 @@ RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
 
 
-def parse_addresses(field: str, value: object, *, required: bool = False) -> tuple[Address, ...]:
+def single_line(where: str, text: str) -> str:
+    """``text`` if it can be a header value as it is: FieldError naming ``where`` for a line break or a control
+    character (a tab may stay)."""
+    if _LINE_BREAK.search(text):
+        raise FieldError(where, f"'{where}' contains a line break")
+    if _CONTROL.search(text):
+        raise FieldError(where, f"'{where}' contains a control character")
+    return text
+
+
+def _display_name(where: str, name: str) -> str:
+    single_line(where, name)
+    if _ENCODED_WORD.search(name):
+        raise FieldError(where, f"'{where}' contains RFC 2047 encoded-word syntax (=?...?=); give the name as"
+                         " plain Unicode text")  # fmt: skip
+    return name
+
+
+def parse_addresses(field: str, value: object, *, required: bool = False,
+                    limit: int | None = None) -> tuple[Address, ...]:  # fmt: skip
     """``"a@x"``, ``"Name <a@x>"``, ``{"email": "a@x", "name": "Name"}`` or a list of those → Addresses;
-    FieldError otherwise, naming the item (``to[1]``) or its part (``to[1].email``)."""
+    FieldError otherwise, naming the item (``to[1]``) or its part (``to[1].email``). A list longer than
+    ``limit`` is refused before any of its items is looked at."""
     if value is None or value == [] or value == "":
         if required:
             raise FieldError(field, f"'{field}' is required", "missing_field")
@@ -99,6 +124,9 @@ def parse_addresses(field: str, value: object, *, required: bool = False) -> tup
     items = [value] if single else value
     if not isinstance(items, list):
         raise FieldError(field, f"'{field}' must be an address, an object with 'email', or a list of those")
+    if limit is not None and len(items) > limit:
+        raise FieldError(field, f"'{field}' has {len(items)} addresses; at most {limit} recipients",
+                         "too_many_recipients")  # fmt: skip
     out = []
     for index, item in enumerate(items):
         where = field if single else f"{field}[{index}]"
@@ -120,33 +148,33 @@ def _address_object(where: str, item: dict[str, Any]) -> Address:
         return address
     if not isinstance(name, str):
         raise FieldError(f"{where}.name", f"'{where}.name' must be a string")
-    if _LINE_BREAK.search(name):
-        raise FieldError(f"{where}.name", f"'{where}.name' contains a line break")
+    _display_name(f"{where}.name", name)
     return Address(display_name=name, username=address.username, domain=address.domain)
 
 
 def _parse_address(where: str, item: object) -> Address:
     if not isinstance(item, str):
         raise FieldError(where, f"'{where}' must be a string or an object with 'email'")
-    if _LINE_BREAK.search(item):
-        raise FieldError(where, f"'{where}' contains a line break")
+    single_line(where, item)
     parsed = getaddresses([item])
     if len(parsed) != 1 or split_address(parsed[0][1]) is None:
         raise FieldError(where, f"'{where}' is not a valid address: {item!r}")
     name, spec = parsed[0]
+    fault = address_fault(spec)
+    if fault is not None:
+        raise FieldError(where, f"'{where}' {fault}")
+    _display_name(where, name)
     local, _, domain = spec.rpartition("@")
     return Address(display_name=name, username=local, domain=domain)
 
 
-def _optional_string(data: dict[str, Any], field: str, *, single_line: bool = False) -> str | None:
+def _optional_string(data: dict[str, Any], field: str, *, single_line_only: bool = False) -> str | None:
     value = data.get(field)
     if value is None:
         return None
     if not isinstance(value, str):
         raise FieldError(field, f"'{field}' must be a string")
-    if single_line and _LINE_BREAK.search(value):
-        raise FieldError(field, f"'{field}' contains a line break")
-    return value
+    return single_line(field, value) if single_line_only else value
 
 
 def _headers(value: object) -> tuple[tuple[str, str], ...]:
@@ -161,9 +189,9 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
             raise FieldError(where, f"{name!r} is not a valid header name")
         if name.lower() in RESERVED_HEADERS:
             raise FieldError(where, f"set {name} through its own field, not 'headers'")
-        if not isinstance(text, str) or _LINE_BREAK.search(text):
+        if not isinstance(text, str):
             raise FieldError(where, f"the value of header {name} must be a single-line string")
-        out.append((name, text))
+        out.append((name, single_line(where, text)))
     return tuple(out)
 
 
@@ -178,13 +206,9 @@ def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
         if not isinstance(item, dict):
             raise FieldError(where, f"'{where}' must be an object")
         filename = item.get("filename")
-        if (
-            not isinstance(filename, str)
-            or not filename
-            or _LINE_BREAK.search(filename)
-            or any(c in filename for c in '"\\/')
-        ):
+        if not isinstance(filename, str) or not filename or any(c in filename for c in '"\\/'):
             raise FieldError(f"{where}.filename", "a plain file name is required")
+        single_line(f"{where}.filename", filename)
         content = item.get("content")
         if not isinstance(content, str):
             raise FieldError(f"{where}.content", "'content' must be a base64 string", "missing_field")
@@ -236,20 +260,22 @@ def _metadata(value: object, limits: Limits) -> dict[str, Any]:
 
 def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
     """Validate a POST /v1/messages body. Raises FieldError naming the field at fault."""
-    sender = parse_addresses("from", data.get("from"), required=True)
-    if len(sender) != 1:
+    limit = limits.max_recipients  # lists are counted before any address in them is parsed
+    given = data.get("from")
+    if isinstance(given, list) and len(given) > 1:
         raise FieldError("from", "'from' must be a single address")
+    sender = parse_addresses("from", given, required=True)
     text = _optional_string(data, "text")
     html = _optional_string(data, "html")
     if text is None and html is None:
         raise FieldError("text", "give 'text', 'html' or both", "missing_field")
     composition = Composition(
         sender=sender[0],
-        to=parse_addresses("to", data.get("to"), required=True),
-        cc=parse_addresses("cc", data.get("cc")),
-        bcc=parse_addresses("bcc", data.get("bcc")),
-        reply_to=parse_addresses("reply_to", data.get("reply_to")),
-        subject=_optional_string(data, "subject", single_line=True) or "",
+        to=parse_addresses("to", data.get("to"), required=True, limit=limit),
+        cc=parse_addresses("cc", data.get("cc"), limit=limit),
+        bcc=parse_addresses("bcc", data.get("bcc"), limit=limit),
+        reply_to=parse_addresses("reply_to", data.get("reply_to"), limit=limit),
+        subject=_optional_string(data, "subject", single_line_only=True) or "",
         text=text,
         html=html,
         headers=_headers(data.get("headers")),

@@ -62,6 +62,24 @@ def split_address(address: str) -> tuple[str, str] | None:
     return local, domain.lower()
 
 
+MAX_LOCAL_PART = 64  # octets (RFC 5321 §4.5.3.1.1)
+MAX_ADDRESS = 254  # a path is at most 256 octets with its angle brackets (§4.5.3.1.3)
+_ADDRESS_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def address_fault(address: str) -> str | None:
+    """Why ``address`` could never be delivered, or None: a control character (NUL, ESC, DEL...)
+    or more octets than RFC 5321 §4.5.3.1 allows. The one check SMTP and HTTP submission share, so
+    that neither queues a message whose every delivery attempt must fail."""
+    if _ADDRESS_CONTROL.search(address):
+        return "contains a control character"
+    if len(address.rpartition("@")[0].encode("utf-8", "surrogateescape")) > MAX_LOCAL_PART:
+        return f"has a local part longer than {MAX_LOCAL_PART} octets"
+    if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS:
+        return f"is longer than {MAX_ADDRESS} octets"
+    return None
+
+
 def domain_of(address: str) -> str:
     parts = split_address(address)
     if parts is None:

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
 import socket
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from relay import strictjson
 from relay.clock import Clock, iso
 from relay.config import Rate
 from relay.delivery.shaping import TokenBucket
@@ -98,7 +98,7 @@ def event_json(event: Event) -> dict[str, Any]:
 
 def payload(event: Event) -> bytes:
     body = {"type": event.type, "timestamp": iso(event.at), "data": event_json(event)}
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return strictjson.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
 def sample_event(now: float) -> Event:

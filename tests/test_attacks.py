@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
+import io
+import json
 import os
+import sqlite3
 import time
 
 import aiohttp
 import pytest
 
-from relay.message import prepend_headers
+from relay.message import from_addresses, prepend_headers
 from relay.renderer import Job, Renderer, RendererBusy, Source
 from relay.templates import RenderError
 from relay.webhooks import SenderSettings, WebhookSender, check_target
 from tests.conftest import smtp_reply
 from tests.test_dkim import new_key
+from tests.test_http_api_v1 import MESSAGE, api, api_factory  # noqa: F401 (fixtures)
 from tests.test_webhooks import add_hook, receiver, store  # noqa: F401, F811 (fixtures)
 
 
@@ -317,12 +323,12 @@ def _status_kb(pid: int | str, field: str) -> int:
 
 
 async def _template_api(relay):
-    from tests.test_templates import api
+    from tests.test_templates import api as templates_api
 
     _, key = await relay.store.create_api_key("t", ("templates", "send"))
 
     async def call(method, path, **kwargs):
-        return await api(relay, method, path, key, **kwargs)
+        return await templates_api(relay, method, path, key, **kwargs)
 
     return call
 
@@ -462,3 +468,175 @@ async def test_render_processes_hold_none_of_relays_files_and_a_full_pool_answer
         assert (await renderer.render(Source("s", None, "quick"), {})).text == "quick"
     finally:
         await renderer.close()
+
+
+async def refused(api, body, field, code="invalid_field", *, path="/v1/messages", data=None):  # noqa: F811
+    """POST ``body`` (or raw ``data``): a clean JSON error naming ``field``, and nothing queued."""
+    kwargs = {"data": data, "headers": {"Content-Type": "application/json"}} if data is not None else {"json": body}
+    async with api.request("POST", path, **kwargs) as resp:
+        answer = await resp.json()
+        assert resp.status == 400, answer
+    assert answer["error"]["code"] == code and answer["error"].get("field") == field, answer
+    assert api.messages_in_store() == 0
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"from": "éé =?utf-8?q?CEO_=3Cceo=40victim.example=3E?= <me@example.com>"}, "from"),
+        ({"from": {"email": "me@example.com", "name": "=?utf-8?q?CEO_=3Cceo=40victim.example=3E?="}}, "from.name"),
+        ({"to": [{"email": "u@example.org", "name": "=?utf-8?b?QUJD?="}]}, "to[0].name"),
+        ({"reply_to": "=?us-ascii?q?x?= <r@example.com>"}, "reply_to"),
+        ({"from": "a..b@example.com"}, "from"),  # composes to a From: the sender rules cannot read back
+    ],
+)
+async def test_a_display_name_cannot_make_a_second_from_address(api, changes, field):  # noqa: F811
+    """The first was accepted and delivered as ``From: =?utf-8?q?=C3=A9=C3=A9?= CEO <ceo@victim.example>
+    <me@example.com>``, DKIM-signed for example.com."""
+    await refused(api, {**MESSAGE, **changes}, field)
+
+
+async def test_a_unicode_display_name_still_makes_one_from_address(api, sink):  # noqa: F811
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "from": "Éé <CEO> <me@example.com>"}) as resp:
+        assert resp.status == 400  # an unquoted "<" in a name is no address
+    sender = {"email": "me@example.com", "name": "Éé CEO <ceo@victim.example>"}
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "from": sender}) as resp:
+        assert resp.status == 202, await resp.text()
+    [arrived] = await sink.handler.wait_for(1)
+    assert from_addresses(arrived.data) == ["me@example.com"]
+    parsed = email.message_from_bytes(arrived.data, policy=email.policy.default)
+    assert parsed["From"].addresses[0].display_name == "Éé CEO <ceo@victim.example>"
+
+
+_LONG_DOMAIN = ".".join(["d" * 63, "e" * 63, "f" * 63, "g" * 60]) + ".example"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"to": "a\x00b@example.org"}, "to"),
+        ({"cc": ["ok@example.org", "a\x7fb@example.org"]}, "cc[1]"),
+        ({"bcc": {"email": "a\x1bb@example.org"}}, "bcc.email"),
+        ({"from": "me\x00@example.com"}, "from"),
+        ({"reply_to": ["r\x01@example.com"]}, "reply_to[0]"),
+        ({"to": "l" * 65 + "@example.org"}, "to"),
+        ({"to": [{"email": f"me@{_LONG_DOMAIN}"}]}, "to[0].email"),
+        ({"subject": "a\x00b"}, "subject"),
+        ({"subject": "a\x1b[31mred"}, "subject"),
+        ({"subject": "a\x7fb"}, "subject"),
+        ({"subject": "a\r\nBcc: x@evil.example"}, "subject"),
+        ({"from": "A\x1bB <me@example.com>"}, "from"),
+        ({"to": [{"email": "u@example.org", "name": "x\x00y"}]}, "to[0].name"),
+        ({"headers": {"X-Tag": "a\x00b"}}, "headers.X-Tag"),
+        ({"headers": {"X-Tag": "a\x7f"}}, "headers.X-Tag"),
+        ({"headers": {"X-Tag": "a\nBcc: x@evil.example"}}, "headers.X-Tag"),
+        ({"attachments": [{"filename": "a\x1b.txt", "content": "aGk="}]}, "attachments[0].filename"),
+        ({"attachments": [{"filename": "a\x00.txt", "content": "aGk="}]}, "attachments[0].filename"),
+        ({"attachments": [{"filename": "a\r\n.txt", "content": "aGk="}]}, "attachments[0].filename"),
+    ],
+)
+async def test_poison_input_is_refused_at_submission(api, changes, field):  # noqa: F811
+    """Control characters in an address failed every delivery attempt (with a traceback) until expiry;
+    NUL, ESC and DEL elsewhere reached the delivered headers."""
+    answer = await refused(api, {**MESSAGE, **changes}, field)
+    assert field.split("[")[0].split(".")[0] in answer["error"]["message"] or "header" in answer["error"]["message"]
+
+
+async def test_a_tab_in_a_subject_is_still_accepted(api, sink):  # noqa: F811
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "subject": "a\tb"}) as resp:
+        assert resp.status == 202, await resp.text()
+    await sink.handler.wait_for(1)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "path"),
+    [
+        ({**MESSAGE, "cc": [f"u{i}@example.org" for i in range(51)]}, "cc", "/v1/messages"),
+        ({**MESSAGE, "bcc": [{"email": f"u{i}@example.org"} for i in range(51)]}, "bcc", "/v1/messages"),
+        (
+            {
+                "message": {k: v for k, v in MESSAGE.items() if k != "to"},
+                "recipients": [{"to": [f"u{i}@example.org" for i in range(51)]}],
+            },
+            "recipients[0].to",
+            "/v1/messages/batch",
+        ),  # fmt: skip
+    ],
+)
+async def test_an_over_long_recipient_list_is_named_by_its_field(api, body, field, path):  # noqa: F811
+    """Before, every list was parsed first and the total was blamed on 'to'."""
+    answer = await refused(api, body, field, "too_many_recipients" if path == "/v1/messages" else "batch_rejected",
+                           path=path)  # fmt: skip
+    assert "51" in answer["error"]["message"] or "recipients" in answer["error"]["message"]
+
+
+async def test_a_huge_recipient_list_is_counted_before_it_is_parsed(api):  # noqa: F811
+    """1M tiny recipients (a 27 MB body): every address went through the address parser on the event loop
+    before the count refused them; now the count comes first."""
+    data = json.dumps({**MESSAGE, "to": [f"u{i:07d}@example.org.uk" for i in range(1_000_000)]}).encode()
+    assert 26_000_000 < len(data) < 28 * 1024 * 1024  # under [http] max_body_size (30MB)
+    started = time.monotonic()
+    await refused(api, None, "to", "too_many_recipients", data=io.BytesIO(data))
+    elapsed = time.monotonic() - started
+    assert elapsed < 8, elapsed
+    async with api.request("GET", "/healthz") as resp:
+        assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "metadata": {"a": 1e400}}',
+        b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "metadata": {"a": -1E999}}',
+        b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "metadata": {"a": Infinity}}',
+        b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "send_at": NaN}',
+        b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "metadata": {"a": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}",
+    ],
+    ids=["1e400", "-1E999", "Infinity", "NaN", "nested"],
+)
+async def test_json_that_is_not_json_is_refused(api, data):  # noqa: F811
+    """1e400 was stored and served back as Infinity (API and webhooks); NaN in send_at and deep nesting
+    were 500s."""
+    await refused(api, None, None, "invalid_json", data=data)
+    await refused(api, None, None, "invalid_json", data=data, path="/v1/messages/batch")
+
+
+async def test_an_integer_send_at_too_big_for_a_float_is_a_field_error(api):  # noqa: F811
+    """It was an OverflowError, answered 500."""
+    data = b'{"from": "app@example.com", "to": "u@example.org", "text": "x", "send_at": 1' + b"0" * 400 + b"}"
+    await refused(api, None, "send_at", data=data)
+
+
+async def test_a_stored_infinity_is_never_served(api):  # noqa: F811
+    """Rows stored before the fix may hold Infinity: served as null, so every answer is JSON."""
+    async with api.request("POST", "/v1/messages", json={**MESSAGE, "metadata": {"a": 1.5}}) as resp:
+        message_id = (await resp.json())["id"]
+    conn = sqlite3.connect(api.relay.store.db.path)
+    with conn:
+        conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", ('{"a": Infinity, "b": NaN}', message_id))
+    conn.close()
+    for path in (f"/v1/messages/{message_id}", "/v1/messages", "/v1/events"):
+        async with api.request("GET", path) as resp:
+            text = await resp.text()
+            assert resp.status == 200, text
+        assert "Infinity" not in text and "NaN" not in text, text
+    async with api.request("GET", f"/v1/messages/{message_id}") as resp:
+        assert (await resp.json())["metadata"] == {"a": None, "b": None}
+
+
+@pytest.mark.parametrize("metadata", [b'{"a": 1e400}', b'{"a": -1e999}', b'{"a": NaN}'])
+async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
+    """X-Relay-Metadata with 1e400 was stored and served back as Infinity."""
+    relay = await relay_factory()
+    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1],
+        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n", b"DATA\r\n",
+         body],
+    )  # fmt: skip
+    assert replies[5].startswith("550 5.6.0 X-Relay-Metadata"), replies[5]
+    assert sum((await relay.store.summary()).by_state.values()) == 0

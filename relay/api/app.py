@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import logging
 import random
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from relay import strictjson
 from relay.api.openapi import serve_document
 from relay.config import Rate
 from relay.keys import SCOPES, ApiKey, looks_like_key
@@ -231,7 +231,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(415, "unsupported_media_type", "send the body as 'Content-Type: application/json'")
     try:
         body = await request.read()
-        data = json.loads(body)
+        data = strictjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import hashlib
-import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay import strictjson
 from relay.api.app import (
     API_KEY,
     ApiError,
@@ -31,7 +31,7 @@ from relay.clock import Clock, iso
 from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
 from relay.events import State
 from relay.keys import ApiKey
-from relay.message import NewMessage
+from relay.message import NewMessage, UnreadableFrom, from_addresses
 from relay.renderer import Renderer
 from relay.store.idempotency import ClaimLost, Completion, IdempotencyRecord
 from relay.store.queue import MessageFilter, MessageRecord, Quota, QuotaExhausted
@@ -110,6 +110,19 @@ class Draft:
     where: str
 
 
+def check_from_header(raw: bytes, sender: str, where: str = "") -> None:
+    """The From: header relay wrote must read back, by the rule every sender check uses, as exactly the
+    one address that was checked; ApiError naming ``from`` otherwise (nothing a receiver could read as
+    another sender is queued)."""
+    try:
+        found = from_addresses(raw)
+    except UnreadableFrom:
+        found = []
+    if found != [sender]:
+        raise ApiError(400, "invalid_field", f"the From: header made of 'from' does not read back as exactly"
+                       f" <{sender}>", where + "from")  # fmt: skip
+
+
 def _error(exc: ApiError) -> dict[str, Any]:
     return {"error": {"code": exc.code, "message": exc.message, **({"field": exc.field} if exc.field else {})}}
 
@@ -150,8 +163,8 @@ class MessagesView:
         limit = page_limit(request.query, 20, MAX_PAGE)
         rows = await self.store.scheduled_messages(request.query.get("cursor") or None, limit + 1, own_filter(request))
         page = rows[:limit]
-        return web.json_response({"data": [message_json(m) for m in page],
-                                  "next_cursor": page[-1].id if len(rows) > limit else None})  # fmt: skip
+        body = {"data": [message_json(m) for m in page], "next_cursor": page[-1].id if len(rows) > limit else None}
+        return web.json_response(body, dumps=strictjson.dumps)
 
     async def scheduled_one(self, request: web.Request) -> web.Response:
         """A message with recipients still waiting for its send_at; 404 once none is (sent, cancelled)."""
@@ -159,7 +172,7 @@ class MessagesView:
         message = readable(request, await self.store.message(message_id), "scheduled message")
         if not any(r.state == State.SCHEDULED for r in message.recipients):
             raise ApiError(404, "not_found", f"no scheduled message {message_id} (unknown, sent or cancelled)")
-        return web.json_response(message_json(message))
+        return web.json_response(message_json(message), dumps=strictjson.dumps)
 
     async def reschedule(self, request: web.Request) -> web.Response:
         """``{"send_at": ...}``: a new time, in the future, for the recipients still waiting."""
@@ -212,7 +225,10 @@ class MessagesView:
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            when = float(value)
+            try:
+                when = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ApiError(400, "invalid_field", f"'{field}' is out of range", field) from None
         elif isinstance(value, str):
             when = parse_time(field, value)
         else:
@@ -263,6 +279,7 @@ class MessagesView:
     def finish(self, d: Draft, key: ApiKey, raw: bytes) -> tuple[NewMessage, dict[str, Any]]:
         composition, recipients, suppressed, send_at, where = (d.composition, d.composition.envelope_recipients,
                                                                 d.suppressed, d.send_at, d.where)  # fmt: skip
+        check_from_header(raw, composition.sender.addr_spec, where)
         message = NewMessage(
             composition.sender.addr_spec, recipients, raw, "http",
             subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
@@ -357,7 +374,7 @@ class MessagesView:
         if not prepared:
             raise ApiError(400, "batch_rejected", f"none of the {len(results)} messages is valid; the first:"
                            f" {failed[0]['error']['message']}", failed[0]["error"].get("field"))  # fmt: skip
-        text = json.dumps({"queued": len(prepared), "failed": len(failed), "results": results})
+        text = strictjson.dumps({"queued": len(prepared), "failed": len(failed), "results": results})
         completion = Completion(key.id, idempotency_key, 202, text, None) if idempotency_key else None
         await self._queue(prepared, key, completion)
         log.info("queued a batch of %d messages (%d refused) via http key=%s", len(prepared), len(failed), key.id)
@@ -388,7 +405,7 @@ class MessagesView:
     async def _create(self, data: dict[str, Any], key: ApiKey, idempotency_key: str | None) -> web.Response:
         message, body = await self.prepare(data, key)
         recipients, raw = message.recipients, message.raw
-        text = json.dumps(body)
+        text = strictjson.dumps(body)
         completion = Completion(key.id, idempotency_key, 202, text, message.id) if idempotency_key else None
         await self._queue([message], key, completion)
         log.info(
@@ -399,7 +416,7 @@ class MessagesView:
 
     async def show(self, request: web.Request) -> web.Response:
         message = readable(request, await self.store.message(request.match_info["id"]))
-        return web.json_response(message_json(message))
+        return web.json_response(message_json(message), dumps=strictjson.dumps)
 
     async def index(self, request: web.Request) -> web.Response:
         """Newest first; ``next_cursor`` continues the listing."""
@@ -422,7 +439,8 @@ class MessagesView:
         rows = await self.store.messages(f, limit + 1)
         page = rows[:limit]
         next_cursor = page[-1].id if len(rows) > limit else None
-        return web.json_response({"data": [message_json(m) for m in page], "next_cursor": next_cursor})
+        body = {"data": [message_json(m) for m in page], "next_cursor": next_cursor}
+        return web.json_response(body, dumps=strictjson.dumps)
 
     async def cancel(self, request: web.Request) -> web.Response:
         """Cancel the recipients not yet delivered (those in flight right now finish their attempt)."""

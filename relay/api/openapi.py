@@ -25,7 +25,7 @@ _ADDRESS = {
 _ADDRESSES = {
     "oneOf": [*_ADDRESS_ITEM["oneOf"], {"type": "array", "items": _ADDRESS_ITEM}],
     "description": '"user@example.com", "Name <user@example.com>", {"email": "user@example.com", "name": "Name"},'
-    " or a list of those",
+    " or a list of those (at most [http] max_recipients, counted before any is parsed: too_many_recipients)",
 }
 
 
@@ -39,7 +39,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
-        400: "Invalid request (JSON, a field, a query parameter)",
+        400: "Invalid request: a field, a query parameter, or the body is not strict JSON (NaN, Infinity, a number"
+        " that overflows such as 1e400, or nesting too deep: invalid_json)",
         401: "Missing, unknown or revoked API key",
         402: "Sending quota exhausted",
         403: "Missing scope, IP not allowed, or TLS required",
@@ -63,8 +64,16 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["email"],
         "properties": {
-            "email": {**_STR, "description": "the bare address: user@example.com"},
-            "name": {**_STR, "description": "the display name"},
+            "email": {
+                **_STR,
+                "description": "the bare address: user@example.com (no control characters; local part"
+                " at most 64 octets, the address at most 254)",
+            },
+            "name": {
+                **_STR,
+                "description": "the display name, as plain Unicode text: no RFC 2047 encoded words"
+                " (=?...?=), line breaks or control characters",
+            },
         },
     },
     "Error": {
@@ -82,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["filename", "content"],
         "properties": {
-            "filename": _STR,
+            "filename": {**_STR, "description": "a plain name: no path, quote, line break or control character"},
             "content": {"type": "string", "contentEncoding": "base64"},
             "content_type": _STR,
             "content_id": {**_STR, "description": "makes the attachment inline, referenced as cid:<content_id>"},
@@ -98,10 +107,14 @@ SCHEMAS: dict[str, Any] = {
             "cc": _ADDRESSES,
             "bcc": _ADDRESSES,
             "reply_to": _ADDRESSES,
-            "subject": _STR,
+            "subject": {**_STR, "description": "one line: no line break or control character (a tab may stay)"},
             "text": _STR,
             "html": _STR,
-            "headers": {"type": "object", "additionalProperties": _STR},
+            "headers": {
+                "type": "object",
+                "additionalProperties": _STR,
+                "description": "extra headers; values are one line without control characters",
+            },
             "attachments": {"type": "array", "items": _ref("Attachment")},
             "tags": {"type": "array", "items": _STR, "maxItems": 10},
             "metadata": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},

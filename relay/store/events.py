@@ -44,10 +44,17 @@ class EventFilter:
 _COLUMNS = "e.id, e.at, e.kind, e.message_id, e.recipient, e.code, e.detail, e.details, m.tags, m.metadata"
 
 
+def load_metadata(text: str) -> dict[str, Any]:
+    """Stored message metadata. Rows written before non-finite numbers were refused may hold Infinity or
+    NaN: read as null, so that relay never serves a number JSON cannot carry."""
+    data: dict[str, Any] = json.loads(text, parse_constant=lambda _: None)
+    return data
+
+
 def _event(row: tuple[Any, ...]) -> Event:
     *head, details, tags, metadata = row
     return Event(*head, json.loads(details) if details else {}, json.loads(tags) if tags else [],
-                 json.loads(metadata) if metadata else {})  # fmt: skip
+                 load_metadata(metadata) if metadata else {})  # fmt: skip
 
 
 # Probed per event while walking newest first: stops after a page of matches.

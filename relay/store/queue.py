@@ -19,6 +19,7 @@ from relay.bounces.classify import Classification, Kind
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
+from relay.store.events import load_metadata
 from relay.store.suppressions import NewBounce
 from relay.suppression import SuppressionPolicy
 
@@ -96,7 +97,8 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
         " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message.id, now, message.sender, len(message.raw), message.source, message.subject,
-            json.dumps(list(message.tags)), json.dumps(message.metadata), message.api_key_id, message.header_id,
+            json.dumps(list(message.tags)), json.dumps(message.metadata, allow_nan=False), message.api_key_id,
+            message.header_id,
             scheduled, int(message.sandbox),
         ),
     )  # fmt: skip
@@ -376,7 +378,7 @@ _MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadat
 def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
     mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
     return MessageRecord(
-        mid, created, sender, size, source, subject, json.loads(tags), json.loads(metadata), key_id,
+        mid, created, sender, size, source, subject, json.loads(tags), load_metadata(metadata), key_id,
         message_status(conn, mid), send_at, bool(sandbox),
     )  # fmt: skip
 

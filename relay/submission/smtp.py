@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import inspect
 import ipaddress
-import json
 import logging
 import re
 import ssl
@@ -34,6 +33,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from relay import strictjson
 from relay.clock import Clock
 from relay.config import Config, Network, Rate
 from relay.credentials import SmtpCredential
@@ -42,6 +42,7 @@ from relay.message import (
     NewMessage,
     NoFrom,
     UnreadableFrom,
+    address_fault,
     from_addresses,
     header_value,
     missing_standard_headers,
@@ -98,7 +99,7 @@ def parse_relay_headers(raw: bytes) -> tuple[tuple[str, ...], dict[str, Any]]:
     metadata: dict[str, Any] = {}
     if metadata_text:
         try:
-            metadata = json.loads(metadata_text)
+            metadata = strictjson.loads(metadata_text)
         except ValueError:
             raise ValueError(f"{METADATA_HEADER} is not valid JSON") from None
         if not isinstance(metadata, dict) or any(
@@ -161,10 +162,6 @@ def hook_names(obj: object, prefixes: tuple[str, ...]) -> list[str]:
         cls._hook_names = names  # type: ignore[attr-defined]
     return list(names)
 
-
-MAX_LOCAL_PART = 64  # octets (RFC 5321 §4.5.3.1.1)
-MAX_ADDRESS = 254  # a path is at most 256 octets with its angle brackets (§4.5.3.1.3)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # <local@domain> and what follows: the path every client sends, taken without the full parser.
 _SIMPLE_PATH = re.compile(rf"<({PLAIN_ADDRESS})>[ \t]*(.*)", re.DOTALL)
@@ -407,7 +404,7 @@ class SubmissionSMTP(ChunkedData):
             except HeaderParseError:
                 return None, None
             address = parsed.addr_spec
-        if len(address.rpartition("@")[0]) > MAX_LOCAL_PART or len(address) > MAX_ADDRESS or _CONTROL.search(address):
+        if address_fault(address) is not None:
             return None, None  # 553 5.1.3: RFC 5321 §4.5.3.1 limits; a control could never be delivered
         return address, rest
 

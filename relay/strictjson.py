@@ -1,0 +1,34 @@
+"""JSON as RFC 8259 has it, in and out: no NaN or Infinity (which json reads and writes by default, and
+which no other JSON parser accepts), no number that overflows to one, no nesting deeper than the parser
+can follow. Every JSON relay reads from a client, and every JSON it serves, goes through here."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
+def loads(text: bytes | str) -> Any:
+    """Parse strict JSON. Raises ValueError (UnicodeDecodeError for bytes that are not UTF-8), also for
+    nesting too deep to parse (otherwise a RecursionError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def dumps(data: Any, **options: Any) -> str:
+    """Write strict JSON: a non-finite number is a ValueError here, never text a client cannot parse."""
+    return json.dumps(data, allow_nan=False, **options)
