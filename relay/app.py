@@ -7,6 +7,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import multiprocessing
+import os
 import random
 import signal
 import socket
@@ -57,6 +58,8 @@ from relay.webhooks import SenderSettings, WebhookSender
 log = logging.getLogger("relay")
 
 SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
+ORPHAN_DRAIN_SECONDS = 3.0  # the same for an acceptor whose main process has died
+ORPHAN_STOP_SECONDS = 10.0  # ...which then exits, stopped cleanly or not, within this long
 HOUSEKEEPING_SECONDS = 600.0
 DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
 
@@ -488,11 +491,16 @@ class Relay:
         body = await render(self.store, lambda: len(self.smtp_sessions.open))
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    async def stop(self) -> None:
-        """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
+    async def stop(self, drain: float = SMTP_DRAIN_SECONDS) -> None:
+        """Stop listening at once (SMTP and HTTP), give SMTP transactions in progress up to ``drain`` seconds
+        (at most shutdown_grace), let deliveries finish within the grace period, release leases, close the
+        store."""
         for server in [*self.smtp_servers, *self.inbound_servers]:
             server.close()
-        await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, SMTP_DRAIN_SECONDS))
+        if self._http_runner is not None:
+            for site in list(self._http_runner.sites):  # requests already in progress go on
+                await site.stop()
+        await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, drain))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.capacity is not None:
@@ -547,6 +555,38 @@ def reload_from_disk(relay: Relay) -> None:
         log.warning("changed but not applied until a restart: %s", ", ".join(pending))
 
 
+async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> int:
+    """Accept on the sockets the main process passed down, until SIGTERM or until the main process dies."""
+    parent = workers.expected_parent()
+    workers.set_parent_death_signal()  # first: from here on the main process's death sends SIGTERM
+    stop = _install_stop_signals()
+    watch = workers.ParentWatch(parent, stop.set) if parent is not None else None
+    if watch is not None and watch.gone():  # it died before that: nobody would deliver
+        log.warning("the main process (pid %d) has gone: this acceptor does not start", parent)
+        inherited.close()
+        return 0
+    # A reload is the main process's business (it holds the delivery policy); survive a stray HUP.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
+    watching = asyncio.create_task(watch.run(), name="parent-watch") if watch is not None else None
+    wake = workers.WakeSender(workers.wake_address(config.db_path))
+
+    relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
+    await relay.start()
+    await stop.wait()
+    if watching is not None:
+        watching.cancel()
+    if watch is None or not watch.gone():  # stopped by SIGTERM while the main process lives: the usual stop
+        await relay.stop()
+        return 0
+    log.warning("the main process (pid %d) has gone: stopped listening; finishing transactions in progress", parent)
+    try:  # what was acknowledged is in the queue; a new main process delivers it
+        await asyncio.wait_for(relay.stop(drain=ORPHAN_DRAIN_SECONDS), ORPHAN_STOP_SECONDS)
+    except TimeoutError:
+        log.error("acceptor did not stop within %.0fs of its main process's death: exiting", ORPHAN_STOP_SECONDS)
+        os._exit(1)
+    return 0
+
+
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT, then stop cleanly.
 
@@ -554,18 +594,10 @@ async def serve(config: Config) -> int:
     this main process binds the ports and delivers, and N acceptor processes
     (see relay.workers) accept on the inherited sockets.
     """
-    stop = _install_stop_signals()
     inherited = workers.inherited_listeners()
     if inherited is not None:  # this is an acceptor process
-        # A reload is the main process's business (it holds the delivery policy); survive a stray HUP.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
-        wake = workers.WakeSender(workers.wake_address(config.db_path))
-
-        relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
-        await relay.start()
-        await stop.wait()
-        await relay.stop()
-        return 0
+        return await _serve_as_acceptor(config, inherited)
+    stop = _install_stop_signals()
 
     acceptors = config.server.acceptor_processes
     if config.server.acceptors == "auto":
