@@ -59,6 +59,7 @@ log = logging.getLogger("relay")
 
 SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
 ORPHAN_DRAIN_SECONDS = 3.0  # the same for an acceptor whose main process has died
+ACCEPTORS_READY_SECONDS = 30.0  # "relay started" waits this long at most for the acceptors to listen
 ORPHAN_STOP_SECONDS = 10.0  # ...which then exits, stopped cleanly or not, within this long
 HOUSEKEEPING_SECONDS = 600.0
 DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
@@ -329,12 +330,17 @@ class Relay:
             self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         if self.deliver and self.webhook_sender is not None:
             self._webhook_task = asyncio.create_task(self.webhook_sender.run(), name="webhooks")
-            route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
-            route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
-            await self._warn_about_modes(store)
-            log.info(
-                "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
-            )
+        if self.deliver and self.accept:  # else serve() says it once the acceptor processes answer
+            await self.announce()
+
+    async def announce(self) -> None:
+        """The start-up lines of a relay that accepts and delivers: its modes, then "relay started"."""
+        config = self.config
+        assert self.store is not None
+        route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
+        route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
+        await self._warn_about_modes(self.store)
+        log.info("relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route)
 
     async def _warn_about_modes(self, store: Store) -> None:
         """Loud start-up lines for what surprises a new user: mail that is not delivered, mail that is refused."""
@@ -459,7 +465,9 @@ class Relay:
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
         messages.builders = self._builders
-        processes = max(1, self.config.server.acceptor_processes)
+        # Acceptor processes share the rate limits; a relay that also delivers is the only process accepting
+        # (acceptors = 0, or a Relay made in-process, which never starts acceptors whatever the setting).
+        processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
@@ -572,6 +580,7 @@ async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> in
 
     relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
     await relay.start()
+    wake.ready()
     await stop.wait()
     if watching is not None:
         watching.cancel()
@@ -600,12 +609,12 @@ async def serve(config: Config) -> int:
     stop = _install_stop_signals()
 
     acceptors = config.server.acceptor_processes
-    if config.server.acceptors == "auto":
-        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
-                 config_mod.available_cores())  # fmt: skip
     relay = Relay(config, accept=acceptors == 0)
     await relay.start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
+    if config.server.acceptors == "auto":  # after start-up problems (one line each, see relay.startup)
+        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
+                 config_mod.available_cores())  # fmt: skip
 
     supervisor = listener = None
     if acceptors > 0:
@@ -613,6 +622,13 @@ async def serve(config: Config) -> int:
         listener = workers.WakeListener(workers.wake_address(config.db_path), relay.engine.wake)
         supervisor = workers.Supervisor(acceptors, config.source, relay.listeners)
         supervisor.start()
+        try:
+            async with asyncio.timeout(ACCEPTORS_READY_SECONDS):
+                await listener.wait_ready(acceptors)
+        except TimeoutError:
+            log.warning("acceptor processes not all answering after %.0fs; connections wait for them",
+                        ACCEPTORS_READY_SECONDS)  # fmt: skip
+        await relay.announce()
     await stop.wait()
     log.info("stopping")
     if supervisor is not None:

@@ -156,23 +156,36 @@ class ParentWatch:
         self.on_gone()
 
 
+READY = b"ready "  # + the pid: an acceptor process has started and answers on the listening sockets
+
+
 class WakeListener:
-    """Calls ``on_wake`` whenever an acceptor reports new mail."""
+    """Calls ``on_wake`` whenever an acceptor reports new mail; counts the acceptors that report ready."""
 
     def __init__(self, address: str, on_wake: Callable[[], None]) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.setblocking(False)
         self.on_wake = on_wake
+        self.ready: set[bytes] = set()
+        self._ready_changed = asyncio.Event()
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         try:
-            while self.sock.recv(64):
-                pass
+            while data := self.sock.recv(64):
+                if data.startswith(READY):
+                    self.ready.add(data[len(READY) :])
+                    self._ready_changed.set()
         except BlockingIOError:
             pass
         self.on_wake()
+
+    async def wait_ready(self, count: int) -> None:
+        """Wait until ``count`` acceptor processes have reported ready."""
+        while len(self.ready) < count:
+            self._ready_changed.clear()
+            await self._ready_changed.wait()
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
@@ -186,8 +199,15 @@ class WakeSender:
         self.sock.setblocking(False)
 
     def __call__(self) -> None:
+        self._send(b"!")
+
+    def ready(self) -> None:
+        """Tell the main process this acceptor is listening (it says "relay started" once all are)."""
+        self._send(READY + str(os.getpid()).encode())
+
+    def _send(self, data: bytes) -> None:
         try:
-            self.sock.sendto(b"!", self.address)
+            self.sock.sendto(data, self.address)
         except OSError:
             pass  # the main process is busy or restarting: it polls the queue anyway
 

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from relay import config as config_mod
@@ -224,3 +225,32 @@ def test_the_parent_death_signal_is_set_on_linux():
     script = "from relay.workers import set_parent_death_signal as s; print(s())"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == str(sys.platform.startswith("linux"))
+
+
+def relay_children() -> list[int]:
+    """This process's children that run ``relay serve``."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if Path(f"/proc/{pid}").exists() else []
+            if b"relay" in cmdline and b"serve" in cmdline:
+                pids.append(int(pid))
+    return pids
+
+
+async def test_a_relay_made_in_process_starts_no_acceptors_and_keeps_the_whole_rate_limit(relay_factory, sink):
+    """Only ``relay serve`` starts acceptor processes; a Relay object accepts and delivers itself, so its
+    API enforces the whole rate limit, not an acceptor's share of it."""
+    relay = await relay_factory(server={"acceptors": 3}, delivery={"smarthost": sink.address})
+    assert relay.accept and relay.deliver and relay.smtp_servers and relay_children() == []
+    _, key = await relay.store.create_api_key("limited", ("read",), rate_limit=3)
+    host, port = relay.http_address
+    async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
+        statuses = []
+        for _ in range(4):
+            async with session.get("/v1/messages", headers={"Authorization": f"Bearer {key}"}) as resp:
+                statuses.append(resp.status)
+    assert statuses == [200, 200, 200, 429]
+    await asyncio.to_thread(smtp_submit, relay.smtp_addresses[0][1], ["inproc@example.org"])
+    (m,) = await sink.handler.wait_for(1)
+    assert m.rcpt_tos == ["inproc@example.org"] and relay_children() == []
