@@ -59,8 +59,8 @@ log = logging.getLogger("relay")
 
 SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
 ORPHAN_DRAIN_SECONDS = 3.0  # the same for an acceptor whose main process has died
-ACCEPTORS_READY_SECONDS = 30.0  # "relay started" waits this long at most for the acceptors to listen
 ORPHAN_STOP_SECONDS = 10.0  # ...which then exits, stopped cleanly or not, within this long
+ACCEPTORS_READY_SECONDS = 30.0  # "relay started" waits this long at most for the acceptors to listen
 HOUSEKEEPING_SECONDS = 600.0
 DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
 
