@@ -18,8 +18,9 @@ import pytest
 
 from relay import config as config_mod
 from relay import workers
+from relay.app import Relay
 from relay.config import ConfigError, auto_acceptors, available_cores
-from tests.conftest import config_dict, start_sink, write_toml
+from tests.conftest import config_dict, make_config, start_sink, write_toml
 from tests.test_end_to_end import smtp_submit, wait_until
 
 
@@ -255,3 +256,32 @@ async def test_a_relay_made_in_process_starts_no_acceptors_and_keeps_the_whole_r
     await asyncio.to_thread(smtp_submit, relay.smtp_addresses[0][1], ["inproc@example.org"])
     (m,) = await sink.handler.wait_for(1)
     assert m.rcpt_tos == ["inproc@example.org"] and relay_children() == []
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_stopping_closes_every_listener_at_once_and_lets_a_transaction_in_progress_finish(tmp_path, sink):
+    """What an acceptor does when its main process dies (and any relay on SIGTERM): nothing new is taken,
+    neither over SMTP nor over HTTP, while the SMTP transaction in progress still gets its 250."""
+    relay = Relay(make_config(tmp_path / "data", delivery={"smarthost": sink.address}))
+    await relay.start()
+    smtp_port, http_port = relay.smtp_addresses[0][1], relay.http_address[1]
+    client = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", smtp_port, local_hostname="client.test", timeout=10)
+    await asyncio.to_thread(client.ehlo)
+    assert (await asyncio.to_thread(client.mail, "a@example.com"))[0] == 250
+    stopping = asyncio.create_task(relay.stop())
+    try:
+        await wait_until(lambda: refused(smtp_port) and refused(http_port), timeout=3)
+        assert not stopping.done()  # still waiting for the transaction
+        assert (await asyncio.to_thread(client.rcpt, "late@example.org"))[0] == 250
+        code, _ = await asyncio.to_thread(client.data, b"Subject: in progress\r\n\r\nfinished\r\n")
+        assert code == 250
+    finally:
+        await asyncio.to_thread(client.close)
+        await asyncio.wait_for(stopping, 15)
