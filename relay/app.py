@@ -7,6 +7,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import multiprocessing
+import os
 import random
 import signal
 import socket
@@ -58,6 +59,9 @@ from relay.webhooks import SenderSettings, WebhookSender
 log = logging.getLogger("relay")
 
 SMTP_DRAIN_SECONDS = 10.0  # on stop, time for SMTP transactions in progress to complete
+ORPHAN_DRAIN_SECONDS = 3.0  # the same for an acceptor whose main process has died
+ORPHAN_STOP_SECONDS = 10.0  # ...which then exits, stopped cleanly or not, within this long
+ACCEPTORS_READY_SECONDS = 30.0  # "relay started" waits this long at most for the acceptors to listen
 HOUSEKEEPING_SECONDS = 600.0
 DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
 
@@ -328,12 +332,17 @@ class Relay:
             self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         if self.deliver and self.webhook_sender is not None:
             self._webhook_task = asyncio.create_task(self.webhook_sender.run(), name="webhooks")
-            route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
-            route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
-            await self._warn_about_modes(store)
-            log.info(
-                "relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route
-            )
+        if self.deliver and self.accept:  # else serve() says it once the acceptor processes answer
+            await self.announce()
+
+    async def announce(self) -> None:
+        """The start-up lines of a relay that accepts and delivers: its modes, then "relay started"."""
+        config = self.config
+        assert self.store is not None
+        route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
+        route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
+        await self._warn_about_modes(self.store)
+        log.info("relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route)
 
     async def _warn_about_modes(self, store: Store) -> None:
         """Loud start-up lines for what surprises a new user: mail that is not delivered, mail that is refused."""
@@ -459,7 +468,9 @@ class Relay:
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
         messages.builders = self._builders
         self.renderer = messages.renderer = Renderer()  # template render processes, started when first needed
-        processes = max(1, self.config.server.acceptor_processes)
+        # Acceptor processes share the rate limits; a relay that also delivers is the only process accepting
+        # (acceptors = 0, or a Relay made in-process, which never starts acceptors whatever the setting).
+        processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
         settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
@@ -491,11 +502,16 @@ class Relay:
         body = await render(self.store, lambda: len(self.smtp_sessions.open))
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    async def stop(self) -> None:
-        """Stop accepting, let deliveries finish within the grace period, release leases, close the store."""
+    async def stop(self, drain: float = SMTP_DRAIN_SECONDS) -> None:
+        """Stop listening at once (SMTP and HTTP), give SMTP transactions in progress up to ``drain`` seconds
+        (at most shutdown_grace), let deliveries finish within the grace period, release leases, close the
+        store."""
         for server in [*self.smtp_servers, *self.inbound_servers]:
             server.close()
-        await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, SMTP_DRAIN_SECONDS))
+        if self._http_runner is not None:
+            for site in list(self._http_runner.sites):  # requests already in progress go on
+                await site.stop()
+        await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, drain))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.capacity is not None:
@@ -552,6 +568,39 @@ def reload_from_disk(relay: Relay) -> None:
         log.warning("changed but not applied until a restart: %s", ", ".join(pending))
 
 
+async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> int:
+    """Accept on the sockets the main process passed down, until SIGTERM or until the main process dies."""
+    parent = workers.expected_parent()
+    workers.set_parent_death_signal()  # first: from here on the main process's death sends SIGTERM
+    stop = _install_stop_signals()
+    watch = workers.ParentWatch(parent, stop.set) if parent is not None else None
+    if watch is not None and watch.gone():  # it died before that: nobody would deliver
+        log.warning("the main process (pid %d) has gone: this acceptor does not start", parent)
+        inherited.close()
+        return 0
+    # A reload is the main process's business (it holds the delivery policy); survive a stray HUP.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
+    watching = asyncio.create_task(watch.run(), name="parent-watch") if watch is not None else None
+    wake = workers.WakeSender(workers.wake_address(config.db_path))
+
+    relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
+    await relay.start()
+    wake.ready()
+    await stop.wait()
+    if watching is not None:
+        watching.cancel()
+    if watch is None or not watch.gone():  # stopped by SIGTERM while the main process lives: the usual stop
+        await relay.stop()
+        return 0
+    log.warning("the main process (pid %d) has gone: stopped listening; finishing transactions in progress", parent)
+    try:  # what was acknowledged is in the queue; a new main process delivers it
+        await asyncio.wait_for(relay.stop(drain=ORPHAN_DRAIN_SECONDS), ORPHAN_STOP_SECONDS)
+    except TimeoutError:
+        log.error("acceptor did not stop within %.0fs of its main process's death: exiting", ORPHAN_STOP_SECONDS)
+        os._exit(1)
+    return 0
+
+
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT, then stop cleanly.
 
@@ -559,26 +608,18 @@ async def serve(config: Config) -> int:
     this main process binds the ports and delivers, and N acceptor processes
     (see relay.workers) accept on the inherited sockets.
     """
-    stop = _install_stop_signals()
     inherited = workers.inherited_listeners()
     if inherited is not None:  # this is an acceptor process
-        # A reload is the main process's business (it holds the delivery policy); survive a stray HUP.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
-        wake = workers.WakeSender(workers.wake_address(config.db_path))
-
-        relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
-        await relay.start()
-        await stop.wait()
-        await relay.stop()
-        return 0
+        return await _serve_as_acceptor(config, inherited)
+    stop = _install_stop_signals()
 
     acceptors = config.server.acceptor_processes
-    if config.server.acceptors == "auto":
-        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
-                 config_mod.available_cores())  # fmt: skip
     relay = Relay(config, accept=acceptors == 0)
     await relay.start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
+    if config.server.acceptors == "auto":  # after start-up problems (one line each, see relay.startup)
+        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
+                 config_mod.available_cores())  # fmt: skip
 
     supervisor = listener = None
     if acceptors > 0:
@@ -586,6 +627,13 @@ async def serve(config: Config) -> int:
         listener = workers.WakeListener(workers.wake_address(config.db_path), relay.engine.wake)
         supervisor = workers.Supervisor(acceptors, config.source, relay.listeners)
         supervisor.start()
+        try:
+            async with asyncio.timeout(ACCEPTORS_READY_SECONDS):
+                await listener.wait_ready(acceptors)
+        except TimeoutError:
+            log.warning("acceptor processes not all answering after %.0fs; connections wait for them",
+                        ACCEPTORS_READY_SECONDS)  # fmt: skip
+        await relay.announce()
     await stop.wait()
     log.info("stopping")
     if supervisor is not None:

@@ -181,8 +181,8 @@ class ServerConfig:
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
     event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
     acceptors: int | str = _field(
-        0, 'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare core',
-        parse_acceptors,
+        "auto", 'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare'
+        " core", parse_acceptors,
     )  # fmt: skip
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)

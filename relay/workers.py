@@ -6,11 +6,20 @@ starts N acceptor processes that inherit the listening sockets (the kernel
 hands each new connection to one of them) and queue into the same SQLite file.
 Each acceptor nudges the main process's engine over a Unix datagram socket
 after every commit, so new mail is picked up at once, not at the next poll.
+
+Acceptors die with the main process. Each one asks Linux for SIGTERM when its
+parent dies (``prctl(PR_SET_PDEATHSIG)``), checks at once that its parent is
+still the process that started it (the main process may have died before the
+request was made), and looks at its parent's pid every second as well. An
+acceptor whose main process has gone stops listening at once and finishes the
+transactions in progress: what it acknowledged is in the queue, and a new main
+process delivers it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import hashlib
 import logging
@@ -26,6 +35,9 @@ from relay.startup import EX_CONFIG
 log = logging.getLogger(__name__)
 
 LISTEN_FDS_ENV = "RELAY_LISTEN_FDS"  # "smtp=5,6;smtps=7;http=8": sockets an acceptor inherits
+PARENT_PID_ENV = "RELAY_ACCEPTOR_PARENT"  # the pid of the main process that started the acceptor
+PARENT_CHECK_SECONDS = 1.0  # how often an acceptor looks at its parent's pid (besides the death signal)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 CONFIG_ERROR_EXIT = EX_CONFIG
 
 
@@ -73,23 +85,107 @@ def wake_address(db_path: Path) -> str:
     return f"\0relay-wake-{digest}"
 
 
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False where that cannot be done.
+
+    Linux sends it when the *thread* that started this process exits: the main process starts acceptors
+    from its event loop, which runs in its main thread, so that is when the process exits. The request
+    survives exec but is made too late if the parent died first: check :func:`parent_gone` right after.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0:
+            return True
+        error = os.strerror(ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        error = str(exc)
+    log.warning("cannot ask for a signal when the main process dies (%s); checking its pid every %.0fs instead",
+                error, PARENT_CHECK_SECONDS)  # fmt: skip
+    return False
+
+
+def expected_parent() -> int | None:
+    """The main process's pid, as the supervisor passed it down; None if this is not an acceptor."""
+    text = os.environ.get(PARENT_PID_ENV, "")
+    return int(text) if text.isdigit() else None
+
+
+def process_exiting(pid: int) -> bool:
+    """True once ``pid`` has exited or is exiting: no such process, or a zombie (Linux ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return Path("/proc/self/stat").exists()  # no /proc at all (not Linux): say nothing
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+class ParentWatch:
+    """An acceptor's tie to its main process: calls ``on_gone`` once the main process has died.
+
+    That shows in two ways: this process's parent pid is no longer ``expected`` (it has been re-parented,
+    to init or a subreaper), or the main process is exiting. The second is what the first death signal
+    meets: when the main process is killed, its main thread exits first and its children are handed to a
+    thread of the same process that is still dying (same pid) before they go to init.
+    """
+
+    def __init__(
+        self,
+        expected: int,
+        on_gone: Callable[[], None],
+        interval: float = PARENT_CHECK_SECONDS,
+        getppid: Callable[[], int] = os.getppid,
+        exiting: Callable[[int], bool] = process_exiting,
+    ) -> None:
+        self.expected = expected
+        self.on_gone = on_gone
+        self.interval = interval
+        self.getppid = getppid
+        self.exiting = exiting
+
+    def gone(self) -> bool:
+        return self.getppid() != self.expected or self.exiting(self.expected)
+
+    async def run(self) -> None:
+        while not self.gone():  # noqa: ASYNC110 (nothing signals a new parent pid but the death signal)
+            await asyncio.sleep(self.interval)
+        log.warning("the main process (pid %d) has gone: this acceptor stops", self.expected)
+        self.on_gone()
+
+
+READY = b"ready "  # + the pid: an acceptor process has started and answers on the listening sockets
+
+
 class WakeListener:
-    """Calls ``on_wake`` whenever an acceptor reports new mail."""
+    """Calls ``on_wake`` whenever an acceptor reports new mail; counts the acceptors that report ready."""
 
     def __init__(self, address: str, on_wake: Callable[[], None]) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.setblocking(False)
         self.on_wake = on_wake
+        self.ready: set[bytes] = set()
+        self._ready_changed = asyncio.Event()
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         try:
-            while self.sock.recv(64):
-                pass
+            while data := self.sock.recv(64):
+                if data.startswith(READY):
+                    self.ready.add(data[len(READY) :])
+                    self._ready_changed.set()
         except BlockingIOError:
             pass
         self.on_wake()
+
+    async def wait_ready(self, count: int) -> None:
+        """Wait until ``count`` acceptor processes have reported ready."""
+        while len(self.ready) < count:
+            self._ready_changed.clear()
+            await self._ready_changed.wait()
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
@@ -103,8 +199,15 @@ class WakeSender:
         self.sock.setblocking(False)
 
     def __call__(self) -> None:
+        self._send(b"!")
+
+    def ready(self) -> None:
+        """Tell the main process this acceptor is listening (it says "relay started" once all are)."""
+        self._send(READY + str(os.getpid()).encode())
+
+    def _send(self, data: bytes) -> None:
         try:
-            self.sock.sendto(b"!", self.address)
+            self.sock.sendto(data, self.address)
         except OSError:
             pass  # the main process is busy or restarting: it polls the queue anyway
 
@@ -117,7 +220,7 @@ class Supervisor:
         for sock in listeners.all():
             sock.set_inheritable(True)
         self.fds = listeners.fds()
-        self.env = {**os.environ, LISTEN_FDS_ENV: listeners.describe()}
+        self.env = {**os.environ, LISTEN_FDS_ENV: listeners.describe(), PARENT_PID_ENV: str(os.getpid())}
         self.argv = [sys.executable, "-m", "relay", "serve"]
         if config_path is not None:
             self.argv += ["--config", str(config_path)]

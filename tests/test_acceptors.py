@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from relay import config as config_mod
+from relay import workers
+from relay.app import Relay
 from relay.config import ConfigError, auto_acceptors, available_cores
-from tests.conftest import config_dict
+from tests.conftest import config_dict, make_config, start_sink, write_toml
 from tests.test_end_to_end import smtp_submit, wait_until
 
 
@@ -62,3 +74,214 @@ async def test_a_relay_with_auto_acceptors_from_the_environment_starts_and_accep
     assert len(set(ids)) == 5 and sorted(m.rcpt_tos[0] for m in received) == [f"r{i}@example.org" for i in range(5)]
     assert await proc.terminate() == 0
     assert "restarting" not in proc.log()
+
+
+# ---------------------------------------------------------------------------
+# Acceptors die with the main process (issue 17 item 16)
+
+
+def acceptor_pids(log: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"started acceptor process \d+ \(pid (\d+)\)", log)]
+
+
+def running(pid: int) -> bool:
+    """True while the process exists and is not a zombie (an orphan's zombie waits for whoever reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def port_is_free(port: int) -> bool:
+    try:
+        socket.create_server(("127.0.0.1", port)).close()  # SO_REUSEADDR, as relay binds: fails while listened on
+    except OSError:
+        return False
+    return True
+
+
+class Submitter(threading.Thread):
+    """Submits one message after another until stopped; remembers the recipients that got a 250."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.acknowledged: list[str] = []
+        self.refused = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.done.is_set():
+            rcpt = f"during{n}@example.org"
+            n += 1
+            try:
+                smtp_submit(self.port, [rcpt])
+            except (OSError, smtplib.SMTPException, AssertionError):
+                self.refused += 1
+                time.sleep(0.02)
+            else:
+                self.acknowledged.append(rcpt)
+
+
+async def test_killing_the_main_process_takes_its_acceptors_along_and_nothing_acknowledged_is_lost(
+    relay_process, sink, tmp_path
+):
+    sink.handler.data_delay = 60  # deliveries are in progress when the main process dies
+    proc = relay_process(server={"acceptors": 1}, delivery={"smarthost": sink.address})
+    await proc.start()
+    started = proc.log()[: proc.log().index("relay started")]  # said once the acceptor listens too
+    assert len(acceptor_pids(started)) == 1 and started.count("listening for SMTP on") == 2
+    (acceptor,) = acceptor_pids(started)
+    before = [f"before{i}@example.org" for i in range(5)]
+    for rcpt in before:
+        await asyncio.to_thread(smtp_submit, proc.smtp_port, [rcpt])
+    await asyncio.wait_for(sink.handler.data_started.wait(), 10)
+
+    submitter = Submitter(proc.smtp_port)  # keeps submitting across the kill
+    submitter.start()
+    await wait_until(lambda: len(submitter.acknowledged) >= 3)
+    proc.kill()  # SIGKILL to the main process only
+    killed = time.monotonic()
+    await wait_until(lambda: not running(acceptor), timeout=10)
+    gone_after = time.monotonic() - killed
+    submitter.done.set()
+    await asyncio.to_thread(submitter.join, 15)
+    assert gone_after < 5, f"the acceptor outlived its main process by {gone_after:.1f}s"
+    assert "the main process (pid" in proc.log() and "has gone" in proc.log()
+    assert port_is_free(proc.smtp_port) and port_is_free(proc.http_port)
+
+    # A new relay on the same ports, delivering to a destination that now answers at once.
+    sink.server.close()
+    await sink.server.wait_closed()
+    destination = await start_sink()
+    ports = {"smtp": {"listen": [f"127.0.0.1:{proc.smtp_port}"]}, "http": {"listen": f"127.0.0.1:{proc.http_port}"}}
+    write_toml(
+        proc.config_path,
+        config_dict(tmp_path / "data", server={"acceptors": 1}, delivery={"smarthost": destination.address}, **ports),
+    )
+    smtp_port, http_port = proc.smtp_port, proc.http_port
+    try:
+        await proc.start()
+        assert (proc.smtp_port, proc.http_port) == (smtp_port, http_port)
+        expected = set(before) | set(submitter.acknowledged)
+        received = await destination.handler.wait_for(len(expected), timeout=30)
+        assert expected <= {r for m in received for r in m.rcpt_tos}
+        assert await proc.terminate() == 0
+    finally:
+        destination.server.close()
+
+
+async def test_an_acceptor_whose_main_process_died_before_it_started_exits_without_accepting(tmp_path):
+    """The death signal is requested in the acceptor, after the spawn: if the main process died in between,
+    the check of the parent's pid that follows catches it."""
+    gone = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(gone.stdout)
+    smtp, http = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+    path = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
+    env = {**os.environ, workers.LISTEN_FDS_ENV: f"smtp={smtp.fileno()};http={http.fileno()}",
+           workers.PARENT_PID_ENV: str(dead_pid)}  # fmt: skip
+    env.pop("RELAY_CONFIG", None)
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "relay", "serve", "--config", str(path)], env=env,
+        pass_fds=[smtp.fileno(), http.fileno()], capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    smtp.close()
+    http.close()
+    assert result.returncode == 0
+    assert f"the main process (pid {dead_pid}) has gone: this acceptor does not start" in result.stderr
+    assert "listening for" not in result.stderr
+
+
+async def test_the_parent_watch_notices_a_new_parent_pid():
+    parents = [100, 100, 1]
+    gone: list[bool] = []
+    watch = workers.ParentWatch(
+        100, lambda: gone.append(True), interval=0.01, getppid=lambda: parents[0], exiting=lambda pid: False
+    )
+    task = asyncio.create_task(watch.run())
+    await asyncio.sleep(0.05)
+    assert not gone and not watch.gone()
+    parents[0] = 1  # re-parented: the main process has died
+    await asyncio.wait_for(task, 1)
+    assert gone == [True] and watch.gone()
+
+
+def test_a_parent_that_is_exiting_counts_as_gone_before_its_children_are_re_parented():
+    watch = workers.ParentWatch(100, lambda: None, getppid=lambda: 100, exiting=lambda pid: pid == 100)
+    assert watch.gone()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while not workers.process_exiting(zombie.pid):  # exited, not yet reaped: a zombie
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not workers.process_exiting(os.getpid())
+    zombie.wait()
+    assert workers.process_exiting(zombie.pid)
+
+
+def test_the_parent_death_signal_is_set_on_linux():
+    script = "from relay.workers import set_parent_death_signal as s; print(s())"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == str(sys.platform.startswith("linux"))
+
+
+def relay_children() -> list[int]:
+    """This process's children that run ``relay serve``."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if Path(f"/proc/{pid}").exists() else []
+            if b"relay" in cmdline and b"serve" in cmdline:
+                pids.append(int(pid))
+    return pids
+
+
+async def test_a_relay_made_in_process_starts_no_acceptors_and_keeps_the_whole_rate_limit(relay_factory, sink):
+    """Only ``relay serve`` starts acceptor processes; a Relay object accepts and delivers itself, so its
+    API enforces the whole rate limit, not an acceptor's share of it."""
+    relay = await relay_factory(server={"acceptors": 3}, delivery={"smarthost": sink.address})
+    assert relay.accept and relay.deliver and relay.smtp_servers and relay_children() == []
+    _, key = await relay.store.create_api_key("limited", ("read",), rate_limit=3)
+    host, port = relay.http_address
+    async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
+        statuses = []
+        for _ in range(4):
+            async with session.get("/v1/messages", headers={"Authorization": f"Bearer {key}"}) as resp:
+                statuses.append(resp.status)
+    assert statuses == [200, 200, 200, 429]
+    await asyncio.to_thread(smtp_submit, relay.smtp_addresses[0][1], ["inproc@example.org"])
+    (m,) = await sink.handler.wait_for(1)
+    assert m.rcpt_tos == ["inproc@example.org"] and relay_children() == []
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_stopping_closes_every_listener_at_once_and_lets_a_transaction_in_progress_finish(tmp_path, sink):
+    """What an acceptor does when its main process dies (and any relay on SIGTERM): nothing new is taken,
+    neither over SMTP nor over HTTP, while the SMTP transaction in progress still gets its 250."""
+    relay = Relay(make_config(tmp_path / "data", delivery={"smarthost": sink.address}))
+    await relay.start()
+    smtp_port, http_port = relay.smtp_addresses[0][1], relay.http_address[1]
+    client = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", smtp_port, local_hostname="client.test", timeout=10)
+    await asyncio.to_thread(client.ehlo)
+    assert (await asyncio.to_thread(client.mail, "a@example.com"))[0] == 250
+    stopping = asyncio.create_task(relay.stop())
+    try:
+        await wait_until(lambda: refused(smtp_port) and refused(http_port), timeout=3)
+        assert not stopping.done()  # still waiting for the transaction
+        assert (await asyncio.to_thread(client.rcpt, "late@example.org"))[0] == 250
+        code, _ = await asyncio.to_thread(client.data, b"Subject: in progress\r\n\r\nfinished\r\n")
+        assert code == 250
+    finally:
+        await asyncio.to_thread(client.close)
+        await asyncio.wait_for(stopping, 15)

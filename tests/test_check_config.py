@@ -157,7 +157,7 @@ def test_the_example_config_round_trips(tmp_path):
     printed.write_text(result.stdout)
     again = config_mod.load(printed, environ={})
     assert without_secrets(again) == without_secrets(config_mod.load(example, environ={}))
-    assert "acceptors = 0  # resolves to 0 here" in result.stdout
+    assert f'acceptors = "auto"  # resolves to {auto_acceptors(available_cores())} here' in result.stdout
 
 
 @pytest.mark.parametrize(

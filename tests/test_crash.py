@@ -27,9 +27,12 @@ def inject(port: int, start: int, stop_at: float, acked: list[int], lock: thread
         n += SESSIONS
 
 
-@pytest.mark.parametrize("kill_after", [0.4, 1.0, 1.7])
-async def test_kill_9_under_load_loses_nothing_acknowledged(relay_process, sink, kill_after):
-    proc = relay_process(delivery={"smarthost": sink.address, "retry_schedule": ["1s"], "lease": "3s"})
+@pytest.mark.parametrize(
+    ("kill_after", "server"),
+    [(0.4, {}), (1.0, {}), (1.7, {}), (1.0, {"acceptors": 0})],  # the default ("auto"), and one process
+)
+async def test_kill_9_under_load_loses_nothing_acknowledged(relay_process, sink, kill_after, server):
+    proc = relay_process(server=server, delivery={"smarthost": sink.address, "retry_schedule": ["1s"], "lease": "3s"})
     await proc.start()
     acked: list[int] = []
     lock = threading.Lock()
