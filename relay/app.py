@@ -22,6 +22,7 @@ from aiohttp import web
 from relay import config as config_mod
 from relay import dkim, tls, workers
 from relay.api.app import ApiSettings, make_app
+from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from relay.api.credentials import CredentialsView
 from relay.api.domains import DomainsView
 from relay.api.events import EventsView
@@ -469,11 +470,14 @@ class Relay:
                   *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
                   *SandboxView(store).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
 
-        app = make_app(store, settings, routes, max_body=http.max_body_size)
-        self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        guard = ConnectionGuard(ConnectionLimits(http.header_timeout, http.body_timeout, http.keepalive_timeout,
+                                                 http.max_connections_per_ip))  # fmt: skip
+        app = make_app(store, settings, routes, max_body=http.max_body_size, outer=[guard.middleware])
+        self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                                   keepalive_timeout=http.keepalive_timeout)  # fmt: skip
         await runner.setup()
         for sock in sockets:
-            await web.SockSite(runner, sock, backlog=1024, ssl_context=self._http_tls).start()
+            await GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls).start()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; no API key, but only for [http] metrics_networks."""

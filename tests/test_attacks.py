@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 
 import aiohttp
@@ -270,3 +271,106 @@ async def test_returned_mail_parsing_cannot_starve_submission(relay_factory, sin
     assert answers.count("451 4.3.2") >= 3 and all(a[:3] in ("250", "451") for a in answers), answers
     [arrived] = await sink.handler.wait_for(1)
     assert arrived.data.startswith(b"DKIM-Signature:")
+
+
+async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: status, headers (lower-case names), body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
+    return int(status_line.split()[1]), headers, body
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\n\r\n"
+
+
+async def test_an_http_client_sending_its_headers_a_byte_at_a_time_is_closed(relay_factory):
+    relay = await relay_factory(http={"header_timeout": "1s"})
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+
+    async def trickle() -> None:  # 30 s at this pace: the headers never end in time
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\nX-Slow: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.3)
+
+    sender = asyncio.create_task(trickle())
+    started = time.monotonic()
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    finally:
+        sender.cancel()
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 2.0, elapsed
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_an_idle_keep_alive_connection_is_not_the_header_timeout(relay_factory):
+    """Idle between requests counts against keepalive_timeout; the header clock starts with a request's first byte."""
+    relay = await relay_factory(http={"header_timeout": "1s", "keepalive_timeout": "3s"})
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+    try:
+        for _ in range(3):
+            writer.write(HEALTHZ)
+            status, headers, _ = await http_response(reader)
+            assert status == 200 and headers.get("connection", "keep-alive").lower() != "close", headers
+            await asyncio.sleep(1.5)  # idle longer than header_timeout, shorter than keepalive_timeout
+        await asyncio.sleep(2.5)  # now idle beyond keepalive_timeout: closed
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+
+
+async def test_http_connections_beyond_the_per_address_cap_are_refused(relay_factory):
+    relay = await relay_factory(http={"max_connections_per_ip": 3})
+    opened = [await asyncio.open_connection(*relay.http_address) for _ in range(3)]
+    try:
+        for reader, writer in opened:  # each is in use: it has been answered and stays open
+            writer.write(HEALTHZ)
+            assert (await http_response(reader))[0] == 200
+        reader, writer = await asyncio.open_connection(*relay.http_address)
+        writer.write(HEALTHZ)
+        try:
+            status, headers, body = await http_response(reader)
+            assert status == 503 and json.loads(body)["error"]["code"] == "too_many_connections", body
+            assert headers["connection"] == "close" and headers["retry-after"] == "1"
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass  # closed before the answer could be read: refused as well
+        writer.close()
+        for reader, writer in opened:  # the first three still work
+            writer.write(HEALTHZ)
+            assert (await http_response(reader))[0] == 200
+        opened.pop()[1].close()
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection(*relay.http_address)
+        opened.append((reader, writer))
+        writer.write(HEALTHZ)
+        assert (await http_response(reader))[0] == 200  # one closed: room for one more
+    finally:
+        for _, writer in opened:
+            writer.close()
+
+
+async def test_a_request_body_trickling_in_past_body_timeout_gets_408(relay_factory):
+    relay = await relay_factory(http={"body_timeout": "1s"})
+    key = (await relay.store.create_api_key("t", ("send",)))[1]
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+    started = time.monotonic()
+    try:
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{")  # fmt: skip
+        answer = asyncio.create_task(http_response(reader))
+        while not answer.done() and time.monotonic() - started < 10:
+            writer.write(b" ")
+            await asyncio.sleep(0.3)
+        status, headers, body = await answer
+        assert time.monotonic() - started < 2.5
+        assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout", body
+        assert headers["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 _ids = random.Random()  # request ids need to be unique, not secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +240,11 @@ def with_and_without_slash(routes: Iterable[web.RouteDef]) -> list[web.RouteDef]
     return out
 
 
-def make_app(store: Store, settings: ApiSettings, routes: list[web.RouteDef], max_body: int) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=max_body)
+def make_app(
+    store: Store, settings: ApiSettings, routes: list[web.RouteDef], max_body: int, outer: Iterable[Middleware] = ()
+) -> web.Application:
+    """The application; ``outer`` middlewares run before the error handling (connection limits)."""
+    app = web.Application(middlewares=[*outer, errors_middleware], client_max_size=max_body)
     app[STORE] = store
     app[SETTINGS] = settings
     app.on_response_prepare.append(_add_headers)
