@@ -187,6 +187,9 @@ class ServerConfig:
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
     max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)
+    max_inflight_bytes: int = _field(
+        "256MB", "message bodies held in memory by submissions (452 / 503 beyond), and again by deliveries", parse_size
+    )
 
     @property
     def acceptor_processes(self) -> int:
@@ -657,6 +660,7 @@ def _validate(config: Config, where: str) -> None:
         ("http", "keepalive_timeout"): config.http.keepalive_timeout,
         ("http", "max_connections_per_ip"): config.http.max_connections_per_ip,
         ("server", "max_queue"): config.server.max_queue,
+        ("server", "max_inflight_bytes"): config.server.max_inflight_bytes,
         ("delivery", "lease"): config.delivery.lease,
         ("delivery", "poll_interval"): config.delivery.poll_interval,
         ("delivery", "max_age"): config.delivery.max_age,

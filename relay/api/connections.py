@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import StreamReader, web
 
-from relay.api.app import ApiError
+from relay.api.app import HELD, ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -98,6 +98,8 @@ class ConnectionGuard:
                 timer.cancel()
             if conn is not None:
                 conn.request_finished(request.content if request.body_exists else None)
+            if HELD in request:
+                request[HELD].release()  # the body may go: the message is on disk, or refused
         if expired:  # the rest of the body is not worth waiting for: answer, then close
             response.force_close()
             await response.prepare(request)

@@ -51,7 +51,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         422: "Idempotency-Key reused with another body, every recipient suppressed, or the From: domain is not"
         " verified",
         429: "Rate limited (see Retry-After)",
-        503: "Submission paused: queue or disk full (see Retry-After)",
+        503: "Submission paused: queue or disk full, or no room for the body under [server] max_inflight_bytes"
+        " (see Retry-After)",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in (401, 403, 429, *statuses)}
 
@@ -1130,7 +1131,8 @@ _CONNECTIONS = (
     "Connection limits ([http]): request headers must be complete header_timeout after their first byte and a"
     " body body_timeout after its headers (else 408 request_timeout, and the connection is closed); a connection"
     " idle keepalive_timeout between requests is closed; more than max_connections_per_ip connections from one"
-    " address get 503 too_many_connections (Retry-After) and are closed."
+    " address get 503 too_many_connections (Retry-After) and are closed. A request body that does not fit in"
+    " [server] max_inflight_bytes (memory for bodies in hand) within 2 s gets 503 service_unavailable (Retry-After)."
 )
 
 
