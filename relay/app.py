@@ -22,7 +22,8 @@ from aiohttp import web
 
 from relay import config as config_mod
 from relay import dkim, tls, workers
-from relay.api.app import ApiSettings, make_app
+from relay.api.app import BODY_BUDGET, ApiSettings, BodyBudget, make_app
+from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from relay.api.credentials import CredentialsView
 from relay.api.domains import DomainsView
 from relay.api.events import EventsView
@@ -51,6 +52,7 @@ from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupEr
 from relay.store import Store
 from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator
+from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
 from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
@@ -317,6 +319,7 @@ class Relay:
             acceptor = Acceptor(
                 store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity,
                 signer=signer, sending=sending, sandbox=config.delivery.mode == "sandbox",
+                budget=InflightBudget(config.server.max_inflight_bytes),
             )  # fmt: skip
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
@@ -410,6 +413,7 @@ class Relay:
             poll_interval=d.poll_interval,
             retry=RetryPolicy(tuple(d.retry_schedule), d.max_age),
             window=max(1000, d.concurrency * 10),
+            max_bytes=config.server.max_inflight_bytes,
             idle_timeout=d.idle_timeout,
             max_rcpt=d.max_rcpt_per_transaction,
             tls=d.tls,
@@ -483,11 +487,16 @@ class Relay:
                   *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
                   *SandboxView(store).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
 
-        app = make_app(store, settings, routes, max_body=http.max_body_size)
-        self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        guard = ConnectionGuard(ConnectionLimits(http.header_timeout, http.body_timeout, http.keepalive_timeout,
+                                                 http.max_connections_per_ip))  # fmt: skip
+        app = make_app(store, settings, routes, max_body=http.max_body_size, outer=[guard.middleware])
+        if acceptor.budget is not None:
+            app[BODY_BUDGET] = BodyBudget(acceptor.budget, http.max_body_size)
+        self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                                   keepalive_timeout=http.keepalive_timeout)  # fmt: skip
         await runner.setup()
         for sock in sockets:
-            await web.SockSite(runner, sock, backlog=1024, ssl_context=self._http_tls).start()
+            await GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls).start()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; no API key, but only for [http] metrics_networks."""

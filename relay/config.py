@@ -187,6 +187,9 @@ class ServerConfig:
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
     max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)
+    max_inflight_bytes: int = _field(
+        "256MB", "message bodies held in memory by submissions (452 / 503 beyond), and again by deliveries", parse_size
+    )
 
     @property
     def acceptor_processes(self) -> int:
@@ -224,6 +227,13 @@ class HttpConfig:
     max_attachments_size: int = _field("20MB", "decoded attachments per message, together", parse_size)
     rate_limit: Rate = _field("3600/h", "requests per API key (429 above); a key may override it", parse_rate)
     idempotency_ttl: float = _field("24h", "how long an Idempotency-Key is remembered", parse_duration)
+    header_timeout: float = _field(
+        "10s", "request headers must be complete this long after their first byte (408, closed)", parse_duration
+    )
+    body_timeout: float = _field("60s", "a request body must be complete this long after its headers (408)",
+                                 parse_duration)  # fmt: skip
+    keepalive_timeout: float = _field("75s", "close a connection idle between requests after this", parse_duration)
+    max_connections_per_ip: int = _field(50, "simultaneous connections from one address (503 beyond)")
     trust_proxy: bool = _field(False, "take the client address from X-Forwarded-For (behind a reverse proxy)")
     require_tls: bool = _field(False, "refuse plain HTTP from clients other than loopback (403)")
     tls_cert: str = _field("", "PEM certificate chain: serve HTTPS on [http] listen")
@@ -645,7 +655,12 @@ def _validate(config: Config, where: str) -> None:
         ("delivery", "concurrency"): config.delivery.concurrency,
         ("http", "max_recipients"): config.http.max_recipients,
         ("http", "max_body_size"): config.http.max_body_size,
+        ("http", "header_timeout"): config.http.header_timeout,
+        ("http", "body_timeout"): config.http.body_timeout,
+        ("http", "keepalive_timeout"): config.http.keepalive_timeout,
+        ("http", "max_connections_per_ip"): config.http.max_connections_per_ip,
         ("server", "max_queue"): config.server.max_queue,
+        ("server", "max_inflight_bytes"): config.server.max_inflight_bytes,
         ("delivery", "lease"): config.delivery.lease,
         ("delivery", "poll_interval"): config.delivery.poll_interval,
         ("delivery", "max_age"): config.delivery.max_age,

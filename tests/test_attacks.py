@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -640,3 +641,241 @@ async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
     )  # fmt: skip
     assert replies[5].startswith("550 5.6.0 X-Relay-Metadata"), replies[5]
     assert sum((await relay.store.summary()).by_state.values()) == 0
+
+
+async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: status, headers (lower-case names), body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
+    return int(status_line.split()[1]), headers, body
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\n\r\n"
+
+
+async def test_an_http_client_sending_its_headers_a_byte_at_a_time_is_closed(relay_factory):
+    relay = await relay_factory(http={"header_timeout": "1s"})
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+
+    async def trickle() -> None:  # 30 s at this pace: the headers never end in time
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\nX-Slow: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.3)
+
+    sender = asyncio.create_task(trickle())
+    started = time.monotonic()
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        answer = b""
+    finally:
+        sender.cancel()
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 2.0, elapsed
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_an_idle_keep_alive_connection_is_not_the_header_timeout(relay_factory):
+    """Idle between requests counts against keepalive_timeout; the header clock starts with a request's first byte."""
+    relay = await relay_factory(http={"header_timeout": "1s", "keepalive_timeout": "3s"})
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+    try:
+        for _ in range(3):
+            writer.write(HEALTHZ)
+            status, headers, _ = await http_response(reader)
+            assert status == 200 and headers.get("connection", "keep-alive").lower() != "close", headers
+            await asyncio.sleep(1.5)  # idle longer than header_timeout, shorter than keepalive_timeout
+        await asyncio.sleep(2.5)  # now idle beyond keepalive_timeout: closed
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+
+
+async def test_http_connections_beyond_the_per_address_cap_are_refused(relay_factory):
+    relay = await relay_factory(http={"max_connections_per_ip": 3})
+    opened = [await asyncio.open_connection(*relay.http_address) for _ in range(3)]
+    try:
+        for reader, writer in opened:  # each is in use: it has been answered and stays open
+            writer.write(HEALTHZ)
+            assert (await http_response(reader))[0] == 200
+        reader, writer = await asyncio.open_connection(*relay.http_address)
+        writer.write(HEALTHZ)
+        try:
+            status, headers, body = await http_response(reader)
+            assert status == 503 and json.loads(body)["error"]["code"] == "too_many_connections", body
+            assert headers["connection"] == "close" and headers["retry-after"] == "1"
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass  # closed before the answer could be read: refused as well
+        writer.close()
+        for reader, writer in opened:  # the first three still work
+            writer.write(HEALTHZ)
+            assert (await http_response(reader))[0] == 200
+        opened.pop()[1].close()
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection(*relay.http_address)
+        opened.append((reader, writer))
+        writer.write(HEALTHZ)
+        assert (await http_response(reader))[0] == 200  # one closed: room for one more
+    finally:
+        for _, writer in opened:
+            writer.close()
+
+
+async def test_a_request_body_trickling_in_past_body_timeout_gets_408(relay_factory):
+    relay = await relay_factory(http={"body_timeout": "1s"})
+    key = (await relay.store.create_api_key("t", ("send",)))[1]
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+    started = time.monotonic()
+    try:
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{")  # fmt: skip
+        answer = asyncio.create_task(http_response(reader))
+        while not answer.done() and time.monotonic() - started < 10:
+            writer.write(b" ")
+            await asyncio.sleep(0.3)
+        status, headers, body = await answer
+        assert time.monotonic() - started < 2.5
+        assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout", body
+        assert headers["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM, the process's peak resident memory so far, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+async def _smtp_send(port: int, body: bytes) -> str:
+    """One message of ``body`` (CRLF text, no dots at line starts) with SIZE declared: the final reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> str:
+        text = b""
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 60)
+            text += line
+            if line[3:4] != b"-":
+                return text.decode()
+
+    try:
+        await reply()
+        for command in (b"EHLO c.test", b"MAIL FROM:<a@example.com> SIZE=%d" % len(body), b"RCPT TO:<b@example.org>"):
+            writer.write(command + b"\r\n")
+            await reply()
+        writer.write(b"DATA\r\n")
+        answer = await reply()
+        if not answer.startswith("354"):
+            return answer
+        writer.write(body + b".\r\n")
+        return await reply()
+    finally:
+        writer.close()
+
+
+MB = 1024 * 1024
+
+
+async def test_memory_stays_bounded_under_concurrent_maximum_size_messages(relay_process, tmp_path):
+    """12 SMTP and 12 HTTP submissions of about 5 MB at once, in a relay that captures (sandbox) what it
+    accepts: the process's peak memory stays within the README's ceiling for max_inflight_bytes = 16MB."""
+    from tests.conftest import run_cli
+
+    proc = relay_process(
+        server={"max_inflight_bytes": "16MB"},
+        smtp={"max_message_size": "5MB"},
+        http={"max_body_size": "8MB", "max_attachments_size": "5MB"},
+        delivery={"mode": "sandbox"},
+    )
+    await proc.start()
+    created = run_cli("keys", "create", "--name", "t", "--scope", "send", "--json", config=proc.config_path)
+    key = json.loads(created.stdout)["key"]
+    assert proc.proc is not None
+    before = _peak_rss(proc.proc.pid)
+    line = b"x" * 998 + b"\r\n"
+    smtp_body = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: big\r\n\r\n" + line * (5 * MB // 1000 - 10)
+    attachment = base64.b64encode(bytes(range(256)) * (3_400_000 // 256)).decode()
+    message = {"from": "a@example.com", "to": ["b@example.org"], "subject": "big", "text": "see attached",
+               "attachments": [{"filename": "a.bin", "content": attachment}]}  # fmt: skip
+    body = json.dumps(message).encode()
+
+    async def post(session: aiohttp.ClientSession) -> tuple[int, str | None]:
+        async with session.post(f"http://127.0.0.1:{proc.http_port}/v1/messages", data=io.BytesIO(body),
+                                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                                ) as resp:  # fmt: skip
+            await resp.read()
+            return resp.status, resp.headers.get("Retry-After")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        results = await asyncio.gather(*(_smtp_send(proc.smtp_port, smtp_body) for _ in range(12)),
+                                       *(post(session) for _ in range(12)))  # fmt: skip
+    smtp, http = results[:12], results[12:]
+    peak = _peak_rss(proc.proc.pid)
+    print(f"peak RSS {before / MB:.0f} MB at start, {peak / MB:.0f} MB after; smtp {smtp}, http {http}")
+    assert all(r.startswith(("250 2.0.0", "452 4.3.1")) for r in smtp), smtp
+    assert all(status == 202 or (status == 503 and retry) for status, retry in http), http
+    assert sum(r.startswith("250") for r in smtp) >= 1 and sum(s == 202 for s, _ in http) >= 1
+    # Measured: 66 MB at start, 186 MB at the peak (351 MB without the budget, all 24 taken at once).
+    assert peak - before < 160 * MB, (before / MB, peak / MB)
+
+
+async def test_a_body_that_does_not_fit_the_inflight_budget_is_told_to_come_back(relay_factory, monkeypatch):
+    """While one large SMTP body is being received, another SIZE-declared one gets 452 4.3.1 at DATA (before
+    it is sent) and a large HTTP body 503 with Retry-After; once the first is on disk there is room again."""
+    from relay.submission import budget
+
+    monkeypatch.setattr(budget, "WAIT_SECONDS", 0.3)
+    relay = await relay_factory(server={"max_inflight_bytes": "1MB"}, delivery={"mode": "sandbox"})
+    key = (await relay.store.create_api_key("t", ("send",)))[1]
+    port = relay.smtp_addresses[0][1]
+    body = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 300
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await reader.readline()
+        for command in (b"EHLO c.test", b"MAIL FROM:<a@example.com> SIZE=%d" % len(body), b"RCPT TO:<b@example.org>"):
+            writer.write(command + b"\r\n")
+            while (await reader.readline())[3:4] == b"-":
+                pass
+        writer.write(b"DATA\r\n")
+        assert (await reader.readline()).startswith(b"354")
+        writer.write(body[:1000])  # holds its share of the budget while it sends
+        assert (await _smtp_send(port, body)).startswith("452 4.3.1")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://{relay.http_address[0]}:{relay.http_address[1]}/v1/messages",
+                                    json={"from": "a@example.com", "to": ["b@example.org"], "subject": "s",
+                                          "text": "z" * 100_000},
+                                    headers={"Authorization": f"Bearer {key}"}) as resp:  # fmt: skip
+                error = await resp.json()
+        assert resp.status == 503 and resp.headers["Retry-After"] and error["error"]["code"] == "service_unavailable"
+        writer.write(body[1000:] + b".\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"250 2.0.0")
+    finally:
+        writer.close()
+    assert (await _smtp_send(port, body)).startswith("250 2.0.0")  # room again
+
+
+async def test_the_delivery_engine_holds_at_most_max_inflight_bytes_of_bodies(relay_factory, sink):
+    """Messages of 8 KB with a 10 KB ceiling: one is out at a time (without it, all four go at once)."""
+    sink.handler.data_delay = 0.3
+    relay = await relay_factory(server={"max_inflight_bytes": "10KB"}, delivery={"smarthost": sink.address})
+    body = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: s\r\n\r\n" + (b"z" * 78 + b"\r\n") * 100
+    lines = [b"EHLO c.test\r\n", b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n"]
+    sent = [await smtp_session(relay.smtp_addresses[0][1], [*lines, body + b".\r\n"]) for _ in range(4)]
+    assert all(replies[-1].startswith("250 2.0.0") for replies in sent), sent
+    most = 0
+    deadline = time.monotonic() + 15
+    while len(sink.handler.received) < 4 and time.monotonic() < deadline:
+        most = max(most, relay.engine.held_bytes)
+        assert relay.engine.held_bytes <= 10 * 1024
+        await asyncio.sleep(0.02)
+    times = sink.handler.arrival_times
+    assert len(times) == 4 and times[-1] - times[0] > 0.8, times  # one after another, 0.3 s each
+    assert most > 8000

@@ -61,6 +61,23 @@ async def test_claim_leases_due_recipients_once(store):
     assert all(m.raw == b"Subject: t\r\n\r\nbody\r\n" for m in first)
 
 
+async def test_claims_stop_at_a_byte_budget_of_message_bodies(store):
+    """The engine holds the bodies of what it claims: a claim takes messages in due order while their sizes
+    add up to at most max_bytes (a message's recipients count it once), and always at least one message."""
+    for i in range(4):
+        m = NewMessage("a@example.com", (f"a{i}@example.org", f"b{i}@example.org"), b"x" * 1000, "smtp")
+        await store.enqueue(m)
+        store.clock.advance(1)
+    first = await store.claim_due(100, "n", lease=60, max_bytes=2500)
+    assert [len(m.recipients) for m in first] == [2, 2] and sum(len(m.raw) for m in first) <= 2500
+    assert await store.claim_due(100, "n", lease=60, max_bytes=10, first_fits=False) == []
+    (alone,) = await store.claim_due(100, "n", lease=60, max_bytes=10)  # larger than the budget: taken alone
+    assert len(alone.recipients) == 2
+    rest = await store.claim_due(100, "n", lease=60)
+    assert [len(m.recipients) for m in rest] == [2]
+    assert_due_invariant(store)
+
+
 async def test_deferred_recipients_are_not_due_before_their_time(store):
     await store.enqueue(message("r@example.org"))
     (m,) = await store.claim_due(10, "n", lease=60)

@@ -24,12 +24,14 @@ from relay.config import Rate
 from relay.keys import SCOPES, ApiKey, looks_like_key
 from relay.ratelimit import Decision, RateLimiter
 from relay.store import Store
+from relay.submission.budget import HTTP_WEIGHT, Held, InflightBudget
 
 log = logging.getLogger(__name__)
 
 _ids = random.Random()  # request ids need to be unique, not secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,11 +228,36 @@ def page_limit(query: Any, default: int, maximum: int) -> int:
     return limit
 
 
+@dataclasses.dataclass(frozen=True)
+class BodyBudget:
+    budget: InflightBudget  # shared with SMTP ([server] max_inflight_bytes)
+    max_body: int  # what a body without Content-Length may grow to ([http] max_body_size)
+
+
+BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("body_budget", BodyBudget)
+HELD: web.RequestKey[Held] = web.RequestKey("held", Held)  # released when the request ends (ConnectionGuard)
+BUSY_RETRY_AFTER = 5
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, its size taken from the bodies-in-memory budget first (held until the response is
+    made): ``503 service_unavailable`` with Retry-After when there is no room within a moment."""
+    limits = request.app.get(BODY_BUDGET)
+    if limits is not None and HELD not in request and request.body_exists:
+        size = min(limits.max_body, request.content_length or limits.max_body)  # more gets 413 on the way
+        request[HELD] = held = Held(limits.budget, HTTP_WEIGHT)
+        if not await held.take(size):
+            log.warning("refused a request body of %d bytes: bodies in memory at [server] max_inflight_bytes", size)
+            raise ApiError(503, "service_unavailable", "too many message bodies in memory right now; retry shortly",
+                           headers={"Retry-After": str(BUSY_RETRY_AFTER)})  # fmt: skip
+    return await request.read()
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as 'Content-Type: application/json'")
     try:
-        body = await request.read()
+        body = await read_body(request)
         data = strictjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
@@ -270,8 +297,11 @@ def with_and_without_slash(routes: Iterable[web.RouteDef]) -> list[web.RouteDef]
     return out
 
 
-def make_app(store: Store, settings: ApiSettings, routes: list[web.RouteDef], max_body: int) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=max_body)
+def make_app(
+    store: Store, settings: ApiSettings, routes: list[web.RouteDef], max_body: int, outer: Iterable[Middleware] = ()
+) -> web.Application:
+    """The application; ``outer`` middlewares run before the error handling (connection limits)."""
+    app = web.Application(middlewares=[*outer, errors_middleware], client_max_size=max_body)
     app[STORE] = store
     app[SETTINGS] = settings
     app.on_response_prepare.append(_add_headers)

@@ -52,7 +52,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         422: "Idempotency-Key reused with another body, every recipient suppressed, or the From: domain is not"
         " verified",
         429: "Rate limited (see Retry-After)",
-        503: "Submission paused: queue or disk full, or every template render process busy (see Retry-After)",
+        503: "Submission paused: queue or disk full, no room for the body under [server] max_inflight_bytes, or"
+        " every template render process busy (see Retry-After)",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in (401, 403, 429, *statuses)}
 
@@ -1150,6 +1151,16 @@ def _tag(path: str) -> str:
     return next(tag for prefix, tag, _ in TAGS if path.startswith(prefix))
 
 
+_BODY_TIMEOUT = "request_timeout: the body did not arrive within [http] body_timeout (the connection is closed)"
+_CONNECTIONS = (
+    "Connection limits ([http]): request headers must be complete header_timeout after their first byte and a"
+    " body body_timeout after its headers (else 408 request_timeout, and the connection is closed); a connection"
+    " idle keepalive_timeout between requests is closed; more than max_connections_per_ip connections from one"
+    " address get 503 too_many_connections (Retry-After) and are closed. A request body that does not fit in"
+    " [server] max_inflight_bytes (memory for bodies in hand) within 2 s gets 503 service_unavailable (Retry-After)."
+)
+
+
 def document() -> dict[str, Any]:
 
     for path, item in PATHS.items():
@@ -1159,10 +1170,12 @@ def document() -> dict[str, Any]:
             op["tags"] = [_tag(path)]
             if path.startswith("/v1/") and op.get("security") != []:
                 op.setdefault("responses", {}).update({k: v for k, v in _errors().items() if k not in op["responses"]})
+            if "requestBody" in op:
+                op["responses"].setdefault("408", _json(_ref("Error"), _BODY_TIMEOUT))
             op["responses"].setdefault("500", _json(_ref("Error"), "Internal error"))
     return {
         "openapi": "3.1.0",
-        "info": {"title": "relay HTTP API", "version": __version__},
+        "info": {"title": "relay HTTP API", "version": __version__, "description": _CONNECTIONS},
         "servers": [{"url": "/"}],
         "tags": [{"name": tag, "description": text} for _, tag, text in TAGS if text],
         "security": [{"bearer": []}],

@@ -53,6 +53,7 @@ class EngineSettings:
     poll_interval: float  # seconds between looks at the queue when idle
     retry: RetryPolicy
     window: int = 1000  # recipients claimed and not yet recorded, at most
+    max_bytes: int | None = None  # bodies of the messages claimed and not yet recorded, at most (one always fits)
     idle_timeout: float = 5.0  # close a connection with no work after this long
     max_rcpt: int = 100  # recipients per SMTP transaction
     tls: str = "opportunistic"
@@ -205,6 +206,8 @@ class Engine:
         self.destinations: dict[str, Destination] = {}
         self.connections = 0  # open or opening, all destinations
         self.held = 0  # recipients claimed and not yet recorded
+        self.held_bytes = 0  # the bodies of their messages
+        self._held_messages: dict[int, list[int]] = {}  # id(leased message) → [recipients held, body bytes]
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -264,18 +267,22 @@ class Engine:
 
     async def _claim_and_dispatch(self) -> int:
         free = self.settings.window - self.held
-        if free <= 0 or self._stopping:
+        max_bytes = self.settings.max_bytes
+        room = None if max_bytes is None else max_bytes - self.held_bytes
+        if free <= 0 or self._stopping or (room is not None and room <= 0):
             return 0
-        messages = await self.store.claim_due(free, self.settings.owner, self.settings.lease)
+        # Bodies in hand stay within max_bytes; when none is, the next message is taken however large.
+        messages = await self.store.claim_due(free, self.settings.owner, self.settings.lease, room,
+                                              first_fits=self.held_bytes == 0)  # fmt: skip
         count = 0
         for message in messages:
             if message.sandbox:
-                self._hold(len(message.recipients))
+                self._hold(message, len(message.recipients))
                 self._spawn(self._capture(message))
                 count += len(message.recipients)
                 continue
             for group in group_by_domain(message, one_each=self._uses_verp(message)):
-                self._hold(len(group))
+                self._hold(message, len(group))
                 self._spawn(self._dispatch(message, group))
                 count += len(group)
         return count
@@ -305,12 +312,22 @@ class Engine:
             log.error("delivery step failed: %r (its recipients are retried when their lease expires)",
                       task.exception())  # fmt: skip
 
-    def _hold(self, n: int) -> None:
+    def _hold(self, message: LeasedMessage, n: int) -> None:
         self.held += n
+        entry = self._held_messages.setdefault(id(message), [0, len(message.raw)])
+        if entry[0] == 0:
+            self.held_bytes += entry[1]
+        entry[0] += n
         self._drained.clear()
 
-    def _release(self, n: int) -> None:
+    def _release(self, message: LeasedMessage, n: int) -> None:
         self.held -= n
+        entry = self._held_messages.get(id(message))
+        if entry is not None:
+            entry[0] -= n
+            if entry[0] <= 0:
+                del self._held_messages[id(message)]
+                self.held_bytes -= entry[1]
         if self.held <= 0:
             self.held = 0
             self._drained.set()
@@ -334,7 +351,7 @@ class Engine:
         if dest.suspended_until > now or len(dest.jobs) >= dest.capacity:
             until = max(dest.suspended_until, now + THROTTLE_DELAY)
             await self.store.postpone([r.id for r in recipients], until)
-            self._release(len(recipients))
+            self._release(message, len(recipients))
             return
         dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
         dest.arrived.set()
@@ -369,7 +386,7 @@ class Engine:
         try:
             await self.store.record_attempts(results)
         finally:
-            self._release(len(results))
+            self._release(message, len(results))
         self.attempts += len(results)
         self.captured += len(results)
         for r in results:
@@ -505,7 +522,8 @@ class Engine:
         ids = [r.id for j in waiting for r in j.recipients]
         if ids:
             await self.store.postpone(ids, dest.suspended_until)
-            self._release(len(ids))
+            for j in waiting:
+                self._release(j.message, len(j.recipients))
 
     async def _record(
         self,
@@ -525,7 +543,7 @@ class Engine:
         try:
             await self.store.record_attempts(results)
         finally:
-            self._release(len(recipients))
+            self._release(message, len(recipients))
         self.attempts += len(results)
         for result, r in zip(results, recipients, strict=True):
             if result.state is State.DELIVERED:

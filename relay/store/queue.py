@@ -162,19 +162,35 @@ def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> 
         )
 
 
-def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, lease_until: float) -> list[LeasedMessage]:
+def claim_due(
+    conn: sqlite3.Connection,
+    now: float,
+    limit: int,
+    owner: str,
+    lease_until: float,
+    max_bytes: int | None = None,
+    first_fits: bool = True,
+) -> list[LeasedMessage]:
     """Lease up to ``limit`` due recipients to ``owner`` and return them grouped by message.
 
-    Walks the partial index ``recipients_due`` in due order; never scans the queue.
+    With ``max_bytes``, the messages whose recipients are leased add up to at most that many bytes of
+    body (with ``first_fits``, at least one message is taken, however large). Walks the partial index
+    ``recipients_due`` in due order; never scans the queue.
     """
+    due = conn.execute(
+        "SELECT r.id, r.message_id, m.size FROM recipients r JOIN messages m ON m.id = r.message_id"
+        " WHERE r.next_attempt_at <= ? AND r.domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
+        " ORDER BY r.next_attempt_at LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    ids = within_bytes(due, max_bytes, first_fits)
+    if not ids:
+        return []
     rows = conn.execute(
         "UPDATE recipients SET state = 'sending', next_attempt_at = NULL,"
-        " lease_owner = ?, lease_until = ?, updated_at = ?"
-        " WHERE id IN (SELECT id FROM recipients WHERE next_attempt_at <= ?"
-        "  AND domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
-        "  ORDER BY next_attempt_at LIMIT ?)"
+        " lease_owner = ?, lease_until = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))"
         " RETURNING id, message_id, address, domain, attempts",
-        (owner, lease_until, now, now, now, limit),
+        (owner, lease_until, now, json.dumps(ids)),
     ).fetchall()
     if not rows:
         return []
@@ -194,6 +210,25 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, owner: str, leas
         LeasedMessage(mid, sender, created_at, raw, tuple(sorted(by_message[mid], key=lambda r: r.id)), bool(sandbox))
         for mid, sender, created_at, raw, sandbox in messages
     ]
+
+
+def within_bytes(due: list[tuple[int, str, int]], max_bytes: int | None, first_fits: bool = True) -> list[int]:
+    """The ids of due (recipient id, message id, message size) rows, in order, up to the first recipient whose
+    message would take the bodies past ``max_bytes`` (a message counts once; with ``first_fits`` the first
+    message is taken whatever its size)."""
+    if max_bytes is None:
+        return [rid for rid, _, _ in due]
+    taken: list[int] = []
+    messages: set[str] = set()
+    total = 0
+    for rid, message_id, size in due:
+        if message_id not in messages:
+            if (messages or not first_fits) and total + size > max_bytes:
+                break
+            messages.add(message_id)
+            total += size
+        taken.append(rid)
+    return taken
 
 
 def _drop_suppressed(conn: sqlite3.Connection, rows: list[Any], now: float) -> list[Any]:

@@ -90,9 +90,11 @@ class Store:
 
         await self.db.write(op)
 
-    async def claim_due(self, limit: int, owner: str, lease: float) -> list[q.LeasedMessage]:
+    async def claim_due(
+        self, limit: int, owner: str, lease: float, max_bytes: int | None = None, first_fits: bool = True
+    ) -> list[q.LeasedMessage]:
         now = self.clock.now()
-        return await self.db.write(lambda c: q.claim_due(c, now, limit, owner, now + lease))
+        return await self.db.write(lambda c: q.claim_due(c, now, limit, owner, now + lease, max_bytes, first_fits))
 
     async def record_attempts(self, results: list[q.AttemptResult]) -> None:
         now = self.clock.now()

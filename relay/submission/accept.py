@@ -18,6 +18,7 @@ from relay.message import NewMessage
 from relay.store import Store
 from relay.store.idempotency import Completion
 from relay.store.queue import Quota
+from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity, Overloaded
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class Acceptor:
         signer: Signer | None = None,
         sending: SendingDomains | None = None,
         sandbox: bool = False,
+        budget: InflightBudget | None = None,
     ) -> None:
+        self.budget = budget  # bodies in memory, SMTP and HTTP together ([server] max_inflight_bytes)
         self.sandbox = sandbox  # [delivery] mode = "sandbox": every message is captured, none delivered
         self.signer = signer
         self.sending = sending

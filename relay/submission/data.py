@@ -25,6 +25,7 @@ import logging
 from aiosmtpd.smtp import MISSING, SMTP
 
 from relay.message import crlf_line_ends, dot_unstuff
+from relay.submission.budget import SMTP_WEIGHT, Held, InflightBudget
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,30 @@ class LineTooLong(Exception):
     pass
 
 
+class OverBudget(Exception):
+    """The body did not fit in the bodies-in-memory budget ([server] max_inflight_bytes)."""
+
+
+TRY_LATER = "452 4.3.1 Insufficient system storage, try again later"
+
+
+def declared_size(mail_options: list[str]) -> int | None:
+    """The SIZE= the client declared at MAIL FROM, if any (aiosmtpd has checked it is digits)."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
 class DataCollector:
     """Pure logic of the DATA phase: takes the stream in pieces (each ending where the reader
     stopped), tells when the end-of-data line has arrived, and gives the body."""
 
-    def __init__(self, max_size: int | None, max_line: int) -> None:
+    def __init__(self, max_size: int | None, max_line: int, held: Held | None = None) -> None:
         self.max_size = max_size
+        self.held = held  # the budget share this body holds, grown as it arrives
+        self.over_budget = False
         self.max_line = max_line  # including the CRLF, like aiosmtpd's line_length_limit
         self.size = 0  # bytes of the stream so far, the end-of-data line included
         self._pieces: list[bytes] = []
@@ -58,7 +77,9 @@ class DataCollector:
         """Take the next piece of the stream; True when it ends with the end-of-data line."""
         self._tail = (self._tail + piece[-5:])[-5:]
         self.size += len(piece)
-        if self.too_large:
+        if not self.too_large and not self.over_budget and self.held is not None:
+            self.over_budget = not self.held.grow_to(self.size)
+        if self.too_large or self.over_budget:
             self._pieces.clear()  # read on to the end of the data, holding nothing
         else:
             self._pieces.append(piece)
@@ -69,7 +90,11 @@ class DataCollector:
         (RFC 5321 §4.5.2). Raises BodyTooLarge or LineTooLong."""
         if self.too_large:
             raise BodyTooLarge
-        data = b"".join(self._pieces)[:-3]
+        if self.over_budget:
+            raise OverBudget
+        self._pieces[-1] = self._pieces[-1][:-3]  # the end-of-data line ends the last piece: no copy of the whole
+        data = b"".join(self._pieces)
+        self._pieces.clear()
         # Lines split at LF (a bare LF ends a line for every reader of the message): the CR is
         # counted, the LF not, so "longer than max_line with its CRLF" is "longer than max_line - 1".
         if len(data) > self.max_line - 1 and max(map(len, data.split(b"\n"))) > self.max_line - 1:
@@ -98,6 +123,7 @@ class ChunkedData(SMTP):
     Requires ``decode_data=False`` (the handler gets bytes in ``envelope.content``)."""
 
     _receiving_data = False
+    budget: InflightBudget | None = None  # shared with the other submissions of this process; None: no ceiling
 
     def data_received(self, data: bytes) -> None:
         if self._receiving_data:  # the idle timeout counts from the last bytes, not from the DATA command
@@ -114,8 +140,21 @@ class ChunkedData(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        held = Held(self.budget, SMTP_WEIGHT)
+        try:
+            await self._receive(held)
+        finally:
+            held.release()  # the message is on disk or refused: its body may go
+
+    async def _receive(self, held: Held) -> None:
+        assert self.envelope is not None
+        declared = declared_size(self.envelope.mail_options)
+        if declared and not await held.take(declared):  # room for what the client announced, before it sends it
+            log.warning("refused DATA of %d bytes: bodies in memory at [server] max_inflight_bytes", declared)
+            await self.push(TRY_LATER)
+            return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        collector = DataCollector(self.data_size_limit, self.line_length_limit)
+        collector = DataCollector(self.data_size_limit, self.line_length_limit, held)
         try:
             self._receiving_data = True
             await read_data(self._reader, collector)
@@ -137,6 +176,12 @@ class ChunkedData(SMTP):
             return
         except BodyTooLarge:
             await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        except OverBudget:
+            log.warning("refused a message of %d bytes: bodies in memory at [server] max_inflight_bytes",
+                        collector.size - 3)  # fmt: skip
+            await self.push(TRY_LATER)
             self._set_post_data_state()
             return
         self.envelope.content = content

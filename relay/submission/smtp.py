@@ -545,6 +545,7 @@ def make_smtp_factory(
             timeout=config.smtp.idle_timeout,
         )
         smtp.handler = handler
+        smtp.budget = handler.acceptor.budget
         smtp.sessions = sessions
         smtp.implicit_tls = implicit_tls
         return smtp
