@@ -81,7 +81,12 @@ def valid_helo_name(name: str) -> bool:
     """Whether an EHLO/HELO argument may stand in relay's Received: header: one word of printable
     characters (RFC 5321 §4.1.1.1 asks for a domain or address literal; clients' names vary, so only
     what could break or forge a header is refused: CR, LF, NUL, other controls and spaces)."""
+    if _PLAIN_HELO.fullmatch(name):  # printable ASCII: what nearly every client sends
+        return True
     return len(name) <= 255 and all(c.isprintable() and not c.isspace() for c in name)
+
+
+_PLAIN_HELO = re.compile(r"[!-~]{1,255}")
 
 
 def is_trusted(peer_ip: str, networks: Sequence[Network]) -> bool:
