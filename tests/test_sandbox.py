@@ -92,7 +92,7 @@ async def test_a_test_key_on_a_live_instance_is_captured_and_never_connects(clie
     assert {k["name"]: k["test"] for k in listing["data"]} == {"admin": False, "ci": True, "prod": False}
 
     status, body = await c.call("POST", "/v1/messages", key=created["key"], json=MESSAGE)
-    assert status == 202
+    assert status == 202 and body["sandbox"] is True  # the 202 says so, as GET does
     await wait_for_states(c.relay.store, body["id"], ["delivered"])
     _, message = await c.call("GET", f"/v1/messages/{body['id']}")
     assert message["sandbox"] is True and "captured in the sandbox" in message["recipients"][0]["last_response"]
@@ -102,6 +102,7 @@ async def test_a_test_key_on_a_live_instance_is_captured_and_never_connects(clie
     assert sink.handler.connections == 0 and sink.handler.received == []
 
     status, live_sent = await c.call("POST", "/v1/messages", key=live["key"], json=MESSAGE)  # the live key delivers
+    assert live_sent["sandbox"] is False
     await sink.handler.wait_for(1)
     await wait_for_states(c.relay.store, live_sent["id"], ["delivered"])
     _, message = await c.call("GET", f"/v1/messages/{live_sent['id']}")

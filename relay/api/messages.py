@@ -292,15 +292,16 @@ class MessagesView:
             raise ApiError(413, "message_too_large", str(exc), where or None) from None
         except DomainNotVerified as exc:
             raise ApiError(422, "domain_not_verified", str(exc), where + "from") from None
-        return message, self._accepted(message, recipients, suppressed, send_at)
+        return message, self._accepted(message, recipients, suppressed, send_at, self.acceptor.sandboxed(message))
 
     @staticmethod
     def _accepted(message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str],
-                  send_at: float | None) -> dict[str, Any]:  # fmt: skip
+                  send_at: float | None, sandbox: bool) -> dict[str, Any]:  # fmt: skip
         waiting = "scheduled" if send_at is not None else "queued"  # the state GET /v1/messages/{id} shows
         return {
             "id": message.id,
             "status": waiting,
+            "sandbox": sandbox,
             **({"send_at": iso(send_at)} if send_at is not None else {}),
             "recipients": [
                 {"email": r, "status": "suppressed", "reason": suppressed[r]} if r in suppressed

@@ -139,6 +139,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _STR,
             "status": {"enum": ["queued", "scheduled"]},
+            "sandbox": {"type": "boolean", "description": "captured in the sandbox instead of delivered"},
             "send_at": _TIME,
             "recipients": {
                 "type": "array",
