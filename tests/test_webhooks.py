@@ -222,7 +222,7 @@ async def test_events_reach_the_webhook_signed_and_in_order(relay_and_key, recei
     status, sent = await api(relay, "POST", "/v1/messages", key, json=body)
     assert status == 202, sent
     # queued x3 + suppressed, delivered, deferred, bounced; the tempfail one is retried (1s) and deferred again.
-    await receiver.wait_for(8)
+    await receiver.wait_for(8, timeout=30)  # generous: a loaded machine delays the 1 s retry and its webhook
     events = [verify(hook["secret"], h, b) for h, b in receiver.requests]
     mine = [e["data"] for e in events if e["data"]["message_id"] == sent["id"]]
     by_recipient: dict[str, list[str]] = {}
