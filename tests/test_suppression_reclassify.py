@@ -8,12 +8,13 @@ import pytest
 
 from relay.bounces.classify import Classification, Kind
 from relay.clock import FakeClock
+from relay.message import NewMessage
 from relay.store import Store
 from relay.store.events import EventFilter
 from relay.store.suppressions import BounceFilter, NewBounce
 from relay.suppression import SuppressionPolicy
 from tests.bounce_samples import SAMPLES
-from tests.conftest import config_dict, run_cli, write_toml
+from tests.conftest import config_dict, run_cli, wait_for_states, write_toml
 
 
 def _raw(name: str) -> str:
@@ -111,3 +112,32 @@ def test_the_command_dry_run_then_apply(tmp_path):
     assert "<late@example.org> hard/user_unknown -> soft/user_unknown" in applied.stdout
     assert run_cli("suppressions", "show", "late@example.org", config=config_path).returncode == 1
     assert run_cli("suppressions", "show", "dead@example.org", config=config_path).returncode == 0
+
+
+async def test_the_stored_phase_of_a_delivery_refusal_is_read_again(tmp_path):
+    """A 5xx "user unknown" answered to the end of the data says the mailbox exists (content filtering);
+    since migration 11 the phase is stored with the bounce, so reclassify can tell it from one at RCPT."""
+    s = Store(tmp_path / "q.sqlite3", FakeClock(), SuppressionPolicy())
+    try:
+        hard = Classification(Kind.HARD, "user_unknown")
+        text = "5.1.1 <x@example.org>: Recipient address rejected: User unknown"
+        for address, phase in (("after@example.org", "after-data"), ("rcpt@example.org", "rcpt"),
+                               ("old@example.org", None)):  # fmt: skip
+            await s.record_bounce(NewBounce(address, hard, "smtp", 550, text, None, "m", None, phase=phase))
+        result = await s.reclassify_suppressions(apply=True)
+        assert [(x.address, x.kind) for x in result.lifts] == [("after@example.org", "soft")]
+        assert set(await s.suppressed(["rcpt@example.org", "old@example.org"])) == {"rcpt@example.org",
+                                                                                  "old@example.org"}  # fmt: skip
+    finally:
+        await s.close()
+
+
+async def test_a_delivery_refusal_records_its_phase(relay_factory, sink):
+    sink.handler.data_reply = "550 5.7.1 Message content rejected"
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    message = NewMessage("a@example.com", ("x@example.org",), b"From: a@example.com\r\n\r\nhi\r\n", "smtp")
+    await relay.store.enqueue(message)
+    relay.engine.wake()
+    await wait_for_states(relay.store, message.id, ["bounced"])
+    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    assert bounce.phase == "after-data" and bounce.code == 550

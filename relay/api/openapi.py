@@ -583,6 +583,10 @@ SCHEMAS["Bounce"] = {
         "diagnostic": _STR,
         "remote_mta": _NULLABLE_STR,
         "source": {"enum": ["smtp", "dsn", "arf"]},
+        "phase": {
+            "enum": ["connect", "helo", "mail", "rcpt", "data", "after-data", "unknown", None],
+            "description": "the SMTP command a refusal during delivery answered (null: a returned report or unknown)",
+        },
         "message_id": _NULLABLE_STR,
         "report": {**_NULLABLE_STR, "description": "the returned report as received (GET /v1/bounces/{id} only)"},
     },

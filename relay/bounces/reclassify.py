@@ -4,15 +4,15 @@ Suppressions made before the hard/not-hard rule was narrowed (issue 18) may
 hold live addresses: a disabled account, a refusal after the data, a 4xx
 that said "user unknown". ``reread`` gives the classification a stored
 bounce would get today: a returned report is parsed again (its recipient's
-entry), a reply during delivery is classified again from its code, status
-and text (the SMTP phase of those was not stored: it counts as unknown).
+entry), a reply during delivery is classified again from its code, status,
+text and SMTP phase (stored since migration 11; older rows count as unknown).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from relay.bounces.classify import Classification, Kind, classify
+from relay.bounces.classify import Classification, Kind, Phase, classify
 from relay.bounces.parse import parse
 from relay.suppression import normalize_address
 
@@ -30,6 +30,7 @@ class StoredBounce:
     remote_mta: str | None
     source: str  # smtp, dsn or arf
     report: str | None
+    phase: str | None = None  # stored for delivery-time refusals since migration 11; None: unknown
 
 
 def reread(bounce: StoredBounce) -> Classification:
@@ -43,7 +44,8 @@ def reread(bounce: StoredBounce) -> Classification:
             return Classification(mine[0].classification, mine[0].reason, mine[0].status)
     if bounce.kind == Kind.COMPLAINT.value:
         return Classification(Kind.COMPLAINT, bounce.reason, bounce.status)
-    return classify(bounce.code, bounce.status, bounce.diagnostic, bounce.remote_mta)
+    phase = Phase(bounce.phase) if bounce.phase in Phase._value2member_map_ else Phase.UNKNOWN
+    return classify(bounce.code, bounce.status, bounce.diagnostic, bounce.remote_mta, phase)
 
 
 def wrongly_hard(bounce: StoredBounce) -> Classification | None:

@@ -109,7 +109,8 @@ def _bounce(reply: Reply, state: State, classification: Classification | None, r
         return None
     if state is State.DEFERRED and classification.kind is not Kind.HARD:
         return None
-    return NewBounce(recipient.address, classification, "smtp", reply.code, text, mx_host, message.id)
+    return NewBounce(recipient.address, classification, "smtp", reply.code, text, mx_host, message.id,
+                     phase=reply.phase.value)  # fmt: skip
 
 
 @dataclasses.dataclass

@@ -45,7 +45,7 @@ def reclassify(conn: sqlite3.Connection, now: float, apply: bool) -> Reclassifie
     lifts = []
     for address, bounce_id, message_id in candidates:
         row = conn.execute(
-            "SELECT recipient, kind, reason, code, status, diagnostic, remote_mta, source, report FROM bounces"
+            "SELECT recipient, kind, reason, code, status, diagnostic, remote_mta, source, report, phase FROM bounces"
             " WHERE id = ?",
             (bounce_id,),
         ).fetchone()

@@ -310,6 +310,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE api_keys ADD COLUMN own_messages INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX messages_by_key ON messages(api_key_id, id) WHERE api_key_id IS NOT NULL;
     """,
+    # 11: the SMTP phase a delivery-time refusal answered (rcpt, after-data...), so that reading a bounce
+    # again (relay suppressions reclassify) knows it; NULL for returned reports and older rows (unknown).
+    """
+    ALTER TABLE bounces ADD COLUMN phase TEXT;
+    """,
 ]
 
 

@@ -26,6 +26,7 @@ class NewBounce:
     remote_mta: str | None = None
     message_id: str | None = None
     report: str | None = None
+    phase: str | None = None  # the SMTP command a delivery-time refusal answered (relay.bounces.classify.Phase)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Bounce:
     diagnostic: str
     remote_mta: str | None
     source: str
+    phase: str | None = None
     report: str | None = None
 
 
@@ -56,7 +58,7 @@ class Suppression:
 
 
 _SUPPRESSION_COLUMNS = "address, reason, detail, bounce_id, message_id, created_at, expires_at"
-_BOUNCE_COLUMNS = "id, at, message_id, recipient, kind, reason, code, status, diagnostic, remote_mta, source"
+_BOUNCE_COLUMNS = "id, at, message_id, recipient, kind, reason, code, status, diagnostic, remote_mta, source, phase"
 _ACTIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
@@ -68,9 +70,9 @@ def record_bounce(conn: sqlite3.Connection, bounce: NewBounce, now: float, polic
     report = bounce.report[:REPORT_LIMIT] if bounce.report is not None else None
     bounce_id = conn.execute(
         "INSERT INTO bounces (at, message_id, recipient, kind, reason, code, status, diagnostic, remote_mta,"
-        " source, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " source, report, phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (now, bounce.message_id, address, c.kind.value, c.reason, bounce.code, c.status, bounce.diagnostic,
-         bounce.remote_mta, bounce.source, report),
+         bounce.remote_mta, bounce.source, report, bounce.phase),
     ).fetchone()[0]  # fmt: skip
     soft = 0
     if c.kind is Kind.SOFT:
