@@ -146,8 +146,7 @@ def readable(request: web.Request, message: Any, what: str = "message") -> Any:
 def changeable(request: web.Request, message: Any) -> Any:
     """``message`` if the calling key may cancel or reschedule it: an admin key, or the key that sent it."""
     key: ApiKey = request[API_KEY]
-    if message is None or not key.may_read(message.api_key_id):
-        raise ApiError(404, "not_found", f"no message {request.match_info['id']}")
+    readable(request, message)  # a message the key may not read is not there for it (404)
     if not key.may_change(message.api_key_id):
         raise ApiError(403, "not_your_message", "only the key that sent a message (or an admin key) may change it")
     return message
