@@ -34,7 +34,7 @@ from relay.api.sandbox import SandboxView
 from relay.api.suppressions import SuppressionsView
 from relay.api.templates import TemplatesView
 from relay.api.webhooks import WebhooksView
-from relay.bounces.inbound import ReturnedMail, make_inbound_factory
+from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.bounces.verp import Verp, load_secret
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits

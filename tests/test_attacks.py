@@ -253,7 +253,7 @@ async def test_returned_mail_parsing_cannot_starve_submission(relay_factory, sin
     submission, which signs on the shared worker pool, is not held up by them."""
     import threading
 
-    from relay.bounces import inbound
+    from relay.inbound import returned as inbound
 
     release = threading.Event()
     real_parse = inbound.parse

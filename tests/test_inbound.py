@@ -158,7 +158,7 @@ async def test_a_forged_return_path_is_ignored_and_logged(relay, sink, caplog):
     parts = local.split(".")
     other = ".".join([parts[0], str(int(parts[1]) + 1), parts[2]])  # another recipient id, the same tag
     report = postfix_dsn("bob@example.net", "550 5.1.1 no such user", sink.handler.received[0].data)
-    with caplog.at_level(logging.WARNING, logger="relay.bounces.inbound"):
+    with caplog.at_level(logging.WARNING, logger="relay.inbound.returned"):
         for address in (forged, other + "@" + domain):
             assert await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [address], report) == {}
     assert await relay.store.bounces(BounceFilter(), 10) == []
