@@ -34,7 +34,6 @@ from relay.api.sandbox import SandboxView
 from relay.api.suppressions import SuppressionsView
 from relay.api.templates import TemplatesView
 from relay.api.webhooks import WebhooksView
-from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.bounces.verp import Verp, load_secret
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
@@ -46,6 +45,7 @@ from relay.delivery.retry import RetryPolicy
 from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
+from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.ratelimit import RateLimiter
 from relay.renderer import Renderer
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
