@@ -54,6 +54,7 @@ from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator
 from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
+from relay.submission.http import HttpSubmission
 from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
 from relay.webhooks import SenderSettings, WebhookSender
@@ -466,12 +467,14 @@ class Relay:
     async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
         http = self.config.http
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
-        messages = MessagesView(acceptor, self.config.server.hostname, self.clock, limits, http.idempotency_ttl,
-                                self.config.server.max_schedule_ahead, http.max_batch)  # fmt: skip
+        server = self.config.server
+        submission = HttpSubmission(acceptor, store, server.hostname, self.clock, limits, http.idempotency_ttl,
+                                    server.max_schedule_ahead, http.max_batch)  # fmt: skip
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
-        messages.builders = self._builders
-        self.renderer = messages.renderer = Renderer()  # template render processes, started when first needed
+        submission.builders = self._builders
+        self.renderer = submission.renderer = Renderer()  # template render processes, started when first needed
+        messages = MessagesView(submission, store, self.clock)
         # Acceptor processes share the rate limits; a relay that also delivers is the only process accepting
         # (acceptors = 0, or a Relay made in-process, which never starts acceptors whatever the setting).
         processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)

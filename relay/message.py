@@ -16,6 +16,8 @@ from email.header import decode_header, make_header
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+import idna
+
 # A deliberately permissive address check: the local part is whatever the
 # client sent (RFC 5321 quoting and UTF-8 included), the domain must look like
 # a host name or an address literal.
@@ -78,6 +80,25 @@ def address_fault(address: str) -> str | None:
     if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS:
         return f"is longer than {MAX_ADDRESS} octets"
     return None
+
+
+def normalize_address(address: str) -> str:
+    """``"Bob@Bücher.Example"`` → ``"bob@xn--bcher-kva.example"``; unchanged but lower-cased if not parseable."""
+    address = address.strip().strip("<>")
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address.lower()
+    return f"{local.lower()}@{normalize_domain(domain)}"
+
+
+def normalize_domain(domain: str) -> str:
+    domain = domain.strip().rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
 
 
 def domain_of(address: str) -> str:

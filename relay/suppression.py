@@ -13,28 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import idna
-
 from relay.bounces.classify import Classification, Kind
-
-
-def normalize_address(address: str) -> str:
-    """``"Bob@Bücher.Example"`` → ``"bob@xn--bcher-kva.example"``; unchanged but lower-cased if not parseable."""
-    address = address.strip().strip("<>")
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return address.lower()
-    return f"{local.lower()}@{normalize_domain(domain)}"
-
-
-def normalize_domain(domain: str) -> str:
-    domain = domain.strip().rstrip(".").lower()
-    if domain.isascii():
-        return domain
-    try:
-        return idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        return domain
+from relay.message import normalize_address
 
 
 def allowlist_keys(address: str) -> tuple[str, str]:

@@ -13,13 +13,13 @@ import time
 import aiohttp
 import pytest
 
-from relay.api.messages import MessagesView
 from relay.app import Relay
 from relay.clock import FakeClock
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store import idempotency as idem
 from relay.store.idempotency import ClaimLost, Completion, Owner
+from relay.submission.http import HttpSubmission
 from tests.conftest import make_config
 
 BATCH = {
@@ -69,7 +69,7 @@ async def test_a_request_running_past_a_minute_is_not_duplicated_by_a_retry(rela
     batch again; then the first request queued it too: four messages for a two-message batch."""
     relay, clock, secret = relay_on_fake_clock
     started, proceed = asyncio.Event(), asyncio.Event()
-    build_all = MessagesView._build_all
+    build_all = HttpSubmission.build_all
 
     async def slow_first_build(self, compositions):
         if not started.is_set():  # the first request's rendering takes "64 seconds"
@@ -77,7 +77,7 @@ async def test_a_request_running_past_a_minute_is_not_duplicated_by_a_retry(rela
             await proceed.wait()
         return await build_all(self, compositions)
 
-    monkeypatch.setattr(MessagesView, "_build_all", slow_first_build)
+    monkeypatch.setattr(HttpSubmission, "build_all", slow_first_build)
     first = asyncio.create_task(post(relay, secret, "/v1/messages/batch", BATCH, "batch-64s"))
     try:
         await asyncio.wait_for(started.wait(), 10)

@@ -7,9 +7,10 @@ import pytest
 from relay.bounces.classify import Classification, Kind
 from relay.clock import FakeClock
 from relay.delivery.mx import Router
+from relay.message import normalize_address
 from relay.store import Store
 from relay.store.suppressions import BounceFilter, NewBounce, SuppressionFilter
-from relay.suppression import SuppressionPolicy, normalize_address
+from relay.suppression import SuppressionPolicy
 from tests.test_delivery_shaping import engine_for, queue
 
 

@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from relay import strictjson
 from relay.api.openapi import serve_document
 from relay.config import Rate
+from relay.errors import Invalid, Refused
 from relay.keys import SCOPES, ApiKey, looks_like_key
 from relay.ratelimit import Decision, RateLimiter
 from relay.store import Store
@@ -49,7 +50,9 @@ API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)  # the authe
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
-class ApiError(Exception):
+class ApiError(Invalid):
+    """A refusal only the HTTP API makes (authentication, scope, not found …): status, code, message."""
+
     def __init__(
         self,
         status: int,
@@ -58,12 +61,11 @@ class ApiError(Exception):
         field: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
+        super().__init__(code, message, field, http_status=status)
         self.headers = headers or {}
+
+    def http_headers(self) -> dict[str, str]:
+        return self.headers
 
 
 def error_body(request: web.Request, code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -90,9 +92,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     request[REQUEST_ID] = f"req_{_ids.getrandbits(64):016x}"
     try:
         return await handler(request)
-    except ApiError as exc:
-        body = error_body(request, exc.code, exc.message, exc.field)
-        return web.json_response(body, status=exc.status, headers=exc.headers)
+    except Refused as exc:  # any refusal, from the views or the front door (relay.errors)
+        body = error_body(request, exc.code, exc.http_message(), exc.field)
+        return web.json_response(body, status=exc.http_status, headers=exc.http_headers())
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -9,7 +9,6 @@ Idempotency-Key record is taken, no event is written.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,11 +17,8 @@ from relay.api.app import API_KEY, ApiError, read_json_object
 from relay.clock import iso
 from relay.keys import ApiKey
 from relay.message import NewMessage
-from relay.store.queue import Quota, QuotaExhausted
 from relay.submission.accept import Acceptor
-from relay.submission.capacity import Overloaded
-
-Prepare = Callable[[dict[str, Any], ApiKey], Awaitable[tuple[NewMessage, dict[str, Any]]]]
+from relay.submission.http import HttpSubmission, quota_of
 
 
 def wants_dry_run(request: web.Request) -> bool:
@@ -34,20 +30,11 @@ def wants_dry_run(request: web.Request) -> bool:
     raise ApiError(400, "invalid_field", "'dry_run' must be true or false", "dry_run")
 
 
-async def dry_run(request: web.Request, prepare: Prepare, acceptor: Acceptor) -> web.Response:
+async def dry_run(request: web.Request, submission: HttpSubmission) -> web.Response:
     key: ApiKey = request[API_KEY]
-    message, accepted = await prepare(await read_json_object(request), key)
-    try:
-        if acceptor.capacity is not None:
-            acceptor.capacity.check()
-        if key.daily_quota or key.monthly_quota:
-            await acceptor.store.check_quota(Quota(key.id, key.daily_quota, key.monthly_quota))
-    except QuotaExhausted as exc:
-        raise ApiError(402, "quota_exhausted", str(exc)) from None
-    except Overloaded as exc:
-        raise ApiError(503, "service_unavailable", f"submission is paused: {exc}",
-                       headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
-    return web.json_response(outcome(message, accepted, acceptor))
+    message, accepted = await submission.prepare(await read_json_object(request), key)
+    await submission.acceptor.would_queue(quota_of(key))
+    return web.json_response(outcome(message, accepted, submission.acceptor))
 
 
 def outcome(message: NewMessage, accepted: dict[str, Any], acceptor: Acceptor) -> dict[str, Any]:

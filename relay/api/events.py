@@ -7,11 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, instance_wide, own_filter, page_limit, readable, require
-from relay.api.messages import parse_time
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.store import Store
 from relay.store.events import EventFilter
+from relay.submission.http import parse_time
 from relay.webhooks import event_json
 
 MAX_PAGE = 500

@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, page_limit, read_json_object, require
-from relay.api.messages import parse_time
 from relay.clock import iso
 from relay.message import split_address
 from relay.store import Store
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
+from relay.submission.http import parse_time
 
 MAX_PAGE = 500
 MAX_BATCH = 1000

@@ -1,8 +1,8 @@
-"""/v1/templates (scope ``templates``): versions, rollback, preview, validation; rendering for messages."""
+"""/v1/templates (scope ``templates``): versions, rollback, preview, validation. Rendering a message's
+template is the front door's (``relay.submission.http``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from typing import Any
 
@@ -10,10 +10,11 @@ from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
-from relay.renderer import Job, Renderer, RendererBusy, Source
+from relay.renderer import Renderer
 from relay.store import Store
 from relay.store.templates import Template, TemplateVersion
-from relay.templates import PARTS, RenderError, check_syntax
+from relay.submission.http import render_message_fields, variables_of
+from relay.templates import PARTS, check_syntax
 
 
 def version_json(v: TemplateVersion) -> dict[str, Any]:
@@ -41,110 +42,6 @@ def _parts(data: dict[str, Any], partial: bool) -> dict[str, str | None]:
         where = f" (line {p.line})" if p.line else ""
         raise ApiError(400, "template_syntax_error", f"{p.part}{where}: {p.message}", p.part)
     return parts
-
-
-def _variables(data: dict[str, Any], field: str = "variables") -> dict[str, Any]:
-    variables = data.get(field, {})
-    if variables is None:
-        return {}
-    if not isinstance(variables, dict):
-        raise ApiError(400, "invalid_field", f"'{field}' must be an object", field)
-    return variables
-
-
-@dataclasses.dataclass(frozen=True)
-class ToRender:
-    """A message body waiting for its subject, html and text to be rendered."""
-
-    data: dict[str, Any]
-    source: Source
-    variables: dict[str, Any]
-    where: str
-
-
-async def to_render(store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None,
-                    where: str = "") -> ToRender | None:  # fmt: skip
-    """A message body that names ``template_id``: its template and variables (None without template_id)."""
-    if data.get("template_id") is None:
-        return None
-    template_id = data["template_id"]
-    if any(data.get(p) is not None for p in PARTS):
-        raise ApiError(400, "invalid_field", "give either template_id or subject/html/text", f"{where}template_id")
-    if not isinstance(template_id, str):
-        raise ApiError(400, "invalid_field", "'template_id' must be a string", f"{where}template_id")
-    number = data.get("template_version")
-    if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
-        raise ApiError(400, "invalid_field", "'template_version' must be an integer", f"{where}template_version")
-    template = await store.template(template_id)
-    if template is None:
-        raise ApiError(400, "invalid_field", f"no template {template_id}", f"{where}template_id")
-    version = template.current if number is None else await store.template_version(template_id, number)
-    if version is None:
-        raise ApiError(400, "invalid_field", f"template {template_id} has no version {number}",
-                       f"{where}template_version")  # fmt: skip
-    values = variables if variables is not None else _variables(data)
-    return ToRender(data, Source(version.subject, version.html, version.text), values, where)
-
-
-def inline_to_render(data: dict[str, Any], variables: dict[str, Any], where: str = "") -> ToRender:
-    """A personalised batch without a stored template: the subject, html and text are themselves templates."""
-    problems = check_syntax({p: data.get(p) if isinstance(data.get(p), str) else None for p in PARTS})
-    if problems:
-        p = problems[0]
-        raise ApiError(400, "template_syntax_error", f"{p.part} (line {p.line}): {p.message}", f"message.{p.part}")
-    subject, html, text = (data.get(p) for p in PARTS)
-    source = Source(subject if isinstance(subject, str) else "", html if isinstance(html, str) else None,
-                    text if isinstance(text, str) else None)  # fmt: skip
-    return ToRender(data, source, variables, where)
-
-
-async def render_bodies(renderer: Renderer, todo: list[ToRender]) -> list[dict[str, Any] | ApiError]:
-    """Every body rendered, in one task for the render processes (each distinct template sent once); a render
-    that fails is that body's ``template_render_failed``. Raises ApiError 503 when no render process is free."""
-    index: dict[Source, int] = {}
-    jobs = [Job(index.setdefault(t.source, len(index)), t.variables) for t in todo]
-    try:
-        results = await renderer.render_many(list(index), jobs)
-    except RendererBusy as exc:
-        raise ApiError(503, "service_unavailable", str(exc), headers={"Retry-After": "5"}) from None
-    out: list[dict[str, Any] | ApiError] = []
-    for t, r in zip(todo, results, strict=True):
-        if isinstance(r, RenderError):
-            out.append(ApiError(400, "template_render_failed", str(r), f"{t.where}variables"))
-        else:
-            out.append({**t.data, "template_id": None, "subject": r.subject, "html": r.html, "text": r.text})
-    return out
-
-
-async def render_message_fields(renderer: Renderer, store: Store, data: dict[str, Any],
-                                variables: dict[str, Any] | None = None,
-                                where: str = "") -> dict[str, Any]:  # fmt: skip
-    """A message body that names ``template_id``: the same body with subject, html and text rendered."""
-    todo = await to_render(store, data, variables, where)
-    if todo is None:
-        return data
-    (body,) = await render_bodies(renderer, [todo])
-    if isinstance(body, ApiError):
-        raise body
-    return body
-
-
-BatchItem = tuple[dict[str, Any], dict[str, Any] | None, str]  # body, personal variables, field prefix
-
-
-async def render_batch(renderer: Renderer, store: Store, items: list[BatchItem]) -> list[dict[str, Any] | ApiError]:
-    """Each item's body with its templates rendered (items without one unchanged), or that item's error."""
-    todo: list[ToRender | dict[str, Any] | ApiError] = []
-    for item, variables, where in items:
-        try:
-            if variables is not None and item.get("template_id") is None:
-                todo.append(inline_to_render(item, variables, where))
-            else:
-                todo.append(await to_render(store, item, variables, where) or item)
-        except ApiError as exc:
-            todo.append(exc)
-    rendered = iter(await render_bodies(renderer, [t for t in todo if isinstance(t, ToRender)]))
-    return [next(rendered) if isinstance(t, ToRender) else t for t in todo]
 
 
 _ONE = "/v1/templates/{id:(?!validate$)[^{}/]+}"
@@ -253,7 +150,7 @@ class TemplatesView:
         template = await self._get(request)
         data = await read_json_object(request)
         body = {"template_id": template.id, "template_version": data.get("version"),
-                "variables": _variables(data)}  # fmt: skip
+                "variables": variables_of(data)}  # fmt: skip
         rendered = await render_message_fields(self.renderer, self.store, body)
         return web.json_response({"subject": rendered["subject"], "html": rendered["html"], "text": rendered["text"]})
 

@@ -14,7 +14,7 @@ import dataclasses
 
 from relay.bounces.classify import Classification, Kind, Phase, classify
 from relay.bounces.parse import parse
-from relay.suppression import normalize_address
+from relay.message import normalize_address
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,11 +29,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay.bounces.classify import Classification, Kind
 from relay.bounces.parse import Parsed, Report, parse, reply_code
 from relay.bounces.verp import PREFIX, ReturnPath, Verp
+from relay.message import normalize_address
 from relay.store import Store
 from relay.store.queue import ReturnedTarget
 from relay.store.suppressions import NewBounce, Suppression
 from relay.submission.data import ChunkedData
-from relay.suppression import normalize_address
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from relay.bounces.classify import Classification, Kind
+from relay.errors import QuotaExhausted
 from relay.events import PENDING_STATES, EventKind, State
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
@@ -68,15 +69,6 @@ class AttemptResult:
     bounce: NewBounce | None = None  # a refusal to keep in the bounce log (and maybe suppress)
     classification: Classification | None = None  # what a refusal means (every outcome but delivered)
     sandbox: bool = False  # captured in the sandbox: no connection was made
-
-
-class QuotaExhausted(Exception):
-    """The API key has sent its quota of messages for the period."""
-
-    def __init__(self, period: str, limit: int) -> None:
-        super().__init__(f"the {'daily' if period == 'd' else 'monthly'} quota of {limit} messages is used up")
-        self.period = period
-        self.limit = limit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from relay.bounces.classify import Classification, Kind
-from relay.suppression import SuppressionPolicy, allowlist_keys, decide, normalize_address
+from relay.message import normalize_address
+from relay.suppression import SuppressionPolicy, allowlist_keys, decide
 
 REPORT_LIMIT = 64 * 1024  # characters of a returned report kept with its bounce
 

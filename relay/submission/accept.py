@@ -1,7 +1,12 @@
-"""Acceptance shared by every submission path: checks, then one durable enqueue.
+"""Acceptance shared by every submission path: screening, then one durable enqueue.
 
-SMTP and HTTP both end here, so a message is treated the same whichever way
-it arrived. ``submit`` returns only after the message is on disk.
+Both front doors end here — SMTP (``relay.submission.smtp``) and HTTP
+(``relay.submission.http``) — so a message is treated the same whichever way it
+arrived. The :class:`Acceptor` owns screening: the suppression list
+(``suppressed``), size and verified sending domain (``check``), the queue's
+capacity and the key's quota (``submit_many``; ``would_queue`` for dry runs).
+What it refuses is a :class:`relay.errors.Refused`, which each front door turns
+into its own answer. ``submit`` returns only after the message is on disk.
 """
 
 from __future__ import annotations
@@ -10,26 +15,19 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from relay.dkim import Signer
 from relay.domains import SendingDomains
+from relay.errors import DomainNotVerified, MessageTooLarge, Overloaded
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.idempotency import Completion
 from relay.store.queue import Quota
 from relay.submission.budget import InflightBudget
-from relay.submission.capacity import Capacity, Overloaded
+from relay.submission.capacity import Capacity
 
 log = logging.getLogger(__name__)
-
-
-class MessageTooLarge(Exception):
-    pass
-
-
-class DomainNotVerified(Exception):
-    """The From: domain is not a verified sending domain ([domains] require_verified_domain)."""
 
 
 class Acceptor:
@@ -64,6 +62,17 @@ class Acceptor:
         refusal = self.sending.refusal(message.raw) if self.sending is not None else None
         if refusal is not None:
             raise DomainNotVerified(refusal)
+
+    async def suppressed(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Which of ``addresses`` are on the suppression list: address → reason (one indexed read)."""
+        return {a: s.reason for a, s in (await self.store.suppressed(addresses)).items()}
+
+    async def would_queue(self, quota: Quota | None) -> None:
+        """Raise what ``submit_many`` would (Overloaded, QuotaExhausted), writing and counting nothing."""
+        if self.capacity is not None:
+            self.capacity.check()
+        if quota is not None:
+            await self.store.check_quota(quota)
 
     async def submit(
         self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None

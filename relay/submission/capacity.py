@@ -12,19 +12,12 @@ import logging
 import shutil
 from pathlib import Path
 
+from relay.errors import Overloaded
 from relay.store import Store
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0
-
-
-class Overloaded(Exception):
-    """Submission is refused for now; ``retry_after`` seconds is a fair wait."""
-
-    def __init__(self, reason: str, retry_after: int = 60) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
 
 
 class Capacity:

@@ -1,5 +1,9 @@
 """SMTP submission (RFC 6409) on aiosmtpd: STARTTLS or implicit TLS, AUTH, relay rules, limits.
 
+The SMTP front door: each transaction becomes one ``NewMessage`` for the
+``Acceptor`` (``relay.submission.accept``), which screens and queues it; a
+refusal (``relay.errors.Refused``) carries its own SMTP reply.
+
 Who may relay: an authenticated client, or one in ``trusted_networks``
 (like Postfix's ``permit_sasl_authenticated, permit_mynetworks,
 reject_unauth_destination``). Everyone else gets ``554 5.7.1 Relay access
@@ -37,6 +41,7 @@ from relay import strictjson
 from relay.clock import Clock
 from relay.config import Config, Network, Rate
 from relay.credentials import SmtpCredential
+from relay.errors import RecipientsSuppressed, Refused
 from relay.message import (
     PLAIN_ADDRESS,
     NewMessage,
@@ -53,10 +58,8 @@ from relay.message import (
     split_address,
 )
 from relay.ratelimit import RateLimiter
-from relay.store.queue import QuotaExhausted
-from relay.submission.accept import Acceptor, DomainNotVerified, MessageTooLarge
+from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator, Throttled
-from relay.submission.capacity import Overloaded
 from relay.submission.data import ChunkedData
 
 log = logging.getLogger(__name__)
@@ -219,13 +222,12 @@ class SubmissionHandler:
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
-            suppressed = await self.acceptor.store.suppressed([address])
+            suppressed = await self.acceptor.suppressed((address,))
         except Exception:
             log.exception("suppression lookup failed for <%s>", address)
             return "451 4.3.0 Temporary failure, please try again later"
         if suppressed:
-            reason = suppressed[address].reason
-            return f"550 5.7.1 <{address}>: recipient is on the suppression list ({reason})"
+            return RecipientsSuppressed(suppressed).smtp_reply()
         envelope.rcpt_tos.append(address)
 
         envelope.rcpt_options.extend(rcpt_options)
@@ -259,13 +261,10 @@ class SubmissionHandler:
         message = dataclasses.replace(message, send_at=send_at)
         try:
             await self.acceptor.submit(message)
-        except MessageTooLarge:
-            return "552 5.3.4 Message too big"
-        except DomainNotVerified as exc:
-            return f"550 5.7.1 {exc}"
-        except (Overloaded, QuotaExhausted) as exc:
-            log.warning("refused a message from %s: %s", _peer_ip(session), exc)
-            return "452 4.3.1 Insufficient system storage, try again later"
+        except Refused as exc:  # its reply is its own (relay.errors)
+            if exc.smtp_code < 500:
+                log.warning("refused a message from %s: %s", _peer_ip(session), exc)
+            return exc.smtp_reply()
         except asyncio.CancelledError:
             raise
         except Exception:
