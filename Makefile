@@ -15,8 +15,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e '.[dev]'
 	touch $@
 
-# Debian packages: swaks and curl (the README's quick tour and the tests use them), and postfix
-# (the tests run a private instance that generates real DSNs; installed unconfigured and not started).
+# Debian packages: swaks and curl (the README's quick tour and the tests use them), postfix
+# (the tests run a private instance that generates real DSNs; installed unconfigured and not started)
+# and postgresql (the tests run private clusters on loopback; no system cluster is created).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 tools:
@@ -26,6 +27,10 @@ tools:
 	@[ -x /usr/sbin/postfix ] || { \
 		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
 		$(APT_INSTALL) postfix; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		$(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.d/relay-tests.conf >/dev/null; \
+		$(APT_INSTALL) postgresql; }
 
 # The example config as is, but for trying relay out: mail is captured in the sandbox instead of
 # delivered, and any From: domain is taken. Set either variable to override (RELAY_DELIVERY_MODE=live).
