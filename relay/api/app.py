@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from relay import strictjson
 from relay.api.openapi import serve_document
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 _ids = random.Random()  # request ids need to be unique, not secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -172,23 +172,23 @@ class ChunkedData(SMTP):
             content = collector.body()
         except LineTooLong:
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             return
         except BodyTooLarge:
             await self.push("552 Error: Too much mail data")
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             return
         except OverBudget:
             log.warning("refused a message of %d bytes: bodies in memory at [server] max_inflight_bytes",
                         collector.size - 3)  # fmt: skip
             await self.push(TRY_LATER)
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             return
         self.envelope.content = content
         self.envelope.original_content = content
         self.envelope.relay_data_size = collector.size - 3  # type: ignore[attr-defined]  # what the client sent
         status = await self._call_handler_hook("DATA") if "DATA" in self._handle_hooks else MISSING
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
         await self.push("250 OK" if status is MISSING else status)
 
     async def handle_exception(self, error: Exception) -> str:

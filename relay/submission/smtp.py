@@ -417,8 +417,9 @@ class SubmissionSMTP(ChunkedData):
     async def push(self, status: Any) -> None:
         text = status if isinstance(status, str) else status.decode("utf-8", errors="replace")
         if self._plain_replies or text.startswith("220 "):
-            return await super().push(status)
-        return await super().push(with_enhanced_code(text))
+            await super().push(status)
+        else:
+            await super().push(with_enhanced_code(text))
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if hostname and not valid_helo_name(hostname):
@@ -463,7 +464,7 @@ class SubmissionSMTP(ChunkedData):
         plaintext_ok = is_trusted(self._ip, self.handler.policy.plaintext_auth)
         self._auth_require_tls = not (plaintext_ok or self.implicit_tls)
         super().connection_made(transport)
-        if self.implicit_tls:
+        if self.implicit_tls and self.session is not None:
             self.session.relay_implicit_tls = True  # type: ignore[attr-defined]
 
     def connection_lost(self, error: Exception | None) -> None:
