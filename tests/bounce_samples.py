@@ -1527,7 +1527,8 @@ SAMPLES += [
 
 SAMPLES += [
     # DragonFly Mail Agent (dma): "This is the DragonFly Mail Agent ... There was an error delivering your
-    # mail to <x>." then the error, then "Original message follows." (dma's mail.c bounce()).
+    # mail to <x>." then the error, then "Original message follows." (dma's mail.c bounce(), with the
+    # FULLBOUNCE option; the default shape, "Message headers follow.", is in the fourth set below).
     _s("dragonfly-rcpt", "DragonFly Mail Agent",
        prose(sender="MAILER-DAEMON@mail.example.org", subject="Mail delivery failed",
              body="This is the DragonFly Mail Agent v0.13 at mail.example.org.\n\nThere was an error delivering your"
@@ -1566,7 +1567,7 @@ SAMPLES += [
        prose(sender="Postmaster <postmaster@mail.example.net>", subject="Undeliverable Mail",
              body="Body of message generated response:\n\nmx.example.com said:\n550 5.2.2 <bob@example.net>... Mailbox"
              " full\n\nOriginal message follows.\n\n" + ORIGINAL.format(to=B)), "prose", SOFT),
-    # MailFoundry.
+    # MailFoundry (its text; as it really sends, multipart with the message attached, in the fourth set).
     _s("mailfoundry", "MailFoundry",
        prose(sender="MAILER-DAEMON@mailfoundry.example.net", subject="Message delivery has failed",
              body="Unable to deliver message to: <bob@example.net>\nDelivery failed for the following reason:\nServer"
@@ -1819,7 +1820,8 @@ def mcafee(rcpt: str, problem: str, diagnostic: str) -> str:
     Status", an X-NAI-Header "Modified by McAfee ...", a text part named deliveryproblems.txt with
     "--- The following addresses had delivery problems ---" and "<address>   (problem)", then a
     delivery-status part (deliverystatus.txt) that names the recipient only in Original-Recipient,
-    in angle brackets and without an address type."""
+    in angle brackets and without an address type. The part names and the list line are the
+    appliance's; the exact set and order of its delivery-status fields is not verified."""
     return f"""\
 Return-Path: <>
 From: postmaster@gw.example.net
@@ -1854,7 +1856,8 @@ Content-Type: message/rfc822
 
 def vtext(rcpt: str, reply: str) -> str:
     """Verizon Wireless's SMS gateway (post_master@vtext.com): an "Error:" line, the reply as
-    "NNN - text", then "Message details:" with the envelope (MAIL FROM / RCPT TO) indented."""
+    "NNN - text", then "Message details:" with the envelope (MAIL FROM / RCPT TO) indented. The
+    layout and the reply are its; the wording of our "Error:" line is ours."""
     return prose(sender="post_master@vtext.com", subject="Undeliverable Message",
                  body=f"Error: the message was not delivered to its recipient.\n\n{reply}\n\nMessage details:\n"
                  "  Subject: Your receipt\n  Sent date: Mon Nov 23 10:00:00 GMT 2026\n  MAIL FROM: app@example.com\n"
@@ -1888,7 +1891,9 @@ def workmail(rcpt: str, status: str, diagnostic: str) -> str:
     """Amazon WorkMail's bounce (X-Mailer and X-Original-Mailer "Amazon WorkMail", X-SES-Outgoing):
     the text part ends with "Technical report:" and the DSN fields (Reporting-MTA typed "dsn;"),
     the same fields in the report part; the Diagnostic-Code may wrap the remote reply as
-    "5.1.0 - Unknown address error 550-'5.1.1 ...'" under a generic Status."""
+    "5.1.0 - Unknown address error 550-'5.1.1 ...'" under a generic Status. The headers, "Technical
+    report:" and the wrapped reply are WorkMail's; the sentence above the list is SES's (WorkMail sends
+    through SES), not verified for WorkMail itself."""
     fields = (f"Action: failed\nFinal-Recipient: rfc822; {rcpt}\nDiagnostic-Code: smtp; {diagnostic}\n"
               f"Status: {status}\n")
     return dsn(reporting="a27-85.smtp-out.us-west-2.amazonses.com", subject="Delivery Status Notification (Failure)",

@@ -251,3 +251,5 @@ def test_reply_code_ignores_a_number_at_the_end_of_a_line():
     assert reply_code("  Size (bytes): 512\n  Number of Attachments: 0") is None
     assert reply_code("554: delivery error: dd This user doesn't have a yahoo.com account") == 554
     assert reply_code("Error: 550 Host unknown") == 550
+    assert reply_code("smtp; 550") == 550
+    assert reply_code("reply (550), giving up") == 550

@@ -310,9 +310,9 @@ def _address_value(value: str) -> str | None:
     return match.group(0).lower() if match else None
 
 
-# A reply code is followed by a space, a hyphen (a continued reply), a colon (Yahoo's "554: delivery error")
-# or nothing: not a number at the end of a line ("Size (bytes): 512" in Verizon's message details).
-_CODE = re.compile(r"(?<![\w.#-])([245]\d\d)(?=[ \t:-]|\Z)")
+# A reply code is not part of a word, a number or an address, and does not end a line that goes on: a
+# number there is a value ("Size (bytes): 512" in Verizon's message details), not a reply.
+_CODE = re.compile(r"(?<![\w.#-])([245]\d\d)(?![\w.])(?![ \t]*\r?\n)")
 
 
 def reply_code(text: str) -> int | None:
