@@ -4,7 +4,11 @@ Where each line comes from: [G] Gmail's published SMTP error reference; [M] Micr
 Exchange Online NDR reference; [Y] Yahoo's SMTP error codes page; [A] iCloud bounces as
 quoted in Apple's postmaster pages; [P] Postfix's default reject texts (postconf(5),
 smtpd.c); [E] Exim's default texts; [Q] qmail-send/qmail-remote; [S] Sendmail's texts;
-[X] on-premises Exchange; [R] this relay's own replies.
+[X] on-premises Exchange; [R] this relay's own replies; issue 18's fourth set (the shapes are in
+tests/bounce_samples.py): [K] au by KDDI (its MTA's sentences; its MX's "550 : User unknown" for a
+domain-filter refusal), [D] NTT docomo's MX, [BG] BIGLOBE's returned mail, [V] Verizon Wireless's
+vtext/vzwpix gateways, [F] fml's error returns, [I] Ipswitch IMail's queue manager, [DMA] DragonFly
+Mail Agent (net.c, mail.c), [X3] the "SMTP:RCPT host ..." lines of X3-style MTAs.
 """
 
 from __future__ import annotations
@@ -235,6 +239,48 @@ CASES = [
     (550, "", None, "soft", "mailbox_unavailable"),
     (554, "Transaction failed", None, "block", "policy_rejection"),
     (451, "", None, "soft", "temporary_failure"),
+    (550, "550 : User unknown", None, "soft", "filtered"),  # [K] the recipient's domain filter, not the address
+    (550, "550 <x@ezweb.ne.jp>: User unknown", None, "hard", "user_unknown"),  # [K] a missing mailbox
+    (550, "The user(s) account is disabled.", None, "soft", "mailbox_disabled"),  # [K] an unpaid account
+    (550, "The user(s) account is temporarily over quota.", None, "soft", "mailbox_full"),  # [K]
+    (
+        550,
+        "Your message was not delivered within 0 days and 1 hours. Remote host is not responding.",
+        None,
+        "soft",
+        "expired",
+    ),  # [K]
+    (
+        550,
+        "Could not be delivered to: <x@nx.example> As the remote domain doesnt exist.",
+        None,
+        "hard",
+        "domain_not_found",
+    ),  # [K]
+    (550, "Due to the following SMTP relay error", None, "block", "relay_denied"),  # [K]
+    (552, "too much mail data", None, "soft", "mailbox_full"),  # [D] docomo's mailbox-full reply
+    (
+        550,
+        "The number of messages in recipient's mailbox exceeded the local limit.",
+        None,
+        "soft",
+        "mailbox_full",
+    ),  # [BG]
+    (550, "550 - Requested action not taken: no such user here", None, "hard", "user_unknown"),  # [V] vtext
+    (550, "Error: No valid recipients for this MM", None, "hard", "user_unknown"),  # [V] vzwpix
+    (
+        550,
+        "NOT MEMBER article from a@example.com. You a@example.com are not member of <l@example.org>.",
+        None,
+        "block",
+        "sender_rejected",
+    ),  # [F] a post from a non-member: the list is fine
+    (550, "Duplicated Message-ID in <l@example.org>.", None, "soft", "routing_loop"),  # [F] fml's loop check
+    (550, "User mailbox exceeds allowed size: x@example.org", None, "soft", "mailbox_full"),  # [I]
+    (550, "Unknown host: x@nx.example", None, "hard", "domain_not_found"),  # [I]
+    (550, "Delivery failed 3 attempts: x@example.org", None, "soft", "expired"),  # [I] gave up retrying
+    (550, "DNS lookup failure: host nx.example not found", None, "hard", "domain_not_found"),  # [DMA]
+    (552, "5.2.0 Over the quota", None, "soft", "mailbox_full"),  # [X3]
 ]
 
 
@@ -425,6 +471,19 @@ HARD_CASES = [
     # constructed: a policy status the words contradict is ambiguous
     (P.RCPT, 550, None, "5.2.0 <x@example.org>: no such user", None),  # constructed: a mailbox-status subject
     (P.UNKNOWN, None, None, "connect to mx.example.org[1.2.3.4]:25: Connection refused", None),  # [P] no reply
+    # Issue 18's fourth set (legend at the top of the file). 550 with no status: the parser's stand-in
+    # for a returned report's permanent verdict when its text carries no code.
+    (P.UNKNOWN, 550, None, "550 <x@ezweb.ne.jp>: User unknown", "user_unknown"),  # [K] a missing mailbox
+    (P.UNKNOWN, 550, None, "550 : User unknown", None),  # [K] no address named: the domain filter refused us
+    (P.UNKNOWN, 550, None, "The user(s) account is disabled.", None),  # [K] unpaid or paused: comes back
+    (P.RCPT, 550, None, "Unknown user x@docomo.ne.jp", "user_unknown"),  # [D] at RCPT: no such mailbox
+    (P.AFTER_DATA, 550, None, "Unknown user x@docomo.ne.jp", None),  # [D] after the data: its filter
+    (P.UNKNOWN, 550, "5.2.0", "550 Unknown user x@docomo.ne.jp", None),  # [D] a Sendmail relay's Status for it
+    (P.RCPT, 553, None, "5.3.0 <x@example.org>... No such user here", "user_unknown"),  # [X3] / [S] 5.3.0 generic
+    (P.UNKNOWN, 550, None, "DNS lookup failure: host nx.example not found", "domain_not_found"),  # [DMA]
+    (P.UNKNOWN, 550, None, "Unknown host: x@nx.example", "domain_not_found"),  # [I]
+    (P.UNKNOWN, 550, None, "Error: No valid recipients for this MM", "user_unknown"),  # [V]
+    (P.UNKNOWN, 550, None, "Delivery failed 3 attempts: x@example.org", None),  # [I] expired, not dead
 ]  # fmt: skip
 
 
@@ -454,6 +513,13 @@ PHASE_CASES = [
     (">>> RCPT TO:<x@example.net>\n<<< 550 5.1.1 <x@example.net>... User unknown", P.RCPT),  # [C]
     (">>> DATA\n<<< 550 5.1.1 <x@example.net>... User unknown", P.UNKNOWN),  # [S] pipelined RCPT reply
     ("550 5.1.1 user unknown", P.UNKNOWN),
+    ("mx [1.2.3.4] did not like our RCPT TO:\n550 5.1.1 <x>: User unknown", P.RCPT),  # [DMA]
+    ("mx [1.2.3.4] did not like our final DATA:\n550 5.1.1 <x>... User unknown", P.AFTER_DATA),  # [DMA] end of data
+    ("mx [1.2.3.4] did not like our DATA:\n554 5.7.1 spam", P.DATA),  # [DMA]
+    ("mx [1.2.3.4] did not like our MAIL FROM:\n553 5.1.8 <a>: Sender address rejected", P.MAIL),  # [DMA]
+    ("Technical details:\n\nSMTP:RCPT host 1.2.3.4: 553 5.3.0 <x>... No such user here", P.RCPT),  # [X3]
+    ("Technical details:\n\nSMTP:DATA host 1.2.3.4: 550 5.1.1 <x>... User unknown", P.DATA),  # [X3]
+    ("----- Non-delivered information -----\nMail Delivery Failed... User unknown", P.AFTER_DATA),  # [BG] its filter
 ]
 
 

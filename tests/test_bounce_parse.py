@@ -171,6 +171,13 @@ def _reports(name: str):
         ("imail-unknown-user", [None]),  # prose with no code at all: none invented
         ("exim-mx-to-nowhere", [None]),
         ("qmail-no-host", ["5.1.2"]),
+        ("workmail-user-unknown", ["5.1.1"]),  # Status 5.1.0 and "5.1.0 - Unknown address error 550-'5.1.1 ..."
+        ("workmail-disabled", ["5.2.1"]),
+        ("x3-technical-details", ["5.3.0"]),
+        ("docomo-data-unknown-user", ["5.2.0"]),  # the report's own: its text has no enhanced code
+        ("mcafee-no-such-user", [None]),  # a delivery-status part without Status, no code in the text
+        ("verizon-vtext-no-such-user", [None]),  # "Size (bytes): 512" in its details is not a reply code
+        ("ezweb-disabled", [None]),
     ],
 )
 def test_status_is_the_most_specific_code_and_never_invented(name, statuses):
@@ -182,7 +189,9 @@ def test_the_phase_a_report_names_decides_hard_or_not():
     assert [(r.classification.value, r.reason) for r in _reports("postfix-rcpt-unknown-local")] == [
         ("hard", "user_unknown")]  # fmt: skip
     for name in ("postfix-after-data-user-unknown", "exim-after-data-user-unknown", "qmail-after-data-user-unknown",
-                 "exim-dsn-after-data-user-unknown", "gmx-data-user-unknown", "yahoo-prose-body-tag"):  # fmt: skip
+                 "exim-dsn-after-data-user-unknown", "gmx-data-user-unknown", "yahoo-prose-body-tag",
+                 "docomo-after-data-unknown-user", "dragonfly-final-data", "mcafee-invalid-recipient-after-data",
+                 "biglobe-user-unknown", "kddi-rhost-filtered", "ezweb-spasign-filtered"):  # fmt: skip
         assert [(r.classification.value, r.reason) for r in _reports(name)] == [("soft", "filtered")], name
 
 
@@ -192,7 +201,8 @@ def test_the_corpus_covers_the_families_of_issue_18():
     for family in ("opensmtpd", "sendmail 8", "sendmail 5", "exim", "gmail", "google groups", "amazon ses",
                    "exchange online", "oracle communications", "dragonfly", "qmail", "zoho", "mail.ru", "apache james",
                    "imail", "mailfoundry", "powermta", "gmx", "1&1", "domino", "courier", "rfc 5965", "yahoo",
-                   "icloud", "postfix"):  # fmt: skip
+                   "icloud", "postfix", "au/ezweb", "kddi", "docomo", "softbank", "biglobe", "mcafee", "verizon",
+                   "fml", "amazon workmail", "x1-style", "x2-style", "x3-style", "x5-style"):  # fmt: skip
         assert family in sources, family
 
 
@@ -200,3 +210,46 @@ def test_an_envelope_sender_in_the_text_is_not_a_failed_recipient():
     """Apache James lists "MAIL FROM: app@example.com" in its message details. Before: app@example.com
     was reported as a second failed recipient."""
     assert [r.recipient for r in _reports("james-user-unknown")] == ["bob@example.net"]
+
+
+def test_the_fourth_set_has_two_samples_or_more_per_family():
+    """Issue 18's families still missing after the third set: at least two samples of each."""
+    sources = [f"{s.name} {s.source}".lower() for s in SAMPLES]
+    for family in ("ezweb", "kddi", "docomo", "softbank", "biglobe", "mcafee", "verizon", "fml", "workmail",
+                   "x-style", "dragonfly", "imail", "mailfoundry", "yahoo legacy"):  # fmt: skip
+        assert sum(family in s for s in sources) >= 2, family
+
+
+def test_iso_2022_jp_returned_mail_is_read():
+    """A carrier's bounce in ISO-2022-JP (RFC 1468): the encoded words and the 7-bit body do not hide the
+    address or the reply."""
+    (report,) = _reports("softbank-iso-2022-jp")
+    assert (report.recipient, report.classification.value, report.reason) == ("bob@softbank.ne.jp", "hard",
+                                                                              "user_unknown")  # fmt: skip
+    assert "550 Unknown user" in report.diagnostic and "\x1b" not in report.diagnostic
+    raw = next(s for s in SAMPLES if s.name == "softbank-iso-2022-jp").raw
+    assert b"\x1b$B" in raw and b"=?iso-2022-jp?" in raw.lower()  # the sample really is ISO-2022-JP
+
+
+def test_a_recipient_named_only_in_the_original_block_gets_the_error_above_it():
+    """Verizon's gateways name the address only under "Message details:" / "Original Message:", after the
+    error line. Before: vtext's "550 - ... no such user here" was not read for it (block from "Size (bytes):
+    512"), vzwpix's "No valid recipients for this MM" neither (soft)."""
+    for name in ("verizon-vtext-no-such-user", "verizon-vzwpix-no-valid-recipients"):
+        assert [(r.classification.value, r.reason) for r in _reports(name)] == [("hard", "user_unknown")], name
+
+
+def test_fml_refusals_name_the_list_and_never_suppress():
+    """fml answers from the list's -admin address with X-MLServer; the recipient is the list itself."""
+    for name, reason in (("fml-not-member", "sender_rejected"), ("fml-duplicated-message-id", "routing_loop")):
+        (report,) = _reports(name)
+        assert (report.recipient, report.reason) == ("mylist@example.org", reason)
+        assert report.classification.value != "hard"
+
+
+def test_reply_code_ignores_a_number_at_the_end_of_a_line():
+    assert reply_code("  Size (bytes): 512\n  Number of Attachments: 0") is None
+    assert reply_code("554: delivery error: dd This user doesn't have a yahoo.com account") == 554
+    assert reply_code("Error: 550 Host unknown") == 550
+    assert reply_code("smtp; 550") == 550
+    assert reply_code("reply (550), giving up") == 550

@@ -22,6 +22,9 @@ import dataclasses
 import re
 from enum import StrEnum
 
+# au (KDDI)'s domain-filter refusal: a reply code, a colon with no address before it, "User unknown".
+_KDDI_FILTERED = r"\b5\d\d : user unknown"
+
 
 class Phase(StrEnum):
     """Where in the SMTP dialogue a reply came (RFC 5321 §3): the delivery client knows; a returned
@@ -136,11 +139,17 @@ RULES: tuple[Rule, ...] = (
         permanent_only=False,
     ),  # fmt: skip
     _rule(r"unverified address|address verification in progress", Kind.SOFT, "temporary_failure"),
+    # au (KDDI) answers "550 : User unknown", naming no address, when the recipient's domain filter refused the
+    # sender (a missing mailbox is "550 <address>: User unknown"); fml refusing a post from a non-member.
+    _rule(_KDDI_FILTERED, Kind.SOFT, "filtered"),
+    _rule(r"not (a )?member\b", Kind.BLOCK, "sender_rejected"),
+    # fml's loop detection (a Message-ID it has seen, "Loop Alert", "has detected a loop condition").
+    _rule(r"duplicated message-id|loop (alert|back warning|condition)|unix from loop", Kind.SOFT, "routing_loop"),
     # Gave up after retrying (Exchange "5.4.316 Message expired", Exim "retry timeout exceeded", qmail
     # "in the queue too long", Sendmail "could not be delivered for 5 days"): the destination was unreachable.
     _rule(
         r"message expired|retry timeout exceeded|in the queue too long|could not be delivered for \d+ (days|hours)|"
-        r"unable to deliver in \d+ minutes",
+        r"unable to deliver in \d+ minutes|delivery failed \d+ attempts|not delivered within \d+ days",
         Kind.SOFT,
         "expired",
     ),  # fmt: skip
@@ -152,9 +161,9 @@ RULES: tuple[Rule, ...] = (
     ),  # fmt: skip
     # Mailbox full: checked before "mailbox unavailable".
     _rule(
-        r"over ?quota|quota exceeded|mailbox (is )?full|mailbox size limit|exceeded (the|their|its) "
+        r"over ?(the )?quota|quota exceeded|mailbox (is )?full|mailbox size limit|exceeded (the|their|its) "
         r"(storage|quota)|insufficient (system )?storage|user is over|mail ?box has exceeded|"
-        r"out of (disk )?space|QuotaExceeded",
+        r"out of (disk )?space|QuotaExceeded|mailbox exceeds allowed size|messages in .{0,30}mailbox exceeded",
         Kind.SOFT,
         "mailbox_full",
     ),  # fmt: skip
@@ -205,7 +214,8 @@ RULES: tuple[Rule, ...] = (
         r"unknown (recipient|mailbox|local part|address)|invalid (recipient|mailbox|user)|"
         r"unrouteable address|no mailbox here|not a valid (mailbox|recipient|user)|"
         r"doesn'?t have an? [\w.-]+ account|addressee unknown|bad destination mailbox|"
-        r"mailbox (name )?not (found|allowed|available)|no such person|user not found",
+        r"mailbox (name )?not (found|allowed|available)|no such person|user not found|"
+        r"no valid recipients for this mm",  # Verizon's MMS gateway (vzwpix.com)
         Kind.HARD,
         "user_unknown",
     ),  # fmt: skip
@@ -218,7 +228,8 @@ RULES: tuple[Rule, ...] = (
         permanent_only=True,
     ),  # fmt: skip
     _rule(
-        r"host (or domain name )?not found|domain (does not|doesn'?t) exist|no such domain|"
+        r"host (or domain name )?not found|domain (does not|doesn'?t) exist|no such domain|host unknown|unknown host|"
+        r"dns lookup failure: host \S+ not found|"
         r"name service error|unknown domain|domain not found|nxdomain|couldn'?t find any host|"
         r"no (mx|mail exchanger|valid mx)|unable to route|unroutable",
         Kind.HARD,
@@ -227,7 +238,7 @@ RULES: tuple[Rule, ...] = (
     ),  # fmt: skip
     _rule(
         r"relay(ing)? (access )?(denied|not permitted|prohibited)|(not|isn'?t) in my list of allowed rcpthosts|"
-        r"we do not relay|relay not permitted|not permitted to relay",
+        r"we do not relay|relay not permitted|not permitted to relay|smtp relay error",
         Kind.BLOCK,
         "relay_denied",
         permanent_only=True,
@@ -310,7 +321,8 @@ NOT_HARD = re.compile(
     r"block ?list|black ?list|dnsbl|\brbl\b|spamhaus|policy|dmarc|\bspf\b|dkim|authenticat|"
     r"rate limit|too many (messages|connections|recipients|e?mails)|throttl|too (fast|quickly)|greylist|graylist|"
     r"try again later|temporar|\btls\b|starttls|encryption|relay(ing)? (access )?(denied|not permitted|prohibited)|"
-    r"rcpthosts|ptr record|reverse dns|\brdns\b|sender (address )?(rejected|verify)|sender verification",
+    r"rcpthosts|ptr record|reverse dns|\brdns\b|sender (address )?(rejected|verify)|sender verification|"
+    + _KDDI_FILTERED,
     re.IGNORECASE,
 )
 
@@ -328,12 +340,14 @@ HARD_TEXT: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"not a valid (mailbox|recipient|user)|doesn'?t have an? [\w.-]+ account|addressee unknown|"
             r"bad destination mailbox|mailbox (name )?not found|user not found|"
             r"not listed in (the )?(domino |public )?(directory|name & address book|address book)|"
-            r"access denied\. AS\(\d+\)",  # Microsoft 365 directory-based edge blocking
+            r"access denied\. AS\(\d+\)|"  # Microsoft 365 directory-based edge blocking
+            r"no valid recipients for this mm",  # Verizon's MMS gateway
             "user_unknown",
         ),
         (
-            r"host (or domain name )?not found|host unknown|domain (does not|doesn'?t) exist|no such domain|"
-            r"nxdomain|couldn'?t find any host|domain not found|unknown domain",
+            r"host (or domain name )?not found|host unknown|unknown host|domain (does not|doesn'?t) exist|"
+            r"no such domain|nxdomain|couldn'?t find any host|domain not found|unknown domain|"
+            r"dns lookup failure: host \S+ not found",  # dma
             "domain_not_found",
         ),
         (r"(does not|doesn'?t) accept (any )?mail|accepts no mail|null ?mx", "no_mail_accepted"),
@@ -343,9 +357,10 @@ HARD_TEXT: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 
 # Status subjects under which the words may still say the address is dead: none, generic (x.0.0, and
-# 5.5.0 as some servers use it), addressing (x.1.x), routing (x.4.x: 5.4.4 "Host or domain name not
-# found", Microsoft's 5.4.1 "Access denied. AS(...)"). Not 5.2.x, 5.3.x, 5.6.x, 5.7.x.
-_TEXT_MAY_DECIDE = ("0.", "1.", "4.", "5.0")
+# 5.5.0 as some servers use it, 5.3.0 as Sendmail's "553 5.3.0 <x>... No such user here" does),
+# addressing (x.1.x), routing (x.4.x: 5.4.4 "Host or domain name not found", Microsoft's 5.4.1 "Access
+# denied. AS(...)"). Not 5.2.x (docomo's 5.2.0 "Unknown user" is its filter), 5.3.x but 5.3.0, 5.6.x, 5.7.x.
+_TEXT_MAY_DECIDE = ("0.", "1.", "4.", "5.0", "3.0")
 
 
 def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -> str | None:
@@ -362,13 +377,13 @@ def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -
         return None
     if code is None and status is None:
         return None
+    subject = status.split(".", 1)[1] if status else ""
+    if subject not in HARD_STATUS and subject and not subject.startswith(_TEXT_MAY_DECIDE):
+        return None  # a mailbox, system, content or policy status: whatever the words say, ambiguous
     if NOT_HARD.search(text):
         return None
-    subject = status.split(".", 1)[1] if status else ""
     if subject in HARD_STATUS:
         return HARD_STATUS[subject]
-    if subject and not subject.startswith(_TEXT_MAY_DECIDE):  # a mailbox, system, content or policy status
-        return None  # that the words contradict: ambiguous
     for pattern, reason in HARD_TEXT:
         if pattern.search(text):
             return reason
@@ -379,22 +394,27 @@ def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -
 # remote mail server after RCPT TO:<a>:" / "after end of data:", qmail-remote "does not like
 # recipient." / "failed after I sent the message." / "failed on DATA command.", Sendmail and
 # Courier transcripts (">>> RCPT To:<a>" then "<<< 550 ..."), Yahoo's "[RCPT_TO]" / "[BODY]" tags,
-# DragonFly's "did not like our RCPT TO:". The first marker in the text wins.
+# DragonFly's "did not like our RCPT TO:" / "... our final DATA:" (the end of the data), the "SMTP:RCPT host
+# ..." lines of X3-style MTAs, BIGLOBE's "Mail Delivery Failed... User unknown" (its own MTA, after it took
+# the message: its filter). The first marker in the text wins.
 # Not ">>> DATA" in a Sendmail transcript: with pipelining the RCPT refusals are read after it.
 _PHASE_MARKERS: tuple[tuple[str, Phase], ...] = (
-    (r"in reply to (the )?end of data|after end of data|failed after I sent the message|\[BODY\]", Phase.AFTER_DATA),
+    (r"in reply to (the )?end of data|after end of data|failed after I sent the message|\[BODY\]"
+     r"|did not like our final data|mail delivery failed\.\.\. user unknown", Phase.AFTER_DATA),
     (r"in reply to (the )?rcpt to|after (pipelined )?rcpt( to)?\b|for rcpt( to)? command|does not like recipient"
-     r"|>>> rcpt to|did not like our rcpt|\[RCPT_TO\]", Phase.RCPT),
+     r"|>>> rcpt to|did not like our rcpt|\[RCPT_TO\]|^smtp:rcpt\b", Phase.RCPT),
     (r"in reply to (the )?data command|after (pipelined )?data\b|failed on data command|for data command"
-     r"|did not like our data", Phase.DATA),
+     r"|did not like our data|^smtp:data\b", Phase.DATA),
     (r"in reply to (the )?mail from|after (pipelined )?mail( from)?\b|for mail( from)? command|sender was rejected"
-     r"|>>> mail from|\[MAIL_FROM\]", Phase.MAIL),
+     r"|>>> mail from|\[MAIL_FROM\]|did not like our mail from|^smtp:mail\b", Phase.MAIL),
     (r"in reply to (the )?(helo|ehlo|starttls|auth)|after (ehlo|helo|starttls)\b|my name was rejected"
-     r"|>>> (ehlo|helo)", Phase.HELO),
+     r"|>>> (ehlo|helo)|did not like our (ehlo|helo)", Phase.HELO),
     (r"refused to talk to me|after initial connection|greeting failed|in reply to (the )?initial greeting",
      Phase.CONNECT),
 )  # fmt: skip
-_PHASE = re.compile("|".join(f"(?P<p{i}>{pattern})" for i, (pattern, _) in enumerate(_PHASE_MARKERS)), re.IGNORECASE)
+_PHASE = re.compile(
+    "|".join(f"(?P<p{i}>{pattern})" for i, (pattern, _) in enumerate(_PHASE_MARKERS)), re.IGNORECASE | re.MULTILINE
+)
 
 
 def phase_in_text(text: str) -> Phase:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from email.policy import compat32
 from typing import Any
 
-from relay.bounces.classify import Classification, Kind, Phase, classify, enhanced_status, phase_in_text
+from relay.bounces.classify import ENHANCED, Classification, Kind, Phase, classify, enhanced_status, phase_in_text
 
 MAX_DIAGNOSTIC = 1000  # characters of remote text kept per recipient
 MAX_CLASSIFIED = 4000  # characters of a diagnostic the classifier reads (a reply is a few lines)
@@ -310,7 +310,9 @@ def _address_value(value: str) -> str | None:
     return match.group(0).lower() if match else None
 
 
-_CODE = re.compile(r"(?<![\w.#-])([245]\d\d)(?![\w.])")
+# A reply code is not part of a word, a number or an address, and does not end a line that goes on: a
+# number there is a value ("Size (bytes): 512" in Verizon's message details), not a reply.
+_CODE = re.compile(r"(?<![\w.#-])([245]\d\d)(?![\w.])(?![ \t]*\r?\n)")
 
 
 def reply_code(text: str) -> int | None:
@@ -328,20 +330,38 @@ def _classify(status: str | None, diagnostic: str, remote: str | None, permanent
     if phase is Phase.UNKNOWN:
         phase = phase_in_text(diagnostic)
     code = reply_code(diagnostic)
-    in_text = enhanced_status(diagnostic)
+    in_text = _specific_status(diagnostic)
     if in_text is not None and in_text[0] == "2":  # a failure does not carry a success code ("#2.1.1" in LDAP errors)
         diagnostic = re.sub(r"(?<![\d.])2\.\d{1,3}\.\d{1,3}(?![\d.])", "", diagnostic)
-        in_text = enhanced_status(diagnostic)
+        in_text = _specific_status(diagnostic)
     if status is not None and status[0] == "2":
         status = None
     if code is not None and code < 400:
         code = None
-    if status is None or (status.endswith(".0.0") and in_text is not None):
+    if status is None or (_generic(status) and in_text is not None):
         status = in_text or status
     if code is None:
         klass = status[0] if status else ("5" if permanent else "4")
         code = 550 if klass == "5" else 450
     return classify(code, status, diagnostic, remote, phase)
+
+
+def _generic(status: str) -> bool:
+    """x.0.0 (other or undefined) and x.1.0 (other address status, Amazon WorkMail's wrapper) say less
+    than the code of the reply they report."""
+    return status.endswith((".0.0", ".1.0"))
+
+
+def _specific_status(text: str) -> str | None:
+    """The first enhanced status in ``text`` that is not generic, else the first one: WorkMail's
+    "5.1.0 - Unknown address error 550-'5.1.1 ...'" reports a 5.1.1."""
+    first = None
+    for match in ENHANCED.finditer(text):
+        status = ".".join(match.groups())
+        if not _generic(status):
+            return status
+        first = first or status
+    return first
 
 
 # -- DSN ----------------------------------------------------------------------------------------
@@ -475,7 +495,7 @@ _COPY_MARKER = re.compile(
     r"(?im)^.{0,40}?(?:this is a copy of (?:the|your) message|below this line is a copy|original message follows"
     r"|original message headers|unsent message follows|returned message follows|message headers follow"
     r"|your message reads|copy of (?:the |your )?original message|-{3,} ?original message ?-{3,}"
-    r"|header of the original message|^(?:return-path|received):)",
+    r"|header of the original message|original mail as follows|^(?:return-path|received):)",
 )
 MAX_REPORTS = 1000  # failed recipients read from one prose bounce (a real one names a handful)
 SECTION_PARAGRAPHS = 20  # paragraphs that may describe one address
@@ -494,6 +514,7 @@ def _parse_prose(msg: email.message.Message, original_id: str | None, recipients
     looks_bounced = bool(
         _BOUNCE_SUBJECT.search(subject) or _DAEMON.search(sender) or msg.get("x-failed-recipients")
         or _header(msg, "content-type").lower().startswith("multipart/report")
+        or "fml" in _header(msg, "x-mlserver").lower()  # fml's refusals come from the list's -admin address
     )  # fmt: skip
     if not looks_bounced:
         if _is_auto_reply(msg, subject):
@@ -508,13 +529,16 @@ def _parse_prose(msg: email.message.Message, original_id: str | None, recipients
     failed = _failed_addresses(msg, explanation, recipients, senders, original_id)
     sections = _sections(explanation, failed)
     permanent = not _DELAY.search(explanation)
+    # au (KDDI) marks what the recipient's own filter refused with "X-SPASIGN: NG": the address is live.
+    filtered = _header(msg, "x-spasign").upper() == "NG"
     reports = []
     classified: dict[str, tuple[str | None, Classification]] = {}  # one reading per distinct section
     for address in failed:
         section = sections.get(address) or explanation
         if section not in classified:
             host = _host_in(section)
-            classified[section] = host, _classify(enhanced_status(section), section, host, permanent)
+            c = _classify(enhanced_status(section), section, host, permanent)
+            classified[section] = host, Classification(Kind.SOFT, "filtered", c.status) if filtered else c
         host, c = classified[section]
         reports.append(Report(address, c.status, "failed", c.kind, c.reason, _squash(section), host, original_id))
     if not reports:
@@ -606,6 +630,9 @@ def _sections(text: str, addresses: list[str]) -> dict[str, str]:
         for i in mine:
             if i not in coded:
                 coded[i] = bool(reply_code(paragraphs[i]) or enhanced_status(paragraphs[i]))
-        chosen = [paragraphs[i] for i in mine if coded[i]] or [paragraphs[i] for i in mine] or [text]
+        chosen = [paragraphs[i] for i in mine if coded[i]]
+        if not chosen and len(addresses) == 1:  # the only address, named apart from its error (Verizon's
+            chosen = [text]  # "Message details:" / "Original Message:" after it): all the text is about it
+        chosen = chosen or [paragraphs[i] for i in mine] or [text]
         out[address] = "\n\n".join(chosen)[:4000]
     return out
