@@ -1,11 +1,24 @@
-"""The one place relay reads time: a Clock protocol, the system clock and a fake for tests."""
+"""The one place relay reads and waits on time: a Clock protocol, the system clock and a virtual clock for tests.
+
+Everything that schedules (the delivery engine's pacing, suspensions and polls, the webhook
+sender's retries, API rate limits, retention and housekeeping) reads time and waits through the
+``Clock`` it is given, so a test can run minutes of schedule in milliseconds on a ``VirtualClock``.
+
+Two readings: ``now()`` is the wall clock (seconds since the epoch: stored times, retry
+schedules, expiries); ``monotonic()`` only ever moves forward (pacing and latencies).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -13,27 +26,180 @@ class Clock(Protocol):
         """Seconds since the epoch."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start; never goes back. For intervals, not for dates."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend the calling task for ``seconds``."""
+        ...
+
+    async def wait(self, event: asyncio.Event, within: float) -> bool:
+        """Wait until ``event`` is set, for at most ``within`` seconds; True if it was set."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
 
-class FakeClock:
-    """A clock that only moves when a test says so."""
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait(self, event: asyncio.Event, within: float) -> bool:
+        try:
+            await asyncio.wait_for(event.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+
+class VirtualClock:
+    """A clock for tests whose time moves only when the test moves it.
+
+    ``now()`` and ``monotonic()`` move together, by :meth:`advance` or :meth:`run_for`.
+    ``sleep()`` and ``wait()`` suspend until the virtual time reaches their deadline, so a
+    schedule of minutes runs in milliseconds with no real sleep. A test that drives code doing
+    real I/O between its waits (an SMTP sink, a webhook receiver) parks on
+    :meth:`wait_for_sleepers` until that code is waiting on the clock again, then advances.
+    """
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self._now = start
+        self._elapsed = 0.0  # monotonic(): seconds moved since the clock was made
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []  # (deadline, order, waiter): a heap
+        self._order = itertools.count()
+        self._watchers: list[asyncio.Future[None]] = []  # told whenever a task starts waiting
 
     def now(self) -> float:
         return self._now
 
+    def monotonic(self) -> float:
+        return self._elapsed
+
     def advance(self, seconds: float) -> None:
+        """Move time forward; every sleeper whose deadline has come runs at the caller's next await."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
         self._now += seconds
+        self._elapsed += seconds
+        while self._timers and self._timers[0][0] <= self._elapsed:
+            _, _, waiter = heapq.heappop(self._timers)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        timer = self._timer(seconds)
+        try:
+            await timer
+        finally:
+            timer.cancel()  # a cancelled sleep leaves no live timer behind
+
+    async def wait(self, event: asyncio.Event, within: float) -> bool:
+        if event.is_set():
+            return True
+        if within <= 0:
+            return False
+        timer = self._timer(within)
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait((waiter, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            waiter.cancel()
+        return waiter.done() and not waiter.cancelled()
+
+    # -- for the test that drives the clock -------------------------------------------------
+
+    @property
+    def sleepers(self) -> int:
+        """Tasks waiting on this clock now."""
+        return sum(1 for _, _, waiter in self._timers if not waiter.done())
+
+    def next_deadline(self) -> float | None:
+        """The ``monotonic()`` time the next sleeper wakes at, or None when no task waits."""
+        live = [deadline for deadline, _, waiter in self._timers if not waiter.done()]
+        return min(live, default=None)
+
+    def advance_to_next(self) -> float:
+        """Move time to the next sleeper's deadline (not at all if none waits); returns the step taken."""
+        deadline = self.next_deadline()
+        step = 0.0 if deadline is None else max(0.0, deadline - self._elapsed)
+        self.advance(step)
+        return step
+
+    async def run_for(self, seconds: float) -> None:
+        """Move time forward ``seconds``, stopping at each deadline on the way and letting the woken tasks
+        run, so that a task sleeping in a loop wakes at each of its times, not once at the end."""
+        end = self._elapsed + seconds
+        while (deadline := self.next_deadline()) is not None and deadline <= end:
+            self.advance(max(0.0, deadline - self._elapsed))
+            for _ in range(5):  # the woken tasks run up to their next wait (no real I/O in between)
+                await asyncio.sleep(0)
+        self.advance(max(0.0, end - self._elapsed))
+        await asyncio.sleep(0)
+
+    async def wait_for_sleepers(self, count: int, real_seconds: float = 10.0) -> None:
+        """Wait (in real time, at most ``real_seconds``) until ``count`` tasks are waiting on this clock."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + real_seconds
+        while self.sleepers < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.sleepers} tasks wait on the clock, expected {count}")
+            changed = loop.create_future()
+            self._watchers.append(changed)
+            try:
+                await asyncio.wait_for(changed, min(remaining, 0.05))  # also looks again as waits end
+            except TimeoutError:
+                pass
+            finally:
+                if changed in self._watchers:
+                    self._watchers.remove(changed)
+
+    async def drive(self, awaitable: Awaitable[T], sleepers: int, real_seconds: float = 30.0) -> T:
+        """Await ``awaitable`` while moving time: each time ``sleepers`` tasks wait on the clock (say, every
+        delivery worker waits for a token or for work), time moves on to the earliest of their deadlines.
+
+        Time moves only while those tasks are all parked, so what they do in between (real I/O
+        included) happens at one instant of virtual time, and the schedule seen is exact.
+        """
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while not task.done():
+                parked = asyncio.ensure_future(self.wait_for_sleepers(sleepers, real_seconds))
+                try:
+                    await asyncio.wait((task, parked), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    parked.cancel()
+                if parked.done() and not parked.cancelled():
+                    parked.result()  # raises TimeoutError: they never all waited on the clock
+                if not task.done():
+                    self.advance_to_next()
+            return task.result()
+        finally:
+            task.cancel()
+
+    def _timer(self, seconds: float) -> asyncio.Future[None]:
+        timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(self._timers) > 256:  # drop the waits that ended early (an event came, a task was cancelled)
+            self._timers = [entry for entry in self._timers if not entry[2].done()]
+            heapq.heapify(self._timers)
+        heapq.heappush(self._timers, (self._elapsed + seconds, next(self._order), timer))
+        for watcher in self._watchers:
+            if not watcher.done():
+                watcher.set_result(None)
+        self._watchers.clear()
+        return timer
 
 
-async def sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
+FakeClock = VirtualClock  # the name the older tests use
 
 
 def iso(ts: float | None) -> str | None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from relay.clock import FakeClock
+from relay.clock import FakeClock, VirtualClock
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import SUSPEND_AFTER, Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -191,7 +191,7 @@ async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
 
 def test_token_bucket_paces_after_a_burst():
     from relay.config import Rate
-    from relay.delivery.shaping import TokenBucket
+    from relay.ratelimit import TokenBucket
 
     bucket = TokenBucket(Rate(10, 1.0), now=0.0)
     waits = [bucket.reserve(0.0) for _ in range(15)]
@@ -258,23 +258,35 @@ async def test_a_route_sends_through_a_smarthost_that_requires_auth(store, sink)
         relayhost.server.close()
 
 
+def record_virtual_arrivals(sink, clock: VirtualClock) -> list[float]:
+    """The clock's monotonic time at each message the sink accepts."""
+    times: list[float] = []
+    accept = sink.handler.handle_DATA
+
+    async def handle_DATA(server, session, envelope):
+        reply = await accept(server, session, envelope)
+        times.append(clock.monotonic())
+        return reply
+
+    sink.handler.handle_DATA = handle_DATA
+    return times
+
+
 async def test_max_rate_paces_deliveries_to_a_destination(store, sink):
     from relay.config import Rate
 
     shaping = {"default": {"max_connections": 4, "max_rate": Rate(20, 1.0)}}
-
+    clock = store.clock
+    times = record_virtual_arrivals(sink, clock)
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping=shaping)
     for i in range(40):
         await queue(store, f"u{i}@paced.example")
-    started = time.monotonic()
-    await asyncio.wait_for(engine.run_once(), 10)
-    elapsed = time.monotonic() - started
-    times = sink.handler.arrival_times
+    started = clock.monotonic()
+    await clock.drive(engine.run_once(), sleepers=4)  # the 4 workers wait for a token, then for work
     assert len(times) == 40
-    # a burst of one second's worth (20), then 20 more at 20/s: about a second, never much faster
-    assert elapsed >= 0.9, elapsed
-    late = [t - times[0] for t in times[20:]]
-    assert late[-1] >= 0.9
+    # a burst of one second's worth (20) at once, then one every 1/20 s: the 40th a second after the first
+    assert [t - started for t in times[:20]] == [0.0] * 20
+    assert [t - started for t in times[20:]] == pytest.approx([0.05 * (i + 1) for i in range(20)])
     await engine.stop(1)
 
 
