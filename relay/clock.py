@@ -11,10 +11,11 @@ schedules, expiries); ``monotonic()`` only ever moves forward (pacing and latenc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -70,7 +71,7 @@ class VirtualClock:
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self._now = start
         self._elapsed = 0.0  # monotonic(): seconds moved since the clock was made
-        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []  # (deadline, order, waiter): a heap
+        self._timers: list[_Timer] = []  # a heap, soonest first
         self._order = itertools.count()
         self._watchers: list[asyncio.Future[None]] = []  # told whenever a task starts waiting
 
@@ -86,10 +87,10 @@ class VirtualClock:
             raise ValueError("a clock does not go back")
         self._now += seconds
         self._elapsed += seconds
-        while self._timers and self._timers[0][0] <= self._elapsed:
-            _, _, waiter = heapq.heappop(self._timers)
-            if not waiter.done():
-                waiter.set_result(None)
+        while self._timers and self._timers[0].deadline <= self._elapsed:
+            timer = heapq.heappop(self._timers)
+            if not timer.waiter.done():
+                timer.waiter.set_result(None)
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -106,7 +107,7 @@ class VirtualClock:
             return True
         if within <= 0:
             return False
-        timer = self._timer(within)
+        timer = self._timer(within, event)
         waiter = asyncio.ensure_future(event.wait())
         try:
             await asyncio.wait((waiter, timer), return_when=asyncio.FIRST_COMPLETED)
@@ -120,11 +121,11 @@ class VirtualClock:
     @property
     def sleepers(self) -> int:
         """Tasks waiting on this clock now."""
-        return sum(1 for _, _, waiter in self._timers if not waiter.done())
+        return sum(1 for timer in self._timers if timer.live)
 
     def next_deadline(self) -> float | None:
         """The ``monotonic()`` time the next sleeper wakes at, or None when no task waits."""
-        live = [deadline for deadline, _, waiter in self._timers if not waiter.done()]
+        live = [timer.deadline for timer in self._timers if timer.live]
         return min(live, default=None)
 
     def advance_to_next(self) -> float:
@@ -136,7 +137,8 @@ class VirtualClock:
 
     async def run_for(self, seconds: float) -> None:
         """Move time forward ``seconds``, stopping at each deadline on the way and letting the woken tasks
-        run, so that a task sleeping in a loop wakes at each of its times, not once at the end."""
+        run, so that a task sleeping in a loop wakes at each of its times, not once at the end. Only for
+        tasks that do no real I/O between their waits: for those, see :meth:`drive`."""
         end = self._elapsed + seconds
         while (deadline := self.next_deadline()) is not None and deadline <= end:
             self.advance(max(0.0, deadline - self._elapsed))
@@ -145,14 +147,16 @@ class VirtualClock:
         self.advance(max(0.0, end - self._elapsed))
         await asyncio.sleep(0)
 
-    async def wait_for_sleepers(self, count: int, real_seconds: float = 10.0) -> None:
-        """Wait (in real time, at most ``real_seconds``) until ``count`` tasks are waiting on this clock."""
+    async def wait_for_sleepers(self, count: int | Callable[[], int], real_seconds: float = 10.0) -> None:
+        """Wait (in real time, at most ``real_seconds``) until ``count`` tasks are waiting on this clock;
+        ``count`` may be a function, asked again as tasks come and go (the workers alive now)."""
+        expected = count if callable(count) else lambda: count
         loop = asyncio.get_running_loop()
         deadline = loop.time() + real_seconds
-        while self.sleepers < count:
+        while self.sleepers < expected():
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"{self.sleepers} tasks wait on the clock, expected {count}")
+                raise TimeoutError(f"{self.sleepers} tasks wait on the clock, expected {expected()}")
             changed = loop.create_future()
             self._watchers.append(changed)
             try:
@@ -163,9 +167,10 @@ class VirtualClock:
                 if changed in self._watchers:
                     self._watchers.remove(changed)
 
-    async def drive(self, awaitable: Awaitable[T], sleepers: int, real_seconds: float = 30.0) -> T:
+    async def drive(self, awaitable: Awaitable[T], sleepers: int | Callable[[], int], real_seconds: float = 30.0) -> T:
         """Await ``awaitable`` while moving time: each time ``sleepers`` tasks wait on the clock (say, every
         delivery worker waits for a token or for work), time moves on to the earliest of their deadlines.
+        ``sleepers`` may be a function, for a number of workers that changes.
 
         Time moves only while those tasks are all parked, so what they do in between (real I/O
         included) happens at one instant of virtual time, and the schedule seen is exact.
@@ -186,17 +191,32 @@ class VirtualClock:
         finally:
             task.cancel()
 
-    def _timer(self, seconds: float) -> asyncio.Future[None]:
+    def _timer(self, seconds: float, event: asyncio.Event | None = None) -> asyncio.Future[None]:
         timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if len(self._timers) > 256:  # drop the waits that ended early (an event came, a task was cancelled)
-            self._timers = [entry for entry in self._timers if not entry[2].done()]
+            self._timers = [t for t in self._timers if not t.waiter.done()]
             heapq.heapify(self._timers)
-        heapq.heappush(self._timers, (self._elapsed + seconds, next(self._order), timer))
+        heapq.heappush(self._timers, _Timer(self._elapsed + seconds, next(self._order), timer, event))
         for watcher in self._watchers:
             if not watcher.done():
                 watcher.set_result(None)
         self._watchers.clear()
         return timer
+
+
+@dataclasses.dataclass(order=True)
+class _Timer:
+    """A task waiting on a VirtualClock: until ``deadline`` (its ``monotonic()``), or until ``event`` is set."""
+
+    deadline: float
+    order: int  # first come, first woken among equal deadlines
+    waiter: asyncio.Future[None] = dataclasses.field(compare=False)
+    event: asyncio.Event | None = dataclasses.field(compare=False)
+
+    @property
+    def live(self) -> bool:
+        """Still waiting: not woken, not cancelled, and its event (if any) not set, so not about to wake."""
+        return not self.waiter.done() and (self.event is None or not self.event.is_set())
 
 
 FakeClock = VirtualClock  # the name the older tests use

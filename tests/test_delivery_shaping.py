@@ -10,7 +10,7 @@ import pytest
 
 from relay.clock import FakeClock, VirtualClock
 from relay.delivery.client import SmtpClient
-from relay.delivery.engine import SUSPEND_AFTER, Engine, EngineSettings
+from relay.delivery.engine import SUSPEND_AFTER, SUSPEND_MAX, Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
@@ -86,7 +86,9 @@ async def test_a_dead_destination_does_not_hold_back_another(store, sink, dns_se
     try:
         dns_server.zone.update({"live.example": {"A": ["127.0.0.1"]}, "dead.example": {"A": ["127.0.0.2"]}})
         router = Router(None, sink.port, make_resolver([("127.0.0.1", dns_server.port)], 2))
-        engine = engine_for(store, router, connect_timeout=3, shaping={"default": {"max_connections": 2}})
+        # A connection for each dead recipient: one wave of connect timeouts (3 s) ends them all; with two
+        # connections it took two waves (a worker takes its next job as its connection fails): 6 s.
+        engine = engine_for(store, router, connect_timeout=3, shaping={"default": {"max_connections": 10}})
         for i in range(10):
             await queue(store, f"u{i}@dead.example")
         for i in range(10):
@@ -96,6 +98,7 @@ async def test_a_dead_destination_does_not_hold_back_another(store, sink, dns_se
         await sink.handler.wait_for(10, timeout=10)
         assert time.monotonic() - started < 2.5  # well before the dead site's 3 s connect timeout
         await task
+        assert time.monotonic() - started < 5.5  # one wave of timeouts
         states = (await store.summary()).by_state
         assert states["delivered"] == 10 and states["deferred"] + states["queued"] == 10
         await engine.stop(1)
@@ -121,6 +124,47 @@ async def test_repeated_connection_failures_suspend_the_destination(store):
     assert attempts == SUSPEND_AFTER  # the rest waits for the suspension to end, without attempts
     assert untouched == 10 - SUSPEND_AFTER
     await engine.stop(1)
+
+
+def attempt_times(store: Store) -> list[float]:
+    import sqlite3
+
+    conn = sqlite3.connect(store.db.path)
+    try:
+        return [at for (at,) in conn.execute("SELECT at FROM attempts ORDER BY id")]
+    finally:
+        conn.close()
+
+
+async def test_a_suspension_doubles_with_each_failure_after_it(store):
+    """Connections refused: after SUSPEND_AFTER failures the destination rests 30 s, and each failure on
+    coming back doubles the rest (60 s, 120 s, 240 s); nothing is attempted in between, on the engine's
+    own poll loop. Twelve virtual minutes, no real sleep."""
+    clock = store.clock
+    engine = engine_for(store, Router(("127.0.0.1", 9), 25, None), poll_interval=1.0,
+                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    for i in range(10):
+        await queue(store, f"u{i}@down.example")
+    start = clock.now()
+
+    async def attempts(count: int) -> None:
+        while len(attempt_times(store)) < count:  # noqa: ASYNC110 (rows in the database: nothing signals them)
+            await asyncio.sleep(0.005)
+
+    running = asyncio.create_task(engine.run())
+    try:
+        # Time moves once the poll loop and every task the engine spawned (workers, recording) wait on the clock.
+        everything_waits = lambda: 1 + len(engine._tasks)  # noqa: E731
+        await clock.drive(attempts(SUSPEND_AFTER + 4), sleepers=everything_waits)
+        assert [at - start for at in attempt_times(store)] == [0, 0, 0, 30, 30 + 60, 90 + 120, 210 + 240]
+        (dest,) = engine.destinations.values()
+        assert dest.suspended_until - start == 450 + 480
+        await clock.drive(attempts(SUSPEND_AFTER + 5), sleepers=everything_waits)
+        assert attempt_times(store)[-1] - start == 930  # 480 s was still under SUSPEND_MAX
+        assert dest.suspended_until - start == 930 + SUSPEND_MAX  # 960 s would be over it
+    finally:
+        await engine.stop(1)
+        running.cancel()
 
 
 @pytest.fixture
@@ -282,7 +326,7 @@ async def test_max_rate_paces_deliveries_to_a_destination(store, sink):
     for i in range(40):
         await queue(store, f"u{i}@paced.example")
     started = clock.monotonic()
-    await clock.drive(engine.run_once(), sleepers=4)  # the 4 workers wait for a token, then for work
+    await clock.drive(engine.run_once(), sleepers=lambda: engine.connections)  # every worker waits: move on
     assert len(times) == 40
     # a burst of one second's worth (20) at once, then one every 1/20 s: the 40th a second after the first
     assert [t - started for t in times[:20]] == [0.0] * 20
