@@ -401,7 +401,7 @@ class Relay:
         needs_dns = not d.smarthost and "*" not in d.routes
         resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
         router = Router(d.smarthost, d.mx_port, resolver, routes=d.routes)
-        client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout)
+        client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout, self.clock)
         return Engine(store, router, client, self.clock, self._engine_settings(self.config), random.Random())
 
     def _engine_settings(self, config: Config) -> EngineSettings:

@@ -31,7 +31,8 @@ async def store(tmp_path):
 def engine_for(store: Store, router: Router, **settings) -> Engine:
     defaults = dict(owner="n", concurrency=50, lease=300, poll_interval=0.05,
                     retry=RetryPolicy((60,), 3600, jitter=0.0), idle_timeout=0.5)  # fmt: skip
-    client = SmtpClient("relay.test", connect_timeout=settings.pop("connect_timeout", 2), command_timeout=5)
+    connect_timeout = settings.pop("connect_timeout", 2)
+    client = SmtpClient("relay.test", connect_timeout=connect_timeout, command_timeout=5, clock=store.clock)
     return Engine(store, router, client, store.clock, EngineSettings(**{**defaults, **settings}), random.Random(0))
 
 
@@ -58,6 +59,19 @@ async def test_max_messages_per_connection_opens_new_ones(store, sink):
         await queue(store, f"u{i}@one.example")
     await engine.run_once()
     assert len(sink.handler.received) == 12 and sink.handler.connections == 3
+    await engine.stop(1)
+
+
+async def test_a_connection_older_than_max_connection_age_is_replaced(store, sink):
+    shaping = {"default": {"max_connections": 1, "max_connection_age": 60.0}}
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping=shaping, idle_timeout=600)
+    connections = []
+    for advance in (0, 30, 31):  # sent at 0 s, 30 s (the same connection), 61 s (too old: a new one)
+        store.clock.advance(advance)
+        await queue(store, f"u{advance}@one.example")
+        assert await engine.run_once() == 1
+        connections.append(sink.handler.connections)
+    assert connections == [1, 1, 2]
     await engine.stop(1)
 
 
