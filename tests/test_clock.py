@@ -6,12 +6,15 @@ import asyncio
 import datetime
 import time
 
+import aiohttp
 import pytest
 from cryptography import x509
 
+from relay.app import Relay
 from relay.clock import Clock, FakeClock, SystemClock, VirtualClock
 from relay.message import new_message_id
 from relay.tls import self_signed
+from tests.conftest import make_config
 
 
 def test_both_clocks_are_clocks():
@@ -170,3 +173,30 @@ def test_times_made_outside_the_clock_take_its_now():
     start = datetime.datetime.fromtimestamp(clock.now(), datetime.UTC)
     assert cert.not_valid_before_utc == start - datetime.timedelta(minutes=5)
     assert cert.not_valid_after_utc == start + datetime.timedelta(days=10)
+
+
+async def test_api_rate_limits_count_in_the_relays_clock(tmp_path):
+    """The limiter's windows are the relay's clock's: a key's hour runs out, and comes back, in virtual time."""
+    clock = VirtualClock(1_800_000_000.0)  # on a window boundary: the hour runs to 1_800_003_600
+    relay = Relay(make_config(tmp_path / "data"), clock)
+    await relay.start()
+    try:
+        _, key = await relay.store.create_api_key("limited", ("read",), rate_limit=2)
+        host, port = relay.http_address
+
+        async def get() -> tuple[int, dict[str, str]]:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://{host}:{port}/v1/messages", headers={"Authorization": f"Bearer {key}"}) as r:
+                    return r.status, dict(r.headers)
+
+        assert [(await get())[0] for _ in range(2)] == [200, 200]
+        status, headers = await get()
+        assert (status, headers["Retry-After"], headers["X-RateLimit-Reset"]) == (429, "3600", "1800003600")
+        clock.advance(3599)
+        status, headers = await get()
+        assert (status, headers["Retry-After"]) == (429, "1")
+        clock.advance(1)
+        status, headers = await get()
+        assert (status, headers["X-RateLimit-Remaining"], headers["X-RateLimit-Reset"]) == (200, "1", "1800007200")
+    finally:
+        await relay.stop()
