@@ -389,6 +389,28 @@ async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_on_virtual
     assert totals["queued"] == 2  # the hourly counts outlive the events
 
 
+async def test_housekeeping_prunes_every_ten_minutes_of_the_relays_clock(relay_on_virtual_clock, sink):
+    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
+                                         retention={"events": "1s", "bodies": "1s"})  # fmt: skip
+    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    relay.engine.wake()
+    await sink.handler.wait_for(1)
+
+    async def bodies() -> int:
+        return (await relay.store.db.read(lambda c: c.execute("SELECT count(*) FROM message_bodies").fetchone()))[0]
+
+    await asyncio.sleep(0.2)
+    assert await bodies() == 1  # housekeeping ran at start, before the body was old enough
+    relay.clock.advance(599)
+    await asyncio.sleep(0.2)
+    assert await bodies() == 1
+    relay.clock.advance(1)  # ten minutes after the last run: the next one
+    deadline = time.monotonic() + 10
+    while await bodies():
+        assert time.monotonic() < deadline, "not pruned"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_killed_relay_loses_no_webhook_event(relay_process, receiver, sink):
     proc = relay_process(delivery={"smarthost": sink.address}, webhooks={"allow_private_targets": True})
     await proc.start()
