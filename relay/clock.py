@@ -140,12 +140,12 @@ class VirtualClock:
         run, so that a task sleeping in a loop wakes at each of its times, not once at the end. Only for
         tasks that do no real I/O between their waits: for those, see :meth:`drive`."""
         end = self._elapsed + seconds
+        await _let_tasks_run()  # tasks just started reach their first wait
         while (deadline := self.next_deadline()) is not None and deadline <= end:
             self.advance(max(0.0, deadline - self._elapsed))
-            for _ in range(5):  # the woken tasks run up to their next wait (no real I/O in between)
-                await asyncio.sleep(0)
+            await _let_tasks_run()  # the woken tasks run up to their next wait
         self.advance(max(0.0, end - self._elapsed))
-        await asyncio.sleep(0)
+        await _let_tasks_run()
 
     async def wait_for_sleepers(self, count: int | Callable[[], int], real_seconds: float = 10.0) -> None:
         """Wait (in real time, at most ``real_seconds``) until ``count`` tasks are waiting on this clock;
@@ -202,6 +202,12 @@ class VirtualClock:
                 watcher.set_result(None)
         self._watchers.clear()
         return timer
+
+
+async def _let_tasks_run() -> None:
+    """A few turns of the event loop: enough for tasks that do no real I/O to reach their next wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
 
 
 @dataclasses.dataclass(order=True)

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from relay import workers
 from relay.app import Relay
 from relay.clock import Clock, FakeClock, SystemClock, VirtualClock
 from relay.message import new_message_id
@@ -200,3 +201,16 @@ async def test_api_rate_limits_count_in_the_relays_clock(tmp_path):
         assert (status, headers["X-RateLimit-Remaining"], headers["X-RateLimit-Reset"]) == (200, "1", "1800007200")
     finally:
         await relay.stop()
+
+
+async def test_an_acceptor_looks_at_its_parent_each_interval_of_its_clock():
+    clock, parents, gone = VirtualClock(), [100], []
+    watch = workers.ParentWatch(100, lambda: gone.append(clock.monotonic()), interval=1.0,
+                                getppid=lambda: parents[0], exiting=lambda pid: False, clock=clock)  # fmt: skip
+    task = asyncio.create_task(watch.run())
+    await clock.run_for(10.5)
+    assert gone == []
+    parents[0] = 1  # re-parented at 10.5 s: seen at the next look, 11 s
+    await clock.run_for(5)
+    assert gone == [11.0]
+    await task
