@@ -41,6 +41,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The machine's clocks and asyncio's waits: what relay runs on."""
+
     def now(self) -> float:
         return time.time()
 
@@ -150,7 +152,10 @@ class VirtualClock:
     async def wait_for_sleepers(self, count: int | Callable[[], int], real_seconds: float = 10.0) -> None:
         """Wait (in real time, at most ``real_seconds``) until ``count`` tasks are waiting on this clock;
         ``count`` may be a function, asked again as tasks come and go (the workers alive now)."""
-        expected = count if callable(count) else lambda: count
+
+        def expected() -> int:
+            return count() if callable(count) else count
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + real_seconds
         while self.sleepers < expected():
