@@ -371,12 +371,12 @@ class Relay:
                 await self.prune_history()
             except Exception:
                 log.exception("housekeeping failed")
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            await self.clock.sleep(HOUSEKEEPING_SECONDS)
 
     async def _refresh_domains(self) -> None:
         """Keys and verified domains changed by another process (or the CLI) are picked up within this long."""
         while True:
-            await asyncio.sleep(DOMAINS_REFRESH_SECONDS)
+            await self.clock.sleep(DOMAINS_REFRESH_SECONDS)
             try:
                 assert self.domains is not None
                 await self.domains.refresh()
@@ -402,7 +402,7 @@ class Relay:
         needs_dns = not d.smarthost and "*" not in d.routes
         resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
         router = Router(d.smarthost, d.mx_port, resolver, routes=d.routes)
-        client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout)
+        client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout, self.clock)
         return Engine(store, router, client, self.clock, self._engine_settings(self.config), random.Random())
 
     def _engine_settings(self, config: Config) -> EngineSettings:
@@ -478,7 +478,8 @@ class Relay:
         # Acceptor processes share the rate limits; a relay that also delivers is the only process accepting
         # (acceptors = 0, or a Relay made in-process, which never starts acceptors whatever the setting).
         processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
-        settings = ApiSettings(http.rate_limit, RateLimiter(share=1 / processes), http.trust_proxy, http.require_tls)
+        limiter = RateLimiter(share=1 / processes)
+        settings = ApiSettings(http.rate_limit, limiter, http.trust_proxy, http.require_tls, self.clock)
         queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
         if self.webhook_sender is None:  # an acceptor: a sender for test sends only (the main process drains)
@@ -637,7 +638,7 @@ async def serve(config: Config) -> int:
     if acceptors > 0:
         assert relay.engine is not None and relay.listeners is not None
         listener = workers.WakeListener(workers.wake_address(config.db_path), relay.engine.wake)
-        supervisor = workers.Supervisor(acceptors, config.source, relay.listeners)
+        supervisor = workers.Supervisor(acceptors, config.source, relay.listeners, relay.clock)
         supervisor.start()
         try:
             async with asyncio.timeout(ACCEPTORS_READY_SECONDS):

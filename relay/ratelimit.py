@@ -1,7 +1,14 @@
-"""Request rate limits per API key: fixed windows aligned to the clock. Pure; state is in memory.
+"""Rate primitives, pure: the caller passes the time in, and the state is in memory.
 
-With ``[server] acceptors = N`` each process enforces its share (1/N) of a
-key's limit; the kernel spreads connections about evenly between them.
+- ``RateLimiter`` answers "may this request proceed?" for the HTTP API: a
+  fixed window per API key, aligned to the wall clock (``X-RateLimit-*`` and
+  ``Retry-After`` come from its ``Decision``). With ``[server] acceptors = N``
+  each process enforces its share (1/N) of a key's limit; the kernel spreads
+  connections about evenly between them.
+- ``TokenBucket`` answers "how long until the next one may go?" for outbound
+  pacing: the delivery engine's ``max_rate`` per destination and the webhook
+  sender's ``max_rate`` per endpoint. It reads a monotonic time, and never
+  refuses: the caller sleeps for the wait it returns.
 """
 
 from __future__ import annotations
@@ -50,3 +57,25 @@ class RateLimiter:
         self._windows[key_id] = (start, count)
         remaining = max(0, rate.limit - math.ceil(count / self.share))
         return Decision(True, rate.limit, remaining, reset_at, 0)
+
+
+class TokenBucket:
+    """Paces messages to ``rate``: bursts of about a second's worth, then one token per 1/rate seconds.
+
+    ``reserve`` takes a token and says how long to wait for it; tokens may go
+    negative, so concurrent callers queue up behind each other fairly.
+    """
+
+    def __init__(self, rate: Rate, now: float) -> None:
+        self.per_second = rate.limit / rate.period
+        self.burst = max(1.0, min(float(rate.limit), self.per_second))
+        self.tokens = self.burst
+        self.updated = now
+        self.factor = 1.0  # lowered while the receiver pushes back
+
+    def reserve(self, now: float) -> float:
+        speed = self.per_second * self.factor
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * speed)
+        self.updated = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / speed

@@ -161,6 +161,7 @@ class Renderer:
         while len(results) < len(jobs):
             process = await self._idle_or_new()
             if deadline is None:  # the request's budget starts once a process is ready (not while one starts)
+                # Real time, not relay.clock: the budget bounds the CPU time of a worker process.
                 deadline = time.monotonic() + self.request_seconds
             self._busy.add(process)
             clean = False

@@ -343,7 +343,7 @@ def render(subject: str, html: str | None, text: str | None, variables: dict[str
            seconds: float = RENDER_SECONDS) -> Rendered:  # fmt: skip
     """Render the three parts, in ``seconds`` at most for all of them; a text part is made from the html when
     there is none. Budgets are checked here; memory and a hard stop need a render process (relay.renderer)."""
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds  # real time, not relay.clock: it bounds the CPU a template may use
 
     def part(name: str, source: str) -> str:
         if time.monotonic() > deadline:

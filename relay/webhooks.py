@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from relay import strictjson
 from relay.clock import Clock, iso
 from relay.config import Rate
-from relay.delivery.shaping import TokenBucket
+from relay.ratelimit import TokenBucket
 from relay.store import Store
 from relay.store.events import Event
 from relay.store.webhooks import AttemptOutcome, DueDelivery, Webhook
@@ -274,10 +273,7 @@ class WebhookSender:
                     continue  # the next event of a message may be due now
             except Exception:
                 log.exception("webhook sender failed; retrying")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-            except TimeoutError:
-                pass
+            await self.clock.wait(self._wake, self.settings.poll_interval)
 
     async def run_once(self) -> int:
         """Send every due delivery (respecting the per-endpoint caps) and wait for them."""
@@ -342,14 +338,14 @@ class WebhookSender:
             return
         bucket = self._buckets.get(hook_id)
         if bucket is None:
-            bucket = self._buckets[hook_id] = TokenBucket(self.settings.max_rate, time.monotonic())
-        wait = bucket.reserve(time.monotonic())
+            bucket = self._buckets[hook_id] = TokenBucket(self.settings.max_rate, self.clock.monotonic())
+        wait = bucket.reserve(self.clock.monotonic())
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.clock.sleep(wait)
 
     async def post(self, hook: Webhook, msg_id: str, body: bytes) -> tuple[int | None, str | None, float]:
         """One signed POST: (status, error text, latency in ms). Never raises for network trouble."""
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             check_url_syntax(hook.url)  # a name is looked up and checked by CheckedResolver as aiohttp connects;
             await check_literal(hook.url, self.settings.allow_private_targets)  # aiohttp never resolves a literal
@@ -358,13 +354,13 @@ class WebhookSender:
             async with session.post(hook.url, data=body, headers=headers, allow_redirects=False) as response:
                 text = (await response.content.read(MAX_RESPONSE_TEXT)).decode("utf-8", "replace")
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}: {text}".strip()
-                return response.status, error, (time.monotonic() - started) * 1000
+                return response.status, error, (self.clock.monotonic() - started) * 1000
         except TargetError as exc:
-            return None, str(exc), (time.monotonic() - started) * 1000
+            return None, str(exc), (self.clock.monotonic() - started) * 1000
         except TimeoutError:
-            return None, f"timed out after {self.settings.timeout:g}s", (time.monotonic() - started) * 1000
+            return None, f"timed out after {self.settings.timeout:g}s", (self.clock.monotonic() - started) * 1000
         except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:300], (time.monotonic() - started) * 1000
+            return None, f"{type(exc).__name__}: {exc}"[:300], (self.clock.monotonic() - started) * 1000
 
     async def send_test(self, hook: Webhook) -> AttemptOutcome:
         """A sample event, sent now (not queued); recorded among the endpoint's attempts."""

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from relay.clock import Clock, SystemClock
 from relay.startup import EX_CONFIG
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,10 @@ class ParentWatch:
         interval: float = PARENT_CHECK_SECONDS,
         getppid: Callable[[], int] = os.getppid,
         exiting: Callable[[int], bool] = process_exiting,
+        clock: Clock | None = None,
     ) -> None:
         self.expected = expected
+        self.clock = clock or SystemClock()
         self.on_gone = on_gone
         self.interval = interval
         self.getppid = getppid
@@ -151,7 +154,7 @@ class ParentWatch:
 
     async def run(self) -> None:
         while not self.gone():  # noqa: ASYNC110 (nothing signals a new parent pid but the death signal)
-            await asyncio.sleep(self.interval)
+            await self.clock.sleep(self.interval)
         log.warning("the main process (pid %d) has gone: this acceptor stops", self.expected)
         self.on_gone()
 
@@ -215,8 +218,9 @@ class WakeSender:
 class Supervisor:
     """Starts, restarts and stops the acceptor processes."""
 
-    def __init__(self, count: int, config_path: Path | None, listeners: Listeners) -> None:
+    def __init__(self, count: int, config_path: Path | None, listeners: Listeners, clock: Clock | None = None) -> None:
         self.count = count
+        self.clock = clock or SystemClock()
         for sock in listeners.all():
             sock.set_inheritable(True)
         self.fds = listeners.fds()
@@ -248,7 +252,7 @@ class Supervisor:
                 log.error("acceptor process %d exited with a configuration error; not restarting", index + 1)
                 return
             log.error("acceptor process %d exited with status %d; restarting in %.0fs", index + 1, code, delay)
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             delay = min(delay * 2, 30.0)
 
     async def stop(self, grace: float) -> None:

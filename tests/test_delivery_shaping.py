@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from relay.clock import FakeClock
+from relay.clock import FakeClock, VirtualClock
 from relay.delivery.client import SmtpClient
-from relay.delivery.engine import SUSPEND_AFTER, Engine, EngineSettings
+from relay.delivery.engine import SUSPEND_AFTER, SUSPEND_MAX, Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
@@ -31,7 +31,8 @@ async def store(tmp_path):
 def engine_for(store: Store, router: Router, **settings) -> Engine:
     defaults = dict(owner="n", concurrency=50, lease=300, poll_interval=0.05,
                     retry=RetryPolicy((60,), 3600, jitter=0.0), idle_timeout=0.5)  # fmt: skip
-    client = SmtpClient("relay.test", connect_timeout=settings.pop("connect_timeout", 2), command_timeout=5)
+    connect_timeout = settings.pop("connect_timeout", 2)
+    client = SmtpClient("relay.test", connect_timeout=connect_timeout, command_timeout=5, clock=store.clock)
     return Engine(store, router, client, store.clock, EngineSettings(**{**defaults, **settings}), random.Random(0))
 
 
@@ -61,6 +62,19 @@ async def test_max_messages_per_connection_opens_new_ones(store, sink):
     await engine.stop(1)
 
 
+async def test_a_connection_older_than_max_connection_age_is_replaced(store, sink):
+    shaping = {"default": {"max_connections": 1, "max_connection_age": 60.0}}
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping=shaping, idle_timeout=600)
+    connections = []
+    for advance in (0, 30, 31):  # sent at 0 s, 30 s (the same connection), 61 s (too old: a new one)
+        store.clock.advance(advance)
+        await queue(store, f"u{advance}@one.example")
+        assert await engine.run_once() == 1
+        connections.append(sink.handler.connections)
+    assert connections == [1, 1, 2]
+    await engine.stop(1)
+
+
 async def test_max_connections_per_destination_is_never_exceeded(store, sink):
     sink.handler.data_delay = 0.05
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 3}})
@@ -86,7 +100,9 @@ async def test_a_dead_destination_does_not_hold_back_another(store, sink, dns_se
     try:
         dns_server.zone.update({"live.example": {"A": ["127.0.0.1"]}, "dead.example": {"A": ["127.0.0.2"]}})
         router = Router(None, sink.port, make_resolver([("127.0.0.1", dns_server.port)], 2))
-        engine = engine_for(store, router, connect_timeout=3, shaping={"default": {"max_connections": 2}})
+        # A connection for each dead recipient: one wave of connect timeouts (3 s) ends them all; with two
+        # connections it took two waves (a worker takes its next job as its connection fails): 6 s.
+        engine = engine_for(store, router, connect_timeout=3, shaping={"default": {"max_connections": 10}})
         for i in range(10):
             await queue(store, f"u{i}@dead.example")
         for i in range(10):
@@ -96,6 +112,7 @@ async def test_a_dead_destination_does_not_hold_back_another(store, sink, dns_se
         await sink.handler.wait_for(10, timeout=10)
         assert time.monotonic() - started < 2.5  # well before the dead site's 3 s connect timeout
         await task
+        assert time.monotonic() - started < 5.5  # one wave of timeouts
         states = (await store.summary()).by_state
         assert states["delivered"] == 10 and states["deferred"] + states["queued"] == 10
         await engine.stop(1)
@@ -121,6 +138,47 @@ async def test_repeated_connection_failures_suspend_the_destination(store):
     assert attempts == SUSPEND_AFTER  # the rest waits for the suspension to end, without attempts
     assert untouched == 10 - SUSPEND_AFTER
     await engine.stop(1)
+
+
+def attempt_times(store: Store) -> list[float]:
+    import sqlite3
+
+    conn = sqlite3.connect(store.db.path)
+    try:
+        return [at for (at,) in conn.execute("SELECT at FROM attempts ORDER BY id")]
+    finally:
+        conn.close()
+
+
+async def test_a_suspension_doubles_with_each_failure_after_it(store):
+    """Connections refused: after SUSPEND_AFTER failures the destination rests 30 s, and each failure on
+    coming back doubles the rest (60 s, 120 s, 240 s); nothing is attempted in between, on the engine's
+    own poll loop. Twelve virtual minutes, no real sleep."""
+    clock = store.clock
+    engine = engine_for(store, Router(("127.0.0.1", 9), 25, None), poll_interval=1.0,
+                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    for i in range(10):
+        await queue(store, f"u{i}@down.example")
+    start = clock.now()
+
+    async def attempts(count: int) -> None:
+        while len(attempt_times(store)) < count:  # noqa: ASYNC110 (rows in the database: nothing signals them)
+            await asyncio.sleep(0.005)
+
+    running = asyncio.create_task(engine.run())
+    try:
+        # Time moves once the poll loop and every task the engine spawned (workers, recording) wait on the clock.
+        everything_waits = lambda: 1 + len(engine._tasks)  # noqa: E731
+        await clock.drive(attempts(SUSPEND_AFTER + 4), sleepers=everything_waits)
+        assert [at - start for at in attempt_times(store)] == [0, 0, 0, 30, 30 + 60, 90 + 120, 210 + 240]
+        (dest,) = engine.destinations.values()
+        assert dest.suspended_until - start == 450 + 480
+        await clock.drive(attempts(SUSPEND_AFTER + 5), sleepers=everything_waits)
+        assert attempt_times(store)[-1] - start == 930  # 480 s was still under SUSPEND_MAX
+        assert dest.suspended_until - start == 930 + SUSPEND_MAX  # 960 s would be over it
+    finally:
+        await engine.stop(1)
+        running.cancel()
 
 
 @pytest.fixture
@@ -191,7 +249,7 @@ async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
 
 def test_token_bucket_paces_after_a_burst():
     from relay.config import Rate
-    from relay.delivery.shaping import TokenBucket
+    from relay.ratelimit import TokenBucket
 
     bucket = TokenBucket(Rate(10, 1.0), now=0.0)
     waits = [bucket.reserve(0.0) for _ in range(15)]
@@ -258,23 +316,35 @@ async def test_a_route_sends_through_a_smarthost_that_requires_auth(store, sink)
         relayhost.server.close()
 
 
+def record_virtual_arrivals(sink, clock: VirtualClock) -> list[float]:
+    """The clock's monotonic time at each message the sink accepts."""
+    times: list[float] = []
+    accept = sink.handler.handle_DATA
+
+    async def handle_DATA(server, session, envelope):
+        reply = await accept(server, session, envelope)
+        times.append(clock.monotonic())
+        return reply
+
+    sink.handler.handle_DATA = handle_DATA
+    return times
+
+
 async def test_max_rate_paces_deliveries_to_a_destination(store, sink):
     from relay.config import Rate
 
     shaping = {"default": {"max_connections": 4, "max_rate": Rate(20, 1.0)}}
-
+    clock = store.clock
+    times = record_virtual_arrivals(sink, clock)
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping=shaping)
     for i in range(40):
         await queue(store, f"u{i}@paced.example")
-    started = time.monotonic()
-    await asyncio.wait_for(engine.run_once(), 10)
-    elapsed = time.monotonic() - started
-    times = sink.handler.arrival_times
+    started = clock.monotonic()
+    await clock.drive(engine.run_once(), sleepers=lambda: engine.connections)  # every worker waits: move on
     assert len(times) == 40
-    # a burst of one second's worth (20), then 20 more at 20/s: about a second, never much faster
-    assert elapsed >= 0.9, elapsed
-    late = [t - times[0] for t in times[20:]]
-    assert late[-1] >= 0.9
+    # a burst of one second's worth (20) at once, then one every 1/20 s: the 40th a second after the first
+    assert [t - started for t in times[:20]] == [0.0] * 20
+    assert [t - started for t in times[20:]] == pytest.approx([0.05 * (i + 1) for i in range(20)])
     await engine.stop(1)
 
 

@@ -13,13 +13,14 @@ from aiohttp import web
 from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
 
-from relay.clock import FakeClock
+from relay.app import Relay
+from relay.clock import FakeClock, VirtualClock
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.events import EventFilter
 from relay.store.webhooks import Webhook
 from relay.webhooks import SenderSettings, WebhookSender, new_secret, sign
-from tests.conftest import run_cli
+from tests.conftest import make_config, run_cli, wait_for_states
 
 RAW = b"From: app@example.com\r\nTo: x@one.example\r\nSubject: hi\r\nMessage-ID: <w-1@example.com>\r\n\r\nhi\r\n"
 
@@ -35,6 +36,8 @@ class Receiver:
     delay: float = 0.0
     open_now: int = 0
     max_open: int = 0
+    clock: VirtualClock | None = None  # when set, ``times`` has its monotonic() at each request
+    times: list[float] = dataclasses.field(default_factory=list)
 
     def bodies(self) -> list[dict]:
         return [json.loads(body) for _, body in self.requests]
@@ -63,6 +66,8 @@ async def receiver():
         try:
             await asyncio.sleep(receiver.delay)
             requests.append((dict(request.headers), await request.read()))
+            if receiver.clock is not None:
+                receiver.times.append(receiver.clock.monotonic())
             arrived.set()
             return web.Response(status=statuses.pop(0) if statuses else 200, text="ok")
         finally:
@@ -141,6 +146,30 @@ async def test_a_failing_receiver_gets_the_event_once_after_retries(store, recei
     await sender.stop()
 
 
+async def test_the_running_sender_retries_on_the_schedule(store, receiver):
+    """The sender's own poll loop, on the virtual clock: the 2nd attempt 5 s after the 1st, the 3rd 30 s
+    after the 2nd, the 4th 2 min after the 3rd (RETRY_SCHEDULE), none in between, and no real sleep."""
+    await add_hook(store, receiver.url, ["queued"])
+    await store.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp"))
+    receiver.statuses.extend([500, 503, 502])
+    receiver.clock = clock = store.clock
+    sender = sender_for(store)
+    running = asyncio.create_task(sender.run())
+
+    async def requests(count: int) -> None:
+        await receiver.wait_for(count)
+
+    try:
+        started = clock.monotonic()
+        await clock.drive(requests(4), sleepers=1)  # the poll loop waits on the clock: nothing else runs
+        assert [t - started for t in receiver.times] == [0, 5, 5 + 30, 35 + 120]
+        await clock.drive(clock.sleep(600), sleepers=2)  # ten more minutes of polls, one a second
+        assert len(receiver.requests) == 4  # delivered: never sent again
+    finally:
+        await sender.stop()
+        running.cancel()
+
+
 async def test_deliveries_survive_a_restart(tmp_path, receiver):
     clock = FakeClock(time.time())
     store = Store(tmp_path / "q.sqlite3", clock)
@@ -204,9 +233,34 @@ async def api(relay, method: str, path: str, key: str, **kwargs):
 
 
 @pytest.fixture
-async def relay_and_key(relay_factory, sink):
-    relay = await relay_factory(delivery={"smarthost": sink.address, "retry_schedule": ["1s"]},
-                                webhooks={"allow_private_targets": True})  # fmt: skip
+async def relay_on_virtual_clock(tmp_path):
+    """Like relay_factory, on a VirtualClock that starts now (receivers check signatures against real time)."""
+    started: list[Relay] = []
+
+    async def start(**sections) -> Relay:
+        relay = Relay(make_config(tmp_path / "data", **sections), VirtualClock(time.time()))
+        await relay.start()
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        await relay.stop()
+
+
+async def tick_until(clock: VirtualClock, reached, real_seconds: float = 30.0) -> None:
+    """Move the clock a second at a time (the sender's and the engine's poll interval) until ``reached()``."""
+    deadline = time.monotonic() + real_seconds
+    while not reached():
+        assert time.monotonic() < deadline, "not reached"
+        clock.advance(1.0)
+        await asyncio.sleep(0.02)  # what became due runs: claims, deliveries, webhook requests
+
+
+@pytest.fixture
+async def relay_and_key(relay_on_virtual_clock, sink):
+    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address, "retry_schedule": ["1s"]},
+                                         webhooks={"allow_private_targets": True})  # fmt: skip
     key = await relay.store.create_api_key("t", ("admin",))
     return relay, key[1]
 
@@ -222,7 +276,7 @@ async def test_events_reach_the_webhook_signed_and_in_order(relay_and_key, recei
     status, sent = await api(relay, "POST", "/v1/messages", key, json=body)
     assert status == 202, sent
     # queued x3 + suppressed, delivered, deferred, bounced; the tempfail one is retried (1s) and deferred again.
-    await receiver.wait_for(8, timeout=30)  # generous: a loaded machine delays the 1 s retry and its webhook
+    await tick_until(relay.clock, lambda: len(receiver.requests) >= 8)  # the 1 s retry, webhooks polled each second
     events = [verify(hook["secret"], h, b) for h, b in receiver.requests]
     mine = [e["data"] for e in events if e["data"]["message_id"] == sent["id"]]
     by_recipient: dict[str, list[str]] = {}
@@ -315,15 +369,17 @@ async def test_metrics(relay_factory, sink):
     assert "relay_delivery_latency_seconds_count" in text and "relay_webhook_backlog 0.0" in text
 
 
-async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_factory, sink):
-    relay = await relay_factory(delivery={"smarthost": sink.address}, retention={"events": "1s", "bodies": "1s"})
+async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_on_virtual_clock, sink):
+    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
+                                         retention={"events": "1s", "bodies": "1s"})  # fmt: skip
     await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
     waiting = NewMessage("app@example.com", ("tempfail@one.example",), RAW, "smtp")
     relay.engine.wake()
     await sink.handler.wait_for(1)
     await relay.store.enqueue(waiting)
     relay.engine.wake()
-    await asyncio.sleep(2.1)
+    await wait_for_states(relay.store, waiting.id, ["deferred"])
+    relay.clock.advance(2.1)  # past both retention periods
     await relay.prune_history()  # (the housekeeping task may have pruned some already)
     left = await relay.store.db.read(lambda c: c.execute("SELECT message_id FROM message_bodies").fetchall())
     states = await relay.store.db.read(lambda c: c.execute("SELECT message_id, state FROM recipients").fetchall())
@@ -331,6 +387,28 @@ async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_factory, s
     assert await relay.store.events(EventFilter(until=relay.clock.now() - 1), 10) == []
     totals = await relay.store.event_totals()
     assert totals["queued"] == 2  # the hourly counts outlive the events
+
+
+async def test_housekeeping_prunes_every_ten_minutes_of_the_relays_clock(relay_on_virtual_clock, sink):
+    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
+                                         retention={"events": "1s", "bodies": "1s"})  # fmt: skip
+    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    relay.engine.wake()
+    await sink.handler.wait_for(1)
+
+    async def bodies() -> int:
+        return (await relay.store.db.read(lambda c: c.execute("SELECT count(*) FROM message_bodies").fetchone()))[0]
+
+    await asyncio.sleep(0.2)
+    assert await bodies() == 1  # housekeeping ran at start, before the body was old enough
+    relay.clock.advance(599)
+    await asyncio.sleep(0.2)
+    assert await bodies() == 1
+    relay.clock.advance(1)  # ten minutes after the last run: the next one
+    deadline = time.monotonic() + 10
+    while await bodies():
+        assert time.monotonic() < deadline, "not pruned"
+        await asyncio.sleep(0.02)
 
 
 async def test_a_killed_relay_loses_no_webhook_event(relay_process, receiver, sink):

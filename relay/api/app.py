@@ -12,7 +12,6 @@ import dataclasses
 import ipaddress
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from relay import strictjson
 from relay.api.openapi import serve_document
+from relay.clock import Clock, SystemClock
 from relay.config import Rate
 from relay.errors import Invalid, Refused
 from relay.keys import SCOPES, ApiKey, looks_like_key
@@ -41,6 +41,7 @@ class ApiSettings:
     limiter: RateLimiter
     trust_proxy: bool = False
     require_tls: bool = False
+    clock: Clock = dataclasses.field(default_factory=SystemClock)  # the rate-limit windows' time
 
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
@@ -196,7 +197,7 @@ async def authorize(request: web.Request, scope: str | None) -> ApiKey:
     if not key.allows_ip(ip):
         raise ApiError(403, "ip_not_allowed", f"this API key may not be used from {ip}")
     rate = Rate(key.rate_limit, 3600.0) if key.rate_limit else settings.rate_limit
-    decision = settings.limiter.hit(key.id, rate, time.time())
+    decision = settings.limiter.hit(key.id, rate, settings.clock.now())
     request[RATE] = decision
     if scope is not None and not key.allows(scope):
         raise ApiError(403, "missing_scope", f"this API key lacks the '{scope}' scope")

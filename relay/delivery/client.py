@@ -18,7 +18,6 @@ import asyncio
 import logging
 import re
 import ssl
-import time
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
@@ -26,6 +25,7 @@ import aiosmtplib
 
 from relay.bounces.classify import Phase
 from relay.bounces.verp import is_null_sender
+from relay.clock import Clock, SystemClock
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
 from relay.message import PLAIN_ADDRESS, dot_stuff
@@ -127,18 +127,19 @@ class StaleConnection(Exception):
 class Connection:
     """One open SMTP session to one host."""
 
-    def __init__(self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None) -> None:
+    def __init__(self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None, clock: Clock | None = None) -> None:
         self.smtp = smtp
         self.host = host
         self.tls = tls  # TLS version, or None for plain text
-        self.opened_at = time.monotonic()
+        self.clock = clock or SystemClock()
+        self.opened_at = self.clock.monotonic()
         self.messages = 0
         self.broken = False
         self._in_transaction = False  # MAIL was sent and no reply to the end of the data came back
 
     @property
     def age(self) -> float:
-        return time.monotonic() - self.opened_at
+        return self.clock.monotonic() - self.opened_at
 
     async def send(self, sender: str, recipients: Sequence[str], raw: bytes, max_rcpt: int = 100) -> dict[str, Reply]:
         """One transaction per ``max_rcpt`` recipients; a reply for every recipient. Raises
@@ -246,7 +247,10 @@ class Connection:
 
 
 class SmtpClient:
-    def __init__(self, ehlo_name: str, connect_timeout: float, command_timeout: float) -> None:
+    def __init__(
+        self, ehlo_name: str, connect_timeout: float, command_timeout: float, clock: Clock | None = None
+    ) -> None:
+        self.clock = clock or SystemClock()  # the age of a connection (max_connection_age)
         self.ehlo_name = ehlo_name
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -301,7 +305,7 @@ class SmtpClient:
                 if tls_mode != "opportunistic":
                     smtp.close()
                     return Reply(451, f"4.7.4 {host.name} does not offer STARTTLS, and TLS is {tls_mode}", Phase.HELO)
-                return Connection(smtp, host, None)
+                return Connection(smtp, host, None, self.clock)
         except asyncio.CancelledError:
             smtp.close()
             raise
@@ -326,4 +330,4 @@ class SmtpClient:
             return Reply(451, f"4.7.5 TLS with {host.name} failed and TLS is {tls_mode}: {exc}", Phase.HELO)
         ssl_object = smtp.transport.get_extra_info("ssl_object") if smtp.transport else None
         version = ssl_object.version() if ssl_object is not None else "TLS"
-        return Connection(smtp, host, version)
+        return Connection(smtp, host, version, self.clock)

@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import time
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,9 +34,10 @@ from relay.delivery.client import Connection, SmtpClient, StaleConnection
 from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
-from relay.delivery.shaping import TokenBucket, is_pushback, shaping_for
+from relay.delivery.shaping import is_pushback, shaping_for
 from relay.events import EventKind, State
 from relay.metrics import DELIVERY_SECONDS
+from relay.ratelimit import TokenBucket
 from relay.store import Store
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
 from relay.store.suppressions import NewBounce
@@ -237,10 +237,7 @@ class Engine:
                 expired = await self.store.release_leases()
                 if expired:
                     log.warning("returned %d recipients with expired leases to the queue", expired)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-            except TimeoutError:
-                pass
+            await self.clock.wait(self._wake, self.settings.poll_interval)
 
     async def run_once(self) -> int:
         """Burst mode for tests and tools: deliver everything due now, wait until it is recorded."""
@@ -252,7 +249,7 @@ class Engine:
         """Stop claiming; give work in hand ``grace`` seconds; close connections; release what is left."""
         self._stopping = True
         self._wake.set()
-        try:
+        try:  # real time, not the clock's: the grace bounds how long a stopping process takes
             await asyncio.wait_for(self._drained.wait(), grace)
         except TimeoutError:
             log.warning("stopping with %d recipients still in flight after %.0fs", self.held, grace)
@@ -362,7 +359,7 @@ class Engine:
         dest = self.destinations.get(route.site)
         if dest is None:
             shaping = shaping_for(domain, route.mx_names, self.settings.shaping)
-            dest = Destination(route.site, shaping, time.monotonic(), domain, route.mx_names)
+            dest = Destination(route.site, shaping, self.clock.monotonic(), domain, route.mx_names)
             self.destinations[route.site] = dest
         return dest
 
@@ -371,7 +368,7 @@ class Engine:
         self.settings = settings
         if routes is not None:
             self.router.set_routes(routes)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for dest in self.destinations.values():
             dest.reshape(shaping_for(dest.domain, dest.mx_names, settings.shaping), now)
             self._start_workers(dest)  # more connections may now be allowed
@@ -445,9 +442,9 @@ class Engine:
     async def _work(self, dest: Destination, job: Job, conn: Connection | None) -> Connection | None:
         """Deliver one job, over ``conn`` or a new connection; returns the connection to keep using."""
         if dest.bucket is not None:
-            wait = dest.bucket.reserve(time.monotonic())
+            wait = dest.bucket.reserve(self.clock.monotonic())
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self.clock.sleep(wait)
         if conn is not None and self._worn_out(conn, dest):
             await conn.close()
             conn = None
@@ -480,11 +477,7 @@ class Engine:
 
     async def _wait_for_work(self, dest: Destination) -> bool:
         dest.arrived.clear()
-        try:
-            await asyncio.wait_for(dest.arrived.wait(), self.settings.idle_timeout)
-        except TimeoutError:
-            return bool(dest.jobs)
-        return True
+        return await self.clock.wait(dest.arrived, self.settings.idle_timeout) or bool(dest.jobs)
 
     @staticmethod
     def _worn_out(conn: Connection, dest: Destination) -> bool:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from relay.config import Rate, Shaping
+from relay.config import Shaping
 
 # Conservative limits for the large mailbox providers, by MX host suffix.
 # Operators override any of them with [delivery.shaping."<suffix>"].
@@ -47,28 +47,6 @@ def shaping_for(domain: str, mx_hosts: Sequence[str], overrides: Mapping[str, Ma
                 shaping = shaping.merged(values)
                 break
     return shaping.merged(overrides.get(domain.lower(), {}))
-
-
-class TokenBucket:
-    """Paces messages to ``rate``: bursts of about a second's worth, then one token per 1/rate seconds.
-
-    ``reserve`` takes a token and says how long to wait for it; tokens may go
-    negative, so concurrent callers queue up behind each other fairly.
-    """
-
-    def __init__(self, rate: Rate, now: float) -> None:
-        self.per_second = rate.limit / rate.period
-        self.burst = max(1.0, min(float(rate.limit), self.per_second))
-        self.tokens = self.burst
-        self.updated = now
-        self.factor = 1.0  # lowered while the receiver pushes back
-
-    def reserve(self, now: float) -> float:
-        speed = self.per_second * self.factor
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * speed)
-        self.updated = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / speed
 
 
 PUSHBACK = re.compile(
