@@ -87,6 +87,9 @@ def domain_of(address: str) -> str:
     return parts[1]
 
 
+SOURCES = ("smtp", "http")  # the ways a message is submitted
+
+
 @dataclasses.dataclass(frozen=True)
 class NewMessage:
     """A message accepted by a submission path, ready to be queued."""
@@ -94,7 +97,7 @@ class NewMessage:
     sender: str  # envelope MAIL FROM; "" for the null sender
     recipients: tuple[str, ...]
     raw: bytes  # the full RFC 5322 message, CRLF line endings
-    source: str  # "smtp" or "http"
+    source: str  # one of SOURCES
     id: str = dataclasses.field(default_factory=new_message_id)
     subject: str = ""
     tags: tuple[str, ...] = ()

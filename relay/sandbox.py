@@ -15,6 +15,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Any
 
+FORMATS = ("json", "raw")  # how the API gives a captured message: rendered, or its RFC 5322 bytes
+
 
 @dataclasses.dataclass(frozen=True)
 class Attachment:

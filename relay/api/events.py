@@ -10,12 +10,12 @@ from relay.api.app import ApiError, instance_wide, own_filter, page_limit, reada
 from relay.api.messages import parse_time
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
+from relay.events import STATS_INTERVALS as INTERVALS
 from relay.store import Store
 from relay.store.events import EventFilter
 from relay.webhooks import event_json
 
 MAX_PAGE = 500
-INTERVALS = {"hour": 3600, "day": 86400}
 MAX_BUCKETS = 24 * 400
 
 

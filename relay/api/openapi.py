@@ -11,7 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from relay import __version__
+from relay.bounces.classify import Kind, Phase
+from relay.domains import CHECKS, FAILED, KEY_STATES, PENDING, VERIFIED
+from relay.events import ACCEPTED_STATES, EVENT_TYPES, STATS_INTERVALS, WOULD, State
 from relay.keys import SCOPES
+from relay.message import SOURCES
+from relay.sandbox import FORMATS
+from relay.store.idempotency import STATES as IDEMPOTENCY_STATES
+from relay.store.queue import RESEND_RESULTS
+from relay.suppression import BOUNCE_SOURCES, REASONS
+
+# The enums below come from the code (tests/test_openapi_enums.py checks every one), except the queue
+# operation names: relay.api.queues imports relay.api.app, which imports this module.
 
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -138,7 +149,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "status", "recipients"],
         "properties": {
             "id": _STR,
-            "status": {"enum": ["queued", "scheduled"]},
+            "status": {"enum": [s.value for s in ACCEPTED_STATES]},
             "sandbox": {"type": "boolean", "description": "captured in the sandbox instead of delivered"},
             "send_at": _TIME,
             "recipients": {
@@ -148,7 +159,7 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["email", "status"],
                     "properties": {
                         "email": _STR,
-                        "status": {"enum": ["queued", "scheduled", "suppressed"]},
+                        "status": {"enum": [*(s.value for s in ACCEPTED_STATES), State.SUPPRESSED.value]},
                         "reason": {**_STR, "description": "why a suppressed recipient is suppressed"},
                     },
                 },
@@ -160,19 +171,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["email", "status", "attempts"],
         "properties": {
             "email": _STR,
-            "status": {
-                "enum": [
-                    "queued",
-                    "scheduled",
-                    "deferred",
-                    "sending",
-                    "delivered",
-                    "bounced",
-                    "failed",
-                    "suppressed",
-                    "cancelled",
-                ]
-            },  # fmt: skip
+            "status": {"enum": [s.value for s in State]},
             "attempts": {"type": "integer"},
             "next_attempt_at": _TIME,
             "last_response": _NULLABLE_STR,
@@ -185,7 +184,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _STR,
             "created_at": _TIME,
-            "source": {"enum": ["smtp", "http"]},
+            "source": {"enum": list(SOURCES)},
             "from": _STR,
             "subject": _STR,
             "size": {"type": "integer"},
@@ -205,7 +204,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "key": _STR,
-            "state": {"enum": ["pending", "done"]},
+            "state": {"enum": list(IDEMPOTENCY_STATES)},
             "status": _NULLABLE_INT,
             "message_id": _NULLABLE_STR,
             "created_at": _TIME,
@@ -425,7 +424,7 @@ _DOMAIN = {
     "name": "domain",
     "in": "path",
     "required": True,
-    "schema": {**_STR, "not": {"enum": ["scheduled", "resend"]}},
+    "schema": {**_STR, "not": {"enum": ["scheduled", "resend"]}},  # relay.api.queues.OPERATIONS
     "description": "a destination domain ('scheduled' and 'resend' name operations instead)",
 }
 _REASON_BODY = {
@@ -532,7 +531,7 @@ SCHEMAS["Resend"] = {
         "queued": {"type": "integer", "description": "recipients queued again"},
         "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "previous_status", "result"],
                        "properties": {"email": _STR, "previous_status": _STR,
-                                      "result": {"enum": ["queued", "suppressed", "unchanged"]},
+                                      "result": {"enum": list(RESEND_RESULTS)},
                                       "reason": {**_STR, "description": "why a recipient stays suppressed"}}}},
     },
 }  # fmt: skip
@@ -560,7 +559,7 @@ SCHEMAS["Suppression"] = {
     "required": ["email", "reason", "created_at"],
     "properties": {
         "email": {**_STR, "description": "normalised: lower case, IDNA domain"},
-        "reason": {**_STR, "description": "hard_bounce, complaint, soft_bounces or manual"},
+        "reason": {**_STR, "description": f"{', '.join(REASONS[:-1])} or {REASONS[-1]}"},
         "detail": _STR,
         "bounce_id": {"type": ["integer", "null"]},
         "message_id": _NULLABLE_STR,
@@ -568,7 +567,7 @@ SCHEMAS["Suppression"] = {
         "expires_at": {**_TIME, "description": "null: until removed"},
     },
 }
-_BOUNCE_KINDS = ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]
+_BOUNCE_KINDS = [k.value for k in Kind]
 SCHEMAS["Bounce"] = {
     "type": "object",
     "required": ["id", "at", "email", "type", "reason", "source"],
@@ -582,9 +581,9 @@ SCHEMAS["Bounce"] = {
         "status": {**_NULLABLE_STR, "description": "enhanced status code, e.g. 5.1.1"},
         "diagnostic": _STR,
         "remote_mta": _NULLABLE_STR,
-        "source": {"enum": ["smtp", "dsn", "arf"]},
+        "source": {"enum": list(BOUNCE_SOURCES)},
         "phase": {
-            "enum": ["connect", "helo", "mail", "rcpt", "data", "after-data", "unknown", None],
+            "enum": [*(p.value for p in Phase), None],
             "description": "the SMTP command a refusal during delivery answered (null: a returned report or unknown)",
         },
         "message_id": _NULLABLE_STR,
@@ -679,7 +678,7 @@ PATHS["/v1/bounces"] = {
                 "name": "kind",
                 "in": "query",
                 "schema": {"enum": _BOUNCE_KINDS},
-                "description": "hard, soft, block, complaint, auto_reply or unknown (also accepted as type)",
+                "description": f"{', '.join(_BOUNCE_KINDS[:-1])} or {_BOUNCE_KINDS[-1]} (also accepted as type)",
             },
             {"name": "type", "in": "query", "schema": {"enum": _BOUNCE_KINDS}, "description": "same as kind"},
             {"name": "recipient", "in": "query", "schema": _STR, "description": "the address (also accepted as email)"},
@@ -700,8 +699,7 @@ PATHS["/v1/bounces/{id}"] = {
 
 # -- events, stats, webhooks, metrics --------------------------------------------------
 
-_EVENT_TYPES = ["queued", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled", "complained",
-                "unsuppressed"]  # fmt: skip
+_EVENT_TYPES = list(EVENT_TYPES)
 SCHEMAS["Event"] = {
     "type": "object",
     "required": ["id", "type", "timestamp", "message_id"],
@@ -772,7 +770,7 @@ PATHS["/v1/stats"] = {
         "summary": "Event counts per type per hour or day (scope read)",
         "parameters": [
             *_TIME_PARAMS,
-            {"name": "interval", "in": "query", "schema": {"enum": ["hour", "day"]}},
+            {"name": "interval", "in": "query", "schema": {"enum": list(STATS_INTERVALS)}},
             {"name": "tag", "in": "query", "schema": _STR},
         ],  # fmt: skip
         "responses": {"200": _json({"type": "object"}, "totals and data: [{start, counts}]"), **_errors(400)},
@@ -834,25 +832,26 @@ PATHS["/metrics"] = {
 
 # -- sending domains ------------------------------------------------------------------------------
 
-_CHECK = {"type": "object", "properties": {"status": {"enum": ["verified", "pending", "failed"]}, "hint": _STR}}
+_DOMAIN_STATUSES = [VERIFIED, PENDING, FAILED]
+_CHECK = {"type": "object", "properties": {"status": {"enum": _DOMAIN_STATUSES}, "hint": _STR}}
 SCHEMAS["Domain"] = {
     "type": "object",
     "required": ["id", "domain", "status", "records"],
     "properties": {
         "id": _STR,
         "domain": _STR,
-        "status": {"enum": ["verified", "pending", "failed"], "description": "verified: DKIM and SPF are right"},
+        "status": {"enum": _DOMAIN_STATUSES, "description": "verified: DKIM and SPF are right"},
         "created_at": _TIME,
         "checked_at": _TIME,
         "verified_at": _TIME,
         "dkim": {"type": "array", "items": {"type": "object", "properties": {
-            "selector": _STR, "state": {"enum": ["active", "pending", "retired"]}, "created_at": _TIME}}},
+            "selector": _STR, "state": {"enum": list(KEY_STATES)}, "created_at": _TIME}}},
         "records": {"type": "array", "items": {"type": "object", "properties": {
             "type": _STR, "name": _STR, "value": _STR, "purpose": _STR}}},
         "outbound": {"type": "object", "properties": {"ips": {"type": "array", "items": _STR}, "note": _STR},
                      "description": "the addresses the SPF record authorises, and how relay knows them or why not"},
         "checks": {"type": ["object", "null"], "additionalProperties": _CHECK,
-                   "description": "dkim, spf, dmarc, return_path (and dkim_next during a rotation)"},
+                   "description": f"{', '.join(CHECKS)} (and dkim_next during a rotation)"},
     },
 }  # fmt: skip
 PATHS["/v1/domains"] = {
@@ -999,13 +998,13 @@ SCHEMAS["DryRun"] = {
     "required": ["dry_run", "status", "sandbox", "recipients"],
     "properties": {
         "dry_run": {"const": True},
-        "status": {"enum": ["would_queue", "would_schedule"]},
+        "status": {"enum": list(WOULD.values())},
         "send_at": _TIME,
         "sandbox": {"type": "boolean", "description": "would be captured rather than delivered"},
         "dkim": {"type": "boolean", "description": "would be DKIM-signed"},
         "size": {"type": "integer"},
         "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "status"], "properties": {
-            "email": _STR, "status": {"enum": ["would_queue", "would_schedule", "suppressed"]}, "reason": _STR}}},
+            "email": _STR, "status": {"enum": [*WOULD.values(), State.SUPPRESSED.value]}, "reason": _STR}}},
     },
 }  # fmt: skip
 PATHS["/v1/messages"]["post"]["parameters"].append({
@@ -1035,7 +1034,7 @@ PATHS["/v1/sandbox/messages"] = {
 }  # fmt: skip
 PATHS["/v1/sandbox/messages/{id}"] = {
     "get": {"summary": "A captured message: envelope, rendered headers, text, html, attachments (scope read)",
-            "parameters": [_ID, {"name": "format", "in": "query", "schema": {"enum": ["json", "raw"]},
+            "parameters": [_ID, {"name": "format", "in": "query", "schema": {"enum": list(FORMATS)},
                                  "description": "raw: the RFC 5322 message, as /raw gives it"}],
             "responses": {"200": {"description": "The message", "content": {
                 "application/json": {"schema": _ref("SandboxMessage")}, "message/rfc822": {"schema": _STR}}},

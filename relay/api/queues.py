@@ -12,8 +12,9 @@ from relay.config import parse_duration
 from relay.store import Store
 from relay.store.queue import BodyDeleted, DomainQueue, Resent, Selection
 
-# "scheduled" and "resend" name queue operations, never a destination domain.
-_DOMAIN = "{domain:(?!(?:scheduled|resend)(?:/|$))[^{}/]+}"
+# These name queue operations, never a destination domain.
+OPERATIONS = ("scheduled", "resend")
+_DOMAIN = "{domain:(?!(?:" + "|".join(OPERATIONS) + ")(?:/|$))[^{}/]+}"
 
 
 def queue_json(q: DomainQueue) -> dict[str, Any]:

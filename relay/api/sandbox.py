@@ -9,7 +9,7 @@ from aiohttp import web
 
 from relay.api.app import ApiError, own_filter, page_limit, readable, require
 from relay.api.messages import MAX_PAGE, message_json
-from relay.sandbox import render
+from relay.sandbox import FORMATS, render
 from relay.store import Store
 from relay.store.queue import MessageRecord
 
@@ -54,7 +54,7 @@ class SandboxView:
     async def show(self, request: web.Request) -> web.Response:
         """The message rendered; ``?format=raw`` gives the RFC 5322 bytes (like ``/raw``)."""
         fmt = request.query.get("format", "json")
-        if fmt not in ("json", "raw"):
+        if fmt not in FORMATS:
             raise ApiError(400, "invalid_field", "'format' must be json or raw", "format")
         if fmt == "raw":
             return await self.raw(request)

@@ -647,6 +647,7 @@ class Resent:
     reason: str | None = None
 
 
+RESEND_RESULTS = ("queued", "suppressed", "unchanged")  # Resent.result
 _RESENDABLE = ("bounced", "failed")
 
 
