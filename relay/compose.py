@@ -19,7 +19,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
-from typing import Any
+from typing import Any, cast
 
 from relay.message import address_fault, split_address
 
@@ -324,7 +324,7 @@ def _set_bodies(msg: EmailMessage, c: Composition) -> None:
     inline = [a for a in c.attachments if a.content_id is not None]
     if not inline:
         return
-    html_part = msg if c.text is None else msg.get_payload()[1]  # type: ignore[index]
+    html_part = msg if c.text is None else cast(EmailMessage, msg.get_payload(1))  # text, then html: add_alternative
     for a in inline:
         maintype, subtype = a.content_type.split("/", 1)
         html_part.add_related(

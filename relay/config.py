@@ -354,8 +354,9 @@ class DeliveryConfig:
     max_rcpt_per_transaction: int = _field(100, "recipients per SMTP transaction")
     idle_timeout: float = _field("5s", "close an outbound connection idle this long", parse_duration)
     routes: dict[str, RouteConfig] = _field({}, 'smarthosts per recipient domain ("*" for all)', _routes)
-    shaping: dict[str, Shaping] = _field({}, "per destination limits: [delivery.shaping.default] and overrides",
-                                         _shaping_table)  # fmt: skip
+    # Overrides per key, checked but not merged: relay.delivery.shaping.shaping_for layers them over the defaults.
+    shaping: dict[str, dict[str, Any]] = _field({}, "per destination limits: [delivery.shaping.default] and overrides",
+                                                _shaping_table)  # fmt: skip
     mode: str = _field("live", "live: deliver; sandbox: capture every message instead (relay sandbox list)")
 
 

@@ -15,7 +15,7 @@ import base64
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ SIGNED_HEADERS = (
     b"mime-version", b"content-type", b"content-transfer-encoding", b"list-unsubscribe", b"list-unsubscribe-post",
 )  # fmt: skip
 
-_dkimpy_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
+_dkimpy_rsa_sign: Callable[[Any, Any], bytes] = dkim.RSASSA_PKCS1_v1_5_sign
 _HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
@@ -103,7 +103,7 @@ class Signer:
         if key is None:
             return raw
         try:
-            signature = dkim.sign(
+            signature: bytes = dkim.sign(
                 raw, key.selector.encode(), key.domain.encode(), key.private_key,
                 canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS),
                 linesep=b"\r\n",

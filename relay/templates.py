@@ -145,7 +145,7 @@ def _check_method(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
     """Methods of str, bytes, int and list that can allocate far more than their inputs."""
     method = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
     owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
-    first = args[0] if args else None
+    first: Any = args[0] if args else None
     if isinstance(owner, str | bytes | bytearray):
         if name in ("ljust", "rjust", "center", "zfill"):
             _check_width(first if args else kwargs.get("width"), f"{name}()")

@@ -174,8 +174,7 @@ class Connection:
         try:
             return await command
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            replied = isinstance(exc, aiosmtplib.SMTPResponseException)
-            if not probe or (replied and not any_reply and exc.code != 421):  # type: ignore[attr-defined]
+            if not probe or (isinstance(exc, aiosmtplib.SMTPResponseException) and not any_reply and exc.code != 421):
                 raise
             self.broken = True
             raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
