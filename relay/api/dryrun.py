@@ -46,17 +46,16 @@ async def dry_run(request: web.Request, prepare: Prepare, acceptor: Acceptor) ->
     except QuotaExhausted as exc:
         raise ApiError(402, "quota_exhausted", str(exc)) from None
     except Overloaded as exc:
-        raise ApiError(503, "service_unavailable", f"submission is paused: {exc}",
-                       headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
+        raise ApiError(
+            503, "service_unavailable", f"submission is paused: {exc}", headers={"Retry-After": str(exc.retry_after)}
+        ) from None
     return web.json_response(outcome(message, accepted, acceptor))
 
 
 def outcome(message: NewMessage, accepted: dict[str, Any], acceptor: Acceptor) -> dict[str, Any]:
     """The answer: what a real submission would have done with ``message``."""
     waiting = WOULD[State.SCHEDULED if message.send_at is not None else State.QUEUED]
-    recipients = [
-        {**r, "status": waiting} if r["status"] != "suppressed" else r for r in accepted["recipients"]
-    ]  # fmt: skip
+    recipients = [{**r, "status": waiting} if r["status"] != "suppressed" else r for r in accepted["recipients"]]
     signer = acceptor.signer
     return {
         "dry_run": True,
