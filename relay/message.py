@@ -155,8 +155,10 @@ def dot_unstuff(data: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _header_pattern(name: str) -> re.Pattern[bytes]:
-    return re.compile(rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)",
-                      re.IGNORECASE | re.DOTALL)  # fmt: skip
+    return re.compile(
+        rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)",
+        re.IGNORECASE | re.DOTALL,
+    )
 
 
 _FOLD = re.compile(r"\r\n[ \t]+")

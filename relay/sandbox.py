@@ -92,5 +92,6 @@ def _attachment(part: Message) -> Attachment:
         inner = part.get_payload()
         size = sum(len(m.as_bytes()) for m in inner if isinstance(m, Message)) if isinstance(inner, list) else 0
     content_id = part.get("Content-ID")
-    return Attachment(part.get_filename(), part.get_content_type(), size,
-                      str(content_id).strip("<> ") if content_id else None)  # fmt: skip
+    return Attachment(
+        part.get_filename(), part.get_content_type(), size, str(content_id).strip("<> ") if content_id else None
+    )

@@ -64,8 +64,9 @@ class Decision:
     expires_at: float | None  # None: until removed
 
 
-def decide(classification: Classification, recent_soft_bounces: int, now: float, policy: SuppressionPolicy
-           ) -> Decision | None:  # fmt: skip
+def decide(
+    classification: Classification, recent_soft_bounces: int, now: float, policy: SuppressionPolicy
+) -> Decision | None:
     """Whether a bounce suppresses its address. ``recent_soft_bounces`` counts this one."""
     if classification.kind is Kind.HARD:
         return Decision("hard_bounce", None)

@@ -339,8 +339,9 @@ def _render_part(part: str, source: str, variables: dict[str, Any], deadline: fl
         _budget = None
 
 
-def render(subject: str, html: str | None, text: str | None, variables: dict[str, Any],
-           seconds: float = RENDER_SECONDS) -> Rendered:  # fmt: skip
+def render(
+    subject: str, html: str | None, text: str | None, variables: dict[str, Any], seconds: float = RENDER_SECONDS
+) -> Rendered:
     """Render the three parts, in ``seconds`` at most for all of them; a text part is made from the html when
     there is none. Budgets are checked here; memory and a hard stop need a render process (relay.renderer)."""
     deadline = time.monotonic() + seconds
@@ -359,8 +360,10 @@ def render(subject: str, html: str | None, text: str | None, variables: dict[str
 
 
 class _TextMaker(HTMLParser):
+    # fmt: off
     BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote",
-             "hr", "section", "article", "header", "footer"}  # fmt: skip
+             "hr", "section", "article", "header", "footer"}
+    # fmt: on
     SKIP = {"style", "script", "head", "title"}
 
     def __init__(self) -> None:
