@@ -49,11 +49,22 @@ def start(tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
     )
     env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
     run = [sys.executable, "-m", "relay"]
-    out = subprocess.run([*run, "keys", "create", "--scope", "send", "--json", "--config", str(config)],
-                         capture_output=True, text=True, check=True, env=env, cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [*run, "keys", "create", "--scope", "send", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
+    )
     key = json.loads(out.stdout)["key"]
-    proc = subprocess.Popen([*run, "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        [*run, "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -89,19 +100,30 @@ async def main() -> None:
     url = f"http://127.0.0.1:{port}/v1/messages/batch"
     try:
         personal = {
-            "message": {"from": "app@example.com", "subject": "Hello {{ name }}",
-                        "html": "<p>Hi {{ name }}, your code is <b>{{ code }}</b>.</p>", "tags": ["bench"]},
-            "recipients": [{"to": f"user{i}@d{i % 50}.example", "variables": {"name": f"User {i}", "code": i}}
-                           for i in range(args.size)],
-        }  # fmt: skip
+            "message": {
+                "from": "app@example.com",
+                "subject": "Hello {{ name }}",
+                "html": "<p>Hi {{ name }}, your code is <b>{{ code }}</b>.</p>",
+                "tags": ["bench"],
+            },
+            "recipients": [
+                {"to": f"user{i}@d{i % 50}.example", "variables": {"name": f"User {i}", "code": i}}
+                for i in range(args.size)
+            ],
+        }
         one = {"from": "app@example.com", "text": "Hello.\n"}
-        separate = {"messages": [{**one, "to": f"user{i}@d{i % 50}.example", "subject": f"Message {i}"}
-                                 for i in range(args.size)]}  # fmt: skip
+        separate = {
+            "messages": [
+                {**one, "to": f"user{i}@d{i % 50}.example", "subject": f"Message {i}"} for i in range(args.size)
+            ]
+        }
         for name, body in (("personalised", personal), ("separate messages", separate)):
             times = await timed_posts(url, key, body, args.runs)
-            print(f"{name:18} {args.size} per batch: median {statistics.median(times) * 1000:.0f} ms,"
-                  f" max {max(times) * 1000:.0f} ms over {args.runs} batches"
-                  f" ({args.size / statistics.median(times):.0f} messages/s)")  # fmt: skip
+            print(
+                f"{name:18} {args.size} per batch: median {statistics.median(times) * 1000:.0f} ms,"
+                f" max {max(times) * 1000:.0f} ms over {args.runs} batches"
+                f" ({args.size / statistics.median(times):.0f} messages/s)"
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

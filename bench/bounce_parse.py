@@ -72,13 +72,16 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{len(raws)} samples (mean {result['bytes_mean']} bytes), {count} parses per run, {args.runs} runs,"
-          " one core")  # fmt: skip
+    print(
+        f"{len(raws)} samples (mean {result['bytes_mean']} bytes), {count} parses per run, {args.runs} runs, one core"
+    )
     print(f"messages/s (wall): min {min(wall):,.0f}  median {statistics.median(wall):,.0f}  max {max(wall):,.0f}")
     if cpu:
         print(f"messages/s (CPU):  min {min(cpu):,.0f}  median {statistics.median(cpu):,.0f}  max {max(cpu):,.0f}")
-    print(f"median sample {result['median_sample_us']} us; slowest: "
-          + ", ".join(f"{name} {t} us" for name, t in result["slowest_us"]))  # fmt: skip
+    print(
+        f"median sample {result['median_sample_us']} us; slowest: "
+        + ", ".join(f"{name} {t} us" for name, t in result["slowest_us"])
+    )
     return 0
 
 

@@ -51,12 +51,31 @@ def fill(conn, start: int, count: int, t0: float, span: float) -> None:
         q.enqueue(conn, m, at)
         rid = conn.execute("SELECT id FROM recipients WHERE message_id = ?", (m.id,)).fetchone()[0]
         bounced = i % 50 == 0
-        bounce = NewBounce(m.recipients[0], Classification(Kind.HARD, "user_unknown", "5.1.1"), "smtp", 550,
-                           "550 5.1.1 no such user", "mx.example", m.id) if bounced else None  # fmt: skip
-        result = q.AttemptResult(rid, m.id, m.recipients[0], State.BOUNCED if bounced else State.DELIVERED,
-                                 EventKind.BOUNCED if bounced else EventKind.DELIVERED, None,
-                                 550 if bounced else 250, "550 5.1.1 no such user" if bounced else "250 ok",
-                                 mx_host="mx.example", bounce=bounce)  # fmt: skip
+        bounce = (
+            NewBounce(
+                m.recipients[0],
+                Classification(Kind.HARD, "user_unknown", "5.1.1"),
+                "smtp",
+                550,
+                "550 5.1.1 no such user",
+                "mx.example",
+                m.id,
+            )
+            if bounced
+            else None
+        )
+        result = q.AttemptResult(
+            rid,
+            m.id,
+            m.recipients[0],
+            State.BOUNCED if bounced else State.DELIVERED,
+            EventKind.BOUNCED if bounced else EventKind.DELIVERED,
+            None,
+            550 if bounced else 250,
+            "550 5.1.1 no such user" if bounced else "250 ok",
+            mx_host="mx.example",
+            bounce=bounce,
+        )
         q.record_attempts(conn, [result], at + 1, policy)
 
 
@@ -80,8 +99,16 @@ async def main() -> None:
     store = Store(tmp / "relay.sqlite3", clock)
     try:
         messages = 0
-        columns = ("stats 7d/day", "stats 24h/hour+tag", "events page", "by type", "by recipient", "by tag",
-                   "bounce stats", "one event")  # fmt: skip
+        columns = (
+            "stats 7d/day",
+            "stats 24h/hour+tag",
+            "events page",
+            "by type",
+            "by recipient",
+            "by tag",
+            "bounce stats",
+            "one event",
+        )
         print(f"{'events':>9} " + " ".join(f"{c:>{len(c)}}" for c in columns) + "  (ms)")
         for size in sorted(args.sizes):
             target = size // 2  # two events per message

@@ -96,13 +96,20 @@ smarthost = "127.0.0.1:{sink_port}"
     )
     key_out = subprocess.run(
         [sys.executable, "-m", "relay", "keys", "create", "--json", "--config", str(config)],
-        capture_output=True, text=True, check=True, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     key = json.loads(key_out.stdout)["key"]
     sink = start_sink("smtp-sink" if shutil.which("smtp-sink") else "python", sink_port)
     log = (tmp / "relay.log").open("wb")
-    relay = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(config)], stdout=log,
-                             stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
     script = tmp / "post.lua"
     script.write_text(POST_LUA % ("x" * args.text_size))
     try:
@@ -111,8 +118,13 @@ smarthost = "127.0.0.1:{sink_port}"
         base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
         url = f"http://127.0.0.1:{http_port}"
         health = parse_wrk(subprocess.run([*base, f"{url}/healthz"], capture_output=True, text=True, check=True).stdout)
-        post_run = subprocess.run([*base, "-s", str(script), f"{url}/v1/messages"], capture_output=True, text=True,
-                                  check=True, env={"RELAY_KEY": key, "PATH": "/usr/bin:/bin"})  # fmt: skip
+        post_run = subprocess.run(
+            [*base, "-s", str(script), f"{url}/v1/messages"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"RELAY_KEY": key, "PATH": "/usr/bin:/bin"},
+        )
         post = parse_wrk(post_run.stdout)
         # How many messages were really queued (each 202 is a committed message).
         import sqlite3
@@ -125,10 +137,14 @@ smarthost = "127.0.0.1:{sink_port}"
         relay.wait(60)
         sink.terminate()
         log.close()
-    print(f"GET /healthz        : {health['requests_per_s']:8.0f} req/s  p50 {health['p50_ms']:.2f} ms  "
-          f"p99 {health['p99_ms']:.2f} ms")  # fmt: skip
-    print(f"POST /v1/messages   : {post['requests_per_s']:8.0f} req/s  p50 {post['p50_ms']:.2f} ms  "
-          f"p99 {post['p99_ms']:.2f} ms  non-2xx {post.get('non2xx')}  messages queued {queued}")  # fmt: skip
+    print(
+        f"GET /healthz        : {health['requests_per_s']:8.0f} req/s  p50 {health['p50_ms']:.2f} ms  "
+        f"p99 {health['p99_ms']:.2f} ms"
+    )
+    print(
+        f"POST /v1/messages   : {post['requests_per_s']:8.0f} req/s  p50 {post['p50_ms']:.2f} ms  "
+        f"p99 {post['p99_ms']:.2f} ms  non-2xx {post.get('non2xx')}  messages queued {queued}"
+    )
     print(f"durable POST / healthz ceiling: {post['requests_per_s'] / health['requests_per_s']:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
 

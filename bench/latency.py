@@ -54,8 +54,9 @@ def run_sink(port: int, expected: int, timeout: float, results: Any) -> None:
 
     async def serve() -> None:
         sink = Sink(expected)
-        server = await asyncio.get_running_loop().create_server(lambda: SMTP(sink, hostname="sink.bench"),
-                                                                "127.0.0.1", port)  # fmt: skip
+        server = await asyncio.get_running_loop().create_server(
+            lambda: SMTP(sink, hostname="sink.bench"), "127.0.0.1", port
+        )
         try:
             await asyncio.wait_for(sink.done.wait(), timeout)
         except TimeoutError:
@@ -109,8 +110,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(relay_port: int, sink_port: int, total: int, sessions: int, rate: float | None,
-            timeout: float) -> tuple[dict[int, float], dict[int, float], float]:  # fmt: skip
+def measure(
+    relay_port: int, sink_port: int, total: int, sessions: int, rate: float | None, timeout: float
+) -> tuple[dict[int, float], dict[int, float], float]:
     """Send ``total`` messages (paced at ``rate``, or as fast as relay takes them) and wait for them at
     the sink; (accepted times, arrival times, when sending started)."""
     sink_results: Any = multiprocessing.Queue()
@@ -119,8 +121,9 @@ def measure(relay_port: int, sink_port: int, total: int, sessions: int, rate: fl
     sink.start()
     time.sleep(0.3)
     start = time.monotonic() + 0.3
-    injector = multiprocessing.Process(target=run_injector,
-                                       args=(relay_port, total, sessions, rate, start, sent_results))  # fmt: skip
+    injector = multiprocessing.Process(
+        target=run_injector, args=(relay_port, total, sessions, rate, start, sent_results)
+    )
     injector.start()
     try:
         accepted = sent_results.get(True, timeout)
@@ -135,8 +138,9 @@ def measure(relay_port: int, sink_port: int, total: int, sessions: int, rate: fl
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=None,
-                        help="messages per second; by default half the maximum measured first")  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=None, help="messages per second; by default half the maximum measured first"
+    )
     parser.add_argument("--probe", type=int, default=3000, help="messages sent to measure the maximum rate")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
@@ -157,11 +161,13 @@ async def main() -> None:
         accepted, arrived, start = measure(smtp_port, sink_port, args.messages, args.sessions, rate, args.timeout)
         latencies = [(arrived[n] - accepted[n]) * 1000 for n in accepted if n in arrived]
         sent_for = max(accepted.values()) - start
-        print(f"{len(accepted)} messages at {len(accepted) / sent_for:.0f}/s (asked {rate:.0f}/s),"
-              f" {len(latencies)} arrived; acceptance to arrival:"
-              f" p50 {percentile(latencies, 0.5):.1f} ms, p90 {percentile(latencies, 0.9):.1f} ms,"
-              f" p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms,"
-              f" mean {statistics.mean(latencies):.1f} ms")  # fmt: skip
+        print(
+            f"{len(accepted)} messages at {len(accepted) / sent_for:.0f}/s (asked {rate:.0f}/s),"
+            f" {len(latencies)} arrived; acceptance to arrival:"
+            f" p50 {percentile(latencies, 0.5):.1f} ms, p90 {percentile(latencies, 0.9):.1f} ms,"
+            f" p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms,"
+            f" mean {statistics.mean(latencies):.1f} ms"
+        )
     finally:
         relay.stop()
         shutil.rmtree(tmp, ignore_errors=True)

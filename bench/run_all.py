@@ -40,15 +40,19 @@ def ensure_packages() -> None:
 
 def machine() -> str:
     cores = os.cpu_count()
-    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), "0")  # fmt: skip
+    mem = next(
+        (line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0"
+    )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    return (f"{datetime.date.today().isoformat()}, {cores} cores, {int(mem) // 1024 // 1024} GiB RAM,"
-            f" Python {sys.version.split()[0]}, commit {commit.stdout.strip() or 'unknown'}")  # fmt: skip
+    return (
+        f"{datetime.date.today().isoformat()}, {cores} cores, {int(mem) // 1024 // 1024} GiB RAM,"
+        f" Python {sys.version.split()[0]}, commit {commit.stdout.strip() or 'unknown'}"
+    )
 
 
 def steps(quick: bool) -> list[tuple[str, list[str]]]:
     n = "3000" if quick else "20000"
+    # fmt: off
     return [
         ("SMTP relay throughput vs Postfix, 5 KB", ["throughput.py", "--messages", n, "--runs", "1" if quick else "3",
                                                     "--target", "postfix", "--target", "relay"]),
@@ -66,7 +70,8 @@ def steps(quick: bool) -> list[tuple[str, list[str]]]:
                                              "--messages", "1500" if quick else "5000"]),
         ("Batch acceptance", ["batch.py", "--size", "500", "--runs", "3" if quick else "7"]),
         ("Events and stats", ["events_scale.py", "--sizes", "100000"]),
-    ]  # fmt: skip
+    ]
+    # fmt: on
 
 
 def _mean(pattern: str, text: str) -> float | None:
@@ -83,16 +88,20 @@ def summary(outputs: dict[str, str]) -> list[str]:
         relay = _mean(r"(?m)^relay .*end-to-end ([\d.]+)/s", text)
         postfix = _mean(r"(?m)^postfix .*end-to-end ([\d.]+)/s", text)
         if relay and postfix:
-            rows.append(f"| {title[len('SMTP relay throughput vs Postfix, '):]} | end to end msgs/s"
-                        f" | {relay:,.0f} | {postfix:,.0f} (Postfix) | {relay / postfix:.2f}x |")  # fmt: skip
+            rows.append(
+                f"| {title[len('SMTP relay throughput vs Postfix, ') :]} | end to end msgs/s"
+                f" | {relay:,.0f} | {postfix:,.0f} (Postfix) | {relay / postfix:.2f}x |"
+            )
     for title, text in outputs.items():
         if title.startswith("Ceiling") and (rate := _mean(r"end-to-end ([\d.]+)/s", text)):
             rows.append(f"| smtp-source → smtp-sink, no server | msgs/s | {rate:,.0f} | | |")
         if title.startswith("HTTP"):
             post, health = _mean(r"POST /v1/messages\s*:\s*([\d.]+)", text), _mean(r"healthz\s*:\s*([\d.]+)", text)
             if post and health:
-                rows.append(f"| HTTP durable POST /v1/messages | req/s | {post:,.0f} | {health:,.0f} (GET /healthz) |"
-                            f" {post / health:.2f}x |")  # fmt: skip
+                rows.append(
+                    f"| HTTP durable POST /v1/messages | req/s | {post:,.0f} | {health:,.0f} (GET /healthz) |"
+                    f" {post / health:.2f}x |"
+                )
         if title.startswith("Latency") and (m := re.search(r"at ([\d.]+)/s.*p50 ([\d.]+) ms.*p99 ([\d.]+) ms", text)):
             rows.append(f"| latency, acceptance to arrival, at {m[1]}/s | p50 / p99 ms | {m[2]} / {m[3]} | | |")
     if not rows:
@@ -111,13 +120,26 @@ def main() -> None:
     for title, command in steps(args.quick):
         print(f"== {title}: {' '.join(command)}", flush=True)
         started = time.monotonic()
-        done = subprocess.run([sys.executable, str(BENCH / command[0]), *command[1:]], capture_output=True, text=True,
-                              cwd=REPO, timeout=3600)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(BENCH / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=3600,
+        )
         out = (done.stdout + (f"\n(exit {done.returncode})\n{done.stderr[-2000:]}" if done.returncode else "")).strip()
         print(out, flush=True)
         outputs[title] = out
-        lines += [f"## {title}", "", f"`python bench/{' '.join(command)}` ({time.monotonic() - started:.0f} s)", "",
-                  "```", out, "```", ""]  # fmt: skip
+        lines += [
+            f"## {title}",
+            "",
+            f"`python bench/{' '.join(command)}` ({time.monotonic() - started:.0f} s)",
+            "",
+            "```",
+            out,
+            "```",
+            "",
+        ]
     table = summary(outputs)
     print("\n".join(table))
     lines[4:4] = table

@@ -214,8 +214,11 @@ concurrency = {args.concurrency}
         if args.auth:
             out = subprocess.run(
                 [sys.executable, "-m", "relay", "smtp-credentials", "create", "--json", "--config", str(config)],
-                capture_output=True, text=True, check=True, cwd=REPO,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=REPO,
+            )
             created = json.loads(out.stdout)
             self.login = (created["username"], created["password"])
         with self.log.open("wb") as fh:
@@ -387,8 +390,15 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     return result
 
 
-def _ceiling(args: argparse.Namespace, injector: str, sink: subprocess.Popen[bytes], sink_kind: str, sink_port: int,
-             message: bytes, tmp: Path) -> dict[str, object]:  # fmt: skip
+def _ceiling(
+    args: argparse.Namespace,
+    injector: str,
+    sink: subprocess.Popen[bytes],
+    sink_kind: str,
+    sink_port: int,
+    message: bytes,
+    tmp: Path,
+) -> dict[str, object]:
     """The injector straight into the sink: what this machine and client can do with no server between."""
     try:
         wait_listening(sink_port, lambda: sink.poll() is None)

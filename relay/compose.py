@@ -19,7 +19,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
-from typing import Any
+from typing import Any, cast
 
 from relay.message import address_fault, split_address
 
@@ -83,13 +83,15 @@ class Composition:
 
 
 # Headers the API builds itself; a caller sets them through the documented fields.
+# fmt: off
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
         "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version",
         "Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Received",
     )
-)  # fmt: skip
+)
+# fmt: on
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
 
 
@@ -106,13 +108,15 @@ def single_line(where: str, text: str) -> str:
 def _display_name(where: str, name: str) -> str:
     single_line(where, name)
     if _ENCODED_WORD.search(name):
-        raise FieldError(where, f"'{where}' contains RFC 2047 encoded-word syntax (=?...?=); give the name as"
-                         " plain Unicode text")  # fmt: skip
+        raise FieldError(
+            where, f"'{where}' contains RFC 2047 encoded-word syntax (=?...?=); give the name as plain Unicode text"
+        )
     return name
 
 
-def parse_addresses(field: str, value: object, *, required: bool = False,
-                    limit: int | None = None) -> tuple[Address, ...]:  # fmt: skip
+def parse_addresses(
+    field: str, value: object, *, required: bool = False, limit: int | None = None
+) -> tuple[Address, ...]:
     """``"a@x"``, ``"Name <a@x>"``, ``{"email": "a@x", "name": "Name"}`` or a list of those → Addresses;
     FieldError otherwise, naming the item (``to[1]``) or its part (``to[1].email``). A list longer than
     ``limit`` is refused before any of its items is looked at."""
@@ -125,8 +129,9 @@ def parse_addresses(field: str, value: object, *, required: bool = False,
     if not isinstance(items, list):
         raise FieldError(field, f"'{field}' must be an address, an object with 'email', or a list of those")
     if limit is not None and len(items) > limit:
-        raise FieldError(field, f"'{field}' has {len(items)} addresses; at most {limit} recipients",
-                         "too_many_recipients")  # fmt: skip
+        raise FieldError(
+            field, f"'{field}' has {len(items)} addresses; at most {limit} recipients", "too_many_recipients"
+        )
     out = []
     for index, item in enumerate(items):
         where = field if single else f"{field}[{index}]"
@@ -218,8 +223,9 @@ def _attachments(value: object, limits: Limits) -> tuple[Attachment, ...]:
             raise FieldError(f"{where}.content", "'content' is not valid base64") from None
         total += len(data)
         if total > limits.max_attachments_size:
-            raise FieldError(where, f"attachments exceed {limits.max_attachments_size} bytes in total",
-                             "attachments_too_large")  # fmt: skip
+            raise FieldError(
+                where, f"attachments exceed {limits.max_attachments_size} bytes in total", "attachments_too_large"
+            )
         content_type = item.get("content_type") or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         if not isinstance(content_type, str) or not re.fullmatch(r"[\w.+-]+/[\w.+-]+", content_type):
             raise FieldError(f"{where}.content_type", "'content_type' must look like 'image/png'")
@@ -284,8 +290,9 @@ def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
         metadata=_metadata(data.get("metadata"), limits),
     )
     if len(composition.envelope_recipients) > limits.max_recipients:
-        raise FieldError("to", f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
-                         "too_many_recipients")  # fmt: skip
+        raise FieldError(
+            "to", f"at most {limits.max_recipients} recipients (to, cc and bcc together)", "too_many_recipients"
+        )
     if any(a.content_id for a in composition.attachments) and html is None:
         raise FieldError("attachments", "inline attachments (content_id) need an 'html' body")
     return composition
@@ -324,13 +331,17 @@ def _set_bodies(msg: EmailMessage, c: Composition) -> None:
     inline = [a for a in c.attachments if a.content_id is not None]
     if not inline:
         return
-    html_part = msg if c.text is None else msg.get_payload()[1]  # type: ignore[index]
+    html_part = msg if c.text is None else cast(EmailMessage, msg.get_payload(1))  # text, then html: add_alternative
     for a in inline:
         maintype, subtype = a.content_type.split("/", 1)
         html_part.add_related(
-            a.content, maintype=maintype, subtype=subtype, cid=f"<{a.content_id}>", filename=a.filename,
+            a.content,
+            maintype=maintype,
+            subtype=subtype,
+            cid=f"<{a.content_id}>",
+            filename=a.filename,
             disposition="inline",
-        )  # fmt: skip
+        )
 
 
 def build_many(compositions: list[Composition], hostname: str, now: float) -> list[bytes]:

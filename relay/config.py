@@ -181,9 +181,10 @@ class ServerConfig:
     shutdown_grace: float = _field("30s", "how long in-flight deliveries may finish on stop", parse_duration)
     event_loop: str = _field("uvloop", "uvloop (faster) or asyncio")
     acceptors: int | str = _field(
-        "auto", 'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare'
-        " core", parse_acceptors,
-    )  # fmt: skip
+        "auto",
+        'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare core',
+        parse_acceptors,
+    )
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
     max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)
@@ -230,8 +231,9 @@ class HttpConfig:
     header_timeout: float = _field(
         "10s", "request headers must be complete this long after their first byte (408, closed)", parse_duration
     )
-    body_timeout: float = _field("60s", "a request body must be complete this long after its headers (408)",
-                                 parse_duration)  # fmt: skip
+    body_timeout: float = _field(
+        "60s", "a request body must be complete this long after its headers (408)", parse_duration
+    )
     keepalive_timeout: float = _field("75s", "close a connection idle between requests after this", parse_duration)
     max_connections_per_ip: int = _field(50, "simultaneous connections from one address (503 beyond)")
     trust_proxy: bool = _field(False, "take the client address from X-Forwarded-For (behind a reverse proxy)")
@@ -342,20 +344,24 @@ class DeliveryConfig:
     connect_timeout: float = _field("30s", "timeout to connect and read the greeting", parse_duration)
     command_timeout: float = _field("5m", "timeout for each SMTP command", parse_duration)
     retry_schedule: list[float] = _field(
-        ["1m", "5m", "10m", "20m", "40m", "1h"], "delays after each failed attempt; the last repeats",
+        ["1m", "5m", "10m", "20m", "40m", "1h"],
+        "delays after each failed attempt; the last repeats",
         _listof(parse_duration),
-    )  # fmt: skip
+    )
     max_age: float = _field("5d", "give up on a recipient after this long in the queue (4.4.7)", parse_duration)
     lease: float = _field("10m", "how long a claimed recipient stays leased to one worker", parse_duration)
     poll_interval: float = _field("1s", "how often the queue is checked for due retries", parse_duration)
     tls: str = _field("opportunistic", "outbound TLS: opportunistic, required or verify")
-    tls_policy: dict[str, str] = _field({}, "per recipient domain TLS mode, e.g. {\"bank.example\" = \"verify\"}",
-                                        _tls_policy)  # fmt: skip
+    tls_policy: dict[str, str] = _field(
+        {}, 'per recipient domain TLS mode, e.g. {"bank.example" = "verify"}', _tls_policy
+    )
     max_rcpt_per_transaction: int = _field(100, "recipients per SMTP transaction")
     idle_timeout: float = _field("5s", "close an outbound connection idle this long", parse_duration)
     routes: dict[str, RouteConfig] = _field({}, 'smarthosts per recipient domain ("*" for all)', _routes)
-    shaping: dict[str, Shaping] = _field({}, "per destination limits: [delivery.shaping.default] and overrides",
-                                         _shaping_table)  # fmt: skip
+    # Overrides per key, checked but not merged: relay.delivery.shaping.shaping_for layers them over the defaults.
+    shaping: dict[str, dict[str, Any]] = _field(
+        {}, "per destination limits: [delivery.shaping.default] and overrides", _shaping_table
+    )
     mode: str = _field("live", "live: deliver; sandbox: capture every message instead (relay sandbox list)")
 
 
@@ -410,13 +416,15 @@ def _mailbox(value: object) -> str:
 @dataclasses.dataclass(frozen=True)
 class InboundConfig:
     listen: list[tuple[str, int]] = _field(
-        [], "listeners for returned mail (bounces, complaints); port 25 in production; empty = none",
+        [],
+        "listeners for returned mail (bounces, complaints); port 25 in production; empty = none",
         _listof(parse_hostport),
-    )  # fmt: skip
+    )
     bounce_domains: list[str] = _field(
-        [], "domains whose every address takes bounces; outgoing mail gets a VERP return path on one of them",
+        [],
+        "domains whose every address takes bounces; outgoing mail gets a VERP return path on one of them",
         _listof(_domain_name),
-    )  # fmt: skip
+    )
     feedback_addresses: list[str] = _field([], "addresses that take complaint reports (ARF)", _listof(_mailbox))
     verp: bool = _field(True, "send each recipient's mail with its own authenticated return path on a bounce domain")
     max_message_size: int = _field("10MB", "largest returned message accepted", parse_size)
@@ -734,7 +742,7 @@ RELOADABLE: frozenset[tuple[str, str]] = frozenset(
             "idle_timeout",
             "max_rcpt_per_transaction",
         )
-    }  # fmt: skip
+    }
 )
 
 

@@ -15,7 +15,7 @@ import base64
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +28,28 @@ from relay.message import UnreadableFrom, from_domain
 log = logging.getLogger(__name__)
 
 # Headers to sign, when present (RFC 6376 §5.4.1 recommends these).
+# fmt: off
 SIGNED_HEADERS = (
     b"from", b"reply-to", b"subject", b"date", b"to", b"cc", b"message-id", b"in-reply-to", b"references",
     b"mime-version", b"content-type", b"content-transfer-encoding", b"list-unsubscribe", b"list-unsubscribe-post",
-)  # fmt: skip
+)
+# fmt: on
 
-_dkimpy_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
+_dkimpy_rsa_sign: Callable[[Any, Any], bytes] = dkim.RSASSA_PKCS1_v1_5_sign
 _HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
 @functools.lru_cache(maxsize=64)
 def _openssl_key(modulus: int, public_exponent: int, private_exponent: int, p: int, q: int) -> rsa.RSAPrivateKey:
     numbers = rsa.RSAPrivateNumbers(
-        p=p, q=q, d=private_exponent,
-        dmp1=rsa.rsa_crt_dmp1(private_exponent, p), dmq1=rsa.rsa_crt_dmq1(private_exponent, q),
-        iqmp=rsa.rsa_crt_iqmp(p, q), public_numbers=rsa.RSAPublicNumbers(public_exponent, modulus),
-    )  # fmt: skip
+        p=p,
+        q=q,
+        d=private_exponent,
+        dmp1=rsa.rsa_crt_dmp1(private_exponent, p),
+        dmq1=rsa.rsa_crt_dmq1(private_exponent, q),
+        iqmp=rsa.rsa_crt_iqmp(p, q),
+        public_numbers=rsa.RSAPublicNumbers(public_exponent, modulus),
+    )
     return numbers.private_key()
 
 
@@ -51,8 +57,13 @@ def _openssl_rsa_sign(hash_obj: Any, private_key: Any) -> bytes:
     algorithm = _HASHES.get(getattr(hash_obj, "name", "").lower())
     if not isinstance(private_key, dict) or algorithm is None:
         return _dkimpy_rsa_sign(hash_obj, private_key)
-    key = _openssl_key(private_key["modulus"], private_key["publicExponent"], private_key["privateExponent"],
-                       private_key["prime1"], private_key["prime2"])  # fmt: skip
+    key = _openssl_key(
+        private_key["modulus"],
+        private_key["publicExponent"],
+        private_key["privateExponent"],
+        private_key["prime1"],
+        private_key["prime2"],
+    )
     return key.sign(hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm()))
 
 
@@ -103,11 +114,15 @@ class Signer:
         if key is None:
             return raw
         try:
-            signature = dkim.sign(
-                raw, key.selector.encode(), key.domain.encode(), key.private_key,
-                canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS),
+            signature: bytes = dkim.sign(
+                raw,
+                key.selector.encode(),
+                key.domain.encode(),
+                key.private_key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=list(SIGNED_HEADERS),
                 linesep=b"\r\n",
-            )  # fmt: skip
+            )
         except dkim.DKIMException as exc:
             # A message dkimpy cannot parse still goes, unsigned, with the reason in the log.
             log.warning("could not DKIM-sign a message from %s: %s", key.domain, exc)

@@ -39,6 +39,7 @@ from relay.dkim import DomainKey, Signer, public_key_record
 from relay.message import UnreadableFrom, from_domain
 
 VERIFIED, PENDING, FAILED = "verified", "pending", "failed"
+KEY_STATES = ("active", "pending", "retired")  # a DKIM key: signs, published and waiting, replaced
 CHECKS = ("dkim", "spf", "dmarc", "return_path")
 REQUIRED = ("dkim", "spf")  # what "verified" means for the domain
 

@@ -21,6 +21,9 @@ class State(StrEnum):
 
 PENDING_STATES = (State.QUEUED, State.SCHEDULED, State.DEFERRED)
 FINAL_STATES = (State.DELIVERED, State.BOUNCED, State.FAILED, State.SUPPRESSED, State.CANCELLED)
+ACCEPTED_STATES = (State.QUEUED, State.SCHEDULED)  # where an accepted recipient starts (scheduled: it has a send_at)
+# What a dry run (POST /v1/messages/dry-run) says a submission would do, by the state it would start in.
+WOULD = {State.QUEUED: "would_queue", State.SCHEDULED: "would_schedule"}
 
 
 class EventKind(StrEnum):
@@ -38,3 +41,4 @@ class EventKind(StrEnum):
 
 
 EVENT_TYPES = tuple(k.value for k in EventKind)
+STATS_INTERVALS = {"hour": 3600, "day": 86400}  # the buckets event counts come in (GET /v1/stats), in seconds

@@ -108,6 +108,9 @@ def domain_of(address: str) -> str:
     return parts[1]
 
 
+SOURCES = ("smtp", "http")  # the ways a message is submitted
+
+
 @dataclasses.dataclass(frozen=True)
 class NewMessage:
     """A message accepted by a submission path, ready to be queued."""
@@ -115,7 +118,7 @@ class NewMessage:
     sender: str  # envelope MAIL FROM; "" for the null sender
     recipients: tuple[str, ...]
     raw: bytes  # the full RFC 5322 message, CRLF line endings
-    source: str  # "smtp" or "http"
+    source: str  # one of SOURCES
     id: str = dataclasses.field(default_factory=new_message_id)
     subject: str = ""
     tags: tuple[str, ...] = ()
@@ -173,8 +176,10 @@ def dot_unstuff(data: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _header_pattern(name: str) -> re.Pattern[bytes]:
-    return re.compile(rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)",
-                      re.IGNORECASE | re.DOTALL)  # fmt: skip
+    return re.compile(
+        rb"(?:^|\r\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:(.*?)(?=\r\n[^ \t]|\r\n\r\n|$)",
+        re.IGNORECASE | re.DOTALL,
+    )
 
 
 _FOLD = re.compile(r"\r\n[ \t]+")

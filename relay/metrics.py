@@ -53,5 +53,5 @@ async def render(store: Store, smtp_sessions: Callable[[], int] | None = None) -
         sessions.add_metric([], smtp_sessions())
         families.append(sessions)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families))  # type: ignore[arg-type]
+    registry.register(_Snapshot(families))
     return generate_latest(registry) + generate_latest(PROCESS)

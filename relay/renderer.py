@@ -121,8 +121,13 @@ class _Process:
 class Renderer:
     """The pool: ``render_many`` is the only way in. ``workers`` processes at most, started on demand."""
 
-    def __init__(self, workers: int = WORKERS, seconds: float = RENDER_SECONDS,
-                 request_seconds: float = REQUEST_SECONDS, wait_seconds: float = WAIT_SECONDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workers: int = WORKERS,
+        seconds: float = RENDER_SECONDS,
+        request_seconds: float = REQUEST_SECONDS,
+        wait_seconds: float = WAIT_SECONDS,
+    ) -> None:
         self.seconds = seconds
         self.request_seconds = request_seconds
         self.wait_seconds = wait_seconds
@@ -186,16 +191,22 @@ class Renderer:
             await process.kill()  # died while idle (killed from outside): reap it
         return await _Process.start()
 
-    async def _feed(self, process: _Process, sources: list[Source], jobs: list[Job],
-                    deadline: float) -> list[Rendered | RenderError]:  # fmt: skip
+    async def _feed(
+        self, process: _Process, sources: list[Source], jobs: list[Job], deadline: float
+    ) -> list[Rendered | RenderError]:
         """Results until every job is answered (and the process is clean), or until one runs over: that one's
         error is the last result and the process is killed (by raising to the caller)."""
         results: list[Rendered | RenderError] = []
         try:
-            process.send({"sources": [dataclasses.asdict(s) for s in sources],
-                          "jobs": [[j.source, j.variables] for j in jobs],
-                          "seconds": self.seconds, "request_seconds": max(0.0, deadline - time.monotonic()),
-                          "request_budget": self.request_seconds})  # fmt: skip
+            process.send(
+                {
+                    "sources": [dataclasses.asdict(s) for s in sources],
+                    "jobs": [[j.source, j.variables] for j in jobs],
+                    "seconds": self.seconds,
+                    "request_seconds": max(0.0, deadline - time.monotonic()),
+                    "request_budget": self.request_seconds,
+                }
+            )
         except (ConnectionError, RuntimeError) as exc:
             results.append(self._lost(process, exc))
             raise _Partial(results) from None
@@ -259,8 +270,9 @@ def render_jobs(request: dict[str, Any]) -> Any:
     budget = request.get("request_budget", REQUEST_SECONDS)
     for index, variables in request["jobs"]:
         left = deadline - time.monotonic()
-        used_up = {"error": {"part": "template", "message": f"this request used up its {budget:g}s of template"
-                             " rendering"}}  # fmt: skip
+        used_up = {
+            "error": {"part": "template", "message": f"this request used up its {budget:g}s of template rendering"}
+        }
         if left <= 0:
             yield used_up
             continue

@@ -15,6 +15,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Any
 
+FORMATS = ("json", "raw")  # how the API gives a captured message: rendered, or its RFC 5322 bytes
+
 
 @dataclasses.dataclass(frozen=True)
 class Attachment:
@@ -73,9 +75,11 @@ def _content(part: Message | None) -> str | None:
 
 def _leaves(part: Message) -> Iterator[Message]:
     """The parts that are not multiparts; an attached message (message/rfc822) is one, not opened."""
-    if part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), list):
-        for sub in part.get_payload():
-            yield from _leaves(sub)
+    payload = part.get_payload()
+    if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, Message):  # a parsed multipart holds only messages
+                yield from _leaves(sub)
     else:
         yield part
 
@@ -86,7 +90,8 @@ def _attachment(part: Message) -> Attachment:
         size = len(payload)
     else:  # an attached message: its bytes as they would be saved
         inner = part.get_payload()
-        size = sum(len(m.as_bytes()) for m in inner) if isinstance(inner, list) else 0
+        size = sum(len(m.as_bytes()) for m in inner if isinstance(m, Message)) if isinstance(inner, list) else 0
     content_id = part.get("Content-ID")
-    return Attachment(part.get_filename(), part.get_content_type(), size,
-                      str(content_id).strip("<> ") if content_id else None)  # fmt: skip
+    return Attachment(
+        part.get_filename(), part.get_content_type(), size, str(content_id).strip("<> ") if content_id else None
+    )

@@ -32,14 +32,21 @@ class SuppressionPolicy:
     soft_bounce_suppression: float = 7 * 86400.0
 
 
+# Why an address is suppressed: the three reasons :func:`decide` gives, and an operator's.
+REASONS = ("hard_bounce", "complaint", "soft_bounces", "manual")
+# Where a bounce record comes from: a refusal during delivery, a returned report (RFC 3464), a complaint (ARF).
+BOUNCE_SOURCES = ("smtp", "dsn", "arf")
+
+
 @dataclasses.dataclass(frozen=True)
 class Decision:
     reason: str  # hard_bounce, complaint, soft_bounces
     expires_at: float | None  # None: until removed
 
 
-def decide(classification: Classification, recent_soft_bounces: int, now: float, policy: SuppressionPolicy
-           ) -> Decision | None:  # fmt: skip
+def decide(
+    classification: Classification, recent_soft_bounces: int, now: float, policy: SuppressionPolicy
+) -> Decision | None:
     """Whether a bounce suppresses its address. ``recent_soft_bounces`` counts this one."""
     if classification.kind is Kind.HARD:
         return Decision("hard_bounce", None)

@@ -145,7 +145,7 @@ def _check_method(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
     """Methods of str, bytes, int and list that can allocate far more than their inputs."""
     method = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
     owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
-    first = args[0] if args else None
+    first: Any = args[0] if args else None
     if isinstance(owner, str | bytes | bytearray):
         if name in ("ljust", "rjust", "center", "zfill"):
             _check_width(first if args else kwargs.get("width"), f"{name}()")
@@ -339,8 +339,9 @@ def _render_part(part: str, source: str, variables: dict[str, Any], deadline: fl
         _budget = None
 
 
-def render(subject: str, html: str | None, text: str | None, variables: dict[str, Any],
-           seconds: float = RENDER_SECONDS) -> Rendered:  # fmt: skip
+def render(
+    subject: str, html: str | None, text: str | None, variables: dict[str, Any], seconds: float = RENDER_SECONDS
+) -> Rendered:
     """Render the three parts, in ``seconds`` at most for all of them; a text part is made from the html when
     there is none. Budgets are checked here; memory and a hard stop need a render process (relay.renderer)."""
     deadline = time.monotonic() + seconds  # real time, not relay.clock: it bounds the CPU a template may use
@@ -359,8 +360,10 @@ def render(subject: str, html: str | None, text: str | None, variables: dict[str
 
 
 class _TextMaker(HTMLParser):
+    # fmt: off
     BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote",
-             "hr", "section", "article", "header", "footer"}  # fmt: skip
+             "hr", "section", "article", "header", "footer"}
+    # fmt: on
     SKIP = {"style", "script", "head", "title"}
 
     def __init__(self) -> None:

@@ -185,3 +185,17 @@ def test_a_reload_applies_delivery_policy_and_names_what_needs_a_restart(tmp_pat
     assert now.server.log_level == "debug"
     assert now.smtp.max_message_size == old.smtp.max_message_size  # still the running value
     assert restart_needed(now, new) == ["smtp.max_message_size"]
+
+
+def test_shaping_overrides_stay_partial_until_a_destination_layers_them(tmp_path):
+    """[delivery.shaping] holds checked overrides per key (not whole Shaping values): a key set for a domain
+    goes over the built-in provider entry and the defaults, the keys it does not set come from those."""
+    from relay.config import Rate, Shaping
+    from relay.delivery.shaping import shaping_for
+
+    overrides = {"default": {"max_connection_age": "1m"}, "Gmail.com": {"max_rate": "10/s"}}
+    config = make_config(tmp_path, delivery={"shaping": overrides})
+    assert config.delivery.shaping == {"default": {"max_connection_age": 60.0}, "gmail.com": {"max_rate": Rate(10, 1)}}
+    assert shaping_for("gmail.com", ["aspmx.l.google.com"], config.delivery.shaping) == Shaping(
+        max_connections=5, max_messages_per_connection=50, max_connection_age=60.0, max_rate=Rate(10, 1)
+    )

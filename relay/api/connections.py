@@ -216,9 +216,15 @@ class GuardedProtocol(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         limit = self._guard.limits.max_connections_per_ip
-        self._transport.write(canned_response(
-            503, "Service Unavailable", "too_many_connections",
-            f"more than {limit} connections from this address; close one and retry", "Retry-After: 1\r\n"))  # fmt: skip
+        self._transport.write(
+            canned_response(
+                503,
+                "Service Unavailable",
+                "too_many_connections",
+                f"more than {limit} connections from this address; close one and retry",
+                "Retry-After: 1\r\n",
+            )
+        )
         self._transport.close()
 
 

@@ -43,8 +43,12 @@ def parse_credential_request(data: dict[str, Any]) -> dict[str, Any]:
     tags = data.get("tags", [])
     if not isinstance(tags, list) or len(tags) > 10 or not all(isinstance(t, str) and 0 < len(t) <= 128 for t in tags):
         raise ApiError(400, "invalid_field", "'tags' must be up to 10 strings of 1-128 characters", "tags")
-    return {"allowed_from": tuple(r.lower() for r in allowed), "rate_limit": rate, "tags": tuple(tags),
-            "test": parse_test_flag(data)}  # fmt: skip
+    return {
+        "allowed_from": tuple(r.lower() for r in allowed),
+        "rate_limit": rate,
+        "tags": tuple(tags),
+        "test": parse_test_flag(data),
+    }
 
 
 class CredentialsView:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -58,7 +59,7 @@ class DomainsView:
         policy = await self.domains.policy()
         return web.json_response({"data": [domain_json(d, policy) for d in await self.domains.store.domains()]})
 
-    async def _call(self, fn: Any, ident: str) -> Domain:
+    async def _call(self, fn: Callable[[str], Awaitable[Domain]], ident: str) -> Domain:
         try:
             return await fn(ident)
         except DomainError as exc:

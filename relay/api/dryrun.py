@@ -15,6 +15,7 @@ from aiohttp import web
 
 from relay.api.app import API_KEY, ApiError, read_json_object
 from relay.clock import iso
+from relay.events import WOULD, State
 from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.submission.accept import Acceptor
@@ -39,10 +40,8 @@ async def dry_run(request: web.Request, submission: HttpSubmission) -> web.Respo
 
 def outcome(message: NewMessage, accepted: dict[str, Any], acceptor: Acceptor) -> dict[str, Any]:
     """The answer: what a real submission would have done with ``message``."""
-    waiting = "would_schedule" if message.send_at is not None else "would_queue"
-    recipients = [
-        {**r, "status": waiting} if r["status"] != "suppressed" else r for r in accepted["recipients"]
-    ]  # fmt: skip
+    waiting = WOULD[State.SCHEDULED if message.send_at is not None else State.QUEUED]
+    recipients = [{**r, "status": waiting} if r["status"] != "suppressed" else r for r in accepted["recipients"]]
     signer = acceptor.signer
     return {
         "dry_run": True,

@@ -9,13 +9,13 @@ from aiohttp import web
 from relay.api.app import ApiError, instance_wide, own_filter, page_limit, readable, require
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
+from relay.events import STATS_INTERVALS as INTERVALS
 from relay.store import Store
 from relay.store.events import EventFilter
 from relay.submission.http import parse_time
 from relay.webhooks import event_json
 
 MAX_PAGE = 500
-INTERVALS = {"hour": 3600, "day": 86400}
 MAX_BUCKETS = 24 * 400
 
 
@@ -56,17 +56,23 @@ class EventsView:
         q = request.query
         limit = page_limit(q, 100, MAX_PAGE)
         f = EventFilter(
-            types=_types(q), recipient=q.get("recipient") or None, tag=q.get("tag") or None,
-            message_id=q.get("message_id") or None, before=_cursor(q),
+            types=_types(q),
+            recipient=q.get("recipient") or None,
+            tag=q.get("tag") or None,
+            message_id=q.get("message_id") or None,
+            before=_cursor(q),
             since=parse_time("since", q["since"]) if "since" in q else None,
-            until=parse_time("until", q["until"]) if "until" in q else None, api_key_id=own_filter(request),
-        )  # fmt: skip
+            until=parse_time("until", q["until"]) if "until" in q else None,
+            api_key_id=own_filter(request),
+        )
         rows = await self.store.events(f, limit + 1)
         page = rows[:limit]
-        return web.json_response({
-            "data": [event_json(e) for e in page],
-            "next_cursor": f"evt_{page[-1].id}" if len(rows) > limit else None,
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "data": [event_json(e) for e in page],
+                "next_cursor": f"evt_{page[-1].id}" if len(rows) > limit else None,
+            }
+        )
 
     async def for_message(self, request: web.Request) -> web.Response:
         message_id = request.match_info["id"]
@@ -100,19 +106,30 @@ class EventsView:
         for counts in buckets.values():
             for kind, n in counts.items():
                 totals[kind] = totals.get(kind, 0) + n
-        return web.json_response({
-            "from": iso(since), "to": iso(until), "interval": name, "tag": q.get("tag") or None,
-            "totals": totals,
-            "data": [{"start": iso(start), "counts": counts} for start, counts in sorted(buckets.items())],
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "from": iso(since),
+                "to": iso(until),
+                "interval": name,
+                "tag": q.get("tag") or None,
+                "totals": totals,
+                "data": [{"start": iso(start), "counts": counts} for start, counts in sorted(buckets.items())],
+            }
+        )
 
     async def bounce_stats(self, request: web.Request) -> web.Response:
         """Bounces by classification and reason, and by recipient domain."""
         instance_wide(request)
         since, until = self._range(request.query, 7 * 86400)
         s = await self.store.bounce_stats(since, until)
-        return web.json_response({
-            "from": iso(since), "to": iso(until), "total": s.total,
-            "by_classification": [{"classification": k, "reason": r, "count": n} for k, r, n in s.by_classification],
-            "by_domain": [{"domain": d, "classification": k, "count": n} for d, k, n in s.by_domain],
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "from": iso(since),
+                "to": iso(until),
+                "total": s.total,
+                "by_classification": [
+                    {"classification": k, "reason": r, "count": n} for k, r, n in s.by_classification
+                ],
+                "by_domain": [{"domain": d, "classification": k, "count": n} for d, k, n in s.by_domain],
+            }
+        )

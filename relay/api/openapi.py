@@ -11,7 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from relay import __version__
+from relay.bounces.classify import Kind, Phase
+from relay.domains import CHECKS, FAILED, KEY_STATES, PENDING, VERIFIED
+from relay.events import ACCEPTED_STATES, EVENT_TYPES, STATS_INTERVALS, WOULD, State
 from relay.keys import SCOPES
+from relay.message import SOURCES
+from relay.sandbox import FORMATS
+from relay.store.idempotency import STATES as IDEMPOTENCY_STATES
+from relay.store.queue import RESEND_RESULTS
+from relay.suppression import BOUNCE_SOURCES, REASONS
+
+# The enums below come from the code (tests/test_openapi_enums.py checks every one), except the queue
+# operation names: relay.api.queues imports relay.api.app, which imports this module.
 
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
@@ -138,7 +149,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "status", "recipients"],
         "properties": {
             "id": _STR,
-            "status": {"enum": ["queued", "scheduled"]},
+            "status": {"enum": [s.value for s in ACCEPTED_STATES]},
             "sandbox": {"type": "boolean", "description": "captured in the sandbox instead of delivered"},
             "send_at": _TIME,
             "recipients": {
@@ -148,7 +159,7 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["email", "status"],
                     "properties": {
                         "email": _STR,
-                        "status": {"enum": ["queued", "scheduled", "suppressed"]},
+                        "status": {"enum": [*(s.value for s in ACCEPTED_STATES), State.SUPPRESSED.value]},
                         "reason": {**_STR, "description": "why a suppressed recipient is suppressed"},
                     },
                 },
@@ -160,19 +171,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["email", "status", "attempts"],
         "properties": {
             "email": _STR,
-            "status": {
-                "enum": [
-                    "queued",
-                    "scheduled",
-                    "deferred",
-                    "sending",
-                    "delivered",
-                    "bounced",
-                    "failed",
-                    "suppressed",
-                    "cancelled",
-                ]
-            },  # fmt: skip
+            "status": {"enum": [s.value for s in State]},
             "attempts": {"type": "integer"},
             "next_attempt_at": _TIME,
             "last_response": _NULLABLE_STR,
@@ -185,7 +184,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _STR,
             "created_at": _TIME,
-            "source": {"enum": ["smtp", "http"]},
+            "source": {"enum": list(SOURCES)},
             "from": _STR,
             "subject": _STR,
             "size": {"type": "integer"},
@@ -205,7 +204,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "key": _STR,
-            "state": {"enum": ["pending", "done"]},
+            "state": {"enum": list(IDEMPOTENCY_STATES)},
             "status": _NULLABLE_INT,
             "message_id": _NULLABLE_STR,
             "created_at": _TIME,
@@ -403,7 +402,7 @@ PATHS["/v1/smtp-credentials"] = {
         "responses": {
             "200": _json(
                 {"type": "object", "properties": {"data": {"type": "array", "items": _ref("SmtpCredential")}}}, "OK"
-            )  # fmt: skip
+            )
         },
     },
 }
@@ -425,7 +424,7 @@ _DOMAIN = {
     "name": "domain",
     "in": "path",
     "required": True,
-    "schema": {**_STR, "not": {"enum": ["scheduled", "resend"]}},
+    "schema": {**_STR, "not": {"enum": ["scheduled", "resend"]}},  # relay.api.queues.OPERATIONS
     "description": "a destination domain ('scheduled' and 'resend' name operations instead)",
 }
 _REASON_BODY = {
@@ -461,7 +460,7 @@ PATHS["/v1/sending-queues"] = {
                 },
                 "OK",
             ),
-        },  # fmt: skip
+        },
     }
 }
 PATHS["/v1/sending-queues/{domain}/retry"] = {
@@ -469,7 +468,7 @@ PATHS["/v1/sending-queues/{domain}/retry"] = {
         "summary": "Make the domain's waiting recipients due now (scope admin)",
         "parameters": [_DOMAIN],
         "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
-    }  # fmt: skip
+    }
 }
 PATHS["/v1/sending-queues/{domain}/suspend"] = {
     "post": {
@@ -490,14 +489,14 @@ PATHS["/v1/sending-queues/{domain}/suspend"] = {
             },
         },
         "responses": {"200": _QUEUE_ACTION, **_errors(400, 404, 405, 415)},
-    }  # fmt: skip
+    }
 }
 PATHS["/v1/sending-queues/{domain}/resume"] = {
     "post": {
         "summary": "End a suspension (scope admin)",
         "parameters": [_DOMAIN],
         "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
-    }  # fmt: skip
+    }
 }
 PATHS["/v1/sending-queues/{domain}/bounce"] = {
     "post": {
@@ -505,52 +504,75 @@ PATHS["/v1/sending-queues/{domain}/bounce"] = {
         "parameters": [_DOMAIN],
         "requestBody": _REASON_BODY,
         "responses": {"200": _QUEUE_ACTION, **_errors(400, 404, 405, 415)},
-    }  # fmt: skip
+    }
 }
 PATHS["/v1/sending-queues/{domain}"] = {
     "delete": {
         "summary": "Purge the domain's waiting recipients from the queue, without bounces (scope admin)",
         "parameters": [_DOMAIN],
         "responses": {"200": _QUEUE_ACTION, **_errors(404, 405)},
-    }  # fmt: skip
+    }
 }
 PATHS["/v1/sending-queues/scheduled"] = {
     "delete": {
         "summary": "Cancel every scheduled message not yet due; its recipients end cancelled (scope admin)",
-        "responses": {"200": _json({"type": "object", "required": ["queue", "cancelled_messages",
-                                                                   "cancelled_recipients"],
-                                    "properties": {"queue": {"const": "scheduled"},
-                                                   "cancelled_messages": {"type": "integer"},
-                                                   "cancelled_recipients": {"type": "integer"}}}, "Done")},
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["queue", "cancelled_messages", "cancelled_recipients"],
+                    "properties": {
+                        "queue": {"const": "scheduled"},
+                        "cancelled_messages": {"type": "integer"},
+                        "cancelled_recipients": {"type": "integer"},
+                    },
+                },
+                "Done",
+            )
+        },
     }
-}  # fmt: skip
+}
 SCHEMAS["Resend"] = {
     "type": "object",
     "required": ["message_id", "queued", "recipients"],
     "properties": {
         "message_id": _STR,
         "queued": {"type": "integer", "description": "recipients queued again"},
-        "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "previous_status", "result"],
-                       "properties": {"email": _STR, "previous_status": _STR,
-                                      "result": {"enum": ["queued", "suppressed", "unchanged"]},
-                                      "reason": {**_STR, "description": "why a recipient stays suppressed"}}}},
+        "recipients": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["email", "previous_status", "result"],
+                "properties": {
+                    "email": _STR,
+                    "previous_status": _STR,
+                    "result": {"enum": list(RESEND_RESULTS)},
+                    "reason": {**_STR, "description": "why a recipient stays suppressed"},
+                },
+            },
+        },
     },
-}  # fmt: skip
+}
 PATHS["/v1/sending-queues/resend"] = {
     "post": {
         "summary": "Queue a message's bounced and failed recipients again, unless suppressed now (scope admin)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["message_id"], "properties": {"message_id": _STR}}}}},
-        "responses": {"200": _json(_ref("Resend"), "What happened to each recipient"),
-                      **_errors(400, 404, 409, 415)},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["message_id"], "properties": {"message_id": _STR}}
+                }
+            },
+        },
+        "responses": {"200": _json(_ref("Resend"), "What happened to each recipient"), **_errors(400, 404, 409, 415)},
     }
-}  # fmt: skip
+}
 PATHS["/v1/messages/{id}/retry"] = {
     "post": {
         "summary": "Make a message's waiting recipients due now (scope admin)",
         "parameters": [_ID],
         "responses": {"200": _json({"type": "object"}, "Done"), **_errors(404)},
-    }  # fmt: skip
+    }
 }
 
 # -- suppressions, allowlist, bounces -------------------------------------------------
@@ -560,7 +582,7 @@ SCHEMAS["Suppression"] = {
     "required": ["email", "reason", "created_at"],
     "properties": {
         "email": {**_STR, "description": "normalised: lower case, IDNA domain"},
-        "reason": {**_STR, "description": "hard_bounce, complaint, soft_bounces or manual"},
+        "reason": {**_STR, "description": f"{', '.join(REASONS[:-1])} or {REASONS[-1]}"},
         "detail": _STR,
         "bounce_id": {"type": ["integer", "null"]},
         "message_id": _NULLABLE_STR,
@@ -568,7 +590,7 @@ SCHEMAS["Suppression"] = {
         "expires_at": {**_TIME, "description": "null: until removed"},
     },
 }
-_BOUNCE_KINDS = ["hard", "soft", "block", "complaint", "auto_reply", "unknown"]
+_BOUNCE_KINDS = [k.value for k in Kind]
 SCHEMAS["Bounce"] = {
     "type": "object",
     "required": ["id", "at", "email", "type", "reason", "source"],
@@ -582,9 +604,9 @@ SCHEMAS["Bounce"] = {
         "status": {**_NULLABLE_STR, "description": "enhanced status code, e.g. 5.1.1"},
         "diagnostic": _STR,
         "remote_mta": _NULLABLE_STR,
-        "source": {"enum": ["smtp", "dsn", "arf"]},
+        "source": {"enum": list(BOUNCE_SOURCES)},
         "phase": {
-            "enum": ["connect", "helo", "mail", "rcpt", "data", "after-data", "unknown", None],
+            "enum": [*(p.value for p in Phase), None],
             "description": "the SMTP command a refusal during delivery answered (null: a returned report or unknown)",
         },
         "message_id": _NULLABLE_STR,
@@ -599,8 +621,11 @@ _EMAIL = {"name": "email", "in": "path", "required": True, "schema": _STR}
 
 
 def _page_of(name: str) -> dict[str, Any]:
-    schema = {"type": "object", "required": ["data"],
-              "properties": {"data": {"type": "array", "items": _ref(name)}, "next_cursor": _NULLABLE_STR}}  # fmt: skip
+    schema = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"type": "array", "items": _ref(name)}, "next_cursor": _NULLABLE_STR},
+    }
     return _json(schema, "A page, in order")
 
 
@@ -610,7 +635,7 @@ PATHS["/v1/suppressions"] = {
         "parameters": [
             *_PAGE_PARAMS,
             *({"name": n, "in": "query", "schema": _STR} for n in ("reason", "search", "since", "until")),
-        ],  # fmt: skip
+        ],
         "responses": {"200": _page_of("Suppression"), **_errors(400)},
     },
     "post": {
@@ -629,7 +654,7 @@ PATHS["/v1/suppressions"] = {
                     }
                 }
             },
-        },  # fmt: skip
+        },
         "responses": {"201": _page_of("Suppression"), **_errors(400, 415)},
     },
 }
@@ -659,7 +684,7 @@ PATHS["/v1/allowlist"] = {
                     "schema": {"type": "object", "required": ["entry"], "properties": {"entry": _STR, "note": _STR}}
                 }
             },
-        },  # fmt: skip
+        },
         "responses": {"201": _json({"type": "object"}, "Added"), **_errors(400, 415)},
     },
 }
@@ -679,13 +704,13 @@ PATHS["/v1/bounces"] = {
                 "name": "kind",
                 "in": "query",
                 "schema": {"enum": _BOUNCE_KINDS},
-                "description": "hard, soft, block, complaint, auto_reply or unknown (also accepted as type)",
+                "description": f"{', '.join(_BOUNCE_KINDS[:-1])} or {_BOUNCE_KINDS[-1]} (also accepted as type)",
             },
             {"name": "type", "in": "query", "schema": {"enum": _BOUNCE_KINDS}, "description": "same as kind"},
             {"name": "recipient", "in": "query", "schema": _STR, "description": "the address (also accepted as email)"},
             {"name": "email", "in": "query", "schema": _STR, "description": "same as recipient"},
             {"name": "message_id", "in": "query", "schema": _STR},
-        ],  # fmt: skip
+        ],
         "responses": {"200": _page_of("Bounce"), **_errors(400)},
     }
 }
@@ -700,8 +725,7 @@ PATHS["/v1/bounces/{id}"] = {
 
 # -- events, stats, webhooks, metrics --------------------------------------------------
 
-_EVENT_TYPES = ["queued", "delivered", "deferred", "bounced", "failed", "suppressed", "cancelled", "complained",
-                "unsuppressed"]  # fmt: skip
+_EVENT_TYPES = list(EVENT_TYPES)
 SCHEMAS["Event"] = {
     "type": "object",
     "required": ["id", "type", "timestamp", "message_id"],
@@ -717,7 +741,7 @@ SCHEMAS["Event"] = {
             "type": "object",
             "description": "attempt, mx_host, ip, tls, smtp_code, enhanced_status, response, classification, reason,"
             " next_attempt_at, send_at (what applies; times in ISO 8601), description",
-        },  # fmt: skip
+        },
     },
 }
 SCHEMAS["Webhook"] = {
@@ -756,7 +780,7 @@ PATHS["/v1/events"] = {
                 {"name": n, "in": "query", "schema": _STR}
                 for n in ("type", "recipient", "tag", "message_id", "since", "until")
             ),
-        ],  # fmt: skip
+        ],
         "responses": {"200": _page_of("Event"), **_errors(400)},
     }
 }
@@ -772,9 +796,9 @@ PATHS["/v1/stats"] = {
         "summary": "Event counts per type per hour or day (scope read)",
         "parameters": [
             *_TIME_PARAMS,
-            {"name": "interval", "in": "query", "schema": {"enum": ["hour", "day"]}},
+            {"name": "interval", "in": "query", "schema": {"enum": list(STATS_INTERVALS)}},
             {"name": "tag", "in": "query", "schema": _STR},
-        ],  # fmt: skip
+        ],
         "responses": {"200": _json({"type": "object"}, "totals and data: [{start, counts}]"), **_errors(400)},
     }
 }
@@ -794,83 +818,130 @@ PATHS["/v1/webhooks"] = {
             "content": {"application/json": {"schema": {**_WEBHOOK_BODY, "required": ["url"]}}},
         },
         "responses": {"201": _json(_ref("Webhook"), "Created"), **_errors(400, 415)},
-    },  # fmt: skip
+    },
 }
 PATHS["/v1/webhooks/{id}"] = {
-    "get": {"summary": "One endpoint (scope webhooks)", "parameters": [_ID],
-            "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(404)}},
-    "put": {"summary": "Change an endpoint; enabling it again clears its failure record (scope webhooks)",
-            "parameters": [_ID], "requestBody": {"required": True, "content": {"application/json": {
-                "schema": _WEBHOOK_BODY}}},
-            "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(400, 404, 415)}},
-    "patch": {"summary": "Same as PUT (scope webhooks)", "parameters": [_ID],
-              "requestBody": {"required": True, "content": {"application/json": {"schema": _WEBHOOK_BODY}}},
-              "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(400, 404, 415)}},
-    "delete": {"summary": "Remove an endpoint and its pending deliveries (scope webhooks)", "parameters": [_ID],
-               "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "One endpoint (scope webhooks)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(404)},
+    },
+    "put": {
+        "summary": "Change an endpoint; enabling it again clears its failure record (scope webhooks)",
+        "parameters": [_ID],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _WEBHOOK_BODY}}},
+        "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(400, 404, 415)},
+    },
+    "patch": {
+        "summary": "Same as PUT (scope webhooks)",
+        "parameters": [_ID],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _WEBHOOK_BODY}}},
+        "responses": {"200": _json(_ref("Webhook"), "OK"), **_errors(400, 404, 415)},
+    },
+    "delete": {
+        "summary": "Remove an endpoint and its pending deliveries (scope webhooks)",
+        "parameters": [_ID],
+        "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)},
+    },
+}
 PATHS["/v1/webhooks/{id}/rotate-secret"] = {
-    "post": {"summary": "A new signing secret, in force at once (scope webhooks)", "parameters": [_ID],
-             "responses": {"200": _json(_ref("Webhook"), "With the new secret"), **_errors(404)}},
-}  # fmt: skip
+    "post": {
+        "summary": "A new signing secret, in force at once (scope webhooks)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Webhook"), "With the new secret"), **_errors(404)},
+    },
+}
 PATHS["/v1/webhooks/{id}/test"] = {
-    "post": {"summary": "Send a sample event now; status code and latency (scope webhooks)", "parameters": [_ID],
-             "responses": {"200": _json({"type": "object"}, "ok, status_code, error, latency_ms"),
-                           **_errors(404)}},
-}  # fmt: skip
+    "post": {
+        "summary": "Send a sample event now; status code and latency (scope webhooks)",
+        "parameters": [_ID],
+        "responses": {"200": _json({"type": "object"}, "ok, status_code, error, latency_ms"), **_errors(404)},
+    },
+}
 PATHS["/v1/webhooks/{id}/deliveries"] = {
-    "get": {"summary": "Recent attempts, newest first (scope webhooks)", "parameters": [_ID, *_PAGE_PARAMS],
-            "responses": {"200": _json({"type": "object"}, "A page of attempts"), **_errors(400, 404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "Recent attempts, newest first (scope webhooks)",
+        "parameters": [_ID, *_PAGE_PARAMS],
+        "responses": {"200": _json({"type": "object"}, "A page of attempts"), **_errors(400, 404)},
+    },
+}
 PATHS["/metrics"] = {
     "get": {
         "summary": "Prometheus metrics (no API key; [http] metrics_networks only)",
         "security": [],
-        "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STR}}},
-                      "403": _json({"type": "object"}, "Not allowed from this address")},
+        "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": _STR}}},
+            "403": _json({"type": "object"}, "Not allowed from this address"),
+        },
     }
-}  # fmt: skip
+}
 
 
 # -- sending domains ------------------------------------------------------------------------------
 
-_CHECK = {"type": "object", "properties": {"status": {"enum": ["verified", "pending", "failed"]}, "hint": _STR}}
+_DOMAIN_STATUSES = [VERIFIED, PENDING, FAILED]
+_CHECK = {"type": "object", "properties": {"status": {"enum": _DOMAIN_STATUSES}, "hint": _STR}}
 SCHEMAS["Domain"] = {
     "type": "object",
     "required": ["id", "domain", "status", "records"],
     "properties": {
         "id": _STR,
         "domain": _STR,
-        "status": {"enum": ["verified", "pending", "failed"], "description": "verified: DKIM and SPF are right"},
+        "status": {"enum": _DOMAIN_STATUSES, "description": "verified: DKIM and SPF are right"},
         "created_at": _TIME,
         "checked_at": _TIME,
         "verified_at": _TIME,
-        "dkim": {"type": "array", "items": {"type": "object", "properties": {
-            "selector": _STR, "state": {"enum": ["active", "pending", "retired"]}, "created_at": _TIME}}},
-        "records": {"type": "array", "items": {"type": "object", "properties": {
-            "type": _STR, "name": _STR, "value": _STR, "purpose": _STR}}},
-        "outbound": {"type": "object", "properties": {"ips": {"type": "array", "items": _STR}, "note": _STR},
-                     "description": "the addresses the SPF record authorises, and how relay knows them or why not"},
-        "checks": {"type": ["object", "null"], "additionalProperties": _CHECK,
-                   "description": "dkim, spf, dmarc, return_path (and dkim_next during a rotation)"},
+        "dkim": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"selector": _STR, "state": {"enum": list(KEY_STATES)}, "created_at": _TIME},
+            },
+        },
+        "records": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"type": _STR, "name": _STR, "value": _STR, "purpose": _STR}},
+        },
+        "outbound": {
+            "type": "object",
+            "properties": {"ips": {"type": "array", "items": _STR}, "note": _STR},
+            "description": "the addresses the SPF record authorises, and how relay knows them or why not",
+        },
+        "checks": {
+            "type": ["object", "null"],
+            "additionalProperties": _CHECK,
+            "description": f"{', '.join(CHECKS)} (and dkim_next during a rotation)",
+        },
     },
-}  # fmt: skip
+}
 PATHS["/v1/domains"] = {
     "get": {"summary": "Sending domains (scope domains)", "responses": {"200": _page_of("Domain")}},
     "post": {
         "summary": "Add a domain: makes its DKIM key and lists the records to publish (scope domains)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["domain"], "properties": {"domain": _STR}}}}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["domain"], "properties": {"domain": _STR}}
+                }
+            },
+        },
         "responses": {"201": _json(_ref("Domain"), "Created"), **_errors(400, 409, 415)},
     },
-}  # fmt: skip
+}
 _DOMAIN_ID = {**_ID, "description": "the id or the domain name"}
 PATHS["/v1/domains/{id}"] = {
-    "get": {"summary": "One domain (scope domains)", "parameters": [_DOMAIN_ID],
-            "responses": {"200": _json(_ref("Domain"), "OK"), **_errors(404)}},
-    "delete": {"summary": "Remove a domain and delete its keys (scope domains)", "parameters": [_DOMAIN_ID],
-               "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "One domain (scope domains)",
+        "parameters": [_DOMAIN_ID],
+        "responses": {"200": _json(_ref("Domain"), "OK"), **_errors(404)},
+    },
+    "delete": {
+        "summary": "Remove a domain and delete its keys (scope domains)",
+        "parameters": [_DOMAIN_ID],
+        "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)},
+    },
+}
 _VERIFY = {
     "summary": "Check the published records now; the result is stored (scope domains)",
     "parameters": [_DOMAIN_ID],
@@ -878,29 +949,48 @@ _VERIFY = {
 }
 PATHS["/v1/domains/{id}/verify"] = {"get": {**_VERIFY}, "post": {**_VERIFY}}  # each gets its own operationId
 PATHS["/v1/domains/{id}/rotate-dkim"] = {
-    "post": {"summary": "A new DKIM key to publish next to the current one; it signs once verify sees it"
-                        " (scope domains)", "parameters": [_DOMAIN_ID],
-             "responses": {"200": _json(_ref("Domain"), "With the pending key"), **_errors(404, 409)}},
-}  # fmt: skip
+    "post": {
+        "summary": "A new DKIM key to publish next to the current one; it signs once verify sees it (scope domains)",
+        "parameters": [_DOMAIN_ID],
+        "responses": {"200": _json(_ref("Domain"), "With the pending key"), **_errors(404, 409)},
+    },
+}
 
 
 # -- scheduled messages ------------------------------------------------------------------------------
 
 PATHS["/v1/scheduled-messages"] = {
-    "get": {"summary": "Messages waiting for their send_at, soonest first (scope read)",
-            "parameters": _PAGE_PARAMS, "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)}},
-}  # fmt: skip
+    "get": {
+        "summary": "Messages waiting for their send_at, soonest first (scope read)",
+        "parameters": _PAGE_PARAMS,
+        "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)},
+    },
+}
 PATHS["/v1/scheduled-messages/{id}"] = {
-    "get": {"summary": "A message waiting for its send_at (scope read); 404 once sent or cancelled",
-            "parameters": [_ID], "responses": {"200": _json(_ref("Message"), "The message"), **_errors(404)}},
-    "patch": {"summary": "Move a scheduled message to another time in the future (scope send)", "parameters": [_ID],
-              "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "type": "object", "required": ["send_at"], "properties": {"send_at": _STR}}}}},
-              "responses": {"200": _json(_ref("Message"), "The message"), **_errors(400, 404, 409, 415)}},
-    "delete": {"summary": "Cancel a scheduled message (scope send)", "parameters": [_ID],
-               "responses": {"200": _json(_ref("Message"), "Cancelled (the addresses in cancelled)"),
-                             **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "A message waiting for its send_at (scope read); 404 once sent or cancelled",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Message"), "The message"), **_errors(404)},
+    },
+    "patch": {
+        "summary": "Move a scheduled message to another time in the future (scope send)",
+        "parameters": [_ID],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["send_at"], "properties": {"send_at": _STR}}
+                }
+            },
+        },
+        "responses": {"200": _json(_ref("Message"), "The message"), **_errors(400, 404, 409, 415)},
+    },
+    "delete": {
+        "summary": "Cancel a scheduled message (scope send)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Message"), "Cancelled (the addresses in cancelled)"), **_errors(404)},
+    },
+}
 
 
 # -- templates -----------------------------------------------------------------------------------------
@@ -908,55 +998,98 @@ PATHS["/v1/scheduled-messages/{id}"] = {
 SCHEMAS["Template"] = {
     "type": "object",
     "required": ["id", "name", "version"],
-    "properties": {"id": _STR, "name": _STR, "version": {"type": "integer"}, "subject": _STR,
-                   "html": _NULLABLE_STR, "text": _NULLABLE_STR, "note": _STR, "created_at": _TIME,
-                   "updated_at": _TIME},
-}  # fmt: skip
-_TEMPLATE_BODY = {"type": "object", "properties": {"name": _STR, "subject": _STR, "html": _NULLABLE_STR,
-                                                   "text": _NULLABLE_STR}}  # fmt: skip
+    "properties": {
+        "id": _STR,
+        "name": _STR,
+        "version": {"type": "integer"},
+        "subject": _STR,
+        "html": _NULLABLE_STR,
+        "text": _NULLABLE_STR,
+        "note": _STR,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    },
+}
+_TEMPLATE_BODY = {
+    "type": "object",
+    "properties": {"name": _STR, "subject": _STR, "html": _NULLABLE_STR, "text": _NULLABLE_STR},
+}
 _VERSION_PARAM = {"name": "version", "in": "path", "required": True, "schema": _STR}
 PATHS["/v1/templates"] = {
     "get": {"summary": "Templates, current versions (scope templates)", "responses": {"200": _page_of("Template")}},
-    "post": {"summary": "Create a template, version 1 (scope templates)",
-             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                 **_TEMPLATE_BODY, "required": ["name"]}}}},
-             "responses": {"201": _json(_ref("Template"), "Created"), **_errors(400, 415)}},
-}  # fmt: skip
+    "post": {
+        "summary": "Create a template, version 1 (scope templates)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {**_TEMPLATE_BODY, "required": ["name"]}}},
+        },
+        "responses": {"201": _json(_ref("Template"), "Created"), **_errors(400, 415)},
+    },
+}
 PATHS["/v1/templates/validate"] = {
-    "post": {"summary": "Syntax errors with line numbers, nothing saved (scope templates)",
-             "requestBody": {"required": True, "content": {"application/json": {"schema": _TEMPLATE_BODY}}},
-             "responses": {"200": _json({"type": "object"}, "valid, errors [{field, line, message}]"),
-                           **_errors(400, 415)}},
-}  # fmt: skip
+    "post": {
+        "summary": "Syntax errors with line numbers, nothing saved (scope templates)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _TEMPLATE_BODY}}},
+        "responses": {"200": _json({"type": "object"}, "valid, errors [{field, line, message}]"), **_errors(400, 415)},
+    },
+}
 PATHS["/v1/templates/{id}"] = {
-    "get": {"summary": "A template at its current version (scope templates)", "parameters": [_ID],
-            "responses": {"200": _json(_ref("Template"), "OK"), **_errors(404)}},
-    "put": {"summary": "A new version; fields left out keep their value (scope templates)", "parameters": [_ID],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _TEMPLATE_BODY}}},
-            "responses": {"200": _json(_ref("Template"), "OK"), **_errors(400, 404, 415)}},
-    "delete": {"summary": "Delete a template and its versions (scope templates)", "parameters": [_ID],
-               "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "A template at its current version (scope templates)",
+        "parameters": [_ID],
+        "responses": {"200": _json(_ref("Template"), "OK"), **_errors(404)},
+    },
+    "put": {
+        "summary": "A new version; fields left out keep their value (scope templates)",
+        "parameters": [_ID],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _TEMPLATE_BODY}}},
+        "responses": {"200": _json(_ref("Template"), "OK"), **_errors(400, 404, 415)},
+    },
+    "delete": {
+        "summary": "Delete a template and its versions (scope templates)",
+        "parameters": [_ID],
+        "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(404)},
+    },
+}
 PATHS["/v1/templates/{id}/versions"] = {
-    "get": {"summary": "Every version, newest first (scope templates)", "parameters": [_ID],
-            "responses": {"200": _json({"type": "object"}, "current and data"), **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "Every version, newest first (scope templates)",
+        "parameters": [_ID],
+        "responses": {"200": _json({"type": "object"}, "current and data"), **_errors(404)},
+    },
+}
 PATHS["/v1/templates/{id}/versions/{version}"] = {
-    "get": {"summary": "One version (scope templates)", "parameters": [_ID, _VERSION_PARAM],
-            "responses": {"200": _json({"type": "object"}, "OK"), **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "One version (scope templates)",
+        "parameters": [_ID, _VERSION_PARAM],
+        "responses": {"200": _json({"type": "object"}, "OK"), **_errors(404)},
+    },
+}
 PATHS["/v1/templates/{id}/versions/{version}/rollback"] = {
-    "post": {"summary": "Make a version current again, as a new version (scope templates)",
-             "parameters": [_ID, _VERSION_PARAM],
-             "responses": {"200": _json(_ref("Template"), "OK"), **_errors(404)}},
-}  # fmt: skip
+    "post": {
+        "summary": "Make a version current again, as a new version (scope templates)",
+        "parameters": [_ID, _VERSION_PARAM],
+        "responses": {"200": _json(_ref("Template"), "OK"), **_errors(404)},
+    },
+}
 PATHS["/v1/templates/{id}/preview"] = {
-    "post": {"summary": "Render with variables (scope templates)", "parameters": [_ID],
-             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object",
-                 "properties": {"variables": {"type": "object"}, "version": {"type": ["integer", "null"]}}}}}},
-             "responses": {"200": _json({"type": "object"}, "subject, html, text"),
-                           **_errors(400, 404, 415, 503)}},
-}  # fmt: skip
+    "post": {
+        "summary": "Render with variables (scope templates)",
+        "parameters": [_ID],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"variables": {"type": "object"}, "version": {"type": ["integer", "null"]}},
+                    }
+                }
+            },
+        },
+        "responses": {"200": _json({"type": "object"}, "subject, html, text"), **_errors(400, 404, 415, 503)},
+    },
+}
 
 
 # -- batch sending -----------------------------------------------------------------------------------
@@ -965,19 +1098,36 @@ PATHS["/v1/messages/batch"] = {
     "post": {
         "summary": "Up to [http] max_batch messages, or one message personalised per recipient (scope send)",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": _STR}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object",
-            "properties": {
-                "messages": {"type": "array", "items": _ref("MessageRequest"), "maxItems": 500},
-                "message": {"type": "object", "description": "the base of a personalised batch"},
-                "recipients": {"type": "array", "maxItems": 500, "items": {"type": "object", "required": ["to"],
-                               "properties": {"to": _ADDRESSES, "variables": {"type": "object"}}}},
-                "atomic": {"type": "boolean"},
-            }}}}},
-        "responses": {"202": _json({"type": "object"}, "queued, failed, results per index"),
-                      **_errors(400, 402, 409, 415, 422, 503)},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "messages": {"type": "array", "items": _ref("MessageRequest"), "maxItems": 500},
+                            "message": {"type": "object", "description": "the base of a personalised batch"},
+                            "recipients": {
+                                "type": "array",
+                                "maxItems": 500,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["to"],
+                                    "properties": {"to": _ADDRESSES, "variables": {"type": "object"}},
+                                },
+                            },
+                            "atomic": {"type": "boolean"},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "202": _json({"type": "object"}, "queued, failed, results per index"),
+            **_errors(400, 402, 409, 415, 422, 503),
+        },
     }
-}  # fmt: skip
+}
 
 
 # -- sandbox: test keys and credentials, captured messages, dry runs ------------------------------------
@@ -999,19 +1149,33 @@ SCHEMAS["DryRun"] = {
     "required": ["dry_run", "status", "sandbox", "recipients"],
     "properties": {
         "dry_run": {"const": True},
-        "status": {"enum": ["would_queue", "would_schedule"]},
+        "status": {"enum": list(WOULD.values())},
         "send_at": _TIME,
         "sandbox": {"type": "boolean", "description": "would be captured rather than delivered"},
         "dkim": {"type": "boolean", "description": "would be DKIM-signed"},
         "size": {"type": "integer"},
-        "recipients": {"type": "array", "items": {"type": "object", "required": ["email", "status"], "properties": {
-            "email": _STR, "status": {"enum": ["would_queue", "would_schedule", "suppressed"]}, "reason": _STR}}},
+        "recipients": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["email", "status"],
+                "properties": {
+                    "email": _STR,
+                    "status": {"enum": [*WOULD.values(), State.SUPPRESSED.value]},
+                    "reason": _STR,
+                },
+            },
+        },
     },
-}  # fmt: skip
-PATHS["/v1/messages"]["post"]["parameters"].append({
-    "name": "dry_run", "in": "query", "schema": {"type": "boolean"},
-    "description": "run every check and answer 200 with what would happen; nothing is queued or recorded",
-})  # fmt: skip
+}
+PATHS["/v1/messages"]["post"]["parameters"].append(
+    {
+        "name": "dry_run",
+        "in": "query",
+        "schema": {"type": "boolean"},
+        "description": "run every check and answer 200 with what would happen; nothing is queued or recorded",
+    }
+)
 PATHS["/v1/messages"]["post"]["responses"]["200"] = _json(_ref("DryRun"), "dry_run=true: what would happen")
 SCHEMAS["SandboxMessage"] = {
     "type": "object",
@@ -1022,30 +1186,59 @@ SCHEMAS["SandboxMessage"] = {
         "headers": {"type": "array", "items": {"type": "object", "properties": {"name": _STR, "value": _STR}}},
         "text": _NULLABLE_STR,
         "html": _NULLABLE_STR,
-        "attachments": {"type": "array", "items": {"type": "object", "properties": {
-            "filename": _NULLABLE_STR, "content_type": _STR, "size": {"type": "integer"},
-            "content_id": _NULLABLE_STR}}},
+        "attachments": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "filename": _NULLABLE_STR,
+                    "content_type": _STR,
+                    "size": {"type": "integer"},
+                    "content_id": _NULLABLE_STR,
+                },
+            },
+        },
         "body_deleted": {"type": "boolean", "description": "[retention] bodies has deleted the body"},
     },
-}  # fmt: skip
+}
 PATHS["/v1/sandbox/messages"] = {
-    "get": {"summary": "Messages captured instead of delivered, newest first (scope read)",
-            "parameters": PATHS["/v1/messages"]["get"]["parameters"][:2],  # limit (1-100), cursor
-            "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)}},
-}  # fmt: skip
+    "get": {
+        "summary": "Messages captured instead of delivered, newest first (scope read)",
+        "parameters": PATHS["/v1/messages"]["get"]["parameters"][:2],  # limit (1-100), cursor
+        "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)},
+    },
+}
 PATHS["/v1/sandbox/messages/{id}"] = {
-    "get": {"summary": "A captured message: envelope, rendered headers, text, html, attachments (scope read)",
-            "parameters": [_ID, {"name": "format", "in": "query", "schema": {"enum": ["json", "raw"]},
-                                 "description": "raw: the RFC 5322 message, as /raw gives it"}],
-            "responses": {"200": {"description": "The message", "content": {
-                "application/json": {"schema": _ref("SandboxMessage")}, "message/rfc822": {"schema": _STR}}},
-                **_errors(400, 404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "A captured message: envelope, rendered headers, text, html, attachments (scope read)",
+        "parameters": [
+            _ID,
+            {
+                "name": "format",
+                "in": "query",
+                "schema": {"enum": list(FORMATS)},
+                "description": "raw: the RFC 5322 message, as /raw gives it",
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The message",
+                "content": {"application/json": {"schema": _ref("SandboxMessage")}, "message/rfc822": {"schema": _STR}},
+            },
+            **_errors(400, 404),
+        },
+    },
+}
 PATHS["/v1/sandbox/messages/{id}/raw"] = {
-    "get": {"summary": "A captured message as stored, RFC 5322 (scope read)", "parameters": [_ID],
-            "responses": {"200": {"description": "The message", "content": {"message/rfc822": {"schema": _STR}}},
-                          **_errors(404)}},
-}  # fmt: skip
+    "get": {
+        "summary": "A captured message as stored, RFC 5322 (scope read)",
+        "parameters": [_ID],
+        "responses": {
+            "200": {"description": "The message", "content": {"message/rfc822": {"schema": _STR}}},
+            **_errors(404),
+        },
+    },
+}
 
 
 # Stable names for generated clients (send_message, not post_v1_messages), and the group each goes in.

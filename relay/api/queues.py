@@ -12,8 +12,9 @@ from relay.config import parse_duration
 from relay.store import Store
 from relay.store.queue import BodyDeleted, DomainQueue, Resent, Selection
 
-# "scheduled" and "resend" name queue operations, never a destination domain.
-_DOMAIN = "{domain:(?!(?:scheduled|resend)(?:/|$))[^{}/]+}"
+# These name queue operations, never a destination domain.
+OPERATIONS = ("scheduled", "resend")
+_DOMAIN = "{domain:(?!(?:" + "|".join(OPERATIONS) + ")(?:/|$))[^{}/]+}"
 
 
 def queue_json(q: DomainQueue) -> dict[str, Any]:
@@ -29,8 +30,12 @@ def queue_json(q: DomainQueue) -> dict[str, Any]:
 
 
 def _resent_json(r: Resent) -> dict[str, Any]:
-    return {"email": r.address, "previous_status": r.previous, "result": r.result,
-            **({"reason": r.reason} if r.reason else {})}  # fmt: skip
+    return {
+        "email": r.address,
+        "previous_status": r.previous,
+        "result": r.result,
+        **({"reason": r.reason} if r.reason else {}),
+    }
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:
@@ -66,8 +71,9 @@ class QueuesView:
     async def purge_scheduled(self, request: web.Request) -> web.Response:
         """Cancel every scheduled message not yet due (recipients end cancelled, with events)."""
         messages, recipients = await self.store.cancel_scheduled()
-        return web.json_response({"queue": "scheduled", "cancelled_messages": messages,
-                                  "cancelled_recipients": recipients})  # fmt: skip
+        return web.json_response(
+            {"queue": "scheduled", "cancelled_messages": messages, "cancelled_recipients": recipients}
+        )
 
     async def resend(self, request: web.Request) -> web.Response:
         """``{"message_id"}``: queue the message's bounced and failed recipients again unless suppressed now."""
@@ -86,8 +92,9 @@ class QueuesView:
         queued = sum(r.result == "queued" for r in outcome)
         if queued:
             self.on_change()
-        return web.json_response({"message_id": message_id, "queued": queued,
-                                  "recipients": [_resent_json(r) for r in outcome]})  # fmt: skip
+        return web.json_response(
+            {"message_id": message_id, "queued": queued, "recipients": [_resent_json(r) for r in outcome]}
+        )
 
     async def index(self, request: web.Request) -> web.Response:
         queues = await self.store.domain_queues()

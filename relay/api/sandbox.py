@@ -9,15 +9,16 @@ from aiohttp import web
 
 from relay.api.app import ApiError, own_filter, page_limit, readable, require
 from relay.api.messages import MAX_PAGE, message_json
-from relay.sandbox import render
+from relay.sandbox import FORMATS, render
 from relay.store import Store
 from relay.store.queue import MessageRecord
 
 
 def sandbox_json(message: MessageRecord, raw: bytes | None) -> dict[str, Any]:
     """One captured message as the API and ``relay sandbox show --json`` give it."""
-    rendered = render(raw).as_json() if raw is not None else {"headers": [], "text": None, "html": None,
-                                                               "attachments": []}  # fmt: skip
+    rendered = (
+        render(raw).as_json() if raw is not None else {"headers": [], "text": None, "html": None, "attachments": []}
+    )
     return {
         **message_json(message),
         "envelope": {"from": message.sender, "to": [r.address for r in message.recipients]},
@@ -42,8 +43,9 @@ class SandboxView:
         limit = page_limit(request.query, 20, MAX_PAGE)
         rows = await self.store.sandbox_messages(request.query.get("cursor") or None, limit + 1, own_filter(request))
         page = rows[:limit]
-        return web.json_response({"data": [message_json(m) for m in page],
-                                  "next_cursor": page[-1].id if len(rows) > limit else None})  # fmt: skip
+        return web.json_response(
+            {"data": [message_json(m) for m in page], "next_cursor": page[-1].id if len(rows) > limit else None}
+        )
 
     async def _find(self, request: web.Request) -> tuple[MessageRecord, bytes | None]:
         found = await self.store.sandbox_message(request.match_info["id"])
@@ -54,7 +56,7 @@ class SandboxView:
     async def show(self, request: web.Request) -> web.Response:
         """The message rendered; ``?format=raw`` gives the RFC 5322 bytes (like ``/raw``)."""
         fmt = request.query.get("format", "json")
-        if fmt not in ("json", "raw"):
+        if fmt not in FORMATS:
             raise ApiError(400, "invalid_field", "'format' must be json or raw", "format")
         if fmt == "raw":
             return await self.raw(request)

@@ -21,9 +21,14 @@ KINDS = ("hard", "soft", "block", "complaint", "auto_reply", "unknown")
 
 def suppression_json(s: Suppression) -> dict[str, Any]:
     return {
-        "email": s.address, "reason": s.reason, "detail": s.detail, "bounce_id": s.bounce_id,
-        "message_id": s.message_id, "created_at": iso(s.created_at), "expires_at": iso(s.expires_at),
-    }  # fmt: skip
+        "email": s.address,
+        "reason": s.reason,
+        "detail": s.detail,
+        "bounce_id": s.bounce_id,
+        "message_id": s.message_id,
+        "created_at": iso(s.created_at),
+        "expires_at": iso(s.expires_at),
+    }
 
 
 def bounce_json(b: Bounce, with_report: bool = False) -> dict[str, Any]:
@@ -90,16 +95,20 @@ class SuppressionsView:
         q = request.query
         limit = page_limit(q, 50, MAX_PAGE)
         f = SuppressionFilter(
-            reason=q.get("reason") or None, search=q.get("search") or None, after=q.get("cursor") or None,
+            reason=q.get("reason") or None,
+            search=q.get("search") or None,
+            after=q.get("cursor") or None,
             since=parse_time("since", q["since"]) if "since" in q else None,
             until=parse_time("until", q["until"]) if "until" in q else None,
-        )  # fmt: skip
+        )
         rows = await self.store.suppressions(f, limit + 1)
         page = rows[:limit]
-        return web.json_response({
-            "data": [suppression_json(s) for s in page],
-            "next_cursor": page[-1].address if len(rows) > limit else None,
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "data": [suppression_json(s) for s in page],
+                "next_cursor": page[-1].address if len(rows) > limit else None,
+            }
+        )
 
     async def create(self, request: web.Request) -> web.Response:
         data = await read_json_object(request)
@@ -147,14 +156,17 @@ class SuppressionsView:
             before = int(q["cursor"]) if q.get("cursor") else None
         except ValueError:
             raise ApiError(400, "invalid_field", "'cursor' must be a bounce id", "cursor") from None
-        f = BounceFilter(kind=kind, recipient=_one_of(q, "recipient", "email"), message_id=q.get("message_id") or None,
-                         before=before)  # fmt: skip
+        f = BounceFilter(
+            kind=kind, recipient=_one_of(q, "recipient", "email"), message_id=q.get("message_id") or None, before=before
+        )
         rows = await self.store.bounces(f, limit + 1)
         page = rows[:limit]
-        return web.json_response({
-            "data": [bounce_json(b) for b in page],
-            "next_cursor": str(page[-1].id) if len(rows) > limit else None,
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "data": [bounce_json(b) for b in page],
+                "next_cursor": str(page[-1].id) if len(rows) > limit else None,
+            }
+        )
 
     async def bounce(self, request: web.Request) -> web.Response:
         try:

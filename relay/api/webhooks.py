@@ -19,10 +19,16 @@ MAX_WEBHOOKS = 50
 
 def webhook_json(h: Webhook, backlog: int | None = None, secret: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "id": h.id, "url": h.url, "events": h.events, "enabled": h.enabled, "description": h.description,
-        "created_at": iso(h.created_at), "updated_at": iso(h.updated_at),
-        "failing_since": iso(h.failing_since), "disabled_reason": h.disabled_reason,
-    }  # fmt: skip
+        "id": h.id,
+        "url": h.url,
+        "events": h.events,
+        "enabled": h.enabled,
+        "description": h.description,
+        "created_at": iso(h.created_at),
+        "updated_at": iso(h.updated_at),
+        "failing_since": iso(h.failing_since),
+        "disabled_reason": h.disabled_reason,
+    }
     if backlog is not None:
         data["pending_deliveries"] = backlog
     if secret:
@@ -32,10 +38,15 @@ def webhook_json(h: Webhook, backlog: int | None = None, secret: bool = False) -
 
 def attempt_json(a: AttemptRecord) -> dict[str, Any]:
     return {
-        "id": a.id, "at": iso(a.at), "event_id": f"evt_{a.event_id}" if a.event_id is not None else None,
-        "test": a.delivery_id is None, "status_code": a.status, "ok": a.status is not None and 200 <= a.status < 300,
-        "error": a.error, "latency_ms": round(a.latency_ms, 1),
-    }  # fmt: skip
+        "id": a.id,
+        "at": iso(a.at),
+        "event_id": f"evt_{a.event_id}" if a.event_id is not None else None,
+        "test": a.delivery_id is None,
+        "status_code": a.status,
+        "ok": a.status is not None and 200 <= a.status < 300,
+        "error": a.error,
+        "latency_ms": round(a.latency_ms, 1),
+    }
 
 
 class WebhooksView:
@@ -63,8 +74,9 @@ class WebhooksView:
         if "url" in data or not partial:
             url = data.get("url")
             if not isinstance(url, str) or len(url) > 2000:
-                raise ApiError(400, "missing_field" if url is None else "invalid_field", "give 'url' as a string",
-                               "url")  # fmt: skip
+                raise ApiError(
+                    400, "missing_field" if url is None else "invalid_field", "give 'url' as a string", "url"
+                )
             try:
                 await check_target(url, self.sender.settings.allow_private_targets)
             except TargetError as exc:
@@ -81,8 +93,9 @@ class WebhooksView:
             out["enabled"] = data["enabled"]
         if "description" in data:
             if not isinstance(data["description"], str) or len(data["description"]) > 500:
-                raise ApiError(400, "invalid_field", "'description' must be a string of at most 500 characters",
-                               "description")  # fmt: skip
+                raise ApiError(
+                    400, "invalid_field", "'description' must be a string of at most 500 characters", "description"
+                )
             out["description"] = data["description"]
         return out
 
@@ -97,8 +110,16 @@ class WebhooksView:
         if len(await self.store.webhooks()) >= MAX_WEBHOOKS:
             raise ApiError(400, "invalid_field", f"at most {MAX_WEBHOOKS} webhooks", "url")
         now = self.clock.now()
-        hook = Webhook(f"wh_{secrets.token_hex(8)}", fields["url"], fields.get("events", []),
-                       fields.get("enabled", True), fields.get("description", ""), new_secret(), now, now)  # fmt: skip
+        hook = Webhook(
+            f"wh_{secrets.token_hex(8)}",
+            fields["url"],
+            fields.get("events", []),
+            fields.get("enabled", True),
+            fields.get("description", ""),
+            new_secret(),
+            now,
+            now,
+        )
         await self.store.create_webhook(hook)
         return web.json_response(webhook_json(hook, 0, secret=True), status=201)
 
@@ -137,8 +158,14 @@ class WebhooksView:
     async def test(self, request: web.Request) -> web.Response:
         hook = await self._get(request)
         outcome = await self.sender.send_test(hook)
-        return web.json_response({"ok": outcome.ok, "status_code": outcome.status, "error": outcome.error,
-                                  "latency_ms": round(outcome.latency_ms, 1)})  # fmt: skip
+        return web.json_response(
+            {
+                "ok": outcome.ok,
+                "status_code": outcome.status,
+                "error": outcome.error,
+                "latency_ms": round(outcome.latency_ms, 1),
+            }
+        )
 
     async def deliveries(self, request: web.Request) -> web.Response:
         await self._get(request)
@@ -151,5 +178,6 @@ class WebhooksView:
             ) from None
         rows = await self.store.webhook_attempts(request.match_info["id"], limit + 1, before)
         page = rows[:limit]
-        return web.json_response({"data": [attempt_json(a) for a in page],
-                                  "next_cursor": str(page[-1].id) if len(rows) > limit else None})  # fmt: skip
+        return web.json_response(
+            {"data": [attempt_json(a) for a in page], "next_cursor": str(page[-1].id) if len(rows) > limit else None}
+        )

@@ -175,14 +175,14 @@ class Connection:
         try:
             return await command
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            replied = isinstance(exc, aiosmtplib.SMTPResponseException)
-            if not probe or (replied and not any_reply and exc.code != 421):  # type: ignore[attr-defined]
+            if not probe or (isinstance(exc, aiosmtplib.SMTPResponseException) and not any_reply and exc.code != 421):
                 raise
             self.broken = True
             raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _mail_rcpt_data(self, sender: str, recipients: Sequence[str], raw: bytes,
-                              probe: bool) -> dict[str, Reply]:  # fmt: skip
+    async def _mail_rcpt_data(
+        self, sender: str, recipients: Sequence[str], raw: bytes, probe: bool
+    ) -> dict[str, Reply]:
         smtp = self.smtp
         utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
         options = []
@@ -295,9 +295,12 @@ class SmtpClient:
 
     async def _open(self, host: Host, tls_mode: str, *, plain: bool = False) -> Connection | Reply:
         smtp = aiosmtplib.SMTP(
-            hostname=host.address, port=host.port, local_hostname=self.ehlo_name,
-            timeout=self.command_timeout, start_tls=False,
-        )  # fmt: skip
+            hostname=host.address,
+            port=host.port,
+            local_hostname=self.ehlo_name,
+            timeout=self.command_timeout,
+            start_tls=False,
+        )
         try:
             await smtp.connect(timeout=self.connect_timeout)
             await smtp.ehlo()

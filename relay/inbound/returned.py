@@ -86,8 +86,11 @@ class ReturnedMail:
             return []
         return_path, forged = self._return_path([*rcpt_tos, *([parsed.return_path] if parsed.return_path else [])])
         if return_path is None and forged:
-            log.warning("ignored returned mail to %s: return path %s fails authentication (forged or damaged)",
-                        ", ".join(rcpt_tos), forged)  # fmt: skip
+            log.warning(
+                "ignored returned mail to %s: return path %s fails authentication (forged or damaged)",
+                ", ".join(rcpt_tos),
+                forged,
+            )
             return []
         if return_path is not None:
             return await self._by_return_path(parsed, return_path, raw)
@@ -109,13 +112,17 @@ class ReturnedMail:
     async def _by_return_path(self, parsed: Parsed, return_path: ReturnPath, raw: bytes) -> list[Recorded]:
         target = await self.store.returned_target(return_path.message_id, return_path.recipient_id)
         if target is None:
-            log.warning("ignored returned mail for message %s recipient %d: no longer known",
-                        return_path.message_id, return_path.recipient_id)  # fmt: skip
+            log.warning(
+                "ignored returned mail for message %s recipient %d: no longer known",
+                return_path.message_id,
+                return_path.recipient_id,
+            )
             return []
         wanted = normalize_address(target.address)
         # One recipient per return path: the report about it, or (forwarded mail) the first one.
-        report = next((r for r in parsed.reports if r.recipient and normalize_address(r.recipient) == wanted),
-                      parsed.reports[0])  # fmt: skip
+        report = next(
+            (r for r in parsed.reports if r.recipient and normalize_address(r.recipient) == wanted), parsed.reports[0]
+        )
         return [await self._record(report, target, raw)]
 
     async def _by_message_id(self, parsed: Parsed, raw: bytes, rcpt_tos: Sequence[str]) -> list[Recorded]:
@@ -134,8 +141,11 @@ class ReturnedMail:
             else:  # a redacted complaint: only a message with one recipient says whose it is
                 target = targets[0] if len(targets) == 1 else None
             if target is None:
-                log.info("ignored report about %s: not a recipient of message <%s>", report.recipient,
-                         parsed.original_message_id)  # fmt: skip
+                log.info(
+                    "ignored report about %s: not a recipient of message <%s>",
+                    report.recipient,
+                    parsed.original_message_id,
+                )
                 continue
             recorded.append(await self._record(report, target, raw))
         return recorded
@@ -153,9 +163,15 @@ class ReturnedMail:
             report=raw.decode("utf-8", "replace"),
         )
         bounce_id, suppression = await self.store.record_returned(bounce, target)
-        log.info("%s %s to=<%s> %s/%s%s", target.message_id, "complaint" if complaint else "returned",
-                 target.address, report.classification.value, report.reason,
-                 f" suppressed ({suppression.reason})" if suppression else "")  # fmt: skip
+        log.info(
+            "%s %s to=<%s> %s/%s%s",
+            target.message_id,
+            "complaint" if complaint else "returned",
+            target.address,
+            report.classification.value,
+            report.reason,
+            f" suppressed ({suppression.reason})" if suppression else "",
+        )
         return Recorded(target, report, bounce_id, suppression)
 
 
@@ -165,8 +181,9 @@ class InboundHandler:
     def __init__(self, returned: ReturnedMail) -> None:
         self.returned = returned
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:  # fmt: skip
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         if not self.returned.accepts(address):
             return f"550 5.7.1 <{address}>: this server takes returned mail for its bounce domains only"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
@@ -189,13 +206,22 @@ class InboundHandler:
         return f"250 2.0.0 OK, {len(recorded)} report(s) recorded"
 
 
-def make_inbound_factory(returned: ReturnedMail, hostname: str, max_size: int, idle_timeout: float,
-                         tls_context: ssl.SSLContext | None) -> Callable[[], SMTP]:  # fmt: skip
+def make_inbound_factory(
+    returned: ReturnedMail, hostname: str, max_size: int, idle_timeout: float, tls_context: ssl.SSLContext | None
+) -> Callable[[], SMTP]:
     handler = InboundHandler(returned)
 
     def factory() -> SMTP:
-        return ChunkedData(handler, hostname=hostname, ident="relay", data_size_limit=max_size, enable_SMTPUTF8=True,
-                    decode_data=False, tls_context=tls_context, require_starttls=False,
-                    timeout=idle_timeout)  # fmt: skip
+        return ChunkedData(
+            handler,
+            hostname=hostname,
+            ident="relay",
+            data_size_limit=max_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls_context,
+            require_starttls=False,
+            timeout=idle_timeout,
+        )
 
     return factory

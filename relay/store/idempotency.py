@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+STATES = ("pending", "done")  # a record: its request is running, its response is stored
 LEASE = 60.0  # seconds a pending claim holds without renewal
 RENEW_EVERY = LEASE / 3  # how often a running request renews its lease
 

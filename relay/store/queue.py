@@ -639,6 +639,7 @@ class Resent:
     reason: str | None = None
 
 
+RESEND_RESULTS = ("queued", "suppressed", "unchanged")  # Resent.result
 _RESENDABLE = ("bounced", "failed")
 
 
