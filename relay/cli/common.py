@@ -116,6 +116,7 @@ def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def now() -> float:
+    """The wall clock, read as the rest of relay reads it (relay.clock)."""
     return SystemClock().now()
 
 
