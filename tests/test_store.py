@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 
 from relay.clock import FakeClock
+from relay.errors import StoreFull, StoreUnavailable
 from relay.events import EventKind, State
 from relay.message import NewMessage
 from relay.store import Store
@@ -210,5 +211,36 @@ async def test_lookup_reads_inline_and_falls_back_to_the_reader_when_busy(tmp_pa
         with db._lookup_lock:  # as if another thread were mid-lookup
             assert await db.lookup(get) == "one"
         assert threads[-1].startswith("relay-db-reader")
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "relay_error"),
+    [
+        ("database or disk is full", StoreFull),
+        ("database is locked", StoreUnavailable),
+        ("disk I/O error", StoreUnavailable),
+    ],
+)
+async def test_driver_errors_surface_as_store_errors(tmp_path, driver_error, relay_error):
+    """A write or a read that SQLite refuses (disk full, locked, I/O) raises relay's StoreFull or
+    StoreUnavailable, not sqlite3's error; other writes in the same group commit are not undone."""
+    from relay.store.db import Database
+
+    def fail(conn):
+        raise sqlite3.OperationalError(driver_error)
+
+    db = Database(tmp_path / "q.db")
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (k TEXT)"))
+        results = await asyncio.gather(
+            db.write(fail), db.write(lambda c: c.execute("INSERT INTO t VALUES ('a')")), return_exceptions=True
+        )
+        assert type(results[0]) is relay_error and isinstance(results[0].__cause__, sqlite3.OperationalError)
+        assert str(results[0]) == driver_error and results[1] is not None
+        with pytest.raises(relay_error):
+            await db.read(fail)
+        assert await db.read(lambda c: c.execute("SELECT k FROM t").fetchall()) == [("a",)]
     finally:
         await db.close()

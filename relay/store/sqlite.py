@@ -19,6 +19,7 @@ from relay import keys as api_keys
 from relay.clock import Clock
 from relay.credentials import SmtpCredential
 from relay.domains import DkimKey, Domain
+from relay.errors import StoreError
 from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.store import credentials as cred_rows
@@ -307,7 +308,7 @@ class Store:
         async def run() -> None:
             try:
                 await self.db.write(fn)
-            except (sqlite3.Error, RuntimeError) as exc:
+            except (sqlite3.Error, StoreError, RuntimeError) as exc:
                 log.warning("could not record a last-use time: %s", exc)
 
         task = asyncio.get_running_loop().create_task(run())

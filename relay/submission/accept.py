@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Callable
 
 from relay.dkim import Signer
 from relay.domains import SendingDomains
+from relay.errors import StoreFull
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.idempotency import Completion
@@ -85,10 +85,8 @@ class Acceptor:
             messages = await asyncio.to_thread(self._sign_all, messages)
         try:
             await self.store.enqueue_many(messages, quota, completion)
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc):  # SQLITE_FULL: the disk is full
-                raise Overloaded("the disk holding the queue is full") from exc
-            raise
+        except StoreFull as exc:
+            raise Overloaded("the disk holding the queue is full") from exc
         self.accepted += len(messages)
         try:
             self.on_queued()
