@@ -35,8 +35,8 @@ from relay import strictjson
 from relay.clock import Clock, iso
 from relay.config import Rate
 from relay.delivery.shaping import TokenBucket
-from relay.store import Store
 from relay.store.events import Event
+from relay.store.protocols import Storage
 from relay.store.webhooks import AttemptOutcome, DueDelivery, Webhook
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class SenderSettings:
 
 
 class WebhookSender:
-    def __init__(self, store: Store, clock: Clock, settings: SenderSettings,
+    def __init__(self, store: Storage, clock: Clock, settings: SenderSettings,
                  session: aiohttp.ClientSession | None = None, lookup: Lookup = system_lookup) -> None:  # fmt: skip
         self.lookup = lookup
         self.store = store

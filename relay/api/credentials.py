@@ -8,9 +8,9 @@ from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
 from relay.api.keys import MAX_LIMIT, parse_test_flag
-from relay.clock import iso
+from relay.clock import Clock, iso
 from relay.credentials import SmtpCredential, valid_sender_rule
-from relay.store import Store
+from relay.store.protocols import CredentialStore
 
 
 def credential_json(cred: SmtpCredential) -> dict[str, Any]:
@@ -48,8 +48,9 @@ def parse_credential_request(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class CredentialsView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: CredentialStore, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
         admin = require("admin")

@@ -10,8 +10,8 @@ from relay.api.app import ApiError, instance_wide, own_filter, page_limit, reada
 from relay.api.messages import parse_time
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
-from relay.store import Store
 from relay.store.events import EventFilter
+from relay.store.protocols import Storage
 from relay.webhooks import event_json
 
 MAX_PAGE = 500
@@ -38,7 +38,7 @@ def _cursor(query: Any) -> int | None:
 
 
 class EventsView:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Storage, clock: Clock) -> None:
         self.store = store
         self.clock = clock
 

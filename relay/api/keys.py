@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
-from relay.clock import iso
+from relay.clock import Clock, iso
 from relay.keys import SCOPES, ApiKey
-from relay.store import Store
+from relay.store.protocols import KeyStore
 
 MAX_LIMIT = 10**12
 
@@ -86,8 +86,9 @@ def _flag(data: dict[str, Any], name: str) -> bool:
 
 
 class KeysView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: KeyStore, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
         admin = require("admin")

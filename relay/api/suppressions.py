@@ -11,7 +11,7 @@ from relay.api.app import ApiError, page_limit, read_json_object, require
 from relay.api.messages import parse_time
 from relay.clock import iso
 from relay.message import split_address
-from relay.store import Store
+from relay.store.protocols import SuppressionStore
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
 
 MAX_PAGE = 500
@@ -69,7 +69,7 @@ def _one_of(query: Any, name: str, alias: str) -> str | None:
 
 
 class SuppressionsView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SuppressionStore) -> None:
         self.store = store
 
     def routes(self) -> list[web.RouteDef]:

@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, page_limit, read_json_object, require
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
-from relay.store import Store
+from relay.store.protocols import WebhookStore
 from relay.store.webhooks import AttemptRecord, Webhook
 from relay.webhooks import TargetError, WebhookSender, check_target, new_secret
 
@@ -39,7 +39,7 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
 
 
 class WebhooksView:
-    def __init__(self, store: Store, clock: Clock, sender: WebhookSender) -> None:
+    def __init__(self, store: WebhookStore, clock: Clock, sender: WebhookSender) -> None:
         self.store = store
         self.clock = clock
         self.sender = sender

@@ -38,7 +38,7 @@ from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
 from relay.delivery.shaping import TokenBucket, is_pushback, shaping_for
 from relay.events import EventKind, State
 from relay.metrics import DELIVERY_SECONDS
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
 from relay.store.suppressions import NewBounce
 
@@ -191,7 +191,7 @@ def group_by_domain(message: LeasedMessage, one_each: bool = False) -> list[list
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         router: Router,
         client: SmtpClient,
         clock: Clock,

@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay.bounces.classify import Classification, Kind
 from relay.bounces.parse import Parsed, Report, parse, reply_code
 from relay.bounces.verp import PREFIX, ReturnPath, Verp
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.store.queue import ReturnedTarget
 from relay.store.suppressions import NewBounce, Suppression
 from relay.submission.data import ChunkedData
@@ -59,7 +59,7 @@ class Recorded:
 class ReturnedMail:
     """What the listener does with a message, apart from SMTP: parse, match, record."""
 
-    def __init__(self, store: Store, verp: Verp | None, feedback_addresses: Sequence[str]) -> None:
+    def __init__(self, store: Storage, verp: Verp | None, feedback_addresses: Sequence[str]) -> None:
         self.store = store
         self.verp = verp
         self.feedback = {normalize_address(a) for a in feedback_addresses}

@@ -15,8 +15,8 @@ from relay.dkim import Signer
 from relay.domains import SendingDomains
 from relay.errors import StoreFull
 from relay.message import NewMessage
-from relay.store import Store
 from relay.store.idempotency import Completion
+from relay.store.protocols import Storage
 from relay.store.queue import Quota
 from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity, Overloaded
@@ -35,7 +35,7 @@ class DomainNotVerified(Exception):
 class Acceptor:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         max_size: int,
         on_queued: Callable[[], None] = lambda: None,
         capacity: Capacity | None = None,

@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from relay.store import Store
+from relay.store.protocols import QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Overloaded(Exception):
 
 
 class Capacity:
-    def __init__(self, store: Store, data_dir: Path, max_queue: int, min_free_disk: int) -> None:
+    def __init__(self, store: QueueStore, data_dir: Path, max_queue: int, min_free_disk: int) -> None:
         self.store = store
         self.data_dir = data_dir
         self.max_queue = max_queue
