@@ -353,7 +353,7 @@ class Relay:
             log.warning("sandbox mode: mail is captured, not delivered; read it with relay sandbox list"
                         " or GET /v1/sandbox/messages")  # fmt: skip
         if self.config.domains.require_verified_domain:
-            verified = ", ".join(d.name for d in await store.domains() if d.status == VERIFIED) or "none yet"
+            verified = ", ".join(d.name for d in await store.domains.list_all() if d.status == VERIFIED) or "none yet"
             log.warning("[domains] require_verified_domain is on: mail From: a domain that is not a verified sending"
                         " domain is refused (SMTP 550 5.7.1, HTTP 422 domain_not_verified); verified: %s. Add one with"
                         " relay domains add DOMAIN, or set require_verified_domain = false"
@@ -364,7 +364,7 @@ class Relay:
         assert self.store is not None
         while True:
             try:
-                pruned = await self.store.prune()
+                pruned = await self.store.idempotency.prune()
                 if pruned:
                     log.info("pruned %d expired idempotency records", pruned)
                 await self.prune_history()
@@ -388,7 +388,7 @@ class Relay:
         r, now = self.config.retention, self.clock.now()
         events = bodies = 0
         while True:
-            e, b = await self.store.prune_history(now - r.events, now - r.bodies)
+            e, b = await self.store.events.prune_history(now - r.events, now - r.bodies)
             events, bodies = events + e, bodies + b
             if not e and not b:
                 break

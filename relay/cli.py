@@ -27,8 +27,8 @@ from relay import __version__
 from relay import config as config_mod
 from relay.clock import SystemClock
 from relay.config import Config, ConfigError
-from relay.credentials import valid_sender_rule
-from relay.keys import SCOPES
+from relay.credentials import create_smtp_credential, valid_sender_rule
+from relay.keys import SCOPES, create_api_key
 from relay.startup import EX_CONFIG, StartupError
 from relay.store import Store
 from relay.store.queue import Selection
@@ -390,7 +390,9 @@ def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
             return 2
     key, secret = _with_store(
         config,
-        lambda s: s.create_api_key(
+        lambda s: create_api_key(
+            s.keys,
+            s.clock,
             args.name,
             scopes,
             allowed_ips=networks,
@@ -412,7 +414,7 @@ def cmd_keys_create(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace, config: Config) -> int:
-    keys = _with_store(config, lambda s: s.list_api_keys())
+    keys = _with_store(config, lambda s: s.keys.list_api_keys())
     if args.json:
         _print_json([k.public() for k in keys])
         return 0
@@ -433,7 +435,7 @@ def _report_revoked(args: argparse.Namespace, ident: str, revoked: bool, what: s
 
 
 def cmd_keys_revoke(args: argparse.Namespace, config: Config) -> int:
-    revoked = _with_store(config, lambda s: s.revoke_api_key(args.key_id))
+    revoked = _with_store(config, lambda s: s.keys.revoke_api_key(args.key_id))
     return _report_revoked(args, args.key_id, revoked, "key")
 
 
@@ -448,8 +450,13 @@ def cmd_creds_create(args: argparse.Namespace, config: Config) -> int:
         return 2
     cred, password = _with_store(
         config,
-        lambda s: s.create_smtp_credential(
-            allowed_from=allowed, rate_limit=args.rate_limit, tags=tuple(args.tag or []), test=args.test
+        lambda s: create_smtp_credential(
+            s.credentials,
+            s.clock,
+            allowed_from=allowed,
+            rate_limit=args.rate_limit,
+            tags=tuple(args.tag or []),
+            test=args.test,
         ),
     )
     if args.json:
@@ -465,7 +472,7 @@ def cmd_creds_create(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_creds_list(args: argparse.Namespace, config: Config) -> int:
-    found = _with_store(config, lambda s: s.list_smtp_credentials())
+    found = _with_store(config, lambda s: s.credentials.list_smtp_credentials())
     if args.json:
         _print_json([{**c.public(), "password": "********"} for c in found])
         return 0
@@ -477,12 +484,12 @@ def cmd_creds_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_creds_revoke(args: argparse.Namespace, config: Config) -> int:
-    revoked = _with_store(config, lambda s: s.revoke_smtp_credential(args.credential_id))
+    revoked = _with_store(config, lambda s: s.credentials.revoke_smtp_credential(args.credential_id))
     return _report_revoked(args, args.credential_id, revoked, "SMTP credential")
 
 
 def cmd_queue(args: argparse.Namespace, config: Config) -> int:
-    summary = _with_store(config, lambda s: s.summary())
+    summary = _with_store(config, lambda s: s.queue.summary())
     if args.json:
         _print_json(dataclasses.asdict(summary))
         return 0
@@ -637,7 +644,7 @@ def _when(ts: float | None) -> str:
 
 
 def cmd_queue_domains(args: argparse.Namespace, config: Config) -> int:
-    queues = _with_store(config, lambda s: s.domain_queues())
+    queues = _with_store(config, lambda s: s.queue.domain_queues())
     if args.json:
         _print_json([dataclasses.asdict(q) for q in queues])
         return 0
@@ -651,10 +658,10 @@ def cmd_queue_domains(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
     async def load(s: Store) -> tuple[Any, dict[str, Any]]:
-        message = await s.message(args.message_id)
+        message = await s.queue.message(args.message_id)
         if message is None:
             return None, {}
-        return message, {r.address: await s.attempts(message.id, r.address) for r in message.recipients}
+        return message, {r.address: await s.queue.attempts(message.id, r.address) for r in message.recipients}
 
     message, attempts = _with_store(config, load)
     if message is None:
@@ -692,7 +699,7 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
     selection = _selection(args)
-    count = _with_store(config, lambda s: s.retry_now(selection))
+    count = _with_store(config, lambda s: s.queue.retry_now(selection))
     if args.json:
         _print_json({"retried": count})
     else:
@@ -706,7 +713,7 @@ def cmd_queue_suspend(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         print(f"relay: --for: {exc}", file=sys.stderr)
         return 2
-    until = _with_store(config, lambda s: s.suspend_domain(args.domain, duration, args.reason))
+    until = _with_store(config, lambda s: s.queue.suspend_domain(args.domain, duration, args.reason))
     if args.json:
         _print_json({"domain": args.domain.lower(), "suspended_until": until})
     else:
@@ -715,7 +722,7 @@ def cmd_queue_suspend(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_queue_resume(args: argparse.Namespace, config: Config) -> int:
-    resumed = _with_store(config, lambda s: s.resume_domain(args.domain))
+    resumed = _with_store(config, lambda s: s.queue.resume_domain(args.domain))
     if args.json:
         _print_json({"domain": args.domain.lower(), "resumed": resumed})
     elif resumed:
@@ -727,7 +734,7 @@ def cmd_queue_resume(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
     selection = _selection(args)
-    count = _with_store(config, lambda s: s.admin_bounce(args.reason, selection))
+    count = _with_store(config, lambda s: s.queue.admin_bounce(args.reason, selection))
     if args.json:
         _print_json({"bounced": count})
     else:
@@ -737,7 +744,7 @@ def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_queue_purge(args: argparse.Namespace, config: Config) -> int:
     selection = _selection(args)
-    count = _with_store(config, lambda s: s.purge(selection))
+    count = _with_store(config, lambda s: s.queue.purge(selection))
     if args.json:
         _print_json({"purged": count})
     else:
@@ -746,7 +753,7 @@ def cmd_queue_purge(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_queue_cancel(args: argparse.Namespace, config: Config) -> int:
-    cancelled = _with_store(config, lambda s: s.cancel_message(args.message_id))
+    cancelled = _with_store(config, lambda s: s.queue.cancel_message(args.message_id))
     if args.json:
         _print_json({"id": args.message_id, "cancelled": cancelled})
     else:
@@ -779,7 +786,7 @@ def cmd_bounces_list(args: argparse.Namespace, config: Config) -> int:
     from relay.store.suppressions import BounceFilter
 
     f = BounceFilter(kind=args.kind, recipient=args.recipient, message_id=args.message)
-    bounces = _with_store(config, lambda s: s.bounces(f, args.limit))
+    bounces = _with_store(config, lambda s: s.suppressions.bounces(f, args.limit))
     if args.json:
         _print_json([dataclasses.asdict(b) for b in bounces])
         return 0
@@ -790,7 +797,7 @@ def cmd_bounces_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_bounces_show(args: argparse.Namespace, config: Config) -> int:
-    bounce = _with_store(config, lambda s: s.bounce(args.bounce_id))
+    bounce = _with_store(config, lambda s: s.suppressions.bounce(args.bounce_id))
     if bounce is None:
         print(f"relay: no bounce {args.bounce_id}", file=sys.stderr)
         return 1
@@ -814,7 +821,7 @@ def cmd_suppressions_list(args: argparse.Namespace, config: Config) -> int:
     from relay.store.suppressions import SuppressionFilter
 
     f = SuppressionFilter(reason=args.reason, search=args.search)
-    entries = _with_store(config, lambda s: s.suppressions(f, args.limit))
+    entries = _with_store(config, lambda s: s.suppressions.query(f, args.limit))
     if args.json:
         _print_json([dataclasses.asdict(e) for e in entries])
     for e in [] if args.json else entries:
@@ -823,7 +830,7 @@ def cmd_suppressions_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_suppressions_show(args: argparse.Namespace, config: Config) -> int:
-    entry = _with_store(config, lambda s: s.suppression(args.address))
+    entry = _with_store(config, lambda s: s.suppressions.suppression(args.address))
     if args.json:
         _print_json(dataclasses.asdict(entry) if entry else None)
     elif entry is None:
@@ -839,8 +846,9 @@ def cmd_suppressions_add(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         print(f"relay: --for: {exc}", file=sys.stderr)
         return 2
-    entries = _with_store(config, lambda s: s.suppress(args.address, args.reason, "added with relay suppressions add",
-                                                       expires))  # fmt: skip
+    entries = _with_store(config, lambda s: s.suppressions.suppress(args.address, args.reason,
+                                                                    "added with relay suppressions add",
+                                                                    expires))  # fmt: skip
     if args.json:
         _print_json([dataclasses.asdict(e) for e in entries])
     for e in [] if args.json else entries:
@@ -849,7 +857,7 @@ def cmd_suppressions_add(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_suppressions_reclassify(args: argparse.Namespace, config: Config) -> int:
-    result = _with_store(config, lambda s: s.reclassify_suppressions(args.apply))
+    result = _with_store(config, lambda s: s.suppressions.reclassify_suppressions(args.apply))
     if args.json:
         key = "lifted" if result.applied else "would_lift"
         lifts = [dataclasses.asdict(x) for x in result.lifts]
@@ -863,7 +871,7 @@ def cmd_suppressions_reclassify(args: argparse.Namespace, config: Config) -> int
 
 
 def cmd_suppressions_remove(args: argparse.Namespace, config: Config) -> int:
-    removed = _with_store(config, lambda s: s.unsuppress(args.address))
+    removed = _with_store(config, lambda s: s.suppressions.unsuppress(args.address))
     if args.json:
         _print_json({"address": args.address, "removed": removed})
     elif removed:
@@ -874,7 +882,7 @@ def cmd_suppressions_remove(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_allowlist_list(args: argparse.Namespace, config: Config) -> int:
-    entries = _with_store(config, lambda s: s.allowlist())
+    entries = _with_store(config, lambda s: s.suppressions.allowlist())
     if args.json:
         _print_json([{"entry": e, "note": n, "created_at": at} for e, n, at in entries])
     for e, n, at in [] if args.json else entries:
@@ -883,7 +891,7 @@ def cmd_allowlist_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_allowlist_add(args: argparse.Namespace, config: Config) -> int:
-    entry = _with_store(config, lambda s: s.allow(args.entry, args.note))
+    entry = _with_store(config, lambda s: s.suppressions.allow(args.entry, args.note))
     if args.json:
         _print_json({"entry": entry})
     else:
@@ -892,7 +900,7 @@ def cmd_allowlist_add(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_allowlist_remove(args: argparse.Namespace, config: Config) -> int:
-    removed = _with_store(config, lambda s: s.disallow(args.entry))
+    removed = _with_store(config, lambda s: s.suppressions.disallow(args.entry))
     if args.json:
         _print_json({"entry": args.entry, "removed": removed})
     elif not removed:
@@ -910,7 +918,7 @@ def _domains_call(config: Config, action: str, *args: Any, with_policy: bool = T
 
     async def run(store: Store) -> tuple[Any, Any]:
         domains = make_domains(config, store, None)
-        result = await getattr(domains, action)(*args) if args else await store.domains()
+        result = await getattr(domains, action)(*args) if args else await store.domains.list_all()
         return result, (await domains.policy() if with_policy else None)
 
     return _with_store(config, run)
@@ -1002,7 +1010,7 @@ def cmd_sandbox_list(args: argparse.Namespace, config: Config) -> int:
     if args.limit <= 0:
         print("relay: --limit must be positive", file=sys.stderr)
         return 2
-    messages = _with_store(config, lambda s: s.sandbox_messages(None, args.limit))
+    messages = _with_store(config, lambda s: s.queue.sandbox_messages(None, args.limit))
     if args.json:
         from relay.api.messages import message_json
 
@@ -1019,7 +1027,7 @@ def cmd_sandbox_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_sandbox_show(args: argparse.Namespace, config: Config) -> int:
     from relay.api.sandbox import sandbox_json
 
-    found = _with_store(config, lambda s: s.sandbox_message(args.message_id))
+    found = _with_store(config, lambda s: s.queue.sandbox_message(args.message_id))
     if found is None:
         print(f"relay: no sandboxed message {args.message_id}", file=sys.stderr)
         return 1

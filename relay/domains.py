@@ -532,7 +532,7 @@ class Domains:
     async def refresh(self) -> None:
         """Reload the keys and verified set submission and signing use (this process)."""
         if self.sending is not None:
-            self.sending.load(await self.store.domains())
+            self.sending.load(await self.store.list_all())
 
     async def add(self, name: str) -> Domain:
         domain = valid_domain(name)

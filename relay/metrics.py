@@ -36,9 +36,9 @@ class _Snapshot:
 
 
 async def render(store: Storage, smtp_sessions: Callable[[], int] | None = None) -> bytes:
-    summary = await store.summary()
-    totals = await store.event_totals()
-    backlog = await store.webhook_backlog()
+    summary = await store.queue.summary()
+    totals = await store.events.event_totals()
+    backlog = await store.webhooks.webhook_backlog()
     queue = GaugeMetricFamily("relay_queue_recipients", "Recipients in the queue by state", labels=["state"])
     for state, count in sorted(summary.by_state.items()):
         queue.add_metric([state], count)

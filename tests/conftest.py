@@ -390,7 +390,7 @@ async def wait_for_states(store: Any, message_id: str, expected: list[str], time
     """Poll the store until the message's recipients reach ``expected`` states (in recipient order)."""
     deadline = time.monotonic() + timeout
     while True:
-        statuses = await store.message_status(message_id)
+        statuses = await store.queue.message_status(message_id)
         if [s.state for s in statuses] == expected:
             return statuses
         if time.monotonic() > deadline:

@@ -41,7 +41,7 @@ async def dry_run(request: web.Request, prepare: Prepare, acceptor: Acceptor) ->
         if acceptor.capacity is not None:
             acceptor.capacity.check()
         if key.daily_quota or key.monthly_quota:
-            await acceptor.store.check_quota(Quota(key.id, key.daily_quota, key.monthly_quota))
+            await acceptor.store.queue.check_quota(Quota(key.id, key.daily_quota, key.monthly_quota))
     except QuotaExhausted as exc:
         raise ApiError(402, "quota_exhausted", str(exc)) from None
     except Overloaded as exc:

@@ -61,7 +61,7 @@ class EventsView:
             since=parse_time("since", q["since"]) if "since" in q else None,
             until=parse_time("until", q["until"]) if "until" in q else None, api_key_id=own_filter(request),
         )  # fmt: skip
-        rows = await self.store.events(f, limit + 1)
+        rows = await self.store.events.query(f, limit + 1)
         page = rows[:limit]
         return web.json_response({
             "data": [event_json(e) for e in page],
@@ -70,8 +70,8 @@ class EventsView:
 
     async def for_message(self, request: web.Request) -> web.Response:
         message_id = request.match_info["id"]
-        readable(request, await self.store.message(message_id))
-        events = await self.store.message_events(message_id)
+        readable(request, await self.store.queue.message(message_id))
+        events = await self.store.events.message_events(message_id)
         return web.json_response({"data": [event_json(e) for e in events]})
 
     def _range(self, query: Any, default_span: float) -> tuple[float, float]:
@@ -92,7 +92,7 @@ class EventsView:
         since, until = self._range(q, 7 * 86400 if name == "day" else 86400)
         if (until - since) / interval > MAX_BUCKETS:
             raise ApiError(400, "invalid_field", f"at most {MAX_BUCKETS} intervals per request", "from")
-        rows = await self.store.event_counts(since, until, interval, q.get("tag") or None)
+        rows = await self.store.events.event_counts(since, until, interval, q.get("tag") or None)
         buckets: dict[int, dict[str, int]] = {}
         for start, kind, n in rows:
             buckets.setdefault(start, {})[kind] = n
@@ -110,7 +110,7 @@ class EventsView:
         """Bounces by classification and reason, and by recipient domain."""
         instance_wide(request)
         since, until = self._range(request.query, 7 * 86400)
-        s = await self.store.bounce_stats(since, until)
+        s = await self.store.events.bounce_stats(since, until)
         return web.json_response({
             "from": iso(since), "to": iso(until), "total": s.total,
             "by_classification": [{"classification": k, "reason": r, "count": n} for k, r, n in s.by_classification],

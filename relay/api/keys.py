@@ -9,7 +9,7 @@ from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import Clock, iso
-from relay.keys import SCOPES, ApiKey
+from relay.keys import SCOPES, ApiKey, create_api_key
 from relay.store.protocols import KeyStore
 
 MAX_LIMIT = 10**12
@@ -102,7 +102,7 @@ class KeysView:
     async def create(self, request: web.Request) -> web.Response:
         fields = parse_key_request(await read_json_object(request))
         name, scopes = fields.pop("name"), fields.pop("scopes")
-        key, secret = await self.store.create_api_key(name, scopes, **fields)
+        key, secret = await create_api_key(self.store, self.clock, name, scopes, **fields)
         return web.json_response({**key_json(key), "key": secret}, status=201)
 
     async def index(self, request: web.Request) -> web.Response:

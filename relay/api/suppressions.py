@@ -94,7 +94,7 @@ class SuppressionsView:
             since=parse_time("since", q["since"]) if "since" in q else None,
             until=parse_time("until", q["until"]) if "until" in q else None,
         )  # fmt: skip
-        rows = await self.store.suppressions(f, limit + 1)
+        rows = await self.store.query(f, limit + 1)
         page = rows[:limit]
         return web.json_response({
             "data": [suppression_json(s) for s in page],

@@ -94,7 +94,7 @@ class WebhooksView:
 
     async def create(self, request: web.Request) -> web.Response:
         fields = await self._fields(await read_json_object(request), partial=False)
-        if len(await self.store.webhooks()) >= MAX_WEBHOOKS:
+        if len(await self.store.list_all()) >= MAX_WEBHOOKS:
             raise ApiError(400, "invalid_field", f"at most {MAX_WEBHOOKS} webhooks", "url")
         now = self.clock.now()
         hook = Webhook(f"wh_{secrets.token_hex(8)}", fields["url"], fields.get("events", []),
@@ -103,7 +103,7 @@ class WebhooksView:
         return web.json_response(webhook_json(hook, 0, secret=True), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
-        hooks = await self.store.webhooks()
+        hooks = await self.store.list_all()
         backlog = await self.store.webhook_backlog()
         return web.json_response({"data": [webhook_json(h, backlog.get(h.id, 0)) for h in hooks]})
 

@@ -107,7 +107,7 @@ class ReturnedMail:
         return None, forged
 
     async def _by_return_path(self, parsed: Parsed, return_path: ReturnPath, raw: bytes) -> list[Recorded]:
-        target = await self.store.returned_target(return_path.message_id, return_path.recipient_id)
+        target = await self.store.queue.returned_target(return_path.message_id, return_path.recipient_id)
         if target is None:
             log.warning("ignored returned mail for message %s recipient %d: no longer known",
                         return_path.message_id, return_path.recipient_id)  # fmt: skip
@@ -122,7 +122,7 @@ class ReturnedMail:
         if parsed.original_message_id is None:
             log.info("ignored returned mail to %s: no return path and no Message-ID of ours", ", ".join(rcpt_tos))
             return []
-        targets = await self.store.targets_by_header_id(parsed.original_message_id)
+        targets = await self.store.queue.targets_by_header_id(parsed.original_message_id)
         if not targets:
             log.info("ignored returned mail about Message-ID <%s>: not a message of ours", parsed.original_message_id)
             return []
@@ -152,7 +152,7 @@ class ReturnedMail:
             message_id=target.message_id,
             report=raw.decode("utf-8", "replace"),
         )
-        bounce_id, suppression = await self.store.record_returned(bounce, target)
+        bounce_id, suppression = await self.store.queue.record_returned(bounce, target)
         log.info("%s %s to=<%s> %s/%s%s", target.message_id, "complaint" if complaint else "returned",
                  target.address, report.classification.value, report.reason,
                  f" suppressed ({suppression.reason})" if suppression else "")  # fmt: skip

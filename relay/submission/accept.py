@@ -84,7 +84,7 @@ class Acceptor:
             # Sign once, here, off the event loop: every attempt and recipient shares the signature.
             messages = await asyncio.to_thread(self._sign_all, messages)
         try:
-            await self.store.enqueue_many(messages, quota, completion)
+            await self.store.queue.enqueue_many(messages, quota, completion)
         except StoreFull as exc:
             raise Overloaded("the disk holding the queue is full") from exc
         self.accepted += len(messages)

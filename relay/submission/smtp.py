@@ -219,7 +219,7 @@ class SubmissionHandler:
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
-            suppressed = await self.acceptor.store.suppressed([address])
+            suppressed = await self.acceptor.store.suppressions.suppressed([address])
         except Exception:
             log.exception("suppression lookup failed for <%s>", address)
             return "451 4.3.0 Temporary failure, please try again later"
