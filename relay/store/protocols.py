@@ -33,7 +33,7 @@ from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.store.events import BounceStats, Event, EventFilter
 from relay.store.idempotency import Completion, IdempotencyRecord
-from relay.store.queue import (
+from relay.store.queue.records import (
     Attempt,
     AttemptResult,
     DomainQueue,
