@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
-from relay.clock import FakeClock
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -16,13 +13,6 @@ from relay.store import Store
 
 RAW = b"Subject: engine test\r\n\r\nbody\r\n"
 POLICY = RetryPolicy(schedule=(60, 120, 600), max_age=3600, jitter=0.0)
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
 
 
 def make_engine(store: Store, router: Router) -> Engine:

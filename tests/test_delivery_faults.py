@@ -7,10 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from relay.clock import FakeClock
 from relay.delivery.client import SmtpClient
 from relay.delivery.mx import Router
-from relay.store import Store
 from tests.test_delivery_shaping import engine_for, queue
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -76,13 +74,6 @@ async def broken_tls(reader, writer):
         else:
             writer.write(b"250 ok\r\n")
         await writer.drain()
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
 
 
 class Scripted:

@@ -21,13 +21,6 @@ from tests.conftest import start_sink
 RAW = b"Subject: shaping\r\n\r\nbody\r\n"
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
-
-
 def engine_for(store: Store, router: Router, **settings) -> Engine:
     defaults = dict(owner="n", concurrency=50, lease=300, poll_interval=0.05,
                     retry=RetryPolicy((60,), 3600, jitter=0.0), idle_timeout=0.5)  # fmt: skip

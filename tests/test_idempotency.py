@@ -117,13 +117,6 @@ async def test_the_claim_of_a_stopped_process_is_taken_over_at_once(relay_on_fak
 # -- the claim rules, with real processes ------------------------------------------------------
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
-
-
 def claim_as(store: Store, owner: Owner):
     now = store.clock.now()
     return store.db.write(lambda c: idem.claim(c, "key_1", "k", "h", now, 3600, "another process", owner))

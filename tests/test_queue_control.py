@@ -22,13 +22,6 @@ from tests.conftest import config_dict, run_cli, wait_for_states, write_toml
 RAW = b"Subject: q\r\n\r\nx\r\n"
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
-
-
 def engine_for(store: Store, sink_port: int) -> Engine:
     settings = EngineSettings(owner="n", concurrency=10, lease=300, poll_interval=0.05,
                               retry=RetryPolicy((600,), 86400, jitter=0.0), idle_timeout=0.2)  # fmt: skip

@@ -5,7 +5,6 @@ import sqlite3
 
 import pytest
 
-from relay.clock import FakeClock
 from relay.errors import StoreFull, StoreUnavailable
 from relay.events import EventKind, State
 from relay.message import NewMessage
@@ -13,13 +12,6 @@ from relay.store import Store
 from relay.store import queue as q
 from relay.store.db import open_database
 from relay.store.schema import MIGRATIONS, schema_version
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "relay.sqlite3", FakeClock())
-    yield s
-    await s.close()
 
 
 def message(*rcpts: str, sender: str = "a@example.com") -> NewMessage:

@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 
 from relay.bounces.classify import Classification, Kind
-from relay.clock import FakeClock
 from relay.delivery.mx import Router
-from relay.store import Store
 from relay.store.suppressions import BounceFilter, NewBounce, SuppressionFilter
 from relay.suppression import SuppressionPolicy, normalize_address
 from tests.test_delivery_shaping import engine_for, queue
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock(), SuppressionPolicy(soft_bounce_limit=2))
-    yield s
-    await s.close()
+def suppression_policy():
+    return SuppressionPolicy(soft_bounce_limit=2)
 
 
 @pytest.mark.parametrize(

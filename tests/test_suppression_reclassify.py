@@ -44,17 +44,16 @@ async def _old_suppressions(store: Store) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock(), SuppressionPolicy())
-    await _old_suppressions(s)
-    yield s
-    await s.close()
+async def old_suppressions(store):
+    """The shared store, with suppressions made by older rules."""
+    await _old_suppressions(store)
 
 
 WRONG = {"disabled@gmail.example", "late@example.org", "bob@example.net"}
 RIGHT = {"dead@example.org", "bob@yahoo.com", "manual@example.org"}
 
 
+@pytest.mark.usefixtures("old_suppressions")
 async def test_a_dry_run_lists_and_changes_nothing(store):
     result = await store.suppressions.reclassify_suppressions(apply=False)
     assert not result.applied and result.checked == 5
@@ -67,6 +66,7 @@ async def test_a_dry_run_lists_and_changes_nothing(store):
     assert await store.events.query(EventFilter(types=("unsuppressed",)), 10) == []
 
 
+@pytest.mark.usefixtures("old_suppressions")
 async def test_apply_lifts_the_wrong_ones_with_an_event_each(store):
     result = await store.suppressions.reclassify_suppressions(apply=True)
     assert result.applied and {x.address for x in result.lifts} == WRONG
