@@ -25,7 +25,7 @@ from relay.webhooks import SenderSettings, WebhookSender, check_target
 from tests.conftest import smtp_reply
 from tests.test_dkim import new_key
 from tests.test_http_api_v1 import MESSAGE, api, api_factory  # noqa: F401 (fixtures)
-from tests.test_webhooks import add_hook, receiver, store  # noqa: F401, F811 (fixtures)
+from tests.test_webhooks import add_hook, receiver, store_clock  # noqa: F401, F811 (fixtures)
 
 
 async def smtp_session(port: int, lines: list[bytes]) -> list[str]:
