@@ -45,6 +45,7 @@ serve: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check relay tests bench
 	$(VENV)/bin/ruff format --check relay tests bench
+	$(VENV)/bin/mypy
 
 test: lint .packages
 	$(VENV)/bin/pytest -q

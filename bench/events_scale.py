@@ -119,13 +119,15 @@ async def main() -> None:
                 messages += count
             now = clock.now()
             figures = [
-                await timed(lambda n=now: store.event_counts(n - 7 * DAY, n, 86400, None), args.samples),
-                await timed(lambda n=now: store.event_counts(n - DAY, n, 3600, "newsletter"), args.samples),
-                await timed(lambda: store.events(EventFilter(), 100), args.samples),
-                await timed(lambda: store.events(EventFilter(types=("bounced",)), 100), args.samples),
-                await timed(lambda: store.events(EventFilter(recipient="user1000@d0.example"), 100), args.samples),
-                await timed(lambda: store.events(EventFilter(tag="newsletter"), 100), args.samples),
-                await timed(lambda n=now: store.bounce_stats(n - 7 * DAY, n), args.samples),
+                await timed(lambda n=now: store.events.event_counts(n - 7 * DAY, n, 86400, None), args.samples),
+                await timed(lambda n=now: store.events.event_counts(n - DAY, n, 3600, "newsletter"), args.samples),
+                await timed(lambda: store.events.query(EventFilter(), 100), args.samples),
+                await timed(lambda: store.events.query(EventFilter(types=("bounced",)), 100), args.samples),
+                await timed(
+                    lambda: store.events.query(EventFilter(recipient="user1000@d0.example"), 100), args.samples
+                ),
+                await timed(lambda: store.events.query(EventFilter(tag="newsletter"), 100), args.samples),
+                await timed(lambda n=now: store.events.bounce_stats(n - 7 * DAY, n), args.samples),
             ]
 
             async def one_more() -> None:

@@ -49,15 +49,15 @@ async def measure(store: Store, samples: int) -> tuple[float, float]:
     enqueue = []
     for _ in range(samples):
         started = time.perf_counter()
-        await store.enqueue(NewMessage("a@example.com", ("probe@probe.example",), BODY, "smtp"))
+        await store.queue.enqueue(NewMessage("a@example.com", ("probe@probe.example",), BODY, "smtp"))
         enqueue.append(time.perf_counter() - started)
     claim = []
     for _ in range(samples):
         started = time.perf_counter()
-        leased = await store.claim_due(100, "bench", 60)
+        leased = await store.queue.claim_due(100, "bench", 60)
         claim.append(time.perf_counter() - started)
         ids = [r.id for m in leased for r in m.recipients]
-        await store.postpone(ids, time.time())
+        await store.queue.postpone(ids, time.time())
     return statistics.mean(enqueue) * 1000, statistics.mean(claim) * 1000
 
 

@@ -156,8 +156,8 @@ def make_domains(config: Config, store: Store, sending: SendingDomains | None) -
     resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
     resolver.cache = None  # verification is live: a record published a minute ago must be seen
     checker = Checker(resolver, domain_policy(config))
-    return Domains(store, config.server.data_dir / "dkim", checker, sending, config.domains.selector,
-                   config.domains.key_bits)  # fmt: skip
+    return Domains(store.domains, store.clock, config.server.data_dir / "dkim", checker, sending,
+                   config.domains.selector, config.domains.key_bits)  # fmt: skip
 
 
 def suppression_policy(config: Config) -> SuppressionPolicy:
@@ -308,7 +308,7 @@ class Relay:
             on_queued = self.engine.wake
         if self.accept:
             self.capacity = Capacity(
-                store, config.server.data_dir, config.server.max_queue, config.server.min_free_disk
+                store.queue, config.server.data_dir, config.server.max_queue, config.server.min_free_disk
             )
             await self.capacity.refresh()
             self.capacity.start()
@@ -354,7 +354,7 @@ class Relay:
             log.warning("sandbox mode: mail is captured, not delivered; read it with relay sandbox list"
                         " or GET /v1/sandbox/messages")  # fmt: skip
         if self.config.domains.require_verified_domain:
-            verified = ", ".join(d.name for d in await store.domains() if d.status == VERIFIED) or "none yet"
+            verified = ", ".join(d.name for d in await store.domains.list_all() if d.status == VERIFIED) or "none yet"
             log.warning("[domains] require_verified_domain is on: mail From: a domain that is not a verified sending"
                         " domain is refused (SMTP 550 5.7.1, HTTP 422 domain_not_verified); verified: %s. Add one with"
                         " relay domains add DOMAIN, or set require_verified_domain = false"
@@ -365,7 +365,7 @@ class Relay:
         assert self.store is not None
         while True:
             try:
-                pruned = await self.store.prune()
+                pruned = await self.store.idempotency.prune()
                 if pruned:
                     log.info("pruned %d expired idempotency records", pruned)
                 await self.prune_history()
@@ -389,7 +389,7 @@ class Relay:
         r, now = self.config.retention, self.clock.now()
         events = bodies = 0
         while True:
-            e, b = await self.store.prune_history(now - r.events, now - r.bodies)
+            e, b = await self.store.events.prune_history(now - r.events, now - r.bodies)
             events, bodies = events + e, bodies + b
             if not e and not b:
                 break
@@ -437,7 +437,9 @@ class Relay:
         assert self.store is not None
         loop = asyncio.get_running_loop()
         s = self.config.smtp
-        authenticator = SmtpAuthenticator(self.store, self.clock, s.max_auth_failures, s.auth_failure_window)
+        authenticator = SmtpAuthenticator(
+            self.store.credentials, self.clock, s.max_auth_failures, s.auth_failure_window
+        )
         handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator)
         context = self._smtp_tls
         assert context is not None
@@ -480,16 +482,18 @@ class Relay:
         processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
         limiter = RateLimiter(share=1 / processes)
         settings = ApiSettings(http.rate_limit, limiter, http.trust_proxy, http.require_tls, self.clock)
-        queues = QueuesView(store, on_change=self.engine.wake if self.engine else workers.WakeSender(
+        queues = QueuesView(store.queue, on_change=self.engine.wake if self.engine else workers.WakeSender(
             workers.wake_address(self.config.db_path)))  # fmt: skip
         if self.webhook_sender is None:  # an acceptor: a sender for test sends only (the main process drains)
             self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(self.config))
         sender = self.webhook_sender
-        routes = [*messages.routes(), *KeysView(store).routes(), *CredentialsView(store).routes(), *queues.routes(),
-                  *SuppressionsView(store).routes(), *EventsView(store, self.clock).routes(),
-                  *WebhooksView(store, self.clock, sender).routes(), *TemplatesView(store, self.renderer).routes(),
+        routes = [*messages.routes(), *KeysView(store.keys, self.clock).routes(),
+                  *CredentialsView(store.credentials, self.clock).routes(), *queues.routes(),
+                  *SuppressionsView(store.suppressions).routes(), *EventsView(store, self.clock).routes(),
+                  *WebhooksView(store.webhooks, self.clock, sender).routes(),
+                  *TemplatesView(store, self.renderer).routes(),
                   *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
-                  *SandboxView(store).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
+                  *SandboxView(store.queue).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
 
         guard = ConnectionGuard(ConnectionLimits(http.header_timeout, http.body_timeout, http.keepalive_timeout,
                                                  http.max_connections_per_ip))  # fmt: skip

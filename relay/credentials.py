@@ -1,15 +1,24 @@
-"""SMTP credentials: generated username and password, argon2 hashes, sender restrictions. Pure."""
+"""SMTP credentials: generated username and password, argon2 hashes, sender restrictions.
+
+Pure, but for :func:`create_smtp_credential`, which stores what it made through a :class:`CredentialStore`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import string
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from relay.message import split_address
+
+if TYPE_CHECKING:
+    from relay.clock import Clock
+    from relay.store.protocols import CredentialStore
 
 _hasher = PasswordHasher()  # argon2id, the library's defaults (~90 ms per hash here)
 
@@ -63,6 +72,25 @@ def new_password() -> str:
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+async def create_smtp_credential(
+    credentials: CredentialStore,
+    clock: Clock,
+    *,
+    username: str | None = None,
+    allowed_from: tuple[str, ...] = (),
+    rate_limit: int | None = None,
+    tags: tuple[str, ...] = (),
+    test: bool = False,
+) -> tuple[SmtpCredential, str]:
+    """Make a credential and store it (only the argon2 hash of its password); returns it and the password."""
+    password = new_password()
+    password_hash = await asyncio.to_thread(hash_password, password)
+    cred = SmtpCredential(new_id(), username or new_username(test), allowed_from, rate_limit, tags, clock.now(),
+                          test=test)  # fmt: skip
+    await credentials.add_smtp_credential(cred, password_hash)
+    return cred, password
 
 
 def verify_password(password_hash: str, password: str) -> bool:

@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.asyncresolver
 import dns.exception
@@ -35,8 +35,12 @@ import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from relay.clock import Clock
 from relay.dkim import DomainKey, Signer, public_key_record
 from relay.message import UnreadableFrom, from_domain
+
+if TYPE_CHECKING:
+    from relay.store.protocols import DomainStore
 
 VERIFIED, PENDING, FAILED = "verified", "pending", "failed"
 KEY_STATES = ("active", "pending", "retired")  # a DKIM key: signs, published and waiting, replaced
@@ -502,9 +506,11 @@ class DomainError(ValueError):
 class Domains:
     """Adding, verifying, rotating and removing sending domains (the store holds them, files hold the keys)."""
 
-    def __init__(self, store: Any, key_dir: Path, checker: Checker, sending: SendingDomains | None = None,
-                 selector: str = "", bits: int = 2048, probe_targets: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(self, store: DomainStore, clock: Clock, key_dir: Path, checker: Checker,
+                 sending: SendingDomains | None = None, selector: str = "", bits: int = 2048,
+                 probe_targets: Sequence[str] | None = None) -> None:  # fmt: skip
         self.store = store
+        self.clock = clock
         self.key_dir = key_dir
         self.checker = checker
         self.sending = sending
@@ -517,7 +523,7 @@ class Domains:
     async def policy(self, refresh: bool = False) -> Policy:
         """The policy with the outbound addresses found (see :func:`discover`); looked for again after
         POLICY_TTL, or now when ``refresh`` (a verification)."""
-        now = self.store.clock.now()
+        now = self.clock.now()
         if refresh or self._discovered is None or now - self._discovered[0] >= POLICY_TTL:
             policy = await discover(self.configured, self.checker.resolver, self.probe_targets)
             self._discovered = (now, policy)
@@ -527,7 +533,7 @@ class Domains:
     async def refresh(self) -> None:
         """Reload the keys and verified set submission and signing use (this process)."""
         if self.sending is not None:
-            self.sending.load(await self.store.domains())
+            self.sending.load(await self.store.list_all())
 
     async def add(self, name: str) -> Domain:
         domain = valid_domain(name)
@@ -535,7 +541,7 @@ class Domains:
             raise DomainError(f"not a domain name: {name!r}")
         if await self.store.domain(domain) is not None:
             raise DomainError(f"{domain} is already a sending domain")
-        now = self.store.clock.now()
+        now = self.clock.now()
         selector = new_selector(now, [], self.selector)
         key = await self._new_key(domain, selector, "active", now)
         created = await self.store.create_domain(f"dom_{os.urandom(8).hex()}", domain, key)
@@ -578,7 +584,7 @@ class Domains:
             raise DomainError(
                 f"{domain.name} already has a key waiting to be published ({domain.pending_key.selector})"
             )
-        now = self.store.clock.now()
+        now = self.clock.now()
         selector = new_selector(now, [k.selector for k in domain.keys], self.selector)
         await self.store.add_dkim_key(domain.id, await self._new_key(domain.name, selector, "pending", now))
         return await self.get(domain.id)

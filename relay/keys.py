@@ -10,6 +10,11 @@ import dataclasses
 import hashlib
 import ipaddress
 import secrets
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relay.clock import Clock
+    from relay.store.protocols import KeyStore
 
 PREFIX = "rly"
 SCOPES = ("send", "read", "domains", "suppressions", "templates", "webhooks", "admin")
@@ -85,3 +90,24 @@ class ApiKey:
         data["scopes"] = list(self.scopes)
         data["allowed_ips"] = list(self.allowed_ips)
         return data
+
+
+def new_api_key(name: str, scopes: tuple[str, ...], now: float, *, allowed_ips: tuple[str, ...] = (),
+                rate_limit: int | None = None, daily_quota: int | None = None, monthly_quota: int | None = None,
+                test: bool = False, own_messages: bool = False) -> tuple[ApiKey, str]:  # fmt: skip
+    """A new key's record and its secret (pure: nothing is stored)."""
+    key = ApiKey(
+        new_key_id(), name, scopes, now, allowed_ips=allowed_ips, rate_limit=rate_limit, daily_quota=daily_quota,
+        monthly_quota=monthly_quota, test=test, own_messages=own_messages,
+    )  # fmt: skip
+    return key, generate(test)
+
+
+async def create_api_key(keys: KeyStore, clock: Clock, name: str, scopes: tuple[str, ...],
+                         **options: Any) -> tuple[ApiKey, str]:  # fmt: skip
+    """Make a key and store it (only the digest of its secret); returns the record and the secret, shown once.
+
+    ``options``: those of :func:`new_api_key` (allowed_ips, rate_limit, quotas, test, own_messages)."""
+    key, secret = new_api_key(name, scopes, clock.now(), **options)
+    await keys.add_api_key(key, digest(secret))
+    return key, secret

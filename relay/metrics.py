@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from relay.store import Store
+from relay.store.protocols import Storage
 
 PROCESS = CollectorRegistry(auto_describe=True)
 DELIVERY_SECONDS = Histogram(
@@ -35,10 +35,10 @@ class _Snapshot:
         return self.families
 
 
-async def render(store: Store, smtp_sessions: Callable[[], int] | None = None) -> bytes:
-    summary = await store.summary()
-    totals = await store.event_totals()
-    backlog = await store.webhook_backlog()
+async def render(store: Storage, smtp_sessions: Callable[[], int] | None = None) -> bytes:
+    summary = await store.queue.summary()
+    totals = await store.events.event_totals()
+    backlog = await store.webhooks.webhook_backlog()
     queue = GaugeMetricFamily("relay_queue_recipients", "Recipients in the queue by state", labels=["state"])
     for state, count in sorted(summary.by_state.items()):
         queue.add_metric([state], count)

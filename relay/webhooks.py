@@ -34,8 +34,8 @@ from relay import strictjson
 from relay.clock import Clock, iso
 from relay.config import Rate
 from relay.ratelimit import TokenBucket
-from relay.store import Store
 from relay.store.events import Event
+from relay.store.protocols import Storage
 from relay.store.webhooks import AttemptOutcome, DueDelivery, Webhook
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class SenderSettings:
 
 
 class WebhookSender:
-    def __init__(self, store: Store, clock: Clock, settings: SenderSettings,
+    def __init__(self, store: Storage, clock: Clock, settings: SenderSettings,
                  session: aiohttp.ClientSession | None = None, lookup: Lookup = system_lookup) -> None:  # fmt: skip
         self.lookup = lookup
         self.store = store
@@ -277,10 +277,10 @@ class WebhookSender:
 
     async def run_once(self) -> int:
         """Send every due delivery (respecting the per-endpoint caps) and wait for them."""
-        due = await self.store.claim_webhook_deliveries(self.settings.batch, self.settings.lease)
+        due = await self.store.webhooks.claim_webhook_deliveries(self.settings.batch, self.settings.lease)
         if not due:
             return 0
-        hooks = {h.id: h for h in await self.store.webhooks()}
+        hooks = {h.id: h for h in await self.store.webhooks.list_all()}
         tasks = [asyncio.create_task(self._deliver(d, hooks[d.webhook_id])) for d in due if d.webhook_id in hooks]
         self._tasks.update(tasks)
         try:
@@ -301,14 +301,14 @@ class WebhookSender:
     async def _deliver(self, delivery: DueDelivery, hook: Webhook) -> None:
         body = delivery.payload
         if body is None:
-            event = await self.store.event(delivery.event_id)
+            event = await self.store.events.event(delivery.event_id)
             if event is None:  # pruned before it could be sent
                 outcome = AttemptOutcome(delivery.id, hook.id, delivery.event_id, None, "event no longer exists", 0.0,
                                          None)  # fmt: skip
-                await self.store.record_webhook_attempt(outcome, self.settings.disable_after)
+                await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
                 return
             body = payload(event)
-            await self.store.set_webhook_payload(delivery.id, body)
+            await self.store.webhooks.set_webhook_payload(delivery.id, body)
         async with self._slot(hook.id):
             await self._pace(hook.id)
             status, error, latency = await self.post(hook, f"evt_{delivery.event_id}", body)
@@ -317,7 +317,7 @@ class WebhookSender:
         if not ok and delivery.attempts < len(self.settings.retry_schedule):
             next_at = self.clock.now() + self.settings.retry_schedule[delivery.attempts]
         outcome = AttemptOutcome(delivery.id, hook.id, delivery.event_id, status, error, latency, next_at)
-        disabled = await self.store.record_webhook_attempt(outcome, self.settings.disable_after)
+        disabled = await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
         if ok:
             self.sent += 1
         else:
@@ -367,5 +367,5 @@ class WebhookSender:
         body = payload(sample_event(self.clock.now()))
         status, error, latency = await self.post(hook, f"evt_test_{secrets.token_hex(6)}", body)
         outcome = AttemptOutcome(None, hook.id, None, status, error, latency, None)
-        await self.store.record_webhook_attempt(outcome, self.settings.disable_after)
+        await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
         return outcome

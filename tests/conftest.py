@@ -26,7 +26,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from relay import config as config_mod
 from relay import message as message_mod
 from relay.app import Relay
+from relay.clock import FakeClock
 from relay.config import Config
+from relay.store import Store
+from relay.suppression import SuppressionPolicy
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
@@ -39,6 +42,53 @@ def _fresh_message_ids() -> None:
     """Message ids never go back in time within a process; a test that made ids at a fake future time
     must not leave later tests with ids from that future (retention compares ids with times)."""
     message_mod._last_id = (0, 0)
+
+
+# ---------------------------------------------------------------------------
+# The store
+
+STORE_BACKENDS = ["sqlite"]  # the PostgreSQL backend joins here; tests/test_store_contract.py runs them all
+
+
+def open_store(backend: str, path: Path, clock: FakeClock, policy: SuppressionPolicy | None = None) -> Store:
+    """A fresh store of ``backend`` (only "sqlite" so far) with a fake clock."""
+    if backend != "sqlite":
+        raise ValueError(f"no store backend {backend!r}")
+    return Store(path, clock, policy)
+
+
+@pytest.fixture
+def store_clock() -> FakeClock:
+    """The clock of the ``store`` fixture; a module overrides it for another start time."""
+    return FakeClock()
+
+
+@pytest.fixture
+def suppression_policy() -> SuppressionPolicy | None:
+    """The ``store`` fixture's suppression policy (None: the defaults); a module may override it."""
+    return None
+
+
+@pytest.fixture
+async def store_factory(tmp_path: Path) -> AsyncIterator[Any]:
+    """``make(clock=None, policy=None, backend="sqlite")``: another store, closed after the test."""
+    made: list[Store] = []
+
+    def make(clock: FakeClock | None = None, policy: SuppressionPolicy | None = None, backend: str = "sqlite") -> Store:
+        store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+async def store(store_factory: Any, store_clock: FakeClock, suppression_policy: SuppressionPolicy | None) -> Store:
+    """A store of its own on a fake clock (``store.clock``), closed after the test."""
+    made: Store = store_factory(store_clock, suppression_policy)
+    return made
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +440,7 @@ async def wait_for_states(store: Any, message_id: str, expected: list[str], time
     """Poll the store until the message's recipients reach ``expected`` states (in recipient order)."""
     deadline = time.monotonic() + timeout
     while True:
-        statuses = await store.message_status(message_id)
+        statuses = await store.queue.message_status(message_id)
         if [s.state for s in statuses] == expected:
             return statuses
         if time.monotonic() > deadline:

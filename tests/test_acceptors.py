@@ -20,6 +20,7 @@ from relay import config as config_mod
 from relay import workers
 from relay.app import Relay
 from relay.config import ConfigError, auto_acceptors, available_cores
+from relay.keys import create_api_key
 from tests.conftest import config_dict, make_config, start_sink, write_toml
 from tests.test_end_to_end import smtp_submit, wait_until
 
@@ -245,7 +246,7 @@ async def test_a_relay_made_in_process_starts_no_acceptors_and_keeps_the_whole_r
     API enforces the whole rate limit, not an acceptor's share of it."""
     relay = await relay_factory(server={"acceptors": 3}, delivery={"smarthost": sink.address})
     assert relay.accept and relay.deliver and relay.smtp_servers and relay_children() == []
-    _, key = await relay.store.create_api_key("limited", ("read",), rate_limit=3)
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "limited", ("read",), rate_limit=3)
     host, port = relay.http_address
     async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
         statuses = []

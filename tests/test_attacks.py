@@ -16,6 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from relay.credentials import create_smtp_credential
+from relay.keys import create_api_key
 from relay.message import from_addresses, prepend_headers
 from relay.renderer import Job, Renderer, RendererBusy, Source
 from relay.templates import RenderError
@@ -23,7 +25,7 @@ from relay.webhooks import SenderSettings, WebhookSender, check_target
 from tests.conftest import smtp_reply
 from tests.test_dkim import new_key
 from tests.test_http_api_v1 import MESSAGE, api, api_factory  # noqa: F401 (fixtures)
-from tests.test_webhooks import add_hook, receiver, store  # noqa: F401, F811 (fixtures)
+from tests.test_webhooks import add_hook, receiver, store_clock  # noqa: F401, F811 (fixtures)
 
 
 async def smtp_session(port: int, lines: list[bytes]) -> list[str]:
@@ -147,7 +149,10 @@ async def test_parallel_wrong_passwords_cannot_race_the_auth_throttle(relay_fact
     relay = await relay_factory(
         smtp={"plaintext_auth_networks": ["127.0.0.0/8"], "max_auth_failures": 5, "max_connections_per_ip": 100}
     )
-    cred, _ = await relay.store.create_smtp_credential()
+    cred, _ = await create_smtp_credential(
+        relay.store.credentials,
+        relay.store.clock,
+    )
     token = base64.b64encode(f"\0{cred.username}\0wrong-password".encode())
     lines = [b"EHLO client.test\r\n", b"AUTH PLAIN " + token + b"\r\n"]
     results = await asyncio.gather(*(smtp_session(relay.smtp_addresses[0][1], lines) for _ in range(30)))
@@ -164,7 +169,7 @@ async def test_parallel_wrong_passwords_cannot_race_the_auth_throttle(relay_fact
 async def test_webhook_targets_that_embed_or_multicast_are_refused(relay_factory, url):
     """Refused when created: no connection is ever attempted (such IPv6 forms route off this machine)."""
     relay = await relay_factory()
-    key = (await relay.store.create_api_key("t", ("webhooks",)))[1]
+    key = (await create_api_key(relay.store.keys, relay.store.clock, "t", ("webhooks",)))[1]
     host, port = relay.http_address
     async with aiohttp.ClientSession() as session:
         async with session.post(f"http://{host}:{port}/v1/webhooks", json={"url": url},
@@ -326,7 +331,7 @@ def _status_kb(pid: int | str, field: str) -> int:
 async def _template_api(relay):
     from tests.test_templates import api as templates_api
 
-    _, key = await relay.store.create_api_key("t", ("templates", "send"))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("templates", "send"))
 
     async def call(method, path, **kwargs):
         return await templates_api(relay, method, path, key, **kwargs)
@@ -640,7 +645,7 @@ async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
          body],
     )  # fmt: skip
     assert replies[5].startswith("550 5.6.0 X-Relay-Metadata"), replies[5]
-    assert sum((await relay.store.summary()).by_state.values()) == 0
+    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
 
 
 async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -727,7 +732,7 @@ async def test_http_connections_beyond_the_per_address_cap_are_refused(relay_fac
 
 async def test_a_request_body_trickling_in_past_body_timeout_gets_408(relay_factory):
     relay = await relay_factory(http={"body_timeout": "1s"})
-    key = (await relay.store.create_api_key("t", ("send",)))[1]
+    key = (await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",)))[1]
     reader, writer = await asyncio.open_connection(*relay.http_address)
     started = time.monotonic()
     try:
@@ -834,7 +839,7 @@ async def test_a_body_that_does_not_fit_the_inflight_budget_is_told_to_come_back
 
     monkeypatch.setattr(budget, "WAIT_SECONDS", 0.3)
     relay = await relay_factory(server={"max_inflight_bytes": "1MB"}, delivery={"mode": "sandbox"})
-    key = (await relay.store.create_api_key("t", ("send",)))[1]
+    key = (await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",)))[1]
     port = relay.smtp_addresses[0][1]
     body = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 300
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -7,6 +7,8 @@ import email.policy
 
 import aiohttp
 
+from relay.keys import create_api_key
+
 GOOD = {"from": "app@example.com", "subject": "s", "text": "t"}
 
 
@@ -20,7 +22,7 @@ async def post(relay, key, body, headers=None):
 
 async def test_three_good_one_bad(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     messages = [{**GOOD, "to": "a@one.example"}, {**GOOD, "to": "b@one.example"}, {**GOOD, "to": "not an address"},
                 {**GOOD, "to": "c@one.example", "tags": ["x"]}]  # fmt: skip
     status, body, _ = await post(relay, key, {"messages": messages})
@@ -35,16 +37,16 @@ async def test_three_good_one_bad(relay_factory, sink):
 
 async def test_atomic_batch_with_a_bad_item_queues_nothing(relay_factory):
     relay = await relay_factory()
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     messages = [{**GOOD, "to": "a@one.example"}, {**GOOD, "to": "b@one.example", "text": None}]
     status, body, _ = await post(relay, key, {"messages": messages, "atomic": True})
     assert status == 400 and body["error"]["code"] == "batch_rejected" and body["error"]["field"] == "messages[1].text"
-    assert sum((await relay.store.summary()).by_state.values()) == 0
+    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
 
 
 async def test_personalised_batch_renders_each_copy(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     body = {
         "message": {"from": "app@example.com", "subject": "Hi {{ name }}", "html": "<p>Code {{ code }}</p>"},
         "recipients": [{"to": "ann@one.example", "variables": {"name": "Ann", "code": "A1"}},
@@ -62,18 +64,18 @@ async def test_personalised_batch_renders_each_copy(relay_factory, sink):
 
 async def test_idempotency_key_covers_the_batch(relay_factory):
     relay = await relay_factory()
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     body = {"messages": [{**GOOD, "to": "a@one.example"}, {**GOOD, "to": "b@one.example"}]}
     first = await post(relay, key, body, {"Idempotency-Key": "batch-1"})
     again = await post(relay, key, body, {"Idempotency-Key": "batch-1"})
     assert first[0] == again[0] == 202 and first[1] == again[1]
     assert again[2].get("Idempotent-Replayed") == "true"
-    assert sum((await relay.store.summary()).by_state.values()) == 2  # two recipients, not four
+    assert sum((await relay.store.queue.summary()).by_state.values()) == 2  # two recipients, not four
 
 
 async def test_limits(relay_factory):
     relay = await relay_factory(http={"listen": "127.0.0.1:0", "max_batch": 3})
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     status, body, _ = await post(relay, key, {"messages": [{**GOOD, "to": "a@one.example"}] * 4})
     assert status == 400 and body["error"]["field"] == "messages"
     status, body, _ = await post(relay, key, {"message": GOOD, "recipients": []})
@@ -84,7 +86,7 @@ async def test_limits(relay_factory):
 
 async def test_a_big_batch_is_built_in_worker_processes(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     people = [{"to": f"u{i}@one.example", "variables": {"n": i}} for i in range(40)]  # over BULK_BUILD
     body = {"message": {"from": "app@example.com", "subject": "No. {{ n }}", "text": "n={{ n }}"}, "recipients": people}
     status, result, _ = await post(relay, key, body)

@@ -13,6 +13,7 @@ from cryptography import x509
 from relay import workers
 from relay.app import Relay
 from relay.clock import Clock, FakeClock, SystemClock, VirtualClock
+from relay.keys import create_api_key
 from relay.message import new_message_id
 from relay.tls import self_signed
 from tests.conftest import make_config
@@ -182,7 +183,7 @@ async def test_api_rate_limits_count_in_the_relays_clock(tmp_path):
     relay = Relay(make_config(tmp_path / "data"), clock)
     await relay.start()
     try:
-        _, key = await relay.store.create_api_key("limited", ("read",), rate_limit=2)
+        _, key = await create_api_key(relay.store.keys, relay.store.clock, "limited", ("read",), rate_limit=2)
         host, port = relay.http_address
 
         async def get() -> tuple[int, dict[str, str]]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
-from relay.clock import FakeClock
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -18,13 +15,6 @@ RAW = b"Subject: engine test\r\n\r\nbody\r\n"
 POLICY = RetryPolicy(schedule=(60, 120, 600), max_age=3600, jitter=0.0)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
-
-
 def make_engine(store: Store, router: Router) -> Engine:
     settings = EngineSettings(owner="test-node", concurrency=10, lease=300, poll_interval=0.05, retry=POLICY)
     client = SmtpClient("relay.test", connect_timeout=2, command_timeout=5)
@@ -33,12 +23,12 @@ def make_engine(store: Store, router: Router) -> Engine:
 
 async def queue(store: Store, *rcpts: str) -> NewMessage:
     m = NewMessage("sender@example.com", rcpts, RAW, "smtp")
-    await store.enqueue(m)
+    await store.queue.enqueue(m)
     return m
 
 
 async def states(store: Store, m: NewMessage) -> dict[str, tuple[str, int]]:
-    return {s.address: (s.state, s.attempts) for s in await store.message_status(m.id)}
+    return {s.address: (s.state, s.attempts) for s in await store.queue.message_status(m.id)}
 
 
 async def test_smarthost_outcomes_per_recipient(store, sink):
@@ -51,7 +41,7 @@ async def test_smarthost_outcomes_per_recipient(store, sink):
         "permfail@a.example": ("bounced", 1),
     }
     assert [r.rcpt_tos for r in sink.handler.received] == [["ok@a.example"]]
-    (deferred,) = [s for s in await store.message_status(m.id) if s.state == "deferred"]
+    (deferred,) = [s for s in await store.queue.message_status(m.id) if s.state == "deferred"]
     assert deferred.next_attempt_at == store.clock.now() + 60
     assert deferred.last_code == 451 and "try again" in deferred.last_response
 
@@ -65,11 +55,11 @@ async def test_retry_schedule_follows_the_clock_and_expires(store, sink):
     assert await engine.run_once() == 0
     store.clock.advance(1)
     assert await engine.run_once() == 1  # second attempt after 60s
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert (s.state, s.attempts, s.next_attempt_at) == ("deferred", 2, store.clock.now() + 120)
     store.clock.advance(3600)  # past the queue lifetime
     assert await engine.run_once() == 1
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert (s.state, s.attempts, s.next_attempt_at) == ("failed", 3, None)
 
 
@@ -77,7 +67,7 @@ async def test_connection_refused_defers(store):
     engine = make_engine(store, Router(("127.0.0.1", 9), 25, None))
     m = await queue(store, "a@a.example")
     await engine.run_once()
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "deferred" and s.last_code is None
     assert "127.0.0.1:9" in s.last_response
 
@@ -110,11 +100,11 @@ async def test_mx_routing_through_dns(store, sink, dns_server):
     await engine.run_once()
     assert await states(store, ok) == {"u@mx.example": ("delivered", 1), "v@implicit.example": ("delivered", 1)}
     assert sorted(r for m in sink.handler.received for r in m.rcpt_tos) == ["u@mx.example", "v@implicit.example"]
-    (s,) = await store.message_status(gone.id)
+    (s,) = await store.queue.message_status(gone.id)
     assert (s.state, s.last_code) == ("bounced", 550) and "5.1.2" in s.last_response
-    (s,) = await store.message_status(null.id)
+    (s,) = await store.queue.message_status(null.id)
     assert (s.state, s.last_code) == ("bounced", 556)
-    (s,) = await store.message_status(broken.id)
+    (s,) = await store.queue.message_status(broken.id)
     assert (s.state, s.last_code) == ("deferred", 451)
     assert ("mx.example", "MX") in dns_server.protocol.queries
 
@@ -166,9 +156,9 @@ async def test_a_receivers_hint_sets_the_next_attempt_and_expiry_says_4_4_7(stor
     engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
     m = await queue(store, "grey@a.example")
     await engine.run_once()
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "deferred" and s.next_attempt_at == store.clock.now() + 180
     store.clock.advance(3600)
     await engine.run_once()
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "failed" and s.last_response.startswith("4.4.7 expired") and "Greylisted" in s.last_response

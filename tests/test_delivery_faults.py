@@ -7,10 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from relay.clock import FakeClock
 from relay.delivery.client import SmtpClient
 from relay.delivery.mx import Router
-from relay.store import Store
 from tests.test_delivery_shaping import engine_for, queue
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -78,13 +76,6 @@ async def broken_tls(reader, writer):
         await writer.drain()
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
-
-
 class Scripted:
     """A TCP server on loopback running ``script`` per connection; ``close`` also ends the connections."""
 
@@ -145,11 +136,11 @@ async def test_a_misbehaving_receiver_defers_and_the_next_message_goes(store, si
         good = await queue(store, "c@good.example")
         await asyncio.wait_for(engine.run_once(), 15)
         for m in (first, second):
-            (s,) = await store.message_status(m.id)
+            (s,) = await store.queue.message_status(m.id)
             assert s.state == "deferred" and expect in s.last_response, s
-            (attempt,) = await store.attempts(m.id, s.address)
+            (attempt,) = await store.queue.attempts(m.id, s.address)
             assert attempt.code == s.last_code and attempt.text
-        (s,) = await store.message_status(good.id)
+        (s,) = await store.queue.message_status(good.id)
         assert s.state == "delivered"
         await engine.stop(1)
     finally:
@@ -185,15 +176,15 @@ async def test_broken_tls_at_the_receiver_falls_back_to_plain_or_defers(store):
         engine = engine_for(store, router)
         relaxed = await queue(store, "a@opportunistic.example")
         await asyncio.wait_for(engine.run_once(), 15)
-        (s,) = await store.message_status(relaxed.id)
+        (s,) = await store.queue.message_status(relaxed.id)
         assert s.state == "delivered" and len(received) == 2  # plain text, on a fresh connection
-        (attempt,) = await store.attempts(relaxed.id, s.address)
+        (attempt,) = await store.queue.attempts(relaxed.id, s.address)
         assert attempt.tls is None
 
         received.clear()
         strict = await queue(store, "b@strict.example")
         await asyncio.wait_for(engine.run_once(), 15)
-        (s,) = await store.message_status(strict.id)
+        (s,) = await store.queue.message_status(strict.id)
         assert s.state == "deferred" and s.last_response.startswith("4.7.5"), s
         await engine.stop(1)
     finally:
@@ -216,7 +207,7 @@ async def test_an_unexpected_error_in_the_engine_costs_an_attempt_not_a_stuck_qu
     engine.client = Exploding("relay.test", 2, 2)
     m = await queue(store, "a@one.example")
     await asyncio.wait_for(engine.run_once(), 5)
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "deferred" and "internal error: RuntimeError" in s.last_response
     assert engine.held == 0
     await engine.stop(1)

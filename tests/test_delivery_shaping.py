@@ -21,13 +21,6 @@ from tests.conftest import start_sink
 RAW = b"Subject: shaping\r\n\r\nbody\r\n"
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
-
-
 def engine_for(store: Store, router: Router, **settings) -> Engine:
     defaults = dict(owner="n", concurrency=50, lease=300, poll_interval=0.05,
                     retry=RetryPolicy((60,), 3600, jitter=0.0), idle_timeout=0.5)  # fmt: skip
@@ -38,7 +31,7 @@ def engine_for(store: Store, router: Router, **settings) -> Engine:
 
 async def queue(store: Store, *rcpts: str) -> NewMessage:
     m = NewMessage("sender@example.com", rcpts, RAW, "smtp")
-    await store.enqueue(m)
+    await store.queue.enqueue(m)
     return m
 
 
@@ -113,7 +106,7 @@ async def test_a_dead_destination_does_not_hold_back_another(store, sink, dns_se
         assert time.monotonic() - started < 2.5  # well before the dead site's 3 s connect timeout
         await task
         assert time.monotonic() - started < 5.5  # one wave of timeouts
-        states = (await store.summary()).by_state
+        states = (await store.queue.summary()).by_state
         assert states["delivered"] == 10 and states["deferred"] + states["queued"] == 10
         await engine.stop(1)
     finally:
@@ -194,7 +187,7 @@ async def test_opportunistic_tls_is_used_and_recorded(store, tls_sink):
     engine = engine_for(store, Router(("127.0.0.1", tls_sink.port), 25, None))
     m = await queue(store, "u@tls.example")
     await engine.run_once()
-    (attempt,) = await store.attempts(m.id, "u@tls.example")
+    (attempt,) = await store.queue.attempts(m.id, "u@tls.example")
     assert attempt.tls in ("TLSv1.3", "TLSv1.2") and attempt.code == 250 and attempt.enhanced == "2.0.0"
     assert attempt.ip == "127.0.0.1"
     await engine.stop(1)
@@ -204,7 +197,7 @@ async def test_verify_refuses_a_self_signed_certificate(store, tls_sink):
     engine = engine_for(store, Router(("127.0.0.1", tls_sink.port), 25, None), tls="verify")
     m = await queue(store, "u@tls.example")
     await engine.run_once()
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "deferred" and s.last_code == 451 and s.last_response.startswith("4.7.5")
     assert tls_sink.handler.received == []
     await engine.stop(1)
@@ -216,11 +209,11 @@ async def test_required_tls_without_starttls_defers_and_policy_is_per_domain(sto
     strict = await queue(store, "u@secure.example")
     relaxed = await queue(store, "u@plain.example")
     await engine.run_once()
-    (s,) = await store.message_status(strict.id)
+    (s,) = await store.queue.message_status(strict.id)
     assert s.state == "deferred" and s.last_response.startswith("4.7.4")
-    (s,) = await store.message_status(relaxed.id)
+    (s,) = await store.queue.message_status(relaxed.id)
     assert s.state == "delivered"
-    (attempt,) = await store.attempts(relaxed.id, "u@plain.example")
+    (attempt,) = await store.queue.attempts(relaxed.id, "u@plain.example")
     assert attempt.tls is None
     await engine.stop(1)
 
@@ -241,7 +234,7 @@ async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
     assert await engine.run_once() == 0  # not due yet
     clock.advance(61)
     assert await engine.run_once() == 1
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert (s.state, s.attempts) == ("delivered", 2)
     await engine.stop(1)
     await store.close()
@@ -307,9 +300,9 @@ async def test_a_route_sends_through_a_smarthost_that_requires_auth(store, sink)
         assert [r.rcpt_tos for r in relayhost.handler.received] == [["a@partner.example", "b@partner.example"]]
         assert relayhost.handler.logins == ["relay-user"]
         assert [r.rcpt_tos for r in sink.handler.received] == [["d@elsewhere.example"]]
-        assert {s.state for s in await store.message_status(routed.id)} == {"delivered"}
-        assert {s.state for s in await store.message_status(other.id)} == {"delivered"}
-        (s,) = await store.message_status(refused.id)  # a refused login defers: it is a configuration problem
+        assert {s.state for s in await store.queue.message_status(routed.id)} == {"delivered"}
+        assert {s.state for s in await store.queue.message_status(other.id)} == {"delivered"}
+        (s,) = await store.queue.message_status(refused.id)  # a refused login defers: it is a configuration problem
         assert s.state == "deferred" and s.last_code == 451 and "AUTH" in s.last_response
         await engine.stop(1)
     finally:
@@ -393,7 +386,7 @@ async def test_a_kept_connection_the_server_dropped_is_replaced_at_once(store):
         await asyncio.sleep(0.05)
         m = await queue(store, "second@one.example")
         assert await engine.run_once() == 1
-        assert [(s.state, s.attempts) for s in await store.message_status(m.id)] == [("delivered", 1)]
+        assert [(s.state, s.attempts) for s in await store.queue.message_status(m.id)] == [("delivered", 1)]
         assert len(handler.received) == 2 and handler.connections == 2
     finally:
         await engine.stop(1)

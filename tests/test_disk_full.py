@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from relay.app import Relay
+from relay.keys import create_api_key
 from tests.conftest import make_config
 
 
@@ -49,7 +50,7 @@ async def test_full_disk_refuses_then_recovers(volume, sink):
     relay = Relay(config)
     await relay.start()
     try:
-        _, key = await relay.store.create_api_key("t", ("send",))
+        _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
         port = relay.smtp_addresses[0][1]
         for i in range(3):
             await asyncio.to_thread(smtp_send, port, f"before{i}@one.example")
@@ -74,7 +75,7 @@ async def test_full_disk_refuses_then_recovers(volume, sink):
         arrived = {r.rcpt_tos[0] for r in received}
         assert "after@one.example" in arrived and all(f"before{i}@one.example" in arrived for i in range(3))
         for _ in range(100):  # the last outcome is being recorded
-            states = {k: v for k, v in (await relay.store.summary()).by_state.items() if v}
+            states = {k: v for k, v in (await relay.store.queue.summary()).by_state.items() if v}
             if states == {"delivered": len(arrived)}:
                 break
             await asyncio.sleep(0.05)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from relay import config as config_mod
 from relay.config import ConfigError
 from relay.dkim import DomainKey, Signer, _dkimpy_rsa_sign, _openssl_rsa_sign, public_key_record
+from relay.keys import create_api_key
 from tests.conftest import config_dict
 
 RAW = (
@@ -90,7 +91,7 @@ async def test_relay_signs_smtp_and_http_mail_once(relay_factory, sink, dns_serv
             smtp.sendmail("news@example.com", ["a@example.org", "b@example.net"], RAW)
 
     await asyncio.to_thread(submit)
-    _, key = await relay.store.create_api_key("app", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
     host, port = relay.http_address
     payload = {"from": "news@example.com", "to": "c@example.org", "subject": "via http", "html": "<p>hi</p>"}
     async with aiohttp.ClientSession() as session:

@@ -12,6 +12,7 @@ import pytest
 from relay import cli
 from relay import domains as domains_mod
 from relay.domains import explain_outbound, route_source
+from relay.keys import create_api_key
 from tests.conftest import config_dict, run_cli, write_toml
 from tests.test_dkim import verifier
 
@@ -49,7 +50,7 @@ async def call(relay, method: str, path: str, key: str, **kwargs):
 @pytest.fixture
 async def relay_key(relay_factory, dns_server, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address}, **sections(dns_server))
-    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     return relay, key
 
 
@@ -171,7 +172,7 @@ async def test_api_errors_and_removal(relay_key):
     assert (await call(relay, "DELETE", f"/v1/domains/{domain['id']}", key))[0] == 200
     assert (await call(relay, "GET", f"/v1/domains/{domain['id']}", key))[0] == 404
     assert not (relay.config.server.data_dir / "dkim" / "example.com.s1.pem").exists()
-    _, send_only = await relay.store.create_api_key("s", ("send",))
+    _, send_only = await create_api_key(relay.store.keys, relay.store.clock, "s", ("send",))
     assert (await call(relay, "GET", "/v1/domains", send_only))[0] == 403
 
 
@@ -244,7 +245,7 @@ async def test_behind_nat_the_hostname_address_is_listed_and_the_domain_verifies
     ever be sent with require_verified_domain = true."""
     dns_server.zone["relay.test"] = {"A": [PUBLIC_IP]}
     relay = await relay_factory(**unconfigured(dns_server))
-    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     status, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
     assert status == 201
     spf_record = next(r for r in domain["records"] if r["purpose"].startswith("spf"))
@@ -262,7 +263,7 @@ async def test_behind_nat_the_hostname_address_is_listed_and_the_domain_verifies
 async def test_when_relay_cannot_know_its_address_it_says_so(relay_factory, dns_server, loopback_probe):
     dns_server.zone["relay.test"] = {"A": ["10.1.2.3"]}  # a private address: no help
     relay = await relay_factory(**unconfigured(dns_server))
-    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
     status, shown = await call(relay, "GET", f"/v1/domains/{domain['id']}", key)
     assert status == 200
@@ -279,7 +280,7 @@ async def test_when_relay_cannot_know_its_address_it_says_so(relay_factory, dns_
 
 async def test_through_a_smarthost_spf_names_its_provider(relay_factory, dns_server, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address}, **unconfigured(dns_server))
-    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
     spf_record = next(r for r in domain["records"] if r["purpose"].startswith("spf"))
     assert spf_record["value"] == "v=spf1 include:<your smarthost provider's SPF domain> ~all"
@@ -294,7 +295,7 @@ async def test_through_a_smarthost_with_spf_include_the_domain_verifies(relay_fa
     extra = unconfigured(dns_server)
     extra["domains"]["spf_include"] = "_spf.provider.example"
     relay = await relay_factory(delivery={"smarthost": sink.address}, **extra)
-    _, key = await relay.store.create_api_key("t", ("admin",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
     spf_record = next(r for r in domain["records"] if r["purpose"].startswith("spf"))
     assert spf_record["value"] == "v=spf1 include:_spf.provider.example ~all"

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from relay.clock import iso
+from relay.keys import create_api_key
 
 PACKAGE = "relay_generated_client"
 
@@ -62,7 +63,7 @@ def module(name: str) -> ModuleType:
 
 async def test_a_generated_client_sends_a_templated_scheduled_message(relay_factory, sink, importable):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("client", ("send", "read", "templates"))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "client", ("send", "read", "templates"))
     host, port = relay.http_address
     base_url = f"http://{host}:{port}"
     async with aiohttp.ClientSession() as session:

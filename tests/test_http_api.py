@@ -6,14 +6,15 @@ import email.policy
 import aiohttp
 import pytest
 
+from relay.keys import create_api_key
 from tests.conftest import wait_for_states
 
 
 @pytest.fixture
 async def api(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, send_key = await relay.store.create_api_key("app", ("send",))
-    _, read_key = await relay.store.create_api_key("dashboard", ("read",))
+    _, send_key = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
+    _, read_key = await create_api_key(relay.store.keys, relay.store.clock, "dashboard", ("read",))
     host, port = relay.http_address
     async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
         yield session, relay, sink, send_key, read_key
@@ -113,7 +114,7 @@ async def test_bad_requests_get_json_errors(api, headers, data, status, code, fi
     assert body["error"]["code"] == code
     assert body["error"].get("field") == field
     assert body["error"]["message"]
-    assert all(v == 0 for v in (await relay.store.summary()).by_state.values())
+    assert all(v == 0 for v in (await relay.store.queue.summary()).by_state.values())
 
 
 @pytest.mark.parametrize(
@@ -146,11 +147,11 @@ async def test_a_key_without_the_scope_gets_403_naming_it(api):
 
 async def test_revoked_key_stops_working(api):
     session, relay, _, _, _ = api
-    key, secret = await relay.store.create_api_key("temp", ("send",))
+    key, secret = await create_api_key(relay.store.keys, relay.store.clock, "temp", ("send",))
     payload = {"from": "a@example.com", "to": "b@example.org", "text": "x"}
     async with session.post("/v1/messages", json=payload, headers=bearer(secret)) as resp:
         assert resp.status == 202
-    assert await relay.store.revoke_api_key(key.id)
+    assert await relay.store.keys.revoke_api_key(key.id)
     async with session.post("/v1/messages", json=payload, headers=bearer(secret)) as resp:
         assert resp.status == 401
 
@@ -186,7 +187,7 @@ async def test_oversized_body_is_413(relay_factory):
     relay = await relay_factory(
         smtp={"max_message_size": "2KB"}, http={"max_body_size": "8KB"}, delivery={"smarthost": "127.0.0.1:9"}
     )
-    _, key = await relay.store.create_api_key("app", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
     host, port = relay.http_address
     payload = {"from": "a@example.com", "to": "b@example.org", "text": "x" * 3000}
     async with aiohttp.ClientSession() as session:

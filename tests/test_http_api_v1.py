@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from relay.clock import iso
+from relay.keys import create_api_key
 from tests.conftest import wait_for_states
 
 MESSAGE = {"from": "App <app@example.com>", "to": "user@example.org", "subject": "Hi", "text": "Hello"}
@@ -45,7 +46,7 @@ async def api_factory(relay_factory, sink):
     async def make(**sections) -> Api:
         sections.setdefault("delivery", {"smarthost": sink.address})
         relay = await relay_factory(**sections)
-        _, admin = await relay.store.create_api_key("admin", ("admin",))
+        _, admin = await create_api_key(relay.store.keys, relay.store.clock, "admin", ("admin",))
         host, port = relay.http_address
         session = aiohttp.ClientSession(f"http://{host}:{port}")
         sessions.append(session)
@@ -114,7 +115,9 @@ async def test_a_failed_request_does_not_hold_its_idempotency_key(api):
 
 
 async def test_rate_limit_headers_count_down_to_429(api):
-    _, key = await api.relay.store.create_api_key("limited", ("send", "read"), rate_limit=3)
+    _, key = await create_api_key(
+        api.relay.store.keys, api.relay.store.clock, "limited", ("send", "read"), rate_limit=3
+    )
     remaining = []
     for _ in range(3):
         async with api.request("GET", "/v1/messages", key=key) as resp:
@@ -134,7 +137,7 @@ async def test_rate_limit_headers_count_down_to_429(api):
 
 
 async def test_daily_quota_is_402(api):
-    _, key = await api.relay.store.create_api_key("quota", ("send",), daily_quota=2)
+    _, key = await create_api_key(api.relay.store.keys, api.relay.store.clock, "quota", ("send",), daily_quota=2)
     codes = []
     for _ in range(3):
         async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
@@ -145,7 +148,9 @@ async def test_daily_quota_is_402(api):
 
 async def test_ip_allowlist(api_factory):
     api = await api_factory(http={"trust_proxy": True})
-    _, key = await api.relay.store.create_api_key("office", ("send",), allowed_ips=("10.0.0.0/8",))
+    _, key = await create_api_key(
+        api.relay.store.keys, api.relay.store.clock, "office", ("send",), allowed_ips=("10.0.0.0/8",)
+    )
     async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
         assert resp.status == 403
         assert (await resp.json())["error"]["code"] == "ip_not_allowed"
@@ -376,7 +381,7 @@ async def test_the_api_can_serve_https_itself(relay_factory, tmp_path):
     assert key.stat().st_mode & 0o077 == 0
     relay = await relay_factory(http={"tls_cert": str(cert), "tls_key": str(key), "require_tls": True},
                                 delivery={"smarthost": "127.0.0.1:9"})  # fmt: skip
-    _, secret = await relay.store.create_api_key("app", ("send",))
+    _, secret = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
     host, port = relay.http_address
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
@@ -401,7 +406,7 @@ async def test_idempotency_records_survive_a_restart(tmp_path, sink):
         await relay.start()
         try:
             if not bodies:
-                _, secret = await relay.store.create_api_key("app", ("send",))
+                _, secret = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
             host, port = relay.http_address
             async with aiohttp.ClientSession() as session:
                 async with session.post(f"http://{host}:{port}/v1/messages", json=MESSAGE,
@@ -420,11 +425,11 @@ async def test_expired_idempotency_records_are_pruned(tmp_path):
 
     store = Store(tmp_path / "q.sqlite3", FakeClock())
     try:
-        assert await store.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
-        assert await store.prune() == 0
+        assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
+        assert await store.idempotency.prune() == 0
         store.clock.advance(61)
-        assert await store.idempotency_record("key_1", "k") is None
-        assert await store.prune() == 1
+        assert await store.idempotency.idempotency_record("key_1", "k") is None
+        assert await store.idempotency.prune() == 1
     finally:
         await store.close()
 
@@ -473,7 +478,7 @@ async def test_backpressure_when_the_disk_is_nearly_full(api_factory):
 
 
 async def test_rate_limit_headers_on_a_403_for_a_missing_scope(api):
-    _, reader = await api.relay.store.create_api_key("reader", ("read",), rate_limit=5)
+    _, reader = await create_api_key(api.relay.store.keys, api.relay.store.clock, "reader", ("read",), rate_limit=5)
     async with api.request("POST", "/v1/messages", key=reader, json=MESSAGE) as resp:
         assert resp.status == 403 and (await resp.json())["error"]["code"] == "missing_scope"
         assert resp.headers["X-RateLimit-Limit"] == "5" and resp.headers["X-RateLimit-Remaining"] == "4"
@@ -486,7 +491,7 @@ async def test_delete_an_idempotency_record_to_use_the_key_again(api):
     headers = {"Idempotency-Key": "order-77"}
     async with api.request("POST", "/v1/messages", json=MESSAGE, headers=dict(headers)) as resp:
         first = (await resp.json())["id"]
-    _, other = await api.relay.store.create_api_key("other", ("send",))
+    _, other = await create_api_key(api.relay.store.keys, api.relay.store.clock, "other", ("send",))
     async with api.request("DELETE", "/v1/idempotency/records/order-77", key=other) as resp:
         assert resp.status == 404  # another key's record is not yours
     async with api.request("DELETE", "/v1/idempotency/records/order-77") as resp:
@@ -501,18 +506,20 @@ async def test_delete_an_idempotency_record_to_use_the_key_again(api):
         assert resp.status == 202 and "Idempotent-Replayed" not in resp.headers
         assert (await resp.json())["id"] != first
     # A request still running under a key keeps its record: deleting it would let a retry send twice.
-    await api.relay.store.claim_idempotency_key(await _admin_id(api), "running", "h", 60)
+    await api.relay.store.idempotency.claim_idempotency_key(await _admin_id(api), "running", "h", 60)
     async with api.request("DELETE", "/v1/idempotency/records/running") as resp:
         assert resp.status == 409 and (await resp.json())["error"]["code"] == "idempotency_in_progress"
 
 
 async def _admin_id(api) -> str:
-    (admin,) = [k for k in await api.relay.store.list_api_keys() if k.name == "admin"]
+    (admin,) = [k for k in await api.relay.store.keys.list_api_keys() if k.name == "admin"]
     return admin.id
 
 
 async def test_quotas_show_the_calling_keys_usage_and_limits(api):
-    key_record, key = await api.relay.store.create_api_key("q", ("send",), daily_quota=3, monthly_quota=100)
+    key_record, key = await create_api_key(
+        api.relay.store.keys, api.relay.store.clock, "q", ("send",), daily_quota=3, monthly_quota=100
+    )
     for _ in range(2):
         async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
             assert resp.status == 202

@@ -15,6 +15,7 @@ import pytest
 
 from relay.app import Relay
 from relay.clock import FakeClock
+from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store import idempotency as idem
@@ -50,7 +51,7 @@ async def relay_on_fake_clock(tmp_path, sink):
     clock = FakeClock(time.time())
     relay = Relay(make_config(tmp_path / "data", delivery={"smarthost": sink.address}), clock)
     await relay.start()
-    _, secret = await relay.store.create_api_key("app", ("send", "read"))
+    _, secret = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send", "read"))
     yield relay, clock, secret
     await relay.stop()
 
@@ -103,24 +104,17 @@ async def test_the_claim_of_a_stopped_process_is_taken_over_at_once(relay_on_fak
     holder = Owner(me.node, gone_pid(), "0123456789abcdef") if owner == "crashed" else Owner(me.node, me.pid, "old")
     message = {"from": "app@example.com", "to": "a@one.example", "subject": "s", "text": "t"}
     request_hash = hashlib.sha256(json.dumps(message).encode()).hexdigest()
-    key_id = (await relay.store.list_api_keys())[0].id
+    key_id = (await relay.store.keys.list_api_keys())[0].id
     now = clock.now()
     await relay.store.db.write(lambda c: idem.claim(c, key_id, "k", request_hash, now, 3600, "elsewhere", holder))
     status, body, replayed = await post(relay, secret, "/v1/messages", message, "k")
     assert status == 202 and replayed is None, body
     assert count_messages(relay.store.db.path) == 1
-    record = await relay.store.idempotency_record(key_id, "k")
+    record = await relay.store.idempotency.idempotency_record(key_id, "k")
     assert record is not None and record.state == "done" and record.message_id == body["id"]
 
 
 # -- the claim rules, with real processes ------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
 
 
 def claim_as(store: Store, owner: Owner):
@@ -133,48 +127,50 @@ async def test_a_live_process_on_this_machine_keeps_its_claim_until_its_lease_ru
     try:
         assert await claim_as(store, Owner(idem.this_process().node, sleeper.pid, "t")) is None
         store.clock.advance(idem.LEASE - 1)
-        held = await store.claim_idempotency_key("key_1", "k", "h", 3600)
+        held = await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600)
         assert held is not None and held.state == "pending" and held.owner.startswith(f"{sleeper.pid}:t@")
         store.clock.advance(2)  # not renewed: hung, or its pid belongs to someone else now
-        assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None
+        assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600) is None
     finally:
         sleeper.kill()
         sleeper.wait()
 
 
 async def test_a_claim_from_another_machine_holds_while_renewed(store):
-    assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None  # this process, request running
+    assert (
+        await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600) is None
+    )  # this process, request running
     elsewhere = Owner("another-host/boot/pid:[1]", 4242, "t")
     store.clock.advance(idem.LEASE * 0.8)
-    assert await store.renew_idempotency_key("key_1", "k")
+    assert await store.idempotency.renew_idempotency_key("key_1", "k")
     store.clock.advance(idem.LEASE * 0.8)  # past the first lease, within the renewed one
     assert (await claim_as(store, elsewhere)).owner == str(idem.this_process())
     store.clock.advance(idem.LEASE * 0.3)  # no renewal since: the other machine may take it over
     assert await claim_as(store, elsewhere) is None
     # The first request, still running here, lost its claim: it can neither renew nor complete, and what
     # it would have queued is not queued.
-    assert not await store.renew_idempotency_key("key_1", "k")
+    assert not await store.idempotency.renew_idempotency_key("key_1", "k")
     with pytest.raises(ClaimLost):
-        await store.enqueue_many([NewMessage("a@example.com", ("x@one.example",), b"\r\nhi\r\n", "http")],
+        await store.queue.enqueue_many([NewMessage("a@example.com", ("x@one.example",), b"\r\nhi\r\n", "http")],
                                  completion=Completion("key_1", "k", 202, "{}", None))  # fmt: skip
     assert count_messages(store.db.path) == 0
-    record = await store.idempotency_record("key_1", "k")
+    record = await store.idempotency.idempotency_record("key_1", "k")
     assert record is not None and record.owner == str(elsewhere) and record.state == "pending"
 
 
 async def test_a_request_of_this_process_holds_its_claim_however_long_it_runs(store):
-    assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None
+    assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600) is None
     store.clock.advance(10 * idem.LEASE)  # no renewal needed: this process knows the request still runs
-    assert (await store.claim_idempotency_key("key_1", "k", "h", 3600)).state == "pending"
+    assert (await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600)).state == "pending"
     idem.finished_here(str(store.db.path), "key_1", "k")  # it ended without completing or releasing
-    assert await store.claim_idempotency_key("key_1", "k", "h", 3600) is None
-    await store.release_idempotency_key("key_1", "k")
+    assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600) is None
+    await store.idempotency.release_idempotency_key("key_1", "k")
 
 
 async def test_release_forgets_only_its_own_claim(store):
     assert await claim_as(store, Owner("another-host", 1, "t")) is None
-    await store.release_idempotency_key("key_1", "k")
-    assert (await store.idempotency_record("key_1", "k")).owner == "1:t@another-host"
+    await store.idempotency.release_idempotency_key("key_1", "k")
+    assert (await store.idempotency.idempotency_record("key_1", "k")).owner == "1:t@another-host"
 
 
 def test_owner_text_round_trips():

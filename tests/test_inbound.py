@@ -70,7 +70,7 @@ async def test_each_recipient_gets_its_own_authenticated_return_path(relay, sink
         assert path.startswith("b+") and path.endswith("@bounces.example.com")
         target = relay.verp.verify(path)
         assert target is not None
-        stored = await relay.store.returned_target(target.message_id, target.recipient_id)
+        stored = await relay.store.queue.returned_target(target.message_id, target.recipient_id)
         assert stored.address == rcpt
 
 
@@ -82,17 +82,17 @@ async def test_a_dsn_to_the_return_path_bounces_and_suppresses(relay, sink):
     refused = await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [paths["bob@example.net"]], report)
     assert refused == {}
 
-    s = await relay.store.suppression("Bob@Example.NET")
+    s = await relay.store.suppressions.suppression("Bob@Example.NET")
     assert s is not None and s.reason == "hard_bounce" and s.expires_at is None
-    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.reason, bounce.status, bounce.source, bounce.code) == (
         "bob@example.net", "hard", "user_unknown", "5.1.1", "dsn", 550)  # fmt: skip
-    full = await relay.store.bounce(bounce.id)
+    full = await relay.store.suppressions.bounce(bounce.id)
     assert "Final-Recipient: rfc822; bob@example.net" in full.report
     target = relay.verp.verify(paths["bob@example.net"])
-    states = {r.address: r.state for r in await relay.store.message_status(target.message_id)}
+    states = {r.address: r.state for r in await relay.store.queue.message_status(target.message_id)}
     assert states == {"bob@example.net": "bounced", "carol@example.net": "delivered"}
-    assert await relay.store.suppression("carol@example.net") is None
+    assert await relay.store.suppressions.suppression("carol@example.net") is None
 
     # The next message to bob is refused at RCPT; carol still gets hers.
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused_rcpt:
@@ -110,7 +110,7 @@ async def test_a_dsn_returning_a_large_message_is_read_whole(relay, sink):
     report = postfix_dsn("bob@example.net", "550 5.1.1 user unknown", original)
     refused = await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [paths["bob@example.net"]], report)
     assert refused == {}
-    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind) == ("bob@example.net", "hard")
 
 
@@ -126,9 +126,9 @@ async def test_a_complaint_to_the_feedback_address_suppresses(relay, sink):
     ).replace("\n", "\r\n")
     await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "fbl@isp.example", ["fbl@bounces.example.com"],
                             arf)  # fmt: skip
-    s = await relay.store.suppression("carol@example.net")
+    s = await relay.store.suppressions.suppression("carol@example.net")
     assert s is not None and s.reason == "complaint"
-    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.kind, bounce.reason, bounce.source) == ("complaint", "abuse", "arf")
     events = await relay.store.db.read(
         lambda c: c.execute("SELECT kind, recipient FROM events WHERE kind = 'complained'").fetchall()
@@ -143,11 +143,11 @@ async def test_without_a_return_path_the_message_id_must_match_a_recipient(relay
     # A stranger's address in a report about our message: not ours to suppress.
     stranger = postfix_dsn("mallory@example.net", "550 5.1.1 no such user", original)
     await asyncio.to_thread(smtp_send, inbound, "", ["postmaster@bounces.example.com"], stranger)
-    assert await relay.store.bounces(BounceFilter(), 10) == []
+    assert await relay.store.suppressions.bounces(BounceFilter(), 10) == []
     # Our recipient, our Message-ID: recorded, though it came to no particular return path.
     report = postfix_dsn("carol@example.net", "550 5.1.1 no such user", original)
     await asyncio.to_thread(smtp_send, inbound, "", ["postmaster@bounces.example.com"], report)
-    assert (await relay.store.suppression("carol@example.net")).reason == "hard_bounce"
+    assert (await relay.store.suppressions.suppression("carol@example.net")).reason == "hard_bounce"
 
 
 async def test_a_forged_return_path_is_ignored_and_logged(relay, sink, caplog):
@@ -161,8 +161,8 @@ async def test_a_forged_return_path_is_ignored_and_logged(relay, sink, caplog):
     with caplog.at_level(logging.WARNING, logger="relay.inbound.returned"):
         for address in (forged, other + "@" + domain):
             assert await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [address], report) == {}
-    assert await relay.store.bounces(BounceFilter(), 10) == []
-    assert await relay.store.suppression("bob@example.net") is None
+    assert await relay.store.suppressions.bounces(BounceFilter(), 10) == []
+    assert await relay.store.suppressions.suppression("bob@example.net") is None
     assert sum("fails authentication" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -175,7 +175,7 @@ async def test_delays_and_auto_replies_record_nothing(relay, sink):
             "Auto-Submitted: auto-replied\r\n\r\nI am away.\r\n")  # fmt: skip
     for body in (delayed, auto):
         await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [path], body)
-    assert await relay.store.bounces(BounceFilter(), 10) == []
+    assert await relay.store.suppressions.bounces(BounceFilter(), 10) == []
 
 
 async def test_the_listener_takes_returned_mail_only(relay):
@@ -203,8 +203,8 @@ async def test_a_dsn_with_bare_lf_line_ends_is_read_like_its_crlf_form(relay, si
         smtp_send, relay.inbound_addresses[0][1], "", [paths["bob@example.net"]], lf_report
     )
     assert refused == {}
-    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.status) == ("bob@example.net", "hard", "5.1.1")
-    full = await relay.store.bounce(bounce.id)
+    full = await relay.store.suppressions.bounce(bounce.id)
     assert "Final-Recipient: rfc822; bob@example.net\r\n" in full.report and "\r\n" in full.report
     assert "\n" not in full.report.replace("\r\n", "")

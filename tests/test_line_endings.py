@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.credentials import create_smtp_credential
 from relay.delivery.client import wire_form
 from relay.dkim import DomainKey, Signer
 from relay.message import UnreadableFrom, crlf_line_ends, from_addresses, from_domain
@@ -82,7 +83,9 @@ async def strict_relay(relay_factory, sink, dns_server, tmp_path):
         dkim={"domains": {"example.com": {"selector": "s1", "private_key": str(path)}}},
     )
     relay.domains.sending.verified.add("example.com")
-    cred, password = await relay.store.create_smtp_credential(allowed_from=("example.com",))
+    cred, password = await create_smtp_credential(
+        relay.store.credentials, relay.store.clock, allowed_from=("example.com",)
+    )
     return relay, (cred.username, password)
 
 
@@ -196,7 +199,7 @@ async def test_lf_message_relay_headers_are_applied_and_removed(relay_factory, s
     assert b"X-Relay-" not in arrived.data
     assert arrived.data.count(b"Message-ID:") == 1
     assert b"\r\n\r\nHello\r\n.dotted\r\n" in arrived.data
-    [record] = await relay.store.messages(MessageFilter(), 10)
+    [record] = await relay.store.queue.messages(MessageFilter(), 10)
     assert record.subject == "Welcome aboard"
     assert record.tags == ["welcome"] and record.metadata == {"user": 42}
 

@@ -28,7 +28,7 @@ def submit(port: int) -> None:
 async def deferred_events(relay, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        events = await relay.store.events(EventFilter(types=("deferred",)), 10)
+        events = await relay.store.events.query(EventFilter(types=("deferred",)), 10)
         if events:
             return events
         await asyncio.sleep(0.05)
@@ -41,9 +41,11 @@ async def assert_deferred_as_network_error(relay) -> None:
     assert event.recipient == "bob@one.example" and event.code is None
     assert "Connect call failed" in event.detail or "refused" in event.detail.lower(), event.detail
     assert (event.details["classification"], event.details["reason"]) == ("soft", "network_error"), event.details
-    (status,) = await relay.store.message_status(event.message_id)
+    (status,) = await relay.store.queue.message_status(event.message_id)
     assert status.state == "deferred"
-    assert await relay.store.bounces(BounceFilter(), 10) == []  # nothing to record: nobody refused anything
+    assert (
+        await relay.store.suppressions.bounces(BounceFilter(), 10) == []
+    )  # nothing to record: nobody refused anything
 
 
 async def test_a_refused_connection_to_the_smarthost_defers_as_a_network_error(relay_factory):

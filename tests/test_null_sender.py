@@ -8,6 +8,7 @@ import smtplib
 import aiohttp
 import pytest
 
+from relay.keys import create_api_key
 from relay.store.queue import MessageFilter
 
 RAW = b"From: MAILER-DAEMON@example.com\r\nTo: bob@one.example\r\nSubject: Undelivered Mail\r\n\r\nreport\r\n"
@@ -36,7 +37,7 @@ async def test_http_has_no_null_sender(relay_factory, sender, code):
     """The API builds a message whose From: is also the return path: an empty one is refused, naming
     the field, and nothing is queued (DSNs and auto-replies with MAIL FROM:<> go through SMTP)."""
     relay = await relay_factory()
-    _, key = await relay.store.create_api_key("t", ("send",))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     host, port = relay.http_address
     body = {"from": sender, "to": "bob@one.example", "subject": "s", "text": "t"}
     async with aiohttp.ClientSession() as s:
@@ -44,4 +45,4 @@ async def test_http_has_no_null_sender(relay_factory, sender, code):
                           headers={"Authorization": f"Bearer {key}"}) as r:  # fmt: skip
             status, error = r.status, await r.json()
     assert status == 400 and (error["error"]["code"], error["error"]["field"]) == (code, "from"), error
-    assert await relay.store.messages(MessageFilter(), 10) == []
+    assert await relay.store.queue.messages(MessageFilter(), 10) == []

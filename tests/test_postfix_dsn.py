@@ -44,17 +44,17 @@ async def test_a_postfix_dsn_comes_back_and_suppresses(chain, sink):
     relay, postfix = chain
     await asyncio.to_thread(submit, relay.smtp_addresses[0][1])
     deadline = time.monotonic() + 30
-    while await relay.store.suppression("permfail@example.net") is None:
+    while await relay.store.suppressions.suppression("permfail@example.net") is None:
         assert time.monotonic() < deadline, f"no bounce recorded; postfix log:\n{postfix.log()}"
         await asyncio.sleep(0.1)
 
-    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.reason, bounce.status, bounce.source) == (
         "permfail@example.net", "hard", "user_unknown", "5.1.1", "dsn")  # fmt: skip
     assert "550 5.1.1" in bounce.diagnostic
-    report = (await relay.store.bounce(bounce.id)).report
+    report = (await relay.store.suppressions.bounce(bounce.id)).report
     assert "X-Postfix-Queue-ID" in report and "Reporting-MTA: dns; mx.postfix.test" in report
-    states = {s.address: s.state for s in await relay.store.message_status(bounce.message_id)}
+    states = {s.address: s.state for s in await relay.store.queue.message_status(bounce.message_id)}
     assert states == {"permfail@example.net": "bounced", "ok@example.net": "delivered"}
     assert [r.rcpt_tos for r in sink.handler.received] == [["ok@example.net"]]
     assert "status=bounced" in postfix.log()

@@ -13,19 +13,13 @@ from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
+from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.queue import BodyDeleted, Selection
 from tests.conftest import config_dict, run_cli, wait_for_states, write_toml
 
 RAW = b"Subject: q\r\n\r\nx\r\n"
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock())
-    yield s
-    await s.close()
 
 
 def engine_for(store: Store, sink_port: int) -> Engine:
@@ -37,7 +31,7 @@ def engine_for(store: Store, sink_port: int) -> Engine:
 
 async def queue(store: Store, *rcpts: str) -> NewMessage:
     m = NewMessage("sender@example.com", rcpts, b"Subject: q\r\n\r\nx\r\n", "smtp")
-    await store.enqueue(m)
+    await store.queue.enqueue(m)
     return m
 
 
@@ -45,16 +39,16 @@ async def test_suspended_domains_are_held_then_resumed(store, sink):
     engine = engine_for(store, sink.port)
     held = await queue(store, "a@held.example")
     other = await queue(store, "b@free.example")
-    await store.suspend_domain("HELD.example", 3600, "maintenance")
+    await store.queue.suspend_domain("HELD.example", 3600, "maintenance")
     await engine.run_once()
-    assert [s.state for s in await store.message_status(held.id)] == ["queued"]
-    assert [s.state for s in await store.message_status(other.id)] == ["delivered"]
-    (q,) = [q for q in await store.domain_queues() if q.domain == "held.example"]
+    assert [s.state for s in await store.queue.message_status(held.id)] == ["queued"]
+    assert [s.state for s in await store.queue.message_status(other.id)] == ["delivered"]
+    (q,) = [q for q in await store.queue.domain_queues() if q.domain == "held.example"]
     assert q.queued == 1 and q.suspended_until == store.clock.now() + 3600
     store.clock.advance(60)
-    assert await store.resume_domain("held.example")
+    assert await store.queue.resume_domain("held.example")
     await engine.run_once()
-    assert [s.state for s in await store.message_status(held.id)] == ["delivered"]
+    assert [s.state for s in await store.queue.message_status(held.id)] == ["delivered"]
     await engine.stop(1)
 
 
@@ -63,28 +57,28 @@ async def test_retry_now_and_admin_bounce(store, sink):
     sink.handler.rcpt_reply = "451 4.3.0 later"
     m1 = await queue(store, "a@one.example", "b@two.example")
     await engine.run_once()
-    assert {s.state for s in await store.message_status(m1.id)} == {"deferred"}
+    assert {s.state for s in await store.queue.message_status(m1.id)} == {"deferred"}
     assert await engine.run_once() == 0  # next attempt in 10 minutes
     sink.handler.rcpt_reply = None
-    assert await store.retry_now(Selection(domain="one.example")) == 1
+    assert await store.queue.retry_now(Selection(domain="one.example")) == 1
     assert await engine.run_once() == 1
-    states = {s.address: s.state for s in await store.message_status(m1.id)}
+    states = {s.address: s.state for s in await store.queue.message_status(m1.id)}
     assert states == {"a@one.example": "delivered", "b@two.example": "deferred"}
-    assert await store.admin_bounce("customer asked", Selection(domain="two.example")) == 1
-    (s,) = [s for s in await store.message_status(m1.id) if s.address == "b@two.example"]
+    assert await store.queue.admin_bounce("customer asked", Selection(domain="two.example")) == 1
+    (s,) = [s for s in await store.queue.message_status(m1.id) if s.address == "b@two.example"]
     assert s.state == "bounced" and "bounced by the operator: customer asked" in s.last_response
-    assert await store.retry_now(Selection()) == 0
+    assert await store.queue.retry_now(Selection()) == 0
     await engine.stop(1)
 
 
 async def test_queue_api(relay_factory):
     relay = await relay_factory(delivery={"smarthost": "127.0.0.1:9", "retry_schedule": ["1h"]})
-    _, admin = await relay.store.create_api_key("ops", ("admin",))
+    _, admin = await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",))
     headers = {"Authorization": f"Bearer {admin}"}
     m = NewMessage(
         "a@example.com", ("x@slow.example", "y@slow.example", "z@other.example"), b"S: x\r\n\r\nx\r\n", "smtp"
     )
-    await relay.store.enqueue(m)
+    await relay.store.queue.enqueue(m)
     relay.engine.wake()
     await wait_for_states(relay.store, m.id, ["deferred", "deferred", "deferred"])
     host, port = relay.http_address
@@ -110,10 +104,10 @@ async def test_queue_api(relay_factory):
         async with s.post(f"{base}/v1/sending-queues/held.example/suspend", json={"duration": "1h"}) as resp:
             assert resp.status == 200
         held = NewMessage("a@example.com", ("p@held.example", "q@held.example"), b"S: x\r\n\r\nx\r\n", "smtp")
-        await relay.store.enqueue(held)
+        await relay.store.queue.enqueue(held)
         async with s.delete(f"{base}/v1/sending-queues/held.example") as resp:
             assert (await resp.json())["purged"] == 2
-        assert [r.state for r in await relay.store.message_status(held.id)] == ["cancelled", "cancelled"]
+        assert [r.state for r in await relay.store.queue.message_status(held.id)] == ["cancelled", "cancelled"]
 
         async with s.post(f"{base}/v1/sending-queues/x/suspend", json={"duration": "forever"}) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["field"] == "duration"
@@ -150,18 +144,20 @@ def test_queue_cli(tmp_path):
 
 async def test_purge_by_filters_that_combine(store):
     old = NewMessage("news@example.com", ["a@one.example", "b@two.example"], b"Subject: x\r\n\r\nx\r\n", "smtp")
-    await store.enqueue(old)
+    await store.queue.enqueue(old)
     store.clock.advance(3 * 86400)
     new = NewMessage("news@example.com", ["c@one.example"], b"Subject: y\r\n\r\ny\r\n", "smtp")
     other = NewMessage("billing@example.com", ["d@one.example"], b"Subject: z\r\n\r\nz\r\n", "smtp")
-    await store.enqueue(new)
-    await store.enqueue(other)
+    await store.queue.enqueue(new)
+    await store.queue.enqueue(other)
     cutoff = store.clock.now() - 86400
-    assert await store.purge(Selection(sender="news@example.com", domain="one.example", created_before=cutoff)) == 1
-    assert [s.state for s in await store.message_status(old.id)] == ["cancelled", "queued"]
-    assert await store.purge(Selection(sender="news@example.com")) == 2
-    assert [s.state for s in await store.message_status(other.id)] == ["queued"]
-    assert await store.purge(Selection(sender="news@example.com")) == 0  # only waiting recipients
+    assert (
+        await store.queue.purge(Selection(sender="news@example.com", domain="one.example", created_before=cutoff)) == 1
+    )
+    assert [s.state for s in await store.queue.message_status(old.id)] == ["cancelled", "queued"]
+    assert await store.queue.purge(Selection(sender="news@example.com")) == 2
+    assert [s.state for s in await store.queue.message_status(other.id)] == ["queued"]
+    assert await store.queue.purge(Selection(sender="news@example.com")) == 0  # only waiting recipients
 
 
 async def test_resend_requeues_an_expired_recipient_and_delivers_it(store, sink):
@@ -170,17 +166,17 @@ async def test_resend_requeues_an_expired_recipient_and_delivers_it(store, sink)
     await engine.run_once()
     store.clock.advance(2 * 86400)
     await engine.run_once()
-    states = {s.address: s.state for s in await store.message_status(m.id)}
+    states = {s.address: s.state for s in await store.queue.message_status(m.id)}
     assert states == {"tempfail@one.example": "failed", "ok@one.example": "delivered"}
     sink.handler.rcpt_reply = "250 2.1.5 Ok"  # the receiver takes it now
-    outcome = await store.resend(m.id)
+    outcome = await store.queue.resend(m.id)
     assert [(r.address, r.previous, r.result) for r in outcome] == [
         ("tempfail@one.example", "failed", "queued"),
         ("ok@one.example", "delivered", "unchanged"),
     ]
     assert await engine.run_once() == 1
-    assert [s.state for s in await store.message_status(m.id)] == ["delivered", "delivered"]
-    assert await store.resend("nosuchmessage") is None
+    assert [s.state for s in await store.queue.message_status(m.id)] == ["delivered", "delivered"]
+    assert await store.queue.resend("nosuchmessage") is None
     await engine.stop(1)
 
 
@@ -189,12 +185,17 @@ async def test_cancel_scheduled_leaves_what_is_due(store):
     later = NewMessage("s@example.com", ("a@one.example", "b@two.example"), RAW, "http", send_at=now + 3600)
     due = NewMessage("s@example.com", ("c@one.example",), RAW, "http", send_at=now + 60)
     for m in (later, due):
-        await store.enqueue(m)
+        await store.queue.enqueue(m)
     store.clock.advance(120)  # due's send_at has passed; the engine has not taken it yet
-    assert await store.cancel_scheduled() == (1, 2)
-    assert [s.state for s in await store.message_status(later.id)] == ["cancelled", "cancelled"]
-    assert [s.state for s in await store.message_status(due.id)] == ["scheduled"]
-    assert [e.type for e in await store.message_events(later.id)] == ["queued", "queued", "cancelled", "cancelled"]
+    assert await store.queue.cancel_scheduled() == (1, 2)
+    assert [s.state for s in await store.queue.message_status(later.id)] == ["cancelled", "cancelled"]
+    assert [s.state for s in await store.queue.message_status(due.id)] == ["scheduled"]
+    assert [e.type for e in await store.events.message_events(later.id)] == [
+        "queued",
+        "queued",
+        "cancelled",
+        "cancelled",
+    ]
 
 
 async def api_call(relay, key: str, method: str, path: str, **kwargs) -> tuple[int, dict]:
@@ -206,7 +207,7 @@ async def api_call(relay, key: str, method: str, path: str, **kwargs) -> tuple[i
 
 async def test_purge_scheduled_through_the_api(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, admin = await relay.store.create_api_key("ops", ("admin",))
+    _, admin = await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",))
     body = {"from": "a@example.com", "subject": "s", "text": "t", "send_at": iso(relay.clock.now() + 3600)}
     _, first = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": ["x@one.example",
                                                                                         "y@two.example"]})  # fmt: skip
@@ -234,7 +235,7 @@ async def test_purge_scheduled_through_the_api(relay_factory, sink):
 
 async def test_resend_through_the_api(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, admin = await relay.store.create_api_key("ops", ("admin",))
+    _, admin = await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",))
     body = {"from": "a@example.com", "subject": "s", "text": "t"}
     _, hard = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": ["permfail@one.example",
                                                                                        "ok@one.example"]})  # fmt: skip
@@ -250,7 +251,7 @@ async def test_resend_through_the_api(relay_factory, sink):
     assert bounced["email"] == "permfail@one.example" and bounced["result"] == "suppressed"
     assert bounced["previous_status"] == "bounced" and "hard_bounce" in bounced["reason"]
     assert delivered == {"email": "ok@one.example", "previous_status": "delivered", "result": "unchanged"}
-    assert [s.state for s in await relay.store.message_status(hard["id"])] == ["bounced", "delivered"]
+    assert [s.state for s in await relay.store.queue.message_status(hard["id"])] == ["bounced", "delivered"]
 
     status, answer = await api_call(relay, admin, "POST", "/v1/sending-queues/resend",
                                     json={"message_id": blocked["id"]})  # fmt: skip
@@ -271,10 +272,10 @@ async def test_resend_after_retention_deleted_the_body(store, sink):
     engine = engine_for(store, sink.port)
     m = await queue(store, "permfail@one.example")
     await engine.run_once()
-    assert [s.state for s in await store.message_status(m.id)] == ["bounced"]
+    assert [s.state for s in await store.queue.message_status(m.id)] == ["bounced"]
     store.clock.advance(10 * 86400)
-    await store.prune_history(0, store.clock.now() - 86400)
+    await store.events.prune_history(0, store.clock.now() - 86400)
     with pytest.raises(BodyDeleted):
-        await store.resend(m.id)
-    assert [s.state for s in await store.message_status(m.id)] == ["bounced"]
+        await store.queue.resend(m.id)
+    assert [s.state for s in await store.queue.message_status(m.id)] == ["bounced"]
     await engine.stop(1)

@@ -107,7 +107,7 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
         clock.advance(61)
     states: Counter[str] = Counter()
     for m in messages:
-        for r in await store.message_status(m.id):
+        for r in await store.queue.message_status(m.id):
             states[r.state] += 1
     total = sum(len(m.recipients) for m in messages)
     assert set(states) <= FINAL, states
@@ -116,7 +116,7 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
         "SELECT recipient, count(*) FROM events WHERE kind IN ('delivered', 'bounced', 'failed') GROUP BY recipient"
     ).fetchall())  # fmt: skip
     assert len(finals) == total and all(n == 1 for _, n in finals)  # exactly one final event each
-    delivered = {r.address for m in messages for r in await store.message_status(m.id) if r.state == "delivered"}
+    delivered = {r.address for m in messages for r in await store.queue.message_status(m.id) if r.state == "delivered"}
     assert delivered <= set(handler.accepted)  # what relay calls delivered, the receiver has
     assert states["delivered"] > 0 and states["bounced"] > 0 and sum(handler.faults.values()) > 20
     assert handler.faults["tls"] > 0  # broken handshakes: opportunistic TLS fell back to plain text

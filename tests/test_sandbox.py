@@ -18,6 +18,7 @@ from relay.api.sandbox import sandbox_json
 from relay.app import Relay
 from relay.clock import FakeClock
 from relay.config import ConfigError
+from relay.keys import create_api_key
 from relay.sandbox import render
 from relay.store.queue import MessageFilter
 from tests.conftest import config_dict, make_config, run_cli, wait_for_states, write_toml
@@ -45,7 +46,7 @@ async def client_factory(relay_factory):
 
     async def make(**sections) -> Client:
         relay = await relay_factory(**sections)
-        _, admin = await relay.store.create_api_key("admin", ("admin",))
+        _, admin = await create_api_key(relay.store.keys, relay.store.clock, "admin", ("admin",))
         host, port = relay.http_address
         session = aiohttp.ClientSession(f"http://{host}:{port}")
         sessions.append(session)
@@ -168,14 +169,14 @@ async def test_captured_bodies_follow_retention_bodies(tmp_path):
     await relay.start()
     try:
         await send_smtp(relay, ["you@example.org"], b"From: me@example.com\r\nSubject: kept\r\n\r\nread me\r\n")
-        (message,) = await relay.store.sandbox_messages(None, 10)
+        (message,) = await relay.store.queue.sandbox_messages(None, 10)
         await wait_for_states(relay.store, message.id, ["delivered"])
         await relay.prune_history()
-        _, raw = await relay.store.sandbox_message(message.id)
+        _, raw = await relay.store.queue.sandbox_message(message.id)
         assert raw is not None and raw.endswith(b"read me\r\n")  # readable until [retention] bodies
         clock.advance(8 * 86400)
         assert (await relay.prune_history())[1] == 1
-        found, raw = await relay.store.sandbox_message(message.id)
+        found, raw = await relay.store.queue.sandbox_message(message.id)
         assert raw is None and found.recipients[0].state == "delivered"  # the envelope and status remain
         assert sandbox_json(found, raw)["body_deleted"] is True
     finally:
@@ -206,7 +207,7 @@ async def test_every_check_still_applies_to_test_keys(client_factory, sink, tmp_
     status, refused = await c.call("POST", "/v1/messages", key=key["key"], json=MESSAGE)
     assert status == 422 and refused["error"]["code"] == "domain_not_verified"
     c.relay.domains.sending.verified.add("example.com")  # as a verification would
-    await c.relay.store.suppress(["gone@example.org"], "hard_bounce")
+    await c.relay.store.suppressions.suppress(["gone@example.org"], "hard_bounce")
     status, accepted = await c.call("POST", "/v1/messages", key=key["key"],
                                     json={**MESSAGE, "to": ["user@example.org", "gone@example.org"]})  # fmt: skip
     assert status == 202 and accepted["recipients"][1]["status"] == "suppressed"
@@ -236,9 +237,11 @@ async def _accept_only(data_dir: Path, mode: str) -> str:
     relay = Relay(make_config(data_dir, delivery={"mode": mode}))
     await relay.start()
     try:
-        await relay.store.suspend_domain("example.org", 3600)
+        await relay.store.queue.suspend_domain("example.org", 3600)
         assert await send_smtp(relay, ["you@example.org"], b"From: me@example.com\r\nSubject: r\r\n\r\nx\r\n") == {}
-        (message,) = [m for m in await relay.store.messages(MessageFilter(), 10) if m.recipients[0].state == "queued"]
+        (message,) = [
+            m for m in await relay.store.queue.messages(MessageFilter(), 10) if m.recipients[0].state == "queued"
+        ]
         return message.id
     finally:
         await relay.stop()
@@ -247,7 +250,7 @@ async def _accept_only(data_dir: Path, mode: str) -> str:
 async def _restart(data_dir: Path, mode: str, smarthost: str) -> Relay:
     relay = Relay(make_config(data_dir, delivery={"mode": mode, "smarthost": smarthost}))
     await relay.start()
-    await relay.store.resume_domain("example.org")
+    await relay.store.queue.resume_domain("example.org")
     return relay
 
 
@@ -266,7 +269,7 @@ async def test_the_mode_at_acceptance_survives_a_restart_in_the_other_mode(tmp_p
     try:
         await sink.handler.wait_for(1)  # accepted live: really delivered, even by a sandbox-mode instance
         await wait_for_states(sandbox.store, delivered, ["delivered"])
-        assert [m.id for m in await sandbox.store.sandbox_messages(None, 10)] == [sandboxed]
+        assert [m.id for m in await sandbox.store.queue.sandbox_messages(None, 10)] == [sandboxed]
     finally:
         await sandbox.stop()
 
@@ -318,7 +321,7 @@ def _queue_snapshot(relay: Relay) -> tuple[int, ...]:
 async def test_dry_run_checks_everything_and_writes_nothing(client_factory, sink):
     c = await client_factory(delivery={"smarthost": sink.address})
     _, key = await c.call("POST", "/v1/api-keys", json={"scopes": ["send", "read"], "daily_quota": 1})
-    await c.relay.store.suppress(["gone@example.org"], "complaint")
+    await c.relay.store.suppressions.suppress(["gone@example.org"], "complaint")
     before = _queue_snapshot(c.relay)
     body = {**MESSAGE, "to": ["user@example.org", "gone@example.org"]}
     for _ in range(3):  # the quota is checked, not consumed; the Idempotency-Key is not taken
@@ -412,7 +415,7 @@ async def test_cli_test_keys_credentials_and_the_sandbox(tmp_path):
             ["you@example.org"],
             b"From: me@example.com\r\nTo: you@example.org\r\nSubject: Look\r\n\r\nfind me\r\n",
         )
-        (message,) = await relay.store.sandbox_messages(None, 10)
+        (message,) = await relay.store.queue.sandbox_messages(None, 10)
         await wait_for_states(relay.store, message.id, ["delivered"])
     finally:
         await relay.stop()

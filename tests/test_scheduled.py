@@ -10,6 +10,7 @@ import pytest
 
 from relay.clock import FakeClock
 from relay.delivery.mx import Router
+from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.store import Store
 from tests.test_delivery_shaping import RAW, engine_for
@@ -21,8 +22,8 @@ async def test_held_until_send_at_even_across_a_restart(tmp_path, sink):
     clock = FakeClock()
     store = Store(tmp_path / "q.sqlite3", clock)
     m = NewMessage("sender@example.com", ("a@one.example",), RAW, "http", send_at=clock.now() + 2 * HOUR)
-    await store.enqueue(m)
-    assert [s.state for s in await store.message_status(m.id)] == ["scheduled"]
+    await store.queue.enqueue(m)
+    assert [s.state for s in await store.queue.message_status(m.id)] == ["scheduled"]
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     await engine.run_once()
     clock.advance(HOUR)
@@ -35,7 +36,7 @@ async def test_held_until_send_at_even_across_a_restart(tmp_path, sink):
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     clock.advance(HOUR + 1)
     assert await engine.run_once() == 1
-    assert [s.state for s in await store.message_status(m.id)] == ["delivered"]
+    assert [s.state for s in await store.queue.message_status(m.id)] == ["delivered"]
     assert len(sink.handler.received) == 1
     await engine.stop(1)
     await store.close()
@@ -45,11 +46,11 @@ async def test_the_queue_lifetime_counts_from_send_at(tmp_path, sink):
     clock = FakeClock()
     store = Store(tmp_path / "q.sqlite3", clock)
     m = NewMessage("sender@example.com", ("tempfail@one.example",), RAW, "http", send_at=clock.now() + 10 * HOUR)
-    await store.enqueue(m)
+    await store.queue.enqueue(m)
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))  # max_age 1h in engine_for
     clock.advance(10 * HOUR + 1)
     await engine.run_once()
-    assert [s.state for s in await store.message_status(m.id)] == ["deferred"]  # not expired on arrival
+    assert [s.state for s in await store.queue.message_status(m.id)] == ["deferred"]  # not expired on arrival
     await engine.stop(1)
     await store.close()
 
@@ -70,7 +71,7 @@ def at(relay, seconds: float) -> str:
 
 async def test_schedule_list_reschedule_cancel(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("send", "read"))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send", "read"))
     body = {"from": "a@example.com", "to": "b@one.example", "subject": "later", "text": "t"}
     status, first = await api(relay, "POST", "/v1/messages", key, json={**body, "send_at": at(relay, 2 * HOUR)})
     assert status == 202 and first["status"] == "scheduled" and first["send_at"]
@@ -109,7 +110,7 @@ async def test_smtp_header_schedules(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
     port = relay.smtp_addresses[0][1]
     await asyncio.to_thread(smtp_send, port, f"X-Relay-Send-At: {at(relay, HOUR)}\r\n")
-    (scheduled,) = await relay.store.scheduled_messages(None, 10)
+    (scheduled,) = await relay.store.queue.scheduled_messages(None, 10)
     assert scheduled.recipients[0].state == "scheduled"
     raw = await relay.store.db.read(lambda c: c.execute("SELECT raw FROM message_bodies").fetchone()[0])
     assert b"X-Relay-Send-At" not in raw
@@ -120,8 +121,8 @@ async def test_smtp_header_schedules(relay_factory, sink):
 
 async def test_the_202_of_a_scheduled_message_agrees_with_what_get_says(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("send", "read"))
-    await relay.store.suppress(["gone@one.example"])
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send", "read"))
+    await relay.store.suppressions.suppress(["gone@one.example"])
     body = {"from": "a@example.com", "to": ["b@one.example", "gone@one.example"], "subject": "later", "text": "t",
             "send_at": at(relay, HOUR)}  # fmt: skip
     status, accepted = await api(relay, "POST", "/v1/messages", key, json=body)
@@ -143,7 +144,7 @@ async def test_the_202_of_a_scheduled_message_agrees_with_what_get_says(relay_fa
 
 async def test_get_one_scheduled_message(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("send", "read"))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send", "read"))
     body = {"from": "a@example.com", "to": "b@one.example", "subject": "later", "text": "t"}
     _, later = await api(relay, "POST", "/v1/messages", key, json={**body, "send_at": at(relay, HOUR)})
     status, shown = await api(relay, "GET", f"/v1/scheduled-messages/{later['id']}", key)

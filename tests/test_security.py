@@ -13,7 +13,7 @@ import ssl
 import aiohttp
 import pytest
 
-from relay.keys import SCOPES
+from relay.keys import SCOPES, create_api_key
 
 EXTERNAL = "victim@external.example"
 
@@ -51,7 +51,7 @@ async def test_no_listener_relays_for_strangers(relay_factory, sink):
     ]
     for code, text in replies:
         assert code >= 550 and b"5.7.1" in text, (code, text)
-    assert sum((await relay.store.summary()).by_state.values()) == 0
+    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
 
 
 async def api(relay, method, path, key, **kwargs):
@@ -68,7 +68,7 @@ async def test_secrets_are_shown_once_and_never_logged(relay_factory, sink, capl
                                       "trusted_networks": ["192.0.2.0/24"]},
                                 delivery={"smarthost": sink.address},
                                 webhooks={"allow_private_targets": True})  # fmt: skip
-    _, admin = await relay.store.create_api_key("admin", ("admin",))
+    _, admin = await create_api_key(relay.store.keys, relay.store.clock, "admin", ("admin",))
     status, created = await api(relay, "POST", "/v1/api-keys", admin, json={"name": "app", "scopes": ["send"]})
     key = json.loads(created)["key"]
     status, cred = await api(relay, "POST", "/v1/smtp-credentials", admin, json={})
@@ -102,7 +102,11 @@ async def test_secrets_are_shown_once_and_never_logged(relay_factory, sink, capl
 
 async def test_every_route_checks_its_scope(relay_factory):
     relay = await relay_factory()
-    keys = {scope: (await relay.store.create_api_key(scope, (scope,)))[1] for scope in SCOPES if scope != "admin"}
+    keys = {
+        scope: (await create_api_key(relay.store.keys, relay.store.clock, scope, (scope,)))[1]
+        for scope in SCOPES
+        if scope != "admin"
+    }
     checked = 0
     for resource in relay._http_runner.app.router.resources():  # type: ignore[union-attr]
         for route in resource:

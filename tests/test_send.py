@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import build_parser
+from relay.credentials import create_smtp_credential
 from tests.conftest import config_dict, start_sink, write_toml
 
 NOT_TRUSTED = {"trusted_networks": ["192.0.2.0/24"], "tls_listen": ["127.0.0.1:0"]}  # loopback must AUTH
@@ -32,7 +33,9 @@ def relay_send(*args: str, config: Path, password: str | None = None, stdin: str
 async def auth_relay(relay_factory, sink, tmp_path):
     """A relay whose loopback clients must authenticate (STARTTLS and implicit TLS), delivering to the sink."""
     relay = await relay_factory(smtp=NOT_TRUSTED, delivery={"smarthost": sink.address})
-    cred, password = await relay.store.create_smtp_credential(allowed_from=("example.com",))
+    cred, password = await create_smtp_credential(
+        relay.store.credentials, relay.store.clock, allowed_from=("example.com",)
+    )
     config = write_toml(tmp_path / "cli.toml", config_dict(tmp_path / "cli-data"))
     return relay, cred.username, password, config
 
@@ -91,7 +94,7 @@ async def test_a_wrong_password_is_reported_and_nothing_is_sent(auth_relay, sink
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == "relay: authentication failed: 535 5.7.8 Authentication credentials invalid"
-    assert (await relay.store.summary()).by_domain == {}
+    assert (await relay.store.queue.summary()).by_domain == {}
 
 
 async def test_the_certificate_is_verified_unless_insecure(auth_relay):

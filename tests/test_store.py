@@ -5,20 +5,13 @@ import sqlite3
 
 import pytest
 
-from relay.clock import FakeClock
+from relay.errors import StoreFull, StoreUnavailable
 from relay.events import EventKind, State
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store import queue as q
 from relay.store.db import open_database
 from relay.store.schema import MIGRATIONS, schema_version
-
-
-@pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "relay.sqlite3", FakeClock())
-    yield s
-    await s.close()
 
 
 def message(*rcpts: str, sender: str = "a@example.com") -> NewMessage:
@@ -35,7 +28,7 @@ def rows(store: Store, sql: str, *params):
 
 async def test_enqueue_writes_message_body_recipients_and_events(store):
     m = message("x@one.example", "y@two.example")
-    await store.enqueue(m)
+    await store.queue.enqueue(m)
     assert rows(store, "SELECT sender, source FROM messages WHERE id = ?", m.id) == [("a@example.com", "smtp")]
     assert rows(store, "SELECT raw FROM message_bodies WHERE message_id = ?", m.id) == [(m.raw,)]
     assert rows(store, "SELECT address, domain, state FROM recipients ORDER BY id") == [
@@ -50,14 +43,14 @@ async def test_enqueue_writes_message_body_recipients_and_events(store):
 
 async def test_claim_leases_due_recipients_once(store):
     for i in range(5):
-        await store.enqueue(message(f"r{i}@example.org"))
-    first = await store.claim_due(3, "node-a", lease=60)
-    second = await store.claim_due(10, "node-b", lease=60)
+        await store.queue.enqueue(message(f"r{i}@example.org"))
+    first = await store.queue.claim_due(3, "node-a", lease=60)
+    second = await store.queue.claim_due(10, "node-b", lease=60)
     assert sum(len(m.recipients) for m in first) == 3
     assert sum(len(m.recipients) for m in second) == 2
     claimed = {r.address for m in first + second for r in m.recipients}
     assert claimed == {f"r{i}@example.org" for i in range(5)}
-    assert await store.claim_due(10, "node-c", lease=60) == []
+    assert await store.queue.claim_due(10, "node-c", lease=60) == []
     assert all(m.raw == b"Subject: t\r\n\r\nbody\r\n" for m in first)
 
 
@@ -66,44 +59,44 @@ async def test_claims_stop_at_a_byte_budget_of_message_bodies(store):
     add up to at most max_bytes (a message's recipients count it once), and always at least one message."""
     for i in range(4):
         m = NewMessage("a@example.com", (f"a{i}@example.org", f"b{i}@example.org"), b"x" * 1000, "smtp")
-        await store.enqueue(m)
+        await store.queue.enqueue(m)
         store.clock.advance(1)
-    first = await store.claim_due(100, "n", lease=60, max_bytes=2500)
+    first = await store.queue.claim_due(100, "n", lease=60, max_bytes=2500)
     assert [len(m.recipients) for m in first] == [2, 2] and sum(len(m.raw) for m in first) <= 2500
-    assert await store.claim_due(100, "n", lease=60, max_bytes=10, first_fits=False) == []
-    (alone,) = await store.claim_due(100, "n", lease=60, max_bytes=10)  # larger than the budget: taken alone
+    assert await store.queue.claim_due(100, "n", lease=60, max_bytes=10, first_fits=False) == []
+    (alone,) = await store.queue.claim_due(100, "n", lease=60, max_bytes=10)  # larger than the budget: taken alone
     assert len(alone.recipients) == 2
-    rest = await store.claim_due(100, "n", lease=60)
+    rest = await store.queue.claim_due(100, "n", lease=60)
     assert [len(m.recipients) for m in rest] == [2]
     assert_due_invariant(store)
 
 
 async def test_deferred_recipients_are_not_due_before_their_time(store):
-    await store.enqueue(message("r@example.org"))
-    (m,) = await store.claim_due(10, "n", lease=60)
+    await store.queue.enqueue(message("r@example.org"))
+    (m,) = await store.queue.claim_due(10, "n", lease=60)
     r = m.recipients[0]
     later = store.clock.now() + 300
     result = q.AttemptResult(r.id, m.id, r.address, State.DEFERRED, EventKind.DEFERRED, later, 451, "busy")
-    await store.record_attempts([result])
-    assert await store.claim_due(10, "n", lease=60) == []
-    assert await store.next_due_at() == later
+    await store.queue.record_attempts([result])
+    assert await store.queue.claim_due(10, "n", lease=60) == []
+    assert await store.queue.next_due_at() == later
     store.clock.advance(301)
-    (again,) = await store.claim_due(10, "n", lease=60)
+    (again,) = await store.queue.claim_due(10, "n", lease=60)
     assert again.recipients[0].attempts == 1
     assert_due_invariant(store)
 
 
 async def test_leases_return_to_the_queue_by_owner_and_by_expiry(store):
-    await store.enqueue(message("a@example.org"))
-    await store.enqueue(message("b@example.org"))
-    await store.claim_due(1, "crashed-node", lease=60)
-    await store.claim_due(1, "other-node", lease=600)
-    assert await store.release_leases("crashed-node") == 1
+    await store.queue.enqueue(message("a@example.org"))
+    await store.queue.enqueue(message("b@example.org"))
+    await store.queue.claim_due(1, "crashed-node", lease=60)
+    await store.queue.claim_due(1, "other-node", lease=600)
+    assert await store.queue.release_leases("crashed-node") == 1
     assert rows(store, "SELECT state FROM recipients WHERE address = 'a@example.org'") == [("queued",)]
     store.clock.advance(120)
-    assert await store.release_leases() == 0  # other-node's lease has not expired
+    assert await store.queue.release_leases() == 0  # other-node's lease has not expired
     store.clock.advance(600)
-    assert await store.release_leases() == 1
+    assert await store.queue.release_leases() == 1
     assert rows(store, "SELECT count(*) FROM recipients WHERE state = 'queued'") == [(2,)]
     assert_due_invariant(store)
 
@@ -119,7 +112,7 @@ def assert_due_invariant(store: Store) -> None:
 
 
 async def test_group_commit_shares_transactions_between_concurrent_writers(store):
-    await asyncio.gather(*(store.enqueue(message(f"r{i}@example.org")) for i in range(200)))
+    await asyncio.gather(*(store.queue.enqueue(message(f"r{i}@example.org")) for i in range(200)))
     assert rows(store, "SELECT count(*) FROM messages") == [(200,)]
     assert store.db.writes >= 200
     assert store.db.commits < 100, f"{store.db.commits} commits for 200 messages: writes are not grouped"
@@ -128,9 +121,9 @@ async def test_group_commit_shares_transactions_between_concurrent_writers(store
 async def test_a_failing_write_does_not_undo_its_neighbours(store):
     good = message("ok@example.org")
     duplicate = message("dup@example.org")
-    await store.enqueue(duplicate)
+    await store.queue.enqueue(duplicate)
     bad = NewMessage(duplicate.sender, duplicate.recipients, duplicate.raw, "smtp", duplicate.id)
-    results = await asyncio.gather(store.enqueue(good), store.enqueue(bad), return_exceptions=True)
+    results = await asyncio.gather(store.queue.enqueue(good), store.queue.enqueue(bad), return_exceptions=True)
     assert results[0] is None
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert rows(store, "SELECT count(*) FROM messages") == [(2,)]
@@ -210,5 +203,36 @@ async def test_lookup_reads_inline_and_falls_back_to_the_reader_when_busy(tmp_pa
         with db._lookup_lock:  # as if another thread were mid-lookup
             assert await db.lookup(get) == "one"
         assert threads[-1].startswith("relay-db-reader")
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "relay_error"),
+    [
+        ("database or disk is full", StoreFull),
+        ("database is locked", StoreUnavailable),
+        ("disk I/O error", StoreUnavailable),
+    ],
+)
+async def test_driver_errors_surface_as_store_errors(tmp_path, driver_error, relay_error):
+    """A write or a read that SQLite refuses (disk full, locked, I/O) raises relay's StoreFull or
+    StoreUnavailable, not sqlite3's error; other writes in the same group commit are not undone."""
+    from relay.store.db import Database
+
+    def fail(conn):
+        raise sqlite3.OperationalError(driver_error)
+
+    db = Database(tmp_path / "q.db")
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (k TEXT)"))
+        results = await asyncio.gather(
+            db.write(fail), db.write(lambda c: c.execute("INSERT INTO t VALUES ('a')")), return_exceptions=True
+        )
+        assert type(results[0]) is relay_error and isinstance(results[0].__cause__, sqlite3.OperationalError)
+        assert str(results[0]) == driver_error and results[1] is not None
+        with pytest.raises(relay_error):
+            await db.read(fail)
+        assert await db.read(lambda c: c.execute("SELECT k FROM t").fetchall()) == [("a",)]
     finally:
         await db.close()

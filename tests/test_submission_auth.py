@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from relay.credentials import create_smtp_credential
 from tests.conftest import wait_for_states
 
 BODY = b"From: App <app@example.com>\r\nTo: user@example.org\r\nSubject: auth test\r\n\r\nHello over TLS.\r\n"
@@ -31,7 +32,9 @@ def tls_context() -> ssl.SSLContext:
 async def smtp_relay(relay_factory, sink):
     async def start(**smtp):
         relay = await relay_factory(smtp={**NOT_TRUSTED, **smtp}, delivery={"smarthost": sink.address})
-        cred, password = await relay.store.create_smtp_credential(allowed_from=("example.com",), tags=("app",))
+        cred, password = await create_smtp_credential(
+            relay.store.credentials, relay.store.clock, allowed_from=("example.com",), tags=("app",)
+        )
         return relay, cred, password
 
     return start
@@ -83,7 +86,7 @@ async def test_starttls_then_auth_plain_and_login_deliver(smtp_relay, sink):
         assert cred.username.encode() not in m.data  # the identity stays out of Received unless configured
     queue_id = text.decode().rsplit(" ", 1)[1]
     await wait_for_states(relay.store, queue_id, ["delivered"])
-    assert (await relay.store.message(queue_id)).tags == ["app"]
+    assert (await relay.store.queue.message(queue_id)).tags == ["app"]
 
 
 async def test_a_successful_auth_logs_no_deprecation_warning(smtp_relay, sink, caplog):
@@ -172,7 +175,7 @@ async def test_open_relay_attempt_is_refused(smtp_relay):
     )
     assert result.returncode != 0
     assert "554 5.7.1 <victim@example.org>: Relay access denied" in result.stdout
-    assert all(v == 0 for v in (await relay.store.summary()).by_state.values())
+    assert all(v == 0 for v in (await relay.store.queue.summary()).by_state.values())
 
 
 async def test_sender_restrictions_on_mail_from_and_from_header(smtp_relay):
@@ -184,7 +187,7 @@ async def test_sender_restrictions_on_mail_from_and_from_header(smtp_relay):
     forged = BODY.replace(b"From: App <app@example.com>", b"From: CEO <ceo@other.example>")
     code, text = await asyncio.to_thread(send_authenticated, port, cred.username, password, body=forged)
     assert code == 550 and b"5.7.1" in text and b"ceo@other.example" in text
-    assert all(v == 0 for v in (await relay.store.summary()).by_state.values())
+    assert all(v == 0 for v in (await relay.store.queue.summary()).by_state.values())
 
 
 async def test_relay_headers_become_tags_and_metadata_and_are_removed(smtp_relay, sink):
@@ -195,7 +198,7 @@ async def test_relay_headers_become_tags_and_metadata_and_are_removed(smtp_relay
     assert code == 250
     (m,) = await sink.handler.wait_for(1)
     assert b"X-Relay" not in m.data and m.data.endswith(BODY)
-    record = await relay.store.message(text.decode().rsplit(" ", 1)[1])
+    record = await relay.store.queue.message(text.decode().rsplit(" ", 1)[1])
     assert record.tags == ["app", "welcome", "onboarding"] and record.metadata == {"user_id": 42}
     bad = b"X-Relay-Metadata: [1, 2]\r\n" + BODY
     code, text = await asyncio.to_thread(send_authenticated, port, cred.username, password, body=bad)
@@ -204,7 +207,7 @@ async def test_relay_headers_become_tags_and_metadata_and_are_removed(smtp_relay
 
 async def test_credential_rate_limit(smtp_relay):
     relay, _, _ = await smtp_relay()
-    cred, password = await relay.store.create_smtp_credential(rate_limit=2)
+    cred, password = await create_smtp_credential(relay.store.credentials, relay.store.clock, rate_limit=2)
     port = relay.smtp_addresses[0][1]
     for _ in range(2):
         assert (await asyncio.to_thread(send_authenticated, port, cred.username, password))[0] == 250
@@ -217,7 +220,7 @@ async def test_revoked_credential_stops_working_at_once(smtp_relay):
     relay, cred, password = await smtp_relay()
     port = relay.smtp_addresses[0][1]
     assert (await asyncio.to_thread(send_authenticated, port, cred.username, password))[0] == 250
-    assert await relay.store.revoke_smtp_credential(cred.id)
+    assert await relay.store.credentials.revoke_smtp_credential(cred.id)
     with pytest.raises(smtplib.SMTPAuthenticationError) as info:
         await asyncio.to_thread(send_authenticated, port, cred.username, password)
     assert info.value.smtp_code == 535

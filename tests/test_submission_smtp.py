@@ -32,7 +32,7 @@ def smtp_send(port: int, sender: str, rcpts: list[str], body: bytes) -> tuple[di
 
 
 async def counts(relay) -> dict[str, int]:
-    summary: q.QueueSummary = await relay.store.summary()
+    summary: q.QueueSummary = await relay.store.queue.summary()
     return {k: v for k, v in summary.by_state.items() if v}
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import pytest
 
 from relay.bounces.classify import Classification, Kind
-from relay.clock import FakeClock
 from relay.delivery.mx import Router
 from relay.message import normalize_address
-from relay.store import Store
 from relay.store.suppressions import BounceFilter, NewBounce, SuppressionFilter
 from relay.suppression import SuppressionPolicy
 from tests.test_delivery_shaping import engine_for, queue
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock(), SuppressionPolicy(soft_bounce_limit=2))
-    yield s
-    await s.close()
+def suppression_policy():
+    return SuppressionPolicy(soft_bounce_limit=2)
 
 
 @pytest.mark.parametrize(
@@ -34,19 +30,19 @@ async def test_a_hard_bounce_suppresses_and_the_next_message_is_not_sent(store, 
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     first = await queue(store, "permfail@one.example", "ok@one.example")
     await engine.run_once()
-    states = {s.address: s.state for s in await store.message_status(first.id)}
+    states = {s.address: s.state for s in await store.queue.message_status(first.id)}
     assert states == {"permfail@one.example": "bounced", "ok@one.example": "delivered"}
-    (bounce,) = await store.bounces(BounceFilter(), 10)
+    (bounce,) = await store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.reason, bounce.code, bounce.status, bounce.source) == (
         "permfail@one.example", "hard", "user_unknown", 550, "5.1.1", "smtp")  # fmt: skip
     assert bounce.message_id == first.id and bounce.remote_mta == "127.0.0.1"
-    s = await store.suppression("PermFail@ONE.example")
+    s = await store.suppressions.suppression("PermFail@ONE.example")
     assert s is not None and s.reason == "hard_bounce" and s.bounce_id == bounce.id and s.expires_at is None
 
     sink.handler.received.clear()
     second = await queue(store, "PERMFAIL@one.example", "ok@one.example")
     await engine.run_once()
-    states = {s.address: s.state for s in await store.message_status(second.id)}
+    states = {s.address: s.state for s in await store.queue.message_status(second.id)}
     assert states == {"PERMFAIL@one.example": "suppressed", "ok@one.example": "delivered"}
     assert [r.rcpt_tos for r in sink.handler.received] == [["ok@one.example"]]
     await engine.stop(1)
@@ -57,9 +53,9 @@ async def test_a_blocked_message_does_not_suppress_the_address(store, sink):
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     await queue(store, "someone@one.example")
     await engine.run_once()
-    (bounce,) = await store.bounces(BounceFilter(), 10)
+    (bounce,) = await store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.kind, bounce.reason) == ("block", "blocklisted")
-    assert await store.suppression("someone@one.example") is None
+    assert await store.suppressions.suppression("someone@one.example") is None
     await engine.stop(1)
 
 
@@ -69,13 +65,13 @@ async def test_a_temporary_reply_that_says_user_unknown_does_not_suppress(store,
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     m = await queue(store, "gone@one.example")
     await engine.run_once()
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "deferred"
-    assert await store.suppression("gone@one.example") is None
+    assert await store.suppressions.suppression("gone@one.example") is None
     store.clock.advance(61)
     sink.handler.rcpt_reply = None
     await engine.run_once()  # the retry goes out and is delivered
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "delivered" and len(sink.handler.received) == 1
     await engine.stop(1)
 
@@ -87,11 +83,11 @@ async def test_a_refusal_after_the_data_is_not_hard_even_when_it_says_user_unkno
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     m = await queue(store, "alive@one.example")
     await engine.run_once()
-    (s,) = await store.message_status(m.id)
+    (s,) = await store.queue.message_status(m.id)
     assert s.state == "bounced"
-    (bounce,) = await store.bounces(BounceFilter(), 10)
+    (bounce,) = await store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.kind, bounce.reason, bounce.status) == ("soft", "filtered", "5.1.1")
-    assert await store.suppression("alive@one.example") is None
+    assert await store.suppressions.suppression("alive@one.example") is None
     await engine.stop(1)
 
 
@@ -100,57 +96,61 @@ async def test_the_same_reply_at_rcpt_is_hard(store, sink):
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     await queue(store, "dead@one.example")
     await engine.run_once()
-    (bounce,) = await store.bounces(BounceFilter(), 10)
+    (bounce,) = await store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.kind, bounce.reason) == ("hard", "user_unknown")
-    assert (await store.suppression("dead@one.example")).reason == "hard_bounce"
+    assert (await store.suppressions.suppression("dead@one.example")).reason == "hard_bounce"
     await engine.stop(1)
 
 
 async def test_repeated_soft_bounces_suppress_for_a_while(store):
     soft = Classification(Kind.SOFT, "mailbox_full", "5.2.2")
-    _, first = await store.record_bounce(NewBounce("full@example.org", soft, "smtp", 552, "5.2.2 mailbox full"))
+    _, first = await store.suppressions.record_bounce(
+        NewBounce("full@example.org", soft, "smtp", 552, "5.2.2 mailbox full")
+    )
     assert first is None
-    _, second = await store.record_bounce(NewBounce("full@example.org", soft, "smtp", 552, "5.2.2 mailbox full"))
+    _, second = await store.suppressions.record_bounce(
+        NewBounce("full@example.org", soft, "smtp", 552, "5.2.2 mailbox full")
+    )
     assert second is not None and second.reason == "soft_bounces"
     assert second.expires_at == store.clock.now() + SuppressionPolicy().soft_bounce_suppression
     store.clock.advance(8 * 86400)
-    assert await store.suppression("full@example.org") is None  # expired
-    assert await store.suppressed(["full@example.org"]) == {}
+    assert await store.suppressions.suppression("full@example.org") is None  # expired
+    assert await store.suppressions.suppressed(["full@example.org"]) == {}
 
 
 async def test_a_temporary_entry_never_shortens_a_permanent_one(store):
     hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
     soft = Classification(Kind.SOFT, "mailbox_full", "5.2.2")
-    await store.record_bounce(NewBounce("x@example.org", hard, "smtp", 550))
+    await store.suppressions.record_bounce(NewBounce("x@example.org", hard, "smtp", 550))
     for _ in range(3):
-        await store.record_bounce(NewBounce("x@example.org", soft, "smtp", 552))
-    s = await store.suppression("x@example.org")
+        await store.suppressions.record_bounce(NewBounce("x@example.org", soft, "smtp", 552))
+    s = await store.suppressions.suppression("x@example.org")
     assert s.reason == "hard_bounce" and s.expires_at is None
 
 
 async def test_the_allowlist_bypasses_suppression(store):
     hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
-    await store.suppress(["vip@example.org", "other@partner.example"], detail="test")
-    assert set(await store.suppressed(["vip@example.org", "other@partner.example"])) == {
+    await store.suppressions.suppress(["vip@example.org", "other@partner.example"], detail="test")
+    assert set(await store.suppressions.suppressed(["vip@example.org", "other@partner.example"])) == {
         "vip@example.org", "other@partner.example"}  # fmt: skip
-    assert await store.allow("VIP@example.org") == "vip@example.org"
-    await store.allow("Partner.Example")
-    assert await store.suppressed(["vip@example.org", "other@partner.example"]) == {}
-    _, s = await store.record_bounce(NewBounce("new@partner.example", hard, "smtp", 550))
+    assert await store.suppressions.allow("VIP@example.org") == "vip@example.org"
+    await store.suppressions.allow("Partner.Example")
+    assert await store.suppressions.suppressed(["vip@example.org", "other@partner.example"]) == {}
+    _, s = await store.suppressions.record_bounce(NewBounce("new@partner.example", hard, "smtp", 550))
     assert s is None  # allowlisted: a bounce is logged, nothing suppressed
-    assert await store.disallow("partner.example")
-    assert set(await store.suppressed(["other@partner.example"])) == {"other@partner.example"}
+    assert await store.suppressions.disallow("partner.example")
+    assert set(await store.suppressions.suppressed(["other@partner.example"])) == {"other@partner.example"}
 
 
 async def test_listing_filters_and_pages(store):
-    await store.suppress([f"user{i}@example.org" for i in range(5)], reason="manual")
+    await store.suppressions.suppress([f"user{i}@example.org" for i in range(5)], reason="manual")
     hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
-    await store.record_bounce(NewBounce("bounced@example.org", hard, "smtp", 550))
-    page = await store.suppressions(SuppressionFilter(reason="manual"), 3)
+    await store.suppressions.record_bounce(NewBounce("bounced@example.org", hard, "smtp", 550))
+    page = await store.suppressions.query(SuppressionFilter(reason="manual"), 3)
     assert [s.address for s in page] == ["user0@example.org", "user1@example.org", "user2@example.org"]
-    rest = await store.suppressions(SuppressionFilter(reason="manual", after=page[-1].address), 3)
+    rest = await store.suppressions.query(SuppressionFilter(reason="manual", after=page[-1].address), 3)
     assert [s.address for s in rest] == ["user3@example.org", "user4@example.org"]
-    assert [s.address for s in await store.suppressions(SuppressionFilter(search="bounced"), 10)] == [
+    assert [s.address for s in await store.suppressions.query(SuppressionFilter(search="bounced"), 10)] == [
         "bounced@example.org"]  # fmt: skip
-    assert await store.unsuppress("USER0@example.org")
-    assert not await store.unsuppress("user0@example.org")
+    assert await store.suppressions.unsuppress("USER0@example.org")
+    assert not await store.suppressions.unsuppress("user0@example.org")

@@ -6,13 +6,14 @@ import asyncio
 import smtplib
 
 from relay.bounces.classify import Classification, Kind
+from relay.keys import create_api_key
 from relay.store.suppressions import NewBounce
 from tests.test_http_api_v1 import MESSAGE, api_factory  # noqa: F401 (a fixture)
 
 
 async def test_suppressions_crud_allowlist_and_bounces(api_factory):  # noqa: F811
     api = await api_factory()
-    _, key = await api.relay.store.create_api_key("support", ("suppressions",))
+    _, key = await create_api_key(api.relay.store.keys, api.relay.store.clock, "support", ("suppressions",))
     async with api.request("POST", "/v1/suppressions", key, json={"emails": ["A@Example.org", "b@example.org"],
                                                                   "note": "asked to stop"}) as resp:  # fmt: skip
         assert resp.status == 201
@@ -39,7 +40,7 @@ async def test_suppressions_crud_allowlist_and_bounces(api_factory):  # noqa: F8
         assert resp.status == 200
 
     hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
-    bounce_id, _ = await api.relay.store.record_bounce(
+    bounce_id, _ = await api.relay.store.suppressions.record_bounce(
         NewBounce("c@example.org", hard, "dsn", 550, "5.1.1 user unknown", "mx.example.org", None, "the report")
     )
     async with api.request("GET", "/v1/bounces?type=hard", key) as resp:
@@ -51,14 +52,14 @@ async def test_suppressions_crud_allowlist_and_bounces(api_factory):  # noqa: F8
         assert resp.status == 404
     async with api.request("GET", "/v1/suppressions?reason=hard_bounce", key) as resp:
         assert [s["email"] for s in (await resp.json())["data"]] == ["c@example.org"]
-    _, sender = await api.relay.store.create_api_key("app", ("send",))
+    _, sender = await create_api_key(api.relay.store.keys, api.relay.store.clock, "app", ("send",))
     async with api.request("GET", "/v1/suppressions", sender) as resp:
         assert resp.status == 403
 
 
 async def test_http_submission_reports_and_skips_suppressed_recipients(api_factory, sink):  # noqa: F811
     api = await api_factory()
-    await api.relay.store.suppress(["gone@example.org"])
+    await api.relay.store.suppressions.suppress(["gone@example.org"])
     payload = {**MESSAGE, "to": ["Gone@example.org", "here@example.org"]}
     async with api.request("POST", "/v1/messages", json=payload) as resp:
         assert resp.status == 202
@@ -81,7 +82,7 @@ async def test_http_submission_reports_and_skips_suppressed_recipients(api_facto
 
 async def test_smtp_submission_refuses_a_suppressed_recipient(api_factory, sink):  # noqa: F811
     api = await api_factory()
-    await api.relay.store.suppress(["gone@example.org"])
+    await api.relay.store.suppressions.suppress(["gone@example.org"])
     host, port = api.relay.smtp_addresses[0][:2]
 
     def submit() -> tuple[int, int]:
@@ -100,11 +101,13 @@ async def test_smtp_submission_refuses_a_suppressed_recipient(api_factory, sink)
 
 async def test_bounce_filters_answer_to_both_documented_names(api_factory):  # noqa: F811
     api = await api_factory()
-    _, key = await api.relay.store.create_api_key("support", ("suppressions",))
+    _, key = await create_api_key(api.relay.store.keys, api.relay.store.clock, "support", ("suppressions",))
     hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
     soft = Classification(Kind.SOFT, "mailbox_full", "4.2.2")
     for address, c in (("c@example.org", hard), ("d@example.org", soft), ("e@example.org", hard)):
-        await api.relay.store.record_bounce(NewBounce(address, c, "smtp", 550, "x", "mx.example.org", None, None))
+        await api.relay.store.suppressions.record_bounce(
+            NewBounce(address, c, "smtp", 550, "x", "mx.example.org", None, None)
+        )
 
     async def emails(query: str) -> list[str]:
         async with api.request("GET", f"/v1/bounces?{query}", key) as resp:

@@ -37,39 +37,41 @@ async def _old_suppressions(store: Store) -> None:
     for n, (address, kind, reason, source, code, diagnostic, sample) in enumerate(OLD):
         c = Classification(Kind(kind), reason)
         report = _raw(sample) if sample else None
-        await store.record_bounce(NewBounce(address, c, source, code, diagnostic, None, f"m{n}", report))
-    await store.suppress(["manual@example.org"], reason="hard_bounce", detail="added by hand")  # no bounce: kept
+        await store.suppressions.record_bounce(NewBounce(address, c, source, code, diagnostic, None, f"m{n}", report))
+    await store.suppressions.suppress(
+        ["manual@example.org"], reason="hard_bounce", detail="added by hand"
+    )  # no bounce: kept
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock(), SuppressionPolicy())
-    await _old_suppressions(s)
-    yield s
-    await s.close()
+async def old_suppressions(store):
+    """The shared store, with suppressions made by older rules."""
+    await _old_suppressions(store)
 
 
 WRONG = {"disabled@gmail.example", "late@example.org", "bob@example.net"}
 RIGHT = {"dead@example.org", "bob@yahoo.com", "manual@example.org"}
 
 
+@pytest.mark.usefixtures("old_suppressions")
 async def test_a_dry_run_lists_and_changes_nothing(store):
-    result = await store.reclassify_suppressions(apply=False)
+    result = await store.suppressions.reclassify_suppressions(apply=False)
     assert not result.applied and result.checked == 5
     assert {x.address: (x.was, x.kind, x.reason) for x in result.lifts} == {
         "disabled@gmail.example": ("hard/mailbox_disabled", "soft", "mailbox_disabled"),
         "late@example.org": ("hard/user_unknown", "soft", "user_unknown"),
         "bob@example.net": ("hard/mailbox_disabled", "soft", "mailbox_disabled"),
     }
-    assert set(await store.suppressed(WRONG | RIGHT)) == WRONG | RIGHT
-    assert await store.events(EventFilter(types=("unsuppressed",)), 10) == []
+    assert set(await store.suppressions.suppressed(WRONG | RIGHT)) == WRONG | RIGHT
+    assert await store.events.query(EventFilter(types=("unsuppressed",)), 10) == []
 
 
+@pytest.mark.usefixtures("old_suppressions")
 async def test_apply_lifts_the_wrong_ones_with_an_event_each(store):
-    result = await store.reclassify_suppressions(apply=True)
+    result = await store.suppressions.reclassify_suppressions(apply=True)
     assert result.applied and {x.address for x in result.lifts} == WRONG
-    assert set(await store.suppressed(WRONG | RIGHT)) == RIGHT
-    events = await store.events(EventFilter(types=("unsuppressed",)), 10)
+    assert set(await store.suppressions.suppressed(WRONG | RIGHT)) == RIGHT
+    events = await store.events.query(EventFilter(types=("unsuppressed",)), 10)
     assert {e.recipient for e in events} == WRONG
     (e,) = [e for e in events if e.recipient == "bob@example.net"]
     assert (
@@ -77,9 +79,9 @@ async def test_apply_lifts_the_wrong_ones_with_an_event_each(store):
         and e.details["was"] == "hard/mailbox_disabled"
         and e.details["reason"] == ("mailbox_disabled")
     )
-    kinds = {b.recipient: b.kind for b in await store.bounces(BounceFilter(), 10)}
+    kinds = {b.recipient: b.kind for b in await store.suppressions.bounces(BounceFilter(), 10)}
     assert kinds["bob@example.net"] == "soft" and kinds["dead@example.org"] == "hard"
-    again = await store.reclassify_suppressions(apply=True)  # nothing left to lift
+    again = await store.suppressions.reclassify_suppressions(apply=True)  # nothing left to lift
     assert again.lifts == [] and again.checked == 2
 
 
@@ -123,10 +125,12 @@ async def test_the_stored_phase_of_a_delivery_refusal_is_read_again(tmp_path):
         text = "5.1.1 <x@example.org>: Recipient address rejected: User unknown"
         for address, phase in (("after@example.org", "after-data"), ("rcpt@example.org", "rcpt"),
                                ("old@example.org", None)):  # fmt: skip
-            await s.record_bounce(NewBounce(address, hard, "smtp", 550, text, None, "m", None, phase=phase))
-        result = await s.reclassify_suppressions(apply=True)
+            await s.suppressions.record_bounce(
+                NewBounce(address, hard, "smtp", 550, text, None, "m", None, phase=phase)
+            )
+        result = await s.suppressions.reclassify_suppressions(apply=True)
         assert [(x.address, x.kind) for x in result.lifts] == [("after@example.org", "soft")]
-        assert set(await s.suppressed(["rcpt@example.org", "old@example.org"])) == {"rcpt@example.org",
+        assert set(await s.suppressions.suppressed(["rcpt@example.org", "old@example.org"])) == {"rcpt@example.org",
                                                                                   "old@example.org"}  # fmt: skip
     finally:
         await s.close()
@@ -136,8 +140,8 @@ async def test_a_delivery_refusal_records_its_phase(relay_factory, sink):
     sink.handler.data_reply = "550 5.7.1 Message content rejected"
     relay = await relay_factory(delivery={"smarthost": sink.address})
     message = NewMessage("a@example.com", ("x@example.org",), b"From: a@example.com\r\n\r\nhi\r\n", "smtp")
-    await relay.store.enqueue(message)
+    await relay.store.queue.enqueue(message)
     relay.engine.wake()
     await wait_for_states(relay.store, message.id, ["bounced"])
-    (bounce,) = await relay.store.bounces(BounceFilter(), 10)
+    (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert bounce.phase == "after-data" and bounce.code == 550

@@ -9,6 +9,7 @@ import time
 import aiohttp
 import pytest
 
+from relay.keys import create_api_key
 from relay.templates import RenderError, check_syntax, html_to_text, render
 
 
@@ -72,7 +73,7 @@ async def api(relay, method, path, key, **kwargs):
 
 async def test_template_versions_rollback_preview_and_send(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    _, key = await relay.store.create_api_key("t", ("templates", "send"))
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("templates", "send"))
     status, t = await api(relay, "POST", "/v1/templates", key, json={
         "name": "welcome", "subject": "Welcome, {{ name }}", "html": "<p>Hi {{ name }}</p>"})  # fmt: skip
     assert status == 201 and t["version"] == 1 and t["id"].startswith("tpl_")

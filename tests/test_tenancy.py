@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import time
 
+from relay.keys import create_api_key
 from tests.conftest import run_cli, write_toml
 from tests.test_webhooks import api
 
 
 async def test_only_the_sending_key_or_an_admin_changes_a_message(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    alice = (await relay.store.create_api_key("alice", ("send", "read")))[1]
-    bob = (await relay.store.create_api_key("bob", ("send", "read")))[1]
-    admin = (await relay.store.create_api_key("ops", ("admin",)))[1]
+    alice = (await create_api_key(relay.store.keys, relay.store.clock, "alice", ("send", "read")))[1]
+    bob = (await create_api_key(relay.store.keys, relay.store.clock, "bob", ("send", "read")))[1]
+    admin = (await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",)))[1]
     later = time.time() + 3600
     body = {"from": "a@example.com", "to": ["x@example.org"], "subject": "s", "text": "t", "send_at": later}
     status, sent = await api(relay, "POST", "/v1/messages", alice, json=body)
@@ -39,8 +40,8 @@ async def test_only_the_sending_key_or_an_admin_changes_a_message(relay_factory,
 
 async def test_an_own_messages_key_reads_only_its_own(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    other = (await relay.store.create_api_key("other", ("send", "read")))[1]
-    _, mine = await relay.store.create_api_key("mine", ("send", "read"), own_messages=True)
+    other = (await create_api_key(relay.store.keys, relay.store.clock, "other", ("send", "read")))[1]
+    _, mine = await create_api_key(relay.store.keys, relay.store.clock, "mine", ("send", "read"), own_messages=True)
     body = {"from": "a@example.com", "to": ["x@example.org"], "subject": "s", "text": "t"}
     _, theirs = await api(relay, "POST", "/v1/messages", other, json=body)
     _, own = await api(relay, "POST", "/v1/messages", mine, json=body)

@@ -15,6 +15,7 @@ from standardwebhooks import WebhookVerificationError
 
 from relay.app import Relay
 from relay.clock import FakeClock, VirtualClock
+from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.store import Store
 from relay.store.events import EventFilter
@@ -91,16 +92,14 @@ def verify(secret: str, headers: dict[str, str], body: bytes) -> dict:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = Store(tmp_path / "q.sqlite3", FakeClock(time.time()))
-    yield s
-    await s.close()
+def store_clock():
+    return FakeClock(time.time())  # signatures are checked against the real time
 
 
 async def add_hook(store: Store, url: str, events: list[str] | None = None) -> Webhook:
     now = store.clock.now()
     hook = Webhook("wh_test", url, events or [], True, "", new_secret(), now, now)
-    await store.create_webhook(hook)
+    await store.webhooks.create_webhook(hook)
     return hook
 
 
@@ -122,7 +121,7 @@ async def test_signature_matches_the_standard_webhooks_library():
 
 async def test_a_failing_receiver_gets_the_event_once_after_retries(store, receiver):
     hook = await add_hook(store, receiver.url, ["queued"])
-    await store.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp", tags=("welcome",)))
+    await store.queue.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp", tags=("welcome",)))
     receiver.statuses.extend([500, 503, 502])
     sender = sender_for(store)
     for delay in (0, 5, 30, 120):  # the first three retries of RETRY_SCHEDULE
@@ -140,9 +139,9 @@ async def test_a_failing_receiver_gets_the_event_once_after_retries(store, recei
     event = verify(hook.secret, headers, body)
     assert event["type"] == "queued" and event["data"]["recipient"] == "x@one.example"
     assert event["data"]["tags"] == ["welcome"] and event["data"]["id"] == headers["webhook-id"]
-    attempts = await store.webhook_attempts(hook.id, 10)
+    attempts = await store.webhooks.webhook_attempts(hook.id, 10)
     assert [a.status for a in attempts] == [200, 502, 503, 500]
-    assert (await store.webhook(hook.id)).failing_since is None
+    assert (await store.webhooks.webhook(hook.id)).failing_since is None
     await sender.stop()
 
 
@@ -150,7 +149,7 @@ async def test_the_running_sender_retries_on_the_schedule(store, receiver):
     """The sender's own poll loop, on the virtual clock: the 2nd attempt 5 s after the 1st, the 3rd 30 s
     after the 2nd, the 4th 2 min after the 3rd (RETRY_SCHEDULE), none in between, and no real sleep."""
     await add_hook(store, receiver.url, ["queued"])
-    await store.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp"))
+    await store.queue.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp"))
     receiver.statuses.extend([500, 503, 502])
     receiver.clock = clock = store.clock
     sender = sender_for(store)
@@ -175,7 +174,7 @@ async def test_deliveries_survive_a_restart(tmp_path, receiver):
     store = Store(tmp_path / "q.sqlite3", clock)
     await add_hook(store, receiver.url)
     for i in range(5):
-        await store.enqueue(NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp"))
+        await store.queue.enqueue(NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp"))
     await store.close()  # "crash" before any webhook was sent
 
     store = Store(tmp_path / "q.sqlite3", clock)
@@ -188,21 +187,21 @@ async def test_deliveries_survive_a_restart(tmp_path, receiver):
 
 async def test_giving_up_and_disabling_a_dead_endpoint(store, receiver):
     hook = await add_hook(store, receiver.url.replace("/hook", "/missing"))  # 404 every time
-    await store.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp"))
+    await store.queue.enqueue(NewMessage("app@example.com", ("x@one.example",), RAW, "smtp"))
     sender = sender_for(store, retry_schedule=(5, 5), disable_after=3600)
     for _ in range(3):
         await sender.run_once()
         store.clock.advance(5)
-    assert await store.webhook_backlog() == {}  # given up after the schedule
-    hook = await store.webhook(hook.id)
+    assert await store.webhooks.webhook_backlog() == {}  # given up after the schedule
+    hook = await store.webhooks.webhook(hook.id)
     assert hook.enabled and hook.failing_since is not None
-    await store.enqueue(NewMessage("app@example.com", ("y@one.example",), RAW, "smtp"))
+    await store.queue.enqueue(NewMessage("app@example.com", ("y@one.example",), RAW, "smtp"))
     store.clock.advance(3600)
     await sender.run_once()
-    hook = await store.webhook(hook.id)
+    hook = await store.webhooks.webhook(hook.id)
     assert not hook.enabled and "disabled after failing" in hook.disabled_reason
     assert "HTTP 404" in hook.disabled_reason
-    await store.enqueue(NewMessage("app@example.com", ("z@one.example",), RAW, "smtp"))
+    await store.queue.enqueue(NewMessage("app@example.com", ("z@one.example",), RAW, "smtp"))
     assert await sender.run_once() == 0  # a disabled endpoint is not called; its new events are not queued
     await sender.stop()
 
@@ -211,8 +210,8 @@ async def test_event_filter_and_per_endpoint_concurrency(store, receiver):
     await add_hook(store, receiver.url, ["cancelled"])
     for i in range(8):
         m = NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp")
-        await store.enqueue(m)
-        await store.cancel_message(m.id)
+        await store.queue.enqueue(m)
+        await store.queue.cancel_message(m.id)
     receiver.delay = 0.05
     sender = sender_for(store, max_concurrency=2)
     assert await sender.run_once() == 8
@@ -261,7 +260,7 @@ async def tick_until(clock: VirtualClock, reached, real_seconds: float = 30.0) -
 async def relay_and_key(relay_on_virtual_clock, sink):
     relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address, "retry_schedule": ["1s"]},
                                          webhooks={"allow_private_targets": True})  # fmt: skip
-    key = await relay.store.create_api_key("t", ("admin",))
+    key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     return relay, key[1]
 
 
@@ -269,7 +268,7 @@ async def test_events_reach_the_webhook_signed_and_in_order(relay_and_key, recei
     relay, key = relay_and_key
     status, hook = await api(relay, "POST", "/v1/webhooks", key, json={"url": receiver.url})
     assert status == 201 and hook["secret"].startswith("whsec_") and hook["events"] == []
-    await relay.store.suppress(["gone@one.example"])
+    await relay.store.suppressions.suppress(["gone@one.example"])
     sink.handler.rcpt_reply = None
     to = ["ok@one.example", "tempfail@one.example", "permfail@one.example", "gone@one.example"]
     body = {"from": "app@example.com", "to": to, "subject": "hi", "text": "hi", "tags": ["t1"]}
@@ -329,7 +328,7 @@ async def test_events_reach_the_webhook_signed_and_in_order(relay_and_key, recei
 
 async def test_webhook_api_crud_rotation_and_ssrf_guard(relay_factory, receiver):
     relay = await relay_factory()
-    key = (await relay.store.create_api_key("t", ("webhooks",)))[1]
+    key = (await create_api_key(relay.store.keys, relay.store.clock, "t", ("webhooks",)))[1]
     status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": receiver.url})
     assert status == 400 and error["error"]["field"] == "url" and "non-public" in error["error"]["message"]
     for bad in ("ftp://example.com/x", "http://user:pw@example.com/", "not a url"):
@@ -350,13 +349,13 @@ async def test_webhook_api_crud_rotation_and_ssrf_guard(relay_factory, receiver)
     assert status == 200 and rotated["secret"] != hook["secret"]
     assert (await api(relay, "DELETE", f"/v1/webhooks/{hook['id']}", key))[0] == 200
     assert (await api(relay, "GET", f"/v1/webhooks/{hook['id']}", key))[0] == 404
-    read_only = (await relay.store.create_api_key("r", ("read",)))[1]
+    read_only = (await create_api_key(relay.store.keys, relay.store.clock, "r", ("read",)))[1]
     assert (await api(relay, "GET", "/v1/webhooks", read_only))[0] == 403
 
 
 async def test_metrics(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
-    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    await relay.store.queue.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
     relay.engine.wake()
     await sink.handler.wait_for(1)
     host, port = relay.http_address
@@ -372,11 +371,11 @@ async def test_metrics(relay_factory, sink):
 async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_on_virtual_clock, sink):
     relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
                                          retention={"events": "1s", "bodies": "1s"})  # fmt: skip
-    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    await relay.store.queue.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
     waiting = NewMessage("app@example.com", ("tempfail@one.example",), RAW, "smtp")
     relay.engine.wake()
     await sink.handler.wait_for(1)
-    await relay.store.enqueue(waiting)
+    await relay.store.queue.enqueue(waiting)
     relay.engine.wake()
     await wait_for_states(relay.store, waiting.id, ["deferred"])
     relay.clock.advance(2.1)  # past both retention periods
@@ -384,15 +383,15 @@ async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_on_virtual
     left = await relay.store.db.read(lambda c: c.execute("SELECT message_id FROM message_bodies").fetchall())
     states = await relay.store.db.read(lambda c: c.execute("SELECT message_id, state FROM recipients").fetchall())
     assert left == [(waiting.id,)], states  # the waiting message keeps its body
-    assert await relay.store.events(EventFilter(until=relay.clock.now() - 1), 10) == []
-    totals = await relay.store.event_totals()
+    assert await relay.store.events.query(EventFilter(until=relay.clock.now() - 1), 10) == []
+    totals = await relay.store.events.event_totals()
     assert totals["queued"] == 2  # the hourly counts outlive the events
 
 
 async def test_housekeeping_prunes_every_ten_minutes_of_the_relays_clock(relay_on_virtual_clock, sink):
     relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
                                          retention={"events": "1s", "bodies": "1s"})  # fmt: skip
-    await relay.store.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
+    await relay.store.queue.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
     relay.engine.wake()
     await sink.handler.wait_for(1)
 

@@ -213,7 +213,7 @@ async def authenticate(request: web.Request) -> ApiKey:
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
     secret = secret.strip()
-    key = await request.app[STORE].authenticate(secret) if looks_like_key(secret) else None
+    key = await request.app[STORE].keys.authenticate(secret) if looks_like_key(secret) else None
     if key is None:
         raise ApiError(401, "unauthorized", "the API key is invalid or revoked")
     return key

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
 from relay.api.keys import MAX_LIMIT, parse_test_flag
-from relay.clock import iso
-from relay.credentials import SmtpCredential, valid_sender_rule
-from relay.store import Store
+from relay.clock import Clock, iso
+from relay.credentials import SmtpCredential, create_smtp_credential, valid_sender_rule
+from relay.store.protocols import CredentialStore
 
 
 def credential_json(cred: SmtpCredential) -> dict[str, Any]:
@@ -52,8 +52,9 @@ def parse_credential_request(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class CredentialsView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: CredentialStore, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
         admin = require("admin")
@@ -66,7 +67,7 @@ class CredentialsView:
 
     async def create(self, request: web.Request) -> web.Response:
         fields = parse_credential_request(await read_json_object(request))
-        cred, password = await self.store.create_smtp_credential(**fields)
+        cred, password = await create_smtp_credential(self.store, self.clock, **fields)
         return web.json_response({**credential_json(cred), "password": password}, status=201)
 
     async def index(self, request: web.Request) -> web.Response:

@@ -57,7 +57,7 @@ class DomainsView:
 
     async def index(self, request: web.Request) -> web.Response:
         policy = await self.domains.policy()
-        return web.json_response({"data": [domain_json(d, policy) for d in await self.domains.store.domains()]})
+        return web.json_response({"data": [domain_json(d, policy) for d in await self.domains.store.list_all()]})
 
     async def _call(self, fn: Callable[[str], Awaitable[Domain]], ident: str) -> Domain:
         try:

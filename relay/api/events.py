@@ -10,8 +10,8 @@ from relay.api.app import ApiError, instance_wide, own_filter, page_limit, reada
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.events import STATS_INTERVALS as INTERVALS
-from relay.store import Store
 from relay.store.events import EventFilter
+from relay.store.protocols import Storage
 from relay.submission.http import parse_time
 from relay.webhooks import event_json
 
@@ -38,7 +38,7 @@ def _cursor(query: Any) -> int | None:
 
 
 class EventsView:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Storage, clock: Clock) -> None:
         self.store = store
         self.clock = clock
 
@@ -65,7 +65,7 @@ class EventsView:
             until=parse_time("until", q["until"]) if "until" in q else None,
             api_key_id=own_filter(request),
         )
-        rows = await self.store.events(f, limit + 1)
+        rows = await self.store.events.query(f, limit + 1)
         page = rows[:limit]
         return web.json_response(
             {
@@ -76,8 +76,8 @@ class EventsView:
 
     async def for_message(self, request: web.Request) -> web.Response:
         message_id = request.match_info["id"]
-        readable(request, await self.store.message(message_id))
-        events = await self.store.message_events(message_id)
+        readable(request, await self.store.queue.message(message_id))
+        events = await self.store.events.message_events(message_id)
         return web.json_response({"data": [event_json(e) for e in events]})
 
     def _range(self, query: Any, default_span: float) -> tuple[float, float]:
@@ -98,7 +98,7 @@ class EventsView:
         since, until = self._range(q, 7 * 86400 if name == "day" else 86400)
         if (until - since) / interval > MAX_BUCKETS:
             raise ApiError(400, "invalid_field", f"at most {MAX_BUCKETS} intervals per request", "from")
-        rows = await self.store.event_counts(since, until, interval, q.get("tag") or None)
+        rows = await self.store.events.event_counts(since, until, interval, q.get("tag") or None)
         buckets: dict[int, dict[str, int]] = {}
         for start, kind, n in rows:
             buckets.setdefault(start, {})[kind] = n
@@ -121,7 +121,7 @@ class EventsView:
         """Bounces by classification and reason, and by recipient domain."""
         instance_wide(request)
         since, until = self._range(request.query, 7 * 86400)
-        s = await self.store.bounce_stats(since, until)
+        s = await self.store.events.bounce_stats(since, until)
         return web.json_response(
             {
                 "from": iso(since),

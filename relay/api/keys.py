@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ApiError, read_json_object, require
-from relay.clock import iso
-from relay.keys import SCOPES, ApiKey
-from relay.store import Store
+from relay.clock import Clock, iso
+from relay.keys import SCOPES, ApiKey, create_api_key
+from relay.store.protocols import KeyStore
 
 MAX_LIMIT = 10**12
 
@@ -86,8 +86,9 @@ def _flag(data: dict[str, Any], name: str) -> bool:
 
 
 class KeysView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: KeyStore, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
 
     def routes(self) -> list[web.RouteDef]:
         admin = require("admin")
@@ -101,7 +102,7 @@ class KeysView:
     async def create(self, request: web.Request) -> web.Response:
         fields = parse_key_request(await read_json_object(request))
         name, scopes = fields.pop("name"), fields.pop("scopes")
-        key, secret = await self.store.create_api_key(name, scopes, **fields)
+        key, secret = await create_api_key(self.store, self.clock, name, scopes, **fields)
         return web.json_response({**key_json(key), "key": secret}, status=201)
 
     async def index(self, request: web.Request) -> web.Response:

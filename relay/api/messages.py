@@ -111,7 +111,9 @@ class MessagesView:
     async def scheduled(self, request: web.Request) -> web.Response:
         """Messages waiting for their send_at, soonest first."""
         limit = page_limit(request.query, 20, MAX_PAGE)
-        rows = await self.store.scheduled_messages(request.query.get("cursor") or None, limit + 1, own_filter(request))
+        rows = await self.store.queue.scheduled_messages(
+            request.query.get("cursor") or None, limit + 1, own_filter(request)
+        )
         page = rows[:limit]
         body = {"data": [message_json(m) for m in page], "next_cursor": page[-1].id if len(rows) > limit else None}
         return web.json_response(body, dumps=strictjson.dumps)
@@ -119,7 +121,7 @@ class MessagesView:
     async def scheduled_one(self, request: web.Request) -> web.Response:
         """A message with recipients still waiting for its send_at; 404 once none is (sent, cancelled)."""
         message_id = request.match_info["id"]
-        message = readable(request, await self.store.message(message_id), "scheduled message")
+        message = readable(request, await self.store.queue.message(message_id), "scheduled message")
         if not any(r.state == State.SCHEDULED for r in message.recipients):
             raise ApiError(404, "not_found", f"no scheduled message {message_id} (unknown, sent or cancelled)")
         return web.json_response(message_json(message), dumps=strictjson.dumps)
@@ -132,10 +134,10 @@ class MessagesView:
         send_at = self.submission.send_at(data["send_at"], future_only=True)
         assert send_at is not None  # send_at refuses a past time when future_only
         message_id = request.match_info["id"]
-        changeable(request, await self.store.message(message_id))
-        if not await self.store.reschedule(message_id, send_at):
+        changeable(request, await self.store.queue.message(message_id))
+        if not await self.store.queue.reschedule(message_id, send_at):
             raise ApiError(409, "not_scheduled", f"message {message_id} has no recipient waiting for its send_at")
-        message = await self.store.message(message_id)
+        message = await self.store.queue.message(message_id)
         assert message is not None
         return web.json_response(message_json(message))
 
@@ -161,7 +163,7 @@ class MessagesView:
         return web.Response(status=answer.status, text=answer.text, content_type="application/json", headers=headers)
 
     async def show(self, request: web.Request) -> web.Response:
-        message = readable(request, await self.store.message(request.match_info["id"]))
+        message = readable(request, await self.store.queue.message(request.match_info["id"]))
         return web.json_response(message_json(message), dumps=strictjson.dumps)
 
     async def index(self, request: web.Request) -> web.Response:
@@ -182,7 +184,7 @@ class MessagesView:
             until=parse_time("until", query["until"]) if "until" in query else None,
             api_key_id=own_filter(request),
         )
-        rows = await self.store.messages(f, limit + 1)
+        rows = await self.store.queue.messages(f, limit + 1)
         page = rows[:limit]
         next_cursor = page[-1].id if len(rows) > limit else None
         body = {"data": [message_json(m) for m in page], "next_cursor": next_cursor}
@@ -191,15 +193,17 @@ class MessagesView:
     async def cancel(self, request: web.Request) -> web.Response:
         """Cancel the recipients not yet delivered (those in flight right now finish their attempt)."""
         message_id = request.match_info["id"]
-        changeable(request, await self.store.message(message_id))
-        cancelled = await self.store.cancel_message(message_id)
-        message = await self.store.message(message_id)
+        changeable(request, await self.store.queue.message(message_id))
+        cancelled = await self.store.queue.cancel_message(message_id)
+        message = await self.store.queue.message(message_id)
         assert message is not None
         return web.json_response({"id": message_id, "cancelled": cancelled, **message_json(message)})
 
     async def forget_idempotency_record(self, request: web.Request) -> web.Response:
         """Delete the calling key's record, so the key may be used again for a new request."""
-        record, deleted = await self.store.forget_idempotency_record(request[API_KEY].id, request.match_info["key"])
+        record, deleted = await self.store.idempotency.forget_idempotency_record(
+            request[API_KEY].id, request.match_info["key"]
+        )
         if record is None:
             raise ApiError(404, "not_found", "no such Idempotency-Key for this API key (or it has expired)")
         if not deleted:
@@ -211,7 +215,7 @@ class MessagesView:
         """The calling key's sending quotas: limits and what is used this UTC day and month (any scope)."""
         key = await authorize(request, None)
         counted = key.daily_quota is not None or key.monthly_quota is not None
-        day, month = await self.store.key_usage(key.id) if counted else (None, None)
+        day, month = await self.store.queue.key_usage(key.id) if counted else (None, None)
         now = datetime.fromtimestamp(self.clock.now(), UTC)
         tomorrow = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         next_month = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)).replace(day=1)
@@ -222,7 +226,7 @@ class MessagesView:
         })  # fmt: skip
 
     async def idempotency_record(self, request: web.Request) -> web.Response:
-        record = await self.store.idempotency_record(request[API_KEY].id, request.match_info["key"])
+        record = await self.store.idempotency.idempotency_record(request[API_KEY].id, request.match_info["key"])
         if record is None:
             raise ApiError(404, "not_found", "no such Idempotency-Key for this API key (or it has expired)")
         return web.json_response(idempotency_json(record))

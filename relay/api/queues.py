@@ -9,7 +9,7 @@ from aiohttp import web
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
 from relay.config import parse_duration
-from relay.store import Store
+from relay.store.protocols import QueueStore
 from relay.store.queue import BodyDeleted, DomainQueue, Resent, Selection
 
 # These name queue operations, never a destination domain.
@@ -50,7 +50,7 @@ def _reason(data: dict[str, Any]) -> str:
 
 
 class QueuesView:
-    def __init__(self, store: Store, on_change: Any = None) -> None:
+    def __init__(self, store: QueueStore, on_change: Any = None) -> None:
         self.store = store
         self.on_change = on_change or (lambda: None)
 

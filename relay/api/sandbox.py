@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, own_filter, page_limit, readable, require
 from relay.api.messages import MAX_PAGE, message_json
 from relay.sandbox import FORMATS, render
-from relay.store import Store
+from relay.store.protocols import QueueStore
 from relay.store.queue import MessageRecord
 
 
@@ -28,7 +28,7 @@ def sandbox_json(message: MessageRecord, raw: bytes | None) -> dict[str, Any]:
 
 
 class SandboxView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: QueueStore) -> None:
         self.store = store
 
     def routes(self) -> list[web.RouteDef]:

@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, page_limit, read_json_object, require
 from relay.clock import iso
 from relay.message import split_address
-from relay.store import Store
+from relay.store.protocols import SuppressionStore
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
 from relay.submission.http import parse_time
 
@@ -74,7 +74,7 @@ def _one_of(query: Any, name: str, alias: str) -> str | None:
 
 
 class SuppressionsView:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SuppressionStore) -> None:
         self.store = store
 
     def routes(self) -> list[web.RouteDef]:
@@ -101,7 +101,7 @@ class SuppressionsView:
             since=parse_time("since", q["since"]) if "since" in q else None,
             until=parse_time("until", q["until"]) if "until" in q else None,
         )
-        rows = await self.store.suppressions(f, limit + 1)
+        rows = await self.store.query(f, limit + 1)
         page = rows[:limit]
         return web.json_response(
             {

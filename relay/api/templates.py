@@ -69,7 +69,7 @@ class TemplatesView:
         ]
 
     async def _get(self, request: web.Request) -> Template:
-        template = await self.store.template(request.match_info["id"])
+        template = await self.store.templates.template(request.match_info["id"])
         if template is None:
             raise ApiError(404, "not_found", f"no template {request.match_info['id']}")
         return template
@@ -80,7 +80,7 @@ class TemplatesView:
             number = int(request.match_info["version"])
         except ValueError:
             raise ApiError(404, "not_found", "versions are numbered 1, 2, ...") from None
-        version = await self.store.template_version(template.id, number)
+        version = await self.store.templates.template_version(template.id, number)
         if version is None:
             raise ApiError(404, "not_found", f"template {template.id} has no version {number}")
         return version
@@ -100,12 +100,13 @@ class TemplatesView:
         name = self._name(data, required=True)
         assert name is not None
         parts = _parts(data, partial=False)
-        template = await self.store.create_template(f"tpl_{secrets.token_hex(8)}", name, parts["subject"] or "",
-                                                    parts["html"], parts["text"])  # fmt: skip
+        template = await self.store.templates.create_template(
+            f"tpl_{secrets.token_hex(8)}", name, parts["subject"] or "", parts["html"], parts["text"]
+        )
         return web.json_response(template_json(template), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.json_response({"data": [template_json(t) for t in await self.store.templates()]})
+        return web.json_response({"data": [template_json(t) for t in await self.store.templates.list_all()]})
 
     async def show(self, request: web.Request) -> web.Response:
         return web.json_response(template_json(await self._get(request)))
@@ -119,19 +120,19 @@ class TemplatesView:
         merged = {p: given[p] if p in data else getattr(current.current, p) for p in PARTS}
         if merged["html"] is None and merged["text"] is None:
             raise ApiError(400, "missing_field", "a template needs 'html', 'text' or both", "html")
-        template = await self.store.update_template(current.id, name, merged["subject"] or "", merged["html"],
+        template = await self.store.templates.update_template(current.id, name, merged["subject"] or "", merged["html"],
                                                     merged["text"])  # fmt: skip
         assert template is not None
         return web.json_response(template_json(template))
 
     async def delete(self, request: web.Request) -> web.Response:
-        if not await self.store.delete_template(request.match_info["id"]):
+        if not await self.store.templates.delete_template(request.match_info["id"]):
             raise ApiError(404, "not_found", f"no template {request.match_info['id']}")
         return web.json_response({"id": request.match_info["id"], "deleted": True})
 
     async def versions(self, request: web.Request) -> web.Response:
         template = await self._get(request)
-        versions = await self.store.template_versions(template.id)
+        versions = await self.store.templates.template_versions(template.id)
         return web.json_response({"current": template.version, "data": [version_json(v) for v in versions]})
 
     async def version(self, request: web.Request) -> web.Response:
@@ -140,7 +141,7 @@ class TemplatesView:
     async def rollback(self, request: web.Request) -> web.Response:
         """Make an old version current again, as a new version (history is never rewritten)."""
         old = await self._version(request)
-        template = await self.store.update_template(old.template_id, None, old.subject, old.html, old.text,
+        template = await self.store.templates.update_template(old.template_id, None, old.subject, old.html, old.text,
                                                     f"rollback to version {old.version}")  # fmt: skip
         assert template is not None
         return web.json_response(template_json(template))

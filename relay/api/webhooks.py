@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, page_limit, read_json_object, require
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
-from relay.store import Store
+from relay.store.protocols import WebhookStore
 from relay.store.webhooks import AttemptRecord, Webhook
 from relay.webhooks import TargetError, WebhookSender, check_target, new_secret
 
@@ -50,7 +50,7 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
 
 
 class WebhooksView:
-    def __init__(self, store: Store, clock: Clock, sender: WebhookSender) -> None:
+    def __init__(self, store: WebhookStore, clock: Clock, sender: WebhookSender) -> None:
         self.store = store
         self.clock = clock
         self.sender = sender
@@ -107,7 +107,7 @@ class WebhooksView:
 
     async def create(self, request: web.Request) -> web.Response:
         fields = await self._fields(await read_json_object(request), partial=False)
-        if len(await self.store.webhooks()) >= MAX_WEBHOOKS:
+        if len(await self.store.list_all()) >= MAX_WEBHOOKS:
             raise ApiError(400, "invalid_field", f"at most {MAX_WEBHOOKS} webhooks", "url")
         now = self.clock.now()
         hook = Webhook(
@@ -124,7 +124,7 @@ class WebhooksView:
         return web.json_response(webhook_json(hook, 0, secret=True), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
-        hooks = await self.store.webhooks()
+        hooks = await self.store.list_all()
         backlog = await self.store.webhook_backlog()
         return web.json_response({"data": [webhook_json(h, backlog.get(h.id, 0)) for h in hooks]})
 

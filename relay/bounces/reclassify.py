@@ -33,6 +33,9 @@ class StoredBounce:
     phase: str | None = None  # stored for delivery-time refusals since migration 11; None: unknown
 
 
+PHASES = frozenset(p.value for p in Phase)
+
+
 def reread(bounce: StoredBounce) -> Classification:
     """The classification ``bounce`` gets now."""
     if bounce.report:
@@ -44,7 +47,7 @@ def reread(bounce: StoredBounce) -> Classification:
             return Classification(mine[0].classification, mine[0].reason, mine[0].status)
     if bounce.kind == Kind.COMPLAINT.value:
         return Classification(Kind.COMPLAINT, bounce.reason, bounce.status)
-    phase = Phase(bounce.phase) if bounce.phase in Phase._value2member_map_ else Phase.UNKNOWN
+    phase = Phase(bounce.phase) if bounce.phase in PHASES else Phase.UNKNOWN
     return classify(bounce.code, bounce.status, bounce.diagnostic, bounce.remote_mta, phase)
 
 

@@ -28,17 +28,17 @@ def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> 
 
 
 def list_entries(args: argparse.Namespace, config: Config) -> Report:
-    entries = with_store(config, lambda s: s.allowlist())
+    entries = with_store(config, lambda s: s.suppressions.allowlist())
     data = [{"entry": e, "note": n, "created_at": at} for e, n, at in entries]
     return Report(data, table(entries, ENTRY_COLUMNS))
 
 
 def add(args: argparse.Namespace, config: Config) -> Report:
-    entry = with_store(config, lambda s: s.allow(args.entry, args.note))
+    entry = with_store(config, lambda s: s.suppressions.allow(args.entry, args.note))
     return Report({"entry": entry}, [f"{entry} allowed: bounces and complaints are recorded but never suppress it"])
 
 
 def remove(args: argparse.Namespace, config: Config) -> Report:
-    removed = with_store(config, lambda s: s.disallow(args.entry))
+    removed = with_store(config, lambda s: s.suppressions.disallow(args.entry))
     data = {"entry": args.entry, "removed": removed}
     return Report(data) if removed else Report(data, status=EX_FAILED, error=f"{args.entry} is not on the allowlist")

@@ -71,12 +71,12 @@ def list_bounces(args: argparse.Namespace, config: Config) -> Report:
     from relay.store.suppressions import BounceFilter
 
     f = BounceFilter(kind=args.kind, recipient=args.recipient, message_id=args.message)
-    bounces = with_store(config, lambda s: s.bounces(f, args.limit))
+    bounces = with_store(config, lambda s: s.suppressions.bounces(f, args.limit))
     return Report([dataclasses.asdict(b) for b in bounces], table(bounces, BOUNCE_COLUMNS))
 
 
 def show(args: argparse.Namespace, config: Config) -> Report:
-    bounce = with_store(config, lambda s: s.bounce(args.bounce_id))
+    bounce = with_store(config, lambda s: s.suppressions.bounce(args.bounce_id))
     if bounce is None:
         raise CommandError(f"no bounce {args.bounce_id}")
     data = dataclasses.asdict(bounce)

@@ -16,7 +16,7 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config
-from relay.credentials import SmtpCredential, valid_sender_rule
+from relay.credentials import SmtpCredential, create_smtp_credential, valid_sender_rule
 
 
 def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> None:
@@ -49,8 +49,13 @@ def create(args: argparse.Namespace, config: Config) -> Report:
     positive("--rate-limit", args.rate_limit)
     cred, password = with_store(
         config,
-        lambda s: s.create_smtp_credential(
-            allowed_from=allowed, rate_limit=args.rate_limit, tags=tuple(args.tag or []), test=args.test
+        lambda s: create_smtp_credential(
+            s.credentials,
+            s.clock,
+            allowed_from=allowed,
+            rate_limit=args.rate_limit,
+            tags=tuple(args.tag or []),
+            test=args.test,
         ),
     )
     return Report({**cred.public(), "password": password}, _created_text(cred, password))
@@ -79,10 +84,10 @@ CREDENTIAL_COLUMNS: list[Column[SmtpCredential]] = [
 
 
 def list_credentials(args: argparse.Namespace, config: Config) -> Report:
-    found = with_store(config, lambda s: s.list_smtp_credentials())
+    found = with_store(config, lambda s: s.credentials.list_smtp_credentials())
     return Report([{**c.public(), "password": "********"} for c in found], table(found, CREDENTIAL_COLUMNS))
 
 
 def revoke(args: argparse.Namespace, config: Config) -> Report:
-    revoked = with_store(config, lambda s: s.revoke_smtp_credential(args.credential_id))
+    revoked = with_store(config, lambda s: s.credentials.revoke_smtp_credential(args.credential_id))
     return revoked_report(args.credential_id, revoked, "SMTP credential")

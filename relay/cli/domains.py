@@ -104,6 +104,6 @@ def list_domains(args: argparse.Namespace, config: Config) -> Report:
     from relay.api.domains import domain_json
 
     # Finding the outbound addresses takes lookups: only the JSON, which lists the records, needs them.
-    domains, policy = _call(config, lambda _, store: store.domains(), with_policy=args.json)
+    domains, policy = _call(config, lambda _, store: store.domains.list_all(), with_policy=args.json)
     data = [domain_json(d, policy) for d in domains] if policy is not None else None
     return Report(data, [f"{d.name:40} {d.status:9} checked {when(d.checked_at)}" for d in domains])

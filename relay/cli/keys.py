@@ -17,7 +17,7 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config
-from relay.keys import SCOPES, ApiKey
+from relay.keys import SCOPES, ApiKey, create_api_key
 
 
 def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> None:
@@ -51,7 +51,9 @@ def create(args: argparse.Namespace, config: Config) -> Report:
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
     key, secret = with_store(
         config,
-        lambda s: s.create_api_key(
+        lambda s: create_api_key(
+            s.keys,
+            s.clock,
             args.name,
             scopes,
             allowed_ips=networks,
@@ -81,10 +83,10 @@ KEY_COLUMNS: list[Column[ApiKey]] = [
 
 
 def list_keys(args: argparse.Namespace, config: Config) -> Report:
-    keys = with_store(config, lambda s: s.list_api_keys())
+    keys = with_store(config, lambda s: s.keys.list_api_keys())
     return Report([k.public() for k in keys], table(keys, KEY_COLUMNS))
 
 
 def revoke(args: argparse.Namespace, config: Config) -> Report:
-    revoked = with_store(config, lambda s: s.revoke_api_key(args.key_id))
+    revoked = with_store(config, lambda s: s.keys.revoke_api_key(args.key_id))
     return revoked_report(args.key_id, revoked, "key")

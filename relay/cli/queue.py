@@ -61,7 +61,7 @@ def _selection_parser() -> argparse.ArgumentParser:
 
 
 def counts(args: argparse.Namespace, config: Config) -> Report:
-    summary = with_store(config, lambda s: s.summary())
+    summary = with_store(config, lambda s: s.queue.summary())
     return Report(dataclasses.asdict(summary), _counts_text(summary))
 
 
@@ -85,7 +85,7 @@ DOMAIN_COLUMNS: list[Column[DomainQueue]] = [
 
 
 def domains(args: argparse.Namespace, config: Config) -> Report:
-    queues = with_store(config, lambda s: s.domain_queues())
+    queues = with_store(config, lambda s: s.queue.domain_queues())
     return Report([dataclasses.asdict(q) for q in queues], table(queues, DOMAIN_COLUMNS, header=True))
 
 
@@ -94,10 +94,10 @@ Attempts = dict[str, list[Attempt]]
 
 def show(args: argparse.Namespace, config: Config) -> Report:
     async def load(s: Store) -> tuple[MessageRecord | None, Attempts]:
-        message = await s.message(args.message_id)
+        message = await s.queue.message(args.message_id)
         if message is None:
             return None, {}
-        return message, {r.address: await s.attempts(message.id, r.address) for r in message.recipients}
+        return message, {r.address: await s.queue.attempts(message.id, r.address) for r in message.recipients}
 
     message, attempts = with_store(config, load)
     if message is None:
@@ -141,21 +141,21 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 def retry(args: argparse.Namespace, config: Config) -> Report:
     selection = _selection(args)
-    count = with_store(config, lambda s: s.retry_now(selection))
+    count = with_store(config, lambda s: s.queue.retry_now(selection))
     text = f"{count} recipients are due now (the running relay picks them up within [delivery] poll_interval)"
     return Report({"retried": count}, [text])
 
 
 def suspend(args: argparse.Namespace, config: Config) -> Report:
     seconds = duration("--for", args.duration)
-    until = with_store(config, lambda s: s.suspend_domain(args.domain, seconds, args.reason))
+    until = with_store(config, lambda s: s.queue.suspend_domain(args.domain, seconds, args.reason))
     domain = args.domain.lower()
     text = f"{domain} suspended until {when(until)}: its recipients wait, without attempts"
     return Report({"domain": domain, "suspended_until": until}, [text])
 
 
 def resume(args: argparse.Namespace, config: Config) -> Report:
-    resumed = with_store(config, lambda s: s.resume_domain(args.domain))
+    resumed = with_store(config, lambda s: s.queue.resume_domain(args.domain))
     data = {"domain": args.domain.lower(), "resumed": resumed}
     if resumed:
         return Report(data, [f"{args.domain.lower()} resumed"])
@@ -164,17 +164,17 @@ def resume(args: argparse.Namespace, config: Config) -> Report:
 
 def bounce(args: argparse.Namespace, config: Config) -> Report:
     selection = _selection(args)
-    count = with_store(config, lambda s: s.admin_bounce(args.reason, selection))
+    count = with_store(config, lambda s: s.queue.admin_bounce(args.reason, selection))
     return Report({"bounced": count}, [f"{count} recipients bounced"])
 
 
 def purge(args: argparse.Namespace, config: Config) -> Report:
     selection = _selection(args)
-    count = with_store(config, lambda s: s.purge(selection))
+    count = with_store(config, lambda s: s.queue.purge(selection))
     return Report({"purged": count}, [f"{count} recipients purged from the queue"])
 
 
 def cancel(args: argparse.Namespace, config: Config) -> Report:
-    cancelled = with_store(config, lambda s: s.cancel_message(args.message_id))
+    cancelled = with_store(config, lambda s: s.queue.cancel_message(args.message_id))
     text = f"cancelled {len(cancelled)} recipients" + (f": {', '.join(cancelled)}" if cancelled else "")
     return Report({"id": args.message_id, "cancelled": cancelled}, [text])

@@ -37,7 +37,7 @@ def list_messages(args: argparse.Namespace, config: Config) -> Report:
 
     if args.limit <= 0:
         raise UsageError("--limit must be positive")
-    messages = with_store(config, lambda s: s.sandbox_messages(None, args.limit))
+    messages = with_store(config, lambda s: s.queue.sandbox_messages(None, args.limit))
     text = [_summary(m) for m in messages] if messages else [NONE_CAPTURED]
     return Report([message_json(m) for m in messages], text)
 
@@ -45,7 +45,7 @@ def list_messages(args: argparse.Namespace, config: Config) -> Report:
 def show(args: argparse.Namespace, config: Config) -> Report:
     from relay.api.sandbox import sandbox_json
 
-    found = with_store(config, lambda s: s.sandbox_message(args.message_id))
+    found = with_store(config, lambda s: s.queue.sandbox_message(args.message_id))
     if found is None:
         raise CommandError(f"no sandboxed message {args.message_id}")
     message, raw = found

@@ -47,11 +47,11 @@ def list_suppressions(args: argparse.Namespace, config: Config) -> Report:
     from relay.store.suppressions import SuppressionFilter
 
     f = SuppressionFilter(reason=args.reason, search=args.search)
-    return _listing(with_store(config, lambda s: s.suppressions(f, args.limit)))
+    return _listing(with_store(config, lambda s: s.suppressions.query(f, args.limit)))
 
 
 def show(args: argparse.Namespace, config: Config) -> Report:
-    entry = with_store(config, lambda s: s.suppression(args.address))
+    entry = with_store(config, lambda s: s.suppressions.suppression(args.address))
     if entry is None:
         return Report(None, [f"<{args.address}> is not suppressed"], status=EX_FAILED)
     return Report(dataclasses.asdict(entry), [_line(entry)])
@@ -60,11 +60,11 @@ def show(args: argparse.Namespace, config: Config) -> Report:
 def add(args: argparse.Namespace, config: Config) -> Report:
     expires = now() + duration("--for", args.duration) if args.duration else None
     detail = "added with relay suppressions add"
-    return _listing(with_store(config, lambda s: s.suppress(args.address, args.reason, detail, expires)))
+    return _listing(with_store(config, lambda s: s.suppressions.suppress(args.address, args.reason, detail, expires)))
 
 
 def reclassify(args: argparse.Namespace, config: Config) -> Report:
-    result = with_store(config, lambda s: s.reclassify_suppressions(args.apply))
+    result = with_store(config, lambda s: s.suppressions.reclassify_suppressions(args.apply))
     key = "lifted" if result.applied else "would_lift"
     data = {"applied": result.applied, "checked": result.checked, key: [dataclasses.asdict(x) for x in result.lifts]}
     return Report(data, _reclassified_text(result))
@@ -79,7 +79,7 @@ def _reclassified_text(result: Reclassified) -> list[str]:
 
 
 def remove(args: argparse.Namespace, config: Config) -> Report:
-    removed = with_store(config, lambda s: s.unsuppress(args.address))
+    removed = with_store(config, lambda s: s.suppressions.unsuppress(args.address))
     data = {"address": args.address, "removed": removed}
     if removed:
         return Report(data, [f"<{args.address}> removed from the suppression list"])

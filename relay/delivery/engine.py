@@ -38,7 +38,7 @@ from relay.delivery.shaping import is_pushback, shaping_for
 from relay.events import EventKind, State
 from relay.metrics import DELIVERY_SECONDS
 from relay.ratelimit import TokenBucket
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
 from relay.store.suppressions import NewBounce
 
@@ -191,7 +191,7 @@ def group_by_domain(message: LeasedMessage, one_each: bool = False) -> list[list
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         router: Router,
         client: SmtpClient,
         clock: Clock,
@@ -224,7 +224,7 @@ class Engine:
 
     async def run(self) -> None:
         """Deliver until :meth:`stop`. Releases this node's stale leases first (a restart after a crash)."""
-        released = await self.store.release_leases(self.settings.owner)
+        released = await self.store.queue.release_leases(self.settings.owner)
         if released:
             log.info("returned %d recipients leased before a restart to the queue", released)
         sweep_every = min(60.0, self.settings.lease / 2)
@@ -234,7 +234,7 @@ class Engine:
             await self._claim_and_dispatch()
             if self.clock.now() >= next_sweep:
                 next_sweep = self.clock.now() + sweep_every
-                expired = await self.store.release_leases()
+                expired = await self.store.queue.release_leases()
                 if expired:
                     log.warning("returned %d recipients with expired leases to the queue", expired)
             await self.clock.wait(self._wake, self.settings.poll_interval)
@@ -257,7 +257,7 @@ class Engine:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        released = await self.store.release_leases(self.settings.owner)
+        released = await self.store.queue.release_leases(self.settings.owner)
         if released:
             log.info("returned %d leased recipients to the queue", released)
 
@@ -270,7 +270,7 @@ class Engine:
         if free <= 0 or self._stopping or (room is not None and room <= 0):
             return 0
         # Bodies in hand stay within max_bytes; when none is, the next message is taken however large.
-        messages = await self.store.claim_due(free, self.settings.owner, self.settings.lease, room,
+        messages = await self.store.queue.claim_due(free, self.settings.owner, self.settings.lease, room,
                                               first_fits=self.held_bytes == 0)  # fmt: skip
         count = 0
         for message in messages:
@@ -348,7 +348,7 @@ class Engine:
         now = self.clock.now()
         if dest.suspended_until > now or len(dest.jobs) >= dest.capacity:
             until = max(dest.suspended_until, now + THROTTLE_DELAY)
-            await self.store.postpone([r.id for r in recipients], until)
+            await self.store.queue.postpone([r.id for r in recipients], until)
             self._release(message, len(recipients))
             return
         dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
@@ -382,7 +382,7 @@ class Engine:
             for r in message.recipients
         ]  # fmt: skip
         try:
-            await self.store.record_attempts(results)
+            await self.store.queue.record_attempts(results)
         finally:
             self._release(message, len(results))
         self.attempts += len(results)
@@ -515,7 +515,7 @@ class Engine:
         dest.jobs.clear()
         ids = [r.id for j in waiting for r in j.recipients]
         if ids:
-            await self.store.postpone(ids, dest.suspended_until)
+            await self.store.queue.postpone(ids, dest.suspended_until)
             for j in waiting:
                 self._release(j.message, len(j.recipients))
 
@@ -535,7 +535,7 @@ class Engine:
                             self.rng, mx_host)  # fmt: skip
             results.append(dataclasses.replace(result, mx_host=mx_host, ip=ip, tls=tls))
         try:
-            await self.store.record_attempts(results)
+            await self.store.queue.record_attempts(results)
         finally:
             self._release(message, len(recipients))
         self.attempts += len(results)

@@ -30,7 +30,7 @@ from relay.bounces.classify import Classification, Kind
 from relay.bounces.parse import Parsed, Report, parse, reply_code
 from relay.bounces.verp import PREFIX, ReturnPath, Verp
 from relay.message import normalize_address
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.store.queue import ReturnedTarget
 from relay.store.suppressions import NewBounce, Suppression
 from relay.submission.data import ChunkedData
@@ -59,7 +59,7 @@ class Recorded:
 class ReturnedMail:
     """What the listener does with a message, apart from SMTP: parse, match, record."""
 
-    def __init__(self, store: Store, verp: Verp | None, feedback_addresses: Sequence[str]) -> None:
+    def __init__(self, store: Storage, verp: Verp | None, feedback_addresses: Sequence[str]) -> None:
         self.store = store
         self.verp = verp
         self.feedback = {normalize_address(a) for a in feedback_addresses}
@@ -110,7 +110,7 @@ class ReturnedMail:
         return None, forged
 
     async def _by_return_path(self, parsed: Parsed, return_path: ReturnPath, raw: bytes) -> list[Recorded]:
-        target = await self.store.returned_target(return_path.message_id, return_path.recipient_id)
+        target = await self.store.queue.returned_target(return_path.message_id, return_path.recipient_id)
         if target is None:
             log.warning(
                 "ignored returned mail for message %s recipient %d: no longer known",
@@ -129,7 +129,7 @@ class ReturnedMail:
         if parsed.original_message_id is None:
             log.info("ignored returned mail to %s: no return path and no Message-ID of ours", ", ".join(rcpt_tos))
             return []
-        targets = await self.store.targets_by_header_id(parsed.original_message_id)
+        targets = await self.store.queue.targets_by_header_id(parsed.original_message_id)
         if not targets:
             log.info("ignored returned mail about Message-ID <%s>: not a message of ours", parsed.original_message_id)
             return []
@@ -162,7 +162,7 @@ class ReturnedMail:
             message_id=target.message_id,
             report=raw.decode("utf-8", "replace"),
         )
-        bounce_id, suppression = await self.store.record_returned(bounce, target)
+        bounce_id, suppression = await self.store.queue.record_returned(bounce, target)
         log.info(
             "%s %s to=<%s> %s/%s%s",
             target.message_id,

@@ -1,4 +1,4 @@
-"""SMTP credential rows."""
+"""SMTP credentials in SQLite: rows and :class:`SqliteCredentials`, the repository."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 import sqlite3
 from typing import Any
 
+from relay.clock import Clock
 from relay.credentials import SmtpCredential
+from relay.store.db import Database
+from relay.store.lastuse import LastUse
 
 _COLUMNS = "id, username, allowed_from, rate_limit, tags, created_at, last_used_at, revoked_at, test"
 
@@ -51,3 +54,35 @@ def revoke(conn: sqlite3.Connection, cred_id: str, now: float) -> bool:
 
 def touch(conn: sqlite3.Connection, cred_id: str, now: float) -> None:
     conn.execute("UPDATE smtp_credentials SET last_used_at = ? WHERE id = ?", (now, cred_id))
+
+
+class SqliteCredentials:
+    """:class:`relay.store.protocols.CredentialStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock, last_use: LastUse) -> None:
+        self.db = db
+        self.clock = clock
+        self.last_use = last_use
+
+    async def add_smtp_credential(self, cred: SmtpCredential, password_hash: str) -> None:
+        """Store a credential made by :func:`relay.credentials.create_smtp_credential` and its password hash."""
+        await self.db.write(lambda c: create(c, cred, password_hash))
+
+    async def smtp_credential_for_login(self, username: str) -> tuple[SmtpCredential, str] | None:
+        return await self.db.lookup(lambda c: find_active(c, username))
+
+    async def smtp_credential(self, cred_id: str) -> SmtpCredential | None:
+        return await self.db.read(lambda c: get(c, cred_id))
+
+    async def list_smtp_credentials(self) -> list[SmtpCredential]:
+        return await self.db.read(list_all)
+
+    async def revoke_smtp_credential(self, cred_id: str) -> bool:
+        now = self.clock.now()
+        return await self.db.write(lambda c: revoke(c, cred_id, now))
+
+    def touch_smtp_credential(self, cred_id: str) -> None:
+        """Record use, at most once a minute per credential, without waiting for it."""
+        now = self.clock.now()
+        if self.last_use.due(cred_id, now):
+            self.last_use.write(lambda c: touch(c, cred_id, now))

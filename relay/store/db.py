@@ -15,6 +15,11 @@ When several processes share the file (``[server] acceptors``), writers take
 turns through an flock on ``<db>.lock`` before ``BEGIN IMMEDIATE``: a blocked
 writer wakes the moment the lock is free, where SQLite's own busy handler
 would sleep and poll (measured: 5.7 of 8.6 seconds lost waiting).
+
+Driver errors stay here: an operation that fails because the disk is full
+raises :class:`relay.errors.StoreFull`, one that cannot read or write the file
+(locked past its timeout, an I/O error) :class:`relay.errors.StoreUnavailable`;
+the sqlite3 error is their ``__cause__``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay.errors import StoreError, StoreFull, StoreUnavailable
 from relay.store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,19 @@ def open_database(path: Path) -> sqlite3.Connection:
     conn = connect(path)
     migrate(conn)
     return conn
+
+
+SQLITE_FULL = 13
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The relay error for a driver error (disk full, locked, I/O); any other exception as it is."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return exc
+    full = getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc)
+    error: StoreError = StoreFull(str(exc)) if full else StoreUnavailable(str(exc))
+    error.__cause__ = exc
+    return error
 
 
 class _Pending:
@@ -105,7 +124,10 @@ class Database:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, fn, self._read_conn)
+        try:
+            return await loop.run_in_executor(self._reader, fn, self._read_conn)
+        except sqlite3.OperationalError as exc:
+            raise translate(exc) from exc
 
     async def lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A short indexed read, run right here (not in the reader thread). Only for reads that touch
@@ -178,7 +200,7 @@ class Database:
             log.error("database commit failed: %s", exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(False, exc)] * len(batch)
+            results = [(False, translate(exc))] * len(batch)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
@@ -198,7 +220,7 @@ class Database:
         except Exception as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            return False, exc
+            return False, translate(exc)
         conn.execute("RELEASE op")
         return True, value
 

@@ -6,7 +6,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+from relay.clock import Clock
 from relay.domains import VERIFIED, DkimKey, Domain
+from relay.store.db import Database
 
 _COLUMNS = "id, name, created_at, checks, checked_at, verified_at"
 
@@ -73,3 +75,32 @@ def record_checks(conn: sqlite3.Connection, domain: Domain, checks: dict[str, di
     found = get(conn, domain.id)
     assert found is not None
     return found
+
+
+class SqliteDomains:
+    """:class:`relay.store.protocols.DomainStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create_domain(self, domain_id: str, name: str, key: DkimKey) -> Domain:
+        now = self.clock.now()
+        return await self.db.write(lambda c: create(c, domain_id, name, key, now))
+
+    async def domain(self, ident: str) -> Domain | None:
+        return await self.db.read(lambda c: get(c, ident))
+
+    async def list_all(self) -> list[Domain]:
+        return await self.db.read(list_all)
+
+    async def delete_domain(self, ident: str) -> Domain | None:
+        return await self.db.write(lambda c: delete(c, ident))
+
+    async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None:
+        await self.db.write(lambda c: add_key(c, domain_id, key))
+
+    async def record_domain_checks(self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
+                                   ) -> Domain:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: record_checks(c, domain, checks, now, promote))

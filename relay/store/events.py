@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from relay.message import lowest_message_id
+from relay.store.db import Database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +53,9 @@ def load_metadata(text: str) -> dict[str, Any]:
 
 
 def _event(row: tuple[Any, ...]) -> Event:
-    *head, details, tags, metadata = row
-    return Event(*head, json.loads(details) if details else {}, json.loads(tags) if tags else [],
-                 load_metadata(metadata) if metadata else {})  # fmt: skip
+    event_id, at, kind, message_id, recipient, code, detail, details, tags, metadata = row
+    return Event(event_id, at, kind, message_id, recipient, code, detail, json.loads(details) if details else {},
+                 json.loads(tags) if tags else [], load_metadata(metadata) if metadata else {})  # fmt: skip
 
 
 # Probed per event while walking newest first: stops after a page of matches.
@@ -63,7 +64,7 @@ _TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id
 
 def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Event]:
     """Newest first."""
-    clauses, params = ["1"], []
+    clauses, params = ["1"], list[object]()
     if f.types:
         clauses.append(f"e.kind IN ({', '.join('?' * len(f.types))})")
         params.extend(f.types)
@@ -174,3 +175,37 @@ def prune_webhook_log(conn: sqlite3.Connection, before: float) -> int:
             (before, PRUNE_BATCH),
         ).rowcount
     )
+
+
+class SqliteEvents:
+    """:class:`relay.store.protocols.EventStore` over the shared database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def query(self, filter: EventFilter, limit: int) -> list[Event]:
+        return await self.db.read(lambda c: list_events(c, filter, limit))
+
+    async def message_events(self, message_id: str) -> list[Event]:
+        return await self.db.read(lambda c: message_events(c, message_id))
+
+    async def event(self, event_id: int) -> Event | None:
+        return await self.db.read(lambda c: get_event(c, event_id))
+
+    async def event_counts(self, since: float, until: float, interval: int, tag: str | None
+                           ) -> list[tuple[int, str, int]]:  # fmt: skip
+        return await self.db.read(lambda c: event_counts(c, since, until, interval, tag))
+
+    async def event_totals(self) -> dict[str, int]:
+        return await self.db.read(totals)
+
+    async def bounce_stats(self, since: float, until: float) -> BounceStats:
+        return await self.db.read(lambda c: bounce_stats(c, since, until))
+
+    async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
+        """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0."""
+
+        def op(c: sqlite3.Connection) -> tuple[int, int]:
+            return prune_events(c, events_before) + prune_webhook_log(c, events_before), prune_bodies(c, bodies_before)
+
+        return await self.db.write(op)

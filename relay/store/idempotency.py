@@ -15,13 +15,18 @@ it (:class:`ClaimLost`): the transaction that would queue its messages fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+
+from relay.clock import Clock
+from relay.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +249,76 @@ def release(conn: sqlite3.Connection, api_key_id: str, key: str, me: Owner | Non
 
 def prune(conn: sqlite3.Connection, now: float) -> int:
     return conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,)).rowcount
+
+
+class SqliteIdempotency:
+    """:class:`relay.store.protocols.IdempotencyStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def claim_idempotency_key(
+        self, api_key_id: str, key: str, request_hash: str, ttl: float
+    ) -> IdempotencyRecord | None:
+        """None: claimed for a request of this process (hold it with :meth:`idempotency_lease`); else the
+        record that holds the key (done, or pending with an owner that has not stopped)."""
+        now = self.clock.now()
+        scope = str(self.db.path)
+        try:
+            return await self.db.write(lambda c: claim(c, api_key_id, key, request_hash, now, ttl, scope))
+        except BaseException:
+            finished_here(scope, api_key_id, key)  # not committed: not ours
+            raise
+
+    @contextlib.asynccontextmanager
+    async def idempotency_lease(self, api_key_id: str, key: str) -> AsyncIterator[None]:
+        """Hold a claim while its request runs: the lease is renewed every RENEW_EVERY seconds, the claim
+        is released if the request fails, and it is no longer this process's running request after."""
+        renewing = asyncio.create_task(self._renew_idempotency_key(api_key_id, key))
+        try:
+            yield
+        except BaseException:
+            await self.release_idempotency_key(api_key_id, key)
+            raise
+        finally:
+            renewing.cancel()
+            finished_here(str(self.db.path), api_key_id, key)
+
+    async def _renew_idempotency_key(self, api_key_id: str, key: str) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                if not await self.renew_idempotency_key(api_key_id, key):
+                    return  # no longer ours (completed, released, or taken over)
+            except Exception as exc:  # e.g. a full disk: the next renewal may work; the lease says the rest
+                log.warning("could not renew the claim on Idempotency-Key %r: %s", key, exc)
+
+    async def renew_idempotency_key(self, api_key_id: str, key: str) -> bool:
+        """Extend this process's lease on a pending claim; False if it is no longer this process's."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: renew(c, api_key_id, key, now))
+
+    async def complete_idempotency_key(self, completion: Completion) -> None:
+        await self.db.write(lambda c: complete(c, completion))
+
+    async def release_idempotency_key(self, api_key_id: str, key: str) -> None:
+        try:
+            await self.db.write(lambda c: release(c, api_key_id, key))
+        finally:
+            finished_here(str(self.db.path), api_key_id, key)
+
+    async def idempotency_record(self, api_key_id: str, key: str) -> IdempotencyRecord | None:
+        now = self.clock.now()
+        return await self.db.lookup(lambda c: get(c, api_key_id, key, now))
+
+    async def forget_idempotency_record(self, api_key_id: str, key: str
+                                        ) -> tuple[IdempotencyRecord | None, bool]:  # fmt: skip
+        """Delete a finished record: (the record or None, whether it was deleted)."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: forget(c, api_key_id, key, now, str(self.db.path)))
+
+    async def prune(self) -> int:
+        """Drop expired idempotency records."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: prune(c, now))

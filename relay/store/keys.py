@@ -1,11 +1,14 @@
-"""API key rows: create, find by digest, list, revoke."""
+"""API keys in SQLite: rows (create, find by digest, list, revoke) and :class:`SqliteKeys`, the repository."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-from relay.keys import ApiKey
+from relay.clock import Clock
+from relay.keys import ApiKey, digest
+from relay.store.db import Database
+from relay.store.lastuse import LastUse
 
 _COLUMNS = (
     "id, name, scopes, created_at, last_used_at, revoked_at, allowed_ips, rate_limit, daily_quota, monthly_quota, test,"
@@ -53,3 +56,35 @@ def revoke(conn: sqlite3.Connection, key_id: str, now: float) -> bool:
 
 def touch(conn: sqlite3.Connection, key_id: str, now: float) -> None:
     conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
+
+
+class SqliteKeys:
+    """:class:`relay.store.protocols.KeyStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock, last_use: LastUse) -> None:
+        self.db = db
+        self.clock = clock
+        self.last_use = last_use
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a key made by :func:`relay.keys.create_api_key`: its record and the digest of its secret."""
+        await self.db.write(lambda c: create(c, key, key_hash))
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        return await self.db.lookup(lambda c: get(c, key_id))
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None. Records last use at most once a minute."""
+        key = await self.db.lookup(lambda c: find_active(c, digest(secret)))
+        if key is not None:
+            now = self.clock.now()
+            if self.last_use.due(key.id, now):
+                self.last_use.write(lambda c: touch(c, key.id, now))
+        return key
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self.db.read(list_all)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        now = self.clock.now()
+        return await self.db.write(lambda c: revoke(c, key_id, now))

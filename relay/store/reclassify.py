@@ -14,7 +14,7 @@ import sqlite3
 
 from relay.bounces.reclassify import StoredBounce, wrongly_hard
 from relay.events import EventKind
-from relay.store.queue import _event
+from relay.store.queue.lifecycle import _event
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,16 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from relay.bounces.classify import Classification, Kind
+from relay.clock import Clock
 from relay.message import normalize_address
+from relay.store.db import Database
 from relay.suppression import SuppressionPolicy, allowlist_keys, decide
+
+if TYPE_CHECKING:
+    from relay.store.reclassify import Reclassified
 
 REPORT_LIMIT = 64 * 1024  # characters of a returned report kept with its bounce
 
@@ -164,7 +170,7 @@ class SuppressionFilter:
 
 
 def list_suppressions(conn: sqlite3.Connection, f: SuppressionFilter, limit: int, now: float) -> list[Suppression]:
-    clauses, params = [_ACTIVE], [now]
+    clauses, params = [_ACTIVE], list[object]([now])
     if f.reason:
         clauses.append("reason = ?")
         params.append(f.reason)
@@ -227,3 +233,61 @@ def list_bounces(conn: sqlite3.Connection, f: BounceFilter, limit: int) -> list[
 def get_bounce(conn: sqlite3.Connection, bounce_id: int) -> Bounce | None:
     row = conn.execute(f"SELECT {_BOUNCE_COLUMNS}, report FROM bounces WHERE id = ?", (bounce_id,)).fetchone()
     return Bounce(*row) if row else None
+
+
+class SqliteSuppressions:
+    """:class:`relay.store.protocols.SuppressionStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock, suppression_policy: SuppressionPolicy) -> None:
+        self.db = db
+        self.clock = clock
+        self.suppression_policy = suppression_policy
+
+    async def record_bounce(self, bounce: NewBounce) -> tuple[int, Suppression | None]:
+        now, policy = self.clock.now(), self.suppression_policy
+        return await self.db.write(lambda c: record_bounce(c, bounce, now, policy))
+
+    async def suppressed(self, addresses: Iterable[str]) -> dict[str, Suppression]:
+        now, wanted = self.clock.now(), list(addresses)
+        read = self.db.lookup if len(wanted) <= 100 else self.db.read  # a long list waits in the thread
+        return await read(lambda c: suppressed(c, wanted, now))
+
+    async def suppression(self, address: str) -> Suppression | None:
+        now = self.clock.now()
+        return await self.db.read(lambda c: get(c, address, now))
+
+    async def query(self, filter: SuppressionFilter, limit: int) -> list[Suppression]:
+        now = self.clock.now()
+        return await self.db.read(lambda c: list_suppressions(c, filter, limit, now))
+
+    async def suppress(self, addresses: Sequence[str], reason: str = "manual", detail: str = "",
+                       expires_at: float | None = None) -> list[Suppression]:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: add(c, addresses, reason, detail, now, expires_at))
+
+    async def unsuppress(self, address: str) -> bool:
+        return await self.db.write(lambda c: remove(c, address))
+
+    async def reclassify_suppressions(self, apply: bool) -> Reclassified:
+        """Permanent hard-bounce suppressions the rule in force would not make: listed, or lifted (``apply``)."""
+        from relay.store.reclassify import reclassify  # it reads the queue module, which imports this one
+
+        now = self.clock.now()
+        run = self.db.write if apply else self.db.read
+        return await run(lambda c: reclassify(c, now, apply))
+
+    async def allow(self, entry: str, note: str = "") -> str:
+        now = self.clock.now()
+        return await self.db.write(lambda c: allow(c, entry, note, now))
+
+    async def disallow(self, entry: str) -> bool:
+        return await self.db.write(lambda c: disallow(c, entry))
+
+    async def allowlist(self) -> list[tuple[str, str, float]]:
+        return await self.db.read(allowlist)
+
+    async def bounces(self, filter: BounceFilter, limit: int) -> list[Bounce]:
+        return await self.db.read(lambda c: list_bounces(c, filter, limit))
+
+    async def bounce(self, bounce_id: int) -> Bounce | None:
+        return await self.db.read(lambda c: get_bounce(c, bounce_id))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 
+from relay.clock import Clock
+from relay.store.db import Database
+
 
 @dataclasses.dataclass(frozen=True)
 class TemplateVersion:
@@ -49,7 +52,8 @@ def get(conn: sqlite3.Connection, template_id: str) -> Template | None:
         return None
     current = version(conn, row[0], row[2])
     assert current is not None
-    return Template(*row, current)
+    template_id, name, number, created_at, updated_at = row
+    return Template(template_id, name, number, created_at, updated_at, current)
 
 
 def list_all(conn: sqlite3.Connection) -> list[Template]:
@@ -90,3 +94,36 @@ def update(conn: sqlite3.Connection, template_id: str, name: str | None, subject
 
 def delete(conn: sqlite3.Connection, template_id: str) -> bool:
     return conn.execute("DELETE FROM templates WHERE id = ?", (template_id,)).rowcount > 0
+
+
+class SqliteTemplates:
+    """:class:`relay.store.protocols.TemplateStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create_template(self, template_id: str, name: str, subject: str, html: str | None,
+                              text: str | None) -> Template:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: create(c, template_id, name, subject, html, text, now))
+
+    async def template(self, template_id: str) -> Template | None:
+        return await self.db.read(lambda c: get(c, template_id))
+
+    async def list_all(self) -> list[Template]:
+        return await self.db.read(list_all)
+
+    async def update_template(self, template_id: str, name: str | None, subject: str, html: str | None,
+                              text: str | None, note: str = "updated") -> Template | None:  # fmt: skip
+        now = self.clock.now()
+        return await self.db.write(lambda c: update(c, template_id, name, subject, html, text, note, now))
+
+    async def delete_template(self, template_id: str) -> bool:
+        return await self.db.write(lambda c: delete(c, template_id))
+
+    async def template_version(self, template_id: str, number: int) -> TemplateVersion | None:
+        return await self.db.read(lambda c: version(c, template_id, number))
+
+    async def template_versions(self, template_id: str) -> list[TemplateVersion]:
+        return await self.db.read(lambda c: versions(c, template_id))

@@ -14,6 +14,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from relay.clock import Clock
+from relay.store.db import Database
+
 
 @dataclasses.dataclass(frozen=True)
 class Webhook:
@@ -57,7 +60,7 @@ def list_all(conn: sqlite3.Connection) -> list[Webhook]:
 def update(conn: sqlite3.Connection, hook_id: str, changes: dict[str, Any], now: float) -> Webhook | None:
     """Change url, events, enabled, description or secret. Enabling again clears the failure record."""
     allowed = {"url", "events", "enabled", "description", "secret"}
-    sets, params = ["updated_at = ?"], [now]
+    sets, params = ["updated_at = ?"], list[object]([now])
     for key, value in changes.items():
         assert key in allowed, key
         sets.append(f"{key} = ?")
@@ -182,3 +185,44 @@ def backlog(conn: sqlite3.Connection) -> dict[str, int]:
 def pending_for(conn: sqlite3.Connection, hook_ids: Sequence[str]) -> dict[str, int]:
     counts = backlog(conn)
     return {h: counts.get(h, 0) for h in hook_ids}
+
+
+class SqliteWebhooks:
+    """:class:`relay.store.protocols.WebhookStore` over the shared database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create_webhook(self, hook: Webhook) -> None:
+        await self.db.write(lambda c: create(c, hook))
+
+    async def webhook(self, hook_id: str) -> Webhook | None:
+        return await self.db.read(lambda c: get(c, hook_id))
+
+    async def list_all(self) -> list[Webhook]:
+        return await self.db.read(list_all)
+
+    async def update_webhook(self, hook_id: str, changes: dict[str, object]) -> Webhook | None:
+        now = self.clock.now()
+        return await self.db.write(lambda c: update(c, hook_id, changes, now))
+
+    async def delete_webhook(self, hook_id: str) -> bool:
+        return await self.db.write(lambda c: delete(c, hook_id))
+
+    async def claim_webhook_deliveries(self, limit: int, lease: float) -> list[DueDelivery]:
+        now = self.clock.now()
+        return await self.db.write(lambda c: claim_due(c, now, limit, lease))
+
+    async def set_webhook_payload(self, delivery_id: int, payload: bytes) -> None:
+        await self.db.write(lambda c: set_payload(c, delivery_id, payload))
+
+    async def record_webhook_attempt(self, outcome: AttemptOutcome, disable_after: float) -> str | None:
+        now = self.clock.now()
+        return await self.db.write(lambda c: record_attempt(c, outcome, now, disable_after))
+
+    async def webhook_attempts(self, hook_id: str, limit: int, before: int | None = None) -> list[AttemptRecord]:
+        return await self.db.read(lambda c: recent_attempts(c, hook_id, limit, before))
+
+    async def webhook_backlog(self) -> dict[str, int]:
+        return await self.db.read(backlog)

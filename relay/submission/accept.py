@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 
 from relay.dkim import Signer
 from relay.domains import SendingDomains
-from relay.errors import DomainNotVerified, MessageTooLarge, Overloaded
+from relay.errors import DomainNotVerified, MessageTooLarge, Overloaded, StoreFull
 from relay.message import NewMessage
-from relay.store import Store
 from relay.store.idempotency import Completion
+from relay.store.protocols import Storage
 from relay.store.queue import Quota
 from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 class Acceptor:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         max_size: int,
         on_queued: Callable[[], None] = lambda: None,
         capacity: Capacity | None = None,
@@ -65,14 +64,14 @@ class Acceptor:
 
     async def suppressed(self, addresses: Sequence[str]) -> dict[str, str]:
         """Which of ``addresses`` are on the suppression list: address → reason (one indexed read)."""
-        return {a: s.reason for a, s in (await self.store.suppressed(addresses)).items()}
+        return {a: s.reason for a, s in (await self.store.suppressions.suppressed(addresses)).items()}
 
     async def would_queue(self, quota: Quota | None) -> None:
         """Raise what ``submit_many`` would (Overloaded, QuotaExhausted), writing and counting nothing."""
         if self.capacity is not None:
             self.capacity.check()
         if quota is not None:
-            await self.store.check_quota(quota)
+            await self.store.queue.check_quota(quota)
 
     async def submit(
         self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None
@@ -93,11 +92,9 @@ class Acceptor:
             # Sign once, here, off the event loop: every attempt and recipient shares the signature.
             messages = await asyncio.to_thread(self._sign_all, messages)
         try:
-            await self.store.enqueue_many(messages, quota, completion)
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc):  # SQLITE_FULL: the disk is full
-                raise Overloaded("the disk holding the queue is full") from exc
-            raise
+            await self.store.queue.enqueue_many(messages, quota, completion)
+        except StoreFull as exc:
+            raise Overloaded("the disk holding the queue is full") from exc
         self.accepted += len(messages)
         try:
             self.on_queued()

@@ -21,7 +21,7 @@ from collections import deque
 
 from relay.clock import Clock
 from relay.credentials import SmtpCredential, verify_password
-from relay.store import Store
+from relay.store.protocols import CredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Throttled(Exception):
 
 
 class SmtpAuthenticator:
-    def __init__(self, store: Store, clock: Clock, max_failures: int, window: float) -> None:
+    def __init__(self, store: CredentialStore, clock: Clock, max_failures: int, window: float) -> None:
         self.store = store
         self.clock = clock
         self.max_failures = max_failures

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from relay.errors import Overloaded
-from relay.store import Store
+from relay.store.protocols import QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ REFRESH_SECONDS = 2.0
 
 
 class Capacity:
-    def __init__(self, store: Store, data_dir: Path, max_queue: int, min_free_disk: int) -> None:
+    def __init__(self, store: QueueStore, data_dir: Path, max_queue: int, min_free_disk: int) -> None:
         self.store = store
         self.data_dir = data_dir
         self.max_queue = max_queue

@@ -116,10 +116,10 @@ async def to_render(store: Store, data: dict[str, Any], variables: dict[str, Any
     number = data.get("template_version")
     if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
         raise Invalid("invalid_field", "'template_version' must be an integer", f"{where}template_version")
-    template = await store.template(template_id)
+    template = await store.templates.template(template_id)
     if template is None:
         raise Invalid("invalid_field", f"no template {template_id}", f"{where}template_id")
-    version = template.current if number is None else await store.template_version(template_id, number)
+    version = template.current if number is None else await store.templates.template_version(template_id, number)
     if version is None:
         raise Invalid("invalid_field", f"template {template_id} has no version {number}", f"{where}template_version")
     values = variables if variables is not None else variables_of(data)
@@ -245,11 +245,15 @@ class HttpSubmission:
             return await create()
         if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise Invalid("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
-        held = await self.store.claim_idempotency_key(key.id, idempotency_key, request_hash, self.idempotency_ttl)
+        held = await self.store.idempotency.claim_idempotency_key(
+            key.id, idempotency_key, request_hash, self.idempotency_ttl
+        )
         if held is not None:
             return _replay(held, request_hash)
         try:
-            async with self.store.idempotency_lease(key.id, idempotency_key):  # renewed; released on failure
+            async with self.store.idempotency.idempotency_lease(
+                key.id, idempotency_key
+            ):  # renewed; released on failure
                 return await create()
         except ClaimLost:
             raise Invalid("idempotency_in_progress", "this request outlived its claim on the Idempotency-Key"

@@ -1,0 +1,385 @@
+"""What a storage backend provides: one Protocol per concept, each a repository over the backend's database.
+
+relay's code above ``relay/store/`` is typed against these, never against a backend class. A backend
+(SQLite today: :class:`relay.store.Store` bundles ``relay.store.*.Sqlite*`` over one group-commit
+``Database``) provides all of them; ``tests/test_store_contract.py`` runs the same tests against each.
+
+* :class:`QueueStore`        the mail queue: enqueue, lease due recipients, record attempts; listings;
+                             operator control; returned mail; scheduling, quotas and the sandbox
+* :class:`EventStore`        the event log, its stats and retention
+* :class:`SuppressionStore`  bounces, the suppression list and its allowlist
+* :class:`KeyStore`          API keys, stored as digests (:func:`relay.keys.create_api_key` makes them)
+* :class:`CredentialStore`   SMTP credentials, stored as argon2 hashes (``credentials.create_smtp_credential``)
+* :class:`DomainStore`       sending domains and their DKIM keys
+* :class:`TemplateStore`     templates and their versions
+* :class:`WebhookStore`      webhook endpoints and their durable delivery queue
+* :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
+* :class:`Storage`           all of the above as attributes, plus the clock and ``close()``
+
+Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` when the disk is full,
+:class:`relay.errors.StoreUnavailable` when the database cannot be read or written; never a driver's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from relay.clock import Clock
+from relay.credentials import SmtpCredential
+from relay.domains import DkimKey, Domain
+from relay.keys import ApiKey
+from relay.message import NewMessage
+from relay.store.events import BounceStats, Event, EventFilter
+from relay.store.idempotency import Completion, IdempotencyRecord
+from relay.store.queue.records import (
+    Attempt,
+    AttemptResult,
+    DomainQueue,
+    LeasedMessage,
+    MessageFilter,
+    MessageRecord,
+    QueueSummary,
+    Quota,
+    RecipientStatus,
+    Resent,
+    ReturnedTarget,
+    Selection,
+)
+from relay.store.reclassify import Reclassified
+from relay.store.suppressions import Bounce, BounceFilter, NewBounce, Suppression, SuppressionFilter
+from relay.store.templates import Template, TemplateVersion
+from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, Webhook
+
+
+class QueueStore(Protocol):
+    """The mail queue: life cycle (enqueue, claim, record), listings, operator control, returned mail, scheduling."""
+
+    async def enqueue_many(self, messages: Sequence[NewMessage], quota: Quota | None = None,
+                           completion: Completion | None = None) -> None:  # fmt: skip
+        """Durably queue several messages in one transaction: all of them or, on an error, none."""
+        ...
+
+    async def enqueue(
+        self, message: NewMessage, quota: Quota | None = None, completion: Completion | None = None
+    ) -> None:
+        """Durably queue a message; returns once it is committed to disk.
+
+        ``quota``: count it against an API key's quota (raises QuotaExhausted).
+        ``completion``: store the Idempotency-Key outcome in the same transaction.
+        """
+        ...
+
+    async def claim_due(
+        self, limit: int, owner: str, lease: float, max_bytes: int | None = None, first_fits: bool = True
+    ) -> list[LeasedMessage]: ...
+
+    async def record_attempts(self, results: list[AttemptResult]) -> None: ...
+
+    async def postpone(self, recipient_ids: list[int], until: float) -> None: ...
+
+    async def attempts(self, message_id: str, address: str) -> list[Attempt]: ...
+
+    async def domain_queues(self) -> list[DomainQueue]: ...
+
+    async def retry_now(self, selection: Selection) -> int: ...
+
+    async def purge(self, selection: Selection) -> int: ...
+
+    async def cancel_scheduled(self) -> tuple[int, int]:
+        """Cancel every scheduled message not yet due: (messages, recipients)."""
+        ...
+
+    async def resend(self, message_id: str) -> list[Resent] | None:
+        """Queue a message's bounced and failed recipients again unless suppressed now (None: no such message)."""
+        ...
+
+    async def suspend_domain(self, domain: str, duration: float, reason: str = "") -> float: ...
+
+    async def resume_domain(self, domain: str) -> bool: ...
+
+    async def admin_bounce(self, reason: str, selection: Selection) -> int: ...
+
+    async def release_leases(self, owner: str | None = None) -> int:
+        """Release ``owner``'s leases, or (owner None) every expired lease."""
+        ...
+
+    async def next_due_at(self) -> float | None: ...
+
+    async def summary(self) -> QueueSummary: ...
+
+    async def message_status(self, message_id: str) -> list[RecipientStatus]: ...
+
+    async def message(self, message_id: str) -> MessageRecord | None: ...
+
+    async def messages(self, filter: MessageFilter, limit: int) -> list[MessageRecord]: ...
+
+    async def scheduled_messages(self, after: str | None, limit: int,
+                                 api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+        ...
+
+    async def reschedule(self, message_id: str, send_at: float) -> int: ...
+
+    async def cancel_message(self, message_id: str) -> list[str]: ...
+
+    async def pending_count(self) -> int: ...
+
+    async def check_quota(self, quota: Quota) -> None:
+        """Raise QuotaExhausted if one more message would go over the quota; counts nothing (dry runs)."""
+        ...
+
+    async def key_usage(self, api_key_id: str) -> tuple[int, int]:
+        """Messages counted against the key's quotas this UTC day and month."""
+        ...
+
+    async def sandbox_messages(self, before: str | None, limit: int,
+                               api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+        ...
+
+    async def sandbox_message(self, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
+        """A sandboxed message and its body (None once [retention] bodies has deleted it)."""
+        ...
+
+    async def returned_target(self, message_id: str, recipient_id: int) -> ReturnedTarget | None:
+        """The recipient an authenticated return path names, if the message is still known."""
+        ...
+
+    async def targets_by_header_id(self, header_id: str) -> list[ReturnedTarget]:
+        """The recipients of the message(s) with this Message-ID header."""
+        ...
+
+    async def record_returned(self, bounce: NewBounce, target: ReturnedTarget
+                              ) -> tuple[int, Suppression | None]:  # fmt: skip
+        """A returned report (DSN or complaint) about one recipient: bounce, suppression, event, state."""
+        ...
+
+
+class EventStore(Protocol):
+    """The event log, its stats and retention."""
+
+    async def query(self, filter: EventFilter, limit: int) -> list[Event]: ...
+
+    async def message_events(self, message_id: str) -> list[Event]: ...
+
+    async def event(self, event_id: int) -> Event | None: ...
+
+    async def event_counts(self, since: float, until: float, interval: int, tag: str | None
+                           ) -> list[tuple[int, str, int]]:  # fmt: skip
+        ...
+
+    async def event_totals(self) -> dict[str, int]: ...
+
+    async def bounce_stats(self, since: float, until: float) -> BounceStats: ...
+
+    async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
+        """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0."""
+        ...
+
+
+class SuppressionStore(Protocol):
+    """Bounces, the suppression list and its allowlist."""
+
+    async def record_bounce(self, bounce: NewBounce) -> tuple[int, Suppression | None]: ...
+
+    async def suppressed(self, addresses: Iterable[str]) -> dict[str, Suppression]: ...
+
+    async def suppression(self, address: str) -> Suppression | None: ...
+
+    async def query(self, filter: SuppressionFilter, limit: int) -> list[Suppression]: ...
+
+    async def suppress(self, addresses: Sequence[str], reason: str = "manual", detail: str = "",
+                       expires_at: float | None = None) -> list[Suppression]:  # fmt: skip
+        ...
+
+    async def unsuppress(self, address: str) -> bool: ...
+
+    async def reclassify_suppressions(self, apply: bool) -> Reclassified:
+        """Permanent hard-bounce suppressions the rule in force would not make: listed, or lifted (``apply``)."""
+        ...
+
+    async def allow(self, entry: str, note: str = "") -> str: ...
+
+    async def disallow(self, entry: str) -> bool: ...
+
+    async def allowlist(self) -> list[tuple[str, str, float]]: ...
+
+    async def bounces(self, filter: BounceFilter, limit: int) -> list[Bounce]: ...
+
+    async def bounce(self, bounce_id: int) -> Bounce | None: ...
+
+
+class KeyStore(Protocol):
+    """API keys (stored as digests)."""
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a key made by :func:`relay.keys.create_api_key`: its record and the digest of its secret."""
+        ...
+
+    async def api_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None. Records last use at most once a minute."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+
+class CredentialStore(Protocol):
+    """SMTP credentials (stored as argon2 hashes)."""
+
+    async def add_smtp_credential(self, cred: SmtpCredential, password_hash: str) -> None:
+        """Store a credential made by :func:`relay.credentials.create_smtp_credential` and its password hash."""
+        ...
+
+    async def smtp_credential_for_login(self, username: str) -> tuple[SmtpCredential, str] | None: ...
+
+    async def smtp_credential(self, cred_id: str) -> SmtpCredential | None: ...
+
+    async def list_smtp_credentials(self) -> list[SmtpCredential]: ...
+
+    async def revoke_smtp_credential(self, cred_id: str) -> bool: ...
+
+    def touch_smtp_credential(self, cred_id: str) -> None:
+        """Record use, at most once a minute per credential, without waiting for it."""
+        ...
+
+
+class DomainStore(Protocol):
+    """Sending domains and their DKIM keys."""
+
+    async def create_domain(self, domain_id: str, name: str, key: DkimKey) -> Domain: ...
+
+    async def domain(self, ident: str) -> Domain | None: ...
+
+    async def list_all(self) -> list[Domain]: ...
+
+    async def delete_domain(self, ident: str) -> Domain | None: ...
+
+    async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None: ...
+
+    async def record_domain_checks(self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
+                                   ) -> Domain:  # fmt: skip
+        ...
+
+
+class TemplateStore(Protocol):
+    """Templates and their versions."""
+
+    async def create_template(self, template_id: str, name: str, subject: str, html: str | None,
+                              text: str | None) -> Template:  # fmt: skip
+        ...
+
+    async def template(self, template_id: str) -> Template | None: ...
+
+    async def list_all(self) -> list[Template]: ...
+
+    async def update_template(self, template_id: str, name: str | None, subject: str, html: str | None,
+                              text: str | None, note: str = "updated") -> Template | None:  # fmt: skip
+        ...
+
+    async def delete_template(self, template_id: str) -> bool: ...
+
+    async def template_version(self, template_id: str, number: int) -> TemplateVersion | None: ...
+
+    async def template_versions(self, template_id: str) -> list[TemplateVersion]: ...
+
+
+class WebhookStore(Protocol):
+    """Webhook endpoints and their delivery queue."""
+
+    async def create_webhook(self, hook: Webhook) -> None: ...
+
+    async def webhook(self, hook_id: str) -> Webhook | None: ...
+
+    async def list_all(self) -> list[Webhook]: ...
+
+    async def update_webhook(self, hook_id: str, changes: dict[str, object]) -> Webhook | None: ...
+
+    async def delete_webhook(self, hook_id: str) -> bool: ...
+
+    async def claim_webhook_deliveries(self, limit: int, lease: float) -> list[DueDelivery]: ...
+
+    async def set_webhook_payload(self, delivery_id: int, payload: bytes) -> None: ...
+
+    async def record_webhook_attempt(self, outcome: AttemptOutcome, disable_after: float) -> str | None: ...
+
+    async def webhook_attempts(self, hook_id: str, limit: int, before: int | None = None) -> list[AttemptRecord]: ...
+
+    async def webhook_backlog(self) -> dict[str, int]: ...
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency-Key claims and the outcomes replayed to retries."""
+
+    async def claim_idempotency_key(
+        self, api_key_id: str, key: str, request_hash: str, ttl: float
+    ) -> IdempotencyRecord | None:
+        """None: claimed for a request of this process (hold it with :meth:`idempotency_lease`); else the
+        record that holds the key (done, or pending with an owner that has not stopped)."""
+        ...
+
+    def idempotency_lease(self, api_key_id: str, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold a claim while its request runs: the lease is renewed every RENEW_EVERY seconds, the claim
+        is released if the request fails, and it is no longer this process's running request after."""
+        ...
+
+    async def renew_idempotency_key(self, api_key_id: str, key: str) -> bool:
+        """Extend this process's lease on a pending claim; False if it is no longer this process's."""
+        ...
+
+    async def complete_idempotency_key(self, completion: Completion) -> None: ...
+
+    async def release_idempotency_key(self, api_key_id: str, key: str) -> None: ...
+
+    async def idempotency_record(self, api_key_id: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def forget_idempotency_record(self, api_key_id: str, key: str
+                                        ) -> tuple[IdempotencyRecord | None, bool]:  # fmt: skip
+        """Delete a finished record: (the record or None, whether it was deleted)."""
+        ...
+
+    async def prune(self) -> int:
+        """Drop expired idempotency records."""
+        ...
+
+
+class Storage(Protocol):
+    """Every repository of one backend, over one database."""
+
+    # Read-only (properties), so a backend's own repository classes satisfy them.
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def queue(self) -> QueueStore: ...
+
+    @property
+    def events(self) -> EventStore: ...
+
+    @property
+    def suppressions(self) -> SuppressionStore: ...
+
+    @property
+    def keys(self) -> KeyStore: ...
+
+    @property
+    def credentials(self) -> CredentialStore: ...
+
+    @property
+    def domains(self) -> DomainStore: ...
+
+    @property
+    def templates(self) -> TemplateStore: ...
+
+    @property
+    def webhooks(self) -> WebhookStore: ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
+
+    async def close(self) -> None:
+        """Finish pending writes, then release the database."""
+        ...

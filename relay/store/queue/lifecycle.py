@@ -1,0 +1,251 @@
+"""A message's life in the queue, in SQL: enqueue, lease due recipients, record attempts, release leases."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from relay.events import PENDING_STATES, EventKind
+from relay.message import NewMessage, domain_of
+from relay.store import suppressions
+from relay.store.queue.quotas import _count_against_quota
+from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient, Quota
+from relay.suppression import SuppressionPolicy
+
+# Invariant kept by every function here: next_attempt_at is NOT NULL exactly
+# when the recipient is pending (queued or deferred). The partial index
+# recipients_due covers those rows only, so "what is due" never scans the queue.
+_DUE_SQL = "next_attempt_at IS NOT NULL"
+
+
+_ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Quota | None = None) -> None:
+    """Insert the message, its body, tags, recipients and QUEUED events; count it against the quota."""
+    if quota is not None:
+        _count_against_quota(conn, quota, now)
+    scheduled = message.send_at if message.send_at is not None and message.send_at > now else None
+    state, due = ("scheduled", scheduled) if scheduled is not None else ("queued", now)
+    conn.execute(
+        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
+        " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message.id, now, message.sender, len(message.raw), message.source, message.subject,
+            json.dumps(list(message.tags)), json.dumps(message.metadata, allow_nan=False), message.api_key_id,
+            message.header_id,
+            scheduled, int(message.sandbox),
+        ),
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
+    )
+    conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message.id, message.raw))
+    for address in message.recipients:
+        why = message.suppressed.get(address)
+        if why is not None:  # kept for the record (activity, events), never attempted
+            cur = conn.execute(
+                "INSERT INTO recipients (message_id, address, domain, state, last_response, updated_at)"
+                " VALUES (?, ?, ?, 'suppressed', ?, ?)",
+                (message.id, address, domain_of(address), why, now),
+            )
+            _event(conn, now, EventKind.SUPPRESSED, message.id, cur.lastrowid, address, None, why)
+            continue
+        cur = conn.execute(
+            "INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (message.id, address, domain_of(address), state, due, now),
+        )
+        _event(conn, now, EventKind.QUEUED, message.id, cur.lastrowid, address, None, None,
+               {"send_at": scheduled} if scheduled is not None else None)  # fmt: skip
+
+
+def claim_due(
+    conn: sqlite3.Connection,
+    now: float,
+    limit: int,
+    owner: str,
+    lease_until: float,
+    max_bytes: int | None = None,
+    first_fits: bool = True,
+) -> list[LeasedMessage]:
+    """Lease up to ``limit`` due recipients to ``owner`` and return them grouped by message.
+
+    With ``max_bytes``, the messages whose recipients are leased add up to at most that many bytes of
+    body (with ``first_fits``, at least one message is taken, however large). Walks the partial index
+    ``recipients_due`` in due order; never scans the queue.
+    """
+    due = conn.execute(
+        "SELECT r.id, r.message_id, m.size FROM recipients r JOIN messages m ON m.id = r.message_id"
+        " WHERE r.next_attempt_at <= ? AND r.domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
+        " ORDER BY r.next_attempt_at LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    ids = within_bytes(due, max_bytes, first_fits)
+    if not ids:
+        return []
+    rows = conn.execute(
+        "UPDATE recipients SET state = 'sending', next_attempt_at = NULL,"
+        " lease_owner = ?, lease_until = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+        " RETURNING id, message_id, address, domain, attempts",
+        (owner, lease_until, now, json.dumps(ids)),
+    ).fetchall()
+    if not rows:
+        return []
+    rows = _drop_suppressed(conn, rows, now)
+    by_message: dict[str, list[LeasedRecipient]] = defaultdict(list)
+    for rid, message_id, address, domain, attempts in rows:
+        by_message[message_id].append(LeasedRecipient(rid, address, domain, attempts))
+    if not by_message:
+        return []
+    marks = ",".join("?" * len(by_message))
+    messages = conn.execute(
+        "SELECT m.id, m.sender, coalesce(m.send_at, m.created_at), b.raw, m.sandbox FROM messages m"
+        f" JOIN message_bodies b ON b.message_id = m.id WHERE m.id IN ({marks})",
+        list(by_message),
+    ).fetchall()
+    return [
+        LeasedMessage(mid, sender, created_at, raw, tuple(sorted(by_message[mid], key=lambda r: r.id)), bool(sandbox))
+        for mid, sender, created_at, raw, sandbox in messages
+    ]
+
+
+def within_bytes(due: list[tuple[int, str, int]], max_bytes: int | None, first_fits: bool = True) -> list[int]:
+    """The ids of due (recipient id, message id, message size) rows, in order, up to the first recipient whose
+    message would take the bodies past ``max_bytes`` (a message counts once; with ``first_fits`` the first
+    message is taken whatever its size)."""
+    if max_bytes is None:
+        return [rid for rid, _, _ in due]
+    taken: list[int] = []
+    messages: set[str] = set()
+    total = 0
+    for rid, message_id, size in due:
+        if message_id not in messages:
+            if (messages or not first_fits) and total + size > max_bytes:
+                break
+            messages.add(message_id)
+            total += size
+        taken.append(rid)
+    return taken
+
+
+def _drop_suppressed(conn: sqlite3.Connection, rows: list[Any], now: float) -> list[Any]:
+    """Recipients suppressed while their mail waited are not mailed: state suppressed, with an event."""
+    found = suppressions.suppressed(conn, {row[2] for row in rows}, now)
+    if not found:
+        return rows
+    kept = []
+    for row in rows:
+        rid, message_id, address = row[0], row[1], row[2]
+        s = found.get(address)
+        if s is None:
+            kept.append(row)
+            continue
+        detail = f"suppressed ({s.reason}) before delivery"
+        conn.execute(
+            "UPDATE recipients SET state = 'suppressed', lease_owner = NULL, lease_until = NULL, last_code = NULL,"
+            " last_response = ?, updated_at = ? WHERE id = ?",
+            (detail, now, rid),
+        )
+        _event(conn, now, EventKind.SUPPRESSED, message_id, rid, address, None, detail)
+    return kept
+
+
+def record_attempts(
+    conn: sqlite3.Connection, results: list[AttemptResult], now: float, policy: SuppressionPolicy
+) -> None:
+    """Store each outcome and its event, and bounces with the suppressions they cause; the lease is released."""
+    for r in results:
+        if r.bounce is not None:
+            suppressions.record_bounce(conn, r.bounce, now, policy)
+        assert (r.next_attempt_at is not None) == (r.state in PENDING_STATES), r
+        row = conn.execute(
+            "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
+            " lease_owner = NULL, lease_until = NULL, last_code = ?, last_response = ?, updated_at = ?"
+            " WHERE id = ? RETURNING attempts",
+            (r.state.value, r.next_attempt_at, r.code, r.response, now, r.recipient_id),
+        ).fetchone()
+        enhanced = _ENHANCED.match(r.response)
+        _event(conn, now, r.event, r.message_id, r.recipient_id, r.address, r.code, r.response,
+               _attempt_details(r, row[0] if row else None, enhanced.group(1) if enhanced else None))  # fmt: skip
+        conn.execute(
+            "INSERT INTO attempts (recipient_id, message_id, at, mx_host, ip, tls, code, enhanced, text)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.recipient_id, r.message_id, now, r.mx_host, r.ip, r.tls, r.code,
+             enhanced.group(1) if enhanced else None, r.response),
+        )  # fmt: skip
+
+
+def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None) -> dict[str, Any]:
+    details: dict[str, Any] = {"attempt": attempt, "mx_host": r.mx_host, "ip": r.ip, "tls": r.tls,
+                               "smtp_code": r.code, "enhanced_status": enhanced, "response": r.response}  # fmt: skip
+    if r.classification is not None:
+        details["classification"] = r.classification.kind.value
+        details["reason"] = r.classification.reason
+    if r.next_attempt_at is not None:
+        details["next_attempt_at"] = r.next_attempt_at
+    if r.sandbox:
+        details["sandbox"] = True
+    return details
+
+
+def postpone(conn: sqlite3.Connection, recipient_ids: list[int], until: float, now: float) -> None:
+    """Put leased recipients back, due at ``until``, without counting an attempt (throttling, suspension)."""
+    conn.executemany(
+        "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        [(until, now, rid) for rid in recipient_ids],
+    )
+
+
+def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = None) -> int:
+    """Return leased recipients to the queue, due now: all of ``owner``'s, or every expired lease.
+
+    An attempt that was in flight when its worker died may have reached the
+    receiving server; delivering again is the at-least-once price of never losing mail.
+    """
+    which, value = ("lease_owner = ?", owner) if owner is not None else ("lease_until < ?", now)
+    cur = conn.execute(
+        "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?"
+        f" WHERE state = 'sending' AND {which}",
+        (now, now, value),
+    )
+    return cur.rowcount
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """Recipients not yet done with (waiting or in flight), counted on indexes."""
+    row = conn.execute(
+        f"SELECT (SELECT count(*) FROM recipients WHERE {_DUE_SQL})"
+        " + (SELECT count(*) FROM recipients WHERE state = 'sending')"
+    ).fetchone()
+    return int(row[0])
+
+
+def next_due_at(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(f"SELECT min(next_attempt_at) FROM recipients WHERE {_DUE_SQL}").fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def _event(
+    conn: sqlite3.Connection,
+    now: float,
+    kind: EventKind,
+    message_id: str,
+    recipient_id: int | None,
+    recipient: str | None,
+    code: int | None,
+    detail: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One event row. Triggers count it (event_counts) and queue it for each matching webhook."""
+    conn.execute(
+        "INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail, details)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (now, kind.value, message_id, recipient_id, recipient, code, detail,
+         json.dumps(details) if details else None),
+    )  # fmt: skip

@@ -1,0 +1,122 @@
+"""Reading the queue in SQL: a message's recipients and attempts, message listings, per-domain queues, the sandbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from relay.events import State
+from relay.store.events import load_metadata
+from relay.store.queue.records import Attempt, DomainQueue, MessageFilter, MessageRecord, QueueSummary, RecipientStatus
+
+
+def attempts_of(conn: sqlite3.Connection, message_id: str, address: str) -> list[Attempt]:
+    return [
+        Attempt(*row)
+        for row in conn.execute(
+            "SELECT a.at, a.mx_host, a.ip, a.tls, a.code, a.enhanced, a.text FROM attempts a"
+            " JOIN recipients r ON r.id = a.recipient_id WHERE r.message_id = ? AND r.address = ? ORDER BY a.id",
+            (message_id, address),
+        )
+    ]
+
+
+def summary(conn: sqlite3.Connection) -> QueueSummary:
+    by_state: dict[str, int] = {s.value: 0 for s in State}
+    by_domain: dict[str, dict[str, int]] = defaultdict(dict)
+    for state, domain, count in conn.execute("SELECT state, domain, count(*) FROM recipients GROUP BY state, domain"):
+        by_state[state] = by_state.get(state, 0) + count
+        if state in ("queued", "deferred", "sending"):
+            by_domain[domain][state] = count
+    return QueueSummary(by_state, dict(by_domain))
+
+
+_STATUS_COLUMNS = "address, state, attempts, next_attempt_at, last_code, last_response, updated_at"
+
+
+def message_status(conn: sqlite3.Connection, message_id: str) -> list[RecipientStatus]:
+    return [
+        RecipientStatus(*row)
+        for row in conn.execute(
+            f"SELECT {_STATUS_COLUMNS} FROM recipients WHERE message_id = ? ORDER BY id", (message_id,)
+        )
+    ]
+
+
+_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at, sandbox"
+
+
+def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
+    mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
+    return MessageRecord(
+        mid, created, sender, size, source, subject, json.loads(tags), load_metadata(metadata), key_id,
+        message_status(conn, mid), send_at, bool(sandbox),
+    )  # fmt: skip
+
+
+def message_record(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
+    row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else _message_record(conn, row)
+
+
+_FILTERS = (
+    ("before", "m.id < ?"),
+    ("status", "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = ?)"),
+    ("recipient", "m.id IN (SELECT message_id FROM recipients WHERE address = ?)"),
+    ("tag", "m.id IN (SELECT message_id FROM message_tags WHERE tag = ?)"),
+    ("since", "m.created_at >= ?"),
+    ("until", "m.created_at < ?"),
+    ("api_key_id", "m.api_key_id = ?"),
+)
+
+
+def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> list[MessageRecord]:
+    """Newest first, walking the primary key (ids are time-ordered) from the cursor."""
+    active = [(sql, getattr(f, name)) for name, sql in _FILTERS if getattr(f, name) is not None]
+    sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+    if active:
+        sql += " WHERE " + " AND ".join(clause for clause, _ in active)
+    sql += " ORDER BY m.id DESC LIMIT ?"
+    rows = conn.execute(sql, [*(value for _, value in active), limit]).fetchall()
+    return [_message_record(conn, row) for row in rows]
+
+
+def sandbox_messages(conn: sqlite3.Connection, before: str | None, limit: int,
+                     api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+    """Sandboxed messages, newest first (cursor: the last id of the previous page), on the messages_sandbox index."""
+    after_cursor, params = ("AND id < ?", [before]) if before else ("", [])
+    if api_key_id is not None:
+        after_cursor, params = after_cursor + " AND api_key_id = ?", [*params, api_key_id]
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sandbox = 1 {after_cursor} ORDER BY id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [_message_record(conn, row) for row in rows]
+
+
+def sandbox_message(conn: sqlite3.Connection, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
+    row = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND sandbox = 1", (message_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    body = conn.execute("SELECT raw FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone()
+    return _message_record(conn, row), None if body is None else bytes(body[0])
+
+
+def domain_queues(conn: sqlite3.Connection, now: float) -> list[DomainQueue]:
+    """Pending recipients per destination domain, busiest first."""
+    suspended = dict(conn.execute("SELECT domain, until FROM suspended_domains WHERE until > ?", (now,)).fetchall())
+    rows = conn.execute(
+        "SELECT r.domain,"
+        " sum(r.state = 'queued'), sum(r.state = 'deferred'), sum(r.state = 'sending'),"
+        " sum(r.state = 'deferred' AND r.next_attempt_at > ?), min(m.created_at)"
+        " FROM recipients r JOIN messages m ON m.id = r.message_id"
+        " WHERE r.state IN ('queued', 'deferred', 'sending') GROUP BY r.domain",
+        (now,),
+    ).fetchall()
+    queues = [DomainQueue(d, q, df, s, sc, oldest, suspended.pop(d, None)) for d, q, df, s, sc, oldest in rows]
+    queues += [DomainQueue(d, 0, 0, 0, 0, None, until) for d, until in suspended.items()]
+    return sorted(queues, key=lambda x: (-(x.queued + x.deferred + x.sending), x.domain))

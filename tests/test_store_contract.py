@@ -1,0 +1,396 @@
+"""Contract tests: what every storage backend must do, through the Protocols of relay/store/protocols.py.
+
+Each test takes ``storage`` (a :class:`relay.store.protocols.Storage`) and only calls repository methods:
+no SQL, no backend class, so a second backend runs the same tests by joining ``STORE_BACKENDS`` in
+tests/conftest.py. Time is the backend's fake clock (``storage.clock``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from relay import credentials as creds
+from relay.bounces.classify import Classification, Kind
+from relay.domains import DkimKey
+from relay.errors import QuotaExhausted
+from relay.events import EventKind, State
+from relay.keys import create_api_key, digest
+from relay.message import NewMessage
+from relay.store import protocols
+from relay.store.events import EventFilter
+from relay.store.idempotency import ClaimLost, Completion
+from relay.store.queue import AttemptResult, MessageFilter, Quota, Selection
+from relay.store.suppressions import BounceFilter, NewBounce, SuppressionFilter
+from relay.store.webhooks import AttemptOutcome, Webhook
+from tests.conftest import STORE_BACKENDS
+
+HARD = Classification(Kind.HARD, "user_unknown", "5.1.1")
+REPOSITORIES = {
+    "queue": protocols.QueueStore,
+    "events": protocols.EventStore,
+    "suppressions": protocols.SuppressionStore,
+    "keys": protocols.KeyStore,
+    "credentials": protocols.CredentialStore,
+    "domains": protocols.DomainStore,
+    "templates": protocols.TemplateStore,
+    "webhooks": protocols.WebhookStore,
+    "idempotency": protocols.IdempotencyStore,
+}
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def storage(store_factory, backend) -> protocols.Storage:
+    made: protocols.Storage = store_factory(backend=backend)
+    return made
+
+
+def message(*rcpts: str, **fields) -> NewMessage:
+    raw = b"Message-ID: <m1@example.com>\r\nSubject: t\r\n\r\nbody\r\n"
+    return NewMessage("a@example.com", rcpts, raw, "http", **fields)
+
+
+def protocol_methods(proto: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in vars(proto).items()
+        if callable(member) and not name.startswith("_")
+    }
+
+
+# -- the shape ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attribute", sorted(REPOSITORIES))
+def test_each_repository_provides_its_protocol_with_the_same_signatures(storage, attribute):
+    """Every method a Protocol names exists on the backend's repository, with the same parameters and
+    the same kind (coroutine or not)."""
+    repository = getattr(storage, attribute)
+    for name, signature in protocol_methods(REPOSITORIES[attribute]).items():
+        method = getattr(repository, name, None)
+        assert method is not None, f"{type(repository).__name__} has no {name}"
+        assert inspect.signature(method).parameters.keys() == signature.parameters.keys() - {"self"}, name
+        declared = getattr(REPOSITORIES[attribute], name)
+        assert inspect.iscoroutinefunction(method) == inspect.iscoroutinefunction(declared), name
+
+
+def test_the_bundle_holds_every_repository_and_the_clock(storage):
+    declared = {name for name, value in vars(protocols.Storage).items() if isinstance(value, property)}
+    assert declared == {"clock", *REPOSITORIES}
+    for attribute in REPOSITORIES:
+        assert getattr(storage, attribute) is not None
+    assert storage.clock.now() > 0
+
+
+def test_the_protocols_module_lists_every_protocol():
+    doc = protocols.__doc__ or ""
+    defined = {
+        n
+        for n, v in vars(protocols).items()
+        if isinstance(v, type) and issubclass(v, Protocol) and v.__module__ == protocols.__name__
+    }
+    assert defined == {p.__name__ for p in REPOSITORIES.values()} | {"Storage"}
+    assert all(f":class:`{name}`" in doc for name in defined)
+
+
+# -- queue ------------------------------------------------------------------------------------------------
+
+
+async def test_queue_life_cycle_enqueue_claim_record(storage):
+    q = storage.queue
+    m = message("x@one.example", "y@two.example")
+    await q.enqueue(m)
+    assert [s.state for s in await q.message_status(m.id)] == ["queued", "queued"]
+    assert await q.pending_count() == 2
+    (leased,) = await q.claim_due(10, "node-a", lease=60)
+    assert await q.claim_due(10, "node-b", lease=60) == []  # leased once
+    assert leased.id == m.id and leased.raw == m.raw
+    x, y = leased.recipients
+    later = storage.clock.now() + 300
+    await q.record_attempts([
+        AttemptResult(x.id, m.id, x.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok"),
+        AttemptResult(y.id, m.id, y.address, State.DEFERRED, EventKind.DEFERRED, later, 451, "busy"),
+    ])  # fmt: skip
+    assert {s.address: s.state for s in await q.message_status(m.id)} == {
+        "x@one.example": "delivered",
+        "y@two.example": "deferred",
+    }
+    assert await q.next_due_at() == later
+    assert [a.code for a in await q.attempts(m.id, "y@two.example")] == [451]
+    assert (await q.summary()).by_state["delivered"] == 1
+    storage.clock.advance(301)
+    (again,) = await q.claim_due(10, "node-a", lease=60)
+    assert [r.attempts for r in again.recipients] == [1]
+
+
+async def test_queue_enqueue_many_is_all_or_nothing(storage):
+    first, second = message("a@example.org"), message("b@example.org")
+    await storage.queue.enqueue_many([first, second])
+    assert len(await storage.queue.messages(MessageFilter(), 10)) == 2
+    duplicate = NewMessage(first.sender, first.recipients, first.raw, "http", first.id)
+    with pytest.raises(Exception):  # noqa: B017 - an id already queued: the backend's integrity error
+        await storage.queue.enqueue_many([message("c@example.org"), duplicate])
+    assert len(await storage.queue.messages(MessageFilter(), 10)) == 2
+
+
+async def test_queue_leases_expire_and_are_released_by_owner(storage):
+    q = storage.queue
+    await q.enqueue(message("a@example.org"))
+    await q.enqueue(message("b@example.org"))
+    await q.claim_due(1, "crashed", lease=60)
+    await q.claim_due(1, "alive", lease=600)
+    assert await q.release_leases("crashed") == 1
+    storage.clock.advance(120)
+    assert await q.release_leases() == 0
+    storage.clock.advance(600)
+    assert await q.release_leases() == 1
+    assert await q.pending_count() == 2
+
+
+async def test_queue_operator_control(storage):
+    q = storage.queue
+    m = message("a@one.example", "b@two.example")
+    await q.enqueue(m)
+    (leased,) = await q.claim_due(10, "n", lease=60)
+    later = storage.clock.now() + 3600
+    await q.record_attempts(
+        [
+            AttemptResult(r.id, m.id, r.address, State.DEFERRED, EventKind.DEFERRED, later, 451, "x")
+            for r in leased.recipients
+        ]
+    )
+    assert await q.retry_now(Selection(domain="one.example")) == 1
+    until = await q.suspend_domain("two.example", 600, "maintenance")
+    assert until == storage.clock.now() + 600
+    assert {d.domain: d.suspended_until for d in await q.domain_queues()}["two.example"] == until
+    assert await q.resume_domain("two.example") is True
+    assert await q.admin_bounce("operator", Selection(recipient="b@two.example")) == 1
+    assert await q.purge(Selection(message_id=m.id)) == 1
+    assert sorted(s.state for s in await q.message_status(m.id)) == ["bounced", "cancelled"]
+    resent = await q.resend(m.id)
+    assert resent is not None and [(r.address, r.result) for r in resent if r.result == "queued"] == [
+        ("b@two.example", "queued")
+    ]
+    assert await q.resend("no-such-message") is None
+
+
+async def test_queue_scheduling_and_cancel(storage):
+    q = storage.queue
+    now = storage.clock.now()
+    later = message("a@example.org", send_at=now + 3600)
+    await q.enqueue(later)
+    assert await q.claim_due(10, "n", lease=60) == []
+    assert [r.id for r in await q.scheduled_messages(None, 10)] == [later.id]
+    assert await q.reschedule(later.id, now + 60) == 1
+    storage.clock.advance(61)
+    assert len(await q.claim_due(10, "n", lease=60)) == 1
+    other = message("b@example.org", send_at=storage.clock.now() + 3600)
+    await q.enqueue(other)
+    assert await q.cancel_scheduled() == (1, 1)
+    third = message("c@example.org")
+    await q.enqueue(third)
+    assert await q.cancel_message(third.id) == ["c@example.org"]
+
+
+async def test_queue_counts_quotas(storage):
+    quota = Quota("key_1", daily=2, monthly=10)
+    await storage.queue.enqueue(message("a@example.org"), quota)
+    await storage.queue.enqueue(message("b@example.org"), quota)
+    assert await storage.queue.key_usage("key_1") == (2, 2)
+    with pytest.raises(QuotaExhausted):
+        await storage.queue.check_quota(quota)
+    with pytest.raises(QuotaExhausted):
+        await storage.queue.enqueue(message("c@example.org"), quota)
+    assert await storage.queue.key_usage("key_1") == (2, 2)
+
+
+async def test_queue_sandbox(storage):
+    m = message("a@example.org", sandbox=True)
+    await storage.queue.enqueue(m)
+    assert [r.id for r in await storage.queue.sandbox_messages(None, 10)] == [m.id]
+    found = await storage.queue.sandbox_message(m.id)
+    assert found is not None and found[0].id == m.id and found[1] == m.raw
+
+
+async def test_queue_returned_mail(storage):
+    m = message("gone@example.org")
+    await storage.queue.enqueue(m)
+    (target,) = await storage.queue.targets_by_header_id("m1@example.com")
+    assert (target.message_id, target.address) == (m.id, "gone@example.org")
+    assert await storage.queue.returned_target(m.id, target.recipient_id) == target
+    bounce = NewBounce("gone@example.org", HARD, "dsn", 550, "5.1.1 unknown", message_id=m.id)
+    bounce_id, suppression = await storage.queue.record_returned(bounce, target)
+    assert suppression is not None and suppression.address == "gone@example.org"
+    assert (await storage.suppressions.bounce(bounce_id)).recipient == "gone@example.org"
+
+
+# -- events -----------------------------------------------------------------------------------------------
+
+
+async def test_events_are_listed_counted_and_pruned(storage):
+    m = message("a@example.org", tags=("news",))
+    await storage.queue.enqueue(m)
+    (event,) = await storage.events.message_events(m.id)
+    assert (event.type, event.recipient, event.tags) == ("queued", "a@example.org", ["news"])
+    assert await storage.events.event(event.id) == event
+    assert await storage.events.query(EventFilter(tag="news"), 10) == [event]
+    assert await storage.events.query(EventFilter(types=("delivered",)), 10) == []
+    assert (await storage.events.event_totals())["queued"] == 1
+    now = storage.clock.now()
+    assert sum(n for _, kind, n in await storage.events.event_counts(now - 3600, now + 3600, 3600, None)) >= 1
+    assert (await storage.events.bounce_stats(now - 3600, now + 1)).total == 0
+    assert await storage.events.prune_history(now - 1, now - 1) == (0, 0)
+    assert (await storage.events.prune_history(now + 1, now + 1))[0] >= 1
+    assert await storage.events.message_events(m.id) == []
+
+
+# -- suppressions ------------------------------------------------------------------------------------------
+
+
+async def test_suppressions_add_look_up_list_remove(storage):
+    s = storage.suppressions
+    (added,) = await s.suppress(["Someone@Example.org"], "manual", "by hand")
+    assert added.address == "someone@example.org"
+    assert set(await s.suppressed(["someone@example.org", "other@example.org"])) == {"someone@example.org"}
+    assert (await s.suppression("someone@example.org")).reason == "manual"
+    assert [x.address for x in await s.query(SuppressionFilter(reason="manual"), 10)] == ["someone@example.org"]
+    assert await s.unsuppress("someone@example.org") is True
+    assert await s.suppressed(["someone@example.org"]) == {}
+    await s.suppress(["later@example.org"], expires_at=storage.clock.now() + 60)
+    storage.clock.advance(61)
+    assert await s.suppression("later@example.org") is None
+
+
+async def test_bounces_suppress_unless_allowed(storage):
+    s = storage.suppressions
+    assert await s.allow("example.net", "partner") == "example.net"
+    assert [entry for entry, _, _ in await s.allowlist()] == ["example.net"]
+    bounce_id, suppression = await s.record_bounce(NewBounce("x@example.org", HARD, "smtp", 550, "5.1.1 no"))
+    assert suppression is not None and suppression.bounce_id == bounce_id
+    _, allowed = await s.record_bounce(NewBounce("y@example.net", HARD, "smtp", 550, "5.1.1 no"))
+    assert allowed is None
+    assert [b.recipient for b in await s.bounces(BounceFilter(kind="hard"), 10)] == ["y@example.net", "x@example.org"]
+    assert (await s.bounce(bounce_id)).code == 550
+    assert await s.disallow("example.net") is True
+    assert (await s.reclassify_suppressions(apply=False)).lifts == []
+
+
+# -- keys and credentials ----------------------------------------------------------------------------------
+
+
+async def test_keys_store_a_digest_and_authenticate_by_secret(storage):
+    key, secret = await create_api_key(storage.keys, storage.clock, "ci", ("send",), daily_quota=5)
+    assert digest(secret) != secret
+    assert await storage.keys.authenticate(secret) == key
+    assert await storage.keys.authenticate(secret + "x") is None
+    assert await storage.keys.api_key(key.id) == key
+    assert [k.id for k in await storage.keys.list_api_keys()] == [key.id]
+    assert await storage.keys.revoke_api_key(key.id) is True
+    assert await storage.keys.revoke_api_key(key.id) is False
+    assert await storage.keys.authenticate(secret) is None
+
+
+async def test_credentials_store_a_password_hash(storage):
+    cred, password = await creds.create_smtp_credential(
+        storage.credentials, storage.clock, allowed_from=("example.com",)
+    )
+    found = await storage.credentials.smtp_credential_for_login(cred.username)
+    assert found is not None and found[0] == cred and found[1] != password
+    assert creds.verify_password(found[1], password)
+    assert await storage.credentials.smtp_credential(cred.id) == cred
+    assert [c.id for c in await storage.credentials.list_smtp_credentials()] == [cred.id]
+    storage.credentials.touch_smtp_credential(cred.id)  # never waited for
+    assert await storage.credentials.revoke_smtp_credential(cred.id) is True
+    assert await storage.credentials.smtp_credential_for_login(cred.username) is None
+
+
+# -- domains, templates ------------------------------------------------------------------------------------
+
+
+async def test_domains_and_their_keys(storage):
+    d = storage.domains
+    now = storage.clock.now()
+    created = await d.create_domain("dom_1", "example.com", DkimKey("s1", Path("/k/s1.pem"), "active", now))
+    assert (await d.domain("dom_1")) == created == (await d.domain("example.com"))
+    await d.add_dkim_key("dom_1", DkimKey("s2", Path("/k/s2.pem"), "pending", now))
+    assert [k.selector for k in (await d.domain("dom_1")).keys] == ["s1", "s2"]
+    checked = await d.record_domain_checks(created, {"dkim": {"status": "ok", "hint": ""}}, None)
+    assert checked.checks == {"dkim": {"status": "ok", "hint": ""}} and checked.checked_at == now
+    assert [x.name for x in await d.list_all()] == ["example.com"]
+    assert (await d.delete_domain("example.com")).id == "dom_1"
+    assert await d.list_all() == []
+
+
+async def test_templates_keep_versions(storage):
+    t = storage.templates
+    created = await t.create_template("tpl_1", "welcome", "Hi {{name}}", "<p>hi</p>", None)
+    assert created.version == 1 and await t.template("tpl_1") == created
+    updated = await t.update_template("tpl_1", None, "Hello {{name}}", None, "hello")
+    assert updated is not None and updated.version == 2 and updated.name == "welcome"
+    assert (await t.template_version("tpl_1", 1)).subject == "Hi {{name}}"
+    assert [v.version for v in await t.template_versions("tpl_1")] == [2, 1]
+    assert [x.id for x in await t.list_all()] == ["tpl_1"]
+    assert await t.delete_template("tpl_1") is True
+    assert await t.template("tpl_1") is None
+
+
+# -- webhooks -----------------------------------------------------------------------------------------------
+
+
+async def test_webhooks_queue_a_delivery_per_event_and_log_attempts(storage):
+    w = storage.webhooks
+    now = storage.clock.now()
+    hook = Webhook("wh_1", "https://hooks.example/x", ["queued"], True, "", "whsec_x", now, now)
+    await w.create_webhook(hook)
+    assert await w.webhook("wh_1") == hook and await w.list_all() == [hook]
+    await storage.queue.enqueue(message("a@example.org"))
+    assert await w.webhook_backlog() == {"wh_1": 1}
+    (due,) = await w.claim_webhook_deliveries(10, lease=30)
+    assert await w.claim_webhook_deliveries(10, lease=30) == []
+    await w.set_webhook_payload(due.id, b"{}")
+    outcome = AttemptOutcome(due.id, "wh_1", due.event_id, 200, None, 12.0, None)
+    assert await w.record_webhook_attempt(outcome, disable_after=86400) is None
+    assert [a.status for a in await w.webhook_attempts("wh_1", 10)] == [200]
+    assert await w.webhook_backlog() == {}
+    assert (await w.update_webhook("wh_1", {"enabled": False})).enabled is False
+    assert await w.delete_webhook("wh_1") is True
+
+
+# -- idempotency -----------------------------------------------------------------------------------------------
+
+
+async def test_idempotency_claim_complete_replay_forget(storage):
+    i = storage.idempotency
+    assert await i.claim_idempotency_key("key_1", "k", "hash", 3600) is None
+    held = await i.claim_idempotency_key("key_1", "k", "hash", 3600)
+    assert held is not None and held.state == "pending"
+    assert await i.renew_idempotency_key("key_1", "k") is True
+    await i.complete_idempotency_key(Completion("key_1", "k", 202, '{"id": "m"}', None))
+    record = await i.idempotency_record("key_1", "k")
+    assert record is not None and (record.state, record.status) == ("done", 202)
+    assert await i.forget_idempotency_record("key_1", "k") == (record, True)
+    assert await i.idempotency_record("key_1", "k") is None
+    assert await i.claim_idempotency_key("key_1", "k2", "hash", 60) is None
+    await i.release_idempotency_key("key_1", "k2")
+    assert await i.idempotency_record("key_1", "k2") is None
+
+
+async def test_idempotency_lease_releases_a_failed_request(storage):
+    i = storage.idempotency
+    assert await i.claim_idempotency_key("key_1", "k", "hash", 3600) is None
+    with pytest.raises(RuntimeError):
+        async with i.idempotency_lease("key_1", "k"):
+            raise RuntimeError("the request failed")
+    assert await i.idempotency_record("key_1", "k") is None
+    with pytest.raises(ClaimLost):  # no claim held: nothing to complete
+        await i.complete_idempotency_key(Completion("key_1", "done", 200, "{}", None))
+    storage.clock.advance(10**6)
+    assert await i.prune() >= 0
