@@ -125,8 +125,9 @@ def prepare_data_dir(path: Path) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise StartupError(f"cannot write in the data directory {path} ([server] data_dir): {reason(exc)}",
-                           EX_CANTCREAT) from None  # fmt: skip
+        raise StartupError(
+            f"cannot write in the data directory {path} ([server] data_dir): {reason(exc)}", EX_CANTCREAT
+        ) from None
 
 
 def make_signer(config: Config) -> Signer:
@@ -147,17 +148,29 @@ def domain_policy(config: Config) -> DomainPolicy:
     d = config.domains
     relayed = config.delivery.routes.get("*")
     smarthost = config.delivery.smarthost or (relayed.smarthost if relayed else None)
-    return DomainPolicy(tuple(d.outbound_ips), d.spf_include, d.inbound_host or config.server.hostname,
-                        aligned_bounce_domain, config.server.hostname,
-                        _format(smarthost) if smarthost else "")  # fmt: skip
+    return DomainPolicy(
+        tuple(d.outbound_ips),
+        d.spf_include,
+        d.inbound_host or config.server.hostname,
+        aligned_bounce_domain,
+        config.server.hostname,
+        _format(smarthost) if smarthost else "",
+    )
 
 
 def make_domains(config: Config, store: Store, sending: SendingDomains | None) -> Domains:
     resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
     resolver.cache = None  # verification is live: a record published a minute ago must be seen
     checker = Checker(resolver, domain_policy(config))
-    return Domains(store.domains, store.clock, config.server.data_dir / "dkim", checker, sending,
-                   config.domains.selector, config.domains.key_bits)  # fmt: skip
+    return Domains(
+        store.domains,
+        store.clock,
+        config.server.data_dir / "dkim",
+        checker,
+        sending,
+        config.domains.selector,
+        config.domains.key_bits,
+    )
 
 
 def suppression_policy(config: Config) -> SuppressionPolicy:
@@ -171,8 +184,13 @@ def open_store(config: Config, clock: Clock) -> Store:
 
 def webhook_settings(config: Config) -> SenderSettings:
     w = config.webhooks
-    return SenderSettings(timeout=w.timeout, max_concurrency=w.max_concurrency, max_rate=w.max_rate,
-                          disable_after=w.disable_after, allow_private_targets=w.allow_private_targets)  # fmt: skip
+    return SenderSettings(
+        timeout=w.timeout,
+        max_concurrency=w.max_concurrency,
+        max_rate=w.max_rate,
+        disable_after=w.disable_after,
+        allow_private_targets=w.allow_private_targets,
+    )
 
 
 def make_verp(config: Config) -> Verp | None:
@@ -195,10 +213,16 @@ def smtp_certificate(config: Config) -> tuple[str, str]:
         try:
             tls.write_self_signed(cert_path, key_path, config.server.hostname)
         except OSError as exc:
-            raise StartupError(f"cannot create a self-signed certificate in {cert_path.parent} ([smtp] tls_cert "
-                               f"is empty): {reason(exc)}", EX_CANTCREAT) from None  # fmt: skip
-        log.warning("no [smtp] tls_cert configured: created a self-signed certificate for %s in %s",
-                    config.server.hostname, cert_path)  # fmt: skip
+            raise StartupError(
+                f"cannot create a self-signed certificate in {cert_path.parent} ([smtp] tls_cert "
+                f"is empty): {reason(exc)}",
+                EX_CANTCREAT,
+            ) from None
+        log.warning(
+            "no [smtp] tls_cert configured: created a self-signed certificate for %s in %s",
+            config.server.hostname,
+            cert_path,
+        )
     return str(cert_path), str(key_path)
 
 
@@ -284,8 +308,9 @@ class Relay:
                 self._inbound_sockets = _bind_all(config.inbound.listen, "[inbound] listen", [])
             self._smtp_tls = smtp_tls_context(config)  # made here (once) if self-signed: acceptors start later
             if self.accept and config.http.tls_cert:
-                self._http_tls = server_tls_context("[http] tls_cert, tls_key", config.http.tls_cert,
-                                                    config.http.tls_key)  # fmt: skip
+                self._http_tls = server_tls_context(
+                    "[http] tls_cert, tls_key", config.http.tls_cert, config.http.tls_key
+                )
             return open_store_for_serving(config, self.clock)
         except StartupError:
             for sock in [*self.listeners.all(), *self._inbound_sockets]:
@@ -318,10 +343,15 @@ class Relay:
             await self.domains.refresh()
             self._domains_task = asyncio.create_task(self._refresh_domains(), name="domains")
             acceptor = Acceptor(
-                store, config.smtp.max_message_size, on_queued=on_queued, capacity=self.capacity,
-                signer=signer, sending=sending, sandbox=config.delivery.mode == "sandbox",
+                store,
+                config.smtp.max_message_size,
+                on_queued=on_queued,
+                capacity=self.capacity,
+                signer=signer,
+                sending=sending,
+                sandbox=config.delivery.mode == "sandbox",
                 budget=InflightBudget(config.server.max_inflight_bytes),
-            )  # fmt: skip
+            )
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)
         if self.deliver and config.inbound.listen:
@@ -351,14 +381,19 @@ class Relay:
     async def _warn_about_modes(self, store: Store) -> None:
         """Loud start-up lines for what surprises a new user: mail that is not delivered, mail that is refused."""
         if self.config.delivery.mode == "sandbox":
-            log.warning("sandbox mode: mail is captured, not delivered; read it with relay sandbox list"
-                        " or GET /v1/sandbox/messages")  # fmt: skip
+            log.warning(
+                "sandbox mode: mail is captured, not delivered; read it with relay sandbox list"
+                " or GET /v1/sandbox/messages"
+            )
         if self.config.domains.require_verified_domain:
             verified = ", ".join(d.name for d in await store.domains.list_all() if d.status == VERIFIED) or "none yet"
-            log.warning("[domains] require_verified_domain is on: mail From: a domain that is not a verified sending"
-                        " domain is refused (SMTP 550 5.7.1, HTTP 422 domain_not_verified); verified: %s. Add one with"
-                        " relay domains add DOMAIN, or set require_verified_domain = false"
-                        " (RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN=false) to send without", verified)  # fmt: skip
+            log.warning(
+                "[domains] require_verified_domain is on: mail From: a domain that is not a verified sending"
+                " domain is refused (SMTP 550 5.7.1, HTTP 422 domain_not_verified); verified: %s. Add one with"
+                " relay domains add DOMAIN, or set require_verified_domain = false"
+                " (RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN=false) to send without",
+                verified,
+            )
 
     async def _housekeeping(self) -> None:
         """Periodic clean-up: expired Idempotency-Key records, then events and bodies past their retention."""
@@ -454,8 +489,13 @@ class Relay:
         """Returned mail (bounces, complaints) on [inbound] listen; the process that delivers runs it."""
         inbound = self.config.inbound
         returned = self.returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
-        factory = make_inbound_factory(returned, self.config.server.hostname, inbound.max_message_size,
-                                       self.config.smtp.idle_timeout, self._smtp_tls)  # fmt: skip
+        factory = make_inbound_factory(
+            returned,
+            self.config.server.hostname,
+            inbound.max_message_size,
+            self.config.smtp.idle_timeout,
+            self._smtp_tls,
+        )
         loop = asyncio.get_running_loop()
         for sock in self._inbound_sockets:
             server = await loop.create_server(factory, sock=sock, backlog=1024)
@@ -463,15 +503,27 @@ class Relay:
             address = server.sockets[0].getsockname()[:2]
             self.inbound_addresses.append(address)
             domains, feedback = ", ".join(inbound.bounce_domains) or "-", ", ".join(inbound.feedback_addresses) or "-"
-            log.info("listening for returned mail on %s (bounce domains: %s; feedback: %s)", _format(address),
-                     domains, feedback)  # fmt: skip
+            log.info(
+                "listening for returned mail on %s (bounce domains: %s; feedback: %s)",
+                _format(address),
+                domains,
+                feedback,
+            )
 
     async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
         http = self.config.http
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
         server = self.config.server
-        submission = HttpSubmission(acceptor, store, server.hostname, self.clock, limits, http.idempotency_ttl,
-                                    server.max_schedule_ahead, http.max_batch)  # fmt: skip
+        submission = HttpSubmission(
+            acceptor,
+            store,
+            server.hostname,
+            self.clock,
+            limits,
+            http.idempotency_ttl,
+            server.max_schedule_ahead,
+            http.max_batch,
+        )
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
         self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
         submission.builders = self._builders
@@ -482,26 +534,40 @@ class Relay:
         processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
         limiter = RateLimiter(share=1 / processes)
         settings = ApiSettings(http.rate_limit, limiter, http.trust_proxy, http.require_tls, self.clock)
-        queues = QueuesView(store.queue, on_change=self.engine.wake if self.engine else workers.WakeSender(
-            workers.wake_address(self.config.db_path)))  # fmt: skip
+        queues = QueuesView(
+            store.queue,
+            on_change=self.engine.wake
+            if self.engine
+            else workers.WakeSender(workers.wake_address(self.config.db_path)),
+        )
         if self.webhook_sender is None:  # an acceptor: a sender for test sends only (the main process drains)
             self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(self.config))
         sender = self.webhook_sender
-        routes = [*messages.routes(), *KeysView(store.keys, self.clock).routes(),
-                  *CredentialsView(store.credentials, self.clock).routes(), *queues.routes(),
-                  *SuppressionsView(store.suppressions).routes(), *EventsView(store, self.clock).routes(),
-                  *WebhooksView(store.webhooks, self.clock, sender).routes(),
-                  *TemplatesView(store, self.renderer).routes(),
-                  *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
-                  *SandboxView(store.queue).routes(), web.get("/metrics", self._metrics)]  # fmt: skip
+        routes = [
+            *messages.routes(),
+            *KeysView(store.keys, self.clock).routes(),
+            *CredentialsView(store.credentials, self.clock).routes(),
+            *queues.routes(),
+            *SuppressionsView(store.suppressions).routes(),
+            *EventsView(store, self.clock).routes(),
+            *WebhooksView(store.webhooks, self.clock, sender).routes(),
+            *TemplatesView(store, self.renderer).routes(),
+            *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
+            *SandboxView(store.queue).routes(),
+            web.get("/metrics", self._metrics),
+        ]
 
-        guard = ConnectionGuard(ConnectionLimits(http.header_timeout, http.body_timeout, http.keepalive_timeout,
-                                                 http.max_connections_per_ip))  # fmt: skip
+        guard = ConnectionGuard(
+            ConnectionLimits(
+                http.header_timeout, http.body_timeout, http.keepalive_timeout, http.max_connections_per_ip
+            )
+        )
         app = make_app(store, settings, routes, max_body=http.max_body_size, outer=[guard.middleware])
         if acceptor.budget is not None:
             app[BODY_BUDGET] = BodyBudget(acceptor.budget, http.max_body_size)
-        self._http_runner = runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                                   keepalive_timeout=http.keepalive_timeout)  # fmt: skip
+        self._http_runner = runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=http.keepalive_timeout
+        )
         await runner.setup()
         for sock in sockets:
             await GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls).start()
@@ -513,8 +579,9 @@ class Relay:
 
         ip = client_ip(request, self.config.http.trust_proxy)
         if not any(ipaddress.ip_address(ip) in net for net in self.config.http.metrics_networks):
-            return web.json_response({"error": {"code": "forbidden", "message": "not allowed to read metrics"}},
-                                     status=403)  # fmt: skip
+            return web.json_response(
+                {"error": {"code": "forbidden", "message": "not allowed to read metrics"}}, status=403
+            )
         assert self.store is not None
         body = await render(self.store, lambda: len(self.smtp_sessions.open))
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -635,8 +702,9 @@ async def serve(config: Config) -> int:
     await relay.start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
     if config.server.acceptors == "auto":  # after start-up problems (one line each, see relay.startup)
-        log.info('[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors,
-                 config_mod.available_cores())  # fmt: skip
+        log.info(
+            '[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors, config_mod.available_cores()
+        )
 
     supervisor = listener = None
     if acceptors > 0:
@@ -648,8 +716,9 @@ async def serve(config: Config) -> int:
             async with asyncio.timeout(ACCEPTORS_READY_SECONDS):
                 await listener.wait_ready(acceptors)
         except TimeoutError:
-            log.warning("acceptor processes not all answering after %.0fs; connections wait for them",
-                        ACCEPTORS_READY_SECONDS)  # fmt: skip
+            log.warning(
+                "acceptor processes not all answering after %.0fs; connections wait for them", ACCEPTORS_READY_SECONDS
+            )
         await relay.announce()
     await stop.wait()
     log.info("stopping")

@@ -87,8 +87,9 @@ async def create_smtp_credential(
     """Make a credential and store it (only the argon2 hash of its password); returns it and the password."""
     password = new_password()
     password_hash = await asyncio.to_thread(hash_password, password)
-    cred = SmtpCredential(new_id(), username or new_username(test), allowed_from, rate_limit, tags, clock.now(),
-                          test=test)  # fmt: skip
+    cred = SmtpCredential(
+        new_id(), username or new_username(test), allowed_from, rate_limit, tags, clock.now(), test=test
+    )
     await credentials.add_smtp_credential(cred, password_hash)
     return cred, password
 

@@ -127,8 +127,9 @@ def new_selector(now: float, taken: Sequence[str], configured: str = "") -> str:
 
 def generate_key(bits: int = 2048) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def write_key(directory: Path, domain: str, selector: str, pem: bytes) -> Path:
@@ -222,13 +223,17 @@ def explain_outbound(sources: Sequence[str | None], named: Sequence[str], hostna
         guess = [a for a in named if is_public(a) and _version(a) == _version(source) and a not in found]
         if guess:
             found.extend(guess)
-            said.append(f"relay sends from {source}, {_kind(source)} (behind NAT?), so the record uses the address "
-                        f"of [server] hostname {hostname}, {', '.join(guess)}: check that receivers see mail come "
-                        "from it, or set [domains] outbound_ips")  # fmt: skip
+            said.append(
+                f"relay sends from {source}, {_kind(source)} (behind NAT?), so the record uses the address "
+                f"of [server] hostname {hostname}, {', '.join(guess)}: check that receivers see mail come "
+                "from it, or set [domains] outbound_ips"
+            )
         else:
-            said.append(f"relay sends from {source}, {_kind(source)} (behind NAT?): relay cannot know the public "
-                        f"address receivers see, and [server] hostname {hostname} has no public "
-                        f"{'AAAA' if _version(source) == 6 else 'A'} record to suggest one")  # fmt: skip
+            said.append(
+                f"relay sends from {source}, {_kind(source)} (behind NAT?): relay cannot know the public "
+                f"address receivers see, and [server] hostname {hostname} has no public "
+                f"{'AAAA' if _version(source) == 6 else 'A'} record to suggest one"
+            )
     if not said:
         said.append("relay found no route to the internet from here, so it cannot know the address it sends from")
     if not found:
@@ -236,8 +241,9 @@ def explain_outbound(sources: Sequence[str | None], named: Sequence[str], hostna
     return tuple(found), "; ".join(said)
 
 
-async def discover(policy: Policy, resolver: dns.asyncresolver.Resolver,
-                   probe_targets: Sequence[str] = PROBE_TARGETS) -> Policy:  # fmt: skip
+async def discover(
+    policy: Policy, resolver: dns.asyncresolver.Resolver, probe_targets: Sequence[str] = PROBE_TARGETS
+) -> Policy:
     """``policy`` with the outbound addresses filled in and explained (``outbound_note``)."""
     if policy.outbound_ips:
         return dataclasses.replace(policy, outbound_note="authorises [domains] outbound_ips")
@@ -279,8 +285,14 @@ def records(domain: Domain, policy: Policy) -> list[DnsRecord]:
             purpose = "dkim" if key.state == "active" else "dkim (next key: publish now, it takes over once seen)"
             out.append(DnsRecord("TXT", f"{key.selector}._domainkey.{domain.name}", value, purpose))
     out.append(DnsRecord("TXT", domain.name, spf_value(policy), spf_purpose(policy)))
-    out.append(DnsRecord("TXT", f"_dmarc.{domain.name}", f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain.name}",
-                         "dmarc (p=none to start; move to quarantine/reject once reports look right)"))  # fmt: skip
+    out.append(
+        DnsRecord(
+            "TXT",
+            f"_dmarc.{domain.name}",
+            f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain.name}",
+            "dmarc (p=none to start; move to quarantine/reject once reports look right)",
+        )
+    )
     bounce = policy.bounce_domain_for(domain.name)
     if bounce and policy.inbound_host:
         out.append(DnsRecord("MX", bounce, f"10 {policy.inbound_host}.", "return_path (bounces come back here)"))
@@ -317,8 +329,9 @@ class Checker:
         return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
 
     async def run(self, domain: Domain) -> dict[str, dict[str, str]]:
-        results = await asyncio.gather(self.dkim(domain), self.spf(domain), self.dmarc(domain),
-                                       self.return_path(domain), return_exceptions=True)  # fmt: skip
+        results = await asyncio.gather(
+            self.dkim(domain), self.spf(domain), self.dmarc(domain), self.return_path(domain), return_exceptions=True
+        )
         out = {}
         for name, result in zip(CHECKS, results, strict=True):
             if isinstance(result, BaseException):
@@ -349,16 +362,21 @@ class Checker:
         if not texts:
             return _check(PENDING, f"no SPF record (TXT v=spf1) at {domain.name}; publish the spf record")
         if len(texts) > 1:
-            return _check(FAILED, f"{domain.name} has {len(texts)} SPF records; receivers treat that as an error,"
-                                  " merge them into one")  # fmt: skip
+            return _check(
+                FAILED,
+                f"{domain.name} has {len(texts)} SPF records; receivers treat that as an error, merge them into one",
+            )
         if not self.policy.outbound_ips:
             return self._spf_without_addresses(domain, texts[0])
         failures = []
         for ip in self.policy.outbound_ips:
             result, explanation = await asyncio.to_thread(_spf_check, self.resolver, ip, domain.name)
             if result == "permerror" and "lookup" in explanation.lower():
-                return _check(FAILED, f"the SPF record needs more than 10 DNS lookups ({explanation});"
-                                      " receivers fail it: flatten includes")  # fmt: skip
+                return _check(
+                    FAILED,
+                    f"the SPF record needs more than 10 DNS lookups ({explanation});"
+                    " receivers fail it: flatten includes",
+                )
             if result != "pass":
                 failures.append(f"{ip}: {result}")
         if failures:
@@ -390,15 +408,21 @@ class Checker:
         if bounce and (bounce == domain.name or bounce.endswith("." + domain.name)):
             aligned += f", SPF aligns through the return path {bounce}"
         else:
-            aligned += "; SPF does not align (return path outside the domain: add bounces." + domain.name + \
-                       " to [inbound] bounce_domains)"  # fmt: skip
+            aligned += (
+                "; SPF does not align (return path outside the domain: add bounces."
+                + domain.name
+                + " to [inbound] bounce_domains)"
+            )
         return _check(VERIFIED, f"DMARC p={policy}; {aligned}")
 
     async def return_path(self, domain: Domain) -> dict[str, str]:
         bounce = self.policy.bounce_domain_for(domain.name)
         if not bounce or not (bounce == domain.name or bounce.endswith("." + domain.name)):
-            return _check(PENDING, f"no bounce domain under {domain.name}: add bounces.{domain.name} to [inbound]"
-                                   " bounce_domains for aligned return paths")  # fmt: skip
+            return _check(
+                PENDING,
+                f"no bounce domain under {domain.name}: add bounces.{domain.name} to [inbound]"
+                " bounce_domains for aligned return paths",
+            )
         target = (self.policy.inbound_host or "").rstrip(".").lower()
         try:
             answer = await self.resolver.resolve(bounce, "MX")
@@ -417,8 +441,9 @@ class Checker:
 
 
 # pyspf does its own lookups through a module-level function; route them through the caller's resolver.
-_SPF_RESOLVER: contextvars.ContextVar[dns.resolver.Resolver | None] = contextvars.ContextVar("spf_resolver",
-                                                                                            default=None)  # fmt: skip
+_SPF_RESOLVER: contextvars.ContextVar[dns.resolver.Resolver | None] = contextvars.ContextVar(
+    "spf_resolver", default=None
+)
 
 
 def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20) -> list[tuple[Any, Any]]:
@@ -506,9 +531,17 @@ class DomainError(ValueError):
 class Domains:
     """Adding, verifying, rotating and removing sending domains (the store holds them, files hold the keys)."""
 
-    def __init__(self, store: DomainStore, clock: Clock, key_dir: Path, checker: Checker,
-                 sending: SendingDomains | None = None, selector: str = "", bits: int = 2048,
-                 probe_targets: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: DomainStore,
+        clock: Clock,
+        key_dir: Path,
+        checker: Checker,
+        sending: SendingDomains | None = None,
+        selector: str = "",
+        bits: int = 2048,
+        probe_targets: Sequence[str] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.key_dir = key_dir

@@ -76,8 +76,15 @@ class Invalid(Refused):
     smtp_code = 550
     smtp_status = "5.6.0"
 
-    def __init__(self, code: str, message: str, field: str | None = None, *, http_status: int = 400,
-                 retry_after: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        field: str | None = None,
+        *,
+        http_status: int = 400,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message, field, retry_after=retry_after)
         self.code = code
         self.http_status = http_status

@@ -92,19 +92,37 @@ class ApiKey:
         return data
 
 
-def new_api_key(name: str, scopes: tuple[str, ...], now: float, *, allowed_ips: tuple[str, ...] = (),
-                rate_limit: int | None = None, daily_quota: int | None = None, monthly_quota: int | None = None,
-                test: bool = False, own_messages: bool = False) -> tuple[ApiKey, str]:  # fmt: skip
+def new_api_key(
+    name: str,
+    scopes: tuple[str, ...],
+    now: float,
+    *,
+    allowed_ips: tuple[str, ...] = (),
+    rate_limit: int | None = None,
+    daily_quota: int | None = None,
+    monthly_quota: int | None = None,
+    test: bool = False,
+    own_messages: bool = False,
+) -> tuple[ApiKey, str]:
     """A new key's record and its secret (pure: nothing is stored)."""
     key = ApiKey(
-        new_key_id(), name, scopes, now, allowed_ips=allowed_ips, rate_limit=rate_limit, daily_quota=daily_quota,
-        monthly_quota=monthly_quota, test=test, own_messages=own_messages,
-    )  # fmt: skip
+        new_key_id(),
+        name,
+        scopes,
+        now,
+        allowed_ips=allowed_ips,
+        rate_limit=rate_limit,
+        daily_quota=daily_quota,
+        monthly_quota=monthly_quota,
+        test=test,
+        own_messages=own_messages,
+    )
     return key, generate(test)
 
 
-async def create_api_key(keys: KeyStore, clock: Clock, name: str, scopes: tuple[str, ...],
-                         **options: Any) -> tuple[ApiKey, str]:  # fmt: skip
+async def create_api_key(
+    keys: KeyStore, clock: Clock, name: str, scopes: tuple[str, ...], **options: Any
+) -> tuple[ApiKey, str]:
     """Make a key and store it (only the digest of its secret); returns the record and the secret, shown once.
 
     ``options``: those of :func:`new_api_key` (allowed_ips, rate_limit, quotas, test, own_messages)."""

@@ -101,9 +101,18 @@ def payload(event: Event) -> bytes:
 
 
 def sample_event(now: float) -> Event:
-    return Event(0, now, "delivered", "00000000000000000000000000", "test@example.com", 250, "sample event",
-                 {"attempt": 1, "mx_host": "mx.example.com", "smtp_code": 250, "response": "2.0.0 OK", "test": True},
-                 ["test"], {})  # fmt: skip
+    return Event(
+        0,
+        now,
+        "delivered",
+        "00000000000000000000000000",
+        "test@example.com",
+        250,
+        "sample event",
+        {"attempt": 1, "mx_host": "mx.example.com", "smtp_code": 250, "response": "2.0.0 OK", "test": True},
+        ["test"],
+        {},
+    )
 
 
 # -- where a webhook may point -------------------------------------------------------------------
@@ -128,8 +137,9 @@ Lookup = Callable[[str, int], Awaitable[list[str]]]  # (host, port) → addresse
 # IPv6 prefixes that carry an IPv4 address in their last 32 bits: IPv4-compatible (deprecated),
 # IPv4-mapped, IPv4-translated (SIIT), and the NAT64 prefixes (RFC 6052, RFC 8215). Such an address
 # reaches the IPv4 address inside it, so it is as public as that address.
-_EMBEDDING_V4 = [ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
-                                                     "64:ff9b:1::/48")]  # fmt: skip
+_EMBEDDING_V4 = [
+    ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+]
 _6TO4 = ipaddress.IPv6Network("2002::/16")  # 2002:AABB:CCDD::/48 routes to AA.BB.CC.DD
 
 
@@ -187,8 +197,9 @@ async def check_target(url: str, allow_private: bool, lookup: Lookup = system_lo
     """Refuse loopback, private, link-local, multicast and other non-public addresses (SSRF) unless allowed."""
     check_url_syntax(url)
     parts = urlsplit(url)
-    await checked_addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
-                            allow_private, lookup)  # fmt: skip
+    await checked_addresses(
+        parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), allow_private, lookup
+    )
 
 
 async def check_literal(url: str, allow_private: bool) -> None:
@@ -214,10 +225,16 @@ class CheckedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         addresses = await checked_addresses(host, port, self.allow_private, self.lookup)
         return [
-            ResolveResult(hostname=host, host=a, port=port, proto=0, flags=socket.AI_NUMERICHOST,
-                          family=socket.AF_INET6 if ":" in a else socket.AF_INET)
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+            )
             for a in addresses
-        ]  # fmt: skip
+        ]
 
     async def close(self) -> None:
         pass
@@ -240,8 +257,14 @@ class SenderSettings:
 
 
 class WebhookSender:
-    def __init__(self, store: Storage, clock: Clock, settings: SenderSettings,
-                 session: aiohttp.ClientSession | None = None, lookup: Lookup = system_lookup) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Storage,
+        clock: Clock,
+        settings: SenderSettings,
+        session: aiohttp.ClientSession | None = None,
+        lookup: Lookup = system_lookup,
+    ) -> None:
         self.lookup = lookup
         self.store = store
         self.clock = clock
@@ -303,8 +326,9 @@ class WebhookSender:
         if body is None:
             event = await self.store.events.event(delivery.event_id)
             if event is None:  # pruned before it could be sent
-                outcome = AttemptOutcome(delivery.id, hook.id, delivery.event_id, None, "event no longer exists", 0.0,
-                                         None)  # fmt: skip
+                outcome = AttemptOutcome(
+                    delivery.id, hook.id, delivery.event_id, None, "event no longer exists", 0.0, None
+                )
                 await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
                 return
             body = payload(event)
@@ -322,8 +346,13 @@ class WebhookSender:
             self.sent += 1
         else:
             self.failed += 1
-            log.warning("webhook %s to %s: %s%s", f"evt_{delivery.event_id}", hook.url, error or status,
-                        "; giving up" if next_at is None else "")  # fmt: skip
+            log.warning(
+                "webhook %s to %s: %s%s",
+                f"evt_{delivery.event_id}",
+                hook.url,
+                error or status,
+                "; giving up" if next_at is None else "",
+            )
         if disabled:
             log.error("webhook %s (%s) %s", hook.id, hook.url, disabled)
 

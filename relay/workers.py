@@ -102,8 +102,11 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
         error = os.strerror(ctypes.get_errno())
     except (OSError, AttributeError) as exc:
         error = str(exc)
-    log.warning("cannot ask for a signal when the main process dies (%s); checking its pid every %.0fs instead",
-                error, PARENT_CHECK_SECONDS)  # fmt: skip
+    log.warning(
+        "cannot ask for a signal when the main process dies (%s); checking its pid every %.0fs instead",
+        error,
+        PARENT_CHECK_SECONDS,
+    )
     return False
 
 

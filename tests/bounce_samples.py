@@ -1070,7 +1070,7 @@ def postfix_dsn(rcpt: str, said: str, status: str, phase: str = "RCPT TO", host:
         recipients=[f"Final-Recipient: rfc822; {rcpt}\nOriginal-Recipient: rfc822;{rcpt}\nAction: failed\n"
                     f"Status: {status}\nRemote-MTA: dns; {host.split('[')[0]}\nDiagnostic-Code: smtp; {said}\n"],
         extra_message_fields="X-Postfix-Queue-ID: 4AB12C0042\nX-Postfix-Sender: rfc822; app@example.com\n",
-    )  # fmt: skip
+    )
 
 
 def exim_prose(rcpt: str, detail: str, to: str | None = None) -> str:
@@ -1099,7 +1099,7 @@ def exim_dsn(rcpt: str, detail: str, diagnostic: str, status: str = "5.0.0") -> 
         f" failed:\n\n  {rcpt}\n    {detail}\n",
         recipients=[f"Action: failed\nFinal-Recipient: rfc822;{rcpt}\nStatus: {status}\nRemote-MTA: dns; mx.example.net\n"
                     f"Diagnostic-Code: smtp; {diagnostic}\n"],
-    )  # fmt: skip
+    )
 
 
 def qmail(*blocks: tuple[str, str], to: str = "bob@example.net") -> str:
@@ -1115,7 +1115,7 @@ def qmail(*blocks: tuple[str, str], to: str = "bob@example.net") -> str:
 
 
 def sendmail_prose(rcpt: str, transcript: str, reason: str, subject: str = "Returned mail: see transcript for details"
-                   ) -> str:  # fmt: skip
+                   ) -> str:
     """Sendmail 8 without a DSN part (sendmail's savemail.c texts)."""
     return prose(
         sender="Mail Delivery Subsystem <MAILER-DAEMON@mail.example.org>",
@@ -1142,7 +1142,7 @@ def microsoft(rcpt: str, remote: str, status: str, local: bool = False) -> str:
         f" AM0PR01MB1234.eurprd01.prod.outlook.com\n\n{rcpt}\nRemote Server returned '{remote}'\n",
         recipients=[f"Action: failed\nStatus: {status}\nDiagnostic-Code: smtp;{remote}\nFinal-Recipient: rfc822;{rcpt}\n"
                     "Remote-MTA: dns;mx.example.net\n"],
-    )  # fmt: skip
+    )
 
 
 def gmail(rcpt: str, headline: str, why: str, said: str, status: str) -> str:
@@ -1156,7 +1156,7 @@ def gmail(rcpt: str, headline: str, why: str, said: str, status: str) -> str:
         recipients=[f"Final-Recipient: rfc822; {rcpt}\nAction: failed\nStatus: {status}\n"
                     f"Remote-MTA: dns; mx.example.net. (192.0.2.10, the server for the domain.)\n"
                     f"Diagnostic-Code: smtp; {said}\nLast-Attempt-Date: Mon, 23 Nov 2026 02:00:01 -0800 (PST)\n"],
-    )  # fmt: skip
+    )
 
 
 def ses(rcpt: str, status: str, diagnostic: str) -> str:
@@ -1170,7 +1170,7 @@ def ses(rcpt: str, status: str, diagnostic: str) -> str:
         human=f"An error occurred while trying to deliver the mail to the following recipients:\n{rcpt}\n",
         recipients=[f"Final-Recipient: rfc822; {rcpt}\nAction: failed\nStatus: {status}\nRemote-MTA: dns; mx.example.net\n"
                     f"Diagnostic-Code: smtp; {diagnostic}\n"],
-    )  # fmt: skip
+    )
 
 
 def ocms(rcpt: str, reason: str, status: str, diagnostic: str | None) -> str:
@@ -1178,7 +1178,7 @@ def ocms(rcpt: str, reason: str, status: str, diagnostic: str | None) -> str:
     report relates to a message you sent with the following header fields:" and per-recipient
     "Recipient address: / Reason: / Diagnostic code:" lines, then the RFC 3464 fields."""
     diag_line = f"  Diagnostic code: {diagnostic}\n  Remote system: dns;mx.example.net (TCP|192.0.2.1|48235|192.0.2.10|25)" \
-        " (mx.example.net ESMTP)\n" if diagnostic else ""  # fmt: skip
+        " (mx.example.net ESMTP)\n" if diagnostic else ""
     diag_field = f"Remote-MTA: dns;mx.example.net\nDiagnostic-code: {diagnostic}\n" if diagnostic else ""
     return dsn(
         reporting="ms.example.org",
@@ -1191,7 +1191,7 @@ def ocms(rcpt: str, reason: str, status: str, diagnostic: str | None) -> str:
         f"  Recipient address: {rcpt}\n  Reason: {reason}\n{diag_line}",
         recipients=[f"Original-recipient: rfc822;{rcpt}\nFinal-recipient: rfc822;{rcpt}\nAction: failed\n"
                     f"Status: {status} ({reason})\n{diag_field}"],
-    )  # fmt: skip
+    )
 
 
 def gmx(rcpt: str, command: str, reply: str) -> str:
@@ -1242,7 +1242,7 @@ Content-Disposition: inline
 
 
 def _s(name: str, source: str, text: str, kind: str, expect: tuple[tuple[str | None, str], ...] = (),
-       message_id: str | None = "orig-123@relay.example.com") -> Sample:  # fmt: skip
+       message_id: str | None = "orig-123@relay.example.com") -> Sample:
     return Sample(name, source, text, kind, expect, message_id)
 
 

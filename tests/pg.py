@@ -65,14 +65,34 @@ class PostgresCluster:
             raise RuntimeError("PostgreSQL is not installed: run the README's set-up (make test installs it)")
         if os.geteuid() == 0:
             shutil.chown(self.base, self._user)
-        done = self._run("initdb", "-D", str(self.data), "-U", "relay", "--auth=trust", "-E", "UTF8",
-                         "--locale=C.UTF-8", "--no-instructions")  # fmt: skip
+        done = self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "relay",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-instructions",
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{k} = {v}\n" for k, v in self.settings.items())
-        done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", str(int(timeout)),
-                         "start", timeout=timeout + 5)  # fmt: skip
+        done = self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+            timeout=timeout + 5,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n{self.log()}")
 
@@ -81,8 +101,25 @@ class PostgresCluster:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run ``sql`` with psql; its output (tuples only, unaligned)."""
-        done = self._run("psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
-                         str(self.port), "-U", "relay", "-d", dbname, "-c", sql)  # fmt: skip
+        done = self._run(
+            "psql",
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "relay",
+            "-d",
+            dbname,
+            "-c",
+            sql,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"psql failed: {done.stderr}")
         return done.stdout.strip()

@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 class PostfixInstance:
-    def __init__(self, transports: dict[str, str], port: int | None = None, extra: dict[str, str] | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self, transports: dict[str, str], port: int | None = None, extra: dict[str, str] | None = None
+    ) -> None:
         # Postfix's daemons run as the postfix user: the directory must be reachable by it (pytest's are 0700).
         self.base = Path(tempfile.mkdtemp(prefix="relay-postfix-"))
         self.base.chmod(0o755)
@@ -37,8 +38,9 @@ class PostfixInstance:
         self.extra = extra or {}
 
     def _main_cf(self) -> str:
-        table = ", ".join(f"{domain}=smtp:[{hp.rsplit(':', 1)[0]}]:{hp.rsplit(':', 1)[1]}"
-                          for domain, hp in self.transports.items())  # fmt: skip
+        table = ", ".join(
+            f"{domain}=smtp:[{hp.rsplit(':', 1)[0]}]:{hp.rsplit(':', 1)[1]}" for domain, hp in self.transports.items()
+        )
         settings = {
             "compatibility_level": "3.6",
             "queue_directory": str(self.base / "spool"),

@@ -183,13 +183,21 @@ async def test_an_acceptor_whose_main_process_died_before_it_started_exits_witho
     dead_pid = int(gone.stdout)
     smtp, http = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
     path = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
-    env = {**os.environ, workers.LISTEN_FDS_ENV: f"smtp={smtp.fileno()};http={http.fileno()}",
-           workers.PARENT_PID_ENV: str(dead_pid)}  # fmt: skip
+    env = {
+        **os.environ,
+        workers.LISTEN_FDS_ENV: f"smtp={smtp.fileno()};http={http.fileno()}",
+        workers.PARENT_PID_ENV: str(dead_pid),
+    }
     env.pop("RELAY_CONFIG", None)
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "relay", "serve", "--config", str(path)], env=env,
-        pass_fds=[smtp.fileno(), http.fileno()], capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        subprocess.run,
+        [sys.executable, "-m", "relay", "serve", "--config", str(path)],
+        env=env,
+        pass_fds=[smtp.fileno(), http.fileno()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     smtp.close()
     http.close()
     assert result.returncode == 0

@@ -52,9 +52,16 @@ async def test_an_ehlo_name_that_could_forge_a_header_is_refused(relay_factory, 
     body = b"From: App <app@example.com>\r\nTo: you@example.org\r\nSubject: honest\r\n\r\nhi\r\n.\r\n"
     replies = await smtp_session(
         relay.smtp_addresses[0][1],
-        [verb + b" " + name + b"\r\n", b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n",
-         b"RCPT TO:<you@example.org>\r\n", b"DATA\r\n", body, b"QUIT\r\n"],
-    )  # fmt: skip
+        [
+            verb + b" " + name + b"\r\n",
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<app@example.com>\r\n",
+            b"RCPT TO:<you@example.org>\r\n",
+            b"DATA\r\n",
+            body,
+            b"QUIT\r\n",
+        ],
+    )
     assert replies[1].startswith("501 5.5.4"), replies[1]
     assert replies[2].startswith("250") and replies[6].startswith("250 2.0.0"), replies
     [arrived] = await sink.handler.wait_for(1)
@@ -80,18 +87,22 @@ def test_relay_never_writes_a_header_that_is_not_one_header(value):
 
 @pytest.mark.parametrize(
     "command",
-    [b"MAIL FROM:<a\x00b@example.com>", b"MAIL FROM:<a\x7fb@example.com>", b"MAIL FROM:<a\x1bb@example.com>",
-     b"MAIL FROM:<" + b"l" * 65 + b"@example.com>", b"MAIL FROM:<me@" + b"d" * 63 + b"." + b"e" * 63 + b"." + b"f" * 63
-     + b"." + b"g" * 60 + b".example>"],
-)  # fmt: skip
+    [
+        b"MAIL FROM:<a\x00b@example.com>",
+        b"MAIL FROM:<a\x7fb@example.com>",
+        b"MAIL FROM:<a\x1bb@example.com>",
+        b"MAIL FROM:<" + b"l" * 65 + b"@example.com>",
+        b"MAIL FROM:<me@" + b"d" * 63 + b"." + b"e" * 63 + b"." + b"f" * 63 + b"." + b"g" * 60 + b".example>",
+    ],
+)
 async def test_poison_or_over_long_addresses_are_refused_at_the_door(relay_factory, command):
     """Such addresses were accepted, then failed every delivery attempt with a traceback until expiry."""
     relay = await relay_factory()
     rcpt = command.replace(b"MAIL FROM", b"RCPT TO")
     replies = await smtp_session(
-        relay.smtp_addresses[0][1], [b"EHLO client.test\r\n", command + b"\r\n", b"MAIL FROM:<ok@example.com>\r\n",
-                                     rcpt + b"\r\n"],
-    )  # fmt: skip
+        relay.smtp_addresses[0][1],
+        [b"EHLO client.test\r\n", command + b"\r\n", b"MAIL FROM:<ok@example.com>\r\n", rcpt + b"\r\n"],
+    )
     assert replies[2].startswith("553 5.1.3"), replies[2]
     assert replies[3].startswith("250") and replies[4].startswith("553 5.1.3"), replies
 
@@ -115,11 +126,19 @@ async def test_a_message_at_the_advertised_size_is_accepted(relay_factory, sink)
     body += b"y" * (20_480 - len(body) - 2) + b"\r\n"
     assert len(body) == 20_480
     replies = await smtp_session(
-        relay.smtp_addresses[0][1], [b"EHLO client.test\r\n", b"MAIL FROM:<a@example.com> SIZE=20480\r\n",
-                                     b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n", body + b".\r\n",
-                                     b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n",
-                                     b"z" + body + b".\r\n"],
-    )  # fmt: skip
+        relay.smtp_addresses[0][1],
+        [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<a@example.com> SIZE=20480\r\n",
+            b"RCPT TO:<b@example.org>\r\n",
+            b"DATA\r\n",
+            body + b".\r\n",
+            b"MAIL FROM:<a@example.com>\r\n",
+            b"RCPT TO:<b@example.org>\r\n",
+            b"DATA\r\n",
+            b"z" + body + b".\r\n",
+        ],
+    )
     assert "SIZE 20480" in replies[1]
     assert replies[5].startswith("250 2.0.0"), replies[5]
     assert replies[9].startswith("552"), replies[9]  # one byte more is too much
@@ -162,18 +181,29 @@ async def test_parallel_wrong_passwords_cannot_race_the_auth_throttle(relay_fact
 
 @pytest.mark.parametrize(
     "url",
-    ["http://[::7f00:1]/h", "http://[::ffff:0:7f00:1]/h", "http://[::ffff:127.0.0.1]/h", "http://[64:ff9b::7f00:1]/h",
-     "http://[64:ff9b::a00:1]/h", "http://[2002:7f00:1::]/h", "http://224.0.0.1/h", "http://[ff02::1]/h",
-     "http://[ff0e::1]/h", "http://240.0.0.1/h", "http://100.64.0.1/h"],
-)  # fmt: skip
+    [
+        "http://[::7f00:1]/h",
+        "http://[::ffff:0:7f00:1]/h",
+        "http://[::ffff:127.0.0.1]/h",
+        "http://[64:ff9b::7f00:1]/h",
+        "http://[64:ff9b::a00:1]/h",
+        "http://[2002:7f00:1::]/h",
+        "http://224.0.0.1/h",
+        "http://[ff02::1]/h",
+        "http://[ff0e::1]/h",
+        "http://240.0.0.1/h",
+        "http://100.64.0.1/h",
+    ],
+)
 async def test_webhook_targets_that_embed_or_multicast_are_refused(relay_factory, url):
     """Refused when created: no connection is ever attempted (such IPv6 forms route off this machine)."""
     relay = await relay_factory()
     key = (await create_api_key(relay.store.keys, relay.store.clock, "t", ("webhooks",)))[1]
     host, port = relay.http_address
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"http://{host}:{port}/v1/webhooks", json={"url": url},
-                                headers={"Authorization": f"Bearer {key}"}) as resp:  # fmt: skip
+        async with session.post(
+            f"http://{host}:{port}/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
             body = await resp.json()
     assert resp.status == 400 and body["error"]["field"] == "url" and "non-public" in body["error"]["message"], body
 
@@ -211,17 +241,23 @@ async def test_webhooks_connect_to_the_address_that_was_checked(store, receiver)
 def _prose_bounce(addresses: int, paragraphs: bool) -> bytes:
     head = "From: MAILER-DAEMON@mx.example.net\nTo: app@example.com\nSubject: Undelivered Mail Returned to Sender\n\n"
     sep = "\n\n" if paragraphs else " "
-    return (head + "could not be delivered\n\n" + sep.join(f"<u{i}@example.net>: 550 5.1.1 unknown" for i in
-                                                            range(addresses))).encode()  # fmt: skip
+    return (
+        head
+        + "could not be delivered\n\n"
+        + sep.join(f"<u{i}@example.net>: 550 5.1.1 unknown" for i in range(addresses))
+    ).encode()
 
 
 @pytest.mark.parametrize(
     "make",
-    [lambda n: _prose_bounce(n // 40, True), lambda n: _prose_bounce(n // 40, False),
-     lambda n: b"Subject: Undelivered\n\ncould not be delivered\n\n" + b"a" * n,
-     lambda n: b"Subject: Undelivered\n\ncould not be delivered\n\nx@" + b"b." * (n // 2)],
+    [
+        lambda n: _prose_bounce(n // 40, True),
+        lambda n: _prose_bounce(n // 40, False),
+        lambda n: b"Subject: Undelivered\n\ncould not be delivered\n\n" + b"a" * n,
+        lambda n: b"Subject: Undelivered\n\ncould not be delivered\n\nx@" + b"b." * (n // 2),
+    ],
     ids=["paragraph-per-address", "one-line", "run-without-at", "long-domain"],
-)  # fmt: skip
+)
 def test_bounce_parsing_is_linear(make):
     """A prose bounce naming 16k addresses took 22 s; work must grow with the size, not its square."""
     from relay.bounces.parse import parse
@@ -242,11 +278,12 @@ def test_a_huge_diagnostic_is_not_read_whole():
     1 MB Diagnostic-Code took 0.9 s, every classifier pattern scanning all of it."""
     from relay.bounces.parse import parse
 
-    raw = (b"From: MAILER-DAEMON@x.example\nSubject: failure\nContent-Type: multipart/report;"
-           b" report-type=delivery-status; boundary=B\n\n--B\nContent-Type: message/delivery-status\n\n"
-           b"Reporting-MTA: dns; x.example\n\nFinal-Recipient: rfc822; u@example.net\nAction: failed\n"
-           b"Status: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 " + b"did not like our " * 60_000
-           + b"\n--B--\n")  # fmt: skip
+    raw = (
+        b"From: MAILER-DAEMON@x.example\nSubject: failure\nContent-Type: multipart/report;"
+        b" report-type=delivery-status; boundary=B\n\n--B\nContent-Type: message/delivery-status\n\n"
+        b"Reporting-MTA: dns; x.example\n\nFinal-Recipient: rfc822; u@example.net\nAction: failed\n"
+        b"Status: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 " + b"did not like our " * 60_000 + b"\n--B--\n"
+    )
     started = time.process_time()
     (report,) = parse(raw).reports
     assert time.process_time() - started < 0.3
@@ -275,17 +312,30 @@ async def test_returned_mail_parsing_cannot_starve_submission(relay_factory, sin
         dkim={"domains": {"example.com": {"selector": "s1", "private_key": str(path)}}},
     )
     report = _prose_bounce(3, True).replace(b"\n", b"\r\n")
-    bounce = [b"EHLO mx.example.net\r\n", b"MAIL FROM:<>\r\n", b"RCPT TO:<b+x@bounces.example.com>\r\n",
-              b"DATA\r\n", report + b"\r\n.\r\n"]  # fmt: skip
+    bounce = [
+        b"EHLO mx.example.net\r\n",
+        b"MAIL FROM:<>\r\n",
+        b"RCPT TO:<b+x@bounces.example.com>\r\n",
+        b"DATA\r\n",
+        report + b"\r\n.\r\n",
+    ]
     reports = [asyncio.create_task(smtp_session(relay.inbound_addresses[0][1], bounce)) for _ in range(12)]
     await asyncio.sleep(0.3)  # the reports are in: one parsing, the queue full, the rest told to come back
     try:
         message = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: signed\r\n\r\nhi\r\n.\r\n"
         replies = await asyncio.wait_for(
-            smtp_session(relay.smtp_addresses[0][1], [b"EHLO c.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
-                                                      b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n", message]),
+            smtp_session(
+                relay.smtp_addresses[0][1],
+                [
+                    b"EHLO c.test\r\n",
+                    b"MAIL FROM:<a@example.com>\r\n",
+                    b"RCPT TO:<b@example.org>\r\n",
+                    b"DATA\r\n",
+                    message,
+                ],
+            ),
             5,
-        )  # fmt: skip
+        )
         assert replies[-1].startswith("250 2.0.0"), replies
     finally:
         release.set()
@@ -301,11 +351,18 @@ async def test_returned_mail_parsing_cannot_starve_submission(relay_factory, sin
 SLOW = "{% for i in range(10000) %}{{ ('a'*2000000)|replace('a','aaaa')|length }}{% endfor %}"
 CPU = "{% for i in range(10000) %}{{ ('a'*2000000)|replace('a','b')|length }}{% endfor %}"  # sizes allowed: only time
 ONE_LONG_CALL = "{{ ((range(10000)|list) * 200)|sort|length }}"  # one filter call of ~6 s: the process is killed
-BOMBS = ["{{ 'a'.ljust(1500000000) }}", "{{ '%1000000000s' % 'a' }}", "{{ (1).to_bytes(10**9,'big') }}",
-         "{{ '{:1000000000}'.format(1) }}", "{{ range(10000)|join('a'*2000000) }}", "{{ 'a'|center(10**9) }}",
-         "{{ 'aaaa'.replace('a', 'a'*2000000) }}", "{{ [1]|batch(10**9, 'x')|list }}",
-         # not foreseen by the sandbox: 2 GB by doubling; the render process's memory limit stops it
-         "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('a', 31) }}"]  # fmt: skip
+BOMBS = [
+    "{{ 'a'.ljust(1500000000) }}",
+    "{{ '%1000000000s' % 'a' }}",
+    "{{ (1).to_bytes(10**9,'big') }}",
+    "{{ '{:1000000000}'.format(1) }}",
+    "{{ range(10000)|join('a'*2000000) }}",
+    "{{ 'a'|center(10**9) }}",
+    "{{ 'aaaa'.replace('a', 'a'*2000000) }}",
+    "{{ [1]|batch(10**9, 'x')|list }}",
+    # not foreseen by the sandbox: 2 GB by doubling; the render process's memory limit stops it
+    "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d('a', 31) }}",
+]
 
 
 def _reset_peak_rss() -> None:
@@ -343,15 +400,20 @@ async def _send_with_template(call, source):
     status, t = await call("POST", "/v1/templates", json={"name": "bomb", "subject": "s", "text": source})
     assert status == 201, t
     started = time.monotonic()
-    status, body = await call("POST", "/v1/messages", json={"from": "app@example.com", "to": "a@one.example",
-                                                            "template_id": t["id"]})  # fmt: skip
+    status, body = await call(
+        "POST", "/v1/messages", json={"from": "app@example.com", "to": "a@one.example", "template_id": t["id"]}
+    )
     return status, body, time.monotonic() - started
 
 
 def _expected(source: str) -> str:
-    return {SLOW: "replace() would make more than", CPU: "ran longer than 1s", ONE_LONG_CALL: "ran longer than 1s",
-            BOMBS[-2]: "batch is limited to 10000",
-            BOMBS[-1]: "more memory than a render may use"}.get(source, "would make more than")  # fmt: skip
+    return {
+        SLOW: "replace() would make more than",
+        CPU: "ran longer than 1s",
+        ONE_LONG_CALL: "ran longer than 1s",
+        BOMBS[-2]: "batch is limited to 10000",
+        BOMBS[-1]: "more memory than a render may use",
+    }.get(source, "would make more than")
 
 
 @pytest.mark.parametrize("source", [SLOW, CPU, ONE_LONG_CALL, "{{ 'hello world'|truncate(1) }}", *BOMBS])
@@ -382,9 +444,16 @@ async def test_the_event_loop_stays_free_while_templates_render(relay_factory):
     reader, writer = await asyncio.open_connection(*relay.smtp_addresses[0])
     try:
         await reader.readline()
-        batch = asyncio.create_task(call("POST", "/v1/messages/batch", json={
-            "message": {"from": "app@example.com", "subject": "s", "text": CPU},
-            "recipients": [{"to": f"r{i}@one.example"} for i in range(3)]}))  # fmt: skip
+        batch = asyncio.create_task(
+            call(
+                "POST",
+                "/v1/messages/batch",
+                json={
+                    "message": {"from": "app@example.com", "subject": "s", "text": CPU},
+                    "recipients": [{"to": f"r{i}@one.example"} for i in range(3)],
+                },
+            )
+        )
         waits = []
         for _ in range(15):
             started = time.monotonic()
@@ -406,11 +475,18 @@ async def test_a_failing_render_fails_only_its_own_item(relay_factory, sink):
     """Before: truncate's AssertionError made the whole non-atomic batch a 500."""
     relay = await relay_factory(delivery={"smarthost": sink.address})
     call = await _template_api(relay)
-    status, body = await call("POST", "/v1/messages/batch", json={
-        "message": {"from": "app@example.com", "subject": "{{ 'hello world'|truncate(n) }}", "text": "hi"},
-        "recipients": [{"to": "ok@one.example", "variables": {"n": 20}},
-                       {"to": "bad@one.example", "variables": {"n": 1}},
-                       {"to": "slow@one.example", "variables": {"n": 20}, "metadata": {"x": "y"}}]})  # fmt: skip
+    status, body = await call(
+        "POST",
+        "/v1/messages/batch",
+        json={
+            "message": {"from": "app@example.com", "subject": "{{ 'hello world'|truncate(n) }}", "text": "hi"},
+            "recipients": [
+                {"to": "ok@one.example", "variables": {"n": 20}},
+                {"to": "bad@one.example", "variables": {"n": 1}},
+                {"to": "slow@one.example", "variables": {"n": 20}, "metadata": {"x": "y"}},
+            ],
+        },
+    )
     assert status == 202 and body["queued"] == 2 and body["failed"] == 1, body
     error = body["results"][1]["error"]
     assert error["code"] == "template_render_failed" and error["field"] == "recipients[1].variables", error
@@ -422,12 +498,22 @@ async def test_a_failing_render_fails_only_its_own_item(relay_factory, sink):
 async def test_a_render_stuck_in_one_call_is_killed_and_the_batch_goes_on(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
     call = await _template_api(relay)
-    status, body = await call("POST", "/v1/messages/batch", json={
-        "message": {"from": "app@example.com", "subject": "s",
-                    "text": "{% if stuck %}" + ONE_LONG_CALL + "{% endif %}hello {{ name }}"},
-        "recipients": [{"to": "a@one.example", "variables": {"name": "a"}},
-                       {"to": "b@one.example", "variables": {"stuck": True}},
-                       {"to": "c@one.example", "variables": {"name": "c"}}]})  # fmt: skip
+    status, body = await call(
+        "POST",
+        "/v1/messages/batch",
+        json={
+            "message": {
+                "from": "app@example.com",
+                "subject": "s",
+                "text": "{% if stuck %}" + ONE_LONG_CALL + "{% endif %}hello {{ name }}",
+            },
+            "recipients": [
+                {"to": "a@one.example", "variables": {"name": "a"}},
+                {"to": "b@one.example", "variables": {"stuck": True}},
+                {"to": "c@one.example", "variables": {"name": "c"}},
+            ],
+        },
+    )
     assert status == 202 and body["queued"] == 2, body
     assert "ran longer than 1s" in body["results"][1]["error"]["message"]
     assert relay.renderer.killed == 1
@@ -567,13 +653,14 @@ async def test_a_tab_in_a_subject_is_still_accepted(api, sink):  # noqa: F811
             },
             "recipients[0].to",
             "/v1/messages/batch",
-        ),  # fmt: skip
+        ),
     ],
 )
 async def test_an_over_long_recipient_list_is_named_by_its_field(api, body, field, path):  # noqa: F811
     """Before, every list was parsed first and the total was blamed on 'to'."""
-    answer = await refused(api, body, field, "too_many_recipients" if path == "/v1/messages" else "batch_rejected",
-                           path=path)  # fmt: skip
+    answer = await refused(
+        api, body, field, "too_many_recipients" if path == "/v1/messages" else "batch_rejected", path=path
+    )
     assert "51" in answer["error"]["message"] or "recipients" in answer["error"]["message"]
 
 
@@ -641,9 +728,14 @@ async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
     body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
     replies = await smtp_session(
         relay.smtp_addresses[0][1],
-        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n", b"DATA\r\n",
-         body],
-    )  # fmt: skip
+        [
+            b"EHLO client.test\r\n",
+            b"MAIL FROM:<app@example.com>\r\n",
+            b"RCPT TO:<u@example.org>\r\n",
+            b"DATA\r\n",
+            body,
+        ],
+    )
     assert replies[5].startswith("550 5.6.0 X-Relay-Metadata"), replies[5]
     assert sum((await relay.store.queue.summary()).by_state.values()) == 0
 
@@ -736,8 +828,10 @@ async def test_a_request_body_trickling_in_past_body_timeout_gets_408(relay_fact
     reader, writer = await asyncio.open_connection(*relay.http_address)
     started = time.monotonic()
     try:
-        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n"
-                     b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{")  # fmt: skip
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 1000\r\n\r\n{"
+        )
         answer = asyncio.create_task(http_response(reader))
         while not answer.done() and time.monotonic() - started < 10:
             writer.write(b" ")
@@ -808,20 +902,28 @@ async def test_memory_stays_bounded_under_concurrent_maximum_size_messages(relay
     line = b"x" * 998 + b"\r\n"
     smtp_body = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: big\r\n\r\n" + line * (5 * MB // 1000 - 10)
     attachment = base64.b64encode(bytes(range(256)) * (3_400_000 // 256)).decode()
-    message = {"from": "a@example.com", "to": ["b@example.org"], "subject": "big", "text": "see attached",
-               "attachments": [{"filename": "a.bin", "content": attachment}]}  # fmt: skip
+    message = {
+        "from": "a@example.com",
+        "to": ["b@example.org"],
+        "subject": "big",
+        "text": "see attached",
+        "attachments": [{"filename": "a.bin", "content": attachment}],
+    }
     body = json.dumps(message).encode()
 
     async def post(session: aiohttp.ClientSession) -> tuple[int, str | None]:
-        async with session.post(f"http://127.0.0.1:{proc.http_port}/v1/messages", data=io.BytesIO(body),
-                                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-                                ) as resp:  # fmt: skip
+        async with session.post(
+            f"http://127.0.0.1:{proc.http_port}/v1/messages",
+            data=io.BytesIO(body),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as resp:
             await resp.read()
             return resp.status, resp.headers.get("Retry-After")
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        results = await asyncio.gather(*(_smtp_send(proc.smtp_port, smtp_body) for _ in range(12)),
-                                       *(post(session) for _ in range(12)))  # fmt: skip
+        results = await asyncio.gather(
+            *(_smtp_send(proc.smtp_port, smtp_body) for _ in range(12)), *(post(session) for _ in range(12))
+        )
     smtp, http = results[:12], results[12:]
     peak = _peak_rss(proc.proc.pid)
     print(f"peak RSS {before / MB:.0f} MB at start, {peak / MB:.0f} MB after; smtp {smtp}, http {http}")
@@ -854,10 +956,11 @@ async def test_a_body_that_does_not_fit_the_inflight_budget_is_told_to_come_back
         writer.write(body[:1000])  # holds its share of the budget while it sends
         assert (await _smtp_send(port, body)).startswith("452 4.3.1")
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://{relay.http_address[0]}:{relay.http_address[1]}/v1/messages",
-                                    json={"from": "a@example.com", "to": ["b@example.org"], "subject": "s",
-                                          "text": "z" * 100_000},
-                                    headers={"Authorization": f"Bearer {key}"}) as resp:  # fmt: skip
+            async with session.post(
+                f"http://{relay.http_address[0]}:{relay.http_address[1]}/v1/messages",
+                json={"from": "a@example.com", "to": ["b@example.org"], "subject": "s", "text": "z" * 100_000},
+                headers={"Authorization": f"Bearer {key}"},
+            ) as resp:
                 error = await resp.json()
         assert resp.status == 503 and resp.headers["Retry-After"] and error["error"]["code"] == "service_unavailable"
         writer.write(body[1000:] + b".\r\n")

@@ -15,16 +15,23 @@ GOOD = {"from": "app@example.com", "subject": "s", "text": "t"}
 async def post(relay, key, body, headers=None):
     host, port = relay.http_address
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://{host}:{port}/v1/messages/batch", json=body,
-                          headers={"Authorization": f"Bearer {key}", **(headers or {})}) as r:  # fmt: skip
+        async with s.post(
+            f"http://{host}:{port}/v1/messages/batch",
+            json=body,
+            headers={"Authorization": f"Bearer {key}", **(headers or {})},
+        ) as r:
             return r.status, await r.json(), r.headers
 
 
 async def test_three_good_one_bad(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
     _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
-    messages = [{**GOOD, "to": "a@one.example"}, {**GOOD, "to": "b@one.example"}, {**GOOD, "to": "not an address"},
-                {**GOOD, "to": "c@one.example", "tags": ["x"]}]  # fmt: skip
+    messages = [
+        {**GOOD, "to": "a@one.example"},
+        {**GOOD, "to": "b@one.example"},
+        {**GOOD, "to": "not an address"},
+        {**GOOD, "to": "c@one.example", "tags": ["x"]},
+    ]
     status, body, _ = await post(relay, key, {"messages": messages})
     assert status == 202, body
     assert (body["queued"], body["failed"]) == (3, 1)
@@ -49,13 +56,17 @@ async def test_personalised_batch_renders_each_copy(relay_factory, sink):
     _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
     body = {
         "message": {"from": "app@example.com", "subject": "Hi {{ name }}", "html": "<p>Code {{ code }}</p>"},
-        "recipients": [{"to": "ann@one.example", "variables": {"name": "Ann", "code": "A1"}},
-                       {"to": "bob@one.example", "variables": {"name": "<Bob>", "code": "B2"}}],
-    }  # fmt: skip
+        "recipients": [
+            {"to": "ann@one.example", "variables": {"name": "Ann", "code": "A1"}},
+            {"to": "bob@one.example", "variables": {"name": "<Bob>", "code": "B2"}},
+        ],
+    }
     status, result, _ = await post(relay, key, body)
     assert status == 202 and result["queued"] == 2, result
-    received = {r.rcpt_tos[0]: email.message_from_bytes(r.data, policy=email.policy.default)
-                for r in await sink.handler.wait_for(2)}  # fmt: skip
+    received = {
+        r.rcpt_tos[0]: email.message_from_bytes(r.data, policy=email.policy.default)
+        for r in await sink.handler.wait_for(2)
+    }
     assert received["ann@one.example"]["Subject"] == "Hi Ann"
     assert received["bob@one.example"]["Subject"] == "Hi <Bob>"
     assert "Code B2" in received["bob@one.example"].get_body(("plain",)).get_content()
@@ -92,8 +103,9 @@ async def test_a_big_batch_is_built_in_worker_processes(relay_factory, sink):
     status, result, _ = await post(relay, key, body)
     assert status == 202 and result["queued"] == 40
     received = await sink.handler.wait_for(40)
-    subjects = {r.rcpt_tos[0]: email.message_from_bytes(r.data, policy=email.policy.default)["Subject"]
-                for r in received}  # fmt: skip
+    subjects = {
+        r.rcpt_tos[0]: email.message_from_bytes(r.data, policy=email.policy.default)["Subject"] for r in received
+    }
     assert subjects == {f"u{i}@one.example": f"No. {i}" for i in range(40)}
     ids = [r["id"] for r in result["results"]]
     assert len(set(ids)) == 40

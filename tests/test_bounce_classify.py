@@ -298,9 +298,15 @@ def test_only_hard_bounces_and_complaints_suppress():
 
 @pytest.mark.parametrize(
     ("text", "status"),
-    [("550 5.1.1 no", "5.1.1"), ("(#5.7.1)", "5.7.1"), ("[4.7.650]", "4.7.650"), ("v1.2.3.4 x", None),
-     ("at 10.5.1.1", None), ("", None)],
-)  # fmt: skip
+    [
+        ("550 5.1.1 no", "5.1.1"),
+        ("(#5.7.1)", "5.7.1"),
+        ("[4.7.650]", "4.7.650"),
+        ("v1.2.3.4 x", None),
+        ("at 10.5.1.1", None),
+        ("", None),
+    ],
+)
 def test_enhanced_status_is_found_in_text(text, status):
     assert enhanced_status(text) == status
 
@@ -400,6 +406,7 @@ def test_a_reply_still_decides_when_there_is_one():
 # [SPF] pypolicyd-spf's default reject text,
 # [PG] postgrey's default reply, [C] Courier. A None status means the text carries it, if anything.
 P = Phase
+# fmt: off
 HARD_CASES = [
     # Hard: the address is permanently unusable.
     (P.RCPT, 550, None, "5.1.1 The email account that you tried to reach does not exist. Please try double-checking",
@@ -484,7 +491,8 @@ HARD_CASES = [
     (P.UNKNOWN, 550, None, "Unknown host: x@nx.example", "domain_not_found"),  # [I]
     (P.UNKNOWN, 550, None, "Error: No valid recipients for this MM", "user_unknown"),  # [V]
     (P.UNKNOWN, 550, None, "Delivery failed 3 attempts: x@example.org", None),  # [I] expired, not dead
-]  # fmt: skip
+]
+# fmt: on
 
 
 @pytest.mark.parametrize(("phase", "code", "status", "text", "reason"), HARD_CASES)

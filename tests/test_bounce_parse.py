@@ -47,8 +47,10 @@ def test_generic_status_gives_way_to_the_diagnostic() -> None:
 
 
 def test_base64_encoded_delivery_status() -> None:
-    fields = "Reporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; eve@example.net\r\n" \
-             "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 unknown user\r\n"  # fmt: skip
+    fields = (
+        "Reporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; eve@example.net\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 unknown user\r\n"
+    )
     encoded = base64.encodebytes(fields.encode()).decode()
     raw = (
         "From: MAILER-DAEMON@mx.example.org\r\nTo: b@bounces.example.com\r\nSubject: failure\r\nMIME-Version: 1.0\r\n"
@@ -101,25 +103,59 @@ def test_accuracy_over_the_samples() -> None:
     assert right == len(bounces)
 
 
-_header_names = st.sampled_from(["From", "To", "Subject", "Content-Type", "Content-Transfer-Encoding",
-                                 "X-Failed-Recipients", "Auto-Submitted", "Message-ID"])  # fmt: skip
+_header_names = st.sampled_from(
+    [
+        "From",
+        "To",
+        "Subject",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "X-Failed-Recipients",
+        "Auto-Submitted",
+        "Message-ID",
+    ]
+)
 _values = st.one_of(
     st.text(max_size=80),
-    st.sampled_from([
-        'multipart/report; report-type=delivery-status; boundary="B"', "message/delivery-status", "base64",
-        "quoted-printable", "MAILER-DAEMON@x", "bob@example.net", "auto-replied", "<id@x>", "multipart/mixed",
-        'multipart/report; report-type=feedback-report; boundary="B"',
-    ]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            'multipart/report; report-type=delivery-status; boundary="B"',
+            "message/delivery-status",
+            "base64",
+            "quoted-printable",
+            "MAILER-DAEMON@x",
+            "bob@example.net",
+            "auto-replied",
+            "<id@x>",
+            "multipart/mixed",
+            'multipart/report; report-type=feedback-report; boundary="B"',
+        ]
+    ),
+)
 _body_lines = st.one_of(
     st.text(max_size=120),
-    st.sampled_from([
-        "--B", "--B--", "Content-Type: message/delivery-status", "Content-Type: message/feedback-report",
-        "Content-Type: message/rfc822", "Content-Type: text/rfc822-headers", "Final-Recipient: rfc822; a@b.c",
-        "Action: failed", "Status: 5.1.1", "Diagnostic-Code: smtp; 550 5.1.1 x", "Feedback-Type: abuse", "",
-        "Original-Rcpt-To: <a@b.c>", "  continued", "Message-ID: <x@y>", "<bob@example.net>:", "=?utf-8?b?w6k=?=",
-    ]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "--B",
+            "--B--",
+            "Content-Type: message/delivery-status",
+            "Content-Type: message/feedback-report",
+            "Content-Type: message/rfc822",
+            "Content-Type: text/rfc822-headers",
+            "Final-Recipient: rfc822; a@b.c",
+            "Action: failed",
+            "Status: 5.1.1",
+            "Diagnostic-Code: smtp; 550 5.1.1 x",
+            "Feedback-Type: abuse",
+            "",
+            "Original-Rcpt-To: <a@b.c>",
+            "  continued",
+            "Message-ID: <x@y>",
+            "<bob@example.net>:",
+            "=?utf-8?b?w6k=?=",
+        ]
+    ),
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,22 +223,68 @@ def test_status_is_the_most_specific_code_and_never_invented(name, statuses):
 def test_the_phase_a_report_names_decides_hard_or_not():
     """The same "550 5.1.1 user unknown": hard at RCPT, not after the data (issue 18)."""
     assert [(r.classification.value, r.reason) for r in _reports("postfix-rcpt-unknown-local")] == [
-        ("hard", "user_unknown")]  # fmt: skip
-    for name in ("postfix-after-data-user-unknown", "exim-after-data-user-unknown", "qmail-after-data-user-unknown",
-                 "exim-dsn-after-data-user-unknown", "gmx-data-user-unknown", "yahoo-prose-body-tag",
-                 "docomo-after-data-unknown-user", "dragonfly-final-data", "mcafee-invalid-recipient-after-data",
-                 "biglobe-user-unknown", "kddi-rhost-filtered", "ezweb-spasign-filtered"):  # fmt: skip
+        ("hard", "user_unknown")
+    ]
+    for name in (
+        "postfix-after-data-user-unknown",
+        "exim-after-data-user-unknown",
+        "qmail-after-data-user-unknown",
+        "exim-dsn-after-data-user-unknown",
+        "gmx-data-user-unknown",
+        "yahoo-prose-body-tag",
+        "docomo-after-data-unknown-user",
+        "dragonfly-final-data",
+        "mcafee-invalid-recipient-after-data",
+        "biglobe-user-unknown",
+        "kddi-rhost-filtered",
+        "ezweb-spasign-filtered",
+    ):
         assert [(r.classification.value, r.reason) for r in _reports(name)] == [("soft", "filtered")], name
 
 
 def test_the_corpus_covers_the_families_of_issue_18():
     assert len(SAMPLES) >= 150
     sources = " ".join(f"{s.name} {s.source}" for s in SAMPLES).lower()
-    for family in ("opensmtpd", "sendmail 8", "sendmail 5", "exim", "gmail", "google groups", "amazon ses",
-                   "exchange online", "oracle communications", "dragonfly", "qmail", "zoho", "mail.ru", "apache james",
-                   "imail", "mailfoundry", "powermta", "gmx", "1&1", "domino", "courier", "rfc 5965", "yahoo",
-                   "icloud", "postfix", "au/ezweb", "kddi", "docomo", "softbank", "biglobe", "mcafee", "verizon",
-                   "fml", "amazon workmail", "x1-style", "x2-style", "x3-style", "x5-style"):  # fmt: skip
+    for family in (
+        "opensmtpd",
+        "sendmail 8",
+        "sendmail 5",
+        "exim",
+        "gmail",
+        "google groups",
+        "amazon ses",
+        "exchange online",
+        "oracle communications",
+        "dragonfly",
+        "qmail",
+        "zoho",
+        "mail.ru",
+        "apache james",
+        "imail",
+        "mailfoundry",
+        "powermta",
+        "gmx",
+        "1&1",
+        "domino",
+        "courier",
+        "rfc 5965",
+        "yahoo",
+        "icloud",
+        "postfix",
+        "au/ezweb",
+        "kddi",
+        "docomo",
+        "softbank",
+        "biglobe",
+        "mcafee",
+        "verizon",
+        "fml",
+        "amazon workmail",
+        "x1-style",
+        "x2-style",
+        "x3-style",
+        "x5-style",
+    ):
         assert family in sources, family
 
 
@@ -215,8 +297,22 @@ def test_an_envelope_sender_in_the_text_is_not_a_failed_recipient():
 def test_the_fourth_set_has_two_samples_or_more_per_family():
     """Issue 18's families still missing after the third set: at least two samples of each."""
     sources = [f"{s.name} {s.source}".lower() for s in SAMPLES]
-    for family in ("ezweb", "kddi", "docomo", "softbank", "biglobe", "mcafee", "verizon", "fml", "workmail",
-                   "x-style", "dragonfly", "imail", "mailfoundry", "yahoo legacy"):  # fmt: skip
+    for family in (
+        "ezweb",
+        "kddi",
+        "docomo",
+        "softbank",
+        "biglobe",
+        "mcafee",
+        "verizon",
+        "fml",
+        "workmail",
+        "x-style",
+        "dragonfly",
+        "imail",
+        "mailfoundry",
+        "yahoo legacy",
+    ):
         assert sum(family in s for s in sources) >= 2, family
 
 
@@ -224,8 +320,11 @@ def test_iso_2022_jp_returned_mail_is_read():
     """A carrier's bounce in ISO-2022-JP (RFC 1468): the encoded words and the 7-bit body do not hide the
     address or the reply."""
     (report,) = _reports("softbank-iso-2022-jp")
-    assert (report.recipient, report.classification.value, report.reason) == ("bob@softbank.ne.jp", "hard",
-                                                                              "user_unknown")  # fmt: skip
+    assert (report.recipient, report.classification.value, report.reason) == (
+        "bob@softbank.ne.jp",
+        "hard",
+        "user_unknown",
+    )
     assert "550 Unknown user" in report.diagnostic and "\x1b" not in report.diagnostic
     raw = next(s for s in SAMPLES if s.name == "softbank-iso-2022-jp").raw
     assert b"\x1b$B" in raw and b"=?iso-2022-jp?" in raw.lower()  # the sample really is ISO-2022-JP

@@ -22,8 +22,16 @@ def test_bounces_parse_prints_one_object_per_failed_recipient(tmp_path):
         ("bob@example.net", "5.1.1", "hard", "user_unknown"),
         ("carol@example.net", "5.2.2", "soft", "mailbox_full"),
     ]
-    assert set(reports[0]) == {"recipient", "status", "action", "classification", "reason", "diagnostic",
-                               "remote_mta", "original_message_id"}  # fmt: skip
+    assert set(reports[0]) == {
+        "recipient",
+        "status",
+        "action",
+        "classification",
+        "reason",
+        "diagnostic",
+        "remote_mta",
+        "original_message_id",
+    }
     assert reports[0]["original_message_id"] == "orig-123@relay.example.com"
 
 
@@ -31,8 +39,12 @@ def test_bounces_parse_reads_stdin_and_says_what_it_saw(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "relay", "bounces", "parse", "-", "--verbose"],
-                            input=sample("out-of-office"), capture_output=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "bounces", "parse", "-", "--verbose"],
+        input=sample("out-of-office"),
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 0
     out = json.loads(result.stdout)
     assert out["kind"] == "auto_reply" and out["reports"] == []
@@ -45,8 +57,9 @@ def test_bounces_parse_missing_file():
 
 def test_suppressions_and_allowlist_commands(tmp_path):
     config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
-    added = run_cli("suppressions", "add", "Bob@Example.NET", "carol@example.net", "--for", "30d", "--json",
-                    config=config)  # fmt: skip
+    added = run_cli(
+        "suppressions", "add", "Bob@Example.NET", "carol@example.net", "--for", "30d", "--json", config=config
+    )
     assert added.returncode == 0, added.stderr
     assert [e["address"] for e in json.loads(added.stdout)] == ["bob@example.net", "carol@example.net"]
     shown = run_cli("suppressions", "show", "bob@example.net", config=config)

@@ -21,8 +21,9 @@ SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
 
 def dkim_key(path: Path) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))  # fmt: skip
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
@@ -129,8 +130,11 @@ def test_every_section_is_printed_and_values_are_written_as_in_a_config_file(tmp
     assert data["http"]["rate_limit"] == "100/m" and data["http"]["listen"] == "127.0.0.1:8125"
     assert data["delivery"]["retry_schedule"] == ["30s", "90m", "250ms"]
     assert data["delivery"]["routes"]["*"] == {"smarthost": "fallback.example:25", "username": "", "password": ""}
-    assert data["delivery"]["shaping"]["default"] == {"max_connections": 5, "max_rate": "6000/m",
-                                                      "max_connection_age": "2m"}  # fmt: skip
+    assert data["delivery"]["shaping"]["default"] == {
+        "max_connections": 5,
+        "max_rate": "6000/m",
+        "max_connection_age": "2m",
+    }
     assert data["dns"]["nameservers"] == ["127.0.0.1:5353", "[::1]:53"]
     assert data["dkim"]["domains"]["example.com"]["selector"] == "s1"
     assert data["webhooks"]["max_rate"] == "50/s" and data["retention"]["events"] == "60d"
@@ -162,15 +166,27 @@ def test_the_example_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (0.1, "100ms"), (1.5, "1500ms"), (30, "30s"), (90, "90s"), (600, "10m"), (5400, "90m"),
-     (86400, "1d"), (604800, "7d"), (0.0005, "0.0005s")],
-)  # fmt: skip
+    [
+        (0, "0s"),
+        (0.1, "100ms"),
+        (1.5, "1500ms"),
+        (30, "30s"),
+        (90, "90s"),
+        (600, "10m"),
+        (5400, "90m"),
+        (86400, "1d"),
+        (604800, "7d"),
+        (0.0005, "0.0005s"),
+    ],
+)
 def test_durations_are_written_in_the_largest_exact_unit(seconds, text):
     assert duration_text(seconds) == text
     assert config_mod.parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize(("size", "text"), [(0, "0B"), (1000, "1000B"), (1024, "1KB"), (25 * 1024**2, "25MB"),
-                                            (3 * 1024**3, "3GB"), (1536 * 1024, "1536KB")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0B"), (1000, "1000B"), (1024, "1KB"), (25 * 1024**2, "25MB"), (3 * 1024**3, "3GB"), (1536 * 1024, "1536KB")],
+)
 def test_sizes_are_written_in_the_largest_exact_unit(size, text):
     assert size_text(size) == text and config_mod.parse_size(text) == size

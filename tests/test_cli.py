@@ -17,9 +17,21 @@ def test_help_lists_every_command():
 def test_keys_create_list_revoke(tmp_path):
     config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
     created = run_cli(
-        "keys", "create", "--name", "billing", "--scope", "send", "--scope", "read", "--allow-ip", "10.0.0.0/8",
-        "--daily-quota", "500", "--json", config=config,
-    )  # fmt: skip
+        "keys",
+        "create",
+        "--name",
+        "billing",
+        "--scope",
+        "send",
+        "--scope",
+        "read",
+        "--allow-ip",
+        "10.0.0.0/8",
+        "--daily-quota",
+        "500",
+        "--json",
+        config=config,
+    )
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert key["key"].startswith("rly_live_") and key["scopes"] == ["send", "read"]
@@ -93,8 +105,9 @@ def test_smtp_credentials_create_list_revoke(tmp_path):
     import sqlite3
 
     config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
-    created = run_cli("smtp-credentials", "create", "--allowed-from", "Example.com", "--tag", "app", "--json",
-                      config=config)  # fmt: skip
+    created = run_cli(
+        "smtp-credentials", "create", "--allowed-from", "Example.com", "--tag", "app", "--json", config=config
+    )
     assert created.returncode == 0, created.stderr
     cred = json.loads(created.stdout)
     assert cred["username"].startswith("relay-") and len(cred["password"]) == 32 and cred["password"].isalnum()
@@ -117,8 +130,9 @@ def test_json_log_lines_carry_message_and_recipient():
 
     from relay.cli import JsonFormatter
 
-    record = logging.LogRecord("relay.delivery.engine", logging.INFO, __file__, 1, "%s delivered to=<%s>",
-                               ("01abc", "a@x"), None)  # fmt: skip
+    record = logging.LogRecord(
+        "relay.delivery.engine", logging.INFO, __file__, 1, "%s delivered to=<%s>", ("01abc", "a@x"), None
+    )
     record.message_id, record.recipient = "01abc", "a@x"
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "01abc delivered to=<a@x>" and line["level"] == "info"

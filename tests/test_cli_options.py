@@ -59,8 +59,9 @@ def test_config_and_json_are_honoured_before_and_after_the_action(group, action,
 def relay_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    return subprocess.run([sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=60,
-                          env=env, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args], capture_output=True, text=True, timeout=60, env=env, cwd=cwd
+    )
 
 
 def test_a_group_option_before_the_action_picks_the_config_not_the_default_file(tmp_path):

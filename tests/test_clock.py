@@ -206,8 +206,14 @@ async def test_api_rate_limits_count_in_the_relays_clock(tmp_path):
 
 async def test_an_acceptor_looks_at_its_parent_each_interval_of_its_clock():
     clock, parents, gone = VirtualClock(), [100], []
-    watch = workers.ParentWatch(100, lambda: gone.append(clock.monotonic()), interval=1.0,
-                                getppid=lambda: parents[0], exiting=lambda pid: False, clock=clock)  # fmt: skip
+    watch = workers.ParentWatch(
+        100,
+        lambda: gone.append(clock.monotonic()),
+        interval=1.0,
+        getppid=lambda: parents[0],
+        exiting=lambda pid: False,
+        clock=clock,
+    )
     task = asyncio.create_task(watch.run())
     await clock.run_for(10.5)
     assert gone == []

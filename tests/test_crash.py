@@ -37,8 +37,9 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(relay_process, sink,
     acked: list[int] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + 10
-    injectors = [asyncio.create_task(asyncio.to_thread(inject, proc.smtp_port, i, stop_at, acked, lock))
-                 for i in range(SESSIONS)]  # fmt: skip
+    injectors = [
+        asyncio.create_task(asyncio.to_thread(inject, proc.smtp_port, i, stop_at, acked, lock)) for i in range(SESSIONS)
+    ]
     await asyncio.sleep(kill_after)
     proc.kill()
     await asyncio.gather(*injectors)
@@ -46,8 +47,9 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(relay_process, sink,
     await proc.start()  # the same data dir: the queue, and the leases of the killed process
     deadline = time.monotonic() + 30
     while True:
-        arrived = [int(m.group(1)) for r in sink.handler.received
-                   for m in [re.search(rb"Subject: msg-(\d+)", r.data)] if m]  # fmt: skip
+        arrived = [
+            int(m.group(1)) for r in sink.handler.received for m in [re.search(rb"Subject: msg-(\d+)", r.data)] if m
+        ]
         missing = set(acked) - set(arrived)
         if not missing:
             break

@@ -22,8 +22,14 @@ RAW = b"Subject: shaping\r\n\r\nbody\r\n"
 
 
 def engine_for(store: Store, router: Router, **settings) -> Engine:
-    defaults = dict(owner="n", concurrency=50, lease=300, poll_interval=0.05,
-                    retry=RetryPolicy((60,), 3600, jitter=0.0), idle_timeout=0.5)  # fmt: skip
+    defaults = dict(
+        owner="n",
+        concurrency=50,
+        lease=300,
+        poll_interval=0.05,
+        retry=RetryPolicy((60,), 3600, jitter=0.0),
+        idle_timeout=0.5,
+    )
     connect_timeout = settings.pop("connect_timeout", 2)
     client = SmtpClient("relay.test", connect_timeout=connect_timeout, command_timeout=5, clock=store.clock)
     return Engine(store, router, client, store.clock, EngineSettings(**{**defaults, **settings}), random.Random(0))
@@ -148,8 +154,9 @@ async def test_a_suspension_doubles_with_each_failure_after_it(store):
     coming back doubles the rest (60 s, 120 s, 240 s); nothing is attempted in between, on the engine's
     own poll loop. Twelve virtual minutes, no real sleep."""
     clock = store.clock
-    engine = engine_for(store, Router(("127.0.0.1", 9), 25, None), poll_interval=1.0,
-                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    engine = engine_for(
+        store, Router(("127.0.0.1", 9), 25, None), poll_interval=1.0, shaping={"default": {"max_connections": 1}}
+    )
     for i in range(10):
         await queue(store, f"u{i}@down.example")
     start = clock.now()
@@ -376,8 +383,9 @@ async def test_a_kept_connection_the_server_dropped_is_replaced_at_once(store):
 
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    engine = engine_for(store, Router(("127.0.0.1", port), 25, None), idle_timeout=30,
-                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    engine = engine_for(
+        store, Router(("127.0.0.1", port), 25, None), idle_timeout=30, shaping={"default": {"max_connections": 1}}
+    )
     try:
         await queue(store, "first@one.example")
         assert await engine.run_once() == 1
@@ -413,8 +421,11 @@ async def test_rset_only_after_a_transaction_that_ended_early(store):
         return smtp
 
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
-    engine = engine_for(store, Router(("127.0.0.1", server.sockets[0].getsockname()[1]), 25, None),
-                        shaping={"default": {"max_connections": 1}})  # fmt: skip
+    engine = engine_for(
+        store,
+        Router(("127.0.0.1", server.sockets[0].getsockname()[1]), 25, None),
+        shaping={"default": {"max_connections": 1}},
+    )
     try:
         for address in ("a@one.example", "b@one.example", "permfail@one.example", "c@one.example"):
             await queue(store, address)

@@ -95,8 +95,9 @@ async def test_relay_signs_smtp_and_http_mail_once(relay_factory, sink, dns_serv
     host, port = relay.http_address
     payload = {"from": "news@example.com", "to": "c@example.org", "subject": "via http", "html": "<p>hi</p>"}
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"http://{host}:{port}/v1/messages", json=payload,
-                                headers={"Authorization": f"Bearer {key}"}) as resp:  # fmt: skip
+        async with session.post(
+            f"http://{host}:{port}/v1/messages", json=payload, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
             assert resp.status == 202
     received = await sink.handler.wait_for(3)
     verify = verifier(dns_server)
@@ -117,6 +118,7 @@ def test_bad_dkim_config_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not an unencrypted PEM private key"):
         config_mod.from_dict(config_dict(tmp_path, dkim=bad), environ={})
     with pytest.raises(ConfigError, match="selector must be a DNS label"):
-        config_mod.from_dict(config_dict(tmp_path, dkim={"domains": {"example.com": {"selector": "a b",
-                                                                                     "private_key": "x"}}}),
-                             environ={})  # fmt: skip
+        config_mod.from_dict(
+            config_dict(tmp_path, dkim={"domains": {"example.com": {"selector": "a b", "private_key": "x"}}}),
+            environ={},
+        )

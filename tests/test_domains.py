@@ -42,8 +42,9 @@ def sections(dns_server, **extra):
 async def call(relay, method: str, path: str, key: str, **kwargs):
     host, port = relay.http_address
     async with aiohttp.ClientSession() as s:
-        async with s.request(method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"},
-                             **kwargs) as r:  # fmt: skip
+        async with s.request(
+            method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"}, **kwargs
+        ) as r:
             return r.status, await r.json()
 
 
@@ -55,8 +56,13 @@ async def relay_key(relay_factory, dns_server, sink):
 
 
 def send_http(relay, key, sender: str):
-    return call(relay, "POST", "/v1/messages", key, json={"from": sender, "to": "bob@one.example", "subject": "s",
-                                                          "text": "hello"})  # fmt: skip
+    return call(
+        relay,
+        "POST",
+        "/v1/messages",
+        key,
+        json={"from": sender, "to": "bob@one.example", "subject": "s", "text": "hello"},
+    )
 
 
 async def test_add_publish_verify_sign(relay_key, dns_server, sink):
@@ -69,8 +75,12 @@ async def test_add_publish_verify_sign(relay_key, dns_server, sink):
     assert records["dkim"]["value"].startswith("v=DKIM1; k=rsa; p=")
     assert records["spf"] == {**records["spf"], "name": "example.com", "value": f"v=spf1 ip4:{OUR_IP} ~all"}
     assert records["dmarc"]["name"] == "_dmarc.example.com" and records["dmarc"]["value"].startswith("v=DMARC1; p=none")
-    assert records["return_path"] == {**records["return_path"], "type": "MX", "name": "bounces.example.com",
-                                      "value": "10 relay.test."}  # fmt: skip
+    assert records["return_path"] == {
+        **records["return_path"],
+        "type": "MX",
+        "name": "bounces.example.com",
+        "value": "10 relay.test.",
+    }
     key_file = relay.config.server.data_dir / "dkim" / "example.com.s1.pem"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
 
@@ -86,7 +96,11 @@ async def test_add_publish_verify_sign(relay_key, dns_server, sink):
     status, checked = await call(relay, "GET", "/v1/domains/example.com/verify", key)
     assert status == 200 and checked["status"] == "verified", checked["checks"]
     assert {name: c["status"] for name, c in checked["checks"].items()} == {
-        "dkim": "verified", "spf": "verified", "dmarc": "verified", "return_path": "verified"}  # fmt: skip
+        "dkim": "verified",
+        "spf": "verified",
+        "dmarc": "verified",
+        "return_path": "verified",
+    }
     assert "SPF aligns through the return path bounces.example.com" in checked["checks"]["dmarc"]["hint"]
 
     status, sent = await send_http(relay, key, "App <app@example.com>")
@@ -116,19 +130,30 @@ ELEVEN_INCLUDES = {
 @pytest.mark.parametrize(
     ("check", "zone", "status", "hint"),
     [
-        ("dkim", {"s1._domainkey.example.com": {"TXT": [txt(OTHER_KEY)]}},
-         "failed", "TXT found at s1._domainkey.example.com but its p= value does not match"),
-        ("spf", {"example.com": {"TXT": ['"v=spf1 ip4:198.51.100.7 -all"']}}, "failed",
-         f"does not authorise {OUR_IP}: fail"),
+        (
+            "dkim",
+            {"s1._domainkey.example.com": {"TXT": [txt(OTHER_KEY)]}},
+            "failed",
+            "TXT found at s1._domainkey.example.com but its p= value does not match",
+        ),
+        (
+            "spf",
+            {"example.com": {"TXT": ['"v=spf1 ip4:198.51.100.7 -all"']}},
+            "failed",
+            f"does not authorise {OUR_IP}: fail",
+        ),
         ("spf", {"example.com": {"TXT": ['"v=spf1 -all"', '"v=spf1 ~all"']}}, "failed", "has 2 SPF records"),
-        ("spf", ELEVEN_INCLUDES,
-         "failed", "more than 10 DNS lookups"),
+        ("spf", ELEVEN_INCLUDES, "failed", "more than 10 DNS lookups"),
         ("dmarc", {}, "pending", "no DMARC record at _dmarc.example.com"),
         ("dmarc", {"_dmarc.example.com": {"TXT": ['"v=DMARC1; p=maybe"']}}, "failed", "no valid p="),
-        ("return_path", {"bounces.example.com": {"MX": ["10 elsewhere.example."]}}, "failed",
-         "bounces.example.com points at elsewhere.example, not at relay.test"),
+        (
+            "return_path",
+            {"bounces.example.com": {"MX": ["10 elsewhere.example."]}},
+            "failed",
+            "bounces.example.com points at elsewhere.example, not at relay.test",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_wrong_records_fail_with_a_hint(relay_key, dns_server, check, zone, status, hint):
     relay, key = relay_key
     _, domain = await call(relay, "POST", "/v1/domains", key, json={"domain": "example.com"})
@@ -145,8 +170,10 @@ async def test_rotation_publishes_alongside_then_switches(relay_key, dns_server,
     publish(dns_server, domain["records"])
     await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
     status, rotated = await call(relay, "POST", f"/v1/domains/{domain['id']}/rotate-dkim", key)
-    assert status == 200 and [(k["selector"], k["state"]) for k in rotated["dkim"]] == [("s1", "active"),
-                                                                                        ("s1b", "pending")]  # fmt: skip
+    assert status == 200 and [(k["selector"], k["state"]) for k in rotated["dkim"]] == [
+        ("s1", "active"),
+        ("s1b", "pending"),
+    ]
     new = next(r for r in rotated["records"] if r["name"] == "s1b._domainkey.example.com")
     _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
     assert checked["checks"]["dkim_next"]["status"] == "pending"  # not published yet: s1 still signs
@@ -203,15 +230,19 @@ PUBLIC_IP = "1.2.3.4"  # what the DNS fixture says relay's hostname is; no packe
     ("sources", "named", "ips", "says"),
     [
         (["1.2.3.4", None], [], ("1.2.3.4",), "relay sends from 1.2.3.4 (the source address of its route"),
-        (["10.0.0.5", None], ["1.2.3.4", "10.0.0.5"], ("1.2.3.4",),
-         "relay sends from 10.0.0.5, a private address (behind NAT?), so the record uses the address of "
-         "[server] hostname relay.test, 1.2.3.4: check that"),
+        (
+            ["10.0.0.5", None],
+            ["1.2.3.4", "10.0.0.5"],
+            ("1.2.3.4",),
+            "relay sends from 10.0.0.5, a private address (behind NAT?), so the record uses the address of "
+            "[server] hostname relay.test, 1.2.3.4: check that",
+        ),
         (["100.64.1.1", "fd00::2"], ["2a00:1450::1"], ("2a00:1450::1",), "100.64.1.1, a carrier-grade NAT address"),
         (["10.0.0.5"], ["192.168.1.1"], (), "relay cannot know the public address receivers see"),
         (["127.0.0.1"], [], (), "127.0.0.1, a loopback address (behind NAT?): relay cannot know"),
         ([None, None], ["1.2.3.4"], (), "relay found no route to the internet"),
     ],
-)  # fmt: skip
+)
 def test_outbound_addresses_are_explained(sources, named, ips, says):
     found, note = explain_outbound(sources, named, "relay.test")
     assert found == ips and says in note, note
@@ -239,8 +270,9 @@ def loopback_probe(monkeypatch):
     monkeypatch.setattr(domains_mod, "PROBE_TARGETS", ("127.0.0.1",))
 
 
-async def test_behind_nat_the_hostname_address_is_listed_and_the_domain_verifies(relay_factory, dns_server,
-                                                                                 loopback_probe):  # fmt: skip
+async def test_behind_nat_the_hostname_address_is_listed_and_the_domain_verifies(
+    relay_factory, dns_server, loopback_probe
+):
     """Before: without outbound_ips the SPF record was "v=spf1 ~all" and SPF stayed pending: nothing could
     ever be sent with require_verified_domain = true."""
     dns_server.zone["relay.test"] = {"A": [PUBLIC_IP]}
@@ -301,8 +333,10 @@ async def test_through_a_smarthost_with_spf_include_the_domain_verifies(relay_fa
     assert spf_record["value"] == "v=spf1 include:_spf.provider.example ~all"
     dns_server.zone["example.com"] = {"TXT": ['"v=spf1 include:_spf.other.example ~all"']}
     _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
-    assert checked["checks"]["spf"] == {"status": "failed", "hint": "SPF at example.com does not include "
-                                        "_spf.provider.example; add include:_spf.provider.example"}  # fmt: skip
+    assert checked["checks"]["spf"] == {
+        "status": "failed",
+        "hint": "SPF at example.com does not include _spf.provider.example; add include:_spf.provider.example",
+    }
     dns_server.zone.pop("example.com")
     publish(dns_server, domain["records"])
     _, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)

@@ -168,8 +168,11 @@ async def test_sighup_reloads_delivery_policy_and_refuses_a_broken_file(relay_pr
 
     # Point the route at the sink, and change something that needs a restart.
     data_dir = proc.config_path.parent / "data"
-    fixed = config_dict(data_dir, delivery={"routes": {"*": {"smarthost": sink.address}}, "retry_schedule": ["1s"]},
-                        smtp={"max_message_size": "1MB"})  # fmt: skip
+    fixed = config_dict(
+        data_dir,
+        delivery={"routes": {"*": {"smarthost": sink.address}}, "retry_schedule": ["1s"]},
+        smtp={"max_message_size": "1MB"},
+    )
     write_toml(proc.config_path, fixed)
     proc.proc.send_signal(signal.SIGHUP)
     await sink.handler.wait_for(1, timeout=15)

@@ -17,24 +17,43 @@ _json = st.recursive(
     max_leaves=12,
 )
 _address = st.one_of(
-    st.sampled_from(["a@example.com", "Ann <ann@example.com>", "\u00e9l\u00e8ve@exemple.fr", "x@[127.0.0.1]",
-                     "bad", "", "a@b", "<>", "\"quoted name\" <q@example.com>", "a@example.com, b@example.com"]),
+    st.sampled_from(
+        [
+            "a@example.com",
+            "Ann <ann@example.com>",
+            "\u00e9l\u00e8ve@exemple.fr",
+            "x@[127.0.0.1]",
+            "bad",
+            "",
+            "a@b",
+            "<>",
+            '"quoted name" <q@example.com>',
+            "a@example.com, b@example.com",
+        ]
+    ),
     st.text(max_size=30),
-)  # fmt: skip
+)
 _request = st.fixed_dictionaries(
     {},
     optional={
-        "from": _address, "to": st.one_of(_address, st.lists(_address, max_size=4)),
+        "from": _address,
+        "to": st.one_of(_address, st.lists(_address, max_size=4)),
         "cc": st.lists(_address, max_size=2),
-        "subject": st.text(max_size=80), "text": st.text(max_size=200), "html": st.text(max_size=200),
+        "subject": st.text(max_size=80),
+        "text": st.text(max_size=200),
+        "html": st.text(max_size=200),
         "headers": st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=3),
-        "attachments": st.lists(st.fixed_dictionaries({"filename": st.text(max_size=20),
-                                                        "content": st.sampled_from(["aGVsbG8=", "!!", ""])},
-                                                       optional={"content_type": st.text(max_size=20),
-                                                                 "content_id": st.text(max_size=10)}), max_size=2),
-        "tags": st.lists(st.text(max_size=20), max_size=12), "metadata": _json,
+        "attachments": st.lists(
+            st.fixed_dictionaries(
+                {"filename": st.text(max_size=20), "content": st.sampled_from(["aGVsbG8=", "!!", ""])},
+                optional={"content_type": st.text(max_size=20), "content_id": st.text(max_size=10)},
+            ),
+            max_size=2,
+        ),
+        "tags": st.lists(st.text(max_size=20), max_size=12),
+        "metadata": _json,
     },
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -52,13 +71,47 @@ def test_the_mime_builder_accepts_or_names_the_field(data):
 
 
 _sections = st.dictionaries(
-    st.sampled_from(["server", "smtp", "http", "delivery", "dns", "dkim", "inbound", "suppression", "webhooks",
-                     "retention", "domains", "nonsense"]),
-    st.dictionaries(st.sampled_from(["listen", "hostname", "data_dir", "max_age", "retry_schedule", "tls", "routes",
-                                     "shaping", "rate_limit", "max_message_size", "bounce_domains", "outbound_ips",
-                                     "soft_bounce_limit", "events", "typo"]), _json, max_size=4),
+    st.sampled_from(
+        [
+            "server",
+            "smtp",
+            "http",
+            "delivery",
+            "dns",
+            "dkim",
+            "inbound",
+            "suppression",
+            "webhooks",
+            "retention",
+            "domains",
+            "nonsense",
+        ]
+    ),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "listen",
+                "hostname",
+                "data_dir",
+                "max_age",
+                "retry_schedule",
+                "tls",
+                "routes",
+                "shaping",
+                "rate_limit",
+                "max_message_size",
+                "bounce_domains",
+                "outbound_ips",
+                "soft_bounce_limit",
+                "events",
+                "typo",
+            ]
+        ),
+        _json,
+        max_size=4,
+    ),
     max_size=4,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

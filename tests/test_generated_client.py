@@ -41,8 +41,21 @@ def generate(spec: Path, where: Path) -> None:
             }
         )
     )
-    command = [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(spec), "--output-path",
-               str(where / PACKAGE), "--meta", "none", "--config", str(config), "--fail-on-warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "openapi_python_client",
+        "generate",
+        "--path",
+        str(spec),
+        "--output-path",
+        str(where / PACKAGE),
+        "--meta",
+        "none",
+        "--config",
+        str(config),
+        "--fail-on-warning",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=where)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -73,8 +86,10 @@ async def test_a_generated_client_sends_a_templated_scheduled_message(relay_fact
 
     client = importlib.import_module(PACKAGE).AuthenticatedClient(base_url=base_url, token=key)
     models: Any = module("models")
-    template = await module("api.templates.create_template").asyncio(client=client, body=models.CreateTemplateBody(
-        name="welcome", subject="Hi {{ name }}", text="Welcome, {{ name }}."))  # fmt: skip
+    template = await module("api.templates.create_template").asyncio(
+        client=client,
+        body=models.CreateTemplateBody(name="welcome", subject="Hi {{ name }}", text="Welcome, {{ name }}."),
+    )
     assert isinstance(template, models.Template), template
 
     send_at = iso(time.time() + 3)

@@ -252,14 +252,21 @@ async def test_addresses_as_objects_with_names_reach_the_sink(api, sink):
     assert received.mail_from == "app@example.com" and sorted(received.rcpt_tos) == sorted(recipients)
     msg = email.message_from_bytes(received.data, policy=email.policy.default)
     assert msg["From"].addresses[0].display_name == "Acme, Inc." and msg["From"].addresses[0].addr_spec == (
-        "app@example.com")  # fmt: skip
-    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [("Ann Ö", "ann@example.org"),
-                                                                            ("Bob", "bob@example.org")]  # fmt: skip
+        "app@example.com"
+    )
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [
+        ("Ann Ö", "ann@example.org"),
+        ("Bob", "bob@example.org"),
+    ]
     assert msg["Cc"] == "carol@example.org" and msg["Bcc"] is None
     assert msg["Reply-To"].addresses[0].display_name == "Help"
 
-    batch = {"messages": [{**MESSAGE, "to": {"email": "eve@example.org", "name": "Eve"}},
-                          {**MESSAGE, "to": [{"email": "nobody"}]}]}  # fmt: skip
+    batch = {
+        "messages": [
+            {**MESSAGE, "to": {"email": "eve@example.org", "name": "Eve"}},
+            {**MESSAGE, "to": [{"email": "nobody"}]},
+        ]
+    }
     async with api.request("POST", "/v1/messages/batch", json=batch) as resp:
         result = await resp.json()
     assert resp.status == 202 and result["queued"] == 1
@@ -272,8 +279,12 @@ async def test_addresses_as_objects_with_names_reach_the_sink(api, sink):
 async def test_show_list_filter_and_paginate(api):
     ids = []
     for i in range(5):
-        payload = {**MESSAGE, "to": f"u{i}@example.org", "tags": ["even" if i % 2 == 0 else "odd"],
-                   "metadata": {"n": i}}  # fmt: skip
+        payload = {
+            **MESSAGE,
+            "to": f"u{i}@example.org",
+            "tags": ["even" if i % 2 == 0 else "odd"],
+            "metadata": {"n": i},
+        }
         async with api.request("POST", "/v1/messages", json=payload) as resp:
             ids.append((await resp.json())["id"])
     await wait_for_states(api.relay.store, ids[-1], ["delivered"])
@@ -379,15 +390,20 @@ async def test_the_api_can_serve_https_itself(relay_factory, tmp_path):
     cert, key = tmp_path / "api.crt", tmp_path / "api.key"
     write_self_signed(cert, key, "relay.test")
     assert key.stat().st_mode & 0o077 == 0
-    relay = await relay_factory(http={"tls_cert": str(cert), "tls_key": str(key), "require_tls": True},
-                                delivery={"smarthost": "127.0.0.1:9"})  # fmt: skip
+    relay = await relay_factory(
+        http={"tls_cert": str(cert), "tls_key": str(key), "require_tls": True}, delivery={"smarthost": "127.0.0.1:9"}
+    )
     _, secret = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
     host, port = relay.http_address
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"https://{host}:{port}/v1/messages", json=MESSAGE, ssl=context,
-                                headers={"Authorization": f"Bearer {secret}"}) as resp:  # fmt: skip
+        async with session.post(
+            f"https://{host}:{port}/v1/messages",
+            json=MESSAGE,
+            ssl=context,
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as resp:
             assert resp.status == 202
         with pytest.raises(aiohttp.ClientError):
             async with session.get(f"http://{host}:{port}/healthz"):
@@ -409,8 +425,11 @@ async def test_idempotency_records_survive_a_restart(tmp_path, sink):
                 _, secret = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
             host, port = relay.http_address
             async with aiohttp.ClientSession() as session:
-                async with session.post(f"http://{host}:{port}/v1/messages", json=MESSAGE,
-                                        headers={**headers, "Authorization": f"Bearer {secret}"}) as resp:  # fmt: skip
+                async with session.post(
+                    f"http://{host}:{port}/v1/messages",
+                    json=MESSAGE,
+                    headers={**headers, "Authorization": f"Bearer {secret}"},
+                ) as resp:
                     assert resp.status == 202
                     bodies.append((await resp.json(), resp.headers.get("Idempotent-Replayed")))
         finally:
@@ -528,10 +547,14 @@ async def test_quotas_show_the_calling_keys_usage_and_limits(api):
         quotas = await resp.json()
     assert quotas["api_key_id"] == key_record.id
     assert {k: quotas["daily"][k] for k in ("limit", "used", "remaining")} == {"limit": 3, "used": 2, "remaining": 1}
-    assert {k: quotas["monthly"][k] for k in ("limit", "used", "remaining")} == {"limit": 100, "used": 2,
-                                                                                   "remaining": 98}  # fmt: skip
+    assert {k: quotas["monthly"][k] for k in ("limit", "used", "remaining")} == {
+        "limit": 100,
+        "used": 2,
+        "remaining": 98,
+    }
     assert quotas["daily"]["resets_at"].endswith("T00:00:00.000Z") and quotas["monthly"]["resets_at"].endswith(
-        "-01T00:00:00.000Z")  # fmt: skip
+        "-01T00:00:00.000Z"
+    )
     async with api.request("GET", "/v1/quotas") as resp:  # the admin key has no quota: nothing is counted
         unlimited = await resp.json()
     assert unlimited["daily"]["limit"] is None and unlimited["daily"]["used"] is None

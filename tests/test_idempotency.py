@@ -58,8 +58,11 @@ async def relay_on_fake_clock(tmp_path, sink):
 
 async def post(relay, secret: str, path: str, body: dict, idempotency_key: str) -> tuple[int, dict, str | None]:
     host, port = relay.http_address
-    headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": idempotency_key,
-               "Content-Type": "application/json"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "Idempotency-Key": idempotency_key,
+        "Content-Type": "application/json",
+    }
     async with aiohttp.ClientSession() as s:
         async with s.post(f"http://{host}:{port}{path}", data=json.dumps(body), headers=headers) as r:
             return r.status, await r.json(), r.headers.get("Idempotent-Replayed")
@@ -151,8 +154,10 @@ async def test_a_claim_from_another_machine_holds_while_renewed(store):
     # it would have queued is not queued.
     assert not await store.idempotency.renew_idempotency_key("key_1", "k")
     with pytest.raises(ClaimLost):
-        await store.queue.enqueue_many([NewMessage("a@example.com", ("x@one.example",), b"\r\nhi\r\n", "http")],
-                                 completion=Completion("key_1", "k", 202, "{}", None))  # fmt: skip
+        await store.queue.enqueue_many(
+            [NewMessage("a@example.com", ("x@one.example",), b"\r\nhi\r\n", "http")],
+            completion=Completion("key_1", "k", 202, "{}", None),
+        )
     assert count_messages(store.db.path) == 0
     record = await store.idempotency.idempotency_record("key_1", "k")
     assert record is not None and record.owner == str(elsewhere) and record.state == "pending"

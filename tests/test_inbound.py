@@ -44,15 +44,21 @@ async def deliver(relay, sink, rcpts=("bob@example.net", "carol@example.net"), b
     return {r.rcpt_tos[0]: r.mail_from for r in sink.handler.received[before:]}
 
 
-def postfix_dsn(recipient: str, diagnostic: str, original: bytes, status: str = "5.1.1", action: str = "failed",
-                return_path: str = "") -> bytes:  # fmt: skip
+def postfix_dsn(
+    recipient: str,
+    diagnostic: str,
+    original: bytes,
+    status: str = "5.1.1",
+    action: str = "failed",
+    return_path: str = "",
+) -> bytes:
     text = dsn(
         reporting="mx.example.net",
         human=f"<{recipient}>: host mx.example.net said: {diagnostic}\n",
         recipients=[
             f"Final-Recipient: rfc822; {recipient}\nAction: {action}\nStatus: {status}\n"
             f"Diagnostic-Code: smtp; {diagnostic}\n"
-        ],  # fmt: skip
+        ],
     )
     head, _, _ = text.rpartition("--BOUNDARY\nContent-Type: message/rfc822")
     returned = original.decode().replace("\r\n", "\n")
@@ -77,8 +83,9 @@ async def test_each_recipient_gets_its_own_authenticated_return_path(relay, sink
 async def test_a_dsn_to_the_return_path_bounces_and_suppresses(relay, sink):
     paths = await deliver(relay, sink)
     original = sink.handler.received[0].data
-    report = postfix_dsn("bob@example.net", "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown",
-                         original)  # fmt: skip
+    report = postfix_dsn(
+        "bob@example.net", "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown", original
+    )
     refused = await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [paths["bob@example.net"]], report)
     assert refused == {}
 
@@ -86,7 +93,13 @@ async def test_a_dsn_to_the_return_path_bounces_and_suppresses(relay, sink):
     assert s is not None and s.reason == "hard_bounce" and s.expires_at is None
     (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.reason, bounce.status, bounce.source, bounce.code) == (
-        "bob@example.net", "hard", "user_unknown", "5.1.1", "dsn", 550)  # fmt: skip
+        "bob@example.net",
+        "hard",
+        "user_unknown",
+        "5.1.1",
+        "dsn",
+        550,
+    )
     full = await relay.store.suppressions.bounce(bounce.id)
     assert "Final-Recipient: rfc822; bob@example.net" in full.report
     target = relay.verp.verify(paths["bob@example.net"])
@@ -124,8 +137,9 @@ async def test_a_complaint_to_the_feedback_address_suppresses(relay, sink):
         f"User-Agent: ISP-FBL/1.0\nVersion: 1\nOriginal-Mail-From: <{paths['carol@example.net']}>\n"
         "Original-Rcpt-To: <carol@example.net>\n\n--A\nContent-Type: message/rfc822\n\n" + original + "\n--A--\n"
     ).replace("\n", "\r\n")
-    await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "fbl@isp.example", ["fbl@bounces.example.com"],
-                            arf)  # fmt: skip
+    await asyncio.to_thread(
+        smtp_send, relay.inbound_addresses[0][1], "fbl@isp.example", ["fbl@bounces.example.com"], arf
+    )
     s = await relay.store.suppressions.suppression("carol@example.net")
     assert s is not None and s.reason == "complaint"
     (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
@@ -169,10 +183,13 @@ async def test_a_forged_return_path_is_ignored_and_logged(relay, sink, caplog):
 async def test_delays_and_auto_replies_record_nothing(relay, sink):
     paths = await deliver(relay, sink)
     path = paths["bob@example.net"]
-    delayed = postfix_dsn("bob@example.net", "451 4.7.1 greylisted", sink.handler.received[0].data, status="4.7.1",
-                          action="delayed")  # fmt: skip
-    auto = (f"From: bob@example.net\r\nTo: {path}\r\nSubject: Automatic reply: Receipt\r\n"
-            "Auto-Submitted: auto-replied\r\n\r\nI am away.\r\n")  # fmt: skip
+    delayed = postfix_dsn(
+        "bob@example.net", "451 4.7.1 greylisted", sink.handler.received[0].data, status="4.7.1", action="delayed"
+    )
+    auto = (
+        f"From: bob@example.net\r\nTo: {path}\r\nSubject: Automatic reply: Receipt\r\n"
+        "Auto-Submitted: auto-replied\r\n\r\nI am away.\r\n"
+    )
     for body in (delayed, auto):
         await asyncio.to_thread(smtp_send, relay.inbound_addresses[0][1], "", [path], body)
     assert await relay.store.suppressions.bounces(BounceFilter(), 10) == []

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "leaves",
         {"bounces", "clock", "errors", "events", "message", "sandbox", "startup", "strictjson", "templates", "tls"},
-    ),  # fmt: skip
+    ),
     # The vocabulary of the product: settings, keys, messages being built, policies.
     (
         "model",
@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "renderer",
             "suppression",
         },
-    ),  # fmt: skip
+    ),
     ("store", {"store"}),
     # What runs: taking mail in, sending it out, telling applications.
     ("services", {"delivery", "inbound", "metrics", "submission", "webhooks"}),

@@ -41,8 +41,9 @@ async def test_http_has_no_null_sender(relay_factory, sender, code):
     host, port = relay.http_address
     body = {"from": sender, "to": "bob@one.example", "subject": "s", "text": "t"}
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://{host}:{port}/v1/messages", json=body,
-                          headers={"Authorization": f"Bearer {key}"}) as r:  # fmt: skip
+        async with s.post(
+            f"http://{host}:{port}/v1/messages", json=body, headers={"Authorization": f"Bearer {key}"}
+        ) as r:
             status, error = r.status, await r.json()
     assert status == 400 and (error["error"]["code"], error["error"]["field"]) == (code, "from"), error
     assert await relay.store.queue.messages(MessageFilter(), 10) == []

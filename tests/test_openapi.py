@@ -73,8 +73,9 @@ def live_api(tmp_path_factory):
     key = json.loads(run_cli("keys", "create", "--scope", "admin", "--json", config=config).stdout)["key"]
     log = (tmp / "relay.log").open("wb")
     env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     deadline = time.monotonic() + 15
     while True:
         try:

@@ -50,7 +50,12 @@ async def test_a_postfix_dsn_comes_back_and_suppresses(chain, sink):
 
     (bounce,) = await relay.store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.reason, bounce.status, bounce.source) == (
-        "permfail@example.net", "hard", "user_unknown", "5.1.1", "dsn")  # fmt: skip
+        "permfail@example.net",
+        "hard",
+        "user_unknown",
+        "5.1.1",
+        "dsn",
+    )
     assert "550 5.1.1" in bounce.diagnostic
     report = (await relay.store.suppressions.bounce(bounce.id)).report
     assert "X-Postfix-Queue-ID" in report and "Reporting-MTA: dns; mx.postfix.test" in report

@@ -23,8 +23,14 @@ RAW = b"Subject: q\r\n\r\nx\r\n"
 
 
 def engine_for(store: Store, sink_port: int) -> Engine:
-    settings = EngineSettings(owner="n", concurrency=10, lease=300, poll_interval=0.05,
-                              retry=RetryPolicy((600,), 86400, jitter=0.0), idle_timeout=0.2)  # fmt: skip
+    settings = EngineSettings(
+        owner="n",
+        concurrency=10,
+        lease=300,
+        poll_interval=0.05,
+        retry=RetryPolicy((600,), 86400, jitter=0.0),
+        idle_timeout=0.2,
+    )
     client = SmtpClient("relay.test", connect_timeout=2, command_timeout=5)
     return Engine(store, Router(("127.0.0.1", sink_port), 25, None), client, store.clock, settings, random.Random(0))
 
@@ -209,8 +215,9 @@ async def test_purge_scheduled_through_the_api(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
     _, admin = await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",))
     body = {"from": "a@example.com", "subject": "s", "text": "t", "send_at": iso(relay.clock.now() + 3600)}
-    _, first = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": ["x@one.example",
-                                                                                        "y@two.example"]})  # fmt: skip
+    _, first = await api_call(
+        relay, admin, "POST", "/v1/messages", json={**body, "to": ["x@one.example", "y@two.example"]}
+    )
     _, second = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": "z@one.example"})
     _, now = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": "n@one.example", "send_at": None})
     status, answer = await api_call(relay, admin, "DELETE", "/v1/sending-queues/scheduled")
@@ -237,8 +244,9 @@ async def test_resend_through_the_api(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address})
     _, admin = await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",))
     body = {"from": "a@example.com", "subject": "s", "text": "t"}
-    _, hard = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": ["permfail@one.example",
-                                                                                       "ok@one.example"]})  # fmt: skip
+    _, hard = await api_call(
+        relay, admin, "POST", "/v1/messages", json={**body, "to": ["permfail@one.example", "ok@one.example"]}
+    )
     await wait_for_states(relay.store, hard["id"], ["bounced", "delivered"])  # a hard bounce: suppressed
     sink.handler.rcpt_reply = "554 5.7.1 Message rejected as spam"  # a block: not suppressed
     _, blocked = await api_call(relay, admin, "POST", "/v1/messages", json={**body, "to": "b@one.example"})
@@ -253,8 +261,9 @@ async def test_resend_through_the_api(relay_factory, sink):
     assert delivered == {"email": "ok@one.example", "previous_status": "delivered", "result": "unchanged"}
     assert [s.state for s in await relay.store.queue.message_status(hard["id"])] == ["bounced", "delivered"]
 
-    status, answer = await api_call(relay, admin, "POST", "/v1/sending-queues/resend",
-                                    json={"message_id": blocked["id"]})  # fmt: skip
+    status, answer = await api_call(
+        relay, admin, "POST", "/v1/sending-queues/resend", json={"message_id": blocked["id"]}
+    )
     assert status == 200 and answer["queued"] == 1
     assert answer["recipients"] == [{"email": "b@one.example", "previous_status": "bounced", "result": "queued"}]
     await wait_for_states(relay.store, blocked["id"], ["delivered"])

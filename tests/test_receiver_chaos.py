@@ -30,8 +30,9 @@ class ChaosHandler:
         self.accepted: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          options: list[str]) -> str:  # fmt: skip
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         roll = self.rng.random()
         if roll < 0.05:
             self.faults["421"] += 1
@@ -97,8 +98,14 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
     port = server.sockets[0].getsockname()[1]
     clock = FakeClock()
     store = Store(tmp_path / "q.sqlite3", clock)
-    settings = EngineSettings(owner="n", concurrency=10, lease=300, poll_interval=0.05, idle_timeout=0.2,
-                              retry=RetryPolicy((60,), 20 * 60, jitter=0.0))  # fmt: skip
+    settings = EngineSettings(
+        owner="n",
+        concurrency=10,
+        lease=300,
+        poll_interval=0.05,
+        idle_timeout=0.2,
+        retry=RetryPolicy((60,), 20 * 60, jitter=0.0),
+    )
     client = SmtpClient("relay.test", connect_timeout=2, command_timeout=0.3)
     engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
     messages = [await queue(store, *(f"u{i}-{j}@one.example" for j in range(rng.randint(1, 3)))) for i in range(60)]
@@ -112,9 +119,11 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
     total = sum(len(m.recipients) for m in messages)
     assert set(states) <= FINAL, states
     assert sum(states.values()) == total
-    finals = await store.db.read(lambda c: c.execute(
-        "SELECT recipient, count(*) FROM events WHERE kind IN ('delivered', 'bounced', 'failed') GROUP BY recipient"
-    ).fetchall())  # fmt: skip
+    finals = await store.db.read(
+        lambda c: c.execute(
+            "SELECT recipient, count(*) FROM events WHERE kind IN ('delivered', 'bounced', 'failed') GROUP BY recipient"
+        ).fetchall()
+    )
     assert len(finals) == total and all(n == 1 for _, n in finals)  # exactly one final event each
     delivered = {r.address for m in messages for r in await store.queue.message_status(m.id) if r.state == "delivered"}
     assert delivered <= set(handler.accepted)  # what relay calls delivered, the receiver has

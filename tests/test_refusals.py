@@ -18,6 +18,7 @@ from relay.errors import (
     Refused,
 )
 
+# fmt: off
 ROWS = [
     # refusal, SMTP reply, HTTP status, JSON code, JSON message, field, headers
     (MessageTooLarge("message is 20000001 bytes, the limit is 20000000"), "552 5.3.4 Message too big", 413,
@@ -39,7 +40,8 @@ ROWS = [
      "'to' must be a list", "to", {}),
     (Invalid("idempotency_in_progress", "still in progress", http_status=409, retry_after=1),
      "550 5.6.0 still in progress", 409, "idempotency_in_progress", "still in progress", None, {"Retry-After": "1"}),
-]  # fmt: skip
+]
+# fmt: on
 
 
 @pytest.mark.parametrize(("refusal", "smtp", "status", "code", "message", "field", "headers"), ROWS)

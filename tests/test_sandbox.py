@@ -113,8 +113,11 @@ async def test_a_test_key_on_a_live_instance_is_captured_and_never_connects(clie
 
 async def test_sandbox_mode_captures_without_dns_or_connections(client_factory, dns_server):
     c = await client_factory(delivery={"mode": "sandbox"}, dns={"nameservers": [f"127.0.0.1:{dns_server.port}"]})
-    await send_smtp(c.relay, ["you@example.org", "other@example.net"],  # trusted (loopback), no AUTH
-                    b"From: me@example.com\r\nTo: you@example.org\r\nSubject: tour\r\n\r\nhello\r\n")  # fmt: skip
+    await send_smtp(
+        c.relay,
+        ["you@example.org", "other@example.net"],  # trusted (loopback), no AUTH
+        b"From: me@example.com\r\nTo: you@example.org\r\nSubject: tour\r\n\r\nhello\r\n",
+    )
     status, page = await c.call("GET", "/v1/sandbox/messages")
     assert status == 200 and len(page["data"]) == 1
     message_id = page["data"][0]["id"]
@@ -124,11 +127,21 @@ async def test_sandbox_mode_captures_without_dns_or_connections(client_factory, 
 
 async def test_reading_a_captured_message_rendered_and_raw(client_factory):
     c = await client_factory(delivery={"mode": "sandbox"})
-    body = {**MESSAGE, "html": "<p>Hello</p>", "cc": "cc@example.org", "subject": "Caf\u00e9",
-            "attachments": [{"filename": "report.csv", "content": base64.b64encode(b"a,b\n1,2\n").decode(),
-                             "content_type": "text/csv"},
-                            {"filename": "logo.png", "content": base64.b64encode(b"\x89PNG" + bytes(96)).decode(),
-                             "content_type": "image/png", "content_id": "logo"}]}  # fmt: skip
+    body = {
+        **MESSAGE,
+        "html": "<p>Hello</p>",
+        "cc": "cc@example.org",
+        "subject": "Caf\u00e9",
+        "attachments": [
+            {"filename": "report.csv", "content": base64.b64encode(b"a,b\n1,2\n").decode(), "content_type": "text/csv"},
+            {
+                "filename": "logo.png",
+                "content": base64.b64encode(b"\x89PNG" + bytes(96)).decode(),
+                "content_type": "image/png",
+                "content_id": "logo",
+            },
+        ],
+    }
     status, accepted = await c.call("POST", "/v1/messages", json=body)
     assert status == 202
     await wait_for_states(c.relay.store, accepted["id"], ["delivered", "delivered"])
@@ -139,7 +152,9 @@ async def test_reading_a_captured_message_rendered_and_raw(client_factory):
     assert headers["Subject"] == "Caf\u00e9" and headers["From"] == "App <app@example.com>"
     assert shown["text"].strip() == "Hello" and shown["html"].strip() == "<p>Hello</p>"
     assert sorted((a["filename"], a["content_type"], a["size"], a["content_id"]) for a in shown["attachments"]) == [
-        ("logo.png", "image/png", 100, "logo"), ("report.csv", "text/csv", 8, None)]  # fmt: skip
+        ("logo.png", "image/png", 100, "logo"),
+        ("report.csv", "text/csv", 8, None),
+    ]
     assert shown["sandbox"] is True and shown["body_deleted"] is False
     assert [r["status"] for r in shown["recipients"]] == ["delivered", "delivered"]
 
@@ -155,9 +170,11 @@ async def test_reading_a_captured_message_rendered_and_raw(client_factory):
 def test_rendering_takes_what_it_can_from_odd_messages():
     odd = render(b"From: a@example.com\r\nX-Bad: \xff\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nhi\r\n")
     assert odd.text == "hi\r\n" and odd.headers[0] == ("From", "a@example.com") and odd.headers[1][0] == "X-Bad"
-    forwarded = render(b"Subject: fwd\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"
-                       b"Content-Type: text/plain\r\n\r\nsee below\r\n--zz\r\nContent-Type: message/rfc822\r\n\r\n"
-                       b"Subject: inner\r\n\r\ninner body\r\n--zz--\r\n")  # fmt: skip
+    forwarded = render(
+        b"Subject: fwd\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"
+        b"Content-Type: text/plain\r\n\r\nsee below\r\n--zz\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"Subject: inner\r\n\r\ninner body\r\n--zz--\r\n"
+    )
     assert forwarded.text == "see below" and [a.content_type for a in forwarded.attachments] == ["message/rfc822"]
     assert forwarded.attachments[0].size > len(b"inner body")
     assert render(b"no header at all").text == "no header at all"
@@ -208,8 +225,9 @@ async def test_every_check_still_applies_to_test_keys(client_factory, sink, tmp_
     assert status == 422 and refused["error"]["code"] == "domain_not_verified"
     c.relay.domains.sending.verified.add("example.com")  # as a verification would
     await c.relay.store.suppressions.suppress(["gone@example.org"], "hard_bounce")
-    status, accepted = await c.call("POST", "/v1/messages", key=key["key"],
-                                    json={**MESSAGE, "to": ["user@example.org", "gone@example.org"]})  # fmt: skip
+    status, accepted = await c.call(
+        "POST", "/v1/messages", key=key["key"], json={**MESSAGE, "to": ["user@example.org", "gone@example.org"]}
+    )
     assert status == 202 and accepted["recipients"][1]["status"] == "suppressed"
     assert (await c.call("POST", "/v1/messages", key=key["key"], json=MESSAGE))[0] == 402  # the quota counts
     await wait_for_states(c.relay.store, accepted["id"], ["delivered", "suppressed"])
@@ -224,8 +242,12 @@ async def test_test_smtp_credentials_sandbox_their_mail(client_factory, sink):
     assert status == 201 and cred["test"] is True and cred["username"].startswith("relay-test-")
     _, listing = await c.call("GET", "/v1/smtp-credentials")
     assert listing["data"][0]["test"] is True
-    await send_smtp(c.relay, ["user@example.org"], b"From: me@example.com\r\nTo: user@example.org\r\n\r\nhi\r\n",
-                    (cred["username"], cred["password"]))  # fmt: skip
+    await send_smtp(
+        c.relay,
+        ["user@example.org"],
+        b"From: me@example.com\r\nTo: user@example.org\r\n\r\nhi\r\n",
+        (cred["username"], cred["password"]),
+    )
     _, page = await c.call("GET", "/v1/sandbox/messages")
     assert len(page["data"]) == 1 and page["data"][0]["source"] == "smtp"
     await wait_for_states(c.relay.store, page["data"][0]["id"], ["delivered"])
@@ -292,8 +314,9 @@ async def test_webhooks_carry_the_sandbox_marker(client_factory):
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         c = await client_factory(delivery={"mode": "sandbox"}, webhooks={"allow_private_targets": True})
-        status, _ = await c.call("POST", "/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/hook",
-                                                               "events": ["delivered"]})  # fmt: skip
+        status, _ = await c.call(
+            "POST", "/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/hook", "events": ["delivered"]}
+        )
         assert status == 201
         _, accepted = await c.call("POST", "/v1/messages", json=MESSAGE)
         deadline = time.monotonic() + 15
@@ -325,8 +348,9 @@ async def test_dry_run_checks_everything_and_writes_nothing(client_factory, sink
     before = _queue_snapshot(c.relay)
     body = {**MESSAGE, "to": ["user@example.org", "gone@example.org"]}
     for _ in range(3):  # the quota is checked, not consumed; the Idempotency-Key is not taken
-        status, answer = await c.call("POST", "/v1/messages?dry_run=true", key=key["key"], json=body,
-                                      headers={"Idempotency-Key": "same"})  # fmt: skip
+        status, answer = await c.call(
+            "POST", "/v1/messages?dry_run=true", key=key["key"], json=body, headers={"Idempotency-Key": "same"}
+        )
         assert status == 200, answer
     assert answer["dry_run"] is True and answer["status"] == "would_queue" and answer["sandbox"] is False
     assert answer["recipients"] == [
@@ -340,15 +364,17 @@ async def test_dry_run_checks_everything_and_writes_nothing(client_factory, sink
 
     status, error = await c.call("POST", "/v1/messages?dry_run=true", key=key["key"], json={**MESSAGE, "to": "bad"})
     assert status == 400 and error["error"]["field"] == "to"
-    status, error = await c.call("POST", "/v1/messages?dry_run=true", key=key["key"],
-                                 json={**MESSAGE, "to": ["gone@example.org"]})  # fmt: skip
+    status, error = await c.call(
+        "POST", "/v1/messages?dry_run=true", key=key["key"], json={**MESSAGE, "to": ["gone@example.org"]}
+    )
     assert status == 422 and error["error"]["code"] == "recipients_suppressed"
     status, error = await c.call("POST", "/v1/messages?dry_run=maybe", key=key["key"], json=MESSAGE)
     assert status == 400 and error["error"]["field"] == "dry_run"
     assert _queue_snapshot(c.relay) == before
 
-    status, real = await c.call("POST", "/v1/messages?dry_run=false", key=key["key"], json=MESSAGE,
-                                headers={"Idempotency-Key": "same"})  # fmt: skip
+    status, real = await c.call(
+        "POST", "/v1/messages?dry_run=false", key=key["key"], json=MESSAGE, headers={"Idempotency-Key": "same"}
+    )
     assert status == 202  # the key was not taken by the dry runs, and the quota's one message was left
     status, error = await c.call("POST", "/v1/messages?dry_run=true", key=key["key"], json=MESSAGE)
     assert status == 402 and error["error"]["code"] == "quota_exhausted"  # now the quota is used up

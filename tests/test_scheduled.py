@@ -58,8 +58,9 @@ async def test_the_queue_lifetime_counts_from_send_at(tmp_path, sink):
 async def api(relay, method: str, path: str, key: str, **kwargs):
     host, port = relay.http_address
     async with aiohttp.ClientSession() as s:
-        async with s.request(method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"},
-                             **kwargs) as r:  # fmt: skip
+        async with s.request(
+            method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"}, **kwargs
+        ) as r:
             return r.status, await r.json()
 
 
@@ -80,16 +81,18 @@ async def test_schedule_list_reschedule_cancel(relay_factory, sink):
     assert status == 200 and [m["id"] for m in listed["data"]] == [second["id"], first["id"]]  # soonest first
     assert listed["data"][0]["recipients"][0]["status"] == "scheduled"
 
-    status, moved = await api(relay, "PATCH", f"/v1/scheduled-messages/{first['id']}", key,
-                              json={"send_at": at(relay, 30 * 60)})  # fmt: skip
+    status, moved = await api(
+        relay, "PATCH", f"/v1/scheduled-messages/{first['id']}", key, json={"send_at": at(relay, 30 * 60)}
+    )
     assert status == 200 and moved["send_at"] < second["send_at"]
     for bad in ({"send_at": at(relay, -60)}, {"send_at": at(relay, 40 * 86400)}, {}):
         status, error = await api(relay, "PATCH", f"/v1/scheduled-messages/{first['id']}", key, json=bad)
         assert status == 400 and error["error"]["field"] == "send_at"
     status, cancelled = await api(relay, "DELETE", f"/v1/scheduled-messages/{second['id']}", key)
     assert status == 200 and cancelled["cancelled"] == ["b@one.example"]
-    status, error = await api(relay, "PATCH", f"/v1/scheduled-messages/{second['id']}", key,
-                              json={"send_at": at(relay, HOUR)})  # fmt: skip
+    status, error = await api(
+        relay, "PATCH", f"/v1/scheduled-messages/{second['id']}", key, json={"send_at": at(relay, HOUR)}
+    )
     assert status == 409 and error["error"]["code"] == "not_scheduled"
     _, listed = await api(relay, "GET", "/v1/scheduled-messages", key)
     assert [m["id"] for m in listed["data"]] == [first["id"]]
@@ -123,8 +126,13 @@ async def test_the_202_of_a_scheduled_message_agrees_with_what_get_says(relay_fa
     relay = await relay_factory(delivery={"smarthost": sink.address})
     _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send", "read"))
     await relay.store.suppressions.suppress(["gone@one.example"])
-    body = {"from": "a@example.com", "to": ["b@one.example", "gone@one.example"], "subject": "later", "text": "t",
-            "send_at": at(relay, HOUR)}  # fmt: skip
+    body = {
+        "from": "a@example.com",
+        "to": ["b@one.example", "gone@one.example"],
+        "subject": "later",
+        "text": "t",
+        "send_at": at(relay, HOUR),
+    }
     status, accepted = await api(relay, "POST", "/v1/messages", key, json=body)
     assert status == 202 and accepted["status"] == "scheduled"
     _, shown = await api(relay, "GET", f"/v1/messages/{accepted['id']}", key)

@@ -21,8 +21,11 @@ EXTERNAL = "victim@external.example"
 def probe(port: int, implicit_tls: bool = False, starttls: bool = False) -> tuple[int, bytes]:
     """MAIL FROM and RCPT to an outside domain, without AUTH: the RCPT reply."""
     context = ssl._create_unverified_context()
-    smtp = smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=context) if implicit_tls else \
-        smtplib.SMTP("127.0.0.1", port, timeout=10)  # fmt: skip
+    smtp = (
+        smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=context)
+        if implicit_tls
+        else smtplib.SMTP("127.0.0.1", port, timeout=10)
+    )
     with smtp:
         smtp.ehlo("probe.example")
         if starttls:
@@ -57,17 +60,23 @@ async def test_no_listener_relays_for_strangers(relay_factory, sink):
 async def api(relay, method, path, key, **kwargs):
     host, port = relay.http_address
     async with aiohttp.ClientSession() as s:
-        async with s.request(method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"},
-                             **kwargs) as r:  # fmt: skip
+        async with s.request(
+            method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"}, **kwargs
+        ) as r:
             return r.status, await r.text()
 
 
 async def test_secrets_are_shown_once_and_never_logged(relay_factory, sink, caplog):
     caplog.set_level(logging.DEBUG)
-    relay = await relay_factory(smtp={"listen": ["127.0.0.1:0"], "plaintext_auth_networks": ["127.0.0.1/32"],
-                                      "trusted_networks": ["192.0.2.0/24"]},
-                                delivery={"smarthost": sink.address},
-                                webhooks={"allow_private_targets": True})  # fmt: skip
+    relay = await relay_factory(
+        smtp={
+            "listen": ["127.0.0.1:0"],
+            "plaintext_auth_networks": ["127.0.0.1/32"],
+            "trusted_networks": ["192.0.2.0/24"],
+        },
+        delivery={"smarthost": sink.address},
+        webhooks={"allow_private_targets": True},
+    )
     _, admin = await create_api_key(relay.store.keys, relay.store.clock, "admin", ("admin",))
     status, created = await api(relay, "POST", "/v1/api-keys", admin, json={"name": "app", "scopes": ["send"]})
     key = json.loads(created)["key"]
@@ -78,8 +87,13 @@ async def test_secrets_are_shown_once_and_never_logged(relay_factory, sink, capl
     secrets_ = [admin, key, cred["password"], secret]
 
     # Use them: the key sends, the SMTP password logs in (and a wrong one fails).
-    status, _ = await api(relay, "POST", "/v1/messages", key, json={"from": "a@example.com", "to": "b@one.example",
-                                                                    "subject": "s", "text": "t"})  # fmt: skip
+    status, _ = await api(
+        relay,
+        "POST",
+        "/v1/messages",
+        key,
+        json={"from": "a@example.com", "to": "b@one.example", "subject": "s", "text": "t"},
+    )
     assert status == 202
 
     def login(password: str) -> None:
@@ -91,8 +105,9 @@ async def test_secrets_are_shown_once_and_never_logged(relay_factory, sink, capl
         await asyncio.to_thread(login, cred["password"] + "x")
     await sink.handler.wait_for(1)
 
-    listings = [await api(relay, "GET", path, admin) for path in ("/v1/api-keys", "/v1/smtp-credentials",
-                                                                   "/v1/webhooks")]  # fmt: skip
+    listings = [
+        await api(relay, "GET", path, admin) for path in ("/v1/api-keys", "/v1/smtp-credentials", "/v1/webhooks")
+    ]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret_value in secrets_:
         assert secret_value not in logged
@@ -126,10 +141,31 @@ async def test_every_route_checks_its_scope(relay_factory):
 def _fuzz_session(port: int, rng: random.Random) -> None:
     import socket
 
-    commands = [b"EHLO x", b"HELO x", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>", b"DATA", b"RSET", b"NOOP", b"QUIT",
-                b"STARTTLS", b"AUTH PLAIN", b"AUTH LOGIN", b"VRFY x", b"BDAT 10", b".", b"\r\n.\r\n"]  # fmt: skip
-    commands += [b"MAIL FROM:<" + b"a" * 600 + b">", b"\x00\x01\x02", b"", b"\xff\xfe" * 50, b"A" * 5000,
-                 b"RCPT TO:<\x00@d>"]  # fmt: skip
+    commands = [
+        b"EHLO x",
+        b"HELO x",
+        b"MAIL FROM:<a@b>",
+        b"RCPT TO:<c@d>",
+        b"DATA",
+        b"RSET",
+        b"NOOP",
+        b"QUIT",
+        b"STARTTLS",
+        b"AUTH PLAIN",
+        b"AUTH LOGIN",
+        b"VRFY x",
+        b"BDAT 10",
+        b".",
+        b"\r\n.\r\n",
+    ]
+    commands += [
+        b"MAIL FROM:<" + b"a" * 600 + b">",
+        b"\x00\x01\x02",
+        b"",
+        b"\xff\xfe" * 50,
+        b"A" * 5000,
+        b"RCPT TO:<\x00@d>",
+    ]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.settimeout(0.3)
         try:
@@ -152,8 +188,20 @@ def _data_fuzz_session(port: int, rng: random.Random) -> bool:
     near-miss terminators), ended properly or cut off. True if the server answered the end of data."""
     import socket
 
-    pieces = [b"\r\n", b"\n", b"\r", b".", b"..", b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"x" * 1200, b"\x00",
-              b"\r\n.\r", b"Subject: fuzz\r\n"]  # fmt: skip
+    pieces = [
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b".",
+        b"..",
+        b"\n.\n",
+        b"\r\n.\n",
+        b"\n.\r\n",
+        b"x" * 1200,
+        b"\x00",
+        b"\r\n.\r",
+        b"Subject: fuzz\r\n",
+    ]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s, s.makefile("rb") as f:
         f.readline()
         s.sendall(b"EHLO fuzz.test\r\n")
@@ -163,8 +211,10 @@ def _data_fuzz_session(port: int, rng: random.Random) -> bool:
         replies = [f.readline() for _ in range(3)]
         assert [r[:3] for r in replies] == [b"250", b"250", b"354"], replies
         while True:  # a payload whose only end-of-data line is the one sent after it
-            payload = [rng.choice(pieces) if rng.random() < 0.8 else rng.randbytes(rng.randint(1, 2000))
-                       for _ in range(rng.randint(1, 40))]  # fmt: skip
+            payload = [
+                rng.choice(pieces) if rng.random() < 0.8 else rng.randbytes(rng.randint(1, 2000))
+                for _ in range(rng.randint(1, 40))
+            ]
             stream = b"\r\n" + b"".join(payload) + b"\r\n.\r\n"
             if stream.find(b"\r\n.\r\n") == len(stream) - 5:
                 break
@@ -194,8 +244,9 @@ async def test_random_data_phases_end_cleanly(relay_factory, sink):
 
 
 async def test_raw_smtp_fuzzing_does_not_bring_the_server_down(relay_factory, sink):
-    relay = await relay_factory(delivery={"smarthost": sink.address}, smtp={"listen": ["127.0.0.1:0"],
-                                                                           "idle_timeout": "2s"})  # fmt: skip
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address}, smtp={"listen": ["127.0.0.1:0"], "idle_timeout": "2s"}
+    )
     port = relay.smtp_addresses[0][1]
     rng = random.Random(1234)
     for _ in range(80):

@@ -50,12 +50,32 @@ async def test_starttls_auth_headers_and_attachments(auth_relay, sink, tmp_path)
     pdf.write_bytes(b"%PDF-1.4\n" + bytes(range(256)))
     notes.write_text("line one\nline two\n")
     result = await asyncio.to_thread(
-        relay_send, "--from", "app@example.com", "--to", "you@example.org",
-        "--server", f"127.0.0.1:{relay.smtp_addresses[0][1]}", "--tls", "starttls", "--insecure",
-        "--auth-user", user, "--header", "X-Campaign: spring", "--header", "Reply-To: Help <help@example.com>",
-        "--header", "Subject: replaced subject", "--attach", str(pdf), "--attach", str(notes), "--json",
-        config=config, password=password,
-    )  # fmt: skip
+        relay_send,
+        "--from",
+        "app@example.com",
+        "--to",
+        "you@example.org",
+        "--server",
+        f"127.0.0.1:{relay.smtp_addresses[0][1]}",
+        "--tls",
+        "starttls",
+        "--insecure",
+        "--auth-user",
+        user,
+        "--header",
+        "X-Campaign: spring",
+        "--header",
+        "Reply-To: Help <help@example.com>",
+        "--header",
+        "Subject: replaced subject",
+        "--attach",
+        str(pdf),
+        "--attach",
+        str(notes),
+        "--json",
+        config=config,
+        password=password,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["accepted"] == ["you@example.org"] and (report["tls"], report["auth_user"]) == ("starttls", user)
@@ -74,10 +94,23 @@ async def test_starttls_auth_headers_and_attachments(auth_relay, sink, tmp_path)
 async def test_implicit_tls_on_a_port_with_the_password_from_the_prompt(auth_relay, sink):
     relay, user, password, config = auth_relay
     result = await asyncio.to_thread(
-        relay_send, "--from", "app@example.com", "--to", "you@example.org", "--server", "127.0.0.1",
-        "--port", str(relay.smtps_addresses[0][1]), "--tls", "implicit", "--insecure", "--auth-user", user,
-        config=config, stdin=password + "\n",
-    )  # fmt: skip
+        relay_send,
+        "--from",
+        "app@example.com",
+        "--to",
+        "you@example.org",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(relay.smtps_addresses[0][1]),
+        "--tls",
+        "implicit",
+        "--insecure",
+        "--auth-user",
+        user,
+        config=config,
+        stdin=password + "\n",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"queued for you@example.org via 127.0.0.1:{relay.smtps_addresses[0][1]} ")
     assert f"(implicit, as {user})" in result.stdout
@@ -88,10 +121,21 @@ async def test_implicit_tls_on_a_port_with_the_password_from_the_prompt(auth_rel
 async def test_a_wrong_password_is_reported_and_nothing_is_sent(auth_relay, sink):
     relay, user, _, config = auth_relay
     result = await asyncio.to_thread(
-        relay_send, "--from", "app@example.com", "--to", "you@example.org",
-        "--server", f"127.0.0.1:{relay.smtp_addresses[0][1]}", "--tls", "starttls", "--insecure",
-        "--auth-user", user, config=config, password="wrong",
-    )  # fmt: skip
+        relay_send,
+        "--from",
+        "app@example.com",
+        "--to",
+        "you@example.org",
+        "--server",
+        f"127.0.0.1:{relay.smtp_addresses[0][1]}",
+        "--tls",
+        "starttls",
+        "--insecure",
+        "--auth-user",
+        user,
+        config=config,
+        password="wrong",
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "relay: authentication failed: 535 5.7.8 Authentication credentials invalid"
     assert (await relay.store.queue.summary()).by_domain == {}
@@ -100,10 +144,20 @@ async def test_a_wrong_password_is_reported_and_nothing_is_sent(auth_relay, sink
 async def test_the_certificate_is_verified_unless_insecure(auth_relay):
     relay, user, password, config = auth_relay
     result = await asyncio.to_thread(
-        relay_send, "--from", "app@example.com", "--to", "you@example.org",
-        "--server", f"127.0.0.1:{relay.smtp_addresses[0][1]}", "--tls", "starttls", "--auth-user", user,
-        config=config, password=password,
-    )  # fmt: skip
+        relay_send,
+        "--from",
+        "app@example.com",
+        "--to",
+        "you@example.org",
+        "--server",
+        f"127.0.0.1:{relay.smtp_addresses[0][1]}",
+        "--tls",
+        "starttls",
+        "--auth-user",
+        user,
+        config=config,
+        password=password,
+    )
     assert result.returncode == 1 and "relay: sending failed: self-signed certificate" in result.stderr
     assert "--insecure" in result.stderr
 
@@ -113,9 +167,19 @@ async def test_the_message_has_crlf_line_ends_only(sink, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("one\ntwo\n")
     result = await asyncio.to_thread(
-        relay_send, "--from", "a@example.com", "--to", "b@example.org", "--server", sink.address,
-        "--body", "first line\nsecond line\n", "--attach", str(notes), config=config,
-    )  # fmt: skip
+        relay_send,
+        "--from",
+        "a@example.com",
+        "--to",
+        "b@example.org",
+        "--server",
+        sink.address,
+        "--body",
+        "first line\nsecond line\n",
+        "--attach",
+        str(notes),
+        config=config,
+    )
     assert result.returncode == 0, result.stderr
     (m,) = await sink.handler.wait_for(1)
     assert b"first line\r\nsecond line\r\n" in m.data
@@ -127,8 +191,18 @@ async def test_starttls_is_required_when_asked_for(tmp_path):
     plain = await start_sink()  # offers no STARTTLS
     try:
         config = write_toml(tmp_path / "cli.toml", config_dict(tmp_path / "data"))
-        result = await asyncio.to_thread(relay_send, "--from", "a@example.com", "--to", "b@example.org",
-                                         "--server", plain.address, "--tls", "starttls", config=config)  # fmt: skip
+        result = await asyncio.to_thread(
+            relay_send,
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.org",
+            "--server",
+            plain.address,
+            "--tls",
+            "starttls",
+            config=config,
+        )
         assert result.returncode == 1 and "STARTTLS extension not supported" in result.stderr
         assert plain.handler.received == []
     finally:

@@ -98,8 +98,9 @@ def test_a_bad_config_is_still_status_78(tmp_path):
 
 async def test_a_failed_start_releases_the_ports_it_had_bound(tmp_path, busy_port):
     first = free_port()
-    config = make_config(tmp_path / "data", smtp={"listen": [f"127.0.0.1:{first}"]},
-                         http={"listen": f"127.0.0.1:{busy_port}"})  # fmt: skip
+    config = make_config(
+        tmp_path / "data", smtp={"listen": [f"127.0.0.1:{first}"]}, http={"listen": f"127.0.0.1:{busy_port}"}
+    )
     relay = Relay(config)
     with pytest.raises(StartupError) as failed:
         await relay.start()

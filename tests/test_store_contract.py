@@ -115,10 +115,12 @@ async def test_queue_life_cycle_enqueue_claim_record(storage):
     assert leased.id == m.id and leased.raw == m.raw
     x, y = leased.recipients
     later = storage.clock.now() + 300
-    await q.record_attempts([
-        AttemptResult(x.id, m.id, x.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok"),
-        AttemptResult(y.id, m.id, y.address, State.DEFERRED, EventKind.DEFERRED, later, 451, "busy"),
-    ])  # fmt: skip
+    await q.record_attempts(
+        [
+            AttemptResult(x.id, m.id, x.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok"),
+            AttemptResult(y.id, m.id, y.address, State.DEFERRED, EventKind.DEFERRED, later, 451, "busy"),
+        ]
+    )
     assert {s.address: s.state for s in await q.message_status(m.id)} == {
         "x@one.example": "delivered",
         "y@two.example": "deferred",

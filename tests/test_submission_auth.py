@@ -40,8 +40,16 @@ async def smtp_relay(relay_factory, sink):
     return start
 
 
-def send_authenticated(port: int, username: str, password: str, *, mechanism: str = "PLAIN", body: bytes = BODY,
-                       sender: str = "app@example.com", implicit: bool = False) -> tuple[int, bytes]:  # fmt: skip
+def send_authenticated(
+    port: int,
+    username: str,
+    password: str,
+    *,
+    mechanism: str = "PLAIN",
+    body: bytes = BODY,
+    sender: str = "app@example.com",
+    implicit: bool = False,
+) -> tuple[int, bytes]:
     if implicit:
         smtp: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=tls_context())
     else:
@@ -95,8 +103,9 @@ async def test_a_successful_auth_logs_no_deprecation_warning(smtp_relay, sink, c
     caplog.set_level(logging.DEBUG)
     for port, implicit in ((relay.smtp_addresses[0][1], False), (relay.smtps_addresses[0][1], True)):
         for mechanism in ("PLAIN", "LOGIN"):
-            code, _ = await asyncio.to_thread(send_authenticated, port, cred.username, password,
-                                              mechanism=mechanism, implicit=implicit)  # fmt: skip
+            code, _ = await asyncio.to_thread(
+                send_authenticated, port, cred.username, password, mechanism=mechanism, implicit=implicit
+            )
             assert code == 250
     await sink.handler.wait_for(4)
     assert sum("AUTH ok" in r.getMessage() for r in caplog.records) == 4  # the logins were seen by caplog
@@ -129,9 +138,20 @@ async def test_auth_before_starttls_is_refused(smtp_relay):
     relay, cred, password = await smtp_relay()
     port = relay.smtp_addresses[0][1]
     result = await asyncio.to_thread(
-        swaks, "--server", f"127.0.0.1:{port}", "--auth", "PLAIN", "--auth-user", cred.username,
-        "--auth-password", password, "--from", "app@example.com", "--to", "user@example.org",
-    )  # fmt: skip
+        swaks,
+        "--server",
+        f"127.0.0.1:{port}",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        cred.username,
+        "--auth-password",
+        password,
+        "--from",
+        "app@example.com",
+        "--to",
+        "user@example.org",
+    )
     assert result.returncode != 0 and "did not advertise authentication" in result.stderr
 
     def insist() -> tuple[int, bytes]:
@@ -148,9 +168,20 @@ async def test_plaintext_auth_from_an_allowed_network(smtp_relay, sink):
     relay, cred, password = await smtp_relay(plaintext_auth_networks=["127.0.0.1/32"])
     port = relay.smtp_addresses[0][1]
     result = await asyncio.to_thread(
-        swaks, "--server", f"127.0.0.1:{port}", "--auth", "LOGIN", "--auth-user", cred.username,
-        "--auth-password", password, "--from", "app@example.com", "--to", "user@example.org",
-    )  # fmt: skip
+        swaks,
+        "--server",
+        f"127.0.0.1:{port}",
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        cred.username,
+        "--auth-password",
+        password,
+        "--from",
+        "app@example.com",
+        "--to",
+        "user@example.org",
+    )
     assert result.returncode == 0, result.stdout
     await sink.handler.wait_for(1)
 
@@ -158,8 +189,21 @@ async def test_plaintext_auth_from_an_allowed_network(smtp_relay, sink):
 async def test_wrong_password_then_throttling(smtp_relay):
     relay, cred, password = await smtp_relay(max_auth_failures=3)
     port = relay.smtp_addresses[0][1]
-    common = ["--server", f"127.0.0.1:{port}", "-tls", "--auth", "PLAIN", "--auth-user", cred.username,
-              "--from", "app@example.com", "--to", "user@example.org", "--quit-after", "AUTH"]  # fmt: skip
+    common = [
+        "--server",
+        f"127.0.0.1:{port}",
+        "-tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        cred.username,
+        "--from",
+        "app@example.com",
+        "--to",
+        "user@example.org",
+        "--quit-after",
+        "AUTH",
+    ]
     for _ in range(3):
         result = await asyncio.to_thread(swaks, *common, "--auth-password", "wrong")
         assert "535 5.7.8" in result.stdout, result.stdout

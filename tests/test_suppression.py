@@ -19,9 +19,13 @@ def suppression_policy():
 
 @pytest.mark.parametrize(
     ("given", "normal"),
-    [("Bob@Example.COM", "bob@example.com"), ("<x@Bücher.example>", "x@xn--bcher-kva.example"),
-     ("x@example.com.", "x@example.com"), ("not-an-address", "not-an-address")],
-)  # fmt: skip
+    [
+        ("Bob@Example.COM", "bob@example.com"),
+        ("<x@Bücher.example>", "x@xn--bcher-kva.example"),
+        ("x@example.com.", "x@example.com"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
 def test_addresses_are_normalised(given, normal):
     assert normalize_address(given) == normal
 
@@ -34,7 +38,13 @@ async def test_a_hard_bounce_suppresses_and_the_next_message_is_not_sent(store, 
     assert states == {"permfail@one.example": "bounced", "ok@one.example": "delivered"}
     (bounce,) = await store.suppressions.bounces(BounceFilter(), 10)
     assert (bounce.recipient, bounce.kind, bounce.reason, bounce.code, bounce.status, bounce.source) == (
-        "permfail@one.example", "hard", "user_unknown", 550, "5.1.1", "smtp")  # fmt: skip
+        "permfail@one.example",
+        "hard",
+        "user_unknown",
+        550,
+        "5.1.1",
+        "smtp",
+    )
     assert bounce.message_id == first.id and bounce.remote_mta == "127.0.0.1"
     s = await store.suppressions.suppression("PermFail@ONE.example")
     assert s is not None and s.reason == "hard_bounce" and s.bounce_id == bounce.id and s.expires_at is None
@@ -132,7 +142,9 @@ async def test_the_allowlist_bypasses_suppression(store):
     hard = Classification(Kind.HARD, "user_unknown", "5.1.1")
     await store.suppressions.suppress(["vip@example.org", "other@partner.example"], detail="test")
     assert set(await store.suppressions.suppressed(["vip@example.org", "other@partner.example"])) == {
-        "vip@example.org", "other@partner.example"}  # fmt: skip
+        "vip@example.org",
+        "other@partner.example",
+    }
     assert await store.suppressions.allow("VIP@example.org") == "vip@example.org"
     await store.suppressions.allow("Partner.Example")
     assert await store.suppressions.suppressed(["vip@example.org", "other@partner.example"]) == {}
@@ -151,6 +163,7 @@ async def test_listing_filters_and_pages(store):
     rest = await store.suppressions.query(SuppressionFilter(reason="manual", after=page[-1].address), 3)
     assert [s.address for s in rest] == ["user3@example.org", "user4@example.org"]
     assert [s.address for s in await store.suppressions.query(SuppressionFilter(search="bounced"), 10)] == [
-        "bounced@example.org"]  # fmt: skip
+        "bounced@example.org"
+    ]
     assert await store.suppressions.unsuppress("USER0@example.org")
     assert not await store.suppressions.unsuppress("user0@example.org")

@@ -14,8 +14,9 @@ from tests.test_http_api_v1 import MESSAGE, api_factory  # noqa: F401 (a fixture
 async def test_suppressions_crud_allowlist_and_bounces(api_factory):  # noqa: F811
     api = await api_factory()
     _, key = await create_api_key(api.relay.store.keys, api.relay.store.clock, "support", ("suppressions",))
-    async with api.request("POST", "/v1/suppressions", key, json={"emails": ["A@Example.org", "b@example.org"],
-                                                                  "note": "asked to stop"}) as resp:  # fmt: skip
+    async with api.request(
+        "POST", "/v1/suppressions", key, json={"emails": ["A@Example.org", "b@example.org"], "note": "asked to stop"}
+    ) as resp:
         assert resp.status == 201
         assert [s["email"] for s in (await resp.json())["data"]] == ["a@example.org", "b@example.org"]
     async with api.request("GET", "/v1/suppressions?limit=1", key) as resp:
@@ -118,7 +119,11 @@ async def test_bounce_filters_answer_to_both_documented_names(api_factory):  # n
     assert await emails("recipient=e@example.org") == await emails("email=e@example.org") == ["e@example.org"]
     assert await emails("kind=hard&recipient=c@example.org") == ["c@example.org"]
     assert await emails("kind=hard&type=hard") == ["c@example.org", "e@example.org"]
-    for query, field in (("kind=soft&type=hard", "kind"), ("kind=nonsense", "kind"), ("type=nonsense", "type"),
-                         ("recipient=a@x&email=b@x", "recipient")):  # fmt: skip
+    for query, field in (
+        ("kind=soft&type=hard", "kind"),
+        ("kind=nonsense", "kind"),
+        ("type=nonsense", "type"),
+        ("recipient=a@x&email=b@x", "recipient"),
+    ):
         async with api.request("GET", f"/v1/bounces?{query}", key) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["field"] == field, query

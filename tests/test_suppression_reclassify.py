@@ -22,14 +22,28 @@ def _raw(name: str) -> str:
 
 
 OLD = [  # (recipient, kind, reason, source, code, diagnostic, sample whose report was kept)
-    ("disabled@gmail.example", "hard", "mailbox_disabled", "smtp", 550,
-     "5.2.1 The email account that you tried to reach is disabled.", None),
-    ("late@example.org", "hard", "user_unknown", "smtp", 450,
-     "4.1.1 <late@example.org>: Recipient address rejected: User unknown", None),
+    (
+        "disabled@gmail.example",
+        "hard",
+        "mailbox_disabled",
+        "smtp",
+        550,
+        "5.2.1 The email account that you tried to reach is disabled.",
+        None,
+    ),
+    (
+        "late@example.org",
+        "hard",
+        "user_unknown",
+        "smtp",
+        450,
+        "4.1.1 <late@example.org>: Recipient address rejected: User unknown",
+        None,
+    ),
     ("bob@example.net", "hard", "mailbox_disabled", "dsn", None, "", "dsn-rfc822-headers-only"),  # parsed again
     ("dead@example.org", "hard", "user_unknown", "smtp", 550, "5.1.1 <dead@example.org>: User unknown", None),
     ("bob@yahoo.com", "hard", "user_unknown", "dsn", 554, "", "yahoo-user-unknown"),
-]  # fmt: skip
+]
 
 
 async def _old_suppressions(store: Store) -> None:
@@ -123,15 +137,20 @@ async def test_the_stored_phase_of_a_delivery_refusal_is_read_again(tmp_path):
     try:
         hard = Classification(Kind.HARD, "user_unknown")
         text = "5.1.1 <x@example.org>: Recipient address rejected: User unknown"
-        for address, phase in (("after@example.org", "after-data"), ("rcpt@example.org", "rcpt"),
-                               ("old@example.org", None)):  # fmt: skip
+        for address, phase in (
+            ("after@example.org", "after-data"),
+            ("rcpt@example.org", "rcpt"),
+            ("old@example.org", None),
+        ):
             await s.suppressions.record_bounce(
                 NewBounce(address, hard, "smtp", 550, text, None, "m", None, phase=phase)
             )
         result = await s.suppressions.reclassify_suppressions(apply=True)
         assert [(x.address, x.kind) for x in result.lifts] == [("after@example.org", "soft")]
-        assert set(await s.suppressions.suppressed(["rcpt@example.org", "old@example.org"])) == {"rcpt@example.org",
-                                                                                  "old@example.org"}  # fmt: skip
+        assert set(await s.suppressions.suppressed(["rcpt@example.org", "old@example.org"])) == {
+            "rcpt@example.org",
+            "old@example.org",
+        }
     finally:
         await s.close()
 

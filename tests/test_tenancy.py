@@ -21,9 +21,11 @@ async def test_only_the_sending_key_or_an_admin_changes_a_message(relay_factory,
     assert status == 202, sent
     mid = sent["id"]
 
-    for method, path, payload in (("DELETE", f"/v1/messages/{mid}", None),
-                                  ("PATCH", f"/v1/scheduled-messages/{mid}", {"send_at": later + 60}),
-                                  ("DELETE", f"/v1/scheduled-messages/{mid}", None)):  # fmt: skip
+    for method, path, payload in (
+        ("DELETE", f"/v1/messages/{mid}", None),
+        ("PATCH", f"/v1/scheduled-messages/{mid}", {"send_at": later + 60}),
+        ("DELETE", f"/v1/scheduled-messages/{mid}", None),
+    ):
         status, error = await api(relay, method, path, bob, **({"json": payload} if payload else {}))
         assert status == 403 and error["error"]["code"] == "not_your_message", (method, path, error)
     status, message = await api(relay, "GET", f"/v1/messages/{mid}", bob)  # bob may still read it

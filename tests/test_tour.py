@@ -55,8 +55,12 @@ def free_port() -> int:
 @pytest.fixture
 def tour_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(RELAY_SERVER_DATA_DIR=str(tmp_path / "var"), RELAY_SMTP_LISTEN=f"127.0.0.1:{free_port()}",
-               RELAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}", PYTHONUNBUFFERED="1")  # fmt: skip
+    env.update(
+        RELAY_SERVER_DATA_DIR=str(tmp_path / "var"),
+        RELAY_SMTP_LISTEN=f"127.0.0.1:{free_port()}",
+        RELAY_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -66,9 +70,14 @@ def served(tour_env: dict[str, str], tmp_path: Path):
     log_path = tmp_path / "serve.log"
     venv = sys.prefix
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(["make", "--no-print-directory", "-o", f"{venv}/.installed", "serve", f"VENV={venv}"],
-                                cwd=ROOT, env=tour_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "-o", f"{venv}/.installed", "serve", f"VENV={venv}"],
+            cwd=ROOT,
+            env=tour_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 30
     while "relay started" not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -91,8 +100,10 @@ def run_tour(commands: list[str], env: dict[str, str]) -> list[tuple[str, int, s
         script += f"{command}\nprintf '\\n@@step {index} rc=%d\\n' $?\n"
     done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     outputs = re.split(r"\n@@step (\d+) rc=(\d+)\n", done.stdout)
-    steps = [(commands[int(i)], int(rc), out.strip()) for out, i, rc in zip(outputs[0::3], outputs[1::3],
-                                                                            outputs[2::3], strict=False)]  # fmt: skip
+    steps = [
+        (commands[int(i)], int(rc), out.strip())
+        for out, i, rc in zip(outputs[0::3], outputs[1::3], outputs[2::3], strict=False)
+    ]
     assert len(steps) == len(commands), f"the tour stopped early:\n{done.stdout}\n{done.stderr}"
     return steps
 
@@ -104,8 +115,14 @@ def step(steps: list[tuple[str, int, str]], matches: Callable[[str], bool]) -> t
 
 
 def captured(env: dict[str, str]) -> list[dict]:
-    done = subprocess.run([f"{sys.prefix}/bin/relay", "sandbox", "list", "--json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [f"{sys.prefix}/bin/relay", "sandbox", "list", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -119,8 +136,12 @@ def test_the_quick_tour_works_as_written(served: Path, tour_env: dict[str, str])
     commands = tour_commands((ROOT / "README.md").read_text())
     assert commands[0] == ". .venv/bin/activate"
     smtp, http = tour_env["RELAY_SMTP_LISTEN"], tour_env["RELAY_HTTP_LISTEN"]
-    runnable = [c.replace(".venv/bin/activate", f"{sys.prefix}/bin/activate")
-                .replace(TOUR_PORTS[0], smtp).replace(TOUR_PORTS[1], http) for c in commands]  # fmt: skip
+    runnable = [
+        c.replace(".venv/bin/activate", f"{sys.prefix}/bin/activate")
+        .replace(TOUR_PORTS[0], smtp)
+        .replace(TOUR_PORTS[1], http)
+        for c in commands
+    ]
     steps = [(readme, rc, out) for readme, (_, rc, out) in zip(commands, run_tour(runnable, tour_env), strict=True)]
     failed = [s for s in steps if s[1] != 0]
     assert not failed, "tour steps failed:\n" + "\n\n".join(f"$ {c}\n(exit {rc})\n{o}" for c, rc, o in failed)

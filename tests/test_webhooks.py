@@ -226,8 +226,9 @@ async def test_event_filter_and_per_endpoint_concurrency(store, receiver):
 async def api(relay, method: str, path: str, key: str, **kwargs):
     host, port = relay.http_address
     async with aiohttp.ClientSession() as s:
-        async with s.request(method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"},
-                             **kwargs) as r:  # fmt: skip
+        async with s.request(
+            method, f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"}, **kwargs
+        ) as r:
             return r.status, await r.json(content_type=None) if r.content_type == "application/json" else await r.text()
 
 
@@ -258,8 +259,9 @@ async def tick_until(clock: VirtualClock, reached, real_seconds: float = 30.0) -
 
 @pytest.fixture
 async def relay_and_key(relay_on_virtual_clock, sink):
-    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address, "retry_schedule": ["1s"]},
-                                         webhooks={"allow_private_targets": True})  # fmt: skip
+    relay = await relay_on_virtual_clock(
+        delivery={"smarthost": sink.address, "retry_schedule": ["1s"]}, webhooks={"allow_private_targets": True}
+    )
     key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("admin",))
     return relay, key[1]
 
@@ -334,12 +336,16 @@ async def test_webhook_api_crud_rotation_and_ssrf_guard(relay_factory, receiver)
     for bad in ("ftp://example.com/x", "http://user:pw@example.com/", "not a url"):
         status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": bad})
         assert status == 400 and error["error"]["field"] == "url"
-    status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": "https://9.9.9.9/x",
-                                                                         "events": ["nope"]})  # fmt: skip
+    status, error = await api(relay, "POST", "/v1/webhooks", key, json={"url": "https://9.9.9.9/x", "events": ["nope"]})
     assert status == 400 and error["error"]["field"] == "events"
 
-    status, hook = await api(relay, "POST", "/v1/webhooks", key, json={
-        "url": "https://9.9.9.9/hook", "events": ["bounced", "complained"], "description": "crm"})  # fmt: skip
+    status, hook = await api(
+        relay,
+        "POST",
+        "/v1/webhooks",
+        key,
+        json={"url": "https://9.9.9.9/hook", "events": ["bounced", "complained"], "description": "crm"},
+    )
     assert status == 201, hook
     status, listed = await api(relay, "GET", "/v1/webhooks", key)
     assert [h["id"] for h in listed["data"]] == [hook["id"]] and "secret" not in listed["data"][0]
@@ -369,8 +375,9 @@ async def test_metrics(relay_factory, sink):
 
 
 async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_on_virtual_clock, sink):
-    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
-                                         retention={"events": "1s", "bodies": "1s"})  # fmt: skip
+    relay = await relay_on_virtual_clock(
+        delivery={"smarthost": sink.address}, retention={"events": "1s", "bodies": "1s"}
+    )
     await relay.store.queue.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
     waiting = NewMessage("app@example.com", ("tempfail@one.example",), RAW, "smtp")
     relay.engine.wake()
@@ -389,8 +396,9 @@ async def test_retention_prunes_old_events_and_bodies(tmp_path, relay_on_virtual
 
 
 async def test_housekeeping_prunes_every_ten_minutes_of_the_relays_clock(relay_on_virtual_clock, sink):
-    relay = await relay_on_virtual_clock(delivery={"smarthost": sink.address},
-                                         retention={"events": "1s", "bodies": "1s"})  # fmt: skip
+    relay = await relay_on_virtual_clock(
+        delivery={"smarthost": sink.address}, retention={"events": "1s", "bodies": "1s"}
+    )
     await relay.store.queue.enqueue(NewMessage("app@example.com", ("a@one.example",), RAW, "smtp"))
     relay.engine.wake()
     await sink.handler.wait_for(1)
@@ -420,8 +428,9 @@ async def test_a_killed_relay_loses_no_webhook_event(relay_process, receiver, si
     async with aiohttp.ClientSession(headers=auth) as s:
         async with s.post(f"{base}/v1/webhooks", json={"url": receiver.url}) as r:
             hook = await r.json()
-        async with s.post(f"{base}/v1/messages", json={"from": "a@example.com", "to": "b@one.example",
-                                                       "subject": "s", "text": "t"}) as r:  # fmt: skip
+        async with s.post(
+            f"{base}/v1/messages", json={"from": "a@example.com", "to": "b@one.example", "subject": "s", "text": "t"}
+        ) as r:
             assert r.status == 202
         await sink.handler.wait_for(1)
         deadline = time.monotonic() + 10

@@ -164,8 +164,11 @@ def own_filter(request: web.Request) -> str | None:
 def instance_wide(request: web.Request) -> None:
     """Figures over every key's mail are not for a key that reads only its own messages."""
     if request[API_KEY].reads_only_own:
-        raise ApiError(403, "own_messages_only", "this key reads only its own messages; instance-wide figures need"
-                       " a key without own_messages")  # fmt: skip
+        raise ApiError(
+            403,
+            "own_messages_only",
+            "this key reads only its own messages; instance-wide figures need a key without own_messages",
+        )
 
 
 def require(scope: str) -> Callable[[Handler], Handler]:
@@ -202,8 +205,12 @@ async def authorize(request: web.Request, scope: str | None) -> ApiKey:
     if scope is not None and not key.allows(scope):
         raise ApiError(403, "missing_scope", f"this API key lacks the '{scope}' scope")
     if not decision.allowed:
-        raise ApiError(429, "rate_limited", f"rate limit of {rate.limit} requests per {int(rate.period)}s exceeded",
-                       headers=decision.headers())  # fmt: skip
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit of {rate.limit} requests per {int(rate.period)}s exceeded",
+            headers=decision.headers(),
+        )
     return key
 
 
@@ -250,8 +257,12 @@ async def read_body(request: web.Request) -> bytes:
         request[HELD] = held = Held(limits.budget, HTTP_WEIGHT)
         if not await held.take(size):
             log.warning("refused a request body of %d bytes: bodies in memory at [server] max_inflight_bytes", size)
-            raise ApiError(503, "service_unavailable", "too many message bodies in memory right now; retry shortly",
-                           headers={"Retry-After": str(BUSY_RETRY_AFTER)})  # fmt: skip
+            raise ApiError(
+                503,
+                "service_unavailable",
+                "too many message bodies in memory right now; retry shortly",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+            )
     return await request.read()
 
 

@@ -64,8 +64,13 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
 def _quota_json(limit: int | None, used: int | None, period: str, resets: datetime) -> dict[str, Any]:
     """One period of a key's quota; ``used`` is None when relay does not count (the key has no quota)."""
     remaining = None if limit is None or used is None else max(0, limit - used)
-    return {"limit": limit, "used": used, "remaining": remaining, "period": period,
-            "resets_at": iso(resets.timestamp())}  # fmt: skip
+    return {
+        "limit": limit,
+        "used": used,
+        "remaining": remaining,
+        "period": period,
+        "resets_at": iso(resets.timestamp()),
+    }
 
 
 def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
@@ -157,8 +162,9 @@ class MessagesView:
         data = await read_json_object(request)
         idempotency_key = request.headers.get("Idempotency-Key")
         request_hash = "" if idempotency_key is None else hashlib.sha256(await request.read()).hexdigest()
-        answer = await self.submission.once(key, idempotency_key, request_hash,
-                                            lambda: send(data, key, idempotency_key))  # fmt: skip
+        answer = await self.submission.once(
+            key, idempotency_key, request_hash, lambda: send(data, key, idempotency_key)
+        )
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
         return web.Response(status=answer.status, text=answer.text, content_type="application/json", headers=headers)
 
@@ -207,8 +213,12 @@ class MessagesView:
         if record is None:
             raise ApiError(404, "not_found", "no such Idempotency-Key for this API key (or it has expired)")
         if not deleted:
-            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still in progress",
-                           headers={"Retry-After": "1"})  # fmt: skip
+            raise ApiError(
+                409,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still in progress",
+                headers={"Retry-After": "1"},
+            )
         return web.json_response({**idempotency_json(record), "deleted": True})
 
     async def quotas(self, request: web.Request) -> web.Response:
@@ -219,11 +229,13 @@ class MessagesView:
         now = datetime.fromtimestamp(self.clock.now(), UTC)
         tomorrow = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         next_month = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) + timedelta(days=32)).replace(day=1)
-        return web.json_response({
-            "api_key_id": key.id,
-            "daily": _quota_json(key.daily_quota, day, now.strftime("%Y-%m-%d"), tomorrow),
-            "monthly": _quota_json(key.monthly_quota, month, now.strftime("%Y-%m"), next_month),
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "api_key_id": key.id,
+                "daily": _quota_json(key.daily_quota, day, now.strftime("%Y-%m-%d"), tomorrow),
+                "monthly": _quota_json(key.monthly_quota, month, now.strftime("%Y-%m"), next_month),
+            }
+        )
 
     async def idempotency_record(self, request: web.Request) -> web.Response:
         record = await self.store.idempotency.idempotency_record(request[API_KEY].id, request.match_info["key"])

@@ -18,13 +18,24 @@ from relay.templates import PARTS, check_syntax
 
 
 def version_json(v: TemplateVersion) -> dict[str, Any]:
-    return {"version": v.version, "subject": v.subject, "html": v.html, "text": v.text, "note": v.note,
-            "created_at": iso(v.created_at)}  # fmt: skip
+    return {
+        "version": v.version,
+        "subject": v.subject,
+        "html": v.html,
+        "text": v.text,
+        "note": v.note,
+        "created_at": iso(v.created_at),
+    }
 
 
 def template_json(t: Template) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
-            **version_json(t.current)}  # fmt: skip
+    return {
+        "id": t.id,
+        "name": t.name,
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        **version_json(t.current),
+    }
 
 
 def _parts(data: dict[str, Any], partial: bool) -> dict[str, str | None]:
@@ -91,8 +102,9 @@ class TemplatesView:
         if name is None and not required:
             return None
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ApiError(400, "missing_field" if name is None else "invalid_field", "give 'name' (1-200 characters)",
-                           "name")  # fmt: skip
+            raise ApiError(
+                400, "missing_field" if name is None else "invalid_field", "give 'name' (1-200 characters)", "name"
+            )
         return name.strip()
 
     async def create(self, request: web.Request) -> web.Response:
@@ -120,8 +132,9 @@ class TemplatesView:
         merged = {p: given[p] if p in data else getattr(current.current, p) for p in PARTS}
         if merged["html"] is None and merged["text"] is None:
             raise ApiError(400, "missing_field", "a template needs 'html', 'text' or both", "html")
-        template = await self.store.templates.update_template(current.id, name, merged["subject"] or "", merged["html"],
-                                                    merged["text"])  # fmt: skip
+        template = await self.store.templates.update_template(
+            current.id, name, merged["subject"] or "", merged["html"], merged["text"]
+        )
         assert template is not None
         return web.json_response(template_json(template))
 
@@ -141,8 +154,9 @@ class TemplatesView:
     async def rollback(self, request: web.Request) -> web.Response:
         """Make an old version current again, as a new version (history is never rewritten)."""
         old = await self._version(request)
-        template = await self.store.templates.update_template(old.template_id, None, old.subject, old.html, old.text,
-                                                    f"rollback to version {old.version}")  # fmt: skip
+        template = await self.store.templates.update_template(
+            old.template_id, None, old.subject, old.html, old.text, f"rollback to version {old.version}"
+        )
         assert template is not None
         return web.json_response(template_json(template))
 
@@ -150,8 +164,7 @@ class TemplatesView:
         """``{"variables": {...}, "version"?: n}`` → the rendered subject, html and text."""
         template = await self._get(request)
         data = await read_json_object(request)
-        body = {"template_id": template.id, "template_version": data.get("version"),
-                "variables": variables_of(data)}  # fmt: skip
+        body = {"template_id": template.id, "template_version": data.get("version"), "variables": variables_of(data)}
         rendered = await render_message_fields(self.renderer, self.store, body)
         return web.json_response({"subject": rendered["subject"], "html": rendered["html"], "text": rendered["text"]})
 
@@ -165,5 +178,9 @@ class TemplatesView:
                 raise ApiError(400, "invalid_field", f"'{part}' must be a string", part)
             parts[part] = value
         problems = check_syntax(parts)
-        return web.json_response({"valid": not problems, "errors": [
-            {"field": p.part, "line": p.line, "message": p.message} for p in problems]})  # fmt: skip
+        return web.json_response(
+            {
+                "valid": not problems,
+                "errors": [{"field": p.part, "line": p.line, "message": p.message} for p in problems],
+            }
+        )

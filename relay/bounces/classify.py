@@ -137,7 +137,7 @@ RULES: tuple[Rule, ...] = (
         Kind.SOFT,
         "temporary_failure",
         permanent_only=False,
-    ),  # fmt: skip
+    ),
     _rule(r"unverified address|address verification in progress", Kind.SOFT, "temporary_failure"),
     # au (KDDI) answers "550 : User unknown", naming no address, when the recipient's domain filter refused the
     # sender (a missing mailbox is "550 <address>: User unknown"); fml refusing a post from a non-member.
@@ -152,13 +152,13 @@ RULES: tuple[Rule, ...] = (
         r"unable to deliver in \d+ minutes|delivery failed \d+ attempts|not delivered within \d+ days",
         Kind.SOFT,
         "expired",
-    ),  # fmt: skip
+    ),
     _rule(
         r"sender verify failed|sender address rejected|sender (domain|address) (must|does not)|"
         r"domain of sender address|sender verification",
         Kind.BLOCK,
         "sender_rejected",
-    ),  # fmt: skip
+    ),
     # Mailbox full: checked before "mailbox unavailable".
     _rule(
         r"over ?(the )?quota|quota exceeded|mailbox (is )?full|mailbox size limit|exceeded (the|their|its) "
@@ -166,7 +166,7 @@ RULES: tuple[Rule, ...] = (
         r"out of (disk )?space|QuotaExceeded|mailbox exceeds allowed size|messages in .{0,30}mailbox exceeded",
         Kind.SOFT,
         "mailbox_full",
-    ),  # fmt: skip
+    ),
     _rule(
         r"message (size )?(is )?(too (large|big)|exceeds|exceeded)|size (limit|exceeds)|"
         r"exceeds (the )?(maximum|fixed) (message )?size|message length exceeds",
@@ -178,7 +178,7 @@ RULES: tuple[Rule, ...] = (
         r"not listed in (the )?(domino |public )?(directory|name & address book|address book)",
         Kind.HARD,
         "user_unknown",
-    ),  # fmt: skip
+    ),
     # Authentication (SPF/DKIM/DMARC) and reputation: the sender's problem.
     _rule(
         r"dmarc|spf (check )?fail|\bspf\b.*(not permitted|failed)|dkim.*fail|"
@@ -218,7 +218,7 @@ RULES: tuple[Rule, ...] = (
         r"no valid recipients for this mm",  # Verizon's MMS gateway (vzwpix.com)
         Kind.HARD,
         "user_unknown",
-    ),  # fmt: skip
+    ),
     _rule(
         r"(account|mailbox|user|address) (has been |is )?(disabled|deactivated|suspended|inactive|"
         r"locked|closed|expired|terminated|discontinued)|not an active|no longer (active|valid|in use|available)|"
@@ -226,7 +226,7 @@ RULES: tuple[Rule, ...] = (
         Kind.SOFT,
         "mailbox_disabled",
         permanent_only=True,
-    ),  # fmt: skip
+    ),
     _rule(
         r"host (or domain name )?not found|domain (does not|doesn'?t) exist|no such domain|host unknown|unknown host|"
         r"dns lookup failure: host \S+ not found|"
@@ -235,14 +235,14 @@ RULES: tuple[Rule, ...] = (
         Kind.HARD,
         "domain_not_found",
         permanent_only=True,
-    ),  # fmt: skip
+    ),
     _rule(
         r"relay(ing)? (access )?(denied|not permitted|prohibited)|(not|isn'?t) in my list of allowed rcpthosts|"
         r"we do not relay|relay not permitted|not permitted to relay|smtp relay error",
         Kind.BLOCK,
         "relay_denied",
         permanent_only=True,
-    ),  # fmt: skip
+    ),
     # Microsoft 365 (Directory-Based Edge Blocking) says "Access denied" for an address it does not have;
     # elsewhere the same words are an access-map REJECT, a policy.
     _rule(
@@ -251,7 +251,7 @@ RULES: tuple[Rule, ...] = (
         "user_unknown",
         True,
         ("outlook.com", "hotmail.com", "office365.us"),
-    ),  # fmt: skip
+    ),
     _rule(r"access denied\. AS\(\d+\)", Kind.HARD, "user_unknown", permanent_only=True),
     _rule(r"recipient address rejected: access denied", Kind.BLOCK, "policy_rejection", permanent_only=True),
     _rule(
@@ -260,7 +260,7 @@ RULES: tuple[Rule, ...] = (
         Kind.HARD,
         "mailbox_unavailable",
         permanent_only=True,
-    ),  # fmt: skip
+    ),
     _rule(
         r"policy|not (authorized|allowed|permitted)|access denied|prohibited|administrative|"
         r"refused|rejected|not accepted",
@@ -273,12 +273,13 @@ RULES: tuple[Rule, ...] = (
         r"lost connection|read error",
         Kind.SOFT,
         "network_error",
-    ),  # fmt: skip
+    ),
 )
 
 
-def classify(code: int | None, enhanced: str | None, text: str, remote_host: str | None = None,
-             phase: Phase = Phase.UNKNOWN) -> Classification:  # fmt: skip
+def classify(
+    code: int | None, enhanced: str | None, text: str, remote_host: str | None = None, phase: Phase = Phase.UNKNOWN
+) -> Classification:
     """Classify one refusal: ``code`` the SMTP reply code (None: no reply, e.g. a timeout or a refused
     connection, always soft unless ``text`` carries a status code such as a report's "(#5.1.2)"),
     ``enhanced`` its RFC 3463 status (found in ``text`` when None), ``text`` the reply or diagnostic,
@@ -399,19 +400,36 @@ def hard_reason(phase: Phase, code: int | None, status: str | None, text: str) -
 # the message: its filter). The first marker in the text wins.
 # Not ">>> DATA" in a Sendmail transcript: with pipelining the RCPT refusals are read after it.
 _PHASE_MARKERS: tuple[tuple[str, Phase], ...] = (
-    (r"in reply to (the )?end of data|after end of data|failed after I sent the message|\[BODY\]"
-     r"|did not like our final data|mail delivery failed\.\.\. user unknown", Phase.AFTER_DATA),
-    (r"in reply to (the )?rcpt to|after (pipelined )?rcpt( to)?\b|for rcpt( to)? command|does not like recipient"
-     r"|>>> rcpt to|did not like our rcpt|\[RCPT_TO\]|^smtp:rcpt\b", Phase.RCPT),
-    (r"in reply to (the )?data command|after (pipelined )?data\b|failed on data command|for data command"
-     r"|did not like our data|^smtp:data\b", Phase.DATA),
-    (r"in reply to (the )?mail from|after (pipelined )?mail( from)?\b|for mail( from)? command|sender was rejected"
-     r"|>>> mail from|\[MAIL_FROM\]|did not like our mail from|^smtp:mail\b", Phase.MAIL),
-    (r"in reply to (the )?(helo|ehlo|starttls|auth)|after (ehlo|helo|starttls)\b|my name was rejected"
-     r"|>>> (ehlo|helo)|did not like our (ehlo|helo)", Phase.HELO),
-    (r"refused to talk to me|after initial connection|greeting failed|in reply to (the )?initial greeting",
-     Phase.CONNECT),
-)  # fmt: skip
+    (
+        r"in reply to (the )?end of data|after end of data|failed after I sent the message|\[BODY\]"
+        r"|did not like our final data|mail delivery failed\.\.\. user unknown",
+        Phase.AFTER_DATA,
+    ),
+    (
+        r"in reply to (the )?rcpt to|after (pipelined )?rcpt( to)?\b|for rcpt( to)? command|does not like recipient"
+        r"|>>> rcpt to|did not like our rcpt|\[RCPT_TO\]|^smtp:rcpt\b",
+        Phase.RCPT,
+    ),
+    (
+        r"in reply to (the )?data command|after (pipelined )?data\b|failed on data command|for data command"
+        r"|did not like our data|^smtp:data\b",
+        Phase.DATA,
+    ),
+    (
+        r"in reply to (the )?mail from|after (pipelined )?mail( from)?\b|for mail( from)? command|sender was rejected"
+        r"|>>> mail from|\[MAIL_FROM\]|did not like our mail from|^smtp:mail\b",
+        Phase.MAIL,
+    ),
+    (
+        r"in reply to (the )?(helo|ehlo|starttls|auth)|after (ehlo|helo|starttls)\b|my name was rejected"
+        r"|>>> (ehlo|helo)|did not like our (ehlo|helo)",
+        Phase.HELO,
+    ),
+    (
+        r"refused to talk to me|after initial connection|greeting failed|in reply to (the )?initial greeting",
+        Phase.CONNECT,
+    ),
+)
 _PHASE = re.compile(
     "|".join(f"(?P<p{i}>{pattern})" for i, (pattern, _) in enumerate(_PHASE_MARKERS)), re.IGNORECASE | re.MULTILINE
 )

@@ -201,8 +201,14 @@ def _strip_html(html: str) -> str:
     html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
     html = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", html)
     text = re.sub(r"<[^>]*>", " ", html)
-    for entity, char in (("&lt;", "<"), ("&gt;", ">"), ("&nbsp;", " "), ("&quot;", '"'), ("&#39;", "'"),
-                         ("&amp;", "&")):  # fmt: skip
+    for entity, char in (
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&nbsp;", " "),
+        ("&quot;", '"'),
+        ("&#39;", "'"),
+        ("&amp;", "&"),
+    ):
         text = text.replace(entity, char)
     return text
 
@@ -321,8 +327,9 @@ def reply_code(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _classify(status: str | None, diagnostic: str, remote: str | None, permanent: bool,
-              phase: Phase = Phase.UNKNOWN) -> Classification:  # fmt: skip
+def _classify(
+    status: str | None, diagnostic: str, remote: str | None, permanent: bool, phase: Phase = Phase.UNKNOWN
+) -> Classification:
     """The classifier, fed the most specific status there is: a x.0.0 Status field says less
     than a code in the diagnostic. Without any code, the report's own verdict stands in. ``phase``:
     the SMTP command the report says the reply answered (from the diagnostic when it names one)."""
@@ -367,8 +374,13 @@ def _specific_status(text: str) -> str | None:
 # -- DSN ----------------------------------------------------------------------------------------
 
 
-def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | None, recipients: tuple[str, ...],
-               senders: tuple[str, ...]) -> Parsed | None:  # fmt: skip
+def _parse_dsn(
+    msg: email.message.Message,
+    fields_text: str,
+    original_id: str | None,
+    recipients: tuple[str, ...],
+    senders: tuple[str, ...],
+) -> Parsed | None:
     """Per-recipient fields, from a delivery-status part (or, for MTAs that put them in the text, from
     the text). None when there are none."""
     blocks = _fields(fields_text)
@@ -407,8 +419,9 @@ def _parse_dsn(msg: email.message.Message, fields_text: str, original_id: str | 
             phase = phase_in_text(sections.get(recipient, ""))
             if phase is not Phase.UNKNOWN:
                 c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
-        reports.append(Report(recipient, c.status or status, "failed", c.kind, c.reason,
-                              _squash(diagnostic), remote, original_id))  # fmt: skip
+        reports.append(
+            Report(recipient, c.status or status, "failed", c.kind, c.reason, _squash(diagnostic), remote, original_id)
+        )
     if reports:
         return Parsed("dsn", reports, original_id, recipients)
     return Parsed("delayed" if delayed else "dsn", [], original_id, recipients)
@@ -436,8 +449,13 @@ def _host_in(text: str) -> str | None:
 # -- ARF ----------------------------------------------------------------------------------------
 
 
-def _parse_arf(msg: email.message.Message, part: email.message.Message, original: email.message.Message | None,
-               original_id: str | None, recipients: tuple[str, ...]) -> Parsed:  # fmt: skip
+def _parse_arf(
+    msg: email.message.Message,
+    part: email.message.Message,
+    original: email.message.Message | None,
+    original_id: str | None,
+    recipients: tuple[str, ...],
+) -> Parsed:
     fields: dict[str, str] = {}
     for block in _fields(_text_of(part)):
         for name, value in block.items():
@@ -447,9 +465,11 @@ def _parse_arf(msg: email.message.Message, part: email.message.Message, original
         return Parsed("arf", [], original_id, recipients)
     # Original-Rcpt-To, else Removal-Recipient, else the returned message's only recipient; a redacted
     # form (the local part blanked out, or "redacted") names no one and gives way to the next.
-    candidates = [_address_value(fields.get("original-rcpt-to", "")),
-                  _address_value(fields.get("removal-recipient", "")),
-                  recipients[0] if len(recipients) == 1 else None]  # fmt: skip
+    candidates = [
+        _address_value(fields.get("original-rcpt-to", "")),
+        _address_value(fields.get("removal-recipient", "")),
+        recipients[0] if len(recipients) == 1 else None,
+    ]
     recipient = next((a for a in candidates if a is not None and not _redacted(a)), None)
     detail = "; ".join(f"{n}: {fields[n]}" for n in ("feedback-type", "user-agent", "source-ip") if n in fields)
     remote = _typed(fields.get("reporting-mta", "")) or None
@@ -507,24 +527,32 @@ _NOT_RECIPIENTS = re.compile(
 )
 
 
-def _parse_prose(msg: email.message.Message, original_id: str | None, recipients: tuple[str, ...],
-                 senders: tuple[str, ...]) -> Parsed:  # fmt: skip
+def _parse_prose(
+    msg: email.message.Message, original_id: str | None, recipients: tuple[str, ...], senders: tuple[str, ...]
+) -> Parsed:
     subject, sender = _header(msg, "subject"), _header(msg, "from")
     explanation = _explanation(msg)
     looks_bounced = bool(
-        _BOUNCE_SUBJECT.search(subject) or _DAEMON.search(sender) or msg.get("x-failed-recipients")
+        _BOUNCE_SUBJECT.search(subject)
+        or _DAEMON.search(sender)
+        or msg.get("x-failed-recipients")
         or _header(msg, "content-type").lower().startswith("multipart/report")
         or "fml" in _header(msg, "x-mlserver").lower()  # fml's refusals come from the list's -admin address
-    )  # fmt: skip
+    )
     if not looks_bounced:
         if _is_auto_reply(msg, subject):
             return Parsed("auto_reply", [], original_id, recipients)
         if not _FAILURE.search(explanation):
             return Parsed("not_a_bounce", [], original_id, recipients)
-    if not msg.get("x-failed-recipients") and _DELAY.search(subject + "\n" + explanation) and not re.search(
-        r"permanent (?:fatal )?error|permanent failure|given up|giving up|could not be delivered|undeliverable",
-        subject + "\n" + explanation, re.IGNORECASE,
-    ):  # fmt: skip
+    if (
+        not msg.get("x-failed-recipients")
+        and _DELAY.search(subject + "\n" + explanation)
+        and not re.search(
+            r"permanent (?:fatal )?error|permanent failure|given up|giving up|could not be delivered|undeliverable",
+            subject + "\n" + explanation,
+            re.IGNORECASE,
+        )
+    ):
         return Parsed("delayed", [], original_id, recipients)
     failed = _failed_addresses(msg, explanation, recipients, senders, original_id)
     sections = _sections(explanation, failed)
@@ -557,14 +585,21 @@ def _is_auto_reply(msg: email.message.Message, subject: str) -> bool:
     auto = _header(msg, "auto-submitted").lower()
     return bool(
         auto.startswith("auto-replied")
-        or msg.get("x-autoreply") or msg.get("x-autorespond") or msg.get("x-autoresponder")
+        or msg.get("x-autoreply")
+        or msg.get("x-autorespond")
+        or msg.get("x-autoresponder")
         or _header(msg, "precedence").lower() == "auto_reply"
         or _AUTO_SUBJECT.search(subject)
-    )  # fmt: skip
+    )
 
 
-def _failed_addresses(msg: email.message.Message, explanation: str, recipients: tuple[str, ...],
-                      senders: tuple[str, ...], original_id: str | None) -> list[str]:  # fmt: skip
+def _failed_addresses(
+    msg: email.message.Message,
+    explanation: str,
+    recipients: tuple[str, ...],
+    senders: tuple[str, ...],
+    original_id: str | None,
+) -> list[str]:
     """Who failed: X-Failed-Recipients when the MTA sets it (Exim), else the addresses the
     explanation names, minus the bounce's own, the original sender's and the usual role addresses.
     When some of those were recipients of the original message, only those."""

@@ -98,19 +98,37 @@ def decide(
             text = f"4.4.7 expired after {int((now - message.created_at) // 3600)}h in the queue; last reply: {reply}"
     classification = None if state is State.DELIVERED else classify_bounce(reply.code, None, text, mx_host, reply.phase)
     bounce = _bounce(reply, state, classification, recipient, message, text, mx_host)
-    return AttemptResult(recipient.id, message.id, recipient.address, state, event, next_at, reply.code, text,
-                         bounce=bounce, classification=classification)  # fmt: skip
+    return AttemptResult(
+        recipient.id,
+        message.id,
+        recipient.address,
+        state,
+        event,
+        next_at,
+        reply.code,
+        text,
+        bounce=bounce,
+        classification=classification,
+    )
 
 
-def _bounce(reply: Reply, state: State, classification: Classification | None, recipient: LeasedRecipient,
-            message: LeasedMessage, text: str, mx_host: str | None) -> NewBounce | None:  # fmt: skip
+def _bounce(
+    reply: Reply,
+    state: State,
+    classification: Classification | None,
+    recipient: LeasedRecipient,
+    message: LeasedMessage,
+    text: str,
+    mx_host: str | None,
+) -> NewBounce | None:
     """A refusal worth a bounce record: every final failure, and a deferral that says the address is dead."""
     if classification is None:
         return None
     if state is State.DEFERRED and classification.kind is not Kind.HARD:
         return None
-    return NewBounce(recipient.address, classification, "smtp", reply.code, text, mx_host, message.id,
-                     phase=reply.phase.value)  # fmt: skip
+    return NewBounce(
+        recipient.address, classification, "smtp", reply.code, text, mx_host, message.id, phase=reply.phase.value
+    )
 
 
 @dataclasses.dataclass
@@ -158,8 +176,13 @@ class Destination:
         self.cooldown_until = now + COOLDOWN
         if self.bucket is not None:
             self.bucket.factor = self.factor
-        log.warning("%s pushed back: now %d connections%s for %.0fs", self.site, self.max_connections,
-                    f", {self.factor:.0%} of max_rate" if self.bucket else "", COOLDOWN)  # fmt: skip
+        log.warning(
+            "%s pushed back: now %d connections%s for %.0fs",
+            self.site,
+            self.max_connections,
+            f", {self.factor:.0%} of max_rate" if self.bucket else "",
+            COOLDOWN,
+        )
 
     def reshape(self, shaping: Shaping, now: float) -> None:
         """New limits from a reload; the push-back state stays as it is."""
@@ -270,8 +293,9 @@ class Engine:
         if free <= 0 or self._stopping or (room is not None and room <= 0):
             return 0
         # Bodies in hand stay within max_bytes; when none is, the next message is taken however large.
-        messages = await self.store.queue.claim_due(free, self.settings.owner, self.settings.lease, room,
-                                              first_fits=self.held_bytes == 0)  # fmt: skip
+        messages = await self.store.queue.claim_due(
+            free, self.settings.owner, self.settings.lease, room, first_fits=self.held_bytes == 0
+        )
         count = 0
         for message in messages:
             if message.sandbox:
@@ -307,8 +331,9 @@ class Engine:
         lease and go out again when it expires (at least once); the failure is logged."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("delivery step failed: %r (its recipients are retried when their lease expires)",
-                      task.exception())  # fmt: skip
+            log.error(
+                "delivery step failed: %r (its recipients are retried when their lease expires)", task.exception()
+            )
 
     def _hold(self, message: LeasedMessage, n: int) -> None:
         self.held += n
@@ -377,10 +402,19 @@ class Engine:
         """A sandboxed message: its recipients are recorded delivered, marked sandbox, without routing or
         connecting anywhere. The message and its body stay in the store to be read (relay sandbox list)."""
         results = [
-            AttemptResult(r.id, message.id, r.address, State.DELIVERED, EventKind.DELIVERED, None, 250, SANDBOX_REPLY,
-                          sandbox=True)
+            AttemptResult(
+                r.id,
+                message.id,
+                r.address,
+                State.DELIVERED,
+                EventKind.DELIVERED,
+                None,
+                250,
+                SANDBOX_REPLY,
+                sandbox=True,
+            )
             for r in message.recipients
-        ]  # fmt: skip
+        ]
         try:
             await self.store.queue.record_attempts(results)
         finally:
@@ -388,8 +422,12 @@ class Engine:
         self.attempts += len(results)
         self.captured += len(results)
         for r in results:
-            log.info("%s delivered to=<%s> (sandbox: captured, not sent)", message.id, r.address,
-                     extra={"message_id": message.id, "recipient": r.address, "state": "delivered"})  # fmt: skip
+            log.info(
+                "%s delivered to=<%s> (sandbox: captured, not sent)",
+                message.id,
+                r.address,
+                extra={"message_id": message.id, "recipient": r.address, "state": "delivered"},
+            )
 
     # -- workers: one connection each, many messages per connection -------------------
 
@@ -452,8 +490,12 @@ class Engine:
             try:
                 await self._deliver(conn, dest, job)
             except StaleConnection as exc:
-                log.info("connection to %s closed while idle (%s); sending %s on a new one",
-                         conn.host.name, exc, job.message.id)  # fmt: skip
+                log.info(
+                    "connection to %s closed while idle (%s); sending %s on a new one",
+                    conn.host.name,
+                    exc,
+                    job.message.id,
+                )
                 await conn.close()
                 conn = None
         if conn is None:
@@ -509,8 +551,13 @@ class Engine:
             return
         pause = min(SUSPEND_FOR * 2 ** (dest.failures - SUSPEND_AFTER), SUSPEND_MAX)
         dest.suspended_until = self.clock.now() + pause
-        log.warning("suspending delivery to %s for %.0fs after %d failed connections: %s",
-                    dest.site, pause, dest.failures, reply)  # fmt: skip
+        log.warning(
+            "suspending delivery to %s for %.0fs after %d failed connections: %s",
+            dest.site,
+            pause,
+            dest.failures,
+            reply,
+        )
         waiting = list(dest.jobs)
         dest.jobs.clear()
         ids = [r.id for j in waiting for r in j.recipients]
@@ -531,8 +578,9 @@ class Engine:
         now = self.clock.now()
         results = []
         for r in recipients:
-            result = decide(replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry,
-                            self.rng, mx_host)  # fmt: skip
+            result = decide(
+                replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry, self.rng, mx_host
+            )
             results.append(dataclasses.replace(result, mx_host=mx_host, ip=ip, tls=tls))
         try:
             await self.store.queue.record_attempts(results)
@@ -545,8 +593,17 @@ class Engine:
                 DELIVERY_SECONDS.observe(max(0.0, now - message.created_at))
             log.info(
                 "%s %s to=<%s> attempt=%d via=%s reply=%s",
-                message.id, result.state.value, result.address, r.attempts + 1,
-                mx_host or "-", replies.get(r.address),
-                extra={"message_id": message.id, "recipient": result.address, "state": result.state.value,
-                       "attempt": r.attempts + 1, "mx_host": mx_host},
-            )  # fmt: skip
+                message.id,
+                result.state.value,
+                result.address,
+                r.attempts + 1,
+                mx_host or "-",
+                replies.get(r.address),
+                extra={
+                    "message_id": message.id,
+                    "recipient": result.address,
+                    "state": result.state.value,
+                    "attempt": r.attempts + 1,
+                    "mx_host": mx_host,
+                },
+            )

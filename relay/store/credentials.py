@@ -16,17 +16,26 @@ _COLUMNS = "id, username, allowed_from, rate_limit, tags, created_at, last_used_
 
 def _row(row: tuple[Any, ...]) -> SmtpCredential:
     cid, username, allowed, rate, tags, created, used, revoked, test = row
-    return SmtpCredential(cid, username, tuple(allowed.split()), rate, tuple(json.loads(tags)), created, used, revoked,
-                          bool(test))  # fmt: skip
+    return SmtpCredential(
+        cid, username, tuple(allowed.split()), rate, tuple(json.loads(tags)), created, used, revoked, bool(test)
+    )
 
 
 def create(conn: sqlite3.Connection, cred: SmtpCredential, password_hash: str) -> None:
     conn.execute(
         "INSERT INTO smtp_credentials (id, username, password_hash, allowed_from, rate_limit, tags, created_at, test)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (cred.id, cred.username, password_hash, " ".join(cred.allowed_from), cred.rate_limit,
-         json.dumps(list(cred.tags)), cred.created_at, int(cred.test)),
-    )  # fmt: skip
+        (
+            cred.id,
+            cred.username,
+            password_hash,
+            " ".join(cred.allowed_from),
+            cred.rate_limit,
+            json.dumps(list(cred.tags)),
+            cred.created_at,
+            int(cred.test),
+        ),
+    )
 
 
 def find_active(conn: sqlite3.Connection, username: str) -> tuple[SmtpCredential, str] | None:

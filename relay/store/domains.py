@@ -24,8 +24,7 @@ def _keys(conn: sqlite3.Connection, domain_id: str) -> tuple[DkimKey, ...]:
 
 def _domain(conn: sqlite3.Connection, row: tuple) -> Domain:  # type: ignore[type-arg]
     did, name, created, checks, checked_at, verified_at = row
-    return Domain(did, name, created, _keys(conn, did), json.loads(checks) if checks else None, checked_at,
-                  verified_at)  # fmt: skip
+    return Domain(did, name, created, _keys(conn, did), json.loads(checks) if checks else None, checked_at, verified_at)
 
 
 def create(conn: sqlite3.Connection, domain_id: str, name: str, key: DkimKey, now: float) -> Domain:
@@ -60,8 +59,9 @@ def delete(conn: sqlite3.Connection, ident: str) -> Domain | None:
     return found
 
 
-def record_checks(conn: sqlite3.Connection, domain: Domain, checks: dict[str, dict[str, str]], now: float,
-                  promote: str | None) -> Domain:  # fmt: skip
+def record_checks(
+    conn: sqlite3.Connection, domain: Domain, checks: dict[str, dict[str, str]], now: float, promote: str | None
+) -> Domain:
     """Store a verification; ``promote``: a pending selector found published, which now signs."""
     if promote is not None:
         conn.execute("UPDATE dkim_keys SET state = 'retired' WHERE domain_id = ? AND state = 'active'", (domain.id,))
@@ -100,7 +100,8 @@ class SqliteDomains:
     async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None:
         await self.db.write(lambda c: add_key(c, domain_id, key))
 
-    async def record_domain_checks(self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
-                                   ) -> Domain:  # fmt: skip
+    async def record_domain_checks(
+        self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
+    ) -> Domain:
         now = self.clock.now()
         return await self.db.write(lambda c: record_checks(c, domain, checks, now, promote))

@@ -54,8 +54,18 @@ def load_metadata(text: str) -> dict[str, Any]:
 
 def _event(row: tuple[Any, ...]) -> Event:
     event_id, at, kind, message_id, recipient, code, detail, details, tags, metadata = row
-    return Event(event_id, at, kind, message_id, recipient, code, detail, json.loads(details) if details else {},
-                 json.loads(tags) if tags else [], load_metadata(metadata) if metadata else {})  # fmt: skip
+    return Event(
+        event_id,
+        at,
+        kind,
+        message_id,
+        recipient,
+        code,
+        detail,
+        json.loads(details) if details else {},
+        json.loads(tags) if tags else [],
+        load_metadata(metadata) if metadata else {},
+    )
 
 
 # Probed per event while walking newest first: stops after a page of matches.
@@ -68,9 +78,15 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Ev
     if f.types:
         clauses.append(f"e.kind IN ({', '.join('?' * len(f.types))})")
         params.extend(f.types)
-    for value, clause in ((f.recipient, "e.recipient = ?"), (f.message_id, "e.message_id = ?"),
-                          (f.since, "e.at >= ?"), (f.until, "e.at < ?"), (f.before, "e.id < ?"),
-                          (f.tag, _TAGGED), (f.api_key_id, "m.api_key_id = ?")):  # fmt: skip
+    for value, clause in (
+        (f.recipient, "e.recipient = ?"),
+        (f.message_id, "e.message_id = ?"),
+        (f.since, "e.at >= ?"),
+        (f.until, "e.at < ?"),
+        (f.before, "e.id < ?"),
+        (f.tag, _TAGGED),
+        (f.api_key_id, "m.api_key_id = ?"),
+    ):
         if value is not None:
             clauses.append(clause)
             params.append(value)
@@ -102,8 +118,9 @@ def get_event(conn: sqlite3.Connection, event_id: int) -> Event | None:
 # -- stats ------------------------------------------------------------------------------------
 
 
-def event_counts(conn: sqlite3.Connection, since: float, until: float, interval: int, tag: str | None
-                 ) -> list[tuple[int, str, int]]:  # fmt: skip
+def event_counts(
+    conn: sqlite3.Connection, since: float, until: float, interval: int, tag: str | None
+) -> list[tuple[int, str, int]]:
     """(interval start, event type, count), from the hourly counts: cost grows with hours, not events."""
     rows = conn.execute(
         "SELECT (hour / ?) * ? AS bucket, kind, sum(n) FROM event_counts"
@@ -192,8 +209,9 @@ class SqliteEvents:
     async def event(self, event_id: int) -> Event | None:
         return await self.db.read(lambda c: get_event(c, event_id))
 
-    async def event_counts(self, since: float, until: float, interval: int, tag: str | None
-                           ) -> list[tuple[int, str, int]]:  # fmt: skip
+    async def event_counts(
+        self, since: float, until: float, interval: int, tag: str | None
+    ) -> list[tuple[int, str, int]]:
         return await self.db.read(lambda c: event_counts(c, since, until, interval, tag))
 
     async def event_totals(self) -> dict[str, int]:

@@ -186,8 +186,9 @@ def claim(
     existing = get(conn, api_key_id, key, now)
     if existing is not None:
         running = running_here(scope, api_key_id, key)
-        if existing.state != "pending" or not holder_gone(existing.owner, existing.lease_until, now, me, running,
-                                                          pid_alive):  # fmt: skip
+        if existing.state != "pending" or not holder_gone(
+            existing.owner, existing.lease_until, now, me, running, pid_alive
+        ):
             return existing
         log.warning("Idempotency-Key %r: taking over the claim of %s, which has stopped", key, existing.owner)
         conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ?", (api_key_id, key))
@@ -212,16 +213,18 @@ def renew(conn: sqlite3.Connection, api_key_id: str, key: str, now: float, me: O
     )
 
 
-def forget(conn: sqlite3.Connection, api_key_id: str, key: str, now: float, scope: str = "",
-           me: Owner | None = None) -> tuple[IdempotencyRecord | None, bool]:  # fmt: skip
+def forget(
+    conn: sqlite3.Connection, api_key_id: str, key: str, now: float, scope: str = "", me: Owner | None = None
+) -> tuple[IdempotencyRecord | None, bool]:
     """Delete a record on request: (the record or None, whether it was deleted). A request still
     running under the key keeps it (deleting it would let a retry run the request a second time)."""
     record = get(conn, api_key_id, key, now)
     if record is None or (
         record.state == "pending"
-        and not holder_gone(record.owner, record.lease_until, now, me or this_process(),
-                            running_here(scope, api_key_id, key))
-    ):  # fmt: skip
+        and not holder_gone(
+            record.owner, record.lease_until, now, me or this_process(), running_here(scope, api_key_id, key)
+        )
+    ):
         return record, False
     conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ?", (api_key_id, key))
     return record, True
@@ -312,8 +315,7 @@ class SqliteIdempotency:
         now = self.clock.now()
         return await self.db.lookup(lambda c: get(c, api_key_id, key, now))
 
-    async def forget_idempotency_record(self, api_key_id: str, key: str
-                                        ) -> tuple[IdempotencyRecord | None, bool]:  # fmt: skip
+    async def forget_idempotency_record(self, api_key_id: str, key: str) -> tuple[IdempotencyRecord | None, bool]:
         """Delete a finished record: (the record or None, whether it was deleted)."""
         now = self.clock.now()
         return await self.db.write(lambda c: forget(c, api_key_id, key, now, str(self.db.path)))

@@ -18,8 +18,20 @@ _COLUMNS = (
 
 def _row(row: tuple[Any, ...]) -> ApiKey:
     kid, name, scopes, created, used, revoked, ips, rate, daily, monthly, test, own = row
-    return ApiKey(kid, name, tuple(scopes.split()), created, used, revoked, tuple(ips.split()), rate, daily, monthly,
-                  bool(test), bool(own))  # fmt: skip
+    return ApiKey(
+        kid,
+        name,
+        tuple(scopes.split()),
+        created,
+        used,
+        revoked,
+        tuple(ips.split()),
+        rate,
+        daily,
+        monthly,
+        bool(test),
+        bool(own),
+    )
 
 
 def create(conn: sqlite3.Connection, key: ApiKey, key_hash: str) -> None:
@@ -27,10 +39,19 @@ def create(conn: sqlite3.Connection, key: ApiKey, key_hash: str) -> None:
         "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, allowed_ips, rate_limit, daily_quota,"
         " monthly_quota, test, own_messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            key.id, key.name, key_hash, " ".join(key.scopes), key.created_at, " ".join(key.allowed_ips),
-            key.rate_limit, key.daily_quota, key.monthly_quota, int(key.test), int(key.own_messages),
+            key.id,
+            key.name,
+            key_hash,
+            " ".join(key.scopes),
+            key.created_at,
+            " ".join(key.allowed_ips),
+            key.rate_limit,
+            key.daily_quota,
+            key.monthly_quota,
+            int(key.test),
+            int(key.own_messages),
         ),
-    )  # fmt: skip
+    )
 
 
 def find_active(conn: sqlite3.Connection, key_hash: str) -> ApiKey | None:

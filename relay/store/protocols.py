@@ -56,8 +56,9 @@ from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, Web
 class QueueStore(Protocol):
     """The mail queue: life cycle (enqueue, claim, record), listings, operator control, returned mail, scheduling."""
 
-    async def enqueue_many(self, messages: Sequence[NewMessage], quota: Quota | None = None,
-                           completion: Completion | None = None) -> None:  # fmt: skip
+    async def enqueue_many(
+        self, messages: Sequence[NewMessage], quota: Quota | None = None, completion: Completion | None = None
+    ) -> None:
         """Durably queue several messages in one transaction: all of them or, on an error, none."""
         ...
 
@@ -115,9 +116,9 @@ class QueueStore(Protocol):
 
     async def messages(self, filter: MessageFilter, limit: int) -> list[MessageRecord]: ...
 
-    async def scheduled_messages(self, after: str | None, limit: int,
-                                 api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
-        ...
+    async def scheduled_messages(
+        self, after: str | None, limit: int, api_key_id: str | None = None
+    ) -> list[MessageRecord]: ...
 
     async def reschedule(self, message_id: str, send_at: float) -> int: ...
 
@@ -133,9 +134,9 @@ class QueueStore(Protocol):
         """Messages counted against the key's quotas this UTC day and month."""
         ...
 
-    async def sandbox_messages(self, before: str | None, limit: int,
-                               api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
-        ...
+    async def sandbox_messages(
+        self, before: str | None, limit: int, api_key_id: str | None = None
+    ) -> list[MessageRecord]: ...
 
     async def sandbox_message(self, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
         """A sandboxed message and its body (None once [retention] bodies has deleted it)."""
@@ -149,8 +150,7 @@ class QueueStore(Protocol):
         """The recipients of the message(s) with this Message-ID header."""
         ...
 
-    async def record_returned(self, bounce: NewBounce, target: ReturnedTarget
-                              ) -> tuple[int, Suppression | None]:  # fmt: skip
+    async def record_returned(self, bounce: NewBounce, target: ReturnedTarget) -> tuple[int, Suppression | None]:
         """A returned report (DSN or complaint) about one recipient: bounce, suppression, event, state."""
         ...
 
@@ -164,9 +164,9 @@ class EventStore(Protocol):
 
     async def event(self, event_id: int) -> Event | None: ...
 
-    async def event_counts(self, since: float, until: float, interval: int, tag: str | None
-                           ) -> list[tuple[int, str, int]]:  # fmt: skip
-        ...
+    async def event_counts(
+        self, since: float, until: float, interval: int, tag: str | None
+    ) -> list[tuple[int, str, int]]: ...
 
     async def event_totals(self) -> dict[str, int]: ...
 
@@ -188,9 +188,9 @@ class SuppressionStore(Protocol):
 
     async def query(self, filter: SuppressionFilter, limit: int) -> list[Suppression]: ...
 
-    async def suppress(self, addresses: Sequence[str], reason: str = "manual", detail: str = "",
-                       expires_at: float | None = None) -> list[Suppression]:  # fmt: skip
-        ...
+    async def suppress(
+        self, addresses: Sequence[str], reason: str = "manual", detail: str = "", expires_at: float | None = None
+    ) -> list[Suppression]: ...
 
     async def unsuppress(self, address: str) -> bool: ...
 
@@ -260,25 +260,31 @@ class DomainStore(Protocol):
 
     async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None: ...
 
-    async def record_domain_checks(self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
-                                   ) -> Domain:  # fmt: skip
-        ...
+    async def record_domain_checks(
+        self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
+    ) -> Domain: ...
 
 
 class TemplateStore(Protocol):
     """Templates and their versions."""
 
-    async def create_template(self, template_id: str, name: str, subject: str, html: str | None,
-                              text: str | None) -> Template:  # fmt: skip
-        ...
+    async def create_template(
+        self, template_id: str, name: str, subject: str, html: str | None, text: str | None
+    ) -> Template: ...
 
     async def template(self, template_id: str) -> Template | None: ...
 
     async def list_all(self) -> list[Template]: ...
 
-    async def update_template(self, template_id: str, name: str | None, subject: str, html: str | None,
-                              text: str | None, note: str = "updated") -> Template | None:  # fmt: skip
-        ...
+    async def update_template(
+        self,
+        template_id: str,
+        name: str | None,
+        subject: str,
+        html: str | None,
+        text: str | None,
+        note: str = "updated",
+    ) -> Template | None: ...
 
     async def delete_template(self, template_id: str) -> bool: ...
 
@@ -336,8 +342,7 @@ class IdempotencyStore(Protocol):
 
     async def idempotency_record(self, api_key_id: str, key: str) -> IdempotencyRecord | None: ...
 
-    async def forget_idempotency_record(self, api_key_id: str, key: str
-                                        ) -> tuple[IdempotencyRecord | None, bool]:  # fmt: skip
+    async def forget_idempotency_record(self, api_key_id: str, key: str) -> tuple[IdempotencyRecord | None, bool]:
         """Delete a finished record: (the record or None, whether it was deleted)."""
         ...
 

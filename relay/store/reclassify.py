@@ -53,8 +53,15 @@ def reclassify(conn: sqlite3.Connection, now: float, apply: bool) -> Reclassifie
         now_reading = wrongly_hard(stored)
         if now_reading is None:
             continue
-        lift = Lift(address, bounce_id, message_id, f"{stored.kind}/{stored.reason}", now_reading.kind.value,
-                    now_reading.reason, now_reading.status)  # fmt: skip
+        lift = Lift(
+            address,
+            bounce_id,
+            message_id,
+            f"{stored.kind}/{stored.reason}",
+            now_reading.kind.value,
+            now_reading.reason,
+            now_reading.status,
+        )
         lifts.append(lift)
         if apply:
             _lift(conn, lift, stored, now)
@@ -79,6 +86,21 @@ def _lift(conn: sqlite3.Connection, lift: Lift, stored: StoredBounce, now: float
         ).fetchone()
         recipient_id = found[0] if found else None
     detail = f"suppression lifted: {lift.was} is now {lift.kind}/{lift.reason} (relay suppressions reclassify)"
-    _event(conn, now, EventKind.UNSUPPRESSED, lift.message_id or "", recipient_id, lift.address, stored.code, detail,
-           {"bounce_id": lift.bounce_id, "was": lift.was, "classification": lift.kind, "reason": lift.reason,
-            "enhanced_status": lift.status, "source": stored.source})  # fmt: skip
+    _event(
+        conn,
+        now,
+        EventKind.UNSUPPRESSED,
+        lift.message_id or "",
+        recipient_id,
+        lift.address,
+        stored.code,
+        detail,
+        {
+            "bounce_id": lift.bounce_id,
+            "was": lift.was,
+            "classification": lift.kind,
+            "reason": lift.reason,
+            "enhanced_status": lift.status,
+            "source": stored.source,
+        },
+    )

@@ -27,8 +27,13 @@ from relay.suppression import SuppressionPolicy
 class Store:
     """:class:`relay.store.protocols.Storage` over one SQLite file (its group-commit :class:`Database`)."""
 
-    def __init__(self, path: Path, clock: Clock, suppression_policy: SuppressionPolicy | None = None,
-                 redact_subjects: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        clock: Clock,
+        suppression_policy: SuppressionPolicy | None = None,
+        redact_subjects: bool = False,
+    ) -> None:
         self.db = Database(path)
         self.clock = clock
         policy = suppression_policy or SuppressionPolicy()

@@ -69,8 +69,9 @@ _BOUNCE_COLUMNS = "id, at, message_id, recipient, kind, reason, code, status, di
 _ACTIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
-def record_bounce(conn: sqlite3.Connection, bounce: NewBounce, now: float, policy: SuppressionPolicy
-                  ) -> tuple[int, Suppression | None]:  # fmt: skip
+def record_bounce(
+    conn: sqlite3.Connection, bounce: NewBounce, now: float, policy: SuppressionPolicy
+) -> tuple[int, Suppression | None]:
     """Store a bounce; suppress its address when the policy says so. Returns the bounce id and any suppression."""
     address = normalize_address(bounce.recipient)
     c = bounce.classification
@@ -78,9 +79,21 @@ def record_bounce(conn: sqlite3.Connection, bounce: NewBounce, now: float, polic
     bounce_id = conn.execute(
         "INSERT INTO bounces (at, message_id, recipient, kind, reason, code, status, diagnostic, remote_mta,"
         " source, report, phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (now, bounce.message_id, address, c.kind.value, c.reason, bounce.code, c.status, bounce.diagnostic,
-         bounce.remote_mta, bounce.source, report, bounce.phase),
-    ).fetchone()[0]  # fmt: skip
+        (
+            now,
+            bounce.message_id,
+            address,
+            c.kind.value,
+            c.reason,
+            bounce.code,
+            c.status,
+            bounce.diagnostic,
+            bounce.remote_mta,
+            bounce.source,
+            report,
+            bounce.phase,
+        ),
+    ).fetchone()[0]
     soft = 0
     if c.kind is Kind.SOFT:
         soft = conn.execute(
@@ -91,8 +104,7 @@ def record_bounce(conn: sqlite3.Connection, bounce: NewBounce, now: float, polic
     if decision is None or _allowlisted(conn, address):
         return bounce_id, None
     detail = f"{c.reason}: {bounce.diagnostic}"[:1000] if bounce.diagnostic else c.reason
-    suppression = Suppression(address, decision.reason, detail, bounce_id, bounce.message_id, now,
-                              decision.expires_at)  # fmt: skip
+    suppression = Suppression(address, decision.reason, detail, bounce_id, bounce.message_id, now, decision.expires_at)
     _upsert(conn, suppression)
     return bounce_id, suppression
 
@@ -137,8 +149,14 @@ def suppressed(conn: sqlite3.Connection, addresses: Iterable[str], now: float) -
     return found
 
 
-def add(conn: sqlite3.Connection, addresses: Sequence[str], reason: str, detail: str, now: float,
-        expires_at: float | None = None) -> list[Suppression]:  # fmt: skip
+def add(
+    conn: sqlite3.Connection,
+    addresses: Sequence[str],
+    reason: str,
+    detail: str,
+    now: float,
+    expires_at: float | None = None,
+) -> list[Suppression]:
     """Manual entries (replacing what is there for those addresses)."""
     entries = [Suppression(normalize_address(a), reason, detail, None, None, now, expires_at) for a in addresses]
     conn.executemany(
@@ -218,8 +236,12 @@ class BounceFilter:
 
 def list_bounces(conn: sqlite3.Connection, f: BounceFilter, limit: int) -> list[Bounce]:
     clauses, params = ["1"], []
-    for value, clause in ((f.kind, "kind = ?"), (f.message_id, "message_id = ?"), (f.before, "id < ?"),
-                          (f.recipient and normalize_address(f.recipient), "recipient = ?")):  # fmt: skip
+    for value, clause in (
+        (f.kind, "kind = ?"),
+        (f.message_id, "message_id = ?"),
+        (f.before, "id < ?"),
+        (f.recipient and normalize_address(f.recipient), "recipient = ?"),
+    ):
         if value is not None:
             clauses.append(clause)
             params.append(value)
@@ -260,8 +282,9 @@ class SqliteSuppressions:
         now = self.clock.now()
         return await self.db.read(lambda c: list_suppressions(c, filter, limit, now))
 
-    async def suppress(self, addresses: Sequence[str], reason: str = "manual", detail: str = "",
-                       expires_at: float | None = None) -> list[Suppression]:  # fmt: skip
+    async def suppress(
+        self, addresses: Sequence[str], reason: str = "manual", detail: str = "", expires_at: float | None = None
+    ) -> list[Suppression]:
         now = self.clock.now()
         return await self.db.write(lambda c: add(c, addresses, reason, detail, now, expires_at))
 

@@ -34,20 +34,23 @@ _VERSION = "template_id, version, subject, html, text, note, created_at"
 
 
 def version(conn: sqlite3.Connection, template_id: str, number: int) -> TemplateVersion | None:
-    row = conn.execute(f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? AND version = ?",
-                       (template_id, number)).fetchone()  # fmt: skip
+    row = conn.execute(
+        f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? AND version = ?", (template_id, number)
+    ).fetchone()
     return TemplateVersion(*row) if row else None
 
 
 def versions(conn: sqlite3.Connection, template_id: str) -> list[TemplateVersion]:
-    rows = conn.execute(f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? ORDER BY version DESC",
-                        (template_id,)).fetchall()  # fmt: skip
+    rows = conn.execute(
+        f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? ORDER BY version DESC", (template_id,)
+    ).fetchall()
     return [TemplateVersion(*row) for row in rows]
 
 
 def get(conn: sqlite3.Connection, template_id: str) -> Template | None:
-    row = conn.execute("SELECT id, name, version, created_at, updated_at FROM templates WHERE id = ?",
-                       (template_id,)).fetchone()  # fmt: skip
+    row = conn.execute(
+        "SELECT id, name, version, created_at, updated_at FROM templates WHERE id = ?", (template_id,)
+    ).fetchone()
     if row is None:
         return None
     current = version(conn, row[0], row[2])
@@ -61,34 +64,55 @@ def list_all(conn: sqlite3.Connection) -> list[Template]:
     return [t for t in (get(conn, i) for i in ids) if t is not None]
 
 
-def create(conn: sqlite3.Connection, template_id: str, name: str, subject: str, html: str | None, text: str | None,
-           now: float) -> Template:  # fmt: skip
-    conn.execute("INSERT INTO templates (id, name, version, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
-                 (template_id, name, now, now))  # fmt: skip
+def create(
+    conn: sqlite3.Connection, template_id: str, name: str, subject: str, html: str | None, text: str | None, now: float
+) -> Template:
+    conn.execute(
+        "INSERT INTO templates (id, name, version, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
+        (template_id, name, now, now),
+    )
     _add_version(conn, template_id, 1, subject, html, text, "created", now)
     found = get(conn, template_id)
     assert found is not None
     return found
 
 
-def _add_version(conn: sqlite3.Connection, template_id: str, number: int, subject: str, html: str | None,
-                 text: str | None, note: str, now: float) -> None:  # fmt: skip
+def _add_version(
+    conn: sqlite3.Connection,
+    template_id: str,
+    number: int,
+    subject: str,
+    html: str | None,
+    text: str | None,
+    note: str,
+    now: float,
+) -> None:
     conn.execute(
         f"INSERT INTO template_versions ({_VERSION}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (template_id, number, subject, html, text, note, now),
     )
 
 
-def update(conn: sqlite3.Connection, template_id: str, name: str | None, subject: str, html: str | None,
-           text: str | None, note: str, now: float) -> Template | None:  # fmt: skip
+def update(
+    conn: sqlite3.Connection,
+    template_id: str,
+    name: str | None,
+    subject: str,
+    html: str | None,
+    text: str | None,
+    note: str,
+    now: float,
+) -> Template | None:
     """A new version (the name may change too); the previous ones are kept."""
     row = conn.execute("SELECT max(version) FROM template_versions WHERE template_id = ?", (template_id,)).fetchone()
     if get(conn, template_id) is None:
         return None
     number = int(row[0]) + 1
     _add_version(conn, template_id, number, subject, html, text, note, now)
-    conn.execute("UPDATE templates SET version = ?, name = coalesce(?, name), updated_at = ? WHERE id = ?",
-                 (number, name, now, template_id))  # fmt: skip
+    conn.execute(
+        "UPDATE templates SET version = ?, name = coalesce(?, name), updated_at = ? WHERE id = ?",
+        (number, name, now, template_id),
+    )
     return get(conn, template_id)
 
 
@@ -103,8 +127,9 @@ class SqliteTemplates:
         self.db = db
         self.clock = clock
 
-    async def create_template(self, template_id: str, name: str, subject: str, html: str | None,
-                              text: str | None) -> Template:  # fmt: skip
+    async def create_template(
+        self, template_id: str, name: str, subject: str, html: str | None, text: str | None
+    ) -> Template:
         now = self.clock.now()
         return await self.db.write(lambda c: create(c, template_id, name, subject, html, text, now))
 
@@ -114,8 +139,15 @@ class SqliteTemplates:
     async def list_all(self) -> list[Template]:
         return await self.db.read(list_all)
 
-    async def update_template(self, template_id: str, name: str | None, subject: str, html: str | None,
-                              text: str | None, note: str = "updated") -> Template | None:  # fmt: skip
+    async def update_template(
+        self,
+        template_id: str,
+        name: str | None,
+        subject: str,
+        html: str | None,
+        text: str | None,
+        note: str = "updated",
+    ) -> Template | None:
         now = self.clock.now()
         return await self.db.write(lambda c: update(c, template_id, name, subject, html, text, note, now))
 

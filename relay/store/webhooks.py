@@ -43,9 +43,19 @@ def _webhook(row: tuple[Any, ...]) -> Webhook:
 def create(conn: sqlite3.Connection, hook: Webhook) -> None:
     conn.execute(
         f"INSERT INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (hook.id, hook.url, json.dumps(hook.events), int(hook.enabled), hook.description, hook.secret,
-         hook.created_at, hook.updated_at, hook.failing_since, hook.disabled_reason),
-    )  # fmt: skip
+        (
+            hook.id,
+            hook.url,
+            json.dumps(hook.events),
+            int(hook.enabled),
+            hook.description,
+            hook.secret,
+            hook.created_at,
+            hook.updated_at,
+            hook.failing_since,
+            hook.disabled_reason,
+        ),
+    )
 
 
 def get(conn: sqlite3.Connection, hook_id: str) -> Webhook | None:
@@ -142,8 +152,9 @@ def record_attempt(conn: sqlite3.Connection, o: AttemptOutcome, now: float, disa
             (state, o.next_attempt_at if state == "pending" else None, o.status, o.error, now, o.delivery_id),
         )
     if o.ok:
-        conn.execute("UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-                     (o.webhook_id,))  # fmt: skip
+        conn.execute(
+            "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL", (o.webhook_id,)
+        )
         return None
     conn.execute("UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL", (now, o.webhook_id))
     since = conn.execute("SELECT failing_since FROM webhooks WHERE id = ? AND enabled = 1", (o.webhook_id,)).fetchone()
@@ -165,8 +176,9 @@ class AttemptRecord:
     latency_ms: float
 
 
-def recent_attempts(conn: sqlite3.Connection, hook_id: str, limit: int, before: int | None = None
-                    ) -> list[AttemptRecord]:  # fmt: skip
+def recent_attempts(
+    conn: sqlite3.Connection, hook_id: str, limit: int, before: int | None = None
+) -> list[AttemptRecord]:
     rows = conn.execute(
         "SELECT id, delivery_id, event_id, at, status, error, latency_ms FROM webhook_attempts"
         " WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
@@ -177,9 +189,11 @@ def recent_attempts(conn: sqlite3.Connection, hook_id: str, limit: int, before: 
 
 def backlog(conn: sqlite3.Connection) -> dict[str, int]:
     """Pending deliveries per endpoint."""
-    return dict(conn.execute(
-        "SELECT webhook_id, count(*) FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL GROUP BY webhook_id"
-    ).fetchall())  # fmt: skip
+    return dict(
+        conn.execute(
+            "SELECT webhook_id, count(*) FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL GROUP BY webhook_id"
+        ).fetchall()
+    )
 
 
 def pending_for(conn: sqlite3.Connection, hook_ids: Sequence[str]) -> dict[str, int]:

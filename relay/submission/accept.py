@@ -81,8 +81,9 @@ class Acceptor:
         await self.submit_many([message], quota, completion)
         return message.id
 
-    async def submit_many(self, messages: list[NewMessage], quota: Quota | None = None,
-                          completion: Completion | None = None) -> None:  # fmt: skip
+    async def submit_many(
+        self, messages: list[NewMessage], quota: Quota | None = None, completion: Completion | None = None
+    ) -> None:
         """Queue checked messages in one durable transaction (all or none). Raises Overloaded, QuotaExhausted."""
         if self.capacity is not None:
             self.capacity.check()

@@ -179,8 +179,9 @@ class ChunkedData(SMTP):
             self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             return
         except OverBudget:
-            log.warning("refused a message of %d bytes: bodies in memory at [server] max_inflight_bytes",
-                        collector.size - 3)  # fmt: skip
+            log.warning(
+                "refused a message of %d bytes: bodies in memory at [server] max_inflight_bytes", collector.size - 3
+            )
             await self.push(TRY_LATER)
             self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             return

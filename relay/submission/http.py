@@ -72,8 +72,9 @@ def check_from_header(raw: bytes, sender: str, where: str = "") -> None:
     except UnreadableFrom:
         found = []
     if found != [sender]:
-        raise Invalid("invalid_field", f"the From: header made of 'from' does not read back as exactly"
-                      f" <{sender}>", where + "from")  # fmt: skip
+        raise Invalid(
+            "invalid_field", f"the From: header made of 'from' does not read back as exactly <{sender}>", where + "from"
+        )
 
 
 def error_json(exc: Refused) -> dict[str, Any]:
@@ -103,8 +104,9 @@ def variables_of(data: dict[str, Any], field: str = "variables") -> dict[str, An
     return variables
 
 
-async def to_render(store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None,
-                    where: str = "") -> ToRender | None:  # fmt: skip
+async def to_render(
+    store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = ""
+) -> ToRender | None:
     """A message body that names ``template_id``: its template and variables (None without template_id)."""
     if data.get("template_id") is None:
         return None
@@ -133,8 +135,11 @@ def inline_to_render(data: dict[str, Any], variables: dict[str, Any], where: str
         p = problems[0]
         raise Invalid("template_syntax_error", f"{p.part} (line {p.line}): {p.message}", f"message.{p.part}")
     subject, html, text = (data.get(p) for p in PARTS)
-    source = Source(subject if isinstance(subject, str) else "", html if isinstance(html, str) else None,
-                    text if isinstance(text, str) else None)  # fmt: skip
+    source = Source(
+        subject if isinstance(subject, str) else "",
+        html if isinstance(html, str) else None,
+        text if isinstance(text, str) else None,
+    )
     return ToRender(data, source, variables, where)
 
 
@@ -156,9 +161,9 @@ async def render_bodies(renderer: Renderer, todo: list[ToRender]) -> list[dict[s
     return out
 
 
-async def render_message_fields(renderer: Renderer, store: Store, data: dict[str, Any],
-                                variables: dict[str, Any] | None = None,
-                                where: str = "") -> dict[str, Any]:  # fmt: skip
+async def render_message_fields(
+    renderer: Renderer, store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = ""
+) -> dict[str, Any]:
     """A message body that names ``template_id``: the same body with subject, html and text rendered."""
     todo = await to_render(store, data, variables, where)
     if todo is None:
@@ -198,8 +203,9 @@ class Draft:
     where: str
 
 
-def accepted_json(message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str],
-                  send_at: float | None, sandbox: bool) -> dict[str, Any]:  # fmt: skip
+def accepted_json(
+    message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str], send_at: float | None, sandbox: bool
+) -> dict[str, Any]:
     """The 202's body for one message: each recipient queued (or scheduled) or suppressed."""
     waiting = "scheduled" if send_at is not None else "queued"  # the state GET /v1/messages/{id} shows
     return {
@@ -208,11 +214,12 @@ def accepted_json(message: NewMessage, recipients: tuple[str, ...], suppressed: 
         "sandbox": sandbox,
         **({"send_at": iso(send_at)} if send_at is not None else {}),
         "recipients": [
-            {"email": r, "status": "suppressed", "reason": suppressed[r]} if r in suppressed
+            {"email": r, "status": "suppressed", "reason": suppressed[r]}
+            if r in suppressed
             else {"email": r, "status": waiting}
             for r in recipients
         ],
-    }  # fmt: skip
+    }
 
 
 def quota_of(key: ApiKey) -> Quota | None:
@@ -222,9 +229,17 @@ def quota_of(key: ApiKey) -> Quota | None:
 class HttpSubmission:
     """``POST /v1/messages`` and ``/v1/messages/batch`` without HTTP: JSON in, an :class:`Answer` out."""
 
-    def __init__(self, acceptor: Acceptor, store: Store, hostname: str, clock: Clock, limits: Limits,
-                 idempotency_ttl: float, max_schedule_ahead: float = 30 * 86400.0,
-                 max_batch: int = 500) -> None:  # fmt: skip
+    def __init__(
+        self,
+        acceptor: Acceptor,
+        store: Store,
+        hostname: str,
+        clock: Clock,
+        limits: Limits,
+        idempotency_ttl: float,
+        max_schedule_ahead: float = 30 * 86400.0,
+        max_batch: int = 500,
+    ) -> None:
         self.acceptor = acceptor
         self.store = store  # templates and Idempotency-Key records
         self.hostname = hostname
@@ -238,8 +253,9 @@ class HttpSubmission:
 
     # -- Idempotency-Key ----------------------------------------------------------------------------
 
-    async def once(self, key: ApiKey, idempotency_key: str | None, request_hash: str,
-                   create: Callable[[], Awaitable[Answer]]) -> Answer:  # fmt: skip
+    async def once(
+        self, key: ApiKey, idempotency_key: str | None, request_hash: str, create: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
         """``create()`` run at most once per (key, Idempotency-Key); a retry gets the first answer again."""
         if idempotency_key is None:
             return await create()
@@ -256,9 +272,13 @@ class HttpSubmission:
             ):  # renewed; released on failure
                 return await create()
         except ClaimLost:
-            raise Invalid("idempotency_in_progress", "this request outlived its claim on the Idempotency-Key"
-                          " and a retry took it over; this one queued nothing", http_status=409,
-                          retry_after=1) from None  # fmt: skip
+            raise Invalid(
+                "idempotency_in_progress",
+                "this request outlived its claim on the Idempotency-Key"
+                " and a retry took it over; this one queued nothing",
+                http_status=409,
+                retry_after=1,
+            ) from None
 
     # -- one message --------------------------------------------------------------------------------
 
@@ -270,12 +290,17 @@ class HttpSubmission:
         await self.acceptor.submit_many([message], quota_of(key), completion)
         log.info(
             "queued %s from=<%s> rcpts=%d size=%d via http key=%s",
-            message.id, message.sender, len(message.recipients), len(message.raw), key.id,
-        )  # fmt: skip
+            message.id,
+            message.sender,
+            len(message.recipients),
+            len(message.raw),
+            key.id,
+        )
         return Answer(202, text)
 
-    async def prepare(self, data: dict[str, Any], key: ApiKey, variables: dict[str, Any] | None = None,
-                      where: str = "") -> tuple[NewMessage, dict[str, Any]]:  # fmt: skip
+    async def prepare(
+        self, data: dict[str, Any], key: ApiKey, variables: dict[str, Any] | None = None, where: str = ""
+    ) -> tuple[NewMessage, dict[str, Any]]:
         """A request body → the message to queue and its part of the answer. Raises Refused naming the field
         (prefixed with ``where``, e.g. ``messages[3].``)."""
         d = await self.draft(data, variables, where)
@@ -297,15 +322,27 @@ class HttpSubmission:
         return Draft(composition, send_at, suppressed, where)
 
     def finish(self, d: Draft, key: ApiKey, raw: bytes) -> tuple[NewMessage, dict[str, Any]]:
-        composition, recipients, suppressed, send_at, where = (d.composition, d.composition.envelope_recipients,
-                                                                d.suppressed, d.send_at, d.where)  # fmt: skip
+        composition, recipients, suppressed, send_at, where = (
+            d.composition,
+            d.composition.envelope_recipients,
+            d.suppressed,
+            d.send_at,
+            d.where,
+        )
         check_from_header(raw, composition.sender.addr_spec, where)
         message = NewMessage(
-            composition.sender.addr_spec, recipients, raw, "http",
-            subject=composition.subject, tags=composition.tags, metadata=composition.metadata, api_key_id=key.id,
-            suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()}, send_at=send_at,
+            composition.sender.addr_spec,
+            recipients,
+            raw,
+            "http",
+            subject=composition.subject,
+            tags=composition.tags,
+            metadata=composition.metadata,
+            api_key_id=key.id,
+            suppressed={a: f"suppressed ({r}) at submission" for a, r in suppressed.items()},
+            send_at=send_at,
             sandbox=key.test,
-        )  # fmt: skip
+        )
         try:
             self.acceptor.check(message)
         except Refused as exc:
@@ -371,11 +408,17 @@ class HttpSubmission:
         failed = [r for r in results if "error" in r]
         if atomic and failed:
             first = failed[0]["error"]
-            raise Invalid("batch_rejected", f"{len(failed)} of {len(results)} messages are invalid (atomic);"
-                          f" the first: {first['message']}", first.get("field"))  # fmt: skip
+            raise Invalid(
+                "batch_rejected",
+                f"{len(failed)} of {len(results)} messages are invalid (atomic); the first: {first['message']}",
+                first.get("field"),
+            )
         if not prepared:
-            raise Invalid("batch_rejected", f"none of the {len(results)} messages is valid; the first:"
-                          f" {failed[0]['error']['message']}", failed[0]["error"].get("field"))  # fmt: skip
+            raise Invalid(
+                "batch_rejected",
+                f"none of the {len(results)} messages is valid; the first: {failed[0]['error']['message']}",
+                failed[0]["error"].get("field"),
+            )
         text = strictjson.dumps({"queued": len(prepared), "failed": len(failed), "results": results})
         completion = Completion(key.id, idempotency_key, 202, text, None) if idempotency_key else None
         await self.acceptor.submit_many(prepared, quota_of(key), completion)
@@ -387,8 +430,9 @@ class HttpSubmission:
         if "messages" in data:
             items = data["messages"]
             if not isinstance(items, list) or not items or len(items) > self.max_batch:
-                raise Invalid("invalid_field", f"'messages' must be a list of 1 to {self.max_batch} messages",
-                              "messages")  # fmt: skip
+                raise Invalid(
+                    "invalid_field", f"'messages' must be a list of 1 to {self.max_batch} messages", "messages"
+                )
             for i, item in enumerate(items):
                 if not isinstance(item, dict):
                     raise Invalid("invalid_field", "each message is an object", f"messages[{i}]")
@@ -416,16 +460,25 @@ class HttpSubmission:
             return build_many(compositions, self.hostname, now)
         loop = asyncio.get_running_loop()
         half = (len(compositions) + 1) // 2
-        parts = await asyncio.gather(*(loop.run_in_executor(self.builders, build_many, chunk, self.hostname, now)
-                                       for chunk in (compositions[:half], compositions[half:])))  # fmt: skip
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(self.builders, build_many, chunk, self.hostname, now)
+                for chunk in (compositions[:half], compositions[half:])
+            )
+        )
         return [raw for part in parts for raw in part]
 
 
 def _replay(held: IdempotencyRecord, request_hash: str) -> Answer:
     if held.request_hash != request_hash:
-        raise Invalid("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
-                      http_status=422)  # fmt: skip
+        raise Invalid(
+            "idempotency_key_reused", "this Idempotency-Key was used with a different request body", http_status=422
+        )
     if held.state != "done" or held.status is None or held.body is None:
-        raise Invalid("idempotency_in_progress", "a request with this Idempotency-Key is still in progress",
-                      http_status=409, retry_after=1)  # fmt: skip
+        raise Invalid(
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is still in progress",
+            http_status=409,
+            retry_after=1,
+        )
     return Answer(held.status, held.body, replayed=True)

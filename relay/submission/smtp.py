@@ -150,8 +150,15 @@ class Policy:
     @classmethod
     def from_config(cls, config: Config) -> Policy:
         s = config.smtp
-        return cls(config.server.hostname, s.trusted_networks, s.plaintext_auth_networks, s.max_recipients,
-                   s.max_connections_per_ip, s.received_show_auth, config.server.max_schedule_ahead)  # fmt: skip
+        return cls(
+            config.server.hostname,
+            s.trusted_networks,
+            s.plaintext_auth_networks,
+            s.max_recipients,
+            s.max_connections_per_ip,
+            s.received_show_auth,
+            config.server.max_schedule_ahead,
+        )
 
 
 def _credential(session: Session) -> SmtpCredential | None:
@@ -272,9 +279,12 @@ class SubmissionHandler:
             return "451 4.3.0 Temporary failure, please try again later"
         log.info(
             "queued %s from=<%s> rcpts=%d size=%d via smtp%s",
-            message.id, message.sender, len(message.recipients), len(message.raw),
+            message.id,
+            message.sender,
+            len(message.recipients),
+            len(message.raw),
             f" user={cred.username}" if cred else "",
-        )  # fmt: skip
+        )
         return f"250 2.0.0 Ok: queued as {message.id}"
 
     def _message(
@@ -306,13 +316,17 @@ class SubmissionHandler:
         )
         raw = prepend_headers(raw, [trace, *missing_standard_headers(raw, self.policy.hostname, now)])
         return NewMessage(
-            envelope.mail_from or "", recipients, raw, "smtp", queue_id,
+            envelope.mail_from or "",
+            recipients,
+            raw,
+            "smtp",
+            queue_id,
             subject=header_value(raw, "Subject") or "",
             tags=tuple(dict.fromkeys((*(cred.tags if cred else ()), *tags))),
             metadata=metadata,
             sandbox=cred is not None and cred.test,
             client_size=getattr(envelope, "relay_data_size", None),
-        )  # fmt: skip
+        )
 
 
 # aiosmtpd reads handle_EHLO's signature on every new connection (to tell its two hook styles
@@ -363,8 +377,17 @@ def _defer_auth(server: SMTP, session: Session, envelope: Envelope, mechanism: s
 
 
 # RFC 2034 enhanced codes for the replies aiosmtpd writes itself (ours carry them already).
-_ENHANCED_CODES = {"500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
-                   "530": "5.7.0", "552": "5.3.4", "553": "5.1.3", "454": "4.7.0"}  # fmt: skip
+_ENHANCED_CODES = {
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "454": "4.7.0",
+}
 _HAS_ENHANCED = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -517,8 +540,11 @@ class SubmissionSMTP(ChunkedData):
         try:
             cred = await self.handler.authenticator.login(self._ip, username, password)
         except Throttled:
-            return AuthResult(success=False, handled=False,
-                              message="454 4.7.0 Too many failed authentication attempts, try again later")  # fmt: skip
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="454 4.7.0 Too many failed authentication attempts, try again later",
+            )
         if cred is None:
             return AuthResult(success=False, handled=False)
         log.info("AUTH ok: %s as %s", self._ip, cred.username)

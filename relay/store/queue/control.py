@@ -95,8 +95,9 @@ def resend(conn: sqlite3.Connection, message_id: str, now: float) -> list[Resent
     their state). None: no such message. Raises BodyDeleted when retention has removed the body."""
     if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
         return None
-    rows = conn.execute("SELECT id, address, state FROM recipients WHERE message_id = ? ORDER BY id",
-                        (message_id,)).fetchall()  # fmt: skip
+    rows = conn.execute(
+        "SELECT id, address, state FROM recipients WHERE message_id = ? ORDER BY id", (message_id,)
+    ).fetchall()
     targets = [address for _, address, state in rows if state in _RESENDABLE]
     if targets and conn.execute("SELECT 1 FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone() is None:
         raise BodyDeleted(f"the body of message {message_id} has been deleted ([retention] bodies)")
@@ -112,7 +113,16 @@ def resend(conn: sqlite3.Connection, message_id: str, now: float) -> list[Resent
                 "UPDATE recipients SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, rid),
             )
-            _event(conn, now, EventKind.QUEUED, message_id, rid, address, None, "resent through the API",
-                   {"resent": True, "previous_status": state})  # fmt: skip
+            _event(
+                conn,
+                now,
+                EventKind.QUEUED,
+                message_id,
+                rid,
+                address,
+                None,
+                "resent through the API",
+                {"resent": True, "previous_status": state},
+            )
             out.append(Resent(address, state, "queued"))
     return out

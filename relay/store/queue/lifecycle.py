@@ -34,12 +34,20 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
         "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
         " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            message.id, now, message.sender, len(message.raw), message.source, message.subject,
-            json.dumps(list(message.tags)), json.dumps(message.metadata, allow_nan=False), message.api_key_id,
+            message.id,
+            now,
+            message.sender,
+            len(message.raw),
+            message.source,
+            message.subject,
+            json.dumps(list(message.tags)),
+            json.dumps(message.metadata, allow_nan=False),
+            message.api_key_id,
             message.header_id,
-            scheduled, int(message.sandbox),
+            scheduled,
+            int(message.sandbox),
         ),
-    )  # fmt: skip
+    )
     conn.executemany(
         "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
     )
@@ -59,8 +67,17 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
             " VALUES (?, ?, ?, ?, ?, ?)",
             (message.id, address, domain_of(address), state, due, now),
         )
-        _event(conn, now, EventKind.QUEUED, message.id, cur.lastrowid, address, None, None,
-               {"send_at": scheduled} if scheduled is not None else None)  # fmt: skip
+        _event(
+            conn,
+            now,
+            EventKind.QUEUED,
+            message.id,
+            cur.lastrowid,
+            address,
+            None,
+            None,
+            {"send_at": scheduled} if scheduled is not None else None,
+        )
 
 
 def claim_due(
@@ -169,19 +186,44 @@ def record_attempts(
             (r.state.value, r.next_attempt_at, r.code, r.response, now, r.recipient_id),
         ).fetchone()
         enhanced = _ENHANCED.match(r.response)
-        _event(conn, now, r.event, r.message_id, r.recipient_id, r.address, r.code, r.response,
-               _attempt_details(r, row[0] if row else None, enhanced.group(1) if enhanced else None))  # fmt: skip
+        _event(
+            conn,
+            now,
+            r.event,
+            r.message_id,
+            r.recipient_id,
+            r.address,
+            r.code,
+            r.response,
+            _attempt_details(r, row[0] if row else None, enhanced.group(1) if enhanced else None),
+        )
         conn.execute(
             "INSERT INTO attempts (recipient_id, message_id, at, mx_host, ip, tls, code, enhanced, text)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.recipient_id, r.message_id, now, r.mx_host, r.ip, r.tls, r.code,
-             enhanced.group(1) if enhanced else None, r.response),
-        )  # fmt: skip
+            (
+                r.recipient_id,
+                r.message_id,
+                now,
+                r.mx_host,
+                r.ip,
+                r.tls,
+                r.code,
+                enhanced.group(1) if enhanced else None,
+                r.response,
+            ),
+        )
 
 
 def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None) -> dict[str, Any]:
-    details: dict[str, Any] = {"attempt": attempt, "mx_host": r.mx_host, "ip": r.ip, "tls": r.tls,
-                               "smtp_code": r.code, "enhanced_status": enhanced, "response": r.response}  # fmt: skip
+    details: dict[str, Any] = {
+        "attempt": attempt,
+        "mx_host": r.mx_host,
+        "ip": r.ip,
+        "tls": r.tls,
+        "smtp_code": r.code,
+        "enhanced_status": enhanced,
+        "response": r.response,
+    }
     if r.classification is not None:
         details["classification"] = r.classification.kind.value
         details["reason"] = r.classification.reason
@@ -246,6 +288,5 @@ def _event(
     conn.execute(
         "INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail, details)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (now, kind.value, message_id, recipient_id, recipient, code, detail,
-         json.dumps(details) if details else None),
-    )  # fmt: skip
+        (now, kind.value, message_id, recipient_id, recipient, code, detail, json.dumps(details) if details else None),
+    )

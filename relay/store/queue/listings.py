@@ -51,9 +51,19 @@ _MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadat
 def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
     mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
     return MessageRecord(
-        mid, created, sender, size, source, subject, json.loads(tags), load_metadata(metadata), key_id,
-        message_status(conn, mid), send_at, bool(sandbox),
-    )  # fmt: skip
+        mid,
+        created,
+        sender,
+        size,
+        source,
+        subject,
+        json.loads(tags),
+        load_metadata(metadata),
+        key_id,
+        message_status(conn, mid),
+        send_at,
+        bool(sandbox),
+    )
 
 
 def message_record(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
@@ -83,8 +93,9 @@ def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> lis
     return [_message_record(conn, row) for row in rows]
 
 
-def sandbox_messages(conn: sqlite3.Connection, before: str | None, limit: int,
-                     api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+def sandbox_messages(
+    conn: sqlite3.Connection, before: str | None, limit: int, api_key_id: str | None = None
+) -> list[MessageRecord]:
     """Sandboxed messages, newest first (cursor: the last id of the previous page), on the messages_sandbox index."""
     after_cursor, params = ("AND id < ?", [before]) if before else ("", [])
     if api_key_id is not None:

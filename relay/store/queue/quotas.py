@@ -17,9 +17,11 @@ def _periods(now: float) -> tuple[str, str]:
 def key_usage(conn: sqlite3.Connection, api_key_id: str, now: float) -> tuple[int, int]:
     """Messages counted against a key's quota this UTC day and month (counted only for keys with a quota)."""
     day, month = _periods(now)
-    counts = dict(conn.execute(
-        "SELECT period, count FROM key_usage WHERE api_key_id = ? AND period IN (?, ?)", (api_key_id, day, month)
-    ).fetchall())  # fmt: skip
+    counts = dict(
+        conn.execute(
+            "SELECT period, count FROM key_usage WHERE api_key_id = ? AND period IN (?, ?)", (api_key_id, day, month)
+        ).fetchall()
+    )
     return counts.get(day, 0), counts.get(month, 0)
 
 

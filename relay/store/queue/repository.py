@@ -62,15 +62,17 @@ from relay.suppression import SuppressionPolicy
 class SqliteQueue:
     """:class:`relay.store.protocols.QueueStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock, suppression_policy: SuppressionPolicy,
-                 redact_subjects: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, db: Database, clock: Clock, suppression_policy: SuppressionPolicy, redact_subjects: bool = False
+    ) -> None:
         self.db = db
         self.clock = clock
         self.suppression_policy = suppression_policy
         self.redact_subjects = redact_subjects
 
-    async def enqueue_many(self, messages: Sequence[NewMessage], quota: Quota | None = None,
-                           completion: idem.Completion | None = None) -> None:  # fmt: skip
+    async def enqueue_many(
+        self, messages: Sequence[NewMessage], quota: Quota | None = None, completion: idem.Completion | None = None
+    ) -> None:
         """Durably queue several messages in one transaction: all of them or, on an error, none."""
         now = self.clock.now()
         if self.redact_subjects:
@@ -175,8 +177,9 @@ class SqliteQueue:
     async def messages(self, filter: MessageFilter, limit: int) -> list[MessageRecord]:
         return await self.db.read(lambda c: list_messages(c, filter, limit))
 
-    async def scheduled_messages(self, after: str | None, limit: int,
-                                 api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+    async def scheduled_messages(
+        self, after: str | None, limit: int, api_key_id: str | None = None
+    ) -> list[MessageRecord]:
         return await self.db.read(lambda c: scheduled_messages(c, after, limit, api_key_id))
 
     async def reschedule(self, message_id: str, send_at: float) -> int:
@@ -200,8 +203,9 @@ class SqliteQueue:
         now = self.clock.now()
         return await self.db.read(lambda c: key_usage(c, api_key_id, now))
 
-    async def sandbox_messages(self, before: str | None, limit: int,
-                               api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+    async def sandbox_messages(
+        self, before: str | None, limit: int, api_key_id: str | None = None
+    ) -> list[MessageRecord]:
         return await self.db.read(lambda c: sandbox_messages(c, before, limit, api_key_id))
 
     async def sandbox_message(self, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
@@ -216,8 +220,7 @@ class SqliteQueue:
         """The recipients of the message(s) with this Message-ID header."""
         return await self.db.read(lambda c: targets_by_header_id(c, header_id))
 
-    async def record_returned(self, bounce: NewBounce, target: ReturnedTarget
-                              ) -> tuple[int, Suppression | None]:  # fmt: skip
+    async def record_returned(self, bounce: NewBounce, target: ReturnedTarget) -> tuple[int, Suppression | None]:
         """A returned report (DSN or complaint) about one recipient: bounce, suppression, event, state."""
         now, policy = self.clock.now(), self.suppression_policy
         return await self.db.write(lambda c: record_returned(c, bounce, target, now, policy))

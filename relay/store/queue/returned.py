@@ -32,8 +32,9 @@ def targets_by_header_id(conn: sqlite3.Connection, header_id: str, limit: int = 
     return [ReturnedTarget(*row) for row in rows]
 
 
-def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: ReturnedTarget, now: float,
-                    policy: SuppressionPolicy) -> tuple[int, suppressions.Suppression | None]:  # fmt: skip
+def record_returned(
+    conn: sqlite3.Connection, bounce: NewBounce, target: ReturnedTarget, now: float, policy: SuppressionPolicy
+) -> tuple[int, suppressions.Suppression | None]:
     """A returned report about ``target``: the bounce (and any suppression), an event, and a recipient
     the receiver had accepted marked bounced after all. A complaint leaves the state alone."""
     bounce = dataclasses.replace(bounce, message_id=target.message_id)
@@ -42,9 +43,25 @@ def record_returned(conn: sqlite3.Connection, bounce: NewBounce, target: Returne
     complaint = c.kind is Kind.COMPLAINT
     detail = f"{bounce.source}: {c.kind.value} ({c.reason}){': ' + bounce.diagnostic if bounce.diagnostic else ''}"
     kind = EventKind.COMPLAINED if complaint else EventKind.BOUNCED
-    _event(conn, now, kind, target.message_id, target.recipient_id, target.address, bounce.code, detail[:1000],
-           {"source": bounce.source, "classification": c.kind.value, "reason": c.reason, "enhanced_status": c.status,
-            "response": bounce.diagnostic, "remote_mta": bounce.remote_mta, "bounce_id": bounce_id})  # fmt: skip
+    _event(
+        conn,
+        now,
+        kind,
+        target.message_id,
+        target.recipient_id,
+        target.address,
+        bounce.code,
+        detail[:1000],
+        {
+            "source": bounce.source,
+            "classification": c.kind.value,
+            "reason": c.reason,
+            "enhanced_status": c.status,
+            "response": bounce.diagnostic,
+            "remote_mta": bounce.remote_mta,
+            "bounce_id": bounce_id,
+        },
+    )
     if not complaint:
         conn.execute(
             "UPDATE recipients SET state = 'bounced', last_code = ?, last_response = ?, updated_at = ?"

@@ -23,8 +23,9 @@ def cancel_scheduled(conn: sqlite3.Connection, now: float) -> tuple[int, int]:
     return len({mid for _, mid, _ in rows}), len(rows)
 
 
-def scheduled_messages(conn: sqlite3.Connection, before: str | None, limit: int,
-                       api_key_id: str | None = None) -> list[MessageRecord]:  # fmt: skip
+def scheduled_messages(
+    conn: sqlite3.Connection, before: str | None, limit: int, api_key_id: str | None = None
+) -> list[MessageRecord]:
     """Messages with recipients waiting for their send_at, soonest first (cursor: message id)."""
     rows = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.send_at IS NOT NULL"
