@@ -21,6 +21,7 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any, cast
 
+from relay.errors import RelayError
 from relay.message import address_fault, split_address
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
@@ -32,7 +33,7 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 
 
-class FieldError(ValueError):
+class FieldError(RelayError, ValueError):
     """A request field is missing or invalid; ``field`` names it (``to[1]``, ``attachments[0].content``)."""
 
     def __init__(self, field: str, message: str, code: str = "invalid_field") -> None:

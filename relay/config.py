@@ -18,10 +18,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from relay.errors import RelayError
+
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 
 
-class ConfigError(Exception):
+class ConfigError(RelayError):
     """A configuration problem, phrased for the operator."""
 
 

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.clock import Clock
 from relay.dkim import DomainKey, Signer, public_key_record
+from relay.errors import RelayError
 from relay.message import UnreadableFrom, from_domain
 
 if TYPE_CHECKING:
@@ -524,7 +525,7 @@ class SendingDomains:
 POLICY_TTL = 300.0  # seconds the discovered outbound addresses are reused for showing records
 
 
-class DomainError(ValueError):
+class DomainError(RelayError, ValueError):
     """A domain request that cannot be done (bad name, already there, not found)."""
 
 

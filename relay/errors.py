@@ -10,9 +10,14 @@ Every error relay raises on purpose derives from :class:`RelayError`::
     │   ├── RecipientsSuppressed  every recipient is on the suppression list      550 5.7.1 / 422
     │   ├── QuotaExhausted        the API key's daily or monthly quota is used up 452 4.3.1 / 402
     │   └── Overloaded            the queue is too deep or the disk too full      452 4.3.1 / 503 + Retry-After
-    └── StoreError                the queue database could not do what was asked
-        ├── StoreFull             the disk (or the database's quota) is full: retry later, nothing was written
-        └── StoreUnavailable      the database cannot be read or written (locked past its timeout, I/O error)
+    ├── StoreError                the queue database could not do what was asked
+    │   ├── StoreFull             the disk (or the database's quota) is full: retry later, nothing was written
+    │   └── StoreUnavailable      the database cannot be read or written (locked past its timeout, I/O error)
+    └── the errors of one part, defined beside the code that raises them:
+        ConfigError, StartupError (start-up); FieldError (compose), RenderError (templates),
+        RendererBusy; UnreadableFrom (message); DomainError (domains); TargetError (webhooks);
+        RouteError, StaleConnection (delivery); Throttled, BodyTooLarge, LineTooLong, OverBudget
+        (submission); Busy (inbound); ClaimLost, BodyDeleted (store); CommandError (cli)
 
 A :class:`Refused` carries both of its answers, so the SMTP handler and the HTTP
 API each write ``exc.smtp_reply()`` or ``exc.http_status`` / ``exc.code`` and

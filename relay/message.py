@@ -18,6 +18,8 @@ from typing import Any
 
 import idna
 
+from relay.errors import RelayError
+
 # A deliberately permissive address check: the local part is whatever the
 # client sent (RFC 5321 quoting and UTF-8 included), the domain must look like
 # a host name or an address literal.
@@ -218,7 +220,7 @@ def header_count(raw: bytes, name: str) -> int:
 _SIMPLE_FROM = re.compile(rf"(?:[A-Za-z0-9 ._'-]*<({PLAIN_ADDRESS})>|({PLAIN_ADDRESS}))")
 
 
-class UnreadableFrom(ValueError):
+class UnreadableFrom(RelayError, ValueError):
     """The From: header is missing, repeated, or does not parse as a list of addresses."""
 
 

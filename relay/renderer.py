@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
+from relay.errors import RelayError
 from relay.templates import RENDER_SECONDS, OutOfTime, Rendered, RenderError, render
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ START_SECONDS = 30.0  # for a new render process to be ready
 _HEADER = struct.Struct(">I")
 
 
-class RendererBusy(Exception):
+class RendererBusy(RelayError):
     """Every render process stayed busy for WAIT_SECONDS."""
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import errno
 import os
 
+from relay.errors import RelayError
+
 EX_CONFIG = 78  # the config: a bad file, key or value (also an unusable certificate)
 EX_OSERR = 71  # a listener cannot be bound: the address is in use, not allowed, or not on this host
 EX_CANTCREAT = 73  # the data directory, or a file relay keeps there, cannot be created or written
 EX_IOERR = 74  # the queue database cannot be opened (not a database, corrupt, unreadable)
 
 
-class StartupError(Exception):
+class StartupError(RelayError):
     """A reason ``relay serve`` cannot start, phrased for the operator, with its exit status."""
 
     def __init__(self, message: str, status: int) -> None:

@@ -33,6 +33,8 @@ from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from relay.errors import RelayError
+
 PARTS = ("subject", "html", "text")
 MAX_SOURCE = 512 * 1024  # characters per part
 MAX_OUTPUT = 2 * 1024 * 1024  # characters per rendered part
@@ -41,7 +43,7 @@ RENDER_STEPS = 2_000_000  # template lines executed per render
 MAX_RANGE = 10_000
 
 
-class RenderError(ValueError):
+class RenderError(RelayError, ValueError):
     """A template that cannot be rendered (a sandbox violation, a budget exceeded, a runtime error)."""
 
     def __init__(self, part: str, message: str) -> None:

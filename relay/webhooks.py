@@ -33,6 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from relay import strictjson
 from relay.clock import Clock, iso
 from relay.config import Rate
+from relay.errors import RelayError
 from relay.ratelimit import TokenBucket
 from relay.store.events import Event
 from relay.store.protocols import Storage
@@ -118,7 +119,7 @@ def sample_event(now: float) -> Event:
 # -- where a webhook may point -------------------------------------------------------------------
 
 
-class TargetError(ValueError):
+class TargetError(RelayError, ValueError):
     """A webhook URL relay will not call."""
 
 

@@ -71,3 +71,25 @@ def test_every_refusal_is_a_relay_error():
 
     assert issubclass(Refused, RelayError)
     assert isinstance(ApiError(404, "not_found", "no message m1"), Refused)
+
+
+def test_every_error_relay_defines_is_a_relay_error():
+    """One root for what relay raises on purpose (relay/errors.py draws the tree); private helpers
+    that are not errors (a leading underscore) are exempt."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import relay
+    from relay.errors import RelayError
+
+    outside = []
+    for info in pkgutil.walk_packages(relay.__path__, "relay."):
+        if info.name == "relay.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
+                if not name.startswith("_") and not issubclass(value, RelayError):
+                    outside.append(f"{info.name}.{name}")
+    assert outside == []

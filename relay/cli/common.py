@@ -14,6 +14,7 @@ from relay import config as config_mod
 from relay.cli.output import Report
 from relay.clock import SystemClock
 from relay.config import Config
+from relay.errors import RelayError
 from relay.startup import EX_CONFIG as EX_CONFIG  # a bad config file (sysexits.h)
 from relay.store import Store
 
@@ -27,7 +28,7 @@ Subparsers = argparse._SubParsersAction  # what add_subparsers returns: a comman
 Handler = Callable[[argparse.Namespace, Config], Report]
 
 
-class CommandError(Exception):
+class CommandError(RelayError):
     """A command that cannot go on: ``relay: <message>`` on stderr and exit with ``status``."""
 
     def __init__(self, message: str, status: int = EX_FAILED) -> None:

@@ -28,6 +28,7 @@ from relay.bounces.verp import is_null_sender
 from relay.clock import Clock, SystemClock
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
+from relay.errors import RelayError
 from relay.message import PLAIN_ADDRESS, dot_stuff
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,11 @@ async def send_rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> aio
     return resp
 
 
-class DataRefused(aiosmtplib.SMTPDataError):
+class DataRefused(aiosmtplib.SMTPDataError, RelayError):
     """The reply to the end of the data was not 250: the message was refused, the transaction is over."""
 
 
-class StaleConnection(Exception):
+class StaleConnection(RelayError):
     """A kept-open connection was found closed (or closing: 421) at the first command of the next
     message: the server dropped it while it was idle. The message can go on a new connection now."""
 

@@ -21,13 +21,14 @@ import dns.resolver
 
 from relay.config import RouteConfig
 from relay.delivery.outcome import Reply
+from relay.errors import RelayError
 
 log = logging.getLogger(__name__)
 
 MAX_ADDRESSES = 6  # addresses tried per domain per attempt
 
 
-class RouteError(Exception):
+class RouteError(RelayError):
     """No usable route; ``reply`` says why and whether it is permanent (5xx) or not."""
 
     def __init__(self, reply: Reply) -> None:

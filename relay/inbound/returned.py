@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay.bounces.classify import Classification, Kind
 from relay.bounces.parse import Parsed, Report, parse, reply_code
 from relay.bounces.verp import PREFIX, ReturnPath, Verp
+from relay.errors import RelayError
 from relay.message import normalize_address
 from relay.store.protocols import Storage
 from relay.store.queue import ReturnedTarget
@@ -42,7 +43,7 @@ PARSE_THREADS = 1  # returned messages read at once (parsing is linear: ~0.5 s p
 PARSE_QUEUE = 8  # waiting beyond that; more get 451 4.3.2 and come back later
 
 
-class Busy(Exception):
+class Busy(RelayError):
     """The parser's queue is full."""
 
 

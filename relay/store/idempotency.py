@@ -26,6 +26,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 
 from relay.clock import Clock
+from relay.errors import RelayError
 from relay.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Completion:
     message_id: str | None
 
 
-class ClaimLost(Exception):
+class ClaimLost(RelayError):
     """The request's claim was taken over (its lease expired): it must not complete, nor queue anything."""
 
 

@@ -21,6 +21,7 @@ from collections import deque
 
 from relay.clock import Clock
 from relay.credentials import SmtpCredential, verify_password
+from relay.errors import RelayError
 from relay.store.protocols import CredentialStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 CACHE_LIMIT = 10_000
 
 
-class Throttled(Exception):
+class Throttled(RelayError):
     """Too many failed logins from this address recently."""
 
 

@@ -24,6 +24,7 @@ import logging
 
 from aiosmtpd.smtp import MISSING, SMTP
 
+from relay.errors import RelayError
 from relay.message import crlf_line_ends, dot_unstuff
 from relay.submission.budget import SMTP_WEIGHT, Held, InflightBudget
 
@@ -32,15 +33,15 @@ log = logging.getLogger(__name__)
 END = b"\r\n.\r\n"
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(RelayError):
     pass
 
 
-class LineTooLong(Exception):
+class LineTooLong(RelayError):
     pass
 
 
-class OverBudget(Exception):
+class OverBudget(RelayError):
     """The body did not fit in the bodies-in-memory budget ([server] max_inflight_bytes)."""
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from relay.bounces.classify import Classification
+from relay.errors import RelayError
 from relay.events import EventKind, State
 from relay.store.suppressions import NewBounce
 
@@ -138,7 +139,7 @@ class Selection:
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
 
 
-class BodyDeleted(Exception):
+class BodyDeleted(RelayError):
     """The message's body is gone (``[retention] bodies``): it cannot be sent again."""
 
 
