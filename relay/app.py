@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import ssl
 import tempfile
 import uuid
@@ -45,6 +44,7 @@ from relay.delivery.retry import RetryPolicy
 from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
+from relay.errors import StoreError
 from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.ratelimit import RateLimiter
 from relay.renderer import Renderer
@@ -244,7 +244,7 @@ def open_store_for_serving(config: Config, clock: Clock) -> Store:
     """The store, or a StartupError when the queue database cannot be opened."""
     try:
         return open_store(config, clock)
-    except sqlite3.DatabaseError as exc:  # also "file is not a database", "unable to open database file"
+    except StoreError as exc:  # also "file is not a database", "unable to open database file"
         raise StartupError(f"cannot open the queue database {config.db_path}: {exc}", EX_IOERR) from None
 
 

@@ -97,7 +97,10 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._write_conn = open_database(path)
+        try:
+            self._write_conn = open_database(path)
+        except sqlite3.DatabaseError as exc:  # not a database, cannot open the file, corrupt, locked
+            raise StoreUnavailable(str(exc)) from exc
         self._lock_fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-db-writer", daemon=True)
