@@ -19,8 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from relay import __version__, dkim, tls, workers
 from relay import config as config_mod
-from relay import dkim, tls, workers
 from relay.api.app import BODY_BUDGET, ApiSettings, BodyBudget, make_app
 from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from relay.api.credentials import CredentialsView
@@ -28,6 +28,7 @@ from relay.api.domains import DomainsView
 from relay.api.events import EventsView
 from relay.api.keys import KeysView
 from relay.api.messages import MessagesView
+from relay.api.nodes import NodesView
 from relay.api.queues import QueuesView
 from relay.api.sandbox import SandboxView
 from relay.api.suppressions import SuppressionsView
@@ -46,6 +47,7 @@ from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
 from relay.inbound.returned import ReturnedMail, make_inbound_factory
+from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import RateLimiter
 from relay.renderer import Renderer
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
@@ -295,6 +297,8 @@ class Relay:
         self._http_runner: web.AppRunner | None = None
         self._engine_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.node: str | None = None  # this node's id once registered (the process that delivers)
 
     def _acquire(self) -> Store:
         """What start-up can fail on, in order, before anything runs: the data directory, the ports, the
@@ -362,6 +366,7 @@ class Relay:
             log.info("listening for SMTP with implicit TLS on %s", _format(address))
         log.info("listening for HTTP on %s", _format(self.http_address))
         if self.engine is not None:
+            await self._register_node(store)
             self._engine_task = asyncio.create_task(self.engine.run(), name="delivery-engine")
             self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         if self.deliver and self.webhook_sender is not None:
@@ -394,6 +399,20 @@ class Relay:
                 " (RELAY_DOMAINS_REQUIRE_VERIFIED_DOMAIN=false) to send without",
                 verified,
             )
+
+    async def _register_node(self, store: Store) -> None:
+        """This node in the store's list of nodes (relay nodes, GET /v1/nodes), beating while it runs."""
+        self.node = node_id(self.config.server.data_dir)
+        await store.nodes.register(NodeInfo(self.node, socket.gethostname(), __version__, os.getpid()))
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(store, self.node), name="heartbeat")
+
+    async def _heartbeat(self, store: Store, node: str) -> None:
+        while True:
+            await self.clock.sleep(HEARTBEAT_SECONDS)
+            try:
+                await store.nodes.beat(node)
+            except Exception:
+                log.exception("could not record this node's heartbeat")
 
     async def _housekeeping(self) -> None:
         """Periodic clean-up: expired Idempotency-Key records, then events and bodies past their retention."""
@@ -554,6 +573,7 @@ class Relay:
             *TemplatesView(store, self.renderer).routes(),
             *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
             *SandboxView(store.queue).routes(),
+            *NodesView(store.nodes, self.clock).routes(),
             web.get("/metrics", self._metrics),
         ]
 
@@ -620,6 +640,14 @@ class Relay:
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()
             await asyncio.gather(self._housekeeping_task, return_exceptions=True)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        if self.store is not None and self.node is not None:
+            try:
+                await self.store.nodes.stop(self.node)
+            except Exception:
+                log.exception("could not record that this node stopped")
         if self.store is not None:
             await self.store.close()
         if self.listeners is not None:

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "dkim",
             "domains",
             "keys",
+            "nodes",
             "ratelimit",
             "renderer",
             "suppression",

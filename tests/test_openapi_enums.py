@@ -15,6 +15,7 @@ from relay.domains import FAILED, KEY_STATES, PENDING, VERIFIED
 from relay.events import ACCEPTED_STATES, STATS_INTERVALS, WOULD, EventKind, State
 from relay.keys import SCOPES
 from relay.message import SOURCES
+from relay.nodes import STATUSES as NODE_STATUSES
 from relay.sandbox import FORMATS
 from relay.store.idempotency import STATES
 from relay.store.queue import RESEND_RESULTS
@@ -56,6 +57,7 @@ CODE = [
     (r"/v1/sending-queues/\{domain\}/.*/domain/schema/not$", list(OPERATIONS)),
     (r"/v1/stats/get/parameters/interval/schema$", list(STATS_INTERVALS)),
     (r"/v1/sandbox/messages/\{id\}/get/parameters/format/schema$", list(FORMATS)),
+    (r"Node/properties/status$", list(NODE_STATUSES)),
 ]
 
 

@@ -20,6 +20,7 @@ from relay.errors import QuotaExhausted
 from relay.events import EventKind, State
 from relay.keys import create_api_key, digest
 from relay.message import NewMessage
+from relay.nodes import SILENT, STOPPED, UP, NodeInfo
 from relay.store import protocols
 from relay.store.events import EventFilter
 from relay.store.idempotency import ClaimLost, Completion
@@ -39,6 +40,7 @@ REPOSITORIES = {
     "templates": protocols.TemplateStore,
     "webhooks": protocols.WebhookStore,
     "idempotency": protocols.IdempotencyStore,
+    "nodes": protocols.NodeStore,
 }
 
 
@@ -396,3 +398,27 @@ async def test_idempotency_lease_releases_a_failed_request(storage):
         await i.complete_idempotency_key(Completion("key_1", "done", 200, "{}", None))
     storage.clock.advance(10**6)
     assert await i.prune() >= 0
+
+
+# -- nodes -------------------------------------------------------------------------------------------------------
+
+
+async def test_nodes_register_beat_and_stop(storage):
+    n = storage.nodes
+    await n.register(NodeInfo("node-a", "mx1.example", "0.1.0", 100))
+    storage.clock.advance(5)
+    await n.register(NodeInfo("node-b", "mx2.example", "0.1.0", 200))
+    assert [node.id for node in await n.list_all()] == ["node-b", "node-a"]
+    storage.clock.advance(30)
+    assert await n.beat("node-a") is True
+    a, b = sorted(await n.list_all(), key=lambda node: node.id)
+    now = storage.clock.now()
+    assert (a.heartbeat_at, a.status(now, 90), b.status(now, 20)) == (now, UP, SILENT)
+    await n.stop("node-b")
+    b = next(node for node in await n.list_all() if node.id == "node-b")
+    assert b.status(now, 90) == STOPPED and b.stopped_at == now
+    assert await n.beat("node-b") is False, "a stopped node does not beat until it registers again"
+    assert await n.beat("node-unknown") is False
+    await n.register(NodeInfo("node-b", "mx2.example", "0.2.0", 300))  # restarted, upgraded
+    b = next(node for node in await n.list_all() if node.id == "node-b")
+    assert (b.version, b.pid, b.stopped_at, b.started_at) == ("0.2.0", 300, None, now)

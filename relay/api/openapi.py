@@ -16,6 +16,7 @@ from relay.domains import CHECKS, FAILED, KEY_STATES, PENDING, VERIFIED
 from relay.events import ACCEPTED_STATES, EVENT_TYPES, STATS_INTERVALS, WOULD, State
 from relay.keys import SCOPES
 from relay.message import SOURCES
+from relay.nodes import STATUSES as NODE_STATUSES
 from relay.sandbox import FORMATS
 from relay.store.idempotency import STATES as IDEMPOTENCY_STATES
 from relay.store.queue import RESEND_RESULTS
@@ -1201,6 +1202,32 @@ SCHEMAS["SandboxMessage"] = {
         "body_deleted": {"type": "boolean", "description": "[retention] bodies has deleted the body"},
     },
 }
+SCHEMAS["Node"] = {
+    "type": "object",
+    "required": ["id", "host", "version", "pid", "status", "started_at", "heartbeat_at", "stopped_at"],
+    "properties": {
+        "id": {**_STR, "description": "owns this node's delivery leases (node-id in its data directory)"},
+        "host": {**_STR, "description": "the machine's host name"},
+        "version": _STR,
+        "pid": {"type": "integer"},
+        "status": {
+            "enum": list(NODE_STATUSES),
+            "description": "up: beating; silent: three beats missed (its leases return after [delivery] lease);"
+            " stopped: it said so",
+        },
+        "started_at": _TIME,
+        "heartbeat_at": _TIME,
+        "stopped_at": _TIME,
+    },
+}
+PATHS["/v1/nodes"] = {
+    "get": {
+        "summary": "The nodes serving this store, newest start first (scope admin)",
+        "responses": {
+            "200": _json({"type": "object", "properties": {"data": {"type": "array", "items": _ref("Node")}}}, "OK")
+        },
+    },
+}
 PATHS["/v1/sandbox/messages"] = {
     "get": {
         "summary": "Messages captured instead of delivered, newest first (scope read)",
@@ -1319,6 +1346,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("get", "/v1/sandbox/messages"): "list_sandbox_messages",
     ("get", "/v1/sandbox/messages/{id}"): "get_sandbox_message",
     ("get", "/v1/sandbox/messages/{id}/raw"): "get_sandbox_message_raw",
+    ("get", "/v1/nodes"): "list_nodes",
 }
 # The first path prefix that matches gives the tag.
 TAGS: list[tuple[str, str, str]] = [
@@ -1341,6 +1369,7 @@ TAGS: list[tuple[str, str, str]] = [
     ("/v1/domains", "domains", "Sending domains: DKIM keys and DNS checks"),
     ("/v1/templates", "templates", "Versioned message templates"),
     ("/v1/sandbox", "sandbox", "Mail captured instead of delivered (sandbox mode, test keys)"),
+    ("/v1/nodes", "nodes", "The relay nodes serving this store"),
     ("/", "service", "Health, this document and metrics"),
 ]
 

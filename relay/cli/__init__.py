@@ -1,5 +1,5 @@
 """The ``relay`` command: serve, check-config, keys, smtp-credentials, queue, send, bounces, suppressions,
-allowlist, domains, dkim, sandbox.
+allowlist, domains, dkim, sandbox, nodes.
 
 One module per noun builds its commands (``add_commands``) and their handlers; a handler reads its
 arguments, calls the store or the app, and returns a :class:`~relay.cli.output.Report` that
@@ -20,6 +20,7 @@ from relay.cli import (
     credentials,
     domains,
     keys,
+    nodes,
     queue,
     sandbox,
     send,
@@ -33,7 +34,7 @@ from relay.config import ConfigError
 
 __all__ = ["JsonFormatter", "build_parser", "main"]
 
-NOUNS = (serve, check_config, keys, credentials, queue, send, bounces, suppressions, allowlist, domains, sandbox)
+NOUNS = (serve, check_config, keys, credentials, queue, send, bounces, suppressions, allowlist, domains, sandbox, nodes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

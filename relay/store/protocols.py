@@ -14,6 +14,7 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`TemplateStore`     templates and their versions
 * :class:`WebhookStore`      webhook endpoints and their durable delivery queue
 * :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
+* :class:`NodeStore`         the nodes serving the store and their heartbeats
 * :class:`Storage`           all of the above as attributes, plus the clock and ``close()``
 
 Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` when the disk is full,
@@ -31,6 +32,7 @@ from relay.credentials import SmtpCredential
 from relay.domains import DkimKey, Domain
 from relay.keys import ApiKey
 from relay.message import NewMessage
+from relay.nodes import Node, NodeInfo
 from relay.store.events import BounceStats, Event, EventFilter
 from relay.store.idempotency import Completion, IdempotencyRecord
 from relay.store.queue.records import (
@@ -351,6 +353,24 @@ class IdempotencyStore(Protocol):
         ...
 
 
+class NodeStore(Protocol):
+    """The nodes serving this store: registered at start, beating while they run, stopped when they stop."""
+
+    async def register(self, node: NodeInfo) -> None:
+        """Add or restart ``node``: started and beating now, not stopped."""
+        ...
+
+    async def beat(self, node_id: str) -> bool:
+        """Record that the node is alive; False if it is unknown or has stopped."""
+        ...
+
+    async def stop(self, node_id: str) -> None: ...
+
+    async def list_all(self) -> list[Node]:
+        """Newest start first."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, over one database."""
 
@@ -384,6 +404,9 @@ class Storage(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyStore: ...
+
+    @property
+    def nodes(self) -> NodeStore: ...
 
     async def close(self) -> None:
         """Finish pending writes, then release the database."""

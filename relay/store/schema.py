@@ -315,6 +315,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE bounces ADD COLUMN phase TEXT;
     """,
+    # 12: the nodes serving this database (relay.store.nodes): one per machine today, several on a shared
+    # database; each beats while it runs.
+    """
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        version TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        stopped_at REAL
+    );
+    """,
 ]
 
 

@@ -17,6 +17,7 @@ from relay.store.events import SqliteEvents
 from relay.store.idempotency import SqliteIdempotency
 from relay.store.keys import SqliteKeys
 from relay.store.lastuse import LastUse
+from relay.store.nodes import SqliteNodes
 from relay.store.queue import SqliteQueue
 from relay.store.suppressions import SqliteSuppressions
 from relay.store.templates import SqliteTemplates
@@ -47,6 +48,7 @@ class Store:
         self.templates = SqliteTemplates(self.db, clock)
         self.webhooks = SqliteWebhooks(self.db, clock)
         self.idempotency = SqliteIdempotency(self.db, clock)
+        self.nodes = SqliteNodes(self.db, clock)
 
     async def close(self) -> None:
         """Wait for last-use writes still running, finish every queued write, close the database."""
