@@ -181,19 +181,20 @@ async def _one(conn: AsyncConnection[Any], sql: str) -> Any:
     return row[0]
 
 
-async def test_concurrent_writes_share_one_transaction_and_commit(db, url):
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_concurrent_writes_share_one_transaction_and_commit(db, url, pipelined):
     writers, each = 50, 20
 
     async def writer(n: int) -> None:
         for i in range(each):
-            await db.write(insert_message(f"m{n}-{i}"))
+            await db.write(insert_message(f"m{n}-{i}"), pipelined=pipelined)
 
     commits_before = db.commits
     await asyncio.gather(*(writer(n) for n in range(writers)))
     commits = db.commits - commits_before
     writes = writers * each
     assert await fetch(url, "SELECT count(*) FROM recipients") == [(writes,)]
-    print(f"\ngroup commit: {writes} writes from {writers} writers in {commits} commits ({commits / writes:.3f}/write)")
+    print(f"\ngroup commit (pipelined={pipelined}): {writes} writes, {writers} writers, {commits} commits")
     assert commits <= writes / 10
 
 
@@ -207,7 +208,8 @@ async def test_one_transaction_per_group_as_the_server_sees_it(db, url):
     assert rows[0][0] <= 2  # one transaction for all of them (two if the writer woke between two calls)
 
 
-async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url):
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url, pipelined):
     await db.write(insert_message("taken"))
 
     async def half_then_raises(conn: AsyncConnection[Any]) -> None:
@@ -218,7 +220,7 @@ async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url):
     ops[3] = insert_message("taken")  # primary key already there
     ops[7] = half_then_raises
     commits_before, reruns_before = db.commits, db.reruns
-    results = await asyncio.gather(*(db.write(op) for op in ops), return_exceptions=True)
+    results = await asyncio.gather(*(db.write(op, pipelined=pipelined) for op in ops), return_exceptions=True)
     assert isinstance(results[3], psycopg.errors.UniqueViolation)  # not a store error: reaches the caller as is
     assert isinstance(results[7], ValueError)
     assert all(isinstance(r, int) for i, r in enumerate(results) if i not in (3, 7))
@@ -227,6 +229,21 @@ async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url):
     ids = {r[0] for r in await fetch(url, "SELECT message_id FROM recipients")}
     assert ids == {"taken"} | {f"ok{i}" for i in range(10) if i not in (3, 7)}
     assert await fetch(url, "SELECT count(*) FROM messages WHERE id = 'half'") == [(0,)]
+
+
+async def test_an_operation_that_is_not_pipelined_sees_its_rowcount_amid_pipelined_ones(db):
+    await db.write(insert_message("m0"))
+
+    async def requeue(conn: AsyncConnection[Any]) -> int:
+        cursor = await conn.execute("UPDATE recipients SET state = 'queued' WHERE message_id = 'm0'")
+        return cursor.rowcount
+
+    results = await asyncio.gather(
+        db.write(insert_message("m1"), pipelined=True),
+        db.write(requeue),
+        db.write(insert_message("m2"), pipelined=True),
+    )
+    assert results[1] == 1
 
 
 def test_driver_errors_are_translated():
