@@ -157,7 +157,8 @@ class PgDatabase:
         try:
             self._conn = await self._connect()
             await migrate(self._conn)
-        except psycopg.Error as exc:
+        except (psycopg.Error, StoreUnavailable) as exc:
+            await self._drop_connection()
             raise translate(exc) from exc
         await self._pool.open(wait=False)
         self._writer = asyncio.create_task(self._write_loop(), name="relay-pg-writer")
