@@ -23,7 +23,8 @@ private cluster with fsync on):
 * Group commit: the writer takes every waiting operation (up to 512), runs them in one transaction
   and commits once, with ``synchronous_commit = on`` set on its connection (whatever the database's
   default; a test sets it off for the database and reads it on). 50 concurrent writers: 0.020
-  commits per write (1,000 writes in 20 commits); the server sees one transaction id for 100 concurrent writes (two at most).
+  commits per write (1,000 writes in 20 commits); 100 writes at once share one transaction id as the
+  server sees it (two at most, if the writer wakes between them).
   Durable writes/s, one statement at a time / pipelined / SQLite: 1 writer ~1,500 / ~1,800 / ~3,300;
   10 writers ~3,400 / ~10,400 / ~24,900; 50 writers ~5,900 / ~10,100 / ~45,200. The writer's
   round trips, not the WAL flush, are the limit: repositories should pipeline what they can.
