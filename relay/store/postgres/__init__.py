@@ -25,9 +25,12 @@ private cluster with fsync on):
   default; a test sets it off for the database and reads it on). 50 concurrent writers: 0.020
   commits per write (1,000 writes in 20 commits); 100 writes at once share one transaction id as the
   server sees it (two at most, if the writer wakes between them).
-  Durable writes/s, one statement at a time / pipelined / SQLite: 1 writer ~1,500 / ~1,800 / ~3,300;
-  10 writers ~3,400 / ~10,400 / ~24,900; 50 writers ~5,900 / ~10,100 / ~45,200. The writer's
-  round trips, not the WAL flush, are the limit: repositories should pipeline what they can.
+  Durable writes/s (a message and a recipient row each; ranges over three runs on a machine shared
+  with other work), one statement at a time / pipelined / SQLite: 1 writer 1,450-2,300 / 1,800-2,000 /
+  3,200-4,300; 10 writers 3,400-4,800 / 6,600-10,400 / 11,700-27,000; 50 writers 3,400-5,900 /
+  9,800-11,100 / 42,000-45,200, commits per write 1, 0.1 and 0.02 on both backends. Pipelining the
+  same statements with the same number of commits doubles the rate: the statements' round trips, not
+  the WAL flush, are most of the writer's time, so repositories should pipeline what they can.
 * A bad operation (a constraint violated, a bug) fails alone: the batch is rolled back and run again
   without it; everything else in it commits together.
 * Errors: disk full (53100) → StoreFull; unreachable server, lost connection, admin shutdown, starting

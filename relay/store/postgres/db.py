@@ -15,9 +15,9 @@ concurrent writers share one commit and its WAL flush; nothing is acknowledged b
 Operations that arrive while a commit is in flight wait for the next batch.
 
 Each statement is a round trip, and the writer's connection does nothing else meanwhile: with 50
-writers inserting two rows each, one statement at a time gives ~5,000 writes/s (bench/pg_commit.py;
-SQLite ~45,000 on the same disk). ``write(fn, pipelined=True)`` lets the batch send such operations'
-statements in one pipeline without waiting for each result (~10,000-17,000 writes/s measured). The
+writers inserting two rows each, one statement at a time gives 3,400-5,900 writes/s (bench/pg_commit.py;
+SQLite 42,000-45,000 on the same disk). ``write(fn, pipelined=True)`` lets the batch send such operations'
+statements in one pipeline without waiting for each result (9,800-17,500 writes/s measured). The
 price is that in a pipeline ``cursor.rowcount`` is -1 until a result is fetched, so only an operation
 that reads its results by fetching rows (``RETURNING`` ... ``fetchone()``), or none, may be pipelined;
 the others run one statement at a time between the pipelined runs of the same batch.
@@ -157,7 +157,10 @@ class PgDatabase:
         try:
             self._conn = await self._connect()
             await migrate(self._conn)
-        except (psycopg.Error, StoreUnavailable) as exc:
+        except StoreUnavailable:
+            await self._drop_connection()
+            raise
+        except psycopg.Error as exc:
             await self._drop_connection()
             raise translate(exc) from exc
         await self._pool.open(wait=False)
