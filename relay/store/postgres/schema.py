@@ -28,8 +28,8 @@ from relay.errors import StoreUnavailable
 # pg_advisory_xact_lock key for migrations: any fixed 64-bit number, the same in every relay version.
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
-# The SQLite schema version that MIGRATIONS[0] matches (tests compare the two schemas).
-SQLITE_VERSION = 11
+# The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
+SQLITE_VERSION = 12
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -298,6 +298,18 @@ MIGRATIONS: list[str] = [
         RETURN NULL;
     END $$;
     CREATE TRIGGER events_to_webhooks AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_to_webhooks();
+    """,
+    # 2: SQLite's 12, the nodes serving this database (relay.store.nodes).
+    """
+    CREATE TABLE nodes (
+        id            TEXT PRIMARY KEY,
+        host          TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        pid           BIGINT NOT NULL,
+        started_at    DOUBLE PRECISION NOT NULL,
+        heartbeat_at  DOUBLE PRECISION NOT NULL,
+        stopped_at    DOUBLE PRECISION
+    );
     """,
 ]
 
