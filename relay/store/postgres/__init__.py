@@ -3,7 +3,7 @@
 Nothing in relay uses this package yet: there is no ``[store] url``, ``relay serve`` and ``relay
 migrate`` run on SQLite, and no repository is written against it. What is here:
 
-* :mod:`relay.store.postgres.schema`: SQLite's schema at its version 11 in PostgreSQL types, with the
+* :mod:`relay.store.postgres.schema`: SQLite's schema at its current version in PostgreSQL types, with the
   same table, column and index names (plus ``message_tags_message``: PostgreSQL does not index a
   foreign key by itself, and deleting a message cascades to its tags), the two triggers as PL/pgSQL
   functions, a ``schema_migrations`` table, migrations applied in one transaction under

@@ -1,6 +1,7 @@
-"""The PostgreSQL schema: relay's tables at SQLite schema version 11, versioned migrations, applied under a lock.
+"""The PostgreSQL schema: relay's tables as SQLite has them, versioned migrations, applied under a lock.
 
-``MIGRATIONS[0]`` is the whole of :mod:`relay.store.schema` after its eleven migrations, written for
+``MIGRATIONS[0]`` is the whole of :mod:`relay.store.schema` after its first eleven migrations (later
+ones have their twins after it: SQLITE_VERSION says which SQLite version the whole matches), written for
 PostgreSQL with the same table, column and index names, so the repositories can share SQL where the
 dialects agree. Types: ``REAL`` times (unix seconds) are ``DOUBLE PRECISION``, integers ``BIGINT``,
 ``BLOB`` is ``BYTEA``, the 0/1 flags (``sandbox``, ``test``, ``own_messages``, ``enabled``) are
