@@ -108,28 +108,33 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
     )
     client = SmtpClient("relay.test", connect_timeout=2, command_timeout=0.3)
     engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
-    messages = [await queue(store, *(f"u{i}-{j}@one.example" for j in range(rng.randint(1, 3)))) for i in range(60)]
-    for _ in range(40):  # 20 minutes of retries, one a minute: then everything left expires
-        await engine.run_once()
-        clock.advance(61)
-    states: Counter[str] = Counter()
-    for m in messages:
-        for r in await store.queue.message_status(m.id):
-            states[r.state] += 1
-    total = sum(len(m.recipients) for m in messages)
-    assert set(states) <= FINAL, states
-    assert sum(states.values()) == total
-    finals = await store.db.read(
-        lambda c: c.execute(
-            "SELECT recipient, count(*) FROM events WHERE kind IN ('delivered', 'bounced', 'failed') GROUP BY recipient"
-        ).fetchall()
-    )
-    assert len(finals) == total and all(n == 1 for _, n in finals)  # exactly one final event each
-    delivered = {r.address for m in messages for r in await store.queue.message_status(m.id) if r.state == "delivered"}
-    assert delivered <= set(handler.accepted)  # what relay calls delivered, the receiver has
-    assert states["delivered"] > 0 and states["bounced"] > 0 and sum(handler.faults.values()) > 20
-    assert handler.faults["tls"] > 0  # broken handshakes: opportunistic TLS fell back to plain text
-    print(dict(states), dict(handler.faults))
-    await engine.stop(1)
-    await store.close()
-    server.close()
+    try:
+        messages = [await queue(store, *(f"u{i}-{j}@one.example" for j in range(rng.randint(1, 3)))) for i in range(60)]
+        for _ in range(40):  # 20 minutes of retries, one a minute: then everything left expires
+            await engine.run_once()
+            clock.advance(61)
+        states: Counter[str] = Counter()
+        for m in messages:
+            for r in await store.queue.message_status(m.id):
+                states[r.state] += 1
+        total = sum(len(m.recipients) for m in messages)
+        assert set(states) <= FINAL, states
+        assert sum(states.values()) == total
+        finals = await store.db.read(
+            lambda c: c.execute(
+                "SELECT recipient, count(*) FROM events"
+                " WHERE kind IN ('delivered', 'bounced', 'failed') GROUP BY recipient"
+            ).fetchall()
+        )
+        assert len(finals) == total and all(n == 1 for _, n in finals)  # exactly one final event each
+        delivered = {
+            r.address for m in messages for r in await store.queue.message_status(m.id) if r.state == "delivered"
+        }
+        assert delivered <= set(handler.accepted)  # what relay calls delivered, the receiver has
+        assert states["delivered"] > 0 and states["bounced"] > 0 and sum(handler.faults.values()) > 20
+        assert handler.faults["tls"] > 0  # broken handshakes: opportunistic TLS fell back to plain text
+        print(dict(states), dict(handler.faults))
+    finally:  # a failed assertion must not leave the store's threads and the server behind
+        await engine.stop(1)
+        await store.close()
+        server.close()
