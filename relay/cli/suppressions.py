@@ -10,12 +10,13 @@ from relay.cli.output import Report
 from relay.config import Config
 from relay.store.reclassify import Reclassified
 from relay.store.suppressions import Suppression
+from relay.suppression import REASONS
 
 
 def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> None:
     _, sup = command_group(sub, "suppressions", "the suppression list", parents)
     p = action(sup, "list", "suppressed addresses", list_suppressions, parents)
-    p.add_argument("--reason", choices=["hard_bounce", "complaint", "soft_bounces", "manual"])
+    p.add_argument("--reason", choices=REASONS)
     p.add_argument("--search", help="part of the address")
     p.add_argument("--limit", type=int, default=100)
     p = action(sup, "show", "whether an address is suppressed, and why", show, parents)

@@ -27,6 +27,7 @@ from relay import strictjson
 from relay.clock import Clock, iso
 from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
 from relay.errors import Invalid, RecipientsSuppressed, Refused
+from relay.events import State
 from relay.keys import ApiKey
 from relay.message import NewMessage, UnreadableFrom, from_addresses
 from relay.renderer import Job, Renderer, RendererBusy, Source
@@ -207,7 +208,7 @@ def accepted_json(
     message: NewMessage, recipients: tuple[str, ...], suppressed: dict[str, str], send_at: float | None, sandbox: bool
 ) -> dict[str, Any]:
     """The 202's body for one message: each recipient queued (or scheduled) or suppressed."""
-    waiting = "scheduled" if send_at is not None else "queued"  # the state GET /v1/messages/{id} shows
+    waiting = (State.SCHEDULED if send_at is not None else State.QUEUED).value  # as GET /v1/messages/{id} shows
     return {
         "id": message.id,
         "status": waiting,
