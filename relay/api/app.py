@@ -25,7 +25,7 @@ from relay.config import Rate
 from relay.errors import Invalid, Refused
 from relay.keys import SCOPES, ApiKey, looks_like_key
 from relay.ratelimit import Decision, RateLimiter
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.submission.budget import HTTP_WEIGHT, Held, InflightBudget
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ApiSettings:
     clock: Clock = dataclasses.field(default_factory=SystemClock)  # the rate-limit windows' time
 
 
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
+STORE: web.AppKey[Storage] = web.AppKey("store", Storage)
 SETTINGS: web.AppKey[ApiSettings] = web.AppKey("settings", ApiSettings)
 RATE: web.RequestKey[Decision] = web.RequestKey("rate", Decision)
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)  # the authenticated key
@@ -311,7 +311,7 @@ def with_and_without_slash(routes: Iterable[web.RouteDef]) -> list[web.RouteDef]
 
 
 def make_app(
-    store: Store, settings: ApiSettings, routes: list[web.RouteDef], max_body: int, outer: Iterable[Middleware] = ()
+    store: Storage, settings: ApiSettings, routes: list[web.RouteDef], max_body: int, outer: Iterable[Middleware] = ()
 ) -> web.Application:
     """The application; ``outer`` middlewares run before the error handling (connection limits)."""
     app = web.Application(middlewares=[*outer, errors_middleware], client_max_size=max_body)

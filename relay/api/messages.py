@@ -26,8 +26,8 @@ from relay.api.dryrun import dry_run, wants_dry_run
 from relay.clock import Clock, iso
 from relay.events import State
 from relay.keys import ApiKey
-from relay.store import Store
 from relay.store.idempotency import IdempotencyRecord
+from relay.store.protocols import Storage
 from relay.store.queue import MessageFilter, MessageRecord
 from relay.submission.http import Answer, HttpSubmission, parse_time
 
@@ -91,7 +91,7 @@ class MessagesView:
     """The views of ``/v1/messages`` and friends: submission goes through the front door
     (``relay.submission.http``), the listings read the queue."""
 
-    def __init__(self, submission: HttpSubmission, store: Store, clock: Clock) -> None:
+    def __init__(self, submission: HttpSubmission, store: Storage, clock: Clock) -> None:
         self.submission = submission
         self.store = store
         self.clock = clock

@@ -11,7 +11,7 @@ from aiohttp import web
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
 from relay.renderer import Renderer
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.store.templates import Template, TemplateVersion
 from relay.submission.http import render_message_fields, variables_of
 from relay.templates import PARTS, check_syntax
@@ -59,7 +59,7 @@ _ONE = "/v1/templates/{id:(?!validate$)[^{}/]+}"
 
 
 class TemplatesView:
-    def __init__(self, store: Store, renderer: Renderer) -> None:
+    def __init__(self, store: Storage, renderer: Renderer) -> None:
         self.store = store
         self.renderer = renderer
 

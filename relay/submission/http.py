@@ -31,8 +31,8 @@ from relay.events import State
 from relay.keys import ApiKey
 from relay.message import NewMessage, UnreadableFrom, from_addresses
 from relay.renderer import Job, Renderer, RendererBusy, Source
-from relay.store import Store
 from relay.store.idempotency import ClaimLost, Completion, IdempotencyRecord
+from relay.store.protocols import Storage
 from relay.store.queue import Quota
 from relay.submission.accept import Acceptor
 from relay.templates import PARTS, RenderError, check_syntax
@@ -106,7 +106,7 @@ def variables_of(data: dict[str, Any], field: str = "variables") -> dict[str, An
 
 
 async def to_render(
-    store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = ""
+    store: Storage, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = ""
 ) -> ToRender | None:
     """A message body that names ``template_id``: its template and variables (None without template_id)."""
     if data.get("template_id") is None:
@@ -163,7 +163,7 @@ async def render_bodies(renderer: Renderer, todo: list[ToRender]) -> list[dict[s
 
 
 async def render_message_fields(
-    renderer: Renderer, store: Store, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = ""
+    renderer: Renderer, store: Storage, data: dict[str, Any], variables: dict[str, Any] | None = None, where: str = ""
 ) -> dict[str, Any]:
     """A message body that names ``template_id``: the same body with subject, html and text rendered."""
     todo = await to_render(store, data, variables, where)
@@ -178,7 +178,7 @@ async def render_message_fields(
 BatchItem = tuple[dict[str, Any], dict[str, Any] | None, str]  # body, personal variables, field prefix
 
 
-async def render_batch(renderer: Renderer, store: Store, items: list[BatchItem]) -> list[dict[str, Any] | Refused]:
+async def render_batch(renderer: Renderer, store: Storage, items: list[BatchItem]) -> list[dict[str, Any] | Refused]:
     """Each item's body with its templates rendered (items without one unchanged), or that item's error."""
     todo: list[ToRender | dict[str, Any] | Refused] = []
     for item, variables, where in items:
@@ -233,7 +233,7 @@ class HttpSubmission:
     def __init__(
         self,
         acceptor: Acceptor,
-        store: Store,
+        store: Storage,
         hostname: str,
         clock: Clock,
         limits: Limits,
