@@ -3,8 +3,8 @@
 
 Each write inserts a message row and its recipient row, the smallest thing an acceptance commits.
 For 1, 10 and 50 concurrent writers (each waits for its write to be committed before the next one),
-both backends run for ``--seconds`` or ``--max-writes``, whichever comes first; PostgreSQL twice: one
-statement at a time, and with ``write(..., pipelined=True)``. PostgreSQL is a private cluster on
+both backends run for ``--seconds`` or ``--max-writes``, whichever comes first. Both run the same
+operation (the repositories' SQL dialect, ``?`` placeholders). PostgreSQL is a private cluster on
 loopback in a temporary directory (tests/pg.py) with fsync on; SQLite is a file in a temporary
 directory with synchronous=FULL. Both fsync every commit on the same disk.
 
@@ -17,48 +17,38 @@ import argparse
 import asyncio
 import itertools
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from psycopg import AsyncConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from relay.store.db import Database  # noqa: E402
+from relay.store.dialect import Connection  # noqa: E402
 from relay.store.postgres.db import PgDatabase  # noqa: E402
 from tests.pg import PostgresCluster  # noqa: E402
 
-MESSAGE = "INSERT INTO messages (id, created_at, sender, size, source) VALUES ({p}, 0, 'a@example.com', 5000, 'smtp')"
+MESSAGE = "INSERT INTO messages (id, created_at, sender, size, source) VALUES (?, 0, 'a@example.com', 5000, 'smtp')"
 RECIPIENT = (
     "INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)"
-    " VALUES ({p}, 'b@example.org', 'example.org', 'queued', 0, 0)"
+    " VALUES (?, 'b@example.org', 'example.org', 'queued', 0, 0)"
 )
 _ids = itertools.count()
 
 
-def pg_op(message_id: str) -> Callable[[AsyncConnection[Any]], Awaitable[None]]:
-    async def op(conn: AsyncConnection[Any]) -> None:
-        await conn.execute(MESSAGE.format(p="%s").encode(), (message_id,))
-        await conn.execute(RECIPIENT.format(p="%s").encode(), (message_id,))
+def insert(message_id: str) -> Callable[[Connection], None]:
+    def op(conn: Connection) -> None:
+        conn.execute(MESSAGE, (message_id,))
+        conn.execute(RECIPIENT, (message_id,))
 
     return op
 
 
-def sqlite_op(message_id: str) -> Callable[[sqlite3.Connection], None]:
-    def op(conn: sqlite3.Connection) -> None:
-        conn.execute(MESSAGE.format(p="?"), (message_id,))
-        conn.execute(RECIPIENT.format(p="?"), (message_id,))
-
-    return op
-
-
-async def run(db: Any, make_op: Callable[[str], Any], writers: int, args: argparse.Namespace, **kw: Any) -> str:
+async def run(db: Any, writers: int, args: argparse.Namespace) -> str:
     """Writes per second and commits per write for ``writers`` concurrent writers, as one table cell."""
     commits0, done = db.commits, 0
     deadline = time.perf_counter() + args.seconds
@@ -66,7 +56,7 @@ async def run(db: Any, make_op: Callable[[str], Any], writers: int, args: argpar
     async def writer() -> None:
         nonlocal done
         while time.perf_counter() < deadline and done < args.max_writes:
-            await db.write(make_op(f"m{next(_ids)}"), **kw)
+            await db.write(insert(f"m{next(_ids)}"))
             done += 1
 
     t0 = time.perf_counter()
@@ -81,16 +71,11 @@ async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     try:
         pg = PgDatabase(cluster.create_database("bench"))
-        await pg.open()
         lite = Database(tmp / "relay.db")
         print("durable writes per second, commits per write")
-        print(f"writers | {'PostgreSQL':<17} | {'PG pipelined':<17} | SQLite")
+        print(f"writers | {'PostgreSQL':<17} | SQLite")
         for writers in args.writers:
-            cells = [
-                await run(pg, pg_op, writers, args),
-                await run(pg, pg_op, writers, args, pipelined=True),
-                await run(lite, sqlite_op, writers, args),
-            ]
+            cells = [await run(pg, writers, args), await run(lite, writers, args)]
             print(f"{writers:>7} | " + " | ".join(cells))
         await pg.close()
         await lite.close()

@@ -52,6 +52,8 @@ from relay.ratelimit import RateLimiter
 from relay.renderer import Renderer
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
 from relay.store import Store
+from relay.store.protocols import Storage
+from relay.store.repositories import SqlStore
 from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator
 from relay.submission.budget import InflightBudget
@@ -160,7 +162,7 @@ def domain_policy(config: Config) -> DomainPolicy:
     )
 
 
-def make_domains(config: Config, store: Store, sending: SendingDomains | None) -> Domains:
+def make_domains(config: Config, store: Storage, sending: SendingDomains | None) -> Domains:
     resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
     resolver.cache = None  # verification is live: a record published a minute ago must be seen
     checker = Checker(resolver, domain_policy(config))
@@ -180,8 +182,15 @@ def suppression_policy(config: Config) -> SuppressionPolicy:
     return SuppressionPolicy(s.soft_bounce_limit, s.soft_bounce_window, s.soft_bounce_suppression)
 
 
-def open_store(config: Config, clock: Clock) -> Store:
-    return Store(config.db_path, clock, suppression_policy(config), config.retention.redact_subjects)
+def open_store(config: Config, clock: Clock) -> SqlStore:
+    """The store ``[store] url`` names: SQLite (the file in data_dir by default) or PostgreSQL."""
+    where = config.store_url
+    policy, redact = suppression_policy(config), config.retention.redact_subjects
+    if where.backend == "postgresql":
+        from relay.store.postgres import PgStore
+
+        return PgStore(where.url, clock, policy, redact, config.store.pool_size, config.store.statement_timeout)
+    return Store(config.db_path, clock, policy, redact)
 
 
 def webhook_settings(config: Config) -> SenderSettings:
@@ -242,12 +251,14 @@ def server_tls_context(keys: str, cert: str, key: str) -> ssl.SSLContext:
     raise StartupError(f"cannot use the certificate {cert} with the key {key} ({keys}): {problem}", EX_CONFIG)
 
 
-def open_store_for_serving(config: Config, clock: Clock) -> Store:
+def open_store_for_serving(config: Config, clock: Clock) -> SqlStore:
     """The store, or a StartupError when the queue database cannot be opened."""
     try:
         return open_store(config, clock)
-    except StoreError as exc:  # also "file is not a database", "unable to open database file"
-        raise StartupError(f"cannot open the queue database {config.db_path}: {exc}", EX_IOERR) from None
+    except StoreError as exc:  # also "file is not a database", "unable to open database file", "no server"
+        where = config.store_url
+        shown = config.db_path if where.backend == "sqlite" else where.shown
+        raise StartupError(f"cannot open the queue database {shown}: {exc}", EX_IOERR) from None
 
 
 class Relay:
@@ -273,7 +284,7 @@ class Relay:
         self.deliver = deliver
         self.listeners = listeners
         self.on_queued = on_queued
-        self.store: Store | None = None
+        self.store: SqlStore | None = None
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
         self.verp: Verp | None = None
@@ -300,7 +311,7 @@ class Relay:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.node: str | None = None  # this node's id once registered (the process that delivers)
 
-    def _acquire(self) -> Store:
+    def _acquire(self) -> SqlStore:
         """What start-up can fail on, in order, before anything runs: the data directory, the ports, the
         certificates, the queue database. A failure raises StartupError and releases what was taken."""
         config = self.config
@@ -381,9 +392,10 @@ class Relay:
         route = f"smarthost {_format(config.delivery.smarthost)}" if config.delivery.smarthost else "MX"
         route += " (sandbox mode: only for mail accepted live)" if config.delivery.mode == "sandbox" else ""
         await self._warn_about_modes(self.store)
-        log.info("relay started: hostname %s, data %s, delivery via %s", config.server.hostname, config.db_path, route)
+        where = config.db_path if config.store_url.backend == "sqlite" else config.store_url.shown
+        log.info("relay started: hostname %s, data %s, delivery via %s", config.server.hostname, where, route)
 
-    async def _warn_about_modes(self, store: Store) -> None:
+    async def _warn_about_modes(self, store: SqlStore) -> None:
         """Loud start-up lines for what surprises a new user: mail that is not delivered, mail that is refused."""
         if self.config.delivery.mode == "sandbox":
             log.warning(
@@ -400,13 +412,13 @@ class Relay:
                 verified,
             )
 
-    async def _register_node(self, store: Store) -> None:
+    async def _register_node(self, store: SqlStore) -> None:
         """This node in the store's list of nodes (relay nodes, GET /v1/nodes), beating while it runs."""
         self.node = node_id(self.config.server.data_dir)
         await store.nodes.register(NodeInfo(self.node, socket.gethostname(), __version__, os.getpid()))
         self._heartbeat_task = asyncio.create_task(self._heartbeat(store, self.node), name="heartbeat")
 
-    async def _heartbeat(self, store: Store, node: str) -> None:
+    async def _heartbeat(self, store: SqlStore, node: str) -> None:
         while True:
             await self.clock.sleep(HEARTBEAT_SECONDS)
             try:
@@ -451,7 +463,7 @@ class Relay:
             log.info("retention: pruned %d events and webhook log rows, %d message bodies", events, bodies)
         return events, bodies
 
-    def _make_engine(self, store: Store) -> Engine:
+    def _make_engine(self, store: SqlStore) -> Engine:
         d = self.config.delivery
         needs_dns = not d.smarthost and "*" not in d.routes
         resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
@@ -504,7 +516,7 @@ class Relay:
         for sock in listeners.smtps:
             self.smtp_servers.append(await loop.create_server(implicit, sock=sock, backlog=1024, ssl=context))
 
-    async def _start_inbound(self, store: Store) -> None:
+    async def _start_inbound(self, store: SqlStore) -> None:
         """Returned mail (bounces, complaints) on [inbound] listen; the process that delivers runs it."""
         inbound = self.config.inbound
         returned = self.returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
@@ -529,7 +541,7 @@ class Relay:
                 feedback,
             )
 
-    async def _start_http(self, acceptor: Acceptor, store: Store, sockets: list[socket.socket]) -> None:
+    async def _start_http(self, acceptor: Acceptor, store: SqlStore, sockets: list[socket.socket]) -> None:
         http = self.config.http
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
         server = self.config.server

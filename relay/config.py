@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from relay.errors import RelayError
 
@@ -476,6 +477,79 @@ class DomainsConfig:
     key_bits: int = _field(2048, "RSA key size for new DKIM keys")
 
 
+# ---------------------------------------------------------------------------
+# Where the store lives
+
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreUrl:
+    """A parsed ``[store] url``: ``backend`` "sqlite" (with ``path``) or "postgresql" (``url`` for libpq)."""
+
+    backend: str
+    url: str
+    path: Path | None = None
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, for logs and ``check-config``."""
+        return masked_url(self.url)
+
+
+def parse_store_url(url: str) -> StoreUrl:
+    """``sqlite:///<relative path>``, ``sqlite:////<absolute path>`` or
+    ``postgresql://user:password@host:port/dbname?...`` (a libpq URL, passed to the driver as written);
+    ValueError saying what is wrong with anything else."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in STORE_SCHEMES:
+        raise ValueError(f"must start with sqlite:/// or postgresql://, got {masked_url(url)!r}")
+    if scheme == "sqlite":
+        path = rest.removeprefix("/")  # sqlite:///relative/path, sqlite:////absolute/path (as SQLAlchemy reads them)
+        if not rest.startswith("/") or not path.strip("/"):
+            raise ValueError("sqlite:/// needs a file path, e.g. sqlite:////var/lib/relay/relay.sqlite3")
+        return StoreUrl("sqlite", url, Path(path))
+    parts = urlsplit(url)
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError("a postgresql:// URL needs a host, e.g. postgresql://relay:PASSWORD@db.internal/relay")
+    if not parts.path.strip("/"):
+        raise ValueError("a postgresql:// URL needs a database name after the host, e.g. .../relay")
+    return StoreUrl("postgresql", url)
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[a-z]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password (``user:password@`` or ``?password=``) shown as ``***``."""
+    shown = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    parts = urlsplit(shown)
+    if "password" in parts.query:
+        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        shown = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    return shown
+
+
+def _store_url(value: str) -> str:
+    if value.strip():
+        parse_store_url(value.strip())
+    return value.strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    url: str = _field(
+        "",
+        'where the queue and all state live: empty = SQLite in data_dir; "sqlite:///<path>" or'
+        ' "postgresql://user:password@host:5432/dbname" (several nodes share one PostgreSQL)',
+        _store_url,
+    )
+    pool_size: int = _field(4, "PostgreSQL: read connections per process (writes have one more)")
+    statement_timeout: float = _field(
+        "30s", "PostgreSQL: cancel a statement that runs longer; 0 = never", parse_duration
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
@@ -489,11 +563,21 @@ class Config:
     webhooks: WebhooksConfig = dataclasses.field(default_factory=WebhooksConfig)
     retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
     domains: DomainsConfig = dataclasses.field(default_factory=DomainsConfig)
+    store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
     source: Path | None = None
 
     @property
     def db_path(self) -> Path:
-        return self.server.data_dir / "relay.sqlite3"
+        """The SQLite file: ``[store] url``'s, or relay.sqlite3 in data_dir."""
+        return self.store_url.path or self.server.data_dir / "relay.sqlite3"
+
+    @property
+    def store_url(self) -> StoreUrl:
+        """``[store] url`` parsed; empty means SQLite in data_dir."""
+        if not self.store.url:
+            path = self.server.data_dir / "relay.sqlite3"
+            return StoreUrl("sqlite", f"sqlite:///{path}", path)
+        return parse_store_url(self.store.url)
 
 
 _SECTIONS: dict[str, type] = {
@@ -508,6 +592,7 @@ _SECTIONS: dict[str, type] = {
     "webhooks": WebhooksConfig,
     "retention": RetentionConfig,
     "domains": DomainsConfig,
+    "store": StoreConfig,
 }
 
 # ---------------------------------------------------------------------------
@@ -654,6 +739,8 @@ def _validate(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [smtp] listen and tls_listen are both empty: nothing would accept mail")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError(f"{where}: [smtp] tls_cert and tls_key go together")
+    if config.store.pool_size <= 0:
+        raise ConfigError(f"{where}: [store] pool_size must be greater than zero")
     if config.server.min_free_disk < 0:
         raise ConfigError(f"{where}: [server] min_free_disk must not be negative")
     positive = {

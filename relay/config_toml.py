@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from relay.config import Config, Rate, parse_size
+from relay.config import Config, Rate, masked_url, parse_size
 
 MASK = "********"
 SECRET_KEYS = frozenset({"password"})
@@ -71,6 +71,8 @@ def _written(key: str, value: Any) -> Any:
     """One value in the form the loader takes back (``key`` decides masking)."""
     if key in SECRET_KEYS and value:
         return MASK
+    if key == "url" and isinstance(value, str):  # [store] url: the database password
+        return masked_url(value)
     if value is None:  # an optional setting left empty: smarthost, max_rate
         return ""
     if isinstance(value, bool | int | str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from relay.app import Relay
 from relay.clock import FakeClock
 from relay.config import Config
 from relay.store import Store
+from relay.store.repositories import SqlStore
 from relay.suppression import SuppressionPolicy
 
 
@@ -47,14 +49,50 @@ def _fresh_message_ids() -> None:
 # ---------------------------------------------------------------------------
 # The store
 
-STORE_BACKENDS = ["sqlite"]  # the PostgreSQL backend joins here; tests/test_store_contract.py runs them all
+# tests/test_store_contract.py runs against every backend; the other tests against TEST_STORE, SQLite
+# unless RELAY_TEST_STORE=postgresql (a private cluster started for the session).
+STORE_BACKENDS = ["sqlite", "postgresql"]
+TEST_STORE = os.environ.get("RELAY_TEST_STORE", "sqlite")
+PG_TEMPLATE = "relay_template"  # a database migrated once; each store's database is a copy of it
 
 
-def open_store(backend: str, path: Path, clock: FakeClock, policy: SuppressionPolicy | None = None) -> Store:
-    """A fresh store of ``backend`` (only "sqlite" so far) with a fake clock."""
-    if backend != "sqlite":
-        raise ValueError(f"no store backend {backend!r}")
-    return Store(path, clock, policy)
+@pytest.fixture(scope="session")
+def pg_cluster() -> Any:
+    """A private PostgreSQL cluster for the session (fsync off: durability is tested in test_pg_database),
+    with a migrated template database; skips the test if PostgreSQL is not installed."""
+    from relay.store.postgres.schema import migrate
+    from tests.pg import PostgresCluster, server_bin
+
+    if server_bin() is None:
+        pytest.skip("PostgreSQL is not installed (make test installs it)")
+    cluster = PostgresCluster(fsync=False)
+    cluster.start()
+    try:
+        import psycopg
+
+        with psycopg.connect(cluster.create_database(PG_TEMPLATE)) as conn:
+            migrate(conn)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_pg_databases = itertools.count()
+
+
+def open_store(
+    backend: str, path: Path, clock: FakeClock, policy: SuppressionPolicy | None = None, pg: Any = None
+) -> SqlStore:
+    """A fresh store of ``backend`` with a fake clock: a SQLite file at ``path``, or a new database of the
+    PostgreSQL cluster ``pg``."""
+    if backend == "sqlite":
+        return Store(path, clock, policy)
+    if backend == "postgresql":
+        from relay.store.postgres import PgStore
+
+        url = pg.create_database(f"store_{os.getpid()}_{next(_pg_databases)}", template=PG_TEMPLATE)
+        return PgStore(url, clock, policy)
+    raise ValueError(f"no store backend {backend!r}")
 
 
 @pytest.fixture
@@ -70,12 +108,15 @@ def suppression_policy() -> SuppressionPolicy | None:
 
 
 @pytest.fixture
-async def store_factory(tmp_path: Path) -> AsyncIterator[Any]:
-    """``make(clock=None, policy=None, backend="sqlite")``: another store, closed after the test."""
-    made: list[Store] = []
+async def store_factory(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """``make(clock=None, policy=None, backend=TEST_STORE)``: another store, closed after the test."""
+    made: list[SqlStore] = []
 
-    def make(clock: FakeClock | None = None, policy: SuppressionPolicy | None = None, backend: str = "sqlite") -> Store:
-        store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy)
+    def make(
+        clock: FakeClock | None = None, policy: SuppressionPolicy | None = None, backend: str = TEST_STORE
+    ) -> SqlStore:
+        pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+        store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy, pg)
         made.append(store)
         return store
 
@@ -85,9 +126,9 @@ async def store_factory(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def store(store_factory: Any, store_clock: FakeClock, suppression_policy: SuppressionPolicy | None) -> Store:
+async def store(store_factory: Any, store_clock: FakeClock, suppression_policy: SuppressionPolicy | None) -> SqlStore:
     """A store of its own on a fake clock (``store.clock``), closed after the test."""
-    made: Store = store_factory(store_clock, suppression_policy)
+    made: SqlStore = store_factory(store_clock, suppression_policy)
     return made
 
 

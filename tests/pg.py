@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 
 def server_bin() -> Path | None:
     """The newest installed PostgreSQL server's bin directory (Debian: /usr/lib/postgresql/<n>/bin)."""
@@ -124,9 +127,13 @@ class PostgresCluster:
             raise RuntimeError(f"psql failed: {done.stderr}")
         return done.stdout.strip()
 
-    def create_database(self, name: str) -> str:
-        """A new empty database; its URL."""
-        self.psql(f'CREATE DATABASE "{name}"')
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template`` (which nobody may be connected to); its URL."""
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(statement)
         return self.url(name)
 
     def restart(self, down_for: float = 0.0) -> None:

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from relay.errors import StoreFull, StoreUnavailable
 from relay.store import schema as sqlite_schema
 from relay.store.postgres import schema
+from relay.store.postgres.connection import PgConnection
 from relay.store.postgres.db import PgDatabase, translate
 from tests.pg import PostgresCluster, free_port, server_bin
 
@@ -41,7 +42,6 @@ def url(cluster):
 @pytest.fixture
 async def db(url):
     database = PgDatabase(url)
-    await database.open()
     yield database
     await database.close()
 
@@ -52,21 +52,37 @@ async def fetch(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[
         return await (await conn.execute(sql.encode(), params)).fetchall()
 
 
+async def opened_and_closed(url: str) -> None:
+    """Open a PgDatabase (which migrates) and close it again."""
+    await PgDatabase(url).close()
+
+
 def insert_message(message_id: str):
-    async def op(conn: AsyncConnection[Any]) -> int:
-        await conn.execute(
-            "INSERT INTO messages (id, created_at, sender, size, source) VALUES (%s, 0, 'a@example.com', 1, 'smtp')",
+    """An operation queueing a message with one recipient; it returns the recipient's id."""
+
+    def op(conn: PgConnection) -> int:
+        conn.execute(
+            "INSERT INTO messages (id, created_at, sender, size, source) VALUES (?, 0, 'a@example.com', 1, 'smtp')",
             (message_id,),
         )
-        row = await (
-            await conn.execute(
-                "INSERT INTO recipients (message_id, address, domain, state, updated_at)"
-                " VALUES (%s, 'b@example.org', 'example.org', 'queued', 0) RETURNING id",
-                (message_id,),
-            )
+        row = conn.execute(
+            "INSERT INTO recipients (message_id, address, domain, state, updated_at)"
+            " VALUES (?, 'b@example.org', 'example.org', 'queued', 0) RETURNING id",
+            (message_id,),
         ).fetchone()
         assert row is not None
         return int(row[0])
+
+    return op
+
+
+def one(sql: str):
+    """An operation returning the first column of the first row of ``sql``."""
+
+    def op(conn: PgConnection) -> Any:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
 
     return op
 
@@ -75,14 +91,15 @@ def insert_message(message_id: str):
 
 
 async def test_the_schema_is_created_once_and_a_rerun_changes_nothing(url):
-    async with await AsyncConnection.connect(url) as conn:
-        assert await schema.migrate(conn) == len(schema.MIGRATIONS)
-        assert await schema.migrate(conn) == len(schema.MIGRATIONS)
+    with psycopg.connect(url) as conn:
+        assert schema.migrate(conn) == len(schema.MIGRATIONS)
+        assert schema.migrate(conn) == len(schema.MIGRATIONS)
     assert await fetch(url, "SELECT version FROM schema_migrations ORDER BY version") == [
         (n,) for n in range(1, len(schema.MIGRATIONS) + 1)
     ]
-    async with PgDatabase(url) as db:  # opening migrates again: nothing to do
-        assert await db.read(schema.schema_version) == len(schema.MIGRATIONS)
+    db = PgDatabase(url)  # opening migrates again: nothing to do
+    assert await db.read(lambda c: schema.schema_version(c.raw)) == len(schema.MIGRATIONS)
+    await db.close()
 
 
 async def test_the_schema_has_every_table_column_and_index_of_sqlite_at_its_current_version(url):
@@ -93,8 +110,7 @@ async def test_the_schema_has_every_table_column_and_index_of_sqlite_at_its_curr
     expected = {(t, c[1]) for t in tables for c in lite.execute(f"PRAGMA table_info({t})")}
     indexes = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
     triggers = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    async with PgDatabase(url):
-        pass
+    await opened_and_closed(url)
     columns = await fetch(
         url, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
     )
@@ -108,21 +124,21 @@ async def test_the_schema_has_every_table_column_and_index_of_sqlite_at_its_curr
 
 
 async def test_the_triggers_count_events_and_queue_them_for_webhooks_as_sqlite_does(db, url):
-    async def setup(conn: AsyncConnection[Any]) -> None:
-        await insert_message("m1")(conn)
-        await conn.execute("INSERT INTO message_tags VALUES ('news', 'm1')")
+    def setup(conn: PgConnection) -> None:
+        insert_message("m1")(conn)
+        conn.execute("INSERT INTO message_tags VALUES ('news', 'm1')")
         for hook, events, enabled in [
             ("w_all", "[]", True),
             ("w_bounced", '["bounced"]', True),
             ("w_off", "[]", False),
         ]:
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO webhooks (id, url, events, enabled, secret, created_at, updated_at)"
-                " VALUES (%s, 'http://127.0.0.1/', %s, %s, 's', 0, 0)",
+                " VALUES (?, 'http://127.0.0.1/', ?, ?, 's', 0, 0)",
                 (hook, events, enabled),
             )
         for kind, at in [("delivered", 7201.5), ("delivered", 7300.0), ("bounced", 3599.9)]:
-            await conn.execute("INSERT INTO events (at, kind, message_id) VALUES (%s, %s, 'm1')", (at, kind))
+            conn.execute("INSERT INTO events (at, kind, message_id) VALUES (?, ?, 'm1')", (at, kind))
 
     await db.write(setup)
     counts = await fetch(url, "SELECT hour, kind, tag, n FROM event_counts ORDER BY 1, 2, 3")
@@ -137,35 +153,29 @@ async def test_the_triggers_count_events_and_queue_them_for_webhooks_as_sqlite_d
 
 
 async def test_two_nodes_migrating_an_empty_database_at_once_apply_each_migration_once(url):
-    a = await AsyncConnection.connect(url)
-    b = await AsyncConnection.connect(url)
-    try:
-        latest = len(schema.MIGRATIONS)
-        assert await asyncio.gather(schema.migrate(a), schema.migrate(b)) == [latest, latest]
-    finally:
-        await a.close()
-        await b.close()
+    def migrate_on_a_connection_of_its_own() -> int:
+        with psycopg.connect(url) as conn:
+            return schema.migrate(conn)
+
+    latest = len(schema.MIGRATIONS)
+    both = await asyncio.gather(*(asyncio.to_thread(migrate_on_a_connection_of_its_own) for _ in range(2)))
+    assert both == [latest, latest]
     assert await fetch(url, "SELECT version FROM schema_migrations ORDER BY version") == [
         (n,) for n in range(1, latest + 1)
     ]
 
 
 async def test_a_schema_newer_than_the_code_is_refused(url):
-    async with PgDatabase(url):
-        pass
+    await opened_and_closed(url)
     newer = len(schema.MIGRATIONS) + 1
     await fetch(url, f"INSERT INTO schema_migrations VALUES ({newer}, 0) RETURNING version")
-    database = PgDatabase(url)
     with pytest.raises(StoreUnavailable, match=f"schema is at version {newer}, newer than this relay knows"):
-        await database.open()
-    await database.close()
+        PgDatabase(url)
 
 
 async def test_a_server_that_is_not_there_is_unavailable():
-    database = PgDatabase(f"postgresql://relay@127.0.0.1:{free_port()}/nothing")
     with pytest.raises(StoreUnavailable):
-        await database.open()
-    await database.close()
+        PgDatabase(f"postgresql://relay@127.0.0.1:{free_port()}/nothing")
 
 
 # -- writes --------------------------------------------------------------------
@@ -173,40 +183,33 @@ async def test_a_server_that_is_not_there_is_unavailable():
 
 async def test_a_write_returns_after_its_commit_with_synchronous_commit_on(cluster, url):
     cluster.psql("ALTER DATABASE " + url.rsplit("/", 1)[1] + " SET synchronous_commit = off")
-    async with PgDatabase(url) as db:
-        recipient = await db.write(insert_message("m1"))
-        # Another session sees it the moment the await returns: it was committed, not just sent.
-        assert await fetch(url, "SELECT id, message_id FROM recipients") == [(recipient, "m1")]
-        setting = await db.write(lambda c: _one(c, "SHOW synchronous_commit"))
-        assert setting == "on"  # the writer's own setting, whatever the database's default says
+    db = PgDatabase(url)
+    recipient = await db.write(insert_message("m1"))
+    # Another session sees it the moment the await returns: it was committed, not just sent.
+    assert await fetch(url, "SELECT id, message_id FROM recipients") == [(recipient, "m1")]
+    assert await db.write(one("SHOW synchronous_commit")) == "on"  # the writer's own, whatever the default
+    await db.close()
 
 
-async def _one(conn: AsyncConnection[Any], sql: str) -> Any:
-    row = await (await conn.execute(sql.encode())).fetchone()
-    assert row is not None
-    return row[0]
-
-
-@pytest.mark.parametrize("pipelined", [False, True])
-async def test_concurrent_writes_share_one_transaction_and_commit(db, url, pipelined):
+async def test_concurrent_writes_share_one_transaction_and_commit(db, url):
     writers, each = 50, 20
 
     async def writer(n: int) -> None:
         for i in range(each):
-            await db.write(insert_message(f"m{n}-{i}"), pipelined=pipelined)
+            await db.write(insert_message(f"m{n}-{i}"))
 
     commits_before = db.commits
     await asyncio.gather(*(writer(n) for n in range(writers)))
     commits = db.commits - commits_before
     writes = writers * each
     assert await fetch(url, "SELECT count(*) FROM recipients") == [(writes,)]
-    print(f"\ngroup commit (pipelined={pipelined}): {writes} writes, {writers} writers, {commits} commits")
+    print(f"\ngroup commit: {writes} writes, {writers} writers, {commits} commits")
     assert commits <= writes / 10
 
 
 async def test_one_transaction_per_group_as_the_server_sees_it(db, url):
-    async def record(conn: AsyncConnection[Any]) -> None:
-        await conn.execute("INSERT INTO key_usage VALUES (pg_current_xact_id()::text, gen_random_uuid()::text, 1)")
+    def record(conn: PgConnection) -> None:
+        conn.execute("INSERT INTO key_usage VALUES (pg_current_xact_id()::text, gen_random_uuid()::text, 1)")
 
     await asyncio.gather(*(db.write(record) for _ in range(100)))
     rows = await fetch(url, "SELECT count(DISTINCT api_key_id), count(*) FROM key_usage")
@@ -214,19 +217,18 @@ async def test_one_transaction_per_group_as_the_server_sees_it(db, url):
     assert rows[0][0] <= 2  # one transaction for all of them (two if the writer woke between two calls)
 
 
-@pytest.mark.parametrize("pipelined", [False, True])
-async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url, pipelined):
+async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url):
     await db.write(insert_message("taken"))
 
-    async def half_then_raises(conn: AsyncConnection[Any]) -> None:
-        await insert_message("half")(conn)
+    def half_then_raises(conn: PgConnection) -> None:
+        insert_message("half")(conn)
         raise ValueError("the operation's own bug")
 
     ops = [insert_message(f"ok{i}") for i in range(10)]
     ops[3] = insert_message("taken")  # primary key already there
     ops[7] = half_then_raises
     commits_before, reruns_before = db.commits, db.reruns
-    results = await asyncio.gather(*(db.write(op, pipelined=pipelined) for op in ops), return_exceptions=True)
+    results = await asyncio.gather(*(db.write(op) for op in ops), return_exceptions=True)
     assert isinstance(results[3], psycopg.errors.UniqueViolation)  # not a store error: reaches the caller as is
     assert isinstance(results[7], ValueError)
     assert all(isinstance(r, int) for i, r in enumerate(results) if i not in (3, 7))
@@ -237,19 +239,16 @@ async def test_a_bad_operation_fails_alone_and_writes_nothing(db, url, pipelined
     assert await fetch(url, "SELECT count(*) FROM messages WHERE id = 'half'") == [(0,)]
 
 
-async def test_an_operation_that_is_not_pipelined_sees_its_rowcount_amid_pipelined_ones(db):
-    await db.write(insert_message("m0"))
+async def test_placeholders_literal_percent_signs_flags_and_nul_characters(db):
+    def op(conn: PgConnection) -> list[Any]:
+        insert_message("m0")(conn)
+        requeued = conn.execute("UPDATE recipients SET state = 'queued' WHERE message_id = ?", ("m0",)).rowcount
+        like = conn.execute("SELECT count(*) FROM messages WHERE id LIKE 'm%' AND size % 2 = ?", (1,)).fetchone()[0]
+        conn.execute("UPDATE messages SET sandbox = ?, subject = ? WHERE id = 'm0'", (True, "a\x00b"))
+        flag, subject = conn.execute("SELECT sandbox, subject FROM messages WHERE id = 'm0'").fetchone()
+        return [requeued, like, flag, subject]
 
-    async def requeue(conn: AsyncConnection[Any]) -> int:
-        cursor = await conn.execute("UPDATE recipients SET state = 'queued' WHERE message_id = 'm0'")
-        return cursor.rowcount
-
-    results = await asyncio.gather(
-        db.write(insert_message("m1"), pipelined=True),
-        db.write(requeue),
-        db.write(insert_message("m2"), pipelined=True),
-    )
-    assert results[1] == 1
+    assert await db.write(op) == [1, 1, 1, "a\ufffdb"]
 
 
 def test_driver_errors_are_translated():
@@ -271,7 +270,6 @@ def test_driver_errors_are_translated():
 
 async def test_a_restart_during_writes_refuses_some_writes_and_the_next_ones_succeed(cluster, url):
     db = PgDatabase(url)
-    await db.open()
     outcomes: dict[str, str] = {}
     stop = asyncio.Event()
 
@@ -303,18 +301,18 @@ async def test_a_restart_during_writes_refuses_some_writes_and_the_next_ones_suc
     assert {name for name, how in outcomes.items() if how == "ok"} <= messages
     # The same object writes and reads again, without being recreated.
     await db.write(insert_message("after"))
-    assert await db.read(lambda c: _one(c, "SELECT count(*) FROM messages WHERE id = 'after'")) == 1
+    assert await db.read(one("SELECT count(*) FROM messages WHERE id = 'after'")) == 1
     await db.close()
 
 
 async def test_the_first_write_and_read_after_a_restart_succeed_on_the_same_object(cluster, db):
     await db.write(insert_message("before"))
-    assert await db.read(lambda c: _one(c, "SELECT count(*) FROM messages")) == 1
+    assert await db.read(one("SELECT count(*) FROM messages")) == 1
     await asyncio.to_thread(cluster.restart, 0.2)
     await db.write(insert_message("after"))  # the stale connection fails before COMMIT: retried on a new one
-    assert await db.read(lambda c: _one(c, "SELECT count(*) FROM messages")) == 2
+    assert await db.read(one("SELECT count(*) FROM messages")) == 2
 
 
 async def test_nothing_listens_beyond_loopback(cluster, db):
     assert cluster.psql("SHOW listen_addresses") == "127.0.0.1"
-    assert await db.read(lambda c: _one(c, "SELECT host(inet_server_addr())")) == "127.0.0.1"
+    assert await db.read(one("SELECT host(inet_server_addr())")) == "127.0.0.1"

@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, keys, smtp-credentials, queue, send, bounces, suppressions,
+"""The ``relay`` command: serve, check-config, migrate, keys, smtp-credentials, queue, send, bounces, suppressions,
 allowlist, domains, dkim, sandbox, nodes.
 
 One module per noun builds its commands (``add_commands``) and their handlers; a handler reads its
@@ -25,16 +25,33 @@ from relay.cli import (
     sandbox,
     send,
     serve,
+    store,
     suppressions,
 )
 from relay.cli.common import EX_CONFIG, EX_INTERRUPTED, EX_USAGE, CommandError, Handler, Parents, load_config
 from relay.cli.output import show
 from relay.cli.serve import JsonFormatter
 from relay.config import ConfigError
+from relay.errors import StoreError
+from relay.startup import EX_IOERR
 
 __all__ = ["JsonFormatter", "build_parser", "main"]
 
-NOUNS = (serve, check_config, keys, credentials, queue, send, bounces, suppressions, allowlist, domains, sandbox, nodes)
+NOUNS = (
+    serve,
+    check_config,
+    store,
+    keys,
+    credentials,
+    queue,
+    send,
+    bounces,
+    suppressions,
+    allowlist,
+    domains,
+    sandbox,
+    nodes,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return exc.status
+    except StoreError as exc:  # the database cannot be reached, is full, or is newer than this relay
+        print(f"relay: the store: {exc}", file=sys.stderr)
+        return EX_IOERR
     except KeyboardInterrupt:
         return EX_INTERRUPTED
 

@@ -16,7 +16,7 @@ from relay.clock import SystemClock
 from relay.config import Config
 from relay.errors import RelayError
 from relay.startup import EX_CONFIG as EX_CONFIG  # a bad config file (sysexits.h)
-from relay.store import Store
+from relay.store.protocols import Storage
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ def load_config(args: argparse.Namespace) -> Config:
     return Config() if getattr(args, "no_config", False) else config_mod.load(args.config)
 
 
-def with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(config: Config, fn: Callable[[Storage], Awaitable[T]]) -> T:
     """Open the store, run ``fn`` on it and close it again."""
 
     async def run() -> T:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 from relay.cli.common import CommandError, Parents, Subparsers, action, command_group, when, with_store
 from relay.cli.output import Column, Report, table
 from relay.config import Config
-from relay.store import Store
+from relay.store.protocols import Storage
 
 if TYPE_CHECKING:
     from relay.domains import Domain, Domains, Policy
@@ -42,14 +42,14 @@ def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> 
 
 
 def _call(
-    config: Config, fn: Callable[[Domains, Store], Awaitable[T]], with_policy: bool = True
+    config: Config, fn: Callable[[Domains, Storage], Awaitable[T]], with_policy: bool = True
 ) -> tuple[T, Policy | None]:
     """What ``fn`` returns, and (``with_policy``) the policy, with the outbound addresses found, that the
     records are built from. A domain that cannot be found or added is a CommandError."""
     from relay.app import make_domains
     from relay.domains import DomainError
 
-    async def run(store: Store) -> tuple[T, Policy | None]:
+    async def run(store: Storage) -> tuple[T, Policy | None]:
         domains = make_domains(config, store, None)
         result = await fn(domains, store)
         return result, (await domains.policy() if with_policy else None)

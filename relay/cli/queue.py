@@ -22,7 +22,7 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config
-from relay.store import Store
+from relay.store.protocols import Storage
 from relay.store.queue import Attempt, DomainQueue, MessageRecord, QueueSummary, Selection
 
 
@@ -93,7 +93,7 @@ Attempts = dict[str, list[Attempt]]
 
 
 def show(args: argparse.Namespace, config: Config) -> Report:
-    async def load(s: Store) -> tuple[MessageRecord | None, Attempts]:
+    async def load(s: Storage) -> tuple[MessageRecord | None, Attempts]:
         message = await s.queue.message(args.message_id)
         if message is None:
             return None, {}

@@ -1,14 +1,13 @@
-"""SMTP credentials in SQLite: rows and :class:`SqliteCredentials`, the repository."""
+"""SMTP credentials in SQLite: rows and :class:`SqlCredentials`, the repository."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from relay.clock import Clock
 from relay.credentials import SmtpCredential
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 from relay.store.lastuse import LastUse
 
 _COLUMNS = "id, username, allowed_from, rate_limit, tags, created_at, last_used_at, revoked_at, test"
@@ -21,7 +20,7 @@ def _row(row: tuple[Any, ...]) -> SmtpCredential:
     )
 
 
-def create(conn: sqlite3.Connection, cred: SmtpCredential, password_hash: str) -> None:
+def create(conn: Connection, cred: SmtpCredential, password_hash: str) -> None:
     conn.execute(
         "INSERT INTO smtp_credentials (id, username, password_hash, allowed_from, rate_limit, tags, created_at, test)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -38,7 +37,7 @@ def create(conn: sqlite3.Connection, cred: SmtpCredential, password_hash: str) -
     )
 
 
-def find_active(conn: sqlite3.Connection, username: str) -> tuple[SmtpCredential, str] | None:
+def find_active(conn: Connection, username: str) -> tuple[SmtpCredential, str] | None:
     """The active credential for ``username`` and its password hash."""
     row = conn.execute(
         f"SELECT {_COLUMNS}, password_hash FROM smtp_credentials WHERE username = ? AND revoked_at IS NULL",
@@ -47,28 +46,28 @@ def find_active(conn: sqlite3.Connection, username: str) -> tuple[SmtpCredential
     return None if row is None else (_row(row[:-1]), row[-1])
 
 
-def get(conn: sqlite3.Connection, cred_id: str) -> SmtpCredential | None:
+def get(conn: Connection, cred_id: str) -> SmtpCredential | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM smtp_credentials WHERE id = ?", (cred_id,)).fetchone()
     return None if row is None else _row(row)
 
 
-def list_all(conn: sqlite3.Connection) -> list[SmtpCredential]:
+def list_all(conn: Connection) -> list[SmtpCredential]:
     return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM smtp_credentials ORDER BY created_at, id")]
 
 
-def revoke(conn: sqlite3.Connection, cred_id: str, now: float) -> bool:
+def revoke(conn: Connection, cred_id: str, now: float) -> bool:
     cur = conn.execute("UPDATE smtp_credentials SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, cred_id))
     return cur.rowcount == 1
 
 
-def touch(conn: sqlite3.Connection, cred_id: str, now: float) -> None:
+def touch(conn: Connection, cred_id: str, now: float) -> None:
     conn.execute("UPDATE smtp_credentials SET last_used_at = ? WHERE id = ?", (now, cred_id))
 
 
-class SqliteCredentials:
+class SqlCredentials:
     """:class:`relay.store.protocols.CredentialStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock, last_use: LastUse) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock, last_use: LastUse) -> None:
         self.db = db
         self.clock = clock
         self.last_use = last_use

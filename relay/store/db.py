@@ -97,6 +97,7 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.name = str(path)
         try:
             self._write_conn = open_database(path)
         except sqlite3.DatabaseError as exc:  # not a database, cannot open the file, corrupt, locked

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from relay.clock import Clock
 from relay.domains import VERIFIED, DkimKey, Domain
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 _COLUMNS = "id, name, created_at, checks, checked_at, verified_at"
 
 
-def _keys(conn: sqlite3.Connection, domain_id: str) -> tuple[DkimKey, ...]:
+def _keys(conn: Connection, domain_id: str) -> tuple[DkimKey, ...]:
     rows = conn.execute(
         "SELECT selector, key_path, state, created_at FROM dkim_keys WHERE domain_id = ?"
         " ORDER BY CASE state WHEN 'active' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, created_at",
@@ -22,12 +21,12 @@ def _keys(conn: sqlite3.Connection, domain_id: str) -> tuple[DkimKey, ...]:
     return tuple(DkimKey(sel, Path(path), state, at) for sel, path, state, at in rows)
 
 
-def _domain(conn: sqlite3.Connection, row: tuple) -> Domain:  # type: ignore[type-arg]
+def _domain(conn: Connection, row: tuple) -> Domain:  # type: ignore[type-arg]
     did, name, created, checks, checked_at, verified_at = row
     return Domain(did, name, created, _keys(conn, did), json.loads(checks) if checks else None, checked_at, verified_at)
 
 
-def create(conn: sqlite3.Connection, domain_id: str, name: str, key: DkimKey, now: float) -> Domain:
+def create(conn: Connection, domain_id: str, name: str, key: DkimKey, now: float) -> Domain:
     conn.execute("INSERT INTO domains (id, name, created_at) VALUES (?, ?, ?)", (domain_id, name, now))
     add_key(conn, domain_id, key)
     found = get(conn, domain_id)
@@ -35,24 +34,24 @@ def create(conn: sqlite3.Connection, domain_id: str, name: str, key: DkimKey, no
     return found
 
 
-def add_key(conn: sqlite3.Connection, domain_id: str, key: DkimKey) -> None:
+def add_key(conn: Connection, domain_id: str, key: DkimKey) -> None:
     conn.execute(
         "INSERT INTO dkim_keys (domain_id, selector, key_path, state, created_at) VALUES (?, ?, ?, ?, ?)",
         (domain_id, key.selector, str(key.path), key.state, key.created_at),
     )
 
 
-def get(conn: sqlite3.Connection, ident: str) -> Domain | None:
+def get(conn: Connection, ident: str) -> Domain | None:
     """By id or by name."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM domains WHERE id = ? OR name = ?", (ident, ident.lower())).fetchone()
     return _domain(conn, row) if row else None
 
 
-def list_all(conn: sqlite3.Connection) -> list[Domain]:
+def list_all(conn: Connection) -> list[Domain]:
     return [_domain(conn, row) for row in conn.execute(f"SELECT {_COLUMNS} FROM domains ORDER BY name").fetchall()]
 
 
-def delete(conn: sqlite3.Connection, ident: str) -> Domain | None:
+def delete(conn: Connection, ident: str) -> Domain | None:
     found = get(conn, ident)
     if found is not None:
         conn.execute("DELETE FROM domains WHERE id = ?", (found.id,))
@@ -60,7 +59,7 @@ def delete(conn: sqlite3.Connection, ident: str) -> Domain | None:
 
 
 def record_checks(
-    conn: sqlite3.Connection, domain: Domain, checks: dict[str, dict[str, str]], now: float, promote: str | None
+    conn: Connection, domain: Domain, checks: dict[str, dict[str, str]], now: float, promote: str | None
 ) -> Domain:
     """Store a verification; ``promote``: a pending selector found published, which now signs."""
     if promote is not None:
@@ -68,7 +67,7 @@ def record_checks(
         conn.execute("UPDATE dkim_keys SET state = 'active' WHERE domain_id = ? AND selector = ?", (domain.id, promote))
     verified = all(checks.get(name, {}).get("status") == VERIFIED for name in ("dkim", "spf"))
     conn.execute(
-        "UPDATE domains SET checks = ?, checked_at = ?, verified_at = CASE WHEN ? THEN ? ELSE verified_at END"
+        "UPDATE domains SET checks = ?, checked_at = ?, verified_at = CASE WHEN ? = 1 THEN ? ELSE verified_at END"
         " WHERE id = ?",
         (json.dumps(checks), now, verified, now, domain.id),
     )
@@ -77,10 +76,10 @@ def record_checks(
     return found
 
 
-class SqliteDomains:
+class SqlDomains:
     """:class:`relay.store.protocols.DomainStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from typing import Any
 
 from relay.message import lowest_message_id
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +71,9 @@ def _event(row: tuple[Any, ...]) -> Event:
 _TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = e.message_id)"
 
 
-def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Event]:
+def list_events(conn: Connection, f: EventFilter, limit: int) -> list[Event]:
     """Newest first."""
-    clauses, params = ["1"], list[object]()
+    clauses, params = ["TRUE"], list[object]()
     if f.types:
         clauses.append(f"e.kind IN ({', '.join('?' * len(f.types))})")
         params.extend(f.types)
@@ -98,7 +97,7 @@ def list_events(conn: sqlite3.Connection, f: EventFilter, limit: int) -> list[Ev
     return [_event(row) for row in rows]
 
 
-def message_events(conn: sqlite3.Connection, message_id: str) -> list[Event]:
+def message_events(conn: Connection, message_id: str) -> list[Event]:
     """In the order they happened."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id"
@@ -108,7 +107,7 @@ def message_events(conn: sqlite3.Connection, message_id: str) -> list[Event]:
     return [_event(row) for row in rows]
 
 
-def get_event(conn: sqlite3.Connection, event_id: int) -> Event | None:
+def get_event(conn: Connection, event_id: int) -> Event | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id WHERE e.id = ?", (event_id,)
     ).fetchone()
@@ -119,7 +118,7 @@ def get_event(conn: sqlite3.Connection, event_id: int) -> Event | None:
 
 
 def event_counts(
-    conn: sqlite3.Connection, since: float, until: float, interval: int, tag: str | None
+    conn: Connection, since: float, until: float, interval: int, tag: str | None
 ) -> list[tuple[int, str, int]]:
     """(interval start, event type, count), from the hourly counts: cost grows with hours, not events."""
     rows = conn.execute(
@@ -130,7 +129,7 @@ def event_counts(
     return [(int(b), k, int(n)) for b, k, n in rows]
 
 
-def totals(conn: sqlite3.Connection) -> dict[str, int]:
+def totals(conn: Connection) -> dict[str, int]:
     """Every event ever counted, by type (for the metrics endpoint)."""
     return dict(conn.execute("SELECT kind, sum(n) FROM event_counts WHERE tag = '' GROUP BY kind").fetchall())
 
@@ -142,7 +141,7 @@ class BounceStats:
     by_domain: list[tuple[str, str, int]]  # (recipient domain, kind, count)
 
 
-def bounce_stats(conn: sqlite3.Connection, since: float, until: float, limit: int = 100) -> BounceStats:
+def bounce_stats(conn: Connection, since: float, until: float, limit: int = 100) -> BounceStats:
     where = "at >= ? AND at < ?"
     total = conn.execute(f"SELECT count(*) FROM bounces WHERE {where}", (since, until)).fetchone()[0]
     by_reason = conn.execute(
@@ -162,14 +161,14 @@ def bounce_stats(conn: sqlite3.Connection, since: float, until: float, limit: in
 PRUNE_BATCH = 5000
 
 
-def prune_events(conn: sqlite3.Connection, before: float) -> int:
+def prune_events(conn: Connection, before: float) -> int:
     """Delete a batch of events older than ``before`` (the hourly counts stay). Returns how many."""
     return conn.execute(
         "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?)", (before, PRUNE_BATCH)
     ).rowcount
 
 
-def prune_bodies(conn: sqlite3.Connection, before: float) -> int:
+def prune_bodies(conn: Connection, before: float) -> int:
     """Delete a batch of bodies of messages made before ``before`` that nothing will send any more."""
     return conn.execute(
         "DELETE FROM message_bodies WHERE message_id IN (SELECT b.message_id FROM message_bodies b"
@@ -179,7 +178,7 @@ def prune_bodies(conn: sqlite3.Connection, before: float) -> int:
     ).rowcount
 
 
-def prune_webhook_log(conn: sqlite3.Connection, before: float) -> int:
+def prune_webhook_log(conn: Connection, before: float) -> int:
     deleted = conn.execute(
         "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts WHERE at < ? LIMIT ?)",
         (before, PRUNE_BATCH),
@@ -194,10 +193,10 @@ def prune_webhook_log(conn: sqlite3.Connection, before: float) -> int:
     )
 
 
-class SqliteEvents:
+class SqlEvents:
     """:class:`relay.store.protocols.EventStore` over the shared database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: SqlDatabase) -> None:
         self.db = db
 
     async def query(self, filter: EventFilter, limit: int) -> list[Event]:
@@ -223,7 +222,7 @@ class SqliteEvents:
     async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
         """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0."""
 
-        def op(c: sqlite3.Connection) -> tuple[int, int]:
+        def op(c: Connection) -> tuple[int, int]:
             return prune_events(c, events_before) + prune_webhook_log(c, events_before), prune_bodies(c, bodies_before)
 
         return await self.db.write(op)

@@ -22,12 +22,11 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 
 from relay.clock import Clock
 from relay.errors import RelayError
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ def holder_gone(
 _COLUMNS = "key, request_hash, state, status, body, message_id, created_at, expires_at, owner, lease_until"
 
 
-def get(conn: sqlite3.Connection, api_key_id: str, key: str, now: float) -> IdempotencyRecord | None:
+def get(conn: Connection, api_key_id: str, key: str, now: float) -> IdempotencyRecord | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM idempotency WHERE api_key_id = ? AND key = ? AND expires_at > ?",
         (api_key_id, key, now),
@@ -170,7 +169,7 @@ def get(conn: sqlite3.Connection, api_key_id: str, key: str, now: float) -> Idem
 
 
 def claim(
-    conn: sqlite3.Connection,
+    conn: Connection,
     api_key_id: str,
     key: str,
     request_hash: str,
@@ -202,7 +201,7 @@ def claim(
     return None
 
 
-def renew(conn: sqlite3.Connection, api_key_id: str, key: str, now: float, me: Owner | None = None) -> bool:
+def renew(conn: Connection, api_key_id: str, key: str, now: float, me: Owner | None = None) -> bool:
     """Extend ``me``'s lease on a pending claim; False if the claim is no longer its own."""
     return (
         conn.execute(
@@ -215,7 +214,7 @@ def renew(conn: sqlite3.Connection, api_key_id: str, key: str, now: float, me: O
 
 
 def forget(
-    conn: sqlite3.Connection, api_key_id: str, key: str, now: float, scope: str = "", me: Owner | None = None
+    conn: Connection, api_key_id: str, key: str, now: float, scope: str = "", me: Owner | None = None
 ) -> tuple[IdempotencyRecord | None, bool]:
     """Delete a record on request: (the record or None, whether it was deleted). A request still
     running under the key keeps it (deleting it would let a retry run the request a second time)."""
@@ -231,7 +230,7 @@ def forget(
     return record, True
 
 
-def complete(conn: sqlite3.Connection, c: Completion, me: Owner | None = None) -> None:
+def complete(conn: Connection, c: Completion, me: Owner | None = None) -> None:
     """Store the response of ``me``'s request. Raises ClaimLost if the claim is no longer its own, which
     rolls back the transaction queuing the request's messages: a taken-over request queues nothing."""
     updated = conn.execute(
@@ -243,7 +242,7 @@ def complete(conn: sqlite3.Connection, c: Completion, me: Owner | None = None) -
         raise ClaimLost(f"the claim on Idempotency-Key {c.key!r} was taken over")
 
 
-def release(conn: sqlite3.Connection, api_key_id: str, key: str, me: Owner | None = None) -> None:
+def release(conn: Connection, api_key_id: str, key: str, me: Owner | None = None) -> None:
     """Forget ``me``'s claim whose request did not succeed, so a corrected retry may run."""
     conn.execute(
         "DELETE FROM idempotency WHERE api_key_id = ? AND key = ? AND state = 'pending' AND owner = ?",
@@ -251,14 +250,14 @@ def release(conn: sqlite3.Connection, api_key_id: str, key: str, me: Owner | Non
     )
 
 
-def prune(conn: sqlite3.Connection, now: float) -> int:
+def prune(conn: Connection, now: float) -> int:
     return conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,)).rowcount
 
 
-class SqliteIdempotency:
+class SqlIdempotency:
     """:class:`relay.store.protocols.IdempotencyStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 
@@ -268,7 +267,7 @@ class SqliteIdempotency:
         """None: claimed for a request of this process (hold it with :meth:`idempotency_lease`); else the
         record that holds the key (done, or pending with an owner that has not stopped)."""
         now = self.clock.now()
-        scope = str(self.db.path)
+        scope = self.db.name
         try:
             return await self.db.write(lambda c: claim(c, api_key_id, key, request_hash, now, ttl, scope))
         except BaseException:
@@ -287,7 +286,7 @@ class SqliteIdempotency:
             raise
         finally:
             renewing.cancel()
-            finished_here(str(self.db.path), api_key_id, key)
+            finished_here(self.db.name, api_key_id, key)
 
     async def _renew_idempotency_key(self, api_key_id: str, key: str) -> None:
         while True:
@@ -310,7 +309,7 @@ class SqliteIdempotency:
         try:
             await self.db.write(lambda c: release(c, api_key_id, key))
         finally:
-            finished_here(str(self.db.path), api_key_id, key)
+            finished_here(self.db.name, api_key_id, key)
 
     async def idempotency_record(self, api_key_id: str, key: str) -> IdempotencyRecord | None:
         now = self.clock.now()
@@ -319,7 +318,7 @@ class SqliteIdempotency:
     async def forget_idempotency_record(self, api_key_id: str, key: str) -> tuple[IdempotencyRecord | None, bool]:
         """Delete a finished record: (the record or None, whether it was deleted)."""
         now = self.clock.now()
-        return await self.db.write(lambda c: forget(c, api_key_id, key, now, str(self.db.path)))
+        return await self.db.write(lambda c: forget(c, api_key_id, key, now, self.db.name))
 
     async def prune(self) -> int:
         """Drop expired idempotency records."""

@@ -1,13 +1,12 @@
-"""API keys in SQLite: rows (create, find by digest, list, revoke) and :class:`SqliteKeys`, the repository."""
+"""API keys in SQLite: rows (create, find by digest, list, revoke) and :class:`SqlKeys`, the repository."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from relay.clock import Clock
 from relay.keys import ApiKey, digest
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 from relay.store.lastuse import LastUse
 
 _COLUMNS = (
@@ -34,7 +33,7 @@ def _row(row: tuple[Any, ...]) -> ApiKey:
     )
 
 
-def create(conn: sqlite3.Connection, key: ApiKey, key_hash: str) -> None:
+def create(conn: Connection, key: ApiKey, key_hash: str) -> None:
     conn.execute(
         "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, allowed_ips, rate_limit, daily_quota,"
         " monthly_quota, test, own_messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -54,35 +53,35 @@ def create(conn: sqlite3.Connection, key: ApiKey, key_hash: str) -> None:
     )
 
 
-def find_active(conn: sqlite3.Connection, key_hash: str) -> ApiKey | None:
+def find_active(conn: Connection, key_hash: str) -> ApiKey | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
     ).fetchone()
     return _row(row) if row else None
 
 
-def get(conn: sqlite3.Connection, key_id: str) -> ApiKey | None:
+def get(conn: Connection, key_id: str) -> ApiKey | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     return _row(row) if row else None
 
 
-def list_all(conn: sqlite3.Connection) -> list[ApiKey]:
+def list_all(conn: Connection) -> list[ApiKey]:
     return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")]
 
 
-def revoke(conn: sqlite3.Connection, key_id: str, now: float) -> bool:
+def revoke(conn: Connection, key_id: str, now: float) -> bool:
     cur = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id))
     return cur.rowcount == 1
 
 
-def touch(conn: sqlite3.Connection, key_id: str, now: float) -> None:
+def touch(conn: Connection, key_id: str, now: float) -> None:
     conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
 
 
-class SqliteKeys:
+class SqlKeys:
     """:class:`relay.store.protocols.KeyStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock, last_use: LastUse) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock, last_use: LastUse) -> None:
         self.db = db
         self.clock = clock
         self.last_use = last_use

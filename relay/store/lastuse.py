@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 
-from relay.errors import StoreError
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +16,7 @@ TOUCH_INTERVAL = 60.0  # seconds between last_used_at writes for one key or cred
 class LastUse:
     """Shared by the key and credential repositories; :meth:`drain` waits for writes still running."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: SqlDatabase) -> None:
         self.db = db
         self._touched: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -30,13 +28,13 @@ class LastUse:
         self._touched[ident] = now
         return True
 
-    def write(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+    def write(self, fn: Callable[[Connection], object]) -> None:
         """A best-effort write nobody waits for: a failure (a full disk) is logged, not raised."""
 
         async def run() -> None:
             try:
                 await self.db.write(fn)
-            except (sqlite3.Error, StoreError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - best effort: any failure is logged, none raised
                 log.warning("could not record a last-use time: %s", exc)
 
         task = asyncio.get_running_loop().create_task(run())

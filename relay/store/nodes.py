@@ -7,16 +7,14 @@ one that owns its delivery leases (``relay.app.node_id``).
 
 from __future__ import annotations
 
-import sqlite3
-
 from relay.clock import Clock
 from relay.nodes import Node, NodeInfo
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 _COLUMNS = "id, host, version, pid, started_at, heartbeat_at, stopped_at"
 
 
-def register(conn: sqlite3.Connection, node: NodeInfo, now: float) -> None:
+def register(conn: Connection, node: NodeInfo, now: float) -> None:
     conn.execute(
         "INSERT INTO nodes (id, host, version, pid, started_at, heartbeat_at, stopped_at)"
         " VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (id) DO UPDATE SET host = excluded.host,"
@@ -26,24 +24,24 @@ def register(conn: sqlite3.Connection, node: NodeInfo, now: float) -> None:
     )
 
 
-def beat(conn: sqlite3.Connection, node_id: str, now: float) -> bool:
+def beat(conn: Connection, node_id: str, now: float) -> bool:
     cur = conn.execute("UPDATE nodes SET heartbeat_at = ? WHERE id = ? AND stopped_at IS NULL", (now, node_id))
     return cur.rowcount > 0
 
 
-def stop(conn: sqlite3.Connection, node_id: str, now: float) -> None:
+def stop(conn: Connection, node_id: str, now: float) -> None:
     conn.execute("UPDATE nodes SET stopped_at = ? WHERE id = ?", (now, node_id))
 
 
-def list_all(conn: sqlite3.Connection) -> list[Node]:
+def list_all(conn: Connection) -> list[Node]:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM nodes ORDER BY started_at DESC, id").fetchall()
     return [Node(*row) for row in rows]
 
 
-class SqliteNodes:
+class SqlNodes:
     """:class:`relay.store.protocols.NodeStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

@@ -10,10 +10,10 @@ event records the change (the old reading in its details).
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 
 from relay.bounces.reclassify import StoredBounce, wrongly_hard
 from relay.events import EventKind
+from relay.store.dialect import Connection
 from relay.store.queue.lifecycle import _event
 
 
@@ -35,7 +35,7 @@ class Reclassified:
     applied: bool
 
 
-def reclassify(conn: sqlite3.Connection, now: float, apply: bool) -> Reclassified:
+def reclassify(conn: Connection, now: float, apply: bool) -> Reclassified:
     """Check every permanent hard-bounce suppression against the rule in force; lift the wrong ones
     when ``apply``. Reads one bounce (with its report) at a time."""
     candidates = conn.execute(
@@ -68,7 +68,7 @@ def reclassify(conn: sqlite3.Connection, now: float, apply: bool) -> Reclassifie
     return Reclassified(len(candidates), lifts, apply)
 
 
-def _lift(conn: sqlite3.Connection, lift: Lift, stored: StoredBounce, now: float) -> None:
+def _lift(conn: Connection, lift: Lift, stored: StoredBounce, now: float) -> None:
     conn.execute(
         "DELETE FROM suppressions WHERE address = ? AND bounce_id = ? AND reason = 'hard_bounce'"
         " AND expires_at IS NULL",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from relay.errors import StoreUnavailable
+
 MIGRATIONS: list[str] = [
     # 1: messages, bodies kept apart from the frequently updated recipient rows,
     # one row per recipient with its own delivery state, events, API keys.
@@ -336,7 +338,8 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations, each in its own transaction. Returns the new version.
+    """Apply pending migrations, each in its own transaction. Returns the new version. StoreUnavailable if
+    the file's schema is newer than this code (a newer relay migrated it).
 
     The version is read inside the write transaction, so two processes starting
     at once cannot apply the same migration twice.
@@ -346,8 +349,9 @@ def migrate(conn: sqlite3.Connection) -> int:
         try:
             version = schema_version(conn)
             if version > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"database schema version {version} is newer than this relay understands ({len(MIGRATIONS)})"
+                raise StoreUnavailable(
+                    f"the database schema is at version {version}, newer than this relay knows ({len(MIGRATIONS)}):"
+                    " upgrade relay"
                 )
             if version == len(MIGRATIONS):
                 conn.execute("COMMIT")

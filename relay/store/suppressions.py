@@ -7,14 +7,13 @@ transaction. Addresses are normalised here, on the way in and on lookup.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from relay.bounces.classify import Classification, Kind
 from relay.clock import Clock
 from relay.message import normalize_address
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 from relay.suppression import SuppressionPolicy, allowlist_keys, decide
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ _ACTIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
 def record_bounce(
-    conn: sqlite3.Connection, bounce: NewBounce, now: float, policy: SuppressionPolicy
+    conn: Connection, bounce: NewBounce, now: float, policy: SuppressionPolicy
 ) -> tuple[int, Suppression | None]:
     """Store a bounce; suppress its address when the policy says so. Returns the bounce id and any suppression."""
     address = normalize_address(bounce.recipient)
@@ -109,7 +108,7 @@ def record_bounce(
     return bounce_id, suppression
 
 
-def _upsert(conn: sqlite3.Connection, s: Suppression) -> None:
+def _upsert(conn: Connection, s: Suppression) -> None:
     """A permanent entry is never shortened by a temporary one."""
     conn.execute(
         f"INSERT INTO suppressions ({_SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -121,11 +120,11 @@ def _upsert(conn: sqlite3.Connection, s: Suppression) -> None:
     )
 
 
-def _allowlisted(conn: sqlite3.Connection, address: str) -> bool:
+def _allowlisted(conn: Connection, address: str) -> bool:
     return conn.execute("SELECT 1 FROM allowlist WHERE entry IN (?, ?)", allowlist_keys(address)).fetchone() is not None
 
 
-def suppressed(conn: sqlite3.Connection, addresses: Iterable[str], now: float) -> dict[str, Suppression]:
+def suppressed(conn: Connection, addresses: Iterable[str], now: float) -> dict[str, Suppression]:
     """The active, not allowlisted suppressions among ``addresses``, keyed by the address as given."""
     by_normal: dict[str, list[str]] = {}
     for a in addresses:
@@ -150,7 +149,7 @@ def suppressed(conn: sqlite3.Connection, addresses: Iterable[str], now: float) -
 
 
 def add(
-    conn: sqlite3.Connection,
+    conn: Connection,
     addresses: Sequence[str],
     reason: str,
     detail: str,
@@ -160,17 +159,19 @@ def add(
     """Manual entries (replacing what is there for those addresses)."""
     entries = [Suppression(normalize_address(a), reason, detail, None, None, now, expires_at) for a in addresses]
     conn.executemany(
-        f"INSERT OR REPLACE INTO suppressions ({_SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO suppressions ({_SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address)"
+        " DO UPDATE SET reason = excluded.reason, detail = excluded.detail, bounce_id = excluded.bounce_id,"
+        " message_id = excluded.message_id, created_at = excluded.created_at, expires_at = excluded.expires_at",
         [dataclasses.astuple(s) for s in entries],
     )
     return entries
 
 
-def remove(conn: sqlite3.Connection, address: str) -> bool:
+def remove(conn: Connection, address: str) -> bool:
     return conn.execute("DELETE FROM suppressions WHERE address = ?", (normalize_address(address),)).rowcount > 0
 
 
-def get(conn: sqlite3.Connection, address: str, now: float) -> Suppression | None:
+def get(conn: Connection, address: str, now: float) -> Suppression | None:
     row = conn.execute(
         f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE address = ? AND {_ACTIVE}",
         (normalize_address(address), now),
@@ -187,7 +188,7 @@ class SuppressionFilter:
     after: str | None = None  # cursor: the last address of the previous page (newest first by time, then address)
 
 
-def list_suppressions(conn: sqlite3.Connection, f: SuppressionFilter, limit: int, now: float) -> list[Suppression]:
+def list_suppressions(conn: Connection, f: SuppressionFilter, limit: int, now: float) -> list[Suppression]:
     clauses, params = [_ACTIVE], list[object]([now])
     if f.reason:
         clauses.append("reason = ?")
@@ -211,18 +212,22 @@ def list_suppressions(conn: sqlite3.Connection, f: SuppressionFilter, limit: int
     return [Suppression(*row) for row in rows]
 
 
-def allow(conn: sqlite3.Connection, entry: str, note: str, now: float) -> str:
+def allow(conn: Connection, entry: str, note: str, now: float) -> str:
     normal = normalize_address(entry) if "@" in entry else allowlist_keys(f"x@{entry}")[1]
-    conn.execute("INSERT OR REPLACE INTO allowlist (entry, note, created_at) VALUES (?, ?, ?)", (normal, note, now))
+    conn.execute(
+        "INSERT INTO allowlist (entry, note, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (entry) DO UPDATE SET note = excluded.note, created_at = excluded.created_at",
+        (normal, note, now),
+    )
     return normal
 
 
-def disallow(conn: sqlite3.Connection, entry: str) -> bool:
+def disallow(conn: Connection, entry: str) -> bool:
     normal = normalize_address(entry) if "@" in entry else allowlist_keys(f"x@{entry}")[1]
     return conn.execute("DELETE FROM allowlist WHERE entry = ?", (normal,)).rowcount > 0
 
 
-def allowlist(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+def allowlist(conn: Connection) -> list[tuple[str, str, float]]:
     return conn.execute("SELECT entry, note, created_at FROM allowlist ORDER BY entry").fetchall()
 
 
@@ -234,8 +239,8 @@ class BounceFilter:
     before: int | None = None  # cursor: the last id of the previous page (newest first)
 
 
-def list_bounces(conn: sqlite3.Connection, f: BounceFilter, limit: int) -> list[Bounce]:
-    clauses, params = ["1"], []
+def list_bounces(conn: Connection, f: BounceFilter, limit: int) -> list[Bounce]:
+    clauses, params = ["TRUE"], []
     for value, clause in (
         (f.kind, "kind = ?"),
         (f.message_id, "message_id = ?"),
@@ -252,15 +257,15 @@ def list_bounces(conn: sqlite3.Connection, f: BounceFilter, limit: int) -> list[
     return [Bounce(*row) for row in rows]
 
 
-def get_bounce(conn: sqlite3.Connection, bounce_id: int) -> Bounce | None:
+def get_bounce(conn: Connection, bounce_id: int) -> Bounce | None:
     row = conn.execute(f"SELECT {_BOUNCE_COLUMNS}, report FROM bounces WHERE id = ?", (bounce_id,)).fetchone()
     return Bounce(*row) if row else None
 
 
-class SqliteSuppressions:
+class SqlSuppressions:
     """:class:`relay.store.protocols.SuppressionStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock, suppression_policy: SuppressionPolicy) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock, suppression_policy: SuppressionPolicy) -> None:
         self.db = db
         self.clock = clock
         self.suppression_policy = suppression_policy

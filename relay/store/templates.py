@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 
 from relay.clock import Clock
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +32,21 @@ class Template:
 _VERSION = "template_id, version, subject, html, text, note, created_at"
 
 
-def version(conn: sqlite3.Connection, template_id: str, number: int) -> TemplateVersion | None:
+def version(conn: Connection, template_id: str, number: int) -> TemplateVersion | None:
     row = conn.execute(
         f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? AND version = ?", (template_id, number)
     ).fetchone()
     return TemplateVersion(*row) if row else None
 
 
-def versions(conn: sqlite3.Connection, template_id: str) -> list[TemplateVersion]:
+def versions(conn: Connection, template_id: str) -> list[TemplateVersion]:
     rows = conn.execute(
         f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? ORDER BY version DESC", (template_id,)
     ).fetchall()
     return [TemplateVersion(*row) for row in rows]
 
 
-def get(conn: sqlite3.Connection, template_id: str) -> Template | None:
+def get(conn: Connection, template_id: str) -> Template | None:
     row = conn.execute(
         "SELECT id, name, version, created_at, updated_at FROM templates WHERE id = ?", (template_id,)
     ).fetchone()
@@ -59,13 +58,13 @@ def get(conn: sqlite3.Connection, template_id: str) -> Template | None:
     return Template(template_id, name, number, created_at, updated_at, current)
 
 
-def list_all(conn: sqlite3.Connection) -> list[Template]:
+def list_all(conn: Connection) -> list[Template]:
     ids = [r[0] for r in conn.execute("SELECT id FROM templates ORDER BY name, id")]
     return [t for t in (get(conn, i) for i in ids) if t is not None]
 
 
 def create(
-    conn: sqlite3.Connection, template_id: str, name: str, subject: str, html: str | None, text: str | None, now: float
+    conn: Connection, template_id: str, name: str, subject: str, html: str | None, text: str | None, now: float
 ) -> Template:
     conn.execute(
         "INSERT INTO templates (id, name, version, created_at, updated_at) VALUES (?, ?, 1, ?, ?)",
@@ -78,7 +77,7 @@ def create(
 
 
 def _add_version(
-    conn: sqlite3.Connection,
+    conn: Connection,
     template_id: str,
     number: int,
     subject: str,
@@ -94,7 +93,7 @@ def _add_version(
 
 
 def update(
-    conn: sqlite3.Connection,
+    conn: Connection,
     template_id: str,
     name: str | None,
     subject: str,
@@ -116,14 +115,14 @@ def update(
     return get(conn, template_id)
 
 
-def delete(conn: sqlite3.Connection, template_id: str) -> bool:
+def delete(conn: Connection, template_id: str) -> bool:
     return conn.execute("DELETE FROM templates WHERE id = ?", (template_id,)).rowcount > 0
 
 
-class SqliteTemplates:
+class SqlTemplates:
     """:class:`relay.store.protocols.TemplateStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

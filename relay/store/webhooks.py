@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from relay.clock import Clock
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,7 @@ def _webhook(row: tuple[Any, ...]) -> Webhook:
     return Webhook(hid, url, json.loads(events), bool(enabled), *rest)
 
 
-def create(conn: sqlite3.Connection, hook: Webhook) -> None:
+def create(conn: Connection, hook: Webhook) -> None:
     conn.execute(
         f"INSERT INTO webhooks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -58,16 +57,16 @@ def create(conn: sqlite3.Connection, hook: Webhook) -> None:
     )
 
 
-def get(conn: sqlite3.Connection, hook_id: str) -> Webhook | None:
+def get(conn: Connection, hook_id: str) -> Webhook | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM webhooks WHERE id = ?", (hook_id,)).fetchone()
     return _webhook(row) if row else None
 
 
-def list_all(conn: sqlite3.Connection) -> list[Webhook]:
+def list_all(conn: Connection) -> list[Webhook]:
     return [_webhook(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM webhooks ORDER BY created_at, id")]
 
 
-def update(conn: sqlite3.Connection, hook_id: str, changes: dict[str, Any], now: float) -> Webhook | None:
+def update(conn: Connection, hook_id: str, changes: dict[str, Any], now: float) -> Webhook | None:
     """Change url, events, enabled, description or secret. Enabling again clears the failure record."""
     allowed = {"url", "events", "enabled", "description", "secret"}
     sets, params = ["updated_at = ?"], list[object]([now])
@@ -81,7 +80,7 @@ def update(conn: sqlite3.Connection, hook_id: str, changes: dict[str, Any], now:
     return get(conn, hook_id) if cur.rowcount else None
 
 
-def delete(conn: sqlite3.Connection, hook_id: str) -> bool:
+def delete(conn: Connection, hook_id: str) -> bool:
     return conn.execute("DELETE FROM webhooks WHERE id = ?", (hook_id,)).rowcount > 0
 
 
@@ -97,7 +96,7 @@ class DueDelivery:
     payload: bytes | None
 
 
-def claim_due(conn: sqlite3.Connection, now: float, limit: int, lease: float) -> list[DueDelivery]:
+def claim_due(conn: Connection, now: float, limit: int, lease: float) -> list[DueDelivery]:
     """Due deliveries to enabled endpoints, oldest first, at most one per message and endpoint (the
     earliest waiting: events of a message arrive in order); each is pushed ``lease`` seconds ahead."""
     rows = conn.execute(
@@ -117,7 +116,7 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, lease: float) ->
     return [DueDelivery(*row) for row in rows]
 
 
-def set_payload(conn: sqlite3.Connection, delivery_id: int, payload: bytes) -> None:
+def set_payload(conn: Connection, delivery_id: int, payload: bytes) -> None:
     conn.execute("UPDATE webhook_deliveries SET payload = ? WHERE id = ? AND payload IS NULL", (payload, delivery_id))
 
 
@@ -136,7 +135,7 @@ class AttemptOutcome:
         return self.status is not None and 200 <= self.status < 300
 
 
-def record_attempt(conn: sqlite3.Connection, o: AttemptOutcome, now: float, disable_after: float) -> str | None:
+def record_attempt(conn: Connection, o: AttemptOutcome, now: float, disable_after: float) -> str | None:
     """Log the attempt, move the delivery on, keep the endpoint's health. Returns why the endpoint was
     disabled, when this attempt disabled it."""
     conn.execute(
@@ -176,9 +175,7 @@ class AttemptRecord:
     latency_ms: float
 
 
-def recent_attempts(
-    conn: sqlite3.Connection, hook_id: str, limit: int, before: int | None = None
-) -> list[AttemptRecord]:
+def recent_attempts(conn: Connection, hook_id: str, limit: int, before: int | None = None) -> list[AttemptRecord]:
     rows = conn.execute(
         "SELECT id, delivery_id, event_id, at, status, error, latency_ms FROM webhook_attempts"
         " WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
@@ -187,7 +184,7 @@ def recent_attempts(
     return [AttemptRecord(*row) for row in rows]
 
 
-def backlog(conn: sqlite3.Connection) -> dict[str, int]:
+def backlog(conn: Connection) -> dict[str, int]:
     """Pending deliveries per endpoint."""
     return dict(
         conn.execute(
@@ -196,15 +193,15 @@ def backlog(conn: sqlite3.Connection) -> dict[str, int]:
     )
 
 
-def pending_for(conn: sqlite3.Connection, hook_ids: Sequence[str]) -> dict[str, int]:
+def pending_for(conn: Connection, hook_ids: Sequence[str]) -> dict[str, int]:
     counts = backlog(conn)
     return {h: counts.get(h, 0) for h in hook_ids}
 
 
-class SqliteWebhooks:
+class SqlWebhooks:
     """:class:`relay.store.protocols.WebhookStore` over the shared database."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

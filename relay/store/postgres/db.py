@@ -1,36 +1,27 @@
 """PostgreSQL plumbing: the group-commit writer, pooled reads, and the translation of driver errors.
 
-The callables are ``async def fn(conn: AsyncConnection) -> T``: the same one-argument shape as the
-SQLite ``Database``'s (a repository keeps its SQL in plain functions of a connection and hands them
-over as ``lambda c: enqueue(c, ...)``), but async, since every statement is a round trip to the
-server that the event loop must not block on. They get the connection rather than a cursor so that
-one operation can open its own cursors, use ``executemany`` or a pipeline (several statements in one
-round trip), and ``RETURNING`` rows; they must not commit, roll back or open transactions themselves.
-Rows are tuples, as sqlite3's default.
+:class:`PgDatabase` has the SQLite ``Database``'s contract and methods (``write``, ``read``,
+``lookup``, ``close``) and runs the same operations: plain functions of a connection, handed over as
+``lambda c: revoke(c, key_id, now)``, whose SQL (``?`` placeholders) :class:`PgConnection` passes to
+psycopg. Like SQLite's, the connections are synchronous and live in threads of their own: one writer
+thread, and a small pool of reader threads, each blocking on its round trips to the server while the
+event loop goes on. Operations must not commit, roll back or open transactions themselves.
 
-Writes: one writer task owns one connection. It takes every operation waiting (up to MAX_BATCH),
+Writes: the writer thread owns one connection. It takes every operation waiting (up to MAX_BATCH),
 runs them one after another in ONE transaction and commits with ``synchronous_commit = on`` (set on
 the connection, whatever the server's default), and only then resolves the callers' futures: many
 concurrent writers share one commit and its WAL flush; nothing is acknowledged before it is durable.
-Operations that arrive while a commit is in flight wait for the next batch.
-
-Each statement is a round trip, and the writer's connection does nothing else meanwhile: with 50
-writers inserting two rows each, one statement at a time gives 3,400-5,900 writes/s (bench/pg_commit.py;
-SQLite 42,000-45,000 on the same disk). ``write(fn, pipelined=True)`` lets the batch send such operations'
-statements in one pipeline without waiting for each result (9,800-17,500 writes/s measured). The
-price is that in a pipeline ``cursor.rowcount`` is -1 until a result is fetched, so only an operation
-that reads its results by fetching rows (``RETURNING`` ... ``fetchone()``), or none, may be pipelined;
-the others run one statement at a time between the pipelined runs of the same batch.
+Each statement is a round trip (tens of microseconds on loopback), so a statement saved in a hot
+operation is worth more here than on SQLite.
 
 A failing operation does not sink its neighbours. Savepoints would cost two extra round trips for
 every operation; instead the batch runs without them, and when one operation raises, the transaction
 is rolled back, that operation gets its error, and the batch runs again without it (the others run
 again from the start: their effects of the first run were rolled back, so an operation must do
-nothing outside the database that it cannot do twice). In a pipeline the failing statement's
-operation is not known: the batch is rolled back and run again one statement at a time, which finds
-it. An error that is the
-database's, not the operation's (connection lost, server shutting down, disk full), fails every
-operation of the batch with the same error and writes nothing.
+nothing outside the database that it cannot do twice). A batch that another node's transaction
+deadlocked with, or that lost a serialization race, runs again whole (up to RERUNS times). An error
+that is the database's, not the operation's (connection lost, server shutting down, disk full), fails
+every operation of the batch with the same error and writes nothing.
 
 Errors are translated as the SQLite ``Database`` does: disk full (SQLSTATE 53100) raises
 :class:`relay.errors.StoreFull`; a server that cannot be reached, a lost connection, an admin
@@ -44,33 +35,38 @@ its COMMIT was sent cannot have committed (the server rolls back a transaction w
 so if it ran on a connection kept from before, it is retried once on a new connection: the first
 writes after a server restart succeed instead of failing on the stale connection. A batch whose
 COMMIT was sent and whose answer was lost fails with StoreUnavailable, though it may have committed.
-Reads come from a pool; a read that fails on a broken connection is retried once (reads change
-nothing).
+Reads come from a pool (autocommit: each statement sees what is committed when it runs); a read that
+fails on a broken connection is retried once (reads change nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from relay.config import masked_url
 from relay.errors import StoreError, StoreFull, StoreUnavailable
+from relay.store.postgres.connection import PgConnection
 from relay.store.postgres.schema import migrate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Op = Callable[[AsyncConnection[Any]], Awaitable[Any]]
+Op = Callable[[PgConnection], Any]
 
 MAX_BATCH = 512
 CONNECT_TIMEOUT = 5  # seconds to reach the server before a write or read fails as unavailable
 POOL_SIZE = 4  # read connections; writes have their own
+RERUNS = 5  # times a batch runs again after a deadlock or a serialization failure with another node
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -78,6 +74,8 @@ def translate(exc: BaseException) -> BaseException:
     error: StoreError
     if isinstance(exc, psycopg.errors.DiskFull):
         error = StoreFull(str(exc))
+    elif isinstance(exc, PoolTimeout):
+        error = StoreUnavailable(f"no database connection: {exc}")
     elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         error = StoreUnavailable(str(exc) or type(exc).__name__)
     else:
@@ -86,17 +84,18 @@ def translate(exc: BaseException) -> BaseException:
     return error
 
 
-class _Pending:
-    __slots__ = ("fn", "future", "pipelined")
+def _contended(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: another transaction's fault, not the operation's; run again."""
+    return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
-    def __init__(self, fn: Op, future: asyncio.Future[Any], pipelined: bool) -> None:
+
+class _Pending:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.fn = fn
         self.future = future
-        self.pipelined = pipelined
-
-
-class _PipelineFailed(Exception):
-    """Something failed in a pipelined run: run the batch again one operation after another."""
+        self.loop = loop
 
 
 class _OpFailed(Exception):
@@ -114,241 +113,243 @@ class _BeforeCommit(Exception):
         self.error = error
 
 
+class _Contended(Exception):
+    """Another node's transaction deadlocked with this batch or won a serialization race: run it again."""
+
+
 _STOP = object()
 
 
 class PgDatabase:
-    """Async access to one PostgreSQL database: group-committed writes on one connection, pooled reads.
+    """Access to one PostgreSQL database: group-committed writes on one connection, pooled reads.
 
-    ``await open()`` (or ``async with``) migrates the schema and starts the writer; ``close()`` finishes
-    the queued writes and closes every connection.
+    Constructing it connects, brings the schema up to date (StoreUnavailable if the server cannot be
+    reached or its schema is newer than this code) and starts the writer; ``close()`` finishes the
+    queued writes and closes every connection.
     """
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, statement_timeout: float = 0.0) -> None:
         self.url = url
-        self._pool = AsyncConnectionPool(
+        self.name = masked_url(url)
+        self.statement_timeout = statement_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        try:
+            self._conn = self._connect()
+            migrate(self._conn)
+        except StoreUnavailable:
+            self._drop_connection()
+            raise
+        except psycopg.Error as exc:
+            self._drop_connection()
+            raise translate(exc) from exc
+        self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
             open=False,
             timeout=CONNECT_TIMEOUT,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT},
+            kwargs={"connect_timeout": CONNECT_TIMEOUT, "autocommit": True, **self._options()},
             name="relay-read",
         )
-        self._conn: AsyncConnection[Any] | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._pool.open(wait=False)
+        self._reader = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="relay-pg-reader")
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="relay-pg-writer", daemon=True)
         self._closed = False
         self.commits = 0  # transactions committed (for stats and benchmarks)
         self.writes = 0  # operations committed
-        self.reruns = 0  # batches run again without an operation that raised
+        self.reruns = 0  # batches run again without an operation that raised, or after a deadlock
         self.commit_time = 0.0  # seconds spent waiting for COMMIT (the WAL flush)
+        self._writer.start()
 
-    async def __aenter__(self) -> PgDatabase:
-        await self.open()
-        return self
+    def _options(self) -> dict[str, str]:
+        if self.statement_timeout <= 0:
+            return {}
+        return {"options": f"-c statement_timeout={int(self.statement_timeout * 1000)}"}
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def open(self) -> None:
-        """Bring the schema up to date and start the writer. StoreUnavailable if the server cannot be reached
-        or its schema is newer than this code."""
-        try:
-            self._conn = await self._connect()
-            await migrate(self._conn)
-        except StoreUnavailable:
-            await self._drop_connection()
-            raise
-        except psycopg.Error as exc:
-            await self._drop_connection()
-            raise translate(exc) from exc
-        await self._pool.open(wait=False)
-        self._writer = asyncio.create_task(self._write_loop(), name="relay-pg-writer")
-
-    async def write(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, pipelined: bool = False) -> T:
-        """Run ``fn`` inside the next group transaction; return once that transaction is durably committed.
-
-        ``pipelined=True``: ``fn``'s statements may be sent in one pipeline with its neighbours' (a round
-        trip for many statements). Only for an operation that reads results by fetching rows
-        (``RETURNING`` ... ``fetchone()``): in a pipeline ``cursor.rowcount`` is -1 until a fetch.
-        """
-        if self._closed or self._writer is None:
-            raise RuntimeError("database is closed" if self._closed else "database is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(fn, future, pipelined))
+    async def write(self, fn: Callable[[PgConnection], T]) -> T:
+        """Run ``fn`` inside the next group transaction; return once that transaction is durably committed."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Pending(fn, future, loop))
         return await future
 
-    async def read(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run ``fn`` on a pooled connection, in a transaction of its own."""
-        try:
-            return await self._read_once(fn)
-        except psycopg.Error as exc:
-            if isinstance(exc, PoolTimeout) or not isinstance(translate(exc), StoreUnavailable):
-                raise translate(exc) from exc
-            log.debug("read failed (%s); checking the pool and reading again", exc)
-        try:
-            await self._pool.check()  # drops the idle connections that the same outage broke
-            return await self._read_once(fn)
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
+    async def read(self, fn: Callable[[PgConnection], T]) -> T:
+        """Run ``fn`` on a pooled connection (autocommit) in a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
 
-    async def _read_once(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        async with self._pool.connection() as conn:
-            return await fn(conn)
-
-    async def lookup(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+    async def lookup(self, fn: Callable[[PgConnection], T]) -> T:
         """A short indexed read: the same as :meth:`read` here (SQLite runs these inline; a server cannot)."""
         return await self.read(fn)
+
+    def _read(self, fn: Callable[[PgConnection], T]) -> T:
+        try:
+            return self._read_once(fn)
+        except psycopg.Error as exc:
+            if not isinstance(translate(exc), StoreUnavailable):
+                raise translate(exc) from exc
+            log.debug("read failed (%s); checking the pool and reading again", exc)
+        except PoolTimeout as exc:
+            raise translate(exc) from exc
+        try:
+            self._pool.check()  # drops the idle connections that the same outage broke
+            return self._read_once(fn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate(exc) from exc
+
+    def _read_once(self, fn: Callable[[PgConnection], T]) -> T:
+        with self._pool.connection() as conn:
+            return fn(PgConnection(conn))
 
     async def close(self) -> None:
         """Finish every queued write, then close the connections."""
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put_nowait(_STOP)
-            await self._writer
+        self._queue.put(_STOP)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._writer.join)
         log.info("database: %d writes in %d commits; %.1fs committing", self.writes, self.commits, self.commit_time)
-        if self._conn is not None:
-            await self._conn.close()
-        await self._pool.close()
+        self._drop_connection()
+        self._reader.shutdown(wait=True)
+        await loop.run_in_executor(None, self._pool.close)
 
-    # -- writer task -------------------------------------------------------
+    # -- writer thread -----------------------------------------------------
 
-    async def _connect(self) -> AsyncConnection[Any]:
-        conn = await AsyncConnection.connect(self.url, connect_timeout=CONNECT_TIMEOUT)
-        await conn.execute("SET synchronous_commit = on")
-        await conn.commit()
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, **self._options())  # type: ignore[arg-type]
+        conn.execute("SET synchronous_commit = on")
+        conn.commit()
         return conn
 
-    async def _write_loop(self) -> None:
+    def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            item = await self._queue.get()
+            item = self._queue.get()
             if item is _STOP:
                 break
             batch = [item]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
                 if item is _STOP:
                     stopping = True
                     break
                 batch.append(item)
-            await self._commit_batch(batch)
+            self._commit_batch(batch)
 
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[_Pending]) -> None:
         """Commit what can be of ``batch``, resolving every future: a value, its own error, or the batch's."""
         pending = [p for p in batch if not p.future.cancelled()]
         retried = False
-        pipelined = True  # until something fails: then one statement at a time, to know which operation it was
+        contended = 0
         while pending:
+            fresh = False
             try:
-                fresh = self._conn is None or self._conn.closed
-                if fresh:
+                if self._conn is None or self._conn.closed:
                     self._conn = None
-                    self._conn = await self._connect()
-                values = await self._run(pending, pipelined)
-            except _PipelineFailed:
-                pipelined = False
-                continue
+                    self._conn = self._connect()
+                    fresh = True
+                values = self._run(pending)
             except _OpFailed as failed:
-                _settle(pending.pop(failed.index), error=failed.error)
+                _settle([(pending.pop(failed.index), False, failed.error)])
                 self.reruns += 1
                 continue
+            except _Contended:
+                contended += 1
+                self.reruns += 1
+                if contended <= RERUNS:
+                    continue
+                _settle([(p, False, StoreUnavailable("the database stayed too contended to commit")) for p in pending])
+                return
             except _BeforeCommit as lost:
-                await self._drop_connection()
+                self._drop_connection()
                 if not fresh and not retried:
                     retried = True
                     log.info("database connection lost (%s); retrying the batch on a new one", lost.error)
                     continue
-                _fail_all(pending, translate(lost.error))
+                error = translate(lost.error)
+                _settle([(p, False, error) for p in pending])
                 return
             except Exception as exc:  # connecting or committing failed: nothing durable that we know of
                 log.error("database commit failed: %s", exc)
                 if self._conn is not None and (self._conn.broken or self._conn.closed):
-                    await self._drop_connection()
-                _fail_all(pending, translate(exc))
+                    self._drop_connection()
+                error = translate(exc)
+                _settle([(p, False, error) for p in pending])
                 return
-            for item, value in zip(pending, values, strict=True):
-                _settle(item, value=value)
+            _settle([(p, True, v) for p, v in zip(pending, values, strict=True)])
             return
 
-    async def _run(self, batch: list[_Pending], pipelined: bool) -> list[Any]:
+    def _run(self, batch: list[_Pending]) -> list[Any]:
         """Run ``batch`` in one transaction and commit it; its values. The exceptions say what to do next."""
         conn = self._conn
         assert conn is not None
+        adapter = PgConnection(conn)
+        values = []
         try:
-            values = await (_run_pipelined(conn, batch) if pipelined else _run_each(conn, batch))
-        except (_OpFailed, _PipelineFailed):
-            await conn.rollback()
+            for index, item in enumerate(batch):
+                try:
+                    values.append(item.fn(adapter))
+                except psycopg.Error as exc:
+                    if conn.broken or conn.closed:
+                        raise _BeforeCommit(exc) from exc
+                    if _contended(exc):
+                        raise _Contended() from exc
+                    if isinstance(translate(exc), StoreError):
+                        raise
+                    raise _OpFailed(index, exc) from exc
+                except Exception as exc:
+                    raise _OpFailed(index, exc) from exc
+        except (_OpFailed, _Contended):
+            conn.rollback()
             raise
-        except psycopg.Error as exc:
-            if conn.broken or conn.closed:
-                raise _BeforeCommit(exc) from exc
-            await conn.rollback()  # the server said no (disk full...): the session is still good
+        except psycopg.Error:
+            if not (conn.broken or conn.closed):
+                conn.rollback()  # the server said no (disk full...): the session is still good
             raise
         t0 = time.perf_counter()
-        await conn.commit()
+        try:
+            conn.commit()
+        except psycopg.Error as exc:
+            if _contended(exc):  # a deferred check lost a race: nothing was committed
+                raise _Contended() from exc
+            raise
         self.commit_time += time.perf_counter() - t0
         self.commits += 1
         self.writes += len(batch)
         return values
 
-    async def _drop_connection(self) -> None:
+    def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await conn.close()
+                conn.close()
             except psycopg.Error:
                 pass
 
 
-async def _run_each(conn: AsyncConnection[Any], batch: list[_Pending]) -> list[Any]:
-    """One operation after another, each statement waiting for its result: a failure names its operation."""
-    values = []
-    for index, item in enumerate(batch):
+def _settle(items: list[tuple[_Pending, bool, Any]]) -> None:
+    """Resolve the callers' futures, each on its own event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for pending, ok, value in items:
+        by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
+    for loop, results in by_loop.items():
         try:
-            values.append(await item.fn(conn))
-        except psycopg.Error as exc:
-            if isinstance(translate(exc), StoreError):
-                raise
-            raise _OpFailed(index, exc) from exc
-        except Exception as exc:
-            raise _OpFailed(index, exc) from exc
-    return values
+            loop.call_soon_threadsafe(_resolve, results)
+        except RuntimeError:  # that event loop has closed; nobody is waiting
+            pass
 
 
-async def _run_pipelined(conn: AsyncConnection[Any], batch: list[_Pending]) -> list[Any]:
-    """The pipelined operations' statements sent without waiting for each result, the others one by one."""
-    values: list[Any] = []
-    try:
-        index = 0
-        while index < len(batch):
-            if not batch[index].pipelined:
-                values.append(await batch[index].fn(conn))
-                index += 1
-                continue
-            async with conn.pipeline():
-                while index < len(batch) and batch[index].pipelined:
-                    values.append(await batch[index].fn(conn))
-                    index += 1
-    except Exception as exc:
-        if isinstance(exc, psycopg.Error) and (conn.broken or conn.closed):
-            raise
-        raise _PipelineFailed() from exc  # which operation failed is not known here: run them one by one
-    return values
-
-
-def _settle(item: _Pending, value: Any = None, error: BaseException | None = None) -> None:
-    if item.future.done():
-        return
-    if error is not None:
-        item.future.set_exception(error)
-    else:
-        item.future.set_result(value)
-
-
-def _fail_all(batch: list[_Pending], error: BaseException) -> None:
-    for item in batch:
-        _settle(item, error=error)
+def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in items:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -7,7 +7,7 @@
 * :mod:`.control`     operator control: retry now, purge, bounce, suspend/resume a domain, cancel, resend
 * :mod:`.returned`    returned mail (DSNs, complaints): find the recipient, record the report
 * :mod:`.scheduling`  scheduled messages (send_at): list, reschedule, cancel
-* :mod:`.repository`  :class:`SqliteQueue`, the :class:`relay.store.protocols.QueueStore` over the database
+* :mod:`.repository`  :class:`SqlQueue`, the :class:`relay.store.protocols.QueueStore` over the database
 """
 
 from relay.store.queue.control import (
@@ -57,7 +57,7 @@ from relay.store.queue.records import (
     ReturnedTarget,
     Selection,
 )
-from relay.store.queue.repository import SqliteQueue
+from relay.store.queue.repository import SqlQueue
 from relay.store.queue.returned import record_returned, returned_target, targets_by_header_id
 from relay.store.queue.scheduling import cancel_scheduled, reschedule, scheduled_messages
 
@@ -77,7 +77,7 @@ __all__ = [
     "Resent",
     "ReturnedTarget",
     "Selection",
-    "SqliteQueue",
+    "SqlQueue",
     "admin_bounce",
     "attempts_of",
     "cancel_message",

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from relay.events import EventKind
 from relay.store import suppressions
+from relay.store.dialect import Connection
 from relay.store.queue.lifecycle import _DUE_SQL, _event
 from relay.store.queue.records import BodyDeleted, Resent, Selection
 
 
-def cancel_message(conn: sqlite3.Connection, message_id: str, now: float) -> list[str]:
+def cancel_message(conn: Connection, message_id: str, now: float) -> list[str]:
     """Cancel every recipient still waiting (queued or deferred); returns their addresses."""
     rows = conn.execute(
         "UPDATE recipients SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?"
@@ -25,7 +25,7 @@ def cancel_message(conn: sqlite3.Connection, message_id: str, now: float) -> lis
 
 def _where(selection: Selection) -> tuple[str, list[Any]]:
     """A WHERE clause over ``recipients`` for the selected recipients, and its parameters."""
-    clauses = ["1"]
+    clauses = ["TRUE"]
     params: list[Any] = []
     for value, clause in (
         (selection.message_id, "message_id = ?"),
@@ -40,7 +40,7 @@ def _where(selection: Selection) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def retry_now(conn: sqlite3.Connection, now: float, selection: Selection) -> int:
+def retry_now(conn: Connection, now: float, selection: Selection) -> int:
     """Make the selected waiting recipients due now."""
     where, params = _where(selection)
     return conn.execute(
@@ -49,7 +49,7 @@ def retry_now(conn: sqlite3.Connection, now: float, selection: Selection) -> int
     ).rowcount
 
 
-def purge(conn: sqlite3.Connection, now: float, selection: Selection) -> int:
+def purge(conn: Connection, now: float, selection: Selection) -> int:
     """Take the selected waiting recipients out of the queue (cancelled, no bounce); like ``postsuper -d``."""
     where, params = _where(selection)
     rows = conn.execute(
@@ -62,7 +62,7 @@ def purge(conn: sqlite3.Connection, now: float, selection: Selection) -> int:
     return len(rows)
 
 
-def suspend_domain(conn: sqlite3.Connection, domain: str, until: float, reason: str) -> None:
+def suspend_domain(conn: Connection, domain: str, until: float, reason: str) -> None:
     conn.execute(
         "INSERT INTO suspended_domains (domain, until, reason) VALUES (?, ?, ?)"
         " ON CONFLICT (domain) DO UPDATE SET until = excluded.until, reason = excluded.reason",
@@ -70,11 +70,11 @@ def suspend_domain(conn: sqlite3.Connection, domain: str, until: float, reason: 
     )
 
 
-def resume_domain(conn: sqlite3.Connection, domain: str) -> bool:
+def resume_domain(conn: Connection, domain: str) -> bool:
     return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (domain.lower(),)).rowcount == 1
 
 
-def admin_bounce(conn: sqlite3.Connection, now: float, reason: str, selection: Selection) -> int:
+def admin_bounce(conn: Connection, now: float, reason: str, selection: Selection) -> int:
     """Give up on the selected waiting recipients as bounced by the operator."""
     where, params = _where(selection)
     rows = conn.execute(
@@ -90,7 +90,7 @@ def admin_bounce(conn: sqlite3.Connection, now: float, reason: str, selection: S
 _RESENDABLE = ("bounced", "failed")
 
 
-def resend(conn: sqlite3.Connection, message_id: str, now: float) -> list[Resent] | None:
+def resend(conn: Connection, message_id: str, now: float) -> list[Resent] | None:
     """Queue a message's bounced and failed recipients again, due now, unless suppressed now (those keep
     their state). None: no such message. Raises BodyDeleted when retention has removed the body."""
     if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections import defaultdict
 from typing import Any
 
 from relay.events import PENDING_STATES, EventKind
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
+from relay.store.dialect import Connection, is_postgres
 from relay.store.queue.quotas import _count_against_quota
 from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient, Quota
 from relay.suppression import SuppressionPolicy
@@ -24,7 +24,7 @@ _DUE_SQL = "next_attempt_at IS NOT NULL"
 _ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\b")
 
 
-def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Quota | None = None) -> None:
+def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | None = None) -> None:
     """Insert the message, its body, tags, recipients and QUEUED events; count it against the quota."""
     if quota is not None:
         _count_against_quota(conn, quota, now)
@@ -57,14 +57,14 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
         if why is not None:  # kept for the record (activity, events), never attempted
             cur = conn.execute(
                 "INSERT INTO recipients (message_id, address, domain, state, last_response, updated_at)"
-                " VALUES (?, ?, ?, 'suppressed', ?, ?)",
+                " VALUES (?, ?, ?, 'suppressed', ?, ?) RETURNING id",
                 (message.id, address, domain_of(address), why, now),
             )
-            _event(conn, now, EventKind.SUPPRESSED, message.id, cur.lastrowid, address, None, why)
+            _event(conn, now, EventKind.SUPPRESSED, message.id, cur.fetchone()[0], address, None, why)
             continue
         cur = conn.execute(
             "INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (message.id, address, domain_of(address), state, due, now),
         )
         _event(
@@ -72,7 +72,7 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
             now,
             EventKind.QUEUED,
             message.id,
-            cur.lastrowid,
+            cur.fetchone()[0],
             address,
             None,
             None,
@@ -81,7 +81,7 @@ def enqueue(conn: sqlite3.Connection, message: NewMessage, now: float, quota: Qu
 
 
 def claim_due(
-    conn: sqlite3.Connection,
+    conn: Connection,
     now: float,
     limit: int,
     owner: str,
@@ -94,21 +94,27 @@ def claim_due(
     With ``max_bytes``, the messages whose recipients are leased add up to at most that many bytes of
     body (with ``first_fits``, at least one message is taken, however large). Walks the partial index
     ``recipients_due`` in due order; never scans the queue.
+
+    On PostgreSQL several nodes claim at once: the due rows are locked as they are read, skipping the
+    rows another node's claim holds (``FOR UPDATE ... SKIP LOCKED``), so no two nodes lease a recipient
+    and none waits for another.
     """
+    postgres = is_postgres(conn)
     due = conn.execute(
         "SELECT r.id, r.message_id, m.size FROM recipients r JOIN messages m ON m.id = r.message_id"
         " WHERE r.next_attempt_at <= ? AND r.domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
-        " ORDER BY r.next_attempt_at LIMIT ?",
+        " ORDER BY r.next_attempt_at LIMIT ?" + (" FOR UPDATE OF r SKIP LOCKED" if postgres else ""),
         (now, now, limit),
     ).fetchall()
     ids = within_bytes(due, max_bytes, first_fits)
     if not ids:
         return []
+    chosen = "= ANY(?)" if postgres else "IN (SELECT value FROM json_each(?))"
     rows = conn.execute(
         "UPDATE recipients SET state = 'sending', next_attempt_at = NULL,"
-        " lease_owner = ?, lease_until = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+        f" lease_owner = ?, lease_until = ?, updated_at = ? WHERE id {chosen}"
         " RETURNING id, message_id, address, domain, attempts",
-        (owner, lease_until, now, json.dumps(ids)),
+        (owner, lease_until, now, ids if postgres else json.dumps(ids)),
     ).fetchall()
     if not rows:
         return []
@@ -149,7 +155,7 @@ def within_bytes(due: list[tuple[int, str, int]], max_bytes: int | None, first_f
     return taken
 
 
-def _drop_suppressed(conn: sqlite3.Connection, rows: list[Any], now: float) -> list[Any]:
+def _drop_suppressed(conn: Connection, rows: list[Any], now: float) -> list[Any]:
     """Recipients suppressed while their mail waited are not mailed: state suppressed, with an event."""
     found = suppressions.suppressed(conn, {row[2] for row in rows}, now)
     if not found:
@@ -171,9 +177,7 @@ def _drop_suppressed(conn: sqlite3.Connection, rows: list[Any], now: float) -> l
     return kept
 
 
-def record_attempts(
-    conn: sqlite3.Connection, results: list[AttemptResult], now: float, policy: SuppressionPolicy
-) -> None:
+def record_attempts(conn: Connection, results: list[AttemptResult], now: float, policy: SuppressionPolicy) -> None:
     """Store each outcome and its event, and bounces with the suppressions they cause; the lease is released."""
     for r in results:
         if r.bounce is not None:
@@ -234,7 +238,7 @@ def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None
     return details
 
 
-def postpone(conn: sqlite3.Connection, recipient_ids: list[int], until: float, now: float) -> None:
+def postpone(conn: Connection, recipient_ids: list[int], until: float, now: float) -> None:
     """Put leased recipients back, due at ``until``, without counting an attempt (throttling, suspension)."""
     conn.executemany(
         "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
@@ -243,7 +247,7 @@ def postpone(conn: sqlite3.Connection, recipient_ids: list[int], until: float, n
     )
 
 
-def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = None) -> int:
+def release_leases(conn: Connection, now: float, owner: str | None = None) -> int:
     """Return leased recipients to the queue, due now: all of ``owner``'s, or every expired lease.
 
     An attempt that was in flight when its worker died may have reached the
@@ -259,7 +263,7 @@ def release_leases(conn: sqlite3.Connection, now: float, owner: str | None = Non
     return cur.rowcount
 
 
-def pending_count(conn: sqlite3.Connection) -> int:
+def pending_count(conn: Connection) -> int:
     """Recipients not yet done with (waiting or in flight), counted on indexes."""
     row = conn.execute(
         f"SELECT (SELECT count(*) FROM recipients WHERE {_DUE_SQL})"
@@ -268,13 +272,13 @@ def pending_count(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def next_due_at(conn: sqlite3.Connection) -> float | None:
+def next_due_at(conn: Connection) -> float | None:
     row = conn.execute(f"SELECT min(next_attempt_at) FROM recipients WHERE {_DUE_SQL}").fetchone()
     return None if row[0] is None else float(row[0])
 
 
 def _event(
-    conn: sqlite3.Connection,
+    conn: Connection,
     now: float,
     kind: EventKind,
     message_id: str,

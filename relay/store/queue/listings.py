@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from typing import Any
 
 from relay.events import State
+from relay.store.dialect import Connection
 from relay.store.events import load_metadata
 from relay.store.queue.records import Attempt, DomainQueue, MessageFilter, MessageRecord, QueueSummary, RecipientStatus
 
 
-def attempts_of(conn: sqlite3.Connection, message_id: str, address: str) -> list[Attempt]:
+def attempts_of(conn: Connection, message_id: str, address: str) -> list[Attempt]:
     return [
         Attempt(*row)
         for row in conn.execute(
@@ -23,7 +23,7 @@ def attempts_of(conn: sqlite3.Connection, message_id: str, address: str) -> list
     ]
 
 
-def summary(conn: sqlite3.Connection) -> QueueSummary:
+def summary(conn: Connection) -> QueueSummary:
     by_state: dict[str, int] = {s.value: 0 for s in State}
     by_domain: dict[str, dict[str, int]] = defaultdict(dict)
     for state, domain, count in conn.execute("SELECT state, domain, count(*) FROM recipients GROUP BY state, domain"):
@@ -36,7 +36,7 @@ def summary(conn: sqlite3.Connection) -> QueueSummary:
 _STATUS_COLUMNS = "address, state, attempts, next_attempt_at, last_code, last_response, updated_at"
 
 
-def message_status(conn: sqlite3.Connection, message_id: str) -> list[RecipientStatus]:
+def message_status(conn: Connection, message_id: str) -> list[RecipientStatus]:
     return [
         RecipientStatus(*row)
         for row in conn.execute(
@@ -48,7 +48,7 @@ def message_status(conn: sqlite3.Connection, message_id: str) -> list[RecipientS
 _MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at, sandbox"
 
 
-def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRecord:
+def _message_record(conn: Connection, row: tuple[Any, ...]) -> MessageRecord:
     mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
     return MessageRecord(
         mid,
@@ -66,7 +66,7 @@ def _message_record(conn: sqlite3.Connection, row: tuple[Any, ...]) -> MessageRe
     )
 
 
-def message_record(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
+def message_record(conn: Connection, message_id: str) -> MessageRecord | None:
     row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
     return None if row is None else _message_record(conn, row)
 
@@ -82,7 +82,7 @@ _FILTERS = (
 )
 
 
-def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> list[MessageRecord]:
+def list_messages(conn: Connection, f: MessageFilter, limit: int) -> list[MessageRecord]:
     """Newest first, walking the primary key (ids are time-ordered) from the cursor."""
     active = [(sql, getattr(f, name)) for name, sql in _FILTERS if getattr(f, name) is not None]
     sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
@@ -94,7 +94,7 @@ def list_messages(conn: sqlite3.Connection, f: MessageFilter, limit: int) -> lis
 
 
 def sandbox_messages(
-    conn: sqlite3.Connection, before: str | None, limit: int, api_key_id: str | None = None
+    conn: Connection, before: str | None, limit: int, api_key_id: str | None = None
 ) -> list[MessageRecord]:
     """Sandboxed messages, newest first (cursor: the last id of the previous page), on the messages_sandbox index."""
     after_cursor, params = ("AND id < ?", [before]) if before else ("", [])
@@ -107,7 +107,7 @@ def sandbox_messages(
     return [_message_record(conn, row) for row in rows]
 
 
-def sandbox_message(conn: sqlite3.Connection, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
+def sandbox_message(conn: Connection, message_id: str) -> tuple[MessageRecord, bytes | None] | None:
     row = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND sandbox = 1", (message_id,)
     ).fetchone()
@@ -117,13 +117,14 @@ def sandbox_message(conn: sqlite3.Connection, message_id: str) -> tuple[MessageR
     return _message_record(conn, row), None if body is None else bytes(body[0])
 
 
-def domain_queues(conn: sqlite3.Connection, now: float) -> list[DomainQueue]:
+def domain_queues(conn: Connection, now: float) -> list[DomainQueue]:
     """Pending recipients per destination domain, busiest first."""
     suspended = dict(conn.execute("SELECT domain, until FROM suspended_domains WHERE until > ?", (now,)).fetchall())
     rows = conn.execute(
         "SELECT r.domain,"
-        " sum(r.state = 'queued'), sum(r.state = 'deferred'), sum(r.state = 'sending'),"
-        " sum(r.state = 'deferred' AND r.next_attempt_at > ?), min(m.created_at)"
+        " count(*) FILTER (WHERE r.state = 'queued'), count(*) FILTER (WHERE r.state = 'deferred'),"
+        " count(*) FILTER (WHERE r.state = 'sending'),"
+        " count(*) FILTER (WHERE r.state = 'deferred' AND r.next_attempt_at > ?), min(m.created_at)"
         " FROM recipients r JOIN messages m ON m.id = r.message_id"
         " WHERE r.state IN ('queued', 'deferred', 'sending') GROUP BY r.domain",
         (now,),

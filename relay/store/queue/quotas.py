@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from relay.errors import QuotaExhausted
+from relay.store.dialect import Connection
 from relay.store.queue.records import Quota
 
 
@@ -14,7 +14,7 @@ def _periods(now: float) -> tuple[str, str]:
     return time.strftime("d:%Y-%m-%d", time.gmtime(now)), time.strftime("m:%Y-%m", time.gmtime(now))
 
 
-def key_usage(conn: sqlite3.Connection, api_key_id: str, now: float) -> tuple[int, int]:
+def key_usage(conn: Connection, api_key_id: str, now: float) -> tuple[int, int]:
     """Messages counted against a key's quota this UTC day and month (counted only for keys with a quota)."""
     day, month = _periods(now)
     counts = dict(
@@ -25,7 +25,7 @@ def key_usage(conn: sqlite3.Connection, api_key_id: str, now: float) -> tuple[in
     return counts.get(day, 0), counts.get(month, 0)
 
 
-def check_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
+def check_quota(conn: Connection, quota: Quota, now: float) -> None:
     """Raise QuotaExhausted if the key has no message left in the day or month; counts nothing."""
     day, month = _periods(now)
     for period, limit in ((day, quota.daily), (month, quota.monthly)):
@@ -38,11 +38,11 @@ def check_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
             raise QuotaExhausted(period[0], limit)
 
 
-def _count_against_quota(conn: sqlite3.Connection, quota: Quota, now: float) -> None:
+def _count_against_quota(conn: Connection, quota: Quota, now: float) -> None:
     check_quota(conn, quota, now)
     for period in _periods(now):
         conn.execute(
             "INSERT INTO key_usage (api_key_id, period, count) VALUES (?, ?, 1)"
-            " ON CONFLICT (api_key_id, period) DO UPDATE SET count = count + 1",
+            " ON CONFLICT (api_key_id, period) DO UPDATE SET count = key_usage.count + 1",
             (quota.api_key_id, period),
         )

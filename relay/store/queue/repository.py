@@ -1,15 +1,14 @@
-""":class:`SqliteQueue`, the queue repository (:class:`relay.store.protocols.QueueStore`) over the shared database."""
+""":class:`SqlQueue`, the queue repository (:class:`relay.store.protocols.QueueStore`) over the shared database."""
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Sequence
 
 from relay.clock import Clock
 from relay.message import NewMessage
 from relay.store import idempotency as idem
-from relay.store.db import Database
+from relay.store.dialect import Connection, SqlDatabase
 from relay.store.queue.control import (
     admin_bounce,
     cancel_message,
@@ -59,11 +58,11 @@ from relay.store.suppressions import NewBounce, Suppression
 from relay.suppression import SuppressionPolicy
 
 
-class SqliteQueue:
+class SqlQueue:
     """:class:`relay.store.protocols.QueueStore` over the shared database."""
 
     def __init__(
-        self, db: Database, clock: Clock, suppression_policy: SuppressionPolicy, redact_subjects: bool = False
+        self, db: SqlDatabase, clock: Clock, suppression_policy: SuppressionPolicy, redact_subjects: bool = False
     ) -> None:
         self.db = db
         self.clock = clock
@@ -78,7 +77,7 @@ class SqliteQueue:
         if self.redact_subjects:
             messages = [dataclasses.replace(m, subject="") for m in messages]
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: Connection) -> None:
             for message in messages:
                 enqueue(conn, message, now, quota)
             if completion is not None:
@@ -98,7 +97,7 @@ class SqliteQueue:
         if self.redact_subjects and message.subject:
             message = dataclasses.replace(message, subject="")
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: Connection) -> None:
             enqueue(conn, message, now, quota)
             if completion is not None:
                 idem.complete(conn, completion)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 
 from relay.bounces.classify import Kind
 from relay.events import EventKind
 from relay.store import suppressions
+from relay.store.dialect import Connection
 from relay.store.queue.lifecycle import _event
 from relay.store.queue.records import ReturnedTarget
 from relay.store.suppressions import NewBounce
@@ -16,14 +16,14 @@ from relay.suppression import SuppressionPolicy
 _TARGET_COLUMNS = "r.message_id, r.id, r.address, r.state"
 
 
-def returned_target(conn: sqlite3.Connection, message_id: str, recipient_id: int) -> ReturnedTarget | None:
+def returned_target(conn: Connection, message_id: str, recipient_id: int) -> ReturnedTarget | None:
     row = conn.execute(
         f"SELECT {_TARGET_COLUMNS} FROM recipients r WHERE r.id = ? AND r.message_id = ?", (recipient_id, message_id)
     ).fetchone()
     return ReturnedTarget(*row) if row else None
 
 
-def targets_by_header_id(conn: sqlite3.Connection, header_id: str, limit: int = 1000) -> list[ReturnedTarget]:
+def targets_by_header_id(conn: Connection, header_id: str, limit: int = 1000) -> list[ReturnedTarget]:
     rows = conn.execute(
         f"SELECT {_TARGET_COLUMNS} FROM messages m JOIN recipients r ON r.message_id = m.id"
         " WHERE m.header_id = ? ORDER BY r.id LIMIT ?",
@@ -33,7 +33,7 @@ def targets_by_header_id(conn: sqlite3.Connection, header_id: str, limit: int = 
 
 
 def record_returned(
-    conn: sqlite3.Connection, bounce: NewBounce, target: ReturnedTarget, now: float, policy: SuppressionPolicy
+    conn: Connection, bounce: NewBounce, target: ReturnedTarget, now: float, policy: SuppressionPolicy
 ) -> tuple[int, suppressions.Suppression | None]:
     """A returned report about ``target``: the bounce (and any suppression), an event, and a recipient
     the receiver had accepted marked bounced after all. A complaint leaves the state alone."""

@@ -1,0 +1,51 @@
+"""A psycopg connection that runs the repositories' SQL (written with ``?`` placeholders) on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+
+from relay.store.dialect import Params
+
+
+@lru_cache(maxsize=4096)
+def to_psycopg(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s``; a literal ``%`` (``LIKE 'a%'``, modulo) doubled.
+
+    The repositories write no ``?`` inside string literals, so every ``?`` is a placeholder.
+    """
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _params(parameters: Params) -> tuple[Any, ...]:
+    """Flags as SQLite stores them (0/1): the schema's flags are SMALLINT in both databases. A NUL in a text
+    (a receiver's garbled reply, a returned report) becomes U+FFFD: PostgreSQL's text cannot hold one."""
+    return tuple(_param(p) for p in parameters)
+
+
+def _param(value: Any) -> Any:
+    if value is True or value is False:
+        return int(value)
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+class PgConnection:
+    """:class:`relay.store.dialect.Connection` over a psycopg connection (in a transaction or autocommit)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: Params = (), /) -> psycopg.Cursor[Any]:
+        return self.raw.execute(to_psycopg(sql), _params(parameters))
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> psycopg.Cursor[Any]:
+        cursor = self.raw.cursor()
+        cursor.executemany(to_psycopg(sql), [_params(p) for p in seq_of_parameters])
+        return cursor
