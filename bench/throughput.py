@@ -8,6 +8,10 @@ at a sink, injects the messages (one connection per message), and prints:
 - end-to-end msgs/s: messages / time until the queue shows every one delivered
 - CPU seconds used by relay, per message
 
+``--store postgresql`` runs relay on a private PostgreSQL cluster (tests/pg.py: a temporary directory,
+loopback, fsync on) instead of SQLite, and adds the database server's CPU per message and, from
+pg_stat_statements and pg_stat_database, the statements (each a round trip) and commits per message.
+
 The injector and sink are Postfix's smtp-source / smtp-sink when installed
 (C programs that cost little CPU), else small asyncio ones in this file. Every
 server listens on loopback; the run is bounded by --messages and --timeout.
@@ -182,14 +186,55 @@ def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) ->
     raise SystemExit(f"nothing listens on port {port}")
 
 
+class Database:
+    """A private PostgreSQL cluster for one run, with pg_stat_statements to count round trips."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(REPO))
+        from tests.pg import PostgresCluster
+
+        self.cluster = PostgresCluster(fsync=True, settings={"shared_preload_libraries": "'pg_stat_statements'"})
+        self.cluster.start()
+        self.url = self.cluster.create_database("bench")
+        self.query("CREATE EXTENSION pg_stat_statements")
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(sql.encode()).fetchall()
+
+    def counters(self) -> tuple[int, int]:
+        """(statements run, transactions committed) in the bench database so far."""
+        statements = self.query(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = 'bench'"
+        )[0][0]
+        commits = self.query("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'")[0][0]
+        return int(str(statements)), int(str(commits))
+
+    def pids(self) -> list[int]:
+        postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        return [postmaster, *children(postmaster)]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids())
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
 class Relay:
-    """relay as a subprocess with its own temp data dir."""
+    """relay as a subprocess with its own temp data dir (and its store there, or in ``database``)."""
 
     name = "relay"
 
-    def __init__(self, tmp: Path, smtp_port: int, sink_port: int, args: argparse.Namespace) -> None:
+    def __init__(
+        self, tmp: Path, smtp_port: int, sink_port: int, args: argparse.Namespace, database: Database | None = None
+    ) -> None:
         self.tmp = tmp
         self.db = tmp / "data" / "relay.sqlite3"
+        self.database = database
         self.log = tmp / "relay.log"
         config = tmp / "relay.toml"
         config.write_text(
@@ -209,6 +254,7 @@ listen = "127.0.0.1:{free_port()}"
 smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
+            + (f'[store]\nurl = "{database.url}"\n' if database is not None else "")
         )
         self.login: tuple[str, str] | None = None
         if args.auth:
@@ -236,6 +282,8 @@ concurrency = {args.concurrency}
         return sum(cpu_seconds(p) for p in self.pids)
 
     def delivered(self) -> int:
+        if self.database is not None:
+            return int(str(self.database.query("SELECT count(*) FROM recipients WHERE state = 'delivered'")[0][0]))
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         try:
             return conn.execute("SELECT count(*) FROM recipients WHERE state = 'delivered'").fetchone()[0]
@@ -354,9 +402,14 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     if target == "ceiling":
         return _ceiling(args, injector, sink, sink_kind, sink_port, message, tmp)
     server: Relay | Postfix | None = None
+    database = Database() if target == "relay" and args.store == "postgresql" else None
     try:
-        server = (Relay if target == "relay" else Postfix)(tmp, smtp_port, sink_port, args)
+        if target == "relay":
+            server = Relay(tmp, smtp_port, sink_port, args, database)
+        else:
+            server = Postfix(tmp, smtp_port, sink_port, args)
         cpu_before = server.cpu()
+        db_before = (database.cpu(), *database.counters()) if database is not None else None
         start = time.monotonic()
         inject(injector, smtp_port, message, tmp, args, getattr(server, "login", None))
         accepted_at = time.monotonic()
@@ -366,9 +419,19 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
             time.sleep(0.02)
         finished_at = time.monotonic()
         cpu = server.cpu() - cpu_before
+        db_costs: dict[str, object] = {}
+        if database is not None and db_before is not None:
+            db_cpu, statements, commits = database.cpu(), *database.counters()
+            db_costs = {
+                "db_cpu_ms_per_message": round((db_cpu - db_before[0]) * 1000 / args.messages, 3),
+                "db_statements_per_message": round((statements - db_before[1]) / args.messages, 2),
+                "db_commits_per_message": round((commits - db_before[2]) / args.messages, 3),
+            }
     finally:
         if server is not None:
             server.stop()
+        if database is not None:
+            database.stop()
         sink.terminate()
         sink.wait(10)
     result = {
@@ -384,6 +447,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "end_to_end_per_s": round(args.messages / (finished_at - start), 1),
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
         "errors_logged": server.errors(),
+        "store": args.store if target == "relay" else None,
+        **db_costs,
     }
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -439,6 +504,12 @@ def main() -> None:
     parser.add_argument("--auth", action="store_true", help="STARTTLS + AUTH PLAIN on every connection (relay)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="relay's store (postgresql: a private cluster)",
+    )
+    parser.add_argument(
         "--target",
         action="append",
         choices=("relay", "postfix", "ceiling"),
@@ -458,13 +529,20 @@ def main() -> None:
             else:
                 print(
                     f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
-                    + (f", {result['acceptors']} acceptors" if target == "relay" else "")
+                    + (f", {result['acceptors']} acceptors, {result['store']}" if target == "relay" else "")
                     + (" straight into the sink" if target == "ceiling" else "")
                     + (", STARTTLS+AUTH" if result["auth"] else "")
                     + f": accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
                     + (
                         f"CPU {result['cpu_ms_per_message']} ms/msg, "
                         if result["cpu_ms_per_message"] is not None
+                        else ""
+                    )
+                    + (
+                        f"database CPU {result['db_cpu_ms_per_message']} ms/msg, "
+                        f"{result['db_statements_per_message']} statements and "
+                        f"{result['db_commits_per_message']} commits per message, "
+                        if "db_cpu_ms_per_message" in result
                         else ""
                     )
                     + f"errors logged {result['errors_logged']}",

@@ -346,6 +346,7 @@ class Relay:
         if self.deliver:
             self.engine = self._make_engine(store)
             on_queued = self.engine.wake
+            store.queue.watch(self.engine.wake)  # another node's new mail (a shared PostgreSQL)
         if self.accept:
             self.capacity = Capacity(
                 store.queue, config.server.data_dir, config.server.max_queue, config.server.min_free_disk
@@ -469,7 +470,9 @@ class Relay:
         resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
         router = Router(d.smarthost, d.mx_port, resolver, routes=d.routes)
         client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout, self.clock)
-        return Engine(store, router, client, self.clock, self._engine_settings(self.config), random.Random())
+        cluster = self.config.store_url.backend == "postgresql"  # per-site limits hold for every node sharing it
+        settings = self._engine_settings(self.config)
+        return Engine(store, router, client, self.clock, settings, random.Random(), cluster=cluster)
 
     def _engine_settings(self, config: Config) -> EngineSettings:
         d = config.delivery

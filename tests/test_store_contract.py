@@ -42,6 +42,7 @@ REPOSITORIES = {
     "webhooks": protocols.WebhookStore,
     "idempotency": protocols.IdempotencyStore,
     "nodes": protocols.NodeStore,
+    "sites": protocols.SiteStore,
 }
 
 
@@ -158,6 +159,20 @@ async def test_queue_leases_expire_and_are_released_by_owner(storage):
     storage.clock.advance(600)
     assert await q.release_leases() == 1
     assert await q.pending_count() == 2
+
+
+async def test_queue_leases_renewed_by_a_live_owner_do_not_expire(storage):
+    q = storage.queue
+    await q.enqueue(message("a@example.org"))
+    await q.enqueue(message("b@example.org"))
+    await q.claim_due(1, "alive", lease=60)
+    await q.claim_due(1, "gone", lease=60)
+    storage.clock.advance(50)
+    assert await q.renew_leases("alive", lease=60) == 1
+    storage.clock.advance(50)  # 100 s after the claims: only the renewed lease holds
+    assert await q.release_leases() == 1
+    assert await q.renew_leases("gone", lease=60) == 0  # expired and released: not its own any more
+    assert [m.recipients[0].address for m in await q.claim_due(10, "other", lease=60)] == ["b@example.org"]
 
 
 async def test_queue_operator_control(storage):
@@ -424,3 +439,32 @@ async def test_nodes_register_beat_and_stop(storage):
     await n.register(NodeInfo("node-b", "mx2.example", "0.2.0", 300))  # restarted, upgraded
     b = next(node for node in await n.list_all() if node.id == "node-b")
     assert (b.version, b.pid, b.stopped_at, b.started_at) == ("0.2.0", 300, None, now)
+
+
+# -- per-site limits -------------------------------------------------------------------------------------
+
+
+async def test_site_slots_are_leased_up_to_the_limit_released_renewed_and_expire(storage):
+    sites = storage.sites
+    assert [await sites.acquire_slot("mx.example", 2, owner) for owner in ("a", "b", "c")] == [0, 1, None]
+    await sites.release_slot("mx.example", 0, "a")
+    assert await sites.acquire_slot("mx.example", 2, "c") == 0
+    assert await sites.acquire_slot("other.example", 2, "c") == 0  # per site
+    storage.clock.advance(40)
+    assert await sites.renew_slots("c") == 2  # c is alive; b is not
+    storage.clock.advance(40)  # b's lease (60 s) has run out, c's was renewed
+    assert await sites.acquire_slot("mx.example", 2, "d") == 1
+    assert await sites.release_all_slots("c") == 2
+    assert await sites.acquire_slot("mx.example", 2, "d") == 0
+
+
+async def test_site_pushback_keeps_the_lower_share_until_it_ends(storage):
+    sites, now = storage.sites, storage.clock.now()
+    await sites.record_pushback("mx.example", 0.5, now + 300)
+    await sites.record_pushback("mx.example", 0.25, now + 200)  # lower share, earlier end: share wins, end stays
+    await sites.record_pushback("mx.example", 0.5, now + 250)
+    assert await sites.pushbacks() == {"mx.example": (0.25, now + 300)}
+    storage.clock.advance(301)
+    assert await sites.pushbacks() == {}
+    await sites.record_pushback("mx.example", 0.5, storage.clock.now() + 300)  # an ended one is replaced
+    assert (await sites.pushbacks())["mx.example"][0] == 0.5

@@ -22,7 +22,7 @@ from relay import strictjson
 from relay.api.openapi import serve_document
 from relay.clock import Clock, SystemClock
 from relay.config import Rate
-from relay.errors import Invalid, Refused
+from relay.errors import Invalid, Refused, StoreError
 from relay.keys import SCOPES, ApiKey, looks_like_key
 from relay.ratelimit import Decision, RateLimiter
 from relay.store.protocols import Storage
@@ -77,6 +77,9 @@ def error_body(request: web.Request, code: str, message: str, field: str | None 
     return {"error": error}
 
 
+STORE_RETRY_AFTER = 5  # seconds a client is asked to wait while the queue database is unavailable
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -96,6 +99,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Refused as exc:  # any refusal, from the views or the front door (relay.errors)
         body = error_body(request, exc.code, exc.http_message(), exc.field)
         return web.json_response(body, status=exc.http_status, headers=exc.http_headers())
+    except StoreError as exc:  # the database is down or restarting (a shared PostgreSQL): nothing was written
+        log.warning("the store could not serve %s %s (%s): %s", request.method, request.path, request[REQUEST_ID], exc)
+        body = error_body(request, "service_unavailable", "the queue database is unavailable; try again shortly")
+        return web.json_response(body, status=503, headers={"Retry-After": str(STORE_RETRY_AFTER)})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -12,7 +12,8 @@ Each outcome and its event are written before anything else happens. A
 destination that holds too many jobs, or is suspended after repeated
 connection failures, gets new jobs put back in the queue for later without
 counting an attempt, so one slow or dead site never holds the others back.
-A worker that dies leaves leases that expire (at-least-once delivery).
+A worker that dies leaves leases that expire (at-least-once delivery); a live engine renews the leases
+of what it holds every third of the lease, so a long wait for a connection never lets another node take them.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
 from relay.delivery.shaping import is_pushback, shaping_for
+from relay.errors import StoreError
 from relay.events import EventKind, State
 from relay.metrics import DELIVERY_SECONDS
+from relay.nodes import UP
 from relay.ratelimit import TokenBucket
 from relay.store.protocols import Storage
 from relay.store.queue import AttemptResult, LeasedMessage, LeasedRecipient
@@ -71,6 +74,8 @@ SUSPEND_MAX = 600.0
 THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long
 COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
 MIN_FACTOR = 1 / 16
+SHARED_EVERY = 5.0  # seconds between looks at what other nodes share (slots renewed, push-backs, node count)
+SLOT_RETRY = 1.0  # seconds before a site whose cluster-wide connection slots are all taken is tried again
 SANDBOX_REPLY = "2.0.0 captured in the sandbox, not delivered"
 
 
@@ -152,7 +157,9 @@ class Destination:
 
         self.bucket = TokenBucket(shaping.max_rate, now) if shaping.max_rate else None
         self.factor = 1.0  # share of the limits in force: halved when the receiver pushes back
+        self.share = 1.0  # this node's share of max_rate: 1/N with N nodes delivering (a shared store)
         self.cooldown_until = 0.0
+        self.retry_slot_at = 0.0  # every cluster-wide connection slot was taken: look again then
         self.jobs: deque[Job] = deque()
         self.workers = 0
         self.arrived = asyncio.Event()
@@ -174,8 +181,7 @@ class Destination:
         """The receiver said "slow down": halve connections and rate for a cool-down."""
         self.factor = max(MIN_FACTOR, self.factor / 2)
         self.cooldown_until = now + COOLDOWN
-        if self.bucket is not None:
-            self.bucket.factor = self.factor
+        self._pace()
         log.warning(
             "%s pushed back: now %d connections%s for %.0fs",
             self.site,
@@ -188,17 +194,31 @@ class Destination:
         """New limits from a reload; the push-back state stays as it is."""
         if shaping.max_rate != self.shaping.max_rate:
             self.bucket = TokenBucket(shaping.max_rate, now) if shaping.max_rate else None
-            if self.bucket is not None:
-                self.bucket.factor = self.factor
+            self._pace()
         self.shaping = shaping
+
+    def pushed_back_elsewhere(self, factor: float, until: float) -> None:
+        """Another node saw this site push back: take its lower share until its cool-down ends."""
+        if factor < self.factor:
+            self.factor = factor
+            self.cooldown_until = max(self.cooldown_until, until)
+            self._pace()
+
+    def set_share(self, share: float) -> None:
+        """This node's share of the site's max_rate (1/N of N delivering nodes)."""
+        self.share = share
+        self._pace()
+
+    def _pace(self) -> None:
+        if self.bucket is not None:
+            self.bucket.factor = self.factor * self.share
 
     def recover(self, now: float) -> None:
         """After a quiet cool-down, grow back towards the configured limits, step by step."""
         if self.factor < 1.0 and now >= self.cooldown_until:
             self.factor = min(1.0, self.factor * 2)
             self.cooldown_until = now + COOLDOWN / 2
-            if self.bucket is not None:
-                self.bucket.factor = self.factor
+            self._pace()
 
 
 def group_by_domain(message: LeasedMessage, one_each: bool = False) -> list[list[LeasedRecipient]]:
@@ -220,8 +240,13 @@ class Engine:
         clock: Clock,
         settings: EngineSettings,
         rng: random.Random | None = None,
+        cluster: bool = False,
     ) -> None:
         self.store = store
+        # Several nodes on one store: connection slots and push-back are shared through the store, and
+        # each node paces a site at its share of max_rate (see relay.store.sites).
+        self.cluster = cluster
+        self.rate_share = 1.0
         self.router = router
         self.client = client
         self.clock = clock
@@ -250,17 +275,49 @@ class Engine:
         released = await self.store.queue.release_leases(self.settings.owner)
         if released:
             log.info("returned %d recipients leased before a restart to the queue", released)
+        if self.cluster:
+            await self.store.sites.release_all_slots(self.settings.owner)
+        next_shared = self.clock.now()
         sweep_every = min(60.0, self.settings.lease / 2)
+        renew_every = self.settings.lease / 3
         next_sweep = self.clock.now() + sweep_every
+        next_renewal = self.clock.now() + renew_every
         while not self._stopping:
             self._wake.clear()
-            await self._claim_and_dispatch()
-            if self.clock.now() >= next_sweep:
-                next_sweep = self.clock.now() + sweep_every
-                expired = await self.store.queue.release_leases()
-                if expired:
-                    log.warning("returned %d recipients with expired leases to the queue", expired)
+            try:
+                await self._claim_and_dispatch()
+                now = self.clock.now()
+                if now >= next_renewal:  # still alive and working on them: nobody else may take them
+                    next_renewal = now + renew_every
+                    if self.held:
+                        await self.store.queue.renew_leases(self.settings.owner, self.settings.lease)
+                if now >= next_sweep:
+                    next_sweep = now + sweep_every
+                    expired = await self.store.queue.release_leases()
+                    if expired:
+                        log.warning("returned %d recipients with expired leases to the queue", expired)
+                if self.cluster and now >= next_shared:
+                    next_shared = now + SHARED_EVERY
+                    await self._share_limits()
+            except StoreError as exc:  # the database is down or restarting: look again at the next poll
+                log.warning("the queue database is unavailable: %s", exc)
             await self.clock.wait(self._wake, self.settings.poll_interval)
+
+    async def _share_limits(self) -> None:
+        """What the other nodes know of the sites: renew this node's connection slots, take the push-backs
+        they saw, and pace each site at this node's share of its max_rate."""
+        await self.store.sites.renew_slots(self.settings.owner)
+        for site, (factor, until) in (await self.store.sites.pushbacks()).items():
+            dest = self.destinations.get(site)
+            if dest is not None:
+                dest.pushed_back_elsewhere(factor, until)
+        now = self.clock.now()
+        delivering = sum(1 for n in await self.store.nodes.list_all() if n.status(now) == UP)
+        share = 1.0 / max(1, delivering)
+        if share != self.rate_share:
+            self.rate_share = share
+            for dest in self.destinations.values():
+                dest.set_share(share)
 
     async def run_once(self) -> int:
         """Burst mode for tests and tools: deliver everything due now, wait until it is recorded."""
@@ -283,6 +340,8 @@ class Engine:
         released = await self.store.queue.release_leases(self.settings.owner)
         if released:
             log.info("returned %d leased recipients to the queue", released)
+        if self.cluster:
+            await self.store.sites.release_all_slots(self.settings.owner)
 
     # -- claiming and routing ------------------------------------------------------
 
@@ -385,6 +444,7 @@ class Engine:
         if dest is None:
             shaping = shaping_for(domain, route.mx_names, self.settings.shaping)
             dest = Destination(route.site, shaping, self.clock.monotonic(), domain, route.mx_names)
+            dest.set_share(self.rate_share)
             self.destinations[route.site] = dest
         return dest
 
@@ -433,6 +493,8 @@ class Engine:
 
     def _start_workers(self, dest: Destination) -> None:
         dest.recover(self.clock.now())
+        if self.cluster and self.clock.now() < dest.retry_slot_at:
+            return  # every slot of the cluster is taken: _retry_slots starts them later
         while (
             dest.jobs
             and dest.workers < dest.max_connections
@@ -443,16 +505,47 @@ class Engine:
             self.connections += 1
             self._spawn(self._worker(dest))
 
-    def _worker_done(self, dest: Destination) -> None:
+    def _worker_done(self, dest: Destination, retry: bool = True) -> None:
         dest.workers -= 1
         self.connections -= 1
+        if not retry:
+            return
         # A connection slot is free: give it to whichever destination has work waiting.
         for other in self.destinations.values():
             if other.jobs:
                 self._start_workers(other)
 
+    async def _take_slot(self, dest: Destination) -> int | None:
+        """One of the site's connection slots for the whole cluster; None (and a later retry) if all are held."""
+        try:
+            slot = await self.store.sites.acquire_slot(dest.site, dest.max_connections, self.settings.owner)
+        except StoreError as exc:
+            log.warning("cannot take a connection slot for %s: %s", dest.site, exc)
+            slot = None
+        if slot is None and dest.retry_slot_at <= self.clock.now():
+            dest.retry_slot_at = self.clock.now() + SLOT_RETRY
+            self._spawn(self._retry_slots(dest))
+        return slot
+
+    async def _retry_slots(self, dest: Destination) -> None:
+        await self.clock.sleep(SLOT_RETRY)
+        dest.retry_slot_at = 0.0
+        self._start_workers(dest)
+
+    async def _give_back_slot(self, dest: Destination, slot: int) -> None:
+        try:
+            await self.store.sites.release_slot(dest.site, slot, self.settings.owner)
+        except StoreError as exc:  # its lease runs out by itself
+            log.warning("cannot give back a connection slot for %s: %s", dest.site, exc)
+
     async def _worker(self, dest: Destination) -> None:
         conn: Connection | None = None
+        slot: int | None = None
+        if self.cluster:
+            slot = await self._take_slot(dest)
+            if slot is None:
+                self._worker_done(dest, retry=False)
+                return
         try:
             while True:
                 if not dest.jobs:
@@ -475,6 +568,8 @@ class Engine:
         finally:
             if conn is not None:
                 await conn.close()
+            if slot is not None:
+                await self._give_back_slot(dest, slot)
             self._worker_done(dest)
 
     async def _work(self, dest: Destination, job: Job, conn: Connection | None) -> Connection | None:
@@ -540,6 +635,8 @@ class Engine:
         dest.messages_sent += 1
         if any(is_pushback(reply.code, reply.text) for reply in replies.values()):
             dest.push_back(self.clock.now())
+            if self.cluster:  # every node slows down, not only this one
+                self._spawn(self.store.sites.record_pushback(dest.site, dest.factor, dest.cooldown_until))
         # Record in the background: the connection moves on to the next message while the
         # outcome commits (it is still written before anything else happens to these recipients).
         self._spawn(self._record(job.message, job.recipients, replies, conn.host.name, conn.host.address, conn.tls))

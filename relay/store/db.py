@@ -145,6 +145,9 @@ class Database:
                 self._lookup_lock.release()
         return await self.read(fn)
 
+    def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Nothing to listen to: SQLite serves one machine, whose processes wake each other by a socket."""
+
     async def close(self) -> None:
         """Finish every queued write, then close both connections."""
         if self._closed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 Params = Sequence[Any]
 T = TypeVar("T")
@@ -55,6 +55,29 @@ def lock(conn: Connection, name: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (name,)).fetchone()
 
 
+def try_lock(conn: Connection, name: str) -> bool:
+    """Take the lock named ``name`` until the transaction ends if no one holds it; False if someone does.
+
+    For work one node at a time is enough for (housekeeping): the others skip it instead of waiting.
+    SQLite: always True (one writer at a time already).
+    """
+    if not is_postgres(conn):
+        return True
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))", (name,)).fetchone()
+    return bool(row[0])
+
+
+def notify(conn: Connection, channel: str) -> None:
+    """Tell the processes listening on ``channel`` (:meth:`SqlDatabase.listen`) once this transaction commits.
+
+    PostgreSQL: a NOTIFY sent once per transaction, however many operations ask (every node hears it,
+    and only once the work is durable). SQLite: nothing; one machine's processes wake each other by a
+    socket of their own (relay.workers).
+    """
+    if is_postgres(conn):
+        cast(Any, conn).notify(channel)
+
+
 class SqlDatabase(Protocol):
     """A database the repositories run their SQL functions on: SQLite's ``Database`` or ``PgDatabase``.
 
@@ -72,5 +95,10 @@ class SqlDatabase(Protocol):
     async def read(self, fn: Callable[[Connection], T]) -> T: ...
 
     async def lookup(self, fn: Callable[[Connection], T]) -> T: ...
+
+    def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on this event loop whenever a transaction that :func:`notify`-ed ``channel``
+        commits, in this process or another (PostgreSQL); SQLite never calls it."""
+        ...
 
     async def close(self) -> None: ...

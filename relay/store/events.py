@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from relay.message import lowest_message_id
-from relay.store.dialect import Connection, SqlDatabase
+from relay.store.dialect import Connection, SqlDatabase, try_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +161,9 @@ def bounce_stats(conn: Connection, since: float, until: float, limit: int = 100)
 PRUNE_BATCH = 5000
 
 
+HOUSEKEEPING_LOCK = "relay:housekeeping"
+
+
 def prune_events(conn: Connection, before: float) -> int:
     """Delete a batch of events older than ``before`` (the hourly counts stay). Returns how many."""
     return conn.execute(
@@ -220,9 +223,15 @@ class SqlEvents:
         return await self.db.read(lambda c: bounce_stats(c, since, until))
 
     async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
-        """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0."""
+        """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0.
+
+        One node at a time on a shared database: while another node's batch holds the housekeeping lock,
+        this returns (0, 0) and the caller stops until its next round.
+        """
 
         def op(c: Connection) -> tuple[int, int]:
+            if not try_lock(c, HOUSEKEEPING_LOCK):
+                return 0, 0
             return prune_events(c, events_before) + prune_webhook_log(c, events_before), prune_bodies(c, bodies_before)
 
         return await self.db.write(op)

@@ -15,6 +15,7 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`WebhookStore`      webhook endpoints and their durable delivery queue
 * :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
 * :class:`NodeStore`         the nodes serving the store and their heartbeats
+* :class:`SiteStore`         per-destination-site connection slots and push-back, for a whole cluster
 * :class:`Storage`           all of the above as attributes, plus the clock and ``close()``
 
 Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` when the disk is full,
@@ -23,7 +24,7 @@ Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -57,6 +58,11 @@ from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, Web
 
 class QueueStore(Protocol):
     """The mail queue: life cycle (enqueue, claim, record), listings, operator control, returned mail, scheduling."""
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on this event loop) when any node queues work that is due now: every node's
+        engine hears another's new mail at once on a shared database. SQLite: never (one machine)."""
+        ...
 
     async def enqueue_many(
         self, messages: Sequence[NewMessage], quota: Quota | None = None, completion: Completion | None = None
@@ -106,6 +112,11 @@ class QueueStore(Protocol):
 
     async def release_leases(self, owner: str | None = None) -> int:
         """Release ``owner``'s leases, or (owner None) every expired lease."""
+        ...
+
+    async def renew_leases(self, owner: str, lease: float) -> int:
+        """Extend ``owner``'s leases that have not expired to ``lease`` seconds from now (it is alive and
+        still working on them); an expired lease may be another node's already, so it stays expired."""
         ...
 
     async def next_due_at(self) -> float | None: ...
@@ -371,6 +382,33 @@ class NodeStore(Protocol):
         ...
 
 
+class SiteStore(Protocol):
+    """Per-destination-site limits shared by every node: connection slots and receivers' push-back."""
+
+    async def acquire_slot(self, site: str, limit: int, owner: str) -> int | None:
+        """One of ``site``'s ``limit`` connection slots for ``owner`` (leased for SLOT_LEASE seconds), or
+        None while every slot is held."""
+        ...
+
+    async def release_slot(self, site: str, slot: int, owner: str) -> None: ...
+
+    async def renew_slots(self, owner: str) -> int:
+        """Extend the leases of ``owner``'s unexpired slots."""
+        ...
+
+    async def release_all_slots(self, owner: str) -> int:
+        """Give back every slot ``owner`` holds (it starts or stops)."""
+        ...
+
+    async def record_pushback(self, site: str, factor: float, until: float) -> None:
+        """``site`` pushed back: every node should use at most ``factor`` of its limits until ``until``."""
+        ...
+
+    async def pushbacks(self) -> dict[str, tuple[float, float]]:
+        """Push-backs in force: site → (factor, until)."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, over one database."""
 
@@ -407,6 +445,9 @@ class Storage(Protocol):
 
     @property
     def nodes(self) -> NodeStore: ...
+
+    @property
+    def sites(self) -> SiteStore: ...
 
     async def close(self) -> None:
         """Finish pending writes, then release the database."""

@@ -330,6 +330,23 @@ MIGRATIONS: list[str] = [
         stopped_at REAL
     );
     """,
+    # 13: per-site limits for the whole cluster (relay.store.sites): a connection slot is a row leased by
+    # the node holding the connection; a receiver's push-back is remembered so every node slows down.
+    """
+    CREATE TABLE site_slots (
+        site TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        lease_until REAL NOT NULL,
+        PRIMARY KEY (site, slot)
+    );
+    CREATE INDEX site_slots_owner ON site_slots(owner);
+    CREATE TABLE site_pushback (
+        site TEXT PRIMARY KEY,
+        factor REAL NOT NULL,
+        until REAL NOT NULL
+    );
+    """,
 ]
 
 

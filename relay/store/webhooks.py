@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.clock import Clock
-from relay.store.dialect import Connection, SqlDatabase
+from relay.store.dialect import Connection, SqlDatabase, is_postgres
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +106,8 @@ def claim_due(conn: Connection, now: float, limit: int, lease: float) -> list[Du
         # In order per message: not while an earlier event of the same message waits for this endpoint.
         " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
         " AND e.message_id = d.message_id AND e.event_id < d.event_id AND e.next_attempt_at IS NOT NULL)"
-        " ORDER BY d.next_attempt_at LIMIT ?",
+        " ORDER BY d.next_attempt_at LIMIT ?" + (" FOR UPDATE OF d SKIP LOCKED" if is_postgres(conn) else ""),
+        # Several nodes: each locks what it takes and skips what another holds (see queue claim_due).
         (now, limit),
     ).fetchall()
     conn.executemany(

@@ -41,7 +41,7 @@ from relay import strictjson
 from relay.clock import Clock
 from relay.config import Config, Network, Rate
 from relay.credentials import SmtpCredential
-from relay.errors import RecipientsSuppressed, Refused
+from relay.errors import RecipientsSuppressed, Refused, StoreError
 from relay.message import (
     PLAIN_ADDRESS,
     NewMessage,
@@ -230,6 +230,9 @@ class SubmissionHandler:
             return "452 4.5.3 Too many recipients"
         try:
             suppressed = await self.acceptor.suppressed((address,))
+        except StoreError as exc:  # the database is down or restarting
+            log.warning("suppression lookup failed for <%s>: %s", address, exc)
+            return "451 4.3.0 Temporary failure, please try again later"
         except Exception:
             log.exception("suppression lookup failed for <%s>", address)
             return "451 4.3.0 Temporary failure, please try again later"
@@ -274,6 +277,9 @@ class SubmissionHandler:
             return exc.smtp_reply()
         except asyncio.CancelledError:
             raise
+        except StoreError as exc:  # the database is down or restarting: nothing was written
+            log.warning("could not queue a message from %s: %s", _peer_ip(session), exc)
+            return "451 4.3.0 Temporary failure, please try again later"
         except Exception:
             log.exception("could not queue a message from %s", _peer_ip(session))
             return "451 4.3.0 Temporary failure, please try again later"

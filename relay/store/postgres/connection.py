@@ -37,10 +37,15 @@ def _param(value: Any) -> Any:
 class PgConnection:
     """:class:`relay.store.dialect.Connection` over a psycopg connection (in a transaction or autocommit)."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("notifications", "raw")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.notifications: set[str] = set()  # channels to NOTIFY before this transaction commits
+
+    def notify(self, channel: str) -> None:
+        """NOTIFY ``channel`` when the transaction commits (the writer sends it once, before COMMIT)."""
+        self.notifications.add(channel)
 
     def execute(self, sql: str, parameters: Params = (), /) -> psycopg.Cursor[Any]:
         return self.raw.execute(to_psycopg(sql), _params(parameters))

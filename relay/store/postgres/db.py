@@ -51,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from relay.config import masked_url
@@ -66,6 +67,7 @@ Op = Callable[[PgConnection], Any]
 MAX_BATCH = 512
 CONNECT_TIMEOUT = 5  # seconds to reach the server before a write or read fails as unavailable
 POOL_SIZE = 4  # read connections; writes have their own
+LISTEN_POLL = 0.5  # seconds a listener waits for a notification before checking whether to stop
 RERUNS = 5  # times a batch runs again after a deadlock or a serialization failure with another node
 
 
@@ -155,6 +157,7 @@ class PgDatabase:
         self._reader = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="relay-pg-reader")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-pg-writer", daemon=True)
+        self._listeners: list[threading.Thread] = []
         self._closed = False
         self.commits = 0  # transactions committed (for stats and benchmarks)
         self.writes = 0  # operations committed
@@ -203,6 +206,38 @@ class PgDatabase:
         with self._pool.connection() as conn:
             return fn(PgConnection(conn))
 
+    def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on this event loop after each commit that notified ``channel`` (any node's).
+
+        A thread of its own LISTENs on a connection of its own (autocommit, outside the pool and the
+        writer); when the connection breaks it connects again, and calls ``callback`` once then (a
+        notification sent meanwhile was missed).
+        """
+        loop = asyncio.get_running_loop()
+        thread = threading.Thread(
+            target=self._listen_loop, args=(channel, loop, callback), name=f"relay-pg-listen-{channel}", daemon=True
+        )
+        self._listeners.append(thread)
+        thread.start()
+
+    def _listen_loop(self, channel: str, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        missed = False
+        while not self._closed:
+            try:
+                with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    if missed:
+                        loop.call_soon_threadsafe(callback)
+                    while not self._closed:
+                        for _ in conn.notifies(timeout=LISTEN_POLL):
+                            loop.call_soon_threadsafe(callback)
+            except psycopg.Error as exc:
+                missed = True
+                log.debug("listening on %s failed (%s); connecting again", channel, exc)
+                time.sleep(LISTEN_POLL)
+            except RuntimeError:  # the event loop closed: nobody to tell
+                return
+
     async def close(self) -> None:
         """Finish every queued write, then close the connections."""
         if self._closed:
@@ -211,6 +246,8 @@ class PgDatabase:
         self._queue.put(_STOP)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._writer.join)
+        for listener in self._listeners:
+            await loop.run_in_executor(None, listener.join)
         log.info("database: %d writes in %d commits; %.1fs committing", self.writes, self.commits, self.commit_time)
         self._drop_connection()
         self._reader.shutdown(wait=True)
@@ -312,6 +349,15 @@ class PgDatabase:
             if not (conn.broken or conn.closed):
                 conn.rollback()  # the server said no (disk full...): the session is still good
             raise
+        if adapter.notifications:
+            try:
+                for channel in sorted(adapter.notifications):
+                    conn.execute("SELECT pg_notify(%s, '')", (channel,))
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    raise _BeforeCommit(exc) from exc
+                conn.rollback()
+                raise
         t0 = time.perf_counter()
         try:
             conn.commit()

@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 12
+SQLITE_VERSION = 13
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -314,6 +314,22 @@ MIGRATIONS: list[str] = [
         started_at    DOUBLE PRECISION NOT NULL,
         heartbeat_at  DOUBLE PRECISION NOT NULL,
         stopped_at    DOUBLE PRECISION
+    );
+    """,
+    # 3: SQLite's 13, per-site limits for the whole cluster (relay.store.sites).
+    """
+    CREATE TABLE site_slots (
+        site         TEXT NOT NULL,
+        slot         BIGINT NOT NULL,
+        owner        TEXT NOT NULL,
+        lease_until  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (site, slot)
+    );
+    CREATE INDEX site_slots_owner ON site_slots(owner);
+    CREATE TABLE site_pushback (
+        site    TEXT PRIMARY KEY,
+        factor  DOUBLE PRECISION NOT NULL,
+        until   DOUBLE PRECISION NOT NULL
     );
     """,
 ]

@@ -6,8 +6,8 @@ from typing import Any
 
 from relay.events import EventKind
 from relay.store import suppressions
-from relay.store.dialect import Connection
-from relay.store.queue.lifecycle import _DUE_SQL, _event
+from relay.store.dialect import Connection, notify
+from relay.store.queue.lifecycle import _DUE_SQL, NEW_WORK, _event
 from relay.store.queue.records import BodyDeleted, Resent, Selection
 
 
@@ -42,6 +42,7 @@ def _where(selection: Selection) -> tuple[str, list[Any]]:
 
 def retry_now(conn: Connection, now: float, selection: Selection) -> int:
     """Make the selected waiting recipients due now."""
+    notify(conn, NEW_WORK)
     where, params = _where(selection)
     return conn.execute(
         f"UPDATE recipients SET next_attempt_at = ?, updated_at = ? WHERE {_DUE_SQL} AND {where}",

@@ -10,7 +10,7 @@ from typing import Any
 from relay.events import PENDING_STATES, EventKind
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
-from relay.store.dialect import Connection, is_postgres
+from relay.store.dialect import Connection, is_postgres, notify
 from relay.store.queue.quotas import _count_against_quota
 from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient, Quota
 from relay.suppression import SuppressionPolicy
@@ -21,6 +21,9 @@ from relay.suppression import SuppressionPolicy
 _DUE_SQL = "next_attempt_at IS NOT NULL"
 
 
+# The channel that new due work is announced on (PostgreSQL: every node's engine listens; see watch()).
+NEW_WORK = "relay_new_work"
+
 _ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\b")
 
 
@@ -30,6 +33,8 @@ def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | No
         _count_against_quota(conn, quota, now)
     scheduled = message.send_at if message.send_at is not None and message.send_at > now else None
     state, due = ("scheduled", scheduled) if scheduled is not None else ("queued", now)
+    if scheduled is None:
+        notify(conn, NEW_WORK)
     conn.execute(
         "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
         " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -261,6 +266,14 @@ def release_leases(conn: Connection, now: float, owner: str | None = None) -> in
         (now, now, value),
     )
     return cur.rowcount
+
+
+def renew_leases(conn: Connection, now: float, owner: str, lease_until: float) -> int:
+    """Extend every lease ``owner`` holds to ``lease_until``: it is alive and still working on them."""
+    return conn.execute(
+        "UPDATE recipients SET lease_until = ? WHERE state = 'sending' AND lease_owner = ? AND lease_until >= ?",
+        (lease_until, owner, now),
+    ).rowcount
 
 
 def pending_count(conn: Connection) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from relay.clock import Clock
 from relay.message import NewMessage
@@ -19,6 +19,7 @@ from relay.store.queue.control import (
     suspend_domain,
 )
 from relay.store.queue.lifecycle import (
+    NEW_WORK,
     claim_due,
     enqueue,
     next_due_at,
@@ -26,6 +27,7 @@ from relay.store.queue.lifecycle import (
     postpone,
     record_attempts,
     release_leases,
+    renew_leases,
 )
 from relay.store.queue.listings import (
     attempts_of,
@@ -68,6 +70,10 @@ class SqlQueue:
         self.clock = clock
         self.suppression_policy = suppression_policy
         self.redact_subjects = redact_subjects
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when any node queues work due now (PostgreSQL's LISTEN); SQLite: never."""
+        self.db.listen(NEW_WORK, callback)
 
     async def enqueue_many(
         self, messages: Sequence[NewMessage], quota: Quota | None = None, completion: idem.Completion | None = None
@@ -160,6 +166,11 @@ class SqlQueue:
         """Release ``owner``'s leases, or (owner None) every expired lease."""
         now = self.clock.now()
         return await self.db.write(lambda c: release_leases(c, now, owner))
+
+    async def renew_leases(self, owner: str, lease: float) -> int:
+        """Extend ``owner``'s unexpired leases to ``lease`` seconds from now."""
+        now = self.clock.now()
+        return await self.db.write(lambda c: renew_leases(c, now, owner, now + lease))
 
     async def next_due_at(self) -> float | None:
         return await self.db.read(next_due_at)
