@@ -10,7 +10,7 @@ at a sink, injects the messages (one connection per message), and prints:
 
 ``--store postgresql`` runs relay on a private PostgreSQL cluster (tests/pg.py: a temporary directory,
 loopback, fsync on) instead of SQLite, and adds the database server's CPU per message and, from
-pg_stat_statements and pg_stat_database, the statements (each a round trip) and commits per message.
+pg_stat_statements, the statements (each a round trip) and the writer's commits per message.
 
 The injector and sink are Postfix's smtp-source / smtp-sink when installed
 (C programs that cost little CPU), else small asyncio ones in this file. Every
@@ -202,7 +202,8 @@ class Database:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            return conn.execute(sql.encode()).fetchall()
+            cursor = conn.execute(sql.encode())
+            return cursor.fetchall() if cursor.description is not None else []
 
     def counters(self) -> tuple[int, int]:
         """(statements run, transactions committed) in the bench database so far."""
@@ -210,7 +211,11 @@ class Database:
             "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
             " WHERE d.datname = 'bench'"
         )[0][0]
-        commits = self.query("SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'")[0][0]
+        # The writer's COMMITs (autocommit reads are transactions too, but not group commits).
+        commits = self.query(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = 'bench' AND upper(s.query) = 'COMMIT'"
+        )[0][0]
         return int(str(statements)), int(str(commits))
 
     def pids(self) -> list[int]:

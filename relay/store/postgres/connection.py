@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -35,22 +35,55 @@ def _param(value: Any) -> Any:
 
 
 class PgConnection:
-    """:class:`relay.store.dialect.Connection` over a psycopg connection (in a transaction or autocommit)."""
+    """:class:`relay.store.dialect.Connection` over a psycopg connection (in a transaction or autocommit).
 
-    __slots__ = ("notifications", "raw")
+    In a pipeline (``pipeline`` set by the writer) statements are sent without waiting for their
+    results: an operation that fetches rows waits for them (psycopg does), and one that reads a
+    ``rowcount`` gets a cursor that syncs the pipeline first, so every operation reads what it would
+    have read one statement at a time.
+    """
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    __slots__ = ("notifications", "pipeline", "raw")
+
+    def __init__(self, raw: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None) -> None:
         self.raw = raw
+        self.pipeline = pipeline
         self.notifications: set[str] = set()  # channels to NOTIFY before this transaction commits
 
     def notify(self, channel: str) -> None:
         """NOTIFY ``channel`` when the transaction commits (the writer sends it once, before COMMIT)."""
         self.notifications.add(channel)
 
-    def execute(self, sql: str, parameters: Params = (), /) -> psycopg.Cursor[Any]:
-        return self.raw.execute(to_psycopg(sql), _params(parameters))
+    def execute(self, sql: str, parameters: Params = (), /) -> Any:
+        cursor = self.raw.execute(to_psycopg(sql), _params(parameters))
+        return cursor if self.pipeline is None else _PipelinedCursor(cursor, self.pipeline)
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> Any:
         cursor = self.raw.cursor()
         cursor.executemany(to_psycopg(sql), [_params(p) for p in seq_of_parameters])
-        return cursor
+        return cursor if self.pipeline is None else _PipelinedCursor(cursor, self.pipeline)
+
+
+class _PipelinedCursor:
+    """A cursor whose statement may still be in flight: ``rowcount`` waits for it."""
+
+    __slots__ = ("_cursor", "_pipeline")
+
+    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        if self._cursor.pgresult is None:
+            self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)

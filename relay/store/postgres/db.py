@@ -115,6 +115,10 @@ class _BeforeCommit(Exception):
         self.error = error
 
 
+class _PipelineFailed(Exception):
+    """Something failed in a pipelined run: run the batch again one statement at a time."""
+
+
 class _Contended(Exception):
     """Another node's transaction deadlocked with this batch or won a serialization race: run it again."""
 
@@ -130,8 +134,11 @@ class PgDatabase:
     queued writes and closes every connection.
     """
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE, statement_timeout: float = 0.0) -> None:
+    def __init__(
+        self, url: str, pool_size: int = POOL_SIZE, statement_timeout: float = 0.0, pipelined: bool = True
+    ) -> None:
         self.url = url
+        self.pipelined = pipelined  # send a batch's statements without waiting for each result
         self.name = masked_url(url)
         self.statement_timeout = statement_timeout
         self._conn: psycopg.Connection[Any] | None = None
@@ -284,6 +291,7 @@ class PgDatabase:
         pending = [p for p in batch if not p.future.cancelled()]
         retried = False
         contended = 0
+        pipelined = self.pipelined  # until something fails: then one statement at a time, to know whose
         while pending:
             fresh = False
             try:
@@ -291,7 +299,10 @@ class PgDatabase:
                     self._conn = None
                     self._conn = self._connect()
                     fresh = True
-                values = self._run(pending)
+                values = self._run_pipelined(pending) if pipelined else self._run(pending)
+            except _PipelineFailed:
+                pipelined = False
+                continue
             except _OpFailed as failed:
                 _settle([(pending.pop(failed.index), False, failed.error)])
                 self.reruns += 1
@@ -321,6 +332,48 @@ class PgDatabase:
                 return
             _settle([(p, True, v) for p, v in zip(pending, values, strict=True)])
             return
+
+    def _run_pipelined(self, batch: list[_Pending]) -> list[Any]:
+        """Run ``batch`` in one transaction, its statements pipelined, and commit it; its values.
+
+        Any failure (an operation's, or a statement's that surfaces in a later operation) raises
+        _PipelineFailed after rolling back: the batch then runs one statement at a time, which tells
+        whose failure it was. A lost connection raises _BeforeCommit as in :meth:`_run`.
+        """
+        conn = self._conn
+        assert conn is not None
+        try:
+            with conn.pipeline() as pipeline:
+                adapter = PgConnection(conn, pipeline)
+                values = [item.fn(adapter) for item in batch]
+                for channel in sorted(adapter.notifications):
+                    conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        except Exception as exc:
+            if conn.broken or conn.closed:
+                raise _BeforeCommit(exc) from exc
+            try:
+                conn.rollback()
+            except psycopg.Error as again:
+                raise _BeforeCommit(again) from again
+            if isinstance(exc, psycopg.Error) and _contended(exc):
+                raise _Contended() from exc
+            if isinstance(exc, psycopg.Error) and isinstance(translate(exc), StoreError):
+                raise
+            raise _PipelineFailed() from exc
+        self._commit(conn)
+        self.writes += len(batch)
+        return values
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            conn.commit()
+        except psycopg.Error as exc:
+            if _contended(exc):  # a deferred check lost a race: nothing was committed
+                raise _Contended() from exc
+            raise
+        self.commit_time += time.perf_counter() - t0
+        self.commits += 1
 
     def _run(self, batch: list[_Pending]) -> list[Any]:
         """Run ``batch`` in one transaction and commit it; its values. The exceptions say what to do next."""
@@ -358,15 +411,7 @@ class PgDatabase:
                     raise _BeforeCommit(exc) from exc
                 conn.rollback()
                 raise
-        t0 = time.perf_counter()
-        try:
-            conn.commit()
-        except psycopg.Error as exc:
-            if _contended(exc):  # a deferred check lost a race: nothing was committed
-                raise _Contended() from exc
-            raise
-        self.commit_time += time.perf_counter() - t0
-        self.commits += 1
+        self._commit(conn)
         self.writes += len(batch)
         return values
 
