@@ -25,7 +25,7 @@ from relay.events import EventKind, State
 from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.nodes import NodeInfo
-from relay.store import Store, schema
+from relay.store import Store, copy_tables, schema
 from relay.store import copy as copy_mod
 from relay.store.copy import Copied, CopyRefused, TableCount, TableProgress, copy_store
 from relay.store.idempotency import Completion
@@ -370,7 +370,7 @@ async def test_a_table_added_by_a_later_migration_is_copied(tmp_path, empty_pg, 
 
 
 def test_tables_come_parents_first():
-    names = [t.name for t in copy_mod.reference_tables()]
+    names = [t.name for t in copy_tables.reference_tables()]
     assert set(names) >= {"messages", "recipients", "attempts", "webhooks", "webhook_deliveries", "domains"}
     assert names.index("messages") < names.index("recipients") < names.index("attempts")
     assert names.index("webhooks") < names.index("webhook_deliveries")
