@@ -404,6 +404,8 @@ def test_relay_store_copy_on_the_command_line(source, empty_pg):
     assert data["ok"] is True and {t["copied"] for t in data["tables"]} == {0}
     refused = run_cli("store", "copy", "--from", src, "--to", src)
     assert (refused.returncode, refused.stderr.strip()) == (1, "relay: the source and the target are the same store")
+    missing = run_cli("store", "copy", "--from", src)
+    assert (missing.returncode, missing.stderr.strip()) == (2, "relay: relay store copy needs --from URL and --to URL")
     bad = run_cli("store", "copy", "--from", "mysql://x", "--to", target)
     assert bad.returncode == 2 and "--from: must start with sqlite:/// or postgresql://" in bad.stderr
 

@@ -29,8 +29,8 @@ def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> 
         copy,
         parents,
     )
-    p.add_argument("--from", dest="source", required=True, metavar="URL", help="sqlite:///… or postgresql://…")
-    p.add_argument("--to", dest="target", required=True, metavar="URL", help="sqlite:///… or postgresql://…")
+    p.add_argument("--from", dest="source", metavar="URL", help="sqlite:///… or postgresql://…")
+    p.add_argument("--to", dest="target", metavar="URL", help="sqlite:///… or postgresql://…")
     p.add_argument(
         "--force",
         action="store_true",
@@ -57,6 +57,8 @@ def migrate(args: argparse.Namespace, config: Config) -> Report:
 def copy(args: argparse.Namespace, config: Config) -> Report:
     from relay.store.copy import copy_store
 
+    if not args.source or not args.target:
+        raise UsageError("relay store copy needs --from URL and --to URL")
     if args.batch <= 0:
         raise UsageError("--batch must be positive")
     source, target = _url("--from", args.source), _url("--to", args.target)
