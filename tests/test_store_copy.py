@@ -315,10 +315,14 @@ async def test_a_target_with_another_relays_rows_is_refused_unless_forced(source
 async def test_a_source_at_another_schema_version_is_refused(tmp_path, empty_pg, clock):
     old = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(old)
-    conn.execute("PRAGMA user_version = 11")
+    conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
     conn.close()
-    with pytest.raises(CopyRefused, match="schema at version 11, this relay's is 12: run relay migrate on it first"):
-        copy(f"sqlite:///{old}", empty_pg(), clock.now())
+    latest = len(schema.MIGRATIONS)
+    with pytest.raises(
+        CopyRefused, match=f"schema at version {latest - 1}, this relay's is {latest}: run relay migrate on it"
+    ):
+        copy(f"sqlite:///{old}", f"sqlite:///{tmp_path / 'target.sqlite3'}", clock.now())
+    assert not (tmp_path / "target.sqlite3").exists(), "refused before the target is made"
     with pytest.raises(CopyRefused, match="no such file"):
         copy(f"sqlite:///{tmp_path / 'missing.sqlite3'}", empty_pg(), clock.now())
     with pytest.raises(CopyRefused, match="the same store"):

@@ -9,8 +9,10 @@ How: the target is migrated first; the source must be at this relay's schema ver
 read in ONE read transaction (one snapshot of the whole relay) and streamed, row by row from a cursor
 (a server-side one on PostgreSQL), into batches of at most ``batch_rows`` rows and BATCH_BYTES bytes,
 each inserted in a transaction of its own with ``ON CONFLICT DO NOTHING``: a row already in the target
-(same key) is skipped, so a copy that stopped half way is finished by running it again. Memory stays
-bounded by one batch whatever the size of the message bodies.
+(same key) is skipped, so a copy that stopped half way is finished by running it again. (Skipped, not
+updated: a relay run on the source between the two runs would leave rows copied before it stale, so
+relay stays stopped until the copy is done.) Memory stays bounded by one batch whatever the size of
+the message bodies.
 
 On the way, leases are released as :func:`relay.store.queue.lifecycle.release_leases` releases them:
 a recipient in state ``sending`` is ``queued`` (no attempt yet) or ``deferred``, due now, with no lease
@@ -43,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 
 import psycopg
 
@@ -118,15 +120,13 @@ def copy_store(
     if source_url.path is not None and not source_url.path.exists():
         raise CopyRefused(f"{source_url.path}: no such file")
     try:
-        source = open_side(source_url, target=False)
-        try:
+        with ExitStack() as stack:
+            source = open_side(source_url, target=False)
+            stack.callback(source.close)
+            _check_version(source)  # before the target is created or migrated
             target = open_side(target_url, target=True)
-            try:
-                return _copy(source, target, tables, now, force, batch_rows, progress or (lambda p: None))
-            finally:
-                target.close()
-        finally:
-            source.close()
+            stack.callback(target.close)
+            return _copy(source, target, tables, now, force, batch_rows, progress or (lambda p: None))
     except sqlite3.Error as exc:
         from relay.store.db import translate as translate_sqlite
 
@@ -152,7 +152,6 @@ def _same(a: StoreUrl, b: StoreUrl) -> bool:
 def _copy(
     source: Side, target: Side, tables: list[Table], now: float, force: bool, batch_rows: int, progress: Progress
 ) -> Copied:
-    _check_version(source)
     with source.snapshot():
         _check_not_running(source, now, force)
         foreign = {t.name: _foreign_rows(source, target, t) for t in tables}
