@@ -25,7 +25,7 @@ from relay.events import EventKind, State
 from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.nodes import NodeInfo
-from relay.store import Store, copy_tables, schema
+from relay.store import Store, copy_sides, copy_tables, schema
 from relay.store import copy as copy_mod
 from relay.store.copy import Copied, CopyRefused, TableCount, TableProgress, copy_store
 from relay.store.idempotency import Completion
@@ -448,3 +448,19 @@ def test_progress_is_rewritten_in_place_on_a_terminal_only():
         ProgressLine(tty)(step)  # type: ignore[arg-type]
     assert plain.written.splitlines() == ["events                            4/4 rows 100.0%"]
     assert tty.written.count("\r\x1b[K") == 3 and "2/4 rows  50.0%" in tty.written and tty.written.endswith("\n")
+
+
+def test_a_failed_batch_leaves_the_sqlite_triggers_in_place(tmp_path):
+    path = tmp_path / "target.sqlite3"
+    side = copy_sides.SqliteSide(parse_store_url(f"sqlite:///{path}"), target=True)
+    try:
+        events = next(t for t in copy_tables.reference_tables() if t.name == "events")
+        good = dict.fromkeys(events.columns) | {"id": 1, "at": 1.0, "kind": "queued", "message_id": "m"}
+        bad = good | {"id": 2, "kind": None}  # NOT NULL
+        with pytest.raises(sqlite3.IntegrityError):
+            side.insert(events, [tuple(good[c] for c in events.columns), tuple(bad[c] for c in events.columns)])
+        triggers = side.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").fetchall()
+        assert triggers == [("events_counted",), ("events_to_webhooks",)]
+        assert side.conn.execute("SELECT count(*) FROM events").fetchone() == (0,), "the whole batch rolled back"
+    finally:
+        side.close()
