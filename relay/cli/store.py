@@ -1,12 +1,16 @@
-"""``relay migrate``: bring the store's schema up to date and say from which version to which."""
+"""``relay migrate``: bring the store's schema up to date and say from which version to which.
+``relay store copy``: copy a whole relay from one store to another (SQLite to PostgreSQL, or back)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TextIO
 
-from relay.cli.common import Parents, Subparsers
-from relay.cli.output import Report
-from relay.config import Config
+from relay.cli.common import EX_FAILED, CommandError, Parents, Subparsers, UsageError, action, command_group, now
+from relay.cli.output import Column, Report, table
+from relay.config import Config, StoreUrl, parse_store_url
+from relay.store.copy import BATCH_ROWS, Copied, CopyRefused, TableCount, TableProgress
 
 
 def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> None:
@@ -16,6 +20,24 @@ def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> 
         help="apply the store's pending schema migrations ([store] url); serve does this too when it starts",
     )
     p.set_defaults(func=migrate)
+    _, actions = command_group(sub, "store", "copy a whole relay from one store to another", parents)
+    p = action(
+        actions,
+        "copy",
+        "copy every table (queue with leases released, events, keys, domains, webhooks...) from --from to --to;"
+        " stop relay first; safe to run again",
+        copy,
+        parents,
+    )
+    p.add_argument("--from", dest="source", metavar="URL", help="sqlite:///… or postgresql://…")
+    p.add_argument("--to", dest="target", metavar="URL", help="sqlite:///… or postgresql://…")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="copy even into a target holding rows the source lacks, or from a store a relay still beats on",
+    )
+    p.add_argument("--batch", type=int, default=BATCH_ROWS, metavar="N", help=f"rows per transaction ({BATCH_ROWS})")
+    p.set_defaults(no_config=True)
 
 
 def migrate(args: argparse.Namespace, config: Config) -> Report:
@@ -30,3 +52,68 @@ def migrate(args: argparse.Namespace, config: Config) -> Report:
     else:
         text = f"{shown}: schema migrated from version {done.before} to {done.after}"
     return Report(data, [text])
+
+
+def copy(args: argparse.Namespace, config: Config) -> Report:
+    from relay.store.copy import copy_store
+
+    if not args.source or not args.target:
+        raise UsageError("relay store copy needs --from URL and --to URL")
+    if args.batch <= 0:
+        raise UsageError("--batch must be positive")
+    source, target = _url("--from", args.source), _url("--to", args.target)
+    try:
+        copied = copy_store(source, target, now(), force=args.force, batch_rows=args.batch, progress=ProgressLine())
+    except CopyRefused as exc:
+        raise CommandError(str(exc)) from None
+    return _copy_report(source, target, copied)
+
+
+def _url(option: str, value: str) -> StoreUrl:
+    try:
+        return parse_store_url(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+COUNTS: list[Column[TableCount]] = [
+    Column("TABLE", lambda t: t.table, "24"),
+    Column("SOURCE", lambda t: t.source, ">10"),
+    Column("TARGET", lambda t: t.target, ">10"),
+    Column("COPIED", lambda t: t.copied, ">10"),
+    Column("", lambda t: "" if t.ok else "DIFFERENT", ""),
+]
+
+
+def _copy_report(source: StoreUrl, target: StoreUrl, copied: Copied) -> Report:
+    data = {
+        "from": source.shown,
+        "to": target.shown,
+        "ok": copied.ok,
+        "tables": [
+            {"table": t.table, "source": t.source, "target": t.target, "copied": t.copied, "foreign": t.foreign}
+            for t in copied.tables
+        ],
+    }
+    lines = table(copied.tables, COUNTS, header=True)
+    if copied.ok:
+        return Report(data, [*lines, f"copied to {target.shown}: every table has the source's count"])
+    differ = [t.table for t in copied.tables if not t.ok]
+    return Report(data, lines, EX_FAILED, f"counts differ in {', '.join(differ)}")
+
+
+class ProgressLine:
+    """Progress on stderr: one line per table (rows/total and a percentage), rewritten in place on a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, p: TableProgress) -> None:
+        percent = 100.0 if p.total == 0 else min(100.0, 100.0 * p.done / p.total)
+        line = f"{p.table:<24} {p.done:>10,}/{p.total:,} rows {percent:5.1f}%"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line + ("\n" if p.finished else ""))
+        elif p.finished:
+            self.stream.write(line + "\n")
+        self.stream.flush()
