@@ -10,6 +10,7 @@ size it measures, with the real store (group-commit writer, fsync):
 - the process's peak RSS (the queue must not be held in memory)
 
     python bench/queue_scale.py --sizes 10000 100000 1000000
+    python bench/queue_scale.py --store postgresql   # a private cluster (tests/pg.py), fsync on
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from relay.clock import SystemClock  # noqa: E402
 from relay.message import NewMessage  # noqa: E402
 from relay.store import Store  # noqa: E402
 from relay.store import queue as q  # noqa: E402
+from relay.store.postgres import PgStore  # noqa: E402
+from relay.store.postgres.db import PgDatabase  # noqa: E402
+from relay.store.repositories import SqlStore  # noqa: E402
 
 BODY = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: scale\r\n\r\n" + b"x" * 100 + b"\r\n"
 
@@ -45,7 +49,7 @@ def fill(conn, start: int, count: int, now: float) -> None:
     )
 
 
-async def measure(store: Store, samples: int) -> tuple[float, float]:
+async def measure(store: SqlStore, samples: int) -> tuple[float, float]:
     enqueue = []
     for _ in range(samples):
         started = time.perf_counter()
@@ -61,9 +65,29 @@ async def measure(store: Store, samples: int) -> tuple[float, float]:
     return statistics.mean(enqueue) * 1000, statistics.mean(claim) * 1000
 
 
-async def run(sizes: list[int], samples: int) -> None:
+def database_mb(store: SqlStore, tmp: Path) -> float:
+    if store.backend == "postgresql":
+        import psycopg
+
+        assert isinstance(store.db, PgDatabase)
+        with psycopg.connect(store.db.url) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return float(row[0]) / 2**20 if row else 0.0
+    return sum(p.stat().st_size for p in tmp.iterdir()) / 2**20
+
+
+async def run(sizes: list[int], samples: int, backend: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="relay-queue-scale-"))
-    store = Store(tmp / "relay.sqlite3", SystemClock())
+    cluster = None
+    store: SqlStore
+    if backend == "postgresql":
+        from tests.pg import PostgresCluster
+
+        cluster = PostgresCluster(fsync=True)
+        cluster.start()
+        store = PgStore(cluster.create_database("scale"), SystemClock())
+    else:
+        store = Store(tmp / "relay.sqlite3", SystemClock())
     filled = 0
     try:
         print(f"{'waiting':>10} {'enqueue ms':>11} {'claim 100 ms':>13} {'peak RSS MB':>12} {'db MB':>8} {'fill s':>7}")
@@ -77,10 +101,12 @@ async def run(sizes: list[int], samples: int) -> None:
             fill_s = time.perf_counter() - started
             enqueue_ms, claim_ms = await measure(store, samples)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            db = sum(p.stat().st_size for p in tmp.iterdir()) / 2**20  # noqa: ASYNC240 (a benchmark)
+            db = database_mb(store, tmp)
             print(f"{size:10} {enqueue_ms:11.2f} {claim_ms:13.2f} {rss:12.0f} {db:8.0f} {fill_s:7.0f}", flush=True)
     finally:
         await store.close()
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -88,8 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    asyncio.run(run(sorted(args.sizes), args.samples))
+    asyncio.run(run(sorted(args.sizes), args.samples, args.store))
 
 
 if __name__ == "__main__":

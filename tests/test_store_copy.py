@@ -99,6 +99,8 @@ async def fill(store: Any) -> Filled:
     await store.queue.claim_due(10, "old-node", lease=600)  # z stays leased: 'sending'
     await store.queue.enqueue(message("w@four.example"))  # queued
     await store.queue.suspend_domain("four.example", 3600, "maintenance")
+    await store.sites.acquire_slot("mx.four.example", 2, "old-node")  # a connection slot held
+    await store.sites.record_pushback("mx.four.example", 0.5, now + 300)
     await store.suppressions.suppress(["manual@example.org"], "manual", "by hand")
     await store.suppressions.allow("example.net", "partner")
     created = await store.domains.create_domain("dom_1", "example.com", DkimKey("s1", Path("/k/s1.pem"), "active", now))

@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, check-config, migrate, keys, smtp-credentials, queue, send, bounces, suppressions,
+"""The ``relay`` command: serve, check-config, migrate, store copy, keys, smtp-credentials, queue, send, bounces, suppressions,
 allowlist, domains, dkim, sandbox, nodes.
 
 One module per noun builds its commands (``add_commands``) and their handlers; a handler reads its

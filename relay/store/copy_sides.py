@@ -140,7 +140,7 @@ class SqliteSide:
         try:
             for name, _ in triggers:
                 self.conn.execute(f"DROP TRIGGER {quote(name)}")
-            inserted = self.conn.executemany(_insert_sql(table), rows).rowcount
+            inserted = int(self.conn.executemany(_insert_sql(table), rows).rowcount)
             for _, sql in triggers:
                 self.conn.execute(sql)
             self.conn.execute("COMMIT")
@@ -221,7 +221,7 @@ class PgSide:
         with self.raw.transaction():
             if table.name in self._triggered:
                 self.raw.execute(f"ALTER TABLE {table.quoted} DISABLE TRIGGER USER")
-            inserted = self.conn.executemany(_insert_sql(table), rows).rowcount
+            inserted = int(self.conn.executemany(_insert_sql(table), rows).rowcount)
             if table.name in self._triggered:
                 self.raw.execute(f"ALTER TABLE {table.quoted} ENABLE TRIGGER USER")
         return max(inserted, 0)
