@@ -1,5 +1,5 @@
-"""The ``relay`` command: serve, check-config, migrate, store copy, keys, smtp-credentials, queue, send, bounces, suppressions,
-allowlist, domains, dkim, sandbox, nodes.
+"""The ``relay`` command: serve, check-config, migrate, store copy, keys, smtp-credentials, queue, send,
+bounces, suppressions, allowlist, domains, dkim, sandbox, nodes.
 
 One module per noun builds its commands (``add_commands``) and their handlers; a handler reads its
 arguments, calls the store or the app, and returns a :class:`~relay.cli.output.Report` that
