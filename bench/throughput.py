@@ -34,6 +34,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -229,6 +230,34 @@ class Database:
         self.cluster.stop()
 
 
+class Cluster:
+    """Several relay nodes (own data dir and ports each) on one PostgreSQL database; the load is split evenly."""
+
+    name = "relay"
+
+    def __init__(self, tmp: Path, sink_port: int, args: argparse.Namespace, database: Database) -> None:
+        self.ports = [free_port() for _ in range(args.nodes)]
+        self.nodes = []
+        for index, port in enumerate(self.ports):
+            node_tmp = tmp / f"node{index}"
+            node_tmp.mkdir()
+            self.nodes.append(Relay(node_tmp, port, sink_port, args, database))
+        self.login = None
+
+    def cpu(self) -> float:
+        return sum(node.cpu() for node in self.nodes)
+
+    def delivered(self) -> int:
+        return self.nodes[0].delivered()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def errors(self) -> int:
+        return sum(node.errors() for node in self.nodes)
+
+
 class Relay:
     """relay as a subprocess with its own temp data dir (and its store there, or in ``database``)."""
 
@@ -393,6 +422,21 @@ def inject(
     subprocess.run(command, check=True, timeout=args.timeout)
 
 
+def inject_split(injector: str, ports: list[int], message: bytes, tmp: Path, args: argparse.Namespace) -> None:
+    """The messages and sessions divided between ``ports``, injected at the same time."""
+    part = argparse.Namespace(**{**vars(args), "messages": args.messages // len(ports)})
+    part.sessions = max(1, args.sessions // len(ports))
+    threads = [
+        threading.Thread(target=inject, args=(injector, port, message, tmp / f"inject{i}", part, None))
+        for i, port in enumerate(ports)
+    ]
+    for i, thread in enumerate(threads):
+        (tmp / f"inject{i}").mkdir()
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{target}-bench-"))
     smtp_port, sink_port = free_port(), free_port()
@@ -406,17 +450,22 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     sink = start_sink(sink_kind, sink_port)
     if target == "ceiling":
         return _ceiling(args, injector, sink, sink_kind, sink_port, message, tmp)
-    server: Relay | Postfix | None = None
+    server: Relay | Cluster | Postfix | None = None
     database = Database() if target == "relay" and args.store == "postgresql" else None
     try:
-        if target == "relay":
+        if target == "relay" and database is not None and args.nodes > 1:
+            server = Cluster(tmp, sink_port, args, database)
+        elif target == "relay":
             server = Relay(tmp, smtp_port, sink_port, args, database)
         else:
             server = Postfix(tmp, smtp_port, sink_port, args)
         cpu_before = server.cpu()
         db_before = (database.cpu(), *database.counters()) if database is not None else None
         start = time.monotonic()
-        inject(injector, smtp_port, message, tmp, args, getattr(server, "login", None))
+        if isinstance(server, Cluster):
+            inject_split(injector, server.ports, message, tmp, args)
+        else:
+            inject(injector, smtp_port, message, tmp, args, getattr(server, "login", None))
         accepted_at = time.monotonic()
         while (done := server.delivered()) < args.messages:
             if time.monotonic() > start + args.timeout:
@@ -453,6 +502,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
         "errors_logged": server.errors(),
         "store": args.store if target == "relay" else None,
+        "nodes": args.nodes if target == "relay" else None,
         **db_costs,
     }
     if not args.keep:
@@ -514,6 +564,7 @@ def main() -> None:
         default="sqlite",
         help="relay's store (postgresql: a private cluster)",
     )
+    parser.add_argument("--nodes", type=int, default=1, help="relay nodes on the one PostgreSQL (--store postgresql)")
     parser.add_argument(
         "--target",
         action="append",
@@ -524,6 +575,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, queue)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.nodes > 1 and args.store != "postgresql":
+        parser.error("--nodes needs --store postgresql (nodes share a database)")
     results = []
     for _ in range(args.runs):
         for target in args.target or ["relay"]:
@@ -535,6 +588,7 @@ def main() -> None:
                 print(
                     f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
                     + (f", {result['acceptors']} acceptors, {result['store']}" if target == "relay" else "")
+                    + (f", {result['nodes']} nodes" if target == "relay" and args.nodes > 1 else "")
                     + (" straight into the sink" if target == "ceiling" else "")
                     + (", STARTTLS+AUTH" if result["auth"] else "")
                     + f": accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
