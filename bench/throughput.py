@@ -219,6 +219,14 @@ class Database:
         )[0][0]
         return int(str(statements)), int(str(commits))
 
+    def top_statements(self, messages: int, limit: int = 20) -> list[str]:
+        """The statements run most, per message: where the round trips go."""
+        rows = self.query(
+            "SELECT s.calls, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements s"
+            f" JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench' ORDER BY s.calls DESC LIMIT {limit}"
+        )
+        return [f"{int(str(calls)) / messages:6.2f}  {query}" for calls, query in rows]
+
     def pids(self) -> list[int]:
         postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
         return [postmaster, *children(postmaster)]
@@ -475,6 +483,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         cpu = server.cpu() - cpu_before
         db_costs: dict[str, object] = {}
         if database is not None and db_before is not None:
+            if args.statements:
+                print("statements per message (including set-up):", *database.top_statements(args.messages), sep="\n")
             db_cpu, statements, commits = database.cpu(), *database.counters()
             db_costs = {
                 "db_cpu_ms_per_message": round((db_cpu - db_before[0]) * 1000 / args.messages, 3),
@@ -565,6 +575,7 @@ def main() -> None:
         help="relay's store (postgresql: a private cluster)",
     )
     parser.add_argument("--nodes", type=int, default=1, help="relay nodes on the one PostgreSQL (--store postgresql)")
+    parser.add_argument("--statements", action="store_true", help="--store postgresql: print the top statements")
     parser.add_argument(
         "--target",
         action="append",
