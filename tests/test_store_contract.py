@@ -137,6 +137,25 @@ async def test_queue_life_cycle_enqueue_claim_record(storage):
     assert [r.attempts for r in again.recipients] == [1]
 
 
+async def test_queue_keeps_suppressed_recipients_for_the_record(storage):
+    m = message("a@example.org", "b@example.org", "c@example.org", suppressed={"b@example.org": "hard_bounce"})
+    await storage.queue.enqueue(m)
+    statuses = {s.address: (s.state, s.last_response) for s in await storage.queue.message_status(m.id)}
+    assert statuses == {
+        "a@example.org": ("queued", None),
+        "b@example.org": ("suppressed", "hard_bounce"),
+        "c@example.org": ("queued", None),
+    }
+    events = [(e.type, e.recipient, e.detail) for e in await storage.events.message_events(m.id)]
+    assert events == [
+        ("queued", "a@example.org", None),
+        ("suppressed", "b@example.org", "hard_bounce"),
+        ("queued", "c@example.org", None),
+    ]
+    (leased,) = await storage.queue.claim_due(10, "node", lease=60)
+    assert [r.address for r in leased.recipients] == ["a@example.org", "c@example.org"]
+
+
 async def test_queue_enqueue_many_is_all_or_nothing(storage):
     first, second = message("a@example.org"), message("b@example.org")
     await storage.queue.enqueue_many([first, second])
@@ -266,6 +285,9 @@ async def test_events_are_listed_counted_and_pruned(storage):
     assert (await storage.events.event_totals())["queued"] == 1
     now = storage.clock.now()
     assert sum(n for _, kind, n in await storage.events.event_counts(now - 3600, now + 3600, 3600, None)) >= 1
+    assert [(k, n) for _, k, n in await storage.events.event_counts(now - 3600, now + 3600, 3600, "news")] == [
+        ("queued", 1)
+    ]  # counted per tag too: the tags are there when the event is
     assert (await storage.events.bounce_stats(now - 3600, now + 1)).total == 0
     assert await storage.events.prune_history(now - 1, now - 1) == (0, 0)
     assert (await storage.events.prune_history(now + 1, now + 1))[0] >= 1

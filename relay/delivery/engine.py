@@ -114,6 +114,7 @@ def decide(
         text,
         bounce=bounce,
         classification=classification,
+        attempt=recipient.attempts + 1,
     )
 
 
@@ -472,6 +473,7 @@ class Engine:
                 250,
                 SANDBOX_REPLY,
                 sandbox=True,
+                attempt=r.attempts + 1,
             )
             for r in message.recipients
         ]

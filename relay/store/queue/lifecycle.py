@@ -35,24 +35,24 @@ def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | No
     state, due = ("scheduled", scheduled) if scheduled is not None else ("queued", now)
     if scheduled is None:
         notify(conn, NEW_WORK)
-    conn.execute(
-        "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
-        " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            message.id,
-            now,
-            message.sender,
-            len(message.raw),
-            message.source,
-            message.subject,
-            json.dumps(list(message.tags)),
-            json.dumps(message.metadata, allow_nan=False),
-            message.api_key_id,
-            message.header_id,
-            scheduled,
-            int(message.sandbox),
-        ),
+    row = (
+        message.id,
+        now,
+        message.sender,
+        len(message.raw),
+        message.source,
+        message.subject,
+        json.dumps(list(message.tags)),
+        json.dumps(message.metadata, allow_nan=False),
+        message.api_key_id,
+        message.header_id,
+        scheduled,
+        int(message.sandbox),
     )
+    if is_postgres(conn) and message.recipients:
+        _enqueue_in_one_statement(conn, message, row, now, state, due, scheduled)
+        return
+    conn.execute(_INSERT_MESSAGE, row)
     conn.executemany(
         "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
     )
@@ -83,6 +83,59 @@ def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | No
             None,
             {"send_at": scheduled} if scheduled is not None else None,
         )
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, created_at, sender, size, source, subject, tags, metadata, api_key_id, header_id,"
+    " send_at, sandbox) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _enqueue_in_one_statement(
+    conn: Connection,
+    message: NewMessage,
+    row: tuple[Any, ...],
+    now: float,
+    state: str,
+    due: float | None,
+    scheduled: float | None,
+) -> None:
+    """PostgreSQL: what :func:`enqueue` writes, as one statement (data-modifying CTEs; foreign keys and the
+    events' triggers are checked and run at its end), instead of 3 + 2 per recipient: on a server each
+    statement costs a round trip and a parse-bind-execute of its own."""
+    recipients: list[tuple[Any, ...]] = []
+    for address in message.recipients:
+        why = message.suppressed.get(address)
+        if why is not None:  # kept for the record (activity, events), never attempted
+            recipients.append((message.id, address, domain_of(address), "suppressed", None, why, now))
+        else:
+            recipients.append((message.id, address, domain_of(address), state, due, None, now))
+    queued_details = json.dumps({"send_at": scheduled}) if scheduled is not None else None
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(recipients))
+    conn.execute(
+        f"WITH m AS ({_INSERT_MESSAGE}),"
+        " t AS (INSERT INTO message_tags (tag, message_id) SELECT unnest(CAST(? AS text[])), ?),"
+        " b AS (INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)),"
+        " r AS (INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, last_response,"
+        f" updated_at) VALUES {values} RETURNING id, address, state, last_response)"
+        " INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail, details)"
+        " SELECT ?, CASE WHEN r.state = 'suppressed' THEN CAST(? AS text) ELSE CAST(? AS text) END, ?, r.id,"
+        " r.address, NULL, r.last_response, CASE WHEN r.state = 'suppressed' THEN NULL ELSE CAST(? AS text) END"
+        " FROM r ORDER BY r.id",
+        (
+            *row,
+            list(message.tags),
+            message.id,
+            message.id,
+            message.raw,
+            *(value for recipient in recipients for value in recipient),
+            now,
+            EventKind.SUPPRESSED.value,
+            EventKind.QUEUED.value,
+            message.id,
+            queued_details,
+        ),
+    )
 
 
 def claim_due(
@@ -188,13 +241,21 @@ def record_attempts(conn: Connection, results: list[AttemptResult], now: float, 
         if r.bounce is not None:
             suppressions.record_bounce(conn, r.bounce, now, policy)
         assert (r.next_attempt_at is not None) == (r.state in PENDING_STATES), r
-        row = conn.execute(
-            "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
-            " lease_owner = NULL, lease_until = NULL, last_code = ?, last_response = ?, updated_at = ?"
-            " WHERE id = ? RETURNING attempts",
-            (r.state.value, r.next_attempt_at, r.code, r.response, now, r.recipient_id),
-        ).fetchone()
-        enhanced = _ENHANCED.match(r.response)
+        enhanced_match = _ENHANCED.match(r.response)
+        enhanced = enhanced_match.group(1) if enhanced_match else None
+        outcome = (r.state.value, r.next_attempt_at, r.code, r.response, now, r.recipient_id)
+        attempt = (r.recipient_id, r.message_id, now, r.mx_host, r.ip, r.tls, r.code, enhanced, r.response)
+        if r.attempt is not None and is_postgres(conn):
+            # One statement (a round trip, and a sync of the writer's pipeline, saved twice over).
+            details = json.dumps(_attempt_details(r, r.attempt, enhanced))
+            event = (now, r.event.value, r.message_id, r.recipient_id, r.address, r.code, r.response, details)
+            conn.execute(
+                f"WITH outcome AS ({_RECORD_OUTCOME}), attempt AS ({_RECORD_ATTEMPT}) {_RECORD_EVENT}",
+                (*outcome, *attempt, *event),
+            )
+            continue
+        row = conn.execute(_RECORD_OUTCOME + " RETURNING attempts", outcome).fetchone()
+        number = r.attempt if r.attempt is not None else (row[0] if row else None)
         _event(
             conn,
             now,
@@ -204,23 +265,23 @@ def record_attempts(conn: Connection, results: list[AttemptResult], now: float, 
             r.address,
             r.code,
             r.response,
-            _attempt_details(r, row[0] if row else None, enhanced.group(1) if enhanced else None),
+            _attempt_details(r, number, enhanced),
         )
-        conn.execute(
-            "INSERT INTO attempts (recipient_id, message_id, at, mx_host, ip, tls, code, enhanced, text)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.recipient_id,
-                r.message_id,
-                now,
-                r.mx_host,
-                r.ip,
-                r.tls,
-                r.code,
-                enhanced.group(1) if enhanced else None,
-                r.response,
-            ),
-        )
+        conn.execute(_RECORD_ATTEMPT, attempt)
+
+
+_RECORD_OUTCOME = (
+    "UPDATE recipients SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
+    " lease_owner = NULL, lease_until = NULL, last_code = ?, last_response = ?, updated_at = ? WHERE id = ?"
+)
+_RECORD_ATTEMPT = (
+    "INSERT INTO attempts (recipient_id, message_id, at, mx_host, ip, tls, code, enhanced, text)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_RECORD_EVENT = (
+    "INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail, details)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class AttemptResult:
     bounce: NewBounce | None = None  # a refusal to keep in the bounce log (and maybe suppress)
     classification: Classification | None = None  # what a refusal means (every outcome but delivered)
     sandbox: bool = False  # captured in the sandbox: no connection was made
+    attempt: int | None = None  # which attempt this was (the leased recipient's attempts + 1), if known
 
 
 @dataclasses.dataclass(frozen=True)
