@@ -224,7 +224,7 @@ async def test_the_database_going_away_for_a_few_seconds_refuses_then_recovers(c
 
 async def test_max_connections_holds_for_the_cluster(cluster, sink):
     sink.handler.data_delay = 0.03  # connections stay busy: each node would open its full share if it could
-    shaping = {"shaping": {"default": {"max_connections": 2}}}
+    shaping = {"shaping": {"default": {"max_connections": 2}}, "idle_timeout": "200ms"}
     a, b = cluster.node("a", delivery=shaping), cluster.node("b", delivery=shaping)
     await asyncio.gather(a.start(), b.start())
     acked: list[int] = []
