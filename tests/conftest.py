@@ -54,6 +54,27 @@ def _fresh_message_ids() -> None:
 STORE_BACKENDS = ["sqlite", "postgresql"]
 TEST_STORE = os.environ.get("RELAY_TEST_STORE", "sqlite")
 PG_TEMPLATE = "relay_template"  # a database migrated once; each store's database is a copy of it
+STORE_FIXTURES = {"store", "store_factory"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under RELAY_TEST_STORE=postgresql, keep only the tests that run on the test store: the others
+    (and those parametrized over STORE_BACKENDS, already run on both) would repeat the SQLite pass."""
+    if TEST_STORE == "sqlite":
+        return
+    kept = [item for item in items if runs_on_test_store(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not runs_on_test_store(item)])
+        items[:] = kept
+
+
+def runs_on_test_store(item: pytest.Item) -> bool:
+    """Whether ``item`` uses the ``store`` or ``store_factory`` fixture (directly or through another
+    fixture) without choosing its backend itself."""
+    if STORE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+        return False
+    callspec = getattr(item, "callspec", None)
+    return callspec is None or callspec.params.get("backend") not in STORE_BACKENDS
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +114,12 @@ def open_store(
         url = pg.create_database(f"store_{os.getpid()}_{next(_pg_databases)}", template=PG_TEMPLATE)
         return PgStore(url, clock, policy)
     raise ValueError(f"no store backend {backend!r}")
+
+
+async def store_rows(store: SqlStore, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (``?`` placeholders) read from ``store`` as tuples, on either backend."""
+    found = await store.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    return [tuple(row) for row in found]
 
 
 @pytest.fixture
