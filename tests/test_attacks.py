@@ -9,7 +9,6 @@ import email.policy
 import io
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -569,7 +568,7 @@ async def refused(api, body, field, code="invalid_field", *, path="/v1/messages"
         answer = await resp.json()
         assert resp.status == 400, answer
     assert answer["error"]["code"] == code and answer["error"].get("field") == field, answer
-    assert api.messages_in_store() == 0
+    assert await api.messages_in_store() == 0
     return answer
 
 
@@ -708,10 +707,10 @@ async def test_a_stored_infinity_is_never_served(api):  # noqa: F811
     """Rows stored before the fix may hold Infinity: served as null, so every answer is JSON."""
     async with api.request("POST", "/v1/messages", json={**MESSAGE, "metadata": {"a": 1.5}}) as resp:
         message_id = (await resp.json())["id"]
-    conn = sqlite3.connect(api.relay.store.db.path)
-    with conn:
-        conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", ('{"a": Infinity, "b": NaN}', message_id))
-    conn.close()
+    stored = '{"a": Infinity, "b": NaN}'
+    await api.relay.store.db.write(
+        lambda c: c.execute("UPDATE messages SET metadata = ? WHERE id = ?", (stored, message_id))
+    )
     for path in (f"/v1/messages/{message_id}", "/v1/messages", "/v1/events"):
         async with api.request("GET", path) as resp:
             text = await resp.text()
