@@ -136,20 +136,23 @@ def suppression_policy() -> SuppressionPolicy | None:
 
 @pytest.fixture
 async def store_factory(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """``make(clock=None, policy=None, backend=TEST_STORE)``: another store, closed after the test."""
-    made: list[SqlStore] = []
+    """``make(clock=None, policy=None, backend=TEST_STORE)``: another store, closed after the test (and its
+    PostgreSQL database dropped)."""
+    made: list[tuple[SqlStore, Any]] = []
 
     def make(
         clock: FakeClock | None = None, policy: SuppressionPolicy | None = None, backend: str = TEST_STORE
     ) -> SqlStore:
         pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
         store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy, pg)
-        made.append(store)
+        made.append((store, pg))
         return store
 
     yield make
-    for store in made:
+    for store, pg in made:
         await store.close()
+        if pg is not None:
+            pg.drop_database(store.db.url.rsplit("/", 1)[1])
 
 
 @pytest.fixture
