@@ -30,6 +30,7 @@ from relay.app import Relay
 from relay.clock import FakeClock
 from relay.config import Config
 from relay.store import Store
+from relay.store.db import Database
 from relay.store.repositories import SqlStore
 from relay.suppression import SuppressionPolicy
 
@@ -136,23 +137,42 @@ def suppression_policy() -> SuppressionPolicy | None:
 
 @pytest.fixture
 async def store_factory(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """``make(clock=None, policy=None, backend=TEST_STORE)``: another store, closed after the test (and its
-    PostgreSQL database dropped)."""
-    made: list[tuple[SqlStore, Any]] = []
+    """``make(clock=None, policy=None, backend=TEST_STORE, restart=None)``: another store, closed after the
+    test (and its PostgreSQL database dropped); with ``restart=`` an earlier (closed) store, a store over the
+    same SQLite file or PostgreSQL database, as a restarted relay opens it."""
+    made: list[SqlStore] = []
+    databases: list[tuple[Any, str]] = []  # (cluster, name) of the PostgreSQL databases created
 
     def make(
-        clock: FakeClock | None = None, policy: SuppressionPolicy | None = None, backend: str = TEST_STORE
+        clock: FakeClock | None = None,
+        policy: SuppressionPolicy | None = None,
+        backend: str = TEST_STORE,
+        restart: SqlStore | None = None,
     ) -> SqlStore:
-        pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
-        store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy, pg)
-        made.append((store, pg))
+        if restart is not None:
+            store = reopen_store(restart, clock or FakeClock(), policy)
+        else:
+            pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+            store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy, pg)
+            if pg is not None:
+                databases.append((pg, store.db.url.rsplit("/", 1)[1]))
+        made.append(store)
         return store
 
     yield make
-    for store, pg in made:
+    for store in made:
         await store.close()
-        if pg is not None:
-            pg.drop_database(store.db.url.rsplit("/", 1)[1])
+    for pg, name in databases:
+        pg.drop_database(name)
+
+
+def reopen_store(store: SqlStore, clock: FakeClock, policy: SuppressionPolicy | None = None) -> SqlStore:
+    """A new store over the database of ``store`` (its SQLite file or its PostgreSQL database)."""
+    if isinstance(store.db, Database):
+        return Store(store.db.path, clock, policy)
+    from relay.store.postgres import PgStore
+
+    return PgStore(store.db.url, clock, policy)
 
 
 @pytest.fixture

@@ -215,9 +215,9 @@ async def test_required_tls_without_starttls_defers_and_policy_is_per_domain(sto
     await engine.stop(1)
 
 
-async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
+async def test_a_retry_schedule_survives_a_restart(store_factory, sink):
     clock = FakeClock()
-    store = Store(tmp_path / "q.sqlite3", clock)
+    first = store = store_factory(clock)
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     sink.handler.rcpt_reply = "451 4.3.0 busy"
     m = await queue(store, "u@one.example")
@@ -225,7 +225,7 @@ async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
     await engine.stop(1)
     await store.close()
 
-    store = Store(tmp_path / "q.sqlite3", clock)  # "restarted"
+    store = store_factory(clock, restart=first)  # "restarted"
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     sink.handler.rcpt_reply = None
     assert await engine.run_once() == 0  # not due yet

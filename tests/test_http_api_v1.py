@@ -434,19 +434,12 @@ async def test_idempotency_records_survive_a_restart(tmp_path, sink):
     assert bodies[1][1] == "true"
 
 
-async def test_expired_idempotency_records_are_pruned(tmp_path):
-    from relay.clock import FakeClock
-    from relay.store import Store
-
-    store = Store(tmp_path / "q.sqlite3", FakeClock())
-    try:
-        assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
-        assert await store.idempotency.prune() == 0
-        store.clock.advance(61)
-        assert await store.idempotency.idempotency_record("key_1", "k") is None
-        assert await store.idempotency.prune() == 1
-    finally:
-        await store.close()
+async def test_expired_idempotency_records_are_pruned(store):
+    assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
+    assert await store.idempotency.prune() == 0
+    store.clock.advance(61)
+    assert await store.idempotency.idempotency_record("key_1", "k") is None
+    assert await store.idempotency.prune() == 1
 
 
 async def test_smtp_credentials_through_the_api(api, sink):
