@@ -55,24 +55,34 @@ def _fresh_message_ids() -> None:
 STORE_BACKENDS = ["sqlite", "postgresql"]
 TEST_STORE = os.environ.get("RELAY_TEST_STORE", "sqlite")
 PG_TEMPLATE = "relay_template"  # a database migrated once; each store's database is a copy of it
-STORE_FIXTURES = {"store", "store_factory"}
+STORE_FIXTURES = {"store", "store_factory"}  # the fixtures that open the test store
+RELAY_FIXTURES = {"relay_factory"}  # relays in this process: on the test store too, with --with-relays
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--with-relays",
+        action="store_true",
+        help="with RELAY_TEST_STORE=postgresql, also run the tests of in-process relays (relay_factory)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under RELAY_TEST_STORE=postgresql, keep only the tests that run on the test store: the others
-    (and those parametrized over STORE_BACKENDS, already run on both) would repeat the SQLite pass."""
+    (and those parametrized over STORE_BACKENDS, already run on both) would repeat the SQLite run."""
     if TEST_STORE == "sqlite":
         return
-    kept = [item for item in items if runs_on_test_store(item)]
+    fixtures = STORE_FIXTURES | (RELAY_FIXTURES if config.getoption("--with-relays") else set())
+    kept = [item for item in items if runs_on_test_store(item, fixtures)]
     if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if not runs_on_test_store(item)])
+        config.hook.pytest_deselected(items=[item for item in items if not runs_on_test_store(item, fixtures)])
         items[:] = kept
 
 
-def runs_on_test_store(item: pytest.Item) -> bool:
-    """Whether ``item`` uses the ``store`` or ``store_factory`` fixture (directly or through another
-    fixture) without choosing its backend itself."""
-    if STORE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+def runs_on_test_store(item: pytest.Item, fixtures: set[str]) -> bool:
+    """Whether ``item`` uses one of ``fixtures`` (directly or through another fixture) without choosing
+    its backend itself."""
+    if fixtures.isdisjoint(getattr(item, "fixturenames", ())):
         return False
     callspec = getattr(item, "callspec", None)
     return callspec is None or callspec.params.get("backend") not in STORE_BACKENDS
@@ -395,10 +405,24 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
 
 
 @pytest.fixture
-async def relay_factory(tmp_path: Path) -> AsyncIterator[Any]:
+async def relay_factory(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """``start(**sections)``: a relay in this process, stopped after the test. Every relay of a test shares
+    one data_dir and one store: the SQLite file in it, or under RELAY_TEST_STORE=postgresql one database
+    (dropped after the test), unless ``store=`` names another."""
     started: list[Relay] = []
+    database: list[tuple[Any, str]] = []  # (cluster, name), once made
+
+    def test_store_url() -> str:
+        if not database:
+            pg = request.getfixturevalue("pg_cluster")
+            database.append((pg, f"relay_{os.getpid()}_{next(_pg_databases)}"))
+            pg.create_database(database[0][1], template=PG_TEMPLATE)
+        pg, name = database[0]
+        return str(pg.url(name))
 
     async def start(**sections: dict[str, Any]) -> Relay:
+        if TEST_STORE == "postgresql" and "store" not in sections:
+            sections["store"] = {"url": test_store_url()}
         relay = Relay(make_config(tmp_path / "data", **sections))
         await relay.start()
         started.append(relay)
@@ -407,6 +431,8 @@ async def relay_factory(tmp_path: Path) -> AsyncIterator[Any]:
     yield start
     for relay in started:
         await relay.stop()
+    for pg, name in database:
+        pg.drop_database(name)
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
