@@ -47,8 +47,11 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check relay tests bench
 	$(VENV)/bin/mypy
 
+# The whole suite, then the tests that use the store fixtures again on PostgreSQL (tests/conftest.py
+# deselects the others: they would only repeat the first run).
 test: lint .packages
 	$(VENV)/bin/pytest -q
+	RELAY_TEST_STORE=postgresql $(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed-dev
 	$(VENV)/bin/python bench/throughput.py

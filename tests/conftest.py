@@ -30,6 +30,7 @@ from relay.app import Relay
 from relay.clock import FakeClock
 from relay.config import Config
 from relay.store import Store
+from relay.store.db import Database
 from relay.store.repositories import SqlStore
 from relay.suppression import SuppressionPolicy
 
@@ -54,6 +55,37 @@ def _fresh_message_ids() -> None:
 STORE_BACKENDS = ["sqlite", "postgresql"]
 TEST_STORE = os.environ.get("RELAY_TEST_STORE", "sqlite")
 PG_TEMPLATE = "relay_template"  # a database migrated once; each store's database is a copy of it
+STORE_FIXTURES = {"store", "store_factory"}  # the fixtures that open the test store
+RELAY_FIXTURES = {"relay_factory"}  # relays in this process: on the test store too, with --with-relays
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--with-relays",
+        action="store_true",
+        help="with RELAY_TEST_STORE=postgresql, also run the tests of in-process relays (relay_factory)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under RELAY_TEST_STORE=postgresql, keep only the tests that run on the test store: the others
+    (and those parametrized over STORE_BACKENDS, already run on both) would repeat the SQLite run."""
+    if TEST_STORE == "sqlite":
+        return
+    fixtures = STORE_FIXTURES | (RELAY_FIXTURES if config.getoption("--with-relays") else set())
+    kept = [item for item in items if runs_on_test_store(item, fixtures)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not runs_on_test_store(item, fixtures)])
+        items[:] = kept
+
+
+def runs_on_test_store(item: pytest.Item, fixtures: set[str]) -> bool:
+    """Whether ``item`` uses one of ``fixtures`` (directly or through another fixture) without choosing
+    its backend itself."""
+    if fixtures.isdisjoint(getattr(item, "fixturenames", ())):
+        return False
+    callspec = getattr(item, "callspec", None)
+    return callspec is None or callspec.params.get("backend") not in STORE_BACKENDS
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +127,12 @@ def open_store(
     raise ValueError(f"no store backend {backend!r}")
 
 
+async def store_rows(store: SqlStore, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (``?`` placeholders) read from ``store`` as tuples, on either backend."""
+    found = await store.db.read(lambda conn: conn.execute(sql, params).fetchall())
+    return [tuple(row) for row in found]
+
+
 @pytest.fixture
 def store_clock() -> FakeClock:
     """The clock of the ``store`` fixture; a module overrides it for another start time."""
@@ -109,20 +147,42 @@ def suppression_policy() -> SuppressionPolicy | None:
 
 @pytest.fixture
 async def store_factory(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """``make(clock=None, policy=None, backend=TEST_STORE)``: another store, closed after the test."""
+    """``make(clock=None, policy=None, backend=TEST_STORE, restart=None)``: another store, closed after the
+    test (and its PostgreSQL database dropped); with ``restart=`` an earlier (closed) store, a store over the
+    same SQLite file or PostgreSQL database, as a restarted relay opens it."""
     made: list[SqlStore] = []
+    databases: list[tuple[Any, str]] = []  # (cluster, name) of the PostgreSQL databases created
 
     def make(
-        clock: FakeClock | None = None, policy: SuppressionPolicy | None = None, backend: str = TEST_STORE
+        clock: FakeClock | None = None,
+        policy: SuppressionPolicy | None = None,
+        backend: str = TEST_STORE,
+        restart: SqlStore | None = None,
     ) -> SqlStore:
-        pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
-        store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy, pg)
+        if restart is not None:
+            store = reopen_store(restart, clock or FakeClock(), policy)
+        else:
+            pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+            store = open_store(backend, tmp_path / f"store{len(made)}.sqlite3", clock or FakeClock(), policy, pg)
+            if pg is not None:
+                databases.append((pg, store.db.url.rsplit("/", 1)[1]))
         made.append(store)
         return store
 
     yield make
     for store in made:
         await store.close()
+    for pg, name in databases:
+        pg.drop_database(name)
+
+
+def reopen_store(store: SqlStore, clock: FakeClock, policy: SuppressionPolicy | None = None) -> SqlStore:
+    """A new store over the database of ``store`` (its SQLite file or its PostgreSQL database)."""
+    if isinstance(store.db, Database):
+        return Store(store.db.path, clock, policy)
+    from relay.store.postgres import PgStore
+
+    return PgStore(store.db.url, clock, policy)
 
 
 @pytest.fixture
@@ -345,10 +405,24 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
 
 
 @pytest.fixture
-async def relay_factory(tmp_path: Path) -> AsyncIterator[Any]:
+async def relay_factory(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """``start(**sections)``: a relay in this process, stopped after the test. Every relay of a test shares
+    one data_dir and one store: the SQLite file in it, or under RELAY_TEST_STORE=postgresql one database
+    (dropped after the test), unless ``store=`` names another."""
     started: list[Relay] = []
+    database: list[tuple[Any, str]] = []  # (cluster, name), once made
+
+    def test_store_url() -> str:
+        if not database:
+            pg = request.getfixturevalue("pg_cluster")
+            database.append((pg, f"relay_{os.getpid()}_{next(_pg_databases)}"))
+            pg.create_database(database[0][1], template=PG_TEMPLATE)
+        pg, name = database[0]
+        return str(pg.url(name))
 
     async def start(**sections: dict[str, Any]) -> Relay:
+        if TEST_STORE == "postgresql" and "store" not in sections:
+            sections["store"] = {"url": test_store_url()}
         relay = Relay(make_config(tmp_path / "data", **sections))
         await relay.start()
         started.append(relay)
@@ -357,6 +431,8 @@ async def relay_factory(tmp_path: Path) -> AsyncIterator[Any]:
     yield start
     for relay in started:
         await relay.stop()
+    for pg, name in database:
+        pg.drop_database(name)
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> Path:

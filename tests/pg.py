@@ -130,11 +130,19 @@ class PostgresCluster:
     def create_database(self, name: str, template: str | None = None) -> str:
         """A new database, empty or a copy of ``template`` (which nobody may be connected to); its URL."""
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
         with psycopg.connect(self.url(), autocommit=True) as conn:
+            if template is not None:
+                statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+                if conn.info.server_version >= 150000:  # a copy of the files: 4x faster than WAL_LOG for a small one
+                    statement = sql.SQL("{} STRATEGY FILE_COPY").format(statement)
             conn.execute(statement)
         return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Remove the database ``name`` (if it is there), cutting any session still connected to it."""
+        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(statement)
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop (fast: sessions are cut), wait ``down_for`` seconds, start again: an outage for fault tests."""

@@ -10,6 +10,7 @@ from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
+from tests.conftest import store_rows
 
 RAW = b"Subject: engine test\r\n\r\nbody\r\n"
 POLICY = RetryPolicy(schedule=(60, 120, 600), max_age=3600, jitter=0.0)
@@ -123,11 +124,7 @@ async def test_events_record_every_outcome(store, sink):
     engine = make_engine(store, Router(("127.0.0.1", sink.port), 25, None))
     await queue(store, "ok@a.example", "tempfail@a.example", "permfail@a.example")
     await engine.run_once()
-    import sqlite3
-
-    conn = sqlite3.connect(store.db.path)
-    kinds = conn.execute("SELECT recipient, kind, code FROM events ORDER BY id").fetchall()
-    conn.close()
+    kinds = await store_rows(store, "SELECT recipient, kind, code FROM events ORDER BY id")
     assert sorted(kinds) == sorted(
         [
             ("ok@a.example", "queued", None),

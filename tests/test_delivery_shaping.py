@@ -16,7 +16,7 @@ from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
 from relay.tls import server_context, write_self_signed
-from tests.conftest import start_sink
+from tests.conftest import start_sink, store_rows
 
 RAW = b"Subject: shaping\r\n\r\nbody\r\n"
 
@@ -128,25 +128,15 @@ async def test_repeated_connection_failures_suspend_the_destination(store):
     await engine.run_once()
     (dest,) = engine.destinations.values()
     assert dest.suspended_until > store.clock.now()
-    import sqlite3
-
-    conn = sqlite3.connect(store.db.path)
-    attempts = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
-    untouched = conn.execute("SELECT count(*) FROM recipients WHERE attempts = 0 AND state = 'queued'").fetchone()[0]
-    conn.close()
+    ((attempts,),) = await store_rows(store, "SELECT count(*) FROM attempts")
+    ((untouched,),) = await store_rows(store, "SELECT count(*) FROM recipients WHERE attempts = 0 AND state = 'queued'")
     assert attempts == SUSPEND_AFTER  # the rest waits for the suspension to end, without attempts
     assert untouched == 10 - SUSPEND_AFTER
     await engine.stop(1)
 
 
-def attempt_times(store: Store) -> list[float]:
-    import sqlite3
-
-    conn = sqlite3.connect(store.db.path)
-    try:
-        return [at for (at,) in conn.execute("SELECT at FROM attempts ORDER BY id")]
-    finally:
-        conn.close()
+async def attempt_times(store: Store) -> list[float]:
+    return [at for (at,) in await store_rows(store, "SELECT at FROM attempts ORDER BY id")]
 
 
 async def test_a_suspension_doubles_with_each_failure_after_it(store):
@@ -162,7 +152,7 @@ async def test_a_suspension_doubles_with_each_failure_after_it(store):
     start = clock.now()
 
     async def attempts(count: int) -> None:
-        while len(attempt_times(store)) < count:  # noqa: ASYNC110 (rows in the database: nothing signals them)
+        while len(await attempt_times(store)) < count:  # noqa: ASYNC110 (rows in the database: nothing signals them)
             await asyncio.sleep(0.005)
 
     running = asyncio.create_task(engine.run())
@@ -170,11 +160,11 @@ async def test_a_suspension_doubles_with_each_failure_after_it(store):
         # Time moves once the poll loop and every task the engine spawned (workers, recording) wait on the clock.
         everything_waits = lambda: 1 + len(engine._tasks)  # noqa: E731
         await clock.drive(attempts(SUSPEND_AFTER + 4), sleepers=everything_waits)
-        assert [at - start for at in attempt_times(store)] == [0, 0, 0, 30, 30 + 60, 90 + 120, 210 + 240]
+        assert [at - start for at in await attempt_times(store)] == [0, 0, 0, 30, 30 + 60, 90 + 120, 210 + 240]
         (dest,) = engine.destinations.values()
         assert dest.suspended_until - start == 450 + 480
         await clock.drive(attempts(SUSPEND_AFTER + 5), sleepers=everything_waits)
-        assert attempt_times(store)[-1] - start == 930  # 480 s was still under SUSPEND_MAX
+        assert (await attempt_times(store))[-1] - start == 930  # 480 s was still under SUSPEND_MAX
         assert dest.suspended_until - start == 930 + SUSPEND_MAX  # 960 s would be over it
     finally:
         await engine.stop(1)
@@ -225,9 +215,9 @@ async def test_required_tls_without_starttls_defers_and_policy_is_per_domain(sto
     await engine.stop(1)
 
 
-async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
+async def test_a_retry_schedule_survives_a_restart(store_factory, sink):
     clock = FakeClock()
-    store = Store(tmp_path / "q.sqlite3", clock)
+    first = store = store_factory(clock)
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     sink.handler.rcpt_reply = "451 4.3.0 busy"
     m = await queue(store, "u@one.example")
@@ -235,7 +225,7 @@ async def test_a_retry_schedule_survives_a_restart(tmp_path, sink):
     await engine.stop(1)
     await store.close()
 
-    store = Store(tmp_path / "q.sqlite3", clock)  # "restarted"
+    store = store_factory(clock, restart=first)  # "restarted"
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     sink.handler.rcpt_reply = None
     assert await engine.run_once() == 0  # not due yet

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import email
 import email.policy
-import sqlite3
 import uuid
 
 import aiohttp
@@ -14,7 +13,7 @@ import pytest
 
 from relay.clock import iso
 from relay.keys import create_api_key
-from tests.conftest import wait_for_states
+from tests.conftest import store_rows, wait_for_states
 
 MESSAGE = {"from": "App <app@example.com>", "to": "user@example.org", "subject": "Hi", "text": "Hello"}
 
@@ -31,12 +30,9 @@ class Api:
             headers.setdefault("Authorization", f"Bearer {key or self.key}")
         return self.session.request(method, path, headers=headers, **kwargs)
 
-    def messages_in_store(self) -> int:
-        conn = sqlite3.connect(self.relay.store.db.path)
-        try:
-            return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        finally:
-            conn.close()
+    async def messages_in_store(self) -> int:
+        ((count,),) = await store_rows(self.relay.store, "SELECT count(*) FROM messages")
+        return int(count)
 
 
 @pytest.fixture
@@ -75,7 +71,7 @@ async def test_seed_snippet_with_idempotency_key_sends_exactly_once(api, sink):
     await sink.handler.wait_for(1)
     await asyncio.sleep(0.2)
     assert len(sink.handler.received) == 1
-    assert api.messages_in_store() == 1
+    assert await api.messages_in_store() == 1
     async with api.request("GET", f"/v1/idempotency/records/{headers['Idempotency-Key']}") as resp:
         record = await resp.json()
     assert record["state"] == "done" and record["status"] == 202 and record["message_id"] == first["id"]
@@ -103,7 +99,7 @@ async def test_twenty_concurrent_retries_queue_one_message(api):
     ids = {body["id"] for s, body in results if s == 202}
     assert len(ids) == 1
     assert all(body["error"]["code"] == "idempotency_in_progress" for s, body in results if s == 409)
-    assert api.messages_in_store() == 1
+    assert await api.messages_in_store() == 1
 
 
 async def test_a_failed_request_does_not_hold_its_idempotency_key(api):
@@ -143,7 +139,7 @@ async def test_daily_quota_is_402(api):
         async with api.request("POST", "/v1/messages", key=key, json=MESSAGE) as resp:
             codes.append((resp.status, (await resp.json()).get("error", {}).get("code")))
     assert codes == [(202, None), (202, None), (402, "quota_exhausted")]
-    assert api.messages_in_store() == 2
+    assert await api.messages_in_store() == 2
 
 
 async def test_ip_allowlist(api_factory):
@@ -232,7 +228,7 @@ async def test_validation_errors_name_the_field(api, payload, status, code, fiel
         assert resp.status == status
         error = (await resp.json())["error"]
     assert (error["code"], error["field"]) == (code, field)
-    assert api.messages_in_store() == 0
+    assert await api.messages_in_store() == 0
 
 
 async def test_addresses_as_objects_with_names_reach_the_sink(api, sink):
@@ -438,19 +434,12 @@ async def test_idempotency_records_survive_a_restart(tmp_path, sink):
     assert bodies[1][1] == "true"
 
 
-async def test_expired_idempotency_records_are_pruned(tmp_path):
-    from relay.clock import FakeClock
-    from relay.store import Store
-
-    store = Store(tmp_path / "q.sqlite3", FakeClock())
-    try:
-        assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
-        assert await store.idempotency.prune() == 0
-        store.clock.advance(61)
-        assert await store.idempotency.idempotency_record("key_1", "k") is None
-        assert await store.idempotency.prune() == 1
-    finally:
-        await store.close()
+async def test_expired_idempotency_records_are_pruned(store):
+    assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", ttl=60) is None
+    assert await store.idempotency.prune() == 0
+    store.clock.advance(61)
+    assert await store.idempotency.idempotency_record("key_1", "k") is None
+    assert await store.idempotency.prune() == 1
 
 
 async def test_smtp_credentials_through_the_api(api, sink):
@@ -493,7 +482,7 @@ async def test_backpressure_when_the_disk_is_nearly_full(api_factory):
     async with api.request("POST", "/v1/messages", json=MESSAGE) as resp:
         assert resp.status == 503
         assert "free in the data directory" in (await resp.json())["error"]["message"]
-    assert api.messages_in_store() == 0
+    assert await api.messages_in_store() == 0
 
 
 async def test_rate_limit_headers_on_a_403_for_a_missing_scope(api):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from relay.store import Store
 from relay.store import idempotency as idem
 from relay.store.idempotency import ClaimLost, Completion, Owner
 from relay.submission.http import HttpSubmission
-from tests.conftest import make_config
+from tests.conftest import make_config, store_rows
 
 BATCH = {
     "messages": [
@@ -31,12 +30,9 @@ BATCH = {
 }
 
 
-def count_messages(path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-    finally:
-        conn.close()
+async def count_messages(store: Store) -> int:
+    ((count,),) = await store_rows(store, "SELECT count(*) FROM messages")
+    return int(count)
 
 
 def gone_pid() -> int:
@@ -91,12 +87,12 @@ async def test_a_request_running_past_a_minute_is_not_duplicated_by_a_retry(rela
         proceed.set()
     status_first, first_body, _ = await first
     assert (status, body.get("error", {}).get("code")) == (409, "idempotency_in_progress"), body
-    assert count_messages(relay.store.db.path) == 2, "queued twice"
+    assert await count_messages(relay.store) == 2, "queued twice"
     status = status_first
     assert status == 202 and first_body["queued"] == 2
     status, replayed, header = await post(relay, secret, "/v1/messages/batch", BATCH, "batch-64s")
     assert (status, replayed, header) == (202, first_body, "true")
-    assert count_messages(relay.store.db.path) == 2
+    assert await count_messages(relay.store) == 2
 
 
 @pytest.mark.parametrize("owner", ["crashed", "restarted"])
@@ -112,7 +108,7 @@ async def test_the_claim_of_a_stopped_process_is_taken_over_at_once(relay_on_fak
     await relay.store.db.write(lambda c: idem.claim(c, key_id, "k", request_hash, now, 3600, "elsewhere", holder))
     status, body, replayed = await post(relay, secret, "/v1/messages", message, "k")
     assert status == 202 and replayed is None, body
-    assert count_messages(relay.store.db.path) == 1
+    assert await count_messages(relay.store) == 1
     record = await relay.store.idempotency.idempotency_record(key_id, "k")
     assert record is not None and record.state == "done" and record.message_id == body["id"]
 
@@ -158,7 +154,7 @@ async def test_a_claim_from_another_machine_holds_while_renewed(store):
             [NewMessage("a@example.com", ("x@one.example",), b"\r\nhi\r\n", "http")],
             completion=Completion("key_1", "k", 202, "{}", None),
         )
-    assert count_messages(store.db.path) == 0
+    assert await count_messages(store) == 0
     record = await store.idempotency.idempotency_record("key_1", "k")
     assert record is not None and record.owner == str(elsewhere) and record.state == "pending"
 
@@ -167,7 +163,7 @@ async def test_a_request_of_this_process_holds_its_claim_however_long_it_runs(st
     assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600) is None
     store.clock.advance(10 * idem.LEASE)  # no renewal needed: this process knows the request still runs
     assert (await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600)).state == "pending"
-    idem.finished_here(str(store.db.path), "key_1", "k")  # it ended without completing or releasing
+    idem.finished_here(store.db.name, "key_1", "k")  # it ended without completing or releasing
     assert await store.idempotency.claim_idempotency_key("key_1", "k", "h", 3600) is None
     await store.idempotency.release_idempotency_key("key_1", "k")
 

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import re
 import smtplib
-import sqlite3
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,7 @@ from relay.delivery.client import wire_form
 from relay.dkim import DomainKey, Signer
 from relay.message import UnreadableFrom, crlf_line_ends, from_addresses, from_domain
 from relay.store.queue import MessageFilter
-from tests.conftest import smtp_reply
+from tests.conftest import smtp_reply, store_rows
 from tests.test_dkim import new_key, publish, verifier
 
 PLAINTEXT_AUTH = {"trusted_networks": ["192.0.2.0/24"], "plaintext_auth_networks": ["127.0.0.0/8"]}
@@ -60,9 +59,9 @@ class Client:
             writer.close()
 
 
-def stored_raw(relay, message_id: str) -> bytes:
-    with sqlite3.connect(relay.store.db.path) as conn:
-        return conn.execute("SELECT raw FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone()[0]
+async def stored_raw(relay, message_id: str) -> bytes:
+    ((raw,),) = await store_rows(relay.store, "SELECT raw FROM message_bodies WHERE message_id = ?", message_id)
+    return bytes(raw)
 
 
 def without_trace(raw: bytes) -> bytes:
@@ -131,7 +130,7 @@ async def test_lf_crlf_and_mixed_forms_get_one_decision_and_one_text(strict_rela
         reply = await client.send(wire(lines, ends), sender="me@example.com", auth=auth)
         replies[name] = re.sub(r"queued as \w+", "queued as ID", reply)
         if reply.startswith("250"):
-            stored[name] = without_trace(stored_raw(relay, reply.rsplit(" ", 1)[1]))
+            stored[name] = without_trace(await stored_raw(relay, reply.rsplit(" ", 1)[1]))
     assert len(set(replies.values())) == 1, replies
     allowed = FROMS[from_value]
     assert replies["crlf"].startswith("250" if allowed else "550 5.7.1"), replies

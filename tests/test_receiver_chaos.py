@@ -14,7 +14,6 @@ from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
-from relay.store import Store
 from relay.tls import server_context, write_self_signed
 from tests.test_delivery_shaping import queue
 
@@ -86,7 +85,7 @@ class ChaosSMTP(SMTP):
     del _attr
 
 
-async def test_every_message_ends_in_one_final_state(tmp_path):
+async def test_every_message_ends_in_one_final_state(tmp_path, store_factory):
     rng = random.Random(7)
     handler = ChaosHandler(rng)
     cert, key = tmp_path / "chaos.crt", tmp_path / "chaos.key"
@@ -97,7 +96,7 @@ async def test_every_message_ends_in_one_final_state(tmp_path):
     )
     port = server.sockets[0].getsockname()[1]
     clock = FakeClock()
-    store = Store(tmp_path / "q.sqlite3", clock)
+    store = store_factory(clock)
     settings = EngineSettings(
         owner="n",
         concurrency=10,

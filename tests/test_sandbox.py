@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import smtplib
-import sqlite3
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from relay.config import ConfigError
 from relay.keys import create_api_key
 from relay.sandbox import render
 from relay.store.queue import MessageFilter
-from tests.conftest import config_dict, make_config, run_cli, wait_for_states, write_toml
+from tests.conftest import config_dict, make_config, run_cli, store_rows, wait_for_states, write_toml
 from tests.test_dkim import new_key
 
 MESSAGE = {"from": "App <app@example.com>", "to": ["user@example.org"], "subject": "Hi", "text": "Hello"}
@@ -73,12 +72,9 @@ async def send_smtp(relay: Relay, recipients: list[str], raw: bytes, login: tupl
     return await asyncio.to_thread(send)
 
 
-def _count(relay: Relay, sql: str) -> int:
-    conn = sqlite3.connect(relay.store.db.path)
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
+async def _count(relay: Relay, sql: str) -> int:
+    ((count,),) = await store_rows(relay.store, sql)
+    return int(count)
 
 
 async def test_a_test_key_on_a_live_instance_is_captured_and_never_connects(client_factory, sink):
@@ -336,16 +332,16 @@ async def test_webhooks_carry_the_sandbox_marker(client_factory):
 # -- dry runs -----------------------------------------------------------------------------------------
 
 
-def _queue_snapshot(relay: Relay) -> tuple[int, ...]:
+async def _queue_snapshot(relay: Relay) -> tuple[int, ...]:
     tables = ("messages", "recipients", "events", "idempotency", "key_usage", "message_bodies")
-    return tuple(_count(relay, f"SELECT count(*) FROM {t}") for t in tables)
+    return tuple([await _count(relay, f"SELECT count(*) FROM {t}") for t in tables])
 
 
 async def test_dry_run_checks_everything_and_writes_nothing(client_factory, sink):
     c = await client_factory(delivery={"smarthost": sink.address})
     _, key = await c.call("POST", "/v1/api-keys", json={"scopes": ["send", "read"], "daily_quota": 1})
     await c.relay.store.suppressions.suppress(["gone@example.org"], "complaint")
-    before = _queue_snapshot(c.relay)
+    before = await _queue_snapshot(c.relay)
     body = {**MESSAGE, "to": ["user@example.org", "gone@example.org"]}
     for _ in range(3):  # the quota is checked, not consumed; the Idempotency-Key is not taken
         status, answer = await c.call(
@@ -358,7 +354,7 @@ async def test_dry_run_checks_everything_and_writes_nothing(client_factory, sink
         {"email": "gone@example.org", "status": "suppressed", "reason": "complaint"},
     ]
     assert "id" not in answer and answer["size"] > 0
-    assert _queue_snapshot(c.relay) == before
+    assert await _queue_snapshot(c.relay) == before
     await asyncio.sleep(0.3)
     assert sink.handler.connections == 0
 
@@ -370,7 +366,7 @@ async def test_dry_run_checks_everything_and_writes_nothing(client_factory, sink
     assert status == 422 and error["error"]["code"] == "recipients_suppressed"
     status, error = await c.call("POST", "/v1/messages?dry_run=maybe", key=key["key"], json=MESSAGE)
     assert status == 400 and error["error"]["field"] == "dry_run"
-    assert _queue_snapshot(c.relay) == before
+    assert await _queue_snapshot(c.relay) == before
 
     status, real = await c.call(
         "POST", "/v1/messages?dry_run=false", key=key["key"], json=MESSAGE, headers={"Idempotency-Key": "same"}
@@ -396,7 +392,7 @@ async def test_dry_run_reports_schedule_sandbox_and_refusals(client_factory, tmp
     assert answer["recipients"] == [{"email": "user@example.org", "status": "would_schedule"}]
     _, read_only = await c.call("POST", "/v1/api-keys", json={"scopes": ["read"]})
     assert (await c.call("POST", "/v1/messages?dry_run=true", key=read_only["key"], json=MESSAGE))[0] == 403
-    assert _count(c.relay, "SELECT count(*) FROM messages") == 0
+    assert await _count(c.relay, "SELECT count(*) FROM messages") == 0
 
 
 # -- configuration, start-up, command line -----------------------------------------------------

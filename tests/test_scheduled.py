@@ -12,15 +12,14 @@ from relay.clock import FakeClock
 from relay.delivery.mx import Router
 from relay.keys import create_api_key
 from relay.message import NewMessage
-from relay.store import Store
 from tests.test_delivery_shaping import RAW, engine_for
 
 HOUR = 3600.0
 
 
-async def test_held_until_send_at_even_across_a_restart(tmp_path, sink):
+async def test_held_until_send_at_even_across_a_restart(store_factory, sink):
     clock = FakeClock()
-    store = Store(tmp_path / "q.sqlite3", clock)
+    first = store = store_factory(clock)
     m = NewMessage("sender@example.com", ("a@one.example",), RAW, "http", send_at=clock.now() + 2 * HOUR)
     await store.queue.enqueue(m)
     assert [s.state for s in await store.queue.message_status(m.id)] == ["scheduled"]
@@ -32,7 +31,7 @@ async def test_held_until_send_at_even_across_a_restart(tmp_path, sink):
     await engine.stop(1)
     await store.close()
 
-    store = Store(tmp_path / "q.sqlite3", clock)  # restarted
+    store = store_factory(clock, restart=first)  # restarted
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
     clock.advance(HOUR + 1)
     assert await engine.run_once() == 1
@@ -42,9 +41,8 @@ async def test_held_until_send_at_even_across_a_restart(tmp_path, sink):
     await store.close()
 
 
-async def test_the_queue_lifetime_counts_from_send_at(tmp_path, sink):
-    clock = FakeClock()
-    store = Store(tmp_path / "q.sqlite3", clock)
+async def test_the_queue_lifetime_counts_from_send_at(store, sink):
+    clock = store.clock
     m = NewMessage("sender@example.com", ("tempfail@one.example",), RAW, "http", send_at=clock.now() + 10 * HOUR)
     await store.queue.enqueue(m)
     engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))  # max_age 1h in engine_for

@@ -3,39 +3,33 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import psycopg
 import pytest
 
 from relay.errors import StoreFull, StoreUnavailable
 from relay.events import EventKind, State
 from relay.message import NewMessage
-from relay.store import Store
 from relay.store import queue as q
 from relay.store.db import open_database
+from relay.store.repositories import SqlStore
 from relay.store.schema import MIGRATIONS, schema_version
+from tests.conftest import store_rows as rows
 
 
 def message(*rcpts: str, sender: str = "a@example.com") -> NewMessage:
     return NewMessage(sender, rcpts, b"Subject: t\r\n\r\nbody\r\n", "smtp")
 
 
-def rows(store: Store, sql: str, *params):
-    conn = sqlite3.connect(store.db.path)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
 async def test_enqueue_writes_message_body_recipients_and_events(store):
     m = message("x@one.example", "y@two.example")
     await store.queue.enqueue(m)
-    assert rows(store, "SELECT sender, source FROM messages WHERE id = ?", m.id) == [("a@example.com", "smtp")]
-    assert rows(store, "SELECT raw FROM message_bodies WHERE message_id = ?", m.id) == [(m.raw,)]
-    assert rows(store, "SELECT address, domain, state FROM recipients ORDER BY id") == [
+    assert await rows(store, "SELECT sender, source FROM messages WHERE id = ?", m.id) == [("a@example.com", "smtp")]
+    assert await rows(store, "SELECT raw FROM message_bodies WHERE message_id = ?", m.id) == [(m.raw,)]
+    assert await rows(store, "SELECT address, domain, state FROM recipients ORDER BY id") == [
         ("x@one.example", "one.example", "queued"),
         ("y@two.example", "two.example", "queued"),
     ]
-    assert rows(store, "SELECT kind, recipient FROM events ORDER BY id") == [
+    assert await rows(store, "SELECT kind, recipient FROM events ORDER BY id") == [
         ("queued", "x@one.example"),
         ("queued", "y@two.example"),
     ]
@@ -68,7 +62,7 @@ async def test_claims_stop_at_a_byte_budget_of_message_bodies(store):
     assert len(alone.recipients) == 2
     rest = await store.queue.claim_due(100, "n", lease=60)
     assert [len(m.recipients) for m in rest] == [2]
-    assert_due_invariant(store)
+    await assert_due_invariant(store)
 
 
 async def test_deferred_recipients_are_not_due_before_their_time(store):
@@ -83,7 +77,7 @@ async def test_deferred_recipients_are_not_due_before_their_time(store):
     store.clock.advance(301)
     (again,) = await store.queue.claim_due(10, "n", lease=60)
     assert again.recipients[0].attempts == 1
-    assert_due_invariant(store)
+    await assert_due_invariant(store)
 
 
 async def test_leases_return_to_the_queue_by_owner_and_by_expiry(store):
@@ -92,18 +86,18 @@ async def test_leases_return_to_the_queue_by_owner_and_by_expiry(store):
     await store.queue.claim_due(1, "crashed-node", lease=60)
     await store.queue.claim_due(1, "other-node", lease=600)
     assert await store.queue.release_leases("crashed-node") == 1
-    assert rows(store, "SELECT state FROM recipients WHERE address = 'a@example.org'") == [("queued",)]
+    assert await rows(store, "SELECT state FROM recipients WHERE address = 'a@example.org'") == [("queued",)]
     store.clock.advance(120)
     assert await store.queue.release_leases() == 0  # other-node's lease has not expired
     store.clock.advance(600)
     assert await store.queue.release_leases() == 1
-    assert rows(store, "SELECT count(*) FROM recipients WHERE state = 'queued'") == [(2,)]
-    assert_due_invariant(store)
+    assert await rows(store, "SELECT count(*) FROM recipients WHERE state = 'queued'") == [(2,)]
+    await assert_due_invariant(store)
 
 
-def assert_due_invariant(store: Store) -> None:
+async def assert_due_invariant(store: SqlStore) -> None:
     """next_attempt_at is set exactly for queued and deferred recipients."""
-    bad = rows(
+    bad = await rows(
         store,
         "SELECT id, state, next_attempt_at FROM recipients WHERE"
         " (state IN ('queued', 'deferred')) != (next_attempt_at IS NOT NULL)",
@@ -113,7 +107,7 @@ def assert_due_invariant(store: Store) -> None:
 
 async def test_group_commit_shares_transactions_between_concurrent_writers(store):
     await asyncio.gather(*(store.queue.enqueue(message(f"r{i}@example.org")) for i in range(200)))
-    assert rows(store, "SELECT count(*) FROM messages") == [(200,)]
+    assert await rows(store, "SELECT count(*) FROM messages") == [(200,)]
     assert store.db.writes >= 200
     assert store.db.commits < 100, f"{store.db.commits} commits for 200 messages: writes are not grouped"
 
@@ -125,9 +119,9 @@ async def test_a_failing_write_does_not_undo_its_neighbours(store):
     bad = NewMessage(duplicate.sender, duplicate.recipients, duplicate.raw, "smtp", duplicate.id)
     results = await asyncio.gather(store.queue.enqueue(good), store.queue.enqueue(bad), return_exceptions=True)
     assert results[0] is None
-    assert isinstance(results[1], sqlite3.IntegrityError)
-    assert rows(store, "SELECT count(*) FROM messages") == [(2,)]
-    assert rows(store, "SELECT count(*) FROM recipients") == [(2,)]
+    assert isinstance(results[1], sqlite3.IntegrityError | psycopg.IntegrityError)
+    assert await rows(store, "SELECT count(*) FROM messages") == [(2,)]
+    assert await rows(store, "SELECT count(*) FROM recipients") == [(2,)]
 
 
 def test_due_scan_uses_the_partial_index(tmp_path):

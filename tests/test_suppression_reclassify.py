@@ -130,10 +130,10 @@ def test_the_command_dry_run_then_apply(tmp_path):
     assert run_cli("suppressions", "show", "dead@example.org", config=config_path).returncode == 0
 
 
-async def test_the_stored_phase_of_a_delivery_refusal_is_read_again(tmp_path):
+async def test_the_stored_phase_of_a_delivery_refusal_is_read_again(store_factory):
     """A 5xx "user unknown" answered to the end of the data says the mailbox exists (content filtering);
     since migration 11 the phase is stored with the bounce, so reclassify can tell it from one at RCPT."""
-    s = Store(tmp_path / "q.sqlite3", FakeClock(), SuppressionPolicy())
+    s = store_factory(FakeClock(), SuppressionPolicy())
     try:
         hard = Classification(Kind.HARD, "user_unknown")
         text = "5.1.1 <x@example.org>: Recipient address rejected: User unknown"

@@ -169,15 +169,15 @@ async def test_the_running_sender_retries_on_the_schedule(store, receiver):
         running.cancel()
 
 
-async def test_deliveries_survive_a_restart(tmp_path, receiver):
+async def test_deliveries_survive_a_restart(store_factory, receiver):
     clock = FakeClock(time.time())
-    store = Store(tmp_path / "q.sqlite3", clock)
+    first = store = store_factory(clock)
     await add_hook(store, receiver.url)
     for i in range(5):
         await store.queue.enqueue(NewMessage("app@example.com", (f"u{i}@one.example",), RAW, "smtp"))
     await store.close()  # "crash" before any webhook was sent
 
-    store = Store(tmp_path / "q.sqlite3", clock)
+    store = store_factory(clock, restart=first)
     sender = sender_for(store)
     assert await sender.run_once() == 5
     assert sorted(b["data"]["recipient"] for b in receiver.bodies()) == [f"u{i}@one.example" for i in range(5)]
