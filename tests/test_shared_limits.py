@@ -314,3 +314,27 @@ async def test_a_quota_is_checked_after_the_other_nodes_count_not_before(pg_url)
         with pytest.raises(QuotaExhausted):
             await other
         assert first.execute("SELECT count FROM key_usage WHERE period LIKE 'd:%'").fetchone() == (1,)
+
+
+def rename_rate_counters(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        conn.execute("ALTER TABLE rate_counters RENAME TO rate_counters_gone")
+
+
+async def test_mail_from_is_451_when_the_shared_counter_cannot_be_written(two_relays, pg_url):
+    """A store error in the rate-limit check is the session's 451 4.3.0 (SubmissionSMTP.handle_exception)."""
+    a, _ = await two_relays(smtp=SMTP_AUTH)
+    cred, password = await create_smtp_credential(
+        a.store.credentials, a.store.clock, allowed_from=("example.com",), rate_limit=3
+    )
+    smtp = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", a.smtp_addresses[0][1], timeout=10)
+    try:
+        await asyncio.to_thread(smtp.ehlo, "client.test")
+        token = base64.b64encode(f"\0{cred.username}\0{password}".encode()).decode()
+        assert (await asyncio.to_thread(smtp.docmd, "AUTH", f"PLAIN {token}"))[0] == 235
+        await asyncio.to_thread(rename_rate_counters, pg_url)
+        code, text = await asyncio.to_thread(smtp.docmd, "MAIL", "FROM:<app@example.com>")
+        assert (code, text) == (451, b"4.3.0 Temporary failure, please try again later")
+    finally:
+        smtp.close()
