@@ -48,14 +48,14 @@ from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
 from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
-from relay.ratelimit import RateLimiter
+from relay.ratelimit import limiter_for, shared_counters
 from relay.renderer import Renderer
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
 from relay.store import Store
 from relay.store.protocols import Storage
 from relay.store.repositories import SqlStore
 from relay.submission.accept import Acceptor
-from relay.submission.auth import SmtpAuthenticator
+from relay.submission.auth import SharedFailures, SmtpAuthenticator
 from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
 from relay.submission.http import HttpSubmission
@@ -428,13 +428,15 @@ class Relay:
                 log.exception("could not record this node's heartbeat")
 
     async def _housekeeping(self) -> None:
-        """Periodic clean-up: expired Idempotency-Key records, then events and bodies past their retention."""
+        """Periodic clean-up: expired Idempotency-Key records and rate counters, then events and bodies past
+        their retention."""
         assert self.store is not None
         while True:
             try:
                 pruned = await self.store.idempotency.prune()
                 if pruned:
                     log.info("pruned %d expired idempotency records", pruned)
+                await self.store.rate_counters.prune(self.clock.now())
                 await self.prune_history()
             except Exception:
                 log.exception("housekeeping failed")
@@ -506,10 +508,17 @@ class Relay:
         assert self.store is not None
         loop = asyncio.get_running_loop()
         s = self.config.smtp
+        store = self.store
+        shared = SharedFailures(store.rate_counters, s.max_auth_failures, s.auth_failure_window)
         authenticator = SmtpAuthenticator(
-            self.store.credentials, self.clock, s.max_auth_failures, s.auth_failure_window
+            store.credentials,
+            self.clock,
+            s.max_auth_failures,
+            s.auth_failure_window,
+            shared if shared_counters(store.backend) else None,
         )
-        handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator)
+        limiter = limiter_for(store.backend, store.rate_counters, "smtp")
+        handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator, limiter)
         context = self._smtp_tls
         assert context is not None
         starttls = make_smtp_factory(handler, self.config, self.smtp_sessions, context)
@@ -565,8 +574,9 @@ class Relay:
         messages = MessagesView(submission, store, self.clock)
         # Acceptor processes share the rate limits; a relay that also delivers is the only process accepting
         # (acceptors = 0, or a Relay made in-process, which never starts acceptors whatever the setting).
+        # On PostgreSQL the limits are counted in the database instead, exactly, for every process and node.
         processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
-        limiter = RateLimiter(share=1 / processes)
+        limiter = limiter_for(store.backend, store.rate_counters, "api", share=1 / processes)
         settings = ApiSettings(http.rate_limit, limiter, http.trust_proxy, http.require_tls, self.clock)
         queues = QueuesView(
             store.queue,

@@ -43,6 +43,7 @@ REPOSITORIES = {
     "idempotency": protocols.IdempotencyStore,
     "nodes": protocols.NodeStore,
     "sites": protocols.SiteStore,
+    "rate_counters": protocols.RateCounters,
 }
 
 

@@ -19,7 +19,7 @@ from relay.bounces.classify import Classification, Kind
 from relay.cli.output import Report
 from relay.cli.store import ProgressLine, _copy_report
 from relay.clock import FakeClock
-from relay.config import parse_store_url
+from relay.config import parse_rate, parse_store_url
 from relay.domains import DkimKey
 from relay.events import EventKind, State
 from relay.keys import create_api_key
@@ -101,6 +101,7 @@ async def fill(store: Any) -> Filled:
     await store.queue.suspend_domain("four.example", 3600, "maintenance")
     await store.sites.acquire_slot("mx.four.example", 2, "old-node")  # a connection slot held
     await store.sites.record_pushback("mx.four.example", 0.5, now + 300)
+    await store.rate_counters.hit(f"api:{key.id}", parse_rate("100/h"), now)  # a rate-limit window
     await store.suppressions.suppress(["manual@example.org"], "manual", "by hand")
     await store.suppressions.allow("example.net", "partner")
     created = await store.domains.create_domain("dom_1", "example.com", DkimKey("s1", Path("/k/s1.pem"), "active", now))

@@ -24,7 +24,7 @@ from relay.clock import Clock, SystemClock
 from relay.config import Rate
 from relay.errors import Invalid, Refused, StoreError
 from relay.keys import SCOPES, ApiKey, looks_like_key
-from relay.ratelimit import Decision, RateLimiter
+from relay.ratelimit import Decision, Limiter
 from relay.store.protocols import Storage
 from relay.submission.budget import HTTP_WEIGHT, Held, InflightBudget
 
@@ -38,7 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclasses.dataclass(frozen=True)
 class ApiSettings:
     rate_limit: Rate
-    limiter: RateLimiter
+    limiter: Limiter  # in memory, or the store's counters (relay.ratelimit.limiter_for)
     trust_proxy: bool = False
     require_tls: bool = False
     clock: Clock = dataclasses.field(default_factory=SystemClock)  # the rate-limit windows' time
@@ -207,7 +207,7 @@ async def authorize(request: web.Request, scope: str | None) -> ApiKey:
     if not key.allows_ip(ip):
         raise ApiError(403, "ip_not_allowed", f"this API key may not be used from {ip}")
     rate = Rate(key.rate_limit, 3600.0) if key.rate_limit else settings.rate_limit
-    decision = settings.limiter.hit(key.id, rate, settings.clock.now())
+    decision = await settings.limiter.hit(key.id, rate, settings.clock.now())
     request[RATE] = decision
     if scope is not None and not key.allows(scope):
         raise ApiError(403, "missing_scope", f"this API key lacks the '{scope}' scope")

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 
 from relay.clock import Clock
 from relay.errors import RelayError
-from relay.store.dialect import Connection, SqlDatabase
+from relay.store.dialect import Connection, SqlDatabase, lock
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,11 @@ def claim(
     pid_alive: Callable[[int], bool] = pid_running,
 ) -> IdempotencyRecord | None:
     """Claim ``key`` for a new request of ``me`` (this process): None if claimed, else the record that
-    holds it (done, or pending with a live owner). Runs in the writer: claims are taken one at a time."""
+    holds it (done, or pending with a live owner). Runs in the writer: claims are taken one at a time (on
+    PostgreSQL, under a lock on the key, for every node)."""
     me = me or this_process()
+    # Another node claiming the same key waits here until this transaction ends, then finds the claim.
+    lock(conn, f"idempotency:{api_key_id}:{key}")
     conn.execute("DELETE FROM idempotency WHERE api_key_id = ? AND key = ? AND expires_at <= ?", (api_key_id, key, now))
     existing = get(conn, api_key_id, key, now)
     if existing is not None:

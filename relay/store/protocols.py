@@ -16,6 +16,7 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
 * :class:`NodeStore`         the nodes serving the store and their heartbeats
 * :class:`SiteStore`         per-destination-site connection slots and push-back, for a whole cluster
+* :class:`RateCounters`      fixed-window rate-limit counters shared by every process and node
 * :class:`Storage`           all of the above as attributes, plus the clock and ``close()``
 
 Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` when the disk is full,
@@ -29,11 +30,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from relay.clock import Clock
+from relay.config import Rate
 from relay.credentials import SmtpCredential
 from relay.domains import DkimKey, Domain
 from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.nodes import Node, NodeInfo
+from relay.ratelimit import Decision
 from relay.store.events import BounceStats, Event, EventFilter
 from relay.store.idempotency import Completion, IdempotencyRecord
 from relay.store.queue.records import (
@@ -409,6 +412,27 @@ class SiteStore(Protocol):
         ...
 
 
+class RateCounters(Protocol):
+    """Fixed windows aligned to the clock, counted in the database: ``rate.limit`` per ``rate.period`` holds
+    for every process and node using it (each hit is one atomic statement)."""
+
+    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+        """Count one for ``key`` at ``now`` unless its window is full; whether it may proceed."""
+        ...
+
+    async def give_back(self, key: str, rate: Rate, now: float) -> None:
+        """Take back one counted in the window of ``now`` (a failure that turned out not to be one)."""
+        ...
+
+    async def count(self, key: str, now: float) -> int:
+        """What ``key`` has counted in its current window."""
+        ...
+
+    async def prune(self, now: float) -> int:
+        """Drop the counters whose window has ended; how many."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, over one database."""
 
@@ -448,6 +472,9 @@ class Storage(Protocol):
 
     @property
     def sites(self) -> SiteStore: ...
+
+    @property
+    def rate_counters(self) -> RateCounters: ...
 
     async def close(self) -> None:
         """Finish pending writes, then release the database."""

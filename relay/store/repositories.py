@@ -17,6 +17,7 @@ from relay.store.keys import SqlKeys
 from relay.store.lastuse import LastUse
 from relay.store.nodes import SqlNodes
 from relay.store.queue import SqlQueue
+from relay.store.ratecounters import SqlRateCounters
 from relay.store.sites import SqlSites
 from relay.store.suppressions import SqlSuppressions
 from relay.store.templates import SqlTemplates
@@ -51,6 +52,7 @@ class SqlStore:
         self.idempotency = SqlIdempotency(db, clock)
         self.nodes = SqlNodes(db, clock)
         self.sites = SqlSites(db, clock)
+        self.rate_counters = SqlRateCounters(db)
 
     async def close(self) -> None:
         """Wait for last-use writes still running, finish every queued write, close the database."""

@@ -347,6 +347,17 @@ MIGRATIONS: list[str] = [
         until REAL NOT NULL
     );
     """,
+    # 14: rate-limit counters shared by every process and node (relay.store.ratecounters): one fixed window
+    # per key, counted by one atomic upsert; a row whose window has ended is pruned.
+    """
+    CREATE TABLE rate_counters (
+        key TEXT PRIMARY KEY,
+        window_start REAL NOT NULL,
+        count INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX rate_counters_expiry ON rate_counters (expires_at);
+    """,
 ]
 
 

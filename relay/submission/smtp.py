@@ -57,7 +57,7 @@ from relay.message import (
     remove_headers,
     split_address,
 )
-from relay.ratelimit import RateLimiter
+from relay.ratelimit import Limiter, RateLimiter
 from relay.submission.accept import Acceptor
 from relay.submission.auth import SmtpAuthenticator, Throttled
 from relay.submission.data import ChunkedData
@@ -186,12 +186,19 @@ class SubmissionHandler:
     def __dir__(self) -> list[str]:
         return hook_names(self, ("handle_", "auth_"))
 
-    def __init__(self, acceptor: Acceptor, policy: Policy, clock: Clock, authenticator: SmtpAuthenticator) -> None:
+    def __init__(
+        self,
+        acceptor: Acceptor,
+        policy: Policy,
+        clock: Clock,
+        authenticator: SmtpAuthenticator,
+        limiter: Limiter | None = None,
+    ) -> None:
         self.acceptor = acceptor
         self.policy = policy
         self.clock = clock
         self.authenticator = authenticator
-        self.limiter = RateLimiter()
+        self.limiter = limiter or RateLimiter()  # per credential (relay.ratelimit.limiter_for)
 
     async def handle_AUTH(self, server: SubmissionSMTP, session: Session, envelope: Envelope, args: list[str]) -> Any:
         """AUTH once aiosmtpd has checked it may happen (EHLO, TLS, a known mechanism): see ``authenticate``."""
@@ -211,7 +218,7 @@ class SubmissionHandler:
             if not cred.may_send_as(address):
                 return f"550 5.7.1 Sender <{address}> is not allowed for this SMTP credential"
             if cred.rate_limit:
-                decision = self.limiter.hit(cred.id, Rate(cred.rate_limit, 3600.0), self.clock.now())
+                decision = await self.limiter.hit(cred.id, Rate(cred.rate_limit, 3600.0), self.clock.now())
                 if not decision.allowed:
                     return f"450 4.7.1 Sending rate limit reached; try again in {decision.retry_after}s"
         envelope.mail_from = address

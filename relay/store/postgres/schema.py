@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 13
+SQLITE_VERSION = 14
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -331,6 +331,16 @@ MIGRATIONS: list[str] = [
         factor  DOUBLE PRECISION NOT NULL,
         until   DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 4: SQLite's 14, rate-limit counters shared by every node (relay.store.ratecounters).
+    """
+    CREATE TABLE rate_counters (
+        key           TEXT PRIMARY KEY,
+        window_start  DOUBLE PRECISION NOT NULL,
+        count         BIGINT NOT NULL,
+        expires_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX rate_counters_expiry ON rate_counters (expires_at);
     """,
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from relay.errors import QuotaExhausted
-from relay.store.dialect import Connection
+from relay.store.dialect import Connection, lock
 from relay.store.queue.records import Quota
 
 
@@ -39,6 +39,9 @@ def check_quota(conn: Connection, quota: Quota, now: float) -> None:
 
 
 def _count_against_quota(conn: Connection, quota: Quota, now: float) -> None:
+    # Check-then-count must not interleave with another node's: without the lock, a node could read the
+    # count from before a transaction of another node commits the last message of the quota.
+    lock(conn, f"quota:{quota.api_key_id}")
     check_quota(conn, quota, now)
     for period in _periods(now):
         conn.execute(
