@@ -262,9 +262,23 @@ class DomainStore(Protocol):
 
     async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None: ...
 
+    async def store_file_key(self, domain_id: str, selector: str, sealed: bytes, public_key: str) -> bool:
+        """A key still kept in its file, now in the store (sealed); False if another process moved it first."""
+        ...
+
     async def record_domain_checks(
         self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
     ) -> Domain: ...
+
+
+class SecretStore(Protocol):
+    """Named secrets, sealed by :mod:`relay.secrets` (the store never sees them in clear)."""
+
+    async def secret(self, name: str) -> bytes | None: ...
+
+    async def add_secret(self, name: str, value: bytes) -> bytes:
+        """Store ``value`` unless ``name`` has one already; the value stored (the first one wins)."""
+        ...
 
 
 class TemplateStore(Protocol):
@@ -398,6 +412,9 @@ class Storage(Protocol):
 
     @property
     def templates(self) -> TemplateStore: ...
+
+    @property
+    def secrets(self) -> SecretStore: ...
 
     @property
     def webhooks(self) -> WebhookStore: ...

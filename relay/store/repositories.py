@@ -17,6 +17,7 @@ from relay.store.keys import SqlKeys
 from relay.store.lastuse import LastUse
 from relay.store.nodes import SqlNodes
 from relay.store.queue import SqlQueue
+from relay.store.secrets import SqlSecrets
 from relay.store.suppressions import SqlSuppressions
 from relay.store.templates import SqlTemplates
 from relay.store.webhooks import SqlWebhooks
@@ -49,6 +50,7 @@ class SqlStore:
         self.webhooks = SqlWebhooks(db, clock)
         self.idempotency = SqlIdempotency(db, clock)
         self.nodes = SqlNodes(db, clock)
+        self.secrets = SqlSecrets(db, clock)
 
     async def close(self) -> None:
         """Wait for last-use writes still running, finish every queued write, close the database."""
