@@ -74,8 +74,8 @@ class Sealer:
             return self._aead.decrypt(nonce, ciphertext, context.encode())
         except InvalidTag:
             raise SecretsError(
-                f"{context} does not open with the key in {self.path}: the store was sealed with another key file"
-                " (every node sharing the database needs a copy of the same file)"
+                f"the store key file {self.path} is not the key the store's secrets were sealed with ({context}"
+                " does not open): every node sharing the database needs a copy of the same file"
             ) from None
 
 
@@ -111,6 +111,7 @@ def _create_key_file(path: Path) -> None:
         return
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(random_source.token_bytes(KEY_BYTES).hex() + "\n")

@@ -42,6 +42,7 @@ REPOSITORIES = {
     "webhooks": protocols.WebhookStore,
     "idempotency": protocols.IdempotencyStore,
     "nodes": protocols.NodeStore,
+    "secrets": protocols.SecretStore,
 }
 
 

@@ -10,7 +10,8 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`SuppressionStore`  bounces, the suppression list and its allowlist
 * :class:`KeyStore`          API keys, stored as digests (:func:`relay.keys.create_api_key` makes them)
 * :class:`CredentialStore`   SMTP credentials, stored as argon2 hashes (``credentials.create_smtp_credential``)
-* :class:`DomainStore`       sending domains and their DKIM keys
+* :class:`DomainStore`       sending domains and their DKIM keys (private keys sealed by relay.secrets)
+* :class:`SecretStore`       named secrets (the VERP secret), sealed by relay.secrets
 * :class:`TemplateStore`     templates and their versions
 * :class:`WebhookStore`      webhook endpoints and their durable delivery queue
 * :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
