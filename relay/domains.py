@@ -562,7 +562,7 @@ class Domains:
         self.probe_targets = tuple(PROBE_TARGETS if probe_targets is None else probe_targets)
         self._discovered: tuple[float, Policy] | None = None
         self._opened: dict[tuple[str, str], bytes] = {}  # (domain id, selector) → PEM
-        self._unusable: set[tuple[str, str]] = set()  # keys already logged as unusable (once each)
+        self._logged: set[tuple[str, str, str]] = set()  # (what failed, domain id, selector): said once
 
     async def policy(self, refresh: bool = False) -> Policy:
         """The policy with the outbound addresses found (see :func:`discover`); looked for again after
@@ -590,12 +590,12 @@ class Domains:
             try:
                 self._opened[ident] = self.keyring.sealer.open(key.sealed, dkim_context(*ident))
             except SecretsError as exc:
-                self._once(ident, "cannot sign for %s: %s", domain.name, exc)
+                self._once(("open", *ident), "cannot sign for %s: %s", domain.name, exc)
         return self._opened.get(ident)
 
-    def _once(self, ident: tuple[str, str], message: str, *args: object) -> None:
-        if ident not in self._unusable:
-            self._unusable.add(ident)
+    def _once(self, what: tuple[str, str, str], message: str, *args: object) -> None:
+        if what not in self._logged:
+            self._logged.add(what)
             log.error(message, *args)
 
     async def _move_file_keys(self, domains: Sequence[Domain]) -> bool:
@@ -603,7 +603,11 @@ class Domains:
         moved = False
         for domain in domains:
             for key in domain.keys:
-                if key.sealed is None and key.path is not None and (domain.id, key.selector) not in self._unusable:
+                if (
+                    key.sealed is None
+                    and key.path is not None
+                    and ("move", domain.id, key.selector) not in self._logged
+                ):
                     moved = await self._move_file_key(domain, key, key.path) or moved
         return moved
 
@@ -615,7 +619,7 @@ class Domains:
         except (OSError, ValueError, TypeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not a PEM private key"
             self._once(
-                ident,
+                ("move", *ident),
                 "the DKIM key %s of %s cannot be moved into the store from %s: %s",
                 key.selector,
                 domain.name,

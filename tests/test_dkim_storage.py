@@ -257,6 +257,23 @@ async def test_a_file_key_moves_into_the_store_and_signs_with_its_selector(datab
     assert key.public_key == public_key_record(pem) and key.sealed is not None
 
 
+async def test_a_file_key_this_node_does_not_have_is_said_once_and_not_signed_with(
+    database, key_file, tmp_path, caplog
+):
+    store = database.open()
+    await store.domains.create_domain("dom_old", "example.com", _file_key(tmp_path / "elsewhere.pem"))
+    domains, signer = node(store, key_file)
+    with caplog.at_level(logging.INFO, logger="relay.domains"):
+        await domains.refresh()
+        await domains.refresh()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"the DKIM key s1 of example.com cannot be moved into the store from {tmp_path / 'elsewhere.pem'}:"
+        " No such file or directory"
+    ]
+    assert signer.sign(MESSAGE) == MESSAGE
+
+
 def test_schema_12_keeps_its_file_keys_through_the_migration(tmp_path):
     path = tmp_path / "relay.sqlite3"
     with sqlite3.connect(path) as conn:
@@ -429,3 +446,15 @@ def test_relay_serve_refuses_a_key_file_it_cannot_use_in_one_line(tmp_path, chan
     assert done.returncode == EX_CONFIG
     (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("relay: ")]
     assert line.startswith(f"relay: the store key file {data / 'store.key'} ") and says in line
+
+
+def test_relay_domains_add_with_a_wrong_key_file_says_so_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    _first_start(data)
+    (data / "store.key").write_text(os.urandom(32).hex() + "\n")
+    done = run_cli("domains", "add", "example.com", config=write_toml(tmp_path / "relay.toml", config_dict(data)))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (
+        f"relay: the store key file {data / 'store.key'} is not the key the store's secrets were sealed with"
+        " (secrets:key_check does not open): every node sharing the database needs a copy of the same file"
+    )
