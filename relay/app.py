@@ -34,7 +34,7 @@ from relay.api.sandbox import SandboxView
 from relay.api.suppressions import SuppressionsView
 from relay.api.templates import TemplatesView
 from relay.api.webhooks import WebhooksView
-from relay.bounces.verp import Verp, load_secret
+from relay.bounces.verp import Verp
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
@@ -50,6 +50,7 @@ from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.renderer import Renderer
+from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
 from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
 from relay.store import Store
 from relay.store.protocols import Storage
@@ -71,6 +72,7 @@ ORPHAN_STOP_SECONDS = 10.0  # ...which then exits, stopped cleanly or not, withi
 ACCEPTORS_READY_SECONDS = 30.0  # "relay started" waits this long at most for the acceptors to listen
 HOUSEKEEPING_SECONDS = 600.0
 DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
+VERP_SECRET = "verp"  # its name in the store's secrets
 
 
 def node_id(data_dir: Path) -> str:
@@ -162,6 +164,13 @@ def domain_policy(config: Config) -> DomainPolicy:
     )
 
 
+def store_sealer(config: Config) -> Sealer:
+    """The key sealing the store's secrets: ``[store] secret_key_file``, or store.key in data_dir (made if
+    missing). SecretsError when it cannot be used."""
+    configured = config.store.secret_key_file
+    return load_key_file(Path(configured) if configured else config.server.data_dir / "store.key", not configured)
+
+
 def make_domains(config: Config, store: Storage, sending: SendingDomains | None) -> Domains:
     resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
     resolver.cache = None  # verification is live: a record published a minute ago must be seen
@@ -169,7 +178,7 @@ def make_domains(config: Config, store: Storage, sending: SendingDomains | None)
     return Domains(
         store.domains,
         store.clock,
-        config.server.data_dir / "dkim",
+        Keyring(store_sealer(config), store.secrets),
         checker,
         sending,
         config.domains.selector,
@@ -204,11 +213,32 @@ def webhook_settings(config: Config) -> SenderSettings:
     )
 
 
-def make_verp(config: Config) -> Verp | None:
-    """Return paths on the bounce domains, with the secret kept in the data dir (made on first start)."""
-    if not config.inbound.bounce_domains:
-        return None
-    return Verp(load_secret(config.server.data_dir / "verp.key"), config.inbound.bounce_domains)
+async def make_verp(config: Config, store: Storage) -> Verp | None:
+    """Return paths on the bounce domains, with the secret every node shares, sealed in the store.
+
+    First, the store key is checked against the store (a StartupError if it cannot be used). A store
+    without the VERP secret takes the one an earlier relay kept in data_dir (so return paths already
+    sent still verify), else a new one; nodes starting at once end with the one stored first.
+    """
+    try:
+        keyring = Keyring(store_sealer(config), store.secrets)
+        await keyring.check()
+        if not config.inbound.bounce_domains:
+            return None
+        secret = await keyring.shared(VERP_SECRET, lambda: _file_verp_secret(config.server.data_dir / "verp.key"))
+    except SecretsError as exc:
+        raise StartupError(str(exc), EX_CONFIG) from None
+    return Verp(secret, config.inbound.bounce_domains)
+
+
+def _file_verp_secret(path: Path) -> bytes:
+    """The secret an earlier relay kept in data_dir, or a new one (no file is made any more)."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        return os.urandom(32)
+    except (OSError, ValueError) as exc:
+        raise SecretsError(f"cannot read the VERP secret {path}: {exc}") from None
 
 
 def smtp_certificate(config: Config) -> tuple[str, str]:
@@ -339,7 +369,7 @@ class Relay:
         self.smtp_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtp]
         self.smtps_addresses = [sock.getsockname()[:2] for sock in self.listeners.smtps]
         self.http_address = self.listeners.http[0].getsockname()[:2]
-        self.verp = make_verp(config) if self.deliver else None
+        self.verp = await make_verp(config, store) if self.deliver else None
         if self.deliver:
             self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(config))
         on_queued = self.on_queued or (lambda: None)

@@ -548,6 +548,12 @@ class StoreConfig:
     statement_timeout: float = _field(
         "30s", "PostgreSQL: cancel a statement that runs longer; 0 = never", parse_duration
     )
+    secret_key_file: str = _field(
+        "",
+        "the key sealing DKIM keys and the VERP secret in the store (a 0600 file; every node sharing the"
+        " database needs a copy, and losing it loses the stored keys); empty = store.key in data_dir,"
+        " made on first start",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import dataclasses
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -39,9 +40,12 @@ from relay.clock import Clock
 from relay.dkim import DomainKey, Signer, public_key_record
 from relay.errors import RelayError
 from relay.message import UnreadableFrom, from_domain
+from relay.secrets import Keyring, SecretsError, dkim_context
 
 if TYPE_CHECKING:
     from relay.store.protocols import DomainStore
+
+log = logging.getLogger(__name__)
 
 VERIFIED, PENDING, FAILED = "verified", "pending", "failed"
 KEY_STATES = ("active", "pending", "retired")  # a DKIM key: signs, published and waiting, replaced
@@ -52,9 +56,19 @@ REQUIRED = ("dkim", "spf")  # what "verified" means for the domain
 @dataclasses.dataclass(frozen=True)
 class DkimKey:
     selector: str
-    path: Path
     state: str  # active (signs), pending (published alongside, waiting to be verified), retired
     created_at: float
+    public_key: str = ""  # the TXT record value; "" for a key still in its file (``path``)
+    sealed: bytes | None = dataclasses.field(default=None, repr=False)  # the private key, sealed (relay.secrets)
+    path: Path | None = None  # a key made before keys moved into the store: its file, until start-up moves it
+
+    def record(self) -> str:
+        """The TXT record value that publishes this key."""
+        if self.public_key:
+            return self.public_key
+        if self.path is None:
+            raise ValueError(f"the DKIM key {self.selector} has neither a public key nor a file")
+        return public_key_record(self.path.read_bytes())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +118,7 @@ class Policy:
     outbound_note: str = ""  # where outbound_ips come from, or why relay cannot know them (discover())
 
 
-# -- keys and records (pure apart from writing the key file) -------------------------------------
+# -- keys and records (pure) ------------------------------------------------------------------------
 
 
 def valid_domain(name: str) -> str | None:
@@ -131,16 +145,6 @@ def generate_key(bits: int = 2048) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def write_key(directory: Path, domain: str, selector: str, pem: bytes) -> Path:
-    """The private key in ``directory`` with mode 0600 (the directory 0700)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / f"{domain}.{selector}.pem"
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    return path
 
 
 SMARTHOST_PLACEHOLDER = "include:<your smarthost provider's SPF domain>"
@@ -282,7 +286,7 @@ def records(domain: Domain, policy: Policy) -> list[DnsRecord]:
     out = []
     for key in domain.keys:
         if key.state in ("active", "pending"):
-            value = public_key_record(key.path.read_bytes())
+            value = key.record()
             purpose = "dkim" if key.state == "active" else "dkim (next key: publish now, it takes over once seen)"
             out.append(DnsRecord("TXT", f"{key.selector}._domainkey.{domain.name}", value, purpose))
     out.append(DnsRecord("TXT", domain.name, spf_value(policy), spf_purpose(policy)))
@@ -347,7 +351,7 @@ class Checker:
             return _check(FAILED, "the domain has no active DKIM key")
         name = f"{key.selector}._domainkey.{domain.name}"
         texts = await self._txt(name)
-        expected = dkim_tags(public_key_record(key.path.read_bytes()))["p"]
+        expected = dkim_tags(key.record())["p"]
         if not texts:
             return _check(PENDING, f"no TXT record at {name} yet; publish the dkim record")
         for text in texts:
@@ -494,15 +498,14 @@ class SendingDomains:
         self.require_verified = require_verified
         self.verified: set[str] = set()
 
-    def load(self, domains: Sequence[Domain]) -> None:
+    def load(self, domains: Sequence[Domain], private_key: Callable[[Domain, DkimKey], bytes | None]) -> None:
+        """Sign with each domain's active key; ``private_key`` opens it (None: it cannot, the domain goes unsigned)."""
         keys = {}
         for d in domains:
             key = d.active_key
-            if key is not None:
-                try:
-                    keys[d.name] = DomainKey(d.name, key.selector, key.path.read_bytes())
-                except OSError:
-                    continue
+            pem = private_key(d, key) if key is not None else None
+            if key is not None and pem is not None:
+                keys[d.name] = DomainKey(d.name, key.selector, pem)
         self.signer.keys = {**keys, **self.static_keys}
         self.verified = {d.name for d in domains if d.status == VERIFIED}
 
@@ -530,13 +533,18 @@ class DomainError(RelayError, ValueError):
 
 
 class Domains:
-    """Adding, verifying, rotating and removing sending domains (the store holds them, files hold the keys)."""
+    """Adding, verifying, rotating and removing sending domains; the store holds them and their keys, sealed.
+
+    Keys made before keys moved into the store are files; :meth:`refresh` moves each into the store (the
+    file stays until the operator deletes it). Opened keys are kept in memory per (domain id, selector):
+    a rotation on another node is a new selector, opened when it becomes the active one.
+    """
 
     def __init__(
         self,
         store: DomainStore,
         clock: Clock,
-        key_dir: Path,
+        keyring: Keyring,
         checker: Checker,
         sending: SendingDomains | None = None,
         selector: str = "",
@@ -545,7 +553,7 @@ class Domains:
     ) -> None:
         self.store = store
         self.clock = clock
-        self.key_dir = key_dir
+        self.keyring = keyring
         self.checker = checker
         self.sending = sending
         self.selector = selector
@@ -553,6 +561,8 @@ class Domains:
         self.configured = checker.policy  # before discovery
         self.probe_targets = tuple(PROBE_TARGETS if probe_targets is None else probe_targets)
         self._discovered: tuple[float, Policy] | None = None
+        self._opened: dict[tuple[str, str], bytes] = {}  # (domain id, selector) → PEM
+        self._logged: set[tuple[str, str, str]] = set()  # (what failed, domain id, selector): said once
 
     async def policy(self, refresh: bool = False) -> Policy:
         """The policy with the outbound addresses found (see :func:`discover`); looked for again after
@@ -565,9 +575,68 @@ class Domains:
         return self._discovered[1]
 
     async def refresh(self) -> None:
-        """Reload the keys and verified set submission and signing use (this process)."""
+        """Move file keys into the store, then reload the keys and verified set submission and signing use."""
+        domains = await self.store.list_all()
+        if await self._move_file_keys(domains):
+            domains = await self.store.list_all()
         if self.sending is not None:
-            self.sending.load(await self.store.list_all())
+            self.sending.load(domains, self._private_key)
+            active = {(d.id, d.active_key.selector) for d in domains if d.active_key is not None}
+            self._opened = {ident: pem for ident, pem in self._opened.items() if ident in active}
+
+    def _private_key(self, domain: Domain, key: DkimKey) -> bytes | None:
+        ident = (domain.id, key.selector)
+        if ident not in self._opened and key.sealed is not None:
+            try:
+                self._opened[ident] = self.keyring.sealer.open(key.sealed, dkim_context(*ident))
+            except SecretsError as exc:
+                self._once(("open", *ident), "cannot sign for %s: %s", domain.name, exc)
+        return self._opened.get(ident)
+
+    def _once(self, what: tuple[str, str, str], message: str, *args: object) -> None:
+        if what not in self._logged:
+            self._logged.add(what)
+            log.error(message, *args)
+
+    async def _move_file_keys(self, domains: Sequence[Domain]) -> bool:
+        """Seal the keys still kept in files into the store; whether any moved (here or by another process)."""
+        moved = False
+        for domain in domains:
+            for key in domain.keys:
+                if (
+                    key.sealed is None
+                    and key.path is not None
+                    and ("move", domain.id, key.selector) not in self._logged
+                ):
+                    moved = await self._move_file_key(domain, key, key.path) or moved
+        return moved
+
+    async def _move_file_key(self, domain: Domain, key: DkimKey, path: Path) -> bool:
+        ident = (domain.id, key.selector)
+        try:
+            pem = await asyncio.to_thread(path.read_bytes)
+            public = public_key_record(pem)
+        except (OSError, ValueError, TypeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a PEM private key"
+            self._once(
+                ("move", *ident),
+                "the DKIM key %s of %s cannot be moved into the store from %s: %s",
+                key.selector,
+                domain.name,
+                path,
+                reason,
+            )
+            return False
+        await self.keyring.check()
+        sealed = self.keyring.sealer.seal(pem, dkim_context(*ident))
+        if await self.store.store_file_key(domain.id, key.selector, sealed, public):
+            log.info(
+                "the DKIM key %s of %s is now in the store: its file %s is no longer read and can be deleted",
+                key.selector,
+                domain.name,
+                path,
+            )
+        return True
 
     async def add(self, name: str) -> Domain:
         domain = valid_domain(name)
@@ -576,16 +645,18 @@ class Domains:
         if await self.store.domain(domain) is not None:
             raise DomainError(f"{domain} is already a sending domain")
         now = self.clock.now()
-        selector = new_selector(now, [], self.selector)
-        key = await self._new_key(domain, selector, "active", now)
-        created = await self.store.create_domain(f"dom_{os.urandom(8).hex()}", domain, key)
+        domain_id = f"dom_{os.urandom(8).hex()}"
+        key = await self._new_key(domain_id, new_selector(now, [], self.selector), "active", now)
+        created = await self.store.create_domain(domain_id, domain, key)
         await self.refresh()
         return created
 
-    async def _new_key(self, domain: str, selector: str, state: str, now: float) -> DkimKey:
+    async def _new_key(self, domain_id: str, selector: str, state: str, now: float) -> DkimKey:
+        """A new key, sealed for its row: only the store keeps it (no file)."""
+        await self.keyring.check()
         pem = await asyncio.to_thread(generate_key, self.bits)
-        path = await asyncio.to_thread(write_key, self.key_dir, domain, selector, pem)
-        return DkimKey(selector, path, state, now)
+        sealed = self.keyring.sealer.seal(pem, dkim_context(domain_id, selector))
+        return DkimKey(selector, state, now, public_key_record(pem), sealed)
 
     async def get(self, ident: str) -> Domain:
         domain = await self.store.domain(ident)
@@ -620,14 +691,16 @@ class Domains:
             )
         now = self.clock.now()
         selector = new_selector(now, [k.selector for k in domain.keys], self.selector)
-        await self.store.add_dkim_key(domain.id, await self._new_key(domain.name, selector, "pending", now))
+        await self.store.add_dkim_key(domain.id, await self._new_key(domain.id, selector, "pending", now))
         return await self.get(domain.id)
 
     async def remove(self, ident: str) -> Domain:
+        """Delete the domain and its keys (with the files of keys made before keys moved into the store)."""
         domain = await self.store.delete_domain(ident)
         if domain is None:
             raise DomainError(f"no sending domain {ident}")
         for key in domain.keys:
-            key.path.unlink(missing_ok=True)
+            if key.path is not None:
+                key.path.unlink(missing_ok=True)
         await self.refresh()
         return domain

@@ -563,3 +563,14 @@ async def wait_for_states(store: Any, message_id: str, expected: list[str], time
         if time.monotonic() > deadline:
             raise AssertionError(f"states {[(s.address, s.state) for s in statuses]}, expected {expected}")
         await asyncio.sleep(0.02)
+
+
+def write_store_key(path: Path) -> Path:
+    """A store key file ([store] secret_key_file) for nodes that share a database: every node needs the same."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    return path

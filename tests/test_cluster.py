@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import RelayProcess, config_dict, run_cli, write_toml
+from tests.conftest import RelayProcess, config_dict, run_cli, write_store_key, write_toml
 
 MESSAGES = int(os.environ.get("RELAY_CLUSTER_MESSAGES", "4000"))
 SUBJECT = re.compile(rb"Subject: msg-(\d+)")
@@ -34,12 +34,14 @@ class Cluster:
     def __init__(self, tmp_path: Path, url: str, sink_address: str) -> None:
         self.tmp_path, self.url, self.sink_address = tmp_path, url, sink_address
         self.nodes: list[RelayProcess] = []
+        self.key_file = write_store_key(tmp_path / "store.key")  # copied to every node, as the README says
 
     def node(self, name: str, **sections: dict[str, Any]) -> RelayProcess:
         delivery = {"smarthost": self.sink_address, "retry_schedule": ["1s"], "lease": "3s"}
         delivery.update(sections.pop("delivery", {}))
         server = {"acceptors": 0, **sections.pop("server", {})}
-        data = config_dict(self.tmp_path / name, store={"url": self.url}, delivery=delivery, server=server, **sections)
+        store = {"url": self.url, "secret_key_file": str(self.key_file)}
+        data = config_dict(self.tmp_path / name, store=store, delivery=delivery, server=server, **sections)
         proc = RelayProcess(write_toml(self.tmp_path / f"{name}.toml", data), self.tmp_path / f"{name}.log")
         self.nodes.append(proc)
         return proc

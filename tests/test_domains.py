@@ -81,8 +81,9 @@ async def test_add_publish_verify_sign(relay_key, dns_server, sink):
         "name": "bounces.example.com",
         "value": "10 relay.test.",
     }
-    key_file = relay.config.server.data_dir / "dkim" / "example.com.s1.pem"
-    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    (stored,) = (await relay.store.domains.domain("example.com")).keys
+    assert stored.sealed is not None and stored.path is None  # in the store, sealed; no file
+    assert not (relay.config.server.data_dir / "dkim").exists()
 
     # Nothing published yet: pending, with hints; sending from it is refused.
     status, checked = await call(relay, "POST", f"/v1/domains/{domain['id']}/verify", key)
@@ -198,7 +199,7 @@ async def test_api_errors_and_removal(relay_key):
     assert [d["domain"] for d in listed["data"]] == ["example.com"]
     assert (await call(relay, "DELETE", f"/v1/domains/{domain['id']}", key))[0] == 200
     assert (await call(relay, "GET", f"/v1/domains/{domain['id']}", key))[0] == 404
-    assert not (relay.config.server.data_dir / "dkim" / "example.com.s1.pem").exists()
+    assert await relay.store.domains.domain(domain["id"]) is None
     _, send_only = await create_api_key(relay.store.keys, relay.store.clock, "s", ("send",))
     assert (await call(relay, "GET", "/v1/domains", send_only))[0] == 403
 

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "nodes",
             "ratelimit",
             "renderer",
+            "secrets",
             "suppression",
         },
     ),

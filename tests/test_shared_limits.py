@@ -35,7 +35,7 @@ from relay.store.postgres.connection import PgConnection
 from relay.store.queue import Quota
 from relay.store.queue.lifecycle import enqueue
 from relay.submission.auth import LocalFailures, SharedFailures, SmtpAuthenticator, Throttled
-from tests.conftest import PG_TEMPLATE, STORE_BACKENDS, make_config
+from tests.conftest import PG_TEMPLATE, STORE_BACKENDS, make_config, write_store_key
 
 T0 = 1_800_000_000.0  # on a window boundary for periods of a minute and an hour
 HOUR = Rate(5, 3600.0)
@@ -144,9 +144,11 @@ async def two_relays(tmp_path: Path, pg_url):
     clock = VirtualClock(T0)
     started: list[Relay] = []
 
+    key_file = write_store_key(tmp_path / "store.key")  # the same on every node
+
     async def start(**sections: dict[str, Any]) -> list[Relay]:
         for name in ("a", "b"):
-            config = make_config(tmp_path / name, store={"url": pg_url}, **sections)
+            config = make_config(tmp_path / name, store={"url": pg_url, "secret_key_file": str(key_file)}, **sections)
             relay = Relay(config, clock)
             await relay.start()
             started.append(relay)

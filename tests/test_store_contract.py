@@ -44,6 +44,7 @@ REPOSITORIES = {
     "nodes": protocols.NodeStore,
     "sites": protocols.SiteStore,
     "rate_counters": protocols.RateCounters,
+    "secrets": protocols.SecretStore,
 }
 
 
@@ -362,15 +363,30 @@ async def test_credentials_store_a_password_hash(storage):
 async def test_domains_and_their_keys(storage):
     d = storage.domains
     now = storage.clock.now()
-    created = await d.create_domain("dom_1", "example.com", DkimKey("s1", Path("/k/s1.pem"), "active", now))
+    created = await d.create_domain("dom_1", "example.com", DkimKey("s1", "active", now, "v=DKIM1; p=A", b"sealed-1"))
     assert (await d.domain("dom_1")) == created == (await d.domain("example.com"))
-    await d.add_dkim_key("dom_1", DkimKey("s2", Path("/k/s2.pem"), "pending", now))
+    await d.add_dkim_key("dom_1", DkimKey("s2", "pending", now, "v=DKIM1; p=B", b"sealed-2"))
     assert [k.selector for k in (await d.domain("dom_1")).keys] == ["s1", "s2"]
+    assert (await d.domain("dom_1")).keys[1] == DkimKey("s2", "pending", now, "v=DKIM1; p=B", b"sealed-2")
+    # A key made before keys moved into the store: in its file until it is sealed into its row, once.
+    await d.add_dkim_key("dom_1", DkimKey("s0", "retired", now, path=Path("/k/s0.pem")))
+    assert (await d.domain("dom_1")).keys[2] == DkimKey("s0", "retired", now, path=Path("/k/s0.pem"))
+    assert await d.store_file_key("dom_1", "s0", b"sealed-0", "v=DKIM1; p=C") is True
+    assert await d.store_file_key("dom_1", "s0", b"again", "v=DKIM1; p=D") is False
+    moved = (await d.domain("dom_1")).keys[2]
+    assert (moved.sealed, moved.public_key, moved.path) == (b"sealed-0", "v=DKIM1; p=C", Path("/k/s0.pem"))
     checked = await d.record_domain_checks(created, {"dkim": {"status": "ok", "hint": ""}}, None)
     assert checked.checks == {"dkim": {"status": "ok", "hint": ""}} and checked.checked_at == now
     assert [x.name for x in await d.list_all()] == ["example.com"]
     assert (await d.delete_domain("example.com")).id == "dom_1"
     assert await d.list_all() == []
+
+
+async def test_a_secret_is_stored_once_the_first_value_wins(storage):
+    assert await storage.secrets.secret("verp") is None
+    assert await storage.secrets.add_secret("verp", b"\x01first") == b"\x01first"
+    assert await storage.secrets.add_secret("verp", b"\x01second") == b"\x01first"
+    assert await storage.secrets.secret("verp") == b"\x01first"
 
 
 async def test_templates_keep_versions(storage):

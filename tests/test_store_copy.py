@@ -104,8 +104,11 @@ async def fill(store: Any) -> Filled:
     await store.rate_counters.hit(f"api:{key.id}", parse_rate("100/h"), now)  # a rate-limit window
     await store.suppressions.suppress(["manual@example.org"], "manual", "by hand")
     await store.suppressions.allow("example.net", "partner")
-    created = await store.domains.create_domain("dom_1", "example.com", DkimKey("s1", Path("/k/s1.pem"), "active", now))
-    await store.domains.add_dkim_key(created.id, DkimKey("s2", Path("/k/s2.pem"), "pending", now))
+    created = await store.domains.create_domain(
+        "dom_1", "example.com", DkimKey("s1", "active", now, "v=DKIM1; p=A", b"k1")
+    )
+    await store.domains.add_dkim_key(created.id, DkimKey("s2", "pending", now, "v=DKIM1; p=B", b"k2"))
+    await store.secrets.add_secret("verp", b"sealed verp secret")
     await store.templates.create_template("tpl_1", "welcome", "Hi {{name}}", "<p>hi</p>", None)
     await store.templates.update_template("tpl_1", None, "Hello {{name}}", None, "v2")
     (due,) = await store.webhooks.claim_webhook_deliveries(1, lease=30)

@@ -48,6 +48,7 @@ def _call(
     records are built from. A domain that cannot be found or added is a CommandError."""
     from relay.app import make_domains
     from relay.domains import DomainError
+    from relay.secrets import SecretsError
 
     async def run(store: Storage) -> tuple[T, Policy | None]:
         domains = make_domains(config, store, None)
@@ -56,7 +57,7 @@ def _call(
 
     try:
         return with_store(config, run)
-    except DomainError as exc:
+    except (DomainError, SecretsError) as exc:
         raise CommandError(str(exc)) from None
 
 

@@ -1,4 +1,4 @@
-"""Sending domains and their DKIM keys in SQL."""
+"""Sending domains and their DKIM keys in SQL (private keys sealed by :mod:`relay.secrets`, never in clear)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,18 @@ _COLUMNS = "id, name, created_at, checks, checked_at, verified_at"
 
 def _keys(conn: Connection, domain_id: str) -> tuple[DkimKey, ...]:
     rows = conn.execute(
-        "SELECT selector, key_path, state, created_at FROM dkim_keys WHERE domain_id = ?"
+        "SELECT selector, state, created_at, public_key, private_key, key_path FROM dkim_keys WHERE domain_id = ?"
         " ORDER BY CASE state WHEN 'active' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, created_at",
         (domain_id,),
     ).fetchall()
-    return tuple(DkimKey(sel, Path(path), state, at) for sel, path, state, at in rows)
+    return tuple(_key(*row) for row in rows)
+
+
+def _key(selector: str, state: str, at: float, public: str | None, sealed: bytes | None, path: str) -> DkimKey:
+    """key_path is '' for a key made in the store; private_key NULL for a key still in its file."""
+    return DkimKey(
+        selector, state, at, public or "", bytes(sealed) if sealed is not None else None, Path(path) if path else None
+    )
 
 
 def _domain(conn: Connection, row: tuple) -> Domain:  # type: ignore[type-arg]
@@ -36,9 +43,28 @@ def create(conn: Connection, domain_id: str, name: str, key: DkimKey, now: float
 
 def add_key(conn: Connection, domain_id: str, key: DkimKey) -> None:
     conn.execute(
-        "INSERT INTO dkim_keys (domain_id, selector, key_path, state, created_at) VALUES (?, ?, ?, ?, ?)",
-        (domain_id, key.selector, str(key.path), key.state, key.created_at),
+        "INSERT INTO dkim_keys (domain_id, selector, key_path, state, created_at, public_key, private_key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            domain_id,
+            key.selector,
+            str(key.path) if key.path else "",
+            key.state,
+            key.created_at,
+            key.public_key or None,
+            key.sealed,
+        ),
     )
+
+
+def store_file_key(conn: Connection, domain_id: str, selector: str, sealed: bytes, public_key: str) -> bool:
+    """A key still in its file, sealed into its row; False if it was there already (another process moved it)."""
+    cur = conn.execute(
+        "UPDATE dkim_keys SET private_key = ?, public_key = ? WHERE domain_id = ? AND selector = ?"
+        " AND private_key IS NULL",
+        (sealed, public_key, domain_id, selector),
+    )
+    return cur.rowcount > 0
 
 
 def get(conn: Connection, ident: str) -> Domain | None:
@@ -98,6 +124,9 @@ class SqlDomains:
 
     async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None:
         await self.db.write(lambda c: add_key(c, domain_id, key))
+
+    async def store_file_key(self, domain_id: str, selector: str, sealed: bytes, public_key: str) -> bool:
+        return await self.db.write(lambda c: store_file_key(c, domain_id, selector, sealed, public_key))
 
     async def record_domain_checks(
         self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None

@@ -10,7 +10,8 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`SuppressionStore`  bounces, the suppression list and its allowlist
 * :class:`KeyStore`          API keys, stored as digests (:func:`relay.keys.create_api_key` makes them)
 * :class:`CredentialStore`   SMTP credentials, stored as argon2 hashes (``credentials.create_smtp_credential``)
-* :class:`DomainStore`       sending domains and their DKIM keys
+* :class:`DomainStore`       sending domains and their DKIM keys (private keys sealed by relay.secrets)
+* :class:`SecretStore`       named secrets (the VERP secret), sealed by relay.secrets
 * :class:`TemplateStore`     templates and their versions
 * :class:`WebhookStore`      webhook endpoints and their durable delivery queue
 * :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
@@ -276,9 +277,23 @@ class DomainStore(Protocol):
 
     async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None: ...
 
+    async def store_file_key(self, domain_id: str, selector: str, sealed: bytes, public_key: str) -> bool:
+        """A key still kept in its file, now in the store (sealed); False if another process moved it first."""
+        ...
+
     async def record_domain_checks(
         self, domain: Domain, checks: dict[str, dict[str, str]], promote: str | None
     ) -> Domain: ...
+
+
+class SecretStore(Protocol):
+    """Named secrets, sealed by :mod:`relay.secrets` (the store never sees them in clear)."""
+
+    async def secret(self, name: str) -> bytes | None: ...
+
+    async def add_secret(self, name: str, value: bytes) -> bytes:
+        """Store ``value`` unless ``name`` has one already; the value stored (the first one wins)."""
+        ...
 
 
 class TemplateStore(Protocol):
@@ -460,6 +475,9 @@ class Storage(Protocol):
 
     @property
     def templates(self) -> TemplateStore: ...
+
+    @property
+    def secrets(self) -> SecretStore: ...
 
     @property
     def webhooks(self) -> WebhookStore: ...

@@ -18,6 +18,7 @@ from relay.store.lastuse import LastUse
 from relay.store.nodes import SqlNodes
 from relay.store.queue import SqlQueue
 from relay.store.ratecounters import SqlRateCounters
+from relay.store.secrets import SqlSecrets
 from relay.store.sites import SqlSites
 from relay.store.suppressions import SqlSuppressions
 from relay.store.templates import SqlTemplates
@@ -53,6 +54,7 @@ class SqlStore:
         self.nodes = SqlNodes(db, clock)
         self.sites = SqlSites(db, clock)
         self.rate_counters = SqlRateCounters(db)
+        self.secrets = SqlSecrets(db, clock)
 
     async def close(self) -> None:
         """Wait for last-use writes still running, finish every queued write, close the database."""

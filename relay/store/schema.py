@@ -358,6 +358,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX rate_counters_expiry ON rate_counters (expires_at);
     """,
+    # 15: DKIM private keys and named secrets (the VERP secret) in the store, sealed by relay.secrets with
+    # the key-encryption key ([store] secret_key_file), so every node sharing the database has them.
+    # private_key NULL: a key made before this, still in its file at key_path until start-up moves it.
+    """
+    ALTER TABLE dkim_keys ADD COLUMN private_key BLOB;
+    ALTER TABLE dkim_keys ADD COLUMN public_key TEXT;  -- the TXT record value (v=DKIM1; k=rsa; p=...)
+    CREATE TABLE secrets (
+        name        TEXT PRIMARY KEY,
+        value       BLOB NOT NULL,  -- sealed: version, nonce, ciphertext
+        created_at  REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 14
+SQLITE_VERSION = 15
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -341,6 +341,16 @@ MIGRATIONS: list[str] = [
         expires_at    DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX rate_counters_expiry ON rate_counters (expires_at);
+    """,
+    # 5: SQLite's 15, DKIM private keys and named secrets sealed in the store (relay.secrets).
+    """
+    ALTER TABLE dkim_keys ADD COLUMN private_key BYTEA;
+    ALTER TABLE dkim_keys ADD COLUMN public_key TEXT;  -- the TXT record value (v=DKIM1; k=rsa; p=...)
+    CREATE TABLE secrets (
+        name        TEXT PRIMARY KEY,
+        value       BYTEA NOT NULL,  -- sealed: version, nonce, ciphertext
+        created_at  DOUBLE PRECISION NOT NULL
+    );
     """,
 ]
 
