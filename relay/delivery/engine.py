@@ -302,6 +302,8 @@ class Engine:
                     await self._share_limits()
             except StoreError as exc:  # the database is down or restarting: look again at the next poll
                 log.warning("the queue database is unavailable: %s", exc)
+            except Exception:  # a bug must cost one look at the queue, never the engine
+                log.exception("the delivery engine's loop failed; looking again at the next poll")
             await self.clock.wait(self._wake, self.settings.poll_interval)
 
     async def _share_limits(self) -> None:
