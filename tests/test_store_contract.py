@@ -186,13 +186,14 @@ async def test_queue_leases_renewed_by_a_live_owner_do_not_expire(storage):
     q = storage.queue
     await q.enqueue(message("a@example.org"))
     await q.enqueue(message("b@example.org"))
-    await q.claim_due(1, "alive", lease=60)
-    await q.claim_due(1, "gone", lease=60)
+    (alive,) = await q.claim_due(1, "alive", lease=60)
+    (gone,) = await q.claim_due(1, "gone", lease=60)
     storage.clock.advance(50)
-    assert await q.renew_leases("alive", lease=60) == 1
+    assert await q.renew_leases("alive", 60, [r.id for r in alive.recipients]) == 1
+    assert await q.renew_leases("alive", 60, [r.id for r in gone.recipients]) == 0  # not its lease
     storage.clock.advance(50)  # 100 s after the claims: only the renewed lease holds
     assert await q.release_leases() == 1
-    assert await q.renew_leases("gone", lease=60) == 0  # expired and released: not its own any more
+    assert await q.renew_leases("gone", 60, [r.id for r in gone.recipients]) == 0  # expired and released
     assert [m.recipients[0].address for m in await q.claim_due(10, "other", lease=60)] == ["b@example.org"]
 
 

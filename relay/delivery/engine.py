@@ -258,6 +258,7 @@ class Engine:
         self.held = 0  # recipients claimed and not yet recorded
         self.held_bytes = 0  # the bodies of their messages
         self._held_messages: dict[int, list[int]] = {}  # id(leased message) → [recipients held, body bytes]
+        self._held_recipients: dict[int, list[int]] = {}  # id(leased message) → its recipients' ids
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -290,8 +291,9 @@ class Engine:
                 now = self.clock.now()
                 if now >= next_renewal:  # still alive and working on them: nobody else may take them
                     next_renewal = now + renew_every
-                    if self.held:
-                        await self.store.queue.renew_leases(self.settings.owner, self.settings.lease)
+                    held = [rid for ids in self._held_recipients.values() for rid in ids]
+                    if held:
+                        await self.store.queue.renew_leases(self.settings.owner, self.settings.lease, held)
                 if now >= next_sweep:
                     next_sweep = now + sweep_every
                     expired = await self.store.queue.release_leases()
@@ -402,6 +404,7 @@ class Engine:
         entry = self._held_messages.setdefault(id(message), [0, len(message.raw)])
         if entry[0] == 0:
             self.held_bytes += entry[1]
+            self._held_recipients[id(message)] = [r.id for r in message.recipients]
         entry[0] += n
         self._drained.clear()
 
@@ -412,6 +415,7 @@ class Engine:
             entry[0] -= n
             if entry[0] <= 0:
                 del self._held_messages[id(message)]
+                self._held_recipients.pop(id(message), None)
                 self.held_bytes -= entry[1]
         if self.held <= 0:
             self.held = 0

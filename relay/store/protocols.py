@@ -118,9 +118,10 @@ class QueueStore(Protocol):
         """Release ``owner``'s leases, or (owner None) every expired lease."""
         ...
 
-    async def renew_leases(self, owner: str, lease: float) -> int:
-        """Extend ``owner``'s leases that have not expired to ``lease`` seconds from now (it is alive and
-        still working on them); an expired lease may be another node's already, so it stays expired."""
+    async def renew_leases(self, owner: str, lease: float, recipient_ids: Sequence[int]) -> int:
+        """Extend ``owner``'s leases of ``recipient_ids`` that have not expired to ``lease`` seconds from now
+        (it is alive and still working on them); an expired lease may be another node's already, so it
+        stays expired, and so does any lease ``owner`` holds but did not name (an outcome it failed to record)."""
         ...
 
     async def next_due_at(self) -> float | None: ...

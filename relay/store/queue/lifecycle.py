@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from relay.events import PENDING_STATES, EventKind
@@ -329,12 +330,19 @@ def release_leases(conn: Connection, now: float, owner: str | None = None) -> in
     return cur.rowcount
 
 
-def renew_leases(conn: Connection, now: float, owner: str, lease_until: float) -> int:
-    """Extend every lease ``owner`` holds to ``lease_until``: it is alive and still working on them."""
-    return conn.execute(
-        "UPDATE recipients SET lease_until = ? WHERE state = 'sending' AND lease_owner = ? AND lease_until >= ?",
-        (lease_until, owner, now),
-    ).rowcount
+def renew_leases(conn: Connection, now: float, owner: str, lease_until: float, recipient_ids: Sequence[int]) -> int:
+    """Extend ``owner``'s unexpired leases of ``recipient_ids`` to ``lease_until``: it is alive and still
+    working on them (and on those only: a recipient whose outcome could not be recorded must expire)."""
+    renewed = 0
+    for start in range(0, len(recipient_ids), 500):
+        chunk = list(recipient_ids[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        renewed += conn.execute(
+            "UPDATE recipients SET lease_until = ? WHERE state = 'sending' AND lease_owner = ? AND lease_until >= ?"
+            f" AND id IN ({marks})",
+            (lease_until, owner, now, *chunk),
+        ).rowcount
+    return renewed
 
 
 def pending_count(conn: Connection) -> int:

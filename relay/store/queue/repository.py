@@ -167,10 +167,10 @@ class SqlQueue:
         now = self.clock.now()
         return await self.db.write(lambda c: release_leases(c, now, owner))
 
-    async def renew_leases(self, owner: str, lease: float) -> int:
-        """Extend ``owner``'s unexpired leases to ``lease`` seconds from now."""
+    async def renew_leases(self, owner: str, lease: float, recipient_ids: Sequence[int]) -> int:
+        """Extend ``owner``'s unexpired leases of ``recipient_ids`` to ``lease`` seconds from now."""
         now = self.clock.now()
-        return await self.db.write(lambda c: renew_leases(c, now, owner, now + lease))
+        return await self.db.write(lambda c: renew_leases(c, now, owner, now + lease, recipient_ids))
 
     async def next_due_at(self) -> float | None:
         return await self.db.read(next_due_at)
