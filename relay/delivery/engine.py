@@ -439,8 +439,10 @@ class Engine:
         now = self.clock.now()
         if dest.suspended_until > now or len(dest.jobs) >= dest.capacity:
             until = max(dest.suspended_until, now + THROTTLE_DELAY)
-            await self.store.queue.postpone([r.id for r in recipients], until)
-            self._release(message, len(recipients))
+            try:  # if the database is away, the lease expires and they go out then
+                await self.store.queue.postpone([r.id for r in recipients], until)
+            finally:
+                self._release(message, len(recipients))
             return
         dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
         dest.arrived.set()
@@ -667,9 +669,11 @@ class Engine:
         dest.jobs.clear()
         ids = [r.id for j in waiting for r in j.recipients]
         if ids:
-            await self.store.queue.postpone(ids, dest.suspended_until)
-            for j in waiting:
-                self._release(j.message, len(j.recipients))
+            try:  # if the database is away, their leases expire and they go out then
+                await self.store.queue.postpone(ids, dest.suspended_until)
+            finally:
+                for j in waiting:
+                    self._release(j.message, len(j.recipients))
 
     async def _record(
         self,
