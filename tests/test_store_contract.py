@@ -491,7 +491,7 @@ async def test_site_slots_are_leased_up_to_the_limit_released_renewed_and_expire
     assert await sites.acquire_slot("mx.example", 2, "c") == 0
     assert await sites.acquire_slot("other.example", 2, "c") == 0  # per site
     storage.clock.advance(40)
-    assert await sites.renew_slots("c") == 2  # c is alive; b is not
+    assert await sites.renew_slots("c", [("mx.example", 0), ("other.example", 0), ("mx.example", 1)]) == 2
     storage.clock.advance(40)  # b's lease (60 s) has run out, c's was renewed
     assert await sites.acquire_slot("mx.example", 2, "d") == 1
     assert await sites.release_all_slots("c") == 2

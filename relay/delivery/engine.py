@@ -248,6 +248,8 @@ class Engine:
         # each node paces a site at its share of max_rate (see relay.store.sites).
         self.cluster = cluster
         self.rate_share = 1.0
+        self._slots: set[tuple[str, int]] = set()  # the cluster-wide connection slots this node holds
+        self._unreturned: set[tuple[str, int]] = set()  # slots closed while the database was away
         self.router = router
         self.client = client
         self.clock = clock
@@ -311,7 +313,10 @@ class Engine:
     async def _share_limits(self) -> None:
         """What the other nodes know of the sites: renew this node's connection slots, take the push-backs
         they saw, and pace each site at this node's share of its max_rate."""
-        await self.store.sites.renew_slots(self.settings.owner)
+        for site, slot in list(self._unreturned):
+            await self.store.sites.release_slot(site, slot, self.settings.owner)
+            self._unreturned.discard((site, slot))
+        await self.store.sites.renew_slots(self.settings.owner, list(self._slots))
         for site, (factor, until) in (await self.store.sites.pushbacks()).items():
             dest = self.destinations.get(site)
             if dest is not None:
@@ -529,6 +534,8 @@ class Engine:
         """One of the site's connection slots for the whole cluster; None (and a later retry) if all are held."""
         try:
             slot = await self.store.sites.acquire_slot(dest.site, dest.max_connections, self.settings.owner)
+            if slot is not None:
+                self._slots.add((dest.site, slot))
         except StoreError as exc:
             log.warning("cannot take a connection slot for %s: %s", dest.site, exc)
             slot = None
@@ -543,9 +550,11 @@ class Engine:
         self._start_workers(dest)
 
     async def _give_back_slot(self, dest: Destination, slot: int) -> None:
+        self._slots.discard((dest.site, slot))  # no longer renewed: if the write fails, it expires
         try:
             await self.store.sites.release_slot(dest.site, slot, self.settings.owner)
-        except StoreError as exc:  # its lease runs out by itself
+        except StoreError as exc:  # given back at the next look at shared limits, or its lease runs out
+            self._unreturned.add((dest.site, slot))
             log.warning("cannot give back a connection slot for %s: %s", dest.site, exc)
 
     async def _worker(self, dest: Destination) -> None:

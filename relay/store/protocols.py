@@ -411,8 +411,8 @@ class SiteStore(Protocol):
 
     async def release_slot(self, site: str, slot: int, owner: str) -> None: ...
 
-    async def renew_slots(self, owner: str) -> int:
-        """Extend the leases of ``owner``'s unexpired slots."""
+    async def renew_slots(self, owner: str, slots: Sequence[tuple[str, int]]) -> int:
+        """Extend the leases of ``owner``'s unexpired ``slots`` ((site, slot) pairs it still holds)."""
         ...
 
     async def release_all_slots(self, owner: str) -> int:

@@ -17,6 +17,8 @@ down" to one node must slow them all. Both live here:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from relay.clock import Clock
 from relay.store.dialect import Connection, SqlDatabase
 
@@ -46,10 +48,15 @@ def release_slot(conn: Connection, site: str, slot: int, owner: str) -> None:
     conn.execute("DELETE FROM site_slots WHERE site = ? AND slot = ? AND owner = ?", (site, slot, owner))
 
 
-def renew_slots(conn: Connection, owner: str, now: float, until: float) -> int:
-    return conn.execute(
-        "UPDATE site_slots SET lease_until = ? WHERE owner = ? AND lease_until >= ?", (until, owner, now)
-    ).rowcount
+def renew_slots(conn: Connection, owner: str, slots: Sequence[tuple[str, int]], now: float, until: float) -> int:
+    """Extend ``owner``'s unexpired leases of ``slots`` (those only: a slot it failed to give back expires)."""
+    renewed = 0
+    for site, slot in slots:
+        renewed += conn.execute(
+            "UPDATE site_slots SET lease_until = ? WHERE site = ? AND slot = ? AND owner = ? AND lease_until >= ?",
+            (until, site, slot, owner, now),
+        ).rowcount
+    return renewed
 
 
 def release_all(conn: Connection, owner: str) -> int:
@@ -91,9 +98,9 @@ class SqlSites:
     async def release_slot(self, site: str, slot: int, owner: str) -> None:
         await self.db.write(lambda c: release_slot(c, site, slot, owner))
 
-    async def renew_slots(self, owner: str) -> int:
+    async def renew_slots(self, owner: str, slots: Sequence[tuple[str, int]]) -> int:
         now = self.clock.now()
-        return await self.db.write(lambda c: renew_slots(c, owner, now, now + SLOT_LEASE))
+        return await self.db.write(lambda c: renew_slots(c, owner, slots, now, now + SLOT_LEASE))
 
     async def release_all_slots(self, owner: str) -> int:
         return await self.db.write(lambda c: release_all(c, owner))
