@@ -38,15 +38,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import StoreError, StoreFull, StoreUnavailable
+from relay.store.batches import STOP, Pending, settle, take_batch
 from relay.store.schema import migrate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-
-_STOP = object()
-MAX_BATCH = 512
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -83,15 +81,6 @@ def translate(exc: BaseException) -> BaseException:
     return error
 
 
-class _Pending:
-    __slots__ = ("fn", "future", "loop")
-
-    def __init__(self, fn: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.fn = fn
-        self.future = future
-        self.loop = loop
-
-
 class Database:
     """Async access to one SQLite file: batched writes, threaded reads."""
 
@@ -123,7 +112,7 @@ class Database:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Pending(fn, future, loop))
+        self._queue.put(Pending(fn, future, loop))
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -153,7 +142,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
         log.info(
             "database: %d writes in %d commits; %.1fs waiting for the write lock, %.1fs committing",
@@ -173,22 +162,11 @@ class Database:
     def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)
+            batch, stopping = take_batch(self._queue)
+            if batch:
+                self._commit_batch(batch)
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> None:
         conn = self._write_conn
         results: list[tuple[bool, Any]] = []
         t0 = time.perf_counter()
@@ -210,14 +188,7 @@ class Database:
             results = [(False, translate(exc))] * len(batch)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for pending, (ok, value) in zip(batch, results, strict=True):
-            by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # that event loop has closed; nobody is waiting
-                pass
+        settle([(pending, ok, value) for pending, (ok, value) in zip(batch, results, strict=True)])
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[bool, Any]:
@@ -230,13 +201,3 @@ class Database:
             return False, translate(exc)
         conn.execute("RELEASE op")
         return True, value
-
-
-def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, value in items:
-        if future.cancelled():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)

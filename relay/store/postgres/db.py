@@ -7,7 +7,7 @@ psycopg. Like SQLite's, the connections are synchronous and live in threads of t
 thread, and a small pool of reader threads, each blocking on its round trips to the server while the
 event loop goes on. Operations must not commit, roll back or open transactions themselves.
 
-Writes: the writer thread owns one connection. It takes every operation waiting (up to MAX_BATCH),
+Writes: the writer thread owns one connection. It takes every operation waiting (up to batches.MAX_BATCH),
 runs them one after another in ONE transaction and commits with ``synchronous_commit = on`` (set on
 the connection, whatever the server's default), and only then resolves the callers' futures: many
 concurrent writers share one commit and its WAL flush; nothing is acknowledged before it is durable.
@@ -56,6 +56,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from relay.config import masked_url
 from relay.errors import StoreError, StoreFull, StoreUnavailable
+from relay.store.batches import STOP, Pending, settle, take_batch
 from relay.store.postgres.connection import PgConnection
 from relay.store.postgres.schema import migrate
 
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[PgConnection], Any]
 
-MAX_BATCH = 512
 CONNECT_TIMEOUT = 5  # seconds to reach the server before a write or read fails as unavailable
 POOL_SIZE = 4  # read connections; writes have their own
 LISTEN_POLL = 0.5  # seconds a listener waits for a notification before checking whether to stop
@@ -91,15 +91,6 @@ def _contended(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
 
-class _Pending:
-    __slots__ = ("fn", "future", "loop")
-
-    def __init__(self, fn: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.fn = fn
-        self.future = future
-        self.loop = loop
-
-
 class _OpFailed(Exception):
     """One operation of a batch raised ``error`` (not the database's fault): run the batch without it."""
 
@@ -121,9 +112,6 @@ class _PipelineFailed(Exception):
 
 class _Contended(Exception):
     """Another node's transaction deadlocked with this batch or won a serialization race: run it again."""
-
-
-_STOP = object()
 
 
 class PgDatabase:
@@ -183,7 +171,7 @@ class PgDatabase:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Pending(fn, future, loop))
+        self._queue.put(Pending(fn, future, loop))
         return await future
 
     async def read(self, fn: Callable[[PgConnection], T]) -> T:
@@ -250,7 +238,7 @@ class PgDatabase:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._writer.join)
         for listener in self._listeners:
@@ -271,22 +259,11 @@ class PgDatabase:
     def _write_loop(self) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)
+            batch, stopping = take_batch(self._queue)
+            if batch:
+                self._commit_batch(batch)
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> None:
         """Commit what can be of ``batch``, resolving every future: a value, its own error, or the batch's."""
         pending = [p for p in batch if not p.future.cancelled()]
         retried = False
@@ -304,7 +281,7 @@ class PgDatabase:
                 pipelined = False
                 continue
             except _OpFailed as failed:
-                _settle([(pending.pop(failed.index), False, failed.error)])
+                settle([(pending.pop(failed.index), False, failed.error)])
                 self.reruns += 1
                 continue
             except _Contended:
@@ -312,7 +289,7 @@ class PgDatabase:
                 self.reruns += 1
                 if contended <= RERUNS:
                     continue
-                _settle([(p, False, StoreUnavailable("the database stayed too contended to commit")) for p in pending])
+                settle([(p, False, StoreUnavailable("the database stayed too contended to commit")) for p in pending])
                 return
             except _BeforeCommit as lost:
                 self._drop_connection()
@@ -321,19 +298,19 @@ class PgDatabase:
                     log.info("database connection lost (%s); retrying the batch on a new one", lost.error)
                     continue
                 error = translate(lost.error)
-                _settle([(p, False, error) for p in pending])
+                settle([(p, False, error) for p in pending])
                 return
             except Exception as exc:  # connecting or committing failed: nothing durable that we know of
                 log.error("database commit failed: %s", exc)
                 if self._conn is not None and (self._conn.broken or self._conn.closed):
                     self._drop_connection()
                 error = translate(exc)
-                _settle([(p, False, error) for p in pending])
+                settle([(p, False, error) for p in pending])
                 return
-            _settle([(p, True, v) for p, v in zip(pending, values, strict=True)])
+            settle([(p, True, v) for p, v in zip(pending, values, strict=True)])
             return
 
-    def _run_pipelined(self, batch: list[_Pending]) -> list[Any]:
+    def _run_pipelined(self, batch: list[Pending]) -> list[Any]:
         """Run ``batch`` in one transaction, its statements pipelined, and commit it; its values.
 
         Any failure (an operation's, or a statement's that surfaces in a later operation) raises
@@ -375,7 +352,7 @@ class PgDatabase:
         self.commit_time += time.perf_counter() - t0
         self.commits += 1
 
-    def _run(self, batch: list[_Pending]) -> list[Any]:
+    def _run(self, batch: list[Pending]) -> list[Any]:
         """Run ``batch`` in one transaction and commit it; its values. The exceptions say what to do next."""
         conn = self._conn
         assert conn is not None
@@ -422,25 +399,3 @@ class PgDatabase:
                 conn.close()
             except psycopg.Error:
                 pass
-
-
-def _settle(items: list[tuple[_Pending, bool, Any]]) -> None:
-    """Resolve the callers' futures, each on its own event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-    for pending, ok, value in items:
-        by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
-    for loop, results in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, results)
-        except RuntimeError:  # that event loop has closed; nobody is waiting
-            pass
-
-
-def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, value in items:
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
