@@ -7,6 +7,7 @@ tests/conftest.py. Time is the backend's fake clock (``storage.clock``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 from pathlib import Path
@@ -298,6 +299,16 @@ async def test_events_are_listed_counted_and_pruned(storage):
 
 
 # -- suppressions ------------------------------------------------------------------------------------------
+
+
+async def test_concurrent_suppression_lookups_each_get_their_own_answer(storage):
+    """As at the RCPT of many sessions at once (on PostgreSQL they share queries)."""
+    await storage.suppressions.suppress(["a@example.org", "c@example.org"], "manual", "")
+    asks = [["A@example.org"], ["b@example.org"], ["c@example.org", "a@example.org"], [], ["a@example.org"]] * 20
+    answers = await asyncio.gather(*(storage.suppressions.suppressed(a) for a in asks))
+    for asked, answer in zip(asks, answers, strict=True):
+        assert sorted(answer) == sorted(a for a in asked if a.lower() in {"a@example.org", "c@example.org"})
+        assert all(s.address == a.lower() for a, s in answer.items())
 
 
 async def test_suppressions_add_look_up_list_remove(storage):

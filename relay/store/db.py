@@ -84,6 +84,8 @@ def translate(exc: BaseException) -> BaseException:
 class Database:
     """Async access to one SQLite file: batched writes, threaded reads."""
 
+    inline_lookups = True  # look-ups run inline, on a connection of their own
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = str(path)

@@ -14,6 +14,7 @@ from relay.bounces.classify import Classification, Kind
 from relay.clock import Clock
 from relay.message import normalize_address
 from relay.store.dialect import Connection, SqlDatabase
+from relay.store.lookups import Coalescer
 from relay.suppression import SuppressionPolicy, allowlist_keys, decide
 
 if TYPE_CHECKING:
@@ -269,6 +270,8 @@ class SqlSuppressions:
         self.db = db
         self.clock = clock
         self.suppression_policy = suppression_policy
+        # Over the network, concurrent RCPT checks share one query (SQLite answers each inline).
+        self._lookups: Coalescer[str, Suppression] = Coalescer(self._fetch_suppressed)
 
     async def record_bounce(self, bounce: NewBounce) -> tuple[int, Suppression | None]:
         now, policy = self.clock.now(), self.suppression_policy
@@ -276,8 +279,15 @@ class SqlSuppressions:
 
     async def suppressed(self, addresses: Iterable[str]) -> dict[str, Suppression]:
         now, wanted = self.clock.now(), list(addresses)
-        read = self.db.lookup if len(wanted) <= 100 else self.db.read  # a long list waits in the thread
-        return await read(lambda c: suppressed(c, wanted, now))
+        if len(wanted) > 100:  # a long list waits in the reader thread
+            return await self.db.read(lambda c: suppressed(c, wanted, now))
+        if self.db.inline_lookups:
+            return await self.db.lookup(lambda c: suppressed(c, wanted, now))
+        return await self._lookups.get(wanted)
+
+    async def _fetch_suppressed(self, addresses: list[str]) -> dict[str, Suppression]:
+        now = self.clock.now()
+        return await self.db.lookup(lambda c: suppressed(c, addresses, now))
 
     async def suppression(self, address: str) -> Suppression | None:
         now = self.clock.now()

@@ -122,6 +122,8 @@ class PgDatabase:
     queued writes and closes every connection.
     """
 
+    inline_lookups = False  # every look-up is a round trip to the server
+
     def __init__(
         self, url: str, pool_size: int = POOL_SIZE, statement_timeout: float = 0.0, pipelined: bool = True
     ) -> None:

@@ -1,0 +1,84 @@
+"""relay.store.lookups.Coalescer: concurrent look-ups share one query; each caller gets its own keys' answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relay.store.lookups import Coalescer
+
+
+class Fetcher:
+    """A query that takes a while and records what it was asked."""
+
+    def __init__(self, table: dict[str, int], fail: bool = False) -> None:
+        self.table = table
+        self.calls: list[list[str]] = []
+        self.fail = fail
+        self.release = asyncio.Event()
+
+    async def __call__(self, keys: list[str]) -> dict[str, int]:
+        self.calls.append(keys)
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("the database went away")
+        return {k: self.table[k] for k in keys if k in self.table}
+
+
+async def test_an_idle_lookup_runs_at_once_alone() -> None:
+    fetch = Fetcher({"a": 1})
+    fetch.release.set()
+    assert await Coalescer(fetch).get(["a", "b"]) == {"a": 1}
+    assert fetch.calls == [["a", "b"]]
+
+
+async def test_lookups_made_while_one_runs_share_the_next_query() -> None:
+    fetch = Fetcher({"a": 1, "b": 2, "c": 3})
+    lookups = Coalescer(fetch)
+    first = asyncio.create_task(lookups.get(["a"]))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(lookups.get(keys)) for keys in (["b"], ["c", "x"], ["b"])]
+    await asyncio.sleep(0)
+    fetch.release.set()
+    assert await first == {"a": 1}
+    assert [await t for t in others] == [{"b": 2}, {"c": 3}, {"b": 2}]
+    assert fetch.calls == [["a"], ["b", "c", "x"]]  # two queries for four callers, each key asked once
+
+
+async def test_a_failed_query_fails_each_of_its_callers_and_the_next_query_still_runs() -> None:
+    fetch = Fetcher({"a": 1}, fail=True)
+    lookups = Coalescer(fetch)
+    calls = [asyncio.create_task(lookups.get([k])) for k in "ab"]
+    await asyncio.sleep(0)
+    fetch.release.set()
+    for call in calls:
+        with pytest.raises(RuntimeError, match="went away"):
+            await call
+    fetch.fail = False
+    assert await lookups.get(["a"]) == {"a": 1}
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
+    fetch = Fetcher({"a": 1, "b": 2})
+    lookups = Coalescer(fetch)
+    first = asyncio.create_task(lookups.get(["a"]))
+    await asyncio.sleep(0)
+    gone, kept = asyncio.create_task(lookups.get(["a"])), asyncio.create_task(lookups.get(["b"]))
+    await asyncio.sleep(0)
+    gone.cancel()
+    fetch.release.set()
+    assert await first == {"a": 1}
+    assert await kept == {"b": 2}
+
+
+async def test_one_query_asks_for_at_most_max_keys() -> None:
+    fetch = Fetcher({})
+    lookups = Coalescer(fetch, max_keys=3)
+    first = asyncio.create_task(lookups.get(["k0"]))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(lookups.get([f"k{i}", f"j{i}"])) for i in range(1, 4)]
+    await asyncio.sleep(0)
+    fetch.release.set()
+    await asyncio.gather(first, *rest)
+    assert [len(c) for c in fetch.calls] == [1, 2, 2, 2]  # 2 + 2 would pass 3
