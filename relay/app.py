@@ -164,21 +164,29 @@ def domain_policy(config: Config) -> DomainPolicy:
     )
 
 
-def store_sealer(config: Config) -> Sealer:
-    """The key sealing the store's secrets: ``[store] secret_key_file``, or store.key in data_dir (made if
-    missing). SecretsError when it cannot be used."""
+def store_key_path(config: Config) -> Path:
+    """``[store] secret_key_file``, or store.key in data_dir."""
     configured = config.store.secret_key_file
-    return load_key_file(Path(configured) if configured else config.server.data_dir / "store.key", not configured)
+    return Path(configured) if configured else config.server.data_dir / "store.key"
 
 
-def make_domains(config: Config, store: Storage, sending: SendingDomains | None) -> Domains:
+def store_sealer(config: Config, create: bool = True) -> Sealer:
+    """The key sealing the store's secrets (see :func:`store_key_path`; the one in data_dir is made if missing
+    and ``create``). SecretsError when it cannot be used."""
+    return load_key_file(store_key_path(config), create and not config.store.secret_key_file)
+
+
+def make_domains(
+    config: Config, store: Storage, sending: SendingDomains | None, sealer: Sealer | None = None
+) -> Domains:
+    """The sending domains' service; ``sealer``: another key than the configured one (relay store rekey)."""
     resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
     resolver.cache = None  # verification is live: a record published a minute ago must be seen
     checker = Checker(resolver, domain_policy(config))
     return Domains(
         store.domains,
         store.clock,
-        Keyring(store_sealer(config), store.secrets),
+        Keyring(sealer or store_sealer(config), store.secrets),
         checker,
         sending,
         config.domains.selector,

@@ -694,6 +694,16 @@ class Domains:
         await self.store.add_dkim_key(domain.id, await self._new_key(domain.id, selector, "pending", now))
         return await self.get(domain.id)
 
+    async def replace_lost_keys(self, lost: Sequence[tuple[str, str]]) -> list[Domain]:
+        """After the keys ``lost`` (domain id, selector) were deleted with the store key that opened them:
+        a new key for each domain that lost one, waiting to be published (it signs once verify finds it)."""
+        replaced = []
+        for domain_id in sorted({d for d, _ in lost}):
+            domain = await self.store.domain(domain_id)
+            if domain is not None and domain.pending_key is None:
+                replaced.append(await self.rotate(domain_id))
+        return replaced
+
     async def remove(self, ident: str) -> Domain:
         """Delete the domain and its keys (with the files of keys made before keys moved into the store)."""
         domain = await self.store.delete_domain(ident)

@@ -127,6 +127,23 @@ def _create_key_file(path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+async def reseal(store: SecretStore, old: Sealer, new: Sealer) -> int:
+    """Seal every value the store keeps again, under ``new`` instead of ``old``, in one transaction: how
+    many. SecretsError (nothing changed) if one does not open with ``old``."""
+    changes = []
+    for value in await store.sealed_values():
+        context = dkim_context(value.domain_id, value.name) if value.is_dkim_key else secret_context(value.name)
+        changes.append((value, new.seal(old.open(value.value, context), context)))
+    return await store.replace_sealed(changes)
+
+
+def make_key_file(path: Path) -> Sealer:
+    """A new key in ``path``, which must not exist yet (SecretsError)."""
+    if path.exists() or path.is_symlink():
+        raise SecretsError(f"{path} exists already: name a new file for the new key")
+    return load_key_file(path, create=True)
+
+
 class Keyring:
     """The sealer and the store's secrets table: checked once, then shared secrets made or read."""
 

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from relay.cli.common import EX_FAILED, CommandError, Parents, Subparsers, UsageError, action, command_group, now
+from relay.cli.common import (
+    EX_FAILED,
+    CommandError,
+    Parents,
+    Subparsers,
+    UsageError,
+    action,
+    command_group,
+    now,
+    with_store,
+)
 from relay.cli.output import Column, Report, table
 from relay.config import Config, StoreUrl, parse_store_url
 from relay.store.copy import BATCH_ROWS, Copied, CopyRefused, TableCount, TableProgress
+
+if TYPE_CHECKING:
+    from relay.domains import Domain
 
 
 def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> None:
@@ -38,6 +52,17 @@ def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> 
     )
     p.add_argument("--batch", type=int, default=BATCH_ROWS, metavar="N", help=f"rows per transaction ({BATCH_ROWS})")
     p.set_defaults(no_config=True)
+    p = action(
+        actions,
+        "rekey",
+        "seal the store's DKIM keys and VERP secret under a new key file ([store] secret_key_file); with --lost,"
+        " when the old file is gone: forget them and make new DKIM keys to publish; stop relay first",
+        rekey,
+        parents,
+    )
+    p.add_argument("--new-key-file", metavar="PATH", help="where to write the new key (a new file)")
+    p.add_argument("--lost", action="store_true", help="the current key file is lost: forget what it sealed")
+    p.add_argument("--force", action="store_true", help="even while a relay node still beats on the store")
 
 
 def migrate(args: argparse.Namespace, config: Config) -> Report:
@@ -117,3 +142,75 @@ class ProgressLine:
         elif p.finished:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def rekey(args: argparse.Namespace, config: Config) -> Report:
+    from relay.app import make_domains, store_key_path, store_sealer
+    from relay.secrets import SecretsError, make_key_file, reseal
+    from relay.store.protocols import Storage
+
+    if not args.new_key_file:
+        raise UsageError("relay store rekey needs --new-key-file PATH (a file that does not exist yet)")
+    new_path = Path(args.new_key_file)
+
+    async def run(store: Storage) -> Report:
+        running = [n for n in await store.nodes.list_all() if n.status(store.clock.now()) == "up"]
+        if running and not args.force:
+            nodes = ", ".join(f"{n.id} on {n.host}" for n in running)
+            raise CommandError(f"a relay is running on this store ({nodes}): stop relay first (--force to go on)")
+        old = None if args.lost else store_sealer(config, create=False)
+        new = make_key_file(new_path)
+        if old is not None:
+            count = await reseal(store.secrets, old, new)
+            return _rekeyed(count, store_key_path(config), new_path)
+        lost = await store.secrets.forget_sealed()
+        replaced = await make_domains(config, store, None, new).replace_lost_keys(lost)
+        return _forgotten(len(lost), replaced, new_path)
+
+    try:
+        return with_store(config, run)
+    except SecretsError as exc:
+        hint = "" if args.lost else " (if the key file is lost: --lost)"
+        raise CommandError(f"{exc}{hint}") from None
+
+
+def _next_step(new_path: Path) -> str:
+    return (
+        f"next: set [store] secret_key_file = {new_path} on every node (or copy the file over the old one"
+        " on each), then start relay"
+    )
+
+
+def _rekeyed(count: int, old_path: Path, new_path: Path) -> Report:
+    data = {"resealed": count, "key_file": str(new_path), "old_key_file": str(old_path)}
+    text = [f"sealed {count} stored values again under the new key {new_path} (was {old_path})", _next_step(new_path)]
+    return Report(data, text)
+
+
+def _forgotten(count: int, replaced: list[Domain], new_path: Path) -> Report:
+    keys = [(d, k) for d in replaced for k in d.keys if k.state == "pending"]
+    data = {
+        "forgotten_dkim_keys": count,
+        "key_file": str(new_path),
+        "new_dkim_keys": [
+            {
+                "domain": d.name,
+                "selector": k.selector,
+                "name": f"{k.selector}._domainkey.{d.name}",
+                "value": k.public_key,
+            }
+            for d, k in keys
+        ],
+    }
+    text = [
+        f"forgot the VERP secret and {count} DKIM keys the lost key had sealed; new key file {new_path}",
+        "return paths of mail sent before no longer verify; a new VERP secret is made at the next start",
+        *(
+            [f"{len(keys)} new DKIM keys: publish each, then relay domains verify (they sign once found):"]
+            if keys
+            else ["no sending domain had a key in the store"]
+        ),
+        *(f"  TXT {k.selector}._domainkey.{d.name}\n       {k.public_key}" for d, k in keys),
+        _next_step(new_path),
+    ]
+    return Report(data, text)

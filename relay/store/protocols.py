@@ -55,6 +55,7 @@ from relay.store.queue.records import (
     Selection,
 )
 from relay.store.reclassify import Reclassified
+from relay.store.secrets import SealedValue
 from relay.store.suppressions import Bounce, BounceFilter, NewBounce, Suppression, SuppressionFilter
 from relay.store.templates import Template, TemplateVersion
 from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, Webhook
@@ -294,6 +295,19 @@ class SecretStore(Protocol):
 
     async def add_secret(self, name: str, value: bytes) -> bytes:
         """Store ``value`` unless ``name`` has one already; the value stored (the first one wins)."""
+        ...
+
+    async def sealed_values(self) -> list[SealedValue]:
+        """Every sealed value the store keeps: the named secrets and the DKIM keys' private keys."""
+        ...
+
+    async def replace_sealed(self, changes: list[tuple[SealedValue, bytes]]) -> int:
+        """Replace each value by its new sealing in one transaction (all or none; SealedValuesChanged if one
+        is no longer as read)."""
+        ...
+
+    async def forget_sealed(self) -> list[tuple[str, str]]:
+        """Delete every sealed value (the secrets, the DKIM keys kept in the store): (domain id, selector)s."""
         ...
 
 
