@@ -246,11 +246,19 @@ class Cluster:
     def __init__(self, tmp: Path, sink_port: int, args: argparse.Namespace, database: Database) -> None:
         self.ports = [free_port() for _ in range(args.nodes)]
         self.nodes = []
+        sys.path.insert(0, str(REPO))
+        from relay.secrets import load_key_file
+
+        key_file = tmp / "store.key"  # every node seals and opens the store's secrets with the same key
+        load_key_file(key_file, create=True)
         for index, port in enumerate(self.ports):
             node_tmp = tmp / f"node{index}"
             node_tmp.mkdir()
-            self.nodes.append(Relay(node_tmp, port, sink_port, args, database))
+            self.nodes.append(Relay(node_tmp, port, sink_port, args, database, key_file))
         self.login = None
+
+    def exited(self) -> str | None:
+        return next((log for node in self.nodes if (log := node.exited()) is not None), None)
 
     def cpu(self) -> float:
         return sum(node.cpu() for node in self.nodes)
@@ -272,7 +280,13 @@ class Relay:
     name = "relay"
 
     def __init__(
-        self, tmp: Path, smtp_port: int, sink_port: int, args: argparse.Namespace, database: Database | None = None
+        self,
+        tmp: Path,
+        smtp_port: int,
+        sink_port: int,
+        args: argparse.Namespace,
+        database: Database | None = None,
+        key_file: Path | None = None,
     ) -> None:
         self.tmp = tmp
         self.db = tmp / "data" / "relay.sqlite3"
@@ -297,6 +311,7 @@ smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
             + (f'[store]\nurl = "{database.url}"\n' if database is not None else "")
+            + (f'secret_key_file = "{key_file}"\n' if database is not None and key_file is not None else "")
         )
         self.login: tuple[str, str] | None = None
         if args.auth:
@@ -319,6 +334,12 @@ concurrency = {args.concurrency}
         wait_listening(smtp_port, lambda: self.proc.poll() is None)
         time.sleep(0.5 if args.acceptors else 0)  # let the acceptor processes start
         self.pids = [self.proc.pid, *children(self.proc.pid)]
+
+    def exited(self) -> str | None:
+        """The end of the log if relay has exited (a benchmark run must not wait for it)."""
+        if self.proc.poll() is None:
+            return None
+        return self.log.read_text(errors="replace")[-2000:]
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids)
@@ -478,6 +499,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         while (done := server.delivered()) < args.messages:
             if time.monotonic() > start + args.timeout:
                 raise SystemExit(f"timed out: {done} of {args.messages} delivered")
+            if isinstance(server, Relay | Cluster) and (log := server.exited()) is not None:
+                raise SystemExit(f"relay exited during the run ({done} of {args.messages} delivered):\n{log}")
             time.sleep(0.02)
         finished_at = time.monotonic()
         cpu = server.cpu() - cpu_before
