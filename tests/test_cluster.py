@@ -249,3 +249,23 @@ async def test_max_connections_holds_for_the_cluster(cluster, sink):
     assert sink.handler.max_open == 2 and peers  # the limit is used, not undershot
     for node in (a, b):
         assert await node.terminate() == 0
+
+
+async def test_a_rate_limit_of_n_accepts_exactly_n_sent_to_both_nodes_at_once(cluster, sink):
+    a, b = cluster.node("a"), cluster.node("b")
+    await asyncio.gather(a.start(), b.start())
+    done = run_cli("keys", "create", "--rate-limit", "10", "--json", config=a.config_path)
+    assert done.returncode == 0, done.stderr
+    headers = {"Authorization": f"Bearer {json.loads(done.stdout)['key']}"}
+
+    async def post(session: aiohttp.ClientSession, node: RelayProcess, n: int) -> int:
+        payload = {"from": "api@example.com", "to": [f"r{n}@example.org"], "subject": f"msg-{n}", "text": "x"}
+        url = f"http://127.0.0.1:{node.http_port}/v1/messages"
+        async with session.post(url, json=payload, headers=headers) as resp:
+            return resp.status
+
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(post(session, (a, b)[n % 2], n) for n in range(24)))
+    assert sorted(statuses) == [202] * 10 + [429] * 14
+    accepted = {n for n, status in enumerate(statuses) if status == 202}
+    assert sorted(await wait_for_arrivals(sink, accepted, timeout=30)) == sorted(accepted)
