@@ -458,8 +458,8 @@ class Relay:
                 log.exception("could not record this node's heartbeat")
 
     async def _housekeeping(self) -> None:
-        """Periodic clean-up: expired Idempotency-Key records and rate counters, then events and bodies past
-        their retention."""
+        """Periodic clean-up: expired Idempotency-Key records, rate counters and dashboard sessions, then events
+        and bodies past their retention."""
         assert self.store is not None
         while True:
             try:
@@ -467,6 +467,7 @@ class Relay:
                 if pruned:
                     log.info("pruned %d expired idempotency records", pruned)
                 await self.store.rate_counters.prune(self.clock.now())
+                await self.store.operators.prune_sessions()
                 await self.prune_history()
             except Exception:
                 log.exception("housekeeping failed")

@@ -1,0 +1,1 @@
+"""The operators' web dashboard (placeholder docstring, replaced below)."""
