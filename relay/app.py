@@ -38,6 +38,8 @@ from relay.bounces.verp import Verp
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
+from relay.dashboard import app as dashboard
+from relay.dashboard.deps import DashboardDeps
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -639,6 +641,8 @@ class Relay:
             )
         )
         app = make_app(store, settings, routes, max_body=http.max_body_size, outer=[guard.middleware])
+        if self.config.dashboard.enabled:
+            self._mount_dashboard(app, store, queues.on_change, sender)
         if acceptor.budget is not None:
             app[BODY_BUDGET] = BodyBudget(acceptor.budget, http.max_body_size)
         self._http_runner = runner = web.AppRunner(
@@ -647,6 +651,17 @@ class Relay:
         await runner.setup()
         for sock in sockets:
             await GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls).start()
+
+    def _mount_dashboard(
+        self, app: web.Application, store: SqlStore, on_change: Callable[[], None], sender: WebhookSender
+    ) -> None:
+        """The dashboard at /dashboard/, over the same objects as the API (relay/dashboard)."""
+        s = self.config.smtp
+        failures = dashboard.failures_for(
+            store.backend, store.rate_counters, s.max_auth_failures, s.auth_failure_window
+        )
+        deps = DashboardDeps(store, self.clock, self.config, failures, on_change, sender, self.domains, self.renderer)
+        dashboard.mount(app, deps)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; no API key, but only for [http] metrics_networks."""
