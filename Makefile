@@ -17,7 +17,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 # Debian packages: swaks and curl (the README's quick tour and the tests use them), postfix
 # (the tests run a private instance that generates real DSNs; installed unconfigured and not started)
-# and postgresql (the tests run private clusters on loopback; no system cluster is created).
+# postgresql (the tests run private clusters on loopback; no system cluster is created) and chromium
+# (the dashboard's browser tests drive it through Playwright; Playwright's own browser download is not used).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 tools:
@@ -31,6 +32,7 @@ tools:
 		$(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
 		echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.d/relay-tests.conf >/dev/null; \
 		$(APT_INSTALL) postgresql; }
+	@[ -x /usr/bin/chromium ] || { $(APT_INSTALL) chromium; }
 
 # The example config as is, but for trying relay out: mail is captured in the sandbox instead of
 # delivered, and any From: domain is taken. Set either variable to override (RELAY_DELIVERY_MODE=live).

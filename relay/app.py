@@ -38,6 +38,8 @@ from relay.bounces.verp import Verp
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
+from relay.dashboard import app as dashboard
+from relay.dashboard.deps import DashboardDeps
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -466,8 +468,8 @@ class Relay:
                 log.exception("could not record this node's heartbeat")
 
     async def _housekeeping(self) -> None:
-        """Periodic clean-up: expired Idempotency-Key records and rate counters, then events and bodies past
-        their retention."""
+        """Periodic clean-up: expired Idempotency-Key records, rate counters and dashboard sessions, then events
+        and bodies past their retention."""
         assert self.store is not None
         while True:
             try:
@@ -475,6 +477,7 @@ class Relay:
                 if pruned:
                     log.info("pruned %d expired idempotency records", pruned)
                 await self.store.rate_counters.prune(self.clock.now())
+                await self.store.operators.prune_sessions()
                 await self.prune_history()
             except Exception:
                 log.exception("housekeeping failed")
@@ -646,6 +649,8 @@ class Relay:
             )
         )
         app = make_app(store, settings, routes, max_body=http.max_body_size, outer=[guard.middleware])
+        if self.config.dashboard.enabled:
+            self._mount_dashboard(app, store, queues.on_change, sender)
         if acceptor.budget is not None:
             app[BODY_BUDGET] = BodyBudget(acceptor.budget, http.max_body_size)
         self._http_runner = runner = web.AppRunner(
@@ -654,6 +659,17 @@ class Relay:
         await runner.setup()
         for sock in sockets:
             await GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls).start()
+
+    def _mount_dashboard(
+        self, app: web.Application, store: SqlStore, on_change: Callable[[], None], sender: WebhookSender
+    ) -> None:
+        """The dashboard at /dashboard/, over the same objects as the API (relay/dashboard)."""
+        s = self.config.smtp
+        failures = dashboard.failures_for(
+            store.backend, store.rate_counters, s.max_auth_failures, s.auth_failure_window
+        )
+        deps = DashboardDeps(store, self.clock, self.config, failures, on_change, sender, self.domains, self.renderer)
+        dashboard.mount(app, deps)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; no API key, but only for [http] metrics_networks."""

@@ -557,6 +557,12 @@ class StoreConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DashboardConfig:
+    enabled: bool = _field(True, "serve the operators' dashboard at /dashboard/ on [http] listen (relay users create)")
+    session_lifetime: float = _field("12h", "a dashboard login lasts this long, then asks again", parse_duration)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
     smtp: SmtpConfig = dataclasses.field(default_factory=SmtpConfig)
@@ -570,6 +576,7 @@ class Config:
     retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
     domains: DomainsConfig = dataclasses.field(default_factory=DomainsConfig)
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
+    dashboard: DashboardConfig = dataclasses.field(default_factory=DashboardConfig)
     source: Path | None = None
 
     @property
@@ -599,6 +606,7 @@ _SECTIONS: dict[str, type] = {
     "retention": RetentionConfig,
     "domains": DomainsConfig,
     "store": StoreConfig,
+    "dashboard": DashboardConfig,
 }
 
 # ---------------------------------------------------------------------------
@@ -767,6 +775,7 @@ def _validate(config: Config, where: str) -> None:
         ("delivery", "lease"): config.delivery.lease,
         ("delivery", "poll_interval"): config.delivery.poll_interval,
         ("delivery", "max_age"): config.delivery.max_age,
+        ("dashboard", "session_lifetime"): config.dashboard.session_lifetime,
     }
     for (section, key), value in positive.items():
         if value <= 0:

@@ -34,6 +34,8 @@ from relay.store.db import Database
 from relay.store.repositories import SqlStore
 from relay.suppression import SuppressionPolicy
 
+pytest_plugins = ["tests.browser"]  # the browser fixtures: browser, page, dashboard
+
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:
     """Run every async test on uvloop, the loop relay serves with by default."""

@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("store", {"store"}),
     # What runs: taking mail in, sending it out, telling applications.
     ("services", {"delivery", "inbound", "metrics", "submission", "webhooks"}),
-    ("api", {"api"}),
+    ("api", {"api", "dashboard"}),  # the HTTP faces: the API, and the dashboard over the same code
     ("entry", {"__main__", "app", "cli", "workers"}),
 ]
 

@@ -17,6 +17,7 @@ import pytest
 
 from relay import credentials as creds
 from relay.bounces.classify import Classification, Kind
+from relay.dashboard import accounts
 from relay.domains import DkimKey
 from relay.errors import QuotaExhausted
 from relay.events import EventKind, State
@@ -46,6 +47,7 @@ REPOSITORIES = {
     "sites": protocols.SiteStore,
     "rate_counters": protocols.RateCounters,
     "secrets": protocols.SecretStore,
+    "operators": protocols.OperatorStore,
 }
 
 
@@ -519,3 +521,60 @@ async def test_site_pushback_keeps_the_lower_share_until_it_ends(storage):
     assert await sites.pushbacks() == {}
     await sites.record_pushback("mx.example", 0.5, storage.clock.now() + 300)  # an ended one is replaced
     assert (await sites.pushbacks())["mx.example"][0] == 0.5
+
+
+# -- dashboard operators -----------------------------------------------------------------------------------
+
+
+async def test_operators_are_unique_by_name_and_keep_only_a_password_hash(storage):
+    ops = storage.operators
+    made = await accounts.create_operator(ops, storage.clock, "alice", "admin", "correct horse battery")
+    assert made is not None
+    alice, password = made
+    assert password == "correct horse battery"
+    assert await accounts.create_operator(ops, storage.clock, "alice", "viewer") is None, "the name is taken"
+    viewer, generated = await accounts.create_operator(ops, storage.clock, "bob", "viewer")
+    assert len(generated) == 32
+    assert await ops.operator("alice") == alice and alice.is_admin and not viewer.is_admin
+    found = await ops.operator_for_login("alice")
+    assert found is not None and found[0] == alice and password not in found[1]
+    assert await accounts.check_login(ops, "alice", password) == alice
+    assert await accounts.check_login(ops, "alice", generated) is None
+    assert await accounts.check_login(ops, "nobody", password) is None
+    assert [o.name for o in await ops.list_operators()] == ["alice", "bob"]
+
+
+async def test_operator_sessions_expire_on_the_store_clock_and_end_on_logout(storage):
+    ops = storage.operators
+    alice, _ = await accounts.create_operator(ops, storage.clock, "alice", "admin")
+    await ops.start_session(alice.id, "digest-1", "csrf-1", lifetime=3600)
+    session = await ops.session("digest-1")
+    assert session is not None and session.operator.name == "alice" and session.csrf_token == "csrf-1"
+    assert session.expires_at == session.created_at + 3600
+    assert (await ops.operator("alice")).last_login_at == storage.clock.now()
+    assert await ops.session("digest-2") is None
+    storage.clock.advance(120)
+    assert (await ops.session("digest-1")).last_seen_at == storage.clock.now()
+    assert (await ops.session("digest-1")).last_seen_at == storage.clock.now(), "as stored"
+    assert await ops.end_session("digest-1") is True
+    assert await ops.session("digest-1") is None
+    await ops.start_session(alice.id, "digest-3", "csrf-3", lifetime=60)
+    storage.clock.advance(60)
+    assert await ops.session("digest-3") is None, "expired"
+    assert await ops.prune_sessions() == 1
+
+
+async def test_removing_an_operator_or_changing_its_password_ends_its_sessions(storage):
+    ops = storage.operators
+    alice, _ = await accounts.create_operator(ops, storage.clock, "alice", "admin")
+    bob, _ = await accounts.create_operator(ops, storage.clock, "bob", "viewer")
+    await ops.start_session(alice.id, "a1", "c", lifetime=3600)
+    await ops.start_session(bob.id, "b1", "c", lifetime=3600)
+    new = await accounts.change_password(ops, "alice", "a new password here")
+    assert new == "a new password here"
+    assert await ops.session("a1") is None and await ops.session("b1") is not None
+    assert await accounts.check_login(ops, "alice", new) is not None
+    assert await accounts.change_password(ops, "nobody") is None
+    assert await ops.remove_operator("bob") is True
+    assert await ops.session("b1") is None and await ops.operator("bob") is None
+    assert await ops.remove_operator("bob") is False

@@ -1,5 +1,5 @@
 """The ``relay`` command: serve, check-config, migrate, store copy, keys, smtp-credentials, queue, send,
-bounces, suppressions, allowlist, domains, dkim, sandbox, nodes.
+bounces, suppressions, allowlist, domains, dkim, sandbox, nodes, users.
 
 One module per noun builds its commands (``add_commands``) and their handlers; a handler reads its
 arguments, calls the store or the app, and returns a :class:`~relay.cli.output.Report` that
@@ -27,6 +27,7 @@ from relay.cli import (
     serve,
     store,
     suppressions,
+    users,
 )
 from relay.cli.common import EX_CONFIG, EX_INTERRUPTED, EX_USAGE, CommandError, Handler, Parents, load_config
 from relay.cli.output import show
@@ -51,6 +52,7 @@ NOUNS = (
     domains,
     sandbox,
     nodes,
+    users,
 )
 
 

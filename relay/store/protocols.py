@@ -18,6 +18,7 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`NodeStore`         the nodes serving the store and their heartbeats
 * :class:`SiteStore`         per-destination-site connection slots and push-back, for a whole cluster
 * :class:`RateCounters`      fixed-window rate-limit counters shared by every process and node
+* :class:`OperatorStore`     dashboard operators (argon2id password hashes) and their sessions (token digests)
 * :class:`Storage`           all of the above as attributes, plus the clock and ``close()``
 
 Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` when the disk is full,
@@ -40,6 +41,7 @@ from relay.nodes import Node, NodeInfo
 from relay.ratelimit import Decision
 from relay.store.events import BounceStats, Event, EventFilter
 from relay.store.idempotency import Completion, IdempotencyRecord
+from relay.store.operators import Operator, OperatorSession
 from relay.store.queue.records import (
     Attempt,
     AttemptResult,
@@ -463,6 +465,47 @@ class RateCounters(Protocol):
         ...
 
 
+class OperatorStore(Protocol):
+    """Dashboard operators and their sessions (:mod:`relay.store.operators`)."""
+
+    async def add_operator(self, operator: Operator, password_hash: str) -> bool:
+        """Store a new operator and its password hash; False if the name is taken (nothing stored)."""
+        ...
+
+    async def operator(self, name: str) -> Operator | None: ...
+
+    async def operator_for_login(self, name: str) -> tuple[Operator, str] | None:
+        """The operator called ``name`` and its password hash."""
+        ...
+
+    async def list_operators(self) -> list[Operator]:
+        """By name."""
+        ...
+
+    async def remove_operator(self, name: str) -> bool:
+        """Remove the operator and end its sessions; False if there is none by that name."""
+        ...
+
+    async def set_operator_password(self, name: str, password_hash: str) -> bool:
+        """Replace the password hash and end the operator's sessions; False if there is none by that name."""
+        ...
+
+    async def start_session(self, operator_id: str, token_hash: str, csrf_token: str, lifetime: float) -> None:
+        """A session of ``operator_id`` for ``lifetime`` seconds from now; records the login."""
+        ...
+
+    async def session(self, token_hash: str) -> OperatorSession | None:
+        """The session stored under ``token_hash`` if it has not expired; notes that it was seen (at most
+        once a minute)."""
+        ...
+
+    async def end_session(self, token_hash: str) -> bool: ...
+
+    async def prune_sessions(self) -> int:
+        """Delete the sessions that have expired; how many."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, over one database."""
 
@@ -508,6 +551,9 @@ class Storage(Protocol):
 
     @property
     def rate_counters(self) -> RateCounters: ...
+
+    @property
+    def operators(self) -> OperatorStore: ...
 
     async def close(self) -> None:
         """Finish pending writes, then release the database."""

@@ -16,6 +16,7 @@ from relay.store.idempotency import SqlIdempotency
 from relay.store.keys import SqlKeys
 from relay.store.lastuse import LastUse
 from relay.store.nodes import SqlNodes
+from relay.store.operators import SqlOperators
 from relay.store.queue import SqlQueue
 from relay.store.ratecounters import SqlRateCounters
 from relay.store.secrets import SqlSecrets
@@ -55,6 +56,7 @@ class SqlStore:
         self.sites = SqlSites(db, clock)
         self.rate_counters = SqlRateCounters(db)
         self.secrets = SqlSecrets(db, clock)
+        self.operators = SqlOperators(db, clock)
 
     async def close(self) -> None:
         """Wait for last-use writes still running, finish every queued write, close the database."""

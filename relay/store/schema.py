@@ -370,6 +370,28 @@ MIGRATIONS: list[str] = [
         created_at  REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 16: dashboard operators (relay users ...) and their sessions (relay.store.operators). A session is
+    # found by the SHA-256 of its cookie's token, never the token itself; it ends at expires_at.
+    """
+    CREATE TABLE operators (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        role           TEXT NOT NULL,  -- admin | viewer
+        password_hash  TEXT NOT NULL,  -- argon2id
+        created_at     REAL NOT NULL,
+        last_login_at  REAL
+    );
+    CREATE TABLE operator_sessions (
+        token_hash    TEXT PRIMARY KEY,
+        operator_id   TEXT NOT NULL REFERENCES operators(id),
+        csrf_token    TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        expires_at    REAL NOT NULL,
+        last_seen_at  REAL NOT NULL
+    );
+    CREATE INDEX operator_sessions_operator ON operator_sessions(operator_id);
+    CREATE INDEX operator_sessions_expiry ON operator_sessions(expires_at);
+    """,
 ]
 
 

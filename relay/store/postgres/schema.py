@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 15
+SQLITE_VERSION = 16
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -351,6 +351,27 @@ MIGRATIONS: list[str] = [
         value       BYTEA NOT NULL,  -- sealed: version, nonce, ciphertext
         created_at  DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 6: SQLite's 16, dashboard operators and their sessions (relay.store.operators).
+    """
+    CREATE TABLE operators (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        role           TEXT NOT NULL,  -- admin | viewer
+        password_hash  TEXT NOT NULL,  -- argon2id
+        created_at     DOUBLE PRECISION NOT NULL,
+        last_login_at  DOUBLE PRECISION
+    );
+    CREATE TABLE operator_sessions (
+        token_hash    TEXT PRIMARY KEY,
+        operator_id   TEXT NOT NULL REFERENCES operators(id),
+        csrf_token    TEXT NOT NULL,
+        created_at    DOUBLE PRECISION NOT NULL,
+        expires_at    DOUBLE PRECISION NOT NULL,
+        last_seen_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX operator_sessions_operator ON operator_sessions(operator_id);
+    CREATE INDEX operator_sessions_expiry ON operator_sessions(expires_at);
     """,
 ]
 
