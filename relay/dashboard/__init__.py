@@ -20,9 +20,10 @@ Adding a page (what each page helper does):
    decorate it ``@admin`` all the same. Templates get ``can_change``: show action buttons only if it is true.
 3. Templates extend ``base.html``; forms include ``{{ csrf(csrf_field, csrf_token) }}`` (from ``forms.html``)
    and use its ``field()`` macro, which shows a field's error next to it. No inline ``<script>``, no
-   ``style=`` attribute, no event-handler attribute: the Content-Security-Policy forbids them; put CSS in
-   ``static/dashboard.css`` and behaviour in ``static/dashboard.js`` (``relay.post()`` sends the CSRF
-   header for fetch()). Never mark text ``|safe``: everything shown may have come from outside.
+   ``style=`` attribute, no event-handler attribute: the Content-Security-Policy forbids them; shared CSS
+   is in ``static/dashboard.css`` and behaviour in ``static/dashboard.js`` (``relay.post()`` sends the CSRF
+   header for fetch()); a page's own goes in ``static/<page>.css`` / ``static/<page>.js``, linked from its
+   template's ``{% block head %}``. Never mark text ``|safe``: everything shown may have come from outside.
 4. Browser tests in ``tests/test_dashboard_<page>.py`` with the ``dashboard`` fixture (tests/browser.py).
 
 **The rule for every page: reads and writes go through the same code as the API.** Call the store's
