@@ -142,6 +142,55 @@ async def test_queue_life_cycle_enqueue_claim_record(storage):
     assert [r.attempts for r in again.recipients] == [1]
 
 
+async def test_outcomes_recorded_together_as_the_engine_records_them(storage):
+    """Attempt numbers from the lease, where the attempt went, several recipients and messages in one call
+    (on PostgreSQL one statement for all of them)."""
+    q = storage.queue
+    first, second = message("a@one.example", "b@two.example"), message("c@one.example")
+    await q.enqueue_many([first, second])
+    leased = await q.claim_due(10, "node-a", lease=60)
+    later = storage.clock.now() + 300
+    results = []
+    for lm in leased:
+        for r in lm.recipients:
+            deferred = r.address.startswith("b")
+            results.append(
+                AttemptResult(
+                    r.id,
+                    lm.id,
+                    r.address,
+                    State.DEFERRED if deferred else State.DELIVERED,
+                    EventKind.DEFERRED if deferred else EventKind.DELIVERED,
+                    later if deferred else None,
+                    451 if deferred else 250,
+                    "4.2.0 busy, it's <b>'quoted'</b>" if deferred else "2.0.0 queued as X",
+                    mx_host="mx.one.example",
+                    ip="127.0.0.1",
+                    tls="TLSv1.3" if not deferred else None,
+                    attempt=r.attempts + 1,
+                )
+            )
+    await q.record_attempts(results)
+    states = {s.address: (s.state, s.last_code) for m in (first, second) for s in await q.message_status(m.id)}
+    assert states == {
+        "a@one.example": ("delivered", 250),
+        "b@two.example": ("deferred", 451),
+        "c@one.example": ("delivered", 250),
+    }
+    (attempt,) = await q.attempts(first.id, "b@two.example")
+    assert (attempt.code, attempt.mx_host, attempt.ip, attempt.tls) == (451, "mx.one.example", "127.0.0.1", None)
+    assert attempt.text == "4.2.0 busy, it's <b>'quoted'</b>"
+    events = [e for e in await storage.events.message_events(first.id) if e.type != "queued"]
+    assert [(e.type, e.recipient, e.details["attempt"], e.details["enhanced_status"]) for e in events] == [
+        ("delivered", "a@one.example", 1, "2.0.0"),
+        ("deferred", "b@two.example", 1, "4.2.0"),
+    ]
+    assert await q.next_due_at() == later
+    storage.clock.advance(301)
+    (again,) = await q.claim_due(10, "node-a", lease=60)
+    assert [(r.address, r.attempts) for r in again.recipients] == [("b@two.example", 1)]
+
+
 async def test_queue_keeps_suppressed_recipients_for_the_record(storage):
     m = message("a@example.org", "b@example.org", "c@example.org", suppressed={"b@example.org": "hard_bounce"})
     await storage.queue.enqueue(m)

@@ -84,7 +84,7 @@ def translate(exc: BaseException) -> BaseException:
 class Database:
     """Async access to one SQLite file: batched writes, threaded reads."""
 
-    inline_lookups = True  # look-ups run inline, on a connection of their own
+    in_process = True  # look-ups run inline, writes in this process
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -91,8 +91,8 @@ class SqlDatabase(Protocol):
         ...
 
     @property
-    def inline_lookups(self) -> bool:
-        """Whether ``lookup`` answers right here without a round trip (SQLite) or not (a server)."""
+    def in_process(self) -> bool:
+        """Whether the database runs in this process (SQLite: ``lookup`` answers inline) or is a server."""
         ...
 
     async def write(self, fn: Callable[[Connection], T]) -> T: ...

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from relay.bounces.classify import Classification, Kind
 from relay.clock import Clock
 from relay.message import normalize_address
+from relay.store.coalesce import Coalescer
 from relay.store.dialect import Connection, SqlDatabase
-from relay.store.lookups import Coalescer
 from relay.suppression import SuppressionPolicy, allowlist_keys, decide
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class SqlSuppressions:
         now, wanted = self.clock.now(), list(addresses)
         if len(wanted) > 100:  # a long list waits in the reader thread
             return await self.db.read(lambda c: suppressed(c, wanted, now))
-        if self.db.inline_lookups:
+        if self.db.in_process:
             return await self.db.lookup(lambda c: suppressed(c, wanted, now))
         return await self._lookups.get(wanted)
 

@@ -122,7 +122,7 @@ class PgDatabase:
     queued writes and closes every connection.
     """
 
-    inline_lookups = False  # every look-up is a round trip to the server
+    in_process = False  # a server: every statement is a round trip (see relay.store.coalesce)
 
     def __init__(
         self, url: str, pool_size: int = POOL_SIZE, statement_timeout: float = 0.0, pipelined: bool = True

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from relay.clock import Clock
 from relay.message import NewMessage
 from relay.store import idempotency as idem
+from relay.store.coalesce import Combiner
 from relay.store.dialect import Connection, SqlDatabase
 from relay.store.queue.control import (
     admin_bounce,
@@ -70,6 +71,7 @@ class SqlQueue:
         self.clock = clock
         self.suppression_policy = suppression_policy
         self.redact_subjects = redact_subjects
+        self._attempts: Combiner[AttemptResult] = Combiner(self._write_attempts)
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when any node queues work due now (PostgreSQL's LISTEN); SQLite: never."""
@@ -117,6 +119,12 @@ class SqlQueue:
         return await self.db.write(lambda c: claim_due(c, now, limit, owner, now + lease, max_bytes, first_fits))
 
     async def record_attempts(self, results: list[AttemptResult]) -> None:
+        if self.db.in_process:
+            await self._write_attempts(results)
+        else:  # a server: the outcomes of concurrent deliveries go in one statement (see relay.store.coalesce)
+            await self._attempts.add(results)
+
+    async def _write_attempts(self, results: list[AttemptResult]) -> None:
         now = self.clock.now()
         policy = self.suppression_policy
         await self.db.write(lambda c: record_attempts(c, results, now, policy))

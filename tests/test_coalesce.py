@@ -1,4 +1,4 @@
-"""relay.store.lookups.Coalescer: concurrent look-ups share one query; each caller gets its own keys' answers."""
+"""relay.store.coalesce.Coalescer: concurrent look-ups share one query; each caller gets its own keys' answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from relay.store.lookups import Coalescer
+from relay.store.coalesce import Coalescer, Combiner
 
 
 class Fetcher:
@@ -82,3 +82,57 @@ async def test_one_query_asks_for_at_most_max_keys() -> None:
     fetch.release.set()
     await asyncio.gather(first, *rest)
     assert [len(c) for c in fetch.calls] == [1, 2, 2, 2]  # 2 + 2 would pass 3
+
+
+class Writer:
+    """A write that takes a while, records what it was given, and refuses the items in ``bad``."""
+
+    def __init__(self, bad: frozenset[str] = frozenset()) -> None:
+        self.bad = bad
+        self.calls: list[list[str]] = []
+        self.stored: list[str] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, items: list[str]) -> None:
+        self.calls.append(items)
+        await self.release.wait()
+        if self.bad & set(items):
+            raise ValueError(f"refused {sorted(self.bad & set(items))}")
+        self.stored += items
+
+
+async def test_writes_made_while_one_runs_go_together_in_the_next() -> None:
+    write = Writer()
+    combiner = Combiner(write)
+    first = asyncio.create_task(combiner.add(["a"]))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(combiner.add(items)) for items in (["b", "c"], ["d"])]
+    await asyncio.sleep(0)
+    write.release.set()
+    await asyncio.gather(first, *others)
+    assert write.calls == [["a"], ["b", "c", "d"]] and write.stored == ["a", "b", "c", "d"]
+
+
+async def test_a_bad_item_fails_only_its_caller() -> None:
+    write = Writer(bad=frozenset({"x"}))
+    combiner = Combiner(write)
+    first = asyncio.create_task(combiner.add(["a"]))
+    await asyncio.sleep(0)
+    good, bad, also_good = (asyncio.create_task(combiner.add(i)) for i in (["b"], ["x", "y"], ["c"]))
+    await asyncio.sleep(0)
+    write.release.set()
+    await asyncio.gather(first, good, also_good)
+    with pytest.raises(ValueError, match="refused"):
+        await bad
+    assert write.stored == ["a", "b", "c"]  # the combined write failed; each was written again alone
+    assert write.calls[1] == ["b", "x", "y", "c"]
+
+
+async def test_a_write_alone_that_fails_fails_its_caller_and_the_next_runs() -> None:
+    write = Writer(bad=frozenset({"x"}))
+    write.release.set()
+    combiner = Combiner(write)
+    with pytest.raises(ValueError):
+        await combiner.add(["x"])
+    await combiner.add(["a"])
+    assert write.stored == ["a"]
