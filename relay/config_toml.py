@@ -56,6 +56,35 @@ def as_written(config: Config) -> dict[str, dict[str, Any]]:
     return {f.name: _section(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name != "source"}
 
 
+@dataclasses.dataclass(frozen=True)
+class Effective:
+    """The settings in force as ``relay check-config`` shows them (and the dashboard's Settings page):
+    every section as written, secrets masked, and the settings that resolve at start-up ("auto")."""
+
+    sections: dict[str, dict[str, Any]]
+    resolved: dict[tuple[str, str], Any]
+
+    @property
+    def notes(self) -> dict[tuple[str, str], str]:
+        return {key: f"resolves to {value} here" for key, value in self.resolved.items()}
+
+    def data(self) -> dict[str, Any]:
+        """For --json: the sections, and ``resolved`` as ``{"server.acceptors": N}``."""
+        return {**self.sections, "resolved": {f"{s}.{k}": v for (s, k), v in self.resolved.items()}}
+
+    def toml(self) -> str:
+        return to_toml(self.sections, self.notes)
+
+
+def effective(config: Config) -> Effective:
+    return Effective(as_written(config), {("server", "acceptors"): config.server.acceptor_processes})
+
+
+def value_text(value: Any) -> str:
+    """One value of :func:`as_written` as TOML writes it."""
+    return _toml_value(value)
+
+
 def _section(section: Any) -> dict[str, Any]:
     out = {}
     for field in dataclasses.fields(section):

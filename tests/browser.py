@@ -8,7 +8,10 @@ Fixtures (a pytest plugin, loaded by tests/conftest.py):
 * ``dashboard``  a relay process with a sink, an admin and a viewer made with ``relay users create``, and
                  ``page`` signed in as the admin (:class:`Dashboard`)
 
-Playwright's sync API cannot run inside an asyncio loop: browser tests are plain ``def`` tests.
+Playwright's sync API cannot run inside an asyncio loop: browser tests are plain ``def`` tests. While the
+browser is open, the main thread's event loop is Playwright's: so the tests that use the browser run after
+all the others (:func:`pytest_collection_modifyitems`), and the relay and the sink they need are started
+on threads of their own.
 :func:`screenshot` writes ``tests/screenshots/<name>.png`` (git-ignored) for a reviewer to look at.
 """
 
@@ -41,9 +44,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
+TIMEOUT_MS = 10_000  # what a locator waits for (Playwright's default, 30 s, only slows a failing test down)
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 ADMIN_PASSWORD = "admin password 123"
 VIEWER_PASSWORD = "viewer password 123"
+
+
+@pytest.hookimpl(trylast=True)  # after any shuffling of the order
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests that use the browser last: once it is open, an asyncio test could not run its loop."""
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
 
 
 def screenshot(page: Any, name: str) -> Path:
@@ -79,7 +89,12 @@ class PageProblems:
     def watch(self, page: Any) -> None:
         page.on("console", self._console)
         page.on("pageerror", lambda error: self._add(f"page error: {error}"))
-        page.on("requestfailed", lambda request: self._add(f"request failed: {request.url} {request.failure}"))
+        page.on("requestfailed", self._request_failed)
+
+    def _request_failed(self, request: Any) -> None:
+        # ERR_ABORTED: the page navigated away first (a favicon still loading when a link is followed).
+        if request.failure != "net::ERR_ABORTED":
+            self._add(f"request failed: {request.url} {request.failure}")
 
     def _add(self, problem: str) -> None:
         if not self.closed:
@@ -110,6 +125,7 @@ def page_problems() -> PageProblems:
 @pytest.fixture
 def page(browser: Any, page_problems: PageProblems) -> Iterator[Any]:
     context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
     context.on("page", page_problems.watch)
     opened = context.new_page()
     yield opened
@@ -159,6 +175,11 @@ class Dashboard:
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Sign in").click()
+        page.wait_for_load_state()
+
+    def open(self, page: Any, title: str) -> None:
+        """Go to a page by its link in the nav."""
+        page.get_by_role("navigation", name="Pages").get_by_role("link", name=title).click()
         page.wait_for_load_state()
 
     def sign_out(self, page: Any) -> None:

@@ -17,11 +17,8 @@ def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> 
 def check_config(args: argparse.Namespace, config: Config) -> Report:
     """Every section as the config file takes it (secrets masked); settings that resolve at start-up
     ("auto") are shown with what they resolve to on this machine."""
-    from relay.config_toml import as_written, to_toml
+    from relay.config_toml import effective
 
-    sections = as_written(config)
-    resolved = {("server", "acceptors"): config.server.acceptor_processes}
-    data = {**sections, "resolved": {f"{s}.{k}": v for (s, k), v in resolved.items()}}
-    notes = {key: f"resolves to {value} here" for key, value in resolved.items()}
+    settings = effective(config)  # the dashboard's Settings page shows the same
     header = f"# {config.source}: ok (the effective settings, secrets masked)"
-    return Report(data, [header, to_toml(sections, notes).removesuffix("\n")])
+    return Report(settings.data(), [header, settings.toml().removesuffix("\n")])

@@ -49,7 +49,9 @@ class FormErrors:
 
     @classmethod
     def of(cls, exc: Refused) -> FormErrors:
-        return cls({exc.field or "": exc.http_message()})
+        """The refusal shown by its field (``scopes[1]`` → ``scopes``: a form has one field for the list)."""
+        field = (exc.field or "").split("[", 1)[0]
+        return cls({field: exc.http_message()})
 
     def __bool__(self) -> bool:
         return bool(self.fields)
