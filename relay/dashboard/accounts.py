@@ -11,6 +11,7 @@ import secrets
 
 from relay.clock import Clock
 from relay.credentials import hash_password, new_password, verify_password
+from relay.errors import RelayError
 from relay.store.operators import ROLES, Operator
 from relay.store.protocols import OperatorStore
 
@@ -18,7 +19,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD = 12  # characters of a password an operator chooses (generated ones have 32)
 
 
-class AccountError(ValueError):
+class AccountError(RelayError):
     """A name, role or password that cannot be used; the message says why."""
 
 
