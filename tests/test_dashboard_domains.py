@@ -401,6 +401,24 @@ async def test_saving_makes_a_version_and_rollback_asks_then_restores_version_1(
     assert (await admin.get(f"{path}/versions/9/rollback"))[0] == 404
 
 
+async def test_the_template_list_and_the_versions_are_paged(relay, admin):
+    for i in range(52):
+        await relay.store.templates.create_template(f"tpl_{i:02d}", f"t{i:02d}", "s", None, "x")
+    for n in range(2, 24):
+        await relay.store.templates.update_template("tpl_00", None, f"subject {n}", None, "x")
+    _, text, _ = await admin.get("/dashboard/templates")
+    names = re.findall(r'">(t\d\d)</a>', text)
+    assert names == [f"t{i:02d}" for i in range(50)]
+    _, text, _ = await admin.get(re.search(r'<a href="([^"]+)">Next page', text).group(1))
+    assert re.findall(r'">(t\d\d)</a>', text) == ["t50", "t51"] and "Next page" not in text
+    _, text, _ = await admin.get("/dashboard/templates/tpl_00")
+    shown = [int(v) for v in re.findall(r"<tr(?: class=\"current\")?>\s*<td>(\d+)", text)]
+    assert shown == list(range(23, 3, -1)), "the 20 newest versions"
+    _, text, _ = await admin.get(html.unescape(re.search(r'<a href="([^"]+)">Older versions', text).group(1)))
+    assert [int(v) for v in re.findall(r"<tr>\s*<td>(\d+)", text)] == [3, 2, 1] and "Older versions" not in text
+    assert (await admin.get("/dashboard/templates/tpl_00?before=x"))[0] == 400
+
+
 # -- a viewer -----------------------------------------------------------------------------------------------
 
 

@@ -416,6 +416,22 @@ async def test_templates_keep_versions(storage):
     assert await t.template("tpl_1") is None
 
 
+async def test_templates_page_by_name_and_versions_page_newest_first(storage):
+    t = storage.templates
+    for ident, name in [("tpl_c", "b"), ("tpl_a", "a"), ("tpl_d", "c"), ("tpl_b", "b")]:
+        await t.create_template(ident, name, "s", None, "x")
+    first = await t.template_page(3)
+    assert [x.id for x in first] == ["tpl_a", "tpl_b", "tpl_c"], "by name, then id"
+    assert [x.id for x in await t.template_page(3, after=first[-1].id)] == ["tpl_d"]
+    assert [x.id for x in await t.template_page(2, after="tpl_b")] == ["tpl_c", "tpl_d"], "a tie on the name"
+    assert await t.template_page(3, after="tpl_d") == []
+    for n in range(2, 6):
+        await t.update_template("tpl_a", None, f"s{n}", None, "x")
+    assert [v.version for v in await t.template_versions("tpl_a", limit=2)] == [5, 4]
+    assert [v.version for v in await t.template_versions("tpl_a", limit=2, before=4)] == [3, 2]
+    assert [v.version for v in await t.template_versions("tpl_a", before=2)] == [1]
+
+
 # -- webhooks -----------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ navigation; the page's Content-Security-Policy blocks remote images in it), the 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -34,6 +35,8 @@ from relay.submission.http import inline_to_render, render_bodies, variables_of
 from relay.templates import PARTS
 
 NO_VARIABLES = "{}"
+LIST_PAGE = 50  # templates per page of the list
+VERSIONS_PAGE = 20  # versions per page of a template's history
 
 
 def template_request_from_form(form: MultiDictProxy[Any]) -> dict[str, Any]:
@@ -80,9 +83,26 @@ async def preview(renderer: Renderer | None, data: dict[str, Any], variables: di
 
 @signed_in
 async def index(request: web.Request) -> web.StreamResponse:
-    found = await deps(request).store.templates.list_all()
-    rows = [(template_json(t), page_path("templates", t.id)) for t in found]
-    return render(request, "templates.html", templates=rows, done=request.query.get("done", ""))
+    """A page of templates by name; ``?after=<id>`` the next one."""
+    after = request.query.get("after") or None
+    found = await deps(request).store.templates.template_page(LIST_PAGE + 1, after)
+    rows = [(template_json(t), page_path("templates", t.id)) for t in found[:LIST_PAGE]]
+    more = f"/dashboard/templates?after={quote(found[LIST_PAGE - 1].id, safe='')}" if len(found) > LIST_PAGE else ""
+    return render(
+        request,
+        "templates.html",
+        templates=rows,
+        next_page=more,
+        first_page="/dashboard/templates" if after else "",
+        done=request.query.get("done", ""),
+    )
+
+
+def _before(request: web.Request) -> int | None:
+    try:
+        return int(request.query["before"]) if request.query.get("before") else None
+    except ValueError:
+        raise web.HTTPBadRequest(reason="'before' must be a version number") from None
 
 
 async def _template(request: web.Request) -> Template:
@@ -116,7 +136,10 @@ async def _editor(
     versions: list[TemplateVersion] = []
     path = page_path("templates", template.id) if template else ""
     if template is not None:
-        versions = await deps(request).store.templates.template_versions(template.id)
+        versions = await deps(request).store.templates.template_versions(
+            template.id, VERSIONS_PAGE + 1, _before(request)
+        )
+    older = f"{path}?before={versions[VERSIONS_PAGE - 1].version}" if len(versions) > VERSIONS_PAGE else ""
     return render(
         request,
         "template.html",
@@ -125,7 +148,9 @@ async def _editor(
         path_of=path,
         action=path or page_path("templates"),
         values=_values(template, data, variables),
-        versions=[(version_json(v), f"{path}/versions/{v.version}/rollback") for v in versions],
+        versions=[(version_json(v), f"{path}/versions/{v.version}/rollback") for v in versions[:VERSIONS_PAGE]],
+        older_versions=older,
+        newest_versions=path if request.query.get("before") else "",
         problems=problems_by_part(problems or []),
         rendered=rendered,
         errors=errors or FormErrors(),
