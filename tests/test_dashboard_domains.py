@@ -59,19 +59,23 @@ class Receiver:
     """A webhook endpoint on loopback: what it was sent, and what it answers (status, body)."""
 
     def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.received: list[tuple[dict[str, str], bytes]] = []  # the POSTs to /hook
+        self.paths: list[str] = []  # every request's path
         self.status = 200
         self.body = "ok"
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        if request.path != "/hook":
+            return web.Response(status=404)
         self.received.append((dict(request.headers), await request.read()))
         return web.Response(status=self.status, text=self.body)
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_post("/hook", self.handle)
+        app.router.add_route("*", "/{path:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -640,8 +644,11 @@ def settled(page: Any) -> None:
     page.locator("#template-form:not([data-previewing])").wait_for()
 
 
-def test_templates_syntax_error_line_live_preview_inert_script_and_rollback(dash: Dashboard, page_problems):
-    page = dash.page
+def test_templates_syntax_error_line_live_preview_inert_script_and_rollback(
+    dash: Dashboard, page_problems: PageProblems, servers: Servers
+):
+    page, receiver = dash.page, servers.receiver
+    pixel = receiver.url.replace("/hook", "/pixel.png")
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page_problems.allowed_statuses.add(400)
@@ -656,7 +663,8 @@ def test_templates_syntax_error_line_live_preview_inert_script_and_rollback(dash
     navigate(page, page.get_by_role("button", name="Create template").click)
     assert error.inner_text().startswith("html line 2: unexpected '}'"), "the server says so too"
 
-    page.get_by_label("HTML").fill("<h1 id=hi>Hello {{ name }}</h1><script>alert('xss')</script>")
+    source = "<h1 id=hi>Hello {{ name }}</h1><script>alert('xss')</script>"
+    page.get_by_label("HTML").fill(f"{source}<img src='{pixel}'>")
     page.get_by_label("Sample variables (JSON)").fill('{"name": "Ada <3"}')
     settled(page)
     frame = page.frame_locator("#preview-html")
@@ -683,8 +691,11 @@ def test_templates_syntax_error_line_live_preview_inert_script_and_rollback(dash
     assert page.get_by_role("link", name="welcome").is_visible()
     screenshot(page, "templates")
     assert dialogs == [], "the previewed <script> never ran"
-    # Chromium reports the sandbox's refusal to run the previewed script on the console: that is the point.
-    page_problems.found[:] = [p for p in page_problems.found if "about:srcdoc" not in p]
+    assert "/pixel.png" not in receiver.paths, "the previewed remote image was never fetched"
+    # Chromium reports the sandbox's refusal to run the previewed script, and the CSP's refusal to load the
+    # remote image, on the console: that is the point.
+    expected = ("about:srcdoc", pixel)
+    page_problems.found[:] = [p for p in page_problems.found if not any(e in p for e in expected)]
 
 
 def test_a_viewer_sees_the_pages_but_no_actions(dash: Dashboard, browser):
