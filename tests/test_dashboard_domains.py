@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 
 from relay.dashboard import accounts
+from relay.domains import DkimKey
 from relay.keys import create_api_key
 from relay.store.webhooks import AttemptOutcome
 from tests.browser import (
@@ -165,6 +166,16 @@ async def test_adding_a_domain_shows_its_records_with_a_copy_button_each(relay, 
     assert "not checked yet" in page and "Verify now" in page and "Rotate DKIM key" in page
     status, text, _ = await admin.get("/dashboard/domains")
     assert 'href="/dashboard/domains/' + shown["id"] + '">example.com</a>' in text and "pending" in text
+
+
+async def test_the_domain_list_is_paged(relay, admin):
+    for i in range(52):
+        await relay.store.domains.create_domain(f"dom_{i:02d}", f"d{i:02d}.example", DkimKey("s1", "active", 0.0, "k"))
+    _, text, _ = await admin.get("/dashboard/domains")
+    assert re.findall(r'">(d\d\d)\.example</a>', text) == [f"d{i:02d}" for i in range(50)]
+    _, text, _ = await admin.get(re.search(r'<a href="([^"]+)">Next page', text).group(1))
+    assert re.findall(r'">(d\d\d)\.example</a>', text) == ["d50", "d51"] and "Next page" not in text
+    assert ">First page</a>" in text
 
 
 async def test_a_refused_domain_is_shown_next_to_its_field(admin):

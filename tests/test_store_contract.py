@@ -396,6 +396,17 @@ async def test_domains_and_their_keys(storage):
     assert await d.list_all() == []
 
 
+async def test_domains_page_by_name(storage):
+    d = storage.domains
+    now = storage.clock.now()
+    for i, name in enumerate(["c.example", "a.example", "b.example"]):
+        await d.create_domain(f"dom_{i}", name, DkimKey("s1", "active", now, "v=DKIM1; p=A", b"sealed"))
+    first = await d.domain_page(2)
+    assert [x.name for x in first] == ["a.example", "b.example"] and first[0].keys[0].selector == "s1"
+    assert [x.name for x in await d.domain_page(2, after=first[-1].name)] == ["c.example"]
+    assert await d.domain_page(2, after="c.example") == []
+
+
 async def test_a_secret_is_stored_once_the_first_value_wins(storage):
     assert await storage.secrets.secret("verp") is None
     assert await storage.secrets.add_secret("verp", b"\x01first") == b"\x01first"

@@ -18,6 +18,8 @@ from relay.dashboard.pages import Page
 from relay.dashboard.render import FormErrors, render
 from relay.domains import CHECKS, Domain, Domains
 
+LIST_PAGE = 50  # domains per page of the list
+
 CHECK_TITLES = {
     "dkim": "DKIM key published",
     "dkim_next": "Next DKIM key published",
@@ -63,13 +65,17 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def _index(request: web.Request, status: int, name: str, errors: FormErrors) -> web.StreamResponse:
-    domains = _domains(request)
-    found = sorted(await domains.store.list_all(), key=lambda d: d.name)
+    """A page of domains by name; ``?after=<name>`` the next one."""
+    after = request.query.get("after") or None
+    found = await _domains(request).store.domain_page(LIST_PAGE + 1, after)
+    more = found[LIST_PAGE - 1].name if len(found) > LIST_PAGE else ""
     return render(
         request,
         "domains.html",
         status=status,
-        domains=[(d, page_path("domains", d.id)) for d in found],
+        domains=[(d, page_path("domains", d.id)) for d in found[:LIST_PAGE]],
+        next_page=f"/dashboard/domains?after={quote(more, safe='')}" if more else "",
+        first_page="/dashboard/domains" if after else "",
         name=name,
         errors=errors,
         done=request.query.get("done", ""),
