@@ -23,10 +23,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
-from relay.dashboard import accounts
+from relay.dashboard import access, accounts
 from relay.domains import DkimKey
 from relay.keys import create_api_key
+from relay.store.operators import Operator
 from relay.store.webhooks import AttemptOutcome
 from tests.browser import (
     ADMIN_PASSWORD,
@@ -43,7 +45,6 @@ from tests.conftest import DnsProtocol, DnsServer, RelayProcess, config_dict, wr
 from tests.test_dashboard_access import Client
 from tests.test_domains import publish
 
-PASSWORD = "a good long password"
 OUR_IP = "192.0.2.10"
 
 
@@ -117,16 +118,24 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def relay(relay_factory, dns_server):
-    started = await relay_factory(**sections(dns_server.port))
-    await accounts.create_operator(started.store.operators, started.clock, "alice", "admin", PASSWORD)
-    await accounts.create_operator(started.store.operators, started.clock, "victor", "viewer", PASSWORD)
-    return started
+    return await relay_factory(**sections(dns_server.port))
+
+
+async def signed_in(relay, name: str, role: str) -> Client:
+    """A client with a session of a new operator, made in the store (no argon2: tests of signing in are
+    tests/test_dashboard_access.py's)."""
+    operator = Operator(accounts.new_operator_id(), name, role, relay.clock.now())
+    assert await relay.store.operators.add_operator(operator, "not a usable hash")
+    token = accounts.new_token()
+    await relay.store.operators.start_session(operator.id, accounts.token_digest(token), accounts.new_token(), 3600)
+    client = Client("http://{}:{}".format(*relay.http_address))
+    client.http.cookie_jar.update_cookies({access.SESSION_COOKIE: token}, URL(client.base))
+    return client
 
 
 @pytest.fixture
 async def admin(relay) -> AsyncIterator[Client]:
-    made = Client("http://{}:{}".format(*relay.http_address))
-    await made.login("alice", PASSWORD)
+    made = await signed_in(relay, "alice", "admin")
     yield made
     await made.close()
 
@@ -434,6 +443,25 @@ async def test_the_template_list_and_the_versions_are_paged(relay, admin):
     assert (await admin.get("/dashboard/templates/tpl_00?before=x"))[0] == 400
 
 
+async def test_no_inline_script_style_or_handler_in_these_pages(relay, admin, receiver):
+    _, _, response = await act(admin, "/dashboard/domains", {"domain": "example.com"})
+    domain = response.url.path
+    hook, _, created = await create_hook(admin, receiver.url)
+    template, _ = await create_template(admin, html='<p style="x" onclick="y">{{ name }}</p><script>z</script>')
+    csrf = await admin.csrf(template)
+    _, previewed, _ = await admin.post(f"{template}/preview", {**GOOD, "csrf_token": csrf, "variables": "{}"})
+    pages = [created, previewed]
+    for path in ["/dashboard/domains", domain, f"{domain}/remove", "/dashboard/webhooks", hook, f"{hook}/delete"]:
+        pages.append((await admin.get(path))[1])
+    for path in ["/dashboard/templates", "/dashboard/templates/new", template, f"{template}/versions/1/rollback"]:
+        pages.append((await admin.get(path))[1])
+    for text in pages:  # the tags of each page (text in it, escaped, has no "<")
+        tags = re.findall(r"<[a-zA-Z][^>]*>", text)
+        assert [t for t in tags if re.search(r"\s(?:style|on[a-z]+)=", t)] == []
+        assert [t for t in tags if t.startswith("<script") and " src=" not in t] == []
+    assert "&lt;script&gt;z&lt;/script&gt;" in pages[-2], "the template's source is text in the page"
+
+
 # -- a viewer -----------------------------------------------------------------------------------------------
 
 
@@ -442,9 +470,8 @@ async def test_a_viewer_sees_the_pages_without_actions_and_its_posts_are_refused
     domain = response.url.path
     hook, _, _ = await create_hook(admin, receiver.url)
     template, _ = await create_template(admin)
-    viewer = Client(admin.base)
+    viewer = await signed_in(relay, "victor", "viewer")
     try:
-        await viewer.login("victor", PASSWORD)
         for path in ["/dashboard/domains", domain, "/dashboard/webhooks", hook, "/dashboard/templates", template]:
             status, text, _ = await viewer.get(path)
             assert status == 200, path
