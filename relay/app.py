@@ -668,7 +668,8 @@ class Relay:
         failures = dashboard.failures_for(
             store.backend, store.rate_counters, s.max_auth_failures, s.auth_failure_window
         )
-        deps = DashboardDeps(store, self.clock, self.config, failures, on_change, sender, self.domains, self.renderer)
+        domains = self.domains or make_domains(self.config, store, None)  # as the API's DomainsView has
+        deps = DashboardDeps(store, self.clock, self.config, failures, on_change, sender, domains, self.renderer)
         dashboard.mount(app, deps)
 
     async def _metrics(self, request: web.Request) -> web.Response:

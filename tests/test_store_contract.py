@@ -445,6 +445,17 @@ async def test_domains_and_their_keys(storage):
     assert await d.list_all() == []
 
 
+async def test_domains_page_by_name(storage):
+    d = storage.domains
+    now = storage.clock.now()
+    for i, name in enumerate(["c.example", "a.example", "b.example"]):
+        await d.create_domain(f"dom_{i}", name, DkimKey("s1", "active", now, "v=DKIM1; p=A", b"sealed"))
+    first = await d.domain_page(2)
+    assert [x.name for x in first] == ["a.example", "b.example"] and first[0].keys[0].selector == "s1"
+    assert [x.name for x in await d.domain_page(2, after=first[-1].name)] == ["c.example"]
+    assert await d.domain_page(2, after="c.example") == []
+
+
 async def test_a_secret_is_stored_once_the_first_value_wins(storage):
     assert await storage.secrets.secret("verp") is None
     assert await storage.secrets.add_secret("verp", b"\x01first") == b"\x01first"
@@ -463,6 +474,22 @@ async def test_templates_keep_versions(storage):
     assert [x.id for x in await t.list_all()] == ["tpl_1"]
     assert await t.delete_template("tpl_1") is True
     assert await t.template("tpl_1") is None
+
+
+async def test_templates_page_by_name_and_versions_page_newest_first(storage):
+    t = storage.templates
+    for ident, name in [("tpl_c", "b"), ("tpl_a", "a"), ("tpl_d", "c"), ("tpl_b", "b")]:
+        await t.create_template(ident, name, "s", None, "x")
+    first = await t.template_page(3)
+    assert [x.id for x in first] == ["tpl_a", "tpl_b", "tpl_c"], "by name, then id"
+    assert [x.id for x in await t.template_page(3, after=first[-1].id)] == ["tpl_d"]
+    assert [x.id for x in await t.template_page(2, after="tpl_b")] == ["tpl_c", "tpl_d"], "a tie on the name"
+    assert await t.template_page(3, after="tpl_d") == []
+    for n in range(2, 6):
+        await t.update_template("tpl_a", None, f"s{n}", None, "x")
+    assert [v.version for v in await t.template_versions("tpl_a", limit=2)] == [5, 4]
+    assert [v.version for v in await t.template_versions("tpl_a", limit=2, before=4)] == [3, 2]
+    assert [v.version for v in await t.template_versions("tpl_a", before=2)] == [1]
 
 
 # -- webhooks -----------------------------------------------------------------------------------------------

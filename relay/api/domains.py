@@ -27,6 +27,33 @@ def domain_json(d: Domain, policy: Policy) -> dict[str, Any]:
     }
 
 
+def domain_name(data: dict[str, Any]) -> str:
+    """The ``domain`` field of a request to add a domain (its syntax is Domains.add's to check)."""
+    name = data.get("domain")
+    if not isinstance(name, str):
+        raise ApiError(400, "missing_field" if name is None else "invalid_field", "give 'domain'", "domain")
+    return name
+
+
+async def add_domain(domains: Domains, data: dict[str, Any]) -> Domain:
+    """Add the domain a request names (a new DKIM key made); ApiError 400 or 409 as the API answers."""
+    try:
+        return await domains.add(domain_name(data))
+    except DomainError as exc:
+        status = 409 if "already" in str(exc) else 400
+        raise ApiError(status, "conflict" if status == 409 else "invalid_field", str(exc), "domain") from None
+
+
+async def call_domains(fn: Callable[[str], Awaitable[Domain]], ident: str) -> Domain:
+    """``fn(ident)`` (get, verify, rotate, remove) with its DomainError as the API's 404 or 409."""
+    try:
+        return await fn(ident)
+    except DomainError as exc:
+        if str(exc).startswith("no sending domain"):
+            raise ApiError(404, "not_found", str(exc)) from None
+        raise ApiError(409, "conflict", str(exc)) from None
+
+
 class DomainsView:
     def __init__(self, domains: Domains) -> None:
         self.domains = domains
@@ -44,43 +71,27 @@ class DomainsView:
         ]
 
     async def create(self, request: web.Request) -> web.Response:
-        data = await read_json_object(request)
-        name = data.get("domain")
-        if not isinstance(name, str):
-            raise ApiError(400, "missing_field" if name is None else "invalid_field", "give 'domain'", "domain")
-        try:
-            domain = await self.domains.add(name)
-        except DomainError as exc:
-            status = 409 if "already" in str(exc) else 400
-            raise ApiError(status, "conflict" if status == 409 else "invalid_field", str(exc), "domain") from None
+        domain = await add_domain(self.domains, await read_json_object(request))
         return web.json_response(domain_json(domain, await self.domains.policy()), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
         policy = await self.domains.policy()
         return web.json_response({"data": [domain_json(d, policy) for d in await self.domains.store.list_all()]})
 
-    async def _call(self, fn: Callable[[str], Awaitable[Domain]], ident: str) -> Domain:
-        try:
-            return await fn(ident)
-        except DomainError as exc:
-            if str(exc).startswith("no sending domain"):
-                raise ApiError(404, "not_found", str(exc)) from None
-            raise ApiError(409, "conflict", str(exc)) from None
-
     async def show(self, request: web.Request) -> web.Response:
-        domain = await self._call(self.domains.get, request.match_info["id"])
+        domain = await call_domains(self.domains.get, request.match_info["id"])
         return web.json_response(domain_json(domain, await self.domains.policy()))
 
     async def delete(self, request: web.Request) -> web.Response:
-        domain = await self._call(self.domains.remove, request.match_info["id"])
+        domain = await call_domains(self.domains.remove, request.match_info["id"])
         return web.json_response({"id": domain.id, "domain": domain.name, "deleted": True})
 
     async def verify(self, request: web.Request) -> web.Response:
         """Run the DNS checks now; the result is stored with the domain."""
-        domain = await self._call(self.domains.verify, request.match_info["id"])
+        domain = await call_domains(self.domains.verify, request.match_info["id"])
         return web.json_response(domain_json(domain, await self.domains.policy()))
 
     async def rotate(self, request: web.Request) -> web.Response:
         """A new DKIM key to publish next to the current one; it takes over when verify sees it."""
-        domain = await self._call(self.domains.rotate, request.match_info["id"])
+        domain = await call_domains(self.domains.rotate, request.match_info["id"])
         return web.json_response(domain_json(domain, await self.domains.policy()))

@@ -39,12 +39,7 @@ def template_json(t: Template) -> dict[str, Any]:
 
 
 def _parts(data: dict[str, Any], partial: bool) -> dict[str, str | None]:
-    parts: dict[str, str | None] = {}
-    for part in PARTS:
-        value = data.get(part)
-        if value is not None and not isinstance(value, str):
-            raise ApiError(400, "invalid_field", f"'{part}' must be a string", part)
-        parts[part] = value
+    parts = source_parts(data)
     if not partial and parts["html"] is None and parts["text"] is None:
         raise ApiError(400, "missing_field", "give 'html', 'text' or both", "html")
     problems = check_syntax(parts)
@@ -53,6 +48,69 @@ def _parts(data: dict[str, Any], partial: bool) -> dict[str, str | None]:
         where = f" (line {p.line})" if p.line else ""
         raise ApiError(400, "template_syntax_error", f"{p.part}{where}: {p.message}", p.part)
     return parts
+
+
+def template_name(data: dict[str, Any], required: bool) -> str | None:
+    """The ``name`` field: 1-200 characters, stripped (None when not required and not given)."""
+    name = data.get("name")
+    if name is None and not required:
+        return None
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ApiError(
+            400, "missing_field" if name is None else "invalid_field", "give 'name' (1-200 characters)", "name"
+        )
+    return name.strip()
+
+
+def source_parts(data: dict[str, Any]) -> dict[str, str | None]:
+    """subject, html and text as given (None when absent), each a string."""
+    parts: dict[str, str | None] = {}
+    for part in PARTS:
+        value = data.get(part)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, "invalid_field", f"'{part}' must be a string", part)
+        parts[part] = value
+    return parts
+
+
+def syntax_errors(parts: dict[str, str | None]) -> list[dict[str, Any]]:
+    """Every syntax error of the parts, with its line number (what validate answers)."""
+    return [{"field": p.part, "line": p.line, "message": p.message} for p in check_syntax(parts)]
+
+
+async def create_template(store: Storage, data: dict[str, Any]) -> Template:
+    """A new template (version 1) from a request's name, subject, html and text."""
+    name = template_name(data, required=True)
+    assert name is not None
+    parts = _parts(data, partial=False)
+    return await store.templates.create_template(
+        f"tpl_{secrets.token_hex(8)}", name, parts["subject"] or "", parts["html"], parts["text"]
+    )
+
+
+async def update_template(store: Storage, current: Template, data: dict[str, Any]) -> Template:
+    """A new version: fields left out keep their current value."""
+    name = template_name(data, required=False)
+    given = _parts(data, partial=True)
+    merged = {p: given[p] if p in data else getattr(current.current, p) for p in PARTS}
+    if merged["html"] is None and merged["text"] is None:
+        raise ApiError(400, "missing_field", "a template needs 'html', 'text' or both", "html")
+    template = await store.templates.update_template(
+        current.id, name, merged["subject"] or "", merged["html"], merged["text"]
+    )
+    if template is None:
+        raise ApiError(404, "not_found", f"no template {current.id}")
+    return template
+
+
+async def rollback_template(store: Storage, old: TemplateVersion) -> Template:
+    """Make an old version current again, as a new version (history is never rewritten)."""
+    template = await store.templates.update_template(
+        old.template_id, None, old.subject, old.html, old.text, f"rollback to version {old.version}"
+    )
+    if template is None:
+        raise ApiError(404, "not_found", f"no template {old.template_id}")
+    return template
 
 
 _ONE = "/v1/templates/{id:(?!validate$)[^{}/]+}"
@@ -96,25 +154,8 @@ class TemplatesView:
             raise ApiError(404, "not_found", f"template {template.id} has no version {number}")
         return version
 
-    @staticmethod
-    def _name(data: dict[str, Any], required: bool) -> str | None:
-        name = data.get("name")
-        if name is None and not required:
-            return None
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ApiError(
-                400, "missing_field" if name is None else "invalid_field", "give 'name' (1-200 characters)", "name"
-            )
-        return name.strip()
-
     async def create(self, request: web.Request) -> web.Response:
-        data = await read_json_object(request)
-        name = self._name(data, required=True)
-        assert name is not None
-        parts = _parts(data, partial=False)
-        template = await self.store.templates.create_template(
-            f"tpl_{secrets.token_hex(8)}", name, parts["subject"] or "", parts["html"], parts["text"]
-        )
+        template = await create_template(self.store, await read_json_object(request))
         return web.json_response(template_json(template), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
@@ -126,16 +167,7 @@ class TemplatesView:
     async def update(self, request: web.Request) -> web.Response:
         """A new version: fields left out keep their current value."""
         current = await self._get(request)
-        data = await read_json_object(request)
-        name = self._name(data, required=False)
-        given = _parts(data, partial=True)
-        merged = {p: given[p] if p in data else getattr(current.current, p) for p in PARTS}
-        if merged["html"] is None and merged["text"] is None:
-            raise ApiError(400, "missing_field", "a template needs 'html', 'text' or both", "html")
-        template = await self.store.templates.update_template(
-            current.id, name, merged["subject"] or "", merged["html"], merged["text"]
-        )
-        assert template is not None
+        template = await update_template(self.store, current, await read_json_object(request))
         return web.json_response(template_json(template))
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -153,11 +185,7 @@ class TemplatesView:
 
     async def rollback(self, request: web.Request) -> web.Response:
         """Make an old version current again, as a new version (history is never rewritten)."""
-        old = await self._version(request)
-        template = await self.store.templates.update_template(
-            old.template_id, None, old.subject, old.html, old.text, f"rollback to version {old.version}"
-        )
-        assert template is not None
+        template = await rollback_template(self.store, await self._version(request))
         return web.json_response(template_json(template))
 
     async def preview(self, request: web.Request) -> web.Response:
@@ -170,17 +198,5 @@ class TemplatesView:
 
     async def validate(self, request: web.Request) -> web.Response:
         """Syntax errors with line numbers, nothing saved."""
-        data = await read_json_object(request)
-        parts = {}
-        for part in PARTS:
-            value = data.get(part)
-            if value is not None and not isinstance(value, str):
-                raise ApiError(400, "invalid_field", f"'{part}' must be a string", part)
-            parts[part] = value
-        problems = check_syntax(parts)
-        return web.json_response(
-            {
-                "valid": not problems,
-                "errors": [{"field": p.part, "line": p.line, "message": p.message} for p in problems],
-            }
-        )
+        errors = syntax_errors(source_parts(await read_json_object(request)))
+        return web.json_response({"valid": not errors, "errors": errors})

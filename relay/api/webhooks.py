@@ -11,7 +11,7 @@ from relay.api.app import ApiError, page_limit, read_json_object, require
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.store.protocols import WebhookStore
-from relay.store.webhooks import AttemptRecord, Webhook
+from relay.store.webhooks import AttemptOutcome, AttemptRecord, Webhook
 from relay.webhooks import TargetError, WebhookSender, check_target, new_secret
 
 MAX_WEBHOOKS = 50
@@ -49,6 +49,98 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
     }
 
 
+async def parse_webhook_fields(data: dict[str, Any], partial: bool, allow_private: bool) -> dict[str, Any]:
+    """The fields of a request to create (``partial`` False) or change a webhook, checked (the URL's target
+    too, unless ``allow_private``: [webhooks] allow_private_targets)."""
+    out: dict[str, Any] = {}
+    if "url" in data or not partial:
+        url = data.get("url")
+        if not isinstance(url, str) or len(url) > 2000:
+            raise ApiError(400, "missing_field" if url is None else "invalid_field", "give 'url' as a string", "url")
+        try:
+            await check_target(url, allow_private)
+        except TargetError as exc:
+            raise ApiError(400, "invalid_field", str(exc), "url") from None
+        out["url"] = url
+    if "events" in data:
+        events = data["events"] if data["events"] is not None else []
+        if not isinstance(events, list) or any(e not in EVENT_TYPES for e in events):
+            raise ApiError(400, "invalid_field", f"'events' must be a list of: {', '.join(EVENT_TYPES)}", "events")
+        out["events"] = sorted(set(events))
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise ApiError(400, "invalid_field", "'enabled' must be true or false", "enabled")
+        out["enabled"] = data["enabled"]
+    if "description" in data:
+        if not isinstance(data["description"], str) or len(data["description"]) > 500:
+            raise ApiError(
+                400, "invalid_field", "'description' must be a string of at most 500 characters", "description"
+            )
+        out["description"] = data["description"]
+    return out
+
+
+async def create_webhook(store: WebhookStore, clock: Clock, fields: dict[str, Any]) -> Webhook:
+    """A new endpoint from parsed fields, with a new secret (at most MAX_WEBHOOKS)."""
+    if len(await store.list_all()) >= MAX_WEBHOOKS:
+        raise ApiError(400, "invalid_field", f"at most {MAX_WEBHOOKS} webhooks", "url")
+    now = clock.now()
+    hook = Webhook(
+        f"wh_{secrets.token_hex(8)}",
+        fields["url"],
+        fields.get("events", []),
+        fields.get("enabled", True),
+        fields.get("description", ""),
+        new_secret(),
+        now,
+        now,
+    )
+    await store.create_webhook(hook)
+    return hook
+
+
+async def change_webhook(
+    store: WebhookStore, sender: WebhookSender, hook_id: str, fields: dict[str, Any]
+) -> Webhook | None:
+    """Apply parsed fields; an endpoint enabled gets its backlog sent now. None if there is no such webhook."""
+    hook = await store.update_webhook(hook_id, fields)
+    if hook is not None and hook.enabled:
+        sender.wake()
+    return hook
+
+
+async def rotate_secret(store: WebhookStore, hook_id: str) -> Webhook | None:
+    """A new signing secret, in force at once; None if there is no such webhook."""
+    return await store.update_webhook(hook_id, {"secret": new_secret()})
+
+
+def outcome_json(outcome: AttemptOutcome) -> dict[str, Any]:
+    """What a test send answers: the receiver's status and the latency."""
+    return {
+        "ok": outcome.ok,
+        "status_code": outcome.status,
+        "error": outcome.error,
+        "latency_ms": round(outcome.latency_ms, 1),
+    }
+
+
+def attempts_cursor(query: Any) -> int | None:
+    """``?cursor=`` of the delivery log: the next_cursor of a previous page."""
+    try:
+        return int(query["cursor"]) if query.get("cursor") else None
+    except ValueError:
+        raise ApiError(400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor") from None
+
+
+async def attempts_page(
+    store: WebhookStore, hook_id: str, limit: int, before: int | None
+) -> tuple[list[AttemptRecord], str | None]:
+    """One page of an endpoint's delivery log, newest first, and the cursor of the next (None: the last)."""
+    rows = await store.webhook_attempts(hook_id, limit + 1, before)
+    page = rows[:limit]
+    return page, str(page[-1].id) if len(rows) > limit else None
+
+
 class WebhooksView:
     def __init__(self, store: WebhookStore, clock: Clock, sender: WebhookSender) -> None:
         self.store = store
@@ -70,34 +162,7 @@ class WebhooksView:
         ]
 
     async def _fields(self, data: dict[str, Any], partial: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if "url" in data or not partial:
-            url = data.get("url")
-            if not isinstance(url, str) or len(url) > 2000:
-                raise ApiError(
-                    400, "missing_field" if url is None else "invalid_field", "give 'url' as a string", "url"
-                )
-            try:
-                await check_target(url, self.sender.settings.allow_private_targets)
-            except TargetError as exc:
-                raise ApiError(400, "invalid_field", str(exc), "url") from None
-            out["url"] = url
-        if "events" in data:
-            events = data["events"] if data["events"] is not None else []
-            if not isinstance(events, list) or any(e not in EVENT_TYPES for e in events):
-                raise ApiError(400, "invalid_field", f"'events' must be a list of: {', '.join(EVENT_TYPES)}", "events")
-            out["events"] = sorted(set(events))
-        if "enabled" in data:
-            if not isinstance(data["enabled"], bool):
-                raise ApiError(400, "invalid_field", "'enabled' must be true or false", "enabled")
-            out["enabled"] = data["enabled"]
-        if "description" in data:
-            if not isinstance(data["description"], str) or len(data["description"]) > 500:
-                raise ApiError(
-                    400, "invalid_field", "'description' must be a string of at most 500 characters", "description"
-                )
-            out["description"] = data["description"]
-        return out
+        return await parse_webhook_fields(data, partial, self.sender.settings.allow_private_targets)
 
     async def _get(self, request: web.Request) -> Webhook:
         hook = await self.store.webhook(request.match_info["id"])
@@ -107,20 +172,7 @@ class WebhooksView:
 
     async def create(self, request: web.Request) -> web.Response:
         fields = await self._fields(await read_json_object(request), partial=False)
-        if len(await self.store.list_all()) >= MAX_WEBHOOKS:
-            raise ApiError(400, "invalid_field", f"at most {MAX_WEBHOOKS} webhooks", "url")
-        now = self.clock.now()
-        hook = Webhook(
-            f"wh_{secrets.token_hex(8)}",
-            fields["url"],
-            fields.get("events", []),
-            fields.get("enabled", True),
-            fields.get("description", ""),
-            new_secret(),
-            now,
-            now,
-        )
-        await self.store.create_webhook(hook)
+        hook = await create_webhook(self.store, self.clock, fields)
         return web.json_response(webhook_json(hook, 0, secret=True), status=201)
 
     async def index(self, request: web.Request) -> web.Response:
@@ -136,11 +188,9 @@ class WebhooksView:
     async def update(self, request: web.Request) -> web.Response:
         await self._get(request)
         fields = await self._fields(await read_json_object(request), partial=True)
-        hook = await self.store.update_webhook(request.match_info["id"], fields)
+        hook = await change_webhook(self.store, self.sender, request.match_info["id"], fields)
         if hook is None:
             raise ApiError(404, "not_found", f"no webhook {request.match_info['id']}")
-        if hook.enabled:
-            self.sender.wake()
         return web.json_response(webhook_json(hook))
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -151,33 +201,17 @@ class WebhooksView:
     async def rotate(self, request: web.Request) -> web.Response:
         """A new signing secret, in force at once (receivers should accept both while they switch)."""
         await self._get(request)
-        hook = await self.store.update_webhook(request.match_info["id"], {"secret": new_secret()})
+        hook = await rotate_secret(self.store, request.match_info["id"])
         assert hook is not None
         return web.json_response(webhook_json(hook, secret=True))
 
     async def test(self, request: web.Request) -> web.Response:
         hook = await self._get(request)
         outcome = await self.sender.send_test(hook)
-        return web.json_response(
-            {
-                "ok": outcome.ok,
-                "status_code": outcome.status,
-                "error": outcome.error,
-                "latency_ms": round(outcome.latency_ms, 1),
-            }
-        )
+        return web.json_response(outcome_json(outcome))
 
     async def deliveries(self, request: web.Request) -> web.Response:
         await self._get(request)
         limit = page_limit(request.query, 50, 500)
-        try:
-            before = int(request.query["cursor"]) if request.query.get("cursor") else None
-        except ValueError:
-            raise ApiError(
-                400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor"
-            ) from None
-        rows = await self.store.webhook_attempts(request.match_info["id"], limit + 1, before)
-        page = rows[:limit]
-        return web.json_response(
-            {"data": [attempt_json(a) for a in page], "next_cursor": str(page[-1].id) if len(rows) > limit else None}
-        )
+        page, cursor = await attempts_page(self.store, request.match_info["id"], limit, attempts_cursor(request.query))
+        return web.json_response({"data": [attempt_json(a) for a in page], "next_cursor": cursor})

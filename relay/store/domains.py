@@ -77,6 +77,14 @@ def list_all(conn: Connection) -> list[Domain]:
     return [_domain(conn, row) for row in conn.execute(f"SELECT {_COLUMNS} FROM domains ORDER BY name").fetchall()]
 
 
+def page(conn: Connection, limit: int, after: str | None = None) -> list[Domain]:
+    """At most ``limit`` domains by name, those after the name ``after``."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM domains WHERE name > ? ORDER BY name LIMIT ?", (after or "", limit)
+    ).fetchall()
+    return [_domain(conn, row) for row in rows]
+
+
 def delete(conn: Connection, ident: str) -> Domain | None:
     found = get(conn, ident)
     if found is not None:
@@ -118,6 +126,9 @@ class SqlDomains:
 
     async def list_all(self) -> list[Domain]:
         return await self.db.read(list_all)
+
+    async def domain_page(self, limit: int, after: str | None = None) -> list[Domain]:
+        return await self.db.read(lambda c: page(c, limit, after))
 
     async def delete_domain(self, ident: str) -> Domain | None:
         return await self.db.write(lambda c: delete(c, ident))

@@ -277,6 +277,10 @@ class DomainStore(Protocol):
 
     async def list_all(self) -> list[Domain]: ...
 
+    async def domain_page(self, limit: int, after: str | None = None) -> list[Domain]:
+        """At most ``limit`` domains by name, those after the name ``after`` (keyset paging)."""
+        ...
+
     async def delete_domain(self, ident: str) -> Domain | None: ...
 
     async def add_dkim_key(self, domain_id: str, key: DkimKey) -> None: ...
@@ -338,7 +342,15 @@ class TemplateStore(Protocol):
 
     async def template_version(self, template_id: str, number: int) -> TemplateVersion | None: ...
 
-    async def template_versions(self, template_id: str) -> list[TemplateVersion]: ...
+    async def template_page(self, limit: int, after: str | None = None) -> list[Template]:
+        """At most ``limit`` templates by name, those after the template ``after`` (an id: keyset paging)."""
+        ...
+
+    async def template_versions(
+        self, template_id: str, limit: int | None = None, before: int | None = None
+    ) -> list[TemplateVersion]:
+        """Newest first: at most ``limit`` (None: all), older than version ``before``."""
+        ...
 
 
 class WebhookStore(Protocol):

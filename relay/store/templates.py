@@ -39,11 +39,20 @@ def version(conn: Connection, template_id: str, number: int) -> TemplateVersion 
     return TemplateVersion(*row) if row else None
 
 
-def versions(conn: Connection, template_id: str) -> list[TemplateVersion]:
-    rows = conn.execute(
-        f"SELECT {_VERSION} FROM template_versions WHERE template_id = ? ORDER BY version DESC", (template_id,)
-    ).fetchall()
-    return [TemplateVersion(*row) for row in rows]
+def versions(
+    conn: Connection, template_id: str, limit: int | None = None, before: int | None = None
+) -> list[TemplateVersion]:
+    """Newest first; at most ``limit`` of them, older than version ``before`` if given."""
+    sql = f"SELECT {_VERSION} FROM template_versions WHERE template_id = ?"
+    params: list[object] = [template_id]
+    if before is not None:
+        sql += " AND version < ?"
+        params.append(before)
+    sql += " ORDER BY version DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [TemplateVersion(*row) for row in conn.execute(sql, params).fetchall()]
 
 
 def get(conn: Connection, template_id: str) -> Template | None:
@@ -60,6 +69,19 @@ def get(conn: Connection, template_id: str) -> Template | None:
 
 def list_all(conn: Connection) -> list[Template]:
     ids = [r[0] for r in conn.execute("SELECT id FROM templates ORDER BY name, id")]
+    return [t for t in (get(conn, i) for i in ids) if t is not None]
+
+
+def page(conn: Connection, limit: int, after: str | None = None) -> list[Template]:
+    """At most ``limit`` templates by name (then id), those after the template ``after`` (keyset paging)."""
+    sql = "SELECT id FROM templates"
+    params: list[object] = []
+    if after is not None:
+        mark = conn.execute("SELECT name, id FROM templates WHERE id = ?", (after,)).fetchone()
+        if mark is not None:
+            sql += " WHERE name > ? OR (name = ? AND id > ?)"
+            params += [mark[0], mark[0], mark[1]]
+    ids = [r[0] for r in conn.execute(f"{sql} ORDER BY name, id LIMIT ?", [*params, limit])]
     return [t for t in (get(conn, i) for i in ids) if t is not None]
 
 
@@ -156,5 +178,10 @@ class SqlTemplates:
     async def template_version(self, template_id: str, number: int) -> TemplateVersion | None:
         return await self.db.read(lambda c: version(c, template_id, number))
 
-    async def template_versions(self, template_id: str) -> list[TemplateVersion]:
-        return await self.db.read(lambda c: versions(c, template_id))
+    async def template_page(self, limit: int, after: str | None = None) -> list[Template]:
+        return await self.db.read(lambda c: page(c, limit, after))
+
+    async def template_versions(
+        self, template_id: str, limit: int | None = None, before: int | None = None
+    ) -> list[TemplateVersion]:
+        return await self.db.read(lambda c: versions(c, template_id, limit, before))
