@@ -48,6 +48,7 @@ REPOSITORIES = {
     "rate_counters": protocols.RateCounters,
     "secrets": protocols.SecretStore,
     "operators": protocols.OperatorStore,
+    "bodies": protocols.BodyStore,
 }
 
 
@@ -512,6 +513,44 @@ async def test_webhooks_queue_a_delivery_per_event_and_log_attempts(storage):
     assert await w.webhook_backlog() == {}
     assert (await w.update_webhook("wh_1", {"enabled": False})).enabled is False
     assert await w.delete_webhook("wh_1") is True
+
+
+async def test_webhooks_list_the_deliveries_a_messages_events_caused(storage):
+    w = storage.webhooks
+    now = storage.clock.now()
+    await w.create_webhook(Webhook("wh_1", "https://hooks.example/x", [], True, "", "whsec_x", now, now))
+    await w.create_webhook(Webhook("wh_2", "https://other.example/y", ["queued"], True, "", "whsec_y", now, now))
+    await w.create_webhook(Webhook("wh_3", "https://none.example/z", ["delivered"], True, "", "whsec_z", now, now))
+    first, second = message("a@example.org"), message("b@example.org")
+    await storage.queue.enqueue(first)
+    await storage.queue.enqueue(second)
+    deliveries = await w.message_deliveries(first.id, 10)
+    assert [(d.webhook_id, d.url, d.state, d.attempts) for d in deliveries] == [
+        ("wh_1", "https://hooks.example/x", "pending", 0),
+        ("wh_2", "https://other.example/y", "pending", 0),
+    ]
+    (event,) = await storage.events.message_events(first.id)
+    assert {d.event_id for d in deliveries} == {event.id}
+    failed = AttemptOutcome(deliveries[0].id, "wh_1", event.id, 500, "HTTP 500", 3.0, now + 60)
+    await w.record_webhook_attempt(failed, disable_after=86400)
+    retried = (await w.message_deliveries(first.id, 1))[0]
+    assert (retried.state, retried.attempts, retried.last_status, retried.last_error) == ("pending", 1, 500, "HTTP 500")
+    assert len(await w.message_deliveries(first.id, 1)) == 1, "at most the limit"
+    assert len(await w.message_deliveries(second.id, 10)) == 2, "each message its own"
+    assert await w.message_deliveries("no-such-message", 10) == []
+
+
+# -- bodies ------------------------------------------------------------------------------------------------
+
+
+async def test_bodies_read_back_the_raw_message_as_stored(storage):
+    m = message("a@example.org")
+    await storage.queue.enqueue(m)
+    assert await storage.bodies.raw_message(m.id) == m.raw
+    assert await storage.bodies.raw_message("no-such-message") is None
+    await storage.queue.cancel_message(m.id)  # nothing will send it any more
+    await storage.events.prune_history(0, storage.clock.now() + 1)  # [retention] bodies: the body goes
+    assert await storage.bodies.raw_message(m.id) is None
 
 
 # -- idempotency -----------------------------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from relay.dashboard import access, credentials, domains, home, login, message_templates, settings, webhooks
+from relay.dashboard import (
+    access,
+    credentials,
+    domains,
+    home,
+    login,
+    message_templates,
+    messages,
+    settings,
+    webhooks,
+)
 from relay.dashboard.deps import DEPS, DashboardDeps
 from relay.dashboard.pages import Page
 from relay.dashboard.render import NAV, render
@@ -29,6 +39,7 @@ STATIC = Path(__file__).parent / "static"
 
 PAGES: list[Page] = [
     home.PAGE,
+    messages.PAGE,
     domains.PAGE,
     webhooks.PAGE,
     credentials.PAGE,

@@ -19,6 +19,7 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`SiteStore`         per-destination-site connection slots and push-back, for a whole cluster
 * :class:`RateCounters`      fixed-window rate-limit counters shared by every process and node
 * :class:`OperatorStore`     dashboard operators (argon2id password hashes) and their sessions (token digests)
+* :class:`BodyStore`         the stored raw messages, read back (the dashboard's message page)
 * :class:`Storage`           all of the above as attributes, plus the clock and ``close()``
 
 Every write returns once it is durable. Errors: :class:`relay.errors.StoreFull` when the disk is full,
@@ -60,7 +61,7 @@ from relay.store.reclassify import Reclassified
 from relay.store.secrets import SealedValue
 from relay.store.suppressions import Bounce, BounceFilter, NewBounce, Suppression, SuppressionFilter
 from relay.store.templates import Template, TemplateVersion
-from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, Webhook
+from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, MessageDelivery, Webhook
 
 
 class QueueStore(Protocol):
@@ -376,6 +377,10 @@ class WebhookStore(Protocol):
 
     async def webhook_backlog(self) -> dict[str, int]: ...
 
+    async def message_deliveries(self, message_id: str, limit: int) -> list[MessageDelivery]:
+        """The deliveries the message's events caused, oldest first (at most ``limit``)."""
+        ...
+
 
 class IdempotencyStore(Protocol):
     """Idempotency-Key claims and the outcomes replayed to retries."""
@@ -518,6 +523,14 @@ class OperatorStore(Protocol):
         ...
 
 
+class BodyStore(Protocol):
+    """The raw messages as stored (written by the queue, deleted by retention)."""
+
+    async def raw_message(self, message_id: str) -> bytes | None:
+        """The message as accepted, or None: no such message, or its body is gone (``[retention] bodies``)."""
+        ...
+
+
 class Storage(Protocol):
     """Every repository of one backend, over one database."""
 
@@ -566,6 +579,9 @@ class Storage(Protocol):
 
     @property
     def operators(self) -> OperatorStore: ...
+
+    @property
+    def bodies(self) -> BodyStore: ...
 
     async def close(self) -> None:
         """Finish pending writes, then release the database."""

@@ -8,6 +8,7 @@ it over a SQLite file, ``PgStore`` over a PostgreSQL database.
 from __future__ import annotations
 
 from relay.clock import Clock
+from relay.store.bodies import SqlBodies
 from relay.store.credentials import SqlCredentials
 from relay.store.dialect import SqlDatabase
 from relay.store.domains import SqlDomains
@@ -57,6 +58,7 @@ class SqlStore:
         self.rate_counters = SqlRateCounters(db)
         self.secrets = SqlSecrets(db, clock)
         self.operators = SqlOperators(db, clock)
+        self.bodies = SqlBodies(db)
 
     async def close(self) -> None:
         """Wait for last-use writes still running, finish every queued write, close the database."""

@@ -392,6 +392,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX operator_sessions_operator ON operator_sessions(operator_id);
     CREATE INDEX operator_sessions_expiry ON operator_sessions(expires_at);
     """,
+    # 17: a message's webhook deliveries, found by message (the dashboard's message page).
+    """
+    CREATE INDEX webhook_deliveries_message ON webhook_deliveries(message_id);
+    """,
 ]
 
 

@@ -185,6 +185,34 @@ def recent_attempts(conn: Connection, hook_id: str, limit: int, before: int | No
     return [AttemptRecord(*row) for row in rows]
 
 
+@dataclasses.dataclass(frozen=True)
+class MessageDelivery:
+    """One delivery an event of a message caused to one endpoint, as it stands now."""
+
+    id: int
+    webhook_id: str
+    url: str
+    event_id: int
+    state: str  # pending, delivered, failed
+    attempts: int
+    next_attempt_at: float | None
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+def message_deliveries(conn: Connection, message_id: str, limit: int) -> list[MessageDelivery]:
+    """Oldest first, on the webhook_deliveries_message index."""
+    rows = conn.execute(
+        "SELECT d.id, d.webhook_id, w.url, d.event_id, d.state, d.attempts, d.next_attempt_at, d.last_status,"
+        " d.last_error, d.created_at, d.updated_at FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+        " WHERE d.message_id = ? ORDER BY d.id LIMIT ?",
+        (message_id, limit),
+    ).fetchall()
+    return [MessageDelivery(*row) for row in rows]
+
+
 def backlog(conn: Connection) -> dict[str, int]:
     """Pending deliveries per endpoint."""
     return dict(
@@ -238,3 +266,6 @@ class SqlWebhooks:
 
     async def webhook_backlog(self) -> dict[str, int]:
         return await self.db.read(backlog)
+
+    async def message_deliveries(self, message_id: str, limit: int) -> list[MessageDelivery]:
+        return await self.db.read(lambda c: message_deliveries(c, message_id, limit))

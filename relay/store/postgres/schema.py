@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 16
+SQLITE_VERSION = 17
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -372,6 +372,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX operator_sessions_operator ON operator_sessions(operator_id);
     CREATE INDEX operator_sessions_expiry ON operator_sessions(expires_at);
+    """,
+    # 7: SQLite's 17, a message's webhook deliveries found by message.
+    """
+    CREATE INDEX webhook_deliveries_message ON webhook_deliveries(message_id);
     """,
 ]
 
