@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from relay.dashboard import access, home, login, queue
+from relay.dashboard import access, home, login, queue, suppressions
 from relay.dashboard.deps import DEPS, DashboardDeps
 from relay.dashboard.pages import Page
 from relay.dashboard.render import NAV, render
@@ -30,6 +30,7 @@ STATIC = Path(__file__).parent / "static"
 PAGES: list[Page] = [
     home.PAGE,
     queue.PAGE,
+    suppressions.PAGE,
 ]
 
 
