@@ -10,7 +10,7 @@ import pytest
 
 from relay.dashboard import charts
 from tests.browser import Dashboard, screenshot
-from tests.test_dashboard_queue import deliver, send, site, wait_for_text  # noqa: F401 - site is a fixture
+from tests.test_dashboard_queue import browser, deliver, send, site, wait_for_text  # noqa: F401 - fixtures
 
 HOUR = 3600
 

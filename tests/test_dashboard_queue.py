@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -27,11 +27,24 @@ from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.submission.auth import LocalFailures
-from tests.browser import VIEWER_PASSWORD, VIEWPORT, Dashboard, PageProblems, screenshot
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, VIEWER_PASSWORD, VIEWPORT, Dashboard, PageProblems, screenshot
 from tests.conftest import make_config, run_cli
 from tests.test_dashboard_access import Client
 
 PASSWORD = "a good long password"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium for this module's browser tests only (tests/browser.py's is for the session): Playwright's
+    sync API holds the main thread's event loop while it runs, and the asyncio tests of the modules that
+    come after need it back."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ from relay.clock import SystemClock
 from relay.store import Store
 from relay.store.suppressions import NewBounce
 from tests.browser import Dashboard, in_thread, screenshot
-from tests.test_dashboard_queue import site  # noqa: F401 - a fixture
+from tests.test_dashboard_queue import browser, site  # noqa: F401 - fixtures
 
 HOSTILE_REPORT = (
     "Reporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; gone@example.org\r\n"
