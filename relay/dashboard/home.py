@@ -44,11 +44,11 @@ async def event_chart(d: DashboardDeps, name: str, count: int, label: str, title
 async def live_context(d: DashboardDeps) -> dict[str, Any]:
     """Everything the live part of the overview shows (the page and its fragment render the same)."""
     summary = await d.store.queue.summary()
-    queues = [queue_json(q) for q in await d.store.queue.domain_queues()]
+    queues = await d.store.queue.domain_queues()  # busiest first
     return {
         "by_state": [(str(s), summary.by_state.get(str(s), 0)) for s in State],
         "waiting": await d.store.queue.pending_count(),
-        "destinations": queues[:TOP_DESTINATIONS],
+        "destinations": [queue_json(q) for q in queues[:TOP_DESTINATIONS]],
         "destination_count": len(queues),
         "charts": [
             await event_chart(d, "hour", 24, "%H:00", "Events per hour, last 24 hours (UTC)"),
