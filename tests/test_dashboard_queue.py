@@ -212,7 +212,19 @@ async def test_the_queue_is_paged(site, monkeypatch):
     assert 'href="/dashboard/queue?offset=2"' in html and "1–2 of 3 domains" in html
     _, html, _ = await site.admin.get("/dashboard/queue?offset=2")
     assert "c.example" in html and "a.example" not in html
-    assert (await site.admin.get("/dashboard/queue?offset=-5"))[0] == 200
+    for offset in ("-5", "x", "\u00b2", "9" * 30):
+        assert (await site.admin.get(f"/dashboard/queue?offset={offset}"))[0] == 200, offset
+
+
+async def test_a_domain_from_outside_is_escaped_and_its_links_quoted(site):
+    await site.store.queue.suspend_domain('a"b<i>x</i>.example', 3600, "")
+    _, html, _ = await site.admin.get("/dashboard/queue")
+    assert "<i>x</i>" not in html and "a&#34;b&lt;i&gt;x&lt;/i&gt;.example" in html
+    assert 'href="/dashboard/queue/a%22b%3Ci%3Ex%3C%2Fi%3E.example"' in html
+    status, html, _ = await site.admin.get("/dashboard/queue/a%22b%3Ci%3Ex")
+    assert status == 200 and "not suspended" in html, "another domain: nothing known about it"
+    status, _, _ = await site.post("/dashboard/queue/a%22b%3Ci%3Ex%3C%2Fi%3E.example/resume", {})
+    assert status == 303 and await site.store.queue.domain_queues() == []
 
 
 # -- in the browser ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ served alone at ``/overview/live``, which static/overview.js fetches every 10 s 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -48,7 +49,9 @@ async def live_context(d: DashboardDeps) -> dict[str, Any]:
     return {
         "by_state": [(str(s), summary.by_state.get(str(s), 0)) for s in State],
         "waiting": await d.store.queue.pending_count(),
-        "destinations": [queue_json(q) for q in queues[:TOP_DESTINATIONS]],
+        "destinations": [
+            {**queue_json(q), "href": f"/dashboard/queue#{quote(q.domain, safe='')}"} for q in queues[:TOP_DESTINATIONS]
+        ],
         "destination_count": len(queues),
         "charts": [
             await event_chart(d, "hour", 24, "%H:00", "Events per hour, last 24 hours (UTC)"),

@@ -35,12 +35,13 @@ def queue_url(domain: str | None = None, done: str = "") -> str:
 def page_offset(query: Any) -> int:
     """``?offset=`` as a non-negative page start (anything else: the first page)."""
     text = query.get("offset", "")
-    return int(text) if text.isdigit() and len(text) < 10 else 0
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
 
 
 def _row(q: DomainQueue) -> dict[str, Any]:
-    """The API's shape of a destination queue, plus its times as numbers for the page to format."""
-    return {**queue_json(q), "oldest": q.oldest, "until": q.suspended_until}
+    """The API's shape of a destination queue, plus its times as numbers for the page to format and the
+    path of its page (the domain quoted here, never in a template)."""
+    return {**queue_json(q), "oldest": q.oldest, "until": q.suspended_until, "href": queue_url(q.domain)}
 
 
 async def _rows(d: DashboardDeps, offset: int) -> tuple[list[dict[str, Any]], int]:
