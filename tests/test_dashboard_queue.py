@@ -230,6 +230,12 @@ async def test_a_domain_from_outside_is_escaped_and_its_links_quoted(site):
 # -- in the browser ----------------------------------------------------------------------------------------
 
 
+def forgive_favicon_aborts(problems: PageProblems) -> None:
+    """Chromium cancels the favicon fetch of a page a test leaves before it arrives (net::ERR_ABORTED), and
+    tests/browser.py counts that as a failed request; it is not a problem of the pages. Every other one stays."""
+    problems.found[:] = [p for p in problems.found if not re.search(r"/favicon\.svg net::ERR_ABORTED$", p)]
+
+
 def send(dashboard: Dashboard, *rcpts: str) -> None:
     """``relay send`` to the relay under test, over SMTP."""
     args = ["send", "--server", f"127.0.0.1:{dashboard.relay.smtp_port}", "--from", "app@example.com"]
@@ -272,10 +278,13 @@ def viewer_cannot_purge(dashboard: Dashboard, browser: Any) -> None:
         assert refused.status == 403
     finally:
         problems.close(context)
+    forgive_favicon_aborts(problems)
     assert not problems.found, problems.found
 
 
-def test_a_deferred_destination_is_suspended_resumed_and_purged_from_the_queue_page(dashboard: Dashboard, browser):
+def test_a_deferred_destination_is_suspended_resumed_and_purged_from_the_queue_page(
+    dashboard: Dashboard, browser, page_problems
+):
     page = dashboard.page
     send(dashboard, "tempfail@deferred.example", "tempfail2@deferred.example")
     wait_for_text(page, dashboard.url("/dashboard/queue"), "451 4.3.0 try again later")
@@ -312,3 +321,4 @@ def test_a_deferred_destination_is_suspended_resumed_and_purged_from_the_queue_p
     page.wait_for_url("**/dashboard/queue?done=*")
     assert page.get_by_role("status").inner_text() == "2 recipient(s) for deferred.example purged from the queue"
     assert line.count() == 0
+    forgive_favicon_aborts(page_problems)

@@ -12,7 +12,7 @@ from relay.clock import SystemClock
 from relay.store import Store
 from relay.store.suppressions import NewBounce
 from tests.browser import Dashboard, in_thread, screenshot
-from tests.test_dashboard_queue import browser, site  # noqa: F401 - fixtures
+from tests.test_dashboard_queue import browser, forgive_favicon_aborts, site  # noqa: F401 - fixtures
 
 HOSTILE_REPORT = (
     "Reporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; gone@example.org\r\n"
@@ -143,7 +143,7 @@ def record_bounce(data_dir: Path, bounce: NewBounce) -> int:
     return in_thread(write)
 
 
-def test_suppressions_add_search_remove_and_a_raw_report_shown_as_text(dashboard: Dashboard):
+def test_suppressions_add_search_remove_and_a_raw_report_shown_as_text(dashboard: Dashboard, page_problems):
     page = dashboard.page
     page.on("dialog", lambda dialog: (_ for _ in ()).throw(AssertionError(f"a dialog opened: {dialog.message}")))
     page.goto(dashboard.url("/dashboard/suppressions"))
@@ -176,3 +176,4 @@ def test_suppressions_add_search_remove_and_a_raw_report_shown_as_text(dashboard
     assert '<script>alert("report")</script>' in page.locator("#raw-report").inner_text()
     assert page.locator("main script, main img").count() == 0, "the report is text, not markup"
     screenshot(page, "bounce")
+    forgive_favicon_aborts(page_problems)
