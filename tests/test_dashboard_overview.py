@@ -10,14 +10,7 @@ import pytest
 
 from relay.dashboard import charts
 from tests.browser import Dashboard, screenshot
-from tests.test_dashboard_queue import (  # noqa: F401 - browser and site are fixtures
-    browser,
-    deliver,
-    forgive_favicon_aborts,
-    send,
-    site,
-    wait_for_text,
-)
+from tests.test_dashboard_queue import deliver, send, site, wait_for_text  # noqa: F401 - site is a fixture
 
 HOUR = 3600
 
@@ -107,7 +100,7 @@ async def test_the_live_fragment_is_the_live_part_alone_and_needs_a_session(site
 # -- in the browser ----------------------------------------------------------------------------------------
 
 
-def test_the_overview_draws_its_charts_and_refreshes_itself(dashboard: Dashboard, page_problems):
+def test_the_overview_draws_its_charts_and_refreshes_itself(dashboard: Dashboard):
     page = dashboard.page
     page.clock.install()  # the page's timers run when the test says so: no waiting 10 s
     send(dashboard, "ok@fine.example", "ok2@fine.example", "permfail@fine.example")
@@ -129,4 +122,3 @@ def test_the_overview_draws_its_charts_and_refreshes_itself(dashboard: Dashboard
     assert page.locator("#queue-depth").inner_text() == "1"
     assert page.locator('a[href="/dashboard/queue#slow.example"]').count() == 1
     assert page.locator("svg.chart rect.bar.series-deferred").count() == 2
-    forgive_favicon_aborts(page_problems)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,24 +27,11 @@ from relay.delivery.mx import Router
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.submission.auth import LocalFailures
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, VIEWER_PASSWORD, VIEWPORT, Dashboard, PageProblems, screenshot
+from tests.browser import VIEWER_PASSWORD, VIEWPORT, Dashboard, PageProblems, screenshot
 from tests.conftest import make_config, run_cli
 from tests.test_dashboard_access import Client
 
 PASSWORD = "a good long password"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Chromium for this module's browser tests only (tests/browser.py's is for the session): Playwright's
-    sync API holds the main thread's event loop while it runs, and the asyncio tests of the modules that
-    come after need it back."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @dataclasses.dataclass
@@ -230,12 +217,6 @@ async def test_a_domain_from_outside_is_escaped_and_its_links_quoted(site):
 # -- in the browser ----------------------------------------------------------------------------------------
 
 
-def forgive_favicon_aborts(problems: PageProblems) -> None:
-    """Chromium cancels the favicon fetch of a page a test leaves before it arrives (net::ERR_ABORTED), and
-    tests/browser.py counts that as a failed request; it is not a problem of the pages. Every other one stays."""
-    problems.found[:] = [p for p in problems.found if not re.search(r"/favicon\.svg net::ERR_ABORTED$", p)]
-
-
 def send(dashboard: Dashboard, *rcpts: str) -> None:
     """``relay send`` to the relay under test, over SMTP."""
     args = ["send", "--server", f"127.0.0.1:{dashboard.relay.smtp_port}", "--from", "app@example.com"]
@@ -278,13 +259,10 @@ def viewer_cannot_purge(dashboard: Dashboard, browser: Any) -> None:
         assert refused.status == 403
     finally:
         problems.close(context)
-    forgive_favicon_aborts(problems)
     assert not problems.found, problems.found
 
 
-def test_a_deferred_destination_is_suspended_resumed_and_purged_from_the_queue_page(
-    dashboard: Dashboard, browser, page_problems
-):
+def test_a_deferred_destination_is_suspended_resumed_and_purged_from_the_queue_page(dashboard: Dashboard, browser):
     page = dashboard.page
     send(dashboard, "tempfail@deferred.example", "tempfail2@deferred.example")
     wait_for_text(page, dashboard.url("/dashboard/queue"), "451 4.3.0 try again later")
@@ -321,4 +299,3 @@ def test_a_deferred_destination_is_suspended_resumed_and_purged_from_the_queue_p
     page.wait_for_url("**/dashboard/queue?done=*")
     assert page.get_by_role("status").inner_text() == "2 recipient(s) for deferred.example purged from the queue"
     assert line.count() == 0
-    forgive_favicon_aborts(page_problems)
