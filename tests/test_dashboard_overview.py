@@ -10,7 +10,13 @@ import pytest
 
 from relay.dashboard import charts
 from tests.browser import Dashboard, screenshot
-from tests.test_dashboard_queue import deliver, send, site, wait_for_text  # noqa: F401 - site is a fixture
+from tests.test_dashboard_queue import (  # noqa: F401 - site is a fixture
+    deliver,
+    send,
+    site,
+    wait_for_sink_idle,
+    wait_for_text,
+)
 
 HOUR = 3600
 
@@ -122,3 +128,4 @@ def test_the_overview_draws_its_charts_and_refreshes_itself(dashboard: Dashboard
     assert page.locator("#queue-depth").inner_text() == "1"
     assert page.locator('a[href="/dashboard/queue#slow.example"]').count() == 1
     assert page.locator("svg.chart rect.bar.series-deferred").count() == 2
+    wait_for_sink_idle(dashboard)
