@@ -638,6 +638,33 @@ async def test_site_pushback_keeps_the_lower_share_until_it_ends(storage):
     assert (await sites.pushbacks())["mx.example"][0] == 0.5
 
 
+async def test_last_errors_are_the_newest_deferral_of_each_domain_still_waiting(storage):
+    q = storage.queue
+    m = message("a@slow.example", "b@slow.example", "c@fine.example", "d@gone.example")
+    await q.enqueue(m)
+    (leased,) = await q.claim_due(10, "node-a", lease=60)
+    a, b, c, d = leased.recipients
+    later = storage.clock.now() + 300
+
+    def deferred(r, code: int, text: str) -> AttemptResult:
+        return AttemptResult(r.id, m.id, r.address, State.DEFERRED, EventKind.DEFERRED, later, code, text)
+
+    await q.record_attempts([deferred(a, 451, "4.3.0 older"), deferred(d, 421, "4.4.2 gone")])
+    storage.clock.advance(5)
+    await q.record_attempts(
+        [
+            deferred(b, 452, "4.2.2 mailbox full <x>"),
+            AttemptResult(c.id, m.id, c.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok"),
+        ]
+    )
+    await q.purge(Selection(domain="gone.example"))  # no longer waiting: no last error
+    errors = await storage.sites.last_errors(["SLOW.example", "fine.example", "gone.example", "none.example"])
+    assert list(errors) == ["slow.example"]
+    assert (errors["slow.example"].code, errors["slow.example"].response) == (452, "4.2.2 mailbox full <x>")
+    assert errors["slow.example"].at == storage.clock.now()
+    assert await storage.sites.last_errors([]) == {}
+
+
 # -- dashboard operators -----------------------------------------------------------------------------------
 
 

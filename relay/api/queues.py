@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -42,11 +43,23 @@ async def _optional_json(request: web.Request) -> dict[str, Any]:
     return await read_json_object(request) if request.can_read_body else {}
 
 
-def _reason(data: dict[str, Any]) -> str:
+def parse_reason(data: Mapping[str, Any]) -> str:
+    """The operator's ``reason`` for a suspension or a bounce ("" if none)."""
     reason = data.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 500:
         raise ApiError(400, "invalid_field", "'reason' must be a string of at most 500 characters", "reason")
     return reason
+
+
+def parse_suspension(data: Mapping[str, Any]) -> float:
+    """How long to suspend a domain, in seconds: ``duration`` like "30m" or "2h" (default 1h), at most 30 days."""
+    try:
+        duration = parse_duration(data.get("duration", "1h"))
+    except (ValueError, TypeError):
+        raise ApiError(400, "invalid_field", '\'duration\' must be like "30m" or "2h"', "duration") from None
+    if not 0 < duration <= 30 * 86400:
+        raise ApiError(400, "invalid_field", "'duration' must be between 1s and 30d", "duration")
+    return duration
 
 
 class QueuesView:
@@ -118,13 +131,8 @@ class QueuesView:
 
     async def suspend(self, request: web.Request) -> web.Response:
         data = await _optional_json(request)
-        try:
-            duration = parse_duration(data.get("duration", "1h"))
-        except (ValueError, TypeError):
-            raise ApiError(400, "invalid_field", '\'duration\' must be like "30m" or "2h"', "duration") from None
-        if not 0 < duration <= 30 * 86400:
-            raise ApiError(400, "invalid_field", "'duration' must be between 1s and 30d", "duration")
-        until = await self.store.suspend_domain(request.match_info["domain"], duration, _reason(data))
+        duration = parse_suspension(data)
+        until = await self.store.suspend_domain(request.match_info["domain"], duration, parse_reason(data))
         return web.json_response({"domain": request.match_info["domain"].lower(), "suspended_until": iso(until)})
 
     async def resume(self, request: web.Request) -> web.Response:
@@ -135,7 +143,7 @@ class QueuesView:
         return web.json_response({"domain": domain, "suspended_until": None})
 
     async def bounce(self, request: web.Request) -> web.Response:
-        reason = _reason(await _optional_json(request)) or "no reason given"
+        reason = parse_reason(await _optional_json(request)) or "no reason given"
         bounced = await self.store.admin_bounce(reason, Selection(domain=request.match_info["domain"]))
         return web.json_response({"domain": request.match_info["domain"].lower(), "bounced": bounced})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -41,7 +42,7 @@ def bounce_json(b: Bounce, with_report: bool = False) -> dict[str, Any]:
     return data
 
 
-def _emails(data: dict[str, Any]) -> list[str]:
+def parse_emails(data: Mapping[str, Any]) -> list[str]:
     """``{"email": "a@x"}`` or ``{"emails": ["a@x", ...]}``."""
     if "emails" in data:
         emails = data["emails"]
@@ -58,11 +59,56 @@ def _emails(data: dict[str, Any]) -> list[str]:
     return emails
 
 
-def _note(data: dict[str, Any], key: str) -> str:
+def parse_note(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key, "")
     if not isinstance(value, str) or len(value) > 500:
         raise ApiError(400, "invalid_field", f"'{key}' must be a string of at most 500 characters", key)
     return value
+
+
+def parse_entry(data: Mapping[str, Any]) -> str:
+    """An allowlist ``entry``: an address or a domain."""
+    entry = data.get("entry")
+    if not isinstance(entry, str) or not entry or len(entry) > 320 or " " in entry:
+        raise ApiError(400, "invalid_field", "'entry' must be an address or a domain", "entry")
+    return entry
+
+
+def suppression_filter(query: Mapping[str, str]) -> SuppressionFilter:
+    """``GET /v1/suppressions``'s filters: reason, search (part of the address), since, until, cursor."""
+    return SuppressionFilter(
+        reason=query.get("reason") or None,
+        search=query.get("search") or None,
+        after=query.get("cursor") or None,
+        since=parse_time("since", query["since"]) if "since" in query else None,
+        until=parse_time("until", query["until"]) if "until" in query else None,
+    )
+
+
+def bounce_filter(query: Mapping[str, str]) -> BounceFilter:
+    """``GET /v1/bounces``'s filters: kind (or type), recipient (or email), message_id, cursor."""
+    kind = _one_of(query, "kind", "type")
+    if kind is not None and kind not in KINDS:
+        name = "kind" if "kind" in query else "type"
+        raise ApiError(400, "invalid_field", f"'{name}' must be one of {', '.join(KINDS)}", name)
+    try:
+        before = int(query["cursor"]) if query.get("cursor") else None
+    except ValueError:
+        raise ApiError(400, "invalid_field", "'cursor' must be a bounce id", "cursor") from None
+    return BounceFilter(
+        kind=kind,
+        recipient=_one_of(query, "recipient", "email"),
+        message_id=query.get("message_id") or None,
+        before=before,
+    )
+
+
+def parse_bounce_id(text: str) -> int | None:
+    """A bounce id from a path (None: not a number); the store is asked only for ids it can hold."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def _one_of(query: Any, name: str, alias: str) -> str | None:
@@ -94,14 +140,7 @@ class SuppressionsView:
     async def index(self, request: web.Request) -> web.Response:
         q = request.query
         limit = page_limit(q, 50, MAX_PAGE)
-        f = SuppressionFilter(
-            reason=q.get("reason") or None,
-            search=q.get("search") or None,
-            after=q.get("cursor") or None,
-            since=parse_time("since", q["since"]) if "since" in q else None,
-            until=parse_time("until", q["until"]) if "until" in q else None,
-        )
-        rows = await self.store.query(f, limit + 1)
+        rows = await self.store.query(suppression_filter(q), limit + 1)
         page = rows[:limit]
         return web.json_response(
             {
@@ -112,8 +151,8 @@ class SuppressionsView:
 
     async def create(self, request: web.Request) -> web.Response:
         data = await read_json_object(request)
-        emails = _emails(data)
-        created = await self.store.suppress(emails, "manual", _note(data, "note"))
+        emails = parse_emails(data)
+        created = await self.store.suppress(emails, "manual", parse_note(data, "note"))
         return web.json_response({"data": [suppression_json(s) for s in created]}, status=201)
 
     async def show(self, request: web.Request) -> web.Response:
@@ -134,10 +173,7 @@ class SuppressionsView:
 
     async def allow(self, request: web.Request) -> web.Response:
         data = await read_json_object(request)
-        entry = data.get("entry")
-        if not isinstance(entry, str) or not entry or len(entry) > 320 or " " in entry:
-            raise ApiError(400, "invalid_field", "'entry' must be an address or a domain", "entry")
-        normal = await self.store.allow(entry, _note(data, "note"))
+        normal = await self.store.allow(parse_entry(data), parse_note(data, "note"))
         return web.json_response({"entry": normal}, status=201)
 
     async def disallow(self, request: web.Request) -> web.Response:
@@ -148,18 +184,7 @@ class SuppressionsView:
     async def bounces(self, request: web.Request) -> web.Response:
         q = request.query
         limit = page_limit(q, 50, MAX_PAGE)
-        kind = _one_of(q, "kind", "type")
-        if kind is not None and kind not in KINDS:
-            name = "kind" if "kind" in q else "type"
-            raise ApiError(400, "invalid_field", f"'{name}' must be one of {', '.join(KINDS)}", name)
-        try:
-            before = int(q["cursor"]) if q.get("cursor") else None
-        except ValueError:
-            raise ApiError(400, "invalid_field", "'cursor' must be a bounce id", "cursor") from None
-        f = BounceFilter(
-            kind=kind, recipient=_one_of(q, "recipient", "email"), message_id=q.get("message_id") or None, before=before
-        )
-        rows = await self.store.bounces(f, limit + 1)
+        rows = await self.store.bounces(bounce_filter(q), limit + 1)
         page = rows[:limit]
         return web.json_response(
             {
@@ -169,10 +194,9 @@ class SuppressionsView:
         )
 
     async def bounce(self, request: web.Request) -> web.Response:
-        try:
-            bounce_id = int(request.match_info["id"])
-        except ValueError:
-            raise ApiError(404, "not_found", f"no bounce {request.match_info['id']}") from None
+        bounce_id = parse_bounce_id(request.match_info["id"])
+        if bounce_id is None:
+            raise ApiError(404, "not_found", f"no bounce {request.match_info['id']}")
         b = await self.store.bounce(bounce_id) if 0 < bounce_id < 2**63 else None
         if b is None:
             raise ApiError(404, "not_found", f"no bounce {bounce_id}")

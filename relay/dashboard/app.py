@@ -22,7 +22,9 @@ from relay.dashboard import (
     login,
     message_templates,
     messages,
+    queue,
     settings,
+    suppressions,
     webhooks,
 )
 from relay.dashboard.deps import DEPS, DashboardDeps
@@ -40,7 +42,9 @@ STATIC = Path(__file__).parent / "static"
 PAGES: list[Page] = [
     home.PAGE,
     messages.PAGE,
+    queue.PAGE,
     domains.PAGE,
+    suppressions.PAGE,
     webhooks.PAGE,
     credentials.PAGE,
     message_templates.PAGE,

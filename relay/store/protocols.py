@@ -16,7 +16,8 @@ relay's code above ``relay/store/`` is typed against these, never against a back
 * :class:`WebhookStore`      webhook endpoints and their durable delivery queue
 * :class:`IdempotencyStore`  Idempotency-Key claims and the outcomes replayed to retries
 * :class:`NodeStore`         the nodes serving the store and their heartbeats
-* :class:`SiteStore`         per-destination-site connection slots and push-back, for a whole cluster
+* :class:`SiteStore`         per-destination-site connection slots and push-back, for a whole cluster; the
+                             last error of each destination domain
 * :class:`RateCounters`      fixed-window rate-limit counters shared by every process and node
 * :class:`OperatorStore`     dashboard operators (argon2id password hashes) and their sessions (token digests)
 * :class:`BodyStore`         the stored raw messages, read back (the dashboard's message page)
@@ -59,6 +60,7 @@ from relay.store.queue.records import (
 )
 from relay.store.reclassify import Reclassified
 from relay.store.secrets import SealedValue
+from relay.store.sites import LastError
 from relay.store.suppressions import Bounce, BounceFilter, NewBounce, Suppression, SuppressionFilter
 from relay.store.templates import Template, TemplateVersion
 from relay.store.webhooks import AttemptOutcome, AttemptRecord, DueDelivery, MessageDelivery, Webhook
@@ -458,6 +460,11 @@ class SiteStore(Protocol):
 
     async def pushbacks(self) -> dict[str, tuple[float, float]]:
         """Push-backs in force: site → (factor, until)."""
+        ...
+
+    async def last_errors(self, domains: Sequence[str]) -> dict[str, LastError]:
+        """The newest reply that deferred a waiting recipient of each of ``domains`` (lower-cased; a domain
+        with no deferred recipient is absent)."""
         ...
 
 

@@ -13,10 +13,13 @@ down" to one node must slow them all. Both live here:
   closes, and connections are reused for many messages.
 * Push-back: the share of its limits a site allows (``factor``) until ``until``; a node that sees a
   421 writes it (keeping the lower share), every node reads the table every few seconds.
+* The last error of a destination domain: the newest reply among its deferred recipients, for the
+  operators' queue page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from relay.clock import Clock
@@ -80,6 +83,31 @@ def pushbacks(conn: Connection, now: float) -> dict[str, tuple[float, float]]:
     return {site: (float(factor), float(until)) for site, factor, until in rows}
 
 
+@dataclasses.dataclass(frozen=True)
+class LastError:
+    """The newest reply that deferred a recipient of a destination domain still waiting."""
+
+    code: int | None
+    response: str
+    at: float
+
+
+def last_errors(conn: Connection, domains: Sequence[str]) -> dict[str, LastError]:
+    """Each of ``domains``' last error (domains without a deferred recipient are left out): one indexed look-up
+    per domain, so callers pass a page of domains, not all of them."""
+    found: dict[str, LastError] = {}
+    for domain in dict.fromkeys(d.lower() for d in domains):
+        row = conn.execute(
+            "SELECT last_code, last_response, updated_at FROM recipients"
+            " WHERE state = 'deferred' AND domain = ? AND last_response IS NOT NULL"
+            " ORDER BY updated_at DESC, id DESC LIMIT 1",
+            (domain,),
+        ).fetchone()
+        if row is not None:
+            found[domain] = LastError(None if row[0] is None else int(row[0]), str(row[1]), float(row[2]))
+    return found
+
+
 def prune_pushbacks(conn: Connection, now: float) -> int:
     return conn.execute("DELETE FROM site_pushback WHERE until <= ?", (now,)).rowcount
 
@@ -112,3 +140,6 @@ class SqlSites:
     async def pushbacks(self) -> dict[str, tuple[float, float]]:
         now = self.clock.now()
         return await self.db.read(lambda c: pushbacks(c, now))
+
+    async def last_errors(self, domains: Sequence[str]) -> dict[str, LastError]:
+        return await self.db.read(lambda c: last_errors(c, domains))
