@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 15
+SQLITE_VERSION = 16  # 17 once operator accounts (16) are merged before it
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -350,6 +350,25 @@ MIGRATIONS: list[str] = [
         name        TEXT PRIMARY KEY,
         value       BYTEA NOT NULL,  -- sealed: version, nonce, ciphertext
         created_at  DOUBLE PRECISION NOT NULL
+    );
+    """,
+    # 7 (after 6, operator accounts): SQLite's 17, the indexes of the dashboard's search, and deferrals
+    # counted per hour and reason.
+    # What each is for: see SQLite's 17 in relay.store.schema. Built in the migration's transaction (not
+    # CONCURRENTLY): writes to these tables wait while they are built.
+    """
+    CREATE INDEX recipients_state_message ON recipients(state, message_id);
+    CREATE INDEX recipients_address_message ON recipients(address, message_id);
+    DROP INDEX recipients_address;
+    CREATE INDEX messages_sender ON messages((lower(sender)), id);
+    CREATE INDEX messages_sender_domain ON messages((lower(substr(sender, instr(sender, '@') + 1))), id);
+    CREATE TABLE deferral_counts (
+        hour     BIGINT NOT NULL,
+        reason   TEXT NOT NULL,
+        n        BIGINT NOT NULL,
+        example  TEXT NOT NULL,
+        last_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hour, reason)
     );
     """,
 ]
