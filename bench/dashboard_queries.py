@@ -204,7 +204,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
 
         cluster = PostgresCluster(fsync=False)  # reads are measured; the fill need not be durable
         cluster.start()
-        store: SqlStore = PgStore(cluster.create_database("dashboard"), clock)
+        try:
+            store: SqlStore = PgStore(cluster.create_database("dashboard"), clock)
+        except BaseException:
+            cluster.stop()
+            raise
     else:
         store = Store(tmp / "relay.sqlite3", clock)
     try:

@@ -384,6 +384,10 @@ MIGRATIONS: list[str] = [
     -- relay.store.queue.search writes: another spelling would not use the index.
     CREATE INDEX messages_sender ON messages(lower(sender), id);
     CREATE INDEX messages_sender_domain ON messages(lower(substr(sender, instr(sender, '@') + 1)), id);
+    -- A message's tags. The trigger counting each new event per tag (events_counted, version 4) looks them
+    -- up by message, which the primary key (tag first) cannot do: without this, writing an event read every
+    -- row of message_tags (a relay filling a store with 10% tagged messages slowed to 75 events/s at 930,000).
+    CREATE INDEX message_tags_message ON message_tags(message_id);
     -- The overview's top deferral reasons: deferrals counted per hour and reason (an SMTP reply with what
     -- varies per message taken out, relay.bounces.reasons) as they are recorded (relay.store.queue.lifecycle),
     -- so a window costs its hours, not its deferrals. Deferrals recorded before this version are not counted.

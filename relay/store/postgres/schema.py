@@ -355,7 +355,8 @@ MIGRATIONS: list[str] = [
     # 7 (after 6, operator accounts): SQLite's 17, the indexes of the dashboard's search, and deferrals
     # counted per hour and reason.
     # What each is for: see SQLite's 17 in relay.store.schema. Built in the migration's transaction (not
-    # CONCURRENTLY): writes to these tables wait while they are built.
+    # CONCURRENTLY): writes to these tables wait while they are built. SQLite's message_tags_message is here
+    # since version 1.
     """
     CREATE INDEX recipients_state_message ON recipients(state, message_id);
     CREATE INDEX recipients_address_message ON recipients(address, message_id);
