@@ -214,11 +214,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     try:
         started = time.perf_counter()
         messages, written = await fill(store, clock, args.events, t0)
-        print(f"filled: {messages:,} messages, {written:,} events in {time.perf_counter() - started:.0f} s")
-        clock.advance(t0 + SPAN - clock.now())
+        print(f"filled: {messages:,} messages, {written:,} events in {time.perf_counter() - started:.0f} s", flush=True)
+        clock.advance(60)  # a minute after the last batch was queued
         print(f"{'query':<48} {'p50 ms':>8} {'p95 ms':>8} {'rows':>6}")
         for name, (p50, p95, rows) in await measure(store, clock.now(), args.samples):
-            print(f"{name:<48} {p50:>8.2f} {p95:>8.2f} {rows:>6}")
+            print(f"{name:<48} {p50:>8.2f} {p95:>8.2f} {rows:>6}", flush=True)
         if args.keep:
             print(f"kept: {store.db.url if cluster else tmp / 'relay.sqlite3'} (press Enter to stop)", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

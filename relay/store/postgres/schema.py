@@ -363,6 +363,7 @@ MIGRATIONS: list[str] = [
     DROP INDEX recipients_address;
     CREATE INDEX messages_sender ON messages((lower(sender)), id);
     CREATE INDEX messages_sender_domain ON messages((lower(substr(sender, instr(sender, '@') + 1))), id);
+    CREATE INDEX messages_id_created ON messages(id, created_at);
     CREATE TABLE deferral_counts (
         hour     BIGINT NOT NULL,
         reason   TEXT NOT NULL,
