@@ -1,12 +1,13 @@
 """Contract tests of what the dashboard reads, on every backend (STORE_BACKENDS): message search with each
 filter (relay.store.queue.search), recipients by state, deferrals counted by reason; and the schema
-migration that brought them, applied to a SQLite database at version 15 holding data."""
+migrations that brought them, applied to databases holding data (SQLite at 15, PostgreSQL at 5)."""
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
 
+import psycopg
 import pytest
 
 from relay.clock import FakeClock
@@ -14,6 +15,8 @@ from relay.events import EventKind, State
 from relay.message import NewMessage, new_message_id
 from relay.store import Store, protocols
 from relay.store import schema as sqlite_schema
+from relay.store.postgres import PgStore
+from relay.store.postgres import schema as pg_schema
 from relay.store.queue import SUBJECT_SCAN, AttemptResult, MessageFilter
 from relay.store.queue import search as search_module  # the module (the package does not export a name 'search')
 from tests.conftest import STORE_BACKENDS
@@ -241,3 +244,33 @@ async def test_old_rows_are_found_by_the_new_filters_after_the_migration(tmp_pat
             assert [m.id for m in (await store.queue.search(f, 10)).messages] == ["01old"], f
     finally:
         await store.close()
+
+
+async def test_postgresql_migration_7_applies_to_a_database_at_version_5_with_data(pg_cluster):
+    url = pg_cluster.create_database("dashboard_migration")
+    try:
+        with psycopg.connect(url) as conn:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:5])
+                assert pg_schema.migrate(conn) == 5
+            conn.execute(
+                "INSERT INTO messages (id, created_at, sender, size, source, subject, header_id)"
+                " VALUES ('01old', 1.0, 'Old@Brand.Example', 10, 'smtp', 'An old subject', 'old@brand')"
+            )
+            conn.execute(
+                "INSERT INTO recipients (message_id, address, domain, state, updated_at)"
+                " VALUES ('01old', 'x@dest.example', 'dest.example', 'delivered', 1.0)"
+            )
+            conn.commit()
+        store = PgStore(url, FakeClock())  # migrates as it opens
+        try:
+            for f in (
+                MessageFilter(sender="brand.example"),
+                MessageFilter(recipient="x@dest.example", status="delivered"),
+            ):
+                assert [m.id for m in (await store.queue.search(f, 10)).messages] == ["01old"], f
+            assert await store.events.deferral_reasons(0, 2e9, 10) == []
+        finally:
+            await store.close()
+    finally:
+        pg_cluster.drop_database("dashboard_migration")
