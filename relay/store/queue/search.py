@@ -2,10 +2,11 @@
 
 A search walks one index in message id order (ids are time-ordered, so newest first is ``id DESC``) and
 checks the other filters on each row it meets, stopping after a page. Which index: the first filter given in
-:data:`_DRIVERS` order, most selective first (a message id, a recipient, a sender address, a tag, a sender
+:func:`_driver`'s order, most selective first (a message id, a recipient, a sender address, a tag, a sender
 domain, a status; none: the primary key). Each has an index that yields message ids in order for one value
 (schema migration 17), so a first page costs about a page of rows whatever the table's size, and a rare value
-costs no more than a common one: nothing depends on the database's planner guessing which value is rare.
+costs no more than a common one. SQLite, which keeps no statistics of values, joins in the order written
+(CROSS JOIN); PostgreSQL's planner may choose another plan from its statistics (bench/RESULTS.md).
 
 A subject ("contains") has no index: a search with one examines at most :data:`SUBJECT_SCAN` messages (of
 those the other filters select, from the cursor down) and, when that cuts a page short, answers the id to
@@ -23,7 +24,7 @@ from relay.store.events import load_metadata
 from relay.store.queue.records import MessageFilter, MessagePage, MessageRecord, RecipientStatus
 
 MAX_SEARCH_TEXT = 200  # the longest subject, sender or Message-ID searched for (characters)
-SUBJECT_SCAN = 20_000  # messages a subject search examines per request (about 20 ms on SQLite; see bench/)
+SUBJECT_SCAN = 20_000  # messages a subject search examines per request (20-45 ms at most: bench/RESULTS.md)
 
 # The sender's domain, as the messages_sender_domain index has it (the same expression, or no index is used).
 SENDER_DOMAIN = "lower(substr(m.sender, instr(m.sender, '@') + 1))"
