@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relay.bounces.reasons import MAX_LENGTH, NO_REPLY, deferral_reason, reply_text
 
@@ -154,6 +156,9 @@ def test_what_tells_reasons_apart_is_kept(first, second):
         (None, "450 4.7.1 try later", "450 4.7.1 try later"),  # the code in the text is read as the code
         (451, "4.3.0 queue file 4XyZ1234AB write error", "451 4.3.0 queue file <id> write error"),
         (451, "4.4.1 no answer from 10:30 to 10:45", "451 4.4.1 no answer from <n>:<n> to <n>:<n>"),
+        (None, "127.0.0.1:9 connection refused", "<ip>:<n> connection refused"),  # starts with digits
+        (None, "2500 bytes too many", "<n> bytes too many"),
+        (None, "4.2.2.1 odd", "<ip> odd"),
     ],
 )
 def test_edge_cases(code, text, reason):
@@ -169,3 +174,10 @@ def test_the_example_is_the_reply_as_received():
     assert reply_text(452, "4.2.2 <a@b.example> full") == "452 4.2.2 <a@b.example> full"
     assert reply_text(None, "connection refused") == "connection refused"
     assert reply_text(421, None) == "421"
+
+
+@given(st.one_of(st.none(), st.integers(0, 999)), st.one_of(st.none(), st.text()))
+def test_any_reply_gives_a_reason(code, text):
+    """It runs as each attempt is recorded: it must never fail, whatever a receiver says."""
+    reason = deferral_reason(code, text)
+    assert reason and len(reason) <= MAX_LENGTH

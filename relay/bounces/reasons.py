@@ -24,7 +24,9 @@ import re
 NO_REPLY = "(no reply)"  # the reason of a deferral without code or text
 MAX_LENGTH = 200  # a reason longer than this is cut (with "…"): enough to tell reasons apart
 
-_LEAD = re.compile(r"^\s*(?P<code>[245]\d\d)?[ -]?\s*(?P<enhanced>[245]\.\d{1,3}\.\d{1,3})?(?![\d.])\s*")
+_LEAD = re.compile(
+    r"^\s*(?:(?P<code>[245]\d\d)(?![\d.])[ -]?)?\s*(?:(?P<enhanced>[245]\.\d{1,3}\.\d{1,3})(?![\d.]))?\s*"
+)
 _CONTINUATION = re.compile(r"(?:^|\s)[245]\d\d[ -](?=\S)")
 _TIME = re.compile(
     r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?"
@@ -47,7 +49,7 @@ def deferral_reason(code: int | None, text: str | None) -> str:
     text); a reply without text is its code alone, and one without either :data:`NO_REPLY`."""
     text = _SPACES.sub(" ", text or "").strip()
     lead = _LEAD.match(text)
-    assert lead is not None  # every group is optional
+    assert lead is not None  # every part is optional: it matches at the start of any text
     first_code = lead.group("code") or (str(code) if code is not None else None)
     enhanced = lead.group("enhanced")
     rest = _one_line(text[lead.end() :], enhanced)
