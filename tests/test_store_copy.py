@@ -71,12 +71,12 @@ async def fill(store: Any) -> Filled:
     key, secret = await create_api_key(store.keys, clock, "ci", ("send",), daily_quota=100)
     cred, password = await creds.create_smtp_credential(store.credentials, clock, allowed_from=("example.com",))
     assert await store.idempotency.claim_idempotency_key(key.id, "k1", "hash", 3600) is None
-    done = message("x@one.example", "y@two.example", tags=("news",), api_key_id=key.id)
+    done = message("x@one.example", "y@two.example", "v@five.example", tags=("news",), api_key_id=key.id)
     await store.queue.enqueue(
         done, quota=Quota(key.id, 100, None), completion=Completion(key.id, "k1", 202, "{}", done.id)
     )
     (first,) = await store.queue.claim_due(10, "old-node", lease=600)
-    x, y = first.recipients
+    x, y, v = first.recipients
     await store.queue.record_attempts(
         [
             AttemptResult(x.id, done.id, x.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok", "mx.one"),
@@ -93,6 +93,7 @@ async def fill(store: Any) -> Filled:
                 bounce=NewBounce("y@two.example", HARD, "smtp", 550, "5.1.1 no", message_id=done.id),
                 classification=HARD,
             ),
+            AttemptResult(v.id, done.id, v.address, State.DEFERRED, EventKind.DEFERRED, now + 3600, 451, "busy"),
         ]
     )
     leased = message("z@three.example")

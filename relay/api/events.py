@@ -1,4 +1,4 @@
-"""/v1/events, /v1/messages/{id}/events and /v1/stats (scope ``read``)."""
+"""/v1/events, /v1/messages/{id}/events and /v1/stats, /v1/stats/bounces, /v1/stats/overview (scope ``read``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from relay.webhooks import event_json
 
 MAX_PAGE = 500
 MAX_BUCKETS = 24 * 400
+# What the overview charts: the outcomes an operator watches, per hour over a day and per day over a month.
+OVERVIEW_KINDS = ("delivered", "deferred", "bounced", "complained")
+OVERVIEW_SPANS = (("last_24_hours", 3600, 24), ("last_30_days", 86400, 30))
+WAITING_STATES = ("queued", "scheduled", "deferred", "sending")
 
 
 def _types(query: Any) -> tuple[str, ...]:
@@ -49,6 +53,7 @@ class EventsView:
             web.get("/v1/messages/{id}/events", read(self.for_message)),
             web.get("/v1/stats", read(self.stats)),
             web.get("/v1/stats/bounces", read(self.bounce_stats)),
+            web.get("/v1/stats/overview", read(self.overview)),
         ]
 
     async def index(self, request: web.Request) -> web.Response:
@@ -133,3 +138,61 @@ class EventsView:
                 "by_domain": [{"domain": d, "classification": k, "count": n} for d, k, n in s.by_domain],
             }
         )
+
+    async def overview(self, request: web.Request) -> web.Response:
+        """The dashboard's overview: recipients by state now, outcomes per hour (24 h) and per day (30 days),
+        the top deferral reasons over ``from``/``to`` (default the last 24 h) and the destinations with the
+        most waiting mail; ``limit`` (default 10) of each top list."""
+        instance_wide(request)
+        q = request.query
+        limit = page_limit(q, 10, 100)
+        now = self.clock.now()
+        since, until = self._range(q, 86400)
+        if until - since > MAX_BUCKETS * 3600:
+            raise ApiError(400, "invalid_field", f"at most {MAX_BUCKETS} hours of deferral reasons", "from")
+        states = await self.store.queue.state_counts()
+        series = {name: await self._series(now, interval, count) for name, interval, count in OVERVIEW_SPANS}
+        reasons = await self.store.events.deferral_reasons(since, until, limit)
+        destinations = (await self.store.queue.domain_queues())[:limit]
+        return web.json_response(
+            {
+                "at": iso(now),
+                "recipients": states,
+                "waiting": sum(states.get(state, 0) for state in WAITING_STATES),
+                **series,
+                "deferral_reasons": {
+                    "from": iso(since),
+                    "to": iso(until),
+                    "data": [
+                        {"reason": r.reason, "count": r.count, "example": r.example, "last_at": iso(r.last_at)}
+                        for r in reasons
+                    ],
+                },
+                "destinations": [
+                    {
+                        "domain": d.domain,
+                        "waiting": d.queued + d.deferred + d.sending,
+                        "queued": d.queued,
+                        "deferred": d.deferred,
+                        "sending": d.sending,
+                        "oldest": iso(d.oldest),
+                        "suspended_until": iso(d.suspended_until),
+                    }
+                    for d in destinations
+                ],
+            }
+        )
+
+    async def _series(self, now: float, interval: int, count: int) -> dict[str, Any]:
+        """``count`` buckets of ``interval`` seconds (UTC) up to the current one, every kind of OVERVIEW_KINDS
+        in each (0 when none)."""
+        first = (int(now) // interval - count + 1) * interval
+        rows = await self.store.events.event_counts(first, now, interval, None)
+        counts = {start: dict.fromkeys(OVERVIEW_KINDS, 0) for start in range(first, first + count * interval, interval)}
+        for start, kind, n in rows:
+            if kind in OVERVIEW_KINDS and start in counts:
+                counts[start][kind] = n
+        return {
+            "interval": "hour" if interval == 3600 else "day",
+            "data": [{"start": iso(start), "counts": c} for start, c in counts.items()],
+        }

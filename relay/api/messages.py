@@ -26,9 +26,10 @@ from relay.api.dryrun import dry_run, wants_dry_run
 from relay.clock import Clock, iso
 from relay.events import State
 from relay.keys import ApiKey
+from relay.message import split_address
 from relay.store.idempotency import IdempotencyRecord
 from relay.store.protocols import Storage
-from relay.store.queue import MessageFilter, MessageRecord
+from relay.store.queue import MAX_SEARCH_TEXT, MessageFilter, MessageRecord
 from relay.submission.http import Answer, HttpSubmission, parse_time
 
 Send = Callable[[dict[str, Any], ApiKey, str | None], Awaitable[Answer]]
@@ -82,6 +83,28 @@ def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
         "created_at": iso(record.created_at),
         "expires_at": iso(record.expires_at),
     }
+
+
+def _sender(value: str | None) -> str | None:
+    """``?sender=``: an address (its messages) or a domain (every address of it)."""
+    if value is None:
+        return None
+    plausible = split_address(value) if "@" in value else split_address(f"x@{value}")
+    if plausible is None or len(value) > MAX_SEARCH_TEXT or not value.isprintable():
+        raise ApiError(400, "invalid_field", "'sender' must be an address or a domain name", "sender")
+    return value
+
+
+def _text(field: str, value: str | None, spaces: bool = True) -> str | None:
+    if value is None:
+        return None
+    if len(value) > MAX_SEARCH_TEXT:
+        raise ApiError(400, "invalid_field", f"'{field}' must be at most {MAX_SEARCH_TEXT} characters", field)
+    if not spaces and any(c.isspace() for c in value):
+        raise ApiError(400, "invalid_field", f"'{field}' must not contain spaces", field)
+    if not value.isprintable():  # NUL and the like: no text stored in relay holds them
+        raise ApiError(400, "invalid_field", f"'{field}' must not contain control characters", field)
+    return value
 
 
 _ONE = "/v1/messages/{id:(?!batch$)[^{}/]+}"
@@ -173,7 +196,8 @@ class MessagesView:
         return web.json_response(message_json(message), dumps=strictjson.dumps)
 
     async def index(self, request: web.Request) -> web.Response:
-        """Newest first; ``next_cursor`` continues the listing."""
+        """Newest first; ``next_cursor`` continues the listing (a subject search may answer a short page, or
+        an empty one, with a ``next_cursor``: it examines a bounded number of messages per request)."""
         query = request.query
         limit = page_limit(query, 20, MAX_PAGE)
         status = query.get("status")
@@ -189,11 +213,12 @@ class MessagesView:
             since=parse_time("since", query["since"]) if "since" in query else None,
             until=parse_time("until", query["until"]) if "until" in query else None,
             api_key_id=own_filter(request),
+            sender=_sender(query.get("sender") or None),
+            subject=_text("subject", query.get("subject") or None),
+            message_id=_text("message_id", query.get("message_id") or None, spaces=False),
         )
-        rows = await self.store.queue.messages(f, limit + 1)
-        page = rows[:limit]
-        next_cursor = page[-1].id if len(rows) > limit else None
-        body = {"data": [message_json(m) for m in page], "next_cursor": next_cursor}
+        page = await self.store.queue.search(f, limit)
+        body = {"data": [message_json(m) for m in page.messages], "next_cursor": page.next_cursor}
         return web.json_response(body, dumps=strictjson.dumps)
 
     async def cancel(self, request: web.Request) -> web.Response:

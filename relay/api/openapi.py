@@ -19,7 +19,7 @@ from relay.message import SOURCES
 from relay.nodes import STATUSES as NODE_STATUSES
 from relay.sandbox import FORMATS
 from relay.store.idempotency import STATES as IDEMPOTENCY_STATES
-from relay.store.queue import RESEND_RESULTS
+from relay.store.queue import MAX_SEARCH_TEXT, RESEND_RESULTS, SUBJECT_SCAN
 from relay.suppression import BOUNCE_SOURCES, REASONS
 
 # The enums below come from the code (tests/test_openapi_enums.py checks every one), except the queue
@@ -315,7 +315,7 @@ PATHS: dict[str, Any] = {
             },
         },
         "get": {
-            "summary": "List messages, newest first (scope read)",
+            "summary": "List and search messages, newest first (scope read); every parameter given must match",
             "parameters": [
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                 {"name": "cursor", "in": "query", "schema": _STR},
@@ -324,6 +324,28 @@ PATHS: dict[str, Any] = {
                 {"name": "tag", "in": "query", "schema": _STR},
                 {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
                 {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                {
+                    "name": "sender",
+                    "in": "query",
+                    "description": "The envelope sender: an address (its messages, compared ignoring case) or a"
+                    " domain name (every sender address of that domain)",
+                    "schema": {**_STR, "maxLength": MAX_SEARCH_TEXT},
+                },
+                {
+                    "name": "subject",
+                    "in": "query",
+                    "description": "The subject contains this text, ignoring case (ASCII letters on SQLite). A"
+                    f" search with a subject examines at most {SUBJECT_SCAN:,} messages (of those the other"
+                    " parameters select) per request: a page may then be short, or empty, with a next_cursor"
+                    " to go on with; the listing ends when next_cursor is null",
+                    "schema": {**_STR, "maxLength": MAX_SEARCH_TEXT},
+                },
+                {
+                    "name": "message_id",
+                    "in": "query",
+                    "description": "relay's message id, or the Message-ID header (with or without its angle brackets)",
+                    "schema": {**_STR, "maxLength": MAX_SEARCH_TEXT},
+                },
             ],
             "responses": {"200": _json(_ref("MessageList"), "A page"), **_errors(400)},
         },
@@ -808,6 +830,111 @@ PATHS["/v1/stats/bounces"] = {
         "summary": "Bounces by classification and reason, and by recipient domain (scope read)",
         "parameters": _TIME_PARAMS,
         "responses": {"200": _json({"type": "object"}, "total, by_classification, by_domain"), **_errors(400)},
+    }
+}
+_COUNTS = {
+    "type": "object",
+    "required": ["delivered", "deferred", "bounced", "complained"],
+    "properties": {k: {"type": "integer", "minimum": 0} for k in ("delivered", "deferred", "bounced", "complained")},
+}
+
+
+def _series(interval: str, buckets: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["interval", "data"],
+        "properties": {
+            "interval": {"const": interval},
+            "data": {
+                "type": "array",
+                "minItems": buckets,
+                "maxItems": buckets,
+                "items": {
+                    "type": "object",
+                    "required": ["start", "counts"],
+                    "properties": {"start": {"type": "string", "format": "date-time"}, "counts": _COUNTS},
+                },
+            },
+        },
+    }
+
+
+SCHEMAS["Overview"] = {
+    "type": "object",
+    "required": [
+        "at",
+        "recipients",
+        "waiting",
+        "last_24_hours",
+        "last_30_days",
+        "deferral_reasons",
+        "destinations",
+    ],
+    "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "recipients": {
+            "type": "object",
+            "description": "Recipients in each state now (every state, 0 included)",
+            "required": [s.value for s in State],
+            "additionalProperties": {"type": "integer", "minimum": 0},
+        },
+        "waiting": {"type": "integer", "minimum": 0, "description": "queued + scheduled + deferred + sending"},
+        "last_24_hours": {**_series("hour", 24), "description": "Per hour (UTC), the current hour last"},
+        "last_30_days": {**_series("day", 30), "description": "Per day (UTC), today last"},
+        "deferral_reasons": {
+            "type": "object",
+            "description": "The most frequent reasons of the deferrals over [from, to) (whole hours): replies"
+            " with what varies per message (addresses, IPs, queue ids, numbers, times) taken out",
+            "required": ["from", "to", "data"],
+            "properties": {
+                "from": {"type": "string", "format": "date-time"},
+                "to": {"type": "string", "format": "date-time"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["reason", "count", "example", "last_at"],
+                        "properties": {
+                            "reason": _STR,
+                            "count": {"type": "integer", "minimum": 1},
+                            "example": {**_STR, "description": "One of the replies, as received"},
+                            "last_at": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                },
+            },
+        },
+        "destinations": {
+            "type": "array",
+            "description": "Recipient domains with the most mail waiting (queued, deferred or being sent) first",
+            "items": {
+                "type": "object",
+                "required": ["domain", "waiting", "queued", "deferred", "sending", "oldest", "suspended_until"],
+                "properties": {
+                    "domain": _STR,
+                    **{k: {"type": "integer", "minimum": 0} for k in ("waiting", "queued", "deferred", "sending")},
+                    "oldest": {**_TIME, "description": "When the oldest message still waiting was accepted"},
+                    "suspended_until": _TIME,
+                },
+            },
+        },
+    },
+}
+PATHS["/v1/stats/overview"] = {
+    "get": {
+        "summary": "The dashboard's overview: recipients by state, outcomes per hour and per day, top deferral"
+        " reasons, destinations by waiting mail (scope read)",
+        "parameters": [
+            {**_TIME_PARAMS[0], "description": "Start of the deferral reasons' window (default: 24 hours before to)"},
+            {**_TIME_PARAMS[1], "description": "End of the deferral reasons' window (default: now)"},
+            {
+                "name": "limit",
+                "in": "query",
+                "description": "Entries of each top list (default 10)",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+            },
+        ],
+        "responses": {"200": _json(_ref("Overview"), "The figures"), **_errors(400, 403)},
     }
 }
 PATHS["/v1/webhooks"] = {
@@ -1317,6 +1444,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("get", "/v1/messages/{id}/events"): "list_message_events",
     ("get", "/v1/stats"): "get_stats",
     ("get", "/v1/stats/bounces"): "get_bounce_stats",
+    ("get", "/v1/stats/overview"): "get_overview",
     ("get", "/v1/webhooks"): "list_webhooks",
     ("post", "/v1/webhooks"): "create_webhook",
     ("get", "/v1/webhooks/{id}"): "get_webhook",

@@ -156,6 +156,27 @@ def bounce_stats(conn: Connection, since: float, until: float, limit: int = 100)
     return BounceStats(total, by_reason, by_domain)
 
 
+@dataclasses.dataclass(frozen=True)
+class DeferralReason:
+    """Deferrals that gave the same reason (:func:`relay.bounces.reasons.deferral_reason`) over a window."""
+
+    reason: str
+    count: int
+    example: str  # one of the replies as received, code included
+    last_at: float  # the latest of them
+
+
+def deferral_reasons(conn: Connection, since: float, until: float, limit: int) -> list[DeferralReason]:
+    """The most frequent reasons of the deferrals in the hours from ``since`` (its hour included) to ``until``,
+    most first, from the hourly counts: cost grows with hours and reasons, not deferrals."""
+    rows = conn.execute(
+        "SELECT reason, sum(n) AS total, min(example), max(last_at) FROM deferral_counts"
+        " WHERE hour >= ? AND hour < ? GROUP BY reason ORDER BY total DESC, reason LIMIT ?",
+        (int(since // 3600 * 3600), until, limit),
+    ).fetchall()
+    return [DeferralReason(reason, int(n), example, last_at) for reason, n, example, last_at in rows]
+
+
 # -- retention ---------------------------------------------------------------------------------
 
 PRUNE_BATCH = 5000
@@ -169,6 +190,11 @@ def prune_events(conn: Connection, before: float) -> int:
     return conn.execute(
         "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?)", (before, PRUNE_BATCH)
     ).rowcount
+
+
+def prune_deferral_counts(conn: Connection, before: float) -> None:
+    """Deferral counts of the hours before ``before`` go with the events they counted."""
+    conn.execute("DELETE FROM deferral_counts WHERE hour < ?", (int(before // 3600 * 3600),))
 
 
 def prune_bodies(conn: Connection, before: float) -> int:
@@ -222,6 +248,9 @@ class SqlEvents:
     async def bounce_stats(self, since: float, until: float) -> BounceStats:
         return await self.db.read(lambda c: bounce_stats(c, since, until))
 
+    async def deferral_reasons(self, since: float, until: float, limit: int) -> list[DeferralReason]:
+        return await self.db.read(lambda c: deferral_reasons(c, since, until, limit))
+
     async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
         """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0.
 
@@ -232,6 +261,7 @@ class SqlEvents:
         def op(c: Connection) -> tuple[int, int]:
             if not try_lock(c, HOUSEKEEPING_LOCK):
                 return 0, 0
+            prune_deferral_counts(c, events_before)
             return prune_events(c, events_before) + prune_webhook_log(c, events_before), prune_bodies(c, bodies_before)
 
         return await self.db.write(op)

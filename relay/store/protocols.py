@@ -41,7 +41,7 @@ from relay.keys import ApiKey
 from relay.message import NewMessage
 from relay.nodes import Node, NodeInfo
 from relay.ratelimit import Decision
-from relay.store.events import BounceStats, Event, EventFilter
+from relay.store.events import BounceStats, DeferralReason, Event, EventFilter
 from relay.store.idempotency import Completion, IdempotencyRecord
 from relay.store.operators import Operator, OperatorSession
 from relay.store.queue.records import (
@@ -50,6 +50,7 @@ from relay.store.queue.records import (
     DomainQueue,
     LeasedMessage,
     MessageFilter,
+    MessagePage,
     MessageRecord,
     QueueSummary,
     Quota,
@@ -140,6 +141,14 @@ class QueueStore(Protocol):
 
     async def messages(self, filter: MessageFilter, limit: int) -> list[MessageRecord]: ...
 
+    async def search(self, filter: MessageFilter, limit: int) -> MessagePage:
+        """A page of messages, newest first, with the cursor of the next page (relay.store.queue.search)."""
+        ...
+
+    async def state_counts(self) -> dict[str, int]:
+        """Recipients in each state now (every state, 0 included)."""
+        ...
+
     async def scheduled_messages(
         self, after: str | None, limit: int, api_key_id: str | None = None
     ) -> list[MessageRecord]: ...
@@ -195,6 +204,10 @@ class EventStore(Protocol):
     async def event_totals(self) -> dict[str, int]: ...
 
     async def bounce_stats(self, since: float, until: float) -> BounceStats: ...
+
+    async def deferral_reasons(self, since: float, until: float, limit: int) -> list[DeferralReason]:
+        """The most frequent reasons of the deferrals in [since, until), replies grouped by reason."""
+        ...
 
     async def prune_history(self, events_before: float, bodies_before: float) -> tuple[int, int]:
         """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0."""

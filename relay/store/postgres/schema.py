@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 17
+SQLITE_VERSION = 18
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -376,6 +376,27 @@ MIGRATIONS: list[str] = [
     # 7: SQLite's 17, a message's webhook deliveries found by message.
     """
     CREATE INDEX webhook_deliveries_message ON webhook_deliveries(message_id);
+    """,
+    # 8: SQLite's 18, the indexes of the dashboard's search, and deferrals
+    # counted per hour and reason.
+    # What each is for: see SQLite's 18 in relay.store.schema. Built in the migration's transaction (not
+    # CONCURRENTLY): writes to these tables wait while they are built. SQLite's message_tags_message is here
+    # since version 1.
+    """
+    CREATE INDEX recipients_state_message ON recipients(state, message_id);
+    CREATE INDEX recipients_address_message ON recipients(address, message_id);
+    DROP INDEX recipients_address;
+    CREATE INDEX messages_sender ON messages((lower(sender)), id);
+    CREATE INDEX messages_sender_domain ON messages((lower(substr(sender, instr(sender, '@') + 1))), id);
+    CREATE INDEX messages_id_created ON messages(id, created_at);
+    CREATE TABLE deferral_counts (
+        hour     BIGINT NOT NULL,
+        reason   TEXT NOT NULL,
+        n        BIGINT NOT NULL,
+        example  TEXT NOT NULL,
+        last_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hour, reason)
+    );
     """,
 ]
 

@@ -6,6 +6,7 @@
 * :mod:`.listings`    a message's recipients and attempts, message listings, per-domain queues, the sandbox
 * :mod:`.control`     operator control: retry now, purge, bounce, suspend/resume a domain, cancel, resend
 * :mod:`.returned`    returned mail (DSNs, complaints): find the recipient, record the report
+* :mod:`.search`      message search: which index drives it, bounded subject search
 * :mod:`.scheduling`  scheduled messages (send_at): list, reschedule, cancel
 * :mod:`.repository`  :class:`SqlQueue`, the :class:`relay.store.protocols.QueueStore` over the database
 """
@@ -37,6 +38,7 @@ from relay.store.queue.listings import (
     message_status,
     sandbox_message,
     sandbox_messages,
+    state_counts,
     summary,
 )
 from relay.store.queue.quotas import check_quota, key_usage
@@ -49,6 +51,7 @@ from relay.store.queue.records import (
     LeasedMessage,
     LeasedRecipient,
     MessageFilter,
+    MessagePage,
     MessageRecord,
     QueueSummary,
     Quota,
@@ -60,6 +63,7 @@ from relay.store.queue.records import (
 from relay.store.queue.repository import SqlQueue
 from relay.store.queue.returned import record_returned, returned_target, targets_by_header_id
 from relay.store.queue.scheduling import cancel_scheduled, reschedule, scheduled_messages
+from relay.store.queue.search import MAX_SEARCH_TEXT, SUBJECT_SCAN
 
 __all__ = [
     "Attempt",
@@ -69,9 +73,12 @@ __all__ = [
     "LeasedMessage",
     "LeasedRecipient",
     "MessageFilter",
+    "MessagePage",
     "MessageRecord",
     "QueueSummary",
     "RESEND_RESULTS",
+    "SUBJECT_SCAN",
+    "MAX_SEARCH_TEXT",
     "Quota",
     "RecipientStatus",
     "Resent",
@@ -105,6 +112,7 @@ __all__ = [
     "sandbox_message",
     "sandbox_messages",
     "scheduled_messages",
+    "state_counts",
     "summary",
     "suspend_domain",
     "targets_by_header_id",

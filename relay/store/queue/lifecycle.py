@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from relay.bounces.reasons import deferral_reason
 from relay.events import PENDING_STATES, EventKind
 from relay.message import NewMessage, domain_of
 from relay.store import suppressions
@@ -237,7 +238,9 @@ def _drop_suppressed(conn: Connection, rows: list[Any], now: float) -> list[Any]
 
 
 def record_attempts(conn: Connection, results: list[AttemptResult], now: float, policy: SuppressionPolicy) -> None:
-    """Store each outcome and its event, and bounces with the suppressions they cause; the lease is released."""
+    """Store each outcome and its event, and bounces with the suppressions they cause; the lease is released.
+    Deferrals are counted by reason too (the overview's top deferral reasons)."""
+    _count_deferrals(conn, results, now)
     together = []
     for r in results:
         if r.bounce is not None:
@@ -296,6 +299,24 @@ _RECORD_TOGETHER = (
     " INSERT INTO events (at, kind, message_id, recipient_id, recipient, code, detail, details)"
     " SELECT at, kind, mid, rid, address, code, response, details FROM v"
 )
+
+
+def _count_deferrals(conn: Connection, results: list[AttemptResult], now: float) -> None:
+    """Add this batch's deferrals to deferral_counts: one row per hour and reason, with a first example."""
+    counted: dict[str, list[Any]] = {}
+    for r in results:
+        if r.event == EventKind.DEFERRED:
+            reason = deferral_reason(r.code, r.response)
+            found = counted.setdefault(
+                reason, [0, " ".join(str(p) for p in (r.code, r.response) if p not in (None, ""))]
+            )
+            found[0] += 1
+    hour = int(now // 3600 * 3600)
+    conn.executemany(
+        "INSERT INTO deferral_counts (hour, reason, n, example, last_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (hour, reason) DO UPDATE SET n = deferral_counts.n + excluded.n, last_at = excluded.last_at",
+        [(hour, reason, n, example, now) for reason, (n, example) in counted.items()],
+    )
 
 
 _RECORD_OUTCOME = (

@@ -10,6 +10,7 @@ from relay.events import State
 from relay.store.dialect import Connection
 from relay.store.events import load_metadata
 from relay.store.queue.records import Attempt, DomainQueue, MessageFilter, MessageRecord, QueueSummary, RecipientStatus
+from relay.store.queue.search import records_of, search_ids
 
 
 def attempts_of(conn: Connection, message_id: str, address: str) -> list[Attempt]:
@@ -31,6 +32,13 @@ def summary(conn: Connection) -> QueueSummary:
         if state in ("queued", "deferred", "sending"):
             by_domain[domain][state] = count
     return QueueSummary(by_state, dict(by_domain))
+
+
+def state_counts(conn: Connection) -> dict[str, int]:
+    """Recipients by state (every state, 0 included), counted on the recipients_state_domain index."""
+    counts = {s.value: 0 for s in State}
+    counts.update((state, int(n)) for state, n in conn.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
+    return counts
 
 
 _STATUS_COLUMNS = "address, state, attempts, next_attempt_at, last_code, last_response, updated_at"
@@ -71,26 +79,9 @@ def message_record(conn: Connection, message_id: str) -> MessageRecord | None:
     return None if row is None else _message_record(conn, row)
 
 
-_FILTERS = (
-    ("before", "m.id < ?"),
-    ("status", "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = ?)"),
-    ("recipient", "m.id IN (SELECT message_id FROM recipients WHERE address = ?)"),
-    ("tag", "m.id IN (SELECT message_id FROM message_tags WHERE tag = ?)"),
-    ("since", "m.created_at >= ?"),
-    ("until", "m.created_at < ?"),
-    ("api_key_id", "m.api_key_id = ?"),
-)
-
-
 def list_messages(conn: Connection, f: MessageFilter, limit: int) -> list[MessageRecord]:
-    """Newest first, walking the primary key (ids are time-ordered) from the cursor."""
-    active = [(sql, getattr(f, name)) for name, sql in _FILTERS if getattr(f, name) is not None]
-    sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-    if active:
-        sql += " WHERE " + " AND ".join(clause for clause, _ in active)
-    sql += " ORDER BY m.id DESC LIMIT ?"
-    rows = conn.execute(sql, [*(value for _, value in active), limit]).fetchall()
-    return [_message_record(conn, row) for row in rows]
+    """Newest first (:mod:`relay.store.queue.search`); a subject search may answer fewer than a page."""
+    return records_of(conn, search_ids(conn, f, limit)[0])
 
 
 def sandbox_messages(

@@ -112,6 +112,18 @@ class MessageFilter:
     since: float | None = None
     until: float | None = None
     api_key_id: str | None = None  # submitted with this key
+    sender: str | None = None  # the envelope sender: an address (with "@"), or every address of a domain
+    subject: str | None = None  # the subject contains this (case-insensitive)
+    message_id: str | None = None  # relay's id or the Message-ID header (with or without its angle brackets)
+
+
+@dataclasses.dataclass(frozen=True)
+class MessagePage:
+    """One page of a message search, newest first. ``next_cursor`` (the ``before`` of the next page) is set when
+    there may be more: after a full page, or after a page a bounded subject search cut short."""
+
+    messages: list[MessageRecord]
+    next_cursor: str | None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,7 @@ from relay.store.queue.listings import (
     message_status,
     sandbox_message,
     sandbox_messages,
+    state_counts,
     summary,
 )
 from relay.store.queue.quotas import check_quota, key_usage
@@ -47,6 +48,7 @@ from relay.store.queue.records import (
     DomainQueue,
     LeasedMessage,
     MessageFilter,
+    MessagePage,
     MessageRecord,
     QueueSummary,
     Quota,
@@ -57,6 +59,7 @@ from relay.store.queue.records import (
 )
 from relay.store.queue.returned import record_returned, returned_target, targets_by_header_id
 from relay.store.queue.scheduling import cancel_scheduled, reschedule, scheduled_messages
+from relay.store.queue.search import search
 from relay.store.suppressions import NewBounce, Suppression
 from relay.suppression import SuppressionPolicy
 
@@ -194,6 +197,12 @@ class SqlQueue:
 
     async def messages(self, filter: MessageFilter, limit: int) -> list[MessageRecord]:
         return await self.db.read(lambda c: list_messages(c, filter, limit))
+
+    async def state_counts(self) -> dict[str, int]:
+        return await self.db.read(state_counts)
+
+    async def search(self, filter: MessageFilter, limit: int) -> MessagePage:
+        return await self.db.read(lambda c: search(c, filter, limit))
 
     async def scheduled_messages(
         self, after: str | None, limit: int, api_key_id: str | None = None
