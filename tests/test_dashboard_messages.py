@@ -60,6 +60,11 @@ def test_the_search_form_parses_each_field_as_the_api_does_and_keeps_each_error_
     assert errors.get("since") == "'since' must be an ISO 8601 time"
     assert errors.get("status").startswith("'status' must be one of queued, scheduled")
     assert errors.get("recipient") == ""
+    search, errors = message_filter({"sender": "Example.COM", "subject": "Hello", "message_id": "<a@b>"})
+    assert (search.sender, search.subject, search.message_id) == ("Example.COM", "Hello", "<a@b>") and not errors
+    _, errors = message_filter({"sender": "not a domain", "message_id": "a b"})
+    assert errors.get("sender") == "'sender' must be an address or a domain name"
+    assert errors.get("message_id") == "'message_id' must not contain spaces"
 
 
 def test_the_next_page_keeps_the_search_and_quotes_it():
@@ -179,6 +184,14 @@ async def test_the_list_shows_messages_newest_first_and_searches_by_recipient_ta
     assert "third one" in text and "first one" not in text
     status, text, _ = await admin.get("/dashboard/messages?tag=news")
     assert "first one" in text and "third one" not in text and first
+    status, text, _ = await admin.get("/dashboard/messages?subject=SECOND")
+    assert "second one" in text and "first one" not in text and "third one" not in text
+    status, text, _ = await admin.get(f"/dashboard/messages?message_id={first}")
+    assert "first one" in text and "second one" not in text
+    status, text, _ = await admin.get("/dashboard/messages?sender=nobody.example")
+    assert status == 200 and "first one" not in text and "second one" not in text
+    status, text, _ = await admin.get("/dashboard/messages?message_id=two+words")
+    assert status == 400 and "&#39;message_id&#39; must not contain spaces" in text
 
 
 async def test_the_list_is_paged_by_cursor(relay, admin):

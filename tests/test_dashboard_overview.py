@@ -83,7 +83,9 @@ async def test_the_overview_shows_states_queue_depth_charts_and_top_destinations
         assert len(re.findall(rf'<rect class="bar series-{kind}"', html)) == 2, f"one bar per chart for {kind}"
     assert "delivered 1, deferred 1, bounced 1, complained 0" in html
     assert 'href="/dashboard/queue#slow.example">slow.example</a>' in html
-    assert "Top deferral reasons" not in html, "shown only once the view passes them"
+    reasons = html.split('class="deferral-reasons"')[1].split("</section>")[0]
+    assert "Top deferral reasons, last 24 hours" in reasons
+    assert re.findall(r"<td>(\d+)</td>", reasons) == ["1"], "the one deferral, under its reason"
 
 
 async def test_the_live_fragment_is_the_live_part_alone_and_needs_a_session(site, sink):  # noqa: F811

@@ -85,7 +85,7 @@ def idempotency_json(record: IdempotencyRecord) -> dict[str, Any]:
     }
 
 
-def _sender(value: str | None) -> str | None:
+def parse_sender(value: str | None) -> str | None:
     """``?sender=``: an address (its messages) or a domain (every address of it)."""
     if value is None:
         return None
@@ -95,7 +95,8 @@ def _sender(value: str | None) -> str | None:
     return value
 
 
-def _text(field: str, value: str | None, spaces: bool = True) -> str | None:
+def parse_search_text(field: str, value: str | None, spaces: bool = True) -> str | None:
+    """``?subject=``, ``?message_id=`` (``spaces=False``): printable text of a bounded length."""
     if value is None:
         return None
     if len(value) > MAX_SEARCH_TEXT:
@@ -104,6 +105,13 @@ def _text(field: str, value: str | None, spaces: bool = True) -> str | None:
         raise ApiError(400, "invalid_field", f"'{field}' must not contain spaces", field)
     if not value.isprintable():  # NUL and the like: no text stored in relay holds them
         raise ApiError(400, "invalid_field", f"'{field}' must not contain control characters", field)
+    return value
+
+
+def parse_status(value: str | None) -> str | None:
+    """``?status=``: messages with a recipient in this state."""
+    if value is not None and value not in {s.value for s in State}:
+        raise ApiError(400, "invalid_field", f"'status' must be one of {', '.join(s.value for s in State)}", "status")
     return value
 
 
@@ -200,22 +208,17 @@ class MessagesView:
         an empty one, with a ``next_cursor``: it examines a bounded number of messages per request)."""
         query = request.query
         limit = page_limit(query, 20, MAX_PAGE)
-        status = query.get("status")
-        if status is not None and status not in {s.value for s in State}:
-            raise ApiError(
-                400, "invalid_field", f"'status' must be one of {', '.join(s.value for s in State)}", "status"
-            )
         f = MessageFilter(
             before=query.get("cursor") or None,
-            status=status,
+            status=parse_status(query.get("status")),
             recipient=query.get("recipient") or None,
             tag=query.get("tag") or None,
             since=parse_time("since", query["since"]) if "since" in query else None,
             until=parse_time("until", query["until"]) if "until" in query else None,
             api_key_id=own_filter(request),
-            sender=_sender(query.get("sender") or None),
-            subject=_text("subject", query.get("subject") or None),
-            message_id=_text("message_id", query.get("message_id") or None, spaces=False),
+            sender=parse_sender(query.get("sender") or None),
+            subject=parse_search_text("subject", query.get("subject") or None),
+            message_id=parse_search_text("message_id", query.get("message_id") or None, spaces=False),
         )
         page = await self.store.queue.search(f, limit)
         body = {"data": [message_json(m) for m in page.messages], "next_cursor": page.next_cursor}

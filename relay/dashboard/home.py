@@ -22,6 +22,7 @@ from relay.dashboard.render import render
 from relay.events import STATS_INTERVALS, EventKind, State
 
 CHART_SERIES = (EventKind.DELIVERED, EventKind.DEFERRED, EventKind.BOUNCED, EventKind.COMPLAINED)
+TOP_REASONS = 10  # deferral reasons shown
 TOP_DESTINATIONS = 10
 REFRESH_SECONDS = 10
 
@@ -58,8 +59,11 @@ async def live_context(d: DashboardDeps) -> dict[str, Any]:
             await event_chart(d, "day", 30, "%m-%d", "Events per day, last 30 days (UTC)"),
         ],
         "updated_at": d.clock.now(),
-        # Top deferral reasons: pass ``deferral_reasons`` (a list of (reason, count)) once the store reads
-        # them; the template's section renders only when it is given.
+        # The same read as GET /v1/stats/overview's deferral_reasons: the last 24 hours.
+        "deferral_reasons": [
+            (r.reason, r.count)
+            for r in await d.store.events.deferral_reasons(d.clock.now() - 86400, d.clock.now() + 1, TOP_REASONS)
+        ],
     }
 
 

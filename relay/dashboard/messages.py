@@ -15,7 +15,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from relay.api.app import ApiError, page_limit
+from relay.api.app import page_limit
+from relay.api.messages import parse_search_text, parse_sender, parse_status
 from relay.dashboard import message_page
 from relay.dashboard.access import signed_in
 from relay.dashboard.deps import deps
@@ -32,11 +33,16 @@ SHOWN_RECIPIENTS = 2  # per row; the rest as "+N"
 STATES = tuple(s.value for s in State)
 
 
-def parse_status(field: str, text: str) -> str:
-    """``status``: one of the recipient states, refused as ``GET /v1/messages`` refuses it."""
-    if text not in STATES:
-        raise ApiError(400, "invalid_field", f"'status' must be one of {', '.join(STATES)}", field)
-    return text
+def status(field: str, text: str) -> str | None:
+    return parse_status(text)
+
+
+def sender(field: str, text: str) -> str | None:
+    return parse_sender(text)
+
+
+def search_text(field: str, text: str) -> str | None:
+    return parse_search_text(field, text, spaces=field != "message_id")
 
 
 def as_text(field: str, text: str) -> str:
@@ -56,8 +62,11 @@ class FilterField:
 
 FILTERS = (
     FilterField("recipient", "Recipient", placeholder="someone@example.org"),
+    FilterField("sender", "Sender", sender, placeholder="app@example.com or example.com"),
+    FilterField("subject", "Subject contains", search_text),
+    FilterField("message_id", "Message id", search_text, placeholder="relay's id or the Message-ID header"),
     FilterField("tag", "Tag"),
-    FilterField("status", "Status", parse_status, choices=STATES),
+    FilterField("status", "Status", status, choices=STATES),
     FilterField("since", "Since (UTC)", parse_time, placeholder="2026-01-31 08:00"),
     FilterField("until", "Until (UTC)", parse_time, placeholder="2026-01-31 18:00"),
 )
@@ -117,8 +126,8 @@ async def index(request: web.Request) -> web.StreamResponse:
         limit = page_limit(query, PAGE_SIZE, MAX_PAGE)
     except Refused as exc:
         limit, errors = PAGE_SIZE, FormErrors({**errors.fields, "limit": exc.http_message()})
-    rows = [] if errors else await deps(request).store.queue.messages(search, limit + 1)
-    page = rows[:limit]
+    found = None if errors else await deps(request).store.queue.search(search, limit)
+    page = found.messages if found is not None else []
     return render(
         request,
         "messages.html",
@@ -128,7 +137,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         values={field.name: query.get(field.name, "") for field in FILTERS},
         rows=[row(m) for m in page],
         first_page=page_url(query, None) if search.before else None,
-        next_page=page_url(query, page[-1].id) if len(rows) > limit else None,
+        next_page=page_url(query, found.next_cursor) if found is not None and found.next_cursor else None,
     )
 
 
