@@ -13,7 +13,12 @@ It stops once ``--events`` events are written, then times each query ``--samples
 - the overview figures: recipients by state, 24 h by hour, 30 days by day, top deferral reasons over 24 h
   and 7 days, destinations by waiting mail.
 
-    python bench/dashboard_queries.py --events 1000000 --store sqlite
+``--pages`` then serves that store with a real ``relay serve`` (delivery off, loopback), signs an operator
+in and times the dashboard's pages as a browser gets them (the whole HTTP request, HTML rendered):
+the overview and its live fragment, the message list (unfiltered and searched), a message's page, the
+queue.
+
+    python bench/dashboard_queries.py --events 1000000 --store sqlite [--pages]
     python bench/dashboard_queries.py --events 1000000 --store postgresql
 """
 
@@ -21,8 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -219,6 +227,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         print(f"{'query':<48} {'p50 ms':>8} {'p95 ms':>8} {'rows':>6}")
         for name, (p50, p95, rows) in await measure(store, clock.now(), args.samples):
             print(f"{name:<48} {p50:>8.2f} {p95:>8.2f} {rows:>6}", flush=True)
+        if args.pages:
+            some_id = (await store.queue.search(MessageFilter(status="deferred"), 1)).messages[0].id
+            await store.close()
+            url = store.db.url if cluster else ""  # type: ignore[attr-defined]
+            print(f"{'page (GET, signed in)':<48} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>6}")
+            for name, (p50, p95, size) in await measure_pages(tmp, url, some_id, args.samples):
+                print(f"{name:<48} {p50:>8.2f} {p95:>8.2f} {size:>6}", flush=True)
+            return
         if args.keep:
             print(f"kept: {store.db.url if cluster else tmp / 'relay.sqlite3'} (press Enter to stop)", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -228,12 +244,117 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             cluster.stop()
 
 
+PAGES = [
+    ("overview", "/dashboard/"),
+    ("overview, live fragment", "/dashboard/overview/live"),
+    ("messages", "/dashboard/messages"),
+    ("messages: status=deferred", "/dashboard/messages?status=deferred"),
+    ("messages: sender domain", "/dashboard/messages?sender=brand7.example"),
+    ("messages: subject (rare)", "/dashboard/messages?subject=password+reset"),
+    ("messages: tag + status", "/dashboard/messages?tag=newsletter&status=deferred"),
+    ("a message", "/dashboard/messages/{id}"),
+    ("queue", "/dashboard/queue"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_relay(tmp: Path, url: str, port: int) -> subprocess.Popen[bytes]:
+    """relay serve on the filled store (delivery captured in the sandbox), with an admin "bench"."""
+    config = tmp / "relay.toml"
+    store = f'[store]\nurl = "{url}"\n' if url else ""
+    config.write_text(
+        f'[server]\nhostname = "relay.bench"\ndata_dir = "{tmp}"\n[smtp]\nlisten = ["127.0.0.1:{free_port()}"]\n'
+        f'[http]\nlisten = "127.0.0.1:{port}"\n[delivery]\nmode = "sandbox"\n{store}'
+    )
+    relay = [sys.executable, "-m", "relay"]
+    made = subprocess.run(
+        [*relay, "users", "create", "bench", "--role", "admin", "--password-stdin", "--config", str(config)],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        raise SystemExit(f"relay users create: {made.stderr}")
+    with (tmp / "relay.log").open("wb") as log:
+        return subprocess.Popen([*relay, "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+
+
+PASSWORD = "bench password 1234"
+
+
+async def measure_pages(
+    tmp: Path, url: str, message_id: str, samples: int
+) -> list[tuple[str, tuple[float, float, int]]]:
+    """The dashboard's pages from a relay serving the filled store, signed in as an admin."""
+    import aiohttp
+
+    port = free_port()
+    proc = await asyncio.to_thread(start_relay, tmp, url, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # unsafe: keep cookies for an IP address (the relay listens on 127.0.0.1)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            await _wait_up(session, base, proc)
+            async with session.get(f"{base}/dashboard/login") as resp:
+                token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+            form = {"username": "bench", "password": PASSWORD, "csrf_token": token.group(1) if token else ""}
+            async with session.post(f"{base}/dashboard/login", data=form, allow_redirects=False) as resp:
+                if resp.status != 303:
+                    raise SystemExit(f"could not sign in: {resp.status}")
+            figures = []
+            for name, path in PAGES:
+                figures.append((name, await _timed_get(session, base + path.format(id=message_id), samples)))
+            return figures
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+
+
+async def _wait_up(session: Any, base: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("relay exited while starting (see relay.log)")
+        try:
+            async with session.get(f"{base}/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    raise SystemExit("relay did not start within 60 s")
+
+
+async def _timed_get(session: Any, url: str, samples: int) -> tuple[float, float, int]:
+    async def get() -> int:
+        async with session.get(url, allow_redirects=False) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"GET {url}: {resp.status}")
+            return len(body)
+
+    await get()  # warm-up
+    times, size = [], 0
+    for _ in range(samples):
+        started = time.perf_counter()
+        size = await get()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events to write before measuring")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--samples", type=int, default=20, help="timed calls of each query")
     parser.add_argument("--keep", action="store_true", help="keep the database until Enter (to EXPLAIN by hand)")
+    parser.add_argument("--pages", action="store_true", help="then time the dashboard's pages from relay serve")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="relay-dashboard-"))
     try:
