@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
 from relay.events import State
 from relay.store.dialect import Connection
-from relay.store.events import load_metadata
 from relay.store.queue.records import Attempt, DomainQueue, MessageFilter, MessageRecord, QueueSummary, RecipientStatus
-from relay.store.queue.search import records_of, search_ids
+from relay.store.queue.search import MESSAGE_COLUMNS, record_of_row, records_of, search_ids
 
 
 def attempts_of(conn: Connection, message_id: str, address: str) -> list[Attempt]:
@@ -53,25 +51,11 @@ def message_status(conn: Connection, message_id: str) -> list[RecipientStatus]:
     ]
 
 
-_MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at, sandbox"
+_MESSAGE_COLUMNS = MESSAGE_COLUMNS
 
 
 def _message_record(conn: Connection, row: tuple[Any, ...]) -> MessageRecord:
-    mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
-    return MessageRecord(
-        mid,
-        created,
-        sender,
-        size,
-        source,
-        subject,
-        json.loads(tags),
-        load_metadata(metadata),
-        key_id,
-        message_status(conn, mid),
-        send_at,
-        bool(sandbox),
-    )
+    return record_of_row(row, message_status(conn, row[0]))
 
 
 def message_record(conn: Connection, message_id: str) -> MessageRecord | None:

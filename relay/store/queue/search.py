@@ -146,7 +146,6 @@ def search(conn: Connection, f: MessageFilter, limit: int) -> MessagePage:
     return MessagePage(records, stopped_at)
 
 
-_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at, sandbox"
 _STATUS = "message_id, address, state, attempts, next_attempt_at, last_code, last_response, updated_at"
 
 
@@ -160,11 +159,15 @@ def records_of(conn: Connection, ids: list[str]) -> list[MessageRecord]:
         f"SELECT {_STATUS} FROM recipients WHERE message_id IN ({marks}) ORDER BY id", ids
     ):
         recipients[message_id].append(RecipientStatus(*status))
-    rows = {row[0]: row for row in conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE id IN ({marks})", ids)}
-    return [_record(rows[i], recipients[i]) for i in ids if i in rows]
+    rows = {row[0]: row for row in conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({marks})", ids)}
+    return [record_of_row(rows[i], recipients[i]) for i in ids if i in rows]
 
 
-def _record(row: tuple[Any, ...], recipients: list[RecipientStatus]) -> MessageRecord:
+MESSAGE_COLUMNS = "id, created_at, sender, size, source, subject, tags, metadata, api_key_id, send_at, sandbox"
+
+
+def record_of_row(row: tuple[Any, ...], recipients: list[RecipientStatus]) -> MessageRecord:
+    """A row of ``MESSAGE_COLUMNS`` and its recipients' statuses as a record."""
     mid, created, sender, size, source, subject, tags, metadata, key_id, send_at, sandbox = row
     return MessageRecord(
         mid,
