@@ -8,6 +8,7 @@ served alone at ``/overview/live``, which static/overview.js fetches every 10 s 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -45,11 +46,16 @@ async def event_chart(d: DashboardDeps, name: str, count: int, label: str, title
 
 async def live_context(d: DashboardDeps) -> dict[str, Any]:
     """Everything the live part of the overview shows (the page and its fragment render the same)."""
-    summary = await d.store.queue.summary()
-    queues = await d.store.queue.domain_queues()  # busiest first
+    # The reads GET /v1/stats/overview makes, at once (each on a reader of its own: with a million
+    # recipients, counting them by state is most of the page's time).
+    states, queues, waiting = await asyncio.gather(
+        d.store.queue.state_counts(),
+        d.store.queue.domain_queues(),  # busiest first
+        d.store.queue.pending_count(),
+    )
     return {
-        "by_state": [(str(s), summary.by_state.get(str(s), 0)) for s in State],
-        "waiting": await d.store.queue.pending_count(),
+        "by_state": [(str(s), states.get(str(s), 0)) for s in State],
+        "waiting": waiting,
         "destinations": [
             {**queue_json(q), "href": f"/dashboard/queue#{quote(q.domain, safe='')}"} for q in queues[:TOP_DESTINATIONS]
         ],
