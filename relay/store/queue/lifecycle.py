@@ -311,6 +311,8 @@ def _count_deferrals(conn: Connection, results: list[AttemptResult], now: float)
                 reason, [0, " ".join(str(p) for p in (r.code, r.response) if p not in (None, ""))]
             )
             found[0] += 1
+    if not counted:  # most batches: nothing deferred, no statement
+        return
     hour = int(now // 3600 * 3600)
     conn.executemany(
         "INSERT INTO deferral_counts (hour, reason, n, example, last_at) VALUES (?, ?, ?, ?, ?)"
