@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -187,6 +188,70 @@ def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) ->
     raise SystemExit(f"nothing listens on port {port}")
 
 
+def fsync_latency(directory: Path, samples: int = 300) -> tuple[float, float]:
+    """p50 and p99 milliseconds of a small write + fsync in ``directory``: what a commit costs on this disk.
+
+    Postfix fsyncs once per message and relay once per group of messages, so the ratio between them
+    moves with this figure; it is printed beside every result.
+    """
+    path = directory / "fsync-probe"
+    took = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(samples):
+            start = time.perf_counter()
+            os.write(fd, b"x" * 512)
+            os.fsync(fd)
+            took.append((time.perf_counter() - start) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    took.sort()
+    return round(took[len(took) // 2], 3), round(took[min(len(took) - 1, int(len(took) * 0.99))], 3)
+
+
+class Profiler:
+    """py-spy (``--gil``: only samples holding the GIL, i.e. Python's own CPU) on each of ``pids`` until stopped.
+
+    Each process's stacks are written in py-spy's raw (collapsed) form to ``directory/<name>-<pid>.txt``;
+    bench/profile_summary.py reads them.
+    """
+
+    def __init__(self, directory: Path, name: str, pids: list[int]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy (pip install py-spy)")
+        self.procs = [
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--gil",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(directory / f"{name}-{pid}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for pid in pids
+        ]
+        time.sleep(0.5)  # py-spy attaches
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            proc.wait(30)
+
+
 class Database:
     """A private PostgreSQL cluster for one run, with pg_stat_statements to count round trips."""
 
@@ -299,7 +364,7 @@ class Relay:
 hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
 log_level = "info"
-acceptors = {args.acceptors}
+acceptors = {args.acceptors if args.acceptors.isdigit() else '"auto"'}
 [smtp]
 listen = ["127.0.0.1:{smtp_port}"]
 trusted_networks = {"[]" if args.auth else '["127.0.0.1/32"]'}
@@ -332,7 +397,7 @@ concurrency = {args.concurrency}
                 cwd=REPO,
             )
         wait_listening(smtp_port, lambda: self.proc.poll() is None)
-        time.sleep(0.5 if args.acceptors else 0)  # let the acceptor processes start
+        time.sleep(0 if args.acceptors == "0" else 0.5)  # let the acceptor processes start
         self.pids = [self.proc.pid, *children(self.proc.pid)]
 
     def exited(self) -> str | None:
@@ -488,6 +553,9 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
             server = Relay(tmp, smtp_port, sink_port, args, database)
         else:
             server = Postfix(tmp, smtp_port, sink_port, args)
+        profiler = None
+        if args.profile is not None and isinstance(server, Relay):
+            profiler = Profiler(args.profile, target, server.pids)
         cpu_before = server.cpu()
         db_before = (database.cpu(), *database.counters()) if database is not None else None
         start = time.monotonic()
@@ -504,6 +572,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
             time.sleep(0.02)
         finished_at = time.monotonic()
         cpu = server.cpu() - cpu_before
+        if profiler is not None:
+            profiler.stop()
         db_costs: dict[str, object] = {}
         if database is not None and db_before is not None:
             if args.statements:
@@ -538,6 +608,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "nodes": args.nodes if target == "relay" else None,
         **db_costs,
     }
+    result["fsync_p50_ms"], result["fsync_p99_ms"] = fsync_latency(tmp)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -588,7 +659,12 @@ def main() -> None:
     parser.add_argument("--injector", choices=("auto", "smtp-source", "python"), default="auto")
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "python"), default="auto")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
-    parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors (processes)")
+    parser.add_argument(
+        "--acceptors",
+        default="auto",
+        help="relay's [server] acceptors: a number of processes, or \"auto\" (the default configuration's)",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     parser.add_argument("--auth", action="store_true", help="STARTTLS + AUTH PLAIN on every connection (relay)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
@@ -638,7 +714,12 @@ def main() -> None:
                         if "db_cpu_ms_per_message" in result
                         else ""
                     )
-                    + f"errors logged {result['errors_logged']}",
+                    + f"errors logged {result['errors_logged']}"
+                    + (
+                        f"; disk fsync p50 {result['fsync_p50_ms']} ms, p99 {result['fsync_p99_ms']} ms"
+                        if "fsync_p50_ms" in result
+                        else ""
+                    ),
                     flush=True,
                 )
     targets = {r["target"] for r in results}

@@ -54,6 +54,10 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
+    # Each operation of a group commit runs in a savepoint, so SQLite keeps a statement journal of the pages
+    # it changes: in a temporary file by default (a create, ~45 small writes per message and an unlink per
+    # commit, measured with strace), in memory with this.
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
