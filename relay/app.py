@@ -62,7 +62,7 @@ from relay.submission.auth import SharedFailures, SmtpAuthenticator
 from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
 from relay.submission.http import HttpSubmission
-from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
+from relay.submission.smtp import ConnectionFactory, Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
 from relay.webhooks import SenderSettings, WebhookSender
 
@@ -327,6 +327,7 @@ class Relay:
         self.store: SqlStore | None = None
         self.engine: Engine | None = None
         self.smtp_servers: list[asyncio.Server] = []
+        self.smtp_factories: list[ConnectionFactory] = []  # STARTTLS, implicit TLS
         self.verp: Verp | None = None
         self.domains: Domains | None = None
         self._domains_task: asyncio.Task[None] | None = None
@@ -564,6 +565,7 @@ class Relay:
         assert context is not None
         starttls = make_smtp_factory(handler, self.config, self.smtp_sessions, context)
         implicit = make_smtp_factory(handler, self.config, self.smtp_sessions, context, implicit_tls=True)
+        self.smtp_factories = [starttls, implicit]
         for sock in listeners.smtp:
             self.smtp_servers.append(await loop.create_server(starttls, sock=sock, backlog=1024))
         for sock in listeners.smtps:

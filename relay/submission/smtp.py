@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import re
 import ssl
+import types
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from email.errors import HeaderParseError
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, _AuthMechAttr
 
 from relay import strictjson
 from relay.clock import Clock
@@ -564,17 +565,64 @@ class SubmissionSMTP(ChunkedData):
         return AuthResult(success=True, auth_data=cred)
 
 
+class ConnectionFactory:
+    """Makes the protocol object of each new connection for ``loop.create_server``.
+
+    aiosmtpd's SMTP.__init__ works out, for every connection, what is the same for every connection
+    of a listener: it walks the handler's and the server's attributes for hook and command methods
+    (dir(), inspect.getmembers(), inspect.signature()) and logs the AUTH mechanisms; ~13% of an
+    acceptor's CPU with one connection per message (py-spy, bench/throughput.py --profile). The first
+    connection is made by SMTP.__init__ itself; the attributes it set beyond those of
+    asyncio.StreamReaderProtocol are kept, and each later connection gets a new StreamReaderProtocol
+    part and those attributes, with the server's own methods bound to it.
+    tests/test_smtp_factory.py checks that both ways make the same object.
+    """
+
+    REBOUND = ("_smtp_methods", "_auth_methods")  # dicts holding methods bound to the server object
+
+    def __init__(self, make: Callable[[], SubmissionSMTP]) -> None:
+        self._make = make
+        self._shared: dict[str, Any] | None = None
+
+    def __call__(self) -> SubmissionSMTP:
+        if self._shared is None:
+            smtp = self._make()
+            own = set(vars(_stream_protocol(SubmissionSMTP.__new__(SubmissionSMTP), smtp.loop)))
+            self._shared = {k: v for k, v in vars(smtp).items() if k not in own}
+            return smtp
+        return self._clone(self._shared)
+
+    @staticmethod
+    def _clone(shared: dict[str, Any]) -> SubmissionSMTP:
+        smtp = _stream_protocol(SubmissionSMTP.__new__(SubmissionSMTP), shared["loop"])
+        smtp.__dict__.update(shared)
+        smtp.command_size_limits.clear()  # as SMTP.__init__ does (a class-level dict EHLO adds to)
+        smtp._smtp_methods = {name: types.MethodType(m.__func__, smtp) for name, m in shared["_smtp_methods"].items()}
+        smtp._auth_methods = {
+            name: _AuthMechAttr(types.MethodType(a.method.__func__, smtp), True) if a.is_builtin else a
+            for name, a in shared["_auth_methods"].items()
+        }
+        return smtp
+
+
+def _stream_protocol(smtp: SubmissionSMTP, loop: asyncio.AbstractEventLoop) -> SubmissionSMTP:
+    """The asyncio.StreamReaderProtocol part of a server object, made as SMTP.__init__ makes it."""
+    reader = asyncio.StreamReader(loop=loop, limit=smtp.line_length_limit)
+    asyncio.StreamReaderProtocol.__init__(smtp, reader, client_connected_cb=smtp._cb_client_connected, loop=loop)
+    return smtp
+
+
 def make_smtp_factory(
     handler: SubmissionHandler,
     config: Config,
     sessions: Sessions,
     tls_context: ssl.SSLContext | None,
     implicit_tls: bool = False,
-) -> Callable[[], SMTP]:
+) -> ConnectionFactory:
     """A protocol factory for ``loop.create_server``: STARTTLS offered with ``tls_context``,
     or (``implicit_tls``) the server socket itself is TLS."""
 
-    def factory() -> SMTP:
+    def make() -> SubmissionSMTP:
         smtp = SubmissionSMTP(
             handler,
             hostname=config.server.hostname,
@@ -594,7 +642,15 @@ def make_smtp_factory(
         smtp.implicit_tls = implicit_tls
         return smtp
 
-    return factory
+    return ConnectionFactory(make)
 
 
-__all__ = ["SubmissionHandler", "SubmissionSMTP", "Sessions", "Policy", "make_smtp_factory", "is_trusted"]
+__all__ = [
+    "ConnectionFactory",
+    "SubmissionHandler",
+    "SubmissionSMTP",
+    "Sessions",
+    "Policy",
+    "make_smtp_factory",
+    "is_trusted",
+]
