@@ -60,4 +60,12 @@ async def test_many_connections_each_carry_a_message(relay_factory: Any) -> None
 
     refused = [await asyncio.to_thread(send, n) for n in range(4)]
     assert refused == [{}] * 4
+
+    def help_texts() -> tuple[bytes, bytes]:
+        with smtplib.SMTP(host, port) as client:
+            return client.help(), client.help("MAIL")
+
+    listing, mail = await asyncio.to_thread(help_texts)  # HELP walks the command table of a cloned connection
+    assert b"MAIL" in listing and b"RCPT" in listing and b"QUIT" in listing
+    assert b"MAIL FROM:" in mail, mail
     assert sum((await relay.store.queue.state_counts()).values()) == 4
