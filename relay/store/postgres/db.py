@@ -167,7 +167,7 @@ class PgDatabase:
             return {}
         return {"options": f"-c statement_timeout={int(self.statement_timeout * 1000)}"}
 
-    async def write(self, fn: Callable[[PgConnection], T]) -> T:
+    async def write(self, fn: Callable[[PgConnection], T], light: bool = False) -> T:
         """Run ``fn`` inside the next group transaction; return once that transaction is durably committed."""
         if self._closed:
             raise RuntimeError("database is closed")

@@ -63,6 +63,10 @@ from relay.store.queue.search import search
 from relay.store.suppressions import NewBounce, Suppression
 from relay.suppression import SuppressionPolicy
 
+# Queueing up to this many messages at once is a light write (relay.store.db: run on the event loop's thread);
+# a bigger batch (POST /v1/messages/batch) is written in the writer thread, leaving the loop free meanwhile.
+LIGHT_MESSAGES = 10
+
 
 class SqlQueue:
     """:class:`relay.store.protocols.QueueStore` over the shared database."""
@@ -94,7 +98,7 @@ class SqlQueue:
             if completion is not None:
                 idem.complete(conn, completion)
 
-        await self.db.write(op)
+        await self.db.write(op, light=len(messages) <= LIGHT_MESSAGES)
 
     async def enqueue(
         self, message: NewMessage, quota: Quota | None = None, completion: idem.Completion | None = None
@@ -113,13 +117,14 @@ class SqlQueue:
             if completion is not None:
                 idem.complete(conn, completion)
 
-        await self.db.write(op)
+        await self.db.write(op, light=True)
 
     async def claim_due(
         self, limit: int, owner: str, lease: float, max_bytes: int | None = None, first_fits: bool = True
     ) -> list[LeasedMessage]:
         now = self.clock.now()
-        return await self.db.write(lambda c: claim_due(c, now, limit, owner, now + lease, max_bytes, first_fits))
+        claim = lambda c: claim_due(c, now, limit, owner, now + lease, max_bytes, first_fits)  # noqa: E731
+        return await self.db.write(claim, light=True)
 
     async def record_attempts(self, results: list[AttemptResult]) -> None:
         if self.db.in_process:
@@ -130,7 +135,7 @@ class SqlQueue:
     async def _write_attempts(self, results: list[AttemptResult]) -> None:
         now = self.clock.now()
         policy = self.suppression_policy
-        await self.db.write(lambda c: record_attempts(c, results, now, policy))
+        await self.db.write(lambda c: record_attempts(c, results, now, policy), light=True)
 
     async def postpone(self, recipient_ids: list[int], until: float) -> None:
         now = self.clock.now()
