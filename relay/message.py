@@ -306,7 +306,13 @@ def missing_standard_headers(raw: bytes, hostname: str, now: float) -> list[tupl
 
 
 def rfc5322_date(now: float) -> str:
-    return format_datetime(datetime.fromtimestamp(now, UTC))
+    """``Tue, 01 Dec 2026 22:10:39 +0000``: whole seconds, so a second's messages share one formatting."""
+    return _date_of_second(datetime.fromtimestamp(now, UTC).replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of_second(second: datetime) -> str:
+    return format_datetime(second)
 
 
 def received_header(

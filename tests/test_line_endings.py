@@ -246,3 +246,14 @@ def test_dkim_signs_only_for_the_from_domain(tmp_path):
     assert signer.sign(two) == two
     good = b"From: me@example.com\r\nTo: x@example.org\r\n\r\nhi\r\n"
     assert signer.sign(good).startswith(b"DKIM-Signature:") and b" d=example.com;" in signer.sign(good)
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_the_date_header_is_that_of_the_second_whatever_the_fraction(now: float) -> None:
+    # rfc5322_date formats each second once (lru_cache): the text must be what formatting the moment gives.
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from relay.message import rfc5322_date
+
+    assert rfc5322_date(now) == format_datetime(datetime.fromtimestamp(now, UTC))
