@@ -144,7 +144,9 @@ async def main() -> None:
     parser.add_argument("--probe", type=int, default=3000, help="messages sent to measure the maximum rate")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--acceptors", type=int, default=0)
+    parser.add_argument(
+        "--acceptors", default="auto", help="relay's [server] acceptors (default \"auto\", the default configuration's)"
+    )
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     args.auth, args.concurrency = False, 100

@@ -51,17 +51,19 @@ def machine() -> str:
 
 
 def steps(quick: bool) -> list[tuple[str, list[str]]]:
-    n = "3000" if quick else "20000"
+    n = "3000" if quick else "10000"
+    relay_and_postfix = ["--target", "postfix", "--target", "relay"]
     # fmt: off
     return [
-        ("SMTP relay throughput vs Postfix, 5 KB", ["throughput.py", "--messages", n, "--runs", "1" if quick else "3",
-                                                    "--target", "postfix", "--target", "relay"]),
-        ("SMTP relay throughput vs Postfix, 100 KB", ["throughput.py", "--messages", "500" if quick else "2000",
-                                                      "--size", "102400", "--runs", "1" if quick else "2",
-                                                      "--target", "postfix", "--target", "relay"]),
-        ("SMTP relay throughput vs Postfix, 5 KB, relay with one acceptor process",
-         ["throughput.py", "--messages", n, "--runs", "1" if quick else "2", "--target", "postfix", "--target", "relay",
-          "--acceptors", "1"]),
+        ("SMTP relay throughput vs Postfix, 5 KB, default configuration",
+         ["throughput.py", "--messages", n, "--runs", "1" if quick else "3", *relay_and_postfix]),
+        ("SMTP relay throughput vs Postfix, 5 KB, relay in one process",
+         ["throughput.py", "--messages", n, "--runs", "1" if quick else "2", "--acceptors", "0", *relay_and_postfix]),
+        ("SMTP relay throughput vs Postfix, 5 KB, relay DKIM-signing (rsa-2048)",
+         ["throughput.py", "--messages", n, "--runs", "1" if quick else "2", "--dkim", *relay_and_postfix]),
+        ("SMTP relay throughput vs Postfix, 100 KB, default configuration",
+         ["throughput.py", "--messages", "500" if quick else "2000", "--size", "102400",
+          "--runs", "1" if quick else "2", *relay_and_postfix]),
         ("Ceiling: smtp-source straight into smtp-sink, 5 KB",
          ["throughput.py", "--messages", n, "--target", "ceiling"]),
         ("HTTP submission vs /healthz", ["http_api.py", "--duration", "5" if quick else "15"]),

@@ -188,6 +188,19 @@ def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) ->
     raise SystemExit(f"nothing listens on port {port}")
 
 
+def pss_mb(pids: list[int]) -> float:
+    """The processes' proportional set size together (shared pages divided among their sharers), MB."""
+    total_kb = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        match = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
+        total_kb += int(match.group(1)) if match else 0
+    return round(total_kb / 1024, 1)
+
+
 def fsync_latency(directory: Path, samples: int = 300) -> tuple[float, float]:
     """p50 and p99 milliseconds of a small write + fsync in ``directory``: what a commit costs on this disk.
 
@@ -328,6 +341,9 @@ class Cluster:
     def cpu(self) -> float:
         return sum(node.cpu() for node in self.nodes)
 
+    def memory(self) -> float:
+        return sum(node.memory() for node in self.nodes)
+
     def delivered(self) -> int:
         return self.nodes[0].delivered()
 
@@ -375,6 +391,7 @@ listen = "127.0.0.1:{free_port()}"
 smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
+            + (self._dkim_section(tmp) if args.dkim else "")
             + (f'[store]\nurl = "{database.url}"\n' if database is not None else "")
             + (f'secret_key_file = "{key_file}"\n' if database is not None and key_file is not None else "")
         )
@@ -400,6 +417,22 @@ concurrency = {args.concurrency}
         time.sleep(0 if args.acceptors == "0" else 0.5)  # let the acceptor processes start
         self.pids = [self.proc.pid, *children(self.proc.pid)]
 
+    @staticmethod
+    def _dkim_section(tmp: Path) -> str:
+        """--dkim: an RSA-2048 key for the messages' From: domain (example.com), so every one is signed."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = tmp / "example.com.pem"
+        pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        pem.chmod(0o600)
+        return f'[dkim.domains."example.com"]\nselector = "bench"\nprivate_key = "{pem}"\n'
+
     def exited(self) -> str | None:
         """The end of the log if relay has exited (a benchmark run must not wait for it)."""
         if self.proc.poll() is None:
@@ -408,6 +441,9 @@ concurrency = {args.concurrency}
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids)
+
+    def memory(self) -> float:
+        return pss_mb(self.pids)
 
     def delivered(self) -> int:
         if self.database is not None:
@@ -486,6 +522,9 @@ maillog_file = {self.log}
 
     def cpu(self) -> float:
         return cpu_seconds(self.master, reaped_children=True) + sum(cpu_seconds(p) for p in children(self.master))
+
+    def memory(self) -> float:
+        return pss_mb([self.master, *children(self.master)])
 
     def delivered(self) -> int:
         if not self.log.exists():
@@ -572,6 +611,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
             time.sleep(0.02)
         finished_at = time.monotonic()
         cpu = server.cpu() - cpu_before
+        memory = server.memory()  # after the run, before stopping: what the processes hold at its end
         if profiler is not None:
             profiler.stop()
         db_costs: dict[str, object] = {}
@@ -596,6 +636,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "messages": args.messages,
         "sessions": args.sessions,
         "auth": args.auth,
+        "dkim": args.dkim and target == "relay",
         "acceptors": args.acceptors if target == "relay" else None,
         "size": len(message),
         "injector": injector,
@@ -603,6 +644,7 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "accepted_per_s": round(args.messages / (accepted_at - start), 1),
         "end_to_end_per_s": round(args.messages / (finished_at - start), 1),
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
+        "pss_mb": memory,
         "errors_logged": server.errors(),
         "store": args.store if target == "relay" else None,
         "nodes": args.nodes if target == "relay" else None,
@@ -666,6 +708,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     parser.add_argument("--auth", action="store_true", help="STARTTLS + AUTH PLAIN on every connection (relay)")
+    parser.add_argument("--dkim", action="store_true", help="relay DKIM-signs every message (rsa-2048)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--store",
@@ -701,6 +744,7 @@ def main() -> None:
                     + (f", {result['nodes']} nodes" if target == "relay" and args.nodes > 1 else "")
                     + (" straight into the sink" if target == "ceiling" else "")
                     + (", STARTTLS+AUTH" if result["auth"] else "")
+                    + (", DKIM rsa-2048" if result.get("dkim") else "")
                     + f": accepted {result['accepted_per_s']}/s, end-to-end {result['end_to_end_per_s']}/s, "
                     + (
                         f"CPU {result['cpu_ms_per_message']} ms/msg, "
@@ -714,6 +758,7 @@ def main() -> None:
                         if "db_cpu_ms_per_message" in result
                         else ""
                     )
+                    + (f"PSS {result['pss_mb']} MB, " if result.get("pss_mb") is not None else "")
                     + f"errors logged {result['errors_logged']}"
                     + (
                         f"; disk fsync p50 {result['fsync_p50_ms']} ms, p99 {result['fsync_p99_ms']} ms"
