@@ -110,6 +110,21 @@ async def test_line_length_limit_counts_the_crlf():
     assert collector.body() == split.replace(b"\n", b"\r\n", 1)
 
 
+async def test_a_big_body_is_read_in_big_pieces_and_the_command_limit_comes_back():
+    body = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 1300  # 100 KB, no line ends in a dot
+    reader = asyncio.StreamReader(limit=1001)
+    collector = DataCollector(None, 1001)
+    reader.feed_data(stuffed(body) + b"QUIT\r\n")
+    await read_data(reader, collector)
+    assert len(collector._pieces) <= 3, "64 KB at a time, not 1 KB"
+    assert collector.body() == body
+    assert reader._limit == 1001
+    assert await reader.readline() == b"QUIT\r\n"
+    reader.feed_data(b"y" * 2000 + b"\r\n")
+    with pytest.raises(ValueError):  # a command line over the limit is refused as before
+        await reader.readline()
+
+
 async def test_the_client_going_away_mid_data_is_an_incomplete_read():
     reader = asyncio.StreamReader(limit=1001)
     reader.feed_data(b"Subject: x\r\n\r\nhalf a mess")

@@ -105,17 +105,30 @@ class DataCollector:
         return dot_unstuff(crlf_line_ends(data))
 
 
+DATA_PIECE = 64 * 1024  # the most one read of the body takes (the reader's limit while DATA lasts)
+
+
 async def read_data(reader: asyncio.StreamReader, collector: DataCollector) -> None:
     """Read from ``reader`` through the end-of-data line into ``collector``; what follows it stays
-    in the reader for the next command. Raises IncompleteReadError if the client goes away."""
-    while True:
-        try:
-            piece = await reader.readuntil(b".\r\n")
-        except asyncio.LimitOverrunError as exc:
-            # No ".\r\n" within the reader's limit: take what was scanned, all but its last bytes.
-            piece = await reader.readexactly(exc.consumed)
-        if collector.add(piece):
-            return
+    in the reader for the next command. Raises IncompleteReadError if the client goes away.
+
+    The reader's limit (a command line's length) is raised to DATA_PIECE meanwhile: with aiosmtpd's
+    1001 bytes, a body whose lines seldom end in a dot came in pieces of 1 KB, each found by a
+    LimitOverrunError, ~100 for a 100 KB message. The lines' lengths are checked in
+    :meth:`DataCollector.body`."""
+    limit = reader._limit  # type: ignore[attr-defined]  # asyncio's StreamReader keeps it here (since 3.4)
+    reader._limit = max(limit, DATA_PIECE)  # type: ignore[attr-defined]
+    try:
+        while True:
+            try:
+                piece = await reader.readuntil(b".\r\n")
+            except asyncio.LimitOverrunError as exc:
+                # No ".\r\n" within the reader's limit: take what was scanned, all but its last bytes.
+                piece = await reader.readexactly(exc.consumed)
+            if collector.add(piece):
+                return
+    finally:
+        reader._limit = limit  # type: ignore[attr-defined]
 
 
 class ChunkedData(SMTP):
