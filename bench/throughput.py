@@ -414,7 +414,13 @@ concurrency = {args.concurrency}
                 cwd=REPO,
             )
         wait_listening(smtp_port, lambda: self.proc.poll() is None)
-        time.sleep(0 if args.acceptors == "0" else 0.5)  # let the acceptor processes start
+        # The main process binds the ports before its acceptor processes have started (connections wait
+        # in the backlog meanwhile); it logs "relay started" once they all answer.
+        deadline = time.monotonic() + 30
+        while b"relay started" not in self.log.read_bytes() and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"relay exited while starting:\n{self.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
         self.pids = [self.proc.pid, *children(self.proc.pid)]
 
     @staticmethod
