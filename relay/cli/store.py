@@ -21,10 +21,11 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config, StoreUrl, parse_store_url
-from relay.store.copy import BATCH_ROWS, Copied, CopyRefused, TableCount, TableProgress
+from relay.store.copy_tables import BATCH_ROWS
 
 if TYPE_CHECKING:
     from relay.domains import Domain
+    from relay.store.copy import Copied, TableCount, TableProgress  # imports psycopg: only for store copy
 
 
 def add_commands(sub: Subparsers[argparse.ArgumentParser], parents: Parents) -> None:
@@ -80,7 +81,7 @@ def migrate(args: argparse.Namespace, config: Config) -> Report:
 
 
 def copy(args: argparse.Namespace, config: Config) -> Report:
-    from relay.store.copy import copy_store
+    from relay.store.copy import CopyRefused, copy_store
 
     if not args.source or not args.target:
         raise UsageError("relay store copy needs --from URL and --to URL")

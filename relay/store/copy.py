@@ -51,8 +51,8 @@ import psycopg
 
 from relay.config import StoreUrl
 from relay.errors import RelayError, StoreError, StoreUnavailable
-from relay.store.copy_sides import BATCH_ROWS, Side, open_side
-from relay.store.copy_tables import Row, Table, reference_tables, released
+from relay.store.copy_sides import Side, open_side
+from relay.store.copy_tables import BATCH_ROWS, Row, Table, reference_tables, released
 
 __all__ = ["BATCH_ROWS", "Copied", "CopyRefused", "TableCount", "TableProgress", "copy_store"]
 

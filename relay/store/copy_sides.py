@@ -17,9 +17,8 @@ import psycopg
 
 from relay.config import StoreUrl
 from relay.nodes import HEARTBEAT_SECONDS, MISSED_BEATS
-from relay.store.copy_tables import Row, Table, quote
+from relay.store.copy_tables import BATCH_ROWS, Row, Table, quote
 
-BATCH_ROWS = 1000  # rows per transaction
 KEYS_PER_LOOKUP = 300  # keys looked up at once when checking the target for rows the source lacks
 BLOB_FETCH = 8  # rows a server-side cursor fetches at once from a table with blobs
 

@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
+BATCH_ROWS = 1000  # rows per transaction
+
 Row = tuple[Any, ...]
 
 # Tables whose rows mean nothing in another store: dashboard sessions (their operators, in ``operators``,
