@@ -181,3 +181,14 @@ def test_imports_are_read_as_python_resolves_them():
     )
     found = [m for _, m in imports_in(source, ["relay", "store"])]
     assert found == ["relay.store.queue", "relay.api", "relay.clock", "relay.cli"]
+
+
+def test_serve_with_sqlite_does_not_load_the_postgresql_driver() -> None:
+    # psycopg is ~10 MB in every process (the main one and each acceptor); only a PostgreSQL store or
+    # `relay store copy` needs it.
+    import subprocess
+    import sys
+
+    code = "import sys, relay.cli, relay.app; print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=RELAY.parent)
+    assert out.stdout.strip() == "[]"
