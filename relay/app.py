@@ -21,25 +21,10 @@ from aiohttp import web
 
 from relay import __version__, dkim, tls, workers
 from relay import config as config_mod
-from relay.api.app import BODY_BUDGET, ApiSettings, BodyBudget, make_app
-from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
-from relay.api.credentials import CredentialsView
-from relay.api.domains import DomainsView
-from relay.api.events import EventsView
-from relay.api.keys import KeysView
-from relay.api.messages import MessagesView
-from relay.api.nodes import NodesView
-from relay.api.queues import QueuesView
-from relay.api.sandbox import SandboxView
-from relay.api.suppressions import SuppressionsView
-from relay.api.templates import TemplatesView
-from relay.api.webhooks import WebhooksView
 from relay.bounces.verp import Verp
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
-from relay.dashboard import app as dashboard
-from relay.dashboard.deps import DashboardDeps
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
@@ -61,7 +46,6 @@ from relay.submission.accept import Acceptor
 from relay.submission.auth import SharedFailures, SmtpAuthenticator
 from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
-from relay.submission.http import HttpSubmission
 from relay.submission.smtp import ConnectionFactory, Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
 from relay.webhooks import SenderSettings, WebhookSender
@@ -597,6 +581,22 @@ class Relay:
             )
 
     async def _start_http(self, acceptor: Acceptor, store: SqlStore, sockets: list[socket.socket]) -> None:
+        # Imported here: a main process whose acceptor processes serve HTTP never loads the API (~8 MB).
+        from relay.api.app import BODY_BUDGET, ApiSettings, BodyBudget, make_app
+        from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
+        from relay.api.credentials import CredentialsView
+        from relay.api.domains import DomainsView
+        from relay.api.events import EventsView
+        from relay.api.keys import KeysView
+        from relay.api.messages import MessagesView
+        from relay.api.nodes import NodesView
+        from relay.api.queues import QueuesView
+        from relay.api.sandbox import SandboxView
+        from relay.api.suppressions import SuppressionsView
+        from relay.api.templates import TemplatesView
+        from relay.api.webhooks import WebhooksView
+        from relay.submission.http import HttpSubmission
+
         http = self.config.http
         limits = Limits(max_recipients=http.max_recipients, max_attachments_size=http.max_attachments_size)
         server = self.config.server
@@ -666,6 +666,9 @@ class Relay:
         self, app: web.Application, store: SqlStore, on_change: Callable[[], None], sender: WebhookSender
     ) -> None:
         """The dashboard at /dashboard/, over the same objects as the API (relay/dashboard)."""
+        from relay.dashboard import app as dashboard
+        from relay.dashboard.deps import DashboardDeps
+
         s = self.config.smtp
         failures = dashboard.failures_for(
             store.backend, store.rate_counters, s.max_auth_failures, s.auth_failure_window
