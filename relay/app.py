@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,15 +26,11 @@ from relay.bounces.verp import Verp
 from relay.clock import Clock, SystemClock
 from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
-from relay.delivery.client import SmtpClient
-from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router, make_resolver
-from relay.delivery.retry import RetryPolicy
 from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
-from relay.inbound.returned import ReturnedMail, make_inbound_factory
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.renderer import Renderer
@@ -49,6 +46,10 @@ from relay.submission.capacity import Capacity
 from relay.submission.smtp import ConnectionFactory, Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
 from relay.webhooks import SenderSettings, WebhookSender
+
+if TYPE_CHECKING:  # imported where used: an acceptor process neither delivers nor takes returned mail
+    from relay.delivery.engine import Engine, EngineSettings
+    from relay.inbound.returned import ReturnedMail
 
 log = logging.getLogger("relay")
 
@@ -493,6 +494,9 @@ class Relay:
         return events, bodies
 
     def _make_engine(self, store: SqlStore) -> Engine:
+        from relay.delivery.client import SmtpClient
+        from relay.delivery.engine import Engine
+
         d = self.config.delivery
         needs_dns = not d.smarthost and "*" not in d.routes
         resolver = make_resolver(self.config.dns.nameservers, self.config.dns.timeout) if needs_dns else None
@@ -503,6 +507,9 @@ class Relay:
         return Engine(store, router, client, self.clock, settings, random.Random(), cluster=cluster)
 
     def _engine_settings(self, config: Config) -> EngineSettings:
+        from relay.delivery.engine import EngineSettings
+        from relay.delivery.retry import RetryPolicy
+
         d = config.delivery
         return EngineSettings(
             owner=node_id(config.server.data_dir),
@@ -557,6 +564,8 @@ class Relay:
 
     async def _start_inbound(self, store: SqlStore) -> None:
         """Returned mail (bounces, complaints) on [inbound] listen; the process that delivers runs it."""
+        from relay.inbound.returned import ReturnedMail, make_inbound_factory
+
         inbound = self.config.inbound
         returned = self.returned = ReturnedMail(store, self.verp, inbound.feedback_addresses)
         factory = make_inbound_factory(
