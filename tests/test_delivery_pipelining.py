@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from relay.delivery.client import Connection, SmtpClient, StaleConnection
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
 from relay.delivery.pipelining import parse_replies
+from relay.tls import server_context, write_self_signed
 from tests.conftest import Received, SinkHandler
 
 RAW = b"From: a@src.test\r\nTo: x@dst.test\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\nend\r\n"
@@ -365,7 +367,7 @@ async def test_a_kept_connection_carries_many_messages_two_writes_each() -> None
             replies = await conn.send("", [f"r{i}@dst.test"], RAW)
             assert replies[f"r{i}@dst.test"].code == 250
         assert not conn.broken and conn.messages == 40
-        await conn.close()
+        assert (await conn.smtp.quit()).code == 221
     finally:
         await server.close()
     assert len(server.received) == 40
@@ -421,26 +423,35 @@ class PipeliningSink(SinkHandler):
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
-async def test_8bit_and_utf8_messages_through_aiosmtpd() -> None:
+@pytest.mark.parametrize("tls", [False, True])
+async def test_8bit_and_utf8_messages_through_aiosmtpd(tmp_path: Path, tls: bool) -> None:
     handler = PipeliningSink()
+    context = None
+    if tls:
+        write_self_signed(tmp_path / "sink.crt", tmp_path / "sink.key", "sink.test")
+        context = server_context(str(tmp_path / "sink.crt"), str(tmp_path / "sink.key"))
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True), "127.0.0.1", 0)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True, tls_context=context), "127.0.0.1", 0
+    )
     port = server.sockets[0].getsockname()[1]
     try:
         conn = await SmtpClient("client.test", 5.0, 5.0).connect([Host("127.0.0.1", port, "127.0.0.1")])
         assert isinstance(conn, Connection)
-        assert conn.smtp.supports_extension("pipelining")
+        assert conn.smtp.supports_extension("pipelining") and (conn.tls is not None) == tls
         body = "Subject: héllo\r\n\r\ncafé\r\n".encode()
         plain = await conn.send("from@src.test", ["a@dst.test", "permfail@dst.test"], body)
         utf8 = await conn.send("från@src.test", ["b@dst.test"], RAW)  # not path_of(): one by one
-        await conn.close()
+        again = await conn.send("", ["c@dst.test"], RAW)
+        assert (await conn.smtp.quit()).code == 221  # aiosmtplib reads its own replies again
     finally:
         server.close()
     assert plain["a@dst.test"].code == 250 and plain["permfail@dst.test"].code == 550
-    assert utf8["b@dst.test"].code == 250
+    assert utf8["b@dst.test"].code == 250 and again["c@dst.test"].code == 250
     assert [(r.mail_from, r.rcpt_tos, r.data) for r in handler.received] == [
         ("from@src.test", ["a@dst.test"], body),
         ("från@src.test", ["b@dst.test"], RAW),
+        ("<>", ["c@dst.test"], RAW),
     ]
 
 

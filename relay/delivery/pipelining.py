@@ -101,24 +101,28 @@ class ReplyReader(asyncio.Protocol):
 
     async def reply(self, limit: float | None) -> aiosmtplib.SMTPResponse:
         """The next reply, waiting at most ``limit`` seconds for all of it (as aiosmtplib's read_response)."""
-        timer = None
+        deadline = None if limit is None else self._loop.time() + limit
+        while not self._replies:
+            if self._error is not None:
+                raise self._error
+            await self._wait(deadline)
+        return self._replies.popleft()
+
+    async def _wait(self, deadline: float | None) -> None:
+        """Until more data (or the end of the connection) comes, or the deadline passes."""
+        waiter = self._waiter = self._loop.create_future()
+        timer = None if deadline is None else self._loop.call_at(deadline, self._time_out, waiter)
         try:
-            while not self._replies:
-                if self._error is not None:
-                    raise self._error
-                waiter = self._waiter = self._loop.create_future()
-                if timer is None and limit is not None:
-                    timer = self._loop.call_later(limit, self._time_out)
-                await waiter
+            await waiter
         finally:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
-        return self._replies.popleft()
 
-    def _time_out(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
+    @staticmethod
+    def _time_out(waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
