@@ -44,8 +44,8 @@ def start_sink(port: int, pipelining: bool) -> subprocess.Popen[bytes]:
     )
 
 
-async def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for_port(port: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
