@@ -18,11 +18,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.bounces.classify import Phase
 from relay.delivery.client import Connection, SmtpClient, StaleConnection
-from relay.delivery.mx import Host
+from relay.delivery.mx import Host, Router
 from relay.delivery.outcome import Reply
 from relay.delivery.pipelining import parse_replies
 from relay.tls import server_context, write_self_signed
 from tests.conftest import Received, SinkHandler
+from tests.test_delivery_shaping import engine_for, queue
 
 RAW = b"From: a@src.test\r\nTo: x@dst.test\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\nend\r\n"
 
@@ -481,3 +482,25 @@ def test_a_malformed_line_is_an_error_after_the_replies_before_it() -> None:
     replies, error = parse_replies(buffer)
     assert [r.code for r in replies] == [250]
     assert error is not None and "Malformed SMTP response line: not smtp" in str(error)
+
+
+async def test_the_engine_delivers_over_pipelined_kept_connections(store: Any) -> None:
+    """The whole delivery path against aiosmtpd offering PIPELINING: every outcome recorded as it should be."""
+    handler = PipeliningSink()
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler, hostname="sink.test"), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = engine_for(store, Router(("127.0.0.1", port), 25, None), shaping={"default": {"max_connections": 2}})
+    try:
+        messages = [await queue(store, f"u{i}@one.example", f"permfail{i}@one.example") for i in range(20)]
+        messages.append(await queue(store, "tempfail@one.example"))
+        await engine.run_once()
+    finally:
+        await engine.stop(1)
+        server.close()
+    assert sorted(r.rcpt_tos[0] for r in handler.received) == sorted(f"u{i}@one.example" for i in range(20))
+    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    assert states == {
+        **{f"u{i}@one.example": "delivered" for i in range(20)},
+        **{f"permfail{i}@one.example": "bounced" for i in range(20)},
+        "tempfail@one.example": "deferred",
+    }
