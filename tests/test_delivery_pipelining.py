@@ -13,8 +13,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtplib.protocol import SMTPProtocol
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.bounces.classify import Phase
 from relay.delivery.client import Connection, SmtpClient, StaleConnection
@@ -504,3 +508,31 @@ async def test_the_engine_delivers_over_pipelined_kept_connections(store: Any) -
         **{f"permfail{i}@one.example": "bounced" for i in range(20)},
         "tempfail@one.example": "deferred",
     }
+
+
+def _aiosmtplib_parse(data: bytes) -> tuple[list[Any], str | None]:
+    """What aiosmtplib's own parser makes of ``data``, reply after reply (the oracle)."""
+    protocol = SMTPProtocol(loop=asyncio.new_event_loop())
+    protocol._buffer = bytearray(data)
+    replies: list[Any] = []
+    try:
+        while (reply := protocol._read_response_from_buffer()) is not None:
+            replies.append(reply)
+    except aiosmtplib.SMTPResponseException as exc:
+        return replies, exc.message
+    finally:
+        protocol._loop.close()
+    return replies, None
+
+
+LINES = [b"250 ok", b"250-more", b"250-", b"354 go", b"550 5.1.1 no\tuser ", b"421 bye", b"xyz", b"2", b"", b"\xc3\xa9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(LINES), st.sampled_from([b"\r\n", b"\n", b"\r"])), max_size=8))
+def test_parse_replies_gives_what_aiosmtplib_gives(lines: list[tuple[bytes, bytes]]) -> None:
+    data = b"".join(text + end for text, end in lines)
+    replies, error = parse_replies(bytearray(data))
+    expected, expected_error = _aiosmtplib_parse(data)
+    assert replies == expected
+    assert (error.message if isinstance(error, aiosmtplib.SMTPResponseException) else None) == expected_error

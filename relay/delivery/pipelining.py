@@ -38,23 +38,26 @@ def parse_replies(buffer: bytearray) -> tuple[list[aiosmtplib.SMTPResponse], aio
     ``buffer``; a partial one stays. A line too long or without a code gives, after the replies
     before it, the error aiosmtplib raises for it (SMTPResponseException, code -1)."""
     replies: list[aiosmtplib.SMTPResponse] = []
-    message = bytearray()
-    taken = pos = 0
     error: aiosmtplib.SMTPException | None = None
-    while (end := buffer.find(b"\n", pos)) != -1:
-        line = bytes(buffer[pos : end + 1])
+    message: list[bytes] = []  # the lines so far of a multi-line reply
+    taken = pos = 0
+    lines = bytes(buffer[: buffer.rfind(b"\n") + 1]).split(b"\n")
+    for line in lines[:-1]:  # each complete line, without its LF (a lone CR ends none)
         code = _code(line)
         if isinstance(code, aiosmtplib.SMTPException):
             error = code
             break
-        pos = end + 1
-        if message:  # as aiosmtplib does: empty leading lines add nothing
-            message += b"\n"
-        message += line[4:].strip(b" \t\r\n")
-        if line[3:4] != b"-":
-            replies.append(aiosmtplib.SMTPResponse(code, message.decode("utf-8", "surrogateescape")))
-            message = bytearray()
-            taken = pos
+        pos += len(line) + 1
+        text = line[4:].strip(b" \t\r\n")
+        if line[3:4] == b"-":
+            if text or message:  # as aiosmtplib does: empty leading lines add nothing
+                message.append(text)
+            continue
+        if message:
+            text = b"\n".join([*message, text])
+            message = []
+        replies.append(aiosmtplib.SMTPResponse(code, text.decode("utf-8", "surrogateescape")))
+        taken = pos
     del buffer[:taken]
     if error is None and len(buffer) > MAX_RESPONSE_LENGTH:
         error = aiosmtplib.SMTPResponseException(-1, "Response too long")
@@ -62,12 +65,12 @@ def parse_replies(buffer: bytearray) -> tuple[list[aiosmtplib.SMTPResponse], aio
 
 
 def _code(line: bytes) -> int | aiosmtplib.SMTPException:
-    if len(line) > MAX_LINE_LENGTH:
+    if len(line) >= MAX_LINE_LENGTH:  # with its LF, longer than aiosmtplib takes
         return aiosmtplib.SMTPResponseException(-1, "Response too long")
     try:
         return int(line[:3])
     except ValueError:
-        text = line.decode("utf-8", errors="ignore")
+        text = (line + b"\n").decode("utf-8", errors="ignore")
         return aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
 
 
