@@ -308,14 +308,21 @@ async def test_replies_one_byte_at_a_time_give_the_same_outcomes(name: str) -> N
     assert piped == one_by_one
 
 
-async def test_max_rcpt_transactions_are_each_pipelined() -> None:
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"RCPT r4@dst.test": b"550 5.1.1 no\r\n"},
+        {"RCPT r1@dst.test": b"421 4.3.2 going away\r\n"},
+        {"RCPT r4@dst.test": HANG_UP},
+        {"MAIL": b"452 4.3.1 too busy\r\n"},
+        {".": b"451 4.3.0 later\r\n"},
+    ],
+)
+async def test_max_rcpt_transactions_are_each_pipelined(rules: dict[str, bytes | Act]) -> None:
     recipients = [f"r{i}@dst.test" for i in range(7)]
-    rules: dict[str, bytes | Act] = {"RCPT r4@dst.test": b"550 5.1.1 no\r\n"}
     piped, one_by_one, server = await _both_ways(rules, recipients, max_rcpt=3)
     assert piped == one_by_one
-    replies, broken, _ = piped[0]
-    assert [r[0] for r in replies.values()] == [250, 250, 250, 250, 550, 250, 250]
-    assert not broken
+    assert len(piped[0][0]) == 7
 
 
 async def test_the_group_arrives_in_one_write_before_any_reply() -> None:
@@ -383,7 +390,8 @@ async def test_a_kept_connection_carries_many_messages_two_writes_each() -> None
 
 @pytest.mark.parametrize("pipelining", [True, False])
 @pytest.mark.parametrize("goodbye", [b"", b"421 4.4.2 idle too long\r\n"])
-async def test_a_kept_connection_closed_while_idle_is_stale(pipelining: bool, goodbye: bytes) -> None:
+@pytest.mark.parametrize("idle", [0.0, 0.05])
+async def test_a_kept_connection_closed_while_idle_is_stale(pipelining: bool, goodbye: bytes, idle: float) -> None:
     server = await ScriptedServer({}, pipelining=pipelining).start()
     try:
         conn = await _connect(server)
@@ -392,7 +400,7 @@ async def test_a_kept_connection_closed_while_idle_is_stale(pipelining: bool, go
         writer.write(goodbye)
         await writer.drain()
         writer.close()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(idle)
         with pytest.raises(StaleConnection):
             await conn.send("from@src.test", ["b@dst.test"], RAW)
         assert conn.broken
