@@ -9,7 +9,9 @@ certificate; ``verify`` also checks the certificate against the MX host name.
 
 A ``Connection`` sends one transaction per message (RSET only after one that
 ended before its data was answered); once recipients are given to a server
-its replies are final for the attempt.
+its replies are final for the attempt. When the server offers PIPELINING
+(RFC 2920) MAIL, the RCPTs and DATA go in one write (relay/delivery/pipelining.py);
+either way one piece of code turns the replies into outcomes.
 """
 
 from __future__ import annotations
@@ -233,14 +235,15 @@ class Connection:
         """The transaction as one group (RFC 2920) when the server offers PIPELINING and every
         address can be written here; None for one command at a time."""
         smtp = self.smtp
-        if smtp.protocol is None or not smtp.supports_extension("pipelining"):
+        protocol = smtp.protocol
+        if protocol is None or protocol.transport is None or not smtp.supports_extension("pipelining"):
             return None
         mail = b"<>" if is_null_sender(sender) else path_of(sender)
         rcpts = [path_of(r) for r in recipients]
         if mail is None or None in rcpts:
             return None
         if self._reader is None:
-            self._reader = ReplyReader.install(smtp.protocol)
+            self._reader = ReplyReader.install(protocol, protocol.transport)
         tail = b"".join(b" " + o.encode("ascii") for o in options)
         commands = [b"RCPT TO:" + p + b"\r\n" for p in rcpts if p is not None]
         return Pipeline(smtp, self._reader, sender, b"MAIL FROM:" + mail + tail + b"\r\n", commands)

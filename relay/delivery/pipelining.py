@@ -88,11 +88,10 @@ class ReplyReader(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
 
     @classmethod
-    def install(cls, inner: SMTPProtocol) -> ReplyReader:
+    def install(cls, inner: SMTPProtocol, transport: asyncio.BaseTransport) -> ReplyReader:
+        """Put a reader between ``transport`` and aiosmtplib's protocol (``inner``) for good."""
         reader = cls(inner)
-        if inner.transport is None:
-            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-        inner.transport.set_protocol(reader)
+        transport.set_protocol(reader)
         return reader
 
     def collect(self, on: bool) -> None:
