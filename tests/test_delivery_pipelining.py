@@ -339,6 +339,20 @@ async def test_the_group_arrives_in_one_write_before_any_reply() -> None:
     assert server.received == [Received("from@src.test", ABC, RAW, "127.0.0.1")]
 
 
+async def test_an_8bit_body_puts_body_8bitmime_in_the_group() -> None:
+    server = await ScriptedServer({}).start()
+    body = "Subject: café\r\n\r\nnaïve\r\n".encode()
+    try:
+        conn = await _connect(server)
+        replies = await conn.send("", ["a@dst.test"], body)
+        await conn.close()
+    finally:
+        await server.close()
+    assert replies["a@dst.test"].code == 250
+    assert b"MAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<a@dst.test>\r\nDATA\r\n" in server.reads
+    assert [r.data for r in server.received] == [body]
+
+
 async def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
     server = await ScriptedServer({}, pipelining=False).start()
     try:
