@@ -9,7 +9,9 @@ certificate; ``verify`` also checks the certificate against the MX host name.
 
 A ``Connection`` sends one transaction per message (RSET only after one that
 ended before its data was answered); once recipients are given to a server
-its replies are final for the attempt.
+its replies are final for the attempt. When the server offers PIPELINING
+(RFC 2920) MAIL, the RCPTs and DATA go in one write (relay/delivery/pipelining.py);
+either way one piece of code turns the replies into outcomes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import aiosmtplib
 
@@ -28,6 +30,7 @@ from relay.bounces.verp import is_null_sender
 from relay.clock import Clock, SystemClock
 from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
+from relay.delivery.pipelining import DataRefused, Pipeline, ReplyReader
 from relay.errors import RelayError
 from relay.message import PLAIN_ADDRESS, dot_stuff
 
@@ -116,8 +119,35 @@ async def send_rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> aio
     return resp
 
 
-class DataRefused(aiosmtplib.SMTPDataError, RelayError):
-    """The reply to the end of the data was not 250: the message was refused, the transaction is over."""
+class Steps(Protocol):
+    """The commands of one transaction, each returning its reply or raising what aiosmtplib raises."""
+
+    async def mail(self) -> aiosmtplib.SMTPResponse: ...
+    async def rcpt(self, recipient: str) -> aiosmtplib.SMTPResponse: ...
+    async def data(self, wire: bytes) -> aiosmtplib.SMTPResponse: ...
+    async def finish(self) -> None: ...
+
+
+class OneByOne:
+    """Each command waits for its reply: for a server that did not offer PIPELINING."""
+
+    def __init__(self, smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> None:
+        self.smtp = smtp
+        self.sender = sender
+        self.options = options
+        self.encoding = encoding
+
+    async def mail(self) -> aiosmtplib.SMTPResponse:
+        return await send_mail(self.smtp, self.sender, self.options, self.encoding)
+
+    async def rcpt(self, recipient: str) -> aiosmtplib.SMTPResponse:
+        return await send_rcpt(self.smtp, recipient, self.encoding)
+
+    async def data(self, wire: bytes) -> aiosmtplib.SMTPResponse:
+        return await send_data(self.smtp, wire)
+
+    async def finish(self) -> None:
+        pass
 
 
 class StaleConnection(RelayError):
@@ -137,6 +167,7 @@ class Connection:
         self.messages = 0
         self.broken = False
         self._in_transaction = False  # MAIL was sent and no reply to the end of the data came back
+        self._reader: ReplyReader | None = None  # installed at the first pipelined transaction
 
     @property
     def age(self) -> float:
@@ -195,9 +226,33 @@ class Connection:
         if not raw.isascii() and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         encoding = "utf-8" if utf8 else "ascii"
+        steps: Steps = self._pipeline(sender, recipients, options) or OneByOne(smtp, sender, options, encoding)
+        replies = await self._exchange(steps, recipients, raw, probe)
+        await steps.finish()
+        return replies
+
+    def _pipeline(self, sender: str, recipients: Sequence[str], options: list[str]) -> Pipeline | None:
+        """The transaction as one group (RFC 2920) when the server offers PIPELINING and every
+        address can be written here; None for one command at a time."""
+        smtp = self.smtp
+        protocol = smtp.protocol
+        if protocol is None or protocol.transport is None or not smtp.supports_extension("pipelining"):
+            return None
+        mail = b"<>" if is_null_sender(sender) else path_of(sender)
+        rcpts = [path_of(r) for r in recipients]
+        if mail is None or None in rcpts:
+            return None
+        if self._reader is None:
+            self._reader = ReplyReader.install(protocol, protocol.transport)
+        tail = b"".join(b" " + o.encode("ascii") for o in options)
+        commands = [b"RCPT TO:" + p + b"\r\n" for p in rcpts if p is not None]
+        return Pipeline(smtp, self._reader, sender, b"MAIL FROM:" + mail + tail + b"\r\n", commands)
+
+    async def _exchange(self, steps: Steps, recipients: Sequence[str], raw: bytes, probe: bool) -> dict[str, Reply]:
+        """MAIL, the RCPTs and DATA, and what each recipient's outcome is, whichever way they are sent."""
         self._in_transaction = True
         try:
-            await self._first_command(send_mail(smtp, sender, options, encoding), probe)
+            await self._first_command(steps.mail(), probe)
         except aiosmtplib.SMTPResponseException as exc:
             self._note_421(exc)
             return {r: _reply(exc, Phase.MAIL) for r in recipients}
@@ -205,7 +260,7 @@ class Connection:
         accepted: list[str] = []
         for rcpt in recipients:
             try:
-                resp = await send_rcpt(smtp, rcpt, encoding)
+                resp = await steps.rcpt(rcpt)
                 accepted.append(rcpt)
                 replies[rcpt] = Reply(resp.code, " ".join(resp.message.split()), Phase.RCPT)
             except aiosmtplib.SMTPResponseException as exc:
@@ -214,7 +269,7 @@ class Connection:
         if not accepted:
             return replies
         try:
-            resp = await send_data(smtp, wire_form(raw))
+            resp = await steps.data(wire_form(raw))
             final = Reply(resp.code, " ".join(resp.message.split()), Phase.AFTER_DATA)
             self._in_transaction = False  # the end of the data ends the transaction: no RSET needed
         except aiosmtplib.SMTPResponseException as exc:
