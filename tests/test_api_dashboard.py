@@ -54,6 +54,8 @@ async def test_messages_are_searched_by_sender_subject_and_message_id(client, si
     second = await client.send(**{"from": "news@Other.example"}, subject="Weekly news")
     third = await client.send(**{"from": "Alerts <alerts@brand.example>"}, subject="INVOICE overdue")
     await sink.handler.wait_for(3)
+    for sent in (first, second, third):  # the sink has them; relay records the outcome after the sink's 250
+        await wait_for_states(client.relay.store, sent, ["delivered"])
     assert await client.found("sender=app@brand.example") == [first]
     assert await client.found("sender=ALERTS@BRAND.EXAMPLE") == [third]
     assert await client.found("sender=brand.example") == [third, first]

@@ -775,6 +775,30 @@ async def test_an_http_client_sending_its_headers_a_byte_at_a_time_is_closed(rel
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer
 
 
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /v1/messages/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: relay.test\r\n\r\n",  # a URL over aiohttp's 8190
+        b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",  # a header over it
+        b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\nContent-Length: nine\r\n\r\n",  # not a length
+    ],
+    ids=["long-url", "long-header", "bad-length"],
+)
+async def test_a_request_aiohttp_cannot_read_gets_a_json_error_and_no_traceback(relay_factory, caplog, request_head):
+    relay = await relay_factory()
+    reader, writer = await asyncio.open_connection(*relay.http_address)
+    try:
+        writer.write(request_head)
+        status, headers, body = await http_response(reader)
+    finally:
+        writer.close()
+    assert status == 400 and headers["content-type"].startswith("application/json"), (status, headers)
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request" and error["request_id"] == headers["x-request-id"]
+    assert b"aaaa" not in body and b"bbbb" not in body, "the request is not echoed"
+    assert not [r for r in caplog.records if r.exc_info], "a client's malformed request is not relay's error"
+
+
 async def test_an_idle_keep_alive_connection_is_not_the_header_timeout(relay_factory):
     """Idle between requests counts against keepalive_timeout; the header clock starts with a request's first byte."""
     relay = await relay_factory(http={"header_timeout": "1s", "keepalive_timeout": "3s"})

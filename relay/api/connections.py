@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import random
 import socket
 from collections import Counter
@@ -26,12 +27,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from relay.api.app import HELD, ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _ids = random.Random()
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,36 @@ def canned_response(status: int, reason: str, code: str, message: str, extra: st
         f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n{extra}Connection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+class JsonErrorsHandler(RequestHandler):
+    """aiohttp's request handler, answering a request it could not read (a 4xx: a request line or header
+    over its 8190 bytes, a malformed request) with relay's JSON error instead of aiohttp's text, which
+    echoed the request line, and logging it in one line without a traceback (the client's doing, not
+    relay's). Anything else as aiohttp does it. (aiohttp's Server makes plain RequestHandlers; each
+    connection's is given this class, which adds no slots, in GuardedProtocol.connection_made.)"""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        log.info("could not read an HTTP request from %s: %s", request.remote, type(exc).__name__ if exc else status)
+        if isinstance(exc, LineTooLong):
+            text = "the request line or a header is longer than 8190 bytes"
+        else:
+            text = "the HTTP request could not be read"
+        request_id = f"req_{_ids.getrandbits(64):016x}"
+        body = {"error": {"code": "bad_request", "message": text, "request_id": request_id}}
+        response = web.json_response(body, status=status, headers={"X-Request-Id": request_id})
+        response.force_close()
+        return response
 
 
 def _peer_ip(transport: asyncio.BaseTransport) -> str:
@@ -147,6 +181,8 @@ class GuardedProtocol(asyncio.Protocol):
             return
         self._ip = ip
         self._inner = self._make_handler()
+        if type(self._inner) is RequestHandler:
+            self._inner.__class__ = JsonErrorsHandler
         self._guard._track(self._inner, self)
         self._inner.connection_made(transport)
         self._arm(self._headers_timed_out)  # the first request's headers are due as well
