@@ -159,6 +159,12 @@ def hashed_signature_header(tags: bytes) -> bytes | None:
     return HEADER_NAME.lower() + b":" + relaxed_value(b" " + folded[: -len(_PLACEHOLDER)].replace(CRLF, b""))
 
 
+@functools.lru_cache(maxsize=1024)
+def plain_tags(domain: bytes, selector: bytes, names: tuple[bytes, ...]) -> bool:
+    """Whether d=, s= and h= hold only letters, digits, dots, hyphens and underscores (checked once per key)."""
+    return all(_TAG_VALUE.fullmatch(value) for value in (domain, selector, *names))
+
+
 def tags_before_b(domain: bytes, selector: bytes, names: Sequence[bytes], timestamp: int, bh: bytes) -> bytes:
     """The tags of the signature, as dkimpy writes them for relay, up to an empty ``b=``."""
     tags = (
@@ -184,9 +190,7 @@ def sign_relaxed(
     with rsa-sha256 and relaxed/relaxed at ``timestamp``; None if this signer does not take the input
     (see the module docstring): the caller then signs with dkimpy."""
     key = private_key(pem)
-    if key is None or not all(_TAG_VALUE.fullmatch(value) for value in (domain, selector, *names)):
-        return None
-    if not crlf_text(raw):
+    if key is None or not plain_tags(domain, selector, tuple(names)) or not crlf_text(raw):
         return None
     block, start = split_header(raw)
     fields = header_fields(block)
