@@ -228,6 +228,7 @@ def test_a_key_that_is_not_rsa_or_a_name_with_odd_bytes_is_left_to_dkimpy():
     assert ours(raw, b"not a key", T) is None
     assert ours(raw, pem(), T, domain="ex ample.com") is None
     assert ours(raw, pem(), T, domain="b\u00fccher.example") is None
+    assert dkim_sign.sign_relaxed(raw, b"example.com", b"s1", pem(), (b"From",), T) is None
 
 
 def test_the_signer_falls_back_to_dkimpy_for_what_its_own_does_not_take():
