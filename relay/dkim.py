@@ -1,4 +1,10 @@
-"""DKIM signing (RFC 6376): dkimpy canonicalizes and hashes, OpenSSL does the RSA.
+"""DKIM signing (RFC 6376): relay's own signer (relay/dkim_sign.py), dkimpy for what it does not take.
+
+relay/dkim_sign.py makes the signature dkimpy's ``dkim.sign`` makes, byte for byte, in a fraction of
+the time (bench/dkim_sign.py, CPU per rsa-2048 signature): ~0.25 ms against ~0.6 ms for 5 KB, of which
+OpenSSL's RSA is ~0.21 ms; ~0.54 ms against ~4.4 ms for 100 KB.
+It takes CRLF messages whose header lines are all fields, and RSA keys; for anything else (a bare LF,
+an mbox ``From`` line, ...) :meth:`Signer.sign` falls back to dkimpy, which signs or refuses as before.
 
 dkimpy's own RSA is pure Python (~7-9 ms a signature); the same signature
 through OpenSSL (the ``cryptography`` package) takes ~0.3 ms. dkimpy calls
@@ -15,6 +21,7 @@ import base64
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from relay.dkim_sign import sign_relaxed
 from relay.message import UnreadableFrom, from_domain
 
 log = logging.getLogger(__name__)
@@ -95,10 +103,13 @@ def load_key(domain: str, selector: str, path: Path) -> DomainKey:
 
 
 class Signer:
-    """Signs messages with the key of their From: domain, when one is configured."""
+    """Signs messages with the key of their From: domain, when one is configured.
 
-    def __init__(self, keys: Mapping[str, DomainKey]) -> None:
+    ``now`` gives the signing time (the t= tag), in seconds since the epoch."""
+
+    def __init__(self, keys: Mapping[str, DomainKey], now: Callable[[], float] = time.time) -> None:
         self.keys = {domain.lower(): key for domain, key in keys.items()}
+        self.now = now
 
     def key_for(self, raw: bytes) -> DomainKey | None:
         if not self.keys:
@@ -109,25 +120,38 @@ class Signer:
             return None
 
     def sign(self, raw: bytes) -> bytes:
-        """``raw`` with a DKIM-Signature header on top, or unchanged if there is no key or it cannot be signed."""
+        """``raw`` with a DKIM-Signature header on top, or unchanged if there is no key or it cannot be signed.
+
+        relay's signer signs it; what that one does not take, dkimpy signs (or refuses: the message
+        then goes unsigned, the reason in the log)."""
         key = self.key_for(raw)
         if key is None:
             return raw
-        try:
-            signature: bytes = dkim.sign(
-                raw,
-                key.selector.encode(),
-                key.domain.encode(),
-                key.private_key,
-                canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=list(SIGNED_HEADERS),
-                linesep=b"\r\n",
-            )
-        except dkim.DKIMException as exc:
-            # A message dkimpy cannot parse still goes, unsigned, with the reason in the log.
-            log.warning("could not DKIM-sign a message from %s: %s", key.domain, exc)
-            return raw
-        return signature + raw
+        domain, selector, timestamp = key.domain.encode(), key.selector.encode(), int(self.now())
+        signature = sign_relaxed(raw, domain, selector, key.private_key, SIGNED_HEADERS, timestamp)
+        if signature is None:
+            signature = dkimpy_sign(raw, key)
+        return raw if signature is None else signature + raw
+
+
+def dkimpy_sign(raw: bytes, key: DomainKey) -> bytes | None:
+    """The DKIM-Signature field dkimpy makes for ``raw`` (its t= from the system clock, as dkimpy reads
+    it); None if dkimpy cannot sign it."""
+    try:
+        signature: bytes = dkim.sign(
+            raw,
+            key.selector.encode(),
+            key.domain.encode(),
+            key.private_key,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=list(SIGNED_HEADERS),
+            linesep=b"\r\n",
+        )
+    except dkim.DKIMException as exc:
+        # A message dkimpy cannot parse still goes, unsigned, with the reason in the log.
+        log.warning("could not DKIM-sign a message from %s: %s", key.domain, exc)
+        return None
+    return signature
 
 
 def public_key_record(pem: bytes) -> str:

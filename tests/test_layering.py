@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "config_toml",
             "credentials",
             "dkim",
+            "dkim_sign",
             "domains",
             "keys",
             "nodes",
