@@ -53,8 +53,11 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
     async def wait(self, event: asyncio.Event, within: float) -> bool:
-        try:
-            await asyncio.wait_for(event.wait(), within)
+        if event.is_set():
+            return True
+        try:  # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own each time
+            async with asyncio.timeout(within):
+                await event.wait()
         except TimeoutError:
             return False
         return True
