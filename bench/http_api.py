@@ -9,9 +9,12 @@ rate limit high enough not to interfere), creates an API key, then runs wrk
 2. POST /v1/messages                — Bearer key, JSON body, unique Idempotency-Key per request,
                                        202 only after the message is committed with fsync
 
-Prints requests/s and p50/p99 latency for both, and the ratio.
+Prints requests/s and p50/p99 latency for both, the ratio, and the CPU that relay's processes spent per
+POST (user + system, all of relay's processes; wrk's own CPU not counted).
 
     python bench/http_api.py --duration 10 --connections 32
+    python bench/http_api.py --profile DIR   # py-spy --gil on each relay process during the POST run;
+                                             # then: python bench/profile_summary.py DIR/*.txt
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import REPO, free_port, start_sink, wait_listening  # noqa: E402
+from throughput import (  # noqa: E402
+    REPO,
+    Profiler,
+    children,
+    cpu_seconds,
+    free_port,
+    start_sink,
+    wait_listening,
+)
 
 POST_LUA = r"""
 local threads = 0
@@ -73,6 +84,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors")
     parser.add_argument("--text-size", type=int, default=4000, help="bytes of message text")
+    parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -118,6 +130,9 @@ smarthost = "127.0.0.1:{sink_port}"
         base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
         url = f"http://127.0.0.1:{http_port}"
         health = parse_wrk(subprocess.run([*base, f"{url}/healthz"], capture_output=True, text=True, check=True).stdout)
+        pids = [relay.pid, *children(relay.pid)]
+        profiler = Profiler(args.profile, "relay", pids) if args.profile is not None else None
+        cpu_before = sum(cpu_seconds(p) for p in pids)
         post_run = subprocess.run(
             [*base, "-s", str(script), f"{url}/v1/messages"],
             capture_output=True,
@@ -125,6 +140,9 @@ smarthost = "127.0.0.1:{sink_port}"
             check=True,
             env={"RELAY_KEY": key, "PATH": "/usr/bin:/bin"},
         )
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+        if profiler is not None:
+            profiler.stop()
         post = parse_wrk(post_run.stdout)
         # How many messages were really queued (each 202 is a committed message).
         import sqlite3
@@ -145,6 +163,7 @@ smarthost = "127.0.0.1:{sink_port}"
         f"POST /v1/messages   : {post['requests_per_s']:8.0f} req/s  p50 {post['p50_ms']:.2f} ms  "
         f"p99 {post['p99_ms']:.2f} ms  non-2xx {post.get('non2xx')}  messages queued {queued}"
     )
+    print(f"relay CPU per POST  : {1000 * cpu / max(queued, 1):.3f} ms ({len(pids)} processes)")
     print(f"durable POST / healthz ceiling: {post['requests_per_s'] / health['requests_per_s']:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
 
