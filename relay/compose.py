@@ -303,9 +303,19 @@ def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
 def build(c: Composition, hostname: str, now: float) -> bytes:
     """The message as CRLF bytes: written directly in the common case (relay.compose_direct), the same bytes
     the email package writes, which builds the others."""
-    date = format_datetime(datetime.fromtimestamp(now, UTC))
-    message_id = make_msgid(domain=hostname)
+    date, message_id = _date_and_id(hostname, now)
     return build_direct(c, message_id, date) or build_with_email(c, message_id, date)
+
+
+def build_common(c: Composition, hostname: str, now: float) -> bytes | None:
+    """``build``'s bytes for the common message (relay.compose_direct), None for one that needs the email package
+    (a batch builds those in worker processes)."""
+    date, message_id = _date_and_id(hostname, now)
+    return build_direct(c, message_id, date)
+
+
+def _date_and_id(hostname: str, now: float) -> tuple[str, str]:
+    return format_datetime(datetime.fromtimestamp(now, UTC)), make_msgid(domain=hostname)
 
 
 def build_with_email(c: Composition, message_id: str, date: str) -> bytes:
