@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from relay.compose_direct import build_direct
 from relay.errors import RelayError
-from relay.message import address_fault, split_address
+from relay.message import PLAIN_ADDRESS, address_fault, split_address
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -32,6 +32,7 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 2047 encoded-word syntax: in a display name given as JSON (Unicode already) it can only be meant
 # to be decoded by the receiver into something else than what relay checked, such as a second address.
 _ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+_PLAIN_MAILBOX = re.compile(rf"([A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <({PLAIN_ADDRESS})>|({PLAIN_ADDRESS})")
 
 
 class FieldError(RelayError, ValueError):
@@ -159,11 +160,20 @@ def _address_object(where: str, item: dict[str, Any]) -> Address:
     return Address(display_name=name, username=address.username, domain=address.domain)
 
 
+def name_and_address(item: str) -> list[tuple[str, str]]:
+    """``getaddresses([item])``, answered without the email package's parser for the usual forms (``a@x``,
+    ``Name Surname <a@x>`` with a plain address and a name of letters and digits), which it reads the same."""
+    plain = _PLAIN_MAILBOX.fullmatch(item)
+    if plain is None:
+        return getaddresses([item])
+    return [(plain.group(1) or "", plain.group(2) or plain.group(3))]
+
+
 def _parse_address(where: str, item: object) -> Address:
     if not isinstance(item, str):
         raise FieldError(where, f"'{where}' must be a string or an object with 'email'")
     single_line(where, item)
-    parsed = getaddresses([item])
+    parsed = name_and_address(item)
     if len(parsed) != 1 or split_address(parsed[0][1]) is None:
         raise FieldError(where, f"'{where}' is not a valid address: {item!r}")
     name, spec = parsed[0]

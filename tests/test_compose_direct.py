@@ -1,4 +1,5 @@
-"""relay.compose_direct: the common API message written directly, byte for byte as the email package writes it.
+"""relay.compose_direct: the common API message written directly, byte for byte as the email package writes it
+(and relay.compose's reading of the usual address forms without the email package's parser, as it reads them).
 
 Each message relay.compose_direct takes is built both ways, with the same Message-ID, Date and random state
 (the multipart boundary is random), and the bytes must be equal; what it does not take goes to the email
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
 
 import dkim
@@ -25,7 +26,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relay.compose import Composition, FieldError, Limits, build, build_with_email, parse_request
+from relay.compose import (
+    _PLAIN_MAILBOX,
+    Composition,
+    FieldError,
+    Limits,
+    build,
+    build_with_email,
+    name_and_address,
+    parse_request,
+)
 from relay.compose_direct import build_direct
 from relay.dkim import DomainKey, Signer, public_key_record
 
@@ -257,3 +267,40 @@ def test_a_directly_written_message_signs_and_verifies(fields):
     assert signed.startswith(b"DKIM-Signature:")
     record = public_key_record(pem).encode()
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+
+
+# -- addresses: the usual forms read without the email package's parser ----------------------------
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "a@example.com",
+        "Bench <bench@example.com>",
+        "Ann Lee <ann.lee+tag@Mail-1.Example.org>",
+        "o'neil/x=y?z@example.com",
+        "Bob  Two Spaces <b@example.com>",  # the parser collapses the spaces: not the fast path's form
+        '"Lee, Ann" <ann@example.com>',
+        "Zoë <zoe@example.com>",
+        "a@b@example.com",
+        "a..b@example.com",
+        "<a@example.com>",
+        "a@example.com, b@example.com",
+    ],
+)
+def test_an_address_reads_as_getaddresses_reads_it(item):
+    assert name_and_address(item) == getaddresses([item])
+
+
+def test_generated_addresses_read_as_getaddresses_reads_them():
+    rng, fast = random.Random(22), 0
+    pieces = [*"aZ9 .<>@\"'(),;:[]\\-_+=/?#é\t", "bob", "example.com", " <", ">", "@ex.org", "  ", "=?"]
+    for _ in range(30000):
+        item = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 10)))
+        if rng.random() < 0.3:
+            item = rng.choice(["Bob", "Bob Smith", "B0b  X", "a b c"]) + " <" + item + ">"
+        if rng.random() < 0.2:
+            item = rng.choice(["a", "a.b", "x'y", "a+b"]) + "@" + rng.choice(["ex.com", "EX-1.org", "a..b", "a.b."])
+        fast += _PLAIN_MAILBOX.fullmatch(item) is not None
+        assert name_and_address(item) == getaddresses([item]), item
+    assert fast > 1000  # the generator does reach the fast path
