@@ -15,7 +15,7 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from email import message_from_bytes
+from email import message_from_bytes, quoprimime
 from email.message import EmailMessage
 from email.policy import default
 from email.utils import format_datetime, getaddresses, make_msgid
@@ -36,7 +36,7 @@ from relay.compose import (
     name_and_address,
     parse_request,
 )
-from relay.compose_direct import build_direct
+from relay.compose_direct import build_direct, quoted_printable
 from relay.dkim import DomainKey, Signer, public_key_record
 
 DATE = format_datetime(datetime(2027, 1, 15, 8, 0, tzinfo=UTC))
@@ -304,3 +304,39 @@ def test_generated_addresses_read_as_getaddresses_reads_them():
         fast += _PLAIN_MAILBOX.fullmatch(item) is not None
         assert name_and_address(item) == getaddresses([item]), item
     assert fast > 1000  # the generator does reach the fast path
+
+
+# -- quoted-printable -------------------------------------------------------------------------------
+
+
+def body_encode(data: bytes) -> str:
+    return quoprimime.body_encode(data.decode("latin-1"), 78)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 4000 + "\r\n",
+        '<p class="a" style="b">' * 200,  # '=' the only octet to escape
+        "Café déjà vu, prix=10€ " * 100,  # 8-bit octets too
+        "ends in a space \r\nand a tab\t\nand = sign=",
+        "",
+    ],
+)
+def test_quoted_printable_is_body_encode(text):
+    data = text.encode("utf-8")
+    assert quoted_printable(data) == body_encode(data)
+
+
+def test_quoted_printable_cuts_lines_as_body_encode_does():
+    """Lines around the cut, with '=' (three characters to keep whole) and white space at their ends."""
+    rng = random.Random(45)
+    pieces = ["x", " ", "\t", "=", "\r\n", "\n", "\r", "é", "\x00", "\x85", "\x7f", "<a href=x>", "y" * 76, "z" * 77]
+    for _ in range(20000):
+        data = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))).encode("utf-8")
+        assert quoted_printable(data) == body_encode(data), data
+    for length in range(70, 240):
+        for end in ["", " ", "\t", "=", "==", " \r\n", "\t\t"]:
+            for start in ["", "=", "a="]:
+                data = (start + "x" * length + end).encode()
+                assert quoted_printable(data) == body_encode(data), data
