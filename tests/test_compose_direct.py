@@ -340,3 +340,19 @@ def test_quoted_printable_cuts_lines_as_body_encode_does():
             for start in ["", "=", "a="]:
                 data = (start + "x" * length + end).encode()
                 assert quoted_printable(data) == body_encode(data), data
+
+
+def test_a_body_holding_the_boundary_gets_another_one():
+    with seeded(1):
+        drawn = build_direct(composition({"text": "a", "html": "b"}), "<m@x>", DATE)
+    assert drawn is not None
+    boundary = message_from_bytes(drawn, policy=default).get_boundary()
+    c = composition({"text": f"before\n--{boundary}\nafter", "html": f"<p>--{boundary}--</p>"})
+    with seeded(1):
+        raw = build_direct(c, "<m@x>", DATE)
+    assert raw is not None
+    message = message_from_bytes(raw, policy=default)
+    assert message.get_boundary() == f"{boundary}.0"
+    text, html = message.iter_parts()
+    assert content(text) == f"before\n--{boundary}\nafter\n"
+    assert content(html) == f"<p>--{boundary}--</p>\n"
