@@ -48,7 +48,7 @@ setup = function(thread)
   thread:set("id", threads)
 end
 local counter = 0
-local body = '{"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "bench", "text": "%s"}'
+local body = '{"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "bench", %s}'
 request = function()
   counter = counter + 1
   local headers = {}
@@ -65,6 +65,17 @@ done = function(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
+
+
+def body_fields(size: int, html: bool) -> str:
+    """The message's body fields as JSON: ``size`` bytes of text (one line), or text and html of
+    ``size`` bytes each, in lines as a mail client writes them (an html line carries attributes)."""
+    if not html:
+        return json.dumps({"text": "x" * size})[1:-1]
+    text_line, html_line = "Hello, this is a line of the message. " * 2 + "\n", '<p class="c" style="s">Hello.</p>'
+    return json.dumps({"text": text_line * (size // len(text_line)), "html": html_line * (size // len(html_line))})[
+        1:-1
+    ]
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -87,6 +98,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors")
     parser.add_argument("--text-size", type=int, default=4000, help="bytes of message text")
+    parser.add_argument("--html", action="store_true", help="text and html (--text-size each), not one line of text")
     parser.add_argument(
         "--no-idempotency-key", action="store_true", help="POST without an Idempotency-Key (the default sends one)"
     )
@@ -129,7 +141,7 @@ smarthost = "127.0.0.1:{sink_port}"
         cwd=REPO,
     )
     script = tmp / "post.lua"
-    script.write_text(POST_LUA % ("x" * args.text_size))
+    script.write_text(POST_LUA % body_fields(args.text_size, args.html).replace("\\", "\\\\"))  # a Lua '...' string
     try:
         wait_listening(http_port, lambda: relay.poll() is None)
         time.sleep(0.5 if args.acceptors else 0)
