@@ -6,12 +6,16 @@ rate limit high enough not to interfere), creates an API key, then runs wrk
 (Debian package) on loopback for --duration seconds each:
 
 1. GET /healthz                     — no auth, no storage: aiohttp's ceiling here
-2. POST /v1/messages                — Bearer key, JSON body, unique Idempotency-Key per request,
+2. POST /v1/messages                — Bearer key, JSON body, unique Idempotency-Key per request (unless
+                                       --no-idempotency-key),
                                        202 only after the message is committed with fsync
 
-Prints requests/s and p50/p99 latency for both, and the ratio.
+Prints requests/s and p50/p99 latency for both, the ratio, and the CPU that relay's processes spent per
+POST (user + system, all of relay's processes; wrk's own CPU not counted).
 
     python bench/http_api.py --duration 10 --connections 32
+    python bench/http_api.py --profile DIR   # py-spy --gil on each relay process during the POST run;
+                                             # then: python bench/profile_summary.py DIR/*.txt
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import REPO, free_port, start_sink, wait_listening  # noqa: E402
+from throughput import (  # noqa: E402
+    REPO,
+    Profiler,
+    children,
+    cpu_seconds,
+    free_port,
+    start_sink,
+    wait_listening,
+)
 
 POST_LUA = r"""
 local threads = 0
@@ -36,13 +48,15 @@ setup = function(thread)
   thread:set("id", threads)
 end
 local counter = 0
-local body = '{"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "bench", "text": "%s"}'
+local body = '{"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "bench", %s}'
 request = function()
   counter = counter + 1
   local headers = {}
   headers["Authorization"] = "Bearer " .. os.getenv("RELAY_KEY")
   headers["Content-Type"] = "application/json"
-  headers["Idempotency-Key"] = string.format("%%d-%%d-%%d", os.time(), id, counter)
+  if os.getenv("RELAY_IDEMPOTENCY") == "1" then
+    headers["Idempotency-Key"] = string.format("%%d-%%d-%%d", os.time(), id, counter)
+  end
   return wrk.format("POST", "/v1/messages", headers, body)
 end
 done = function(summary, latency, requests)
@@ -51,6 +65,17 @@ done = function(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
+
+
+def body_fields(size: int, html: bool) -> str:
+    """The message's body fields as JSON: ``size`` bytes of text (one line), or text and html of
+    ``size`` bytes each, in lines as a mail client writes them (an html line carries attributes)."""
+    if not html:
+        return json.dumps({"text": "x" * size})[1:-1]
+    text_line, html_line = "Hello, this is a line of the message. " * 2 + "\n", '<p class="c" style="s">Hello.</p>'
+    return json.dumps({"text": text_line * (size // len(text_line)), "html": html_line * (size // len(html_line))})[
+        1:-1
+    ]
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -73,6 +98,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors")
     parser.add_argument("--text-size", type=int, default=4000, help="bytes of message text")
+    parser.add_argument("--html", action="store_true", help="text and html (--text-size each), not one line of text")
+    parser.add_argument(
+        "--no-idempotency-key", action="store_true", help="POST without an Idempotency-Key (the default sends one)"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -111,20 +141,30 @@ smarthost = "127.0.0.1:{sink_port}"
         cwd=REPO,
     )
     script = tmp / "post.lua"
-    script.write_text(POST_LUA % ("x" * args.text_size))
+    script.write_text(POST_LUA % body_fields(args.text_size, args.html).replace("\\", "\\\\"))  # a Lua '...' string
     try:
         wait_listening(http_port, lambda: relay.poll() is None)
         time.sleep(0.5 if args.acceptors else 0)
         base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
         url = f"http://127.0.0.1:{http_port}"
         health = parse_wrk(subprocess.run([*base, f"{url}/healthz"], capture_output=True, text=True, check=True).stdout)
+        pids = [relay.pid, *children(relay.pid)]
+        profiler = Profiler(args.profile, "relay", pids) if args.profile is not None else None
+        cpu_before = [cpu_seconds(p) for p in pids]
         post_run = subprocess.run(
             [*base, "-s", str(script), f"{url}/v1/messages"],
             capture_output=True,
             text=True,
             check=True,
-            env={"RELAY_KEY": key, "PATH": "/usr/bin:/bin"},
+            env={
+                "RELAY_KEY": key,
+                "RELAY_IDEMPOTENCY": "0" if args.no_idempotency_key else "1",
+                "PATH": "/usr/bin:/bin",
+            },
         )
+        cpu_each = [cpu_seconds(p) - before for p, before in zip(pids, cpu_before, strict=True)]
+        if profiler is not None:
+            profiler.stop()
         post = parse_wrk(post_run.stdout)
         # How many messages were really queued (each 202 is a committed message).
         import sqlite3
@@ -145,6 +185,9 @@ smarthost = "127.0.0.1:{sink_port}"
         f"POST /v1/messages   : {post['requests_per_s']:8.0f} req/s  p50 {post['p50_ms']:.2f} ms  "
         f"p99 {post['p99_ms']:.2f} ms  non-2xx {post.get('non2xx')}  messages queued {queued}"
     )
+    per_post = [1000 * cpu / max(queued, 1) for cpu in cpu_each]
+    each = ", ".join(f"{ms:.3f}" for ms in per_post if ms >= 0.001)
+    print(f"relay CPU per POST  : {sum(per_post):.3f} ms (main process first: {each})")
     print(f"durable POST / healthz ceiling: {post['requests_per_s'] / health['requests_per_s']:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
 

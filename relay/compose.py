@@ -21,8 +21,9 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any, cast
 
+from relay.compose_direct import build_direct
 from relay.errors import RelayError
-from relay.message import address_fault, split_address
+from relay.message import PLAIN_ADDRESS, address_fault, split_address
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -31,6 +32,7 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 2047 encoded-word syntax: in a display name given as JSON (Unicode already) it can only be meant
 # to be decoded by the receiver into something else than what relay checked, such as a second address.
 _ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+_PLAIN_MAILBOX = re.compile(rf"([A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <({PLAIN_ADDRESS})>|({PLAIN_ADDRESS})")
 
 
 class FieldError(RelayError, ValueError):
@@ -158,11 +160,20 @@ def _address_object(where: str, item: dict[str, Any]) -> Address:
     return Address(display_name=name, username=address.username, domain=address.domain)
 
 
+def name_and_address(item: str) -> list[tuple[str, str]]:
+    """``getaddresses([item])``, answered without the email package's parser for the usual forms (``a@x``,
+    ``Name Surname <a@x>`` with a plain address and a name of letters and digits), which it reads the same."""
+    plain = _PLAIN_MAILBOX.fullmatch(item)
+    if plain is None:
+        return getaddresses([item])
+    return [(plain.group(1) or "", plain.group(2) or plain.group(3))]
+
+
 def _parse_address(where: str, item: object) -> Address:
     if not isinstance(item, str):
         raise FieldError(where, f"'{where}' must be a string or an object with 'email'")
     single_line(where, item)
-    parsed = getaddresses([item])
+    parsed = name_and_address(item)
     if len(parsed) != 1 or split_address(parsed[0][1]) is None:
         raise FieldError(where, f"'{where}' is not a valid address: {item!r}")
     name, spec = parsed[0]
@@ -300,7 +311,25 @@ def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
 
 
 def build(c: Composition, hostname: str, now: float) -> bytes:
-    """The message as CRLF bytes."""
+    """The message as CRLF bytes: written directly in the common case (relay.compose_direct), the same bytes
+    the email package writes, which builds the others."""
+    date, message_id = _date_and_id(hostname, now)
+    return build_direct(c, message_id, date) or build_with_email(c, message_id, date)
+
+
+def build_common(c: Composition, hostname: str, now: float) -> bytes | None:
+    """``build``'s bytes for the common message (relay.compose_direct), None for one that needs the email package
+    (a batch builds those in worker processes)."""
+    date, message_id = _date_and_id(hostname, now)
+    return build_direct(c, message_id, date)
+
+
+def _date_and_id(hostname: str, now: float) -> tuple[str, str]:
+    return format_datetime(datetime.fromtimestamp(now, UTC)), make_msgid(domain=hostname)
+
+
+def build_with_email(c: Composition, message_id: str, date: str) -> bytes:
+    """The message as CRLF bytes, built with the email package."""
     utf8 = any(not a.addr_spec.isascii() for a in (c.sender, *c.to, *c.cc, *c.reply_to))
     msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
     msg["From"] = c.sender
@@ -310,8 +339,8 @@ def build(c: Composition, hostname: str, now: float) -> bytes:
     if c.reply_to:
         msg["Reply-To"] = c.reply_to
     msg["Subject"] = c.subject
-    msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
-    msg["Message-ID"] = make_msgid(domain=hostname)
+    msg["Date"] = date
+    msg["Message-ID"] = message_id
     for name, value in c.headers:
         msg[name] = value
     _set_bodies(msg, c)

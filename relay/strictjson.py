@@ -20,15 +20,27 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Made once: json.loads and json.dumps make a new decoder or encoder on every call given an option.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def loads(text: bytes | str) -> Any:
     """Parse strict JSON. Raises ValueError (UnicodeDecodeError for bytes that are not UTF-8), also for
-    nesting too deep to parse (otherwise a RecursionError)."""
+    nesting too deep to parse (otherwise a RecursionError). What ``json.loads`` does, with the hooks."""
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    elif isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    else:
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {text.__class__.__name__}")
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
 
 
 def dumps(data: Any, **options: Any) -> str:
     """Write strict JSON: a non-finite number is a ValueError here, never text a client cannot parse."""
-    return json.dumps(data, allow_nan=False, **options)
+    return json.dumps(data, allow_nan=False, **options) if options else _ENCODER.encode(data)

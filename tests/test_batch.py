@@ -109,3 +109,36 @@ async def test_a_big_batch_is_built_in_worker_processes(relay_factory, sink):
     assert subjects == {f"u{i}@one.example": f"No. {i}" for i in range(40)}
     ids = [r["id"] for r in result["results"]]
     assert len(set(ids)) == 40
+
+
+async def test_a_big_batch_builds_only_what_needs_the_email_package_in_worker_processes():
+    """Common messages (relay.compose_direct) are built right away, in order with the others; only those
+    with attachments (for example) go to the worker processes."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relay.clock import SystemClock
+    from relay.compose import Limits, parse_request
+    from relay.submission.http import BULK_BUILD, HttpSubmission
+
+    class CountingPool(ThreadPoolExecutor):
+        built = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.built += len(args[0])
+            return super().submit(fn, *args, **kwargs)
+
+    attachment = [{"filename": "a.txt", "content": base64.b64encode(b"attached").decode()}]
+    requests = [
+        {**GOOD, "to": f"u{i}@one.example", "subject": f"No. {i}", **({"attachments": attachment} if i % 2 else {})}
+        for i in range(2 * BULK_BUILD)
+    ]
+    submission = HttpSubmission(None, None, "relay.example", SystemClock(), Limits(), 60.0)  # type: ignore[arg-type]
+    with CountingPool(2) as pool:
+        submission.builders = pool
+        raws = await submission.build_all([parse_request(r, Limits()) for r in requests])
+    assert pool.built == BULK_BUILD  # the odd ones, with an attachment
+    for i, raw in enumerate(raws):
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert (message["To"], message["Subject"]) == (f"u{i}@one.example", f"No. {i}")
+        assert [p.get_content() for p in message.iter_attachments()] == (["attached"] if i % 2 else [])

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "model",
         {
             "compose",
+            "compose_direct",
             "config",
             "config_toml",
             "credentials",

@@ -25,7 +25,7 @@ from typing import Any
 
 from relay import strictjson
 from relay.clock import Clock, iso
-from relay.compose import Composition, FieldError, Limits, build, build_many, parse_request
+from relay.compose import Composition, FieldError, Limits, build, build_common, build_many, parse_request
 from relay.errors import Invalid, RecipientsSuppressed, Refused
 from relay.events import State
 from relay.keys import ApiKey
@@ -455,10 +455,22 @@ class HttpSubmission:
         return out
 
     async def build_all(self, compositions: list[Composition]) -> list[bytes]:
-        """MIME building is the costly part of a batch (the email package): big batches use worker processes."""
+        """MIME building with the email package is the costly part of a batch: in a big batch, the messages that
+        need it are built in worker processes, the common ones right here (relay.compose_direct writes them
+        ~20x faster than the email package: cheaper than sending them to a worker)."""
         now = self.clock.now()
         if len(compositions) < BULK_BUILD or self.builders is None:
             return build_many(compositions, self.hostname, now)
+        raws = [build_common(c, self.hostname, now) for c in compositions]
+        rest = [c for c, raw in zip(compositions, raws, strict=True) if raw is None]
+        built = iter(
+            await self.build_in_workers(rest, now) if len(rest) >= BULK_BUILD else build_many(rest, self.hostname, now)
+        )
+        return [raw if raw is not None else next(built) for raw in raws]
+
+    async def build_in_workers(self, compositions: list[Composition], now: float) -> list[bytes]:
+        """``build_many`` in the worker processes, half each."""
+        assert self.builders is not None
         loop = asyncio.get_running_loop()
         half = (len(compositions) + 1) // 2
         parts = await asyncio.gather(
