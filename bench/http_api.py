@@ -96,7 +96,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--acceptors", type=int, default=0, help="relay's [server] acceptors")
+    parser.add_argument(
+        "--acceptors", default="auto", help="relay's [server] acceptors (default \"auto\", the default configuration's)"
+    )
     parser.add_argument("--text-size", type=int, default=4000, help="bytes of message text")
     parser.add_argument("--html", action="store_true", help="text and html (--text-size each), not one line of text")
     parser.add_argument(
@@ -114,7 +116,7 @@ def main() -> None:
 [server]
 hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
-acceptors = {args.acceptors}
+acceptors = {args.acceptors if args.acceptors.isdigit() else '"auto"'}
 [smtp]
 listen = ["127.0.0.1:0"]
 [http]
@@ -144,7 +146,9 @@ smarthost = "127.0.0.1:{sink_port}"
     script.write_text(POST_LUA % body_fields(args.text_size, args.html).replace("\\", "\\\\"))  # a Lua '...' string
     try:
         wait_listening(http_port, lambda: relay.poll() is None)
-        time.sleep(0.5 if args.acceptors else 0)
+        deadline = time.monotonic() + 30  # "relay started": the acceptor processes answer too
+        while b"relay started" not in (tmp / "relay.log").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
         base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
         url = f"http://127.0.0.1:{http_port}"
         health = parse_wrk(subprocess.run([*base, f"{url}/healthz"], capture_output=True, text=True, check=True).stdout)
