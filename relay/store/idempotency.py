@@ -272,7 +272,7 @@ class SqlIdempotency:
         now = self.clock.now()
         scope = self.db.name
         try:
-            return await self.db.write(lambda c: claim(c, api_key_id, key, request_hash, now, ttl, scope))
+            return await self.db.write(lambda c: claim(c, api_key_id, key, request_hash, now, ttl, scope), light=True)
         except BaseException:
             finished_here(scope, api_key_id, key)  # not committed: not ours
             raise
@@ -303,14 +303,14 @@ class SqlIdempotency:
     async def renew_idempotency_key(self, api_key_id: str, key: str) -> bool:
         """Extend this process's lease on a pending claim; False if it is no longer this process's."""
         now = self.clock.now()
-        return await self.db.write(lambda c: renew(c, api_key_id, key, now))
+        return await self.db.write(lambda c: renew(c, api_key_id, key, now), light=True)
 
     async def complete_idempotency_key(self, completion: Completion) -> None:
-        await self.db.write(lambda c: complete(c, completion))
+        await self.db.write(lambda c: complete(c, completion), light=True)
 
     async def release_idempotency_key(self, api_key_id: str, key: str) -> None:
         try:
-            await self.db.write(lambda c: release(c, api_key_id, key))
+            await self.db.write(lambda c: release(c, api_key_id, key), light=True)
         finally:
             finished_here(self.db.name, api_key_id, key)
 
