@@ -9,10 +9,11 @@ share one fsync; an acknowledgement is never sent for data not on disk.
 Where the statements run: the hot path's small operations (``write(fn,
 light=True)``: queueing a message, claiming due work, recording outcomes) run on
 the event loop's own thread; any other operation and the wait for another
-process's write lock run in the writer thread. So does the COMMIT (the fsync)
-on a slow disk; on a fast one (a median fsync under 1 ms when the database
-opens, and COMMITs averaging under 3 ms since) it runs on the event loop's
-thread too: handing each commit to the writer thread cost more than the fsync. The
+process's write lock run in the writer thread. So does the COMMIT (the
+fsync), which lets the event loop serve other clients meanwhile: COMMITs on the
+loop's thread were tried and cost more than the hop (one process: 500-760
+against 1,030-1,320 messages/s, bench/throughput.py --acceptors 0,
+alternating; with acceptors, within the noise). The
 sqlite3 module lets go of the GIL around every statement, and a thread that
 wants it back while the event loop runs waits for the loop to give it up (up to
 the 5 ms switch interval): a writer thread running ~7 statements a message
@@ -43,7 +44,6 @@ import logging
 import os
 import queue
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -87,30 +87,6 @@ def open_database(path: Path) -> sqlite3.Connection:
 
 
 SQLITE_FULL = 13
-FAST_FSYNC_SECONDS = 0.001  # a disk whose median fsync takes less: COMMITs run on the event loop's thread
-SLOW_COMMIT_SECONDS = 0.003  # ... until their running average takes more
-
-
-def fsync_latency(directory: Path, samples: int = 9) -> float:
-    """The median time of a small write + fsync in ``directory`` (what a COMMIT waits for), at most ~0.1 s."""
-    took: list[float] = []
-    try:
-        fd, name = tempfile.mkstemp(prefix=".fsync-probe-", dir=directory)
-    except OSError:  # a full or read-only disk: count it slow (the writer thread keeps the loop free)
-        return float("inf")
-    try:
-        started = time.perf_counter()
-        while len(took) < samples and time.perf_counter() - started < 0.1:
-            t0 = time.perf_counter()
-            os.write(fd, b"x" * 512)
-            os.fsync(fd)
-            took.append(time.perf_counter() - t0)
-    except OSError:
-        return float("inf")
-    finally:
-        os.close(fd)
-        os.unlink(name)
-    return sorted(took)[len(took) // 2]
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -150,11 +126,6 @@ class Database:
         self.writes = 0  # operations committed
         self.lock_wait = 0.0  # seconds spent waiting for the write lock (other processes)
         self.commit_time = 0.0  # seconds spent committing (fsync)
-        # Where the COMMIT runs: on the event loop's thread while this disk's fsync is fast (waking the
-        # writer thread for each commit, and waiting for the GIL after it, cost more than a fast fsync);
-        # in the writer thread when it is slow, or turns slow (a running average of the COMMITs).
-        self._fast_commits = fsync_latency(path.parent) < FAST_FSYNC_SECONDS
-        self._inline_commit = 0.0
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], light: bool = False) -> T:
         """Run ``fn`` inside the next group transaction; return once it is committed to disk.
@@ -260,10 +231,7 @@ class Database:
                     results.append(self._run_one(conn, write.fn))
                 else:
                     results.append(await hops.run(self._run_one, conn, write.fn))
-            if self._fast_commits and not hops.cancelled:
-                self._commit_and_unlock(conn, len(batch))
-            else:
-                await hops.run(self._commit_and_unlock, conn, len(batch))
+            await hops.run(self._commit_and_unlock, conn, len(batch))
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.error("database commit failed: %s", exc)
             if conn.in_transaction:
@@ -273,22 +241,13 @@ class Database:
         _settle(batch, results, loop)
 
     def _commit_and_unlock(self, conn: sqlite3.Connection, operations: int) -> None:
-        """COMMIT (the fsync) and let the other processes write."""
+        """COMMIT (the fsync) and let the other processes write, in the writer thread."""
         t1 = time.perf_counter()
         conn.execute("COMMIT")
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        took = time.perf_counter() - t1
-        self.commit_time += took
+        self.commit_time += time.perf_counter() - t1
         self.commits += 1
         self.writes += operations
-        if self._fast_commits:  # a disk that turns slow sends the COMMITs back to the writer thread
-            self._inline_commit = 0.8 * self._inline_commit + 0.2 * took
-            self._fast_commits = self._inline_commit < SLOW_COMMIT_SECONDS
-
-    @property
-    def commits_inline(self) -> bool:
-        """Whether COMMITs run on the event loop's thread (the disk's fsync is fast) or in the writer thread."""
-        return self._fast_commits
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[bool, Any]:
