@@ -149,7 +149,7 @@ async def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
-    args.auth, args.concurrency = False, 100
+    args.auth, args.dkim, args.concurrency = False, False, 100
     tmp = Path(tempfile.mkdtemp(prefix="relay-latency-"))
     sink_port, smtp_port = free_port(), free_port()
     relay = Relay(tmp, smtp_port, sink_port, args)
