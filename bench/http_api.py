@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +38,7 @@ from throughput import (  # noqa: E402
     free_port,
     start_sink,
     wait_listening,
+    wait_started,
 )
 
 POST_LUA = r"""
@@ -146,9 +146,7 @@ smarthost = "127.0.0.1:{sink_port}"
     script.write_text(POST_LUA % body_fields(args.text_size, args.html).replace("\\", "\\\\"))  # a Lua '...' string
     try:
         wait_listening(http_port, lambda: relay.poll() is None)
-        deadline = time.monotonic() + 30  # "relay started": the acceptor processes answer too
-        while b"relay started" not in (tmp / "relay.log").read_bytes() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_started(tmp / "relay.log", relay)
         base = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
         url = f"http://127.0.0.1:{http_port}"
         health = parse_wrk(subprocess.run([*base, f"{url}/healthz"], capture_output=True, text=True, check=True).stdout)

@@ -265,6 +265,16 @@ class Profiler:
             proc.wait(30)
 
 
+def wait_started(log: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until relay logs "relay started": the main process binds the ports before its acceptor processes
+    have started (connections wait in the backlog meanwhile) and says so once they all answer."""
+    deadline = time.monotonic() + timeout
+    while b"relay started" not in log.read_bytes() and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"relay exited while starting:\n{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+
+
 class Database:
     """A private PostgreSQL cluster for one run, with pg_stat_statements to count round trips."""
 
@@ -414,13 +424,7 @@ concurrency = {args.concurrency}
                 cwd=REPO,
             )
         wait_listening(smtp_port, lambda: self.proc.poll() is None)
-        # The main process binds the ports before its acceptor processes have started (connections wait
-        # in the backlog meanwhile); it logs "relay started" once they all answer.
-        deadline = time.monotonic() + 30
-        while b"relay started" not in self.log.read_bytes() and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"relay exited while starting:\n{self.log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
+        wait_started(self.log, self.proc)
         self.pids = [self.proc.pid, *children(self.proc.pid)]
 
     @staticmethod
