@@ -34,3 +34,52 @@ async def test_writes_light_and_heavy_land_together(tmp_path: Path) -> None:
     assert all((thread == loop_thread) == (v % 2 == 0) for v, thread in rows), "light ones on the loop's thread"
     again = sqlite3.connect(tmp_path / "relay.sqlite3")  # committed: another connection reads them
     assert again.execute("SELECT count(*) FROM t").fetchone()[0] == 40
+
+
+def _synchronous(c: sqlite3.Connection) -> int:
+    """The synchronous setting the transaction running ``c`` will commit with (1 NORMAL, 2 FULL)."""
+    return int(c.execute("PRAGMA synchronous").fetchone()[0])
+
+
+async def test_a_group_of_writes_that_need_not_survive_power_loss_commits_without_fsync(tmp_path: Path) -> None:
+    db = Database(tmp_path / "relay.sqlite3")
+    await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
+
+    def insert(v: int):
+        def op(c: sqlite3.Connection) -> int:
+            c.execute("INSERT INTO t VALUES (?)", (v,))
+            return _synchronous(c)
+
+        return op
+
+    quick = await asyncio.gather(*(db.write(insert(v), light=True, durable=False) for v in range(5)))
+    assert quick == [1] * 5, "only durable=False writes: committed with synchronous=NORMAL (no fsync)"
+    assert db.quick_commits >= 1
+    mixed = await asyncio.gather(db.write(insert(10), light=True, durable=False), db.write(insert(11), light=True))
+    assert mixed == [2, 2], "one durable write in the group: the whole group is fsynced"
+    alone = await db.write(insert(12))
+    assert alone == 2, "a durable write after quick ones: FULL again"
+    quick_alone = await db.write(insert(13), light=True, durable=False)
+    assert quick_alone == 1
+    await db.close()
+    again = sqlite3.connect(tmp_path / "relay.sqlite3")  # committed: another connection reads them all
+    assert [v for (v,) in again.execute("SELECT v FROM t ORDER BY v")] == [0, 1, 2, 3, 4, 10, 11, 12, 13]
+
+
+async def test_the_log_is_checkpointed_off_the_commit_once_it_grows(tmp_path: Path) -> None:
+    """SQLite's own checkpoint would run inside a COMMIT past 1,000 pages, holding the write lock (or on the
+    event loop for a quick commit); relay's runs in the reader thread after a commit leaves the log large."""
+    db = Database(tmp_path / "relay.sqlite3")
+    assert db._write_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    await db.write(lambda c: c.execute("CREATE TABLE t (v BLOB)"))
+    blob = b"x" * 100_000
+    for _ in range(60):  # ~6 MB through the log, over WAL_CHECKPOINT_BYTES
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (blob,)), light=True, durable=False)
+    for _ in range(100):  # the checkpoint runs in the reader thread
+        if db.checkpoints:
+            break
+        await asyncio.sleep(0.01)
+    assert db.checkpoints >= 1
+    copied = (tmp_path / "relay.sqlite3").stat().st_size  # before close (the last close checkpoints too)
+    await db.close()
+    assert copied > 3_000_000, "the log's pages were copied into the database file"

@@ -20,6 +20,22 @@ the 5 ms switch interval): a writer thread running ~7 statements a message
 spent 4 of every 5 seconds of its transactions waiting so, holding the write
 lock that the other processes wait for (measured with acceptors = 1).
 
+What may skip the fsync: a write made with ``durable=False`` (claiming due work,
+recording a delivery's outcome) must survive relay's crash but may be lost with the
+machine's power; redone then, it delivers a recipient again (at least once, as
+Postfix may after a power loss). A group made only of such writes commits with
+``synchronous=NORMAL`` (WAL mode: the commit writes the log and does not wait
+for the disk; a later full commit's fsync covers it) on the event loop's own
+thread, with no hop to the writer thread: a delivering process's claims and
+outcomes no longer wait for the disk nor hold the write lock meanwhile. A group
+with any durable write (queueing a message) is fsynced as before.
+
+Checkpoints (copying the log into the database file, with an fsync) are not left
+to whichever commit crosses SQLite's threshold, which would run them holding the
+write lock, or on the event loop for a commit made there: after a commit that
+leaves the log over WAL_CHECKPOINT_BYTES, a passive checkpoint runs in the reader
+thread.
+
 Reads run on a separate connection in a reader thread (WAL lets readers
 proceed while the writer commits). Point lookups that the SMTP dialogue waits
 on (is this recipient suppressed?) run on the caller's thread instead: the
@@ -59,6 +75,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
+
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own threshold: 1,000 pages of 4 KiB
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -111,6 +129,10 @@ class Database:
             self._write_conn = open_database(path)
         except sqlite3.DatabaseError as exc:  # not a database, cannot open the file, corrupt, locked
             raise StoreUnavailable(str(exc)) from exc
+        self._write_conn.execute("PRAGMA wal_autocheckpoint=0")  # see _look_at_log
+        self._synchronous_full = True  # the write connection's synchronous setting: FULL, or NORMAL
+        self._wal = f"{path}-wal"
+        self._checkpointing = False
         self._lock_fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         self._waiting: list[Write] = []  # operations for the next group commit
         self._waiting_lock = threading.Lock()
@@ -126,17 +148,20 @@ class Database:
         self.writes = 0  # operations committed
         self.lock_wait = 0.0  # seconds spent waiting for the write lock (other processes)
         self.commit_time = 0.0  # seconds spent committing (fsync)
+        self.quick_commits = 0  # of those, commits without an fsync (durable=False writes only)
+        self.checkpoints = 0  # passive checkpoints run (see _look_at_log)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], light: bool = False) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], light: bool = False, durable: bool = True) -> T:
         """Run ``fn`` inside the next group transaction; return once it is committed to disk.
 
-        ``light``: ``fn`` is a few indexed statements (it runs on the event loop's thread; see above)."""
+        ``light``: ``fn`` is a few indexed statements (it runs on the event loop's thread; see above).
+        ``durable=False``: it may be lost with the power, not with a crash of relay (see above)."""
         if self._closed:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._waiting_lock:
-            self._waiting.append(Write(fn, future, loop, light))
+            self._waiting.append(Write(fn, future, loop, light, durable))
             if self._committer is None:
                 self._committer = loop.create_task(self._commit_while_waiting(), name="relay-db-commit")
         return await future
@@ -224,14 +249,22 @@ class Database:
         except BlockingIOError:  # another process is committing: wait for it in the writer thread
             await hops.run(fcntl.flock, self._lock_fd, fcntl.LOCK_EX)
         self.lock_wait += time.perf_counter() - t0
+        durable = any(write.durable for write in batch)
         try:
+            if durable != self._synchronous_full:  # outside any transaction, as SQLite requires
+                conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")  # at once: this process holds the write lock now
             for write in batch:
                 if write.light and not hops.cancelled:
                     results.append(self._run_one(conn, write.fn))
                 else:
                     results.append(await hops.run(self._run_one, conn, write.fn))
-            await hops.run(self._commit_and_unlock, conn, len(batch))
+            if durable:
+                await hops.run(self._commit_and_unlock, conn, len(batch))
+            else:  # no fsync: a few writes to the log, here rather than a hop to the writer thread and back
+                self._commit_and_unlock(conn, len(batch))
+                self.quick_commits += 1
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.error("database commit failed: %s", exc)
             if conn.in_transaction:
@@ -239,6 +272,33 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             results = [(False, translate(exc))] * len(batch)
         _settle(batch, results, loop)
+        self._look_at_log(loop)
+
+    def _look_at_log(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a commit: if the log has grown past WAL_CHECKPOINT_BYTES, copy it into the database file
+        (a passive checkpoint: it waits for nobody) in the reader thread, one at a time."""
+        if self._checkpointing:
+            return
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return
+        if size < WAL_CHECKPOINT_BYTES:
+            return
+        self._checkpointing = True
+        loop.run_in_executor(self._reader, self._checkpoint).add_done_callback(self._checkpointed)
+
+    def _checkpoint(self) -> None:
+        self._read_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpointing = False
+        if done.cancelled():
+            return
+        if done.exception() is not None:  # the next commit tries again
+            log.warning("database checkpoint failed: %s", done.exception())
+            return
+        self.checkpoints += 1
 
     def _commit_and_unlock(self, conn: sqlite3.Connection, operations: int) -> None:
         """COMMIT (the fsync) and let the other processes write, in the writer thread."""
@@ -263,13 +323,17 @@ class Database:
 
 
 class Write(Pending):
-    """An operation waiting for a group commit; ``light`` ones run on the event loop's thread."""
+    """An operation waiting for a group commit; ``light`` ones run on the event loop's thread; a group of
+    writes none of which is ``durable`` commits without an fsync."""
 
-    __slots__ = ("light",)
+    __slots__ = ("light", "durable")
 
-    def __init__(self, fn: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, light: bool) -> None:
+    def __init__(
+        self, fn: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, light: bool, durable: bool = True
+    ) -> None:
         super().__init__(fn, future, loop)
         self.light = light
+        self.durable = durable
 
 
 class WriterThread:

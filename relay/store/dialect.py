@@ -95,9 +95,14 @@ class SqlDatabase(Protocol):
         """Whether the database runs in this process (SQLite: ``lookup`` answers inline) or is a server."""
         ...
 
-    async def write(self, fn: Callable[[Connection], T], light: bool = False) -> T:
+    async def write(self, fn: Callable[[Connection], T], light: bool = False, durable: bool = True) -> T:
         """``light``: ``fn`` is a few indexed statements on the hot path (SQLite runs those on the event
-        loop's thread, see relay.store.db; PostgreSQL's writer thread waits on the server anyway)."""
+        loop's thread, see relay.store.db; PostgreSQL's writer thread waits on the server anyway).
+
+        ``durable=False``: the write must survive relay's crash but may be lost with the machine's power,
+        as a delivery's outcome may (the recipient is delivered again, at least once, as Postfix does after
+        a power loss). SQLite then commits a group made only of such writes without an fsync; PostgreSQL
+        commits every group synchronously."""
         ...
 
     async def read(self, fn: Callable[[Connection], T]) -> T: ...

@@ -167,8 +167,9 @@ class PgDatabase:
             return {}
         return {"options": f"-c statement_timeout={int(self.statement_timeout * 1000)}"}
 
-    async def write(self, fn: Callable[[PgConnection], T], light: bool = False) -> T:
-        """Run ``fn`` inside the next group transaction; return once that transaction is durably committed."""
+    async def write(self, fn: Callable[[PgConnection], T], light: bool = False, durable: bool = True) -> T:
+        """Run ``fn`` inside the next group transaction; return once that transaction is durably committed
+        (every group is, ``durable`` or not)."""
         if self._closed:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()

@@ -124,7 +124,8 @@ class SqlQueue:
     ) -> list[LeasedMessage]:
         now = self.clock.now()
         claim = lambda c: claim_due(c, now, limit, owner, now + lease, max_bytes, first_fits)  # noqa: E731
-        return await self.db.write(claim, light=True)
+        # Not durable: a claim lost with the power leaves the recipients due, to be claimed again.
+        return await self.db.write(claim, light=True, durable=False)
 
     async def record_attempts(self, results: list[AttemptResult]) -> None:
         if self.db.in_process:
@@ -135,7 +136,8 @@ class SqlQueue:
     async def _write_attempts(self, results: list[AttemptResult]) -> None:
         now = self.clock.now()
         policy = self.suppression_policy
-        await self.db.write(lambda c: record_attempts(c, results, now, policy), light=True)
+        # Not durable: an outcome lost with the power (not with a crash) means a second delivery, at least once.
+        await self.db.write(lambda c: record_attempts(c, results, now, policy), light=True, durable=False)
 
     async def postpone(self, recipient_ids: list[int], until: float) -> None:
         now = self.clock.now()
