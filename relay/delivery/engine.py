@@ -374,7 +374,9 @@ class Engine:
                 continue
             for group in group_by_domain(message, one_each=self._uses_verp(message)):
                 self._hold(message, len(group))
-                self._spawn(self._dispatch(message, group))
+                route = self.router.route_now(group[0].domain)
+                if route is None or not self._placed(message, group, route):  # DNS, or it must wait
+                    self._spawn(self._dispatch(message, group, route))
                 count += len(group)
         return count
 
@@ -427,10 +429,26 @@ class Engine:
             self._drained.set()
         self._wake.set()
 
-    async def _dispatch(self, message: LeasedMessage, recipients: list[LeasedRecipient]) -> None:
+    def _placed(self, message: LeasedMessage, recipients: list[LeasedRecipient], route: Route) -> bool:
+        """Queue the job at its destination now, with no task of its own (a route known without DNS);
+        False if the destination cannot take it now (``_dispatch`` postpones it) or anything went wrong
+        (``_dispatch`` records it)."""
         domain = recipients[0].domain
         try:
-            route = await self.router.route(domain)
+            dest = self._destination(route, domain)
+        except Exception:
+            return False
+        if dest.suspended_until > self.clock.now() or len(dest.jobs) >= dest.capacity:
+            return False
+        dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
+        dest.arrived.set()
+        self._start_workers(dest)
+        return True
+
+    async def _dispatch(self, message: LeasedMessage, recipients: list[LeasedRecipient], known: Route | None) -> None:
+        domain = recipients[0].domain
+        try:
+            route = known or await self.router.route(domain)
             dest = self._destination(route, domain)
         except RouteError as exc:
             await self._record(message, recipients, {r.address: exc.reply for r in recipients})

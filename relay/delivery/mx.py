@@ -98,14 +98,9 @@ class Router:
 
     async def route(self, domain: str) -> Route:
         """Where mail for ``domain`` goes: the destination site and the hosts to try, in order."""
-        configured = self.routes.get(domain.lower()) or self.routes.get("*")
-        if configured is not None:
-            host, port = configured.smarthost
-            auth = (configured.username, configured.password) if configured.username else None
-            return Route(f"smarthost {host}:{port}", (Host(host, port, host),), (host,), auth, configured.tls)
-        literal = _address_literal(domain)
-        if literal is not None:
-            return Route(f"literal {literal}", (Host(literal, self.mx_port, literal),), (literal,))
+        known = self.route_now(domain)
+        if known is not None:
+            return known
         exchanges = await self._exchanges(domain)
         hosts: list[Host] = []
         for name in exchanges:
@@ -118,6 +113,19 @@ class Router:
             raise RouteError(Reply(451, f"4.4.4 no address found for the mail hosts of {domain}"))
         site = "mx " + ",".join(sorted({name.lower() for name in exchanges}))
         return Route(site, tuple(hosts[:MAX_ADDRESSES]), tuple(exchanges))
+
+    def route_now(self, domain: str) -> Route | None:
+        """The route for ``domain`` if no DNS lookup is needed (a configured route or smarthost, an address
+        literal), else None."""
+        configured = self.routes.get(domain.lower()) or self.routes.get("*")
+        if configured is not None:
+            host, port = configured.smarthost
+            auth = (configured.username, configured.password) if configured.username else None
+            return Route(f"smarthost {host}:{port}", (Host(host, port, host),), (host,), auth, configured.tls)
+        literal = _address_literal(domain)
+        if literal is not None:
+            return Route(f"literal {literal}", (Host(literal, self.mx_port, literal),), (literal,))
+        return None
 
     async def _exchanges(self, domain: str) -> list[str]:
         assert self.resolver is not None
