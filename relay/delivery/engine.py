@@ -87,8 +87,11 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random,
     mx_host: str | None = None,
+    ip: str | None = None,
+    tls: str | None = None,
 ) -> AttemptResult:
-    """What one reply means for one recipient: delivered, bounced, deferred or expired. Pure."""
+    """What one reply means for one recipient: delivered, bounced, deferred or expired; ``mx_host``, ``ip``
+    and ``tls`` say where it was tried (kept with the attempt). Pure."""
     verdict = classify(reply)
     state, event, next_at, text = State.DELIVERED, EventKind.DELIVERED, None, reply.text
     if verdict is Verdict.BOUNCED:
@@ -115,6 +118,9 @@ def decide(
         bounce=bounce,
         classification=classification,
         attempt=recipient.attempts + 1,
+        mx_host=mx_host,
+        ip=ip,
+        tls=tls,
     )
 
 
@@ -714,10 +720,8 @@ class Engine:
         now = self.clock.now()
         results = []
         for r in recipients:
-            result = decide(
-                replies.get(r.address, Reply(None, "no reply")), r, message, now, self.settings.retry, self.rng, mx_host
-            )
-            results.append(dataclasses.replace(result, mx_host=mx_host, ip=ip, tls=tls))
+            reply = replies.get(r.address, Reply(None, "no reply"))
+            results.append(decide(reply, r, message, now, self.settings.retry, self.rng, mx_host, ip, tls))
         try:
             await self.store.queue.record_attempts(results)
         finally:
