@@ -30,11 +30,11 @@ thread, with no hop to the writer thread: a delivering process's claims and
 outcomes no longer wait for the disk nor hold the write lock meanwhile. A group
 with any durable write (queueing a message) is fsynced as before.
 
-Checkpoints (copying the log into the database file, with an fsync) are not left
-to whichever commit crosses SQLite's threshold, which would run them holding the
-write lock, or on the event loop for a commit made there: after a commit that
-leaves the log over WAL_CHECKPOINT_BYTES, a passive checkpoint runs in the reader
-thread.
+Checkpoints (copying the log into the database file, with an fsync): a durable
+commit runs SQLite's own when the log passes 1,000 pages, in the writer thread as
+before; a quick commit, on the event loop's thread, never does. After
+QUICK_COMMITS_PER_CHECKPOINT quick commits in a row (a process that only
+delivers), a passive checkpoint runs in the reader thread.
 
 Reads run on a separate connection in a reader thread (WAL lets readers
 proceed while the writer commits). Point lookups that the SMTP dialogue waits
@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
-WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own threshold: 1,000 pages of 4 KiB
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint, kept for durable commits
+QUICK_COMMITS_PER_CHECKPOINT = 200  # quick commits in a row before a checkpoint in the reader thread
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -129,9 +130,8 @@ class Database:
             self._write_conn = open_database(path)
         except sqlite3.DatabaseError as exc:  # not a database, cannot open the file, corrupt, locked
             raise StoreUnavailable(str(exc)) from exc
-        self._write_conn.execute("PRAGMA wal_autocheckpoint=0")  # see _look_at_log
-        self._synchronous_full = True  # the write connection's synchronous setting: FULL, or NORMAL
-        self._wal = f"{path}-wal"
+        self._synchronous_full = True  # the write connection's mode: FULL with checkpoints, or NORMAL without
+        self._quick_streak = 0  # quick commits since the last durable one or checkpoint
         self._checkpointing = False
         self._lock_fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         self._waiting: list[Write] = []  # operations for the next group commit
@@ -149,7 +149,7 @@ class Database:
         self.lock_wait = 0.0  # seconds spent waiting for the write lock (other processes)
         self.commit_time = 0.0  # seconds spent committing (fsync)
         self.quick_commits = 0  # of those, commits without an fsync (durable=False writes only)
-        self.checkpoints = 0  # passive checkpoints run (see _look_at_log)
+        self.checkpoints = 0  # passive checkpoints run in the reader thread (after many quick commits)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], light: bool = False, durable: bool = True) -> T:
         """Run ``fn`` inside the next group transaction; return once it is committed to disk.
@@ -253,6 +253,7 @@ class Database:
         try:
             if durable != self._synchronous_full:  # outside any transaction, as SQLite requires
                 conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES if durable else 0}")
                 self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")  # at once: this process holds the write lock now
             for write in batch:
@@ -262,9 +263,11 @@ class Database:
                     results.append(await hops.run(self._run_one, conn, write.fn))
             if durable:
                 await hops.run(self._commit_and_unlock, conn, len(batch))
+                self._quick_streak = 0
             else:  # no fsync: a few writes to the log, here rather than a hop to the writer thread and back
                 self._commit_and_unlock(conn, len(batch))
                 self.quick_commits += 1
+                self._quick_streak += 1
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.error("database commit failed: %s", exc)
             if conn.in_transaction:
@@ -272,23 +275,13 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             results = [(False, translate(exc))] * len(batch)
         _settle(batch, results, loop)
-        self._look_at_log(loop)
-
-    def _look_at_log(self, loop: asyncio.AbstractEventLoop) -> None:
-        """After a commit: if the log has grown past WAL_CHECKPOINT_BYTES, copy it into the database file
-        (a passive checkpoint: it waits for nobody) in the reader thread, one at a time."""
-        if self._checkpointing:
-            return
-        try:
-            size = os.stat(self._wal).st_size
-        except OSError:
-            return
-        if size < WAL_CHECKPOINT_BYTES:
-            return
-        self._checkpointing = True
-        loop.run_in_executor(self._reader, self._checkpoint).add_done_callback(self._checkpointed)
+        if self._quick_streak >= QUICK_COMMITS_PER_CHECKPOINT and not self._checkpointing:
+            self._quick_streak = 0
+            self._checkpointing = True
+            loop.run_in_executor(self._reader, self._checkpoint).add_done_callback(self._checkpointed)
 
     def _checkpoint(self) -> None:
+        """Copy the log into the database file (passive: it waits for nobody), in the reader thread."""
         self._read_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _checkpointed(self, done: asyncio.Future[None]) -> None:
