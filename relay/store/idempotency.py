@@ -271,8 +271,11 @@ class SqlIdempotency:
         record that holds the key (done, or pending with an owner that has not stopped)."""
         now = self.clock.now()
         scope = self.db.name
+        # Not durable: until the request's answer, which follows a durable commit (and so the claim's log
+        # frames are on disk), a claim lost with the power only lets the client's retry claim again.
+        op = lambda c: claim(c, api_key_id, key, request_hash, now, ttl, scope)  # noqa: E731
         try:
-            return await self.db.write(lambda c: claim(c, api_key_id, key, request_hash, now, ttl, scope), light=True)
+            return await self.db.write(op, light=True, durable=False)
         except BaseException:
             finished_here(scope, api_key_id, key)  # not committed: not ours
             raise
@@ -303,14 +306,16 @@ class SqlIdempotency:
     async def renew_idempotency_key(self, api_key_id: str, key: str) -> bool:
         """Extend this process's lease on a pending claim; False if it is no longer this process's."""
         now = self.clock.now()
-        return await self.db.write(lambda c: renew(c, api_key_id, key, now), light=True)
+        return await self.db.write(lambda c: renew(c, api_key_id, key, now), light=True, durable=False)
 
     async def complete_idempotency_key(self, completion: Completion) -> None:
         await self.db.write(lambda c: complete(c, completion), light=True)
 
     async def release_idempotency_key(self, api_key_id: str, key: str) -> None:
         try:
-            await self.db.write(lambda c: release(c, api_key_id, key), light=True)
+            # Not durable: a release lost with the power leaves a claim whose process is gone, which the
+            # next request with the key takes over.
+            await self.db.write(lambda c: release(c, api_key_id, key), light=True, durable=False)
         finally:
             finished_here(self.db.name, api_key_id, key)
 
