@@ -70,6 +70,9 @@ def steps(quick: bool) -> list[tuple[str, list[str]]]:
         ("Queue scaling", ["queue_scale.py", "--sizes", "10000", "100000", *([] if quick else ["1000000"])]),
         ("Latency, acceptance to arrival", ["latency.py", "--probe", "1500" if quick else "3000",
                                              "--messages", "1500" if quick else "5000"]),
+        ("Latency, acceptance to arrival, Postfix", ["latency.py", "--target", "postfix",
+                                                      "--probe", "1500" if quick else "3000",
+                                                      "--messages", "1500" if quick else "5000"]),
         ("Batch acceptance", ["batch.py", "--size", "500", "--runs", "3" if quick else "7"]),
         ("Events and stats", ["events_scale.py", "--sizes", "100000"]),
     ]
@@ -105,7 +108,8 @@ def summary(outputs: dict[str, str]) -> list[str]:
                     f" {post / health:.2f}x |"
                 )
         if title.startswith("Latency") and (m := re.search(r"at ([\d.]+)/s.*p50 ([\d.]+) ms.*p99 ([\d.]+) ms", text)):
-            rows.append(f"| latency, acceptance to arrival, at {m[1]}/s | p50 / p99 ms | {m[2]} / {m[3]} | | |")
+            who = "Postfix" if title.endswith("Postfix") else "relay"
+            rows.append(f"| latency ({who}), acceptance to arrival, at {m[1]}/s | p50 / p99 ms | {m[2]} / {m[3]} | | |")
     if not rows:
         return []
     return ["| | unit | relay | peer | ratio |", "|---|---|---|---|---|", *rows, ""]
