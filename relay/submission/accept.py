@@ -52,6 +52,7 @@ class Acceptor:
         self.on_queued = on_queued
         self.capacity = capacity
         self.accepted = 0
+        self._signal_due = False  # on_queued is to be called at the loop's next turn
 
     def check(self, message: NewMessage) -> None:
         """What refuses one message whatever else happens. Raises MessageTooLarge, DomainNotVerified."""
@@ -104,10 +105,16 @@ class Acceptor:
         except StoreFull as exc:
             raise Overloaded("the disk holding the queue is full") from exc
         self.accepted += len(messages)
+        if not self._signal_due:  # once for every submission this group commit finished (a datagram each)
+            self._signal_due = True
+            asyncio.get_running_loop().call_soon(self._signal_queued)
+
+    def _signal_queued(self) -> None:
+        self._signal_due = False
         try:
             self.on_queued()
         except Exception:  # the messages are on disk: nothing after this point may turn it into a failure
-            log.exception("could not signal the delivery engine about %d new messages", len(messages))
+            log.exception("could not signal the delivery engine about new messages")
 
     def sandboxed(self, message: NewMessage) -> bool:
         """Whether ``message`` would be captured in the sandbox rather than delivered."""
