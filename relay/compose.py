@@ -14,16 +14,15 @@ import binascii
 import dataclasses
 import mimetypes
 import re
-from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
-from email.utils import format_datetime, getaddresses, make_msgid
+from email.utils import getaddresses, make_msgid
 from typing import Any, cast
 
 from relay.compose_direct import build_direct
 from relay.errors import RelayError
-from relay.message import PLAIN_ADDRESS, address_fault, split_address
+from relay.message import PLAIN_ADDRESS, address_fault, rfc5322_date, split_address
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -325,7 +324,7 @@ def build_common(c: Composition, hostname: str, now: float) -> bytes | None:
 
 
 def _date_and_id(hostname: str, now: float) -> tuple[str, str]:
-    return format_datetime(datetime.fromtimestamp(now, UTC)), make_msgid(domain=hostname)
+    return rfc5322_date(now), make_msgid(domain=hostname)  # the date formatted once per second
 
 
 def build_with_email(c: Composition, message_id: str, date: str) -> bytes:
