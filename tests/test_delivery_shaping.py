@@ -425,3 +425,26 @@ async def test_rset_only_after_a_transaction_that_ended_early(store):
     finally:
         await engine.stop(1)
         server.close()
+
+
+async def test_a_new_job_wakes_one_idle_worker_the_latest(store, sink):
+    """Every idle worker of a destination waited on one event, so each job woke them all (each to find
+    it taken by the first): now one is woken, the one that went idle last."""
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 3}})
+    for i in range(6):
+        await queue(store, f"u{i}@one.example")
+    assert await engine.run_once() == 6
+    (dest,) = engine.destinations.values()
+    for _ in range(100):  # the three workers go idle, each with its open connection
+        if len(dest.idle) == 3:
+            break
+        await asyncio.sleep(0.01)
+    idle = list(dest.idle)
+    assert len(idle) == 3
+    await queue(store, "u6@one.example")
+    await engine._claim_and_dispatch()
+    assert [signal.is_set() for signal in idle] == [False, False, True]
+    await engine.run_once()
+    assert len(sink.handler.received) == 7
+    assert sum(d.connections_opened for d in engine.destinations.values()) == 3  # the job went over a kept one
+    await engine.stop(1)

@@ -169,11 +169,17 @@ class Destination:
         self.retry_slot_at = 0.0  # every cluster-wide connection slot was taken: look again then
         self.jobs: deque[Job] = deque()
         self.workers = 0
-        self.arrived = asyncio.Event()
+        self.idle: list[asyncio.Event] = []  # the waits of workers with nothing to do, the latest last
         self.failures = 0  # consecutive connection failures
         self.suspended_until = 0.0
         self.connections_opened = 0
         self.messages_sent = 0
+
+    def job_arrived(self) -> None:
+        """Wake one idle worker for a new job, not all of them (each would wake to find it taken): the one
+        that went idle last, whose connection is the likeliest to be still open."""
+        if self.idle:
+            self.idle.pop().set()
 
     @property
     def capacity(self) -> int:
@@ -447,7 +453,7 @@ class Engine:
         if dest.suspended_until > self.clock.now() or len(dest.jobs) >= dest.capacity:
             return False
         dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
-        dest.arrived.set()
+        dest.job_arrived()
         self._start_workers(dest)
         return True
 
@@ -474,7 +480,7 @@ class Engine:
                 self._release(message, len(recipients))
             return
         dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
-        dest.arrived.set()
+        dest.job_arrived()
         self._start_workers(dest)
 
     def _destination(self, route: Route, domain: str) -> Destination:
@@ -584,6 +590,7 @@ class Engine:
     async def _worker(self, dest: Destination) -> None:
         conn: Connection | None = None
         slot: int | None = None
+        signal = asyncio.Event()  # set when a new job is for this worker
         if self.cluster:
             slot = await self._take_slot(dest)
             if slot is None:
@@ -592,7 +599,7 @@ class Engine:
         try:
             while True:
                 if not dest.jobs:
-                    if conn is None or not await self._wait_for_work(dest):
+                    if conn is None or not await self._wait_for_work(dest, signal):
                         return
                     continue
                 if dest.workers > dest.max_connections:
@@ -655,9 +662,16 @@ class Engine:
         dest.connections_opened += 1
         return opened
 
-    async def _wait_for_work(self, dest: Destination) -> bool:
-        dest.arrived.clear()
-        return await self.clock.wait(dest.arrived, self.settings.idle_timeout) or bool(dest.jobs)
+    async def _wait_for_work(self, dest: Destination, signal: asyncio.Event) -> bool:
+        """Wait, idle, for ``dest.job_arrived`` to pick this worker (``signal`` is its own), at most the idle
+        timeout; True if there may be work."""
+        signal.clear()
+        dest.idle.append(signal)
+        try:
+            return await self.clock.wait(signal, self.settings.idle_timeout) or bool(dest.jobs)
+        finally:
+            if signal in dest.idle:  # timed out or cancelled: no longer waiting
+                dest.idle.remove(signal)
 
     @staticmethod
     def _worn_out(conn: Connection, dest: Destination) -> bool:
