@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import ipaddress
 import logging
 import os
@@ -13,9 +14,9 @@ import socket
 import ssl
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from relay import __version__, dkim, tls, workers
 from relay import config as config_mod
@@ -30,7 +31,7 @@ from relay.errors import StoreError
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
-from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
+from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, check_installed, reason
 from relay.store import Store
 from relay.store.protocols import Storage
 from relay.store.repositories import SqlStore
@@ -39,6 +40,7 @@ from relay.webhooks import SenderSettings, WebhookSender
 
 if TYPE_CHECKING:  # imported where used: an acceptor process neither delivers nor takes returned mail, and a
     # main process whose acceptor processes serve SMTP and HTTP runs neither the API nor templates
+    import dns.asyncresolver
     from aiohttp import web
 
     from relay.delivery.engine import Engine, EngineSettings
@@ -164,8 +166,7 @@ def make_domains(
     config: Config, store: Storage, sending: SendingDomains | None, sealer: Sealer | None = None
 ) -> Domains:
     """The sending domains' service; ``sealer``: another key than the configured one (relay store rekey)."""
-    resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
-    resolver.cache = None  # verification is live: a record published a minute ago must be seen
+    resolver = cast("dns.asyncresolver.Resolver", CheckingResolver(config.dns.nameservers, config.dns.timeout))
     checker = Checker(resolver, domain_policy(config))
     return Domains(
         store.domains,
@@ -176,6 +177,24 @@ def make_domains(
         config.domains.selector,
         config.domains.key_bits,
     )
+
+
+class CheckingResolver:
+    """The resolver domain checks use, made at their first lookup: dnspython is ~4 MB in a process, and a
+    process that accepts mail checks domains only when asked to. It keeps no cache: a record published a
+    minute ago must be seen."""
+
+    def __init__(self, nameservers: Sequence[tuple[str, int]], timeout: float) -> None:
+        self._settings = (list(nameservers), timeout)
+
+    @functools.cached_property
+    def _resolver(self) -> dns.asyncresolver.Resolver:
+        resolver = make_resolver(*self._settings)
+        resolver.cache = None
+        return resolver
+
+    def __getattr__(self, name: str) -> Any:  # resolve(), nameservers, lifetime, ...: the resolver's own
+        return getattr(self._resolver, name)
 
 
 def suppression_policy(config: Config) -> SuppressionPolicy:
@@ -849,6 +868,7 @@ async def serve(config: Config) -> int:
     this main process binds the ports and delivers, and N acceptor processes
     (see relay.workers) accept on the inherited sockets.
     """
+    check_installed()
     inherited = workers.inherited_listeners()
     if inherited is not None:  # this is an acceptor process
         return await _serve_as_acceptor(config, inherited)

@@ -44,6 +44,10 @@ NOT_IN_MAIN = [
     "relay.api",
     "relay.dashboard.app",
     "multiprocessing",
+    "dns",  # MX lookups only: this relay has a smarthost
+    "dkim",  # dkimpy signs only what relay's own signer does not take, in a process that accepts
+    "spf",
+    "termios",  # for relay send's password prompt
 ]
 NOT_IN_ACCEPTOR = [
     "aiosmtplib",  # delivery is the main process's
@@ -51,6 +55,10 @@ NOT_IN_ACCEPTOR = [
     "prometheus_client",  # until the first scrape
     "multiprocessing",  # until the first big batch (two builder processes)
     "cryptography.x509",  # the self-signed certificate is made once, by the main process
+    "dns",  # until a sending domain's records are checked
+    "spf",
+    "dkim",  # dkimpy: for what relay's own DKIM signer does not take
+    "termios",
 ]
 
 
@@ -107,3 +115,37 @@ def test_these_modules_load_their_heavy_dependency_only_when_used(module):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
     assert out.stdout.split() == ["[]", "False"]
+
+
+def test_a_dependency_imported_when_used_is_still_looked_for_at_start_up():
+    from relay.startup import IMPORTED_WHEN_USED, check_installed
+
+    check_installed()  # all installed here
+    assert {"aiohttp", "dkim", "dns", "jinja2", "prometheus_client", "spf"} <= set(IMPORTED_WHEN_USED)
+    with pytest.raises(ModuleNotFoundError, match="relay_not_installed"):
+        check_installed(["dns", "relay_not_installed"])
+
+
+def test_a_missing_dependency_stops_relay_serve_before_it_listens(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import config_dict, write_toml
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(  # pyspf uninstalled, as far as this process can tell
+        "import importlib.util\n_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'spf' else _find(name, *a)\n"
+    )
+    config = write_toml(tmp_path / "relay.toml", config_dict(tmp_path / "data"))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "No module named 'spf'" in out.stderr
+    assert "listening" not in out.stderr
