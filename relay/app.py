@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import ipaddress
 import logging
-import multiprocessing
 import os
 import random
 import signal
@@ -15,17 +15,14 @@ import socket
 import ssl
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, cast
 
 from relay import __version__, dkim, tls, workers
 from relay import config as config_mod
 from relay.bounces.verp import Verp
 from relay.clock import Clock, SystemClock
-from relay.compose import Limits
 from relay.config import Config, reloaded, restart_needed
 from relay.delivery.mx import Router, make_resolver
 from relay.dkim import Signer
@@ -34,23 +31,25 @@ from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
-from relay.renderer import Renderer
 from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
-from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, reason
+from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, check_installed, reason
 from relay.store import Store
 from relay.store.protocols import Storage
 from relay.store.repositories import SqlStore
-from relay.submission.accept import Acceptor
-from relay.submission.auth import SharedFailures, SmtpAuthenticator
-from relay.submission.budget import InflightBudget
-from relay.submission.capacity import Capacity
-from relay.submission.smtp import ConnectionFactory, Policy, Sessions, SubmissionHandler, make_smtp_factory
 from relay.suppression import SuppressionPolicy
 from relay.webhooks import SenderSettings, WebhookSender
 
-if TYPE_CHECKING:  # imported where used: an acceptor process neither delivers nor takes returned mail
+if TYPE_CHECKING:  # imported where used: an acceptor process neither delivers nor takes returned mail, and a
+    # main process whose acceptor processes serve SMTP and HTTP runs neither the API nor templates
+    import dns.asyncresolver
+    from aiohttp import web
+
     from relay.delivery.engine import Engine, EngineSettings
     from relay.inbound.returned import ReturnedMail
+    from relay.renderer import Renderer
+    from relay.submission.accept import Acceptor
+    from relay.submission.capacity import Capacity
+    from relay.submission.smtp import ConnectionFactory, Sessions
 
 log = logging.getLogger("relay")
 
@@ -168,8 +167,7 @@ def make_domains(
     config: Config, store: Storage, sending: SendingDomains | None, sealer: Sealer | None = None
 ) -> Domains:
     """The sending domains' service; ``sealer``: another key than the configured one (relay store rekey)."""
-    resolver = make_resolver(config.dns.nameservers, config.dns.timeout)
-    resolver.cache = None  # verification is live: a record published a minute ago must be seen
+    resolver = cast("dns.asyncresolver.Resolver", CheckingResolver(config.dns.nameservers, config.dns.timeout))
     checker = Checker(resolver, domain_policy(config))
     return Domains(
         store.domains,
@@ -180,6 +178,24 @@ def make_domains(
         config.domains.selector,
         config.domains.key_bits,
     )
+
+
+class CheckingResolver:
+    """The resolver domain checks use, made at their first lookup: dnspython is ~4 MB in a process, and a
+    process that accepts mail checks domains only when asked to. It keeps no cache: a record published a
+    minute ago must be seen."""
+
+    def __init__(self, nameservers: Sequence[tuple[str, int]], timeout: float) -> None:
+        self._settings = (list(nameservers), timeout)
+
+    @functools.cached_property
+    def _resolver(self) -> dns.asyncresolver.Resolver:
+        resolver = make_resolver(*self._settings)
+        resolver.cache = None
+        return resolver
+
+    def __getattr__(self, name: str) -> Any:  # resolve(), nameservers, lifetime, ...: the resolver's own
+        return getattr(self._resolver, name)
 
 
 def suppression_policy(config: Config) -> SuppressionPolicy:
@@ -287,6 +303,27 @@ def open_store_for_serving(config: Config, clock: Clock) -> SqlStore:
         raise StartupError(f"cannot open the queue database {shown}: {exc}", EX_IOERR) from None
 
 
+class BatchBuilders(concurrent.futures.Executor):
+    """A pool of ``workers`` processes (forkserver: safe beside threads), made on the first call: an acceptor
+    that never takes a big batch does not load multiprocessing."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        if self.pool is None:
+            import multiprocessing
+
+            context = multiprocessing.get_context("forkserver")
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        return self.pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait, cancel_futures=cancel_futures)
+
+
 class Relay:
     """SMTP submission, the HTTP API and the delivery engine; any of them in one process.
 
@@ -318,7 +355,7 @@ class Relay:
         self.domains: Domains | None = None
         self._domains_task: asyncio.Task[None] | None = None
         self.webhook_sender: WebhookSender | None = None
-        self._builders: concurrent.futures.ProcessPoolExecutor | None = None
+        self._builders: BatchBuilders | None = None
         self.renderer: Renderer | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.inbound_servers: list[asyncio.Server] = []
@@ -327,7 +364,7 @@ class Relay:
         self._smtp_tls: ssl.SSLContext | None = None
         self._http_tls: ssl.SSLContext | None = None
         self.inbound_addresses: list[tuple[str, int]] = []
-        self.smtp_sessions = Sessions()
+        self.smtp_sessions: Sessions | None = None  # the open SMTP connections, in a process that accepts
         self.capacity: Capacity | None = None
         self.smtp_addresses: list[tuple[str, int]] = []
         self.smtps_addresses: list[tuple[str, int]] = []
@@ -374,7 +411,11 @@ class Relay:
             self.engine = self._make_engine(store)
             on_queued = self.engine.wake
             store.queue.watch(self.engine.wake)  # another node's new mail (a shared PostgreSQL)
-        if self.accept:
+        if self.accept:  # imported here: a main process whose acceptor processes accept never loads aiosmtpd
+            from relay.submission.accept import Acceptor
+            from relay.submission.budget import InflightBudget
+            from relay.submission.capacity import Capacity
+
             self.capacity = Capacity(
                 store.queue, config.server.data_dir, config.server.max_queue, config.server.min_free_disk
             )
@@ -539,6 +580,9 @@ class Relay:
         return pending
 
     async def _start_smtp(self, acceptor: Acceptor, listeners: workers.Listeners) -> None:
+        from relay.submission.auth import SharedFailures, SmtpAuthenticator
+        from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
+
         assert self.store is not None
         loop = asyncio.get_running_loop()
         s = self.config.smtp
@@ -555,8 +599,9 @@ class Relay:
         handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator, limiter)
         context = self._smtp_tls
         assert context is not None
-        starttls = make_smtp_factory(handler, self.config, self.smtp_sessions, context)
-        implicit = make_smtp_factory(handler, self.config, self.smtp_sessions, context, implicit_tls=True)
+        sessions = self.smtp_sessions = Sessions()
+        starttls = make_smtp_factory(handler, self.config, sessions, context)
+        implicit = make_smtp_factory(handler, self.config, sessions, context, implicit_tls=True)
         self.smtp_factories = [starttls, implicit]
         for sock in listeners.smtp:
             self.smtp_servers.append(await loop.create_server(starttls, sock=sock, backlog=1024))
@@ -591,7 +636,10 @@ class Relay:
             )
 
     async def _start_http(self, acceptor: Acceptor, store: SqlStore, sockets: list[socket.socket]) -> None:
-        # Imported here: a main process whose acceptor processes serve HTTP never loads the API (~8 MB).
+        # Imported here: a main process whose acceptor processes serve HTTP never loads the API, aiohttp's server
+        # or the template renderer (jinja2).
+        from aiohttp import web
+
         from relay.api.app import BODY_BUDGET, ApiSettings, BodyBudget, make_app
         from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
         from relay.api.credentials import CredentialsView
@@ -605,6 +653,8 @@ class Relay:
         from relay.api.suppressions import SuppressionsView
         from relay.api.templates import TemplatesView
         from relay.api.webhooks import WebhooksView
+        from relay.compose import Limits
+        from relay.renderer import Renderer
         from relay.submission.http import HttpSubmission
 
         http = self.config.http
@@ -621,7 +671,7 @@ class Relay:
             http.max_batch,
         )
         # Big batches build their MIME messages in two worker processes (forkserver: safe beside threads).
-        self._builders = concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+        self._builders = BatchBuilders(2)
         submission.builders = self._builders
         self.renderer = submission.renderer = Renderer()  # template render processes, started when first needed
         messages = MessagesView(submission, store, self.clock)
@@ -689,6 +739,8 @@ class Relay:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; no API key, but only for [http] metrics_networks."""
+        from aiohttp import web
+
         from relay.api.app import client_ip
         from relay.metrics import render
 
@@ -698,7 +750,8 @@ class Relay:
                 {"error": {"code": "forbidden", "message": "not allowed to read metrics"}}, status=403
             )
         assert self.store is not None
-        body = await render(self.store, lambda: len(self.smtp_sessions.open))
+        sessions = self.smtp_sessions
+        body = await render(self.store, lambda: len(sessions.open) if sessions is not None else 0)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def stop(self, drain: float = SMTP_DRAIN_SECONDS) -> None:
@@ -710,7 +763,8 @@ class Relay:
         if self._http_runner is not None:
             for site in list(self._http_runner.sites):  # requests already in progress go on
                 await site.stop()
-        await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, drain))
+        if self.smtp_sessions is not None:
+            await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, drain))
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.capacity is not None:
@@ -826,6 +880,7 @@ async def serve(config: Config) -> int:
     this main process binds the ports and delivers, and N acceptor processes
     (see relay.workers) accept on the inherited sockets.
     """
+    check_installed()
     inherited = workers.inherited_listeners()
     if inherited is not None:  # this is an acceptor process
         return await _serve_as_acceptor(config, inherited)

@@ -9,7 +9,8 @@ an mbox ``From`` line, ...) :meth:`Signer.sign` falls back to dkimpy, which sign
 dkimpy's own RSA is pure Python (~7-9 ms a signature); the same signature
 through OpenSSL (the ``cryptography`` package) takes ~0.3 ms. dkimpy calls
 one module-level function for the RSA step; ``_openssl_rsa_sign`` takes its
-place for the keys dkimpy parses (and leaves any other input to dkimpy).
+place for the keys dkimpy parses (and leaves any other input to dkimpy). dkimpy (and the DNS library it
+loads, ~4 MB a process) is imported the first time it is needed: :func:`dkimpy`.
 
 A message is signed once, when it is accepted, with the key of its From:
 domain, so every attempt and every recipient shares one signature.
@@ -24,9 +25,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
@@ -43,7 +44,6 @@ SIGNED_HEADERS = (
 )
 # fmt: on
 
-_dkimpy_rsa_sign: Callable[[Any, Any], bytes] = dkim.RSASSA_PKCS1_v1_5_sign
 _HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
@@ -75,7 +75,25 @@ def _openssl_rsa_sign(hash_obj: Any, private_key: Any) -> bytes:
     return key.sign(hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm()))
 
 
-dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
+def _dkimpy_rsa_sign(hash_obj: Any, private_key: Any) -> bytes:
+    """dkimpy's own (pure Python) RSA step."""
+    dkimpy()
+    sign: Callable[[Any, Any], bytes] = _DKIMPY_RSA_SIGN[0]
+    return sign(hash_obj, private_key)
+
+
+_DKIMPY_RSA_SIGN: list[Callable[[Any, Any], bytes]] = []  # set by dkimpy()
+
+
+@functools.cache
+def dkimpy() -> ModuleType:
+    """The ``dkim`` module (dkimpy), imported on first use, its RSA step done by OpenSSL."""
+    import dkim
+
+    _DKIMPY_RSA_SIGN.append(dkim.RSASSA_PKCS1_v1_5_sign)
+    dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
+    module: ModuleType = dkim
+    return module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +155,7 @@ class Signer:
 def dkimpy_sign(raw: bytes, key: DomainKey) -> bytes | None:
     """The DKIM-Signature field dkimpy makes for ``raw`` (its t= from the system clock, as dkimpy reads
     it); None if dkimpy cannot sign it."""
+    dkim = dkimpy()
     try:
         signature: bytes = dkim.sign(
             raw,

@@ -29,10 +29,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
-import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -42,7 +38,10 @@ from relay.errors import RelayError
 from relay.message import UnreadableFrom, from_domain
 from relay.secrets import Keyring, SecretsError, dkim_context
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # dnspython and pyspf are imported where used: only checking a domain's records needs them
+    import dns.asyncresolver
+    import dns.resolver
+
     from relay.store.protocols import DomainStore
 
 log = logging.getLogger(__name__)
@@ -271,6 +270,8 @@ def _smarthost_note(smarthost: str, spf_include: str) -> str:
 
 
 async def _host_addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
+    import dns.exception
+
     found: list[str] = []
     for rdtype in ("A", "AAAA"):
         try:
@@ -327,6 +328,8 @@ class Checker:
 
     async def _txt(self, name: str) -> list[str] | None:
         """TXT strings at ``name``; None when the name does not exist or has none. Raises on DNS trouble."""
+        import dns.resolver
+
         try:
             answer = await self.resolver.resolve(name, "TXT")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -421,6 +424,8 @@ class Checker:
         return _check(VERIFIED, f"DMARC p={policy}; {aligned}")
 
     async def return_path(self, domain: Domain) -> dict[str, str]:
+        import dns.resolver
+
         bounce = self.policy.bounce_domain_for(domain.name)
         if not bounce or not (bounce == domain.name or bounce.endswith("." + domain.name)):
             return _check(
@@ -452,6 +457,10 @@ _SPF_RESOLVER: contextvars.ContextVar[dns.resolver.Resolver | None] = contextvar
 
 
 def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20) -> list[tuple[Any, Any]]:
+    import dns.exception
+    import dns.resolver
+    import spf
+
     resolver = _SPF_RESOLVER.get() or dns.resolver.get_default_resolver()
     out: list[tuple[Any, Any]] = []
     try:
@@ -471,10 +480,11 @@ def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20)
     return out
 
 
-spf.DNSLookup = _spf_lookup
-
-
 def _spf_check(resolver: dns.asyncresolver.Resolver, ip: str, domain: str) -> tuple[str, str]:
+    import dns.resolver
+    import spf
+
+    spf.DNSLookup = _spf_lookup
     sync = dns.resolver.Resolver(configure=False)
     sync.nameservers = list(resolver.nameservers)
     sync.lifetime, sync.timeout = resolver.lifetime, resolver.timeout

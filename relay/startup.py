@@ -8,7 +8,9 @@ data directory it cannot write, without reading a traceback.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
+from collections.abc import Iterable
 
 from relay.errors import RelayError
 
@@ -16,6 +18,10 @@ EX_CONFIG = 78  # the config: a bad file, key or value (also an unusable certifi
 EX_OSERR = 71  # a listener cannot be bound: the address is in use, not allowed, or not on this host
 EX_CANTCREAT = 73  # the data directory, or a file relay keeps there, cannot be created or written
 EX_IOERR = 74  # the queue database cannot be opened (not a database, corrupt, unreadable)
+
+# Dependencies a process imports when it first uses them (webhooks, a scrape, DKIM's fallback, a domain check,
+# the SMTP listener and templates of a process that accepts): looked for at start-up all the same.
+IMPORTED_WHEN_USED = ("aiohttp", "aiosmtpd", "dkim", "dns", "jinja2", "prometheus_client", "spf")
 
 
 class StartupError(RelayError):
@@ -34,3 +40,14 @@ def reason(exc: BaseException) -> str:
     else:  # getaddrinfo's errors (negative codes), or no code at all
         text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return text[0].lower() + text[1:]
+
+
+def check_installed(packages: Iterable[str] = IMPORTED_WHEN_USED) -> None:
+    """Raise ModuleNotFoundError, as an import at start-up would, if one of ``packages`` is not installed.
+
+    Finds them without importing them: a missing dependency stops ``relay serve`` at start, not at the first
+    message that needs it.
+    """
+    for name in packages:
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)

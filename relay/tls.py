@@ -7,11 +7,6 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 
 def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -23,6 +18,12 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 def self_signed(hostname: str, days: int = 3650, now: float | None = None) -> tuple[bytes, bytes]:
     """A self-signed certificate and its private key (PEM) for ``hostname``, valid from ``now`` (a
     clock's seconds since the epoch; the system clock's by default) for ``days``."""
+    # Imported here: only the first start without [smtp] tls_cert makes a certificate (x509 is ~2 MB a process).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     start = datetime.datetime.now(datetime.UTC) if now is None else datetime.datetime.fromtimestamp(now, datetime.UTC)

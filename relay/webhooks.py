@@ -24,11 +24,8 @@ import logging
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from relay import strictjson
 from relay.clock import Clock, iso
@@ -38,6 +35,9 @@ from relay.ratelimit import TokenBucket
 from relay.store.events import Event
 from relay.store.protocols import Storage
 from relay.store.webhooks import AttemptOutcome, DueDelivery, Webhook
+
+if TYPE_CHECKING:  # imported when the first webhook is sent: a relay without webhooks never loads aiohttp's client
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -212,35 +212,6 @@ async def check_literal(url: str, allow_private: bool) -> None:
     await checked_addresses(host, 0, allow_private)
 
 
-class CheckedResolver(AbstractResolver):
-    """aiohttp's resolver for webhook requests: the connection goes to an address that was checked in
-    the same lookup, so a name cannot resolve to a public address for the check and to a private one
-    for the connection (DNS rebinding). Literal addresses are checked by check_target."""
-
-    def __init__(self, allow_private: bool, lookup: Lookup = system_lookup) -> None:
-        self.allow_private = allow_private
-        self.lookup = lookup
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = await checked_addresses(host, port, self.allow_private, self.lookup)
-        return [
-            ResolveResult(
-                hostname=host,
-                host=a,
-                port=port,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
-            )
-            for a in addresses
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
 # -- the sender ----------------------------------------------------------------------------
 
 
@@ -281,6 +252,10 @@ class WebhookSender:
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp
+
+            from relay.webhook_resolver import CheckedResolver
+
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
             connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.settings.allow_private_targets, self.lookup))
             self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False, connector=connector)
@@ -375,6 +350,8 @@ class WebhookSender:
 
     async def post(self, hook: Webhook, msg_id: str, body: bytes) -> tuple[int | None, str | None, float]:
         """One signed POST: (status, error text, latency in ms). Never raises for network trouble."""
+        import aiohttp
+
         started = self.clock.monotonic()
         try:
             check_url_syntax(hook.url)  # a name is looked up and checked by CheckedResolver as aiohttp connects;

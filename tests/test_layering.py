@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("store", {"store"}),
     # What runs: taking mail in, sending it out, telling applications.
-    ("services", {"delivery", "inbound", "metrics", "submission", "webhooks"}),
+    ("services", {"delivery", "inbound", "metrics", "submission", "webhooks", "webhook_resolver"}),
     ("api", {"api", "dashboard"}),  # the HTTP faces: the API, and the dashboard over the same code
     ("entry", {"__main__", "app", "cli", "workers"}),
 ]
@@ -55,7 +55,8 @@ SERVICES_MAY_IMPORT: dict[str, set[str]] = {
     "delivery": {"metrics"},  # every service may count into the process's own metrics
     "submission": {"metrics"},
     "inbound": {"metrics", "submission"},  # the returned-mail listener reads DATA with the submission's reader
-    "webhooks": {"metrics"},
+    "webhooks": {"metrics", "webhook_resolver"},  # aiohttp's resolver for webhook requests, apart to load it late
+    "webhook_resolver": {"webhooks"},
     "metrics": set(),
 }
 

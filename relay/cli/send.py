@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import email.policy
-import getpass
 import mimetypes
 import os
 import re
@@ -85,6 +84,8 @@ def send(args: argparse.Namespace, config: Config) -> Report:
     msg = _test_message(args, config.server.hostname)
     password = None
     if args.auth_user:
+        import getpass  # here: it loads termios, ~0.5 MB in every relay process (relay serve too)
+
         password = os.environ.get(SEND_PASSWORD_ENV) or getpass.getpass(f"SMTP password for {args.auth_user}: ")
     refused = _submit_reporting_failures(args, host, port, password, msg.as_bytes())
     return _sent(args, f"{host}:{port}", msg["Message-ID"], refused)

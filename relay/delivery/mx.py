@@ -13,15 +13,14 @@ import ipaddress
 import logging
 import random
 from collections.abc import Mapping, Sequence
-
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from relay.config import RouteConfig
 from relay.delivery.outcome import Reply
 from relay.errors import RelayError
+
+if TYPE_CHECKING:  # dnspython is imported with the first resolver: a relay with a smarthost never loads it
+    import dns.asyncresolver
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,10 @@ class RouteError(RelayError):
 
 
 def make_resolver(nameservers: Sequence[tuple[str, int]], timeout: float) -> dns.asyncresolver.Resolver:
+    import dns.asyncresolver
+    import dns.nameserver
+    import dns.resolver
+
     if nameservers:
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
@@ -128,6 +131,9 @@ class Router:
         return None
 
     async def _exchanges(self, domain: str) -> list[str]:
+        import dns.exception
+        import dns.resolver
+
         assert self.resolver is not None
         try:
             answer = await self.resolver.resolve(domain, "MX", search=False)
@@ -143,6 +149,8 @@ class Router:
         return order_mx([r for r in records if r[1] not in ("", ".")], self.rng)
 
     async def _addresses(self, host: str) -> list[str]:
+        import dns.exception
+
         assert self.resolver is not None
         found: list[str] = []
         for rdtype in ("A", "AAAA"):
