@@ -12,8 +12,11 @@ callbacks (no streams, no task per connection): with aiosmtpd and asyncio
 streams they spent ~0.5 ms of CPU per message each, as much as relay, on a
 machine of two cores. For each message the injector notes when relay answered
 250 to DATA and the sink when its data ended, and the script prints the p50,
-p90, p99 and max of the difference. Every server listens on loopback; the run
-is bounded by --messages and --timeout.
+p90, p99 and max of the difference. A difference below zero is a message that
+reached the sink before the injector read relay's 250 (relay answers and wakes
+its delivery after the same commit; answering the twenty clients of one group
+commit takes a while). Every server listens on loopback; the run is bounded by
+--messages and --timeout.
 
     python bench/latency.py --messages 5000 [--target postfix]
 """
