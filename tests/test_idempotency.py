@@ -178,3 +178,26 @@ def test_owner_text_round_trips():
     me = idem.this_process()
     assert Owner.parse(str(me)) == me and "@" not in me.node
     assert Owner.parse("garbage") is None and Owner.parse("x:y@z") is None
+
+
+async def test_one_task_renews_every_claim_held_here_and_stops_with_the_last(store, monkeypatch):
+    monkeypatch.setattr(idem, "RENEW_EVERY", 0.01)
+    i = store.idempotency
+    for key in ("a", "b"):
+        assert await i.claim_idempotency_key("key_1", key, "h", 3600) is None
+    first = store.clock.now() + idem.LEASE
+    async with i.idempotency_lease("key_1", "a"), i.idempotency_lease("key_1", "b"):
+        renewers = [t for t in asyncio.all_tasks() if t.get_name() == "idempotency-renewals"]
+        assert len(renewers) == 1, "one task for all the claims, not one per request"
+        store.clock.advance(idem.LEASE * 0.9)
+        for _ in range(200):
+            leases = [(await i.idempotency_record("key_1", key)).lease_until for key in ("a", "b")]
+            if all(lease > first for lease in leases):
+                break
+            await asyncio.sleep(0.01)
+        assert all(lease > first for lease in leases), leases
+    for _ in range(100):  # nothing held: the renewer ends
+        if renewers[0].done():
+            break
+        await asyncio.sleep(0.01)
+    assert renewers[0].done()
