@@ -188,3 +188,51 @@ async def test_a_body_whose_end_is_split_across_reads_arrives_intact(relay_facto
     writer.close()
     (message,) = await sink.handler.wait_for(1)
     assert message.data.endswith(b"\r\n\r\n.dotted\r\nlast line\r\n"), message.data[-60:]
+
+
+async def test_a_step_that_need_not_wait_takes_no_task(relay_factory: Any, monkeypatch: Any) -> None:
+    """SQLite answers RCPT's suppression look-up inline, and MAIL needs nothing: only DATA's queueing waits."""
+    relay = await relay_factory()
+    tasks: list[object] = []
+    run = SubmissionProtocol._run
+
+    async def counted(self: SubmissionProtocol, step: Any) -> None:
+        tasks.append(step)
+        await run(self, step)
+
+    monkeypatch.setattr(SubmissionProtocol, "_run", counted)
+    reader, writer = await asyncio.open_connection(*relay.smtp_addresses[0])
+    await expect(reader, GREETING, "greeting")
+    writer.write(b"EHLO client.test\r\n" + MAIL + b"RCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n")
+    await expect(
+        reader, f"{EHLO}\n250 2.1.0 Ok\n250 2.1.5 Ok\n250 2.1.5 Ok\n354 End data with <CR><LF>.<CR><LF>", "data"
+    )
+    assert tasks == []
+    writer.write(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    await expect(reader, "250 2.0.0 Ok: queued as <ID>\n221 2.0.0 Bye\nCLOSED", "end")
+    writer.close()
+    assert len(tasks) == 1
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_a_step_that_fails_is_a_451_and_the_session_goes_on(
+    relay_factory: Any, monkeypatch: Any, waits: bool
+) -> None:
+    relay = await relay_factory()
+    handler = relay.smtp_factories[0].handler
+
+    async def failing() -> str:
+        if waits:
+            await asyncio.sleep(0.01)
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(handler, "rcpt", lambda *args: failing())
+    reader, writer = await asyncio.open_connection(*relay.smtp_addresses[0])
+    await expect(reader, GREETING, "greeting")
+    writer.write(b"HELO client.test\r\n" + MAIL + b"RCPT TO:<b@example.org>\r\nNOOP\r\n")
+    await expect(
+        reader,
+        "250 relay.test\n250 2.1.0 Ok\n451 4.3.0 Temporary failure, please try again later\n250 2.0.0 OK",
+        "rcpt",
+    )
+    writer.close()

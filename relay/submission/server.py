@@ -21,7 +21,7 @@ import base64
 import binascii
 import logging
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from relay.submission.auth import Throttled
@@ -320,8 +320,19 @@ class SubmissionProtocol(asyncio.Protocol):
         return TEMPORARY
 
     def _wait(self, step: Step) -> None:
-        """Run ``step`` (a command that waits); input is taken again once it has replied."""
-        self._step = self._loop.create_task(self._run(step))
+        """Run ``step`` (a command that may wait) at once, up to its first real wait: one that answers
+        without waiting (SQLite's inline suppression look-up, the in-memory rate limit) costs no task.
+        One that waits goes on in a task, and input is taken again once it has replied."""
+        try:
+            waited = step.send(None)
+        except StopIteration as done:
+            if done.value:
+                self._out.append(done.value)
+            return
+        except Exception as exc:
+            self._out.append(self._failure(exc))
+            return
+        self._step = self._loop.create_task(self._run(_resumed(step, waited)))
 
     async def _run(self, step: Step) -> None:
         try:
@@ -681,6 +692,37 @@ class SubmissionProtocol(asyncio.Protocol):
         self.session.credential = cred
         log.info("AUTH ok: %s as %s", self._ip, cred.username)
         return AUTH_OK
+
+
+class _Yield:
+    """Awaiting it yields ``future`` to the task, as the coroutine that waits on it did (asyncio's
+    protocol: a coroutine yields the future it waits on, or None to let others run)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self.future
+
+
+async def _resumed(coro: Step, waited: Any) -> bytes | None:
+    """Go on with ``coro``, started by hand and now waiting on ``waited``, as its own task would: once
+    ``waited`` is done the coroutine is resumed and takes its outcome (result, exception or cancellation)."""
+    while True:
+        error: BaseException | None = None
+        try:
+            await _Yield(waited)
+        except asyncio.CancelledError as exc:
+            if waited is None or not waited.cancelled():
+                error = exc  # this task was cancelled, not the future: the coroutine is cancelled where it waits
+        except Exception:
+            pass  # the future's exception: the coroutine gets it from the future
+        try:
+            waited = coro.send(None) if error is None else coro.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 async def _replied(result: Coroutine[Any, Any, str]) -> bytes:
