@@ -1,9 +1,8 @@
 """SMTP submission (RFC 6409): STARTTLS or implicit TLS, AUTH, relay rules, limits.
 
-The SMTP front door (the protocol itself is ``relay.submission.server``): each transaction becomes one
-``NewMessage`` for the
-``Acceptor`` (``relay.submission.accept``), which screens and queues it; a
-refusal (``relay.errors.Refused``) carries its own SMTP reply.
+The SMTP front door (the protocol itself is ``relay.submission.server``): each transaction becomes
+one ``NewMessage`` for the ``Acceptor`` (``relay.submission.accept``), which screens and queues it;
+a refusal (``relay.errors.Refused``) carries its own SMTP reply.
 
 Who may relay: an authenticated client, or one in ``trusted_networks``
 (like Postfix's ``permit_sasl_authenticated, permit_mynetworks,
