@@ -232,3 +232,59 @@ def test_plain_paths_are_what_aiosmtplib_would_send(address):
         path = path_of(text)
         if path is not None:
             assert path.decode() == quote_address(text), text
+
+
+def feed(stream: bytes, pieces: list[int], max_size: int | None = None) -> tuple[DataCollector, bytes]:
+    """Feed ``stream`` to DataCollector.feed in pieces of the given sizes, as the server's reads come."""
+    collector = DataCollector(max_size, 1001)
+    at = 0
+    for size in [*pieces, len(stream)]:
+        piece = stream[at : at + size]
+        taken = collector.feed(piece)
+        if taken is not None:
+            return collector, piece[taken:] + stream[at + size :]
+        at += size
+    raise AssertionError("the end of the data was not found")
+
+
+@pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
+def test_fed_bodies_end_at_the_end_of_data_line_whatever_the_pieces(body):
+    stream = stuffed(body) + b"QUIT\r\n.\r\n"
+    rnd = random.Random(len(body))
+    for pieces in ([len(stream)], [1] * len(stream), [rnd.randint(1, 700) for _ in range(len(stream) // 300 + 3)]):
+        collector, rest = feed(stream, pieces)
+        assert collector.body() == crlf_line_ends(body)
+        assert rest == b"QUIT\r\n.\r\n", "what follows the data belongs to the next command"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r\n", b"")), max_size=30),
+    cut=st.integers(min_value=1, max_value=50),
+)
+def test_any_fed_body_round_trips(lines, cut):
+    body = b"".join(line.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n" for line in lines)
+    stream = stuffed(body) + b"RSET\r\n"
+    collector, rest = feed(stream, [cut] * (len(stream) // cut + 1))
+    assert collector.body() == body
+    assert rest == b"RSET\r\n"
+
+
+@pytest.mark.parametrize("cut", range(1, 5))
+def test_the_end_of_data_split_across_pieces_is_found(cut):
+    stream = b"Subject: x\r\n\r\nhi\r\n.\r\nNOOP\r\n"
+    end = stream.index(b"\r\n.\r\n")
+    collector, rest = feed(stream, [end + cut])
+    assert collector.body() == b"Subject: x\r\n\r\nhi\r\n" and rest == b"NOOP\r\n"
+
+
+def test_an_empty_message_ends_at_once():
+    collector, rest = feed(b".\r\nQUIT\r\n", [1, 1, 1])
+    assert collector.body() == b"" and rest == b"QUIT\r\n"
+
+
+async def test_a_bare_lf_dot_never_ends_fed_data():
+    stream = b"a\n.\nb\r\n.\nc\n.\r\nd\r\n.\r\n"
+    collector, rest = feed(stream, [3, 3, 3])
+    read_collector, _ = await read(stream, [3, 3, 3])
+    assert collector.body() == read_collector.body() == b"a\r\n\r\nb\r\n\r\nc\r\n\r\nd\r\n" and rest == b""

@@ -86,6 +86,35 @@ class DataCollector:
             self._pieces.append(piece)
         return self._tail == END
 
+    def feed(self, data: bytes) -> int | None:
+        """Take ``data`` as it came off the socket, up to and including the end-of-data line: how many of
+        its bytes that was (what follows is the next command), or None if it took them all and the data
+        goes on. Only <CRLF>.<CRLF> ends it, wherever the reads split it."""
+        edge = self._tail[-4:] + data[:4]  # an end-of-data line across the previous piece and this one
+        found = edge.find(END)
+        if found != -1:
+            end = found + len(END) - len(self._tail[-4:])
+        else:
+            found = data.find(END)
+            end = -1 if found == -1 else found + len(END)
+        if end == -1:
+            self.add(data)
+            return None
+        self.add(data if end == len(data) else data[:end])
+        return end
+
+    def _drop_last(self, count: int) -> None:
+        """Drop the stream's last ``count`` bytes (they may span pieces when reads split them)."""
+        pieces = self._pieces
+        while count and pieces:
+            last = pieces[-1]
+            if len(last) <= count:
+                count -= len(last)
+                pieces.pop()
+            else:
+                pieces[-1] = last[:-count]
+                count = 0
+
     def body(self) -> bytes:
         """The message without the final "." line, each line's leading dot removed
         (RFC 5321 §4.5.2). Raises BodyTooLarge or LineTooLong."""
@@ -93,7 +122,7 @@ class DataCollector:
             raise BodyTooLarge
         if self.over_budget:
             raise OverBudget
-        self._pieces[-1] = self._pieces[-1][:-3]  # the end-of-data line ends the last piece: no copy of the whole
+        self._drop_last(3)  # the end-of-data line's ".\r\n", without a copy of the whole
         data = b"".join(self._pieces)
         self._pieces.clear()
         # Lines split at LF (a bare LF ends a line for every reader of the message): the CR is
