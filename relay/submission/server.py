@@ -439,17 +439,10 @@ class SubmissionProtocol(asyncio.Protocol):
             self._out.append(SEND_HELO)
             return
         syntax = SYNTAX_ERRORS[("MAIL", session.extended_smtp)]
-        arg = None if arg is None else strip_keyword("FROM:", arg)
-        if arg is None:
-            self._out.append(syntax)
+        path = self._path(arg, "FROM:", syntax)
+        if path is None:
             return
-        address, rest = getaddr(arg)
-        if address is None or rest is None:
-            self._out.append(MALFORMED)
-            return
-        if not address or (rest and not session.extended_smtp):
-            self._out.append(syntax)
-            return
+        address, rest = path
         if envelope.mail_from:
             self._out.append(NESTED_MAIL)
             return
@@ -470,17 +463,10 @@ class SubmissionProtocol(asyncio.Protocol):
             self._out.append(NEED_MAIL)
             return
         syntax = SYNTAX_ERRORS[("RCPT", session.extended_smtp)]
-        arg = None if arg is None else strip_keyword("TO:", arg)
-        if arg is None:
-            self._out.append(syntax)
+        path = self._path(arg, "TO:", syntax)
+        if path is None:
             return
-        address, rest = getaddr(arg)
-        if address is None or rest is None:
-            self._out.append(MALFORMED)
-            return
-        if not address or (rest and not session.extended_smtp):
-            self._out.append(syntax)
-            return
+        address, rest = path
         options = rest.upper().split()
         params = getparams(options)
         if params is None:
@@ -490,6 +476,22 @@ class SubmissionProtocol(asyncio.Protocol):
             self._out.append(RCPT_PARAMS)
             return
         self._answer(self.handler.rcpt(session, envelope, address, options))
+
+    def _path(self, arg: str | None, keyword: str, syntax: bytes) -> tuple[str, str] | None:
+        """MAIL's or RCPT's ``KEYWORD:<address> parameters``: (address, parameters), or None with the
+        reply written (``syntax``, or 553 for an address that does not parse)."""
+        arg = None if arg is None else strip_keyword(keyword, arg)
+        if arg is None:
+            self._out.append(syntax)
+            return None
+        address, rest = getaddr(arg)
+        if address is None or rest is None:
+            self._out.append(MALFORMED)
+            return None
+        if not address or (rest and not self.session.extended_smtp):
+            self._out.append(syntax)
+            return None
+        return address, rest
 
     def _answer(self, result: str | Coroutine[Any, Any, str]) -> None:
         """A handler's reply, or the step that will make it."""
