@@ -445,14 +445,19 @@ class Engine:
         """Queue the job at its destination now, with no task of its own (a route known without DNS);
         False if the destination cannot take it now (``_dispatch`` postpones it) or anything went wrong
         (``_dispatch`` records it)."""
-        domain = recipients[0].domain
         try:
-            dest = self._destination(route, domain)
+            dest = self._destination(route, recipients[0].domain)
         except Exception:
             return False
+        return self._queue_job(dest, message, recipients, route)
+
+    def _queue_job(
+        self, dest: Destination, message: LeasedMessage, recipients: list[LeasedRecipient], route: Route
+    ) -> bool:
+        """Hand the job to ``dest``'s workers; False if ``dest`` cannot take it now (suspended, or full)."""
         if dest.suspended_until > self.clock.now() or len(dest.jobs) >= dest.capacity:
             return False
-        dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
+        dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(recipients[0].domain)))
         dest.job_arrived()
         self._start_workers(dest)
         return True
@@ -471,17 +476,13 @@ class Engine:
             await self._record(message, recipients, {r.address: failure for r in recipients})
             return
 
-        now = self.clock.now()
-        if dest.suspended_until > now or len(dest.jobs) >= dest.capacity:
-            until = max(dest.suspended_until, now + THROTTLE_DELAY)
-            try:  # if the database is away, the lease expires and they go out then
-                await self.store.queue.postpone([r.id for r in recipients], until)
-            finally:
-                self._release(message, len(recipients))
+        if self._queue_job(dest, message, recipients, route):
             return
-        dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(domain)))
-        dest.job_arrived()
-        self._start_workers(dest)
+        until = max(dest.suspended_until, self.clock.now() + THROTTLE_DELAY)
+        try:  # if the database is away, the lease expires and they go out then
+            await self.store.queue.postpone([r.id for r in recipients], until)
+        finally:
+            self._release(message, len(recipients))
 
     def _destination(self, route: Route, domain: str) -> Destination:
         dest = self.destinations.get(route.site)

@@ -288,13 +288,14 @@ class Database:
         self._checkpointing = False
         if done.cancelled():
             return
-        if done.exception() is not None:  # the next commit tries again
+        if done.exception() is not None:  # the next streak of quick commits tries again
             log.warning("database checkpoint failed: %s", done.exception())
             return
         self.checkpoints += 1
 
     def _commit_and_unlock(self, conn: sqlite3.Connection, operations: int) -> None:
-        """COMMIT (the fsync) and let the other processes write, in the writer thread."""
+        """COMMIT and let the other processes write: in the writer thread for a durable group (the fsync),
+        on the event loop's thread for a quick one."""
         t1 = time.perf_counter()
         conn.execute("COMMIT")
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)

@@ -378,30 +378,27 @@ class SubmissionProtocol(asyncio.Protocol):
     # -- commands ---------------------------------------------------------------------------------
 
     def smtp_helo(self, arg: str | None) -> None:
-        if arg and not valid_helo_name(arg):
-            self._out.append(BAD_HELO["HELO"])
-            return
-        if not arg:
-            self._out.append(PLAIN_SYNTAX["HELO"])
-            return
-        self.envelope = Envelope()
-        self.session.extended_smtp = False
-        self.session.host_name = arg
-        self._out.append(self.listener.helo)
+        if self._hello("HELO", arg, extended=False):
+            self._out.append(self.listener.helo)
 
     def smtp_ehlo(self, arg: str | None) -> None:
+        if self._hello("EHLO", arg, extended=True):
+            session = self.session
+            starttls = self.listener.tls_context is not None and not session.tls
+            self._out.append(self.listener.ehlo[(starttls, self._auth_anywhere or session.tls)])
+
+    def _hello(self, verb: str, arg: str | None, extended: bool) -> bool:
+        """HELO's or EHLO's name checked, and a new session state; False with the refusal written."""
         if arg and not valid_helo_name(arg):
-            self._out.append(BAD_HELO["EHLO"])
-            return
+            self._out.append(BAD_HELO[verb])
+            return False
         if not arg:
-            self._out.append(PLAIN_SYNTAX["EHLO"])
-            return
+            self._out.append(PLAIN_SYNTAX[verb])
+            return False
         self.envelope = Envelope()
-        session = self.session
-        session.extended_smtp = True
-        session.host_name = arg
-        starttls = self.listener.tls_context is not None and not session.tls
-        self._out.append(self.listener.ehlo[(starttls, self._auth_anywhere or session.tls)])
+        self.session.extended_smtp = extended
+        self.session.host_name = arg
+        return True
 
     def smtp_noop(self, arg: str | None) -> None:
         self._out.append(OK)
