@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -150,10 +151,25 @@ class SinkThread:
         self.sink: Sink = asyncio.run_coroutine_threadsafe(start_sink(), self.loop).result(10)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.sink.server.close)
+        """Stop after the relay has: its connections end first, so no socket or task is left for the
+        garbage collector to warn about in a later test."""
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+    async def _close(self) -> None:
+        self.sink.server.close()
+        handler = self.sink.handler
+        if handler.open_now > 0:  # the relay has stopped: its side is closed, or closing
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handler.none_open.wait(), 5)
+        for transport in list(handler.transports):
+            transport.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 @dataclasses.dataclass

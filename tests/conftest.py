@@ -221,6 +221,8 @@ class SinkHandler:
         self.arrival_times: list[float] = []
         self.open_now = 0
         self.max_open = 0
+        self.transports: set[asyncio.BaseTransport] = set()  # of the connections open now
+        self.none_open = asyncio.Event()
         self.data_delay = 0.0
         self.data_started = asyncio.Event()
         self.arrived = asyncio.Event()
@@ -288,10 +290,15 @@ class CountingSMTP(SMTP):
             h.connections += 1
             h.open_now += 1
             h.max_open = max(h.max_open, h.open_now)
+            h.transports.add(transport)
+            h.none_open.clear()
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.handler.open_now -= 1
+        self.handler.transports.discard(self._original_transport or self.transport)
+        if self.handler.open_now == 0:
+            self.handler.none_open.set()
         super().connection_lost(error)
 
 
