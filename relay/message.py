@@ -348,12 +348,15 @@ def missing_standard_headers(raw: bytes, hostname: str, now: float) -> list[tupl
 
 def rfc5322_date(now: float) -> str:
     """``Tue, 01 Dec 2026 22:10:39 +0000``: whole seconds, so a second's messages share one formatting."""
-    return _date_of_second(datetime.fromtimestamp(now, UTC).replace(microsecond=0))
+    second = int(now // 1)
+    if now - second >= 0.999999:  # datetime rounds to the microsecond: this may be the next second
+        return format_datetime(datetime.fromtimestamp(now, UTC).replace(microsecond=0))
+    return _date_of_second(second)
 
 
 @functools.lru_cache(maxsize=4)
-def _date_of_second(second: datetime) -> str:
-    return format_datetime(second)
+def _date_of_second(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def received_header(
