@@ -17,6 +17,14 @@ The injector and sink are Postfix's smtp-source / smtp-sink when installed
 server listens on loopback; the run is bounded by --messages and --timeout.
 
     python bench/throughput.py --messages 5000 --sessions 20 --size 5000
+
+``--target before --before DIR`` measures the relay of another checkout (its own ``.venv``) with this
+harness, alternating with ``--target relay``: a before/after comparison on the same machine in the
+same minutes, and the way to tell a slower machine from slower code (the VM's speed drifts through
+a day; the code of an earlier day, run beside today's, says by how much)::
+
+    git worktree add ../before REV && (cd ../before && python3 -m venv .venv && .venv/bin/pip install -e .)
+    python bench/throughput.py --runs 3 --target before --target relay --before ../before
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RELAYS = ("relay", "before")  # targets that are a relay: this checkout's, or --before's
 
 
 def free_port() -> int:
@@ -365,10 +374,20 @@ class Cluster:
         return sum(node.errors() for node in self.nodes)
 
 
+def relay_checkout(args: argparse.Namespace, target: str) -> tuple[str, Path]:
+    """The Python and the source tree that run ``target``: this checkout's for relay, --before's for before."""
+    if target != "before":
+        return sys.executable, REPO
+    python = args.before / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"--before {args.before}: no .venv/bin/python there (make that checkout's virtualenv)")
+    return str(python), args.before
+
+
 class Relay:
     """relay as a subprocess with its own temp data dir (and its store there, or in ``database``)."""
 
-    name = "relay"
+    name = "relay"  # or "before": another checkout's relay (--before)
 
     def __init__(
         self,
@@ -378,7 +397,9 @@ class Relay:
         args: argparse.Namespace,
         database: Database | None = None,
         key_file: Path | None = None,
+        name: str = "relay",
     ) -> None:
+        self.name = name
         self.tmp = tmp
         self.db = tmp / "data" / "relay.sqlite3"
         self.database = database
@@ -406,22 +427,23 @@ concurrency = {args.concurrency}
             + (f'secret_key_file = "{key_file}"\n' if database is not None and key_file is not None else "")
         )
         self.login: tuple[str, str] | None = None
+        python, repo = relay_checkout(args, self.name)
         if args.auth:
             out = subprocess.run(
-                [sys.executable, "-m", "relay", "smtp-credentials", "create", "--json", "--config", str(config)],
+                [python, "-m", "relay", "smtp-credentials", "create", "--json", "--config", str(config)],
                 capture_output=True,
                 text=True,
                 check=True,
-                cwd=REPO,
+                cwd=repo,
             )
             created = json.loads(out.stdout)
             self.login = (created["username"], created["password"])
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+                [python, "-m", "relay", "serve", "--config", str(config)],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=repo,
             )
         wait_listening(smtp_port, lambda: self.proc.poll() is None)
         wait_started(self.log, self.proc)
@@ -594,12 +616,12 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
     if target == "ceiling":
         return _ceiling(args, injector, sink, sink_kind, sink_port, message, tmp)
     server: Relay | Cluster | Postfix | None = None
-    database = Database() if target == "relay" and args.store == "postgresql" else None
+    database = Database() if target in RELAYS and args.store == "postgresql" else None
     try:
         if target == "relay" and database is not None and args.nodes > 1:
             server = Cluster(tmp, sink_port, args, database)
-        elif target == "relay":
-            server = Relay(tmp, smtp_port, sink_port, args, database)
+        elif target in ("relay", "before"):
+            server = Relay(tmp, smtp_port, sink_port, args, database, name=target)
         else:
             server = Postfix(tmp, smtp_port, sink_port, args)
         profiler = None
@@ -646,8 +668,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "messages": args.messages,
         "sessions": args.sessions,
         "auth": args.auth,
-        "dkim": args.dkim and target == "relay",
-        "acceptors": args.acceptors if target == "relay" else None,
+        "dkim": args.dkim and target in RELAYS,
+        "acceptors": args.acceptors if target in RELAYS else None,
         "size": len(message),
         "injector": injector,
         "sink": sink_kind,
@@ -656,8 +678,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
         "pss_mb": memory,
         "errors_logged": server.errors(),
-        "store": args.store if target == "relay" else None,
-        "nodes": args.nodes if target == "relay" else None,
+        "store": args.store if target in RELAYS else None,
+        "nodes": args.nodes if target in RELAYS else None,
         **db_costs,
     }
     result["fsync_p50_ms"], result["fsync_p99_ms"] = fsync_latency(tmp)
@@ -731,13 +753,17 @@ def main() -> None:
     parser.add_argument(
         "--target",
         action="append",
-        choices=("relay", "postfix", "ceiling"),
-        help="what to measure (repeatable; default relay; ceiling: the injector straight into the sink)."
+        choices=("relay", "postfix", "ceiling", "before"),
+        help="what to measure (repeatable; default relay; ceiling: the injector straight into the sink;"
+        " before: the relay of the checkout --before names)."
         " Runs alternate, so peers share conditions",
     )
+    parser.add_argument("--before", type=Path, help="--target before: another checkout of relay, with its .venv")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, queue)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if "before" in (args.target or []) and args.before is None:
+        parser.error("--target before needs --before DIR")
     if args.nodes > 1 and args.store != "postgresql":
         parser.error("--nodes needs --store postgresql (nodes share a database)")
     results = []
@@ -750,7 +776,7 @@ def main() -> None:
             else:
                 print(
                     f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
-                    + (f", {result['acceptors']} acceptors, {result['store']}" if target == "relay" else "")
+                    + (f", {result['acceptors']} acceptors, {result['store']}" if target in RELAYS else "")
                     + (f", {result['nodes']} nodes" if target == "relay" and args.nodes > 1 else "")
                     + (" straight into the sink" if target == "ceiling" else "")
                     + (", STARTTLS+AUTH" if result["auth"] else "")
@@ -777,12 +803,12 @@ def main() -> None:
                     ),
                     flush=True,
                 )
-    targets = {r["target"] for r in results}
-    if {"relay", "postfix"} <= targets and not args.json:
-        targets = {"relay", "postfix"}
-        for key in ("accepted_per_s", "end_to_end_per_s", "cpu_ms_per_message"):
-            mean = {t: sum(r[key] for r in results if r["target"] == t) / args.runs for t in targets}
-            print(f"relay/postfix {key}: {mean['relay'] / mean['postfix']:.2f}x")
+    measured = {r["target"] for r in results}
+    for peer in ("postfix", "before"):
+        if {"relay", peer} <= measured and not args.json:
+            for key in ("accepted_per_s", "end_to_end_per_s", "cpu_ms_per_message"):
+                mean = {t: sum(r[key] for r in results if r["target"] == t) / args.runs for t in ("relay", peer)}
+                print(f"relay/{peer} {key}: {mean['relay'] / mean[peer]:.2f}x")
 
 
 if __name__ == "__main__":
