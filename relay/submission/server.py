@@ -17,36 +17,26 @@ Replies are byte for byte those relay gave on aiosmtpd (``relay.submission.comma
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import ssl
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from relay.submission import sasl
 from relay.submission.auth import Throttled
 from relay.submission.budget import SMTP_WEIGHT, Held
 from relay.submission.commands import (
-    AUTH_ABORTED,
     AUTH_AGAIN,
-    AUTH_BAD_BASE64,
-    AUTH_BAD_SPLIT,
     AUTH_INVALID,
     AUTH_LINE_TOO_LONG,
     AUTH_NEEDS_TLS,
-    AUTH_NO_VALUE,
     AUTH_NOT_EXTENDED,
     AUTH_OK,
     AUTH_THROTTLED,
-    AUTH_TOO_MANY,
-    AUTH_UNKNOWN,
     BAD_HELO,
     BAD_SYNTAX,
     BOGUS_LIMIT,
     BYE,
-    CHALLENGE_PASSWORD,
-    CHALLENGE_PLAIN,
-    CHALLENGE_USER,
     COMMAND_LIMIT,
     DATA_LINE_TOO_LONG,
     EXPN_NO,
@@ -615,67 +605,17 @@ class SubmissionProtocol(asyncio.Protocol):
         if session.authenticated:
             self._out.append(AUTH_AGAIN)
             return
-        if not arg:
-            self._out.append(AUTH_NO_VALUE)
-            return
-        args = arg.split()
-        if len(args) > 2:
-            self._out.append(AUTH_TOO_MANY)
-            return
-        mechanism = args[0]
-        if mechanism not in MECHANISMS:
-            self._out.append(AUTH_UNKNOWN)
-            return
-        initial = None if len(args) == 1 else _initial_response(args[1])
-        if len(args) == 2 and initial is None:
-            self._out.append(AUTH_BAD_BASE64)
-        elif mechanism == "PLAIN":
-            if initial is None:
-                self._ask(CHALLENGE_PLAIN, self._plain)
-            else:
-                self._plain_checked(initial)
-        elif initial is None:
-            self._ask(CHALLENGE_USER, self._login_user)
+        self._sasl(sasl.start(arg))
+
+    def _sasl(self, step: sasl.Step) -> None:
+        """Take a step of the AUTH exchange: ask, refuse, or check the credentials (relay.submission.sasl)."""
+        if isinstance(step, sasl.Challenge):
+            self._out.append(step.reply)
+            self._challenge = lambda line: self._sasl(step.answer(line))
+        elif isinstance(step, sasl.Refusal):
+            self._out.append(step.reply)
         else:
-            self._ask(CHALLENGE_PASSWORD, lambda line: self._login_password(initial, line))
-
-    def _ask(self, challenge: bytes, then: Callable[[bytes], None]) -> None:
-        self._out.append(challenge)
-        self._challenge = then
-
-    def _response(self, line: bytes) -> bytes | None:
-        """The decoded answer to a 334 challenge; None (and the reply written) when cancelled or not base64."""
-        blob = line.strip()
-        if blob == b"*":
-            self._out.append(AUTH_ABORTED)
-            return None
-        try:
-            return base64.b64decode(blob, validate=True)
-        except binascii.Error:
-            self._out.append(AUTH_BAD_BASE64)
-            return None
-
-    def _plain(self, line: bytes) -> None:
-        decoded = self._response(line)
-        if decoded is not None:
-            self._plain_checked(decoded)
-
-    def _plain_checked(self, decoded: bytes) -> None:
-        parts = decoded.split(b"\0")  # authorization id, login, password (RFC 4616)
-        if len(parts) != 3:
-            self._out.append(AUTH_BAD_SPLIT)
-            return
-        self._wait(self._login(parts[1], parts[2]))
-
-    def _login_user(self, line: bytes) -> None:
-        login = self._response(line)
-        if login is not None:
-            self._ask(CHALLENGE_PASSWORD, lambda line: self._login_password(login, line))
-
-    def _login_password(self, login: bytes, line: bytes) -> None:
-        password = self._response(line)
-        if password is not None:
-            self._wait(self._login(login, password))
+            self._wait(self._login(step.login, step.password))
 
     async def _login(self, login: bytes, password: bytes) -> bytes:
         username = login.decode("utf-8", errors="replace")
@@ -726,13 +666,6 @@ async def _resumed(coro: Step, waited: Any) -> bytes | None:
 
 async def _replied(result: Coroutine[Any, Any, str]) -> bytes:
     return reply_bytes(await result)
-
-
-def _initial_response(text: str) -> bytes | None:
-    try:
-        return base64.b64decode(text.encode("utf-8", "surrogateescape"), validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 COMMANDS: dict[str, Callable[[SubmissionProtocol, str | None], None]] = {
