@@ -224,11 +224,10 @@ class SubmissionHandler:
             return f"550 5.6.0 {exc}"
         raw = remove_headers(raw, (TAGS_HEADER, METADATA_HEADER, SEND_AT_HEADER))
         try:
-            message = self._message(session, envelope, raw, cred, tags, metadata)
+            message = self._message(session, envelope, raw, cred, tags, metadata, send_at)
         except ValueError:  # a header relay writes would not be one header: refuse, never write it
             log.exception("could not make the trace headers for a message from %s", session.ip)
             return "451 4.3.0 Temporary failure, please try again later"
-        message = dataclasses.replace(message, send_at=send_at)
         try:
             await self.acceptor.submit(message)
         except Refused as exc:  # its reply is its own (relay.errors)
@@ -261,6 +260,7 @@ class SubmissionHandler:
         cred: SmtpCredential | None,
         tags: tuple[str, ...],
         metadata: dict[str, Any],
+        send_at: float | None,
     ) -> NewMessage:
         now = self.clock.now()
         queue_id = new_message_id(now)
@@ -292,6 +292,7 @@ class SubmissionHandler:
             metadata=metadata,
             sandbox=cred is not None and cred.test,
             client_size=envelope.data_size,
+            send_at=send_at,
         )
 
 
