@@ -55,7 +55,7 @@ def test_the_client_may_cancel_at_any_challenge():
 
 
 def test_what_is_not_an_exchange_is_refused_with_its_own_reply():
-    assert sasl.start(None) == sasl.start("") == sasl.Refusal(AUTH_NO_VALUE)
+    assert sasl.start(None) == sasl.start("") == sasl.start("\x1c") == sasl.Refusal(AUTH_NO_VALUE)
     assert sasl.start("PLAIN a b") == sasl.Refusal(AUTH_TOO_MANY)
     assert sasl.start("CRAM-MD5") == sasl.Refusal(AUTH_UNKNOWN)
     assert sasl.start("PLAIN not-base64!") == sasl.Refusal(AUTH_BAD_BASE64)

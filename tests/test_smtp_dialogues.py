@@ -380,6 +380,8 @@ AUTHENTICATING = [
         "auth plain and its errors",
         (b"EHLO client.test\r\n", AUTH_EHLO),
         (b"AUTH\r\n", "501 5.5.4 Not enough value"),
+        (b"AUTH \x1c\r\n", "501 5.5.4 Not enough value"),  # white space to str.split, not to bytes.strip
+        (b"AUTH \xc2\xa0\r\n", "501 5.5.4 Not enough value"),  # a no-break space, in UTF-8
         (b"AUTH PLAIN a b\r\n", "501 5.5.4 Too many values"),
         (b"AUTH CRAM-MD5\r\n", "504 5.5.4 Unrecognized authentication type"),
         (b"AUTH plain {PLAIN}\r\n", "504 5.5.4 Unrecognized authentication type"),

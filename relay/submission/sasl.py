@@ -56,9 +56,9 @@ Step = Challenge | Refusal | Credentials
 
 def start(arg: str | None) -> Step:
     """The first step for ``AUTH <arg>``: ``PLAIN`` or ``LOGIN``, with or without an initial response."""
-    if not arg:
+    args = arg.split() if arg else []  # str.split's white space is wider than the command line's strip
+    if not args:
         return Refusal(AUTH_NO_VALUE)
-    args = arg.split()
     if len(args) > 2:
         return Refusal(AUTH_TOO_MANY)
     mechanism = args[0]
