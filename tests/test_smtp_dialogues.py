@@ -678,3 +678,45 @@ async def test_a_connection_closed_mid_command_leaves_the_counts_right(relay_fac
             break
         await asyncio.sleep(0.02)
     assert not relay.smtp_sessions.open and not relay.smtp_sessions.per_ip
+
+
+# Arguments a sloppy or hostile client sends: white space that str.split knows and bytes.strip does not,
+# a no-break space and NEL in UTF-8, a NUL, bytes that are not UTF-8, quotes and brackets left open.
+ODD_ARGUMENTS = [
+    *(b"\x1c", b"\x1f", b"\xc2\xa0", b"\xc2\x85", b"\x00", b"\xff\xfe"),
+    *(b'"', b"<", b'<"', b"\\@[", b"<>x", b"(", b"\x1c<a@b>", b"<a@b"),
+]
+
+
+async def test_odd_arguments_to_every_command_get_a_reply_of_their_own(relay_factory: Any, sink: Any) -> None:
+    """No argument turns into relay's guard reply (451, an exception logged): each command answers it."""
+    relay = await relay_factory(
+        smtp={
+            "trusted_networks": ["192.0.2.0/24"],
+            "plaintext_auth_networks": ["127.0.0.0/8"],
+            "max_auth_failures": 1000,
+        },
+        delivery={"smarthost": sink.address},
+    )
+    port = relay.smtp_addresses[0][1]
+    words = [w.encode() for w in COMMANDS.split() if w not in ("DATA", "QUIT", "STARTTLS")]
+    for word in [*words, b"MAIL FROM:", b"RCPT TO:", b"VRFY <"]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await expect(reader, GREETING, "greeting")
+            writer.write(b"EHLO client.test\r\n")
+            await expect(reader, AUTH_EHLO, "EHLO")
+            for odd in ODD_ARGUMENTS:
+                writer.write(word + b" " + odd + b"\r\n")
+                line = await asyncio.wait_for(reader.readline(), 5)
+                while line[3:4] == b"-":
+                    line = await asyncio.wait_for(reader.readline(), 5)
+                if line.startswith(b"334"):  # an AUTH challenge: cancel it
+                    writer.write(b"*\r\n")
+                    line = await asyncio.wait_for(reader.readline(), 5)
+                assert line[:1] in (b"2", b"5") and not line.startswith(b"451"), (word, odd, line)
+                if word.startswith((b"MAIL", b"RCPT")):
+                    writer.write(b"RSET\r\n")
+                    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"250")
+        finally:
+            writer.close()

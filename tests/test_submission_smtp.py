@@ -187,33 +187,26 @@ async def test_a_full_queue_answers_452_and_keeps_nothing(relay_factory):
 
 def _full_parser_getaddr(arg: str) -> tuple[str | None, str | None]:
     from email._header_value_parser import get_addr_spec, get_angle_addr
-    from email.errors import HeaderParseError
 
     if not arg:
         return "", ""
     try:
         parsed, rest = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
-    except HeaderParseError:
+        address = parsed.addr_spec
+    except Exception:  # HeaderParseError, or IndexError/AttributeError on cut-off forms: not an address
         return None, None
-    address = parsed.addr_spec
     if len(address.rpartition("@")[0]) > 64 or len(address) > 254 or any(ord(c) < 32 or ord(c) == 127 for c in address):
         return None, None  # relay's limits on top of the parser (RFC 5321 §4.5.3.1; no controls)
     return address, rest
-
-
-def _outcome(fn, arg):
-    try:
-        return fn(arg)
-    except Exception as exc:  # the full parser has inputs it fails on; the fast path must fail alike
-        return type(exc)
 
 
 @settings(max_examples=1500, deadline=None)
 @given(st.text(alphabet='<>@.a-Z0 \t()"[]:;,+=\\é\x00\x7f', max_size=24))
 def test_address_fast_path_agrees_with_the_full_parser(arg):
     """commands.getaddr takes plain <local@domain> without the email package's parser;
-    every input must come out as the full parser (aiosmtpd's own way) would have it."""
+    every input must come out as the full parser (aiosmtpd's own way) would have it, and what that
+    parser cannot read (cut off: `"`, `<`) is no address, not an exception."""
     from relay.submission.commands import getaddr
 
-    for text in (arg, f"<{arg}@example.com> SIZE=10", f"<a{arg}>{arg}"):
-        assert _outcome(getaddr, text) == _outcome(_full_parser_getaddr, text), text
+    for text in (arg, f"<{arg}@example.com> SIZE=10", f"<a{arg}>{arg}", arg[:3]):
+        assert getaddr(text) == _full_parser_getaddr(text), text  # and never an exception (a 451 to the client)

@@ -13,7 +13,6 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 
 from relay.config import Network
 from relay.message import PLAIN_ADDRESS, address_fault
@@ -180,9 +179,9 @@ def getaddr(arg: str) -> tuple[str | None, str | None]:
     else:
         try:
             parsed, rest = get_angle_addr(arg) if arg.lstrip().startswith("<") else get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        address = parsed.addr_spec
+            address = parsed.addr_spec
+        except Exception:  # HeaderParseError, and on cut-off or odd forms (`"`, `<`, `\@[`)
+            return None, None  # the email package's private parser raises IndexError or AttributeError too
     if address_fault(address) is not None:
         return None, None  # 553 5.1.3: RFC 5321 §4.5.3.1 limits; a control could never be delivered
     return address, rest
