@@ -1011,3 +1011,23 @@ async def test_the_delivery_engine_holds_at_most_max_inflight_bytes_of_bodies(re
     times = sink.handler.arrival_times
     assert len(times) == 4 and times[-1] - times[0] > 0.8, times  # one after another, 0.3 s each
     assert most > 8000
+
+
+async def test_paths_the_parser_cannot_read_get_553_on_the_inbound_port(relay_factory, sink):
+    """The unauthenticated port for returned mail: a cut-off path (`"`, `<`) made the email package's
+    parser raise, and the sender got a 451 and the log a traceback, as often as it liked."""
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        inbound={"listen": ["127.0.0.1:0"], "bounce_domains": ["bounces.example.com"]},
+    )
+    odd = [b'"', b"<", b'<"', b"\\@["]
+    lines = [b"EHLO mx.example.net\r\n"]
+    lines += [b"MAIL FROM:" + path + b"\r\n" for path in odd]
+    lines += [b"MAIL FROM:<>\r\n"]
+    lines += [b"RCPT TO:" + path + b"\r\n" for path in odd]
+    lines += [b"VRFY " + path + b"\r\n" for path in odd]
+    replies = await smtp_session(relay.inbound_addresses[0][1], lines)
+    mail, rcpt, vrfy = replies[2 : 2 + len(odd)], replies[3 + len(odd) : 3 + 2 * len(odd)], replies[-len(odd) :]
+    assert replies[2 + len(odd)] == "250 OK\r\n"  # MAIL FROM:<> after them: the session went on
+    assert all(r.startswith("553 5.1.3") for r in mail + rcpt), mail + rcpt
+    assert all(r.startswith("502") for r in vrfy), vrfy

@@ -168,6 +168,14 @@ class ChunkedData(SMTP):
     _receiving_data = False
     budget: InflightBudget | None = None  # shared with the other submissions of this process; None: no ceiling
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's reading of a MAIL/RCPT/VRFY path, with what the email package's parser cannot
+        read (cut off: ``"``, ``<``; it raises IndexError or AttributeError there) as no address."""
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, AttributeError):
+            return None, None
+
     def data_received(self, data: bytes) -> None:
         if self._receiving_data:  # the idle timeout counts from the last bytes, not from the DATA command
             self._reset_timeout()
