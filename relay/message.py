@@ -288,16 +288,22 @@ def from_addresses(raw: bytes) -> list[str]:
     if simple:
         return [simple.group(1) or simple.group(2)]
     try:
-        parsed, rest = get_address_list(value)
-    except (HeaderParseError, IndexError, ValueError):
-        raise UnreadableFrom("the From: header cannot be read") from None
-    mailboxes = parsed.all_mailboxes
-    if rest or not mailboxes or any(isinstance(d, InvalidHeaderDefect) for d in parsed.all_defects):
-        raise UnreadableFrom("the From: header cannot be read") from None
-    addresses = [m.addr_spec for m in mailboxes]
-    if any(split_address(a) is None for a in addresses):
+        addresses = _parsed_from(value)
+    except Exception:  # the email package's private parser: HeaderParseError, and on odd forms (`, .<`)
+        addresses = None  # IndexError, TypeError, AttributeError
+    if addresses is None or any(split_address(a) is None for a in addresses):
         raise UnreadableFrom("the From: header cannot be read")
     return addresses
+
+
+def _parsed_from(value: str) -> list[str] | None:
+    """The From: value's addresses by the email package's parser; None if it has anything left over,
+    no mailbox, or an invalid part."""
+    parsed, rest = get_address_list(value)
+    mailboxes = parsed.all_mailboxes
+    if rest or not mailboxes or any(isinstance(d, InvalidHeaderDefect) for d in parsed.all_defects):
+        return None
+    return [m.addr_spec for m in mailboxes]
 
 
 def from_domain(raw: bytes) -> str:

@@ -220,9 +220,26 @@ def test_from_addresses_are_read_from_the_header_as_written():
         msg(b"From: a@example.com <b@evil.example>"),  # readers disagree on which address this is
         msg(b"From: <>"),
         msg(b"From: a@x.example, b@y.example"),  # for from_domain: two domains
+        msg(b"From: , .<"),  # the email package's parser raises TypeError on this one
     ):
         with pytest.raises(UnreadableFrom):
             from_domain(unreadable)
+
+
+FROM_PIECES = [*'<>"()\\@.:;, []a\x1c\t=?', "=?utf-8?q?x?=", "a@b", "<a@b>"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(FROM_PIECES), max_size=14).map("".join))
+def test_a_from_header_is_read_or_unreadable_never_an_exception(value: str) -> None:
+    """The email package's parser raises IndexError, TypeError or AttributeError on some forms (``, .<``):
+    each is an unreadable From: (a 5xx to the client), never relay's 451 guard and a traceback."""
+    raw = ("From: " + value + "\r\nSubject: x\r\n\r\nbody\r\n").encode()
+    try:
+        addresses = from_addresses(raw)
+    except UnreadableFrom:
+        return
+    assert addresses and all("@" in a for a in addresses)
 
 
 def test_crlf_line_ends_treats_bare_lf_and_lone_cr_as_line_ends():
