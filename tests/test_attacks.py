@@ -1031,3 +1031,7 @@ async def test_paths_the_parser_cannot_read_get_553_on_the_inbound_port(relay_fa
     assert replies[2 + len(odd)] == "250 OK\r\n"  # MAIL FROM:<> after them: the session went on
     assert all(r.startswith("553 5.1.3") for r in mail + rcpt), mail + rcpt
     assert all(r.startswith("502") for r in vrfy), vrfy
+    replies = await smtp_session(
+        relay.inbound_addresses[0][1], [b"EHLO mx.example.net\r\n", b"MAIL FROM:<> SIZE=\xc2\xb2\r\n"]
+    )
+    assert replies[2].startswith("501"), replies  # a superscript two: a digit to str.isdigit, not to int()

@@ -190,6 +190,8 @@ TRUSTED = [
         (b"MAIL FROM:\r\n", MAIL_SYNTAX),
         (b"MAIL FROM:<app@@example.com>\r\n", "553 5.1.3 Error: malformed address"),
         (b"MAIL FROM:<app@example.com> SIZE=abc\r\n", MAIL_SYNTAX),
+        (b"MAIL FROM:<app@example.com> SIZE=\xc2\xb2\r\n", MAIL_SYNTAX),  # a superscript two: a digit to isdigit
+        (b"MAIL FROM:<app@example.com> SIZE=\xd9\xa1\r\n", MAIL_SYNTAX),  # an Arabic-Indic one: int() reads it
         (b"MAIL FROM:<app@example.com> SIZE\r\n", MAIL_SYNTAX),
         (b"MAIL FROM:<app@example.com> SIZE=\r\n", MAIL_SYNTAX),
         (b"MAIL FROM:<app@example.com> X-Y=1\r\n", MAIL_SYNTAX),

@@ -207,7 +207,7 @@ def mail_params_fault(params: dict[str, str | bool], max_size: int | None, synta
         return SMTPUTF8_ARGS
     size = params.pop("SIZE", None)
     if size:
-        if isinstance(size, bool) or not size.isdigit():
+        if isinstance(size, bool) or not (size.isascii() and size.isdigit()):  # RFC 1870: ASCII digits
             return syntax
         if max_size and int(size) > max_size:
             return SIZE_EXCEEDED

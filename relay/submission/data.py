@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aiosmtpd.smtp import MISSING, SMTP
 
@@ -175,6 +176,15 @@ class ChunkedData(SMTP):
             return super()._getaddr(arg)
         except (IndexError, AttributeError):
             return None, None
+
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        """aiosmtpd's MAIL/RCPT parameters, with a SIZE of other digits than ASCII's (``²``, which
+        str.isdigit takes and int() does not) as malformed (RFC 1870: ASCII digits)."""
+        result = super()._getparams(params)
+        size = None if result is None else result.get("SIZE")
+        if isinstance(size, str) and not size.isascii():
+            return None
+        return result
 
     def data_received(self, data: bytes) -> None:
         if self._receiving_data:  # the idle timeout counts from the last bytes, not from the DATA command
