@@ -113,7 +113,7 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
 def expected_parent() -> int | None:
     """The main process's pid, as the supervisor passed it down; None if this is not an acceptor."""
     text = os.environ.get(PARENT_PID_ENV, "")
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def process_exiting(pid: int) -> bool:

@@ -141,6 +141,7 @@ def test_forms_become_the_apis_requests():
             ("test", "on"),
         ]
     )
+    assert key_request(MultiDict([("rate_limit", "²")]))["rate_limit"] == "²"  # a digit to isdigit, not to int()
     assert key_request(form) == {
         "name": "ci",
         "scopes": ["send", "read"],

@@ -295,6 +295,8 @@ async def test_cancel_asks_first_then_cancels_what_is_not_delivered(relay, admin
     assert response.headers["Location"].endswith("?done=nothing-to-cancel")
     _, text, _ = await admin.get(f"/dashboard/messages/{message_id}?done=Your+account+is+locked&n=1")
     assert "account is locked" not in text and 'role="status"' not in text, "notices are ours, not the URL's"
+    status, text, _ = await admin.get(f"/dashboard/messages/{message_id}?done=cancelled&n=%C2%B2")  # n=²
+    assert status == 200 and "Cancelled 0 recipient(s)." in text, "a digit to str.isdigit, not to int()"
 
 
 async def test_raw_source_downloads_the_stored_message_and_an_unknown_message_is_a_404(relay, admin):

@@ -46,7 +46,7 @@ def _number(form: Form, name: str) -> Any:
     text = str(form.get(name, "")).strip()
     if not text:
         return None
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text  # "²" is a digit to isdigit, not to int()
 
 
 def key_request(form: Form) -> dict[str, Any]:

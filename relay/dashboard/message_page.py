@@ -96,7 +96,7 @@ def _notice(request: web.Request) -> str:
     """The notice of the action that redirected here: fixed texts only, never text from the URL."""
     template = NOTICES.get(request.query.get("done", ""))
     n = request.query.get("n", "0")
-    return template.format(n=int(n) if n.isdigit() else 0) if template else ""
+    return template.format(n=int(n) if n.isascii() and n.isdigit() else 0) if template else ""
 
 
 @signed_in

@@ -82,7 +82,7 @@ class Owner:
     def parse(cls, text: str) -> Owner | None:
         head, at, node = text.partition("@")
         pid, colon, token = head.partition(":")
-        if not at or not colon or not pid.isdigit():
+        if not at or not colon or not (pid.isascii() and pid.isdigit()):
             return None
         return cls(node, int(pid), token)
 

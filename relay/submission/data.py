@@ -53,7 +53,7 @@ def declared_size(mail_options: list[str]) -> int | None:
     """The SIZE= the client declared at MAIL FROM, if any (aiosmtpd has checked it is digits)."""
     for option in mail_options:
         name, _, value = option.partition("=")
-        if name.upper() == "SIZE" and value.isdigit():
+        if name.upper() == "SIZE" and value.isascii() and value.isdigit():
             return int(value)
     return None
 
