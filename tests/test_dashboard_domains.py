@@ -356,6 +356,9 @@ async def test_a_template_made_on_the_page_is_the_apis(relay, admin):
     assert {k: made[k] for k in GOOD} == GOOD and made["version"] == 1
     _, text, _ = await admin.get("/dashboard/templates")
     assert f'<a href="{path}">welcome</a>' in text
+    for before in ("9" * 30, "-1", "x"):  # past what the database holds (it overflowed into a 500), or no number
+        status, _, _ = await admin.get(f"{path}?before={before}")
+        assert status == 400, before
 
 
 async def test_syntax_errors_are_shown_with_their_line_numbers_and_nothing_is_saved(relay, admin):

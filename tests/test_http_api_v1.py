@@ -568,3 +568,33 @@ async def test_event_details_give_times_in_iso_8601(api, sink):
     assert isinstance(next_at, str) and next_at.endswith("Z")
     async with api.request("GET", f"/v1/messages/{now['id']}") as resp:
         assert (await resp.json())["recipients"][0]["next_attempt_at"] == next_at
+
+
+async def test_odd_numbers_in_paths_and_queries_are_refused_never_a_500(api_factory):
+    """Cursors, limits and ids past what the database holds, negative, in other scripts' digits, or not
+    numbers: each an answer (a 4xx, or a page when the value reads as one), never a 500. An events
+    cursor past 2**63 overflowed the database driver into a 500."""
+    api = await api_factory(webhooks={"allow_private_targets": True})
+    async with api.request("POST", "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}) as resp:
+        assert resp.status == 201, await resp.text()
+        hook = (await resp.json())["id"]
+    async with api.request("POST", "/v1/templates", json={"name": "t", "subject": "s", "text": "x"}) as resp:
+        assert resp.status == 201, await resp.text()
+        template = (await resp.json())["id"]
+    big = "9" * 30
+    odd = [big, "-" + big, "-1", "\u0663", "\u00b2", "1e5", "0x10", "evt_" + big, "%00"]
+    paths = [
+        *("/v1/events?cursor={}", "/v1/events?limit={}", "/v1/messages?cursor={}", "/v1/messages?limit={}"),
+        *("/v1/bounces?cursor={}", "/v1/bounces?limit={}", "/v1/bounces/{}", "/v1/suppressions?limit={}"),
+        *(f"/v1/webhooks/{hook}/deliveries?cursor={{}}", "/v1/webhooks/{}", "/v1/webhooks/{}/deliveries"),
+        *(f"/v1/templates/{template}/versions/{{}}", "/v1/templates/{}/versions", "/v1/messages/{}/events"),
+        *("/v1/api-keys/{}", "/v1/domains/{}", "/v1/smtp-credentials/{}", "/v1/scheduled-messages/{}"),
+        *("/v1/sandbox/messages/{}", "/v1/stats?days={}", "/v1/stats?hours={}", "/v1/stats/bounces?days={}"),
+    ]
+    failed = []
+    for path in paths:
+        for value in odd:
+            async with api.request("GET", path.format(value)) as resp:
+                if resp.status >= 500:
+                    failed.append((path.format(value), resp.status))
+    assert not failed, failed

@@ -233,6 +233,18 @@ async def authenticate(request: web.Request) -> ApiKey:
     return key
 
 
+def row_cursor(text: str, field: str, message: str) -> int:
+    """A listing's ``?cursor=`` that is a row id: an integer SQLite and PostgreSQL can compare (a bigger
+    one overflowed the driver into a 500), else a 400 naming ``field`` with ``message``."""
+    try:
+        cursor = int(text)
+    except ValueError:
+        raise ApiError(400, "invalid_field", message, field) from None
+    if not 0 <= cursor < 2**63:
+        raise ApiError(400, "invalid_field", message, field)
+    return cursor
+
+
 def page_limit(query: Any, default: int, maximum: int) -> int:
     """``?limit=`` of a listing: an integer from 1 to ``maximum``, else a 400 naming it."""
     try:

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, instance_wide, own_filter, page_limit, readable, require
+from relay.api.app import ApiError, instance_wide, own_filter, page_limit, readable, require, row_cursor
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.events import STATS_INTERVALS as INTERVALS
@@ -35,10 +35,7 @@ def _cursor(query: Any) -> int | None:
     text = query.get("cursor")
     if not text:
         return None
-    try:
-        return int(text.removeprefix("evt_"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor") from None
+    return row_cursor(text.removeprefix("evt_"), "cursor", "'cursor' must be the next_cursor of a previous page")
 
 
 class EventsView:

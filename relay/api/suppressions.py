@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, page_limit, read_json_object, require
+from relay.api.app import ApiError, page_limit, read_json_object, require, row_cursor
 from relay.clock import iso
 from relay.message import split_address
 from relay.store.protocols import SuppressionStore
@@ -91,10 +91,7 @@ def bounce_filter(query: Mapping[str, str]) -> BounceFilter:
     if kind is not None and kind not in KINDS:
         name = "kind" if "kind" in query else "type"
         raise ApiError(400, "invalid_field", f"'{name}' must be one of {', '.join(KINDS)}", name)
-    try:
-        before = int(query["cursor"]) if query.get("cursor") else None
-    except ValueError:
-        raise ApiError(400, "invalid_field", "'cursor' must be a bounce id", "cursor") from None
+    before = row_cursor(query["cursor"], "cursor", "'cursor' must be a bounce id") if query.get("cursor") else None
     return BounceFilter(
         kind=kind,
         recipient=_one_of(query, "recipient", "email"),

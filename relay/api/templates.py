@@ -148,7 +148,9 @@ class TemplatesView:
         try:
             number = int(request.match_info["version"])
         except ValueError:
-            raise ApiError(404, "not_found", "versions are numbered 1, 2, ...") from None
+            number = 0
+        if not 0 < number < 2**63:  # a bigger one would overflow the database driver
+            raise ApiError(404, "not_found", "versions are numbered 1, 2, ...")
         version = await self.store.templates.template_version(template.id, number)
         if version is None:
             raise ApiError(404, "not_found", f"template {template.id} has no version {number}")

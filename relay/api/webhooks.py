@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, page_limit, read_json_object, require
+from relay.api.app import ApiError, page_limit, read_json_object, require, row_cursor
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
 from relay.store.protocols import WebhookStore
@@ -126,10 +126,9 @@ def outcome_json(outcome: AttemptOutcome) -> dict[str, Any]:
 
 def attempts_cursor(query: Any) -> int | None:
     """``?cursor=`` of the delivery log: the next_cursor of a previous page."""
-    try:
-        return int(query["cursor"]) if query.get("cursor") else None
-    except ValueError:
-        raise ApiError(400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor") from None
+    if not query.get("cursor"):
+        return None
+    return row_cursor(query["cursor"], "cursor", "'cursor' must be the next_cursor of a previous page")
 
 
 async def attempts_page(

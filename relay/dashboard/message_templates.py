@@ -99,10 +99,15 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def _before(request: web.Request) -> int | None:
+    if not request.query.get("before"):
+        return None
     try:
-        return int(request.query["before"]) if request.query.get("before") else None
+        before = int(request.query["before"])
     except ValueError:
-        raise web.HTTPBadRequest(reason="'before' must be a version number") from None
+        before = -1
+    if not 0 <= before < 2**63:  # a bigger one would overflow the database driver
+        raise web.HTTPBadRequest(reason="'before' must be a version number")
+    return before
 
 
 async def _template(request: web.Request) -> Template:
