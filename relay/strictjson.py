@@ -1,11 +1,13 @@
 """JSON as RFC 8259 has it, in and out: no NaN or Infinity (which json reads and writes by default, and
 which no other JSON parser accepts), no number that overflows to one, no nesting deeper than the parser
-can follow. Every JSON relay reads from a client, and every JSON it serves, goes through here."""
+can follow, no string with half a surrogate pair (``"\ud800"`` parses, but is no text: it cannot be
+written as UTF-8). Every JSON relay reads from a client, and every JSON it serves, goes through here."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 
@@ -36,9 +38,33 @@ def loads(text: bytes | str) -> Any:
     else:
         raise TypeError(f"the JSON object must be str, bytes or bytearray, not {text.__class__.__name__}")
     try:
-        return _DECODER.decode(text)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
+    if _MAYBE_SURROGATE.search(text) and _has_lone_surrogate(data):
+        raise ValueError("a string holds half a surrogate pair (\\ud800-\\udfff alone), which is no character")
+    return data
+
+
+# A surrogate escape, or one decoded from bytes: only then are the strings looked through (a whole pair,
+# an emoji as "\ud83d\ude00", is one character once decoded; what is left in a string is alone).
+_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def dumps(data: Any, **options: Any) -> str:

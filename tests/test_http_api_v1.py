@@ -598,3 +598,46 @@ async def test_odd_numbers_in_paths_and_queries_are_refused_never_a_500(api_fact
                 if resp.status >= 500:
                     failed.append((path.format(value), resp.status))
     assert not failed, failed
+
+
+async def _raw_post(port: int, head: bytes, body: bytes) -> bytes:
+    """A POST /v1/messages written by hand (headers aiohttp's client would not send), and its status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        length = str(len(body)).encode()
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: relay\r\n" + head + b"Content-Length: " + length)
+        writer.write(b"\r\nConnection: close\r\n\r\n" + body)
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        return status_line.split(b" ", 2)[1]
+    finally:
+        writer.close()
+
+
+async def test_odd_request_headers_and_bodies_are_refused_never_a_500(api):
+    """Each of these is the client's fault and gets a 4xx. Two answered 500: a body that is not in the
+    Content-Encoding it names (gzip), and a string with half a surrogate pair ("\\ud800"), which
+    json reads and UTF-8 cannot write."""
+    _, port = api.relay.http_address
+    key = b"Authorization: Bearer " + api.key.encode() + b"\r\n"
+    json_type = b"Content-Type: application/json\r\n"
+    good = b'{"from":"a@example.com","to":"b@example.org","subject":"s","text":"t"}'
+    cases = [
+        (b"Authorization: Bearer \xff\xfe\r\n" + json_type, good),
+        (b"Authorization: Bearer " + b"k" * 5000 + b"\r\n" + json_type, good),
+        (b"Authorization: Basic \xc2\xb2\r\n" + json_type, good),
+        (key + json_type + b"Idempotency-Key: \xff\xfe\x01\r\n", good),
+        (key + json_type + b"Idempotency-Key: " + b"x" * 1000 + b"\r\n", good),
+        (key + b"Content-Type: text/plain\r\n", good),
+        (key + json_type + b"Content-Encoding: gzip\r\n", good),
+        (key + json_type + b"Content-Encoding: br\r\n", good),
+        (key + json_type, good.replace(b'"t"}', b'"\\ud800"}')),
+        (key + json_type, good.replace(b'"t"}', b'"t","tags":["\\udfff"]}')),
+        (key + json_type, good.replace(b"}", b',"x":NaN}')),
+        (key + json_type, b"\xff\xfe{"),
+        (key + json_type, b"[" * 100_000),
+    ]
+    statuses = [(head[-60:], body[-30:], await _raw_post(port, head, body)) for head, body in cases]
+    assert all(status.startswith(b"4") for _, _, status in statuses), [s for s in statuses if s[2][:1] != b"4"]
+    assert await _raw_post(port, key + json_type, good) == b"202"  # and the server still takes a good one
+    charset = b"Content-Type: application/json; charset=\xff\r\n"  # JSON is UTF-8 whatever it says (RFC 8259)
+    assert await _raw_post(port, key + charset, good) == b"202"

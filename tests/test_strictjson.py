@@ -27,7 +27,7 @@ INPUTS = [
     '{"a": 1,}',
     "",
     "[1] x",
-    b'"\\ud800"',
+    b'"\\ud83d\\ude00"',  # an emoji as an escaped surrogate pair: one character
 ]
 
 
@@ -52,6 +52,18 @@ def test_loads_reads_as_json_loads_with_the_hooks(text):
 
 def test_loads_refuses_what_is_not_text_as_json_loads_does():
     assert outcome(strictjson.loads, 12) == outcome(json.loads, 12)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'"\\ud800"', b'{"\\udc00": 1}', b'["x", ["\\uDBFF"]]', b'{"a": "\xed\xa0\x80"}', '["\ud800"]'],
+)
+def test_half_a_surrogate_pair_is_a_value_error(text):
+    """json.loads reads these; the string could never be written as UTF-8 (a message body, a header,
+    a database row), so relay refuses the JSON at the door instead of failing later with a 500."""
+    assert outcome(reference_loads, text)[0] == "ok"
+    with pytest.raises(ValueError, match="half a surrogate pair"):
+        strictjson.loads(text)
 
 
 def test_nesting_too_deep_is_a_value_error():

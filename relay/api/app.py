@@ -282,7 +282,10 @@ async def read_body(request: web.Request) -> bytes:
                 "too many message bodies in memory right now; retry shortly",
                 headers={"Retry-After": str(BUSY_RETRY_AFTER)},
             )
-    return await request.read()
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:  # a Content-Encoding the body is not in, a broken chunk
+        raise ApiError(400, "invalid_body", f"the body could not be read: {exc.args[0] if exc.args else exc}") from None
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

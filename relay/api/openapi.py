@@ -52,7 +52,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Invalid request: a field, a query parameter, or the body is not strict JSON (NaN, Infinity, a number"
-        " that overflows such as 1e400, or nesting too deep: invalid_json)",
+        " that overflows such as 1e400, nesting too deep, half a surrogate pair: invalid_json) or cannot be read"
+        " in the Content-Encoding it names (invalid_body)",
         401: "Missing, unknown or revoked API key",
         402: "Sending quota exhausted",
         403: "Missing scope, IP not allowed, or TLS required",
