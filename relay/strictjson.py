@@ -1,6 +1,6 @@
 """JSON as RFC 8259 has it, in and out: no NaN or Infinity (which json reads and writes by default, and
 which no other JSON parser accepts), no number that overflows to one, no nesting deeper than the parser
-can follow, no string with half a surrogate pair (``"\ud800"`` parses, but is no text: it cannot be
+can follow, no string with half a surrogate pair (``"\\ud800"`` parses, but is no text: it cannot be
 written as UTF-8). Every JSON relay reads from a client, and every JSON it serves, goes through here."""
 
 from __future__ import annotations
