@@ -182,6 +182,8 @@ async def checked_addresses(host: str, port: int, allow_private: bool, lookup: L
             addresses = await lookup(host, port)
         except OSError as exc:
             raise TargetError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        except UnicodeError:  # the IDNA encoding, before any lookup: a label empty or over 63 characters
+            raise TargetError(f"cannot resolve {host}: not a host name (a label is empty or too long)") from None
         if not addresses:
             raise TargetError(f"cannot resolve {host}: no addresses")
     if not allow_private:

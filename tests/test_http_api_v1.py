@@ -641,3 +641,13 @@ async def test_odd_request_headers_and_bodies_are_refused_never_a_500(api):
     assert await _raw_post(port, key + json_type, good) == b"202"  # and the server still takes a good one
     charset = b"Content-Type: application/json; charset=\xff\r\n"  # JSON is UTF-8 whatever it says (RFC 8259)
     assert await _raw_post(port, key + charset, good) == b"202"
+
+
+async def test_a_webhook_url_whose_host_is_no_host_name_is_a_400(api):
+    """A label over 63 characters, or empty (an ideographic full stop is a dot to IDNA): Python's IDNA
+    codec refuses it before any lookup, and that UnicodeError answered 500. No DNS is asked here."""
+    for host in ("x" * 64 + ".example", "a\u3002\u3002example"):
+        async with api.request("POST", "/v1/webhooks", json={"url": f"https://{host}/hook"}) as resp:
+            body = await resp.json()
+            assert resp.status == 400 and body["error"]["field"] == "url", body
+            assert "not a host name" in body["error"]["message"]
