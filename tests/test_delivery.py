@@ -98,6 +98,7 @@ async def test_mx_routing_through_dns(store, sink, dns_server):
     gone = await queue(store, "u@nxdomain.example")
     null = await queue(store, "u@nullmx.example")
     broken = await queue(store, "u@broken.example")
+    no_name = await queue(store, "u@" + "x" * 64 + ".example")  # a label DNS cannot hold: no retry helps
     await engine.run_once()
     assert await states(store, ok) == {"u@mx.example": ("delivered", 1), "v@implicit.example": ("delivered", 1)}
     assert sorted(r for m in sink.handler.received for r in m.rcpt_tos) == ["u@mx.example", "v@implicit.example"]
@@ -107,6 +108,8 @@ async def test_mx_routing_through_dns(store, sink, dns_server):
     assert (s.state, s.last_code) == ("bounced", 556)
     (s,) = await store.queue.message_status(broken.id)
     assert (s.state, s.last_code) == ("deferred", 451)
+    (s,) = await store.queue.message_status(no_name.id)
+    assert (s.state, s.last_code) == ("bounced", 550) and "not a domain name" in s.last_response
     assert ("mx.example", "MX") in dns_server.protocol.queries
 
 

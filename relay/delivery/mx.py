@@ -132,6 +132,7 @@ class Router:
 
     async def _exchanges(self, domain: str) -> list[str]:
         import dns.exception
+        import dns.name
         import dns.resolver
 
         assert self.resolver is not None
@@ -139,6 +140,8 @@ class Router:
             answer = await self.resolver.resolve(domain, "MX", search=False)
         except dns.resolver.NXDOMAIN:
             raise RouteError(Reply(550, f"5.1.2 domain {domain} does not exist")) from None
+        except (dns.exception.SyntaxError, dns.name.IDNAException) as exc:  # no query was made: none ever could
+            raise RouteError(Reply(550, f"5.1.2 {domain} is not a domain name: {exc}")) from None
         except dns.resolver.NoAnswer:
             return [domain]  # implicit MX
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
