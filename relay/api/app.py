@@ -233,6 +233,11 @@ async def authenticate(request: web.Request) -> ApiKey:
     return key
 
 
+# One past the largest integer SQLite and PostgreSQL (bigint) hold: a bigger number from a client
+# overflows the database driver, so ids and cursors are checked against it before any query.
+ROW_ID_LIMIT = 2**63
+
+
 def row_cursor(text: str, field: str, message: str) -> int:
     """A listing's ``?cursor=`` that is a row id: an integer SQLite and PostgreSQL can compare (a bigger
     one overflowed the driver into a 500), else a 400 naming ``field`` with ``message``."""
@@ -240,7 +245,7 @@ def row_cursor(text: str, field: str, message: str) -> int:
         cursor = int(text)
     except ValueError:
         raise ApiError(400, "invalid_field", message, field) from None
-    if not 0 <= cursor < 2**63:
+    if not 0 <= cursor < ROW_ID_LIMIT:
         raise ApiError(400, "invalid_field", message, field)
     return cursor
 

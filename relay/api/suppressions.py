@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, page_limit, read_json_object, require, row_cursor
+from relay.api.app import ROW_ID_LIMIT, ApiError, page_limit, read_json_object, require, row_cursor
 from relay.clock import iso
 from relay.message import split_address
 from relay.store.protocols import SuppressionStore
@@ -194,7 +194,7 @@ class SuppressionsView:
         bounce_id = parse_bounce_id(request.match_info["id"])
         if bounce_id is None:
             raise ApiError(404, "not_found", f"no bounce {request.match_info['id']}")
-        b = await self.store.bounce(bounce_id) if 0 < bounce_id < 2**63 else None
+        b = await self.store.bounce(bounce_id) if 0 < bounce_id < ROW_ID_LIMIT else None
         if b is None:
             raise ApiError(404, "not_found", f"no bounce {bounce_id}")
         return web.json_response(bounce_json(b, with_report=True))

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.app import ApiError, read_json_object, require
+from relay.api.app import ROW_ID_LIMIT, ApiError, read_json_object, require
 from relay.clock import iso
 from relay.renderer import Renderer
 from relay.store.protocols import Storage
@@ -149,7 +149,7 @@ class TemplatesView:
             number = int(request.match_info["version"])
         except ValueError:
             number = 0
-        if not 0 < number < 2**63:  # a bigger one would overflow the database driver
+        if not 0 < number < ROW_ID_LIMIT:
             raise ApiError(404, "not_found", "versions are numbered 1, 2, ...")
         version = await self.store.templates.template_version(template.id, number)
         if version is None:

@@ -13,7 +13,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from relay import strictjson
-from relay.api.app import ApiError
+from relay.api.app import ROW_ID_LIMIT, ApiError
 from relay.api.templates import (
     create_template,
     rollback_template,
@@ -105,7 +105,7 @@ def _before(request: web.Request) -> int | None:
         before = int(request.query["before"])
     except ValueError:
         before = -1
-    if not 0 <= before < 2**63:  # a bigger one would overflow the database driver
+    if not 0 <= before < ROW_ID_LIMIT:
         raise web.HTTPBadRequest(reason="'before' must be a version number")
     return before
 

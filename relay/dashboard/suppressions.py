@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.api.app import ApiError
+from relay.api.app import ROW_ID_LIMIT, ApiError
 from relay.api.suppressions import (
     KINDS,
     bounce_filter,
@@ -161,7 +161,9 @@ async def bounces_page(request: web.Request) -> web.StreamResponse:
 @signed_in
 async def bounce_page(request: web.Request) -> web.StreamResponse:
     bounce_id = parse_bounce_id(request.match_info["id"])
-    found = await deps(request).store.suppressions.bounce(bounce_id) if bounce_id and 0 < bounce_id < 2**63 else None
+    found = (
+        await deps(request).store.suppressions.bounce(bounce_id) if bounce_id and 0 < bounce_id < ROW_ID_LIMIT else None
+    )
     if found is None:
         raise web.HTTPNotFound(reason="no such bounce")
     return render(request, "bounce.html", b=bounce_json(found, with_report=True))
