@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 
@@ -33,32 +32,36 @@ def loads(text: bytes | str) -> Any:
     if isinstance(text, str):
         if text.startswith("\ufeff"):
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        maybe_surrogate = not text.isascii() or "\\u" in text
     elif isinstance(text, bytes | bytearray):
-        text = text.decode(json.detect_encoding(text), "surrogatepass")
+        encoding = json.detect_encoding(text)
+        # An escape, or (let through by surrogatepass, as json.loads does) a UTF-8 surrogate: 0xED first.
+        maybe_surrogate = encoding != "utf-8" or b"\\u" in text or b"\xed" in text
+        text = text.decode(encoding, "surrogatepass")
     else:
         raise TypeError(f"the JSON object must be str, bytes or bytearray, not {text.__class__.__name__}")
     try:
         data = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
-    if _MAYBE_SURROGATE.search(text) and _has_lone_surrogate(data):
+    if maybe_surrogate and _has_lone_surrogate(data):
         raise ValueError("a string holds half a surrogate pair (\\ud800-\\udfff alone), which is no character")
     return data
 
 
-# A surrogate escape, or one decoded from bytes: only then are the strings looked through (a whole pair,
-# an emoji as "\ud83d\ude00", is one character once decoded; what is left in a string is alone).
-_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
 def _has_lone_surrogate(data: Any) -> bool:
+    """Whether a string in ``data`` (keys too) holds a surrogate: UTF-8 can write every other code point.
+    A whole pair, an emoji as "\\ud83d\\ude00", is one character once decoded; what is left is alone.
+    (Searching the text with a regular expression instead cost ~50 us per 4 KB body.)"""
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
         elif isinstance(item, dict):
             stack.extend(item)
             stack.extend(item.values())

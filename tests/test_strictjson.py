@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay import strictjson
 
@@ -89,3 +91,44 @@ def test_dumps_refuses_a_number_json_cannot_hold(value):
         strictjson.dumps({"x": value})
     with pytest.raises(ValueError):
         strictjson.dumps({"x": value}, sort_keys=True)
+
+
+def _holds_surrogate(data) -> bool:
+    """The reference: any string, key or value, with a code point in U+D800-U+DFFF."""
+    if isinstance(data, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in data)
+    if isinstance(data, dict):
+        return any(_holds_surrogate(k) or _holds_surrogate(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(_holds_surrogate(v) for v in data)
+    return False
+
+
+_TEXT = st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES, st.sampled_from(["escaped", "utf-8", "str", "utf-16"]))
+def test_a_surrogate_anywhere_is_refused_in_every_form_a_body_comes_in(data, form):
+    """However the JSON arrives (every non-ASCII character escaped, as Python's json writes it; raw UTF-8
+    with surrogates let through; a str; UTF-16), strictjson refuses it exactly when a decoded string holds
+    half a surrogate pair, and otherwise reads what json.loads reads."""
+    if form == "escaped":
+        text = json.dumps(data)
+    elif form == "str":
+        text = json.dumps(data, ensure_ascii=False)
+    elif form == "utf-8":
+        text = json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    else:
+        text = json.dumps(data, ensure_ascii=False).encode("utf-16-le", "surrogatepass")
+    expected = json.loads(text)
+    if _holds_surrogate(expected):
+        with pytest.raises(ValueError, match="half a surrogate pair"):
+            strictjson.loads(text)
+    else:
+        assert strictjson.loads(text) == expected
