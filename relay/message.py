@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import ipaddress
 import os
 import re
 import time
@@ -72,15 +73,45 @@ _ADDRESS_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def address_fault(address: str) -> str | None:
-    """Why ``address`` could never be delivered, or None: a control character (NUL, ESC, DEL...)
-    or more octets than RFC 5321 §4.5.3.1 allows. The one check SMTP and HTTP submission share, so
-    that neither queues a message whose every delivery attempt must fail."""
+    """Why ``address`` could never be delivered, or None: a control character (NUL, ESC, DEL...),
+    more octets than RFC 5321 §4.5.3.1 allows, or a domain no mail host can have. The one check SMTP
+    and HTTP submission share, so that neither queues a message whose every delivery attempt must fail."""
     if _ADDRESS_CONTROL.search(address):
         return "contains a control character"
-    if len(address.rpartition("@")[0].encode("utf-8", "surrogateescape")) > MAX_LOCAL_PART:
+    local, at, domain = address.rpartition("@")
+    if len(local.encode("utf-8", "surrogateescape")) > MAX_LOCAL_PART:
         return f"has a local part longer than {MAX_LOCAL_PART} octets"
     if len(address.encode("utf-8", "surrogateescape")) > MAX_ADDRESS:
         return f"is longer than {MAX_ADDRESS} octets"
+    return domain_fault(domain) if at else None
+
+
+# A host name as nearly every domain is written: ASCII labels of 1-63 letters, digits, hyphens or underscores.
+_PLAIN_DOMAIN = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
+
+
+@functools.lru_cache(maxsize=4096)  # asked at every MAIL and RCPT; mail goes to the same few domains
+def domain_fault(domain: str) -> str | None:
+    """Why mail for ``domain`` could never be delivered, or None: an address literal that is no IP
+    address (RFC 5321 §4.1.3), or a name DNS cannot hold (a label over 63 octets, an empty one, more
+    than 255 octets, or Unicode that IDNA refuses). Delivery asks DNS through dnspython, so dnspython
+    decides what is a name; a plain ASCII host name is one without asking it."""
+    if domain.startswith("[") and domain.endswith("]"):
+        text = domain[1:-1]
+        try:
+            ipaddress.ip_address(text[5:] if text[:5].lower() == "ipv6:" else text)  # as delivery reads it
+        except ValueError:
+            return "has an address literal that is no IP address"
+        return None
+    if len(domain) <= 253 and _PLAIN_DOMAIN.fullmatch(domain):
+        return None
+    import dns.exception
+    import dns.name
+
+    try:
+        dns.name.from_text(domain)
+    except (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException) as exc:
+        return f"has a domain DNS cannot hold ({exc})"
     return None
 
 

@@ -92,6 +92,10 @@ def test_relay_never_writes_a_header_that_is_not_one_header(value):
         b"MAIL FROM:<a\x1bb@example.com>",
         b"MAIL FROM:<" + b"l" * 65 + b"@example.com>",
         b"MAIL FROM:<me@" + b"d" * 63 + b"." + b"e" * 63 + b"." + b"f" * 63 + b"." + b"g" * 60 + b".example>",
+        b"MAIL FROM:<me@" + b"d" * 64 + b".example>",  # a label DNS cannot hold
+        b"MAIL FROM:<me@a..example>",
+        b"MAIL FROM:<me@[192.0.2.300]>",  # an address literal that is no address
+        b"MAIL FROM:<me@[mail.example]>",
     ],
 )
 async def test_poison_or_over_long_addresses_are_refused_at_the_door(relay_factory, command):
@@ -614,6 +618,10 @@ _LONG_DOMAIN = ".".join(["d" * 63, "e" * 63, "f" * 63, "g" * 60]) + ".example"
         ({"reply_to": ["r\x01@example.com"]}, "reply_to[0]"),
         ({"to": "l" * 65 + "@example.org"}, "to"),
         ({"to": [{"email": f"me@{_LONG_DOMAIN}"}]}, "to[0].email"),
+        ({"to": "me@" + "d" * 64 + ".example"}, "to"),  # a label DNS cannot hold: every attempt would fail
+        ({"cc": ["ok@example.org", "me@[192.0.2.300]"]}, "cc[1]"),
+        ({"bcc": "me@\u200d.example"}, "bcc"),  # a joiner alone: no IDNA label
+        ({"from": "me@" + "d" * 64 + ".example"}, "from"),
         ({"subject": "a\x00b"}, "subject"),
         ({"subject": "a\x1b[31mred"}, "subject"),
         ({"subject": "a\x7fb"}, "subject"),

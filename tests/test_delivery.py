@@ -99,6 +99,7 @@ async def test_mx_routing_through_dns(store, sink, dns_server):
     null = await queue(store, "u@nullmx.example")
     broken = await queue(store, "u@broken.example")
     no_name = await queue(store, "u@" + "x" * 64 + ".example")  # a label DNS cannot hold: no retry helps
+    too_long = await queue(store, "u@" + ".".join(["y" * 60] * 5))  # over 255 octets: dnspython's FormError
     await engine.run_once()
     assert await states(store, ok) == {"u@mx.example": ("delivered", 1), "v@implicit.example": ("delivered", 1)}
     assert sorted(r for m in sink.handler.received for r in m.rcpt_tos) == ["u@mx.example", "v@implicit.example"]
@@ -109,6 +110,8 @@ async def test_mx_routing_through_dns(store, sink, dns_server):
     (s,) = await store.queue.message_status(broken.id)
     assert (s.state, s.last_code) == ("deferred", 451)
     (s,) = await store.queue.message_status(no_name.id)
+    assert (s.state, s.last_code) == ("bounced", 550) and "not a domain name" in s.last_response
+    (s,) = await store.queue.message_status(too_long.id)
     assert (s.state, s.last_code) == ("bounced", 550) and "not a domain name" in s.last_response
     assert ("mx.example", "MX") in dns_server.protocol.queries
 

@@ -140,7 +140,7 @@ class Router:
             answer = await self.resolver.resolve(domain, "MX", search=False)
         except dns.resolver.NXDOMAIN:
             raise RouteError(Reply(550, f"5.1.2 domain {domain} does not exist")) from None
-        except (dns.exception.SyntaxError, dns.name.IDNAException) as exc:  # no query was made: none ever could
+        except (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException) as exc:  # never a query
             raise RouteError(Reply(550, f"5.1.2 {domain} is not a domain name: {exc}")) from None
         except dns.resolver.NoAnswer:
             return [domain]  # implicit MX
