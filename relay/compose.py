@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from relay.compose_direct import build_direct
 from relay.errors import RelayError
-from relay.message import PLAIN_ADDRESS, address_fault, rfc5322_date, split_address
+from relay.message import PLAIN_ADDRESS, address_fault, rfc5322_date, split_address, tag_fault
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -255,8 +255,9 @@ def _tags(value: object, limits: Limits) -> tuple[str, ...]:
     if len(value) > limits.max_tags:
         raise FieldError("tags", f"at most {limits.max_tags} tags")
     for index, tag in enumerate(value):
-        if not tag or len(tag) > 128 or any(c in tag for c in "\r\n,"):
-            raise FieldError(f"tags[{index}]", "a tag is 1-128 characters, without commas or line breaks")
+        fault = tag_fault(tag)
+        if fault is not None:
+            raise FieldError(f"tags[{index}]", f"'tags[{index}]': {fault}")
     return tuple(dict.fromkeys(value))
 
 

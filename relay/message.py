@@ -86,6 +86,19 @@ def address_fault(address: str) -> str | None:
     return domain_fault(domain) if at else None
 
 
+MAX_TAG = 128  # characters
+_TAG_FORBIDDEN = re.compile("[,\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def tag_fault(tag: str) -> str | None:
+    """Why ``tag`` cannot be a message's tag, or None. A tag is a label a sender filters and counts by: 1 to
+    128 characters, none of them a comma (SMTP's X-Relay-Tags separates tags with commas), a line break or
+    another control character. The one rule of the API's ``tags`` and SMTP's X-Relay-Tags."""
+    if not tag or len(tag) > MAX_TAG or _TAG_FORBIDDEN.search(tag):
+        return f"a tag is 1-{MAX_TAG} characters, without commas, line breaks or control characters"
+    return None
+
+
 # A host name as nearly every domain is written: ASCII labels of 1-63 letters, digits, hyphens or underscores.
 _PLAIN_DOMAIN = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 

@@ -623,6 +623,10 @@ _LONG_DOMAIN = ".".join(["d" * 63, "e" * 63, "f" * 63, "g" * 60]) + ".example"
         ({"bcc": "me@\u200d.example"}, "bcc"),  # a joiner alone: no IDNA label
         ({"from": "me@" + "d" * 64 + ".example"}, "from"),
         ({"subject": "a\x00b"}, "subject"),
+        ({"tags": ["ok", "a\x00b"]}, "tags[1]"),  # on PostgreSQL a NUL in a tag was a 500
+        ({"tags": ["a\x1bb"]}, "tags[0]"),
+        ({"tags": ["a,b"]}, "tags[0]"),  # X-Relay-Tags could not carry it
+        ({"tags": ["a\u2028b"]}, "tags[0]"),
         ({"subject": "a\x1b[31mred"}, "subject"),
         ({"subject": "a\x7fb"}, "subject"),
         ({"subject": "a\r\nBcc: x@evil.example"}, "subject"),
@@ -746,6 +750,32 @@ async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
     )
     assert replies[5].startswith("550 5.6.0 X-Relay-Metadata"), replies[5]
     assert sum((await relay.store.queue.summary()).by_state.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [b"ok, =?utf-8?q?a=00b?=", b"=?utf-8?q?a=1Bb?=", b"x" * 129, b", ".join(b"t%d" % i for i in range(11))],
+)
+async def test_smtp_tags_follow_the_api_rule(relay_factory, tags):
+    """A NUL (in an encoded word) in X-Relay-Tags was stored, and on PostgreSQL made every such message 451."""
+    relay = await relay_factory()
+    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Tags: " + tags + b"\r\n\r\nhi\r\n.\r\n"
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1],
+        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
+        + [b"DATA\r\n", body],
+    )
+    assert replies[5].startswith("550 5.6.0 X-Relay-Tags"), replies[5]
+    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
+
+
+@pytest.mark.parametrize("tag", ["a\x00b", "a,b", "a\nb", ""])
+async def test_an_smtp_credential_tag_follows_the_message_tag_rule(api, tag):  # noqa: F811
+    """A credential's tags go on every message sent with it: a NUL there made each of them fail on PostgreSQL."""
+    async with api.request("POST", "/v1/smtp-credentials", json={"tags": ["fine", tag]}) as resp:
+        answer = await resp.json()
+        assert resp.status == 400, answer
+    assert answer["error"]["code"] == "invalid_field" and answer["error"]["field"] == "tags[1]", answer
 
 
 async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:

@@ -251,6 +251,21 @@ async def test_placeholders_literal_percent_signs_flags_and_nul_characters(db):
     assert await db.write(op) == [1, 1, 1, "a\ufffdb"]
 
 
+async def test_a_nul_character_in_an_array_is_stored_as_in_a_text(db):
+    """A message's tags go to PostgreSQL as one text[] (the enqueue's one statement): a NUL in one of them
+    answered 500 (psycopg's DataError) where SQLite stored it."""
+
+    def op(conn: PgConnection) -> list[Any]:
+        insert_message("m0")(conn)
+        conn.execute(
+            "INSERT INTO message_tags (tag, message_id) SELECT unnest(CAST(? AS text[])), ?", (["a\x00b", "c"], "m0")
+        )
+        rows = conn.execute("SELECT tag FROM message_tags WHERE tag = ANY(?) ORDER BY tag", (["a\x00b", "c"],))
+        return [r[0] for r in rows.fetchall()]
+
+    assert await db.write(op) == ["a\ufffdb", "c"]
+
+
 def test_driver_errors_are_translated():
     full = translate(psycopg.errors.DiskFull("could not extend file: No space left on device"))
     assert isinstance(full, StoreFull) and isinstance(full.__cause__, psycopg.errors.DiskFull)

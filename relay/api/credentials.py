@@ -10,6 +10,7 @@ from relay.api.app import ApiError, read_json_object, require
 from relay.api.keys import MAX_LIMIT, parse_test_flag
 from relay.clock import Clock, iso
 from relay.credentials import SmtpCredential, create_smtp_credential, valid_sender_rule
+from relay.message import tag_fault
 from relay.store.protocols import CredentialStore
 
 
@@ -41,8 +42,12 @@ def parse_credential_request(data: dict[str, Any]) -> dict[str, Any]:
     if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or not 0 < rate <= MAX_LIMIT):
         raise ApiError(400, "invalid_field", f"'rate_limit' must be an integer from 1 to {MAX_LIMIT}", "rate_limit")
     tags = data.get("tags", [])
-    if not isinstance(tags, list) or len(tags) > 10 or not all(isinstance(t, str) and 0 < len(t) <= 128 for t in tags):
-        raise ApiError(400, "invalid_field", "'tags' must be up to 10 strings of 1-128 characters", "tags")
+    if not isinstance(tags, list) or len(tags) > 10 or not all(isinstance(t, str) for t in tags):
+        raise ApiError(400, "invalid_field", "'tags' must be a list of up to 10 strings", "tags")
+    for index, tag in enumerate(tags):  # each goes on every message sent with the credential
+        fault = tag_fault(tag)
+        if fault is not None:
+            raise ApiError(400, "invalid_field", f"'tags[{index}]': {fault}", f"tags[{index}]")
     return {
         "allowed_from": tuple(r.lower() for r in allowed),
         "rate_limit": rate,

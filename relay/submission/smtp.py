@@ -46,6 +46,7 @@ from relay.message import (
     received_header,
     remove_headers,
     split_address,
+    tag_fault,
 )
 from relay.ratelimit import Limiter, RateLimiter
 from relay.submission.accept import Acceptor
@@ -65,8 +66,12 @@ def parse_relay_headers(raw: bytes) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Tags and metadata from X-Relay-Tags / X-Relay-Metadata. Raises ValueError with a reason."""
     tags_text = header_value(raw, TAGS_HEADER)
     tags = tuple(dict.fromkeys(t.strip() for t in (tags_text or "").split(",") if t.strip()))
-    if len(tags) > 10 or any(len(t) > 128 for t in tags):
-        raise ValueError(f"{TAGS_HEADER}: at most 10 tags of up to 128 characters")
+    if len(tags) > 10:
+        raise ValueError(f"{TAGS_HEADER}: at most 10 tags")
+    for tag in tags:
+        fault = tag_fault(tag)
+        if fault is not None:
+            raise ValueError(f"{TAGS_HEADER}: {fault}")
     metadata_text = header_value(raw, METADATA_HEADER)
     metadata: dict[str, Any] = {}
     if metadata_text:

@@ -22,7 +22,8 @@ def to_psycopg(sql: str) -> str:
 
 def _params(parameters: Params) -> tuple[Any, ...]:
     """Flags as SQLite stores them (0/1): the schema's flags are SMALLINT in both databases. A NUL in a text
-    (a receiver's garbled reply, a returned report) becomes U+FFFD: PostgreSQL's text cannot hold one."""
+    (a receiver's garbled reply, a returned report), alone or in an array, becomes U+FFFD: PostgreSQL's text
+    cannot hold one."""
     return tuple(_param(p) for p in parameters)
 
 
@@ -31,6 +32,8 @@ def _param(value: Any) -> Any:
         return int(value)
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):  # an array (``CAST(? AS text[])``, ``= ANY(?)``): the same, element by element
+        return [_param(v) for v in value]
     return value
 
 
