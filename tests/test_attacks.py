@@ -778,6 +778,24 @@ async def test_an_smtp_credential_tag_follows_the_message_tag_rule(api, tag):  #
     assert answer["error"]["code"] == "invalid_field" and answer["error"]["field"] == "tags[1]", answer
 
 
+@pytest.mark.parametrize(
+    "email",
+    [
+        os.urandom(1500).hex() + "@example.org",  # over PostgreSQL's index row limit: it answered 503
+        "x@" + ".".join(["d" * 63] * 3) + "." + "e" * 70,
+        "a\x00b@example.org",
+        "x@[192.0.2.300]",
+    ],
+)
+async def test_a_suppression_takes_only_an_address_mail_could_go_to(api, email):  # noqa: F811
+    async with api.request("POST", "/v1/suppressions", json={"emails": ["ok@example.org", email]}) as resp:
+        answer = await resp.json()
+        assert resp.status == 400, answer
+    assert answer["error"]["code"] == "invalid_field" and answer["error"]["field"] == "emails", answer
+    async with api.request("GET", "/v1/suppressions/ok@example.org") as resp:
+        assert resp.status == 404, "nothing of the request was written"
+
+
 async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response with a Content-Length: status, headers (lower-case names), body."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)

@@ -62,6 +62,9 @@ def test_suppressions_and_allowlist_commands(tmp_path):
     )
     assert added.returncode == 0, added.stderr
     assert [e["address"] for e in json.loads(added.stdout)] == ["bob@example.net", "carol@example.net"]
+    refused = run_cli("suppressions", "add", "dan@example.net", "x" * 65 + "@example.net", config=config)
+    assert refused.returncode == 2 and "local part longer than 64" in refused.stderr, refused.stderr
+    assert run_cli("suppressions", "show", "dan@example.net", config=config).returncode == 1, "none of them added"
     shown = run_cli("suppressions", "show", "bob@example.net", config=config)
     assert shown.returncode == 0 and "manual" in shown.stdout and "until 20" in shown.stdout
     listed = json.loads(run_cli("suppressions", "list", "--search", "carol", "--json", config=config).stdout)

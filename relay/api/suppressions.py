@@ -10,7 +10,7 @@ from aiohttp import web
 
 from relay.api.app import ROW_ID_LIMIT, ApiError, page_limit, read_json_object, require, row_cursor
 from relay.clock import iso
-from relay.message import split_address
+from relay.message import address_fault, split_address
 from relay.store.protocols import SuppressionStore
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
 from relay.submission.http import parse_time
@@ -56,6 +56,9 @@ def parse_emails(data: Mapping[str, Any]) -> list[str]:
     for e in emails:
         if not isinstance(e, str) or split_address(e) is None:
             raise ApiError(400, "invalid_field", f"not an email address: {e!r}", field)
+        fault = address_fault(e)  # what no message could be sent to needs no suppression (PostgreSQL: 503)
+        if fault is not None:
+            raise ApiError(400, "invalid_field", f"the address {fault}", field)
     return emails
 
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from relay.cli.common import EX_FAILED, Parents, Subparsers, action, command_group, duration, now, when, with_store
+from relay.cli.common import (
+    EX_FAILED,
+    Parents,
+    Subparsers,
+    UsageError,
+    action,
+    command_group,
+    duration,
+    now,
+    when,
+    with_store,
+)
 from relay.cli.output import Report
 from relay.config import Config
+from relay.message import address_fault, split_address
 from relay.store.reclassify import Reclassified
 from relay.store.suppressions import Suppression
 from relay.suppression import REASONS
@@ -59,6 +71,10 @@ def show(args: argparse.Namespace, config: Config) -> Report:
 
 
 def add(args: argparse.Namespace, config: Config) -> Report:
+    for address in args.address:  # the API's rule (relay.api.suppressions.parse_emails)
+        fault = "is not an email address" if split_address(address) is None else address_fault(address)
+        if fault is not None:
+            raise UsageError(f"<{address}> {fault}")
     expires = now() + duration("--for", args.duration) if args.duration else None
     detail = "added with relay suppressions add"
     return _listing(with_store(config, lambda s: s.suppressions.suppress(args.address, args.reason, detail, expires)))
