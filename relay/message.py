@@ -87,6 +87,7 @@ def address_fault(address: str) -> str | None:
 
 
 MAX_TAG = 128  # characters
+MAX_HEADER_ID = 998  # octets: a Message-ID that fits on one line (RFC 5322 §2.1.1)
 _TAG_FORBIDDEN = re.compile("[,\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
@@ -177,12 +178,15 @@ class NewMessage:
 
     @property
     def header_id(self) -> str | None:
-        """The Message-ID header without its angle brackets (returned mail is matched by it)."""
+        """The Message-ID header without its angle brackets (returned mail is matched by it); None without
+        one, or for one over 998 octets, which no line of a message can hold (folded, it can be longer than
+        an index entry: PostgreSQL refused such a message)."""
         value = header_value(self.raw, "Message-ID")
         if not value:
             return None
         match = re.search(r"<([^<>\s]+)>", value)
-        return match.group(1) if match else value.strip()[:998]
+        found = match.group(1) if match else value.strip()
+        return found if len(found.encode("utf-8")) <= MAX_HEADER_ID else None
 
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

@@ -327,6 +327,21 @@ async def test_queue_returned_mail(storage):
     assert (await storage.suppressions.bounce(bounce_id)).recipient == "gone@example.org"
 
 
+async def test_a_message_id_no_line_could_hold_is_not_kept(storage):
+    """Folded, a Message-ID can be longer than any line: 4 KB of emoji went into PostgreSQL's Message-ID
+    index and the enqueue failed (every SMTP attempt got 451). Such an id is no id: not kept, not matched."""
+    emoji = "".join(chr(0x1F300 + (i * 7919) % 1000) for i in range(1000))
+    folded = "Message-ID: x" + "".join("\r\n " + emoji[i : i + 240] for i in range(0, 1000, 240))
+    m = NewMessage("a@example.com", ("a@example.org",), (folded + "\r\nSubject: t\r\n\r\nbody\r\n").encode(), "smtp")
+    assert m.header_id is None
+    await storage.queue.enqueue(m)
+    longest = "x" * 990 + "@example"  # 998 octets: still an id
+    kept = NewMessage("a@example.com", ("a@example.org",), f"Message-ID: <{longest}>\r\n\r\nbody\r\n".encode(), "smtp")
+    assert kept.header_id == longest
+    await storage.queue.enqueue(kept)
+    assert [t.message_id for t in await storage.queue.targets_by_header_id(longest)] == [kept.id]
+
+
 # -- events -----------------------------------------------------------------------------------------------
 
 
