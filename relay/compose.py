@@ -193,6 +193,15 @@ def _optional_string(data: dict[str, Any], field: str, *, single_line_only: bool
     return single_line(field, value) if single_line_only else value
 
 
+def _body_text(data: dict[str, Any], field: str) -> str | None:
+    """``text`` or ``html``: any Unicode but NUL, which no message may carry (RFC 5322 §2.3); as 7bit or 8bit
+    data it went out as it was, and receivers refuse or cut it. (Also what a template rendered, as its field.)"""
+    value = _optional_string(data, field)
+    if value is not None and "\x00" in value:
+        raise FieldError(field, f"'{field}' contains a NUL character, which no message may carry")
+    return value
+
+
 def _headers(value: object) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
@@ -283,8 +292,8 @@ def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
     if isinstance(given, list) and len(given) > 1:
         raise FieldError("from", "'from' must be a single address")
     sender = parse_addresses("from", given, required=True)
-    text = _optional_string(data, "text")
-    html = _optional_string(data, "html")
+    text = _body_text(data, "text")
+    html = _body_text(data, "html")
     if text is None and html is None:
         raise FieldError("text", "give 'text', 'html' or both", "missing_field")
     composition = Composition(

@@ -624,6 +624,8 @@ _LONG_DOMAIN = ".".join(["d" * 63, "e" * 63, "f" * 63, "g" * 60]) + ".example"
         ({"from": "me@" + "d" * 64 + ".example"}, "from"),
         ({"subject": "a\x00b"}, "subject"),
         ({"tags": ["ok", "a\x00b"]}, "tags[1]"),  # on PostgreSQL a NUL in a tag was a 500
+        ({"text": "a\x00b"}, "text"),  # went out raw in a 7bit part
+        ({"html": "<p>a\x00b</p>"}, "html"),
         ({"tags": ["a\x1bb"]}, "tags[0]"),
         ({"tags": ["a,b"]}, "tags[0]"),  # X-Relay-Tags could not carry it
         ({"tags": ["a\u2028b"]}, "tags[0]"),

@@ -128,6 +128,7 @@ async def test_template_versions_rollback_preview_and_send(relay_factory, sink):
     assert msg.get_body(("plain",)).get_content().strip() == "Hi Ann & Co"
 
     for body, field in (
+        ({"template_id": t["id"], "variables": {"name": "a\x00b"}}, "text"),  # a NUL from a variable: no body
         ({"template_id": "tpl_nope"}, "template_id"),
         ({"template_id": t["id"], "subject": "x"}, "template_id"),
         ({"template_id": t["id"], "template_version": 99}, "template_version"),
