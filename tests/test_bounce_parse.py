@@ -352,3 +352,39 @@ def test_reply_code_ignores_a_number_at_the_end_of_a_line():
     assert reply_code("Error: 550 Host unknown") == 550
     assert reply_code("smtp; 550") == 550
     assert reply_code("reply (550), giving up") == 550
+
+
+def _report(blocks: list[bytes]) -> bytes:
+    head = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: b@bounces.example\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="x"\r\n\r\n'
+        b"--x\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n"
+    )
+    return head + b"".join(blocks) + b"\r\n--x--\r\n"
+
+
+def _block(i: int, diagnostic: bytes) -> bytes:
+    fields = b"\r\nFinal-Recipient: rfc822; u%d@example.org\r\nAction: failed\r\nStatus: 5.0.0\r\n" % i
+    return fields + b"Diagnostic-Code: smtp; " + diagnostic + b"\r\n"
+
+
+def test_the_work_one_report_asks_of_the_classifier_is_bounded(monkeypatch):
+    """Anyone may send the inbound port a report: one naming 20,000 recipients took 6 s of CPU, one with a
+    distinct 4 KB diagnostic for each of 2,400 took 11 s, in the parser's thread but holding the GIL. At most
+    MAX_REPORTS recipients are read, a reply repeated for many is read once, and past a budget of characters
+    each diagnostic is read by its beginning, which is where a reply says what it is."""
+    import relay.bounces.parse as parse_module
+
+    read: list[int] = []
+    classify = parse_module._classify
+    monkeypatch.setattr(parse_module, "_classify", lambda s, d, *a, **k: read.append(len(d)) or classify(s, d, *a, **k))
+    same = parse(_report([_block(i, b"550 5.1.1 <u@example.org>: user unknown") for i in range(3000)]))
+    assert len(same.reports) == parse_module.MAX_REPORTS and len(read) == 1
+    assert {(r.classification, r.reason) for r in same.reports} == {(same.reports[0].classification, "user_unknown")}
+
+    read.clear()
+    filler = b" ".join(b"policy%d" % n for n in range(500))  # ~4 KB, different for each recipient
+    distinct = parse(_report([_block(i, b"550 5.1.1 user unknown %d " % i + filler) for i in range(1000)]))
+    assert len(distinct.reports) == 1000 and all(r.reason == "user_unknown" for r in distinct.reports)
+    full = parse_module.CLASSIFIED_PER_REPORT + parse_module.MAX_CLASSIFIED
+    assert sum(read) <= full + 1000 * parse_module.SHORT_CLASSIFIED

@@ -31,6 +31,14 @@ from relay.bounces.classify import ENHANCED, Classification, Kind, Phase, classi
 
 MAX_DIAGNOSTIC = 1000  # characters of remote text kept per recipient
 MAX_CLASSIFIED = 4000  # characters of a diagnostic the classifier reads (a reply is a few lines)
+# Characters of diagnostics one report has read in full (~1.5 us each); after them, each recipient's first
+# SHORT_CLASSIFIED: a real report with many recipients repeats one short reply, which is read once.
+CLASSIFIED_PER_REPORT = 200_000
+SHORT_CLASSIFIED = 300
+# Failed recipients read from one report, DSN or prose: as many as a message of relay's may have ([smtp]
+# max_recipients' default). Each costs ~1 ms to classify, and anyone may send the inbound port a 10 MB
+# report naming 100,000 (26 s of CPU for 20,000, in the parser's thread but holding the GIL).
+MAX_REPORTS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,11 +395,14 @@ def _parse_dsn(
     per_message = blocks[0] if blocks and not _is_recipient_block(blocks[0]) else {}
     reporting = _typed(per_message.get("reporting-mta", "")) or None
     recipient_blocks = [b for b in blocks if _is_recipient_block(b) and ("action" in b or "status" in b)]
+    del recipient_blocks[MAX_REPORTS:]
     if not recipient_blocks:
         return None
     human = _explanation(msg)
     reports, delayed, unnamed = [], False, 0
     sections: dict[str, str] | None = None  # what the human part says about each recipient, read once
+    budget = CLASSIFIED_PER_REPORT  # characters of diagnostics still read in full
+    readings: dict[tuple[str | None, str, str | None], tuple[Classification, Phase]] = {}  # one per distinct text
     for block in recipient_blocks:
         action = block.get("action", "").strip().lower()
         status = enhanced_status(block.get("status", ""))
@@ -407,18 +418,25 @@ def _parse_dsn(
             named = _failed_addresses(msg, human, recipients, senders, original_id)
             recipient = named[unnamed] if unnamed < len(named) else None
             unnamed += 1
-        diagnostic = _typed(block.get("diagnostic-code", ""))[:MAX_CLASSIFIED]
+        limit = MAX_CLASSIFIED if budget > 0 else SHORT_CLASSIFIED
+        diagnostic = _typed(block.get("diagnostic-code", ""))[:limit]
         if not diagnostic and recipient:
             sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
-            diagnostic = sections.get(recipient, "")
+            diagnostic = sections.get(recipient, "")[:limit]
         remote = _typed(block.get("remote-mta", "")) or _host_in(diagnostic)
-        phase = phase_in_text(diagnostic)
-        c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
+        key = (status, diagnostic, remote or reporting)
+        if key not in readings:
+            budget -= len(diagnostic)
+            phase = phase_in_text(diagnostic)
+            readings[key] = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase), phase
+        c, phase = readings[key]
         if c.kind is Kind.HARD and phase is Phase.UNKNOWN and recipient:  # the human part may say where it came
             sections = sections if sections is not None else _dsn_sections(human, recipient_blocks, recipient)
-            phase = phase_in_text(sections.get(recipient, ""))
-            if phase is not Phase.UNKNOWN:
-                c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=phase)
+            section = sections.get(recipient, "")[:limit]
+            budget -= len(section)
+            said = phase_in_text(section)
+            if said is not Phase.UNKNOWN:
+                c = _classify(status, diagnostic, remote or reporting, permanent=True, phase=said)
         reports.append(
             Report(recipient, c.status or status, "failed", c.kind, c.reason, _squash(diagnostic), remote, original_id)
         )
@@ -517,7 +535,6 @@ _COPY_MARKER = re.compile(
     r"|your message reads|copy of (?:the |your )?original message|-{3,} ?original message ?-{3,}"
     r"|header of the original message|original mail as follows|^(?:return-path|received):)",
 )
-MAX_REPORTS = 1000  # failed recipients read from one prose bounce (a real one names a handful)
 SECTION_PARAGRAPHS = 20  # paragraphs that may describe one address
 
 _NOT_RECIPIENTS = re.compile(
