@@ -100,6 +100,13 @@ def tag_fault(tag: str) -> str | None:
     return None
 
 
+def domain_name_fault(domain: str) -> str | None:
+    """Why ``domain`` (a queue's, as an operator names it to suspend it) is no domain mail goes to, or None."""
+    if len(domain) > 253 or _ADDRESS_CONTROL.search(domain) or not _DOMAIN_RE.fullmatch(domain):
+        return "is not a domain name"
+    return domain_fault(domain)
+
+
 # A host name as nearly every domain is written: ASCII labels of 1-63 letters, digits, hyphens or underscores.
 _PLAIN_DOMAIN = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 

@@ -13,6 +13,7 @@ from relay.cli.common import (
     CommandError,
     Parents,
     Subparsers,
+    UsageError,
     action,
     command_group,
     duration,
@@ -22,6 +23,7 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config
+from relay.message import domain_name_fault
 from relay.store.protocols import Storage
 from relay.store.queue import Attempt, DomainQueue, MessageRecord, QueueSummary, Selection
 
@@ -147,6 +149,9 @@ def retry(args: argparse.Namespace, config: Config) -> Report:
 
 
 def suspend(args: argparse.Namespace, config: Config) -> Report:
+    fault = domain_name_fault(args.domain)
+    if fault is not None:
+        raise UsageError(f"{args.domain!r} {fault}")
     seconds = duration("--for", args.duration)
     until = with_store(config, lambda s: s.queue.suspend_domain(args.domain, seconds, args.reason))
     domain = args.domain.lower()

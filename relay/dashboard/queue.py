@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from relay.api.app import ApiError
-from relay.api.queues import parse_reason, parse_suspension, queue_json
+from relay.api.queues import parse_queue_domain, parse_reason, parse_suspension, queue_json
 from relay.dashboard.access import admin, signed_in
 from relay.dashboard.deps import DashboardDeps, deps
 from relay.dashboard.pages import Page
@@ -109,11 +109,11 @@ async def _form(request: web.Request) -> dict[str, str]:
 async def suspend(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     try:
+        domain = parse_queue_domain(request.match_info["domain"])
         duration = parse_suspension(form)
         reason = parse_reason(form)
     except ApiError as exc:
         return await _domain_page(request, status=400, errors=FormErrors.of(exc), form=form, failed="suspend")
-    domain = request.match_info["domain"].lower()
     until = await deps(request).store.queue.suspend_domain(domain, duration, reason)
     _done(queue_url(done=f"{domain} is suspended until {when(until)}"))
 
