@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
-from relay.delivery.mx import Router, make_resolver
+from relay.delivery.mx import MAX_EXCHANGES, RouteError, Router, make_resolver, site_of
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
@@ -114,6 +116,27 @@ async def test_mx_routing_through_dns(store, sink, dns_server):
     (s,) = await store.queue.message_status(too_long.id)
     assert (s.state, s.last_code) == ("bounced", 550) and "not a domain name" in s.last_response
     assert ("mx.example", "MX") in dns_server.protocol.queries
+
+
+async def test_a_domain_with_hundreds_of_mx_hosts_costs_a_bounded_attempt(dns_server):
+    """A domain's DNS is anyone's: 200 MX records of long names cost 400 lookups per attempt when none of
+    them had an address, and named a site (a key of PostgreSQL's per-site tables) of 12 KB."""
+    names = [f"{'h' * 50}.{i}.{'x' * 50}.many.example" for i in range(200)]
+    zone = {"many.example": {"MX": [f"{10 if i < 100 else 20} {n}." for i, n in enumerate(names)]}}
+    zone.update({n: {"A": ["127.0.0.1"]} for n in names[100:]})
+    zone["few.example"] = {"MX": ["10 mx2.few.example.", "10 MX1.few.example."]}
+    zone.update({n: {"A": ["127.0.0.1"]} for n in ("mx1.few.example", "mx2.few.example")})
+    dns_server.zone.update(zone)
+    resolver = make_resolver([("127.0.0.1", dns_server.port)], timeout=2)
+    router = Router(None, 25, resolver, rng=random.Random(1))
+    with pytest.raises(RouteError):  # the first ten tried have no address: no more lookups this attempt
+        await router.route("many.example")
+    looked_up = [q for q in dns_server.protocol.queries if q[0] != "many.example"]
+    assert 0 < len(looked_up) <= 2 * MAX_EXCHANGES
+    site = (await Router(None, 25, resolver, rng=random.Random(2)).route("few.example")).site
+    assert site == "mx mx1.few.example,mx2.few.example"  # short enough: named in full
+    long_site = site_of(list(reversed(names)))
+    assert len(long_site) < 300 and long_site == site_of(names) != site_of(names[:-1])
 
 
 async def test_recipients_of_one_domain_share_one_transaction(store, sink):
