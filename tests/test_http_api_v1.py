@@ -153,6 +153,17 @@ async def test_ip_allowlist(api_factory):
     headers = {"X-Forwarded-For": "198.51.100.7, 10.1.2.3"}
     async with api.request("POST", "/v1/messages", key=key, json=MESSAGE, headers=headers) as resp:
         assert resp.status == 202
+    # A last hop that is no IP address was not written by a proxy: the peer's address counts (it was taken as
+    # the client's, and a long one became a rate counter's key, over PostgreSQL's index row limit).
+    for junk in ("10.1.2.3, unknown", "10.1.2.3, " + "x" * 3000, "10.1.2.3, 10.1.2.3 "):
+        forwarded = {"X-Forwarded-For": junk}
+        async with api.request("POST", "/v1/messages", key=key, json=MESSAGE, headers=forwarded) as resp:
+            expected = 202 if junk.endswith(" ") else 403  # white space around a hop is no matter
+            assert resp.status == expected, (junk[:30], await resp.text())
+            assert len(await resp.text()) < 1000  # the error names the peer, not 3 KB of someone's text
+        async with api.request("GET", "/metrics", headers=forwarded) as resp:
+            # the peer, loopback, may read metrics; 10.1.2.3 may not. A junk hop answered 500 (ValueError).
+            assert resp.status == (403 if junk.endswith(" ") else 200), junk[:30]
 
 
 async def test_plain_http_from_elsewhere_can_be_refused(api_factory):

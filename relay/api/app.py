@@ -123,13 +123,23 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
 
 
 def client_ip(request: web.Request, trust_proxy: bool) -> str:
-    """The client's address: the peer, or the last X-Forwarded-For hop when behind a trusted proxy."""
+    """The client's address: the peer, or the last X-Forwarded-For hop when behind a trusted proxy, if that hop
+    is an IP address (anything else is not one a proxy wrote; it became a key of the rate counters, and a long
+    one went over PostgreSQL's index row limit)."""
     if trust_proxy:
         forwarded = request.headers.get("X-Forwarded-For", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        if hops:
+        if hops and _is_ip(hops[-1]):
             return hops[-1]
     return request.remote or ""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_secure(request: web.Request, trust_proxy: bool) -> bool:
