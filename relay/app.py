@@ -620,6 +620,7 @@ class Relay:
             inbound.max_message_size,
             self.config.smtp.idle_timeout,
             self._smtp_tls,
+            inbound.max_connections_per_ip,
         )
         loop = asyncio.get_running_loop()
         for sock in self._inbound_sockets:

@@ -431,6 +431,7 @@ class InboundConfig:
     feedback_addresses: list[str] = _field([], "addresses that take complaint reports (ARF)", _listof(_mailbox))
     verp: bool = _field(True, "send each recipient's mail with its own authenticated return path on a bounce domain")
     max_message_size: int = _field("10MB", "largest returned message accepted", parse_size)
+    max_connections_per_ip: int = _field(50, "simultaneous connections from one address (421 beyond)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -770,6 +771,7 @@ def _validate(config: Config, where: str) -> None:
         ("http", "body_timeout"): config.http.body_timeout,
         ("http", "keepalive_timeout"): config.http.keepalive_timeout,
         ("http", "max_connections_per_ip"): config.http.max_connections_per_ip,
+        ("inbound", "max_connections_per_ip"): config.inbound.max_connections_per_ip,
         ("server", "max_queue"): config.server.max_queue,
         ("server", "max_inflight_bytes"): config.server.max_inflight_bytes,
         ("delivery", "lease"): config.delivery.lease,

@@ -225,3 +225,36 @@ async def test_a_dsn_with_bare_lf_line_ends_is_read_like_its_crlf_form(relay, si
     full = await relay.store.suppressions.bounce(bounce.id)
     assert "Final-Recipient: rfc822; bob@example.net\r\n" in full.report and "\r\n" in full.report
     assert "\n" not in full.report.replace("\r\n", "")
+
+
+async def test_one_address_holds_at_most_max_connections_per_ip(relay_factory, sink):
+    """Anyone may connect to the inbound port: one address held as many sessions as it opened (each a file
+    descriptor and a session's memory, until the idle timeout). Past the limit it is told 421 and closed;
+    a session that ends makes room, and the submission port is not counted with it."""
+    relay = await relay_factory(delivery={"smarthost": sink.address}, inbound={**INBOUND, "max_connections_per_ip": 3})
+    host, port = relay.inbound_addresses[0]
+    opened = [await asyncio.open_connection(host, port) for _ in range(3)]
+    for reader, _ in opened:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+    reader, writer = await asyncio.open_connection(host, port)
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"421 4.7.0")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
+    writer.close()
+    first_reader, first_writer = opened.pop(0)
+    first_writer.write(b"QUIT\r\n")
+    assert (await asyncio.wait_for(first_reader.readline(), 5)).startswith(b"221")
+    first_writer.close()
+    await asyncio.wait_for(first_reader.read(), 5)
+    for _ in range(50):  # the server counts the session out when it sees the connection end
+        reader, writer = await asyncio.open_connection(host, port)
+        line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        if line.startswith(b"220 "):
+            break
+        await asyncio.sleep(0.02)
+    assert line.startswith(b"220 "), line
+    reader, writer = await asyncio.open_connection(host, relay.smtp_addresses[0][1])  # submission: its own limit
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+    for w in (writer, *(w for _, w in opened)):
+        w.close()
+        await w.wait_closed()

@@ -22,7 +22,9 @@ import concurrent.futures
 import dataclasses
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -207,14 +209,69 @@ class InboundHandler:
         return f"250 2.0.0 OK, {len(recorded)} report(s) recorded"
 
 
+TOO_MANY_CONNECTIONS = b"421 4.7.0 too many connections from your address; try again later\r\n"
+
+
+class InboundSession(ChunkedData):
+    """One session on the inbound port, which anyone may reach: a client address holds at most ``limit`` of
+    them (``per_ip`` is the listener's count), as Postfix's anvil holds one to 50 by default; more are told
+    421 and closed before a greeting, without a session's cost."""
+
+    def __init__(self, *args: Any, per_ip: Counter[str], limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._per_ip = per_ip
+        self._limit = limit
+        self._counted: str | None = None  # the address this session is counted under
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None and not self._refused and self._counted is None:  # not the STARTTLS switch
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            if self._per_ip[ip] >= self._limit:
+                log.warning("refused an inbound connection from %s: too many connections", ip)
+                self._refused = True
+                cast(asyncio.WriteTransport, transport).write(TOO_MANY_CONNECTIONS)  # uvloop's is no subclass
+                transport.close()
+                return
+            self._per_ip[ip] += 1
+            self._counted = ip
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted is not None:
+            self._per_ip[self._counted] -= 1
+            if self._per_ip[self._counted] <= 0:
+                del self._per_ip[self._counted]
+            self._counted = None
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return False if self._refused else super().eof_received()
+
+
 def make_inbound_factory(
-    returned: ReturnedMail, hostname: str, max_size: int, idle_timeout: float, tls_context: ssl.SSLContext | None
+    returned: ReturnedMail,
+    hostname: str,
+    max_size: int,
+    idle_timeout: float,
+    tls_context: ssl.SSLContext | None,
+    max_connections_per_ip: int = 50,
 ) -> Callable[[], SMTP]:
     handler = InboundHandler(returned)
+    per_ip: Counter[str] = Counter()
 
     def factory() -> SMTP:
-        return ChunkedData(
+        return InboundSession(
             handler,
+            per_ip=per_ip,
+            limit=max_connections_per_ip,
             hostname=hostname,
             ident="relay",
             data_size_limit=max_size,
