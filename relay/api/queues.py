@@ -141,10 +141,10 @@ class QueuesView:
 
     async def suspend(self, request: web.Request) -> web.Response:
         data = await _optional_json(request)
-        parse_queue_domain(request.match_info["domain"])
+        domain = parse_queue_domain(request.match_info["domain"])
         duration = parse_suspension(data)
-        until = await self.store.suspend_domain(request.match_info["domain"], duration, parse_reason(data))
-        return web.json_response({"domain": request.match_info["domain"].lower(), "suspended_until": iso(until)})
+        until = await self.store.suspend_domain(domain, duration, parse_reason(data))
+        return web.json_response({"domain": domain, "suspended_until": iso(until)})
 
     async def resume(self, request: web.Request) -> web.Response:
         domain = request.match_info["domain"].lower()
