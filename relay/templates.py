@@ -262,6 +262,8 @@ def check_syntax(parts: dict[str, str | None]) -> list[SyntaxProblem]:
             (_HTML if part == "html" else _PLAIN).parse(source)
         except TemplateSyntaxError as exc:
             problems.append(SyntaxProblem(part, exc.lineno, exc.message or str(exc)))
+        except RecursionError:  # Jinja's parser recurses per level of nesting: "[[[[..." past ~1,000 deep
+            problems.append(SyntaxProblem(part, None, "nested too deeply to read"))
     return problems
 
 
@@ -312,6 +314,8 @@ def _render_part(part: str, source: str, variables: dict[str, Any], deadline: fl
         template = _compiled(part == "html", source)
     except TemplateSyntaxError as exc:
         raise RenderError(part, f"line {exc.lineno}: {exc.message}") from None
+    except RecursionError:  # as check_syntax: nesting past what Jinja's parser follows
+        raise RenderError(part, "nested too deeply to read") from None
     _budget = _Budget(deadline, seconds)
     previous = sys.gettrace()
     sys.settrace(_budget)

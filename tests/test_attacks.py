@@ -419,6 +419,25 @@ def _expected(source: str) -> str:
     }.get(source, "would make more than")
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["{{" * 5000, "{{ " + "[" * 3000 + "]" * 3000 + " }}", "{% if " + "(" * 3000 + "1" + ")" * 3000 + " %}{% endif %}"],
+)
+async def test_a_template_nested_past_the_parser_is_a_syntax_error(relay_factory, source):
+    """Jinja's parser recurses per level of nesting: a RecursionError answered 500 to validate and to create,
+    and a batch's inline template met it in the render process."""
+    relay = await relay_factory()
+    call = await _template_api(relay)
+    status, answer = await call("POST", "/v1/templates/validate", json={"html": source})
+    assert status == 200 and answer["valid"] is False and "nested too deeply" in answer["errors"][0]["message"]
+    status, answer = await call("POST", "/v1/templates", json={"name": "deep", "subject": "s", "text": source})
+    assert status == 400 and answer["error"]["code"] == "template_syntax_error", answer
+    base = {"from": "a@example.com", "subject": "s", "html": source}
+    batch = {"message": base, "recipients": [{"to": "b@example.org", "variables": {"n": 1}}]}
+    status, answer = await call("POST", "/v1/messages/batch", json=batch)
+    assert status < 500 and "nested too deeply" in json.dumps(answer), answer
+
+
 @pytest.mark.parametrize("source", [SLOW, CPU, ONE_LONG_CALL, "{{ 'hello world'|truncate(1) }}", *BOMBS])
 async def test_a_template_bomb_fails_alone_within_its_budget(relay_factory, source):
     """Before: rendered on the event loop (15 s for SLOW, 1.5 GB for the bombs, truncate: a 500)."""

@@ -134,7 +134,8 @@ def inline_to_render(data: dict[str, Any], variables: dict[str, Any], where: str
     problems = check_syntax({p: data.get(p) if isinstance(data.get(p), str) else None for p in PARTS})
     if problems:
         p = problems[0]
-        raise Invalid("template_syntax_error", f"{p.part} (line {p.line}): {p.message}", f"message.{p.part}")
+        where = f" (line {p.line})" if p.line is not None else ""
+        raise Invalid("template_syntax_error", f"{p.part}{where}: {p.message}", f"message.{p.part}")
     subject, html, text = (data.get(p) for p in PARTS)
     source = Source(
         subject if isinstance(subject, str) else "",
