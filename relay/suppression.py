@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from relay.bounces.classify import Classification, Kind
-from relay.message import normalize_address
+from relay.message import address_fault, domain_name_fault, normalize_address, split_address
 
 
 def allowlist_keys(address: str) -> tuple[str, str]:
@@ -59,3 +59,11 @@ def decide(
     ):
         return Decision("soft_bounces", now + policy.soft_bounce_suppression)
     return None
+
+
+def entry_fault(entry: str) -> str | None:
+    """Why ``entry`` cannot be on the allowlist, or None: an address or a domain as mail goes to, by the rules
+    of submission (a NUL or a control character was kept)."""
+    if "@" in entry:
+        return "is not an email address" if split_address(entry) is None else address_fault(entry)
+    return domain_name_fault(entry)

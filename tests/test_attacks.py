@@ -817,6 +817,16 @@ async def test_a_suppression_takes_only_an_address_mail_could_go_to(api, email):
         assert resp.status == 404, "nothing of the request was written"
 
 
+@pytest.mark.parametrize("entry", ["a\x00b.example", "x" * 300, "a..example", "a\x01b@example.org", "me@[192.0.2.300]"])
+async def test_an_allowlist_entry_is_an_address_or_a_domain_mail_goes_to(api, entry):  # noqa: F811
+    """Anything without a space of up to 320 characters was kept (a NUL, a control character, no domain)."""
+    async with api.request("POST", "/v1/allowlist", json={"entry": entry}) as resp:
+        answer = await resp.json()
+        assert resp.status == 400 and answer["error"]["field"] == "entry", answer
+    async with api.request("GET", "/v1/allowlist") as resp:
+        assert (await resp.json())["data"] == []
+
+
 async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response with a Content-Length: status, headers (lower-case names), body."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)

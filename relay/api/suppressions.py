@@ -14,6 +14,7 @@ from relay.message import address_fault, split_address
 from relay.store.protocols import SuppressionStore
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
 from relay.submission.http import parse_time
+from relay.suppression import entry_fault
 
 MAX_PAGE = 500
 MAX_BATCH = 1000
@@ -70,9 +71,9 @@ def parse_note(data: Mapping[str, Any], key: str) -> str:
 
 
 def parse_entry(data: Mapping[str, Any]) -> str:
-    """An allowlist ``entry``: an address or a domain."""
+    """An allowlist ``entry``: an address or a domain, as mail goes to (the rules of submission)."""
     entry = data.get("entry")
-    if not isinstance(entry, str) or not entry or len(entry) > 320 or " " in entry:
+    if not isinstance(entry, str) or entry_fault(entry) is not None:
         raise ApiError(400, "invalid_field", "'entry' must be an address or a domain", "entry")
     return entry
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from relay.cli.common import EX_FAILED, Parents, Subparsers, action, command_group, when, with_store
+from relay.cli.common import EX_FAILED, Parents, Subparsers, UsageError, action, command_group, when, with_store
 from relay.cli.output import Column, Report, table
 from relay.config import Config
+from relay.suppression import entry_fault
 
 Entry = tuple[str, str, float]  # entry, note, created_at
 
@@ -34,6 +35,9 @@ def list_entries(args: argparse.Namespace, config: Config) -> Report:
 
 
 def add(args: argparse.Namespace, config: Config) -> Report:
+    fault = entry_fault(args.entry)  # the API's rule
+    if fault is not None:
+        raise UsageError(f"{args.entry!r} {fault}")
     entry = with_store(config, lambda s: s.suppressions.allow(args.entry, args.note))
     return Report({"entry": entry}, [f"{entry} allowed: bounces and complaints are recorded but never suppress it"])
 
