@@ -86,6 +86,15 @@ def address_fault(address: str) -> str | None:
     return domain_fault(domain) if at else None
 
 
+def control_fault(text: str, *, lines: bool = False) -> str | None:
+    """Why ``text`` (a name or a note an operator gives) cannot be kept, or None: a control character, NUL
+    included (PostgreSQL cannot store a NUL; relay kept it as U+FFFD there and as it was in SQLite). With
+    ``lines``, tabs and line breaks may stay."""
+    found = (_NOTE_CONTROL if lines else _ADDRESS_CONTROL).search(text)
+    return None if found is None else f"contains a control character ({found.group()!r})"
+
+
+_NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_TAG = 128  # characters
 MAX_HEADER_ID = 998  # octets: a Message-ID that fits on one line (RFC 5322 §2.1.1)
 _TAG_FORBIDDEN = re.compile("[,\x00-\x1f\x7f\x85\u2028\u2029]")

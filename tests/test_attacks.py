@@ -827,6 +827,21 @@ async def test_an_allowlist_entry_is_an_address_or_a_domain_mail_goes_to(api, en
         assert (await resp.json())["data"] == []
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/api-keys", {"name": "a\x00b", "scopes": ["send"]}, "name"),
+        ("/v1/templates", {"name": "a\x1bb", "subject": "s", "text": "t"}, "name"),
+        ("/v1/webhooks", {"url": "https://hooks.example/x", "description": "a\x00b"}, "description"),
+    ],
+)
+async def test_names_and_notes_hold_no_control_character(api, path, body, field):  # noqa: F811
+    """A NUL was kept as it was in SQLite and as U+FFFD in PostgreSQL."""
+    async with api.request("POST", path, json=body) as resp:
+        answer = await resp.json()
+        assert resp.status == 400 and answer["error"]["field"] == field, answer
+
+
 async def http_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response with a Content-Length: status, headers (lower-case names), body."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)

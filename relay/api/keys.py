@@ -10,6 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import Clock, iso
 from relay.keys import SCOPES, ApiKey, create_api_key
+from relay.message import control_fault
 from relay.store.protocols import KeyStore
 
 MAX_LIMIT = 10**12
@@ -50,8 +51,10 @@ def parse_test_flag(data: dict[str, Any]) -> bool:
 
 def parse_key_request(data: dict[str, Any]) -> dict[str, Any]:
     name = data.get("name", "default")
-    if not isinstance(name, str) or not 1 <= len(name) <= 100:
-        raise ApiError(400, "invalid_field", "'name' must be a string of 1-100 characters", "name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100 or control_fault(name):
+        raise ApiError(
+            400, "invalid_field", "'name' must be a string of 1-100 characters, no control character", "name"
+        )
     scopes = data.get("scopes", ["send"])
     if not isinstance(scopes, list) or not scopes:
         raise ApiError(400, "invalid_field", "'scopes' must be a non-empty list", "scopes")

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from relay.api.app import ROW_ID_LIMIT, ApiError, read_json_object, require
 from relay.clock import iso
+from relay.message import control_fault
 from relay.renderer import Renderer
 from relay.store.protocols import Storage
 from relay.store.templates import Template, TemplateVersion
@@ -55,10 +56,9 @@ def template_name(data: dict[str, Any], required: bool) -> str | None:
     name = data.get("name")
     if name is None and not required:
         return None
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ApiError(
-            400, "missing_field" if name is None else "invalid_field", "give 'name' (1-200 characters)", "name"
-        )
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or control_fault(name):
+        code = "missing_field" if name is None else "invalid_field"
+        raise ApiError(400, code, "give 'name' (1-200 characters, no control character)", "name")
     return name.strip()
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, page_limit, read_json_object, require, row_cursor
 from relay.clock import Clock, iso
 from relay.events import EVENT_TYPES
+from relay.message import control_fault
 from relay.store.protocols import WebhookStore
 from relay.store.webhooks import AttemptOutcome, AttemptRecord, Webhook
 from relay.webhooks import TargetError, WebhookSender, check_target, new_secret
@@ -57,10 +58,6 @@ async def parse_webhook_fields(data: dict[str, Any], partial: bool, allow_privat
         url = data.get("url")
         if not isinstance(url, str) or len(url) > 2000:
             raise ApiError(400, "missing_field" if url is None else "invalid_field", "give 'url' as a string", "url")
-        try:
-            await check_target(url, allow_private)
-        except TargetError as exc:
-            raise ApiError(400, "invalid_field", str(exc), "url") from None
         out["url"] = url
     if "events" in data:
         events = data["events"] if data["events"] is not None else []
@@ -72,11 +69,15 @@ async def parse_webhook_fields(data: dict[str, Any], partial: bool, allow_privat
             raise ApiError(400, "invalid_field", "'enabled' must be true or false", "enabled")
         out["enabled"] = data["enabled"]
     if "description" in data:
-        if not isinstance(data["description"], str) or len(data["description"]) > 500:
-            raise ApiError(
-                400, "invalid_field", "'description' must be a string of at most 500 characters", "description"
-            )
+        description = data["description"]
+        if not isinstance(description, str) or len(description) > 500 or control_fault(description, lines=True):
+            raise ApiError(400, "invalid_field", "'description' must be text of at most 500 characters", "description")
         out["description"] = data["description"]
+    if "url" in out:  # last: it may ask DNS, and a request that another field refuses need not
+        try:
+            await check_target(out["url"], allow_private)
+        except TargetError as exc:
+            raise ApiError(400, "invalid_field", str(exc), "url") from None
     return out
 
 
