@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from relay.message import split_address
+from relay.message import address_fault, domain_name_fault, split_address
 
 if TYPE_CHECKING:
     from relay.clock import Clock
@@ -103,7 +103,7 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def valid_sender_rule(rule: str) -> bool:
-    """``example.com`` or ``someone@example.com``."""
+    """``example.com`` or ``someone@example.com``, as mail goes to (a NUL or a control character was kept)."""
     if "@" in rule:
-        return split_address(rule) is not None
-    return split_address(f"x@{rule}") is not None and "." in rule
+        return split_address(rule) is not None and address_fault(rule) is None
+    return "." in rule and domain_name_fault(rule) is None

@@ -790,6 +790,13 @@ async def test_smtp_tags_follow_the_api_rule(relay_factory, tags):
     assert sum((await relay.store.queue.summary()).by_state.values()) == 0
 
 
+@pytest.mark.parametrize("rule", ["a\x00b.example", "me@a\x00b.example", "a..example", "d" * 64 + ".example"])
+async def test_an_smtp_credential_sender_rule_is_an_address_or_a_domain(api, rule):  # noqa: F811
+    async with api.request("POST", "/v1/smtp-credentials", json={"allowed_from": ["fine.example", rule]}) as resp:
+        answer = await resp.json()
+        assert resp.status == 400 and answer["error"]["field"] == "allowed_from[1]", answer
+
+
 @pytest.mark.parametrize("tag", ["a\x00b", "a,b", "a\nb", ""])
 async def test_an_smtp_credential_tag_follows_the_message_tag_rule(api, tag):  # noqa: F811
     """A credential's tags go on every message sent with it: a NUL there made each of them fail on PostgreSQL."""
