@@ -26,6 +26,12 @@ from relay.suppression import BOUNCE_SOURCES, REASONS
 # operation names: relay.api.queues imports relay.api.app, which imports this module.
 
 _STR = {"type": "string"}
+_TAG = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "description": "1-128 characters without commas, line breaks or control characters",
+}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -130,7 +136,7 @@ SCHEMAS: dict[str, Any] = {
                 "description": "extra headers; values are one line without control characters",
             },
             "attachments": {"type": "array", "items": _ref("Attachment")},
-            "tags": {"type": "array", "items": _STR, "maxItems": 10},
+            "tags": {"type": "array", "items": _TAG, "maxItems": 10},
             "metadata": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
             "send_at": {
                 "type": ["string", "number", "null"],
@@ -235,7 +241,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "allowed_from": {"type": "array", "items": {**_STR, "description": "domain or address"}},
             "rate_limit": {"type": "integer", "minimum": 1, "maximum": 10**12, "description": "messages per hour"},
-            "tags": {"type": "array", "items": _STR, "maxItems": 10},
+            "tags": {"type": "array", "items": _TAG, "maxItems": 10},
         },
     },
     "SmtpCredential": {
