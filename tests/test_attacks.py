@@ -1057,12 +1057,17 @@ async def test_memory_stays_bounded_under_concurrent_maximum_size_messages(relay
         results = await asyncio.gather(
             *(_smtp_send(proc.smtp_port, smtp_body) for _ in range(12)), *(post(session) for _ in range(12))
         )
+        # Bodies this size take the budget one at a time and wait 2 s for it: which of the 24 get in depends on
+        # the machine's speed (on a loaded one every SMTP body came after the HTTP ones and was told to come
+        # back). Coming back works at either door once the burst is over.
+        after = await _smtp_send(proc.smtp_port, smtp_body), await post(session)
     smtp, http = results[:12], results[12:]
     peak = _peak_rss(proc.proc.pid)
     print(f"peak RSS {before / MB:.0f} MB at start, {peak / MB:.0f} MB after; smtp {smtp}, http {http}")
     assert all(r.startswith(("250 2.0.0", "452 4.3.1")) for r in smtp), smtp
     assert all(status == 202 or (status == 503 and retry) for status, retry in http), http
-    assert sum(r.startswith("250") for r in smtp) >= 1 and sum(s == 202 for s, _ in http) >= 1
+    assert sum(r.startswith("250") for r in smtp) + sum(s == 202 for s, _ in http) >= 1
+    assert after[0].startswith("250 2.0.0") and after[1][0] == 202, after
     # Measured: 66 MB at start, 186 MB at the peak (351 MB without the budget, all 24 taken at once).
     assert peak - before < 160 * MB, (before / MB, peak / MB)
 
