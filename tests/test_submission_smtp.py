@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from relay.store import queue as q
 from tests.conftest import wait_for_states
+from tests.test_address_domains import deliverable_domain
 
 BODY = (
     b"From: App <app@example.com>\r\nTo: user@example.org\r\nSubject: hello\r\n"
@@ -197,29 +198,9 @@ def _full_parser_getaddr(arg: str) -> tuple[str | None, str | None]:
         return None, None
     if len(address.rpartition("@")[0]) > 64 or len(address) > 254 or any(ord(c) < 32 or ord(c) == 127 for c in address):
         return None, None  # relay's limits on top of the parser (RFC 5321 §4.5.3.1; no controls)
-    if "@" in address and not _deliverable_domain(address.rpartition("@")[2]):
+    if "@" in address and not deliverable_domain(address.rpartition("@")[2]):
         return None, None  # and a domain delivery could ask DNS for (or an IP address literal)
     return address, rest
-
-
-def _deliverable_domain(domain: str) -> bool:
-    import ipaddress
-
-    import dns.exception
-    import dns.name
-
-    if domain.startswith("[") and domain.endswith("]"):
-        text = domain[1:-1]
-        try:
-            ipaddress.ip_address(text[5:] if text.lower().startswith("ipv6:") else text)
-        except ValueError:
-            return False
-        return True
-    try:
-        dns.name.from_text(domain)
-    except (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException):
-        return False
-    return True
 
 
 @settings(max_examples=1500, deadline=None)

@@ -72,7 +72,7 @@ async def parse_webhook_fields(data: dict[str, Any], partial: bool, allow_privat
         description = data["description"]
         if not isinstance(description, str) or len(description) > 500 or control_fault(description, lines=True):
             raise ApiError(400, "invalid_field", "'description' must be text of at most 500 characters", "description")
-        out["description"] = data["description"]
+        out["description"] = description
     if "url" in out:  # last: it may ask DNS, and a request that another field refuses need not
         try:
             await check_target(out["url"], allow_private)
