@@ -31,9 +31,9 @@ from relay.cli import (
 )
 from relay.cli.common import EX_CONFIG, EX_INTERRUPTED, EX_USAGE, CommandError, Handler, Parents, load_config
 from relay.cli.output import show
-from relay.cli.serve import JsonFormatter
 from relay.config import ConfigError
 from relay.errors import StoreError
+from relay.logs import JsonFormatter
 from relay.startup import EX_IOERR
 
 __all__ = ["JsonFormatter", "build_parser", "main"]

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
-import sys
-import time
 from collections.abc import Callable
-from typing import Any
 
+from relay import logs
 from relay.cli.common import CommandError, Parents, Subparsers
 from relay.cli.output import Report
 from relay.config import Config
@@ -42,40 +38,4 @@ def _loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | N
 
 
 def setup_logging(config: Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.server.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=config.server.log_level.upper(), handlers=[handler])
-    # Neither format shows the caller's file and line or thread and process names: do not collect
-    # them for every line (the logging HOWTO's "Optimization" switches).
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
-    if config.server.log_level.lower() != "debug":
-        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
-
-
-def rfc3339_utc(timestamp: float) -> str:
-    """Unix seconds → ``2026-12-01T10:32:29.123Z`` (RFC 3339, UTC, milliseconds)."""
-    seconds, millis = divmod(round(timestamp * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (RFC 3339 UTC), level, logger, message, and message_id/recipient when a line
-    has them."""
-
-    FIELDS = ("message_id", "recipient", "state", "attempt", "mx_host")
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": rfc3339_utc(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        data.update({f: getattr(record, f) for f in self.FIELDS if hasattr(record, f)})
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+    logs.setup(config.server.log_format, config.server.log_level)
