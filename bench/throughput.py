@@ -25,6 +25,10 @@ a day; the code of an earlier day, run beside today's, says by how much)::
 
     git worktree add ../before REV && (cd ../before && python3 -m venv .venv && .venv/bin/pip install -e .)
     python bench/throughput.py --runs 3 --target before --target relay --before ../before
+
+With ``--together`` a run's targets run at the same time instead, each with its own injector and sink:
+when the VM's speed changes from one minute to the next, both see the same change. Each has about half
+the machine then, so the figures are for comparing the two (CPU per message), not for their rates.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -759,6 +764,12 @@ def main() -> None:
         " Runs alternate, so peers share conditions",
     )
     parser.add_argument("--before", type=Path, help="--target before: another checkout of relay, with its .venv")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run a run's targets at the same time, each with its own injector and sink: a VM whose speed"
+        " drifts slows them alike (for comparing CPU per message; each has about half the machine)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, queue)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -768,8 +779,12 @@ def main() -> None:
         parser.error("--nodes needs --store postgresql (nodes share a database)")
     results = []
     for _ in range(args.runs):
-        for target in args.target or ["relay"]:
-            result = run(args, target)
+        targets = args.target or ["relay"]
+        if args.together:
+            with ThreadPoolExecutor(len(targets)) as pool:
+                outcomes = list(pool.map(lambda t: run(args, t), targets))
+        for target in targets:
+            result = outcomes.pop(0) if args.together else run(args, target)
             results.append(result)
             if args.json:
                 print(json.dumps(result), flush=True)
