@@ -32,7 +32,17 @@ from relay.errors import StoreError
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
-from relay.startup import EX_CANTCREAT, EX_CONFIG, EX_IOERR, EX_OSERR, StartupError, check_installed, reason
+from relay.startup import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_IOERR,
+    EX_OSERR,
+    OTHER_FILES,
+    StartupError,
+    check_installed,
+    raise_open_files_limit,
+    reason,
+)
 from relay.store import Store
 from relay.store.protocols import Storage
 from relay.store.repositories import SqlStore
@@ -580,6 +590,7 @@ class Relay:
         return pending
 
     async def _start_smtp(self, acceptor: Acceptor, listeners: workers.Listeners) -> None:
+        from relay.admission import ConnectionCounts
         from relay.submission.auth import SharedFailures, SmtpAuthenticator
         from relay.submission.smtp import Policy, Sessions, SubmissionHandler, make_smtp_factory
 
@@ -599,7 +610,7 @@ class Relay:
         handler = SubmissionHandler(acceptor, Policy.from_config(self.config), self.clock, authenticator, limiter)
         context = self._smtp_tls
         assert context is not None
-        sessions = self.smtp_sessions = Sessions()
+        sessions = self.smtp_sessions = Sessions(ConnectionCounts(s.max_connections_per_ip, s.max_connections))
         starttls = make_smtp_factory(handler, self.config, sessions, context)
         implicit = make_smtp_factory(handler, self.config, sessions, context, implicit_tls=True)
         self.smtp_factories = [starttls, implicit]
@@ -621,6 +632,7 @@ class Relay:
             self.config.smtp.idle_timeout,
             self._smtp_tls,
             inbound.max_connections_per_ip,
+            inbound.max_connections,
         )
         loop = asyncio.get_running_loop()
         for sock in self._inbound_sockets:
@@ -708,7 +720,11 @@ class Relay:
 
         guard = ConnectionGuard(
             ConnectionLimits(
-                http.header_timeout, http.body_timeout, http.keepalive_timeout, http.max_connections_per_ip
+                http.header_timeout,
+                http.body_timeout,
+                http.keepalive_timeout,
+                http.max_connections_per_ip,
+                http.max_connections,
             )
         )
         app = make_app(store, settings, routes, max_body=http.max_body_size, outer=[guard.middleware])
@@ -874,6 +890,21 @@ async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> in
     return 0
 
 
+def _open_files_for(config: Config) -> None:
+    """Room for the connections the limits let in, and the delivery's own (see raise_open_files_limit)."""
+    c = config
+    inbound = c.inbound.max_connections if c.inbound.listen else 0
+    needed = c.smtp.max_connections + c.http.max_connections + inbound + c.delivery.concurrency + OTHER_FILES
+    short = raise_open_files_limit(needed)
+    if short is not None:
+        log.warning(
+            "open files are limited to %d (ulimit -n, LimitNOFILE=): the connection limits let in %d connections;"
+            " past the limit a connection is refused by the system, not answered",
+            short,
+            needed - OTHER_FILES,
+        )
+
+
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT, then stop cleanly.
 
@@ -882,6 +913,7 @@ async def serve(config: Config) -> int:
     (see relay.workers) accept on the inherited sockets.
     """
     check_installed()
+    _open_files_for(config)
     inherited = workers.inherited_listeners()
     if inherited is not None:  # this is an acceptor process
         return await _serve_as_acceptor(config, inherited)

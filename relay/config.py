@@ -219,6 +219,9 @@ class SmtpConfig:
     auth_failure_window: float = _field("10m", "...for this long", parse_duration)
     idle_timeout: float = _field("5m", "close a connection that sends nothing for this long", parse_duration)
     max_connections_per_ip: int = _field(50, "simultaneous connections from one address (421 beyond)")
+    max_connections: int = _field(
+        1000, "simultaneous connections in all, per process (421 beyond; trusted_networks are let in regardless)"
+    )
     received_show_auth: bool = _field(False, "name the authenticated user in the Received header")
 
 
@@ -239,6 +242,7 @@ class HttpConfig:
     )
     keepalive_timeout: float = _field("75s", "close a connection idle between requests after this", parse_duration)
     max_connections_per_ip: int = _field(50, "simultaneous connections from one address (503 beyond)")
+    max_connections: int = _field(1000, "simultaneous connections in all, per process (503 beyond)")
     trust_proxy: bool = _field(False, "take the client address from X-Forwarded-For (behind a reverse proxy)")
     require_tls: bool = _field(False, "refuse plain HTTP from clients other than loopback (403)")
     tls_cert: str = _field("", "PEM certificate chain: serve HTTPS on [http] listen")
@@ -432,6 +436,7 @@ class InboundConfig:
     verp: bool = _field(True, "send each recipient's mail with its own authenticated return path on a bounce domain")
     max_message_size: int = _field("10MB", "largest returned message accepted", parse_size)
     max_connections_per_ip: int = _field(50, "simultaneous connections from one address (421 beyond)")
+    max_connections: int = _field(1000, "simultaneous connections in all, per process (421 beyond)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -763,6 +768,7 @@ def _validate(config: Config, where: str) -> None:
         ("smtp", "max_auth_failures"): config.smtp.max_auth_failures,
         ("smtp", "idle_timeout"): config.smtp.idle_timeout,
         ("smtp", "max_connections_per_ip"): config.smtp.max_connections_per_ip,
+        ("smtp", "max_connections"): config.smtp.max_connections,
         ("smtp", "max_message_size"): config.smtp.max_message_size,
         ("delivery", "concurrency"): config.delivery.concurrency,
         ("http", "max_recipients"): config.http.max_recipients,
@@ -771,7 +777,9 @@ def _validate(config: Config, where: str) -> None:
         ("http", "body_timeout"): config.http.body_timeout,
         ("http", "keepalive_timeout"): config.http.keepalive_timeout,
         ("http", "max_connections_per_ip"): config.http.max_connections_per_ip,
+        ("http", "max_connections"): config.http.max_connections,
         ("inbound", "max_connections_per_ip"): config.inbound.max_connections_per_ip,
+        ("inbound", "max_connections"): config.inbound.max_connections,
         ("server", "max_queue"): config.server.max_queue,
         ("server", "max_inflight_bytes"): config.server.max_inflight_bytes,
         ("delivery", "lease"): config.delivery.lease,

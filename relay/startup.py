@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import resource
 from collections.abc import Iterable
 
 from relay.errors import RelayError
@@ -51,3 +52,19 @@ def check_installed(packages: Iterable[str] = IMPORTED_WHEN_USED) -> None:
     for name in packages:
         if importlib.util.find_spec(name) is None:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+OTHER_FILES = 256  # besides the connections relay lets in: the database, logs, DNS, listeners, pipes
+
+
+def raise_open_files_limit(needed: int) -> int | None:
+    """Raise this process's soft limit on open files to ``needed``, never past the hard limit (a shell's
+    ``ulimit -n`` is often 1,024, fewer than the connection limits let in). Returns the limit when it stays
+    short of ``needed``, else None."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return None if target >= needed else target

@@ -955,6 +955,29 @@ async def test_http_connections_beyond_the_per_address_cap_are_refused(relay_fac
             writer.close()
 
 
+async def test_http_connections_beyond_the_total_are_refused(relay_factory):
+    relay = await relay_factory(http={"max_connections": 2})
+    opened = [await asyncio.open_connection(*relay.http_address) for _ in range(2)]
+    try:
+        for reader, writer in opened:
+            writer.write(HEALTHZ)
+            assert (await http_response(reader))[0] == 200
+        reader, writer = await asyncio.open_connection(*relay.http_address)
+        writer.write(HEALTHZ)
+        try:
+            status, headers, body = await http_response(reader)
+            error = json.loads(body)["error"]
+            assert status == 503 and error["code"] == "too_many_connections", body
+            assert error["message"] == "the server has 2 connections open; retry shortly"
+            assert headers["connection"] == "close" and headers["retry-after"] == "1"
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass  # closed before the answer could be read: refused as well
+        writer.close()
+    finally:
+        for _, writer in opened:
+            writer.close()
+
+
 async def test_a_request_body_trickling_in_past_body_timeout_gets_408(relay_factory):
     relay = await relay_factory(http={"body_timeout": "1s"})
     key = (await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",)))[1]

@@ -258,3 +258,17 @@ async def test_one_address_holds_at_most_max_connections_per_ip(relay_factory, s
     for w in (writer, *(w for _, w in opened)):
         w.close()
         await w.wait_closed()
+
+
+async def test_the_inbound_port_holds_at_most_max_connections_in_all(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address}, inbound={**INBOUND, "max_connections": 2})
+    host, port = relay.inbound_addresses[0]
+    opened = [await asyncio.open_connection(host, port) for _ in range(2)]
+    for reader, _ in opened:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+    reader, writer = await asyncio.open_connection(host, port)
+    assert await asyncio.wait_for(reader.readline(), 5) == b"421 4.7.0 too many connections; try again later\r\n"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
+    for w in (writer, *(w for _, w in opened)):
+        w.close()
+        await w.wait_closed()

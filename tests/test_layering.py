@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "model",
         {
+            "admission",
             "compose",
             "compose_direct",
             "config",
@@ -47,7 +48,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # What runs: taking mail in, sending it out, telling applications.
     ("services", {"delivery", "inbound", "metrics", "submission", "webhooks", "webhook_resolver"}),
     ("api", {"api", "dashboard"}),  # the HTTP faces: the API, and the dashboard over the same code
-    ("entry", {"__main__", "app", "cli", "workers"}),
+    ("entry", {"__main__", "app", "cli", "logs", "workers"}),
 ]
 
 # Inside the services layer, which part may use which (anything not listed is forbidden).

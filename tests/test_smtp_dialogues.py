@@ -618,12 +618,38 @@ async def test_connections_past_the_per_address_limit_get_421(relay_factory: Any
     await expect(reader, BYE, "first, quit")
     writer.close()
     for _ in range(50):  # the first connection's count is given back once it is gone
-        if not relay.smtp_sessions.per_ip:
+        if not relay.smtp_sessions.counts.by_address:
             break
         await asyncio.sleep(0.02)
     third_reader, third_writer = await asyncio.open_connection("127.0.0.1", port)
     await expect(third_reader, GREETING, "third")
     third_writer.close()
+
+
+async def test_connections_past_the_total_get_421(relay_factory: Any) -> None:
+    """Many addresses together could hold every file descriptor: [smtp] max_connections caps them in all."""
+    relay = await relay_factory(smtp={"max_connections": 2, "trusted_networks": ["192.0.2.0/24"]})
+    port = relay.smtp_addresses[0][1]
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    for n, (reader, _) in enumerate(opened):
+        await expect(reader, GREETING, f"connection {n}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await expect(reader, "421 4.7.0 Too many connections, try again later\nCLOSED", "past the total")
+    writer.close()
+    for _, w in opened:
+        w.close()
+
+
+async def test_a_trusted_client_gets_in_past_the_total(relay_factory: Any) -> None:
+    """A client of trusted_networks (the applications relay serves) is let in past the total, and counts."""
+    trusting = await relay_factory(smtp={"max_connections": 2, "trusted_networks": ["127.0.0.0/8"]})
+    port = trusting.smtp_addresses[0][1]
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    for n, (reader, _) in enumerate(opened):
+        await expect(reader, GREETING, f"trusted connection {n}")
+    assert trusting.smtp_sessions.counts.open == 3
+    for _, w in opened:
+        w.close()
 
 
 async def test_an_idle_connection_is_closed_without_a_reply(relay_factory: Any) -> None:
@@ -664,7 +690,7 @@ async def test_a_connection_lost_mid_data_leaves_nothing(relay_factory: Any) -> 
         if not relay.smtp_sessions.open:
             break
         await asyncio.sleep(0.02)
-    assert not relay.smtp_sessions.open and not relay.smtp_sessions.per_ip
+    assert not relay.smtp_sessions.open and not relay.smtp_sessions.counts.by_address
 
 
 @pytest.mark.parametrize("cut", [1, 7, 20])
@@ -679,7 +705,7 @@ async def test_a_connection_closed_mid_command_leaves_the_counts_right(relay_fac
         if not relay.smtp_sessions.open:
             break
         await asyncio.sleep(0.02)
-    assert not relay.smtp_sessions.open and not relay.smtp_sessions.per_ip
+    assert not relay.smtp_sessions.open and not relay.smtp_sessions.counts.by_address
 
 
 # Arguments a sloppy or hostile client sends: white space that str.split knows and bytes.strip does not,

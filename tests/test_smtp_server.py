@@ -94,7 +94,7 @@ async def test_a_connection_lost_while_a_step_waits_cancels_it(relay_factory: An
             break
         await asyncio.sleep(0.02)
     assert step.cancelled()
-    assert not relay.smtp_sessions.open and not relay.smtp_sessions.per_ip
+    assert not relay.smtp_sessions.open and not relay.smtp_sessions.counts.by_address
 
 
 async def test_one_timer_per_connection(relay_factory: Any) -> None:
@@ -136,7 +136,7 @@ async def test_a_failed_tls_handshake_closes_the_connection(relay_factory: Any) 
         if not relay.smtp_sessions.open:
             break
         await asyncio.sleep(0.02)
-    assert not relay.smtp_sessions.open and not relay.smtp_sessions.per_ip
+    assert not relay.smtp_sessions.open and not relay.smtp_sessions.counts.by_address
 
 
 async def test_drain_waits_for_a_transaction_then_closes(relay_factory: Any) -> None:

@@ -5,7 +5,8 @@ sends its request one byte at a time, or its body at a trickle, holds the connec
 descriptor the SMTP listener needs) for as long as it keeps sending. Here every HTTP connection
 goes through a :class:`GuardedProtocol` that
 
-- refuses a connection beyond ``max_connections_per_ip`` from one address (503, then closes it),
+- refuses a connection beyond ``max_connections_per_ip`` from one address, or beyond ``max_connections`` in
+  all (503, then closes it; see relay.admission),
 - closes a connection whose request headers are not complete ``header_timeout`` after their first
   byte (or after the connection opened) with a 408,
 
@@ -22,7 +23,6 @@ import json
 import logging
 import random
 import socket
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +30,7 @@ from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from relay.admission import ConnectionCounts, Refusal
 from relay.api.app import HELD, ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,6 +45,7 @@ class ConnectionLimits:
     body_timeout: float = 60.0  # from the end of the headers to the end of the body
     keepalive_timeout: float = 75.0  # an idle connection between requests is closed after this
     max_connections_per_ip: int = 50
+    max_connections: int = 1000  # in all, in this process
 
 
 def canned_response(status: int, reason: str, code: str, message: str, extra: str = "") -> bytes:
@@ -97,23 +99,18 @@ class ConnectionGuard:
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
-        self.per_ip: Counter[str] = Counter()
+        self.counts = ConnectionCounts(limits.max_connections_per_ip, limits.max_connections)
         self._by_handler: dict[object, GuardedProtocol] = {}
 
     def factory(self, make_handler: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for ``loop.create_server``: aiohttp's handlers behind the guard."""
         return lambda: GuardedProtocol(self, make_handler)
 
-    def admit(self, ip: str) -> bool:
-        if self.per_ip[ip] >= self.limits.max_connections_per_ip:
-            return False
-        self.per_ip[ip] += 1
-        return True
+    def admit(self, ip: str) -> Refusal | None:
+        return self.counts.admit(ip)
 
     def release(self, ip: str) -> None:
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
+        self.counts.release(ip)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -172,11 +169,13 @@ class GuardedProtocol(asyncio.Protocol):
         self._unread: StreamReader | None = None  # a body the last response left unread (aiohttp drains it)
         self._timer: asyncio.TimerHandle | None = None
         self._refused_head = b""  # a refused connection's request so far: answered once its headers end
+        self._refusal: Refusal | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is no subclass)
         ip = _peer_ip(transport)
-        if not self._guard.admit(ip):
+        self._refusal = self._guard.admit(ip)
+        if self._refusal is not None:
             self._arm(self._refuse, min(REFUSE_WITHIN, self._guard.limits.header_timeout))
             return
         self._ip = ip
@@ -251,15 +250,13 @@ class GuardedProtocol(asyncio.Protocol):
         self._disarm()
         if self._transport is None or self._transport.is_closing():
             return
-        limit = self._guard.limits.max_connections_per_ip
+        limits = self._guard.limits
+        if self._refusal is Refusal.TOTAL:
+            message = f"the server has {limits.max_connections} connections open; retry shortly"
+        else:
+            message = f"more than {limits.max_connections_per_ip} connections from this address; close one and retry"
         self._transport.write(
-            canned_response(
-                503,
-                "Service Unavailable",
-                "too_many_connections",
-                f"more than {limit} connections from this address; close one and retry",
-                "Retry-After: 1\r\n",
-            )
+            canned_response(503, "Service Unavailable", "too_many_connections", message, "Retry-After: 1\r\n")
         )
         self._transport.close()
 

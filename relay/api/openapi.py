@@ -1518,8 +1518,9 @@ _CONNECTIONS = (
     "Connection limits ([http]): request headers must be complete header_timeout after their first byte and a"
     " body body_timeout after its headers (else 408 request_timeout, and the connection is closed); a connection"
     " idle keepalive_timeout between requests is closed; more than max_connections_per_ip connections from one"
-    " address get 503 too_many_connections (Retry-After) and are closed. A request body that does not fit in"
-    " [server] max_inflight_bytes (memory for bodies in hand) within 2 s gets 503 service_unavailable (Retry-After)."
+    " address, or more than max_connections in all, get 503 too_many_connections (Retry-After) and are closed."
+    " A request body that does not fit in [server] max_inflight_bytes (memory for bodies in hand) within 2 s"
+    " gets 503 service_unavailable (Retry-After)."
 )
 
 

@@ -22,12 +22,12 @@ import concurrent.futures
 import dataclasses
 import logging
 import ssl
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from relay.admission import ConnectionCounts, Refusal
 from relay.bounces.classify import Classification, Kind
 from relay.bounces.parse import Parsed, Report, parse, reply_code
 from relay.bounces.verp import PREFIX, ReturnPath, Verp
@@ -210,17 +210,17 @@ class InboundHandler:
 
 
 TOO_MANY_CONNECTIONS = b"421 4.7.0 too many connections from your address; try again later\r\n"
+TOO_BUSY = b"421 4.7.0 too many connections; try again later\r\n"
 
 
 class InboundSession(ChunkedData):
-    """One session on the inbound port, which anyone may reach: a client address holds at most ``limit`` of
-    them (``per_ip`` is the listener's count), as Postfix's anvil holds one to 50 by default; more are told
-    421 and closed before a greeting, without a session's cost."""
+    """One session on the inbound port, which anyone may reach: the listener's ``counts`` cap them per
+    client address (as Postfix's anvil, 50 by default) and in all (relay.admission); beyond either a client
+    is told 421 and closed before a greeting, without a session's cost."""
 
-    def __init__(self, *args: Any, per_ip: Counter[str], limit: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, counts: ConnectionCounts, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._per_ip = per_ip
-        self._limit = limit
+        self._counts = counts
         self._counted: str | None = None  # the address this session is counted under
         self._refused = False
 
@@ -228,13 +228,14 @@ class InboundSession(ChunkedData):
         if self.transport is None and not self._refused and self._counted is None:  # not the STARTTLS switch
             peer = transport.get_extra_info("peername")
             ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-            if self._per_ip[ip] >= self._limit:
-                log.warning("refused an inbound connection from %s: too many connections", ip)
+            refusal = self._counts.admit(ip)
+            if refusal is not None:
+                log.warning("refused an inbound connection from %s: %s", ip, refusal.value)
                 self._refused = True
-                cast(asyncio.WriteTransport, transport).write(TOO_MANY_CONNECTIONS)  # uvloop's is no subclass
+                reply = TOO_MANY_CONNECTIONS if refusal is Refusal.ADDRESS else TOO_BUSY
+                cast(asyncio.WriteTransport, transport).write(reply)  # uvloop's is no subclass
                 transport.close()
                 return
-            self._per_ip[ip] += 1
             self._counted = ip
         super().connection_made(transport)
 
@@ -242,9 +243,7 @@ class InboundSession(ChunkedData):
         if self._refused:
             return
         if self._counted is not None:
-            self._per_ip[self._counted] -= 1
-            if self._per_ip[self._counted] <= 0:
-                del self._per_ip[self._counted]
+            self._counts.release(self._counted)
             self._counted = None
         super().connection_lost(error)
 
@@ -263,15 +262,15 @@ def make_inbound_factory(
     idle_timeout: float,
     tls_context: ssl.SSLContext | None,
     max_connections_per_ip: int = 50,
+    max_connections: int = 1000,
 ) -> Callable[[], SMTP]:
     handler = InboundHandler(returned)
-    per_ip: Counter[str] = Counter()
+    counts = ConnectionCounts(max_connections_per_ip, max_connections)
 
     def factory() -> SMTP:
         return InboundSession(
             handler,
-            per_ip=per_ip,
-            limit=max_connections_per_ip,
+            counts=counts,
             hostname=hostname,
             ident="relay",
             data_size_limit=max_size,

@@ -92,6 +92,7 @@ CHALLENGE_USER = b"334 VXNlciBOYW1lAA==\r\n"  # base64 of "User Name\0", as aios
 CHALLENGE_PASSWORD = b"334 UGFzc3dvcmQA\r\n"  # "Password\0"
 TEMPORARY = b"451 4.3.0 Temporary failure, please try again later\r\n"
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address, try again later\r\n"
+TOO_BUSY = b"421 4.7.0 Too many connections, try again later\r\n"
 MECHANISMS = ("LOGIN", "PLAIN")
 
 SYNTAX = {  # HELP texts: the command's syntax, and what EHLO adds to it

@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
+from relay.admission import Refusal
 from relay.submission import sasl
 from relay.submission.auth import Throttled
 from relay.submission.budget import SMTP_WEIGHT, Held
@@ -58,6 +59,7 @@ from relay.submission.commands import (
     SYNTAX_ERRORS,
     TEMPORARY,
     TLS_ACTIVE,
+    TOO_BUSY,
     TOO_LONG,
     TOO_MANY_BOGUS,
     TOO_MANY_CONNECTIONS,
@@ -177,13 +179,15 @@ class SubmissionProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         sessions, policy = self.listener.sessions, self.listener.policy
-        if sessions.per_ip[self._ip] >= policy.max_connections_per_ip:
-            log.warning("refused a connection from %s: too many connections", self._ip)
+        counts = sessions.counts
+        reserved = counts.open >= counts.total and is_trusted(self._ip, policy.trusted)  # asked only when full
+        refusal = counts.admit(self._ip, reserved)
+        if refusal is not None:
+            log.warning("refused a connection from %s: %s", self._ip, refusal.value)
             self._closing = True
-            self.transport.write(TOO_MANY_CONNECTIONS)
+            self.transport.write(TOO_MANY_CONNECTIONS if refusal is Refusal.ADDRESS else TOO_BUSY)
             self.transport.close()
             return
-        sessions.per_ip[self._ip] += 1
         sessions.open.add(self)
         self._counted = True
         implicit = self.listener.implicit_tls
@@ -212,9 +216,7 @@ class SubmissionProtocol(asyncio.Protocol):
             self._counted = False
             sessions = self.listener.sessions
             sessions.open.discard(self)
-            sessions.per_ip[self._ip] -= 1
-            if sessions.per_ip[self._ip] <= 0:
-                del sessions.per_ip[self._ip]
+            sessions.counts.release(self._ip)
 
     def eof_received(self) -> bool | None:
         return False  # the client is done sending: close (a reply could not be acted on anyway)

@@ -23,13 +23,13 @@ import asyncio
 import dataclasses
 import logging
 import ssl
-from collections import Counter
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from relay import strictjson
+from relay.admission import ConnectionCounts
 from relay.clock import Clock
 from relay.config import Config, Network, Rate
 from relay.credentials import SmtpCredential
@@ -112,7 +112,6 @@ class Policy:
     trusted: Sequence[Network]
     plaintext_auth: Sequence[Network]
     max_recipients: int
-    max_connections_per_ip: int
     show_auth: bool
     max_schedule_ahead: float = 30 * 86400.0
 
@@ -124,7 +123,6 @@ class Policy:
             s.trusted_networks,
             s.plaintext_auth_networks,
             s.max_recipients,
-            s.max_connections_per_ip,
             s.received_show_auth,
             config.server.max_schedule_ahead,
         )
@@ -302,11 +300,11 @@ class SubmissionHandler:
 
 
 class Sessions:
-    """The open SMTP connections: per-address counts, and a drain for stopping."""
+    """The open SMTP connections: their counts (per address and in all), and a drain for stopping."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: ConnectionCounts) -> None:
         self.open: set[SubmissionProtocol] = set()
-        self.per_ip: Counter[str] = Counter()
+        self.counts = counts
 
     def in_transaction(self) -> int:
         return sum(1 for smtp in self.open if smtp.envelope is not None and smtp.envelope.mail_from is not None)
