@@ -28,7 +28,8 @@ a day; the code of an earlier day, run beside today's, says by how much)::
 
 With ``--together`` a run's targets run at the same time instead, each with its own injector and sink:
 when the VM's speed changes from one minute to the next, both see the same change. Each has about half
-the machine then, so the figures are for comparing the two (CPU per message), not for their rates.
+the machine then, so the figures are for comparing the two (CPU per message), not for their rates. "while
+both ran" is each one's CPU per message delivered up to the moment the first of them was done.
 """
 
 from __future__ import annotations
@@ -607,7 +608,33 @@ def inject_split(injector: str, ports: list[int], message: bytes, tmp: Path, arg
         thread.join()
 
 
-def run(args: argparse.Namespace, target: str) -> dict[str, object]:
+class SharedWindow:
+    """--together: the moment the first target is done, every target's CPU so far and messages delivered.
+    Its CPU per message over that window is measured while all of them ran (the slower one has the machine
+    to itself after it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: dict[str, tuple[Relay | Cluster | Postfix, float]] = {}
+        self.at_first_done: dict[str, tuple[float, int]] | None = None
+
+    def started(self, target: str, server: Relay | Cluster | Postfix, cpu_before: float) -> None:
+        with self._lock:
+            self._servers[target] = (server, cpu_before)
+
+    def finished(self) -> None:
+        with self._lock:
+            if self.at_first_done is None:
+                self.at_first_done = {t: (s.cpu() - before, s.delivered()) for t, (s, before) in self._servers.items()}
+
+    def cpu_ms_per_message(self, target: str) -> float | None:
+        seen = (self.at_first_done or {}).get(target)
+        if seen is None or seen[1] <= 0:
+            return None
+        return round(seen[0] * 1000 / seen[1], 3)
+
+
+def run(args: argparse.Namespace, target: str, window: SharedWindow | None = None) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{target}-bench-"))
     smtp_port, sink_port = free_port(), free_port()
     sink_kind = args.sink if args.sink != "auto" else ("smtp-sink" if shutil.which("smtp-sink") else "python")
@@ -633,6 +660,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
         if args.profile is not None and isinstance(server, Relay):
             profiler = Profiler(args.profile, target, server.pids)
         cpu_before = server.cpu()
+        if window is not None:
+            window.started(target, server, cpu_before)
         db_before = (database.cpu(), *database.counters()) if database is not None else None
         start = time.monotonic()
         if isinstance(server, Cluster):
@@ -647,6 +676,8 @@ def run(args: argparse.Namespace, target: str) -> dict[str, object]:
                 raise SystemExit(f"relay exited during the run ({done} of {args.messages} delivered):\n{log}")
             time.sleep(0.02)
         finished_at = time.monotonic()
+        if window is not None:
+            window.finished()
         cpu = server.cpu() - cpu_before
         memory = server.memory()  # after the run, before stopping: what the processes hold at its end
         if profiler is not None:
@@ -781,8 +812,11 @@ def main() -> None:
     for _ in range(args.runs):
         targets = args.target or ["relay"]
         if args.together:
+            window = SharedWindow()
             with ThreadPoolExecutor(len(targets)) as pool:
-                outcomes = list(pool.map(lambda t: run(args, t), targets))
+                outcomes = list(pool.map(run, [args] * len(targets), targets, [window] * len(targets)))
+            for outcome in outcomes:
+                outcome["cpu_ms_per_message_together"] = window.cpu_ms_per_message(str(outcome["target"]))
         for target in targets:
             result = outcomes.pop(0) if args.together else run(args, target)
             results.append(result)
@@ -807,6 +841,11 @@ def main() -> None:
                         f"{result['db_statements_per_message']} statements and "
                         f"{result['db_commits_per_message']} commits per message, "
                         if "db_cpu_ms_per_message" in result
+                        else ""
+                    )
+                    + (
+                        f"while both ran {result['cpu_ms_per_message_together']} ms/msg, "
+                        if result.get("cpu_ms_per_message_together") is not None
                         else ""
                     )
                     + (f"PSS {result['pss_mb']} MB, " if result.get("pss_mb") is not None else "")
