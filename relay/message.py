@@ -48,6 +48,14 @@ def new_message_id(now: float | None = None) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_SORTABLE_BASE32)
 
 
+_MESSAGE_ID = re.compile(r"[0-9a-hjkmnp-tv-z]{26}")
+
+
+def is_message_id(text: str) -> bool:
+    """Whether ``text`` has the form of relay's message ids (26 characters of the sortable alphabet below)."""
+    return _MESSAGE_ID.fullmatch(text) is not None
+
+
 def lowest_message_id(at: float) -> str:
     """The smallest id a message made at ``at`` can have: ids below it were made earlier."""
     raw = int(at * 1000).to_bytes(6, "big") + bytes(10)

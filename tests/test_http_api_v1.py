@@ -611,6 +611,26 @@ async def test_odd_numbers_in_paths_and_queries_are_refused_never_a_500(api_fact
     assert not failed, failed
 
 
+async def test_a_message_listing_cursor_is_a_message_id(api_factory):
+    """?cursor= of GET /v1/messages and /v1/scheduled-messages is a previous page's next_cursor. Anything
+    else was compared with ids as it came: with a NUL, SQLite answered an empty page and PostgreSQL every
+    message (its NUL made U+FFFD, which sorts after every id)."""
+    api = await api_factory()
+    ids = []
+    for n in range(3):
+        async with api.request("POST", "/v1/messages", json={**MESSAGE, "subject": f"m{n}"}) as resp:
+            assert resp.status == 202, await resp.text()
+            ids.append((await resp.json())["id"])
+    async with api.request("GET", "/v1/messages", params={"cursor": ids[2]}) as resp:
+        assert [m["id"] for m in (await resp.json())["data"]] == [ids[1], ids[0]]
+    for listing in ("/v1/messages", "/v1/scheduled-messages"):
+        for odd in ("\x00", "z" * 5000, ids[2].upper(), ids[2] + "0", "01ABC"):
+            async with api.request("GET", listing, params={"cursor": odd}) as resp:
+                body = await resp.json()
+                assert resp.status == 400 and body["error"]["field"] == "cursor", (listing, odd, body)
+                assert body["error"]["message"] == "'cursor' must be the next_cursor of a previous page"
+
+
 async def _raw_post(port: int, head: bytes, body: bytes) -> bytes:
     """A POST /v1/messages written by hand (headers aiohttp's client would not send), and its status."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -26,7 +26,7 @@ from relay.api.dryrun import dry_run, wants_dry_run
 from relay.clock import Clock, iso
 from relay.events import State
 from relay.keys import ApiKey
-from relay.message import split_address
+from relay.message import is_message_id, split_address
 from relay.store.idempotency import IdempotencyRecord
 from relay.store.protocols import Storage
 from relay.store.queue import MAX_SEARCH_TEXT, MessageFilter, MessageRecord
@@ -108,6 +108,16 @@ def parse_search_text(field: str, value: str | None, spaces: bool = True) -> str
     return value
 
 
+def parse_message_cursor(value: str | None) -> str | None:
+    """``?cursor=`` of a message listing: the ``next_cursor`` of a previous page, a message id. Anything else
+    was compared with ids as it came (a NUL, a 5 KB string): SQLite and PostgreSQL answered different pages."""
+    if not value:
+        return None
+    if not is_message_id(value):
+        raise ApiError(400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor")
+    return value
+
+
 def parse_status(value: str | None) -> str | None:
     """``?status=``: messages with a recipient in this state."""
     if value is not None and value not in {s.value for s in State}:
@@ -148,7 +158,7 @@ class MessagesView:
         """Messages waiting for their send_at, soonest first."""
         limit = page_limit(request.query, 20, MAX_PAGE)
         rows = await self.store.queue.scheduled_messages(
-            request.query.get("cursor") or None, limit + 1, own_filter(request)
+            parse_message_cursor(request.query.get("cursor")), limit + 1, own_filter(request)
         )
         page = rows[:limit]
         body = {"data": [message_json(m) for m in page], "next_cursor": page[-1].id if len(rows) > limit else None}
@@ -209,7 +219,7 @@ class MessagesView:
         query = request.query
         limit = page_limit(query, 20, MAX_PAGE)
         f = MessageFilter(
-            before=query.get("cursor") or None,
+            before=parse_message_cursor(query.get("cursor")),
             status=parse_status(query.get("status")),
             recipient=query.get("recipient") or None,
             tag=query.get("tag") or None,

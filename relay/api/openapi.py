@@ -325,7 +325,12 @@ PATHS: dict[str, Any] = {
             "summary": "List and search messages, newest first (scope read); every parameter given must match",
             "parameters": [
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                {"name": "cursor", "in": "query", "schema": _STR},
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "description": "the next_cursor of a previous page (a message id); anything else is a 400",
+                    "schema": {"type": "string", "pattern": "^[0-9a-hjkmnp-tv-z]{26}$"},
+                },
                 {"name": "status", "in": "query", "schema": _STR},
                 {"name": "recipient", "in": "query", "schema": _STR},
                 {"name": "tag", "in": "query", "schema": _STR},

@@ -24,6 +24,7 @@ from relay.dashboard.pages import Page
 from relay.dashboard.render import FormErrors, render
 from relay.errors import Refused
 from relay.events import State
+from relay.message import is_message_id
 from relay.store.queue import MessageFilter, MessageRecord
 from relay.submission.http import parse_time
 
@@ -84,7 +85,9 @@ def message_filter(query: Mapping[str, str]) -> tuple[MessageFilter, FormErrors]
             values[f.name] = f.parse(f.name, text)
         except Refused as exc:
             errors[f.name] = exc.http_message()
-    return MessageFilter(before=query.get("cursor") or None, **values), FormErrors(errors)
+    cursor = query.get("cursor", "")
+    before = cursor if is_message_id(cursor) else None  # only a link of the page before makes one: else the first page
+    return MessageFilter(before=before, **values), FormErrors(errors)
 
 
 def state_counts(m: MessageRecord) -> list[tuple[str, int]]:
