@@ -127,3 +127,18 @@ async def test_bounce_filters_answer_to_both_documented_names(api_factory):  # n
     ):
         async with api.request("GET", f"/v1/bounces?{query}", key) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["field"] == field, query
+
+
+async def test_the_suppressions_cursor_and_search_take_no_control_character(api_factory):  # noqa: F811
+    """The cursor is the address a previous page ended with. A NUL in it answered every suppression on SQLite
+    and none on PostgreSQL (where it became U+FFFD, which sorts after every address)."""
+    api = await api_factory()
+    _, key = await create_api_key(api.relay.store.keys, api.relay.store.clock, "support", ("suppressions",))
+    async with api.request("POST", "/v1/suppressions", key, json={"emails": ["a@example.org", "b@example.org"]}) as r:
+        assert r.status == 201
+    async with api.request("GET", "/v1/suppressions", key, params={"cursor": "a@example.org"}) as resp:
+        assert [s["email"] for s in (await resp.json())["data"]] == ["b@example.org"]
+    for name, value in (("cursor", "\x00"), ("cursor", "a\x1b@example.org"), ("cursor", "z" * 300), ("search", "\x00")):
+        async with api.request("GET", "/v1/suppressions", key, params={name: value}) as resp:
+            body = await resp.json()
+            assert resp.status == 400 and body["error"]["field"] == name, (name, value, body)

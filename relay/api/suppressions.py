@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.app import ROW_ID_LIMIT, ApiError, page_limit, read_json_object, require, row_cursor
+from relay.api.messages import parse_search_text
 from relay.clock import iso
-from relay.message import address_fault, split_address
+from relay.message import MAX_ADDRESS, address_fault, control_fault, split_address
 from relay.store.protocols import SuppressionStore
 from relay.store.suppressions import Bounce, BounceFilter, Suppression, SuppressionFilter
 from relay.submission.http import parse_time
@@ -80,10 +81,15 @@ def parse_entry(data: Mapping[str, Any]) -> str:
 
 def suppression_filter(query: Mapping[str, str]) -> SuppressionFilter:
     """``GET /v1/suppressions``'s filters: reason, search (part of the address), since, until, cursor."""
+    cursor = query.get("cursor") or None
+    if cursor is not None and (control_fault(cursor) or len(cursor.encode("utf-8", "surrogatepass")) > MAX_ADDRESS):
+        # The cursor is an address a previous page ended with. A NUL in one gave every suppression on SQLite
+        # and none on PostgreSQL (where the NUL became U+FFFD, which sorts after every address).
+        raise ApiError(400, "invalid_field", "'cursor' must be the next_cursor of a previous page", "cursor")
     return SuppressionFilter(
         reason=query.get("reason") or None,
-        search=query.get("search") or None,
-        after=query.get("cursor") or None,
+        search=parse_search_text("search", query.get("search") or None),
+        after=cursor,
         since=parse_time("since", query["since"]) if "since" in query else None,
         until=parse_time("until", query["until"]) if "until" in query else None,
     )
