@@ -43,12 +43,15 @@ class FieldError(RelayError, ValueError):
         self.code = code
 
 
+MAX_METADATA_SIZE = 10 * 1024  # characters of a message's metadata keys and values together
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_recipients: int = 50
     max_attachments_size: int = 20 * 1024 * 1024  # decoded bytes, all attachments together
     max_tags: int = 10
-    max_metadata_size: int = 10 * 1024  # bytes of JSON-ish text
+    max_metadata_size: int = MAX_METADATA_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,18 +273,30 @@ def _tags(value: object, limits: Limits) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _metadata(value: object, limits: Limits) -> dict[str, Any]:
-    if value is None:
-        return {}
+def metadata_fault(value: object, max_size: int = MAX_METADATA_SIZE) -> tuple[str, str] | None:
+    """Why ``value`` cannot be a message's metadata, as (the field at fault, why), or None: the one rule of
+    the API's ``metadata`` and SMTP's X-Relay-Metadata. A flat object of strings, numbers, booleans and
+    nulls, its keys and values ``max_size`` characters at most together (it goes into every event and
+    webhook payload of the message)."""
     if not isinstance(value, dict):
-        raise FieldError("metadata", "'metadata' must be a flat object")
+        return "metadata", "'metadata' must be a flat object"
     size = 0
     for key, item in value.items():
         if not isinstance(item, str | int | float | bool) and item is not None:
-            raise FieldError(f"metadata.{key}", "metadata values are strings, numbers, booleans or null")
+            return f"metadata.{key}", "metadata values are strings, numbers, booleans or null"
         size += len(key) + len(str(item))
-    if size > limits.max_metadata_size:
-        raise FieldError("metadata", f"metadata exceeds {limits.max_metadata_size} bytes")
+    if size > max_size:
+        return "metadata", f"metadata exceeds {max_size} bytes"
+    return None
+
+
+def _metadata(value: object, limits: Limits) -> dict[str, Any]:
+    if value is None:
+        return {}
+    fault = metadata_fault(value, limits.max_metadata_size)
+    if fault is not None:
+        raise FieldError(*fault)
+    assert isinstance(value, dict)
     return dict(value)
 
 

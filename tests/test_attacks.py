@@ -773,6 +773,39 @@ async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
     assert sum((await relay.store.queue.summary()).by_state.values()) == 0
 
 
+def _folded_metadata(size: int) -> bytes:
+    """A flat JSON object of about ``size`` characters, folded over lines SMTP takes."""
+    text = json.dumps({f"k{i}": "v" * 900 for i in range(size // 906 + 1)}).encode()
+    return b"\r\n ".join(text[i : i + 900] for i in range(0, len(text), 900))
+
+
+@pytest.mark.parametrize("metadata", [_folded_metadata(55_000), b'{"a": {"b": 1}}', b"[1, 2]"])
+async def test_smtp_metadata_follows_the_api_rule(relay_factory, metadata):
+    """X-Relay-Metadata of 55 KB was stored (the API refuses more than 10 KB), and went into every event and
+    webhook payload of the message."""
+    relay = await relay_factory()
+    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1],
+        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
+        + [b"DATA\r\n", body],
+    )
+    assert replies[5].startswith("550 5.6.0 X-Relay-Metadata: "), replies[5]
+    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
+
+
+async def test_smtp_metadata_under_10_kb_is_taken(relay_factory):
+    relay = await relay_factory()
+    metadata = _folded_metadata(9_000)
+    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1],
+        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
+        + [b"DATA\r\n", body],
+    )
+    assert replies[5].startswith("250 "), replies[5]
+
+
 @pytest.mark.parametrize(
     "tags",
     [b"ok, =?utf-8?q?a=00b?=", b"=?utf-8?q?a=1Bb?=", b"x" * 129, b", ".join(b"t%d" % i for i in range(11))],

@@ -31,6 +31,7 @@ from typing import Any
 from relay import strictjson
 from relay.admission import ConnectionCounts
 from relay.clock import Clock
+from relay.compose import metadata_fault
 from relay.config import Config, Network, Rate
 from relay.credentials import SmtpCredential
 from relay.errors import RecipientsSuppressed, Refused, StoreError
@@ -79,10 +80,9 @@ def parse_relay_headers(raw: bytes) -> tuple[tuple[str, ...], dict[str, Any]]:
             metadata = strictjson.loads(metadata_text)
         except ValueError:
             raise ValueError(f"{METADATA_HEADER} is not valid JSON") from None
-        if not isinstance(metadata, dict) or any(
-            not isinstance(v, str | int | float | bool) and v is not None for v in metadata.values()
-        ):
-            raise ValueError(f"{METADATA_HEADER} must be a flat JSON object")
+        refused = metadata_fault(metadata)
+        if refused is not None:  # the API's rule: a flat object of 10 KB at most (SMTP took any size)
+            raise ValueError(f"{METADATA_HEADER}: {refused[1]}")
     return tags, metadata
 
 
