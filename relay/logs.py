@@ -82,7 +82,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # StreamHan
     def __init__(self, stream: IO[str]) -> None:
         super().__init__(stream)
         self._lines: list[str] = []
-        self._flush_scheduled = False
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop whose turn ends with a flush
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -90,8 +90,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # StreamHan
             loop = asyncio.events._get_running_loop()
             if loop is None or record.levelno >= logging.WARNING:
                 self._write()
-            elif not self._flush_scheduled:
-                self._flush_scheduled = True
+            elif self._flush_on is not loop:  # also when a loop closed before its flush ran
+                self._flush_on = loop
                 loop.call_soon(self._flush_turn)
         except RecursionError:  # as StreamHandler.emit
             raise
@@ -105,7 +105,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # StreamHan
 
     def _flush_turn(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            self._flush_scheduled = False
+            self._flush_on = None
             self._write()
 
     def _write(self) -> None:

@@ -99,6 +99,24 @@ def test_lines_still_waiting_are_written_by_flush(logged):
     assert asyncio.run(turn()) == ["", "INFO delivered\n", "INFO delivered\n"]
 
 
+def test_a_loop_that_closed_before_its_flush_does_not_hold_back_the_next_loops_lines(logged):
+    logger, stream = logged
+
+    first = asyncio.new_event_loop()
+    first.call_soon(logger.info, "one")  # its flush is scheduled after the stop below: it never runs
+    first.call_soon(first.stop)
+    first.run_forever()
+    first.close()
+    assert stream.getvalue() == ""
+
+    async def turn() -> str:
+        logger.info("two")
+        await asyncio.sleep(0)
+        return stream.getvalue()
+
+    assert asyncio.run(turn()).endswith("INFO two\n")
+
+
 def test_a_line_that_cannot_be_formatted_does_not_take_the_others_with_it(logged):
     logger, stream = logged
     handler = next(h for h in logger.handlers if isinstance(h, LineHandler))
