@@ -754,23 +754,28 @@ async def test_a_stored_infinity_is_never_served(api):  # noqa: F811
         assert (await resp.json())["metadata"] == {"a": None, "b": None}
 
 
+async def _end_of_data_reply(relay, header: bytes) -> str:
+    """The reply to the end of DATA for a message carrying ``header`` (one field, maybe folded)."""
+    body = b"From: app@example.com\r\nTo: u@example.org\r\n" + header + b"\r\n\r\nhi\r\n.\r\n"
+    replies = await smtp_session(
+        relay.smtp_addresses[0][1],
+        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
+        + [b"DATA\r\n", body],
+    )
+    return replies[5]
+
+
+async def _nothing_queued(relay) -> bool:
+    return sum((await relay.store.queue.summary()).by_state.values()) == 0
+
+
 @pytest.mark.parametrize("metadata", [b'{"a": 1e400}', b'{"a": -1e999}', b'{"a": NaN}'])
 async def test_smtp_metadata_is_strict_json_too(relay_factory, metadata):
     """X-Relay-Metadata with 1e400 was stored and served back as Infinity."""
     relay = await relay_factory()
-    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
-    replies = await smtp_session(
-        relay.smtp_addresses[0][1],
-        [
-            b"EHLO client.test\r\n",
-            b"MAIL FROM:<app@example.com>\r\n",
-            b"RCPT TO:<u@example.org>\r\n",
-            b"DATA\r\n",
-            body,
-        ],
-    )
-    assert replies[5].startswith("550 5.6.0 X-Relay-Metadata"), replies[5]
-    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
+    reply = await _end_of_data_reply(relay, b"X-Relay-Metadata: " + metadata)
+    assert reply.startswith("550 5.6.0 X-Relay-Metadata"), reply
+    assert await _nothing_queued(relay)
 
 
 def _folded_metadata(size: int) -> bytes:
@@ -784,26 +789,17 @@ async def test_smtp_metadata_follows_the_api_rule(relay_factory, metadata):
     """X-Relay-Metadata of 55 KB was stored (the API refuses more than 10 KB), and went into every event and
     webhook payload of the message."""
     relay = await relay_factory()
-    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
-    replies = await smtp_session(
-        relay.smtp_addresses[0][1],
-        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
-        + [b"DATA\r\n", body],
-    )
-    assert replies[5].startswith("550 5.6.0 X-Relay-Metadata: "), replies[5]
-    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
+    reply = await _end_of_data_reply(relay, b"X-Relay-Metadata: " + metadata)
+    assert reply.startswith("550 5.6.0 X-Relay-Metadata: "), reply
+    assert await _nothing_queued(relay)
 
 
 async def test_smtp_metadata_under_10_kb_is_taken(relay_factory):
     relay = await relay_factory()
-    metadata = _folded_metadata(9_000)
-    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Metadata: " + metadata + b"\r\n\r\nhi\r\n.\r\n"
-    replies = await smtp_session(
-        relay.smtp_addresses[0][1],
-        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
-        + [b"DATA\r\n", body],
-    )
-    assert replies[5].startswith("250 "), replies[5]
+    reply = await _end_of_data_reply(relay, b"X-Relay-Metadata: " + _folded_metadata(9_000))
+    assert reply.startswith("250 "), reply
+    stored = await relay.store.queue.message(reply.split()[-1])
+    assert stored is not None and len(stored.metadata) == 10 and stored.metadata["k0"].startswith("v" * 800)
 
 
 @pytest.mark.parametrize(
@@ -813,14 +809,9 @@ async def test_smtp_metadata_under_10_kb_is_taken(relay_factory):
 async def test_smtp_tags_follow_the_api_rule(relay_factory, tags):
     """A NUL (in an encoded word) in X-Relay-Tags was stored, and on PostgreSQL made every such message 451."""
     relay = await relay_factory()
-    body = b"From: app@example.com\r\nTo: u@example.org\r\nX-Relay-Tags: " + tags + b"\r\n\r\nhi\r\n.\r\n"
-    replies = await smtp_session(
-        relay.smtp_addresses[0][1],
-        [b"EHLO client.test\r\n", b"MAIL FROM:<app@example.com>\r\n", b"RCPT TO:<u@example.org>\r\n"]
-        + [b"DATA\r\n", body],
-    )
-    assert replies[5].startswith("550 5.6.0 X-Relay-Tags"), replies[5]
-    assert sum((await relay.store.queue.summary()).by_state.values()) == 0
+    reply = await _end_of_data_reply(relay, b"X-Relay-Tags: " + tags)
+    assert reply.startswith("550 5.6.0 X-Relay-Tags"), reply
+    assert await _nothing_queued(relay)
 
 
 @pytest.mark.parametrize("rule", ["a\x00b.example", "me@a\x00b.example", "a..example", "d" * 64 + ".example"])

@@ -227,15 +227,21 @@ async def test_a_dsn_with_bare_lf_line_ends_is_read_like_its_crlf_form(relay, si
     assert "\n" not in full.report.replace("\r\n", "")
 
 
+async def greeted_sessions(host: str, port: int, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``count`` connections to the inbound port, each greeted with 220."""
+    opened = [await asyncio.open_connection(host, port) for _ in range(count)]
+    for reader, _ in opened:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+    return opened
+
+
 async def test_one_address_holds_at_most_max_connections_per_ip(relay_factory, sink):
     """Anyone may connect to the inbound port: one address held as many sessions as it opened (each a file
     descriptor and a session's memory, until the idle timeout). Past the limit it is told 421 and closed;
     a session that ends makes room, and the submission port is not counted with it."""
     relay = await relay_factory(delivery={"smarthost": sink.address}, inbound={**INBOUND, "max_connections_per_ip": 3})
     host, port = relay.inbound_addresses[0]
-    opened = [await asyncio.open_connection(host, port) for _ in range(3)]
-    for reader, _ in opened:
-        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+    opened = await greeted_sessions(host, port, 3)
     reader, writer = await asyncio.open_connection(host, port)
     assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"421 4.7.0")
     assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
@@ -263,9 +269,7 @@ async def test_one_address_holds_at_most_max_connections_per_ip(relay_factory, s
 async def test_the_inbound_port_holds_at_most_max_connections_in_all(relay_factory, sink):
     relay = await relay_factory(delivery={"smarthost": sink.address}, inbound={**INBOUND, "max_connections": 2})
     host, port = relay.inbound_addresses[0]
-    opened = [await asyncio.open_connection(host, port) for _ in range(2)]
-    for reader, _ in opened:
-        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+    opened = await greeted_sessions(host, port, 2)
     reader, writer = await asyncio.open_connection(host, port)
     assert await asyncio.wait_for(reader.readline(), 5) == b"421 4.7.0 too many connections; try again later\r\n"
     assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
