@@ -190,6 +190,14 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, their children and so on: an acceptor's signing process is relay's too."""
+    found = children(pid)
+    for child in list(found):
+        found += descendants(child)
+    return found
+
+
 def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -453,7 +461,11 @@ concurrency = {args.concurrency}
             )
         wait_listening(smtp_port, lambda: self.proc.poll() is None)
         wait_started(self.log, self.proc)
-        self.pids = [self.proc.pid, *children(self.proc.pid)]
+
+    @property
+    def pids(self) -> list[int]:
+        """relay's processes now (a signing process starts with the first signature)."""
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
     @staticmethod
     def _dkim_section(tmp: Path) -> str:
