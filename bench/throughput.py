@@ -26,6 +26,11 @@ a day; the code of an earlier day, run beside today's, says by how much)::
     git worktree add ../before REV && (cd ../before && python3 -m venv .venv && .venv/bin/pip install -e .)
     python bench/throughput.py --runs 3 --target before --target relay --before ../before
 
+``--target signed`` is this checkout's relay with DKIM on (rsa-2048) whatever ``--dkim`` says; beside
+``--target relay`` it gives DKIM's share of the unsigned rate, run by run::
+
+    python bench/throughput.py --messages 10000 --runs 6 --target relay --target signed
+
 With ``--together`` a run's targets run at the same time instead, each with its own injector and sink:
 when the VM's speed changes from one minute to the next, both see the same change. Each has about half
 the machine then, so the figures are for comparing the two (CPU per message), not for their rates. "while
@@ -55,7 +60,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RELAYS = ("relay", "before")  # targets that are a relay: this checkout's, or --before's
+RELAYS = ("relay", "before", "signed")  # targets that are a relay: this checkout's, --before's, or this one's signing
 
 
 def free_port() -> int:
@@ -401,7 +406,7 @@ def relay_checkout(args: argparse.Namespace, target: str) -> tuple[str, Path]:
 class Relay:
     """relay as a subprocess with its own temp data dir (and its store there, or in ``database``)."""
 
-    name = "relay"  # or "before": another checkout's relay (--before)
+    name = "relay"  # or "before": another checkout's relay (--before); or "signed": this one's, DKIM on
 
     def __init__(
         self,
@@ -436,7 +441,7 @@ listen = "127.0.0.1:{free_port()}"
 smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
-            + (self._dkim_section(tmp) if args.dkim else "")
+            + (self._dkim_section(tmp) if args.dkim or self.name == "signed" else "")
             + (f'[store]\nurl = "{database.url}"\n' if database is not None else "")
             + (f'secret_key_file = "{key_file}"\n' if database is not None and key_file is not None else "")
         )
@@ -664,7 +669,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
     try:
         if target == "relay" and database is not None and args.nodes > 1:
             server = Cluster(tmp, sink_port, args, database)
-        elif target in ("relay", "before"):
+        elif target in RELAYS:
             server = Relay(tmp, smtp_port, sink_port, args, database, name=target)
         else:
             server = Postfix(tmp, smtp_port, sink_port, args)
@@ -716,7 +721,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "messages": args.messages,
         "sessions": args.sessions,
         "auth": args.auth,
-        "dkim": args.dkim and target in RELAYS,
+        "dkim": (args.dkim and target in RELAYS) or target == "signed",
         "acceptors": args.acceptors if target in RELAYS else None,
         "size": len(message),
         "injector": injector,
@@ -801,9 +806,9 @@ def main() -> None:
     parser.add_argument(
         "--target",
         action="append",
-        choices=("relay", "postfix", "ceiling", "before"),
+        choices=("relay", "postfix", "ceiling", "before", "signed"),
         help="what to measure (repeatable; default relay; ceiling: the injector straight into the sink;"
-        " before: the relay of the checkout --before names)."
+        " before: the relay of the checkout --before names; signed: this relay with DKIM on, whatever --dkim)."
         " Runs alternate, so peers share conditions",
     )
     parser.add_argument("--before", type=Path, help="--target before: another checkout of relay, with its .venv")
@@ -875,6 +880,21 @@ def main() -> None:
             for key in ("accepted_per_s", "end_to_end_per_s", "cpu_ms_per_message"):
                 mean = {t: sum(r[key] for r in results if r["target"] == t) / args.runs for t in ("relay", peer)}
                 print(f"relay/{peer} {key}: {mean['relay'] / mean[peer]:.2f}x")
+    if {"relay", "signed"} <= measured and not args.json:  # DKIM's share of the unsigned rate, run by run
+        for key in ("end_to_end_per_s", "cpu_ms_per_message_together"):
+            pairs = [
+                (signed[key], unsigned[key])
+                for unsigned, signed in zip(
+                    [r for r in results if r["target"] == "relay"],
+                    [r for r in results if r["target"] == "signed"],
+                    strict=True,
+                )
+                if signed.get(key) and unsigned.get(key)
+            ]
+            if pairs:
+                ratios = [s / u for s, u in pairs]
+                shown = " ".join(f"{r:.2f}" for r in ratios)
+                print(f"signed/relay {key}: {sum(ratios) / len(ratios):.2f}x (per run: {shown})")
 
 
 if __name__ == "__main__":
