@@ -172,6 +172,23 @@ def normalize_domain(domain: str) -> str:
         return domain
 
 
+def ascii_domain_form(address: str) -> str:
+    """``"you@Bücher.example"`` → ``"you@xn--bcher-kva.example"``: the domain in IDNA A-labels (RFC 5890),
+    the form an SMTP server without SMTPUTF8 takes. Unchanged if the domain is ASCII already, if the
+    local part is not ASCII (that address needs SMTPUTF8 whatever its domain) or if IDNA refuses the domain."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return address
+    ascii_domain = normalize_domain(domain)
+    return f"{local}@{ascii_domain}" if ascii_domain.isascii() else address
+
+
+def utf8_header(raw: bytes) -> bool:
+    """Whether the header of CRLF ``raw`` holds a byte beyond ASCII (UTF-8 there needs SMTPUTF8, RFC 6532)."""
+    end = raw.find(b"\r\n\r\n")
+    return not (raw if end == -1 else raw[:end]).isascii()
+
+
 def domain_of(address: str) -> str:
     parts = split_address(address)
     if parts is None:

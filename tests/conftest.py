@@ -204,6 +204,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     peer: str
+    mail_options: list[str] = dataclasses.field(default_factory=list)  # MAIL FROM's parameters, as sent
 
 
 class SinkHandler:
@@ -249,7 +250,13 @@ class SinkHandler:
         if self.data_reply.startswith("2"):
             peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
             self.received.append(
-                Received(envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"", peer)
+                Received(
+                    envelope.mail_from or "",
+                    list(envelope.rcpt_tos),
+                    envelope.original_content or b"",
+                    peer,
+                    list(envelope.mail_options),
+                )
             )
             self.arrival_times.append(time.monotonic())
             self.arrived.set()
@@ -303,9 +310,14 @@ class CountingSMTP(SMTP):
 
 
 async def start_sink(
-    port: int = 0, host: str = "127.0.0.1", tls_context: Any = None, logins: dict[str, str] | None = None
+    port: int = 0,
+    host: str = "127.0.0.1",
+    tls_context: Any = None,
+    logins: dict[str, str] | None = None,
+    smtputf8: bool = False,
 ) -> Sink:
-    """A sink on loopback; with ``logins`` (user → password) it requires AUTH (PLAIN/LOGIN, no TLS needed)."""
+    """A sink on loopback; with ``logins`` (user → password) it requires AUTH (PLAIN/LOGIN, no TLS needed);
+    with ``smtputf8`` it offers SMTPUTF8 (RFC 6531)."""
     handler = SinkHandler()
     loop = asyncio.get_running_loop()
 
@@ -321,7 +333,14 @@ async def start_sink(
             extra = dict(authenticator=authenticate, auth_required=True, auth_require_tls=False)
         with warnings.catch_warnings():  # AUTH without TLS: fine for a loopback test server
             warnings.simplefilter("ignore", UserWarning)
-            smtp = CountingSMTP(handler, hostname="sink.test", tls_context=tls_context, require_starttls=False, **extra)
+            smtp = CountingSMTP(
+                handler,
+                hostname="sink.test",
+                tls_context=tls_context,
+                require_starttls=False,
+                enable_SMTPUTF8=smtputf8,
+                **extra,
+            )
 
         smtp.handler = handler
         return smtp

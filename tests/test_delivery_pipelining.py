@@ -341,7 +341,7 @@ async def test_the_group_arrives_in_one_write_before_any_reply() -> None:
 
 async def test_an_8bit_body_puts_body_8bitmime_in_the_group() -> None:
     server = await ScriptedServer({}).start()
-    body = "Subject: café\r\n\r\nnaïve\r\n".encode()
+    body = "Subject: cafe\r\n\r\nnaïve\r\n".encode()  # 8-bit in the body only (in the header: SMTPUTF8 too)
     try:
         conn = await _connect(server)
         replies = await conn.send("", ["a@dst.test"], body)

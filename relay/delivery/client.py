@@ -32,7 +32,7 @@ from relay.delivery.mx import Host
 from relay.delivery.outcome import Reply
 from relay.delivery.pipelining import DataRefused, Pipeline, ReplyReader
 from relay.errors import RelayError
-from relay.message import PLAIN_ADDRESS, dot_stuff
+from relay.message import PLAIN_ADDRESS, ascii_domain_form, dot_stuff, utf8_header
 
 log = logging.getLogger(__name__)
 
@@ -216,20 +216,28 @@ class Connection:
         self, sender: str, recipients: Sequence[str], raw: bytes, probe: bool
     ) -> dict[str, Reply]:
         smtp = self.smtp
-        utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
+        wire: Sequence[str] = recipients
+        on_wire: dict[str, str] | None = None
+        if not (sender.isascii() and all(r.isascii() for r in recipients)):
+            # An internationalised domain goes in A-labels: only a local part beyond ASCII needs SMTPUTF8.
+            sender = ascii_domain_form(sender)
+            on_wire = {r: ascii_domain_form(r) for r in recipients}
+            wire = list(dict.fromkeys(on_wire.values()))  # two forms of one address: one RCPT
+        utf8 = on_wire is not None and (not sender.isascii() or not all(r.isascii() for r in wire))
         options = []
-        if utf8:
-            if not smtp.supports_extension("smtputf8"):
-                refused = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses", Phase.MAIL)
-                return {r: refused for r in recipients}
-            options.append("SMTPUTF8")
-        if not raw.isascii() and smtp.supports_extension("8bitmime"):
+        if utf8 and not smtp.supports_extension("smtputf8"):
+            refused = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses", Phase.MAIL)
+            return {r: refused for r in recipients}
+        eight_bit = not raw.isascii()
+        if utf8 or (eight_bit and utf8_header(raw) and smtp.supports_extension("smtputf8")):
+            options.append("SMTPUTF8")  # also for UTF-8 in the header alone (RFC 6531 §3.4)
+        if eight_bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         encoding = "utf-8" if utf8 else "ascii"
-        steps: Steps = self._pipeline(sender, recipients, options) or OneByOne(smtp, sender, options, encoding)
-        replies = await self._exchange(steps, recipients, raw, probe)
+        steps: Steps = self._pipeline(sender, wire, options) or OneByOne(smtp, sender, options, encoding)
+        replies = await self._exchange(steps, wire, raw, probe)
         await steps.finish()
-        return replies
+        return replies if on_wire is None else {r: replies[on_wire[r]] for r in recipients}
 
     def _pipeline(self, sender: str, recipients: Sequence[str], options: list[str]) -> Pipeline | None:
         """The transaction as one group (RFC 2920) when the server offers PIPELINING and every

@@ -1,0 +1,128 @@
+"""Internationalised addresses at delivery (RFC 5890, 6531): a domain in Unicode goes in A-labels, so only
+a local part beyond ASCII needs a server that offers SMTPUTF8; UTF-8 in the header asks for SMTPUTF8
+where it is offered."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from relay.keys import create_api_key
+from relay.message import ascii_domain_form
+from tests.conftest import Sink, start_sink, wait_for_states
+
+
+@pytest.mark.parametrize(
+    ("address", "sent"),
+    [
+        ("you@bücher.example", "you@xn--bcher-kva.example"),
+        ("You@Bücher.Example", "You@xn--bcher-kva.example"),  # the domain lower-cased, the local part as given
+        ("you@BÜCHER.EXAMPLE", "you@xn--bcher-kva.example"),
+        ("you@例え.jp", "you@xn--r8jz45g.jp"),
+        ("you@xn--bcher-kva.example", "you@xn--bcher-kva.example"),
+        ("you@example.org", "you@example.org"),
+        ("jöhn@bücher.example", "jöhn@bücher.example"),  # needs SMTPUTF8 anyway: left as written
+        ("you@a..bücher.example", "you@a..bücher.example"),  # no A-label form: left for SMTPUTF8 or refusal
+        ("", ""),
+    ],
+)
+def test_the_ascii_form_of_an_address(address, sent):
+    assert ascii_domain_form(address) == sent
+
+
+@pytest.fixture
+async def utf8_sink() -> AsyncIterator[Sink]:
+    """A sink that offers SMTPUTF8."""
+    sink = await start_sink(smtputf8=True)
+    yield sink
+    sink.server.close()
+
+
+async def relay_and_key(relay_factory, sink):
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send", "read"))
+    return relay, {"Authorization": f"Bearer {key}"}
+
+
+async def post(relay, headers, payload) -> str:
+    host, port = relay.http_address
+    async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
+        async with session.post("/v1/messages", json=payload, headers=headers) as resp:
+            assert resp.status == 202, await resp.text()
+            return str((await resp.json())["id"])
+
+
+@pytest.mark.parametrize("to", ["you@bücher.example", "YOU@Bücher.Example"])
+async def test_a_unicode_domain_reaches_a_server_without_smtputf8(relay_factory, sink, to):
+    """It bounced with 553 5.6.7 'does not support SMTPUTF8 addresses', though its A-label form needs nothing."""
+    relay, headers = await relay_and_key(relay_factory, sink)
+    message_id = await post(relay, headers, {"from": "app@example.com", "to": [to], "subject": "x", "text": "hi"})
+    await wait_for_states(relay.store, message_id, ["delivered"])
+    [received] = sink.handler.received
+    assert received.rcpt_tos == [to.split("@")[0] + "@xn--bcher-kva.example"]
+    assert "SMTPUTF8" not in received.mail_options
+
+
+async def test_two_forms_of_one_address_are_one_rcpt_and_both_delivered(relay_factory, sink):
+    relay, headers = await relay_and_key(relay_factory, sink)
+    to = ["you@bücher.example", "you@BÜCHER.example"]
+    message_id = await post(relay, headers, {"from": "app@example.com", "to": to, "subject": "x", "text": "hi"})
+    await wait_for_states(relay.store, message_id, ["delivered", "delivered"])
+    assert [r.rcpt_tos for r in sink.handler.received] == [["you@xn--bcher-kva.example"]]
+
+
+UNICODE_LOCAL_PART = {"from": "app@example.com", "to": ["jöhn@bücher.example"], "subject": "x", "text": "hi"}
+
+
+async def test_a_unicode_local_part_still_needs_smtputf8(relay_factory, sink):
+    relay, headers = await relay_and_key(relay_factory, sink)
+    message_id = await post(relay, headers, UNICODE_LOCAL_PART)
+    [status] = await wait_for_states(relay.store, message_id, ["bounced"])
+    assert (status.last_code, status.last_response[:5]) == (553, "5.6.7")
+    assert sink.handler.received == []
+
+
+async def test_a_unicode_local_part_goes_with_smtputf8_where_offered(relay_factory, utf8_sink):
+    relay, headers = await relay_and_key(relay_factory, utf8_sink)
+    message_id = await post(relay, headers, UNICODE_LOCAL_PART)
+    await wait_for_states(relay.store, message_id, ["delivered"])
+    [received] = utf8_sink.handler.received
+    assert received.rcpt_tos == ["jöhn@bücher.example"]
+    assert "SMTPUTF8" in received.mail_options
+
+
+UTF8_SUBJECT = "From: app@example.com\r\nTo: you@example.org\r\nSubject: Grüße\r\n\r\nHallo\r\n".encode()
+
+
+async def submit_over_smtp(relay, raw: bytes) -> None:
+    host, port = relay.smtp_addresses[0]
+
+    def send() -> None:
+        with smtplib.SMTP(host, port) as client:
+            client.sendmail("app@example.com", ["you@example.org"], raw, mail_options=["BODY=8BITMIME"])
+
+    await asyncio.to_thread(send)  # smtplib blocks; relay runs on this loop
+
+
+async def test_utf8_in_the_header_asks_for_smtputf8_where_offered(relay_factory, utf8_sink):
+    """The addresses are ASCII, the Subject is UTF-8 (RFC 6532): MAIL said BODY=8BITMIME only, which does
+    not cover UTF-8 in a header field."""
+    relay = await relay_factory(delivery={"smarthost": utf8_sink.address})
+    await submit_over_smtp(relay, UTF8_SUBJECT)
+    [received] = await utf8_sink.handler.wait_for(1)
+    assert sorted(received.mail_options) == ["BODY=8BITMIME", "SMTPUTF8"]
+    assert "Subject: Grüße".encode() in received.data
+
+
+async def test_utf8_in_the_header_still_goes_to_a_server_without_smtputf8(relay_factory, sink):
+    """As Postfix sends it when its client did not ask for SMTPUTF8: refusing would lose mail that
+    servers take every day."""
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    await submit_over_smtp(relay, UTF8_SUBJECT)
+    [received] = await sink.handler.wait_for(1)
+    assert received.mail_options == ["BODY=8BITMIME"]
+    assert "Subject: Grüße".encode() in received.data
