@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from relay.clock import Clock
 from relay.dkim import DomainKey, Signer, public_key_record
 from relay.errors import RelayError
-from relay.message import UnreadableFrom, from_domain
+from relay.message import UnreadableFrom, from_domain, normalize_domain
 from relay.secrets import Keyring, SecretsError, dkim_context
 
 if TYPE_CHECKING:  # dnspython and pyspf are imported where used: only checking a domain's records needs them
@@ -121,7 +121,8 @@ class Policy:
 
 
 def valid_domain(name: str) -> str | None:
-    name = name.strip().rstrip(".").lower()
+    """``name`` as a sending domain is kept (lower case, A-labels for Unicode), or None if it is none."""
+    name = normalize_domain(name)
     label = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
     if len(name) > 253 or not re.fullmatch(rf"(?:{label}\.)+[a-z][a-z0-9-]{{0,61}}[a-z0-9]", name):
         return None

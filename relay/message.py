@@ -163,7 +163,12 @@ def normalize_address(address: str) -> str:
 
 
 def normalize_domain(domain: str) -> str:
-    domain = domain.strip().rstrip(".").lower()
+    return idna_domain(domain.strip().rstrip(".").lower())
+
+
+def idna_domain(domain: str) -> str:
+    """``"bücher.example"`` → ``"xn--bcher-kva.example"``: a domain in Unicode as IDNA A-labels (RFC 5890),
+    the form DNS, DKIM's d= and the sending-domain list hold; unchanged if ASCII or if IDNA refuses it."""
     if domain.isascii():
         return domain
     try:
@@ -179,7 +184,7 @@ def ascii_domain_form(address: str) -> str:
     local, at, domain = address.rpartition("@")
     if not at or domain.isascii() or not local.isascii():
         return address
-    ascii_domain = normalize_domain(domain)
+    ascii_domain = idna_domain(domain)
     return f"{local}@{ascii_domain}" if ascii_domain.isascii() else address
 
 
@@ -396,9 +401,9 @@ def _parsed_from(value: str) -> list[str] | None:
 
 
 def from_domain(raw: bytes) -> str:
-    """The one domain of the From: addresses (lower case). Raises UnreadableFrom, also when
-    the addresses are in more than one domain."""
-    domains = {domain_of(a) for a in from_addresses(raw)}
+    """The one domain of the From: addresses (lower case, a Unicode one in A-labels: the form sending
+    domains and DKIM keys are kept in). Raises UnreadableFrom, also when the addresses are in more than one domain."""
+    domains = {idna_domain(domain_of(a)) for a in from_addresses(raw)}
     if len(domains) != 1:
         raise UnreadableFrom("the From: addresses are in more than one domain")
     return domains.pop()

@@ -9,10 +9,15 @@ import smtplib
 from collections.abc import AsyncIterator
 
 import aiohttp
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from relay.dkim import Signer, load_key, public_key_record
+from relay.domains import SendingDomains
 from relay.keys import create_api_key
-from relay.message import ascii_domain_form
+from relay.message import ascii_domain_form, from_domain
 from tests.conftest import Sink, start_sink, wait_for_states
 
 
@@ -126,3 +131,53 @@ async def test_utf8_in_the_header_still_goes_to_a_server_without_smtputf8(relay_
     [received] = await sink.handler.wait_for(1)
     assert received.mail_options == ["BODY=8BITMIME"]
     assert "Subject: Grüße".encode() in received.data
+
+
+# The From: domain in Unicode: it is the same domain as its A-label form, for DKIM and sending domains.
+
+UNICODE_FROM = "From: Shop <news@Bücher.example>\r\nTo: you@example.org\r\nSubject: x\r\n\r\nHallo\r\n".encode()
+
+
+def test_the_from_domain_is_read_in_a_labels():
+    assert from_domain(UNICODE_FROM) == "xn--bcher-kva.example"
+    assert from_domain(b"From: a@Example.COM\r\n\r\n") == "example.com"
+
+
+@pytest.mark.parametrize("configured", ["bücher.example", "BÜCHER.example", "xn--bcher-kva.example"])
+def test_a_unicode_from_domain_is_signed_with_d_in_a_labels(tmp_path, configured):
+    """It went unsigned: the key, looked up by the From: domain as written, was kept under another form."""
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = tmp_path / "key.pem"
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    signed = Signer({configured: load_key(configured, "s1", path)}).sign(UNICODE_FROM)
+    assert signed.startswith(b"DKIM-Signature:") and b" d=xn--bcher-kva.example;" in signed
+    record = public_key_record(pem).encode()
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return record if name.rstrip(b".") == b"s1._domainkey.xn--bcher-kva.example" else b""
+
+    assert dkim.verify(signed, dnsfunc=dnsfunc)
+
+
+def test_a_unicode_from_domain_is_verified_by_its_a_label_form():
+    sending = SendingDomains(Signer({}), require_verified=True)
+    sending.verified = {"xn--bcher-kva.example"}
+    assert sending.refusal(UNICODE_FROM) is None
+    assert sending.refusal(UNICODE_FROM.replace("Bücher".encode(), b"Bucher")) is not None
+
+
+@pytest.mark.parametrize("name", ["bücher.example", "Bücher.Example.", "xn--bcher-kva.example"])
+async def test_a_sending_domain_in_unicode_is_kept_in_a_labels(relay_factory, sink, name):
+    """POST /v1/domains refused 'not a domain name: bücher.example'."""
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "ops", ("admin",))
+    host, port = relay.http_address
+    async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
+        async with session.post("/v1/domains", json={"domain": name}, headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 201, await r.text()
+            body = await r.json()
+    assert body["domain"] == "xn--bcher-kva.example"
+    assert body["records"][0]["name"].endswith("._domainkey.xn--bcher-kva.example")
