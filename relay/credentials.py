@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from relay.message import address_fault, domain_name_fault, split_address
+from relay.message import address_fault, domain_name_fault, idna_domain, split_address
 
 if TYPE_CHECKING:
     from relay.clock import Clock
@@ -43,8 +43,9 @@ class SmtpCredential:
         if parts is None:
             return False
         local, domain = parts
-        full = f"{local}@{domain}".lower()
-        return any(rule.lower() in (full, domain) for rule in self.allowed_from)
+        domain = idna_domain(domain)  # a Unicode domain and its A-label form are one domain
+        full = f"{local.lower()}@{domain}"
+        return any(_rule_form(rule) in (full, domain) for rule in self.allowed_from)
 
     def public(self) -> dict[str, object]:
         """As shown by the API and CLI: never the password or its hash."""
@@ -52,6 +53,12 @@ class SmtpCredential:
         data["allowed_from"] = list(self.allowed_from)
         data["tags"] = list(self.tags)
         return data
+
+
+def _rule_form(rule: str) -> str:
+    """A sender rule as :meth:`SmtpCredential.may_send_as` compares it: lower case, the domain in A-labels."""
+    local, at, domain = rule.rpartition("@")
+    return f"{local.lower()}{at}{idna_domain(domain.lower())}"
 
 
 def new_id() -> str:

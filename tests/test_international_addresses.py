@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from relay.credentials import SmtpCredential
 from relay.dkim import Signer, load_key, public_key_record
 from relay.domains import SendingDomains
 from relay.keys import create_api_key
@@ -181,3 +182,19 @@ async def test_a_sending_domain_in_unicode_is_kept_in_a_labels(relay_factory, si
             body = await r.json()
     assert body["domain"] == "xn--bcher-kva.example"
     assert body["records"][0]["name"].endswith("._domainkey.xn--bcher-kva.example")
+
+
+FORMS = ["bücher.example", "BÜCHER.Example", "xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize("rule", FORMS)
+@pytest.mark.parametrize("written", FORMS)
+def test_a_credentials_sender_rule_takes_either_form_of_its_domain(rule, written):
+    """A credential for bücher.example refused From: news@xn--bcher-kva.example, and the other way round."""
+    credential = SmtpCredential("cred_1", "relay-1", allowed_from=(rule, f"Jo@{rule}"))
+    assert credential.may_send_as(f"news@{written}")
+    assert credential.may_send_as(f"jo@{written}")
+    assert not credential.may_send_as(f"news@other.{written}")
+    assert not credential.may_send_as("news@bucher.example")
+    only_jo = SmtpCredential("cred_2", "relay-2", allowed_from=(f"jo@{rule}",))
+    assert only_jo.may_send_as(f"JO@{written}") and not only_jo.may_send_as(f"news@{written}")
