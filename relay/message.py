@@ -189,9 +189,17 @@ def ascii_domain_form(address: str) -> str:
 
 
 def utf8_header(raw: bytes) -> bool:
-    """Whether the header of CRLF ``raw`` holds a byte beyond ASCII (UTF-8 there needs SMTPUTF8, RFC 6532)."""
+    """Whether the header of CRLF ``raw`` holds UTF-8 beyond ASCII (which needs SMTPUTF8, RFC 6532). Other
+    8-bit bytes there (Latin-1 from a sloppy client) are not UTF-8: SMTPUTF8 would claim they were."""
     end = raw.find(b"\r\n\r\n")
-    return not (raw if end == -1 else raw[:end]).isascii()
+    header = raw if end == -1 else raw[:end]
+    if header.isascii():
+        return False
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def domain_of(address: str) -> str:

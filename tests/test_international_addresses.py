@@ -198,3 +198,12 @@ def test_a_credentials_sender_rule_takes_either_form_of_its_domain(rule, written
     assert not credential.may_send_as("news@bucher.example")
     only_jo = SmtpCredential("cred_2", "relay-2", allowed_from=(f"jo@{rule}",))
     assert only_jo.may_send_as(f"JO@{written}") and not only_jo.may_send_as(f"news@{written}")
+
+
+async def test_latin1_in_the_header_is_not_called_utf8(relay_factory, utf8_sink):
+    """A sloppy client's Latin-1 Subject: SMTPUTF8 would tell the receiver it is UTF-8."""
+    relay = await relay_factory(delivery={"smarthost": utf8_sink.address})
+    await submit_over_smtp(relay, UTF8_SUBJECT.replace("Grüße".encode(), "Grüße".encode("latin-1")))
+    [received] = await utf8_sink.handler.wait_for(1)
+    assert received.mail_options == ["BODY=8BITMIME"]
+    assert "Subject: Grüße".encode("latin-1") in received.data
