@@ -16,7 +16,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 # Debian packages: swaks and curl (the README's quick tour and the tests use them), postfix
-# (the tests run a private instance that generates real DSNs; installed unconfigured and not started)
+# (the tests run a private instance that generates real DSNs, and one that relays through relay with
+# SMTP AUTH, for which libsasl2-modules; installed unconfigured and not started)
 # postgresql (the tests run private clusters on loopback; no system cluster is created) and chromium
 # (the dashboard's browser tests drive it through Playwright; Playwright's own browser download is not used).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,6 +29,7 @@ tools:
 	@[ -x /usr/sbin/postfix ] || { \
 		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
 		$(APT_INSTALL) postfix; }
+	@dpkg -s libsasl2-modules >/dev/null 2>&1 || { $(APT_INSTALL) libsasl2-modules; }  # Postfix's SASL client (a test)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		$(SUDO) mkdir -p /etc/postgresql-common/createcluster.d && \
 		echo "create_main_cluster = false" | $(SUDO) tee /etc/postgresql-common/createcluster.d/relay-tests.conf >/dev/null; \

@@ -52,6 +52,7 @@ MAIL = b"MAIL FROM:<app@example.com>\r\n"
 RCPT = b"RCPT TO:<user@example.org>\r\n"
 BODY = b"From: app@example.com\r\nTo: user@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 QUEUED = "250 2.0.0 Ok: queued as <ID>"
+BAD_AUTH = "501 5.5.4 Error: AUTH= takes <> or a mailbox in xtext (RFC 4954)"
 MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"
 RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO: <address> [SP <mail-parameters>]"
 COMMANDS = "AUTH DATA EHLO HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
@@ -222,6 +223,23 @@ TRUSTED = [
         (b"RCPT TO:<user>\r\n", "501 5.1.3 Bad recipient address syntax"),
         (b"RCPT TO:user@example.org\r\n", "250 2.1.5 Ok"),
         (b'RCPT TO:<"quoted name"@example.org>\r\n', "501 5.1.3 Bad recipient address syntax"),
+    ),
+    d(
+        "the AUTH parameter of MAIL (RFC 4954 §5: Exim sends AUTH=<> once it has authenticated)",
+        (b"EHLO client.test\r\n", EHLO),
+        (b"MAIL FROM:<app@example.com> AUTH=<>\r\n", "250 2.1.0 Ok"),
+        (b"RSET\r\n", "250 2.0.0 OK"),
+        (b"MAIL FROM:<app@example.com> auth=app+2Bx@example.com size=100\r\n", "250 2.1.0 Ok"),
+        (b"RSET\r\n", "250 2.0.0 OK"),
+        (b"MAIL FROM:<app@example.com> AUTH=" + b"a" * 500 + b" BODY=8BITMIME\r\n", "250 2.1.0 Ok"),
+        (b"RSET\r\n", "250 2.0.0 OK"),
+        (b"MAIL FROM:<app@example.com> SIZE=100 AUTH=" + b"a" * 1100 + b"\r\n", "500 5.5.2 Command line too long"),
+        (b"MAIL FROM:<app@example.com> SIZE=" + b"0" * 997 + b"100\r\n", "500 5.5.2 Command line too long"),
+        (b"MAIL FROM:<app@example.com> AUTH=+ZZ\r\n", BAD_AUTH),
+        (b"MAIL FROM:<app@example.com> AUTH=a=b\r\n", BAD_AUTH),
+        (b"MAIL FROM:<app@example.com> AUTH\r\n", BAD_AUTH),
+        (b"MAIL FROM:<app@example.com> AUTH=<>\r\n" + RCPT + b"DATA\r\n", f"250 2.1.0 Ok\n250 2.1.5 Ok\n{START_DATA}"),
+        (BODY + b".\r\n", QUEUED),
     ),
     d(
         "mail parameters after helo",
@@ -399,6 +417,13 @@ AUTHENTICATING = [
         (b"NOOP\r\n", "250 2.0.0 OK"),
         (MAIL, "250 2.1.0 Ok"),
         (RCPT, "554 5.7.1 <user@example.org>: Relay access denied"),
+    ),
+    d(
+        "auth plain, then MAIL with AUTH=<> as Exim writes it",
+        (b"EHLO client.test\r\n", AUTH_EHLO),
+        (b"AUTH PLAIN {PLAIN}\r\n", AUTHED),
+        (b"MAIL FROM:<app@example.com> AUTH=<>\r\n" + RCPT + b"DATA\r\n", f"250 2.1.0 Ok\n250 2.1.5 Ok\n{START_DATA}"),
+        (BODY + b".\r\n", QUEUED),
     ),
     d(
         "auth login",

@@ -19,7 +19,9 @@ from relay.message import PLAIN_ADDRESS, address_fault
 
 COMMAND_LIMIT = 512  # a command line, CRLF excluded (RFC 5321 §4.5.3.1.4)
 MAIL_EXTRA = 26 + 10  # what the SIZE and SMTPUTF8 extensions add to MAIL's line after EHLO (RFC 1870, 6531)
-LINE_LIMIT = 1001  # a line longer than this (its LF included) is refused before it is looked at
+AUTH_EXTRA = 500  # and what an AUTH= parameter adds (RFC 4954 §5)
+LINE_LIMIT = 1001  # a line of data longer than this (its LF included) is refused (RFC 5321 §4.5.3.1.6)
+COMMAND_LINE_LIMIT = COMMAND_LIMIT + MAIL_EXTRA + AUTH_EXTRA + 2  # a longer command line is refused unread
 BOGUS_LIMIT = 5  # the fifth unknown command closes the connection
 
 # RFC 2034 enhanced codes for replies written without one.
@@ -65,6 +67,7 @@ BAD_BODY = _r("501 Error: BODY can only be one of 7BIT, 8BITMIME")
 SMTPUTF8_ARGS = _r("501 Error: SMTPUTF8 takes no arguments")
 SIZE_EXCEEDED = _r("552 Error: message size exceeds fixed maximum message size")
 MAIL_PARAMS = _r("555 MAIL FROM parameters not recognized or not implemented")
+BAD_AUTH_PARAM = _r("501 Error: AUTH= takes <> or a mailbox in xtext (RFC 4954)")
 RCPT_PARAMS = _r("555 RCPT TO parameters not recognized or not implemented")
 START_DATA = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 DATA_LINE_TOO_LONG = _r("500 Line too long (see RFC5321 4.5.3.1.6)")
@@ -199,8 +202,19 @@ def getparams(params: list[str]) -> dict[str, str | bool] | None:
     return result
 
 
+# xtext (RFC 3461 §4): printable ASCII but "+" and "=", which are written +XX.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
+
+
 def mail_params_fault(params: dict[str, str | bool], max_size: int | None, syntax: bytes) -> bytes | None:
-    """The reply refusing MAIL FROM's parameters (BODY, SMTPUTF8, SIZE; no others), or None."""
+    """The reply refusing MAIL FROM's parameters (AUTH, BODY, SMTPUTF8, SIZE; no others), or None.
+
+    AUTH= names who submitted the message to the client (RFC 4954 §5): Exim sends ``AUTH=<>`` once it
+    has authenticated, Sendmail the sender. A server that offers AUTH must take it; relay keeps none of
+    it (it trusts no client's word for it, so it is ``<>`` to relay, as the RFC allows)."""
+    auth = params.pop("AUTH", None)
+    if auth is not None and (isinstance(auth, bool) or not _XTEXT.fullmatch(auth)):
+        return BAD_AUTH_PARAM
     body = params.pop("BODY", "7BIT")
     if body not in ("7BIT", "8BITMIME"):
         return BAD_BODY

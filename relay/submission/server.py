@@ -28,6 +28,7 @@ from relay.submission.auth import Throttled
 from relay.submission.budget import SMTP_WEIGHT, Held
 from relay.submission.commands import (
     AUTH_AGAIN,
+    AUTH_EXTRA,
     AUTH_INVALID,
     AUTH_LINE_TOO_LONG,
     AUTH_NEEDS_TLS,
@@ -39,6 +40,7 @@ from relay.submission.commands import (
     BOGUS_LIMIT,
     BYE,
     COMMAND_LIMIT,
+    COMMAND_LINE_LIMIT,
     DATA_LINE_TOO_LONG,
     EXPN_NO,
     LINE_LIMIT,
@@ -264,13 +266,13 @@ class SubmissionProtocol(asyncio.Protocol):
                 continue
             end = buffer.find(b"\n")
             if end < 0:
-                if len(buffer) > LINE_LIMIT:
+                if len(buffer) > COMMAND_LINE_LIMIT:
                     self._discarding = True  # too long already: keep none of it
                     buffer.clear()
                 break
             line = bytes(buffer[: end + 1])
             del buffer[: end + 1]
-            if self._discarding or end > LINE_LIMIT:
+            if self._discarding or end > COMMAND_LINE_LIMIT:
                 self._discarding = False
                 self._too_long()
                 continue
@@ -350,7 +352,11 @@ class SubmissionProtocol(asyncio.Protocol):
             self._out.append(BAD_SYNTAX)
             return
         command, arg = parsed
-        limit = COMMAND_LIMIT + MAIL_EXTRA if command == "MAIL" and self.session.extended_smtp else COMMAND_LIMIT
+        limit = COMMAND_LIMIT
+        if command == "MAIL" and self.session.extended_smtp:
+            limit += MAIL_EXTRA
+            if len(stripped) > limit and b"AUTH=" in stripped.upper():
+                limit += AUTH_EXTRA
         if len(stripped) > limit:
             self._out.append(TOO_LONG)
             return
