@@ -16,12 +16,17 @@ from tests.postfix import PostfixInstance
 MESSAGE = b"From: app@example.com\r\nTo: user@example.org\r\nSubject: through postfix\r\n\r\nhello\r\n"
 
 
-@pytest.fixture
-async def postfix_via_relay(relay_factory: Any, sink: Any) -> AsyncIterator[tuple[Any, PostfixInstance]]:
-    """Postfix sends example.org to relay, authenticated (AUTH PLAIN without TLS: loopback may), and, as Exim
-    and Sendmail always do once authenticated, with AUTH=<> on MAIL FROM (RFC 4954 §5)."""
+@pytest.fixture(params=["starttls", "plain"])
+async def postfix_via_relay(
+    request: Any, relay_factory: Any, sink: Any
+) -> AsyncIterator[tuple[Any, PostfixInstance, bool]]:
+    """Postfix sends example.org to relay, authenticated, and, as Exim and Sendmail always do once
+    authenticated, with AUTH=<> on MAIL FROM (RFC 4954 §5). "starttls": as in production, AUTH only
+    after STARTTLS (relay's self-signed certificate, which Postfix's "encrypt" level does not check);
+    "plain": AUTH PLAIN without TLS, which relay allows loopback here."""
+    tls = request.param == "starttls"
     relay = await relay_factory(
-        smtp={"trusted_networks": [], "plaintext_auth_networks": ["127.0.0.1/32"]},
+        smtp={"trusted_networks": [], "plaintext_auth_networks": [] if tls else ["127.0.0.1/32"]},
         delivery={"smarthost": sink.address},
     )
     credential, password = await create_smtp_credential(relay.store.credentials, relay.store.clock)
@@ -33,11 +38,13 @@ async def postfix_via_relay(relay_factory: Any, sink: Any) -> AsyncIterator[tupl
             "smtp_sasl_password_maps": f"inline:{{ [{host}]:{port}={credential.username}:{password} }}",
             "smtp_sasl_security_options": "noanonymous",
             "smtp_send_dummy_mail_auth": "yes",
+            "smtp_tls_security_level": "encrypt" if tls else "none",
+            "smtp_tls_loglevel": "1",
         },
     )
     await asyncio.to_thread(postfix.start)
     try:
-        yield relay, postfix
+        yield relay, postfix, tls
     finally:
         await asyncio.to_thread(postfix.stop)
 
@@ -49,7 +56,7 @@ def submit(port: int) -> None:
 
 async def test_postfix_authenticated_with_auth_on_mail_from_gets_its_mail_through(postfix_via_relay, sink):
     """MAIL FROM:<...> AUTH=<> got 555 'parameters not recognized', so every message bounced back."""
-    relay, postfix = postfix_via_relay
+    relay, postfix, tls = postfix_via_relay
     await asyncio.to_thread(submit, postfix.port)
     try:
         [received] = await sink.handler.wait_for(1, timeout=20)
@@ -57,3 +64,4 @@ async def test_postfix_authenticated_with_auth_on_mail_from_gets_its_mail_throug
         raise AssertionError(f"nothing came through relay; Postfix's log:\n{postfix.log()[-3000:]}") from None
     assert b"Subject: through postfix" in received.data
     assert received.rcpt_tos == ["user@example.org"]
+    assert ("TLS connection established to" in postfix.log()) == tls
