@@ -19,7 +19,9 @@ from relay.dkim import Signer, load_key, public_key_record
 from relay.domains import SendingDomains
 from relay.keys import create_api_key
 from relay.message import ascii_domain_form, from_domain
+from relay.store.queue import Selection
 from tests.conftest import Sink, start_sink, wait_for_states
+from tests.test_queue_control import engine_for, queue
 
 
 @pytest.mark.parametrize(
@@ -207,3 +209,48 @@ async def test_latin1_in_the_header_is_not_called_utf8(relay_factory, utf8_sink)
     [received] = await utf8_sink.handler.wait_for(1)
     assert received.mail_options == ["BODY=8BITMIME"]
     assert "Subject: Grüße".encode("latin-1") in received.data
+
+
+# The queue keeps a recipient's domain in A-labels: an operator names it in either form.
+
+
+@pytest.mark.parametrize(
+    ("written", "named"),
+    [
+        ("bücher.example", "BÜCHER.example"),
+        ("BÜCHER.example", "xn--bcher-kva.example"),
+        ("xn--bcher-kva.example", "Bücher.Example"),
+    ],
+)
+async def test_a_unicode_domain_is_one_queue_whichever_form_names_it(store, sink, written, named):
+    """The queue kept 'bücher.example' as written: a suspension of xn--bcher-kva.example held nothing."""
+    engine = engine_for(store, sink.port)
+    held = await queue(store, f"a@{written}", "b@xn--bcher-kva.example")
+    await store.queue.suspend_domain(named, 3600, "maintenance")
+    await engine.run_once()
+    assert [s.state for s in await store.queue.message_status(held.id)] == ["queued", "queued"]
+    [waiting] = [q for q in await store.queue.domain_queues() if q.queued]
+    assert (waiting.domain, waiting.queued, waiting.suspended_until is not None) == ("xn--bcher-kva.example", 2, True)
+    assert await store.queue.resume_domain(named)
+    await engine.run_once()
+    assert [s.state for s in await store.queue.message_status(held.id)] == ["delivered", "delivered"]
+    assert await store.queue.retry_now(Selection(domain=named)) == 0
+    await engine.stop(1)
+
+
+async def test_a_route_named_in_unicode_takes_either_form(relay_factory, sink, utf8_sink):
+    """[delivery.routes."bücher.example"] was looked up with the domain as the recipient wrote it."""
+    routed = utf8_sink  # any second sink
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address, "routes": {"Bücher.example": {"smarthost": routed.address}}}
+    )
+    _, key = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send", "read"))
+    headers = {"Authorization": f"Bearer {key}"}
+    to = ["you@BÜCHER.example", "me@xn--bcher-kva.example", "them@example.org"]
+    message_id = await post(relay, headers, {"from": "app@example.com", "to": to, "subject": "x", "text": "hi"})
+    await wait_for_states(relay.store, message_id, ["delivered"] * 3)
+    assert sorted(r for m in routed.handler.received for r in m.rcpt_tos) == [
+        "me@xn--bcher-kva.example",
+        "you@xn--bcher-kva.example",
+    ]
+    assert [m.rcpt_tos for m in sink.handler.received] == [["them@example.org"]]

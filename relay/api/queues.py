@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
 from relay.config import parse_duration
-from relay.message import domain_name_fault
+from relay.message import domain_name_fault, idna_domain
 from relay.store.protocols import QueueStore
 from relay.store.queue import BodyDeleted, DomainQueue, Resent, Selection
 
@@ -52,13 +52,18 @@ def parse_reason(data: Mapping[str, Any]) -> str:
     return reason
 
 
+def _queue_domain(request: web.Request) -> str:
+    """The path's domain as the queue keeps it: lower case, a Unicode one in A-labels."""
+    return idna_domain(request.match_info["domain"].lower())
+
+
 def parse_queue_domain(domain: str) -> str:
     """The domain of a queue to suspend: a suspension is kept, so it must be one mail can go to (a 3 KB
     name went over PostgreSQL's index row limit: 503)."""
     fault = domain_name_fault(domain)
     if fault is not None:
         raise ApiError(400, "invalid_field", f"{domain[:100]!r} {fault}", "domain")
-    return domain.lower()
+    return idna_domain(domain.lower())  # as the queue keeps it
 
 
 def parse_suspension(data: Mapping[str, Any]) -> float:
@@ -129,7 +134,7 @@ class QueuesView:
     async def retry(self, request: web.Request) -> web.Response:
         retried = await self.store.retry_now(Selection(domain=request.match_info["domain"]))
         self.on_change()
-        return web.json_response({"domain": request.match_info["domain"].lower(), "retried": retried})
+        return web.json_response({"domain": _queue_domain(request), "retried": retried})
 
     async def retry_message(self, request: web.Request) -> web.Response:
         message_id = request.match_info["id"]
@@ -147,7 +152,7 @@ class QueuesView:
         return web.json_response({"domain": domain, "suspended_until": iso(until)})
 
     async def resume(self, request: web.Request) -> web.Response:
-        domain = request.match_info["domain"].lower()
+        domain = _queue_domain(request)
         if not await self.store.resume_domain(domain):
             raise ApiError(404, "not_found", f"{domain} is not suspended")
         self.on_change()
@@ -156,8 +161,8 @@ class QueuesView:
     async def bounce(self, request: web.Request) -> web.Response:
         reason = parse_reason(await _optional_json(request)) or "no reason given"
         bounced = await self.store.admin_bounce(reason, Selection(domain=request.match_info["domain"]))
-        return web.json_response({"domain": request.match_info["domain"].lower(), "bounced": bounced})
+        return web.json_response({"domain": _queue_domain(request), "bounced": bounced})
 
     async def purge(self, request: web.Request) -> web.Response:
         purged = await self.store.purge(Selection(domain=request.match_info["domain"]))
-        return web.json_response({"domain": request.match_info["domain"].lower(), "purged": purged})
+        return web.json_response({"domain": _queue_domain(request), "purged": purged})

@@ -23,7 +23,7 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config
-from relay.message import domain_name_fault
+from relay.message import domain_name_fault, idna_domain
 from relay.store.protocols import Storage
 from relay.store.queue import Attempt, DomainQueue, MessageRecord, QueueSummary, Selection
 
@@ -154,16 +154,17 @@ def suspend(args: argparse.Namespace, config: Config) -> Report:
         raise UsageError(f"{args.domain!r} {fault}")
     seconds = duration("--for", args.duration)
     until = with_store(config, lambda s: s.queue.suspend_domain(args.domain, seconds, args.reason))
-    domain = args.domain.lower()
+    domain = idna_domain(args.domain.lower())
     text = f"{domain} suspended until {when(until)}: its recipients wait, without attempts"
     return Report({"domain": domain, "suspended_until": until}, [text])
 
 
 def resume(args: argparse.Namespace, config: Config) -> Report:
     resumed = with_store(config, lambda s: s.queue.resume_domain(args.domain))
-    data = {"domain": args.domain.lower(), "resumed": resumed}
+    domain = idna_domain(args.domain.lower())
+    data = {"domain": domain, "resumed": resumed}
     if resumed:
-        return Report(data, [f"{args.domain.lower()} resumed"])
+        return Report(data, [f"{domain} resumed"])
     return Report(data, status=EX_FAILED, error=f"{args.domain} was not suspended")
 
 
