@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from relay.errors import RelayError
-from relay.message import idna_domain
+from relay.message import domain_key
 
 DEFAULT_CONFIG_PATH = Path("config/relay.toml")
 
@@ -297,7 +297,7 @@ def _shaping_table(value: object) -> dict[str, Any]:
     """``{"default": {...}, "gmail.com": {...}}`` → overrides per key (validated, not yet merged)."""
     if not isinstance(value, dict):
         raise ValueError("expected a table of tables")
-    return {idna_domain(name.lower()): _shaping_entry(name, values) for name, values in value.items()}
+    return {domain_key(name): _shaping_entry(name, values) for name, values in value.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,9 +329,7 @@ def _routes(value: object) -> dict[str, RouteConfig]:
         username, password = entry.get("username", ""), entry.get("password", "")
         if not isinstance(username, str) or not isinstance(password, str) or bool(username) != bool(password):
             raise ValueError(f'"{domain}": username and password are strings and go together')
-        out[idna_domain(domain.lower())] = RouteConfig(
-            parse_hostport(str(entry["smarthost"]), 25), username, password, tls
-        )
+        out[domain_key(domain)] = RouteConfig(parse_hostport(str(entry["smarthost"]), 25), username, password, tls)
     return out
 
 
@@ -341,7 +339,7 @@ def _tls_policy(value: object) -> dict[str, str]:
     for domain, mode in value.items():
         if mode not in TLS_MODES:
             raise ValueError(f"{domain}: expected one of {', '.join(TLS_MODES)}, got {mode!r}")
-    return {idna_domain(domain.lower()): mode for domain, mode in value.items()}
+    return {domain_key(domain): mode for domain, mode in value.items()}
 
 
 @dataclasses.dataclass(frozen=True)

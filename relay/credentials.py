@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from relay.message import address_fault, domain_name_fault, idna_domain, split_address
+from relay.message import address_fault, domain_key, domain_name_fault, split_address
 
 if TYPE_CHECKING:
     from relay.clock import Clock
@@ -43,7 +43,7 @@ class SmtpCredential:
         if parts is None:
             return False
         local, domain = parts
-        domain = idna_domain(domain)  # a Unicode domain and its A-label form are one domain
+        domain = domain_key(domain)  # a Unicode domain and its A-label form are one domain
         full = f"{local.lower()}@{domain}"
         return any(_rule_form(rule) in (full, domain) for rule in self.allowed_from)
 
@@ -58,7 +58,7 @@ class SmtpCredential:
 def _rule_form(rule: str) -> str:
     """A sender rule as :meth:`SmtpCredential.may_send_as` compares it: lower case, the domain in A-labels."""
     local, at, domain = rule.rpartition("@")
-    return f"{local.lower()}{at}{idna_domain(domain.lower())}"
+    return f"{local.lower()}{at}{domain_key(domain)}"
 
 
 def new_id() -> str:

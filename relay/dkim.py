@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from relay.dkim_sign import sign_relaxed
-from relay.message import UnreadableFrom, from_domain, idna_domain
+from relay.message import UnreadableFrom, domain_key, from_domain
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def load_key(domain: str, selector: str, path: Path) -> DomainKey:
         raise ValueError(f"{path}: DKIM signing needs an RSA key of 1024 bits or more")
     if path.stat().st_mode & 0o077:
         log.warning("DKIM key %s is readable by group or others; chmod 600 it", path)
-    return DomainKey(idna_domain(domain.lower()), selector, pem)  # d= in A-labels, as From: is looked up
+    return DomainKey(domain_key(domain), selector, pem)  # d= in A-labels, as From: is looked up
 
 
 class Signer:
@@ -126,7 +126,7 @@ class Signer:
     ``now`` gives the signing time (the t= tag), in seconds since the epoch."""
 
     def __init__(self, keys: Mapping[str, DomainKey], now: Callable[[], float] = time.time) -> None:
-        self.keys = {idna_domain(domain.lower()): key for domain, key in keys.items()}
+        self.keys = {domain_key(domain): key for domain, key in keys.items()}
         self.now = now
 
     def key_for(self, raw: bytes) -> DomainKey | None:

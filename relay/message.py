@@ -166,6 +166,12 @@ def normalize_domain(domain: str) -> str:
     return idna_domain(domain.strip().rstrip(".").lower())
 
 
+def domain_key(domain: str) -> str:
+    """A domain as relay keeps and compares it (queue, routes, sending domains, DKIM keys, sender rules):
+    lower case, a Unicode one in A-labels, so that either form names it."""
+    return idna_domain(domain.lower())
+
+
 def idna_domain(domain: str) -> str:
     """``"bücher.example"`` → ``"xn--bcher-kva.example"``: a domain in Unicode as IDNA A-labels (RFC 5890),
     the form DNS, DKIM's d= and the sending-domain list hold; unchanged if ASCII or if IDNA refuses it."""
@@ -411,7 +417,7 @@ def _parsed_from(value: str) -> list[str] | None:
 def from_domain(raw: bytes) -> str:
     """The one domain of the From: addresses (lower case, a Unicode one in A-labels: the form sending
     domains and DKIM keys are kept in). Raises UnreadableFrom, also when the addresses are in more than one domain."""
-    domains = {idna_domain(domain_of(a)) for a in from_addresses(raw)}
+    domains = {domain_key(domain_of(a)) for a in from_addresses(raw)}
     if len(domains) != 1:
         raise UnreadableFrom("the From: addresses are in more than one domain")
     return domains.pop()

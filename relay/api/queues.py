@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.api.app import ApiError, read_json_object, require
 from relay.clock import iso
 from relay.config import parse_duration
-from relay.message import domain_name_fault, idna_domain
+from relay.message import domain_key, domain_name_fault
 from relay.store.protocols import QueueStore
 from relay.store.queue import BodyDeleted, DomainQueue, Resent, Selection
 
@@ -54,7 +54,7 @@ def parse_reason(data: Mapping[str, Any]) -> str:
 
 def _queue_domain(request: web.Request) -> str:
     """The path's domain as the queue keeps it: lower case, a Unicode one in A-labels."""
-    return idna_domain(request.match_info["domain"].lower())
+    return domain_key(request.match_info["domain"])
 
 
 def parse_queue_domain(domain: str) -> str:
@@ -63,7 +63,7 @@ def parse_queue_domain(domain: str) -> str:
     fault = domain_name_fault(domain)
     if fault is not None:
         raise ApiError(400, "invalid_field", f"{domain[:100]!r} {fault}", "domain")
-    return idna_domain(domain.lower())  # as the queue keeps it
+    return domain_key(domain)  # as the queue keeps it
 
 
 def parse_suspension(data: Mapping[str, Any]) -> float:

@@ -23,7 +23,7 @@ from relay.cli.common import (
 )
 from relay.cli.output import Column, Report, table
 from relay.config import Config
-from relay.message import domain_name_fault, idna_domain
+from relay.message import domain_key, domain_name_fault
 from relay.store.protocols import Storage
 from relay.store.queue import Attempt, DomainQueue, MessageRecord, QueueSummary, Selection
 
@@ -154,14 +154,14 @@ def suspend(args: argparse.Namespace, config: Config) -> Report:
         raise UsageError(f"{args.domain!r} {fault}")
     seconds = duration("--for", args.duration)
     until = with_store(config, lambda s: s.queue.suspend_domain(args.domain, seconds, args.reason))
-    domain = idna_domain(args.domain.lower())
+    domain = domain_key(args.domain)
     text = f"{domain} suspended until {when(until)}: its recipients wait, without attempts"
     return Report({"domain": domain, "suspended_until": until}, [text])
 
 
 def resume(args: argparse.Namespace, config: Config) -> Report:
     resumed = with_store(config, lambda s: s.queue.resume_domain(args.domain))
-    domain = idna_domain(args.domain.lower())
+    domain = domain_key(args.domain)
     data = {"domain": domain, "resumed": resumed}
     if resumed:
         return Report(data, [f"{domain} resumed"])

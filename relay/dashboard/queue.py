@@ -20,7 +20,7 @@ from relay.dashboard.access import admin, signed_in
 from relay.dashboard.deps import DashboardDeps, deps
 from relay.dashboard.pages import Page
 from relay.dashboard.render import FormErrors, render, when
-from relay.message import idna_domain
+from relay.message import domain_key
 from relay.store.queue import DomainQueue, Selection
 
 PAGE_SIZE = 50
@@ -57,7 +57,7 @@ async def _rows(d: DashboardDeps, offset: int) -> tuple[list[dict[str, Any]], in
 
 async def _domain(d: DashboardDeps, domain: str) -> dict[str, Any]:
     """One domain's row (zeros when nothing waits for it)."""
-    domain = idna_domain(domain.lower())
+    domain = domain_key(domain)
     found = next((q for q in await d.store.queue.domain_queues() if q.domain == domain), None)
     row = _row(found or DomainQueue(domain, 0, 0, 0, 0, None, None))
     row["last_error"] = (await d.store.sites.last_errors([domain])).get(domain)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.events import EventKind
-from relay.message import idna_domain
+from relay.message import domain_key
 from relay.store import suppressions
 from relay.store.dialect import Connection, notify
 from relay.store.queue.lifecycle import _DUE_SQL, NEW_WORK, _event
@@ -30,7 +30,7 @@ def _where(selection: Selection) -> tuple[str, list[Any]]:
     params: list[Any] = []
     for value, clause in (
         (selection.message_id, "message_id = ?"),
-        (selection.domain and idna_domain(selection.domain.lower()), "domain = ?"),
+        (selection.domain and domain_key(selection.domain), "domain = ?"),
         (selection.recipient, "address = ?"),
         (selection.sender, "message_id IN (SELECT id FROM messages WHERE sender = ?)"),
         (selection.created_before, "message_id IN (SELECT id FROM messages WHERE created_at < ?)"),
@@ -68,12 +68,12 @@ def suspend_domain(conn: Connection, domain: str, until: float, reason: str) -> 
     conn.execute(
         "INSERT INTO suspended_domains (domain, until, reason) VALUES (?, ?, ?)"
         " ON CONFLICT (domain) DO UPDATE SET until = excluded.until, reason = excluded.reason",
-        (idna_domain(domain.lower()), until, reason),
+        (domain_key(domain), until, reason),
     )
 
 
 def resume_domain(conn: Connection, domain: str) -> bool:
-    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (idna_domain(domain.lower()),)).rowcount == 1
+    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (domain_key(domain),)).rowcount == 1
 
 
 def admin_bounce(conn: Connection, now: float, reason: str, selection: Selection) -> int:

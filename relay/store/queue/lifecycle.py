@@ -10,7 +10,7 @@ from typing import Any
 
 from relay.bounces.reasons import deferral_reason
 from relay.events import PENDING_STATES, EventKind
-from relay.message import NewMessage, domain_of, idna_domain
+from relay.message import NewMessage, domain_key, domain_of
 from relay.store import suppressions
 from relay.store.dialect import Connection, is_postgres, notify
 from relay.store.queue.quotas import _count_against_quota
@@ -65,14 +65,14 @@ def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | No
             cur = conn.execute(
                 "INSERT INTO recipients (message_id, address, domain, state, last_response, updated_at)"
                 " VALUES (?, ?, ?, 'suppressed', ?, ?) RETURNING id",
-                (message.id, address, idna_domain(domain_of(address)), why, now),
+                (message.id, address, domain_key(domain_of(address)), why, now),
             )
             _event(conn, now, EventKind.SUPPRESSED, message.id, cur.fetchone()[0], address, None, why)
             continue
         cur = conn.execute(
             "INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (message.id, address, idna_domain(domain_of(address)), state, due, now),
+            (message.id, address, domain_key(domain_of(address)), state, due, now),
         )
         _event(
             conn,
@@ -109,9 +109,9 @@ def _enqueue_in_one_statement(
     for address in message.recipients:
         why = message.suppressed.get(address)
         if why is not None:  # kept for the record (activity, events), never attempted
-            recipients.append((message.id, address, idna_domain(domain_of(address)), "suppressed", None, why, now))
+            recipients.append((message.id, address, domain_key(domain_of(address)), "suppressed", None, why, now))
         else:
-            recipients.append((message.id, address, idna_domain(domain_of(address)), state, due, None, now))
+            recipients.append((message.id, address, domain_key(domain_of(address)), state, due, None, now))
     queued_details = json.dumps({"send_at": scheduled}) if scheduled is not None else None
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(recipients))
     conn.execute(
