@@ -21,6 +21,7 @@ from relay.keys import create_api_key
 from relay.message import ascii_domain_form, from_domain
 from relay.store.queue import Selection
 from tests.conftest import Sink, start_sink, wait_for_states
+from tests.postfix import PostfixInstance
 from tests.test_queue_control import engine_for, queue
 
 
@@ -92,6 +93,16 @@ async def test_a_unicode_local_part_still_needs_smtputf8(relay_factory, sink):
     [status] = await wait_for_states(relay.store, message_id, ["bounced"])
     assert (status.last_code, status.last_response[:5]) == (553, "5.6.7")
     assert sink.handler.received == []
+
+
+async def test_only_the_recipient_that_needs_smtputf8_is_refused(relay_factory, sink):
+    """One recipient with a Unicode local part refused its whole transaction: its neighbours bounced too."""
+    relay, headers = await relay_and_key(relay_factory, sink)
+    to = ["jöhn@bücher.example", "you@bücher.example"]
+    message_id = await post(relay, headers, {**UNICODE_LOCAL_PART, "to": to})
+    statuses = await wait_for_states(relay.store, message_id, ["bounced", "delivered"])
+    assert (statuses[0].last_code, statuses[0].last_response[:5]) == (553, "5.6.7")
+    assert [r.rcpt_tos for r in sink.handler.received] == [["you@xn--bcher-kva.example"]]
 
 
 async def test_a_unicode_local_part_goes_with_smtputf8_where_offered(relay_factory, utf8_sink):
@@ -254,3 +265,20 @@ async def test_a_route_named_in_unicode_takes_either_form(relay_factory, sink, u
         "you@xn--bcher-kva.example",
     ]
     assert [m.rcpt_tos for m in sink.handler.received] == [["them@example.org"]]
+
+
+async def test_a_unicode_domain_reaches_a_real_postfix_without_smtputf8(relay_factory, sink):
+    """Through a private Postfix (smtputf8_enable = no, as many receivers are): the A-label form passes,
+    and Postfix routes it by that name; a Unicode local part waits for no one and bounces at relay."""
+    postfix = PostfixInstance({"xn--bcher-kva.example": sink.address})
+    await asyncio.to_thread(postfix.start)
+    try:
+        relay, headers = await relay_and_key(relay_factory, Sink(sink.handler, sink.server, postfix.port))
+        to = ["you@Bücher.example", "jöhn@bücher.example"]
+        message_id = await post(relay, headers, {"from": "app@example.com", "to": to, "subject": "x", "text": "hi"})
+        statuses = await wait_for_states(relay.store, message_id, ["delivered", "bounced"], timeout=20)
+        assert (statuses[1].last_code, statuses[1].last_response[:5]) == (553, "5.6.7")
+        [received] = await sink.handler.wait_for(1, timeout=20)
+        assert received.rcpt_tos == ["you@xn--bcher-kva.example"]
+    finally:
+        await asyncio.to_thread(postfix.stop)

@@ -218,16 +218,19 @@ class Connection:
         smtp = self.smtp
         wire: Sequence[str] = recipients
         on_wire: dict[str, str] | None = None
+        refused: dict[str, Reply] = {}
         if not (sender.isascii() and all(r.isascii() for r in recipients)):
             # An internationalised domain goes in A-labels: only a local part beyond ASCII needs SMTPUTF8.
             sender = ascii_domain_form(sender)
             on_wire = {r: ascii_domain_form(r) for r in recipients}
-            wire = list(dict.fromkeys(on_wire.values()))  # two forms of one address: one RCPT
+            if not smtp.supports_extension("smtputf8"):  # refuse what needs it, send the rest
+                no = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses", Phase.MAIL)
+                refused = {r: no for r, w in on_wire.items() if not (w.isascii() and sender.isascii())}
+                if len(refused) == len(recipients):
+                    return refused
+            wire = list(dict.fromkeys(w for r, w in on_wire.items() if r not in refused))  # two forms: one RCPT
         utf8 = on_wire is not None and (not sender.isascii() or not all(r.isascii() for r in wire))
         options = []
-        if utf8 and not smtp.supports_extension("smtputf8"):
-            refused = Reply(553, "5.6.7 the receiving server does not support SMTPUTF8 addresses", Phase.MAIL)
-            return {r: refused for r in recipients}
         eight_bit = not raw.isascii()
         if utf8 or (eight_bit and utf8_header(raw) and smtp.supports_extension("smtputf8")):
             options.append("SMTPUTF8")  # also for UTF-8 in the header alone (RFC 6531 §3.4)
@@ -237,7 +240,9 @@ class Connection:
         steps: Steps = self._pipeline(sender, wire, options) or OneByOne(smtp, sender, options, encoding)
         replies = await self._exchange(steps, wire, raw, probe)
         await steps.finish()
-        return replies if on_wire is None else {r: replies[on_wire[r]] for r in recipients}
+        if on_wire is None:
+            return replies
+        return {r: refused[r] if r in refused else replies[on_wire[r]] for r in recipients}
 
     def _pipeline(self, sender: str, recipients: Sequence[str], options: list[str]) -> Pipeline | None:
         """The transaction as one group (RFC 2920) when the server offers PIPELINING and every
