@@ -93,6 +93,7 @@ async def test_a_unicode_local_part_still_needs_smtputf8(relay_factory, sink):
     [status] = await wait_for_states(relay.store, message_id, ["bounced"])
     assert (status.last_code, status.last_response[:5]) == (553, "5.6.7")
     assert sink.handler.received == []
+    assert await relay.store.suppressions.suppressed(["jöhn@bücher.example"]) == {}  # relay's own refusal
 
 
 async def test_only_the_recipient_that_needs_smtputf8_is_refused(relay_factory, sink):
