@@ -208,7 +208,11 @@ class WakeSender:
         self._send(b"!")
 
     def ready(self) -> None:
-        """Tell the main process this acceptor is listening (it says "relay started" once all are)."""
+        """Tell the main process this acceptor is listening (it says "relay started" once all are). The
+        lines logged so far go out first (relay.logs holds a turn's lines until the turn ends), so that
+        the log has this acceptor's "listening" lines before the main process's "relay started"."""
+        for handler in logging.getLogger().handlers:
+            handler.flush()
         self._send(READY + str(os.getpid()).encode())
 
     def _send(self, data: bytes) -> None:
