@@ -222,6 +222,9 @@ class WakeSender:
             pass  # the main process is busy or restarting: it polls the queue anyway
 
 
+RELAY_ROOT = str(Path(__file__).resolve().parent.parent)  # the directory this process's relay package is in
+
+
 class Supervisor:
     """Starts, restarts and stops the acceptor processes."""
 
@@ -231,8 +234,15 @@ class Supervisor:
         for sock in listeners.all():
             sock.set_inheritable(True)
         self.fds = listeners.fds()
-        self.env = {**os.environ, LISTEN_FDS_ENV: listeners.describe(), PARENT_PID_ENV: str(os.getpid())}
-        self.argv = [sys.executable, "-m", "relay", "serve"]
+        self.env = {
+            **os.environ,
+            LISTEN_FDS_ENV: listeners.describe(),
+            PARENT_PID_ENV: str(os.getpid()),
+            "PYTHONPATH": os.pathsep.join(filter(None, [RELAY_ROOT, os.environ.get("PYTHONPATH")])),
+        }
+        # -P: not the working directory first on the path (Python 3.11), so the acceptors import this
+        # process's relay (from RELAY_ROOT), never a relay package the working directory happens to hold.
+        self.argv = [sys.executable, "-P", "-m", "relay", "serve"]
         if config_path is not None:
             self.argv += ["--config", str(config_path)]
         self._tasks: list[asyncio.Task[None]] = []

@@ -498,16 +498,20 @@ class RelayProcess:
         self.smtp_port = 0
         self.http_port = 0
 
-    async def start(self, timeout: float = 15.0) -> None:
+    async def start(self, timeout: float = 15.0, cwd: Path | None = None) -> None:
+        """``cwd``: start it there through the ``relay`` script, as systemd's ExecStart does (``python -m
+        relay`` would import whatever ``relay`` package the directory holds)."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("RELAY_CONFIG", None)
+        command = [str(Path(sys.executable).parent / "relay")] if cwd is not None else [sys.executable, "-m", "relay"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
+            [*command, "serve", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -77,6 +77,24 @@ async def test_a_relay_with_auto_acceptors_from_the_environment_starts_and_accep
     assert "restarting" not in proc.log()
 
 
+async def test_acceptors_run_the_main_process_s_relay_whatever_the_working_directory_holds(
+    relay_process, sink, tmp_path
+):
+    """Acceptors were started as ``python -m relay`` from the main process's working directory, so a
+    ``relay`` package there (another checkout, another version) was what accepted mail."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "relay").mkdir(parents=True)
+    (elsewhere / "relay" / "__init__.py").write_text("")
+    (elsewhere / "relay" / "__main__.py").write_text("raise SystemExit('not the relay that started me')\n")
+    proc = relay_process(server={"acceptors": 1}, delivery={"smarthost": sink.address})
+    await proc.start(cwd=elsewhere)
+    await wait_until(lambda: "started acceptor process 1" in proc.log())
+    [message_id] = await asyncio.gather(asyncio.to_thread(smtp_submit, proc.smtp_port, ["r@example.org"]))
+    assert message_id and await sink.handler.wait_for(1)
+    assert await proc.terminate() == 0
+    assert "not the relay that started me" not in proc.log() and "restarting" not in proc.log()
+
+
 # ---------------------------------------------------------------------------
 # Acceptors die with the main process (issue 17 item 16)
 
