@@ -1,6 +1,9 @@
-"""Internationalised addresses at delivery (RFC 5890, 6531): a domain in Unicode goes in A-labels, so only
-a local part beyond ASCII needs a server that offers SMTPUTF8; UTF-8 in the header asks for SMTPUTF8
-where it is offered."""
+"""Internationalised addresses (RFC 5890, 6531, 8616): a domain in Unicode is its A-label form everywhere.
+
+At delivery it goes in A-labels, so only a local part beyond ASCII needs a server that offers SMTPUTF8
+(and only that recipient is refused where none is offered); UTF-8 in the header asks for SMTPUTF8 where
+it is offered. A From: domain in Unicode is signed and verified as its A-label form; sending domains,
+credentials' sender rules, the queue's domains and the delivery settings keyed by domain take either form."""
 
 from __future__ import annotations
 
