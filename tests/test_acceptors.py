@@ -89,8 +89,9 @@ async def test_acceptors_run_the_main_process_s_relay_whatever_the_working_direc
     proc = relay_process(server={"acceptors": 1}, delivery={"smarthost": sink.address})
     await proc.start(cwd=elsewhere)
     await wait_until(lambda: "started acceptor process 1" in proc.log())
-    [message_id] = await asyncio.gather(asyncio.to_thread(smtp_submit, proc.smtp_port, ["r@example.org"]))
-    assert message_id and await sink.handler.wait_for(1)
+    assert await asyncio.to_thread(smtp_submit, proc.smtp_port, ["r@example.org"])
+    [received] = await sink.handler.wait_for(1)
+    assert received.rcpt_tos == ["r@example.org"]
     assert await proc.terminate() == 0
     assert "not the relay that started me" not in proc.log() and "restarting" not in proc.log()
 
