@@ -257,14 +257,38 @@ PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
+_LONE_CR = re.compile(rb"\r(?!\n)")  # a literal first byte: the search skips to each CR (~0.8 ns a byte)
+
+
+def crlf_only(data: bytes) -> bool:
+    """Whether every line end of ``data`` is a CRLF: no bare LF, no lone CR.
+
+    Every CR is followed by an LF, so there are as many CRLFs as CRs; as many LFs as CRs, then every LF
+    is one of those CRLFs. Acceptance and delivery both ask it (bench/message_scans.py times it)."""
+    return _LONE_CR.search(data) is None and data.count(b"\n") == data.count(b"\r")
+
+
 def crlf_line_ends(data: bytes) -> bytes:
     """Every line end a CRLF: a bare LF or a lone CR ends a line too, as Postfix reads a bare LF and as
     relay's delivery sends both. Messages are made so at acceptance, so that what relay checks, signs,
     stores and sends is one and the same text whatever line ends the client used."""
-    crlfs = data.count(b"\r\n")
-    if crlfs == data.count(b"\n") and crlfs == data.count(b"\r"):
-        return data
-    return _LINE_END.sub(b"\r\n", data)
+    return data if crlf_only(data) else _LINE_END.sub(b"\r\n", data)
+
+
+def has_line_over(data: bytes, limit: int) -> bool:
+    """Whether a line of ``data`` (what lies between two LFs, or an LF and an end) is over ``limit`` bytes.
+
+    From the start of a line, the last LF within the next ``limit + 1`` bytes ends a stretch of lines
+    none of which is too long, and the next line starts after it; no LF there, and the line is too long.
+    So the search moves ~``limit`` bytes a step (memrchr), where splitting the text made an object per
+    line (a 100 KB message: ~40 against ~120 us)."""
+    start, end = 0, len(data)
+    while end - start > limit:
+        lf = data.rfind(b"\n", start, start + limit + 1)
+        if lf == -1:
+            return True
+        start = lf + 1
+    return False
 
 
 _LINE_STARTING_WITH_DOT = re.compile(rb"\r\n\.")  # a regex finds this ~2x faster than bytes.find

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from relay.credentials import create_smtp_credential
 from relay.delivery.client import wire_form
 from relay.dkim import DomainKey, Signer
-from relay.message import UnreadableFrom, crlf_line_ends, from_addresses, from_domain
+from relay.message import UnreadableFrom, crlf_line_ends, crlf_only, from_addresses, from_domain, has_line_over
 from relay.store.queue import MessageFilter
 from tests.conftest import smtp_reply, store_rows
 from tests.test_dkim import new_key, publish, verifier
@@ -245,6 +245,27 @@ def test_a_from_header_is_read_or_unreadable_never_an_exception(value: str) -> N
 def test_crlf_line_ends_treats_bare_lf_and_lone_cr_as_line_ends():
     assert crlf_line_ends(b"a\r\nb\r\n") == b"a\r\nb\r\n"
     assert crlf_line_ends(b"a\nb\r\nc\rd\r\r\n") == b"a\r\nb\r\nc\r\nd\r\n\r\n"
+
+
+# Texts made of line ends of every kind and short runs of other bytes, where the cases meet.
+LINE_PIECES = st.lists(
+    st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\r\n", b"\n\r", b"x", b"xy", b".", b" "]), max_size=40
+)
+
+
+@given(st.one_of(st.binary(max_size=200), LINE_PIECES.map(b"".join)))
+def test_crlf_only_is_every_line_end_a_crlf(data):
+    assert crlf_only(data) == (re.search(rb"\r(?!\n)|(?<!\r)\n", data) is None)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=40), max_size=12),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    st.integers(min_value=0, max_value=45),
+)
+def test_has_line_over_is_the_longest_line_between_lfs(lengths, end, limit):
+    data = end.join(b"x" * n for n in lengths)
+    assert has_line_over(data, limit) == (max(map(len, data.split(b"\n"))) > limit)
 
 
 @given(st.binary(max_size=200))

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from aiosmtpd.smtp import MISSING, SMTP
 
 from relay.errors import RelayError
-from relay.message import crlf_line_ends, dot_unstuff
+from relay.message import crlf_line_ends, dot_unstuff, has_line_over
 from relay.submission.budget import SMTP_WEIGHT, Held, InflightBudget
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class DataCollector:
         self._pieces.clear()
         # Lines split at LF (a bare LF ends a line for every reader of the message): the CR is
         # counted, the LF not, so "longer than max_line with its CRLF" is "longer than max_line - 1".
-        if len(data) > self.max_line - 1 and max(map(len, data.split(b"\n"))) > self.max_line - 1:
+        if has_line_over(data, self.max_line - 1):
             raise LineTooLong
         # A bare LF (or lone CR) ends a line, as for Postfix: the stored message is all CRLF, and a
         # dot after a bare LF is unstuffed like one after a CRLF. Only <CRLF>.<CRLF> ends the data.
