@@ -120,15 +120,20 @@ def _display_name(where: str, name: str) -> str:
 
 
 def parse_addresses(
-    field: str, value: object, *, required: bool = False, limit: int | None = None
+    field: str, value: object, *, required: bool = False, limit: int | None = None, many: bool = False
 ) -> tuple[Address, ...]:
     """``"a@x"``, ``"Name <a@x>"``, ``{"email": "a@x", "name": "Name"}`` or a list of those → Addresses;
     FieldError otherwise, naming the item (``to[1]``) or its part (``to[1].email``). A list longer than
-    ``limit`` is refused before any of its items is looked at."""
+    ``limit`` is refused before any of its items is looked at. With ``many``, a string alone may also be
+    a comma-separated list (``"a@x, Name <b@y>"``), as Postmark's and Mailgun's APIs take it."""
     if value is None or value == [] or value == "":
         if required:
             raise FieldError(field, f"'{field}' is required", "missing_field")
         return ()
+    if many and isinstance(value, str) and "," in value:
+        pieces = address_list(value)
+        if len(pieces) > 1:
+            return _address_list(field, pieces, limit)
     single = isinstance(value, str | dict)
     items = [value] if single else value
     if not isinstance(items, list):
@@ -142,6 +147,36 @@ def parse_addresses(
         where = field if single else f"{field}[{index}]"
         out.append(_address_object(where, item) if isinstance(item, dict) else _parse_address(where, item))
     return tuple(out)
+
+
+def address_list(text: str) -> list[str]:
+    """The addresses of a comma-separated list, as written: split at each comma outside a quoted string
+    (``"Doe, John" <j@x>``) and angle brackets, the empty ones (a trailing comma) left out. Each is then
+    read as one address, so an unquoted name with a comma (``Doe, John <j@x>``) is refused, not guessed
+    at, and nothing the email package's lenient list parser would make of a malformed list gets in."""
+    pieces, start, quoted, angle, escaped = [], 0, False, False, False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char in "<>":
+            angle = char == "<"
+        elif char == "," and not quoted and not angle:
+            pieces.append(text[start:index])
+            start = index + 1
+    pieces.append(text[start:])
+    return [piece.strip() for piece in pieces if piece.strip()]
+
+
+def _address_list(field: str, pieces: list[str], limit: int | None) -> tuple[Address, ...]:
+    if limit is not None and len(pieces) > limit:
+        raise FieldError(
+            field, f"'{field}' has {len(pieces)} addresses; at most {limit} recipients", "too_many_recipients"
+        )
+    return tuple(_parse_address(field, piece) for piece in pieces)
 
 
 def _address_object(where: str, item: dict[str, Any]) -> Address:
@@ -313,10 +348,10 @@ def parse_request(data: dict[str, Any], limits: Limits) -> Composition:
         raise FieldError("text", "give 'text', 'html' or both", "missing_field")
     composition = Composition(
         sender=sender[0],
-        to=parse_addresses("to", data.get("to"), required=True, limit=limit),
-        cc=parse_addresses("cc", data.get("cc"), limit=limit),
-        bcc=parse_addresses("bcc", data.get("bcc"), limit=limit),
-        reply_to=parse_addresses("reply_to", data.get("reply_to"), limit=limit),
+        to=parse_addresses("to", data.get("to"), required=True, limit=limit, many=True),
+        cc=parse_addresses("cc", data.get("cc"), limit=limit, many=True),
+        bcc=parse_addresses("bcc", data.get("bcc"), limit=limit, many=True),
+        reply_to=parse_addresses("reply_to", data.get("reply_to"), limit=limit, many=True),
         subject=_optional_string(data, "subject", single_line_only=True) or "",
         text=text,
         html=html,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from relay import config as config_mod
-from relay.compose import FieldError, Limits, build, parse_request
+from relay.compose import FieldError, Limits, build, parse_addresses, parse_request
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -68,6 +68,31 @@ def test_the_mime_builder_accepts_or_names_the_field(data):
     assert b"\r\n\r\n" in raw and all(len(line) <= 998 for line in raw.split(b"\r\n"))
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Message-ID"] and parsed["From"]
+
+
+_names = st.one_of(
+    st.just(""),
+    st.sampled_from(["Ann", "Doe, John", 'Say "hi"', "a\\b", "Ann <x>", "Ünïcode, Inc.", "(paren)", "x;y"]),
+    st.text(st.characters(min_codepoint=32, max_codepoint=0x24F, blacklist_categories=("Cs", "Cc")), max_size=12),
+)
+_mailboxes = st.tuples(_names, st.sampled_from(["ann@example.org", "b.o-b@example.com", "x@[127.0.0.1]"]))
+
+
+def quoted(name: str, address: str) -> str:
+    """``"name" <address>`` with the name as a quoted string (RFC 5322 §3.2.4), as a client writes one
+    that holds a comma, a quote or a bracket; the address alone without a name."""
+    if not name:
+        return address
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + f'" <{address}>'
+
+
+@given(st.lists(_mailboxes, min_size=1, max_size=5), st.sampled_from([", ", ",", " , ", ",\t"]))
+def test_a_comma_separated_string_reads_as_the_list_it_was_written_from(mailboxes, separator):
+    """Addresses with any names, joined by commas: read back as the same names and addresses, in order."""
+    assume(all("=?" not in name for name, _ in mailboxes))  # encoded words are refused, by design
+    text = separator.join(quoted(*mailbox) for mailbox in mailboxes)
+    addresses = parse_addresses("to", text, many=True)
+    assert [(a.display_name, a.addr_spec) for a in addresses] == mailboxes
 
 
 _sections = st.dictionaries(

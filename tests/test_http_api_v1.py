@@ -232,6 +232,13 @@ async def test_attachments_inline_images_and_custom_headers_reach_the_sink(api, 
         ({**MESSAGE, "reply_to": {"email": "Ann <ann@example.org>"}}, 400, "invalid_field", "reply_to.email"),
         ({**MESSAGE, "from": {"email": ["app@example.com"]}}, 400, "invalid_field", "from.email"),
         ({**MESSAGE, "to": 42}, 400, "invalid_field", "to"),
+        # A comma-separated string: each address is read whole, an unquoted name with a comma is refused.
+        ({**MESSAGE, "to": "ok@example.org, broken"}, 400, "invalid_field", "to"),
+        ({**MESSAGE, "to": "Doe, John <john@example.org>"}, 400, "invalid_field", "to"),
+        ({**MESSAGE, "to": "a@example.org b@example.org"}, 400, "invalid_field", "to"),
+        ({**MESSAGE, "cc": "Group: a@example.org, b@example.org;"}, 400, "invalid_field", "cc"),
+        ({**MESSAGE, "bcc": ", ".join(f"u{i}@example.org" for i in range(51))}, 400, "too_many_recipients", "bcc"),
+        ({**MESSAGE, "from": "app@example.com, other@example.com"}, 400, "invalid_field", "from"),
     ],
 )
 async def test_validation_errors_name_the_field(api, payload, status, code, field):
@@ -281,6 +288,33 @@ async def test_addresses_as_objects_with_names_reach_the_sink(api, sink):
     personal = {"message": MESSAGE, "recipients": [{"to": {"email": "fay@example.org", "name": "Fay"}}]}
     async with api.request("POST", "/v1/messages/batch", json=personal) as resp:
         assert resp.status == 202 and (await resp.json())["queued"] == 1
+
+
+async def test_a_comma_separated_string_of_addresses_is_a_list(api, sink):
+    """As Postmark's "To" and Mailgun's "to" take them: a string of addresses separated by commas, names
+    with a comma quoted; a trailing comma from joining them is nothing."""
+    payload = {
+        **MESSAGE,
+        "to": '"Doe, John" <john@example.org>, ann@example.org,',
+        "cc": "Carol <carol@example.org>,dave@example.org",
+        "bcc": "eve@example.org",
+        "reply_to": "help@example.com, Sales <sales@example.com>",
+    }
+    async with api.request("POST", "/v1/messages", json=payload) as resp:
+        assert resp.status == 202, await resp.text()
+        recipients = [r["email"] for r in (await resp.json())["recipients"]]
+    expected = ["john@example.org", "ann@example.org", "carol@example.org", "dave@example.org", "eve@example.org"]
+    assert recipients == expected
+    (received,) = await sink.handler.wait_for(5)
+    assert sorted(received.rcpt_tos) == sorted(expected)
+    msg = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [
+        ("Doe, John", "john@example.org"),
+        ("", "ann@example.org"),
+    ]
+    assert [a.addr_spec for a in msg["Cc"].addresses] == ["carol@example.org", "dave@example.org"]
+    assert [a.addr_spec for a in msg["Reply-To"].addresses] == ["help@example.com", "sales@example.com"]
+    assert msg["Bcc"] is None
 
 
 async def test_show_list_filter_and_paginate(api):

@@ -43,7 +43,9 @@ _ADDRESS = {
 _ADDRESSES = {
     "oneOf": [*_ADDRESS_ITEM["oneOf"], {"type": "array", "items": _ADDRESS_ITEM}],
     "description": '"user@example.com", "Name <user@example.com>", {"email": "user@example.com", "name": "Name"},'
-    " or a list of those (at most [http] max_recipients, counted before any is parsed: too_many_recipients)",
+    " or a list of those (at most [http] max_recipients, counted before any is parsed: too_many_recipients);"
+    ' a string may also be a comma-separated list, "a@example.com, Name <b@example.com>" (quote a name that'
+    ' holds a comma: "\\"Doe, Jo\\" <jo@example.com>")',
 }
 
 
