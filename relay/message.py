@@ -275,6 +275,30 @@ def crlf_line_ends(data: bytes) -> bytes:
     return data if crlf_only(data) else _LINE_END.sub(b"\r\n", data)
 
 
+# Header fields, whole: a name and its colon (RFC 5322 §2.2; §4.5 allows space before the colon), the value
+# and the folded lines that continue it, each line with its CRLF (the last one may end the text).
+_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*(?:\r\n|\Z))*")
+
+
+def header_section_ended(raw: bytes) -> bytes:
+    """``raw`` (CRLF text) with the empty line that ends its header section, where a client left it out.
+
+    The header section is the fields (``Name: value``, folded lines after them) up to the first empty
+    line. A script that sends ``"Hello"`` as the whole message, or a header followed at once by text,
+    has a first line that is neither: the body starts there, and an empty line goes before it, as
+    Postfix's cleanup puts one. Without it, the fields relay writes on top would make the text part of
+    the header section. A leading mbox ``From `` line is left as it was."""
+    end = raw.find(b"\r\n\r\n")
+    start = raw.find(b"\r\n") + 2 if raw.startswith(b"From ") else 0
+    if start == 1:  # one line, no line end
+        return raw
+    fields = _FIELDS.match(raw, start, len(raw) if end == -1 else end + 2)  # matches, if only the empty text
+    position = fields.end() if fields is not None else start
+    if position == len(raw) or raw.startswith(b"\r\n", position):
+        return raw
+    return raw[:position] + b"\r\n" + raw[position:]
+
+
 def has_line_over(data: bytes, limit: int) -> bool:
     """Whether a line of ``data`` (what lies between two LFs, or an LF and an end) is over ``limit`` bytes.
 

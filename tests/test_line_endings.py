@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from relay.credentials import create_smtp_credential
 from relay.delivery.client import wire_form
 from relay.dkim import DomainKey, Signer
-from relay.message import UnreadableFrom, crlf_line_ends, crlf_only, from_addresses, from_domain, has_line_over
+from relay.message import (
+    UnreadableFrom,
+    crlf_line_ends,
+    crlf_only,
+    from_addresses,
+    from_domain,
+    has_line_over,
+    header_section_ended,
+)
 from relay.store.queue import MessageFilter
 from tests.conftest import smtp_reply, store_rows
 from tests.test_dkim import new_key, publish, verifier
@@ -266,6 +274,28 @@ def test_crlf_only_is_every_line_end_a_crlf(data):
 def test_has_line_over_is_the_longest_line_between_lfs(lengths, end, limit):
     data = end.join(b"x" * n for n in lengths)
     assert has_line_over(data, limit) == (max(map(len, data.split(b"\n"))) > limit)
+
+
+HEADER_LINES = st.lists(
+    st.sampled_from([b"Subject: x", b"X-A : y", b" fold", b"\tfold", b"", b"text", b"a: b: c", b":x", b"From me"]),
+    max_size=8,
+)
+
+
+@given(HEADER_LINES, st.booleans())
+def test_header_section_ended_only_adds_the_empty_line_a_header_lacks(lines, final_crlf):
+    raw = b"\r\n".join(lines) + (b"\r\n" if final_crlf else b"")
+    ended = header_section_ended(raw)
+    assert header_section_ended(ended) == ended
+    if ended != raw:  # one CRLF, put in at the start of a line
+        line_starts = [0] + [i + 2 for i in range(len(raw)) if raw.startswith(b"\r\n", i)]
+        assert any(ended == raw[:at] + b"\r\n" + raw[at:] for at in line_starts)
+    if raw.startswith(b"From "):
+        return  # an mbox separator line: left as it was
+    header = ended.split(b"\r\n\r\n", 1)[0] if not ended.startswith(b"\r\n") else b""
+    for number, line in enumerate(header.split(b"\r\n") if header else []):
+        is_field = re.match(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:", line) is not None
+        assert is_field or (number > 0 and line[:1] in (b" ", b"\t")) or (line == b"" and header.endswith(b"\r\n"))
 
 
 @given(st.binary(max_size=200))

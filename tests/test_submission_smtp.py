@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import smtplib
 
 import pytest
@@ -67,6 +69,47 @@ async def test_message_id_and_date_are_added_when_missing(relay_factory, sink):
     assert "\r\nMessage-ID: <" in headers and "@relay.test>" in headers
     assert "\r\nDate: " in headers
     assert m.data.endswith(body)
+
+
+def smtplib_sendmail(port: int, message: str | bytes) -> None:
+    """What many scripts do: ``sendmail(from, to, text)``, the text often without a header at all."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.sendmail("app@example.com", ["user@example.org"], message)
+
+
+@pytest.mark.parametrize(
+    ("sent", "header", "body"),
+    [
+        ("Hello from a script", b"", b"Hello from a script\r\n"),  # no header at all
+        ("Hello\nsecond line\n", b"", b"Hello\nsecond line\n".replace(b"\n", b"\r\n")),
+        ("Subject: hi\nHello straight after the header\n", b"Subject: hi\r\n", b"Hello straight after the header\r\n"),
+        (b"Subject: hi\r\n\tfolded\r\nbody: a line with a colon\r\n", b"Subject: hi\r\n\tfolded\r\n", None),
+        (
+            " indented first line\r\nSubject: not a header\r\n",
+            b"",
+            b" indented first line\r\nSubject: not a header\r\n",
+        ),
+        ("Subject: hi\r\n\r\nbody\r\n", b"Subject: hi\r\n", b"body\r\n"),  # well formed: as it was
+    ],
+)
+async def test_a_message_without_the_empty_line_after_its_header_gets_one(relay_factory, sink, sent, header, body):
+    """The text a client sends where the header should end starts the body (as for Postfix): the fields relay
+    adds on top must not turn it into header lines, which receivers drop or refuse."""
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    await asyncio.to_thread(smtplib_sendmail, relay.smtp_addresses[0][1], sent)
+    (m,) = await sink.handler.wait_for(1)
+    added, _, rest = m.data.partition(b"\r\nDate: ")  # relay's fields: Received, Message-ID, Date
+    assert added.startswith(b"Received: ") and b"\r\nMessage-ID: <" in added
+    date, _, message = rest.partition(b"\r\n")
+    assert message.startswith(header) and date.endswith(b"+0000")
+    if body is None:  # "body: a line" is a field, as for any reader: the header goes on, no body
+        assert message == header + b"body: a line with a colon\r\n"
+    else:
+        assert message == header + b"\r\n" + body
+    parsed = email.message_from_bytes(m.data, policy=email.policy.default)
+    assert not parsed.defects and all(not h.defects for h in map(parsed.get, parsed.keys()))
+    if body is not None:
+        assert parsed.get_content().replace("\r\n", "\n") == body.decode().replace("\r\n", "\n")
 
 
 async def test_untrusted_client_cannot_relay(relay_factory, sink):

@@ -40,6 +40,7 @@ from relay.message import (
     NoFrom,
     UnreadableFrom,
     from_addresses,
+    header_section_ended,
     header_value,
     missing_standard_headers,
     new_message_id,
@@ -207,7 +208,7 @@ class SubmissionHandler:
 
     async def data(self, session: Session, envelope: Envelope) -> str:
         """The reply to the end of DATA: 250 once the message is on disk, or why it was refused."""
-        raw = envelope.content or b""
+        raw = header_section_ended(envelope.content or b"")  # what every rule reads, and what is stored
         cred = _credential(session)
         if cred is not None:
             try:
