@@ -49,12 +49,35 @@ def test_config_and_json_are_honoured_before_and_after_the_action(group, action,
     assert (before.config, before.json) == ("before.toml", True)
     plain = parser.parse_args([group, action, *positionals])
     assert (plain.config, plain.json) == (None, False)
+    top = parser.parse_args(["--config", "top.toml", "--json", group, action, *positionals])
+    assert (top.config, top.json) == ("top.toml", True)  # relay --config FILE group action
     if takes_config:
         after = parser.parse_args([group, action, *positionals, "--config", "after.toml", "--json"])
         assert (after.config, after.json) == ("after.toml", True)
         # Given at both levels, the action's copy wins (it is parsed last).
         both = parser.parse_args([group, "--config", "group.toml", action, *positionals, "--config", "action.toml"])
         assert both.config == "action.toml"
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands(build_parser())))
+def test_config_before_the_command_is_that_commands_config(command):
+    """``relay --config /etc/relay/relay.toml queue``: where postconf -c and nginx -c put theirs."""
+    parser = build_parser()
+    command_parser = _subcommands(parser)[command]
+    actions = _subcommands(command_parser)
+    words = [command]
+    if actions:
+        action, command_parser = next(iter(actions.items()))
+        words.append(action)
+    for argument in command_parser._actions:  # placeholders for what the command requires
+        if not argument.option_strings and not isinstance(argument, argparse._SubParsersAction):
+            words.append("1")
+        elif argument.required:
+            words += [argument.option_strings[0], "1"]
+    assert parser.parse_args(["--config", "top.toml", *words]).config == "top.toml"
+    if any("--config" in a.option_strings for a in command_parser._actions):
+        again = parser.parse_args(["--config", "top.toml", *words, "--config", "last.toml"])
+        assert again.config == "last.toml"  # the last one given wins
 
 
 def relay_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -78,6 +101,10 @@ def test_a_group_option_before_the_action_picks_the_config_not_the_default_file(
     in_default = json.loads(relay_cli("keys", "list", "--json", cwd=tmp_path).stdout)
     in_other = json.loads(relay_cli("keys", "list", "--json", "--config", str(other), cwd=tmp_path).stdout)
     assert in_default == [] and [k["name"] for k in in_other] == ["other-key"]
+
+    top = relay_cli("--config", str(other), "--json", "keys", "list", cwd=tmp_path)
+    assert top.returncode == 0, top.stderr
+    assert [k["name"] for k in json.loads(top.stdout)] == ["other-key"]
 
     queue = relay_cli("queue", "--config", str(other), "--json", "domains", cwd=tmp_path)
     assert queue.returncode == 0 and json.loads(queue.stdout) == []

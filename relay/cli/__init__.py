@@ -87,8 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command reads the config from --config, $RELAY_CONFIG or ./config/relay.toml.",
     )
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
-    # --config and --json are accepted by a command group and by its actions, before or after the
-    # action; their defaults live here only (see Parents).
+    # --config and --json are accepted here too (relay --config FILE queue, as postconf -c or nginx -c take
+    # theirs), by a command group and by its actions, before or after the action; the last one given wins.
+    # These copies are the top parser's own (the sub-parsers' come from Parents, whose defaults are
+    # SUPPRESS so that what was parsed before stays); the defaults live here only.
+    parser.add_argument("--config", metavar="FILE", help="TOML config file, for any command")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts, for any command that prints data")
     parser.set_defaults(config=None, json=False)
     parents = Parents.make()
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
