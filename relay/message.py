@@ -521,6 +521,21 @@ def _date_of_second(second: int) -> str:
     return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
+def address_literal(ip: str) -> str:
+    """An IP address as SMTP writes one (RFC 5321 §4.1.3): ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``; an
+    IPv4 client that came in on an IPv6 socket (``::ffff:192.0.2.1``) as its IPv4 address, as Postfix
+    writes it. Anything else (no address known) in brackets as it is."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"[{ip}]"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            return f"[IPv6:{address.compressed}]"
+        address = address.ipv4_mapped
+    return f"[{address}]"
+
+
 def received_header(
     *,
     helo: str,
@@ -536,7 +551,7 @@ def received_header(
     for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
     auth_clause = f" (authenticated as {authenticated_as})" if authenticated_as else ""
     value = (
-        f"from {helo or 'unknown'} ([{peer_ip}]){auth_clause}\r\n\tby {hostname} (relay) with {protocol}"
+        f"from {helo or 'unknown'} ({address_literal(peer_ip)}){auth_clause}\r\n\tby {hostname} (relay) with {protocol}"
         f" id {queue_id}{for_clause};\r\n\t{rfc5322_date(now)}"
     )
     return ("Received", value)

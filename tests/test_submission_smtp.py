@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.message import address_literal
 from relay.store import queue as q
 from tests.conftest import wait_for_states
 from tests.test_address_domains import deliverable_domain
@@ -110,6 +111,25 @@ async def test_a_message_without_the_empty_line_after_its_header_gets_one(relay_
     assert not parsed.defects and all(not h.defects for h in map(parsed.get, parsed.keys()))
     if body is not None:
         assert parsed.get_content().replace("\r\n", "\n") == body.decode().replace("\r\n", "\n")
+
+
+async def test_the_received_header_writes_an_ipv6_client_as_smtp_does(relay_factory, sink):
+    """RFC 5321 §4.1.3: [IPv6:...]; an IPv4 client on an IPv6 socket as its IPv4 address, as Postfix writes it."""
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address}, smtp={"listen": ["[::1]:0"], "trusted_networks": ["::1/128"]}
+    )
+    host, port = relay.smtp_addresses[0][:2]
+    assert host == "::1"
+
+    def send() -> None:
+        with smtplib.SMTP("::1", port, local_hostname="client.test", timeout=10) as smtp:
+            smtp.sendmail("app@example.com", ["user@example.org"], BODY)
+
+    await asyncio.to_thread(send)
+    (m,) = await sink.handler.wait_for(1)
+    assert m.data.startswith(b"Received: from client.test ([IPv6:::1])\r\n")
+    assert address_literal("::ffff:192.0.2.7") == "[192.0.2.7]" and address_literal("192.0.2.7") == "[192.0.2.7]"
+    assert address_literal("2001:DB8::7") == "[IPv6:2001:db8::7]"
 
 
 async def test_untrusted_client_cannot_relay(relay_factory, sink):
