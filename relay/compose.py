@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from relay.compose_direct import build_direct
 from relay.errors import RelayError
-from relay.message import PLAIN_ADDRESS, address_fault, rfc5322_date, split_address, tag_fault
+from relay.message import PLAIN_ADDRESS, address_fault, recipient_key, rfc5322_date, split_address, tag_fault
 
 # What Python (and so the email package) counts as a line boundary in a header value, not only CR and LF.
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -81,10 +81,10 @@ class Composition:
 
     @property
     def envelope_recipients(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
+        seen: dict[str, str] = {}  # recipient_key -> the address as first written
         for a in (*self.to, *self.cc, *self.bcc):
-            seen.setdefault(a.addr_spec, None)
-        return tuple(seen)
+            seen.setdefault(recipient_key(a.addr_spec), a.addr_spec)
+        return tuple(seen.values())
 
 
 # Headers the API builds itself; a caller sets them through the documented fields.

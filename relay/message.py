@@ -215,6 +215,15 @@ def domain_of(address: str) -> str:
     return parts[1]
 
 
+def recipient_key(address: str) -> str:
+    """What makes two recipients of one message the same mailbox: the local part as written, the domain as
+    :func:`domain_key` (``a@Example.ORG`` and ``a@example.org``, ``a@bücher.example`` and its A-label form).
+    A second RCPT or a repeat in to/cc/bcc is the same recipient, delivered once, as Postfix's cleanup
+    drops a duplicate recipient."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}@{domain_key(domain)}" if at else address
+
+
 SOURCES = ("smtp", "http")  # the ways a message is submitted
 
 

@@ -317,6 +317,21 @@ async def test_a_comma_separated_string_of_addresses_is_a_list(api, sink):
     assert msg["Bcc"] is None
 
 
+async def test_an_address_in_to_cc_and_bcc_is_one_recipient(api, sink):
+    payload = {
+        **MESSAGE,
+        "to": "ann@example.org",
+        "cc": ["Ann <ann@EXAMPLE.ORG>", "bob@example.org"],
+        "bcc": "bob@example.org",
+    }
+    async with api.request("POST", "/v1/messages", json=payload) as resp:
+        assert resp.status == 202, await resp.text()
+        recipients = [r["email"] for r in (await resp.json())["recipients"]]
+    assert recipients == ["ann@example.org", "bob@example.org"]  # as first written
+    (received,) = await sink.handler.wait_for(2)
+    assert sorted(received.rcpt_tos) == ["ann@example.org", "bob@example.org"]
+
+
 async def test_show_list_filter_and_paginate(api):
     ids = []
     for i in range(5):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
 import smtplib
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.message import address_literal
+from relay.message import address_literal, recipient_key
 from relay.store import queue as q
 from tests.conftest import wait_for_states
 from tests.test_address_domains import deliverable_domain
@@ -130,6 +131,32 @@ async def test_the_received_header_writes_an_ipv6_client_as_smtp_does(relay_fact
     assert m.data.startswith(b"Received: from client.test ([IPv6:::1])\r\n")
     assert address_literal("::ffff:192.0.2.7") == "[192.0.2.7]" and address_literal("192.0.2.7") == "[192.0.2.7]"
     assert address_literal("2001:DB8::7") == "[IPv6:2001:db8::7]"
+
+
+async def test_a_recipient_given_twice_is_delivered_once(relay_factory, sink):
+    """smtplib's send_message gives RCPT for every address of To, Cc and Bcc, repeats included (the
+    domain's case may differ): each mailbox is one recipient, as Postfix's cleanup drops a duplicate."""
+    relay = await relay_factory(delivery={"smarthost": sink.address})
+    message = email.message.EmailMessage()
+    message["From"] = "app@example.com"
+    message["To"] = "user@example.org"
+    message["Cc"] = "User <user@EXAMPLE.org>, other@example.org"
+    message["Bcc"] = "other@example.org"
+    message.set_content("hi")
+
+    def send() -> dict:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            return smtp.send_message(message)
+
+    assert await asyncio.to_thread(send) == {}  # every RCPT answered 250
+    (received,) = await sink.handler.wait_for(2)
+    assert sorted(received.rcpt_tos) == ["other@example.org", "user@example.org"]
+    for _ in range(200):  # the outcomes are recorded just after the sink's 250
+        if await counts(relay) == {"delivered": 2}:
+            break
+        await asyncio.sleep(0.02)
+    assert await counts(relay) == {"delivered": 2}  # two recipients queued, not four
+    assert recipient_key("a@B\u00fccher.Example") == recipient_key("a@xn--bcher-kva.example") != recipient_key("A@b.c")
 
 
 async def test_untrusted_client_cannot_relay(relay_factory, sink):

@@ -25,12 +25,13 @@ class Session:
 class Envelope:
     """One mail transaction: MAIL FROM, its recipients, and (after DATA) the body."""
 
-    __slots__ = ("content", "data_size", "mail_from", "mail_options", "rcpt_options", "rcpt_tos")
+    __slots__ = ("content", "data_size", "mail_from", "mail_options", "rcpt_keys", "rcpt_options", "rcpt_tos")
 
     def __init__(self) -> None:
         self.mail_from: str | None = None
         self.mail_options: list[str] = []
         self.rcpt_tos: list[str] = []
+        self.rcpt_keys: set[str] = set()  # relay.message.recipient_key of each of rcpt_tos: a repeat is taken once
         self.rcpt_options: list[str] = []
         self.content: bytes | None = None  # the body as received, dot-unstuffed, CRLF line ends
         self.data_size: int | None = None  # the bytes the client sent in DATA (before unstuffing)

@@ -46,6 +46,7 @@ from relay.message import (
     new_message_id,
     prepend_headers,
     received_header,
+    recipient_key,
     remove_headers,
     split_address,
     tag_fault,
@@ -186,6 +187,8 @@ class SubmissionHandler:
             return f"554 5.7.1 <{address}>: Relay access denied"
         if split_address(address) is None:
             return "501 5.1.3 Bad recipient address syntax"
+        if recipient_key(address) in envelope.rcpt_keys:  # To and Cc alike (smtplib's send_message): once
+            return "250 2.1.5 Ok"
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
         return self._rcpt_unsuppressed(envelope, address, rcpt_options)
@@ -202,6 +205,7 @@ class SubmissionHandler:
         if suppressed:
             return RecipientsSuppressed(suppressed).smtp_reply()
         envelope.rcpt_tos.append(address)
+        envelope.rcpt_keys.add(recipient_key(address))
 
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
