@@ -130,12 +130,10 @@ def parse_addresses(
         if required:
             raise FieldError(field, f"'{field}' is required", "missing_field")
         return ()
-    if many and isinstance(value, str) and "," in value:
-        pieces = address_list(value)
-        if len(pieces) > 1:
-            return _address_list(field, pieces, limit)
     single = isinstance(value, str | dict)
     items = [value] if single else value
+    if many and isinstance(value, str) and "," in value:
+        items = address_list(value) or [value]  # each named by the field: the string is what the caller wrote
     if not isinstance(items, list):
         raise FieldError(field, f"'{field}' must be an address, an object with 'email', or a list of those")
     if limit is not None and len(items) > limit:
@@ -169,14 +167,6 @@ def address_list(text: str) -> list[str]:
             start = index + 1
     pieces.append(text[start:])
     return [piece.strip() for piece in pieces if piece.strip()]
-
-
-def _address_list(field: str, pieces: list[str], limit: int | None) -> tuple[Address, ...]:
-    if limit is not None and len(pieces) > limit:
-        raise FieldError(
-            field, f"'{field}' has {len(pieces)} addresses; at most {limit} recipients", "too_many_recipients"
-        )
-    return tuple(_parse_address(field, piece) for piece in pieces)
 
 
 def _address_object(where: str, item: dict[str, Any]) -> Address:

@@ -236,6 +236,7 @@ async def test_attachments_inline_images_and_custom_headers_reach_the_sink(api, 
         ({**MESSAGE, "to": "ok@example.org, broken"}, 400, "invalid_field", "to"),
         ({**MESSAGE, "to": "Doe, John <john@example.org>"}, 400, "invalid_field", "to"),
         ({**MESSAGE, "to": "a@example.org b@example.org"}, 400, "invalid_field", "to"),
+        ({**MESSAGE, "to": " , "}, 400, "invalid_field", "to"),  # commas and nothing else: no recipient
         ({**MESSAGE, "cc": "Group: a@example.org, b@example.org;"}, 400, "invalid_field", "cc"),
         ({**MESSAGE, "bcc": ", ".join(f"u{i}@example.org" for i in range(51))}, 400, "too_many_recipients", "bcc"),
         ({**MESSAGE, "from": "app@example.com, other@example.com"}, 400, "invalid_field", "from"),
