@@ -339,6 +339,8 @@ class Relay:
 
     ``accept=False``: bind the listeners but leave accepting to acceptor processes.
     ``deliver=False``: an acceptor; ``on_queued`` is told of each new message.
+    ``accepting_processes``: how many processes of ``relay serve`` accept, this one included (they share
+    the HTTP rate limits counted in memory); 1 for a relay made in-process, which starts no acceptors.
     """
 
     def __init__(
@@ -350,8 +352,10 @@ class Relay:
         deliver: bool = True,
         listeners: workers.Listeners | None = None,
         on_queued: Callable[[], None] | None = None,
+        accepting_processes: int = 1,
     ) -> None:
         self.config = config
+        self.accepting_processes = accepting_processes
         self.clock = clock or SystemClock()
         self.accept = accept
         self.deliver = deliver
@@ -461,8 +465,8 @@ class Relay:
             self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         if self.deliver and self.webhook_sender is not None:
             self._webhook_task = asyncio.create_task(self.webhook_sender.run(), name="webhooks")
-        if self.deliver and self.accept:  # else serve() says it once the acceptor processes answer
-            await self.announce()
+        if self.deliver and self.accept and self.accepting_processes == 1:  # alone: ready now
+            await self.announce()  # else serve() says it once the acceptor processes answer
 
     async def announce(self) -> None:
         """The start-up lines of a relay that accepts and delivers: its modes, then "relay started"."""
@@ -688,11 +692,9 @@ class Relay:
         submission.builders = self._builders
         self.renderer = submission.renderer = Renderer()  # template render processes, started when first needed
         messages = MessagesView(submission, store, self.clock)
-        # Acceptor processes share the rate limits; a relay that also delivers is the only process accepting
-        # (acceptors = 0, or a Relay made in-process, which never starts acceptors whatever the setting).
-        # On PostgreSQL the limits are counted in the database instead, exactly, for every process and node.
-        processes = 1 if self.deliver else max(1, self.config.server.acceptor_processes)
-        limiter = limiter_for(store.backend, store.rate_counters, "api", share=1 / processes)
+        # The processes that accept share the rate limits, each counting its share in memory. On PostgreSQL the
+        # limits are counted in the database instead, exactly, for every process and node.
+        limiter = limiter_for(store.backend, store.rate_counters, "api", share=1 / self.accepting_processes)
         settings = ApiSettings(http.rate_limit, limiter, http.trust_proxy, http.require_tls, self.clock)
         queues = QueuesView(
             store.queue,
@@ -771,15 +773,19 @@ class Relay:
         body = await render(self.store, lambda: len(sessions.open) if sessions is not None else 0)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    async def stop(self, drain: float = SMTP_DRAIN_SECONDS) -> None:
-        """Stop listening at once (SMTP and HTTP), give SMTP transactions in progress up to ``drain`` seconds
-        (at most shutdown_grace), let deliveries finish within the grace period, release leases, close the
-        store."""
+    async def stop_listening(self) -> None:
+        """Take no new connection (SMTP, HTTP, returned mail); those open go on."""
         for server in [*self.smtp_servers, *self.inbound_servers]:
             server.close()
         if self._http_runner is not None:
             for site in list(self._http_runner.sites):  # requests already in progress go on
                 await site.stop()
+
+    async def stop(self, drain: float = SMTP_DRAIN_SECONDS) -> None:
+        """Stop listening at once (SMTP and HTTP), give SMTP transactions in progress up to ``drain`` seconds
+        (at most shutdown_grace), let deliveries finish within the grace period, release leases, close the
+        store."""
+        await self.stop_listening()
         if self.smtp_sessions is not None:
             await self.smtp_sessions.drain(min(self.config.server.shutdown_grace, drain))
         if self._http_runner is not None:
@@ -871,7 +877,8 @@ async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> in
     watching = asyncio.create_task(watch.run(), name="parent-watch") if watch is not None else None
     wake = workers.WakeSender(workers.wake_address(config.db_path))
 
-    relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake)
+    processes = config.server.accepting_processes
+    relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake, accepting_processes=processes)
     await relay.start()
     set_aside_startup_objects()
     wake.ready()
@@ -919,14 +926,19 @@ async def serve(config: Config) -> int:
         return await _serve_as_acceptor(config, inherited)
     stop = _install_stop_signals()
 
-    acceptors = config.server.acceptor_processes
-    relay = Relay(config, accept=acceptors == 0)
+    server = config.server
+    acceptors = server.acceptor_processes
+    relay = Relay(config, accept=server.main_process_accepts, accepting_processes=server.accepting_processes)
     await relay.start()
     set_aside_startup_objects()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
-    if config.server.acceptors == "auto":  # after start-up problems (one line each, see relay.startup)
+    if server.acceptors == "auto":  # after start-up problems (one line each, see relay.startup)
+        too = "; the main process accepts too" if acceptors and server.main_process_accepts else ""
         log.info(
-            '[server] acceptors = "auto": %d acceptor processes (%d cores)', acceptors, config_mod.available_cores()
+            '[server] acceptors = "auto": %d acceptor processes (%d cores)%s',
+            acceptors,
+            config_mod.available_cores(),
+            too,
         )
 
     supervisor = listener = None
@@ -945,6 +957,7 @@ async def serve(config: Config) -> int:
         await relay.announce()
     await stop.wait()
     log.info("stopping")
+    await relay.stop_listening()  # at once, as the acceptors do on the same SIGTERM
     if supervisor is not None:
         await supervisor.stop(config.server.shutdown_grace)
     if listener is not None:

@@ -299,6 +299,8 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
 
 
 def main(stdin: BinaryIO, stdout: BinaryIO) -> int:
+    import relay.template_sandbox  # noqa: F401 (jinja2: loaded before the limit, which is for rendering)
+
     limit_memory()
     stdout.write(_frame({"ready": True}))
     stdout.flush()

@@ -1,10 +1,13 @@
-"""[server] acceptors = "auto": one acceptor process per spare core, from the file or the environment."""
+"""[server] acceptors = "auto": one acceptor process per spare core, from the file or the environment; and
+[server] main_accepts: the main process accepts too, by default when there is one acceptor."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import signal
 import smtplib
 import socket
 import subprocess
@@ -19,9 +22,9 @@ import pytest
 from relay import config as config_mod
 from relay import workers
 from relay.app import Relay
-from relay.config import ConfigError, auto_acceptors, available_cores
+from relay.config import ConfigError, auto_acceptors, available_cores, main_process_accepts
 from relay.keys import create_api_key
-from tests.conftest import config_dict, make_config, start_sink, write_toml
+from tests.conftest import config_dict, make_config, run_cli, start_sink, write_toml
 from tests.test_end_to_end import smtp_submit, wait_until
 
 
@@ -57,6 +60,86 @@ def test_other_values_are_refused_naming_the_key(tmp_path, bad):
     if isinstance(bad, str):
         with pytest.raises(ConfigError, match=r"\[server\] acceptors"):
             load(tmp_path, environ={"RELAY_SERVER_ACCEPTORS": bad})
+
+
+@pytest.mark.parametrize(
+    ("setting", "acceptors", "accepts"),
+    [("auto", 0, True), ("auto", 1, True), ("auto", 2, False), ("auto", 4, False)]
+    + [(False, 1, False), (False, 0, True), (True, 3, True)],
+)
+def test_the_main_process_accepts_too_beside_one_acceptor_unless_told_not_to(setting, acceptors, accepts):
+    assert main_process_accepts(setting, acceptors) is accepts
+
+
+@pytest.mark.parametrize(
+    ("written", "setting", "environ"),
+    [(True, True, {}), (False, False, {}), ("auto", "auto", {}), (" Auto ", "auto", {})]
+    + [("auto", False, {"RELAY_SERVER_MAIN_ACCEPTS": "false"}), (False, True, {"RELAY_SERVER_MAIN_ACCEPTS": "yes"})]
+    + [(True, "auto", {"RELAY_SERVER_MAIN_ACCEPTS": "AUTO"})],
+)
+def test_main_accepts_from_the_file_or_the_environment(tmp_path, written, setting, environ):
+    server = load(tmp_path, environ=environ, acceptors=2, main_accepts=written).server
+    assert server.main_accepts == setting
+    assert server.accepting_processes == (3 if setting is True else 2)
+
+
+@pytest.mark.parametrize("bad", ["sometimes", "", 1, 0.5])
+def test_other_main_accepts_values_are_refused_naming_the_key(tmp_path, bad):
+    with pytest.raises(ConfigError, match=r"\[server\] main_accepts"):
+        load(tmp_path, main_accepts=bad)
+    if isinstance(bad, str):
+        with pytest.raises(ConfigError, match=r"\[server\] main_accepts"):
+            load(tmp_path, environ={"RELAY_SERVER_MAIN_ACCEPTS": bad})
+
+
+def banner(port: int) -> bytes | None:
+    """The first line a new SMTP connection is sent within a second; None if nobody answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.settimeout(1.0)
+        try:
+            return sock.recv(1024)
+        except TimeoutError:
+            return None
+
+
+@pytest.mark.parametrize("main_accepts", [True, False])
+async def test_with_its_acceptor_stopped_the_main_process_answers_alone_and_keeps_its_share_of_the_rate_limit(
+    relay_process, sink, main_accepts
+):
+    """With the acceptor process frozen (SIGSTOP), only the main process can take a connection: it answers
+    SMTP and HTTP when it accepts too, nobody does when it does not. The two processes share an API key's
+    limit (counted in each one's memory with SQLite): the main process alone lets through half of it."""
+    server = {"acceptors": 1, "main_accepts": main_accepts}
+    proc = relay_process(server=server, delivery={"smarthost": sink.address})
+    await proc.start()
+    (acceptor,) = acceptor_pids(proc.log())
+    key = None
+    if main_accepts:
+        args = ("keys", "create", "--scope", "read", "--rate-limit", "4", "--json")
+        done = await asyncio.to_thread(run_cli, *args, config=proc.config_path)
+        assert done.returncode == 0, done.stderr
+        key = json.loads(done.stdout)["key"]
+    os.kill(acceptor, signal.SIGSTOP)
+    try:
+        first_line = await asyncio.to_thread(banner, proc.smtp_port)
+        statuses = []
+        if key is not None:
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{proc.http_port}") as session:
+                for _ in range(3):
+                    headers = {"Authorization": f"Bearer {key}"}
+                    async with session.get("/v1/messages", headers=headers, timeout=aiohttp.ClientTimeout(5)) as r:
+                        statuses.append(r.status)
+    finally:
+        os.kill(acceptor, signal.SIGCONT)
+    if main_accepts:
+        assert first_line is not None and first_line.startswith(b"220 "), first_line
+        assert statuses == [200, 200, 429]  # 4 an hour between two processes: 2 for each
+    else:
+        assert first_line is None
+    await asyncio.to_thread(smtp_submit, proc.smtp_port, ["after@example.org"])
+    (m,) = await sink.handler.wait_for(1)
+    assert m.rcpt_tos == ["after@example.org"]
+    assert await proc.terminate() == 0
 
 
 async def test_a_relay_with_auto_acceptors_from_the_environment_starts_and_accepts_mail(
@@ -313,3 +396,31 @@ async def test_stopping_closes_every_listener_at_once_and_lets_a_transaction_in_
     finally:
         await asyncio.to_thread(client.close)
         await asyncio.wait_for(stopping, 15)
+
+
+async def test_on_sigterm_a_main_process_that_accepts_stops_listening_at_once_with_its_acceptors(relay_process, sink):
+    """SIGTERM to the main process alone (as `kill PID`): it stops taking connections at once, as its
+    acceptor does, while the transaction in progress in each of them still gets its 250."""
+    proc = relay_process(server={"acceptors": 1, "main_accepts": True}, delivery={"smarthost": sink.address})
+    await proc.start()
+    assert proc.proc is not None
+    (acceptor,) = acceptor_pids(proc.log())
+    clients = []
+    for frozen in (proc.proc.pid, acceptor):  # a transaction open in each process: the other one is frozen
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            client = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", proc.smtp_port, local_hostname="c", timeout=10)
+            await asyncio.to_thread(client.ehlo)
+            assert (await asyncio.to_thread(client.mail, "a@example.com"))[0] == 250
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        clients.append(client)
+    proc.proc.send_signal(signal.SIGTERM)
+    await wait_until(lambda: refused(proc.smtp_port) and refused(proc.http_port), timeout=3)
+    assert proc.proc.poll() is None  # still waiting for the transactions
+    for i, client in enumerate(clients):
+        assert (await asyncio.to_thread(client.rcpt, f"late{i}@example.org"))[0] == 250
+        code, _ = await asyncio.to_thread(client.data, b"Subject: in progress\r\n\r\nfinished\r\n")
+        assert code == 250
+        await asyncio.to_thread(client.quit)
+    assert await proc.terminate() == 0

@@ -21,7 +21,19 @@ LAYERS: list[tuple[str, set[str]]] = [
     # Pure: functions of their input, no I/O, no relay state.
     (
         "leaves",
-        {"bounces", "clock", "errors", "events", "message", "sandbox", "startup", "strictjson", "templates", "tls"},
+        {
+            "bounces",
+            "clock",
+            "errors",
+            "events",
+            "message",
+            "sandbox",
+            "startup",
+            "strictjson",
+            "template_sandbox",
+            "templates",
+            "tls",
+        },
     ),
     # The vocabulary of the product: settings, keys, messages being built, policies.
     (

@@ -2,9 +2,10 @@
 
 An imported package costs its code and objects in every process that imports it (0.5-8 MB each for
 aiohttp, jinja2, prometheus_client, aiosmtpd, cryptography's x509, multiprocessing). With acceptor
-processes, the main process delivers and the acceptors accept: these tests run a real ``relay serve``
-with one acceptor, pass a message through it, and read which modules each process had loaded when it
-exited (a ``sitecustomize`` on PYTHONPATH writes ``sys.modules`` at exit).
+processes, the main process delivers and the acceptors accept (and with one acceptor, by default, the main
+process accepts too): these tests run a real ``relay serve`` with one acceptor, pass a message through it,
+and read which modules each process had loaded when it exited (a ``sitecustomize`` on PYTHONPATH writes
+``sys.modules`` at exit).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ if sys.argv[1:2] == ["serve"] or os.environ.get("RELAY_LISTEN_FDS"):
 # What a process must not have loaded (a package, or a module and what is under it).
 NOT_IN_MAIN = [
     "aiohttp",  # the main process serves no HTTP, and sends webhooks only once one is configured
-    "jinja2",  # templates render in the acceptors' render processes
+    "jinja2",  # templates are checked where they are submitted, and render in render processes
     "prometheus_client",  # a scrape is answered by an acceptor
     "aiosmtpd",  # the acceptors take the SMTP connections
     "relay.api",
@@ -49,7 +50,18 @@ NOT_IN_MAIN = [
     "spf",
     "termios",  # for relay send's password prompt
 ]
+# A main process that accepts too (main_accepts, "auto" with one acceptor) loads what accepting takes, no more.
+NOT_IN_MAIN_THAT_ACCEPTS = [
+    "jinja2",  # until the first template is sent or saved
+    "prometheus_client",  # until the first scrape
+    "multiprocessing",  # until the first big batch
+    "dns",
+    "dkim",
+    "spf",
+    "termios",
+]
 NOT_IN_ACCEPTOR = [
+    "jinja2",  # until the first template is sent or saved
     "aiosmtplib",  # delivery is the main process's
     "relay.delivery.engine",
     "prometheus_client",  # until the first scrape
@@ -66,13 +78,17 @@ def loaded(modules: set[str], names: list[str]) -> list[str]:
     return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
 
 
-async def test_the_main_process_and_an_acceptor_load_only_what_they_run(relay_process, sink, tmp_path, monkeypatch):
+@pytest.mark.parametrize("main_accepts", [False, True])
+async def test_the_main_process_and_an_acceptor_load_only_what_they_run(
+    relay_process, sink, tmp_path, monkeypatch, main_accepts
+):
     site, dumps = tmp_path / "site", tmp_path / "modules"
     site.mkdir()
     dumps.mkdir()
     (site / "sitecustomize.py").write_text(textwrap.dedent(SITECUSTOMIZE.format(directory=str(dumps))))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-    proc = relay_process(server={"acceptors": 1}, delivery={"smarthost": sink.address})
+    server = {"acceptors": 1, "main_accepts": main_accepts}
+    proc = relay_process(server=server, delivery={"smarthost": sink.address})
     await proc.start()
     await asyncio.to_thread(smtp_submit, proc.smtp_port, ["someone@example.org"])
     assert [m.rcpt_tos for m in await sink.handler.wait_for(1)] == [["someone@example.org"]]
@@ -82,7 +98,8 @@ async def test_the_main_process_and_an_acceptor_load_only_what_they_run(relay_pr
     assert sorted(by_role) == ["acceptor", "main"], proc.log()
     main, acceptor = by_role["main"], by_role["acceptor"]
     assert "relay.delivery.engine" in main and "relay.submission.smtp" in acceptor  # each did its part
-    assert loaded(main, NOT_IN_MAIN) == []
+    assert ("relay.submission.smtp" in main) is main_accepts
+    assert loaded(main, NOT_IN_MAIN_THAT_ACCEPTS if main_accepts else NOT_IN_MAIN) == []
     assert loaded(acceptor, NOT_IN_ACCEPTOR) == []
 
 

@@ -9,20 +9,24 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from relay import __version__
 from relay.dashboard.access import CSRF_FIELD, session_of
 from relay.errors import Refused
 
+if TYPE_CHECKING:
+    import jinja2
+
 NAV: web.AppKey[list[tuple[str, str]]] = web.AppKey("dashboard_nav", list)
 
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    import jinja2  # on the first page: a process that serves no page does not load it (~2 MB)
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("relay.dashboard", "templates"),
         autoescape=True,  # every template, whatever its name
