@@ -135,29 +135,15 @@ def parse_acceptors(value: int | str) -> int | str:
     return value
 
 
-def parse_main_accepts(value: bool | str) -> bool | str:
-    """``[server] main_accepts``: true, false, or ``"auto"`` (see :func:`main_process_accepts`)."""
-    if isinstance(value, bool):
-        return value
-    text = value.strip().lower()
-    if text == "auto":
-        return "auto"
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise ValueError(f'expected true, false or "auto", got {value!r}')
+def main_process_accepts(setting: bool, acceptors: int) -> bool:
+    """Whether the main process accepts SMTP/HTTP beside delivering: always with no acceptor processes, else
+    as ``[server] main_accepts`` says.
 
-
-def main_process_accepts(setting: bool | str, acceptors: int) -> bool:
-    """Whether the main process accepts SMTP/HTTP beside delivering, with ``acceptors`` acceptor processes.
-
-    It always does with none. ``"auto"``: with exactly one, the case of two cores, where the delivering
-    process has about half a core to spare (bench/RESULTS.md: +6-15% msgs/s end to end, +24% DKIM-signed);
-    with more, the acceptors have the cores between them and delivery keeps the main process's."""
-    if acceptors == 0:
-        return True
-    return acceptors == 1 if setting == "auto" else bool(setting)
+    Off by default. On two cores, beside one acceptor, it raised the rate end to end by 6-15% and the
+    DKIM-signed rate by ~25%, but doubled the p99 of acceptance-to-arrival latency (12 against 6 ms at half
+    the maximum: deliveries wait behind SMTP sessions on the main process's loop) and took 12-15 MB more
+    (bench/RESULTS.md)."""
+    return acceptors == 0 or setting
 
 
 def auto_acceptors(cores: int) -> int:
@@ -214,11 +200,7 @@ class ServerConfig:
         'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare core',
         parse_acceptors,
     )
-    main_accepts: bool | str = _field(
-        "auto",
-        'whether the main process accepts SMTP/HTTP beside its acceptors; "auto" = when there is one acceptor',
-        parse_main_accepts,
-    )
+    main_accepts: bool = _field(False, "the main process accepts SMTP/HTTP too, beside its acceptor processes")
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
     max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)
@@ -233,7 +215,7 @@ class ServerConfig:
 
     @property
     def main_process_accepts(self) -> bool:
-        """``main_accepts`` resolved: whether the main process accepts too (always, with no acceptors)."""
+        """Whether the main process accepts: with no acceptor processes, or with ``main_accepts``."""
         return main_process_accepts(self.main_accepts, self.acceptor_processes)
 
     @property
@@ -665,8 +647,6 @@ def _expected_type(field: dataclasses.Field[Any]) -> tuple[type, ...]:
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     if field.metadata.get("parse") is parse_acceptors:
         return (int, str)
-    if field.metadata.get("parse") is parse_main_accepts:
-        return (bool, str)
     if isinstance(default, bool):
         return (bool,)
     if isinstance(default, list):

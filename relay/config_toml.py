@@ -66,7 +66,7 @@ class Effective:
 
     @property
     def notes(self) -> dict[tuple[str, str], str]:
-        return {key: f"resolves to {_toml_value(value)} here" for key, value in self.resolved.items()}
+        return {key: f"resolves to {value} here" for key, value in self.resolved.items()}
 
     def data(self) -> dict[str, Any]:
         """For --json: the sections, and ``resolved`` as ``{"server.acceptors": N}``."""
@@ -77,12 +77,7 @@ class Effective:
 
 
 def effective(config: Config) -> Effective:
-    server = config.server
-    resolved = {
-        ("server", "acceptors"): server.acceptor_processes,
-        ("server", "main_accepts"): server.main_process_accepts,
-    }
-    return Effective(as_written(config), resolved)
+    return Effective(as_written(config), {("server", "acceptors"): config.server.acceptor_processes})
 
 
 def value_text(value: Any) -> str:

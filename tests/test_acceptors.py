@@ -1,5 +1,5 @@
 """[server] acceptors = "auto": one acceptor process per spare core, from the file or the environment; and
-[server] main_accepts: the main process accepts too, by default when there is one acceptor."""
+[server] main_accepts: the main process accepts too, beside its acceptors."""
 
 from __future__ import annotations
 
@@ -63,33 +63,31 @@ def test_other_values_are_refused_naming_the_key(tmp_path, bad):
 
 
 @pytest.mark.parametrize(
-    ("setting", "acceptors", "accepts"),
-    [("auto", 0, True), ("auto", 1, True), ("auto", 2, False), ("auto", 4, False)]
-    + [(False, 1, False), (False, 0, True), (True, 3, True)],
+    ("setting", "acceptors", "accepts"), [(False, 0, True), (False, 1, False), (True, 1, True), (True, 3, True)]
 )
-def test_the_main_process_accepts_too_beside_one_acceptor_unless_told_not_to(setting, acceptors, accepts):
+def test_the_main_process_accepts_beside_its_acceptors_only_when_told_to(setting, acceptors, accepts):
     assert main_process_accepts(setting, acceptors) is accepts
 
 
 @pytest.mark.parametrize(
     ("written", "setting", "environ"),
-    [(True, True, {}), (False, False, {}), ("auto", "auto", {}), (" Auto ", "auto", {})]
-    + [("auto", False, {"RELAY_SERVER_MAIN_ACCEPTS": "false"}), (False, True, {"RELAY_SERVER_MAIN_ACCEPTS": "yes"})]
-    + [(True, "auto", {"RELAY_SERVER_MAIN_ACCEPTS": "AUTO"})],
+    [(True, True, {}), (False, False, {})]
+    + [(False, True, {"RELAY_SERVER_MAIN_ACCEPTS": "true"}), (True, False, {"RELAY_SERVER_MAIN_ACCEPTS": "no"})],
 )
 def test_main_accepts_from_the_file_or_the_environment(tmp_path, written, setting, environ):
     server = load(tmp_path, environ=environ, acceptors=2, main_accepts=written).server
-    assert server.main_accepts == setting
-    assert server.accepting_processes == (3 if setting is True else 2)
+    assert server.main_accepts is setting
+    assert server.accepting_processes == (3 if setting else 2)
 
 
-@pytest.mark.parametrize("bad", ["sometimes", "", 1, 0.5])
+def test_main_accepts_is_off_by_default(tmp_path):
+    assert load(tmp_path, acceptors=1).server.main_process_accepts is False
+
+
+@pytest.mark.parametrize("bad", ["auto", "yes", 1, 0.5])
 def test_other_main_accepts_values_are_refused_naming_the_key(tmp_path, bad):
     with pytest.raises(ConfigError, match=r"\[server\] main_accepts"):
         load(tmp_path, main_accepts=bad)
-    if isinstance(bad, str):
-        with pytest.raises(ConfigError, match=r"\[server\] main_accepts"):
-            load(tmp_path, environ={"RELAY_SERVER_MAIN_ACCEPTS": bad})
 
 
 def banner(port: int) -> bytes | None:

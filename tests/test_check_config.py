@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import config as config_mod
-from relay.config import Config, auto_acceptors, available_cores, main_process_accepts
+from relay.config import Config, auto_acceptors, available_cores
 from relay.config_toml import duration_text, size_text
 from tests.conftest import run_cli
 
@@ -149,10 +149,8 @@ def test_json_is_the_same_data_with_what_auto_resolves_to(tmp_path):
     resolved = data.pop("resolved")
     assert data == tomllib.loads(text)
     expected = auto_acceptors(available_cores())
-    main_accepts = main_process_accepts("auto", expected)
-    assert resolved == {"server.acceptors": expected, "server.main_accepts": main_accepts}
+    assert resolved == {"server.acceptors": expected}
     assert f'acceptors = "auto"  # resolves to {expected} here' in text
-    assert f'main_accepts = "auto"  # resolves to {str(main_accepts).lower()} here' in text
 
 
 def test_the_example_config_round_trips(tmp_path):

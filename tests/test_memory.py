@@ -2,8 +2,8 @@
 
 An imported package costs its code and objects in every process that imports it (0.5-8 MB each for
 aiohttp, jinja2, prometheus_client, aiosmtpd, cryptography's x509, multiprocessing). With acceptor
-processes, the main process delivers and the acceptors accept (and with one acceptor, by default, the main
-process accepts too): these tests run a real ``relay serve`` with one acceptor, pass a message through it,
+processes, the main process delivers and the acceptors accept (with ``main_accepts``, the main process
+accepts too): these tests run a real ``relay serve`` with one acceptor, pass a message through it,
 and read which modules each process had loaded when it exited (a ``sitecustomize`` on PYTHONPATH writes
 ``sys.modules`` at exit).
 """
@@ -50,7 +50,7 @@ NOT_IN_MAIN = [
     "spf",
     "termios",  # for relay send's password prompt
 ]
-# A main process that accepts too (main_accepts, "auto" with one acceptor) loads what accepting takes, no more.
+# A main process that accepts too (main_accepts) loads what accepting takes, no more.
 NOT_IN_MAIN_THAT_ACCEPTS = [
     "jinja2",  # until the first template is sent or saved
     "prometheus_client",  # until the first scrape
