@@ -29,6 +29,7 @@ from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
+from relay.listening import OverflowServer
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
@@ -363,7 +364,7 @@ class Relay:
         self.on_queued = on_queued
         self.store: SqlStore | None = None
         self.engine: Engine | None = None
-        self.smtp_servers: list[asyncio.Server] = []
+        self.smtp_servers: list[asyncio.Server | OverflowServer] = []
         self.smtp_factories: list[ConnectionFactory] = []  # STARTTLS, implicit TLS
         self.verp: Verp | None = None
         self.domains: Domains | None = None
@@ -388,6 +389,12 @@ class Relay:
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.node: str | None = None  # this node's id once registered (the process that delivers)
+
+    @property
+    def takes_overflow(self) -> bool:
+        """Whether this process takes only the connections its acceptor processes leave waiting: the main
+        process, when it accepts beside them (relay.listening)."""
+        return self.deliver and self.accept and self.accepting_processes > 1
 
     def _acquire(self) -> SqlStore:
         """What start-up can fail on, in order, before anything runs: the data directory, the ports, the
@@ -618,6 +625,10 @@ class Relay:
         starttls = make_smtp_factory(handler, self.config, sessions, context)
         implicit = make_smtp_factory(handler, self.config, sessions, context, implicit_tls=True)
         self.smtp_factories = [starttls, implicit]
+        if self.takes_overflow:
+            self.smtp_servers += [OverflowServer(sock, starttls) for sock in listeners.smtp]
+            self.smtp_servers += [OverflowServer(sock, implicit, context) for sock in listeners.smtps]
+            return
         for sock in listeners.smtp:
             self.smtp_servers.append(await loop.create_server(starttls, sock=sock, backlog=1024))
         for sock in listeners.smtps:
@@ -739,7 +750,8 @@ class Relay:
         )
         await runner.setup()
         for sock in sockets:
-            await GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls).start()
+            site = GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls)
+            await site.start(overflow=self.takes_overflow)
 
     def _mount_dashboard(
         self, app: web.Application, store: SqlStore, on_change: Callable[[], None], sender: WebhookSender
@@ -917,7 +929,9 @@ async def serve(config: Config) -> int:
 
     With ``[server] acceptors = 0`` one process does everything. With N > 0
     this main process binds the ports and delivers, and N acceptor processes
-    (see relay.workers) accept on the inherited sockets.
+    (see relay.workers) accept on the inherited sockets; with ``main_accepts``
+    (the default) this one takes the connections they leave waiting
+    (relay.listening).
     """
     check_installed()
     _open_files_for(config)
@@ -933,7 +947,7 @@ async def serve(config: Config) -> int:
     set_aside_startup_objects()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_from_disk, relay)
     if server.acceptors == "auto":  # after start-up problems (one line each, see relay.startup)
-        too = "; the main process accepts too" if acceptors and server.main_process_accepts else ""
+        too = "; the main process takes what they leave waiting" if acceptors and server.main_process_accepts else ""
         log.info(
             '[server] acceptors = "auto": %d acceptor processes (%d cores)%s',
             acceptors,

@@ -137,12 +137,8 @@ def parse_acceptors(value: int | str) -> int | str:
 
 def main_process_accepts(setting: bool, acceptors: int) -> bool:
     """Whether the main process accepts SMTP/HTTP beside delivering: always with no acceptor processes, else
-    as ``[server] main_accepts`` says.
-
-    Off by default. On two cores, beside one acceptor, it raised the rate end to end by 6-15% and the
-    DKIM-signed rate by ~25%, but doubled the p99 of acceptance-to-arrival latency (12 against 6 ms at half
-    the maximum: deliveries wait behind SMTP sessions on the main process's loop) and took 12-15 MB more
-    (bench/RESULTS.md)."""
+    as ``[server] main_accepts`` says; beside acceptors it takes only the connections they leave waiting
+    (relay.listening)."""
     return acceptors == 0 or setting
 
 
@@ -200,7 +196,7 @@ class ServerConfig:
         'processes that accept SMTP/HTTP; 0 = the main process accepts and delivers; "auto" = one per spare core',
         parse_acceptors,
     )
-    main_accepts: bool = _field(False, "the main process accepts SMTP/HTTP too, beside its acceptor processes")
+    main_accepts: bool = _field(True, "the main process takes the connections its acceptor processes leave waiting")
     max_queue: int = _field(1_000_000, "pending recipients above which submission is refused (503 / 452)")
     min_free_disk: int = _field("500MB", "free space in data_dir below which submission is refused", parse_size)
     max_schedule_ahead: float = _field("30d", "how far ahead send_at / X-Relay-Send-At may be", parse_duration)

@@ -1,5 +1,5 @@
 """[server] acceptors = "auto": one acceptor process per spare core, from the file or the environment; and
-[server] main_accepts: the main process accepts too, beside its acceptors."""
+[server] main_accepts: the main process takes the connections its acceptors leave waiting."""
 
 from __future__ import annotations
 
@@ -80,8 +80,9 @@ def test_main_accepts_from_the_file_or_the_environment(tmp_path, written, settin
     assert server.accepting_processes == (3 if setting else 2)
 
 
-def test_main_accepts_is_off_by_default(tmp_path):
-    assert load(tmp_path, acceptors=1).server.main_process_accepts is False
+def test_main_accepts_is_on_by_default(tmp_path):
+    server = load(tmp_path, acceptors=1).server
+    assert server.main_process_accepts is True and server.accepting_processes == 2
 
 
 @pytest.mark.parametrize("bad", ["auto", "yes", 1, 0.5])

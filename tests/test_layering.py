@@ -58,7 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("store", {"store"}),
     # What runs: taking mail in, sending it out, telling applications.
-    ("services", {"delivery", "inbound", "metrics", "submission", "webhooks", "webhook_resolver"}),
+    ("services", {"delivery", "inbound", "listening", "metrics", "submission", "webhooks", "webhook_resolver"}),
     ("api", {"api", "dashboard"}),  # the HTTP faces: the API, and the dashboard over the same code
     ("entry", {"__main__", "app", "cli", "logs", "workers"}),
 ]
@@ -71,6 +71,7 @@ SERVICES_MAY_IMPORT: dict[str, set[str]] = {
     "webhooks": {"metrics", "webhook_resolver"},  # aiohttp's resolver for webhook requests, apart to load it late
     "webhook_resolver": {"webhooks"},
     "metrics": set(),
+    "listening": set(),  # taking connections that acceptor processes leave waiting
 }
 
 # The pure leaves import only other leaves, and bounces only itself and message.

@@ -1,0 +1,99 @@
+"""relay.listening: the main process takes only the connections its acceptor processes leave waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+from typing import cast
+
+from relay.listening import OverflowServer
+
+
+class Greeting(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        writer = cast(asyncio.WriteTransport, transport)  # uvloop's transports are not asyncio's classes
+        writer.write(b"220 overflow\r\n")
+        writer.close()
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+def greeting(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.settimeout(5)
+        return conn.recv(100)
+
+
+class Acceptor(threading.Thread):
+    """Another taker on the same socket, quick to take each connection (as an idle acceptor process is)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.taken, self.done = sock, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if not select.select([self.sock], [], [], 0.01)[0]:
+                continue
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:  # the overflow server took it
+                continue
+            conn.sendall(b"220 acceptor\r\n")
+            conn.close()
+            self.taken += 1
+
+
+async def test_a_connection_nobody_else_takes_is_served_after_the_delay():
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = OverflowServer(sock, Greeting, delay=0.05)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
+        assert loop.time() - started >= 0.05 and server.taken == 1
+    finally:
+        server.close()
+
+
+async def test_connections_an_acceptor_takes_in_time_are_left_to_it():
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = OverflowServer(sock, Greeting, delay=0.5)
+    acceptor = Acceptor(sock)
+    acceptor.start()
+    try:
+        replies = [await asyncio.to_thread(greeting, port) for _ in range(10)]
+        assert replies == [b"220 acceptor\r\n"] * 10
+        assert acceptor.taken == 10 and server.taken == 0
+        acceptor.done.set()
+        await asyncio.to_thread(acceptor.join, 5)
+        assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"  # the acceptor gone: taken here
+    finally:
+        acceptor.done.set()
+        server.close()
+
+
+async def test_after_close_nothing_is_taken_and_the_socket_is_closed():
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = OverflowServer(sock, Greeting, delay=0.01)
+    server.close()
+    server.close()  # twice is fine
+    assert sock.fileno() == -1
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError("the port still takes connections")
+    await asyncio.sleep(0.05)
+    assert server.taken == 0
