@@ -10,6 +10,7 @@ import re
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -101,17 +102,26 @@ def banner(port: int) -> bytes | None:
             return None
 
 
+def implicit_tls_ehlo(port: int) -> int:
+    """The EHLO reply code over implicit TLS (port 465's way)."""
+    with smtplib.SMTP_SSL("127.0.0.1", port, timeout=5, context=ssl._create_unverified_context()) as client:
+        return client.ehlo("client.test")[0]
+
+
 @pytest.mark.parametrize("main_accepts", [True, False])
 async def test_with_its_acceptor_stopped_the_main_process_answers_alone_and_keeps_its_share_of_the_rate_limit(
     relay_process, sink, main_accepts
 ):
     """With the acceptor process frozen (SIGSTOP), only the main process can take a connection: it answers
-    SMTP and HTTP when it accepts too, nobody does when it does not. The two processes share an API key's
-    limit (counted in each one's memory with SQLite): the main process alone lets through half of it."""
+    SMTP (implicit TLS too) and HTTP when it accepts too, nobody does when it does not. The two processes
+    share an API key's limit (counted in each one's memory with SQLite): the main process alone lets
+    through half of it."""
     server = {"acceptors": 1, "main_accepts": main_accepts}
-    proc = relay_process(server=server, delivery={"smarthost": sink.address})
+    smtp = {"tls_listen": ["127.0.0.1:0"]}
+    proc = relay_process(server=server, smtp=smtp, delivery={"smarthost": sink.address})
     await proc.start()
     (acceptor,) = acceptor_pids(proc.log())
+    tls_port = int(re.findall(r"listening for SMTP with implicit TLS on 127\.0\.0\.1:(\d+)", proc.log())[0])
     key = None
     if main_accepts:
         args = ("keys", "create", "--scope", "read", "--rate-limit", "4", "--json")
@@ -121,8 +131,9 @@ async def test_with_its_acceptor_stopped_the_main_process_answers_alone_and_keep
     os.kill(acceptor, signal.SIGSTOP)
     try:
         first_line = await asyncio.to_thread(banner, proc.smtp_port)
-        statuses = []
+        statuses, tls_ehlo = [], None
         if key is not None:
+            tls_ehlo = await asyncio.to_thread(implicit_tls_ehlo, tls_port)
             async with aiohttp.ClientSession(f"http://127.0.0.1:{proc.http_port}") as session:
                 for _ in range(3):
                     headers = {"Authorization": f"Bearer {key}"}
@@ -133,6 +144,7 @@ async def test_with_its_acceptor_stopped_the_main_process_answers_alone_and_keep
     if main_accepts:
         assert first_line is not None and first_line.startswith(b"220 "), first_line
         assert statuses == [200, 200, 429]  # 4 an hour between two processes: 2 for each
+        assert tls_ehlo == 250
     else:
         assert first_line is None
     await asyncio.to_thread(smtp_submit, proc.smtp_port, ["after@example.org"])
