@@ -87,7 +87,9 @@ class OverflowServer:
             return
         self._closed = True
         if self.taken:
-            log.info("the main process took %d connections its acceptors left waiting", self.taken)
+            host, port = self.sock.getsockname()[:2]
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            log.info("connections on %s the main process took, its acceptors busy: %d", where, self.taken)
         if self._timer is not None:
             self._timer.cancel()
         self._loop.remove_reader(self.sock.fileno())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import socket
 import threading
@@ -51,7 +52,7 @@ class Acceptor(threading.Thread):
             self.taken += 1
 
 
-async def test_a_connection_nobody_else_takes_is_served_after_the_delay():
+async def test_a_connection_nobody_else_takes_is_served_after_the_delay(caplog):
     sock = listening_socket()
     port = sock.getsockname()[1]
     server = OverflowServer(sock, Greeting, delay=0.05)
@@ -61,7 +62,9 @@ async def test_a_connection_nobody_else_takes_is_served_after_the_delay():
         assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
         assert loop.time() - started >= 0.05 and server.taken == 1
     finally:
-        server.close()
+        with caplog.at_level(logging.INFO, logger="relay.listening"):
+            server.close()
+    assert f"connections on 127.0.0.1:{port} the main process took, its acceptors busy: 1" in caplog.text
 
 
 async def test_connections_an_acceptor_takes_in_time_are_left_to_it():
