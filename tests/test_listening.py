@@ -47,9 +47,9 @@ class Acceptor(threading.Thread):
                 conn, _ = self.sock.accept()
             except BlockingIOError:  # the overflow server took it
                 continue
+            self.taken += 1  # before the greeting: a client that has it may count on it
             conn.sendall(b"220 acceptor\r\n")
             conn.close()
-            self.taken += 1
 
 
 async def test_a_connection_nobody_else_takes_is_served_after_the_delay(caplog):
