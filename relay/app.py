@@ -29,7 +29,7 @@ from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
-from relay.listening import OverflowServer
+from relay.listening import BuiltOnFirstUse, OverflowServer
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # imported where used: an acceptor process neither delivers n
     import dns.asyncresolver
     from aiohttp import web
 
+    from relay.api.connections import ConnectionGuard
     from relay.delivery.engine import Engine, EngineSettings
     from relay.inbound.returned import ReturnedMail
     from relay.renderer import Renderer
@@ -385,6 +386,7 @@ class Relay:
         self.smtps_addresses: list[tuple[str, int]] = []
         self.http_address: tuple[str, int] | None = None
         self._http_runner: web.AppRunner | None = None
+        self.http_overflow: list[OverflowServer] = []  # the main process beside acceptor processes
         self._engine_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -664,12 +666,33 @@ class Relay:
             )
 
     async def _start_http(self, acceptor: Acceptor, store: SqlStore, sockets: list[socket.socket]) -> None:
-        # Imported here: a main process whose acceptor processes serve HTTP never loads the API, aiohttp's server
-        # or the template renderer (jinja2).
+        """The HTTP API on ``sockets``. Beside acceptor processes the main process builds it only once it takes
+        a connection they left waiting: until then it need not load aiohttp's server and the API (~14 MB)."""
+        if self.takes_overflow:
+            server = BuiltOnFirstUse(lambda: self._http_factory(acceptor, store))
+            self.http_overflow = [OverflowServer(sock, server, self._http_tls) for sock in sockets]
+            return
+        from relay.api.connections import GuardedSite
+
+        guard = await self._build_http(acceptor, store)
+        assert self._http_runner is not None
+        for sock in sockets:
+            site = GuardedSite(self._http_runner, sock, guard, backlog=1024, ssl_context=self._http_tls)
+            await site.start()
+
+    async def _http_factory(self, acceptor: Acceptor, store: SqlStore) -> Callable[[], asyncio.Protocol]:
+        guard = await self._build_http(acceptor, store)
+        assert self._http_runner is not None and self._http_runner.server is not None
+        return guard.factory(self._http_runner.server)
+
+    async def _build_http(self, acceptor: Acceptor, store: SqlStore) -> ConnectionGuard:
+        """The API's application and runner (``self._http_runner``); returns the guard its connections pass.
+        Imported here: a main process whose acceptor processes serve HTTP never loads the API, aiohttp's server
+        or the template renderer (jinja2)."""
         from aiohttp import web
 
         from relay.api.app import BODY_BUDGET, ApiSettings, BodyBudget, make_app
-        from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
+        from relay.api.connections import ConnectionGuard, ConnectionLimits
         from relay.api.credentials import CredentialsView
         from relay.api.domains import DomainsView
         from relay.api.events import EventsView
@@ -749,9 +772,7 @@ class Relay:
             app, access_log=None, handle_signals=False, keepalive_timeout=http.keepalive_timeout
         )
         await runner.setup()
-        for sock in sockets:
-            site = GuardedSite(runner, sock, guard, backlog=1024, ssl_context=self._http_tls)
-            await site.start(overflow=self.takes_overflow)
+        return guard
 
     def _mount_dashboard(
         self, app: web.Application, store: SqlStore, on_change: Callable[[], None], sender: WebhookSender
@@ -787,7 +808,7 @@ class Relay:
 
     async def stop_listening(self) -> None:
         """Take no new connection (SMTP, HTTP, returned mail); those open go on."""
-        for server in [*self.smtp_servers, *self.inbound_servers]:
+        for server in [*self.smtp_servers, *self.http_overflow, *self.inbound_servers]:
             server.close()
         if self._http_runner is not None:
             for site in list(self._http_runner.sites):  # requests already in progress go on

@@ -10,6 +10,10 @@ not wait behind SMTP sessions the acceptors had time for.
 The delay, measured (bench/RESULTS.md, 2026-12-03): taking every connection at once (no delay), the
 main process's deliveries waited behind its SMTP sessions, and acceptance-to-arrival p99 at half the
 maximum rate doubled (12 against 6 ms); at 2 ms it was 9.6-13.6 ms, at 5 ms 6.2 ms, at 10 ms 7.6 ms.
+
+A protocol the main process may never need can be built when the first connection it takes needs it
+(:class:`BuiltOnFirstUse`): the HTTP API (aiohttp's server and its views, ~14 MB a process) is built
+there only once an HTTP connection is left waiting.
 """
 
 from __future__ import annotations
@@ -18,16 +22,37 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
 OVERFLOW_DELAY = 0.005  # seconds a new connection is left to the acceptors before the main process takes it
 TAKEN_AT_ONCE = 16  # connections taken in one look, at most (the rest at the next)
 
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+class BuiltOnFirstUse:
+    """A protocol factory built once, when the first connection needs it; connections taken meanwhile wait
+    for the same build. A build that fails is logged and tried again for the next connection."""
+
+    def __init__(self, build: Callable[[], Awaitable[ProtocolFactory]]) -> None:
+        self._build = build
+        self._built: asyncio.Future[ProtocolFactory] | None = None
+
+    async def factory(self) -> ProtocolFactory:
+        if self._built is None:
+            self._built = asyncio.ensure_future(self._build())
+        try:
+            return await asyncio.shield(self._built)
+        except Exception:
+            self._built = None  # the next connection tries again
+            raise
+
 
 class OverflowServer:
-    """Serves ``factory``'s protocol on connections that have waited :data:`OVERFLOW_DELAY` on ``sock``.
+    """Serves ``factory``'s protocol on connections that have waited :data:`OVERFLOW_DELAY` on ``sock``
+    (a :class:`BuiltOnFirstUse` is built when the first connection is taken).
 
     ``ssl_context``: a TLS server handshake first (implicit TLS). :meth:`close` stops taking connections and
     closes this process's copy of the socket; the connections taken go on."""
@@ -35,7 +60,7 @@ class OverflowServer:
     def __init__(
         self,
         sock: socket.socket,
-        factory: Callable[[], asyncio.BaseProtocol],
+        factory: ProtocolFactory | BuiltOnFirstUse,
         ssl_context: ssl.SSLContext | None = None,
         delay: float = OVERFLOW_DELAY,
     ) -> None:
@@ -77,7 +102,13 @@ class OverflowServer:
 
     async def _serve(self, conn: socket.socket) -> None:
         try:
-            await self._loop.connect_accepted_socket(self.factory, conn, ssl=self.ssl_context)
+            factory = await self.factory.factory() if isinstance(self.factory, BuiltOnFirstUse) else self.factory
+        except Exception:
+            log.exception("could not build what serves a connection the main process took")
+            conn.close()
+            return
+        try:
+            await self._loop.connect_accepted_socket(factory, conn, ssl=self.ssl_context)
         except (TimeoutError, OSError, ssl.SSLError) as exc:  # gone, or a TLS handshake that failed
             log.debug("connection dropped before it was served: %s", exc)
             conn.close()

@@ -9,7 +9,7 @@ import socket
 import threading
 from typing import cast
 
-from relay.listening import OverflowServer
+from relay.listening import BuiltOnFirstUse, OverflowServer
 
 
 class Greeting(asyncio.Protocol):
@@ -100,3 +100,66 @@ async def test_after_close_nothing_is_taken_and_the_socket_is_closed():
         raise AssertionError("the port still takes connections")
     await asyncio.sleep(0.05)
     assert server.taken == 0
+
+
+def greeting_or_close(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.settimeout(5)
+        try:
+            return conn.recv(100)
+        except ConnectionResetError:
+            return b""
+
+
+async def test_a_protocol_built_on_first_use_is_built_once_for_the_connections_taken_meanwhile():
+    builds = 0
+    release = asyncio.Event()
+
+    async def build() -> type[Greeting]:
+        nonlocal builds
+        builds += 1
+        await release.wait()  # the second connection is taken while the first build runs
+        return Greeting
+
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = OverflowServer(sock, BuiltOnFirstUse(build), delay=0.01)
+    try:
+        replies = [asyncio.create_task(asyncio.to_thread(greeting, port)) for _ in range(2)]
+        for _ in range(500):  # both taken, and the build begun: the second waits for it too
+            if server.taken == 2 and builds == 1:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert server.taken == 2 and builds == 1
+        release.set()
+        assert await asyncio.gather(*replies) == [b"220 overflow\r\n"] * 2
+        assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
+        assert builds == 1
+    finally:
+        release.set()
+        server.close()
+
+
+async def test_a_build_that_fails_closes_that_connection_and_is_tried_again_for_the_next(caplog):
+    attempts = 0
+
+    async def build() -> type[Greeting]:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("no application today")
+        return Greeting
+
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = OverflowServer(sock, BuiltOnFirstUse(build), delay=0.01)
+    try:
+        with caplog.at_level(logging.ERROR, logger="relay.listening"):
+            assert await asyncio.to_thread(greeting_or_close, port) == b""
+        assert "could not build what serves a connection the main process took" in caplog.text
+        assert "no application today" in caplog.text
+        assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
+        assert attempts == 2
+    finally:
+        server.close()

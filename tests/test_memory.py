@@ -52,6 +52,9 @@ NOT_IN_MAIN = [
 ]
 # A main process that accepts too (main_accepts) loads what accepting takes, no more.
 NOT_IN_MAIN_THAT_ACCEPTS = [
+    "aiohttp",  # the API is built once it takes an HTTP connection its acceptors left waiting
+    "relay.api",
+    "relay.dashboard.app",
     "jinja2",  # until the first template is sent or saved
     "prometheus_client",  # until the first scrape
     "multiprocessing",  # until the first big batch

@@ -32,7 +32,6 @@ from aiohttp.web_protocol import RequestHandler
 
 from relay.admission import ConnectionCounts, Refusal
 from relay.api.app import HELD, ApiError
-from relay.listening import OverflowServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -270,15 +269,11 @@ class GuardedSite(web.SockSite):
         self._guard = guard
         self._listening = sock
 
-    async def start(self, overflow: bool = False) -> None:
-        """``overflow``: take only the connections acceptor processes leave waiting (relay.listening)."""
+    async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
         assert server is not None
         factory = self._guard.factory(server)
-        if overflow:
-            self._server = OverflowServer(self._listening, factory, self._ssl_context)  # type: ignore[assignment]
-            return
         self._server = await asyncio.get_running_loop().create_server(
             factory, sock=self._listening, ssl=self._ssl_context, backlog=self._backlog
         )
