@@ -430,6 +430,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (hour, reason)
     ) WITHOUT ROWID;
     """,
+    # 19: every stored message is CRLF text (every line end a CRLF, no bare LF, no lone CR), which delivery
+    # sends as it is (relay.delivery.client.wire_form). Acceptance has made messages so since bare-LF input
+    # was normalised; a store from before then may hold a body with bare LFs, which this rewrites as
+    # acceptance would now (relay.message.crlf_line_ends: CRLF, then a lone CR, then a bare LF becomes a
+    # CRLF). replace() reads a blob as its bytes (NULs and 8-bit bytes included); only the bodies with a
+    # line end of another kind are written.
+    """
+    UPDATE message_bodies
+    SET raw = CAST(replace(replace(replace(raw, X'0D0A', X'0A'), X'0D', X'0A'), X'0A', X'0D0A') AS BLOB)
+    WHERE instr(replace(raw, X'0D0A', X''), X'0A') > 0 OR instr(replace(raw, X'0D0A', X''), X'0D') > 0;
+    """,
 ]
 
 
