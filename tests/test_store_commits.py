@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 from relay.errors import StoreUnavailable
-from relay.store.db import AUTOCHECKPOINT_PAGES, QUICK_COMMITS_PER_CHECKPOINT, Database
+from relay.store.db import AUTOCHECKPOINT_PAGES, QUICK_COMMITS_PER_CHECKPOINT, Database, open_database
+from relay.store.schema import MIGRATIONS, schema_version
 
 
 async def test_writes_light_and_heavy_land_together(tmp_path: Path) -> None:
@@ -88,3 +89,29 @@ async def test_quick_commits_leave_checkpoints_to_the_reader_thread(tmp_path: Pa
     copied = (tmp_path / "relay.sqlite3").stat().st_size  # before close (the last close checkpoints too)
     await db.close()
     assert copied > QUICK_COMMITS_PER_CHECKPOINT * 5000, "the log's pages were copied into the database file"
+
+
+def test_processes_opening_a_new_file_at_once_take_turns(tmp_path: Path) -> None:
+    """Openers of a file no one has made yet (relay serve and relay migrate started together, two nodes of a
+    test) all get a migrated database: switching the new file to WAL answered "database is locked" at once
+    to all but one of them, SQLite's busy timeout notwithstanding (one round in three with two openers)."""
+    for round_ in range(15):
+        path = tmp_path / f"round{round_}.sqlite3"
+        barrier = threading.Barrier(4)
+        outcomes: list[object] = []
+        threads = [threading.Thread(target=_open_at_once, args=(path, barrier, outcomes)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert outcomes == [len(MIGRATIONS)] * 4, (round_, outcomes)
+
+
+def _open_at_once(path: Path, barrier: threading.Barrier, outcomes: list[object]) -> None:
+    barrier.wait(timeout=10)
+    try:
+        conn = open_database(path)
+        outcomes.append(schema_version(conn))
+        conn.close()
+    except Exception as exc:
+        outcomes.append(exc)

@@ -76,22 +76,38 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
+BUSY_SECONDS = 10.0  # how long a connection waits for another's lock before "database is locked"
 AUTOCHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint, kept for durable commits
 QUICK_COMMITS_PER_CHECKPOINT = 200  # quick commits in a row before a checkpoint in the reader thread
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with relay's pragmas. Durability: WAL + synchronous=FULL fsyncs every commit."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
+    _write_ahead_log(conn)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
     # Each operation of a group commit runs in a savepoint, so SQLite keeps a statement journal of the pages
     # it changes: in a temporary file by default (a create, ~45 small writes per message and an unlink per
     # commit, measured with strace), in memory with this.
     conn.execute("PRAGMA temp_store=MEMORY")
     return conn
+
+
+def _write_ahead_log(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (it stays so). Connections switching a new file at the same moment (relay serve
+    and relay migrate started together) get "database is locked" at once, without SQLite's busy handler: the
+    one that lost waits for the one that won, as the busy timeout would."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def open_database(path: Path) -> sqlite3.Connection:
