@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import re
 import smtplib
 import sqlite3
@@ -372,6 +373,35 @@ def test_migration_19_makes_every_stored_body_crlf_text_as_acceptance_would(tmp_
     stored = conn.execute("SELECT raw, typeof(raw) FROM message_bodies ORDER BY message_id").fetchall()
     conn.close()
     assert stored == [(crlf_line_ends(body), "blob") for body in bodies]
+
+
+def test_postgresql_migration_9_makes_every_stored_body_crlf_text_as_acceptance_would(pg_cluster):
+    import psycopg
+
+    from relay.store.postgres import schema as pg_schema
+
+    draw = random.Random(19)
+    pieces = [b"a", b"\r", b"\n", b"\r\n", b"\x00", b"\xff", b"\xc3\xa9", b".", b"\r\r\n", b"\\", b"\\0", b"\\123"]
+    bodies = [b"".join(draw.choice(pieces) for _ in range(draw.randrange(40))) for _ in range(300)]
+    url = pg_cluster.create_database("line_ends_migration")
+    try:
+        with psycopg.connect(url) as conn:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:8])
+                assert pg_schema.migrate(conn) == 8
+            for number, body in enumerate(bodies):
+                conn.execute(
+                    "INSERT INTO messages (id, created_at, sender, size, source, subject)"
+                    " VALUES (%s, 1.0, 'a@example.com', %s, 'smtp', '')",
+                    (f"m{number:04d}", len(body)),
+                )
+                conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (%s, %s)", (f"m{number:04d}", body))
+            conn.commit()
+            assert pg_schema.migrate(conn) == len(pg_schema.MIGRATIONS)
+            stored = [bytes(raw) for (raw,) in conn.execute("SELECT raw FROM message_bodies ORDER BY message_id")]
+        assert stored == [crlf_line_ends(body) for body in bodies]
+    finally:
+        pg_cluster.drop_database("line_ends_migration")
 
 
 @settings(max_examples=500, deadline=None)

@@ -31,7 +31,7 @@ from relay.errors import StoreUnavailable
 MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas).
-SQLITE_VERSION = 18
+SQLITE_VERSION = 19
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -397,6 +397,18 @@ MIGRATIONS: list[str] = [
         last_at  DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (hour, reason)
     );
+    """,
+    # 9 (SQLite's 19): every stored message is CRLF text, as delivery sends it without scanning it again. A
+    # body has its line ends rewritten as acceptance would (CRLF, then a lone CR, then a bare LF becomes a
+    # CRLF) through its 'escape' text form, in which only NUL, 8-bit bytes and backslashes are escaped (as
+    # a backslash and digits), so CR and LF stand for themselves and a replacement never meets an escape.
+    r"""
+    UPDATE message_bodies
+    SET raw = decode(
+        replace(replace(replace(encode(raw, 'escape'), E'\r\n', E'\n'), E'\r', E'\n'), E'\n', E'\r\n'), 'escape'
+    )
+    WHERE strpos(replace(encode(raw, 'escape'), E'\r\n', ''), E'\n') > 0
+       OR strpos(replace(encode(raw, 'escape'), E'\r\n', ''), E'\r') > 0;
     """,
 ]
 
