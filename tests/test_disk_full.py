@@ -17,9 +17,9 @@ from relay.keys import create_api_key
 from tests.conftest import make_config
 
 
-def smtp_send(port: int, rcpt: str) -> None:
+def smtp_send(port: int, rcpt: str, lines: int = 30) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-        smtp.sendmail("a@example.com", [rcpt], f"Subject: {rcpt}\r\n\r\n" + ("x" * 70 + "\r\n") * 30)
+        smtp.sendmail("a@example.com", [rcpt], f"Subject: {rcpt}\r\n\r\n" + ("x" * 70 + "\r\n") * lines)
 
 
 def fill(path: str) -> None:
@@ -45,7 +45,8 @@ def volume(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-async def test_full_disk_refuses_then_recovers(volume, sink):
+@pytest.mark.parametrize("lines", [30, 400])  # 2 KB bodies in the database, 29 KB ones in the spool
+async def test_full_disk_refuses_then_recovers(volume, sink, lines):
     config = make_config(volume / "data", server={"min_free_disk": 0}, delivery={"smarthost": sink.address})
     relay = Relay(config)
     await relay.start()
@@ -53,13 +54,13 @@ async def test_full_disk_refuses_then_recovers(volume, sink):
         _, key = await create_api_key(relay.store.keys, relay.store.clock, "t", ("send",))
         port = relay.smtp_addresses[0][1]
         for i in range(3):
-            await asyncio.to_thread(smtp_send, port, f"before{i}@one.example")
+            await asyncio.to_thread(smtp_send, port, f"before{i}@one.example", lines)
         await sink.handler.wait_for(3)
 
         await asyncio.to_thread(fill, str(volume / "filler"))
         with pytest.raises(smtplib.SMTPDataError) as refused:
             for i in range(20):  # the WAL may still hold some room; it runs out within a few messages
-                await asyncio.to_thread(smtp_send, port, f"during{i}@one.example")
+                await asyncio.to_thread(smtp_send, port, f"during{i}@one.example", lines)
         assert refused.value.smtp_code == 452
         host, http_port = relay.http_address
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
@@ -70,7 +71,7 @@ async def test_full_disk_refuses_then_recovers(volume, sink):
                 assert r.status == 503 and (await r.json())["error"]["code"] == "service_unavailable"
 
         (volume / "filler").unlink()
-        await asyncio.to_thread(smtp_send, port, "after@one.example")
+        await asyncio.to_thread(smtp_send, port, "after@one.example", lines)
         received = await sink.handler.wait_for(4, timeout=20)
         arrived = {r.rcpt_tos[0] for r in received}
         assert "after@one.example" in arrived and all(f"before{i}@one.example" in arrived for i in range(3))

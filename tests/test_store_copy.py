@@ -53,6 +53,10 @@ class Filled:
     event_counts: list[tuple[int, str, int]]
 
 
+# A body big enough for SQLite's spool: a copy reads it from there as a row of message_bodies.
+BIG_BODY = b"Message-ID: <big@example.com>\r\nSubject: big\r\n\r\n" + b"0123456789abcdef" * 2048 + b"\r\n"
+
+
 def message(*rcpts: str, **fields: Any) -> NewMessage:
     raw = b"Message-ID: <m1@example.com>\r\nSubject: t\r\n\r\n" + b"body\r\n" * 100
     return NewMessage("a@example.com", rcpts, raw, "http", **fields)
@@ -99,7 +103,8 @@ async def fill(store: Any) -> Filled:
     leased = message("z@three.example")
     await store.queue.enqueue(leased)
     await store.queue.claim_due(10, "old-node", lease=600)  # z stays leased: 'sending'
-    await store.queue.enqueue(message("w@four.example"))  # queued
+    big = NewMessage("a@example.com", ("w@four.example",), BIG_BODY, "smtp")
+    await store.queue.enqueue(big)  # queued; its body in the spool (relay.store.spool)
     await store.queue.suspend_domain("four.example", 3600, "maintenance")
     await store.sites.acquire_slot("mx.four.example", 2, "old-node")  # a connection slot held
     await store.sites.record_pushback("mx.four.example", 0.5, now + 300)
@@ -163,13 +168,24 @@ def empty_pg(pg_cluster: Any) -> Any:
 
 
 def sqlite_counts(path: str) -> dict[str, int]:
-    """Every table's row count, read from the catalog (not from the copy's list of tables)."""
+    """Every table's row count, read from the catalog (not from the copy's list of tables); the bodies in the
+    spool (``spooled_bodies``) counted as rows of ``message_bodies``, which is where a copy puts them."""
     conn = sqlite3.connect(parse_store_url(path).path)
     try:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {
+        counts = {
             n: conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names if not n.startswith("sqlite_")
         }
+    finally:
+        conn.close()
+    counts["message_bodies"] += counts.pop("spooled_bodies")
+    return counts
+
+
+def spooled(path: str) -> int:
+    conn = sqlite3.connect(parse_store_url(path).path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM spooled_bodies").fetchone()[0])
     finally:
         conn.close()
 
@@ -201,7 +217,11 @@ async def test_a_whole_relay_copied_to_postgresql_reads_the_same(source, empty_p
     counts = sqlite_counts(src)
     empty = [t for t, n in counts.items() if n == 0 and t not in copy_tables.NOT_COPIED]
     assert not empty, f"fill() must put rows in every table, so that the copy of each is tested: {empty}"
+    assert spooled(src) == 1, "fill() puts a body in the spool, so that reading it from there is tested"
     assert pg_counts(target) == counts, "every table of the schema is copied, row for row"
+    with psycopg.connect(target) as conn:
+        row = conn.execute("SELECT count(*) FROM message_bodies WHERE raw = %s", (BIG_BODY,)).fetchone()
+        assert row is not None and row[0] == 1, "the spooled body is copied as it is"
     assert {t.table: t.copied for t in copied.tables} == {
         t: n for t, n in counts.items() if t not in copy_tables.NOT_COPIED
     }
@@ -291,6 +311,11 @@ async def test_copied_back_to_sqlite_the_counts_are_equal(source, empty_pg, cloc
     copied = copy(middle, back, clock.now())
     assert copied.ok
     assert sqlite_counts(back) == pg_counts(middle) == sqlite_counts(src)
+    conn = sqlite3.connect(parse_store_url(back).path)
+    try:
+        assert conn.execute("SELECT count(*) FROM message_bodies WHERE raw = ?", (BIG_BODY,)).fetchone()[0] == 1
+    finally:
+        conn.close()
     store = Store(parse_store_url(back).path, clock)
     try:
         assert await store.events.event_totals() == filled.totals, "events did not count themselves again"

@@ -18,6 +18,7 @@ import psycopg
 from relay.config import StoreUrl
 from relay.nodes import HEARTBEAT_SECONDS, MISSED_BEATS
 from relay.store.copy_tables import BATCH_ROWS, Row, Table, quote
+from relay.store.spool import read_body, spool_directory
 
 KEYS_PER_LOOKUP = 300  # keys looked up at once when checking the target for rows the source lacks
 BLOB_FETCH = 8  # rows a server-side cursor fetches at once from a table with blobs
@@ -57,15 +58,15 @@ def _insert_sql(table: Table) -> str:
     return f"INSERT INTO {table.quoted} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
 
-def _present_sql(table: Table, n: int) -> str:
+def _present_sql(table: Table, n: int, relation: str | None = None) -> str:
     key = ", ".join(quote(c) for c in table.key)
     one = "(" + ", ".join("?" for _ in table.key) + ")"
-    return f"SELECT count(*) FROM {table.quoted} WHERE ({key}) IN (VALUES {', '.join([one] * n)})"
+    return f"SELECT count(*) FROM {relation or table.quoted} WHERE ({key}) IN (VALUES {', '.join([one] * n)})"
 
 
-def _select_sql(table: Table, columns: tuple[str, ...]) -> str:
+def _select_sql(table: Table, columns: tuple[str, ...], relation: str | None = None) -> str:
     order = ", ".join(quote(c) for c in table.key)
-    return f"SELECT {', '.join(quote(c) for c in columns)} FROM {table.quoted} ORDER BY {order}"
+    return f"SELECT {', '.join(quote(c) for c in columns)} FROM {relation or table.quoted} ORDER BY {order}"
 
 
 def _number(row: Row | None) -> int:
@@ -85,6 +86,7 @@ class SqliteSide:
 
         assert where.path is not None
         self.name = str(where.path)
+        self._bodies_view = False
         if target:
             migrate(where)
             self.conn = connect(where.path)
@@ -119,19 +121,41 @@ class SqliteSide:
             self.conn.execute("ROLLBACK")
 
     def count(self, table: Table) -> int:
-        return _number(self.conn.execute(f"SELECT count(*) FROM {table.quoted}").fetchone())
+        return _number(self.conn.execute(f"SELECT count(*) FROM {self._read_from(table)}").fetchone())
 
     def rows(self, table: Table) -> Generator[Row, None, None]:
-        yield from self.conn.execute(_select_sql(table, table.columns))
+        yield from self.conn.execute(_select_sql(table, table.columns, self._read_from(table)))
 
     def keys(self, table: Table) -> Iterator[list[Row]]:
-        cursor = self.conn.execute(_select_sql(table, table.key))
+        cursor = self.conn.execute(_select_sql(table, table.key, self._read_from(table)))
         while chunk := cursor.fetchmany(KEYS_PER_LOOKUP):
             yield [tuple(k) for k in chunk]
 
     def present(self, table: Table, keys: list[Row]) -> int:
         params = [v for k in keys for v in k]
-        return _number(self.conn.execute(_present_sql(table, len(keys)), params).fetchone())
+        return _number(self.conn.execute(_present_sql(table, len(keys), self._read_from(table)), params).fetchone())
+
+    def _read_from(self, table: Table) -> str:
+        """What rows of ``table`` are read from: the table, but for ``message_bodies``, which also has the
+        bodies in the spool (relay.store.spool) read here as its rows (a temporary view)."""
+        if table.name != "message_bodies":
+            return table.quoted
+        if not self._bodies_view:
+            directory = spool_directory(self.name)
+
+            def spooled_body(segment: str, start: int, length: int) -> bytes:
+                body = read_body(directory, segment, start, length)
+                if body is None:
+                    raise ValueError(f"a spooled body is missing from {directory / segment}")
+                return body
+
+            self.conn.create_function("spooled_body", 3, spooled_body)
+            self.conn.execute(
+                "CREATE TEMP VIEW every_message_body AS SELECT message_id, raw FROM main.message_bodies"
+                " UNION ALL SELECT message_id, spooled_body(segment, start, length) FROM main.spooled_bodies"
+            )
+            self._bodies_view = True
+        return "temp.every_message_body"
 
     def insert(self, table: Table, rows: list[Row]) -> int:
         triggers = self._triggers.get(table.name, [])

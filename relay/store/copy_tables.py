@@ -17,9 +17,14 @@ BATCH_ROWS = 1000  # rows per transaction
 
 Row = tuple[Any, ...]
 
+# Tables of SQLite's schema that PostgreSQL has no twin of: where big bodies are in the spool beside a
+# SQLite file (relay.store.spool). A copy reads those bodies as rows of ``message_bodies`` (see
+# relay.store.copy_sides), which is where any target keeps what it is given.
+SQLITE_ONLY = frozenset({"spooled_bodies"})
+
 # Tables whose rows mean nothing in another store: dashboard sessions (their operators, in ``operators``,
-# are copied; they sign in again).
-NOT_COPIED = frozenset({"operator_sessions"})
+# are copied; they sign in again); the SQLite-only ones.
+NOT_COPIED = frozenset({"operator_sessions"}) | SQLITE_ONLY
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,10 @@ before; a quick commit, on the event loop's thread, never does. After
 QUICK_COMMITS_PER_CHECKPOINT quick commits in a row (a process that only
 delivers), a passive checkpoint runs in the reader thread.
 
+Big bodies (relay.store.spool): the operations of a group stage them in the process's spool segment;
+the commit writes and ``fdatasync``-s them just before its COMMIT, so no row ever points at bytes not on
+disk; an operation that fails unstages its bodies, a group that fails discards them.
+
 Reads run on a separate connection in a reader thread (WAL lets readers
 proceed while the writer commits). Point lookups that the SMTP dialogue waits
 on (is this recipient suppressed?) run on the caller's thread instead: the
@@ -70,6 +74,7 @@ from typing import Any, TypeVar, cast
 from relay.errors import StoreError, StoreFull, StoreUnavailable
 from relay.store.batches import MAX_BATCH, Pending, settle
 from relay.store.schema import migrate
+from relay.store.spool import BodySpool, spool_directory
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +86,23 @@ AUTOCHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint, kept for dur
 QUICK_COMMITS_PER_CHECKPOINT = 200  # quick commits in a row before a checkpoint in the reader thread
 
 
+class SpoolingConnection(sqlite3.Connection):
+    """A connection whose writes may put big bodies in a :class:`BodySpool` (relay.store.spool): the group
+    commit's. Any other connection (``spool`` None) keeps every body in the database."""
+
+    spool: BodySpool | None = None
+
+
+def spool_of(conn: object) -> BodySpool | None:
+    """The spool the queue's writes on ``conn`` put big bodies in (None: keep them in the database)."""
+    return conn.spool if isinstance(conn, SpoolingConnection) else None
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with relay's pragmas. Durability: WAL + synchronous=FULL fsyncs every commit."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS, factory=SpoolingConnection
+    )
     _write_ahead_log(conn)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -146,6 +165,8 @@ class Database:
             self._write_conn = open_database(path)
         except sqlite3.DatabaseError as exc:  # not a database, cannot open the file, corrupt, locked
             raise StoreUnavailable(str(exc)) from exc
+        self.spool: BodySpool | None = BodySpool(spool_directory(path))
+        cast(SpoolingConnection, self._write_conn).spool = self.spool
         self._synchronous_full = True  # the write connection's mode: FULL with checkpoints, or NORMAL without
         self._quick_streak = 0  # quick commits since the last durable one or checkpoint
         self._checkpointing = False
@@ -224,6 +245,8 @@ class Database:
         self._read_conn.close()
         self._lookup_conn.close()
         self._write_conn.close()
+        if self.spool is not None:
+            self.spool.close()
         os.close(self._lock_fd)
 
     # -- group commits ----------------------------------------------------
@@ -286,6 +309,8 @@ class Database:
                 self._quick_streak += 1
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             log.error("database commit failed: %s", exc)
+            if self.spool is not None:
+                self.spool.discard()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -313,18 +338,22 @@ class Database:
         """COMMIT and let the other processes write: in the writer thread for a durable group (the fsync),
         on the event loop's thread for a quick one."""
         t1 = time.perf_counter()
+        if self.spool is not None and self.spool.pending:
+            self.spool.flush()  # the bodies the transaction's rows point at, on disk before them
         conn.execute("COMMIT")
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         self.commit_time += time.perf_counter() - t1
         self.commits += 1
         self.writes += operations
 
-    @staticmethod
-    def _run_one(conn: sqlite3.Connection, fn: Op) -> tuple[bool, Any]:
+    def _run_one(self, conn: sqlite3.Connection, fn: Op) -> tuple[bool, Any]:
         conn.execute("SAVEPOINT op")
+        staged = self.spool.mark() if self.spool is not None else 0
         try:
             value = fn(conn)
         except Exception as exc:
+            if self.spool is not None:
+                self.spool.unstage(staged)
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
             return False, translate(exc)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+if TYPE_CHECKING:
+    from relay.store.spool import BodySpool
 
 Params = Sequence[Any]
 T = TypeVar("T")
@@ -88,6 +91,11 @@ class SqlDatabase(Protocol):
     @property
     def name(self) -> str:
         """Which database this is (a path, or a URL without its password), the same in every process."""
+        ...
+
+    @property
+    def spool(self) -> BodySpool | None:
+        """Where this process writes big bodies (SQLite's spool beside its file); PostgreSQL: None."""
         ...
 
     @property

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import Any
 
 from relay.message import lowest_message_id
-from relay.store.dialect import Connection, SqlDatabase, try_lock
+from relay.store.dialect import Connection, SqlDatabase, is_postgres, try_lock
+from relay.store.spool import BodySpool, sweep
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,13 +202,24 @@ def prune_deferral_counts(conn: Connection, before: float) -> None:
 
 
 def prune_bodies(conn: Connection, before: float) -> int:
-    """Delete a batch of bodies of messages made before ``before`` that nothing will send any more."""
-    return conn.execute(
-        "DELETE FROM message_bodies WHERE message_id IN (SELECT b.message_id FROM message_bodies b"
-        " WHERE b.message_id < ? AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = b.message_id"
-        " AND r.state IN ('queued', 'scheduled', 'deferred', 'sending')) LIMIT ?)",
-        (lowest_message_id(before), PRUNE_BATCH),
-    ).rowcount
+    """Delete a batch of bodies of messages made before ``before`` that nothing will send any more (on SQLite,
+    the rows of spooled ones too: their segments go once no row points at them, :func:`sweep_spool`)."""
+    tables = ["message_bodies"] if is_postgres(conn) else ["message_bodies", "spooled_bodies"]
+    return sum(
+        conn.execute(
+            f"DELETE FROM {table} WHERE message_id IN (SELECT b.message_id FROM {table} b"
+            " WHERE b.message_id < ? AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = b.message_id"
+            " AND r.state IN ('queued', 'scheduled', 'deferred', 'sending')) LIMIT ?)",
+            (lowest_message_id(before), PRUNE_BATCH),
+        ).rowcount
+        for table in tables
+    )
+
+
+def sweep_spool(conn: Connection, spool: BodySpool) -> int:
+    """Remove the spool's segments that no body is in any more (after their rows' deletion has committed)."""
+    used = [segment for (segment,) in conn.execute("SELECT DISTINCT segment FROM spooled_bodies")]
+    return sweep(spool.directory, used, keep=spool.segment)
 
 
 def prune_webhook_log(conn: Connection, before: float) -> int:
@@ -264,4 +279,10 @@ class SqlEvents:
             prune_deferral_counts(c, events_before)
             return prune_events(c, events_before) + prune_webhook_log(c, events_before), prune_bodies(c, bodies_before)
 
-        return await self.db.write(op)
+        pruned = await self.db.write(op)
+        spool = self.db.spool
+        if spool is not None:
+            swept = await self.db.read(lambda c: sweep_spool(c, spool))
+            if swept:
+                log.info("retention: removed %d spool segments no body is in any more", swept)
+        return pruned

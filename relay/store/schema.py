@@ -441,6 +441,18 @@ MIGRATIONS: list[str] = [
     SET raw = CAST(replace(replace(replace(raw, X'0D0A', X'0A'), X'0D', X'0A'), X'0A', X'0D0A') AS BLOB)
     WHERE instr(replace(raw, X'0D0A', X''), X'0A') > 0 OR instr(replace(raw, X'0D0A', X''), X'0D') > 0;
     """,
+    # 20: big bodies are kept in segment files beside the database, written once (relay.store.spool); a row
+    # here says where one is. A message has its body in message_bodies or here, never in both. SQLite only:
+    # PostgreSQL keeps every body in message_bodies (relay.store.copy_tables.SQLITE_ONLY).
+    """
+    CREATE TABLE spooled_bodies (
+        message_id  TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        segment     TEXT NOT NULL,     -- a file name in <database>-bodies/
+        start       INTEGER NOT NULL,  -- the body's first byte in it
+        length      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX spooled_bodies_segment ON spooled_bodies(segment);
+    """,
 ]
 
 

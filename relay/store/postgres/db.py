@@ -123,6 +123,7 @@ class PgDatabase:
     """
 
     in_process = False  # a server: every statement is a round trip (see relay.store.coalesce)
+    spool = None  # every body is in the database: the nodes share no file system
 
     def __init__(
         self, url: str, pool_size: int = POOL_SIZE, statement_timeout: float = 0.0, pipelined: bool = True

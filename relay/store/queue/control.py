@@ -7,6 +7,7 @@ from typing import Any
 from relay.events import EventKind
 from relay.message import domain_key
 from relay.store import suppressions
+from relay.store.bodies import has_body
 from relay.store.dialect import Connection, notify
 from relay.store.queue.lifecycle import _DUE_SQL, NEW_WORK, _event
 from relay.store.queue.records import BodyDeleted, Resent, Selection
@@ -101,7 +102,7 @@ def resend(conn: Connection, message_id: str, now: float) -> list[Resent] | None
         "SELECT id, address, state FROM recipients WHERE message_id = ? ORDER BY id", (message_id,)
     ).fetchall()
     targets = [address for _, address, state in rows if state in _RESENDABLE]
-    if targets and conn.execute("SELECT 1 FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone() is None:
+    if targets and not has_body(conn, message_id):
         raise BodyDeleted(f"the body of message {message_id} has been deleted ([retention] bodies)")
     found = suppressions.suppressed(conn, targets, now)
     out = []

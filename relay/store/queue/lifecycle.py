@@ -12,9 +12,12 @@ from relay.bounces.reasons import deferral_reason
 from relay.events import PENDING_STATES, EventKind
 from relay.message import NewMessage, domain_key, domain_of
 from relay.store import suppressions
+from relay.store.bodies import bodies_of
+from relay.store.db import spool_of
 from relay.store.dialect import Connection, is_postgres, notify
 from relay.store.queue.quotas import _count_against_quota
 from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient, Quota
+from relay.store.spool import SPOOL_MIN_BYTES
 from relay.suppression import SuppressionPolicy
 
 # Invariant kept by every function here: next_attempt_at is NOT NULL exactly
@@ -58,7 +61,7 @@ def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | No
     conn.executemany(
         "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
     )
-    conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message.id, message.raw))
+    _store_body(conn, message)
     for address in message.recipients:
         why = message.suppressed.get(address)
         if why is not None:  # kept for the record (activity, events), never attempted
@@ -85,6 +88,20 @@ def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | No
             None,
             {"send_at": scheduled} if scheduled is not None else None,
         )
+
+
+def _store_body(conn: Connection, message: NewMessage) -> None:
+    """The body in the database, or a big one in the spool beside it (relay.store.spool), written before
+    this transaction commits."""
+    spool = spool_of(conn)
+    if spool is None or len(message.raw) < SPOOL_MIN_BYTES:
+        conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message.id, message.raw))
+        return
+    segment, start = spool.stage(message.raw)
+    conn.execute(
+        "INSERT INTO spooled_bodies (message_id, segment, start, length) VALUES (?, ?, ?, ?)",
+        (message.id, segment, start, len(message.raw)),
+    )
 
 
 _INSERT_MESSAGE = (
@@ -186,13 +203,16 @@ def claim_due(
         return []
     marks = ",".join("?" * len(by_message))
     messages = conn.execute(
-        "SELECT m.id, m.sender, coalesce(m.send_at, m.created_at), b.raw, m.sandbox FROM messages m"
-        f" JOIN message_bodies b ON b.message_id = m.id WHERE m.id IN ({marks})",
+        f"SELECT id, sender, coalesce(send_at, created_at), sandbox FROM messages WHERE id IN ({marks})",
         list(by_message),
     ).fetchall()
+    bodies = bodies_of(conn, list(by_message))
     return [
-        LeasedMessage(mid, sender, created_at, raw, tuple(sorted(by_message[mid], key=lambda r: r.id)), bool(sandbox))
-        for mid, sender, created_at, raw, sandbox in messages
+        LeasedMessage(
+            mid, sender, created_at, bodies[mid], tuple(sorted(by_message[mid], key=lambda r: r.id)), bool(sandbox)
+        )
+        for mid, sender, created_at, sandbox in messages
+        if mid in bodies
     ]
 
 

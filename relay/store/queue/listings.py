@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from relay.events import State
+from relay.store.bodies import raw_message
 from relay.store.dialect import Connection
 from relay.store.queue.records import Attempt, DomainQueue, MessageFilter, MessageRecord, QueueSummary, RecipientStatus
 from relay.store.queue.search import MESSAGE_COLUMNS, record_of_row, records_of, search_ids
@@ -88,8 +89,7 @@ def sandbox_message(conn: Connection, message_id: str) -> tuple[MessageRecord, b
     ).fetchone()
     if row is None:
         return None
-    body = conn.execute("SELECT raw FROM message_bodies WHERE message_id = ?", (message_id,)).fetchone()
-    return _message_record(conn, row), None if body is None else bytes(body[0])
+    return _message_record(conn, row), raw_message(conn, message_id)
 
 
 def domain_queues(conn: Connection, now: float) -> list[DomainQueue]:
