@@ -21,6 +21,7 @@ from relay.cli.store import ProgressLine, _copy_report
 from relay.clock import FakeClock
 from relay.config import parse_rate, parse_store_url
 from relay.domains import DkimKey
+from relay.errors import StoreUnavailable
 from relay.events import EventKind, State
 from relay.keys import create_api_key
 from relay.message import NewMessage
@@ -33,6 +34,7 @@ from relay.store.operators import Operator
 from relay.store.postgres import PgStore
 from relay.store.postgres import schema as pg_schema
 from relay.store.queue import AttemptResult, Quota
+from relay.store.spool import spool_directory
 from relay.store.suppressions import NewBounce
 from relay.store.webhooks import AttemptOutcome, Webhook
 from tests.conftest import run_cli
@@ -328,6 +330,16 @@ async def test_copied_back_to_sqlite_the_counts_are_equal(source, empty_pg, cloc
 
 
 # -- refusals -------------------------------------------------------------------------------------------------
+
+
+async def test_a_body_missing_from_the_spool_stops_the_copy_saying_which(source, tmp_path, clock):
+    src, _ = source
+    path = parse_store_url(src).path
+    assert path is not None
+    (segment,) = spool_directory(path).iterdir()
+    segment.unlink()
+    with pytest.raises(StoreUnavailable, match=f"missing from the spool .*{segment.name}"):
+        copy(src, f"sqlite:///{tmp_path / 'copy.sqlite3'}", clock.now())
 
 
 async def test_a_target_with_another_relays_rows_is_refused_unless_forced(source, empty_pg, clock):

@@ -16,6 +16,7 @@ from typing import Protocol
 import psycopg
 
 from relay.config import StoreUrl
+from relay.errors import StoreUnavailable
 from relay.nodes import HEARTBEAT_SECONDS, MISSED_BEATS
 from relay.store.copy_tables import BATCH_ROWS, Row, Table, quote
 from relay.store.spool import read_body, spool_directory
@@ -87,6 +88,7 @@ class SqliteSide:
         assert where.path is not None
         self.name = str(where.path)
         self._bodies_view = False
+        self._missing: str | None = None  # what a spooled body that could not be read said
         if target:
             migrate(where)
             self.conn = connect(where.path)
@@ -121,23 +123,30 @@ class SqliteSide:
             self.conn.execute("ROLLBACK")
 
     def count(self, table: Table) -> int:
-        return _number(self.conn.execute(f"SELECT count(*) FROM {self._read_from(table)}").fetchone())
+        return _number(self.conn.execute(f"SELECT count(*) FROM {self._read_from(table, keys_only=True)}").fetchone())
 
     def rows(self, table: Table) -> Generator[Row, None, None]:
-        yield from self.conn.execute(_select_sql(table, table.columns, self._read_from(table)))
+        try:
+            yield from self.conn.execute(_select_sql(table, table.columns, self._read_from(table)))
+        except sqlite3.OperationalError as exc:
+            if self._missing is None:
+                raise
+            raise StoreUnavailable(self._missing) from exc
 
     def keys(self, table: Table) -> Iterator[list[Row]]:
-        cursor = self.conn.execute(_select_sql(table, table.key, self._read_from(table)))
+        cursor = self.conn.execute(_select_sql(table, table.key, self._read_from(table, keys_only=True)))
         while chunk := cursor.fetchmany(KEYS_PER_LOOKUP):
             yield [tuple(k) for k in chunk]
 
     def present(self, table: Table, keys: list[Row]) -> int:
         params = [v for k in keys for v in k]
-        return _number(self.conn.execute(_present_sql(table, len(keys), self._read_from(table)), params).fetchone())
+        relation = self._read_from(table, keys_only=True)
+        return _number(self.conn.execute(_present_sql(table, len(keys), relation), params).fetchone())
 
-    def _read_from(self, table: Table) -> str:
+    def _read_from(self, table: Table, keys_only: bool = False) -> str:
         """What rows of ``table`` are read from: the table, but for ``message_bodies``, which also has the
-        bodies in the spool (relay.store.spool) read here as its rows (a temporary view)."""
+        bodies in the spool (relay.store.spool) read here as its rows (temporary views: one of the ids
+        only, which reads no segment, for counting and comparing keys)."""
         if table.name != "message_bodies":
             return table.quoted
         if not self._bodies_view:
@@ -146,7 +155,11 @@ class SqliteSide:
             def spooled_body(segment: str, start: int, length: int) -> bytes:
                 body = read_body(directory, segment, start, length)
                 if body is None:
-                    raise ValueError(f"a spooled body is missing from {directory / segment}")
+                    self._missing = (
+                        f"{self.name}: a message body is missing from the spool ({directory / segment},"
+                        f" {length} bytes at {start}): restore the file, or delete its message, and copy again"
+                    )
+                    raise ValueError(self._missing)
                 return body
 
             self.conn.create_function("spooled_body", 3, spooled_body)
@@ -154,8 +167,12 @@ class SqliteSide:
                 "CREATE TEMP VIEW every_message_body AS SELECT message_id, raw FROM main.message_bodies"
                 " UNION ALL SELECT message_id, spooled_body(segment, start, length) FROM main.spooled_bodies"
             )
+            self.conn.execute(
+                "CREATE TEMP VIEW every_message_body_id AS SELECT message_id FROM main.message_bodies"
+                " UNION ALL SELECT message_id FROM main.spooled_bodies"
+            )
             self._bodies_view = True
-        return "temp.every_message_body"
+        return "temp.every_message_body_id" if keys_only else "temp.every_message_body"
 
     def insert(self, table: Table, rows: list[Row]) -> int:
         triggers = self._triggers.get(table.name, [])
