@@ -256,6 +256,7 @@ def test_every_flushed_body_reads_back_from_where_it_was_placed(tmp_path_factory
     """A model of the group commit's use of the spool: bodies staged alone or by an operation that may fail
     (unstaged), groups flushed or discarded, segments full at 1 KB; every body of a flushed group reads back."""
     monkeypatch.setattr(spool, "SEGMENT_BYTES", 1024)
+    monkeypatch.setattr(spool, "IOV_MAX", 3)  # a group's bodies in several writes
     directory = tmp_path_factory.mktemp("spool") / "bodies"
     writer = BodySpool(directory)
     group: list[tuple[str, int, bytes]] = []
@@ -284,3 +285,14 @@ def test_every_flushed_body_reads_back_from_where_it_was_placed(tmp_path_factory
     places = sorted((segment, start, start + len(raw)) for segment, start, raw in durable)
     for (s1, _, end), (s2, start, _) in itertools.pairwise(places):
         assert s1 != s2 or end <= start, "two bodies in the same bytes"
+
+
+def test_a_short_write_is_finished(tmp_path, monkeypatch):
+    real = os.pwritev
+    monkeypatch.setattr(spool.os, "pwritev", lambda fd, buffers, at: real(fd, [buffers[0][:5]], at))
+    writer = BodySpool(tmp_path / "bodies")
+    places = [writer.stage(body) for body in (b"a" * 100, b"b" * 50, b"c" * 7)]
+    writer.flush()
+    writer.close()
+    segment = places[0][0]
+    assert (tmp_path / "bodies" / segment).read_bytes() == b"a" * 100 + b"b" * 50 + b"c" * 7

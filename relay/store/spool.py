@@ -43,6 +43,7 @@ SEGMENT_BYTES = 64 * 1024 * 1024  # a process starts a new segment past this siz
 SEGMENT_SECONDS = 300.0  # ... or this long after it created the one it writes
 SWEEP_AFTER_SECONDS = 3600.0  # an unreferenced segment untouched this long is removed
 SUFFIX = ".seg"
+IOV_MAX = 1024  # buffers a pwritev takes at once (Linux's limit)
 
 
 def spool_directory(database: Path | str) -> Path:
@@ -141,23 +142,34 @@ class BodySpool:
             self.directory.mkdir(mode=0o700, exist_ok=True)
             self._fd = os.open(self.directory / self._segment, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             self._new = True
-        data = b"".join(body for _, _, body in staged)
-        start = staged[0][1]
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, start)
-            view, start = view[written:], start + written
+        start = staged[0][1]  # the bodies are staged one after the other from here
+        bodies = [body for _, _, body in staged]
+        for first in range(0, len(bodies), IOV_MAX):
+            start = _write_at(self._fd, bodies[first : first + IOV_MAX], start)
         os.fdatasync(self._fd)
         if self._new:  # the segment's name must be on disk too
             _fsync_directory(self.directory)
             self._new = False
         self._written_end = staged[-1][1] + len(staged[-1][2])
-        self.bytes_written += len(data)
+        self.bytes_written += sum(len(body) for body in bodies)
 
     def _close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _write_at(fd: int, bodies: list[bytes], start: int) -> int:
+    """Write ``bodies`` one after the other from ``start`` (one system call, no copy of them); where they end."""
+    total = sum(len(body) for body in bodies)
+    written = os.pwritev(fd, bodies, start)
+    if written < total:  # a short write (rare with a regular file): the rest, as one buffer
+        rest = memoryview(b"".join(bodies))[written:]
+        at = start + written
+        while rest:
+            n = os.pwrite(fd, rest, at)
+            rest, at = rest[n:], at + n
+    return start + total
 
 
 def _fsync_directory(directory: Path) -> None:
