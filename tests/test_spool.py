@@ -153,6 +153,14 @@ def test_a_segment_is_left_when_old_and_bodies_are_placed_where_staged(tmp_path,
     writer.close()
 
 
+async def attempt(store: Store, state: State, code: int, reply: str) -> None:
+    """Claim the one message due and record its one recipient's attempt ending in ``state``."""
+    (m,) = await store.queue.claim_due(10, "node", lease=60)
+    (r,) = m.recipients
+    kind = EventKind.DELIVERED if state is State.DELIVERED else EventKind.BOUNCED
+    await store.queue.record_attempts([AttemptResult(r.id, m.id, r.address, state, kind, None, code, reply, "mx.one")])
+
+
 def age(file: Path, seconds: float) -> None:
     then = time.time() - seconds
     os.utime(file, (then, then))
@@ -163,11 +171,7 @@ async def test_retention_removes_a_segment_once_no_body_is_in_it(tmp_path, clock
     store = Store(path, clock)
     sent = new(1, 40_000)
     await store.queue.enqueue(sent)
-    (m,) = await store.queue.claim_due(10, "node", lease=60)
-    (r,) = m.recipients
-    await store.queue.record_attempts(
-        [AttemptResult(r.id, m.id, r.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok", "mx.one")]
-    )
+    await attempt(store, State.DELIVERED, 250, "ok")
     pending = new(2, 40_000)
     clock.advance(10)
     await store.queue.enqueue(pending)
@@ -184,17 +188,15 @@ async def test_retention_removes_a_segment_once_no_body_is_in_it(tmp_path, clock
         young.write_bytes(b"y" * 100)
         clock.advance(100)
         assert await store.events.prune_history(clock.now() - 1e6, clock.now() - 50) == (0, 1)
+        assert await store.events.prune_history(clock.now() - 1e6, clock.now() - 50) == (0, 0)  # then the sweep
         assert rows(path, "SELECT message_id FROM spooled_bodies") == [(pending.id,)]
         assert segments(path) == sorted([segment, young.name]), "the segment still holds a pending body"
         assert await store.bodies.raw_message(sent.id) is None
 
-        (m,) = await store.queue.claim_due(10, "node", lease=60)
-        (r,) = m.recipients
-        await store.queue.record_attempts(
-            [AttemptResult(r.id, m.id, r.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok", "mx.one")]
-        )
+        await attempt(store, State.DELIVERED, 250, "ok")
         clock.advance(100)
         assert await store.events.prune_history(clock.now() - 1e6, clock.now() - 50) == (0, 1)
+        assert await store.events.prune_history(clock.now() - 1e6, clock.now() - 50) == (0, 0)  # then the sweep
         assert segments(path) == [young.name], "no body left in it: the segment is gone"
     finally:
         await store.close()
@@ -221,11 +223,7 @@ async def test_a_sandboxed_big_message_is_shown_whole(store):
 async def test_a_bounced_big_message_can_be_sent_again(store):
     bounced = new(1, 40_000)
     await store.queue.enqueue(bounced)
-    (m,) = await store.queue.claim_due(10, "node", lease=60)
-    (r,) = m.recipients
-    await store.queue.record_attempts(
-        [AttemptResult(r.id, m.id, r.address, State.BOUNCED, EventKind.BOUNCED, None, 550, "5.1.1 no", "mx.one")]
-    )
+    await attempt(store, State.BOUNCED, 550, "5.1.1 no")
     (again,) = await store.queue.resend(bounced.id)
     assert again.result == "queued"
     (m,) = await store.queue.claim_due(10, "node", lease=60)

@@ -270,7 +270,8 @@ class SqlEvents:
         """One batch of old events (and webhook logs) and of bodies nothing will send again; repeat while > 0.
 
         One node at a time on a shared database: while another node's batch holds the housekeeping lock,
-        this returns (0, 0) and the caller stops until its next round.
+        this returns (0, 0) and the caller stops until its next round. SQLite: the call that finds nothing
+        more to prune also removes the spool's segments no body is in any more (:func:`sweep_spool`).
         """
 
         def op(c: Connection) -> tuple[int, int]:
@@ -281,7 +282,7 @@ class SqlEvents:
 
         pruned = await self.db.write(op)
         spool = self.db.spool
-        if spool is not None:
+        if spool is not None and pruned == (0, 0):  # once a round, after its last batch
             swept = await self.db.read(lambda c: sweep_spool(c, spool))
             if swept:
                 log.info("retention: removed %d spool segments no body is in any more", swept)

@@ -60,10 +60,9 @@ class BodySpool:
         self._created = 0.0  # when it was created (monotonic)
         self._fd = -1
         self._end = 0  # its length once the staged bodies are written
+        self._written_end = 0  # its length on disk (after the last flush)
         self._new = False  # created since the last flush: the directory needs an fsync
         self._staged: list[tuple[str, int, bytes]] = []  # segment, start, body
-        self.flushes = 0
-        self.bytes_written = 0
 
     @property
     def pending(self) -> bool:
@@ -110,7 +109,6 @@ class BodySpool:
             self._close()  # start afresh: what this segment holds past its last flush is unknown
             self._segment = None
             raise _store_error(exc) from exc
-        self.flushes += 1
 
     def discard(self) -> None:
         """Forget the staged bodies (their transaction was rolled back)."""
@@ -122,8 +120,6 @@ class BodySpool:
         self._segment = None
 
     # -- inside -------------------------------------------------------------------------------------
-
-    _written_end = 0  # the segment's length on disk (after the last flush)
 
     def _old(self) -> bool:
         return time.monotonic() - self._created > SEGMENT_SECONDS
@@ -151,7 +147,6 @@ class BodySpool:
             _fsync_directory(self.directory)
             self._new = False
         self._written_end = staged[-1][1] + len(staged[-1][2])
-        self.bytes_written += sum(len(body) for body in bodies)
 
     def _close(self) -> None:
         if self._fd >= 0:
