@@ -182,6 +182,34 @@ async def test_parallel_wrong_passwords_cannot_race_the_auth_throttle(relay_fact
     assert codes.count("535") <= 5 and codes.count("454") >= 25, codes
 
 
+async def test_parallel_good_logins_from_one_address_are_not_taken_for_guesses(relay_factory):
+    """An application opening many connections at once, each logging in: the logins still being checked
+    used to count as failures, so all but five of thirty got 454 with the right password."""
+    relay = await relay_factory(
+        smtp={"plaintext_auth_networks": ["127.0.0.0/8"], "max_auth_failures": 5, "max_connections_per_ip": 100}
+    )
+    cred, password = await create_smtp_credential(relay.store.credentials, relay.store.clock)
+    good = base64.b64encode(f"\0{cred.username}\0{password}".encode())
+    wrong = base64.b64encode(f"\0{cred.username}\0not-the-password".encode())
+    port = relay.smtp_addresses[0][1]
+    tokens = [wrong if i % 10 == 3 else good for i in range(30)]  # three wrong ones among them
+    results = await asyncio.gather(
+        *(smtp_session(port, [b"EHLO client.test\r\n", b"AUTH PLAIN " + t + b"\r\n"]) for t in tokens)
+    )
+    codes = [r[2][:3] for r in results]
+    assert [c for c, t in zip(codes, tokens, strict=True) if t is good] == ["235"] * 27, codes
+    assert [c for c, t in zip(codes, tokens, strict=True) if t is wrong] == ["535"] * 3, codes
+    # Remembered now: thirty more at once pass without a check, and the three failures still count.
+    results = await asyncio.gather(
+        *(smtp_session(port, [b"EHLO client.test\r\n", b"AUTH PLAIN " + good + b"\r\n"]) for _ in range(30))
+    )
+    assert [r[2][:3] for r in results] == ["235"] * 30
+    results = await asyncio.gather(
+        *(smtp_session(port, [b"EHLO client.test\r\n", b"AUTH PLAIN " + wrong + b"\r\n"]) for _ in range(5))
+    )
+    assert sorted(r[2][:3] for r in results) == ["454", "454", "454", "535", "535"]
+
+
 @pytest.mark.parametrize(
     "url",
     [

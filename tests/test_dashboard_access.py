@@ -4,6 +4,7 @@ browser tests against a real ``relay serve`` (tests/browser.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -124,6 +125,20 @@ async def test_logins_are_throttled_per_address_after_max_auth_failures(client):
         assert (await client.login("alice", "wrong password!"))[0] == 401
     status, text, _ = await client.login("alice", PASSWORD)
     assert status == 429 and "too many failed sign-ins" in text, "even the right password, while throttled"
+
+
+async def test_operators_signing_in_at_once_from_one_address_are_not_throttled(relay):
+    """Six sign-ins at once from one address (an office behind one NAT), three failures allowed: the ones
+    still being checked do not count as failures for the others."""
+    host, port = relay.http_address
+    clients = [Client(f"http://{host}:{port}") for _ in range(6)]
+    try:
+        names = ["alice" if i % 2 else "victor" for i in range(len(clients))]
+        results = await asyncio.gather(*(c.login(name, PASSWORD) for c, name in zip(clients, names, strict=True)))
+        assert [status for status, _, _ in results] == [303] * 6
+    finally:
+        for c in clients:
+            await c.close()
 
 
 async def test_logout_ends_the_session_and_the_old_cookie_no_longer_works(client):

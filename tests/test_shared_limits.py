@@ -34,7 +34,7 @@ from relay.store.postgres import PgStore
 from relay.store.postgres.connection import PgConnection
 from relay.store.queue import Quota
 from relay.store.queue.lifecycle import enqueue
-from relay.submission.auth import LocalFailures, SharedFailures, SmtpAuthenticator, Throttled
+from relay.submission.auth import LocalFailures, SharedFailures, SmtpAuthenticator, Throttled, Turns
 from tests.conftest import PG_TEMPLATE, STORE_BACKENDS, make_config, write_store_key
 
 T0 = 1_800_000_000.0  # on a window boundary for periods of a minute and an hour
@@ -224,6 +224,41 @@ async def test_auth_failures_shared_by_two_authenticators_on_two_stores(two_node
     assert results.count(None) == 4 and sum(isinstance(r, Throttled) for r in results) == 6
     assert await auths[0].login("192.0.2.8", cred.username, password) == cred  # another address
     assert await a.rate_counters.count("auth:192.0.2.8", T0) == 0  # a good login is taken back
+
+
+async def test_parallel_good_logins_on_two_nodes_all_pass_and_count_nothing(two_nodes):
+    """One application's connections logging in at once, spread over two nodes, with a limit of 4."""
+    a, b = two_nodes
+    cred, password = await create_smtp_credential(a.credentials, a.clock, allowed_from=("example.com",))
+    auths = [
+        SmtpAuthenticator(s.credentials, s.clock, 4, 600.0, SharedFailures(s.rate_counters, 4, 600.0)) for s in (a, b)
+    ]
+    results = await asyncio.gather(*(auths[i % 2].login("192.0.2.9", cred.username, password) for i in range(12)))
+    assert [r.id if r is not None else None for r in results] == [cred.id] * 12
+    assert await a.rate_counters.count("auth:192.0.2.9", T0) == 0
+    assert [len(auth.turns) for auth in auths] == [0, 0]
+
+
+async def test_checks_from_one_address_take_turns_and_other_addresses_do_not_wait():
+    turns = Turns()
+    inside: dict[str, int] = {"a": 0, "b": 0}
+    most: dict[str, int] = {"a": 0, "b": 0}
+    order: list[str] = []
+
+    async def check(key: str, fail: bool) -> None:
+        async with turns.turn(key):
+            inside[key] += 1
+            most[key] = max(most[key], inside[key])
+            order.append(key)
+            await asyncio.sleep(0.01)
+            inside[key] -= 1
+            if fail:
+                raise ValueError(key)
+
+    results = await asyncio.gather(*(check(k, i == 1) for i, k in enumerate("aabab")), return_exceptions=True)
+    assert most == {"a": 1, "b": 1}, "one check at a time per address"
+    assert order[:2] == ["a", "b"], "b did not wait for a"
+    assert isinstance(results[1], ValueError) and len(turns) == 0, "a failed check gives its turn up too"
 
 
 async def test_the_memory_failures_take_a_good_login_back():

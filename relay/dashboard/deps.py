@@ -12,7 +12,7 @@ from relay.config import Config
 from relay.domains import Domains
 from relay.renderer import Renderer
 from relay.store.protocols import Storage
-from relay.submission.auth import Failures
+from relay.submission.auth import Failures, Turns
 from relay.webhooks import WebhookSender
 
 
@@ -26,6 +26,7 @@ class DashboardDeps:
     webhook_sender: WebhookSender | None = None
     domains: Domains | None = None
     renderer: Renderer | None = None
+    login_turns: Turns = dataclasses.field(default_factory=Turns)  # one password check per address at a time
 
 
 DEPS: web.AppKey[DashboardDeps] = web.AppKey("dashboard", DashboardDeps)

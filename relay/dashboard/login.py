@@ -44,22 +44,24 @@ def _form(
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Check the password (argon2, off the loop); the attempt counts as a failure until it succeeds."""
+    """Check the password (argon2, off the loop); the attempt counts as a failure until it succeeds, and the
+    attempts from one address take turns (as SMTP AUTH's: relay.submission.auth)."""
     d = deps(request)
     form = await request.post()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     next_path = str(form.get("next", ""))
     key = f"dashboard:{client_ip(request, d.config.http.trust_proxy)}"
-    now = d.clock.now()
-    failures = await d.failures.attempt(key, now)
-    if failures is None:
-        log.warning("dashboard login refused for %s: too many failed attempts", key)
-        return _form(request, 429, username, next_path, FormErrors({"": THROTTLED}))
-    operator = await check_login(d.store.operators, username, password) if username and password else None
-    if operator is None:
-        log.warning("dashboard login failed for %r from %s (%d recent failures)", username[:64], key, failures)
-        return _form(request, 401, username, next_path, FormErrors({"": WRONG}))
-    await d.failures.succeeded(key, now)
+    async with d.login_turns.turn(key):
+        now = d.clock.now()
+        failures = await d.failures.attempt(key, now)
+        if failures is None:
+            log.warning("dashboard login refused for %s: too many failed attempts", key)
+            return _form(request, 429, username, next_path, FormErrors({"": THROTTLED}))
+        operator = await check_login(d.store.operators, username, password) if username and password else None
+        if operator is None:
+            log.warning("dashboard login failed for %r from %s (%d recent failures)", username[:64], key, failures)
+            return _form(request, 401, username, next_path, FormErrors({"": WRONG}))
+        await d.failures.succeeded(key, now)
     response = web.HTTPSeeOther(access.safe_next(next_path))
     await access.start_session(request, response, operator.id)
     log.info("dashboard login: %s (%s)", operator.name, operator.role)
