@@ -605,7 +605,7 @@ def inject(
         return
     msg_file = tmp / "message.eml"
     msg_file.write_bytes(message.replace(b"\r\n", b"\n"))
-    command = ["smtp-source", "-s", str(args.sessions), "-m", str(args.messages)]
+    command = ["smtp-source", "-s", str(args.sessions), "-m", str(args.messages), "-r", str(args.recipients)]
     command += ["-f", "bench@example.com", "-t", "sink@example.org", "-F", str(msg_file), f"127.0.0.1:{port}"]
     subprocess.run(command, check=True, timeout=args.timeout)
 
@@ -660,6 +660,8 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         injector = "smtp-source" if shutil.which("smtp-source") and not args.auth else "python"
     if args.auth and (injector != "python" or target != "relay"):
         raise SystemExit("--auth needs the python injector and --target relay")
+    if args.recipients > 1 and injector != "smtp-source":
+        raise SystemExit("--recipients needs smtp-source as the injector")
     message = make_message(args.size)
     sink = start_sink(sink_kind, sink_port)
     if target == "ceiling":
@@ -686,11 +688,12 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         else:
             inject(injector, smtp_port, message, tmp, args, getattr(server, "login", None))
         accepted_at = time.monotonic()
-        while (done := server.delivered()) < args.messages:
+        deliveries = args.messages * args.recipients  # both count a delivery per recipient
+        while (done := server.delivered()) < deliveries:
             if time.monotonic() > start + args.timeout:
-                raise SystemExit(f"timed out: {done} of {args.messages} delivered")
+                raise SystemExit(f"timed out: {done} of {deliveries} recipients delivered")
             if isinstance(server, Relay | Cluster) and (log := server.exited()) is not None:
-                raise SystemExit(f"relay exited during the run ({done} of {args.messages} delivered):\n{log}")
+                raise SystemExit(f"relay exited during the run ({done} of {deliveries} delivered):\n{log}")
             time.sleep(0.02)
         finished_at = time.monotonic()
         if window is not None:
@@ -720,6 +723,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "target": target,
         "messages": args.messages,
         "sessions": args.sessions,
+        "recipients": args.recipients,
         "auth": args.auth,
         "dkim": (args.dkim and target in RELAYS) or target == "signed",
         "acceptors": args.acceptors if target in RELAYS else None,
@@ -781,6 +785,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument(
+        "--recipients", type=int, default=1, help="recipients per message (smtp-source -r; one domain, one transaction)"
+    )
     parser.add_argument("--size", type=int, default=5000, help="message size in bytes")
     parser.add_argument("--concurrency", type=int, default=100, help="relay's [delivery] concurrency")
     parser.add_argument("--injector", choices=("auto", "smtp-source", "python"), default="auto")
@@ -842,6 +849,7 @@ def main() -> None:
             else:
                 print(
                     f"{target:8} {result['messages']} msgs x {result['size']} B, {result['sessions']} sessions"
+                    + (f", {result['recipients']} recipients each" if result.get("recipients", 1) > 1 else "")
                     + (f", {result['acceptors']} acceptors, {result['store']}" if target in RELAYS else "")
                     + (f", {result['nodes']} nodes" if target == "relay" and args.nodes > 1 else "")
                     + (" straight into the sink" if target == "ceiling" else "")
