@@ -9,6 +9,7 @@ triggers on ``events`` dropped (``events_counted``: the hourly counts the stats 
 trigger costs only its look-up of them.
 
     python bench/store_costs.py --messages 5000
+    python bench/store_costs.py --messages 2000 --recipients 10   # ten recipients a message
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from relay.store.sqlite import Store  # noqa: E402
 RAW = b"From: bench@example.com\r\nTo: sink@example.org\r\nSubject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 62
 
 
-async def run(messages: int, group: int, triggers: bool) -> dict[str, float]:
+async def run(messages: int, group: int, triggers: bool, recipients: int = 1) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="relay-store-costs-"))
     store = Store(tmp / "relay.sqlite3", SystemClock())
     try:
@@ -43,7 +44,7 @@ async def run(messages: int, group: int, triggers: bool) -> dict[str, float]:
         started = time.process_time()
         for start in range(0, messages, group):
             batch = [
-                NewMessage("bench@example.com", (f"r{n}@example.org",), RAW, "smtp", subject="bench")
+                NewMessage("bench@example.com", addresses(n, recipients), RAW, "smtp", subject="bench")
                 for n in range(start, min(messages, start + group))
             ]
             await asyncio.gather(*(store.queue.enqueue(m) for m in batch))  # concurrent: one group commit
@@ -55,18 +56,22 @@ async def run(messages: int, group: int, triggers: bool) -> dict[str, float]:
         costs["claim"] = time.process_time() - started
         started = time.process_time()
         outcomes = [
-            AttemptResult(r.id, m.id, r.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "2.0.0 Ok")
+            AttemptResult(r.id, m.id, r.address, State.DELIVERED, EventKind.DELIVERED, None, 250, "2.0.0 Ok", attempt=1)
             for m in claimed
             for r in m.recipients
         ]
-        for start in range(0, len(outcomes), group):
-            await store.queue.record_attempts(outcomes[start : start + group])
+        for start in range(0, len(outcomes), group * recipients):
+            await store.queue.record_attempts(outcomes[start : start + group * recipients])
         costs["record"] = time.process_time() - started
-        assert len(outcomes) == messages, len(outcomes)
+        assert len(outcomes) == messages * recipients, len(outcomes)
         return {step: seconds * 1e6 / messages for step, seconds in costs.items()}
     finally:
         await store.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def addresses(n: int, recipients: int) -> tuple[str, ...]:
+    return tuple(f"r{n}-{k}@example.org" for k in range(recipients)) if recipients > 1 else (f"r{n}@example.org",)
 
 
 def main() -> None:
@@ -74,10 +79,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--group", type=int, default=10, help="messages per group commit")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--recipients", type=int, default=1, help="recipients per message")
     args = parser.parse_args()
     for _ in range(args.runs):
         for triggers in (True, False):
-            costs = asyncio.run(run(args.messages, args.group, triggers))
+            costs = asyncio.run(run(args.messages, args.group, triggers, args.recipients))
             total = sum(costs.values())
             steps = ", ".join(f"{step} {us:.0f}" for step, us in costs.items())
             print(f"{'with' if triggers else 'without'} event triggers: µs CPU per message: {steps}; total {total:.0f}")
