@@ -3,8 +3,8 @@
 Flow: claim due recipients (bounded by ``window``) → group each message's
 recipients by domain (one job) → route the job (smarthost or MX; the route
 names a destination *site*) → queue it on that destination → the
-destination's workers (at most its ``max_connections``, and at most
-``concurrency`` connections overall) take jobs one after another over the
+destination's workers (at most its ``max_connections``, with several nodes this node's
+share of them, and at most ``concurrency`` connections overall) take jobs one after another over the
 same connection (RSET between), up to ``max_messages_per_connection`` or
 ``max_connection_age``, and close it after ``idle_timeout`` without work.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import random
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
@@ -164,7 +165,7 @@ class Destination:
 
         self.bucket = TokenBucket(shaping.max_rate, now) if shaping.max_rate else None
         self.factor = 1.0  # share of the limits in force: halved when the receiver pushes back
-        self.share = 1.0  # this node's share of max_rate: 1/N with N nodes delivering (a shared store)
+        self.share = 1.0  # this node's share of max_rate and max_connections: 1/N with N nodes delivering
         self.cooldown_until = 0.0
         self.retry_slot_at = 0.0  # every cluster-wide connection slot was taken: look again then
         self.jobs: deque[Job] = deque()
@@ -188,7 +189,14 @@ class Destination:
 
     @property
     def max_connections(self) -> int:
+        """Connections to the site from every node together (the shared slots, with several nodes)."""
         return max(1, int(self.shaping.max_connections * self.factor))
+
+    @property
+    def node_connections(self) -> int:
+        """Connections this node opens: its share of :attr:`max_connections` (rounded up), so that a node
+        cannot hold every slot while another waits with the work it claimed."""
+        return max(1, math.ceil(self.max_connections * self.share))
 
     def push_back(self, now: float) -> None:
         """The receiver said "slow down": halve connections and rate for a cool-down."""
@@ -218,7 +226,7 @@ class Destination:
             self._pace()
 
     def set_share(self, share: float) -> None:
-        """This node's share of the site's max_rate (1/N of N delivering nodes)."""
+        """This node's share of the site's max_rate and connections (1/N of N delivering nodes)."""
         self.share = share
         self._pace()
 
@@ -543,7 +551,7 @@ class Engine:
             return  # every slot of the cluster is taken: _retry_slots starts them later
         while (
             dest.jobs
-            and dest.workers < dest.max_connections
+            and dest.workers < dest.node_connections
             and self.connections < self.settings.concurrency
             and not self._stopping
         ):
@@ -603,8 +611,8 @@ class Engine:
                     if conn is None or not await self._wait_for_work(dest, signal):
                         return
                     continue
-                if dest.workers > dest.max_connections:
-                    return  # the site pushed back: fewer connections for now
+                if dest.workers > dest.node_connections:
+                    return  # the site pushed back, or another node started: fewer connections for now
                 job = dest.jobs.popleft()
                 try:
                     conn = await self._work(dest, job, conn)
