@@ -266,7 +266,7 @@ async def test_each_node_opens_its_share_of_a_sites_connections(cluster, sink):
     shaping = {"shaping": {"default": {"max_connections": 4}}}  # idle_timeout: the default 5 s
     a, b = cluster.node("a", delivery=shaping), cluster.node("b", delivery=shaping)
     await asyncio.gather(a.start(), b.start())
-    await asyncio.sleep(SHARED_EVERY + 1)  # each node has seen the other (a node that joins takes up to this)
+    await asyncio.sleep(SHARED_EVERY + 1)  # each node has seen the other (a node that joins is counted so)
     total, acked, lock = 300, [], threading.Lock()
     held: collections.Counter[str] = collections.Counter()  # the most slots each node held at once
     sending = asyncio.gather(

@@ -75,7 +75,7 @@ SUSPEND_MAX = 600.0
 THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long
 COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
 MIN_FACTOR = 1 / 16
-SHARED_EVERY = 5.0  # seconds between looks at what other nodes share (slots renewed, push-backs, node count)
+SHARED_EVERY = 1.0  # seconds between looks at what other nodes share (slots renewed, push-backs, node count)
 SLOT_RETRY = 1.0  # seconds before a site whose cluster-wide connection slots are all taken is tried again
 SANDBOX_REPLY = "2.0.0 captured in the sandbox, not delivered"
 
