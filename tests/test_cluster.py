@@ -290,6 +290,29 @@ async def test_each_node_opens_its_share_of_a_sites_connections(cluster, sink):
         assert await node.terminate() == 0
 
 
+async def test_with_one_connection_for_two_nodes_an_idle_one_gives_the_slot_up_soon(cluster, sink):
+    """max_connections 1 and two nodes: the node holding the slot used to keep it for the idle timeout
+    (5 s) while the other node's claimed mail waited; an idle connection now gives it up within a second."""
+    shaping = {"shaping": {"default": {"max_connections": 1}}}  # idle_timeout: the default 5 s
+    a, b = cluster.node("a", delivery=shaping), cluster.node("b", delivery=shaping)
+    await asyncio.gather(a.start(), b.start())
+    await asyncio.sleep(SHARED_EVERY + 1)
+    total, acked, lock = 60, [], threading.Lock()
+    await asyncio.gather(
+        *(
+            asyncio.to_thread(send_smtp, node.smtp_port, list(range(i, total, 4)), acked, lock)
+            for i, node in enumerate([a, b, a, b])
+        )
+    )
+    await wait_for_arrivals(sink, set(range(total)), timeout=120)
+    times = sink.handler.arrival_times
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert sink.handler.max_open == 1
+    assert max(gaps) < 3.5, f"a wait of {max(gaps):.1f}s between two deliveries"
+    for node in (a, b):
+        assert await node.terminate() == 0
+
+
 async def test_a_rate_limit_of_n_accepts_exactly_n_sent_to_both_nodes_at_once(cluster, sink):
     a, b = cluster.node("a"), cluster.node("b")
     await asyncio.gather(a.start(), b.start())

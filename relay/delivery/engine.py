@@ -677,10 +677,18 @@ class Engine:
         signal.clear()
         dest.idle.append(signal)
         try:
-            return await self.clock.wait(signal, self.settings.idle_timeout) or bool(dest.jobs)
+            return await self.clock.wait(signal, self._idle_timeout(dest)) or bool(dest.jobs)
         finally:
             if signal in dest.idle:  # timed out or cancelled: no longer waiting
                 dest.idle.remove(signal)
+
+    def _idle_timeout(self, dest: Destination) -> float:
+        """How long an idle connection waits for work. A node whose share of a site is less than one
+        connection (fewer slots than nodes) keeps its slot idle at most SLOT_RETRY: the other nodes take
+        turns with it, and their claimed mail waits for the slot."""
+        if self.cluster and dest.max_connections * dest.share < 1:
+            return min(self.settings.idle_timeout, SLOT_RETRY)
+        return self.settings.idle_timeout
 
     @staticmethod
     def _worn_out(conn: Connection, dest: Destination) -> bool:
