@@ -16,12 +16,15 @@ POST (user + system, all of relay's processes; wrk's own CPU not counted).
     python bench/http_api.py --duration 10 --connections 32
     python bench/http_api.py --profile DIR   # py-spy --gil on each relay process during the POST run;
                                              # then: python bench/profile_summary.py DIR/*.txt
+    python bench/http_api.py --store postgresql   # a private PostgreSQL cluster (tests/pg.py), fsync on;
+                                                  # its server's CPU per POST printed too
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import (  # noqa: E402
     REPO,
+    Database,
     Profiler,
     children,
     cpu_seconds,
@@ -91,6 +95,19 @@ def parse_wrk(output: str) -> dict[str, float]:
     return result
 
 
+def count_messages(tmp: Path, database: Database | None) -> int:
+    """The messages the store holds."""
+    if database is not None:
+        return int(str(database.query("SELECT count(*) FROM messages")[0][0]))
+    import sqlite3
+
+    conn = sqlite3.connect(tmp / "data" / "relay.sqlite3")
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -105,14 +122,26 @@ def main() -> None:
         "--no-idempotency-key", action="store_true", help="POST without an Idempotency-Key (the default sends one)"
     )
     parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    database = Database() if args.store == "postgresql" else None
+    try:
+        bench(args, database)
+    finally:
+        if database is not None:
+            database.stop()
+
+
+def bench(args: argparse.Namespace, database: Database | None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="relay-http-bench-"))
     http_port, sink_port = free_port(), free_port()
+    store = f'[store]\nurl = "{database.url}"\n' if database is not None else ""
     config = tmp / "relay.toml"
     config.write_text(
-        f"""
+        store
+        + f"""
 [server]
 hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
@@ -153,6 +182,7 @@ smarthost = "127.0.0.1:{sink_port}"
         pids = [relay.pid, *children(relay.pid)]
         profiler = Profiler(args.profile, "relay", pids) if args.profile is not None else None
         cpu_before = [cpu_seconds(p) for p in pids]
+        db_before = database.cpu() if database is not None else 0.0
         post_run = subprocess.run(
             [*base, "-s", str(script), f"{url}/v1/messages"],
             capture_output=True,
@@ -165,15 +195,14 @@ smarthost = "127.0.0.1:{sink_port}"
             },
         )
         cpu_each = [cpu_seconds(p) - before for p, before in zip(pids, cpu_before, strict=True)]
+        db_cpu = database.cpu() - db_before if database is not None else None
+        deadlocks = database.query("SELECT deadlocks FROM pg_stat_database WHERE datname = 'bench'") if database else []
+        if database is not None and os.environ.get("BENCH_PG_LOG"):
+            Path(os.environ["BENCH_PG_LOG"]).write_text(database.cluster.log())
         if profiler is not None:
             profiler.stop()
         post = parse_wrk(post_run.stdout)
-        # How many messages were really queued (each 202 is a committed message).
-        import sqlite3
-
-        conn = sqlite3.connect(tmp / "data" / "relay.sqlite3")
-        queued = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        conn.close()
+        queued = count_messages(tmp, database)  # each 202 is a committed message
     finally:
         relay.terminate()
         relay.wait(60)
@@ -190,6 +219,8 @@ smarthost = "127.0.0.1:{sink_port}"
     per_post = [1000 * cpu / max(queued, 1) for cpu in cpu_each]
     each = ", ".join(f"{ms:.3f}" for ms in per_post if ms >= 0.001)
     print(f"relay CPU per POST  : {sum(per_post):.3f} ms (main process first: {each})")
+    if db_cpu is not None:
+        print(f"database CPU per POST: {1000 * db_cpu / max(queued, 1):.3f} ms; deadlocks {deadlocks[0][0]}")
     print(f"durable POST / healthz ceiling: {post['requests_per_s'] / health['requests_per_s']:.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
 

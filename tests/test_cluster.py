@@ -313,6 +313,29 @@ async def test_with_one_connection_for_two_nodes_an_idle_one_gives_the_slot_up_s
         assert await node.terminate() == 0
 
 
+async def test_posts_to_two_nodes_at_once_are_each_counted_once_and_all_delivered(cluster, sink):
+    """The rate counter of a key is counted outside the nodes' group transactions (a row they all update,
+    see tests/test_shared_limits.py): 600 POSTs at once through two nodes are each counted once."""
+    import psycopg
+
+    http = {"rate_limit": "1000000/h"}
+    a, b = cluster.node("a", http=http), cluster.node("b", http=http)
+    await asyncio.gather(a.start(), b.start())
+    key = cluster.api_key(a)
+    acked: list[int] = []
+    await asyncio.gather(
+        send_http(a.http_port, key, list(range(0, 600, 2)), acked, concurrency=12),
+        send_http(b.http_port, key, list(range(1, 600, 2)), acked, concurrency=12),
+    )
+    assert sorted(acked) == list(range(600))
+    async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT count FROM rate_counters WHERE key LIKE 'api:%'")
+        assert (await cur.fetchone()) == (600,)
+    await wait_for_arrivals(sink, set(range(600)), timeout=120)
+    for node in (a, b):
+        assert await node.terminate() == 0
+
+
 async def test_a_rate_limit_of_n_accepts_exactly_n_sent_to_both_nodes_at_once(cluster, sink):
     a, b = cluster.node("a"), cluster.node("b")
     await asyncio.gather(a.start(), b.start())

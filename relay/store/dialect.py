@@ -113,6 +113,14 @@ class SqlDatabase(Protocol):
         commits every group synchronously."""
         ...
 
+    async def write_alone(self, fn: Callable[[Connection], T]) -> T:
+        """A short write to a row many writers update (a rate counter), committed on its own before it
+        returns. PostgreSQL runs it on a pooled connection, outside the group transaction: there, the row
+        would stay locked until the group commits, so the writers of two processes or nodes waited for
+        each other's whole group on it, and deadlocked with the other rows their groups update (each
+        costing the server's deadlock_timeout). SQLite, one writer at a time, runs it in the group commit."""
+        ...
+
     async def read(self, fn: Callable[[Connection], T]) -> T: ...
 
     async def lookup(self, fn: Callable[[Connection], T]) -> T: ...

@@ -67,11 +67,11 @@ class SqlRateCounters:
 
     async def hit(self, key: str, rate: Rate, now: float) -> Decision:
         """Count one request of ``key`` at ``now`` and say whether it may proceed (durable before it returns)."""
-        result = await self.db.write(lambda c: hit(c, key, rate, now))
+        result = await self.db.write_alone(lambda c: hit(c, key, rate, now))  # a hot row: not in the group
         return counted(rate, now, result)
 
     async def give_back(self, key: str, rate: Rate, now: float) -> None:
-        await self.db.write(lambda c: give_back(c, key, rate, now))
+        await self.db.write_alone(lambda c: give_back(c, key, rate, now))
 
     async def count(self, key: str, now: float) -> int:
         return await self.db.lookup(lambda c: stored(c, key, now))

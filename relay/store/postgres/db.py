@@ -178,6 +178,20 @@ class PgDatabase:
         self._queue.put(Pending(fn, future, loop))
         return await future
 
+    async def write_alone(self, fn: Callable[[PgConnection], T]) -> T:
+        """Run ``fn`` on a pooled connection (autocommit: committed when it returns), not in
+        the writer's group transaction (see SqlDatabase.write_alone). Not run again after a lost connection:
+        it may have committed."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._write_alone, fn)
+
+    def _write_alone(self, fn: Callable[[PgConnection], T]) -> T:
+        try:
+            return self._read_once(fn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate(exc) from exc
+
     async def read(self, fn: Callable[[PgConnection], T]) -> T:
         """Run ``fn`` on a pooled connection (autocommit) in a reader thread."""
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
