@@ -110,6 +110,20 @@ class _PipelineFailed(Exception):
     """Something failed in a pipelined run: run the batch again one statement at a time."""
 
 
+# The hourly event counts of a group (event_counts, see relay.store.postgres.schema's migration 10): the
+# events' trigger adds to this session's table, and the group adds them up just before its COMMIT, in one
+# statement taking the rows in key order: two writers never hold two of them in opposite orders, and a
+# row stays locked only from this statement to the COMMIT.
+PENDING_COUNTS = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS pending_event_counts (hour BIGINT, kind TEXT, tag TEXT, n BIGINT)"
+)
+COUNT_AT_COMMIT = (
+    "WITH done AS (DELETE FROM pending_event_counts RETURNING hour, kind, tag, n)"
+    " INSERT INTO event_counts SELECT hour, kind, tag, sum(n) FROM done GROUP BY hour, kind, tag"
+    " ORDER BY hour, kind, tag ON CONFLICT (hour, kind, tag) DO UPDATE SET n = event_counts.n + excluded.n"
+)
+
+
 class _Contended(Exception):
     """Another node's transaction deadlocked with this batch or won a serialization race: run it again."""
 
@@ -271,6 +285,8 @@ class PgDatabase:
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, **self._options())  # type: ignore[arg-type]
         conn.execute("SET synchronous_commit = on")
+        conn.execute(PENDING_COUNTS)
+        conn.execute("SET relay.count_at_commit = on")
         conn.commit()
         return conn
 
@@ -341,6 +357,7 @@ class PgDatabase:
             with conn.pipeline() as pipeline:
                 adapter = PgConnection(conn, pipeline)
                 values = [item.fn(adapter) for item in batch]
+                conn.execute(COUNT_AT_COMMIT)
                 for channel in sorted(adapter.notifications):
                     conn.execute("SELECT pg_notify(%s, '')", (channel,))
         except Exception as exc:
@@ -397,15 +414,17 @@ class PgDatabase:
             if not (conn.broken or conn.closed):
                 conn.rollback()  # the server said no (disk full...): the session is still good
             raise
-        if adapter.notifications:
-            try:
-                for channel in sorted(adapter.notifications):
-                    conn.execute("SELECT pg_notify(%s, '')", (channel,))
-            except psycopg.Error as exc:
-                if conn.broken or conn.closed:
-                    raise _BeforeCommit(exc) from exc
-                conn.rollback()
-                raise
+        try:
+            conn.execute(COUNT_AT_COMMIT)
+            for channel in sorted(adapter.notifications):
+                conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise _BeforeCommit(exc) from exc
+            conn.rollback()
+            if _contended(exc):
+                raise _Contended() from exc
+            raise
         self._commit(conn)
         self.writes += len(batch)
         return values

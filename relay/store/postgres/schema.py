@@ -411,6 +411,29 @@ MIGRATIONS: list[str] = [
     WHERE strpos(replace(encode(raw, 'escape'), E'\r\n', ''), E'\n') > 0
        OR strpos(replace(encode(raw, 'escape'), E'\r\n', ''), E'\r') > 0;
     """,
+    # 10 (no SQLite twin: SQLite has one writer at a time): the hourly event counts added up at the end of
+    # each group transaction, in one statement in key order (relay.store.postgres.db, COUNT_AT_COMMIT),
+    # not row by row as each event is inserted. Counted row by row, the rows (hour, kind, tag) stayed
+    # locked from the first event of a group to its COMMIT, and the groups of two writers (an acceptor and
+    # the main process, or two nodes) that took two of them in opposite orders deadlocked. A session
+    # without the setting (a tool's, an older relay's) counts row by row as before.
+    """
+    CREATE OR REPLACE FUNCTION events_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF current_setting('relay.count_at_commit', true) = 'on' THEN
+            INSERT INTO pending_event_counts VALUES (floor(NEW.at / 3600)::bigint * 3600, NEW.kind, '', 1);
+            INSERT INTO pending_event_counts SELECT floor(NEW.at / 3600)::bigint * 3600, NEW.kind, tag, 1
+                FROM message_tags WHERE message_id = NEW.message_id;
+            RETURN NULL;
+        END IF;
+        INSERT INTO event_counts VALUES (floor(NEW.at / 3600)::bigint * 3600, NEW.kind, '', 1)
+            ON CONFLICT (hour, kind, tag) DO UPDATE SET n = event_counts.n + 1;
+        INSERT INTO event_counts SELECT floor(NEW.at / 3600)::bigint * 3600, NEW.kind, tag, 1
+            FROM message_tags WHERE message_id = NEW.message_id
+            ON CONFLICT (hour, kind, tag) DO UPDATE SET n = event_counts.n + 1;
+        RETURN NULL;
+    END $$;
+    """,
 ]
 
 _VERSIONS_TABLE = """
