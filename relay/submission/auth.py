@@ -87,7 +87,7 @@ class LocalFailures:
         return len(self._recent(ip, now)) >= self.max_failures
 
     async def attempt(self, ip: str, now: float) -> int | None:
-        if len(self._recent(ip, now)) >= self.max_failures:
+        if await self.exceeded(ip, now):
             return None
         failures = self._failures.setdefault(ip, deque())
         failures.append(now)
@@ -114,6 +114,11 @@ class SharedFailures:
 
     async def succeeded(self, ip: str, now: float) -> None:
         await self.counters.give_back(f"auth:{ip}", self.rate, now)
+
+
+def _throttled(ip: str) -> Throttled:
+    log.warning("AUTH refused for %s: too many failed attempts", ip)
+    return Throttled(ip)
 
 
 class Turns:
@@ -162,8 +167,7 @@ class SmtpAuthenticator:
     async def login(self, ip: str, username: str, password: str) -> SmtpCredential | None:
         """The credential if the login is good. Raises Throttled when ``ip`` has failed too often."""
         if await self.failures.exceeded(ip, self.clock.now()):
-            log.warning("AUTH refused for %s: too many failed attempts", ip)
-            raise Throttled(ip)
+            raise _throttled(ip)
         found = await self.store.smtp_credential_for_login(username)
         if found is not None and self._remembered(found[0], password):  # checked before: nothing to count
             self.store.touch_smtp_credential(found[0].id)
@@ -176,8 +180,7 @@ class SmtpAuthenticator:
         attempt = self.clock.now()
         failures = await self.failures.attempt(ip, attempt)
         if failures is None:
-            log.warning("AUTH refused for %s: too many failed attempts", ip)
-            raise Throttled(ip)
+            raise _throttled(ip)
         found = await self.store.smtp_credential_for_login(username)  # again: it may be gone since
         if found is not None and await self._password_matches(found[0], found[1], password):
             self.store.touch_smtp_credential(found[0].id)
