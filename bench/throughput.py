@@ -168,6 +168,70 @@ asyncio.run(main())
 """
 
 
+WEBHOOK_RECEIVER_CODE = r"""
+import asyncio, base64, hashlib, hmac, sys
+from pathlib import Path
+secret_file = Path(sys.argv[2])
+counts = {"received": 0, "bad_signatures": 0}
+key = []
+async def handle(reader, writer):
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            break
+        lines = head.split(b"\r\n")
+        method = lines[0].split(b" ", 1)[0]
+        fields = dict(line.split(b":", 1) for line in lines[1:] if b":" in line)
+        headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
+        body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+        if method == b"GET":
+            text = b"%d %d" % (counts["received"], counts["bad_signatures"])
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(text), text))
+            continue
+        if not key:
+            key.append(base64.b64decode(secret_file.read_text().strip().removeprefix("whsec_")))
+        signed = headers[b"webhook-id"] + b"." + headers[b"webhook-timestamp"] + b"." + body
+        mac = b"v1," + base64.b64encode(hmac.new(key[0], signed, hashlib.sha256).digest())
+        counts["received"] += 1
+        counts["bad_signatures"] += mac not in headers[b"webhook-signature"].split()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+class WebhookReceiver:
+    """--webhook: an HTTP endpoint (its own process) that checks each POST's signature and counts them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.secret_file = tmp / "webhook-secret"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WEBHOOK_RECEIVER_CODE, str(self.port), str(self.secret_file)]
+        )
+        wait_listening(self.port, lambda: self.proc.poll() is None)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/events"
+
+    def counts(self) -> tuple[int, int]:
+        """(POSTs received, of them with a wrong signature)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/count", timeout=10) as response:
+            received, bad = response.read().split()
+        return int(received), int(bad)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def start_sink(kind: str, port: int) -> subprocess.Popen[bytes]:
     if kind == "smtp-sink":
         return subprocess.Popen(
@@ -385,6 +449,15 @@ class Cluster:
     def delivered(self) -> int:
         return self.nodes[0].delivered()
 
+    def webhooks_waiting(self) -> int:
+        return self.nodes[0].webhooks_waiting()
+
+    def webhooks_sent(self) -> int:
+        return self.nodes[0].webhooks_sent()
+
+    def add_webhook(self, url: str, secret_file: Path) -> None:
+        self.nodes[0].add_webhook(url, secret_file)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -423,7 +496,8 @@ class Relay:
         self.db = tmp / "data" / "relay.sqlite3"
         self.database = database
         self.log = tmp / "relay.log"
-        config = tmp / "relay.toml"
+        config = self.config = tmp / "relay.toml"
+        self.http_port = free_port()
         config.write_text(
             f"""
 [server]
@@ -436,16 +510,18 @@ listen = ["127.0.0.1:{smtp_port}"]
 trusted_networks = {"[]" if args.auth else '["127.0.0.1/32"]'}
 max_connections_per_ip = 10000
 [http]
-listen = "127.0.0.1:{free_port()}"
+listen = "127.0.0.1:{self.http_port}"
 [delivery]
 smarthost = "127.0.0.1:{sink_port}"
 concurrency = {args.concurrency}
 """
             + (self._dkim_section(tmp) if args.dkim or self.name == "signed" else "")
+            + ("[webhooks]\nallow_private_targets = true\n" if args.webhook else "")
             + (f'[store]\nurl = "{database.url}"\n' if database is not None else "")
             + (f'secret_key_file = "{key_file}"\n' if database is not None and key_file is not None else "")
         )
         self.login: tuple[str, str] | None = None
+        self.args = args
         python, repo = relay_checkout(args, self.name)
         if args.auth:
             out = subprocess.run(
@@ -500,14 +576,44 @@ concurrency = {args.concurrency}
     def memory(self) -> float:
         return pss_mb(self.pids)
 
-    def delivered(self) -> int:
+    def count(self, sql: str) -> int:
         if self.database is not None:
-            return int(str(self.database.query("SELECT count(*) FROM recipients WHERE state = 'delivered'")[0][0]))
+            return int(str(self.database.query(sql)[0][0]))
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         try:
-            return conn.execute("SELECT count(*) FROM recipients WHERE state = 'delivered'").fetchone()[0]
+            return int(conn.execute(sql).fetchone()[0])
         finally:
             conn.close()
+
+    def delivered(self) -> int:
+        return self.count("SELECT count(*) FROM recipients WHERE state = 'delivered'")
+
+    def webhooks_waiting(self) -> int:
+        """Webhook deliveries not yet made (events of messages not yet delivered are not counted)."""
+        return self.count("SELECT count(*) FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL")
+
+    def webhooks_sent(self) -> int:
+        return self.count("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
+
+    def add_webhook(self, url: str, secret_file: Path) -> None:
+        """A webhook for every event, created through the HTTP API as a user would; its secret to ``secret_file``."""
+        import urllib.request
+
+        python, repo = relay_checkout(self.args, self.name)
+        out = subprocess.run(
+            [python, "-m", "relay", "keys", "create", "--scope", "webhooks", "--json", "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=repo,
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/v1/webhooks",
+            data=json.dumps({"url": url}).encode(),
+            headers={"Authorization": f"Bearer {json.loads(out.stdout)['key']}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            secret_file.write_text(json.loads(response.read())["secret"])
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -667,6 +773,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
     if target == "ceiling":
         return _ceiling(args, injector, sink, sink_kind, sink_port, message, tmp)
     server: Relay | Cluster | Postfix | None = None
+    receiver = WebhookReceiver(tmp) if args.webhook and target in RELAYS else None
     database = Database() if target in RELAYS and args.store == "postgresql" else None
     try:
         if target == "relay" and database is not None and args.nodes > 1:
@@ -675,6 +782,9 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
             server = Relay(tmp, smtp_port, sink_port, args, database, name=target)
         else:
             server = Postfix(tmp, smtp_port, sink_port, args)
+        if receiver is not None:
+            assert isinstance(server, Relay | Cluster)
+            server.add_webhook(receiver.url, receiver.secret_file)
         profiler = None
         if args.profile is not None and isinstance(server, Relay):
             profiler = Profiler(args.profile, target, server.pids)
@@ -696,6 +806,24 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
                 raise SystemExit(f"relay exited during the run ({done} of {deliveries} delivered):\n{log}")
             time.sleep(0.02)
         finished_at = time.monotonic()
+        webhook_results: dict[str, object] = {}
+        if receiver is not None:
+            assert isinstance(server, Relay | Cluster)
+            while (waiting := server.webhooks_waiting()) > 0:
+                if time.monotonic() > start + args.timeout:
+                    raise SystemExit(f"timed out: {waiting} webhook deliveries still waiting")
+                time.sleep(0.02)
+            webhooks_done_at = time.monotonic()
+            sent = server.webhooks_sent()
+            received, bad = receiver.counts()
+            webhook_results = {
+                "webhooks_per_message": round(sent / args.messages, 2),
+                "webhooks_per_s": round(sent / (webhooks_done_at - start), 1),
+                "webhook_lag_s": round(webhooks_done_at - finished_at, 2),
+                "webhooks_received": received,
+                "webhook_bad_signatures": bad,
+                "with_webhooks_per_s": round(args.messages / (webhooks_done_at - start), 1),
+            }
         if window is not None:
             window.finished()
         cpu = server.cpu() - cpu_before
@@ -717,6 +845,8 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
             server.stop()
         if database is not None:
             database.stop()
+        if receiver is not None:
+            receiver.stop()
         sink.terminate()
         sink.wait(10)
     result = {
@@ -738,6 +868,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "store": args.store if target in RELAYS else None,
         "nodes": args.nodes if target in RELAYS else None,
         **db_costs,
+        **webhook_results,
     }
     result["fsync_p50_ms"], result["fsync_p99_ms"] = fsync_latency(tmp)
     if not args.keep:
@@ -801,6 +932,12 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     parser.add_argument("--auth", action="store_true", help="STARTTLS + AUTH PLAIN on every connection (relay)")
     parser.add_argument("--dkim", action="store_true", help="relay DKIM-signs every message (rsa-2048)")
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="relay posts every event to a webhook (a receiver on loopback that checks signatures); the run"
+        " ends when the last one has been sent",
+    )
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--store",
@@ -871,6 +1008,14 @@ def main() -> None:
                     + (
                         f"while both ran {result['cpu_ms_per_message_together']} ms/msg, "
                         if result.get("cpu_ms_per_message_together") is not None
+                        else ""
+                    )
+                    + (
+                        f"webhooks {result['webhooks_per_message']} per message at {result['webhooks_per_s']}/s"
+                        f" (received {result['webhooks_received']}, bad signatures {result['webhook_bad_signatures']}),"
+                        f" the last {result['webhook_lag_s']} s after the last delivery:"
+                        f" {result['with_webhooks_per_s']} msgs/s with their webhooks, "
+                        if "webhooks_per_s" in result
                         else ""
                     )
                     + (f"PSS {result['pss_mb']} MB, " if result.get("pss_mb") is not None else "")

@@ -230,6 +230,15 @@ class SenderSettings:
     retry_schedule: Sequence[float] = RETRY_SCHEDULE
 
 
+@dataclasses.dataclass
+class _Lane:
+    """An endpoint's own sender loop (see :meth:`WebhookSender.run`)."""
+
+    hook: Webhook
+    wake: asyncio.Event
+    task: asyncio.Task[None] = dataclasses.field(init=False)
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -246,9 +255,10 @@ class WebhookSender:
         self._session = session
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._lanes: dict[str, _Lane] = {}  # the running sender's, by endpoint
         self.sent = 0
         self.failed = 0
 
@@ -264,31 +274,83 @@ class WebhookSender:
         return self._session
 
     def wake(self) -> None:
+        """Look for due deliveries now, for every endpoint (one was enabled or changed)."""
         self._wake.set()
+        for lane in self._lanes.values():
+            lane.wake.set()
+
+    @property
+    def claim_limit(self) -> int:
+        """Deliveries an endpoint's pass leases at once: as many as it surely sends within half the lease
+        (each may take the whole timeout, ``max_concurrency`` at a time, and wait its turn under
+        ``max_rate``), so that no other node takes one back while it still waits here."""
+        s = self.settings
+        each = s.timeout / s.max_concurrency + (s.max_rate.period / s.max_rate.limit if s.max_rate else 0.0)
+        return max(1, min(s.batch, int(s.lease / 2 / each)))
 
     async def run(self) -> None:
+        """A lane for each enabled endpoint, which sends its deliveries on its own: a slow or failing
+        endpoint delays only its own events. The endpoints are looked at every ``poll_interval``."""
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    hooks = {h.id: h for h in await self.store.webhooks.list_all() if h.enabled}
+                except Exception:
+                    log.exception("webhook sender failed; retrying")
+                else:
+                    self._keep_lanes(hooks)
+                await self.clock.wait(self._wake, self.settings.poll_interval)
+        finally:
+            lanes = [lane.task for lane in self._lanes.values()]
+            self._lanes.clear()
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    def _keep_lanes(self, hooks: dict[str, Webhook]) -> None:
+        for hook_id in self._lanes.keys() - hooks.keys():  # deleted or disabled: what it holds is leased, sent later
+            self._lanes.pop(hook_id).task.cancel()
+        for hook_id, hook in hooks.items():
+            lane = self._lanes.get(hook_id)
+            if lane is None:
+                lane = self._lanes[hook_id] = _Lane(hook, asyncio.Event())
+                lane.task = asyncio.create_task(self._run_lane(lane), name=f"relay-webhooks-{hook_id}")
+            lane.hook = hook  # a new secret or URL from the next pass on
+
+    async def _run_lane(self, lane: _Lane) -> None:
         while not self._stopping:
-            self._wake.clear()
+            lane.wake.clear()
             try:
-                if await self.run_once():
+                if await self._pass(lane.hook):
                     continue  # the next event of a message may be due now
             except Exception:
-                log.exception("webhook sender failed; retrying")
-            await self.clock.wait(self._wake, self.settings.poll_interval)
+                log.exception("webhook sender failed for %s; retrying", lane.hook.id)
+            await self.clock.wait(lane.wake, self.settings.poll_interval)
 
     async def run_once(self) -> int:
-        """Send every due delivery (respecting the per-endpoint caps) and wait for them."""
-        due = await self.store.webhooks.claim_webhook_deliveries(self.settings.batch, self.settings.lease)
+        """One pass for every enabled endpoint, at the same time: returns the deliveries attempted."""
+        hooks = [h for h in await self.store.webhooks.list_all() if h.enabled]
+        return sum(await asyncio.gather(*(self._pass(hook) for hook in hooks)))
+
+    async def _pass(self, hook: Webhook) -> int:
+        """Lease the endpoint's due deliveries, send them (``max_concurrency`` at a time), and record
+        every outcome in one write."""
+        due = await self.store.webhooks.claim_webhook_deliveries(self.claim_limit, self.settings.lease, hook.id)
         if not due:
             return 0
-        hooks = {h.id: h for h in await self.store.webhooks.list_all()}
-        tasks = [asyncio.create_task(self._deliver(d, hooks[d.webhook_id])) for d in due if d.webhook_id in hooks]
-        self._tasks.update(tasks)
+        attempts = [asyncio.create_task(self._attempt(d, hook)) for d in due]
+        self._tasks.update(attempts)
         try:
-            await asyncio.gather(*tasks)
+            outcomes = await asyncio.gather(*attempts)
         finally:
-            self._tasks.difference_update(tasks)
-        return len(tasks)
+            self._tasks.difference_update(attempts)
+        disabled = await self.store.webhooks.record_webhook_attempts(outcomes, self.settings.disable_after)
+        for outcome in outcomes:
+            self._count(outcome, hook)
+        if hook.id in disabled:
+            log.error("webhook %s (%s) %s", hook.id, hook.url, disabled[hook.id])
+        return len(due)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -299,18 +361,14 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
 
-    async def _deliver(self, delivery: DueDelivery, hook: Webhook) -> None:
+    async def _attempt(self, delivery: DueDelivery, hook: Webhook) -> AttemptOutcome:
         body = delivery.payload
         if body is None:
-            event = await self.store.events.event(delivery.event_id)
-            if event is None:  # pruned before it could be sent
-                outcome = AttemptOutcome(
+            if delivery.event is None:  # pruned before it could be sent
+                return AttemptOutcome(
                     delivery.id, hook.id, delivery.event_id, None, "event no longer exists", 0.0, None
                 )
-                await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
-                return
-            body = payload(event)
-            await self.store.webhooks.set_webhook_payload(delivery.id, body)
+            body = payload(delivery.event)
         async with self._slot(hook.id):
             await self._pace(hook.id)
             status, error, latency = await self.post(hook, f"evt_{delivery.event_id}", body)
@@ -318,21 +376,20 @@ class WebhookSender:
         ok = status is not None and 200 <= status < 300
         if not ok and delivery.attempts < len(self.settings.retry_schedule):
             next_at = self.clock.now() + self.settings.retry_schedule[delivery.attempts]
-        outcome = AttemptOutcome(delivery.id, hook.id, delivery.event_id, status, error, latency, next_at)
-        disabled = await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
-        if ok:
+        return AttemptOutcome(delivery.id, hook.id, delivery.event_id, status, error, latency, next_at, body)
+
+    def _count(self, outcome: AttemptOutcome, hook: Webhook) -> None:
+        if outcome.ok:
             self.sent += 1
-        else:
-            self.failed += 1
-            log.warning(
-                "webhook %s to %s: %s%s",
-                f"evt_{delivery.event_id}",
-                hook.url,
-                error or status,
-                "; giving up" if next_at is None else "",
-            )
-        if disabled:
-            log.error("webhook %s (%s) %s", hook.id, hook.url, disabled)
+            return
+        self.failed += 1
+        log.warning(
+            "webhook %s to %s: %s%s",
+            f"evt_{outcome.event_id}",
+            hook.url,
+            outcome.error or outcome.status,
+            "; giving up" if outcome.next_attempt_at is None else "",
+        )
 
     def _slot(self, hook_id: str) -> asyncio.Semaphore:
         slot = self._slots.get(hook_id)
@@ -376,5 +433,5 @@ class WebhookSender:
         body = payload(sample_event(self.clock.now()))
         status, error, latency = await self.post(hook, f"evt_test_{secrets.token_hex(6)}", body)
         outcome = AttemptOutcome(None, hook.id, None, status, error, latency, None)
-        await self.store.webhooks.record_webhook_attempt(outcome, self.settings.disable_after)
+        await self.store.webhooks.record_webhook_attempts([outcome], self.settings.disable_after)
         return outcome

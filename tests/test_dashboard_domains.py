@@ -327,7 +327,7 @@ async def test_the_delivery_log_is_paged(relay, admin, receiver):
     hook_id = path.rsplit("/", 1)[1]
     for i in range(30):
         outcome = AttemptOutcome(None, hook_id, None, 200 + i, None, float(i), None)
-        await relay.store.webhooks.record_webhook_attempt(outcome, 86400)
+        await relay.store.webhooks.record_webhook_attempts([outcome], 86400)
     _, text, _ = await admin.get(path)
     statuses = re.findall(r"HTTP (\d+)</span>", text)
     assert statuses == [str(s) for s in range(229, 204, -1)], "newest first, 25 of them"

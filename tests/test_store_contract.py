@@ -520,14 +520,53 @@ async def test_webhooks_queue_a_delivery_per_event_and_log_attempts(storage):
     await storage.queue.enqueue(message("a@example.org"))
     assert await w.webhook_backlog() == {"wh_1": 1}
     (due,) = await w.claim_webhook_deliveries(10, lease=30)
+    assert due.payload is None and due.event is not None, "no payload yet: the event comes with the claim"
+    assert (due.event.id, due.event.type, due.event.recipient) == (due.event_id, "queued", "a@example.org")
     assert await w.claim_webhook_deliveries(10, lease=30) == []
-    await w.set_webhook_payload(due.id, b"{}")
-    outcome = AttemptOutcome(due.id, "wh_1", due.event_id, 200, None, 12.0, None)
-    assert await w.record_webhook_attempt(outcome, disable_after=86400) is None
+    outcome = AttemptOutcome(due.id, "wh_1", due.event_id, 200, None, 12.0, None, b"{}")
+    assert await w.record_webhook_attempts([outcome], disable_after=86400) == {}
     assert [a.status for a in await w.webhook_attempts("wh_1", 10)] == [200]
     assert await w.webhook_backlog() == {}
     assert (await w.update_webhook("wh_1", {"enabled": False})).enabled is False
     assert await w.delete_webhook("wh_1") is True
+
+
+async def test_webhook_attempts_recorded_together(storage):
+    """One endpoint's claim, several outcomes in one write: a retried one keeps the payload it was sent
+    with (and comes back with it, without its event), the endpoint is failing only while none succeeds,
+    and one failing past ``disable_after`` is disabled."""
+    w = storage.webhooks
+    clock = storage.clock
+    now = clock.now()
+    await w.create_webhook(Webhook("wh_1", "https://hooks.example/x", ["queued"], True, "", "whsec_x", now, now))
+    await w.create_webhook(Webhook("wh_2", "https://other.example/y", ["queued"], True, "", "whsec_y", now, now))
+    for address in ("a@example.org", "b@example.org", "c@example.org"):
+        await storage.queue.enqueue(message(address))
+    mine = await w.claim_webhook_deliveries(10, lease=30, webhook_id="wh_1")
+    assert len(mine) == 3 and {d.webhook_id for d in mine} == {"wh_1"}, "only the endpoint asked for"
+    first, second, third = mine
+    outcomes = [
+        AttemptOutcome(first.id, "wh_1", first.event_id, 200, None, 1.0, None, b"one"),
+        AttemptOutcome(second.id, "wh_1", second.event_id, 503, "HTTP 503", 1.0, now + 5, b"two"),
+        AttemptOutcome(third.id, "wh_1", third.event_id, 400, "HTTP 400", 1.0, None, b"three"),  # given up
+    ]
+    assert await w.record_webhook_attempts(outcomes, disable_after=3600) == {}
+    assert (await w.webhook("wh_1")).failing_since is None, "one of them succeeded"
+    assert await w.webhook_backlog() == {"wh_1": 1, "wh_2": 3}
+    clock.advance(5)
+    (retry,) = await w.claim_webhook_deliveries(10, lease=30, webhook_id="wh_1")
+    assert (retry.id, retry.payload, retry.event, retry.attempts) == (second.id, b"two", None, 1)
+    failed = AttemptOutcome(retry.id, "wh_1", retry.event_id, 500, "HTTP 500", 1.0, clock.now() + 30, b"other")
+    await w.record_webhook_attempts([failed], disable_after=3600)
+    assert (await w.webhook("wh_1")).failing_since == clock.now()
+    clock.advance(3600)
+    (retry,) = await w.claim_webhook_deliveries(10, lease=30, webhook_id="wh_1")
+    assert retry.payload == b"two", "the payload of the first failed attempt, byte for byte"
+    failed = AttemptOutcome(retry.id, "wh_1", retry.event_id, 500, "HTTP 500", 1.0, clock.now() + 60, b"two")
+    disabled = await w.record_webhook_attempts([failed], disable_after=3600)
+    assert list(disabled) == ["wh_1"] and "last error: HTTP 500" in disabled["wh_1"]
+    assert not (await w.webhook("wh_1")).enabled
+    assert [a.status for a in await w.webhook_attempts("wh_1", 10)] == [500, 500, 400, 503, 200]
 
 
 async def test_webhooks_list_the_deliveries_a_messages_events_caused(storage):
@@ -547,7 +586,7 @@ async def test_webhooks_list_the_deliveries_a_messages_events_caused(storage):
     (event,) = await storage.events.message_events(first.id)
     assert {d.event_id for d in deliveries} == {event.id}
     failed = AttemptOutcome(deliveries[0].id, "wh_1", event.id, 500, "HTTP 500", 3.0, now + 60)
-    await w.record_webhook_attempt(failed, disable_after=86400)
+    await w.record_webhook_attempts([failed], disable_after=86400)
     retried = (await w.message_deliveries(first.id, 1))[0]
     assert (retried.state, retried.attempts, retried.last_status, retried.last_error) == ("pending", 1, 500, "HTTP 500")
     assert len(await w.message_deliveries(first.id, 1)) == 1, "at most the limit"

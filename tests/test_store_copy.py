@@ -121,12 +121,11 @@ async def fill(store: Any) -> Filled:
     await store.templates.create_template("tpl_1", "welcome", "Hi {{name}}", "<p>hi</p>", None)
     await store.templates.update_template("tpl_1", None, "Hello {{name}}", None, "v2")
     (due,) = await store.webhooks.claim_webhook_deliveries(1, lease=30)
-    await store.webhooks.set_webhook_payload(due.id, b'{"event": 1}')
-    failed = AttemptOutcome(due.id, "wh_1", due.event_id, 500, "oops", 12.0, now + 600)
-    await store.webhooks.record_webhook_attempt(failed, disable_after=86400)
+    failed = AttemptOutcome(due.id, "wh_1", due.event_id, 500, "oops", 12.0, now + 600, b'{"event": 1}')
+    await store.webhooks.record_webhook_attempts([failed], disable_after=86400)  # its payload kept for the retry
     (other,) = await store.webhooks.claim_webhook_deliveries(1, lease=30)
     ok = AttemptOutcome(other.id, "wh_1", other.event_id, 200, None, 3.0, None)
-    await store.webhooks.record_webhook_attempt(ok, disable_after=86400)  # delivered
+    await store.webhooks.record_webhook_attempts([ok], disable_after=86400)  # delivered
     await store.webhooks.claim_webhook_deliveries(1, lease=30)  # another one leased
     assert await store.idempotency.claim_idempotency_key(key.id, "k2", "hash", 3600) is None  # pending
     await store.nodes.register(NodeInfo("old-node", "mx1.example", "0.1.0", 100))

@@ -14,7 +14,8 @@ from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks import WebhookVerificationError
 
 from relay.app import Relay
-from relay.clock import FakeClock, VirtualClock
+from relay.clock import FakeClock, SystemClock, VirtualClock
+from relay.config import Rate
 from relay.keys import create_api_key
 from relay.message import NewMessage
 from relay.store import Store
@@ -160,9 +161,10 @@ async def test_the_running_sender_retries_on_the_schedule(store, receiver):
 
     try:
         started = clock.monotonic()
-        await clock.drive(requests(4), sleepers=1)  # the poll loop waits on the clock: nothing else runs
+        # The sender's loop and the endpoint's lane wait on the clock: nothing else runs.
+        await clock.drive(requests(4), sleepers=2)
         assert [t - started for t in receiver.times] == [0, 5, 5 + 30, 35 + 120]
-        await clock.drive(clock.sleep(600), sleepers=2)  # ten more minutes of polls, one a second
+        await clock.drive(clock.sleep(600), sleepers=3)  # ten more minutes of polls, one a second
         assert len(receiver.requests) == 4  # delivered: never sent again
     finally:
         await sender.stop()
@@ -204,6 +206,50 @@ async def test_giving_up_and_disabling_a_dead_endpoint(store, receiver):
     await store.queue.enqueue(NewMessage("app@example.com", ("z@one.example",), RAW, "smtp"))
     assert await sender.run_once() == 0  # a disabled endpoint is not called; its new events are not queued
     await sender.stop()
+
+
+async def test_a_slow_endpoint_delays_only_its_own_events(store_factory, receiver):
+    """Two endpoints, one that never answers (each request waits for the timeout): the other gets events
+    queued while the first one's requests hang as soon as it would alone."""
+    store = store_factory(SystemClock())
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; the sender's timeout closes the connection
+        writer.close()
+
+    hanging = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = hanging.sockets[0].getsockname()[1]
+    now = store.clock.now()
+    for hook_id, url in (("wh_fast", receiver.url), ("wh_slow", f"http://127.0.0.1:{port}/hook")):
+        await store.webhooks.create_webhook(Webhook(hook_id, url, ["queued"], True, "", new_secret(), now, now))
+    sender = sender_for(store, timeout=4.0, max_concurrency=1, poll_interval=0.05)
+    running = asyncio.create_task(sender.run())
+    try:
+        for i in range(3):
+            await store.queue.enqueue(NewMessage("app@example.com", (f"a{i}@one.example",), RAW, "smtp"))
+        await receiver.wait_for(3, timeout=3)
+        started = time.monotonic()
+        for i in range(3):  # while the slow endpoint's first three requests wait for their timeouts (12 s)
+            await store.queue.enqueue(NewMessage("app@example.com", (f"b{i}@one.example",), RAW, "smtp"))
+        await receiver.wait_for(6, timeout=3)
+        assert time.monotonic() - started < 2
+        assert (await store.webhooks.webhook_backlog())["wh_slow"] == 6, "the slow endpoint's wait in its own lane"
+    finally:
+        await sender.stop()
+        running.cancel()
+        hanging.close()
+        await store.close()
+
+
+def test_an_endpoint_leases_what_it_can_send_within_half_the_lease():
+    def limit(**settings: object) -> int:
+        return WebhookSender(None, VirtualClock(), SenderSettings(**settings)).claim_limit  # type: ignore[arg-type]
+
+    assert limit() == 24  # 10 s each at worst, 4 at a time: 24 in 60 s
+    assert limit(max_concurrency=1) == 6
+    assert limit(max_rate=Rate(1, 1.0)) == 17  # and one a second at most
+    assert limit(max_rate=Rate(1, 3600.0)) == 1
+    assert limit(timeout=1.0, max_concurrency=50) == 200, "at most a batch"
 
 
 async def test_event_filter_and_per_endpoint_concurrency(store, receiver):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from relay.message import lowest_message_id
@@ -116,6 +117,20 @@ def get_event(conn: Connection, event_id: int) -> Event | None:
         f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id WHERE e.id = ?", (event_id,)
     ).fetchone()
     return _event(row) if row else None
+
+
+def events_by_id(conn: Connection, event_ids: Sequence[int]) -> dict[int, Event]:
+    """The events of ``event_ids`` that still exist, by id."""
+    found: dict[int, Event] = {}
+    for start in range(0, len(event_ids), 500):  # under SQLite's and psycopg's limits on parameters
+        chunk = event_ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for row in conn.execute(
+            f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id WHERE e.id IN ({marks})",
+            tuple(chunk),
+        ):
+            found[row[0]] = _event(row)
+    return found
 
 
 # -- stats ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from relay.clock import Clock
 from relay.store.dialect import Connection, SqlDatabase, is_postgres
+from relay.store.events import Event, events_by_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,32 +94,34 @@ class DueDelivery:
     webhook_id: str
     event_id: int
     attempts: int
-    payload: bytes | None
+    payload: bytes | None  # made at the first attempt that failed, the same for every retry after it
+    event: Event | None = None  # the event, loaded with the claim while there is no payload (None: pruned)
 
 
-def claim_due(conn: Connection, now: float, limit: int, lease: float) -> list[DueDelivery]:
-    """Due deliveries to enabled endpoints, oldest first, at most one per message and endpoint (the
-    earliest waiting: events of a message arrive in order); each is pushed ``lease`` seconds ahead."""
+def claim_due(
+    conn: Connection, now: float, limit: int, lease: float, webhook_id: str | None = None
+) -> list[DueDelivery]:
+    """Due deliveries to enabled endpoints (or to the one ``webhook_id``), oldest first, at most one per
+    message and endpoint (the earliest waiting: events of a message arrive in order); each is pushed
+    ``lease`` seconds ahead. A delivery without a payload comes with its event."""
     rows = conn.execute(
         "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
         " JOIN webhooks w ON w.id = d.webhook_id"
         " WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
+        + (" AND d.webhook_id = ?" if webhook_id is not None else "")
         # In order per message: not while an earlier event of the same message waits for this endpoint.
-        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
+        + " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
         " AND e.message_id = d.message_id AND e.event_id < d.event_id AND e.next_attempt_at IS NOT NULL)"
         " ORDER BY d.next_attempt_at LIMIT ?" + (" FOR UPDATE OF d SKIP LOCKED" if is_postgres(conn) else ""),
         # Several nodes: each locks what it takes and skips what another holds (see queue claim_due).
-        (now, limit),
+        (now, *([webhook_id] if webhook_id is not None else []), limit),
     ).fetchall()
     conn.executemany(
         "UPDATE webhook_deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
         [(now + lease, now, row[0]) for row in rows],
     )
-    return [DueDelivery(*row) for row in rows]
-
-
-def set_payload(conn: Connection, delivery_id: int, payload: bytes) -> None:
-    conn.execute("UPDATE webhook_deliveries SET payload = ? WHERE id = ? AND payload IS NULL", (payload, delivery_id))
+    events = events_by_id(conn, [row[2] for row in rows if row[4] is None])
+    return [DueDelivery(r[0], r[1], r[2], r[3], r[4], events.get(r[2]) if r[4] is None else None) for r in rows]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,38 +133,62 @@ class AttemptOutcome:
     error: str | None
     latency_ms: float
     next_attempt_at: float | None  # None: no retry (delivered, or given up)
+    payload: bytes | None = None  # what was sent: kept for the retries (when there will be one)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
 
-def record_attempt(conn: Connection, o: AttemptOutcome, now: float, disable_after: float) -> str | None:
-    """Log the attempt, move the delivery on, keep the endpoint's health. Returns why the endpoint was
-    disabled, when this attempt disabled it."""
-    conn.execute(
+def record_attempts(
+    conn: Connection, outcomes: Sequence[AttemptOutcome], now: float, disable_after: float
+) -> dict[str, str]:
+    """Log the attempts, move their deliveries on, keep the endpoints' health. Returns why an endpoint
+    was disabled, by id, for those these attempts disabled."""
+    conn.executemany(
         "INSERT INTO webhook_attempts (webhook_id, delivery_id, event_id, at, status, error, latency_ms)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (o.webhook_id, o.delivery_id, o.event_id, now, o.status, o.error, o.latency_ms),
+        [(o.webhook_id, o.delivery_id, o.event_id, now, o.status, o.error, o.latency_ms) for o in outcomes],
     )
-    if o.delivery_id is not None:
-        state = "delivered" if o.ok else ("pending" if o.next_attempt_at is not None else "failed")
-        conn.execute(
-            "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, last_status = ?,"
-            " last_error = ?, updated_at = ? WHERE id = ?",
-            (state, o.next_attempt_at if state == "pending" else None, o.status, o.error, now, o.delivery_id),
-        )
+    moved = [o for o in outcomes if o.delivery_id is not None]
+    conn.executemany(
+        "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, last_status = ?,"
+        " last_error = ?, updated_at = ? WHERE id = ?",
+        [
+            (_state(o), o.next_attempt_at if _state(o) == "pending" else None, o.status, o.error, now, o.delivery_id)
+            for o in moved
+        ],
+    )
+    conn.executemany(
+        "UPDATE webhook_deliveries SET payload = ? WHERE id = ? AND payload IS NULL",
+        [(o.payload, o.delivery_id) for o in moved if _state(o) == "pending" and o.payload is not None],
+    )
+    disabled: dict[str, str] = {}
+    for hook_id in sorted({o.webhook_id for o in outcomes}):  # in key order: nodes never wait on each other in a cycle
+        mine = [o for o in outcomes if o.webhook_id == hook_id]
+        reason = _endpoint_health(conn, hook_id, next((o for o in mine if o.ok), mine[-1]), now, disable_after)
+        if reason is not None:
+            disabled[hook_id] = reason
+    return disabled
+
+
+def _state(o: AttemptOutcome) -> str:
+    return "delivered" if o.ok else ("pending" if o.next_attempt_at is not None else "failed")
+
+
+def _endpoint_health(conn: Connection, hook_id: str, o: AttemptOutcome, now: float, disable_after: float) -> str | None:
+    """An endpoint is failing from a failed attempt until one succeeds (``o``: a success among the
+    attempts recorded together, else the last of them); failing for ``disable_after``, it is disabled
+    (the reason returned)."""
     if o.ok:
-        conn.execute(
-            "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL", (o.webhook_id,)
-        )
+        conn.execute("UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL", (hook_id,))
         return None
-    conn.execute("UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL", (now, o.webhook_id))
-    since = conn.execute("SELECT failing_since FROM webhooks WHERE id = ? AND enabled = 1", (o.webhook_id,)).fetchone()
+    conn.execute("UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL", (now, hook_id))
+    since = conn.execute("SELECT failing_since FROM webhooks WHERE id = ? AND enabled = 1", (hook_id,)).fetchone()
     if since is None or now - since[0] < disable_after:
         return None
     reason = f"disabled after failing for {int((now - since[0]) // 3600)}h; last error: {o.error or o.status}"
-    conn.execute("UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE id = ?", (reason[:500], o.webhook_id))
+    conn.execute("UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE id = ?", (reason[:500], hook_id))
     return reason
 
 
@@ -250,16 +277,15 @@ class SqlWebhooks:
     async def delete_webhook(self, hook_id: str) -> bool:
         return await self.db.write(lambda c: delete(c, hook_id))
 
-    async def claim_webhook_deliveries(self, limit: int, lease: float) -> list[DueDelivery]:
+    async def claim_webhook_deliveries(
+        self, limit: int, lease: float, webhook_id: str | None = None
+    ) -> list[DueDelivery]:
         now = self.clock.now()
-        return await self.db.write(lambda c: claim_due(c, now, limit, lease))
+        return await self.db.write(lambda c: claim_due(c, now, limit, lease, webhook_id))
 
-    async def set_webhook_payload(self, delivery_id: int, payload: bytes) -> None:
-        await self.db.write(lambda c: set_payload(c, delivery_id, payload))
-
-    async def record_webhook_attempt(self, outcome: AttemptOutcome, disable_after: float) -> str | None:
+    async def record_webhook_attempts(self, outcomes: Sequence[AttemptOutcome], disable_after: float) -> dict[str, str]:
         now = self.clock.now()
-        return await self.db.write(lambda c: record_attempt(c, outcome, now, disable_after))
+        return await self.db.write(lambda c: record_attempts(c, outcomes, now, disable_after))
 
     async def webhook_attempts(self, hook_id: str, limit: int, before: int | None = None) -> list[AttemptRecord]:
         return await self.db.read(lambda c: recent_attempts(c, hook_id, limit, before))
