@@ -24,7 +24,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from relay import strictjson
@@ -35,9 +35,7 @@ from relay.ratelimit import TokenBucket
 from relay.store.events import Event
 from relay.store.protocols import Storage
 from relay.store.webhooks import AttemptOutcome, DueDelivery, Webhook
-
-if TYPE_CHECKING:  # imported when the first webhook is sent: a relay without webhooks never loads aiohttp's client
-    import aiohttp
+from relay.webhook_http import Client, HttpError
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +203,6 @@ async def check_target(url: str, allow_private: bool, lookup: Lookup = system_lo
     )
 
 
-async def check_literal(url: str, allow_private: bool) -> None:
-    host = (urlsplit(url).hostname or "").strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return
-    await checked_addresses(host, 0, allow_private)
-
-
 # -- the sender ----------------------------------------------------------------------------
 
 
@@ -237,6 +226,7 @@ class _Lane:
     hook: Webhook
     wake: asyncio.Event
     task: asyncio.Task[None] = dataclasses.field(init=False)
+    recording: asyncio.Task[None] | None = None  # the write of its last outcomes
 
 
 class WebhookSender:
@@ -245,33 +235,27 @@ class WebhookSender:
         store: Storage,
         clock: Clock,
         settings: SenderSettings,
-        session: aiohttp.ClientSession | None = None,
         lookup: Lookup = system_lookup,
     ) -> None:
         self.lookup = lookup
         self.store = store
         self.clock = clock
         self.settings = settings
-        self._session = session
+        self._http = Client(self._checked, settings.timeout)
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._recording: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._lanes: dict[str, _Lane] = {}  # the running sender's, by endpoint
         self.sent = 0
         self.failed = 0
 
-    async def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            import aiohttp
-
-            from relay.webhook_resolver import CheckedResolver
-
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-            connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.settings.allow_private_targets, self.lookup))
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False, connector=connector)
-        return self._session
+    async def _checked(self, host: str, port: int) -> list[str]:
+        """The addresses a new connection to ``host`` may go to, every one public unless allowed: the
+        connection goes to one of these, looked up and checked for it (no DNS-rebinding window)."""
+        return await checked_addresses(host, port, self.settings.allow_private_targets, self.lookup)
 
     def wake(self) -> None:
         """Look for due deliveries now, for every endpoint (one was enabled or changed)."""
@@ -319,14 +303,35 @@ class WebhookSender:
             lane.hook = hook  # a new secret or URL from the next pass on
 
     async def _run_lane(self, lane: _Lane) -> None:
-        while not self._stopping:
-            lane.wake.clear()
-            try:
-                if await self._pass(lane.hook):
-                    continue  # the next event of a message may be due now
-            except Exception:
-                log.exception("webhook sender failed for %s; retrying", lane.hook.id)
-            await self.clock.wait(lane.wake, self.settings.poll_interval)
+        """Claim, post, claim: the next lease is taken while a pass's requests are out, and a pass's
+        outcomes are recorded while the next one posts (in turn: one write at a time per endpoint), so
+        the endpoint waits for the store only when it has nothing to send."""
+        claiming: asyncio.Task[list[DueDelivery]] | None = None
+        sent = False  # since the last claim that found nothing
+        try:
+            while not self._stopping:
+                lane.wake.clear()
+                try:
+                    due = await (claiming or self._claim(lane.hook))
+                except Exception:
+                    log.exception("webhook sender failed for %s; retrying", lane.hook.id)
+                    due = []
+                claiming = None
+                if not due:
+                    if sent and lane.recording is not None:  # its outcomes may make the next events of
+                        sent = False  # their messages due: once more when they are recorded
+                        await asyncio.wait([lane.recording])
+                        continue
+                    sent = False
+                    await self.clock.wait(lane.wake, self.settings.poll_interval)
+                    continue
+                claiming = asyncio.create_task(self._claim(lane.hook))
+                outcomes = await self._send(due, lane.hook)
+                self._record_in_turn(lane, outcomes)
+                sent = True
+        finally:
+            if claiming is not None:
+                claiming.cancel()  # what it leased is sent when the lease ends
 
     async def run_once(self) -> int:
         """One pass for every enabled endpoint, at the same time: returns the deliveries attempted."""
@@ -334,23 +339,43 @@ class WebhookSender:
         return sum(await asyncio.gather(*(self._pass(hook) for hook in hooks)))
 
     async def _pass(self, hook: Webhook) -> int:
-        """Lease the endpoint's due deliveries, send them (``max_concurrency`` at a time), and record
-        every outcome in one write."""
-        due = await self.store.webhooks.claim_webhook_deliveries(self.claim_limit, self.settings.lease, hook.id)
-        if not due:
-            return 0
+        """Lease the endpoint's due deliveries, post them and record the outcomes."""
+        due = await self._claim(hook)
+        if due:
+            await self._record(None, hook, await self._send(due, hook))
+        return len(due)
+
+    async def _claim(self, hook: Webhook) -> list[DueDelivery]:
+        return await self.store.webhooks.claim_webhook_deliveries(hook.id, self.claim_limit, self.settings.lease)
+
+    async def _send(self, due: list[DueDelivery], hook: Webhook) -> list[AttemptOutcome]:
+        """Post every one (``max_concurrency`` at a time)."""
         attempts = [asyncio.create_task(self._attempt(d, hook)) for d in due]
         self._tasks.update(attempts)
         try:
-            outcomes = await asyncio.gather(*attempts)
+            return await asyncio.gather(*attempts)
         finally:
             self._tasks.difference_update(attempts)
-        disabled = await self.store.webhooks.record_webhook_attempts(outcomes, self.settings.disable_after)
+
+    def _record_in_turn(self, lane: _Lane, outcomes: list[AttemptOutcome]) -> None:
+        lane.recording = task = asyncio.create_task(self._record(lane.recording, lane.hook, outcomes))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record(self, after: asyncio.Task[None] | None, hook: Webhook, outcomes: list[AttemptOutcome]) -> None:
+        """Every outcome in one write (after the endpoint's write before it). A write that fails leaves
+        the deliveries leased: they are posted again when the lease ends."""
+        if after is not None:
+            await asyncio.wait([after])
+        try:
+            disabled = await self.store.webhooks.record_webhook_attempts(outcomes, self.settings.disable_after)
+        except Exception:
+            log.exception("webhook sender could not record %d attempts to %s", len(outcomes), hook.id)
+            return
         for outcome in outcomes:
             self._count(outcome, hook)
         if hook.id in disabled:
             log.error("webhook %s (%s) %s", hook.id, hook.url, disabled[hook.id])
-        return len(due)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -358,8 +383,8 @@ class WebhookSender:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        await asyncio.gather(*self._recording, return_exceptions=True)  # what was posted is recorded
+        await self._http.close()
 
     async def _attempt(self, delivery: DueDelivery, hook: Webhook) -> AttemptOutcome:
         body = delivery.payload
@@ -409,24 +434,20 @@ class WebhookSender:
 
     async def post(self, hook: Webhook, msg_id: str, body: bytes) -> tuple[int | None, str | None, float]:
         """One signed POST: (status, error text, latency in ms). Never raises for network trouble."""
-        import aiohttp
-
         started = self.clock.monotonic()
         try:
-            check_url_syntax(hook.url)  # a name is looked up and checked by CheckedResolver as aiohttp connects;
-            await check_literal(hook.url, self.settings.allow_private_targets)  # aiohttp never resolves a literal
-            session = await self._http()
+            check_url_syntax(hook.url)
             headers = signed_headers(hook.secret, msg_id, body, self.clock.now())
-            async with session.post(hook.url, data=body, headers=headers, allow_redirects=False) as response:
-                text = (await response.content.read(MAX_RESPONSE_TEXT)).decode("utf-8", "replace")
-                error = None if 200 <= response.status < 300 else f"HTTP {response.status}: {text}".strip()
-                return response.status, error, (self.clock.monotonic() - started) * 1000
+            response = await self._http.post(hook.url, headers, body, MAX_RESPONSE_TEXT)
+            text = response.body.decode("utf-8", "replace")
+            error = None if 200 <= response.status < 300 else f"HTTP {response.status}: {text}".strip()
+            return response.status, error, (self.clock.monotonic() - started) * 1000
         except TargetError as exc:
             return None, str(exc), (self.clock.monotonic() - started) * 1000
         except TimeoutError:
             return None, f"timed out after {self.settings.timeout:g}s", (self.clock.monotonic() - started) * 1000
-        except aiohttp.ClientError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:300], (self.clock.monotonic() - started) * 1000
+        except (HttpError, OSError) as exc:
+            return None, str(exc)[:300], (self.clock.monotonic() - started) * 1000
 
     async def send_test(self, hook: Webhook) -> AttemptOutcome:
         """A sample event, sent now (not queued); recorded among the endpoint's attempts."""

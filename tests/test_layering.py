@@ -58,7 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("store", {"store"}),
     # What runs: taking mail in, sending it out, telling applications.
-    ("services", {"delivery", "inbound", "listening", "metrics", "submission", "webhooks", "webhook_resolver"}),
+    ("services", {"delivery", "inbound", "listening", "metrics", "submission", "webhooks", "webhook_http"}),
     ("api", {"api", "dashboard"}),  # the HTTP faces: the API, and the dashboard over the same code
     ("entry", {"__main__", "app", "cli", "logs", "workers"}),
 ]
@@ -68,8 +68,8 @@ SERVICES_MAY_IMPORT: dict[str, set[str]] = {
     "delivery": {"metrics"},  # every service may count into the process's own metrics
     "submission": {"metrics"},
     "inbound": {"metrics", "submission"},  # the returned-mail listener reads DATA with the submission's reader
-    "webhooks": {"metrics", "webhook_resolver"},  # aiohttp's resolver for webhook requests, apart to load it late
-    "webhook_resolver": {"webhooks"},
+    "webhooks": {"metrics", "webhook_http"},  # the HTTP client webhooks are posted with
+    "webhook_http": set(),
     "metrics": set(),
     "listening": set(),  # taking connections that acceptor processes leave waiting
 }

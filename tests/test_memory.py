@@ -38,7 +38,7 @@ if sys.argv[1:2] == ["serve"] or os.environ.get("RELAY_LISTEN_FDS"):
 
 # What a process must not have loaded (a package, or a module and what is under it).
 NOT_IN_MAIN = [
-    "aiohttp",  # the main process serves no HTTP, and sends webhooks only once one is configured
+    "aiohttp",  # the main process serves no HTTP (webhooks go out with relay.webhook_http)
     "jinja2",  # templates are checked where they are submitted, and render in render processes
     "prometheus_client",  # a scrape is answered by an acceptor
     "aiosmtpd",  # the acceptors take the SMTP connections

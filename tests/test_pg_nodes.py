@@ -93,7 +93,7 @@ async def test_webhook_deliveries_are_claimed_once_across_nodes(nodes):
     claimed: list[int] = []
 
     async def claim(store: PgStore) -> None:
-        while due := await store.webhooks.claim_webhook_deliveries(3, lease=600):
+        while due := await store.webhooks.claim_webhook_deliveries("wh_1", 3, lease=600):
             claimed.extend(d.id for d in due)
 
     await asyncio.gather(claim(a), claim(b), claim(a), claim(b))

@@ -519,10 +519,10 @@ async def test_webhooks_queue_a_delivery_per_event_and_log_attempts(storage):
     assert await w.webhook("wh_1") == hook and await w.list_all() == [hook]
     await storage.queue.enqueue(message("a@example.org"))
     assert await w.webhook_backlog() == {"wh_1": 1}
-    (due,) = await w.claim_webhook_deliveries(10, lease=30)
+    (due,) = await w.claim_webhook_deliveries("wh_1", 10, lease=30)
     assert due.payload is None and due.event is not None, "no payload yet: the event comes with the claim"
     assert (due.event.id, due.event.type, due.event.recipient) == (due.event_id, "queued", "a@example.org")
-    assert await w.claim_webhook_deliveries(10, lease=30) == []
+    assert await w.claim_webhook_deliveries("wh_1", 10, lease=30) == []
     outcome = AttemptOutcome(due.id, "wh_1", due.event_id, 200, None, 12.0, None, b"{}")
     assert await w.record_webhook_attempts([outcome], disable_after=86400) == {}
     assert [a.status for a in await w.webhook_attempts("wh_1", 10)] == [200]
@@ -542,7 +542,7 @@ async def test_webhook_attempts_recorded_together(storage):
     await w.create_webhook(Webhook("wh_2", "https://other.example/y", ["queued"], True, "", "whsec_y", now, now))
     for address in ("a@example.org", "b@example.org", "c@example.org"):
         await storage.queue.enqueue(message(address))
-    mine = await w.claim_webhook_deliveries(10, lease=30, webhook_id="wh_1")
+    mine = await w.claim_webhook_deliveries("wh_1", 10, lease=30)
     assert len(mine) == 3 and {d.webhook_id for d in mine} == {"wh_1"}, "only the endpoint asked for"
     first, second, third = mine
     outcomes = [
@@ -554,13 +554,13 @@ async def test_webhook_attempts_recorded_together(storage):
     assert (await w.webhook("wh_1")).failing_since is None, "one of them succeeded"
     assert await w.webhook_backlog() == {"wh_1": 1, "wh_2": 3}
     clock.advance(5)
-    (retry,) = await w.claim_webhook_deliveries(10, lease=30, webhook_id="wh_1")
+    (retry,) = await w.claim_webhook_deliveries("wh_1", 10, lease=30)
     assert (retry.id, retry.payload, retry.event, retry.attempts) == (second.id, b"two", None, 1)
     failed = AttemptOutcome(retry.id, "wh_1", retry.event_id, 500, "HTTP 500", 1.0, clock.now() + 30, b"other")
     await w.record_webhook_attempts([failed], disable_after=3600)
     assert (await w.webhook("wh_1")).failing_since == clock.now()
     clock.advance(3600)
-    (retry,) = await w.claim_webhook_deliveries(10, lease=30, webhook_id="wh_1")
+    (retry,) = await w.claim_webhook_deliveries("wh_1", 10, lease=30)
     assert retry.payload == b"two", "the payload of the first failed attempt, byte for byte"
     failed = AttemptOutcome(retry.id, "wh_1", retry.event_id, 500, "HTTP 500", 1.0, clock.now() + 60, b"two")
     disabled = await w.record_webhook_attempts([failed], disable_after=3600)

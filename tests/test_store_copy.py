@@ -120,13 +120,13 @@ async def fill(store: Any) -> Filled:
     await store.secrets.add_secret("verp", b"sealed verp secret")
     await store.templates.create_template("tpl_1", "welcome", "Hi {{name}}", "<p>hi</p>", None)
     await store.templates.update_template("tpl_1", None, "Hello {{name}}", None, "v2")
-    (due,) = await store.webhooks.claim_webhook_deliveries(1, lease=30)
+    (due,) = await store.webhooks.claim_webhook_deliveries("wh_1", 1, lease=30)
     failed = AttemptOutcome(due.id, "wh_1", due.event_id, 500, "oops", 12.0, now + 600, b'{"event": 1}')
     await store.webhooks.record_webhook_attempts([failed], disable_after=86400)  # its payload kept for the retry
-    (other,) = await store.webhooks.claim_webhook_deliveries(1, lease=30)
+    (other,) = await store.webhooks.claim_webhook_deliveries("wh_1", 1, lease=30)
     ok = AttemptOutcome(other.id, "wh_1", other.event_id, 200, None, 3.0, None)
     await store.webhooks.record_webhook_attempts([ok], disable_after=86400)  # delivered
-    await store.webhooks.claim_webhook_deliveries(1, lease=30)  # another one leased
+    await store.webhooks.claim_webhook_deliveries("wh_1", 1, lease=30)  # another one leased
     assert await store.idempotency.claim_idempotency_key(key.id, "k2", "hash", 3600) is None  # pending
     await store.nodes.register(NodeInfo("old-node", "mx1.example", "0.1.0", 100))
     await store.nodes.stop("old-node")
@@ -243,7 +243,7 @@ async def test_a_whole_relay_copied_to_postgresql_reads_the_same(source, empty_p
         counts_now = await store.events.event_counts(clock.now() - hour, clock.now() + hour, hour, None)
         assert sorted(counts_now) == filled.event_counts, "events did not count themselves again"
         assert await store.webhooks.webhook_backlog() == filled.backlog, "events queued no new deliveries"
-        due = await store.webhooks.claim_webhook_deliveries(10, lease=30)
+        due = await store.webhooks.claim_webhook_deliveries("wh_1", 10, lease=30)
         # One per message (a message's events go out in order): the retrying one and the leased one are due now.
         assert [d.attempts for d in due] == [1, 0]
         assert (await store.suppressions.suppression("manual@example.org")).reason == "manual"

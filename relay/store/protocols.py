@@ -382,11 +382,9 @@ class WebhookStore(Protocol):
 
     async def delete_webhook(self, hook_id: str) -> bool: ...
 
-    async def claim_webhook_deliveries(
-        self, limit: int, lease: float, webhook_id: str | None = None
-    ) -> list[DueDelivery]:
-        """Lease up to ``limit`` due deliveries (of one endpoint, or of any), at most one per message and
-        endpoint; those without a payload come with their event."""
+    async def claim_webhook_deliveries(self, webhook_id: str, limit: int, lease: float) -> list[DueDelivery]:
+        """Lease up to ``limit`` of the endpoint's due deliveries, at most one per message; those without a
+        payload come with their event."""
         ...
 
     async def record_webhook_attempts(self, outcomes: Sequence[AttemptOutcome], disable_after: float) -> dict[str, str]:

@@ -453,6 +453,14 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX spooled_bodies_segment ON spooled_bodies(segment);
     """,
+    # 21: an endpoint's due webhook deliveries in due order (relay.store.webhooks.claim_due: each endpoint is
+    # sent to on its own). With the index on next_attempt_at alone, a claim for one endpoint read every
+    # delivery waiting for it and sorted them: the whole backlog of an endpoint that was down, at each claim.
+    """
+    DROP INDEX webhook_deliveries_due;
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(webhook_id, next_attempt_at)
+        WHERE next_attempt_at IS NOT NULL;
+    """,
 ]
 
 

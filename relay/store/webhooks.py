@@ -98,23 +98,20 @@ class DueDelivery:
     event: Event | None = None  # the event, loaded with the claim while there is no payload (None: pruned)
 
 
-def claim_due(
-    conn: Connection, now: float, limit: int, lease: float, webhook_id: str | None = None
-) -> list[DueDelivery]:
-    """Due deliveries to enabled endpoints (or to the one ``webhook_id``), oldest first, at most one per
-    message and endpoint (the earliest waiting: events of a message arrive in order); each is pushed
-    ``lease`` seconds ahead. A delivery without a payload comes with its event."""
+def claim_due(conn: Connection, now: float, limit: int, lease: float, webhook_id: str) -> list[DueDelivery]:
+    """The endpoint's due deliveries (if it is enabled), oldest first, at most one per message (the
+    earliest waiting: events of a message arrive in order); each is pushed ``lease`` seconds ahead. A
+    delivery without a payload comes with its event."""
     rows = conn.execute(
         "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
         " JOIN webhooks w ON w.id = d.webhook_id"
-        " WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
-        + (" AND d.webhook_id = ?" if webhook_id is not None else "")
+        " WHERE d.webhook_id = ? AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
         # In order per message: not while an earlier event of the same message waits for this endpoint.
-        + " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
+        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
         " AND e.message_id = d.message_id AND e.event_id < d.event_id AND e.next_attempt_at IS NOT NULL)"
         " ORDER BY d.next_attempt_at LIMIT ?" + (" FOR UPDATE OF d SKIP LOCKED" if is_postgres(conn) else ""),
         # Several nodes: each locks what it takes and skips what another holds (see queue claim_due).
-        (now, *([webhook_id] if webhook_id is not None else []), limit),
+        (webhook_id, now, limit),
     ).fetchall()
     conn.executemany(
         "UPDATE webhook_deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ?",
@@ -277,9 +274,7 @@ class SqlWebhooks:
     async def delete_webhook(self, hook_id: str) -> bool:
         return await self.db.write(lambda c: delete(c, hook_id))
 
-    async def claim_webhook_deliveries(
-        self, limit: int, lease: float, webhook_id: str | None = None
-    ) -> list[DueDelivery]:
+    async def claim_webhook_deliveries(self, webhook_id: str, limit: int, lease: float) -> list[DueDelivery]:
         now = self.clock.now()
         return await self.db.write(lambda c: claim_due(c, now, limit, lease, webhook_id))
 

@@ -32,7 +32,7 @@ MIGRATION_LOCK = 0x72656C6179  # "relay"
 
 # The SQLite schema version that MIGRATIONS matches as a whole (tests compare the two schemas). SQLite's
 # migration 20 (spooled_bodies, relay.store.spool) has no twin: PostgreSQL keeps every body in the database.
-SQLITE_VERSION = 20
+SQLITE_VERSION = 21
 
 MIGRATIONS: list[str] = [
     # 1: everything SQLite has at its version 11.
@@ -433,6 +433,12 @@ MIGRATIONS: list[str] = [
             ON CONFLICT (hour, kind, tag) DO UPDATE SET n = event_counts.n + 1;
         RETURN NULL;
     END $$;
+    """,
+    # 11 (SQLite's 21): an endpoint's due webhook deliveries in due order, for the claim of one endpoint.
+    """
+    DROP INDEX webhook_deliveries_due;
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(webhook_id, next_attempt_at)
+        WHERE next_attempt_at IS NOT NULL;
     """,
 ]
 
