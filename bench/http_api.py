@@ -18,6 +18,7 @@ POST (user + system, all of relay's processes; wrk's own CPU not counted).
                                              # then: python bench/profile_summary.py DIR/*.txt
     python bench/http_api.py --store postgresql   # a private PostgreSQL cluster (tests/pg.py), fsync on;
                                                   # its server's CPU per POST printed too
+    python bench/http_api.py --keys 4 --daily-quota 1000000   # four keys with quotas, in turn
 """
 
 from __future__ import annotations
@@ -53,10 +54,14 @@ setup = function(thread)
 end
 local counter = 0
 local body = '{"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "bench", %s}'
+local keys = {}
+for key in string.gmatch(os.getenv("RELAY_KEYS"), "[^,]+") do
+  keys[#keys + 1] = key
+end
 request = function()
   counter = counter + 1
   local headers = {}
-  headers["Authorization"] = "Bearer " .. os.getenv("RELAY_KEY")
+  headers["Authorization"] = "Bearer " .. keys[(counter %% #keys) + 1]
   headers["Content-Type"] = "application/json"
   if os.getenv("RELAY_IDEMPOTENCY") == "1" then
     headers["Idempotency-Key"] = string.format("%%d-%%d-%%d", os.time(), id, counter)
@@ -123,6 +128,8 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--keys", type=int, default=1, help="API keys the POSTs take turns with")
+    parser.add_argument("--daily-quota", type=int, help="each key with this daily quota (relay keys create)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -155,14 +162,19 @@ rate_limit = "100000000/h"
 smarthost = "127.0.0.1:{sink_port}"
 """
     )
-    key_out = subprocess.run(
-        [sys.executable, "-m", "relay", "keys", "create", "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    key = json.loads(key_out.stdout)["key"]
+    quota = ["--daily-quota", str(args.daily_quota)] if args.daily_quota is not None else []
+    keys = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "relay", "keys", "create", "--json", "--config", str(config), *quota],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=REPO,
+            ).stdout
+        )["key"]
+        for _ in range(args.keys)
+    ]
     sink = start_sink("smtp-sink" if shutil.which("smtp-sink") else "python", sink_port)
     log = (tmp / "relay.log").open("wb")
     relay = subprocess.Popen(
@@ -189,7 +201,7 @@ smarthost = "127.0.0.1:{sink_port}"
             text=True,
             check=True,
             env={
-                "RELAY_KEY": key,
+                "RELAY_KEYS": ",".join(keys),
                 "RELAY_IDEMPOTENCY": "0" if args.no_idempotency_key else "1",
                 "PATH": "/usr/bin:/bin",
             },

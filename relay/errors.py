@@ -16,8 +16,9 @@ Every error relay raises on purpose derives from :class:`RelayError`::
     └── the errors of one part, defined beside the code that raises them:
         ConfigError, StartupError (start-up); FieldError (compose), RenderError (templates),
         RendererBusy; UnreadableFrom (message); DomainError (domains); TargetError (webhooks);
-        RouteError, StaleConnection (delivery); Throttled, BodyTooLarge, LineTooLong, OverBudget
-        (submission); Busy (inbound); ClaimLost, BodyDeleted (store); CommandError (cli)
+        HttpError (webhook_http); RouteError, StaleConnection (delivery); Throttled, BodyTooLarge,
+        LineTooLong, OverBudget (submission); Busy (inbound); ClaimLost, BodyDeleted (store);
+        CommandError (cli)
 
 A :class:`Refused` carries both of its answers, so the SMTP handler and the HTTP
 API each write ``exc.smtp_reply()`` or ``exc.http_status`` / ``exc.code`` and

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 from urllib.parse import quote, urlsplit
 
+from relay.errors import RelayError
+
 Resolve = Callable[[str, int], Awaitable[list[str]]]  # (host, port) → the addresses to connect to
 
 MAX_HEAD = 64 * 1024  # status line and header fields of an answer
@@ -30,7 +32,7 @@ IDLE_TIMEOUT = 15.0  # a connection unused this long is closed rather than reuse
 _TARGET_SAFE = "/?:@!$&'()*+,;=%~"  # kept as they are in the request target (RFC 3986 pchar and query)
 
 
-class HttpError(Exception):
+class HttpError(RelayError):
     """No usable answer: the connection failed or broke, or the answer is not HTTP/1.x."""
 
 
@@ -235,17 +237,26 @@ async def _body(conn: _Connection, head: _Head, keep: int) -> tuple[bytes, bool]
 class Client:
     """Kept-alive connections by origin; ``post`` sends one request and reads its answer."""
 
-    def __init__(self, resolve: Resolve, timeout: float, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(
+        self, resolve: Resolve, timeout: float, idle_timeout: float = IDLE_TIMEOUT, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.resolve = resolve
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._urls: dict[str, tuple[Origin, str]] = {}
+        self._swept = time.monotonic()
+        self._tls = tls  # made at the first https request: the system's CAs, the name checked
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, keep: int = 200) -> Response:
         """POST ``body`` to ``url`` within the client's ``timeout`` seconds (TimeoutError past it); HttpError when
         there is no usable answer. The caller's ``resolve`` may raise for a host it will not call."""
-        origin, target = split_url(url)
+        split = self._urls.get(url)
+        if split is None:
+            if len(self._urls) >= 1000:  # endpoints are few; URLs that changed go
+                self._urls.clear()
+            split = self._urls[url] = split_url(url)
+        origin, target = split
         request = _request(origin, target, headers, body)
         async with asyncio.timeout(self.timeout):
             for first in (True, False):
@@ -285,8 +296,16 @@ class Client:
         if not reusable or conn.closed or conn.buffer:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now = time.monotonic()
         self._idle.setdefault(origin, []).append(conn)
+        if now - self._swept > self.idle_timeout:  # the connections of origins no longer posted to
+            self._swept = now
+            for key, idle in list(self._idle.items()):
+                for old in [c for c in idle if c.closed or now - c.idle_since >= self.idle_timeout]:
+                    idle.remove(old)
+                    old.close()
+                if not idle:
+                    del self._idle[key]
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()

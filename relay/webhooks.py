@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -51,9 +52,13 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
 
 
+@functools.lru_cache(maxsize=256)
+def _secret_key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    mac = hmac.new(_secret_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode("ascii")
 
 
@@ -95,7 +100,8 @@ def event_json(event: Event) -> dict[str, Any]:
 
 
 def payload(event: Event) -> bytes:
-    body = {"type": event.type, "timestamp": iso(event.at), "data": event_json(event)}
+    data = event_json(event)
+    body = {"type": event.type, "timestamp": data["timestamp"], "data": data}
     return strictjson.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
 
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.tls import server_context, write_self_signed
 from relay.webhook_http import MAX_BODY, MAX_HEAD, Client, HttpError, split_url
 
 
@@ -31,6 +33,7 @@ class Scripted:
     close_after_each: bool = False
     requests: list[bytes] = dataclasses.field(default_factory=list)
     connections: int = 0
+    closed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # a connection has ended
     port: int = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -54,6 +57,7 @@ class Scripted:
             pass
         finally:
             writer.close()
+            self.closed.set()
 
 
 @pytest.fixture
@@ -162,6 +166,19 @@ async def test_only_the_start_of_a_body_is_kept_and_a_huge_one_is_not_read(scrip
     second = await client.post(f"http://127.0.0.1:{script.port}/", {}, b"", keep=10)
     await client.close()
     assert (first.body, second.body) == (b"y" * 10, b"x" * 10)
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout(scripted):
+    first, second = await scripted(ok(), ok()), await scripted(ok(), ok())
+    client = Client(loopback, timeout=5, idle_timeout=0.2)
+    await post(client, first)
+    await asyncio.sleep(0.3)  # real time: the idle timeout is the machine's
+    assert not first.closed.is_set()
+    await post(client, second)  # closes the first origin's connection, idle too long
+    await asyncio.wait_for(first.closed.wait(), 5)
+    await post(client, first)  # and so needs a new one
+    await client.close()
+    assert (first.connections, second.connections) == (2, 1)
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced_once(scripted):
@@ -290,6 +307,26 @@ async def test_against_aiohttps_server():
     ]
     assert seen == [(f"/hooks/relay?n={i}", f"evt_{i}", {"i": i}) for i in range(3)]
     assert len(peers) == 1
+
+
+async def test_https_checks_the_certificate_and_the_name(tmp_path):
+    cert, key = tmp_path / "hooks.crt", tmp_path / "hooks.key"
+    write_self_signed(cert, key, "hooks.test")
+    script = Scripted([ok(b"secure"), ok(b"again")])
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=server_context(str(cert), str(key)))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(HttpError, match="TLS with hooks.test: self-signed certificate"):
+            await Client(loopback, timeout=5).post(f"https://hooks.test:{port}/", {}, b"")  # the system's CAs
+        trusting = Client(loopback, timeout=5, tls=ssl.create_default_context(cafile=str(cert)))
+        with pytest.raises(HttpError, match="TLS with other.test: .*mismatch"):
+            await trusting.post(f"https://other.test:{port}/", {}, b"")
+        answers = [await trusting.post(f"https://hooks.test:{port}/", {}, b"") for _ in range(2)]
+        await trusting.close()
+    finally:
+        server.close()
+    assert [a.body for a in answers] == [b"secure", b"again"]
+    assert script.connections == 1, "the two requests on one connection (the refused handshakes never got one)"
 
 
 def test_urls_become_an_origin_and_a_target():
