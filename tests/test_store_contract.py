@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import sqlite3
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import pytest
 
 from relay import credentials as creds
 from relay.bounces.classify import Classification, Kind
 from relay.dashboard import accounts
 from relay.domains import DkimKey
-from relay.errors import QuotaExhausted
+from relay.errors import QuotaExhausted, StoreError
 from relay.events import EventKind, State
 from relay.keys import create_api_key, digest
 from relay.message import NewMessage
@@ -305,6 +307,27 @@ async def test_queue_counts_quotas(storage):
     with pytest.raises(QuotaExhausted):
         await storage.queue.enqueue(message("c@example.org"), quota)
     assert await storage.queue.key_usage("key_1") == (2, 2)
+
+
+async def test_a_batch_counts_against_a_quota_all_or_nothing(storage):
+    q = storage.queue
+    quota = Quota("key_1", daily=5, monthly=4)
+    with pytest.raises(QuotaExhausted) as refused:
+        await q.enqueue_many([message(f"{n}@example.org") for n in range(5)], quota)  # the month's 4 is less
+    assert refused.value.period == "m"
+    assert await q.key_usage("key_1") == (0, 0) and not any((await q.summary()).by_state.values())
+    first = message("a@example.org")
+    await q.enqueue_many([first, message("b@example.org"), message("c@example.org")], quota)
+    assert await q.key_usage("key_1") == (3, 3)
+    with pytest.raises(
+        (StoreError, sqlite3.IntegrityError, psycopg.Error)
+    ):  # not queued (the id is taken): not counted
+        await q.enqueue_many([message("d@example.org", id=first.id)], quota)
+    assert await q.key_usage("key_1") == (3, 3)
+    await q.enqueue(message("e@example.org"), quota)
+    with pytest.raises(QuotaExhausted):
+        await q.enqueue(message("f@example.org"), quota)
+    assert await q.key_usage("key_1") == (4, 4)
 
 
 async def test_queue_sandbox(storage):

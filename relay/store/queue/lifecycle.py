@@ -15,8 +15,7 @@ from relay.store import suppressions
 from relay.store.bodies import bodies_of
 from relay.store.db import spool_of
 from relay.store.dialect import Connection, is_postgres, notify
-from relay.store.queue.quotas import _count_against_quota
-from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient, Quota
+from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient
 from relay.store.spool import SPOOL_MIN_BYTES
 from relay.suppression import SuppressionPolicy
 
@@ -32,10 +31,8 @@ NEW_WORK = "relay_new_work"
 _ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})\b")
 
 
-def enqueue(conn: Connection, message: NewMessage, now: float, quota: Quota | None = None) -> None:
-    """Insert the message, its body, tags, recipients and QUEUED events; count it against the quota."""
-    if quota is not None:
-        _count_against_quota(conn, quota, now)
+def enqueue(conn: Connection, message: NewMessage, now: float) -> None:
+    """Insert the message, its body, tags, recipients and QUEUED events."""
     scheduled = message.send_at if message.send_at is not None and message.send_at > now else None
     state, due = ("scheduled", scheduled) if scheduled is not None else ("queued", now)
     if scheduled is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from relay.errors import QuotaExhausted
-from relay.store.dialect import Connection, lock
+from relay.store.dialect import Connection
 from relay.store.queue.records import Quota
 
 
@@ -38,14 +38,34 @@ def check_quota(conn: Connection, quota: Quota, now: float) -> None:
             raise QuotaExhausted(period[0], limit)
 
 
-def _count_against_quota(conn: Connection, quota: Quota, now: float) -> None:
-    # Check-then-count must not interleave with another node's: without the lock, a node could read the
-    # count from before a transaction of another node commits the last message of the quota.
-    lock(conn, f"quota:{quota.api_key_id}")
-    check_quota(conn, quota, now)
-    for period in _periods(now):
+def take(conn: Connection, quota: Quota, now: float, count: int) -> None:
+    """Count ``count`` messages against the key's quota, in its day and its month, or none: raises
+    QuotaExhausted if that takes either over its limit.
+
+    One statement adds to both rows (in the same order for every writer: two never wait on each other in
+    a cycle) and reads the counts it made; a count over the limit is taken back before raising. Two
+    nodes taking the last message at once can both be refused (each sees the other's count): never both
+    let through. Run alone (``write_alone``), not inside a group transaction, whose COMMIT it would wait for.
+    """
+    day, month = _periods(now)
+    counts = dict(
         conn.execute(
-            "INSERT INTO key_usage (api_key_id, period, count) VALUES (?, ?, 1)"
-            " ON CONFLICT (api_key_id, period) DO UPDATE SET count = key_usage.count + 1",
-            (quota.api_key_id, period),
-        )
+            "INSERT INTO key_usage (api_key_id, period, count) VALUES (?, ?, ?), (?, ?, ?)"
+            " ON CONFLICT (api_key_id, period) DO UPDATE SET count = key_usage.count + excluded.count"
+            " RETURNING period, count",
+            (quota.api_key_id, day, count, quota.api_key_id, month, count),
+        ).fetchall()
+    )
+    for period, limit in ((day, quota.daily), (month, quota.monthly)):
+        if limit is not None and counts[period] > limit:
+            give_back(conn, quota, now, count)
+            raise QuotaExhausted(period[0], limit)
+
+
+def give_back(conn: Connection, quota: Quota, now: float, count: int) -> None:
+    """Take back what :func:`take` counted (the messages were not queued after all)."""
+    conn.execute(
+        "UPDATE key_usage SET count = CASE WHEN count > ? THEN count - ? ELSE 0 END"
+        " WHERE api_key_id = ? AND period IN (?, ?)",
+        (count, count, quota.api_key_id, *_periods(now)),
+    )

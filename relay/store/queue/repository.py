@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from relay.clock import Clock
 from relay.message import NewMessage
@@ -41,7 +41,7 @@ from relay.store.queue.listings import (
     state_counts,
     summary,
 )
-from relay.store.queue.quotas import check_quota, key_usage
+from relay.store.queue.quotas import check_quota, give_back, key_usage, take
 from relay.store.queue.records import (
     Attempt,
     AttemptResult,
@@ -94,11 +94,27 @@ class SqlQueue:
 
         def op(conn: Connection) -> None:
             for message in messages:
-                enqueue(conn, message, now, quota)
+                enqueue(conn, message, now)
             if completion is not None:
                 idem.complete(conn, completion)
 
-        await self.db.write(op, light=len(messages) <= LIGHT_MESSAGES)
+        if quota is not None:
+            await self._counted(
+                quota, len(messages), now, lambda: self.db.write(op, light=len(messages) <= LIGHT_MESSAGES)
+            )
+        else:
+            await self.db.write(op, light=len(messages) <= LIGHT_MESSAGES)
+
+    async def _counted(self, quota: Quota, count: int, now: float, queue: Callable[[], Awaitable[None]]) -> None:
+        """Count the messages against the quota on its own (the key's rows are ones every writer updates:
+        in a group transaction they would stay locked until its COMMIT), then queue them; taken back if
+        queueing fails."""
+        await self.db.write_alone(lambda c: take(c, quota, now, count))
+        try:
+            await queue()
+        except Exception:
+            await self.db.write_alone(lambda c: give_back(c, quota, now, count))
+            raise
 
     async def enqueue(
         self, message: NewMessage, quota: Quota | None = None, completion: idem.Completion | None = None
@@ -113,11 +129,14 @@ class SqlQueue:
             message = dataclasses.replace(message, subject="")
 
         def op(conn: Connection) -> None:
-            enqueue(conn, message, now, quota)
+            enqueue(conn, message, now)
             if completion is not None:
                 idem.complete(conn, completion)
 
-        await self.db.write(op, light=True)
+        if quota is not None:
+            await self._counted(quota, 1, now, lambda: self.db.write(op, light=True))
+        else:
+            await self.db.write(op, light=True)
 
     async def claim_due(
         self, limit: int, owner: str, lease: float, max_bytes: int | None = None, first_fits: bool = True
