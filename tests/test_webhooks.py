@@ -241,6 +241,33 @@ async def test_a_slow_endpoint_delays_only_its_own_events(store_factory, receive
         await store.close()
 
 
+async def test_a_claim_that_finds_nothing_at_a_cost_is_not_repeated_every_poll(store_factory):
+    """An endpoint that has been failing leaves events due that wait for an earlier event of their
+    message: every claim looks at each of them and finds nothing (20,000 of them: ~20 ms a claim on
+    SQLite here). A lane spends at most a fiftieth of its time on such claims."""
+    store = store_factory(SystemClock())
+    now = store.clock.now()
+    await store.webhooks.create_webhook(Webhook("wh_down", "http://127.0.0.1:9/", [], True, "", new_secret(), now, now))
+    claims = []
+    real_claim = store.webhooks.claim_webhook_deliveries
+
+    async def costly_claim(*args, **kwargs):
+        claims.append(time.monotonic())
+        await asyncio.sleep(0.04)  # as a claim looking at a big backlog takes
+        return await real_claim(*args, **kwargs)
+
+    store.webhooks.claim_webhook_deliveries = costly_claim
+    sender = sender_for(store, poll_interval=0.05)
+    running = asyncio.create_task(sender.run())
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        await sender.stop()
+        running.cancel()
+        await store.close()
+    assert 1 <= len(claims) <= 2, f"{len(claims)} claims in 1.5 s (every 0.05 s + 0.04 s: ~16)"
+
+
 def test_an_endpoint_leases_what_it_can_send_within_half_the_lease():
     def limit(**settings: object) -> int:
         return WebhookSender(None, VirtualClock(), SenderSettings(**settings)).claim_limit  # type: ignore[arg-type]
