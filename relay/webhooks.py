@@ -257,6 +257,7 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._stopping = False
         self._lanes: dict[str, _Lane] = {}  # the running sender's, by endpoint
+        self._urls_checked: set[str] = set()
         self.sent = 0
         self.failed = 0
 
@@ -459,7 +460,11 @@ class WebhookSender:
         """One signed POST: (status, error text, latency in ms). Never raises for network trouble."""
         started = self.clock.monotonic()
         try:
-            check_url_syntax(hook.url)
+            if hook.url not in self._urls_checked:  # once per URL, not per request
+                check_url_syntax(hook.url)
+                if len(self._urls_checked) >= 1000:  # endpoints are few; URLs that changed go
+                    self._urls_checked.clear()
+                self._urls_checked.add(hook.url)
             headers = signed_headers(hook.secret, msg_id, body, self.clock.now())
             response = await self._http.post(hook.url, headers, body, MAX_RESPONSE_TEXT)
             text = response.body.decode("utf-8", "replace")

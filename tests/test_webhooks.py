@@ -268,6 +268,22 @@ async def test_a_claim_that_finds_nothing_at_a_cost_is_not_repeated_every_poll(s
     assert 1 <= len(claims) <= 2, f"{len(claims)} claims in 1.5 s (every 0.05 s + 0.04 s: ~16)"
 
 
+async def test_a_stored_url_relay_would_not_save_is_refused_at_every_send(store, receiver):
+    """The API refuses such a URL; one in the store anyway (an older relay, a copied store) is refused
+    when sent to, every time, and never called."""
+    url = receiver.url.replace("http://", "http://user:secret@")
+    hook = await add_hook(store, url)
+    sender = sender_for(store)
+    try:
+        for msg_id in ("evt_1", "evt_2"):
+            status, error, _ = await sender.post(hook, msg_id, b"{}")
+            assert status is None and "must not carry credentials" in (error or "")
+        status, _, _ = await sender.post(dataclasses.replace(hook, url=receiver.url), "evt_3", b"{}")
+    finally:
+        await sender.stop()
+    assert status == 200 and len(receiver.requests) == 1
+
+
 def test_an_endpoint_leases_what_it_can_send_within_half_the_lease():
     def limit(**settings: object) -> int:
         return WebhookSender(None, VirtualClock(), SenderSettings(**settings)).claim_limit  # type: ignore[arg-type]
