@@ -257,6 +257,18 @@ async def test_placeholders_literal_percent_signs_flags_and_nul_characters(db):
     assert await db.write(op) == [1, 1, 1, "a\ufffdb"]
 
 
+async def test_many_placeholders_are_numbered_in_order(db):
+    """Statements go to PostgreSQL with its own $1, $2 … (psycopg's raw cursor): a multi-row VALUES of
+    hundreds of parameters, as the queue's outcomes are written, keeps every value in its place."""
+    values = [f"v{i}" for i in range(1, 301)]
+
+    def op(conn: PgConnection) -> list[Any]:
+        rows = ", ".join(["(?, ?, ?)"] * 100)
+        return conn.execute(f"SELECT * FROM (VALUES {rows}) v (a, b, c)", values).fetchall()
+
+    assert [value for row in await db.write(op) for value in row] == values
+
+
 async def test_a_nul_character_in_an_array_is_stored_as_in_a_text(db):
     """A message's tags go to PostgreSQL as one text[] (the enqueue's one statement): a NUL in one of them
     answered 500 (psycopg's DataError) where SQLite stored it."""

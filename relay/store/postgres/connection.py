@@ -12,12 +12,20 @@ from relay.store.dialect import Params
 
 
 @lru_cache(maxsize=4096)
-def to_psycopg(sql: str) -> str:
-    """``?`` placeholders as psycopg's ``%s``; a literal ``%`` (``LIKE 'a%'``, modulo) doubled.
+def to_native(sql: str) -> bytes:
+    """``?`` placeholders as PostgreSQL's own ``$1``, ``$2`` …, the text encoded as it is sent.
 
-    The repositories write no ``?`` inside string literals, so every ``?`` is a placeholder.
+    Statements run on psycopg's raw cursor, which sends the text unparsed: its ``%s`` form is split with a
+    regular expression again for every statement of more than 50 parameters (psycopg caches only smaller
+    ones), which a multi-row VALUES of the queue's outcomes always has. The repositories write no ``?``
+    inside string literals, so every ``?`` is a placeholder.
     """
-    return sql.replace("%", "%%").replace("?", "%s")
+    parts = sql.split("?")
+    numbered = [parts[0]]
+    for number, part in enumerate(parts[1:], 1):
+        numbered.append(f"${number}")
+        numbered.append(part)
+    return "".join(numbered).encode()
 
 
 def _params(parameters: Params) -> tuple[Any, ...]:
@@ -58,12 +66,13 @@ class PgConnection:
         self.notifications.add(channel)
 
     def execute(self, sql: str, parameters: Params = (), /) -> Any:
-        cursor = self.raw.execute(to_psycopg(sql), _params(parameters))
+        cursor = psycopg.RawCursor(self.raw)
+        cursor.execute(to_native(sql), _params(parameters))
         return cursor if self.pipeline is None else _PipelinedCursor(cursor, self.pipeline)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> Any:
-        cursor = self.raw.cursor()
-        cursor.executemany(to_psycopg(sql), [_params(p) for p in seq_of_parameters])
+        cursor = psycopg.RawCursor(self.raw)
+        cursor.executemany(to_native(sql), [_params(p) for p in seq_of_parameters])
         return cursor if self.pipeline is None else _PipelinedCursor(cursor, self.pipeline)
 
 
