@@ -400,12 +400,17 @@ class Database:
         return int(str(statements)), int(str(commits))
 
     def top_statements(self, messages: int, limit: int = 20) -> list[str]:
-        """The statements run most, per message: where the round trips go."""
+        """The statements run most, per message: where the round trips go, and the server's time in each
+        (planning and execution, in microseconds a message)."""
         rows = self.query(
-            "SELECT s.calls, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements s"
+            "SELECT s.calls, s.total_plan_time + s.total_exec_time,"
+            " left(regexp_replace(s.query, '\\s+', ' ', 'g'), 100) FROM pg_stat_statements s"
             f" JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench' ORDER BY s.calls DESC LIMIT {limit}"
         )
-        return [f"{int(str(calls)) / messages:6.2f}  {query}" for calls, query in rows]
+        return [
+            f"{int(str(calls)) / messages:6.2f} {float(str(ms)) * 1000 / messages:7.0f} us  {query}"
+            for calls, ms, query in rows
+        ]
 
     def pids(self) -> list[int]:
         postmaster = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
@@ -833,7 +838,8 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         db_costs: dict[str, object] = {}
         if database is not None and db_before is not None:
             if args.statements:
-                print("statements per message (including set-up):", *database.top_statements(args.messages), sep="\n")
+                heading = "statements per message (including set-up), and the server's time in them:"
+                print(heading, *database.top_statements(args.messages), sep="\n")
             db_cpu, statements, commits = database.cpu(), *database.counters()
             db_costs = {
                 "db_cpu_ms_per_message": round((db_cpu - db_before[0]) * 1000 / args.messages, 3),

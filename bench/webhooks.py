@@ -4,12 +4,15 @@
 Queues --messages messages in a SQLite store in this process (a temp file, fsync on), each making a
 ``queued`` event for one webhook (every event), then runs relay's webhook sender until every delivery
 has been made to a receiver process on loopback (bench/throughput.py's: it checks each signature).
+With ``--store postgresql`` the store is a private PostgreSQL cluster (bench/throughput.py's), and the
+database's CPU a delivery and its top statements are printed too.
 Prints deliveries per second and this process's CPU per delivery (the event loop and the store's
 writer thread: claiming, the payload, signing, the POST, recording the outcome), and of it the event
 loop's. ``--profile FILE``
 writes cProfile's figures of the sending part.
 
     python bench/webhooks.py --messages 5000
+    python bench/webhooks.py --messages 5000 --store postgresql
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import WebhookReceiver  # noqa: E402
+from throughput import Database, WebhookReceiver  # noqa: E402
 
 from relay.clock import SystemClock  # noqa: E402
 from relay.message import NewMessage  # noqa: E402
+from relay.store.postgres import PgStore  # noqa: E402
+from relay.store.protocols import Storage  # noqa: E402
 from relay.store.sqlite import Store  # noqa: E402
 from relay.store.webhooks import Webhook  # noqa: E402
 from relay.webhooks import SenderSettings, WebhookSender, new_secret  # noqa: E402
@@ -38,10 +43,11 @@ from relay.webhooks import SenderSettings, WebhookSender, new_secret  # noqa: E4
 RAW = b"From: bench@example.com\r\nTo: sink@example.org\r\nSubject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 62
 
 
-async def run(messages: int, concurrency: int, profile: Path | None) -> dict[str, float]:
+async def run(messages: int, concurrency: int, profile: Path | None, postgres: bool) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="relay-webhooks-bench-"))
     receiver = WebhookReceiver(tmp)
-    store = Store(tmp / "relay.sqlite3", SystemClock())
+    database = Database() if postgres else None
+    store: Storage = PgStore(database.url, SystemClock()) if database else Store(tmp / "relay.sqlite3", SystemClock())
     try:
         now = store.clock.now()
         hook = Webhook("wh_bench", receiver.url, [], True, "", new_secret(), now, now)
@@ -57,6 +63,7 @@ async def run(messages: int, concurrency: int, profile: Path | None) -> dict[str
             store, store.clock, SenderSettings(allow_private_targets=True, max_concurrency=concurrency)
         )
         profiler = cProfile.Profile() if profile is not None else None
+        db_cpu = database.cpu() if database else 0.0
         cpu, wall, loop_cpu = time.process_time(), time.perf_counter(), time.thread_time()
         if profiler is not None:
             profiler.enable()
@@ -70,19 +77,27 @@ async def run(messages: int, concurrency: int, profile: Path | None) -> dict[str
             profiler.disable()
             profiler.dump_stats(profile)
         cpu, wall, loop_cpu = time.process_time() - cpu, time.perf_counter() - wall, time.thread_time() - loop_cpu
+        db_cpu = database.cpu() - db_cpu if database else 0.0
         await sender.stop()
         running.cancel()
         received, bad = receiver.counts()
         if received != messages or bad or sender.failed:
             raise SystemExit(f"received {received} of {messages}, {bad} with a bad signature, {sender.failed} failed")
-        return {
+        result = {
             "deliveries": messages,
             "per_s": round(messages / wall, 1),
             "cpu_us_per_delivery": round(cpu * 1e6 / messages, 1),
             "of_it_event_loop_us": round(loop_cpu * 1e6 / messages, 1),
         }
+        if database is not None:
+            result["database_cpu_us_per_delivery"] = round(db_cpu * 1e6 / messages, 1)
+            print("statements per delivery (including the set-up), and the server's time in them:", file=sys.stderr)
+            print(*database.top_statements(messages, limit=8), sep="\n", file=sys.stderr)
+        return result
     finally:
         await store.close()
+        if database is not None:
+            database.stop()
         receiver.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -93,11 +108,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="[webhooks] max_concurrency")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="cProfile's figures of the sending part, to this file")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     import uvloop
 
     for _ in range(args.runs):
-        print(json.dumps(uvloop.run(run(args.messages, args.concurrency, args.profile))), flush=True)
+        result = uvloop.run(run(args.messages, args.concurrency, args.profile, args.store == "postgresql"))
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
