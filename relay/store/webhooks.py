@@ -98,18 +98,25 @@ class DueDelivery:
     event: Event | None = None  # the event, loaded with the claim while there is no payload (None: pruned)
 
 
+# An endpoint's first ``limit`` due deliveries (parameters: the endpoint's id, now, limit), walking the
+# index webhook_deliveries_due in due order.
+DUE_FOR_ENDPOINT = (
+    "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
+    " JOIN webhooks w ON w.id = d.webhook_id"
+    " WHERE d.webhook_id = ? AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
+    # In order per message: not while an earlier event of the same message waits for this endpoint.
+    " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
+    " AND e.message_id = d.message_id AND e.event_id < d.event_id AND e.next_attempt_at IS NOT NULL)"
+    " ORDER BY d.next_attempt_at LIMIT ?"
+)
+
+
 def claim_due(conn: Connection, now: float, limit: int, lease: float, webhook_id: str) -> list[DueDelivery]:
     """The endpoint's due deliveries (if it is enabled), oldest first, at most one per message (the
     earliest waiting: events of a message arrive in order); each is pushed ``lease`` seconds ahead. A
     delivery without a payload comes with its event."""
     rows = conn.execute(
-        "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
-        " JOIN webhooks w ON w.id = d.webhook_id"
-        " WHERE d.webhook_id = ? AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
-        # In order per message: not while an earlier event of the same message waits for this endpoint.
-        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id"
-        " AND e.message_id = d.message_id AND e.event_id < d.event_id AND e.next_attempt_at IS NOT NULL)"
-        " ORDER BY d.next_attempt_at LIMIT ?" + (" FOR UPDATE OF d SKIP LOCKED" if is_postgres(conn) else ""),
+        DUE_FOR_ENDPOINT + (" FOR UPDATE OF d SKIP LOCKED" if is_postgres(conn) else ""),
         # Several nodes: each locks what it takes and skips what another holds (see queue claim_due).
         (webhook_id, now, limit),
     ).fetchall()
