@@ -18,6 +18,7 @@ from relay.errors import StoreFull, StoreUnavailable
 from relay.store import schema as sqlite_schema
 from relay.store import webhooks
 from relay.store.copy_tables import SQLITE_ONLY
+from relay.store.dialect import PLAN_EACH_TIME
 from relay.store.postgres import schema
 from relay.store.postgres.connection import PgConnection
 from relay.store.postgres.db import PgDatabase, translate
@@ -291,6 +292,18 @@ async def test_the_writer_walks_the_due_index_after_a_burst(db):
     shown = await db.write(plan)
     assert "Index Scan using webhook_deliveries_due" in shown, shown
     assert "Bitmap" not in shown and "Sort" not in shown, shown
+
+
+async def test_a_statement_marked_to_be_planned_each_time_is_never_prepared(db):
+    """psycopg prepares a statement run five times, and PostgreSQL then keeps one plan for it; a claim's
+    statement (dialect.PLAN_EACH_TIME) is planned anew every time, with the tables of the moment."""
+    marked = PLAN_EACH_TIME + "SELECT count(*) FROM messages WHERE id <> ?"
+    plain = "SELECT count(*) FROM recipients WHERE id <> ?"
+    for _ in range(8):
+        await db.write(lambda c: (c.execute(marked, ("x",)).fetchall(), c.execute(plain, (0,)).fetchall()))
+    prepared = await db.write(lambda c: [r[0] for r in c.execute("SELECT statement FROM pg_prepared_statements")])
+    assert any("FROM recipients" in text for text in prepared), prepared
+    assert not any("FROM messages" in text for text in prepared), prepared
 
 
 async def test_a_nul_character_in_an_array_is_stored_as_in_a_text(db):

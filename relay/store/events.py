@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.message import lowest_message_id
-from relay.store.dialect import Connection, SqlDatabase, is_postgres, try_lock
+from relay.store.dialect import PLAN_EACH_TIME, Connection, SqlDatabase, is_postgres, try_lock
 from relay.store.spool import BodySpool, sweep
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ def events_by_id(conn: Connection, event_ids: Sequence[int]) -> dict[int, Event]
         chunk = event_ids[start : start + 500]
         marks = ", ".join("?" * len(chunk))
         for row in conn.execute(
-            f"SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id WHERE e.id IN ({marks})",
+            f"{PLAN_EACH_TIME}SELECT {_COLUMNS} FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+            f" WHERE e.id IN ({marks})",
             tuple(chunk),
         ):
             found[row[0]] = _event(row)

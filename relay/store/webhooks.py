@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.clock import Clock
-from relay.store.dialect import Connection, SqlDatabase, is_postgres
+from relay.store.dialect import PLAN_EACH_TIME, Connection, SqlDatabase, is_postgres
 from relay.store.events import Event, events_by_id
 
 
@@ -101,7 +101,7 @@ class DueDelivery:
 # An endpoint's first ``limit`` due deliveries (parameters: the endpoint's id, now, limit), walking the
 # index webhook_deliveries_due in due order.
 DUE_FOR_ENDPOINT = (
-    "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
+    PLAN_EACH_TIME + "SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.payload FROM webhook_deliveries d"
     " JOIN webhooks w ON w.id = d.webhook_id"
     " WHERE d.webhook_id = ? AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ? AND w.enabled = 1"
     # In order per message: not while an earlier event of the same message waits for this endpoint.

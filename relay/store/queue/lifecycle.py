@@ -14,7 +14,7 @@ from relay.message import NewMessage, domain_key, domain_of
 from relay.store import suppressions
 from relay.store.bodies import bodies_of
 from relay.store.db import spool_of
-from relay.store.dialect import Connection, is_postgres, notify
+from relay.store.dialect import PLAN_EACH_TIME, Connection, is_postgres, notify
 from relay.store.queue.records import AttemptResult, LeasedMessage, LeasedRecipient
 from relay.store.spool import SPOOL_MIN_BYTES
 from relay.suppression import SuppressionPolicy
@@ -175,7 +175,7 @@ def claim_due(
     """
     postgres = is_postgres(conn)
     due = conn.execute(
-        "SELECT r.id, r.message_id, m.size FROM recipients r JOIN messages m ON m.id = r.message_id"
+        PLAN_EACH_TIME + "SELECT r.id, r.message_id, m.size FROM recipients r JOIN messages m ON m.id = r.message_id"
         " WHERE r.next_attempt_at <= ? AND r.domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
         " ORDER BY r.next_attempt_at LIMIT ?" + (" FOR UPDATE OF r SKIP LOCKED" if postgres else ""),
         (now, now, limit),
