@@ -110,19 +110,21 @@ class _PipelineFailed(Exception):
     """Something failed in a pipelined run: run the batch again one statement at a time."""
 
 
-# The hourly event counts of a group (event_counts, see relay.store.postgres.schema's migration 10): the
-# events' trigger adds to this session's table, and the group adds them up just before its COMMIT, in one
-# statement taking the rows in key order: two writers never hold two of them in opposite orders, and a
-# row stays locked only from this statement to the COMMIT.
 # The writer's statements take rows by key or walk an index in order up to a LIMIT (the queue's and the
 # webhooks' claims: the first due rows). A burst makes a due backlog much bigger than the statistics
 # from the last ANALYZE say (autovacuum analyzes a table after 10% of it changed, a minute at the
 # soonest), and on such an estimate the planner reads every due row with a bitmap scan of the partial
 # due index and sorts them to return the first 24: a webhook claim took 14 ms at 6,000 due, 0.5 ms
 # walking the index. Bitmap scans read a whole set before the first row, so the writer's session does
-# without them. (Sequential scans stay allowed: the planner picks one only where a table is small, and
+# without them, and the claims are planned each time they run (relay.store.dialect.PLAN_EACH_TIME).
+# (Sequential scans stay allowed: the planner picks one only where a table is small, and
 # disabling them makes every statement that needs one cost 10^10, which switches on JIT compiling.)
 WALK_INDEXES = "SET enable_bitmapscan = off"
+
+# The hourly event counts of a group (event_counts, see relay.store.postgres.schema's migration 10): the
+# events' trigger adds to this session's table, and the group adds them up just before its COMMIT, in one
+# statement taking the rows in key order: two writers never hold two of them in opposite orders, and a
+# row stays locked only from this statement to the COMMIT.
 PENDING_COUNTS = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS pending_event_counts (hour BIGINT, kind TEXT, tag TEXT, n BIGINT)"
 )
