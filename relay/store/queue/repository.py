@@ -98,17 +98,15 @@ class SqlQueue:
             if completion is not None:
                 idem.complete(conn, completion)
 
-        if quota is not None:
-            await self._counted(
-                quota, len(messages), now, lambda: self.db.write(op, light=len(messages) <= LIGHT_MESSAGES)
-            )
-        else:
-            await self.db.write(op, light=len(messages) <= LIGHT_MESSAGES)
+        await self._counted(quota, len(messages), now, lambda: self.db.write(op, light=len(messages) <= LIGHT_MESSAGES))
 
-    async def _counted(self, quota: Quota, count: int, now: float, queue: Callable[[], Awaitable[None]]) -> None:
-        """Count the messages against the quota on its own (the key's rows are ones every writer updates:
-        in a group transaction they would stay locked until its COMMIT), then queue them; taken back if
-        queueing fails."""
+    async def _counted(self, quota: Quota | None, count: int, now: float, queue: Callable[[], Awaitable[None]]) -> None:
+        """Count the messages against the quota (if any) on its own (the key's rows are ones every writer
+        updates: in a group transaction they would stay locked until its COMMIT), then queue them; taken
+        back if queueing fails."""
+        if quota is None:
+            await queue()
+            return
         await self.db.write_alone(lambda c: take(c, quota, now, count))
         try:
             await queue()
@@ -133,10 +131,7 @@ class SqlQueue:
             if completion is not None:
                 idem.complete(conn, completion)
 
-        if quota is not None:
-            await self._counted(quota, 1, now, lambda: self.db.write(op, light=True))
-        else:
-            await self.db.write(op, light=True)
+        await self._counted(quota, 1, now, lambda: self.db.write(op, light=True))
 
     async def claim_due(
         self, limit: int, owner: str, lease: float, max_bytes: int | None = None, first_fits: bool = True
