@@ -160,6 +160,58 @@ async def test_the_triggers_count_events_and_queue_them_for_webhooks_as_sqlite_d
     assert queued == [("w_all", 3), ("w_bounced", 1)]
 
 
+@pytest.mark.parametrize("writer", [True, False], ids=["the writer, counted at commit", "another session"])
+async def test_the_triggers_count_every_row_of_a_statement_that_inserts_many_events(db, url, writer):
+    """The triggers run once per statement over the rows it inserted: a statement of many events, some
+    of the same hour, kind and tag, counts each one, and queues a delivery per event and webhook."""
+
+    def setup(conn: PgConnection) -> None:
+        for message, tags in [("m1", ["news", "weekly"]), ("m2", ["news"]), ("m3", [])]:
+            insert_message(message)(conn)
+            for tag in tags:
+                conn.execute("INSERT INTO message_tags VALUES (?, ?)", (tag, message))
+        for hook, events in [("w_all", "[]"), ("w_bounced", '["bounced"]')]:
+            conn.execute(
+                "INSERT INTO webhooks (id, url, events, enabled, secret, created_at, updated_at)"
+                " VALUES (?, 'http://127.0.0.1/', ?, 1, 's', 0, 0)",
+                (hook, events),
+            )
+
+    await db.write(setup)
+    rows = [("m1", "delivered", 10.0), ("m2", "delivered", 20.0), ("m3", "delivered", 30.0)]
+    rows += [("m1", "bounced", 3700.0), ("m2", "delivered", 3599.0), ("m1", "delivered", 40.0)]
+    insert = "INSERT INTO events (at, kind, message_id) VALUES " + ", ".join(["(?, ?, ?)"] * len(rows))
+    params = tuple(value for message, kind, at in rows for value in (at, kind, message))
+    if writer:
+        await db.write(lambda conn: conn.execute(insert, params))
+    else:
+        await fetch(url, insert.replace("?", "%s") + " RETURNING id", params)
+    counts = await fetch(url, "SELECT hour, kind, tag, n FROM event_counts ORDER BY 1, 2, 3")
+    assert counts == [
+        (0, "delivered", "", 5),
+        (0, "delivered", "news", 4),
+        (0, "delivered", "weekly", 2),
+        (3600, "bounced", "", 1),
+        (3600, "bounced", "news", 1),
+        (3600, "bounced", "weekly", 1),
+    ]
+    queued = await fetch(
+        url,
+        "SELECT d.webhook_id, e.kind, e.message_id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
+        " ORDER BY d.id",
+    )
+    assert queued == [("w_all", kind, message) for message, kind, _ in rows[:3]] + [
+        ("w_all", "bounced", "m1"),
+        ("w_bounced", "bounced", "m1"),
+        ("w_all", "delivered", "m2"),
+        ("w_all", "delivered", "m1"),
+    ]
+    if not writer:  # then counted as the statement ran: a second one adds to the same rows
+        await fetch(url, insert.replace("?", "%s") + " RETURNING id", params)
+        again = await fetch(url, "SELECT n FROM event_counts WHERE hour = 0 AND kind = 'delivered' AND tag = ''")
+        assert again == [(10,)]
+
+
 async def test_two_nodes_migrating_an_empty_database_at_once_apply_each_migration_once(url):
     def migrate_on_a_connection_of_its_own() -> int:
         with psycopg.connect(url) as conn:

@@ -440,6 +440,49 @@ MIGRATIONS: list[str] = [
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(webhook_id, next_attempt_at)
         WHERE next_attempt_at IS NOT NULL;
     """,
+    # 12 (no SQLite twin: SQLite's triggers run in the writer's process, for little): the events' two
+    # triggers run once per statement over the rows it inserted (a transition table), not once per row.
+    # A group's outcomes are one statement of up to a few dozen events, and each row's trigger was a
+    # PL/pgSQL call and two or three statements of its own (with the enqueue, the server's biggest cost
+    # a message). The same rows result: the counts as one insert per (hour, kind, tag), added together;
+    # the webhook deliveries in the order the row triggers made them (event, then webhook).
+    """
+    DROP TRIGGER events_counted ON events;
+    DROP TRIGGER events_to_webhooks ON events;
+    CREATE OR REPLACE FUNCTION events_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF current_setting('relay.count_at_commit', true) = 'on' THEN
+            INSERT INTO pending_event_counts
+            SELECT floor(e.at / 3600)::bigint * 3600, e.kind, '', count(*) FROM new_events e GROUP BY 1, 2
+            UNION ALL
+            SELECT floor(e.at / 3600)::bigint * 3600, e.kind, t.tag, count(*)
+                FROM new_events e JOIN message_tags t ON t.message_id = e.message_id GROUP BY 1, 2, 3;
+            RETURN NULL;
+        END IF;
+        INSERT INTO event_counts
+        SELECT hour, kind, tag, sum(n) FROM (
+            SELECT floor(e.at / 3600)::bigint * 3600 AS hour, e.kind, '' AS tag, 1 AS n FROM new_events e
+            UNION ALL
+            SELECT floor(e.at / 3600)::bigint * 3600, e.kind, t.tag, 1
+                FROM new_events e JOIN message_tags t ON t.message_id = e.message_id
+        ) counted GROUP BY hour, kind, tag ORDER BY hour, kind, tag
+        ON CONFLICT (hour, kind, tag) DO UPDATE SET n = event_counts.n + excluded.n;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_counted AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
+        FOR EACH STATEMENT EXECUTE FUNCTION events_counted();
+    CREATE OR REPLACE FUNCTION events_to_webhooks() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO webhook_deliveries (webhook_id, event_id, message_id, next_attempt_at, created_at, updated_at)
+        SELECT w.id, e.id, e.message_id, e.at, e.at, e.at FROM new_events e JOIN webhooks w
+            ON w.enabled = 1 AND (w.events = '[]' OR EXISTS (
+                SELECT 1 FROM jsonb_array_elements_text(w.events::jsonb) AS k(value) WHERE k.value = e.kind))
+        ORDER BY e.id, w.id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_to_webhooks AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
+        FOR EACH STATEMENT EXECUTE FUNCTION events_to_webhooks();
+    """,
 ]
 
 _VERSIONS_TABLE = """
