@@ -212,6 +212,22 @@ async def test_the_triggers_count_every_row_of_a_statement_that_inserts_many_eve
         assert again == [(10,)]
 
 
+async def test_message_bodies_are_compressed_with_lz4_and_read_back_as_they_were(db, url):
+    text = b"".join(b"line %d of a message body that compresses\r\n" % n for n in range(400))  # ~17 KB
+    short = b"Subject: hi\r\n\r\nshort\r\n"  # under the 2 KB at which PostgreSQL compresses at all
+
+    def store(conn: PgConnection) -> None:
+        for message, raw in [("m1", text), ("m2", short)]:
+            insert_message(message)(conn)
+            conn.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", (message, raw))
+
+    await db.write(store)
+    stored = await fetch(
+        url, "SELECT message_id, pg_column_compression(raw), raw FROM message_bodies ORDER BY message_id"
+    )
+    assert stored == [("m1", "lz4", text), ("m2", None, short)]
+
+
 async def test_two_nodes_migrating_an_empty_database_at_once_apply_each_migration_once(url):
     def migrate_on_a_connection_of_its_own() -> int:
         with psycopg.connect(url) as conn:
