@@ -18,7 +18,7 @@ from relay.errors import StoreFull, StoreUnavailable
 from relay.store import schema as sqlite_schema
 from relay.store import webhooks
 from relay.store.copy_tables import SQLITE_ONLY
-from relay.store.dialect import PLAN_EACH_TIME
+from relay.store.dialect import BINARY_ROWS, PLAN_EACH_TIME
 from relay.store.postgres import schema
 from relay.store.postgres.connection import PgConnection
 from relay.store.postgres.db import PgDatabase, translate
@@ -372,6 +372,28 @@ async def test_a_statement_marked_to_be_planned_each_time_is_never_prepared(db):
     prepared = await db.write(lambda c: [r[0] for r in c.execute("SELECT statement FROM pg_prepared_statements")])
     assert any("FROM recipients" in text for text in prepared), prepared
     assert not any("FROM messages" in text for text in prepared), prepared
+
+
+@pytest.mark.parametrize("also_planned_each_time", [False, True])
+async def test_a_statement_marked_for_binary_rows_reads_the_same_rows_sent_in_binary(db, also_planned_each_time):
+    """Bodies come back in binary (dialect.BINARY_ROWS): in text a BYTEA travels as hex, twice its size."""
+    body = bytes(range(256)) * 40 + b"\r\n.\r\n"  # every byte value, NUL and 8-bit ones among them
+    await db.write(insert_message("m1"))
+    await db.write(lambda c: c.execute("INSERT INTO message_bodies (message_id, raw) VALUES (?, ?)", ("m1", body)))
+    query = "SELECT message_id, raw, octet_length(raw) FROM message_bodies WHERE message_id = ?"
+    marked = (PLAN_EACH_TIME if also_planned_each_time else "") + BINARY_ROWS + query
+
+    async def read(sql: str) -> tuple[list[Any], list[int]]:
+        def op(conn: PgConnection) -> tuple[list[Any], list[int]]:
+            cursor = conn.execute(sql, ("m1",))
+            rows = cursor.fetchall()
+            result = (cursor._cursor if conn.pipeline else cursor).pgresult  # the writer's: pipelined
+            return rows, [result.fformat(n) for n in range(3)]
+
+        return await db.write(op)
+
+    assert await read(marked) == ([("m1", body, len(body))], [1, 1, 1])
+    assert await read(query) == ([("m1", body, len(body))], [0, 0, 0])
 
 
 async def test_a_nul_character_in_an_array_is_stored_as_in_a_text(db):

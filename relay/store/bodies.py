@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relay.store.db import spool_of
-from relay.store.dialect import Connection, SqlDatabase, is_postgres
+from relay.store.dialect import BINARY_ROWS, Connection, SqlDatabase, is_postgres
 from relay.store.spool import read_body, spool_directory
 
 
@@ -24,7 +24,7 @@ def bodies_of(conn: Connection, message_ids: Sequence[str]) -> dict[str, bytes]:
     found = {
         mid: bytes(raw)
         for mid, raw in conn.execute(
-            f"SELECT message_id, raw FROM message_bodies WHERE message_id IN ({marks})", list(message_ids)
+            f"{BINARY_ROWS}SELECT message_id, raw FROM message_bodies WHERE message_id IN ({marks})", list(message_ids)
         )
     }
     if is_postgres(conn) or len(found) == len(message_ids):

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from relay.store.dialect import PLAN_EACH_TIME, Params
+from relay.store.dialect import BINARY_ROWS, PLAN_EACH_TIME, Params
 
 
 @lru_cache(maxsize=4096)
@@ -67,8 +67,9 @@ class PgConnection:
 
     def execute(self, sql: str, parameters: Params = (), /) -> Any:
         cursor = psycopg.RawCursor(self.raw)
-        prepare = False if sql.startswith(PLAN_EACH_TIME) else None  # None: psycopg's own choice
-        cursor.execute(to_native(sql), _params(parameters), prepare=prepare)
+        marks = sql[: len(PLAN_EACH_TIME) + len(BINARY_ROWS)]
+        prepare = False if PLAN_EACH_TIME in marks else None  # None: psycopg's own choice
+        cursor.execute(to_native(sql), _params(parameters), prepare=prepare, binary=BINARY_ROWS in marks)
         return cursor if self.pipeline is None else _PipelinedCursor(cursor, self.pipeline)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Params], /) -> Any:
