@@ -442,10 +442,11 @@ MIGRATIONS: list[str] = [
     """,
     # 12 (no SQLite twin: SQLite's triggers run in the writer's process, for little): the events' two
     # triggers run once per statement over the rows it inserted (a transition table), not once per row.
-    # A group's outcomes are one statement of up to a few dozen events, and each row's trigger was a
-    # PL/pgSQL call and two or three statements of its own (with the enqueue, the server's biggest cost
-    # a message). The same rows result: the counts as one insert per (hour, kind, tag), added together;
-    # the webhook deliveries in the order the row triggers made them (event, then webhook).
+    # A group's outcomes are one statement of up to a few dozen events, a message's enqueue one of an
+    # event per recipient, and each row's trigger was a PL/pgSQL call and two or three statements of its
+    # own (a third of the enqueue's time on an idle server). The same rows result: the counts as one
+    # insert per (hour, kind, tag), added together; the webhook deliveries in the order the row triggers
+    # made them (event, then webhook).
     """
     DROP TRIGGER events_counted ON events;
     DROP TRIGGER events_to_webhooks ON events;
