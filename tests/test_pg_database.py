@@ -164,6 +164,8 @@ async def test_the_triggers_count_events_and_queue_them_for_webhooks_as_sqlite_d
 async def test_the_triggers_count_every_row_of_a_statement_that_inserts_many_events(db, url, writer):
     """The triggers run once per statement over the rows it inserted: a statement of many events, some
     of the same hour, kind and tag, counts each one, and queues a delivery per event and webhook."""
+    triggers = await fetch(url, "SELECT tgname, tgtype & 1 FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1")
+    assert triggers == [("events_counted", 0), ("events_to_webhooks", 0)]  # bit 0 unset: FOR EACH STATEMENT
 
     def setup(conn: PgConnection) -> None:
         for message, tags in [("m1", ["news", "weekly"]), ("m2", ["news"]), ("m3", [])]:
