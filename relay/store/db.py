@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -73,6 +74,7 @@ from typing import Any, TypeVar, cast
 
 from relay.errors import StoreError, StoreFull, StoreUnavailable
 from relay.store.batches import MAX_BATCH, Pending, settle
+from relay.store.changes import ChangeCounts
 from relay.store.schema import migrate
 from relay.store.spool import BodySpool, spool_directory
 
@@ -91,6 +93,10 @@ class SpoolingConnection(sqlite3.Connection):
     commit's. Any other connection (``spool`` None) keeps every body in the database."""
 
     spool: BodySpool | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.notifications: set[str] = set()  # channels notify()-ed in this transaction (relay.store.changes)
 
 
 def spool_of(conn: object) -> BodySpool | None:
@@ -171,6 +177,7 @@ class Database:
         self._quick_streak = 0  # quick commits since the last durable one or checkpoint
         self._checkpointing = False
         self._lock_fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        self._changes = ChangeCounts(path)
         self._waiting: list[Write] = []  # operations for the next group commit
         self._waiting_lock = threading.Lock()
         self._committer: asyncio.Task[None] | None = None  # runs group commits while operations wait
@@ -229,6 +236,11 @@ class Database:
     def listen(self, channel: str, callback: Callable[[], None]) -> None:
         """Nothing to listen to: SQLite serves one machine, whose processes wake each other by a socket."""
 
+    def changes(self, channel: str) -> Callable[[], int]:
+        """The count of commits that notified ``channel`` (one of relay.store.changes.CHANNELS), every
+        process's: read from memory shared with them."""
+        return functools.partial(self._changes.count, channel)
+
     async def close(self) -> None:
         """Finish every queued write, then close both connections."""
         if self._closed:
@@ -251,6 +263,7 @@ class Database:
         self._write_conn.close()
         if self.spool is not None:
             self.spool.close()
+        self._changes.close()
         os.close(self._lock_fd)
 
     # -- group commits ----------------------------------------------------
@@ -317,6 +330,7 @@ class Database:
                 self.spool.discard()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            cast(SpoolingConnection, conn).notifications.clear()
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             results = [(False, translate(exc))] * len(batch)
         _settle(batch, results, loop)
@@ -345,6 +359,10 @@ class Database:
         if self.spool is not None and self.spool.pending:
             self.spool.flush()  # the bodies the transaction's rows point at, on disk before them
         conn.execute("COMMIT")
+        notifications = cast(SpoolingConnection, conn).notifications
+        if notifications:  # while the write lock is held: see relay.store.changes
+            self._changes.bump(notifications)
+            notifications.clear()
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         self.commit_time += time.perf_counter() - t1
         self.commits += 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from relay.store.spool import BodySpool
@@ -88,14 +88,17 @@ def try_lock(conn: Connection, name: str) -> bool:
 
 
 def notify(conn: Connection, channel: str) -> None:
-    """Tell the processes listening on ``channel`` (:meth:`SqlDatabase.listen`) once this transaction commits.
+    """Tell the other processes of ``channel`` (:meth:`SqlDatabase.listen`, :meth:`SqlDatabase.changes`)
+    once this transaction commits.
 
     PostgreSQL: a NOTIFY sent once per transaction, however many operations ask (every node hears it,
-    and only once the work is durable). SQLite: nothing; one machine's processes wake each other by a
-    socket of their own (relay.workers).
+    and only once the work is durable). SQLite: the channel's count in memory shared by the machine's
+    processes goes up by one (relay.store.changes; a channel without a count: nothing, as one machine's
+    processes wake each other for new work by a socket of their own, relay.workers).
     """
-    if is_postgres(conn):
-        cast(Any, conn).notify(channel)
+    notifications = getattr(conn, "notifications", None)
+    if notifications is not None:
+        notifications.add(channel)
 
 
 class SqlDatabase(Protocol):
@@ -145,6 +148,13 @@ class SqlDatabase(Protocol):
     def listen(self, channel: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` on this event loop whenever a transaction that :func:`notify`-ed ``channel``
         commits, in this process or another (PostgreSQL); SQLite never calls it."""
+        ...
+
+    def changes(self, channel: str) -> Callable[[], int]:
+        """A function giving a count that changes whenever a transaction that :func:`notify`-ed ``channel``
+        commits: this process's at once (before its write returns), another's or another node's as soon
+        as it is heard of. For what a process keeps in memory to know when to read again; ask it on the
+        event loop's thread. ``channel`` is one of relay.store.changes.CHANNELS."""
         ...
 
     async def close(self) -> None: ...

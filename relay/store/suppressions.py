@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 from relay.bounces.classify import Classification, Kind
 from relay.clock import Clock
 from relay.message import normalize_address
+from relay.store.changes import SUPPRESSIONS_CHANGED
 from relay.store.coalesce import Coalescer
-from relay.store.dialect import Connection, SqlDatabase
+from relay.store.dialect import Connection, SqlDatabase, notify
+from relay.store.suppression_sieve import SuppressionSieve
 from relay.suppression import SuppressionPolicy, allowlist_keys, decide
 
 if TYPE_CHECKING:
@@ -111,6 +113,7 @@ def record_bounce(
 
 def _upsert(conn: Connection, s: Suppression) -> None:
     """A permanent entry is never shortened by a temporary one."""
+    notify(conn, SUPPRESSIONS_CHANGED)
     conn.execute(
         f"INSERT INTO suppressions ({_SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, detail = excluded.detail,"
@@ -159,6 +162,7 @@ def add(
 ) -> list[Suppression]:
     """Manual entries (replacing what is there for those addresses)."""
     entries = [Suppression(normalize_address(a), reason, detail, None, None, now, expires_at) for a in addresses]
+    notify(conn, SUPPRESSIONS_CHANGED)
     conn.executemany(
         f"INSERT INTO suppressions ({_SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address)"
         " DO UPDATE SET reason = excluded.reason, detail = excluded.detail, bounce_id = excluded.bounce_id,"
@@ -272,6 +276,7 @@ class SqlSuppressions:
         self.suppression_policy = suppression_policy
         # Over the network, concurrent RCPT checks share one query (SQLite answers each inline).
         self._lookups: Coalescer[str, Suppression] = Coalescer(self._fetch_suppressed)
+        self.sieve = SuppressionSieve(db, clock)  # most addresses are not suppressed: known without a statement
 
     async def record_bounce(self, bounce: NewBounce) -> tuple[int, Suppression | None]:
         now, policy = self.clock.now(), self.suppression_policy
@@ -281,6 +286,11 @@ class SqlSuppressions:
         now, wanted = self.clock.now(), list(addresses)
         if len(wanted) > 100:  # a long list waits in the reader thread
             return await self.db.read(lambda c: suppressed(c, wanted, now))
+        maybe = self.sieve.may_be_suppressed(wanted)
+        if maybe is not None:  # the filter is current: only the addresses it may hold are asked about
+            if not maybe:
+                return {}
+            wanted = maybe
         if self.db.in_process:
             return await self.db.lookup(lambda c: suppressed(c, wanted, now))
         return await self._lookups.get(wanted)

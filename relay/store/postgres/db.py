@@ -181,6 +181,8 @@ class PgDatabase:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-pg-writer", daemon=True)
         self._listeners: list[threading.Thread] = []
+        self._change_counts: dict[str, int] = {}  # the channels asked about by changes(), and their counts
+        self._change_lock = threading.Lock()  # bumped by the writer thread and on the event loop
         self._closed = False
         self.commits = 0  # transactions committed (for stats and benchmarks)
         self.writes = 0  # operations committed
@@ -257,6 +259,23 @@ class PgDatabase:
         )
         self._listeners.append(thread)
         thread.start()
+
+    def changes(self, channel: str) -> Callable[[], int]:
+        """A count of the commits that notified ``channel``: this process's counted by its writer before their
+        writes return, any other's (other nodes') when their NOTIFY comes, and one more whenever the
+        listening connection was lost (what came meanwhile was missed). The first call must be on the
+        event loop that is to hear the other nodes."""
+        with self._change_lock:
+            first = channel not in self._change_counts
+            self._change_counts.setdefault(channel, 0)
+        if first:
+            self.listen(channel, lambda: self._bump_changes({channel}))
+        return lambda: self._change_counts[channel]
+
+    def _bump_changes(self, channels: set[str]) -> None:
+        with self._change_lock:
+            for channel in [c for c in channels if c in self._change_counts]:
+                self._change_counts[channel] += 1
 
     def _listen_loop(self, channel: str, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         missed = False
@@ -385,6 +404,7 @@ class PgDatabase:
                 raise
             raise _PipelineFailed() from exc
         self._commit(conn)
+        self._bump_changes(adapter.notifications)
         self.writes += len(batch)
         return values
 
@@ -438,6 +458,7 @@ class PgDatabase:
                 raise _Contended() from exc
             raise
         self._commit(conn)
+        self._bump_changes(adapter.notifications)
         self.writes += len(batch)
         return values
 
