@@ -245,11 +245,12 @@ class NewMessage:
     client_size: int | None = None  # bytes the client sent, when not len(raw) (relay's own headers aside)
     sandbox: bool = False  # captured instead of delivered (sandbox mode, or a test key or credential)
 
-    @property
+    @functools.cached_property
     def header_id(self) -> str | None:
         """The Message-ID header without its angle brackets (returned mail is matched by it); None without
         one, or for one over 998 octets, which no line of a message can hold (folded, it can be longer than
-        an index entry: PostgreSQL refused such a message)."""
+        an index entry: PostgreSQL refused such a message). Read once, when first asked: SMTP asks as it
+        makes the message, while its header block is the one header_fields last read."""
         value = header_value(self.raw, "Message-ID")
         if not value:
             return None

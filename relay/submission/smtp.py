@@ -289,7 +289,7 @@ class SubmissionHandler:
             authenticated_as=cred.username if cred is not None and self.policy.show_auth else None,
         )
         raw = prepend_headers(raw, [trace, *missing_standard_headers(raw, self.policy.hostname, now)])
-        return NewMessage(
+        message = NewMessage(
             envelope.mail_from or "",
             recipients,
             raw,
@@ -302,6 +302,8 @@ class SubmissionHandler:
             client_size=envelope.data_size,
             send_at=send_at,
         )
+        _ = message.header_id  # now, from the fields read for the Subject (at the enqueue, other messages' are)
+        return message
 
 
 class Sessions:
