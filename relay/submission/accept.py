@@ -94,8 +94,9 @@ class Acceptor:
             messages = [dataclasses.replace(m, sandbox=True) for m in messages]
         if self.signer is not None and self.signer.keys:
             # Sign once, here: every attempt and recipient shares the signature. A signature is ~0.25 ms of
-            # CPU that holds the GIL throughout (RSA included), so a thread would only add its hops; a big
-            # batch is signed in one, leaving the event loop free meanwhile.
+            # CPU, most of it the RSA step (which lets go of the GIL in cryptography 50, the rest holds it);
+            # a thread costs more CPU than it frees (bench/dkim_sign.py: to_thread ~200 us a call), so a
+            # few are signed here and a big batch in one thread, leaving the event loop free meanwhile.
             if len(messages) <= SIGN_ON_THE_LOOP:
                 messages = self._sign_all(messages)
             else:
