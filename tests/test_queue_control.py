@@ -59,6 +59,35 @@ async def test_suspended_domains_are_held_then_resumed(store, sink):
     await engine.stop(1)
 
 
+async def test_a_suspended_domain_backlog_is_walked_past_once_and_due_again_on_resume(store):
+    """Every claim walked past a suspended domain's due recipients (the due index is in time order): with a
+    backlog of 100,000 held, each claim read them all. Now the first claim to meet them puts them off to the
+    suspension's end, and a resume brings them back."""
+    held = [await queue(store, f"r{n}@held.example") for n in range(25)]
+    scheduled_later = await queue(store, "later@held.example")
+    await store.queue.postpone([await first_recipient_id(store, scheduled_later)], store.clock.now() + 7200)
+    until = await store.queue.suspend_domain("held.example", 3600, "maintenance")
+    free = await queue(store, "b@free.example")
+    claimed = await store.queue.claim_due(10, "n", 60)  # three rounds of ten held before the free one
+    assert [m.id for m in claimed] == [free.id]
+    for m in held:
+        (status,) = await store.queue.message_status(m.id)
+        assert (status.state, status.next_attempt_at) == ("queued", until)
+    assert await store.queue.claim_due(10, "n", 60) == []
+    store.clock.advance(60)
+    assert await store.queue.resume_domain("held.example")
+    again = await store.queue.claim_due(100, "n", 60)
+    assert sorted(m.id for m in again) == sorted(m.id for m in held)  # not the one due in two hours
+    (status,) = await store.queue.message_status(scheduled_later.id)
+    assert status.next_attempt_at == store.clock.now() - 60 + 7200
+
+
+async def first_recipient_id(store: Store, message: NewMessage) -> int:
+    (leased,) = [m for m in await store.queue.claim_due(100, "setup", 60) if m.id == message.id]
+    await store.queue.release_leases("setup")
+    return leased.recipients[0].id
+
+
 async def test_retry_now_and_admin_bounce(store, sink):
     engine = engine_for(store, sink.port)
     sink.handler.rcpt_reply = "451 4.3.0 later"

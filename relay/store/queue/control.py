@@ -73,8 +73,16 @@ def suspend_domain(conn: Connection, domain: str, until: float, reason: str) -> 
     )
 
 
-def resume_domain(conn: Connection, domain: str) -> bool:
-    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (domain_key(domain),)).rowcount == 1
+def resume_domain(conn: Connection, domain: str, now: float) -> bool:
+    """End a suspension: the recipients the claims put off until its end (relay.store.queue.lifecycle.claim_due)
+    are due now."""
+    key = domain_key(domain)
+    conn.execute(
+        "UPDATE recipients SET next_attempt_at = ? WHERE state IN ('queued', 'scheduled', 'deferred') AND domain = ?"
+        " AND next_attempt_at = (SELECT until FROM suspended_domains WHERE domain = ?)",
+        (now, key, key),
+    )
+    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (key,)).rowcount == 1
 
 
 def admin_bounce(conn: Connection, now: float, reason: str, selection: Selection) -> int:

@@ -167,19 +167,30 @@ def claim_due(
 
     With ``max_bytes``, the messages whose recipients are leased add up to at most that many bytes of
     body (with ``first_fits``, at least one message is taken, however large). Walks the partial index
-    ``recipients_due`` in due order; never scans the queue.
+    ``recipients_due`` in due order; never scans the queue. A due recipient of a suspended domain
+    met on the way is given the suspension's end as its next attempt (``relay queue resume`` brings it
+    back): so a held backlog is walked past once, not by every claim.
 
     On PostgreSQL several nodes claim at once: the due rows are locked as they are read, skipping the
     rows another node's claim holds (``FOR UPDATE ... SKIP LOCKED``), so no two nodes lease a recipient
     and none waits for another.
     """
     postgres = is_postgres(conn)
-    due = conn.execute(
-        PLAN_EACH_TIME + "SELECT r.id, r.message_id, m.size FROM recipients r JOIN messages m ON m.id = r.message_id"
-        " WHERE r.next_attempt_at <= ? AND r.domain NOT IN (SELECT domain FROM suspended_domains WHERE until > ?)"
-        " ORDER BY r.next_attempt_at LIMIT ?" + (" FOR UPDATE OF r SKIP LOCKED" if postgres else ""),
-        (now, now, limit),
-    ).fetchall()
+    while True:
+        rows = conn.execute(
+            PLAN_EACH_TIME + "SELECT r.id, r.message_id, m.size, s.until FROM recipients r"
+            " JOIN messages m ON m.id = r.message_id"
+            " LEFT JOIN suspended_domains s ON s.domain = r.domain AND s.until > ?"
+            " WHERE r.next_attempt_at <= ? ORDER BY r.next_attempt_at LIMIT ?"
+            + (" FOR UPDATE OF r SKIP LOCKED" if postgres else ""),
+            (now, now, limit),
+        ).fetchall()
+        held = [(until, rid) for rid, _, _, until in rows if until is not None]
+        if held:  # out of the way until the suspension ends
+            conn.executemany("UPDATE recipients SET next_attempt_at = ? WHERE id = ?", held)
+        due = [(rid, mid, size) for rid, mid, size, until in rows if until is None]
+        if due or len(held) < limit:
+            break
     ids = within_bytes(due, max_bytes, first_fits)
     if not ids:
         return []

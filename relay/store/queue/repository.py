@@ -188,7 +188,8 @@ class SqlQueue:
         return until
 
     async def resume_domain(self, domain: str) -> bool:
-        return await self.db.write(lambda c: resume_domain(c, domain))
+        now = self.clock.now()
+        return await self.db.write(lambda c: resume_domain(c, domain, now))
 
     async def admin_bounce(self, reason: str, selection: Selection) -> int:
         now = self.clock.now()
