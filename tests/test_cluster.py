@@ -162,6 +162,36 @@ async def test_an_idempotency_key_used_on_both_nodes_makes_one_message(cluster, 
     assert arrived(sink) == [7]
 
 
+async def test_a_suppression_made_elsewhere_is_refused_at_rcpt_by_every_process_of_a_node(cluster, sink):
+    """Each process keeps the suppression list in memory (relay.store.suppression_sieve): one added by
+    another process (the CLI here, as another node would) reaches node b's main and acceptor processes by
+    NOTIFY, and RCPT refuses it from then on, whichever of them takes the connection."""
+    a, b = cluster.node("a"), cluster.node("b", server={"acceptors": 1})
+    await asyncio.gather(a.start(), b.start())
+
+    def rcpt(port: int, address: str) -> int:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.mail("app@example.com")
+            code, _ = smtp.rcpt(address)
+            smtp.rset()
+            return code
+
+    for _ in range(10):  # every process's filter read (the first look-ups start the reading)
+        assert await asyncio.to_thread(rcpt, b.smtp_port, "later@example.org") == 250
+    await asyncio.sleep(1.0)
+    added = await asyncio.to_thread(run_cli, "suppressions", "add", "later@example.org", config=a.config_path)
+    assert added.returncode == 0, added.stderr
+    answers = []
+    for _ in range(20):
+        answers.append(await asyncio.to_thread(rcpt, b.smtp_port, "Later@Example.org"))
+        if answers[-1] == 550 and answers[-3:] == [550] * 3:
+            break
+        await asyncio.sleep(0.05)
+    assert answers[-3:] == [550, 550, 550], answers
+    assert answers.count(250) <= 1, answers  # the NOTIFY takes a moment: at most the first may pass
+
+
 async def test_a_node_killed_with_9_loses_nothing_acknowledged(cluster, sink):
     sink.handler.data_delay = 0.02  # deliveries are in flight when the kill comes
     a, b = cluster.node("a"), cluster.node("b")
