@@ -442,3 +442,32 @@ async def test_on_sigterm_a_main_process_that_accepts_stops_listening_at_once_wi
         for client in clients:
             await asyncio.to_thread(client.close)
     assert await proc.terminate() == 0
+
+
+# ---------------------------------------------------------------------------
+# The suppression list kept in each process's memory (relay.store.suppression_sieve)
+
+
+async def test_a_suppression_added_by_another_process_is_refused_at_once(relay_process, sink):
+    """On SQLite the processes of one machine share the suppression list's change count through a mapped
+    file: what the CLI (another process) adds is refused by the acceptor at the next RCPT."""
+    proc = relay_process(server={"acceptors": 1, "main_accepts": True}, delivery={"smarthost": sink.address})
+    await proc.start()
+    await wait_until(lambda: "started acceptor process 1" in proc.log())
+
+    def rcpt(address: str) -> int:
+        with smtplib.SMTP("127.0.0.1", proc.smtp_port, timeout=10) as smtp:
+            smtp.ehlo()
+            smtp.mail("app@example.com")
+            code, _ = smtp.rcpt(address)
+            smtp.rset()
+            return code
+
+    for _ in range(10):  # the filters read (the first look-ups start the reading)
+        assert await asyncio.to_thread(rcpt, "soon@example.org") == 250
+    await asyncio.sleep(0.5)
+    added = await asyncio.to_thread(run_cli, "suppressions", "add", "soon@example.org", config=proc.config_path)
+    assert added.returncode == 0, added.stderr
+    assert [await asyncio.to_thread(rcpt, "Soon@example.org") for _ in range(5)] == [550] * 5
+    assert await asyncio.to_thread(rcpt, "other@example.org") == 250
+    assert await proc.terminate() == 0
