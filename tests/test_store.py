@@ -124,6 +124,25 @@ async def test_a_failing_write_does_not_undo_its_neighbours(store):
     assert await rows(store, "SELECT count(*) FROM recipients") == [(2,)]
 
 
+async def test_a_group_with_a_failing_write_is_run_again_one_savepoint_each(store):
+    """A group of light writes runs without a savepoint each; when one fails, all of them run again, one
+    savepoint each: the others land once, with the big body one of them staged in the spool, readable."""
+    duplicate = message("dup@example.org")
+    await store.queue.enqueue(duplicate)
+    big = NewMessage("a@example.com", ("big@example.org",), b"Subject: big\r\n\r\n" + b"y" * 70_000 + b"\r\n", "smtp")
+    good = message("ok@example.org")
+    bad = NewMessage(duplicate.sender, duplicate.recipients, duplicate.raw, "smtp", duplicate.id)
+    results = await asyncio.gather(
+        store.queue.enqueue(big), store.queue.enqueue(bad), store.queue.enqueue(good), return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], sqlite3.IntegrityError | psycopg.IntegrityError)
+    assert await rows(store, "SELECT count(*) FROM messages") == [(3,)]
+    assert await rows(store, "SELECT count(*) FROM events WHERE kind = 'queued'") == [(3,)]
+    assert await store.bodies.raw_message(big.id) == big.raw
+    assert await store.bodies.raw_message(good.id) == good.raw
+
+
 def test_due_scan_uses_the_partial_index(tmp_path):
     conn = open_database(tmp_path / "q.sqlite3")
     plan = conn.execute(

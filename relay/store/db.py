@@ -198,7 +198,9 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T], light: bool = False, durable: bool = True) -> T:
         """Run ``fn`` inside the next group transaction; return once it is committed to disk.
 
-        ``light``: ``fn`` is a few indexed statements (it runs on the event loop's thread; see above).
+        ``light``: ``fn`` is a few indexed statements (it runs on the event loop's thread; see above) and
+        nothing else: a group of light writes runs without a savepoint each, and all of it again, one
+        savepoint each, if one of them raises (:meth:`_run_together`).
         ``durable=False``: it may be lost with the power, not with a crash of relay (see above)."""
         if self._closed:
             raise RuntimeError("database is closed")
@@ -312,11 +314,15 @@ class Database:
                 conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES if durable else 0}")
                 self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")  # at once: this process holds the write lock now
-            for write in batch:
-                if write.light and not hops.cancelled:
-                    results.append(self._run_one(conn, write.fn))
-                else:
-                    results.append(await hops.run(self._run_one, conn, write.fn))
+            together = self._run_together(conn, batch) if all(write.light for write in batch) else None
+            if together is not None:
+                results = together
+            else:
+                for write in batch:
+                    if write.light and not hops.cancelled:
+                        results.append(self._run_one(conn, write.fn))
+                    else:
+                        results.append(await hops.run(self._run_one, conn, write.fn))
             if durable:
                 await hops.run(self._commit_and_unlock, conn, len(batch))
                 self._quick_streak = 0
@@ -367,6 +373,24 @@ class Database:
         self.commit_time += time.perf_counter() - t1
         self.commits += 1
         self.writes += operations
+
+    def _run_together(self, conn: sqlite3.Connection, batch: list[Write]) -> list[tuple[bool, Any]] | None:
+        """Run a group of light operations without a savepoint each (two statements an operation saved);
+        if one raises, roll them all back, begin again and return None: the caller then runs them one
+        savepoint each, so that only the failing one fails. A light operation is SQL alone, so running
+        it again after a rollback does again what it did (a big body it staged is staged again)."""
+        results: list[tuple[bool, Any]] = []
+        try:
+            for write in batch:
+                results.append((True, write.fn(conn)))
+        except Exception:
+            if self.spool is not None:
+                self.spool.discard()
+            conn.execute("ROLLBACK")
+            cast(SpoolingConnection, conn).notifications.clear()
+            conn.execute("BEGIN IMMEDIATE")
+            return None
+        return results
 
     def _run_one(self, conn: sqlite3.Connection, fn: Op) -> tuple[bool, Any]:
         conn.execute("SAVEPOINT op")
