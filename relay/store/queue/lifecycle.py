@@ -55,9 +55,10 @@ def enqueue(conn: Connection, message: NewMessage, now: float) -> None:
         _enqueue_in_one_statement(conn, message, row, now, state, due, scheduled)
         return
     conn.execute(_INSERT_MESSAGE, row)
-    conn.executemany(
-        "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
-    )
+    if message.tags:
+        conn.executemany(
+            "INSERT INTO message_tags (tag, message_id) VALUES (?, ?)", [(t, message.id) for t in message.tags]
+        )
     _store_body(conn, message)
     for address in message.recipients:
         why = message.suppressed.get(address)
