@@ -284,7 +284,7 @@ async def test_killing_the_main_process_takes_its_acceptors_along_and_nothing_ac
         assert expected <= {r for m in received for r in m.rcpt_tos}
         assert await proc.terminate() == 0
     finally:
-        destination.server.close()
+        await destination.stop()
 
 
 async def test_an_acceptor_whose_main_process_died_before_it_started_exits_without_accepting(tmp_path):

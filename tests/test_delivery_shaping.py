@@ -177,7 +177,7 @@ async def tls_sink(tmp_path):
     write_self_signed(cert, key, "mx.tls.example")
     sink = await start_sink(tls_context=server_context(str(cert), str(key)))
     yield sink
-    sink.server.close()
+    await sink.stop()
 
 
 async def test_opportunistic_tls_is_used_and_recorded(store, tls_sink):
@@ -303,7 +303,7 @@ async def test_a_route_sends_through_a_smarthost_that_requires_auth(store, sink)
         assert s.state == "deferred" and s.last_code == 451 and "AUTH" in s.last_response
         await engine.stop(1)
     finally:
-        relayhost.server.close()
+        await relayhost.stop()
 
 
 def record_virtual_arrivals(sink, clock: VirtualClock) -> list[float]:

@@ -87,7 +87,7 @@ async def test_accepted_mail_survives_sigkill_before_delivery(relay_process):
         assert m.rcpt_tos == ["survivor@example.org"] and m.data.endswith(BODY)
         await wait_until(lambda: queue_json(proc)["by_state"]["delivered"] == 1)
     finally:
-        sink.server.close()
+        await sink.stop()
 
 
 async def test_sigkill_in_the_middle_of_a_delivery_redelivers_after_restart(relay_process, sink):
