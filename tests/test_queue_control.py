@@ -74,6 +74,9 @@ async def test_a_suspended_domain_backlog_is_walked_past_once_and_due_again_on_r
         (status,) = await store.queue.message_status(m.id)
         assert (status.state, status.next_attempt_at) == ("queued", until)
     assert await store.queue.claim_due(10, "n", 60) == []
+    shorter = await store.queue.suspend_domain("held.example", 1800, "maintenance")  # held again, less long
+    (status,) = await store.queue.message_status(held[0].id)
+    assert status.next_attempt_at == shorter
     store.clock.advance(60)
     assert await store.queue.resume_domain("held.example")
     again = await store.queue.claim_due(100, "n", 60)

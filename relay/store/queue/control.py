@@ -66,23 +66,31 @@ def purge(conn: Connection, now: float, selection: Selection) -> int:
 
 
 def suspend_domain(conn: Connection, domain: str, until: float, reason: str) -> None:
+    """Hold ``domain`` until ``until``; a suspension already there is moved, and so are the recipients the
+    claims put off until its end (relay.store.queue.lifecycle.claim_due)."""
+    key = domain_key(domain)
+    _move_put_off(conn, key, until)
     conn.execute(
         "INSERT INTO suspended_domains (domain, until, reason) VALUES (?, ?, ?)"
         " ON CONFLICT (domain) DO UPDATE SET until = excluded.until, reason = excluded.reason",
-        (domain_key(domain), until, reason),
+        (key, until, reason),
     )
 
 
 def resume_domain(conn: Connection, domain: str, now: float) -> bool:
-    """End a suspension: the recipients the claims put off until its end (relay.store.queue.lifecycle.claim_due)
-    are due now."""
+    """End a suspension: the recipients the claims put off until its end are due now."""
     key = domain_key(domain)
+    _move_put_off(conn, key, now)
+    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (key,)).rowcount == 1
+
+
+def _move_put_off(conn: Connection, domain: str, to: float) -> None:
+    """The waiting recipients of ``domain`` due at its suspension's end (the ones the claims put off) due at ``to``."""
     conn.execute(
         "UPDATE recipients SET next_attempt_at = ? WHERE state IN ('queued', 'scheduled', 'deferred') AND domain = ?"
         " AND next_attempt_at = (SELECT until FROM suspended_domains WHERE domain = ?)",
-        (now, key, key),
+        (to, domain, domain),
     )
-    return conn.execute("DELETE FROM suspended_domains WHERE domain = ?", (key,)).rowcount == 1
 
 
 def admin_bounce(conn: Connection, now: float, reason: str, selection: Selection) -> int:
