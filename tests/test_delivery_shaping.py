@@ -9,8 +9,17 @@ import time
 import pytest
 
 from relay.clock import FakeClock, VirtualClock
+from relay.config import Shaping
 from relay.delivery.client import SmtpClient
-from relay.delivery.engine import SUSPEND_AFTER, SUSPEND_MAX, Engine, EngineSettings
+from relay.delivery.engine import (
+    SUSPEND_AFTER,
+    SUSPEND_MAX,
+    THROTTLE_DELAY,
+    THROTTLE_MIN,
+    Destination,
+    Engine,
+    EngineSettings,
+)
 from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
@@ -448,3 +457,40 @@ async def test_a_new_job_wakes_one_idle_worker_the_latest(store, sink):
     assert len(sink.handler.received) == 7
     assert sum(d.connections_opened for d in engine.destinations.values()) == 3  # the job went over a kept one
     await engine.stop(1)
+
+
+async def test_what_a_full_destination_cannot_take_comes_back_when_it_will_have_room(store, sink):
+    """One connection holds 20 jobs; the rest of a burst is put back in the queue. It came back after a
+    fixed 5 s, so a burst of 50 to a site that takes hundreds a second stood still for 5 s after its first
+    20 (two nodes sharing one connection: the test in test_cluster.py waited 5 s between deliveries)."""
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None), shaping={"default": {"max_connections": 1}})
+    for i in range(50):
+        await queue(store, f"u{i}@one.example")
+    assert await engine.run_once() == 50
+    rows = await store_rows(store, "SELECT next_attempt_at FROM recipients WHERE next_attempt_at IS NOT NULL")
+    assert len(rows) + len(sink.handler.received) == 50 and len(rows) >= 25  # 20 (or one more) went out
+    assert {at for (at,) in rows} == {store.clock.now() + THROTTLE_MIN}  # no pace yet: soon
+    await engine.stop(1)
+
+
+def destination_with_pace(sent_at: list[float], jobs: int) -> Destination:
+    dest = Destination("one.example", Shaping(max_connections=1), 0.0)
+    for at in sent_at:
+        dest.sent(at)
+    dest.jobs.extend([None] * jobs)  # type: ignore[list-item]  # only their number counts
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("sent_at", "now", "expected"),
+    [
+        ([], 100.0, THROTTLE_MIN),  # nothing sent yet: look again soon
+        ([100.0], 100.0, THROTTLE_MIN),  # one, just now: no pace yet
+        ([100.0 + n / 300 for n in range(32)], 100.11, THROTTLE_MIN),  # 300 a second: 20 jobs in 0.07 s
+        ([100.0 + n / 10 for n in range(32)], 103.2, 2.0),  # 10 a second: 20 jobs in 2 s
+        ([100.0 + n * 2 for n in range(32)], 164.0, THROTTLE_DELAY),  # one every 2 s: 40 s, at most 5
+        ([100.0 + n / 300 for n in range(32)], 132.0, THROTTLE_DELAY),  # fast once, stalled 32 s since
+    ],
+)
+def test_a_destinations_room_comes_from_the_pace_of_its_latest_deliveries(sent_at, now, expected):
+    assert destination_with_pace(sent_at, 20).room_in(now) == pytest.approx(expected)

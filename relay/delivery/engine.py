@@ -72,7 +72,9 @@ class EngineSettings:
 SUSPEND_AFTER = 3  # consecutive connection failures before a destination is suspended
 SUSPEND_FOR = 30.0  # seconds, doubling with further failures, at most SUSPEND_MAX
 SUSPEND_MAX = 600.0
-THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long
+THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long, at most
+THROTTLE_MIN = 1.0  # ...and at least (its pace says sooner: the queue is not re-read more often than this)
+PACE_SAMPLES = 32  # recent deliveries a destination's pace is measured over
 COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
 MIN_FACTOR = 1 / 16
 SHARED_EVERY = 1.0  # seconds between looks at what other nodes share (slots renewed, push-backs, node count)
@@ -175,6 +177,7 @@ class Destination:
         self.suspended_until = 0.0
         self.connections_opened = 0
         self.messages_sent = 0
+        self.sent_at: deque[float] = deque(maxlen=PACE_SAMPLES)  # monotonic times of the latest deliveries
 
     def job_arrived(self) -> None:
         """Wake one idle worker for a new job, not all of them (each would wake to find it taken): the one
@@ -197,6 +200,22 @@ class Destination:
         """Connections this node opens: its share of :attr:`max_connections` (rounded up), so that a node
         cannot hold every slot while another waits with the work it claimed."""
         return max(1, math.ceil(self.max_connections * self.share))
+
+    def sent(self, now: float) -> None:
+        """A message went out (``now`` is monotonic): counted, and its time kept for :meth:`room_in`'s pace."""
+        self.messages_sent += 1
+        self.sent_at.append(now)
+
+    def room_in(self, now: float) -> float:
+        """Seconds until a job this full destination cannot take now is likely to fit: its waiting jobs at
+        the pace of its latest deliveries up to ``now`` (monotonic; a stalled site's pace falls while it
+        stalls), at least THROTTLE_MIN and at most THROTTLE_DELAY; THROTTLE_MIN while it has no pace yet
+        (a burst for a site not yet connected)."""
+        span = now - self.sent_at[0] if self.sent_at else 0.0
+        if span <= 0:
+            return THROTTLE_MIN
+        pace = len(self.sent_at) / span  # messages a second
+        return min(THROTTLE_DELAY, max(THROTTLE_MIN, len(self.jobs) / pace))
 
     def push_back(self, now: float) -> None:
         """The receiver said "slow down": halve connections and rate for a cool-down."""
@@ -486,7 +505,7 @@ class Engine:
 
         if self._queue_job(dest, message, recipients, route):
             return
-        until = max(dest.suspended_until, self.clock.now() + THROTTLE_DELAY)
+        until = max(dest.suspended_until, self.clock.now() + dest.room_in(self.clock.monotonic()))
         try:  # if the database is away, the lease expires and they go out then
             await self.store.queue.postpone([r.id for r in recipients], until)
         finally:
@@ -706,7 +725,7 @@ class Engine:
             log.exception("delivery of %s to %s failed unexpectedly", job.message.id, dest.site)
             conn.broken = True
             replies = {a: Reply(None, f"internal error: {type(exc).__name__}") for a in addresses}
-        dest.messages_sent += 1
+        dest.sent(self.clock.monotonic())
         if any(is_pushback(reply.code, reply.text) for reply in replies.values()):
             dest.push_back(self.clock.now())
             if self.cluster:  # every node slows down, not only this one
