@@ -578,6 +578,10 @@ concurrency = {args.concurrency}
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids)
 
+    def main_cpu(self) -> float:
+        """The main process's CPU (the delivery engine, and acceptance when it has no acceptor processes)."""
+        return cpu_seconds(self.proc.pid)
+
     def memory(self) -> float:
         return pss_mb(self.pids)
 
@@ -794,6 +798,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         if args.profile is not None and isinstance(server, Relay):
             profiler = Profiler(args.profile, target, server.pids)
         cpu_before = server.cpu()
+        main_before = server.main_cpu() if isinstance(server, Relay) else None
         if window is not None:
             window.started(target, server, cpu_before)
         db_before = (database.cpu(), *database.counters()) if database is not None else None
@@ -832,6 +837,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         if window is not None:
             window.finished()
         cpu = server.cpu() - cpu_before
+        main_cpu = server.main_cpu() - main_before if isinstance(server, Relay) and main_before is not None else None
         memory = server.memory()  # after the run, before stopping: what the processes hold at its end
         if profiler is not None:
             profiler.stop()
@@ -869,6 +875,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "accepted_per_s": round(args.messages / (accepted_at - start), 1),
         "end_to_end_per_s": round(args.messages / (finished_at - start), 1),
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
+        "main_cpu_ms_per_message": None if main_cpu is None else round(main_cpu * 1000 / args.messages, 3),
         "pss_mb": memory,
         "errors_logged": server.errors(),
         "store": args.store if target in RELAYS else None,
@@ -1002,6 +1009,12 @@ def main() -> None:
                     + (
                         f"CPU {result['cpu_ms_per_message']} ms/msg, "
                         if result["cpu_ms_per_message"] is not None
+                        else ""
+                    )
+                    + (
+                        f"of it the main process {result['main_cpu_ms_per_message']}, "
+                        if result.get("main_cpu_ms_per_message") is not None
+                        and result["main_cpu_ms_per_message"] != result["cpu_ms_per_message"]
                         else ""
                     )
                     + (
