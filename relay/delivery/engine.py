@@ -72,9 +72,11 @@ class EngineSettings:
 SUSPEND_AFTER = 3  # consecutive connection failures before a destination is suspended
 SUSPEND_FOR = 30.0  # seconds, doubling with further failures, at most SUSPEND_MAX
 SUSPEND_MAX = 600.0
-THROTTLE_DELAY = 5.0  # a job a busy destination cannot take comes back after this long, at most
-THROTTLE_MIN = 1.0  # ...and at least (its pace says sooner: the queue is not re-read more often than this)
-PACE_SAMPLES = 32  # recent deliveries a destination's pace is measured over
+THROTTLE_DELAY = 5.0  # a job a full destination cannot take comes back after this long at most
+THROTTLE_UNTIMED = 0.5  # ...after this while the destination has no pace yet (nothing sent to time)
+THROTTLE_MIN = 0.01  # ...and after this at least
+RETURN_MARGIN = 0.002  # seconds after a put-back job's time that the claim for it is made (it is due by then)
+PACE_WEIGHT = 0.2  # the weight of the latest message in a destination's time a message (a moving average)
 COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
 MIN_FACTOR = 1 / 16
 SHARED_EVERY = 1.0  # seconds between looks at what other nodes share (slots renewed, push-backs, node count)
@@ -177,7 +179,8 @@ class Destination:
         self.suspended_until = 0.0
         self.connections_opened = 0
         self.messages_sent = 0
-        self.sent_at: deque[float] = deque(maxlen=PACE_SAMPLES)  # monotonic times of the latest deliveries
+        self.send_seconds: float | None = None  # a message's time on a connection (moving average)
+        self.booked_until = 0.0  # (monotonic) when the jobs put back so far are expected to fit
 
     def job_arrived(self) -> None:
         """Wake one idle worker for a new job, not all of them (each would wake to find it taken): the one
@@ -201,21 +204,28 @@ class Destination:
         cannot hold every slot while another waits with the work it claimed."""
         return max(1, math.ceil(self.max_connections * self.share))
 
-    def sent(self, now: float) -> None:
-        """A message went out (``now`` is monotonic): counted, and its time kept for :meth:`room_in`'s pace."""
+    def sent(self, seconds: float) -> None:
+        """A message went out, after ``seconds`` on its connection: counted, and timed for the pace."""
         self.messages_sent += 1
-        self.sent_at.append(now)
+        if self.send_seconds is None:
+            self.send_seconds = seconds
+        else:
+            self.send_seconds += PACE_WEIGHT * (seconds - self.send_seconds)
 
-    def room_in(self, now: float) -> float:
-        """Seconds until a job this full destination cannot take now is likely to fit: its waiting jobs at
-        the pace of its latest deliveries up to ``now`` (monotonic; a stalled site's pace falls while it
-        stalls), at least THROTTLE_MIN and at most THROTTLE_DELAY; THROTTLE_MIN while it has no pace yet
-        (a burst for a site not yet connected)."""
-        span = now - self.sent_at[0] if self.sent_at else 0.0
-        if span <= 0:
-            return THROTTLE_MIN
-        pace = len(self.sent_at) / span  # messages a second
-        return min(THROTTLE_DELAY, max(THROTTLE_MIN, len(self.jobs) / pace))
+    def book_return(self, now: float) -> float:
+        """Seconds until a job this full destination cannot take now is to come back, booked in turn: after
+        the jobs it holds and those put back before this one, at its pace (a message's time on a
+        connection, over its connections at work, or its max_rate), so that a burst returns as the site can take it
+        rather than all at once; at most THROTTLE_DELAY, THROTTLE_UNTIMED while nothing has been timed.
+        ``now`` is monotonic."""
+        if self.send_seconds is None:
+            return THROTTLE_UNTIMED
+        each = self.send_seconds / max(1, self.workers)
+        if self.bucket is not None:  # max_rate paces it too
+            each = max(each, 1 / (self.bucket.per_second * self.bucket.factor))
+        start = max(now + len(self.jobs) * each, self.booked_until)
+        self.booked_until = start + each
+        return min(THROTTLE_DELAY, max(THROTTLE_MIN, start - now))
 
     def push_back(self, now: float) -> None:
         """The receiver said "slow down": halve connections and rate for a cool-down."""
@@ -301,6 +311,7 @@ class Engine:
         self._held_messages: dict[int, list[int]] = {}  # id(leased message) → [recipients held, body bytes]
         self._held_recipients: dict[int, list[int]] = {}  # id(leased message) → its recipients' ids
         self._wake = asyncio.Event()
+        self._wake_for_return_at = math.inf  # (monotonic) a claim is due then for jobs put back (_wake_at)
         self._drained = asyncio.Event()
         self._drained.set()
         self._stopping = False
@@ -505,11 +516,30 @@ class Engine:
 
         if self._queue_job(dest, message, recipients, route):
             return
-        until = max(dest.suspended_until, self.clock.now() + dest.room_in(self.clock.monotonic()))
+        delay = dest.book_return(self.clock.monotonic())
+        returns = self.clock.now() + delay
+        until = max(dest.suspended_until, returns)
         try:  # if the database is away, the lease expires and they go out then
             await self.store.queue.postpone([r.id for r in recipients], until)
         finally:
             self._release(message, len(recipients))
+        if until == returns:  # not suspended meanwhile
+            self._wake_at(delay)
+
+    def _wake_at(self, delay: float) -> None:
+        """Claim again in ``delay`` seconds, when jobs put back come due, if that is before the next poll
+        (a burst goes out at its site's pace, not a poll interval at a time)."""
+        at = self.clock.monotonic() + delay
+        if delay >= self.settings.poll_interval or at >= self._wake_for_return_at:
+            return
+        self._wake_for_return_at = at
+        self._spawn(self._wake_after(delay + RETURN_MARGIN, at))
+
+    async def _wake_after(self, delay: float, at: float) -> None:
+        await self.clock.sleep(delay)
+        if self._wake_for_return_at == at:
+            self._wake_for_return_at = math.inf
+        self._wake.set()
 
     def _destination(self, route: Route, domain: str) -> Destination:
         dest = self.destinations.get(route.site)
@@ -716,6 +746,7 @@ class Engine:
 
     async def _deliver(self, conn: Connection, dest: Destination, job: Job) -> None:
         addresses = [r.address for r in job.recipients]
+        began = self.clock.monotonic()
         try:
             replies = await conn.send(self._envelope_sender(job), addresses, job.message.raw, self.settings.max_rcpt)
         except (asyncio.CancelledError, StaleConnection):
@@ -725,7 +756,7 @@ class Engine:
             log.exception("delivery of %s to %s failed unexpectedly", job.message.id, dest.site)
             conn.broken = True
             replies = {a: Reply(None, f"internal error: {type(exc).__name__}") for a in addresses}
-        dest.sent(self.clock.monotonic())
+        dest.sent(self.clock.monotonic() - began)
         if any(is_pushback(reply.code, reply.text) for reply in replies.values()):
             dest.push_back(self.clock.now())
             if self.cluster:  # every node slows down, not only this one
