@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Seconds for a burst to a site that allows few connections: the delivery engine alone, on a real clock.
+"""Seconds for a burst queued at once: the delivery engine alone, on a real clock, into sinks on loopback.
 
-A site holds 20 jobs a connection; the rest of a burst goes back to the queue until the site has room.
-This queues ``--messages`` messages to one site with ``max_connections = --connections``, starts the
-engine, and times until Postfix's smtp-sink (or a small Python sink) has acknowledged all of them;
-the messages a second is what the one connection moved, with the waits between claims counted.
+- One site (``--sites 1``, the default) with ``max_connections = --connections``, into Postfix's
+  smtp-sink: a site holds 20 jobs a connection, and the rest of a burst goes back to the queue until
+  the site has room; this times how fast it comes back.
+- Many sites (``--sites N``): the messages spread over N domains, each routed to a port of its own (a
+  site each) of one small sink process, under ``--concurrency`` connections for all sites together:
+  this times how the sites share the overall limit (a connection idle after its site is done, or one
+  of a busy site's, makes way for a site that waits).
 
     .venv/bin/python bench/burst.py --messages 200 --connections 1 --runs 3
+    .venv/bin/python bench/burst.py --messages 1000 --sites 500 --concurrency 100
     PYTHONPATH=../before .venv/bin/python bench/burst.py ...   # another checkout's engine
 """
 
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 from relay.clock import SystemClock
+from relay.config import RouteConfig
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
 from relay.delivery.mx import Router
@@ -32,13 +37,49 @@ from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
 
+SINKS_CODE = r"""
+import asyncio, sys
+async def handle(reader, writer):
+    writer.write(b"220 sink ESMTP\r\n")
+    in_data = False
+    while line := await reader.readline():
+        if in_data:
+            if line == b".\r\n":
+                in_data = False
+                writer.write(b"250 2.0.0 Ok\r\n")
+            continue
+        verb = line[:4].upper()
+        if verb == b"EHLO":
+            writer.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        elif verb == b"DATA":
+            in_data = True
+            writer.write(b"354 go\r\n")
+        elif verb == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            break
+        else:
+            writer.write(b"250 Ok\r\n")
+    writer.close()
+async def main():
+    servers = [await asyncio.start_server(handle, "127.0.0.1", int(port)) for port in sys.argv[1:]]
+    print("ready", flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+asyncio.run(main())
+"""
+
 BODY = b"From: bench@example.com\r\nSubject: burst\r\n\r\n" + b"x" * 70 + b"\r\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports on loopback (all held open while chosen, so none comes twice)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
@@ -57,14 +98,16 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("smtp-sink did not start")
 
 
-async def one_burst(directory: Path, port: int, messages: int, connections: int) -> float:
+async def one_burst(directory: Path, ports: list[int], messages: int, connections: int, concurrency: int) -> float:
     clock = SystemClock()
     store = Store(directory / "queue.sqlite3", clock)
+    sites = len(ports)
     for n in range(messages):
-        await store.queue.enqueue(NewMessage("bench@example.com", [f"u{n}@one.example"], BODY, "smtp"))
+        domain = "one.example" if sites == 1 else f"d{n % sites}.example"
+        await store.queue.enqueue(NewMessage("bench@example.com", [f"u{n}@{domain}"], BODY, "smtp"))
     settings = EngineSettings(
         owner="bench",
-        concurrency=50,
+        concurrency=concurrency,
         lease=300,
         poll_interval=1.0,
         retry=RetryPolicy((60,), 3600, jitter=0.0),
@@ -72,12 +115,17 @@ async def one_burst(directory: Path, port: int, messages: int, connections: int)
         shaping={"default": {"max_connections": connections}},
     )
     client = SmtpClient("relay.bench", connect_timeout=5, command_timeout=30, clock=clock)
-    engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
+    if sites == 1:
+        router = Router(("127.0.0.1", ports[0]), 25, None)
+    else:
+        routes = {f"d{n}.example": RouteConfig(("127.0.0.1", port)) for n, port in enumerate(ports)}
+        router = Router(None, 25, None, routes=routes)
+    engine = Engine(store, router, client, clock, settings, random.Random(0))
     start = time.monotonic()
     running = asyncio.create_task(engine.run())
     try:
         while engine.delivered < messages:
-            if time.monotonic() - start > 120:
+            if time.monotonic() - start > 300:
                 raise SystemExit(f"timed out: {engine.delivered} of {messages} delivered")
             await asyncio.sleep(0.01)
         return time.monotonic() - start
@@ -87,23 +135,39 @@ async def one_burst(directory: Path, port: int, messages: int, connections: int)
         await store.close()
 
 
+def start_sinks(ports: list[int]) -> subprocess.Popen[bytes]:
+    """One process listening on each of ``ports`` (a site each)."""
+    proc = subprocess.Popen([sys.executable, "-c", SINKS_CODE, *map(str, ports)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        proc.kill()
+        raise SystemExit("the sinks did not start")
+    return proc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=1, help="the site's max_connections")
+    parser.add_argument("--connections", type=int, default=1, help="each site's max_connections")
+    parser.add_argument("--sites", type=int, default=1, help="sites the messages are spread over")
+    parser.add_argument("--concurrency", type=int, default=100, help="[delivery] concurrency: all sites together")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    port = free_port()
-    sink = start_sink(port)
+    ports = free_ports(args.sites)
+    sink = start_sink(ports[0]) if args.sites == 1 else start_sinks(ports)
     try:
         times = []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                seconds = asyncio.run(one_burst(Path(tmp), port, args.messages, args.connections))
+                seconds = asyncio.run(one_burst(Path(tmp), ports, args.messages, args.connections, args.concurrency))
             times.append(seconds)
-            print(f"{args.messages} messages, max_connections {args.connections}: {seconds:.2f} s", flush=True)
+            print(
+                f"{args.messages} messages to {args.sites} site(s), max_connections {args.connections},"
+                f" concurrency {args.concurrency}: {seconds:.2f} s",
+                flush=True,
+            )
         median = statistics.median(times)
-        print(f"median {median:.2f} s, {args.messages / median:.0f} msgs/s", file=sys.stdout)
+        print(f"median {median:.2f} s, {args.messages / median:.0f} msgs/s")
     finally:
         sink.terminate()
         sink.wait(10)

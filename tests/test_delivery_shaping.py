@@ -513,3 +513,49 @@ def test_a_sites_time_a_message_is_a_moving_average():
     dest.sent(0.020)
     assert dest.send_seconds == pytest.approx(0.012)
     assert dest.messages_sent == 2
+
+
+async def test_idle_connections_make_way_for_sites_waiting_under_the_concurrency_limit(store_factory, sink, dns_server):
+    """``concurrency`` caps connections for all sites together, and a connection waits idle_timeout (5 s)
+    for more work: a send to many domains moved 'concurrency' sites every 5 s while the connections to the
+    sites already done sat idle. An idle connection now closes when a site with work waits for a place."""
+    dns_server.zone.update({f"d{n}.example": {"A": ["127.0.0.1"]} for n in range(6)})
+    store = store_factory(SystemClock())
+    router = Router(None, sink.port, make_resolver([("127.0.0.1", dns_server.port)], 2))
+    engine = engine_for(store, router, concurrency=2, idle_timeout=5.0, poll_interval=1.0)
+    for n in range(6):
+        await queue(store, f"u{n}@d{n}.example")
+    started = time.monotonic()
+    running = asyncio.create_task(engine.run())
+    try:
+        await sink.handler.wait_for(6, timeout=30)
+    finally:
+        await engine.stop(1)
+        await running
+    assert time.monotonic() - started < 3  # three sites' turns, none waiting out another's idle time
+    assert sink.handler.max_open <= 2
+
+
+async def test_a_busy_site_gives_a_waiting_site_a_place_under_the_concurrency_limit(store_factory, sink, dns_server):
+    """A site with a backlog kept every connection the overall limit allowed until its backlog was done, and
+    a site with one message waited behind it. A busy site now lets a connection go (keeping one) for each
+    site that has none and waits."""
+    sink.handler.data_delay = 0.02
+    dns_server.zone.update({"busy.example": {"A": ["127.0.0.1"]}, "other.example": {"A": ["127.0.0.1"]}})
+    store = store_factory(SystemClock())
+    router = Router(None, sink.port, make_resolver([("127.0.0.1", dns_server.port)], 2))
+    engine = engine_for(store, router, concurrency=2, poll_interval=1.0, shaping={"default": {"max_connections": 2}})
+    for i in range(40):
+        await queue(store, f"u{i}@busy.example")
+    running = asyncio.create_task(engine.run())
+    try:
+        await sink.handler.wait_for(4, timeout=10)  # the busy site has both places
+        await queue(store, "u@other.example")
+        engine.wake()
+        await sink.handler.wait_for(41, timeout=30)
+    finally:
+        await engine.stop(1)
+        await running
+    order = [r.rcpt_tos[0] for r in sink.handler.received]
+    assert order.index("u@other.example") < 20, order  # long before the busy site's backlog was done
+    assert sink.handler.max_open <= 2

@@ -306,6 +306,11 @@ class Engine:
         self.rng = rng or random.Random()
         self.destinations: dict[str, Destination] = {}
         self.connections = 0  # open or opening, all destinations
+        # Under the overall limit (concurrency), a site with work and no connection waits in _starving
+        # for the next free place, and an idle connection (in _idle, the longest idle first) makes way.
+        self._idle: dict[asyncio.Event, Destination] = {}
+        self._told_to_close: set[asyncio.Event] = set()
+        self._starving: dict[Destination, None] = {}
         self.held = 0  # recipients claimed and not yet recorded
         self.held_bytes = 0  # the bodies of their messages
         self._held_messages: dict[int, list[int]] = {}  # id(leased message) → [recipients held, body bytes]
@@ -597,6 +602,7 @@ class Engine:
     def _start_workers(self, dest: Destination) -> None:
         dest.recover(self.clock.now())
         if self.cluster and self.clock.now() < dest.retry_slot_at:
+            self._starving.pop(dest, None)  # it waits for the cluster's slot, not for a place here
             return  # every slot of the cluster is taken: _retry_slots starts them later
         while (
             dest.jobs
@@ -607,13 +613,32 @@ class Engine:
             dest.workers += 1
             self.connections += 1
             self._spawn(self._worker(dest))
+        if dest.workers > 0 or not dest.jobs or self._stopping:
+            self._starving.pop(dest, None)
+        elif self.connections >= self.settings.concurrency and dest not in self._starving:
+            self._starving[dest] = None  # the first free place is this site's
+            self._make_way()
+
+    def _make_way(self) -> None:
+        """Close the connection idle the longest, if any (its site has no work): a site waits for its place."""
+        for signal, dest in self._idle.items():
+            if not dest.jobs:
+                del self._idle[signal]
+                if signal in dest.idle:
+                    dest.idle.remove(signal)
+                self._told_to_close.add(signal)
+                signal.set()
+                return
 
     def _worker_done(self, dest: Destination, retry: bool = True) -> None:
         dest.workers -= 1
         self.connections -= 1
         if not retry:
             return
-        # A connection slot is free: give it to whichever destination has work waiting.
+        # A connection slot is free: the sites that have none and wait for one first, in turn, then
+        # whichever destination has work waiting.
+        for waiting in list(self._starving):
+            self._start_workers(waiting)
         for other in self.destinations.values():
             if other.jobs:
                 self._start_workers(other)
@@ -662,6 +687,8 @@ class Engine:
                     continue
                 if dest.workers > dest.node_connections:
                     return  # the site pushed back, or another node started: fewer connections for now
+                if self._starving and dest.workers > 1:
+                    return  # a site with none waits for a place under the overall limit: this one is it
                 job = dest.jobs.popleft()
                 try:
                     conn = await self._work(dest, job, conn)
@@ -722,12 +749,21 @@ class Engine:
 
     async def _wait_for_work(self, dest: Destination, signal: asyncio.Event) -> bool:
         """Wait, idle, for ``dest.job_arrived`` to pick this worker (``signal`` is its own), at most the idle
-        timeout; True if there may be work."""
+        timeout; True if there may be work. False at once, or when told (_make_way), if a site with work
+        waits for a place under the overall limit: this connection closes and the site has its place."""
+        if self._starving:  # a site waits for a place: this one, with nothing to do, is it
+            return False
         signal.clear()
         dest.idle.append(signal)
+        self._idle[signal] = dest
         try:
-            return await self.clock.wait(signal, self._idle_timeout(dest)) or bool(dest.jobs)
+            woken = await self.clock.wait(signal, self._idle_timeout(dest))
+            if signal in self._told_to_close:  # another site waits for this place (_make_way)
+                self._told_to_close.discard(signal)
+                return False
+            return woken or bool(dest.jobs)
         finally:
+            self._idle.pop(signal, None)
             if signal in dest.idle:  # timed out or cancelled: no longer waiting
                 dest.idle.remove(signal)
 
