@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 
@@ -559,3 +560,20 @@ async def test_a_busy_site_gives_a_waiting_site_a_place_under_the_concurrency_li
     order = [r.rcpt_tos[0] for r in sink.handler.received]
     assert order.index("u@other.example") < 20, order  # long before the busy site's backlog was done
     assert sink.handler.max_open <= 2
+
+
+async def test_a_domain_is_looked_up_once_for_the_messages_claimed_together(store, sink, dns_server):
+    """A claim hands each message's recipients for a domain to its own routing task, and each asked DNS:
+    a hundred messages to a domain not yet in the cache made a hundred MX queries and a hundred of each
+    address query at once (a newsletter's first claim: a thousand). Lookups of one name now share one query."""
+    dns_server.zone.update({"many.example": {"MX": ["10 mx.many.example."]}, "mx.many.example": {"A": ["127.0.0.1"]}})
+    router = Router(None, sink.port, make_resolver([("127.0.0.1", dns_server.port)], 2))
+    engine = engine_for(store, router)
+    for i in range(100):
+        await queue(store, f"u{i}@many.example")
+    assert await engine.run_once() == 100
+    assert len(sink.handler.received) == 100
+    asked = collections.Counter(dns_server.protocol.queries)
+    assert asked[("many.example", "MX")] == 1, asked
+    assert asked[("mx.many.example", "A")] == 1, asked
+    await engine.stop(1)

@@ -8,6 +8,7 @@ trouble is a temporary one.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import ipaddress
@@ -103,6 +104,7 @@ class Router:
         self.mx_port = mx_port
         self.resolver = resolver
         self.rng = rng or random.Random()
+        self._lookups: dict[str, asyncio.Task[Route]] = {}  # by domain, the lookups under way (see route)
 
     def set_routes(self, routes: Mapping[str, RouteConfig]) -> None:
         """Configured routes by recipient domain; ``smarthost`` is the route for "*" unless one is given."""
@@ -115,10 +117,27 @@ class Router:
         return [(h.address, h.port) for h in (await self.route(domain)).hosts]
 
     async def route(self, domain: str) -> Route:
-        """Where mail for ``domain`` goes: the destination site and the hosts to try, in order."""
+        """Where mail for ``domain`` goes: the destination site and the hosts to try, in order. Calls for a
+        domain whose lookup is under way wait for that one (the messages of one claim to a domain not in
+        the resolver's cache would each ask DNS the same questions at once)."""
         known = self.route_now(domain)
         if known is not None:
             return known
+        key = domain.lower()
+        lookup = self._lookups.get(key)
+        if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+            lookup = asyncio.get_running_loop().create_task(self._look_up(domain))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(key, done))
+        return await asyncio.shield(lookup)  # a caller that gives up leaves the lookup to the others
+
+    def _looked_up(self, key: str, done: asyncio.Task[Route]) -> None:
+        if self._lookups.get(key) is done:
+            del self._lookups[key]
+        if not done.cancelled():
+            done.exception()  # looked at, even if every caller gave up waiting
+
+    async def _look_up(self, domain: str) -> Route:
         exchanges = await self._exchanges(domain)
         hosts: list[Host] = []
         for name in exchanges[:MAX_EXCHANGES]:
