@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -137,6 +138,31 @@ async def test_a_domain_with_hundreds_of_mx_hosts_costs_a_bounded_attempt(dns_se
     assert site == "mx mx1.few.example,mx2.few.example"  # short enough: named in full
     long_site = site_of(list(reversed(names)))
     assert len(long_site) < 300 and long_site == site_of(names) != site_of(names[:-1])
+
+
+async def test_a_domains_route_is_known_without_dns_until_its_answers_expire(dns_server, monkeypatch):
+    """Each message's route asked the resolver again: its cache answered, at 146 us a call (three answers
+    and AAAA's NoAnswer raised each time) and a task for each message's routing. The router keeps what DNS
+    said until the first of the answers expires, and routes from it at once."""
+    dns_server.zone.update(
+        {
+            "ttl.example": {"MX": ["10 mx1.ttl.example.", "10 mx2.ttl.example."]},
+            "mx1.ttl.example": {"A": ["127.0.0.1"]},
+            "mx2.ttl.example": {"A": ["127.0.0.2"]},
+        }
+    )
+    router = Router(None, 25, make_resolver([("127.0.0.1", dns_server.port)], timeout=2), rng=random.Random(3))
+    assert router.route_now("ttl.example") is None
+    first = await router.route("ttl.example")
+    asked = len(dns_server.protocol.queries)
+    routes = [router.route_now("TTL.example") for _ in range(50)]
+    assert all(r is not None and r.site == first.site for r in routes)
+    orders = {r.mx_names for r in routes if r is not None}
+    assert orders == {("mx1.ttl.example", "mx2.ttl.example"), ("mx2.ttl.example", "mx1.ttl.example")}  # shuffled
+    assert len(dns_server.protocol.queries) == asked
+    later = time.time() + 61  # the fixture's answers live 60 s
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert router.route_now("ttl.example") is None
 
 
 async def test_recipients_of_one_domain_share_one_transaction(store, sink):

@@ -13,7 +13,9 @@ import dataclasses
 import hashlib
 import ipaddress
 import logging
+import math
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -89,6 +91,19 @@ class Route:
     tls: str | None = None  # TLS mode the route insists on; None = the configured policy
 
 
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """What DNS said of a domain's mail hosts, kept (Router) until the first of its answers expires."""
+
+    records: tuple[tuple[int, str], ...]  # (preference, exchange) as published; (0, domain): an implicit MX
+    addresses: Mapping[str, tuple[str, ...]]  # exchange → its addresses, for those looked up
+    expires: float  # time.time() when the first of the answers expires
+
+
+IMPLICIT_MX_SECONDS = 60.0  # how long "no MX: the domain itself" is kept (no answer carries a TTL)
+MAX_FOUND = 10_000  # domains whose answers are kept; past it the expired go, and if none had, all
+
+
 class Router:
     def __init__(
         self,
@@ -105,6 +120,7 @@ class Router:
         self.resolver = resolver
         self.rng = rng or random.Random()
         self._lookups: dict[str, asyncio.Task[Route]] = {}  # by domain, the lookups under way (see route)
+        self._found: dict[str, Found] = {}  # by domain, what DNS said, until it expires (see route_now)
 
     def set_routes(self, routes: Mapping[str, RouteConfig]) -> None:
         """Configured routes by recipient domain; ``smarthost`` is the route for "*" unless one is given."""
@@ -138,10 +154,26 @@ class Router:
             done.exception()  # looked at, even if every caller gave up waiting
 
     async def _look_up(self, domain: str) -> Route:
-        exchanges = await self._exchanges(domain)
+        records, expires = await self._exchanges(domain)
+        exchanges = order_mx(records, self.rng)
+        addresses: dict[str, tuple[str, ...]] = {}
+        count = 0
+        for name in exchanges[:MAX_EXCHANGES]:
+            found, until = await self._addresses(name)
+            addresses[name] = tuple(found)
+            expires = min(expires, until)
+            count += len(found)
+            if count >= MAX_ADDRESSES:
+                break
+        route = self._route(domain, exchanges, addresses)
+        self._keep(domain.lower(), Found(tuple(records), addresses, expires))
+        return route
+
+    def _route(self, domain: str, exchanges: list[str], addresses: Mapping[str, tuple[str, ...]]) -> Route:
+        """The hosts of ``exchanges`` (in that order) that have addresses, up to MAX_ADDRESSES. Raises RouteError."""
         hosts: list[Host] = []
         for name in exchanges[:MAX_EXCHANGES]:
-            for ip in await self._addresses(name):
+            for ip in addresses.get(name, ()):
                 if all(h.address != ip for h in hosts):
                     hosts.append(Host(ip, self.mx_port, name))
             if len(hosts) >= MAX_ADDRESSES:
@@ -150,9 +182,17 @@ class Router:
             raise RouteError(Reply(451, f"4.4.4 no address found for the mail hosts of {domain}"))
         return Route(site_of(exchanges), tuple(hosts[:MAX_ADDRESSES]), tuple(exchanges))
 
+    def _keep(self, key: str, found: Found) -> None:
+        if len(self._found) >= MAX_FOUND:
+            now = time.time()
+            self._found = {k: f for k, f in self._found.items() if f.expires > now}
+            if len(self._found) >= MAX_FOUND:
+                self._found.clear()
+        self._found[key] = found
+
     def route_now(self, domain: str) -> Route | None:
         """The route for ``domain`` if no DNS lookup is needed (a configured route or smarthost, an address
-        literal), else None."""
+        literal, or what DNS said before and is still current), else None."""
         configured = self.routes.get(domain.lower()) or self.routes.get("*")
         if configured is not None:
             host, port = configured.smarthost
@@ -161,9 +201,16 @@ class Router:
         literal = _address_literal(domain)
         if literal is not None:
             return Route(f"literal {literal}", (Host(literal, self.mx_port, literal),), (literal,))
-        return None
+        found = self._found.get(domain.lower())
+        if found is None or found.expires <= time.time():
+            return None
+        try:  # the exchanges of equal preference in a new random order each time, as from DNS
+            return self._route(domain, order_mx(found.records, self.rng), found.addresses)
+        except RouteError:
+            return None
 
-    async def _exchanges(self, domain: str) -> list[str]:
+    async def _exchanges(self, domain: str) -> tuple[list[tuple[int, str]], float]:
+        """The MX records of ``domain`` ((0, domain) if it has none) and when the answer expires."""
         import dns.exception
         import dns.name
         import dns.resolver
@@ -176,19 +223,21 @@ class Router:
         except (dns.exception.SyntaxError, dns.name.NameTooLong, dns.name.IDNAException) as exc:  # never a query
             raise RouteError(Reply(550, f"5.1.2 {domain} is not a domain name: {exc}")) from None
         except dns.resolver.NoAnswer:
-            return [domain]  # implicit MX
+            return [(0, domain)], time.time() + IMPLICIT_MX_SECONDS  # implicit MX
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
             raise RouteError(Reply(451, f"4.4.3 DNS lookup of MX for {domain} failed: {exc}")) from None
         records = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer]
         if len(records) == 1 and records[0][1] in ("", "."):
             raise RouteError(Reply(556, f"5.1.10 {domain} accepts no mail (null MX)"))
-        return order_mx([r for r in records if r[1] not in ("", ".")], self.rng)
+        return [r for r in records if r[1] not in ("", ".")], answer.expiration
 
-    async def _addresses(self, host: str) -> list[str]:
+    async def _addresses(self, host: str) -> tuple[list[str], float]:
+        """The A and AAAA addresses of ``host``, and when the first answer expires (never, with none)."""
         import dns.exception
 
         assert self.resolver is not None
         found: list[str] = []
+        expires = math.inf
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await self.resolver.resolve(host, rdtype, search=False)
@@ -196,7 +245,8 @@ class Router:
                 log.debug("no %s for %s: %s", rdtype, host, exc)
                 continue
             found.extend(r.to_text() for r in answer)
-        return found
+            expires = min(expires, answer.expiration)
+        return found, expires
 
 
 def _address_literal(domain: str) -> str | None:
