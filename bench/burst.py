@@ -11,7 +11,12 @@
 
     .venv/bin/python bench/burst.py --messages 200 --connections 1 --runs 3
     .venv/bin/python bench/burst.py --messages 1000 --sites 500 --concurrency 100
+    .venv/bin/python bench/burst.py --messages 2000 --sites 200 --mx   # routed by MX (a DNS server here)
     PYTHONPATH=../before .venv/bin/python bench/burst.py ...   # another checkout's engine
+
+With ``--mx`` the sites are found through DNS, as without a smarthost: each domain has an MX record of its
+own (a site each) answered by a small DNS server in this process, all addresses the one sink. Each run
+also prints the process's CPU time a message while the engine delivered.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from relay.clock import SystemClock
 from relay.config import RouteConfig
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
-from relay.delivery.mx import Router
+from relay.delivery.mx import Router, make_resolver
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
@@ -98,10 +103,12 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("smtp-sink did not start")
 
 
-async def one_burst(directory: Path, ports: list[int], messages: int, connections: int, concurrency: int) -> float:
+async def one_burst(
+    directory: Path, ports: list[int], messages: int, connections: int, concurrency: int, sites: int, mx: bool
+) -> tuple[float, float]:
+    """Seconds until all are delivered, and the process's CPU seconds meanwhile."""
     clock = SystemClock()
     store = Store(directory / "queue.sqlite3", clock)
-    sites = len(ports)
     for n in range(messages):
         domain = "one.example" if sites == 1 else f"d{n % sites}.example"
         await store.queue.enqueue(NewMessage("bench@example.com", [f"u{n}@{domain}"], BODY, "smtp"))
@@ -115,24 +122,52 @@ async def one_burst(directory: Path, ports: list[int], messages: int, connection
         shaping={"default": {"max_connections": connections}},
     )
     client = SmtpClient("relay.bench", connect_timeout=5, command_timeout=30, clock=clock)
-    if sites == 1:
+    dns = None
+    if mx:
+        dns, _ = await asyncio.get_running_loop().create_datagram_endpoint(Zone, local_addr=("127.0.0.1", 0))
+        router = Router(None, ports[0], make_resolver([("127.0.0.1", dns.get_extra_info("sockname")[1])], 5))
+    elif sites == 1:
         router = Router(("127.0.0.1", ports[0]), 25, None)
     else:
         routes = {f"d{n}.example": RouteConfig(("127.0.0.1", port)) for n, port in enumerate(ports)}
         router = Router(None, 25, None, routes=routes)
     engine = Engine(store, router, client, clock, settings, random.Random(0))
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     running = asyncio.create_task(engine.run())
     try:
         while engine.delivered < messages:
             if time.monotonic() - start > 300:
                 raise SystemExit(f"timed out: {engine.delivered} of {messages} delivered")
             await asyncio.sleep(0.01)
-        return time.monotonic() - start
+        return time.monotonic() - start, time.process_time() - cpu
     finally:
         await engine.stop(5)
         await running
         await store.close()
+        if dns is not None:
+            dns.close()
+
+
+class Zone(asyncio.DatagramProtocol):
+    """Answers MX for d<n>.example with mx.d<n>.example, and A for every mx.* name with 127.0.0.1."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        import dns.message
+        import dns.rdatatype
+        import dns.rrset
+
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True)
+        if question.rdtype == dns.rdatatype.MX and not name.startswith("mx."):
+            response.answer.append(dns.rrset.from_text_list(question.name, 300, "IN", "MX", [f"10 mx.{name}."]))
+        elif question.rdtype == dns.rdatatype.A and name.startswith("mx."):
+            response.answer.append(dns.rrset.from_text_list(question.name, 300, "IN", "A", ["127.0.0.1"]))
+        self.transport.sendto(response.to_wire(), addr)  # type: ignore[attr-defined]
 
 
 def start_sinks(ports: list[int]) -> subprocess.Popen[bytes]:
@@ -151,19 +186,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1, help="each site's max_connections")
     parser.add_argument("--sites", type=int, default=1, help="sites the messages are spread over")
     parser.add_argument("--concurrency", type=int, default=100, help="[delivery] concurrency: all sites together")
+    parser.add_argument("--mx", action="store_true", help="sites found by MX records (a DNS server here)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    ports = free_ports(args.sites)
-    sink = start_sink(ports[0]) if args.sites == 1 else start_sinks(ports)
+    ports = free_ports(1 if args.mx else args.sites)
+    sink = start_sink(ports[0]) if len(ports) == 1 else start_sinks(ports)
     try:
         times = []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                seconds = asyncio.run(one_burst(Path(tmp), ports, args.messages, args.connections, args.concurrency))
+                seconds, cpu = asyncio.run(
+                    one_burst(Path(tmp), ports, args.messages, args.connections, args.concurrency, args.sites, args.mx)
+                )
             times.append(seconds)
             print(
-                f"{args.messages} messages to {args.sites} site(s), max_connections {args.connections},"
-                f" concurrency {args.concurrency}: {seconds:.2f} s",
+                f"{args.messages} messages to {args.sites} site(s){' by MX' if args.mx else ''},"
+                f" max_connections {args.connections}, concurrency {args.concurrency}: {seconds:.2f} s,"
+                f" CPU {cpu * 1000 / args.messages:.3f} ms a message",
                 flush=True,
             )
         median = statistics.median(times)
