@@ -42,36 +42,6 @@ from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
 
-SINKS_CODE = r"""
-import asyncio, sys
-async def handle(reader, writer):
-    writer.write(b"220 sink ESMTP\r\n")
-    in_data = False
-    while line := await reader.readline():
-        if in_data:
-            if line == b".\r\n":
-                in_data = False
-                writer.write(b"250 2.0.0 Ok\r\n")
-            continue
-        verb = line[:4].upper()
-        if verb == b"EHLO":
-            writer.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-        elif verb == b"DATA":
-            in_data = True
-            writer.write(b"354 go\r\n")
-        elif verb == b"QUIT":
-            writer.write(b"221 bye\r\n")
-            break
-        else:
-            writer.write(b"250 Ok\r\n")
-    writer.close()
-async def main():
-    servers = [await asyncio.start_server(handle, "127.0.0.1", int(port)) for port in sys.argv[1:]]
-    print("ready", flush=True)
-    await asyncio.gather(*(s.serve_forever() for s in servers))
-asyncio.run(main())
-"""
-
 BODY = b"From: bench@example.com\r\nSubject: burst\r\n\r\n" + b"x" * 70 + b"\r\n"
 
 
@@ -172,7 +142,9 @@ class Zone(asyncio.DatagramProtocol):
 
 def start_sinks(ports: list[int]) -> subprocess.Popen[bytes]:
     """One process listening on each of ``ports`` (a site each)."""
-    proc = subprocess.Popen([sys.executable, "-c", SINKS_CODE, *map(str, ports)], stdout=subprocess.PIPE)
+    from throughput import SINK_CODE  # bench/ is this script's directory: the same small sink, on every port
+
+    proc = subprocess.Popen([sys.executable, "-c", SINK_CODE, *map(str, ports)], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != b"ready":
         proc.kill()

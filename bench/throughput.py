@@ -162,8 +162,9 @@ async def handle(reader, writer):
             writer.write(b"250 Ok\r\n")
     writer.close()
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    await server.serve_forever()
+    servers = [await asyncio.start_server(handle, "127.0.0.1", int(p), backlog=1024) for p in sys.argv[1:]]
+    print("ready", flush=True)
+    await asyncio.gather(*(server.serve_forever() for server in servers))
 asyncio.run(main())
 """
 
@@ -198,8 +199,9 @@ async def handle(reader, writer):
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
     writer.close()
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    await server.serve_forever()
+    servers = [await asyncio.start_server(handle, "127.0.0.1", int(p), backlog=1024) for p in sys.argv[1:]]
+    print("ready", flush=True)
+    await asyncio.gather(*(server.serve_forever() for server in servers))
 asyncio.run(main())
 """
 
@@ -239,7 +241,7 @@ def start_sink(kind: str, port: int) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    return subprocess.Popen([sys.executable, "-c", SINK_CODE, str(port)])
+    return subprocess.Popen([sys.executable, "-c", SINK_CODE, str(port)], stdout=subprocess.DEVNULL)
 
 
 def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
