@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
 
@@ -9,7 +11,7 @@ import pytest
 
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import Engine, EngineSettings
-from relay.delivery.mx import MAX_EXCHANGES, RouteError, Router, make_resolver, site_of
+from relay.delivery.mx import MAX_EXCHANGES, MAX_LOOKUPS, RouteError, Router, make_resolver, site_of
 from relay.delivery.retry import RetryPolicy
 from relay.message import NewMessage
 from relay.store import Store
@@ -214,3 +216,28 @@ async def test_a_receivers_hint_sets_the_next_attempt_and_expiry_says_4_4_7(stor
     await engine.run_once()
     (s,) = await store.queue.message_status(m.id)
     assert s.state == "failed" and s.last_response.startswith("4.4.7 expired") and "Greylisted" in s.last_response
+
+
+async def test_no_more_than_max_lookups_domains_are_looked_up_at_once():
+    """A claim of a thousand messages to as many new domains looked them all up at once: 3,000 queries, a
+    socket each, past the open files a process may have (bench/burst.py --sites 1000 --mx: the lookups
+    failed and the messages waited a minute for their retry)."""
+    router = Router(None, 25, None)
+    now, most = 0, 0
+
+    async def exchanges(domain: str) -> tuple[list[tuple[int, str]], float]:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        await asyncio.sleep(0.001)
+        now -= 1
+        return [(10, f"mx.{domain}")], math.inf
+
+    async def addresses(host: str) -> tuple[list[str], float]:
+        return ["127.0.0.1"], math.inf
+
+    router._exchanges = exchanges  # type: ignore[method-assign]
+    router._addresses = addresses  # type: ignore[method-assign]
+    routes = await asyncio.gather(*(router.route(f"d{n}.example") for n in range(3 * MAX_LOOKUPS)))
+    assert len({r.site for r in routes}) == 3 * MAX_LOOKUPS
+    assert most == MAX_LOOKUPS

@@ -100,6 +100,7 @@ class Found:
     expires: float  # time.time() when the first of the answers expires
 
 
+MAX_LOOKUPS = 50  # domains looked up at once (each a few queries, a socket each): more wait their turn
 IMPLICIT_MX_SECONDS = 60.0  # how long "no MX: the domain itself" is kept (no answer carries a TTL)
 MAX_FOUND = 10_000  # domains whose answers are kept; past it the expired go, and if none had, all
 
@@ -121,6 +122,7 @@ class Router:
         self.rng = rng or random.Random()
         self._lookups: dict[str, asyncio.Task[Route]] = {}  # by domain, the lookups under way (see route)
         self._found: dict[str, Found] = {}  # by domain, what DNS said, until it expires (see route_now)
+        self._lookup_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None  # MAX_LOOKUPS at once
 
     def set_routes(self, routes: Mapping[str, RouteConfig]) -> None:
         """Configured routes by recipient domain; ``smarthost`` is the route for "*" unless one is given."""
@@ -154,6 +156,16 @@ class Router:
             done.exception()  # looked at, even if every caller gave up waiting
 
     async def _look_up(self, domain: str) -> Route:
+        """A claim of a thousand messages to as many new domains asked DNS 3,000 questions at once: past the
+        process's open files (each query a socket) and a local resolver's queue, the lookups failed and
+        the messages waited for their retry. MAX_LOOKUPS domains are looked up at once, the rest in turn."""
+        loop = asyncio.get_running_loop()
+        if self._lookup_turns is None or self._lookup_turns[0] is not loop:
+            self._lookup_turns = (loop, asyncio.Semaphore(MAX_LOOKUPS))
+        async with self._lookup_turns[1]:
+            return await self._look_up_now(domain)
+
+    async def _look_up_now(self, domain: str) -> Route:
         records, expires = await self._exchanges(domain)
         exchanges = order_mx(records, self.rng)
         addresses: dict[str, tuple[str, ...]] = {}
