@@ -13,6 +13,7 @@ from relay.clock import FakeClock, SystemClock, VirtualClock
 from relay.config import Shaping, parse_rate
 from relay.delivery.client import SmtpClient
 from relay.delivery.engine import (
+    FORGET_AFTER,
     SUSPEND_AFTER,
     SUSPEND_MAX,
     THROTTLE_DELAY,
@@ -577,3 +578,37 @@ async def test_a_domain_is_looked_up_once_for_the_messages_claimed_together(stor
     assert asked[("many.example", "MX")] == 1, asked
     assert asked[("mx.many.example", "A")] == 1, asked
     await engine.stop(1)
+
+
+async def test_a_destination_with_nothing_going_on_is_forgotten(store, sink):
+    """Every site ever sent to stayed in the engine: in memory, and in the loop over all of them each time a
+    connection closed (a relay that had sent to 100,000 domains walked 100,000 sites a delivery)."""
+    engine = engine_for(store, Router(("127.0.0.1", sink.port), 25, None))
+    await queue(store, "u@one.example")
+    assert await engine.run_once() == 1
+    (dest,) = engine.destinations.values()
+    store.clock.advance(FORGET_AFTER - 1)  # the idle connection closes meanwhile
+    deadline = time.monotonic() + 5
+    while dest.workers:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert engine.forget_idle() == 0
+    store.clock.advance(2)
+    assert engine.forget_idle() == 1 and not engine.destinations
+    await engine.stop(1)
+
+
+def test_a_destination_with_something_to_remember_is_kept():
+    def idle(**state: float) -> bool:
+        dest = Destination("one.example", Shaping(), 0.0)
+        for name, value in state.items():
+            setattr(dest, name, value)
+        return dest.forgettable(now=1_000.0, monotonic=FORGET_AFTER)
+
+    assert idle()
+    assert not idle(failures=1)  # connections failing: the next failure suspends it for longer
+    assert not idle(suspended_until=1_001.0)
+    assert not idle(factor=0.5, cooldown_until=900.0)  # pushed back: grows back step by step
+    assert not idle(retry_slot_at=1_001.0)
+    assert not idle(workers=1)
+    assert not idle(last_job_at=1.0)

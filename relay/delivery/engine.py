@@ -76,6 +76,7 @@ THROTTLE_DELAY = 5.0  # a job a full destination cannot take comes back after th
 THROTTLE_UNTIMED = 0.5  # ...after this while the destination has no pace yet (nothing sent to time)
 THROTTLE_MIN = 0.01  # ...and after this at least
 RETURN_MARGIN = 0.002  # seconds after a put-back job's time that the claim for it is made (it is due by then)
+FORGET_AFTER = 600.0  # seconds a destination with nothing going on is kept (forget_idle), with its pace
 PACE_WEIGHT = 0.2  # the weight of the latest message in a destination's time a message (a moving average)
 COOLDOWN = 300.0  # seconds at reduced limits after a receiver pushes back
 MIN_FACTOR = 1 / 16
@@ -180,6 +181,7 @@ class Destination:
         self.connections_opened = 0
         self.messages_sent = 0
         self.send_seconds: float | None = None  # a message's time on a connection (moving average)
+        self.last_job_at = now  # (monotonic) when it was last given a job
         self.booked_until = 0.0  # (monotonic) when the jobs put back so far are expected to fit
 
     def job_arrived(self) -> None:
@@ -262,6 +264,18 @@ class Destination:
     def _pace(self) -> None:
         if self.bucket is not None:
             self.bucket.factor = self.factor * self.share
+
+    def forgettable(self, now: float, monotonic: float) -> bool:
+        """Nothing going on for FORGET_AFTER and nothing to remember: no job, no connection, no failure,
+        suspension, push-back or wait for a cluster slot."""
+        return (
+            not self.jobs
+            and self.workers == 0
+            and self.failures == 0
+            and self.factor >= 1.0
+            and max(self.suspended_until, self.cooldown_until, self.retry_slot_at) <= now
+            and monotonic - self.last_job_at >= FORGET_AFTER
+        )
 
     def recover(self, now: float) -> None:
         """After a quiet cool-down, grow back towards the configured limits, step by step."""
@@ -353,6 +367,7 @@ class Engine:
                         await self.store.queue.renew_leases(self.settings.owner, self.settings.lease, held)
                 if now >= next_sweep:
                     next_sweep = now + sweep_every
+                    self.forget_idle()
                     expired = await self.store.queue.release_leases()
                     if expired:
                         log.warning("returned %d recipients with expired leases to the queue", expired)
@@ -435,6 +450,16 @@ class Engine:
                 count += len(group)
         return count
 
+    def forget_idle(self) -> int:
+        """Drop the destinations with nothing going on for FORGET_AFTER (Destination.forgettable): a relay
+        that has sent to a hundred thousand sites keeps only those of the last minutes, in memory and in
+        the loops over them when a connection frees a place. Returns how many were dropped."""
+        now, monotonic = self.clock.now(), self.clock.monotonic()
+        idle = [site for site, dest in self.destinations.items() if dest.forgettable(now, monotonic)]
+        for site in idle:
+            del self.destinations[site]
+        return len(idle)
+
     def _uses_verp(self, message: LeasedMessage) -> bool:
         return self.settings.verp is not None and not is_null_sender(message.sender)  # the null sender stays null
 
@@ -501,6 +526,7 @@ class Engine:
         if dest.suspended_until > self.clock.now() or len(dest.jobs) >= dest.capacity:
             return False
         dest.jobs.append(Job(message, recipients, route, route.tls or self.settings.tls_for(recipients[0].domain)))
+        dest.last_job_at = self.clock.monotonic()
         dest.job_arrived()
         self._start_workers(dest)
         return True
