@@ -325,6 +325,7 @@ class Engine:
         self._idle: dict[asyncio.Event, Destination] = {}
         self._told_to_close: set[asyncio.Event] = set()
         self._starving: dict[Destination, None] = {}
+        self._wanting: dict[Destination, None] = {}  # sites with work that the limit kept from more connections
         self.held = 0  # recipients claimed and not yet recorded
         self.held_bytes = 0  # the bodies of their messages
         self._held_messages: dict[int, list[int]] = {}  # id(leased message) → [recipients held, body bytes]
@@ -639,9 +640,14 @@ class Engine:
             dest.workers += 1
             self.connections += 1
             self._spawn(self._worker(dest))
+        limited = self.connections >= self.settings.concurrency and not self._stopping
+        if limited and dest.jobs and dest.workers < dest.node_connections:
+            self._wanting[dest] = None  # given more when a place frees (_worker_done)
+        else:
+            self._wanting.pop(dest, None)
         if dest.workers > 0 or not dest.jobs or self._stopping:
             self._starving.pop(dest, None)
-        elif self.connections >= self.settings.concurrency and dest not in self._starving:
+        elif limited and dest not in self._starving:
             self._starving[dest] = None  # the first free place is this site's
             self._make_way()
 
@@ -661,13 +667,16 @@ class Engine:
         self.connections -= 1
         if not retry:
             return
-        # A connection slot is free: the sites that have none and wait for one first, in turn, then
-        # whichever destination has work waiting.
+        # A place is free: the sites that have no connection and wait for one first, in turn, then those
+        # the limit kept from more, then this one (not every destination: there may be many thousands).
         for waiting in list(self._starving):
             self._start_workers(waiting)
-        for other in self.destinations.values():
-            if other.jobs:
-                self._start_workers(other)
+        for wanting in list(self._wanting):
+            if self.connections >= self.settings.concurrency:
+                break
+            self._start_workers(wanting)
+        if dest.jobs:
+            self._start_workers(dest)
 
     async def _take_slot(self, dest: Destination) -> int | None:
         """One of the site's connection slots for the whole cluster; None (and a later retry) if all are held."""
