@@ -244,13 +244,13 @@ def start_sink(kind: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", SINK_CODE, str(port)], stdout=subprocess.DEVNULL)
 
 
-def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
-    """utime + stime of a process (plus its reaped children's, for Postfix's master)."""
+def cpu_seconds(pid: int, reaped_children: bool = False, kernel_only: bool = False) -> float:
+    """utime + stime of a process (plus its reaped children's, for Postfix's master); stime alone if kernel_only."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
         return 0.0
-    ticks = int(fields[11]) + int(fields[12])
+    ticks = int(fields[12]) if kernel_only else int(fields[11]) + int(fields[12])
     if reaped_children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -580,6 +580,10 @@ concurrency = {args.concurrency}
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids)
 
+    def kernel_cpu(self) -> float:
+        """The part of cpu() spent in the kernel (system calls: sockets, the disk)."""
+        return sum(cpu_seconds(p, kernel_only=True) for p in self.pids)
+
     def main_cpu(self) -> float:
         """The main process's CPU (the delivery engine, and acceptance when it has no acceptor processes)."""
         return cpu_seconds(self.proc.pid)
@@ -801,6 +805,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
             profiler = Profiler(args.profile, target, server.pids)
         cpu_before = server.cpu()
         main_before = server.main_cpu() if isinstance(server, Relay) else None
+        kernel_before = server.kernel_cpu() if isinstance(server, Relay) else None
         if window is not None:
             window.started(target, server, cpu_before)
         db_before = (database.cpu(), *database.counters()) if database is not None else None
@@ -840,6 +845,9 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
             window.finished()
         cpu = server.cpu() - cpu_before
         main_cpu = server.main_cpu() - main_before if isinstance(server, Relay) and main_before is not None else None
+        kernel_cpu = (
+            server.kernel_cpu() - kernel_before if isinstance(server, Relay) and kernel_before is not None else None
+        )
         memory = server.memory()  # after the run, before stopping: what the processes hold at its end
         if profiler is not None:
             profiler.stop()
@@ -878,6 +886,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "end_to_end_per_s": round(args.messages / (finished_at - start), 1),
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
         "main_cpu_ms_per_message": None if main_cpu is None else round(main_cpu * 1000 / args.messages, 3),
+        "kernel_cpu_ms_per_message": None if kernel_cpu is None else round(kernel_cpu * 1000 / args.messages, 3),
         "pss_mb": memory,
         "errors_logged": server.errors(),
         "store": args.store if target in RELAYS else None,
@@ -1017,6 +1026,11 @@ def main() -> None:
                         f"of it the main process {result['main_cpu_ms_per_message']}, "
                         if result.get("main_cpu_ms_per_message") is not None
                         and result["main_cpu_ms_per_message"] != result["cpu_ms_per_message"]
+                        else ""
+                    )
+                    + (
+                        f"in the kernel {result['kernel_cpu_ms_per_message']}, "
+                        if result.get("kernel_cpu_ms_per_message") is not None
                         else ""
                     )
                     + (
