@@ -505,6 +505,7 @@ class Relay:
         self.log = tmp / "relay.log"
         config = self.config = tmp / "relay.toml"
         self.http_port = free_port()
+        server_lines = "".join(f"{setting}\n" for setting in args.server)
         config.write_text(
             f"""
 [server]
@@ -512,7 +513,7 @@ hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
 log_level = "info"
 acceptors = {args.acceptors if args.acceptors.isdigit() else '"auto"'}
-[smtp]
+{server_lines}[smtp]
 listen = ["127.0.0.1:{smtp_port}"]
 trusted_networks = {"[]" if args.auth else '["127.0.0.1/32"]'}
 max_connections_per_ip = 10000
@@ -952,6 +953,13 @@ def main() -> None:
         "--acceptors",
         default="auto",
         help="relay's [server] acceptors: a number of processes, or \"auto\" (the default configuration's)",
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a line for relay's [server] section, TOML (e.g. main_accepts=false); repeatable",
     )
     parser.add_argument("--profile", type=Path, help="py-spy --gil each relay process into this directory")
     parser.add_argument("--auth", action="store_true", help="STARTTLS + AUTH PLAIN on every connection (relay)")

@@ -237,6 +237,32 @@ async def test_queue_leases_expire_and_are_released_by_owner(storage):
     assert await q.pending_count() == 2
 
 
+async def test_queue_brings_forward_only_recipients_still_waiting(storage):
+    """The engine puts back what a full site cannot take, booked at the site's pace, and brings the next of
+    them forward when the site runs low: only rows still waiting for a later time move (not one leased
+    again meanwhile, nor one delivered, nor one due already)."""
+    q = storage.queue
+    for n in range(4):
+        await q.enqueue(message(f"u{n}@one.example"))
+    leased = [r for m in await q.claim_due(10, "node-a", lease=60) for r in m.recipients]
+    a, b, c, d = sorted(r.id for r in leased)
+    now = storage.clock.now()
+    await q.postpone([a, b, c], now + 600)
+    await q.postpone([d], now - 1)  # due already
+    (again,) = await q.claim_due(1, "node-b", lease=60)  # d, leased again
+    assert [r.id for r in again.recipients] == [d]
+    await q.record_attempts(
+        [AttemptResult(d, again.id, again.recipients[0].address, State.DELIVERED, EventKind.DELIVERED, None, 250, "ok")]
+    )
+    (c_message,) = [m for m in await q.claim_due(10, "node-b", lease=60)] or [None]
+    assert c_message is None  # a, b and c wait for their booking
+    assert await q.bring_forward([a, b, d]) == 2  # d was delivered: left as it is
+    assert sorted(r.id for m in await q.claim_due(10, "node-a", lease=60) for r in m.recipients) == [a, b]
+    assert await q.bring_forward([a, b]) == 0  # leased now: not waiting
+    storage.clock.advance(601)
+    assert [r.id for m in await q.claim_due(10, "node-a", lease=60) for r in m.recipients] == [c]
+
+
 async def test_queue_leases_renewed_by_a_live_owner_do_not_expire(storage):
     q = storage.queue
     await q.enqueue(message("a@example.org"))

@@ -72,9 +72,12 @@ class EngineSettings:
 SUSPEND_AFTER = 3  # consecutive connection failures before a destination is suspended
 SUSPEND_FOR = 30.0  # seconds, doubling with further failures, at most SUSPEND_MAX
 SUSPEND_MAX = 600.0
-THROTTLE_DELAY = 5.0  # a job a full destination cannot take comes back after this long at most
+BOOK_AHEAD = 900.0  # a job a full destination cannot take comes back after this long at most (booked again then)
 THROTTLE_UNTIMED = 0.5  # ...after this while the destination has no pace yet (nothing sent to time)
+UNTIMED_PACE = 1.0  # ...and each one after that a second a connection later (slow on purpose: brought forward)
 THROTTLE_MIN = 0.01  # ...and after this at least
+BOOKED_KEPT = 20_000  # recipients put back that a destination remembers, to bring forward if it runs dry
+BOOKED_SLACK = 0.05  # seconds: a booking due within this is left to come back by itself
 RETURN_MARGIN = 0.002  # seconds after a put-back job's time that the claim for it is made (it is due by then)
 FORGET_AFTER = 600.0  # seconds a destination with nothing going on is kept (forget_idle), with its pace
 PACE_WEIGHT = 0.2  # the weight of the latest message in a destination's time a message (a moving average)
@@ -183,6 +186,9 @@ class Destination:
         self.send_seconds: float | None = None  # a message's time on a connection (moving average)
         self.last_job_at = now  # (monotonic) when it was last given a job
         self.booked_until = 0.0  # (monotonic) when the jobs put back so far are expected to fit
+        self.booked: deque[tuple[float, list[int]]] = deque()  # (monotonic return, recipient ids) in turn
+        self.booked_count = 0  # recipients in ``booked``
+        self.bringing = False  # some of them are being brought forward (Engine._bring_forward)
 
     def job_arrived(self) -> None:
         """Wake one idle worker for a new job, not all of them (each would wake to find it taken): the one
@@ -214,20 +220,50 @@ class Destination:
         else:
             self.send_seconds += PACE_WEIGHT * (seconds - self.send_seconds)
 
-    def book_return(self, now: float) -> float:
+    def book_return(self, now: float, recipient_ids: Sequence[int] = ()) -> float:
         """Seconds until a job this full destination cannot take now is to come back, booked in turn: after
         the jobs it holds and those put back before this one, at its pace (a message's time on a
-        connection, over its connections at work, or its max_rate), so that a burst returns as the site can take it
-        rather than all at once; at most THROTTLE_DELAY, THROTTLE_UNTIMED while nothing has been timed.
-        ``now`` is monotonic."""
+        connection, over its connections at work, or its max_rate), so that a backlog returns as the site can
+        take it rather than all at once, and each job of it is put back once, not every few seconds. While
+        nothing has been timed: after THROTTLE_UNTIMED, UNTIMED_PACE apart. At most BOOK_AHEAD (a backlog
+        longer than that is booked again when it comes back). ``now`` is monotonic; ``recipient_ids`` are
+        remembered (up to BOOKED_KEPT) so that :meth:`take_booked` can bring them forward."""
+        workers = max(1, self.workers)
         if self.send_seconds is None:
-            return THROTTLE_UNTIMED
-        each = self.send_seconds / max(1, self.workers)
-        if self.bucket is not None:  # max_rate paces it too
-            each = max(each, 1 / (self.bucket.per_second * self.bucket.factor))
-        start = max(now + len(self.jobs) * each, self.booked_until)
+            each = UNTIMED_PACE / workers
+            start = max(now + THROTTLE_UNTIMED, self.booked_until)
+        else:
+            each = self.send_seconds / workers
+            if self.bucket is not None:  # max_rate paces it too
+                each = max(each, 1 / (self.bucket.per_second * self.bucket.factor))
+            start = max(now + len(self.jobs) * each, self.booked_until)
         self.booked_until = start + each
-        return min(THROTTLE_DELAY, max(THROTTLE_MIN, start - now))
+        delay = min(BOOK_AHEAD, max(THROTTLE_MIN, start - now))
+        if recipient_ids and self.booked_count < BOOKED_KEPT:
+            self.booked.append((now + delay, list(recipient_ids)))
+            self.booked_count += len(recipient_ids)
+        return delay
+
+    def take_booked(self, now: float) -> list[int]:
+        """The recipients put back that are to be brought forward now that the site holds half the jobs it
+        may or fewer: its pace was slower than it turned out. Those due within BOOKED_SLACK come back by
+        themselves; of the rest, as many as the site has room for (:attr:`capacity`), the earliest first.
+        None while some are being brought forward already, or while it fails to connect or cools down
+        after a push-back (it asked for less). ``now`` is monotonic."""
+        booked = self.booked
+        while booked and booked[0][0] <= now + BOOKED_SLACK:
+            self.booked_count -= len(booked.popleft()[1])
+        room = self.capacity - len(self.jobs)
+        if not booked or room < self.capacity // 2 or self.bringing or self.factor < 1.0 or self.failures:
+            return []
+        ids: list[int] = []
+        while booked and len(ids) < room:
+            taken = booked.popleft()[1]
+            self.booked_count -= len(taken)
+            ids.extend(taken)
+        if not booked:
+            self.booked_until = now
+        return ids
 
     def push_back(self, now: float) -> None:
         """The receiver said "slow down": halve connections and rate for a cool-down."""
@@ -548,15 +584,32 @@ class Engine:
 
         if self._queue_job(dest, message, recipients, route):
             return
-        delay = dest.book_return(self.clock.monotonic())
+        ids = [r.id for r in recipients]
+        suspended = dest.suspended_until > self.clock.now()
+        delay = dest.book_return(self.clock.monotonic(), () if suspended else ids)
         returns = self.clock.now() + delay
         until = max(dest.suspended_until, returns)
         try:  # if the database is away, the lease expires and they go out then
-            await self.store.queue.postpone([r.id for r in recipients], until)
+            await self.store.queue.postpone(ids, until)
         finally:
             self._release(message, len(recipients))
         if until == returns:  # not suspended meanwhile
             self._wake_at(delay)
+
+    def _bring_forward(self, dest: Destination) -> None:
+        """``dest`` is running out of jobs before the ones put back were booked to return (its pace was slower
+        than it is): make the next of them due now, and claim."""
+        ids = dest.take_booked(self.clock.monotonic())
+        if ids:
+            dest.bringing = True
+            self._spawn(self._brought_forward(dest, ids))
+
+    async def _brought_forward(self, dest: Destination, ids: list[int]) -> None:
+        try:
+            await self.store.queue.bring_forward(ids)
+        finally:
+            dest.bringing = False
+        self.wake()
 
     def _wake_at(self, delay: float) -> None:
         """Claim again in ``delay`` seconds, when jobs put back come due, if that is before the next poll
@@ -716,6 +769,8 @@ class Engine:
                 return
         try:
             while True:
+                if dest.booked:
+                    self._bring_forward(dest)
                 if not dest.jobs:
                     if conn is None or not await self._wait_for_work(dest, signal):
                         return

@@ -389,6 +389,18 @@ def postpone(conn: Connection, recipient_ids: list[int], until: float, now: floa
     )
 
 
+def bring_forward(conn: Connection, recipient_ids: list[int], now: float) -> int:
+    """Make recipients that wait for a later time due now: those of ``recipient_ids`` still waiting (not
+    leased, delivered or bounced since: their next_attempt_at is then NULL) and not already due."""
+    postgres = is_postgres(conn)
+    chosen = "= ANY(?)" if postgres else "IN (SELECT value FROM json_each(?))"
+    cur = conn.execute(
+        f"UPDATE recipients SET next_attempt_at = ?, updated_at = ? WHERE id {chosen} AND next_attempt_at > ?",
+        (now, now, recipient_ids if postgres else json.dumps(recipient_ids), now),
+    )
+    return cur.rowcount
+
+
 def release_leases(conn: Connection, now: float, owner: str | None = None) -> int:
     """Return leased recipients to the queue, due now: all of ``owner``'s, or every expired lease.
 

@@ -21,6 +21,7 @@ from relay.store.queue.control import (
 )
 from relay.store.queue.lifecycle import (
     NEW_WORK,
+    bring_forward,
     claim_due,
     enqueue,
     next_due_at,
@@ -156,6 +157,10 @@ class SqlQueue:
     async def postpone(self, recipient_ids: list[int], until: float) -> None:
         now = self.clock.now()
         await self.db.write(lambda c: postpone(c, recipient_ids, until, now))
+
+    async def bring_forward(self, recipient_ids: list[int]) -> int:
+        now = self.clock.now()
+        return await self.db.write(lambda c: bring_forward(c, recipient_ids, now), light=True, durable=False)
 
     async def attempts(self, message_id: str, address: str) -> list[Attempt]:
         return await self.db.read(lambda c: attempts_of(c, message_id, address))
