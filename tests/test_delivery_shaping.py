@@ -147,6 +147,12 @@ async def test_repeated_connection_failures_suspend_the_destination(store):
     ((untouched,),) = await store_rows(store, "SELECT count(*) FROM recipients WHERE attempts = 0 AND state = 'queued'")
     assert attempts == SUSPEND_AFTER  # the rest waits for the suspension to end, without attempts
     assert untouched == 10 - SUSPEND_AFTER
+    await queue(store, "late@down.example")  # claimed while suspended: back when the suspension ends
+    await engine._claim_and_dispatch()
+    await asyncio.gather(*engine._tasks)
+    ((due,),) = await store_rows(store, "SELECT next_attempt_at FROM recipients WHERE address = 'late@down.example'")
+    assert due == dest.suspended_until
+    assert not dest.booked and dest.booked_until == 0.0, "not booked at the site's pace, nor moving its booking"
     await engine.stop(1)
 
 

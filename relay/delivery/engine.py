@@ -585,15 +585,14 @@ class Engine:
         if self._queue_job(dest, message, recipients, route):
             return
         ids = [r.id for r in recipients]
-        suspended = dest.suspended_until > self.clock.now()
-        delay = dest.book_return(self.clock.monotonic(), () if suspended else ids)
-        returns = self.clock.now() + delay
-        until = max(dest.suspended_until, returns)
+        now = self.clock.now()
+        suspended = dest.suspended_until > now  # back when the suspension ends, not booked at the site's pace
+        delay = dest.suspended_until - now if suspended else dest.book_return(self.clock.monotonic(), ids)
         try:  # if the database is away, the lease expires and they go out then
-            await self.store.queue.postpone(ids, until)
+            await self.store.queue.postpone(ids, now + delay)
         finally:
             self._release(message, len(recipients))
-        if until == returns:  # not suspended meanwhile
+        if not suspended:
             self._wake_at(delay)
 
     def _bring_forward(self, dest: Destination) -> None:
