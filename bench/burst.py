@@ -12,11 +12,17 @@
     .venv/bin/python bench/burst.py --messages 200 --connections 1 --runs 3
     .venv/bin/python bench/burst.py --messages 1000 --sites 500 --concurrency 100
     .venv/bin/python bench/burst.py --messages 2000 --sites 200 --mx   # routed by MX (a DNS server here)
+    .venv/bin/python bench/burst.py --messages 20000 --connections 2 --slow 1 --for 15   # a backlog
     PYTHONPATH=../before .venv/bin/python bench/burst.py ...   # another checkout's engine
 
 With ``--mx`` the sites are found through DNS, as without a smarthost: each domain has an MX record of its
 own (a site each) answered by a small DNS server in this process, all addresses the one sink. Each run
 also prints the process's CPU time a message while the engine delivered.
+
+``--slow N --for T``: a backlog for a slow site. The sink waits N seconds before answering each DATA
+(smtp-sink -w), so the one site takes ``--connections``/N messages a second; the engine runs for T
+seconds and the run prints what it delivered, how many recipients it claimed and put back in the queue
+meanwhile, and its CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from relay.clock import SystemClock
 from relay.config import RouteConfig
@@ -57,11 +64,13 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    """smtp-sink -c counts what it took; the count is read from the store instead (delivered recipients)."""
+def start_sink(port: int, slow: int = 0) -> subprocess.Popen[bytes]:
+    """smtp-sink -c counts what it took; the count is read from the store instead (delivered recipients).
+    ``slow``: seconds it waits before answering each DATA."""
     if shutil.which("smtp-sink") is None:
         raise SystemExit("bench/burst.py needs Postfix's smtp-sink (apt-get install postfix)")
-    proc = subprocess.Popen(["smtp-sink", "-u", "root", f"127.0.0.1:{port}", "1024"])
+    delay = ["-w", str(slow)] if slow else []
+    proc = subprocess.Popen(["smtp-sink", "-u", "root", *delay, f"127.0.0.1:{port}", "1024"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -118,6 +127,51 @@ async def one_burst(
             dns.close()
 
 
+async def one_backlog(directory: Path, port: int, messages: int, connections: int, seconds: float) -> str:
+    """Run the engine ``seconds`` on a backlog of ``messages`` for one slow site: what it did meanwhile."""
+    clock = SystemClock()
+    store = Store(directory / "queue.sqlite3", clock)
+    batch = [NewMessage("bench@example.com", [f"u{n}@one.example"], BODY, "smtp") for n in range(messages)]
+    for first in range(0, messages, 500):
+        await store.queue.enqueue_many(batch[first : first + 500])
+    settings = EngineSettings(
+        owner="bench",
+        concurrency=100,
+        lease=300,
+        poll_interval=1.0,
+        retry=RetryPolicy((60,), 3600, jitter=0.0),
+        shaping={"default": {"max_connections": connections}},
+    )
+    client = SmtpClient("relay.bench", connect_timeout=5, command_timeout=30, clock=clock)
+    engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
+    queue = store.queue
+    claim_due, postpone = queue.claim_due, queue.postpone
+    claimed, put_back = [0], [0]
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> Any:
+        leased = await claim_due(*args, **kwargs)
+        claimed[0] += sum(len(m.recipients) for m in leased)
+        return leased
+
+    async def counted_postpone(ids: list[int], until: float) -> None:
+        put_back[0] += len(ids)
+        await postpone(ids, until)
+
+    queue.claim_due, queue.postpone = counted_claim, counted_postpone  # type: ignore[method-assign]
+    cpu = time.process_time()
+    running = asyncio.create_task(engine.run())
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await engine.stop(5)
+        await running
+        await store.close()
+    return (
+        f"{messages} messages to one site, max_connections {connections}, {seconds:.0f} s: delivered"
+        f" {engine.delivered}, claimed {claimed[0]}, put back {put_back[0]}, CPU {time.process_time() - cpu:.2f} s"
+    )
+
+
 class Zone(asyncio.DatagramProtocol):
     """Answers MX for d<n>.example with mx.d<n>.example, and A for every mx.* name with 127.0.0.1."""
 
@@ -160,7 +214,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="[delivery] concurrency: all sites together")
     parser.add_argument("--mx", action="store_true", help="sites found by MX records (a DNS server here)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--slow", type=int, default=0, help="seconds the sink waits before answering each DATA")
+    parser.add_argument("--for", dest="seconds", type=float, help="with --slow: run the engine this long")
     args = parser.parse_args()
+    if args.slow:
+        if args.seconds is None:
+            raise SystemExit("--slow needs --for SECONDS")
+        port = free_ports(1)[0]
+        sink = start_sink(port, args.slow)
+        try:
+            for _ in range(args.runs):
+                with tempfile.TemporaryDirectory() as tmp:
+                    print(asyncio.run(one_backlog(Path(tmp), port, args.messages, args.connections, args.seconds)))
+        finally:
+            sink.terminate()
+            sink.wait(10)
+        return
     ports = free_ports(1 if args.mx else args.sites)
     sink = start_sink(ports[0]) if len(ports) == 1 else start_sinks(ports)
     try:
