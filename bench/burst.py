@@ -146,6 +146,7 @@ async def one_backlog(directory: Path, port: int, messages: int, connections: in
     engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
     queue = store.queue
     claim_due, postpone = queue.claim_due, queue.postpone
+    postpone_each = getattr(queue, "postpone_each", None)  # (absent from the code before this session)
     claimed, put_back = [0], [0]
 
     async def counted_claim(*args: Any, **kwargs: Any) -> Any:
@@ -157,7 +158,14 @@ async def one_backlog(directory: Path, port: int, messages: int, connections: in
         put_back[0] += len(ids)
         await postpone(ids, until)
 
+    async def counted_postpone_each(returns: list[tuple[int, float]]) -> None:
+        put_back[0] += len(returns)
+        assert postpone_each is not None
+        await postpone_each(returns)
+
     queue.claim_due, queue.postpone = counted_claim, counted_postpone  # type: ignore[method-assign]
+    if postpone_each is not None:
+        queue.postpone_each = counted_postpone_each  # type: ignore[method-assign]
     cpu = time.process_time()
     running = asyncio.create_task(engine.run())
     try:

@@ -506,13 +506,13 @@ async def test_a_backlog_for_a_slow_site_is_put_back_once_not_every_few_seconds(
     for i in range(400):
         await queue(store, f"u{i}@one.example")
     put_back: list[int] = []
-    postpone = store.queue.postpone
+    postpone_each = store.queue.postpone_each
 
-    async def counted(ids: list[int], until: float) -> None:
-        put_back.extend(ids)
-        await postpone(ids, until)
+    async def counted(returns: list[tuple[int, float]]) -> None:
+        put_back.extend(rid for rid, _ in returns)
+        await postpone_each(returns)
 
-    store.queue.postpone = counted  # type: ignore[method-assign]
+    store.queue.postpone_each = counted  # type: ignore[method-assign]
     running = asyncio.create_task(engine.run())
     try:
         await asyncio.sleep(5.6)  # past the old 5 s

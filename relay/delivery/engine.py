@@ -473,6 +473,7 @@ class Engine:
             free, self.settings.owner, self.settings.lease, room, first_fits=self.held_bytes == 0
         )
         count = 0
+        put_back: list[tuple[LeasedMessage, list[LeasedRecipient], Destination]] = []
         for message in messages:
             if message.sandbox:
                 self._hold(message, len(message.recipients))
@@ -481,10 +482,15 @@ class Engine:
                 continue
             for group in group_by_domain(message, one_each=self._uses_verp(message)):
                 self._hold(message, len(group))
-                route = self.router.route_now(group[0].domain)
-                if route is None or not self._placed(message, group, route):  # DNS, or it must wait
-                    self._spawn(self._dispatch(message, group, route))
                 count += len(group)
+                route = self.router.route_now(group[0].domain)
+                dest = None if route is None else self._known_destination(route, group[0].domain)
+                if route is None or dest is None:  # DNS first, or something went wrong (_dispatch records it)
+                    self._spawn(self._dispatch(message, group, route))
+                elif not self._queue_job(dest, message, group, route):  # full or suspended: it must wait
+                    put_back.append((message, group, dest))
+        if put_back:
+            self._spawn(self._put_back(put_back))
         return count
 
     def forget_idle(self) -> int:
@@ -546,15 +552,13 @@ class Engine:
             self._drained.set()
         self._wake.set()
 
-    def _placed(self, message: LeasedMessage, recipients: list[LeasedRecipient], route: Route) -> bool:
-        """Queue the job at its destination now, with no task of its own (a route known without DNS);
-        False if the destination cannot take it now (``_dispatch`` postpones it) or anything went wrong
-        (``_dispatch`` records it)."""
+    def _known_destination(self, route: Route, domain: str) -> Destination | None:
+        """The destination of a route known without DNS (made if new), placed with no task of its own;
+        None if anything went wrong (``_dispatch`` then records it)."""
         try:
-            dest = self._destination(route, recipients[0].domain)
+            return self._destination(route, domain)
         except Exception:
-            return False
-        return self._queue_job(dest, message, recipients, route)
+            return None
 
     def _queue_job(
         self, dest: Destination, message: LeasedMessage, recipients: list[LeasedRecipient], route: Route
@@ -582,18 +586,30 @@ class Engine:
             await self._record(message, recipients, {r.address: failure for r in recipients})
             return
 
-        if self._queue_job(dest, message, recipients, route):
-            return
-        ids = [r.id for r in recipients]
-        now = self.clock.now()
-        suspended = dest.suspended_until > now  # back when the suspension ends, not booked at the site's pace
-        delay = dest.suspended_until - now if suspended else dest.book_return(self.clock.monotonic(), ids)
-        try:  # if the database is away, the lease expires and they go out then
-            await self.store.queue.postpone(ids, now + delay)
+        if not self._queue_job(dest, message, recipients, route):
+            await self._put_back([(message, recipients, dest)])
+
+    async def _put_back(self, jobs: list[tuple[LeasedMessage, list[LeasedRecipient], Destination]]) -> None:
+        """Jobs their sites cannot take now (full, or suspended) back in the queue, in one write, without an
+        attempt: each booked at its site's pace (Destination.book_return), or until the suspension ends."""
+        now, monotonic = self.clock.now(), self.clock.monotonic()
+        returns: list[tuple[int, float]] = []
+        soonest: float | None = None
+        for _, recipients, dest in jobs:
+            ids = [r.id for r in recipients]
+            if dest.suspended_until > now:  # not booked at the site's pace, nor moving its booking
+                delay = dest.suspended_until - now
+            else:
+                delay = dest.book_return(monotonic, ids)
+                soonest = delay if soonest is None else min(soonest, delay)
+            returns.extend((rid, now + delay) for rid in ids)
+        try:  # if the database is away, the leases expire and they go out then
+            await self.store.queue.postpone_each(returns)
         finally:
-            self._release(message, len(recipients))
-        if not suspended:
-            self._wake_at(delay)
+            for message, recipients, _ in jobs:
+                self._release(message, len(recipients))
+        if soonest is not None:
+            self._wake_at(soonest)
 
     def _bring_forward(self, dest: Destination) -> None:
         """``dest`` is running out of jobs before the ones put back were booked to return (its pace was slower

@@ -382,10 +382,15 @@ def _attempt_details(r: AttemptResult, attempt: int | None, enhanced: str | None
 
 def postpone(conn: Connection, recipient_ids: list[int], until: float, now: float) -> None:
     """Put leased recipients back, due at ``until``, without counting an attempt (throttling, suspension)."""
+    postpone_each(conn, [(rid, until) for rid in recipient_ids], now)
+
+
+def postpone_each(conn: Connection, returns: Sequence[tuple[int, float]], now: float) -> None:
+    """Put leased recipients back, each due at its own time ((id, due) pairs), without counting an attempt."""
     conn.executemany(
         "UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END,"
         " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
-        [(until, now, rid) for rid in recipient_ids],
+        [(until, now, rid) for rid, until in returns],
     )
 
 

@@ -27,6 +27,7 @@ from relay.store.queue.lifecycle import (
     next_due_at,
     pending_count,
     postpone,
+    postpone_each,
     record_attempts,
     release_leases,
     renew_leases,
@@ -157,6 +158,12 @@ class SqlQueue:
     async def postpone(self, recipient_ids: list[int], until: float) -> None:
         now = self.clock.now()
         await self.db.write(lambda c: postpone(c, recipient_ids, until, now))
+
+    async def postpone_each(self, returns: Sequence[tuple[int, float]]) -> None:
+        """Put leased recipients back, each due at its own time: (recipient id, due) pairs. A few indexed
+        statements, and they may be lost with the power (their leases then expire: they go out again)."""
+        now = self.clock.now()
+        await self.db.write(lambda c: postpone_each(c, returns, now), light=True, durable=False)
 
     async def bring_forward(self, recipient_ids: list[int]) -> int:
         now = self.clock.now()
