@@ -245,7 +245,7 @@ async def main() -> None:
         "--target", choices=("relay", "postfix"), default="relay", help="postfix: a private Postfix (as root)"
     )
     args = parser.parse_args()
-    args.auth, args.dkim, args.concurrency = False, False, 100
+    args.auth, args.dkim, args.concurrency, args.webhook, args.server = False, False, 100, False, []
     tmp = Path(tempfile.mkdtemp(prefix="relay-latency-"))
     sink_port, smtp_port = free_port(), free_port()
     server = (Postfix if args.target == "postfix" else Relay)(tmp, smtp_port, sink_port, args)

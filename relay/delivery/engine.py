@@ -32,6 +32,7 @@ from relay.bounces.classify import classify as classify_bounce
 from relay.bounces.verp import Verp, is_null_sender
 from relay.clock import Clock
 from relay.config import RouteConfig, Shaping
+from relay.delivery.booking import Bookings
 from relay.delivery.client import Connection, SmtpClient, StaleConnection
 from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
@@ -76,7 +77,7 @@ BOOK_AHEAD = 900.0  # a job a full destination cannot take comes back after this
 THROTTLE_UNTIMED = 0.5  # ...after this while the destination has no pace yet (nothing sent to time)
 UNTIMED_PACE = 1.0  # ...and each one after that a second a connection later (slow on purpose: brought forward)
 THROTTLE_MIN = 0.01  # ...and after this at least
-BOOKED_KEPT = 20_000  # recipients put back that a destination remembers, to bring forward if it runs dry
+BOOKED_KEPT = 1_000_000  # recipients put back a destination remembers to bring forward (16 bytes each)
 BOOKED_SLACK = 0.05  # seconds: a booking due within this is left to come back by itself
 RETURN_MARGIN = 0.002  # seconds after a put-back job's time that the claim for it is made (it is due by then)
 FORGET_AFTER = 600.0  # seconds a destination with nothing going on is kept (forget_idle), with its pace
@@ -186,8 +187,7 @@ class Destination:
         self.send_seconds: float | None = None  # a message's time on a connection (moving average)
         self.last_job_at = now  # (monotonic) when it was last given a job
         self.booked_until = 0.0  # (monotonic) when the jobs put back so far are expected to fit
-        self.booked: deque[tuple[float, list[int]]] = deque()  # (monotonic return, recipient ids) in turn
-        self.booked_count = 0  # recipients in ``booked``
+        self.booked = Bookings()  # the recipients put back, in turn, with their (monotonic) return times
         self.bringing = False  # some of them are being brought forward (Engine._bring_forward)
 
     def job_arrived(self) -> None:
@@ -239,28 +239,21 @@ class Destination:
             start = max(now + len(self.jobs) * each, self.booked_until)
         self.booked_until = start + each
         delay = min(BOOK_AHEAD, max(THROTTLE_MIN, start - now))
-        if recipient_ids and self.booked_count < BOOKED_KEPT:
-            self.booked.append((now + delay, list(recipient_ids)))
-            self.booked_count += len(recipient_ids)
+        if recipient_ids and len(self.booked) < BOOKED_KEPT:
+            self.booked.add(now + delay, recipient_ids)
         return delay
 
     def take_booked(self, now: float) -> list[int]:
-        """The recipients put back that are to be brought forward now that the site holds half the jobs it
-        may or fewer: its pace was slower than it turned out. Those due within BOOKED_SLACK come back by
-        themselves; of the rest, as many as the site has room for (:attr:`capacity`), the earliest first.
-        None while some are being brought forward already, or while it fails to connect or cools down
-        after a push-back (it asked for less). ``now`` is monotonic."""
+        """The recipients put back that are to be brought forward now that the site has run out of jobs
+        before they were booked to return: its pace was slower than it turned out. Those due within
+        BOOKED_SLACK come back by themselves; of the rest, as many as the site holds (:attr:`capacity`),
+        the earliest first. None while some are being brought forward already, or while it fails to
+        connect or cools down after a push-back (it asked for less). ``now`` is monotonic."""
         booked = self.booked
-        while booked and booked[0][0] <= now + BOOKED_SLACK:
-            self.booked_count -= len(booked.popleft()[1])
-        room = self.capacity - len(self.jobs)
-        if not booked or room < self.capacity // 2 or self.bringing or self.factor < 1.0 or self.failures:
+        booked.drop_until(now + BOOKED_SLACK)
+        if not booked or self.jobs or self.bringing or self.factor < 1.0 or self.failures:
             return []
-        ids: list[int] = []
-        while booked and len(ids) < room:
-            taken = booked.popleft()[1]
-            self.booked_count -= len(taken)
-            ids.extend(taken)
+        ids = booked.take(self.capacity)
         if not booked:
             self.booked_until = now
         return ids
@@ -368,6 +361,9 @@ class Engine:
         self._held_recipients: dict[int, list[int]] = {}  # id(leased message) → its recipients' ids
         self._wake = asyncio.Event()
         self._wake_for_return_at = math.inf  # (monotonic) a claim is due then for jobs put back (_wake_at)
+        # The last claim found nothing due: a recipient let go of (delivered, deferred, put back) makes nothing
+        # due now, so it does not look again; new mail, a put-back's return and the poll do.
+        self._nothing_due = False
         self._drained = asyncio.Event()
         self._drained.set()
         self._stopping = False
@@ -472,6 +468,7 @@ class Engine:
         messages = await self.store.queue.claim_due(
             free, self.settings.owner, self.settings.lease, room, first_fits=self.held_bytes == 0
         )
+        self._nothing_due = not messages and (room is None or self.held_bytes == 0)  # (not short of room)
         count = 0
         put_back: list[tuple[LeasedMessage, list[LeasedRecipient], Destination]] = []
         for message in messages:
@@ -550,7 +547,8 @@ class Engine:
         if self.held <= 0:
             self.held = 0
             self._drained.set()
-        self._wake.set()
+        if not self._nothing_due:  # room for more of what the last claim left due
+            self._wake.set()
 
     def _known_destination(self, route: Route, domain: str) -> Destination | None:
         """The destination of a route known without DNS (made if new), placed with no task of its own;
@@ -784,9 +782,9 @@ class Engine:
                 return
         try:
             while True:
-                if dest.booked:
-                    self._bring_forward(dest)
                 if not dest.jobs:
+                    if dest.booked:
+                        self._bring_forward(dest)
                     if conn is None or not await self._wait_for_work(dest, signal):
                         return
                     continue
