@@ -135,10 +135,10 @@ class SuppressionSieve:
 
     async def _refresh(self) -> None:
         assert self._changes is not None
-        version = self._changes()  # before reading: a commit after this point moves the count again
         started = self.clock.now()
         bloom = self._bloom
-        try:
+        try:  # (a refresh that starts as the store closes finds the counts closed: it is given up)
+            version = self._changes()  # before reading: a commit after this point moves the count again
             if bloom is None or bloom.full or self.clock.monotonic() - self._built >= REBUILD_EVERY:
                 self._bloom = await self.db.read(_whole_list)
                 self._built = self.clock.monotonic()
