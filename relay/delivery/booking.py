@@ -33,10 +33,6 @@ class Bookings:
         self._ids.extend(recipient_ids)
         self._at.extend([at] * (len(self._ids) - before))
 
-    def first_at(self) -> float | None:
-        """When the earliest remembered one comes back; None if none is."""
-        return self._at[self._head] if self._head < len(self._ids) else None
-
     def drop_until(self, moment: float) -> None:
         """Forget those booked to come back by ``moment`` (they come back by themselves)."""
         head, at, end = self._head, self._at, len(self._ids)
