@@ -21,12 +21,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.bounces.classify import Phase
+from relay.delivery import client
 from relay.delivery.client import Connection, SmtpClient, StaleConnection
 from relay.delivery.mx import Host, Router
 from relay.delivery.outcome import Reply
 from relay.delivery.pipelining import parse_replies
+from relay.ratelimit import Rate
 from relay.tls import server_context, write_self_signed
 from tests.conftest import Received, SinkHandler
+from tests.postfix import PostfixInstance
 from tests.test_delivery_shaping import engine_for, queue
 
 RAW = b"From: a@src.test\r\nTo: x@dst.test\r\nSubject: hi\r\n\r\nline one\r\n.starts with a dot\r\nend\r\n"
@@ -215,16 +218,29 @@ def _seen(replies: dict[str, Reply]) -> dict[str, tuple[int | None, str, Phase]]
 
 
 async def _run(
-    server: ScriptedServer, recipients: list[str], messages: int, timeout: float, max_rcpt: int = 100
+    server: ScriptedServer,
+    recipients: list[str],
+    messages: int,
+    timeout: float,
+    max_rcpt: int = 100,
+    follow: bool = False,
 ) -> list[Any]:
     """Send ``messages`` messages on one connection; what each gave (replies, or the exception's
-    type), with the connection's state after each."""
+    type), with the connection's state after each. ``follow``: each message's group goes with the
+    last body when it can (``send(..., following=...)``), as the engine does with a backlog."""
     conn = await _connect(server, timeout)
     outcomes: list[Any] = []
     try:
-        for _ in range(messages):
+        for i in range(messages):
+            following = None
+            if follow and i + 1 < messages:
+
+                def following() -> client.Envelope | None:
+                    ok = conn.can_follow("from@src.test", recipients, RAW, max_rcpt)
+                    return ("from@src.test", recipients, RAW) if ok else None
+
             try:
-                replies = _seen(await conn.send("from@src.test", recipients, RAW, max_rcpt))
+                replies = _seen(await conn.send("from@src.test", recipients, RAW, max_rcpt, following))
             except StaleConnection:
                 outcomes.append("StaleConnection")
                 break
@@ -243,12 +259,13 @@ async def _both_ways(
     byte_by_byte: bool = False,
     timeout: float = 5.0,
     max_rcpt: int = 100,
+    follow: bool = False,
 ) -> tuple[list[Any], list[Any], ScriptedServer]:
     """The same dialogue pipelined and one command at a time, on one server (so the texts that
     name its port are the same); what the server received is compared too."""
     server = await ScriptedServer(rules, byte_by_byte=byte_by_byte).start()
     try:
-        piped = await _run(server, recipients, messages, timeout, max_rcpt)
+        piped = await _run(server, recipients, messages, timeout, max_rcpt, follow)
         got_piped, server.received = server.received, []
         assert any(_grouped(read) for read in server.reads)  # it was pipelined
         server.pipelining, server.reads = False, []
@@ -261,6 +278,7 @@ async def _both_ways(
 
 
 ABC = ["a@dst.test", "b@dst.test", "c@dst.test"]
+GROUP_A = b"MAIL FROM:<from@src.test>\r\nRCPT TO:<a@dst.test>\r\nDATA\r\n"
 
 SCENARIOS: dict[str, dict[str, bytes | Act]] = {
     "all accepted": {},
@@ -298,6 +316,81 @@ async def test_every_recipient_gets_what_the_one_by_one_path_gives(name: str) ->
     timeout = 0.5 if "silent" in name else 5.0
     piped, one_by_one, _ = await _both_ways(SCENARIOS[name], ABC, timeout=timeout)
     assert piped == one_by_one
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_with_each_group_after_the_last_body_too(name: str) -> None:
+    """The next message's MAIL, RCPTs and DATA in the write of this one's body: every recipient of
+    three messages still gets what one command at a time gives, and the server the same mail."""
+    timeout = 0.5 if "silent" in name else 5.0
+    piped, one_by_one, server = await _both_ways(SCENARIOS[name], ABC, messages=3, timeout=timeout, follow=True)
+    assert piped == one_by_one
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True])
+async def test_a_kept_connection_with_a_backlog_takes_one_write_a_message(byte_by_byte: bool) -> None:
+    server = await ScriptedServer({}, byte_by_byte=byte_by_byte).start()
+    try:
+        outcomes = await _run(server, ["a@dst.test"], 12 if byte_by_byte else 40, 5.0, follow=True)
+    finally:
+        await server.close()
+    count = len(outcomes)
+    assert [o[0]["a@dst.test"][0] for o in outcomes] == [250] * count
+    assert len(server.received) == count
+    body_then_group = [r for r in server.reads if r.startswith(b"From: ") and r.endswith(b"\r\n.\r\n" + GROUP_A)]
+    assert len(body_then_group) == count - 1  # every body but the last carried the next group
+    assert server.reads.count(GROUP_A) == 1  # the first group alone
+
+
+async def test_a_refused_body_does_not_stop_the_group_after_it() -> None:
+    """Each message's end of data answered 550 then 250 in turn: the group that followed each body is
+    a transaction of its own, and every message gets its own reply."""
+    server = await ScriptedServer({}).start()
+    answers = iter([b"550 5.7.1 no\r\n", b"250 ok\r\n"] * 3)
+    server._end_of_data = _alternating(server._end_of_data, server, answers)  # type: ignore[method-assign]
+    try:
+        outcomes = await _run(server, ["a@dst.test"], 6, 5.0, follow=True)
+    finally:
+        await server.close()
+    assert [o[0]["a@dst.test"][0] for o in outcomes] == [550, 250] * 3
+    assert len(server.received) == 3
+
+
+def _alternating(end_of_data: Any, server: ScriptedServer, answers: Any) -> Any:
+    def answer(s: Dialogue) -> bytes | Act:
+        server.rules["."] = next(answers)
+        return end_of_data(s)
+
+    return answer
+
+
+async def test_a_message_not_sent_ahead_is_refused_by_the_connection() -> None:
+    """A connection that sent a group ahead carries that message next, no other."""
+    server = await ScriptedServer({}).start()
+    try:
+        conn = await _connect(server)
+        await conn.send("from@src.test", ["a@dst.test"], RAW, following=lambda: ("from@src.test", ["b@dst.test"], RAW))
+        with pytest.raises(RuntimeError):
+            await conn.send("from@src.test", ["c@dst.test"], RAW)
+        conn.broken = True
+        await conn.close()
+    finally:
+        await server.close()
+
+
+def test_what_can_follow_a_body() -> None:
+    """One pipelined transaction with addresses written as they are; anything else goes on its own."""
+    conn = Connection(aiosmtplib.SMTP(), Host("127.0.0.1", 25, "127.0.0.1"), None)
+    assert not conn.can_follow("a@src.test", ["b@dst.test"], RAW, 100)  # nothing pipelined on it yet
+    conn._reader = object()  # type: ignore[assignment]
+    assert conn.can_follow("a@src.test", ["b@dst.test"], RAW, 100)
+    assert conn.can_follow("", ["b@dst.test", "c@dst.test"], RAW, 2)
+    assert not conn.can_follow("a@src.test", ["b@dst.test", "c@dst.test"], RAW, 1)  # two transactions
+    assert not conn.can_follow("a@src.test", [], RAW, 100)
+    assert not conn.can_follow("få@src.test", ["b@dst.test"], RAW, 100)
+    assert not conn.can_follow("a@src.test", ['"odd one"@dst.test'], RAW, 100)
+    conn.broken = True
+    assert not conn.can_follow("a@src.test", ["b@dst.test"], RAW, 100)
 
 
 @pytest.mark.parametrize(
@@ -558,3 +651,94 @@ def test_parse_replies_gives_what_aiosmtplib_gives(lines: list[tuple[bytes, byte
     expected, expected_error = _aiosmtplib_parse(data)
     assert replies == expected
     assert (error.message if isinstance(error, aiosmtplib.SMTPResponseException) else None) == expected_error
+
+
+async def test_the_engine_sends_a_backlog_one_write_a_message(store: Any) -> None:
+    """A site's waiting jobs go out on its connection each with the last one's body: every recipient
+    recorded as delivered, and the server read most bodies together with the next envelope."""
+    server = await ScriptedServer({}).start()
+    engine = one_connection(store, server.port)
+    try:
+        messages = [await queue(store, f"u{i}@one.example") for i in range(15)]
+        await engine.run_once()
+    finally:
+        await engine.stop(1)
+        await server.close()
+    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    assert states == {f"u{i}@one.example": "delivered" for i in range(15)}
+    assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(states)
+    together = [r for r in server.reads if b"\r\n.\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<u" in r]
+    assert len(together) == 14 == engine.sent_ahead, server.reads
+
+
+async def test_the_engine_sends_nothing_ahead_to_a_site_paced_by_rate(store: Any) -> None:
+    server = await ScriptedServer({}).start()
+    shaping = {"default": {"max_connections": 1, "max_rate": Rate(1000, 1.0)}}
+    engine = engine_for(store, Router(("127.0.0.1", server.port), 25, None), shaping=shaping)
+    try:
+        for i in range(5):
+            await queue(store, f"u{i}@one.example")
+        await engine.run_once()
+    finally:
+        await engine.stop(1)
+        await server.close()
+    assert len(server.received) == 5
+    assert not [r for r in server.reads if b"\r\n.\r\nMAIL FROM:" in r]
+
+
+async def test_postfix_guarding_against_unauthorised_pipelining_takes_a_backlog(store: Any, sink: Any) -> None:
+    """A real smtpd that drops clients pipelining where RFC 2920 forbids it (Postfix's answer to SMTP
+    smuggling) takes groups that follow a body: every message arrives, none is refused."""
+    postfix = PostfixInstance(
+        {"one.example": sink.address},
+        extra={"smtpd_forbid_unauth_pipelining": "yes", "smtpd_data_restrictions": "reject_unauth_pipelining"},
+    )
+    await asyncio.to_thread(postfix.start)
+    engine = one_connection(store, postfix.port)
+    try:
+        messages = [await queue(store, f"u{i}@one.example") for i in range(12)]
+        await engine.run_once()
+        for _ in range(100):  # Postfix passes them on to the sink on its own time
+            if len(sink.handler.received) == 12:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.stop(1)
+        log = postfix.log()
+        await asyncio.to_thread(postfix.stop)
+    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    assert set(states.values()) == {"delivered"}, states
+    assert sorted(r.rcpt_tos[0] for r in sink.handler.received) == sorted(states)
+    assert engine.sent_ahead >= 6  # (the first claim's jobs; the rest come back from the queue)
+    assert "pipelining" not in log, log
+
+
+async def test_a_job_sent_ahead_when_delivery_stops_goes_out_again_later(store: Any) -> None:
+    """Stopping while a body's reply is awaited, its next job's envelope already sent: that job returns to
+    the queue with the rest (no reply came for any of them) and a later run delivers every one."""
+    stalled = await ScriptedServer({".": SILENT}).start()
+    engine = one_connection(store, stalled.port)
+    messages = [await queue(store, f"u{i}@one.example") for i in range(5)]
+    task = asyncio.create_task(engine.run_once())
+    for _ in range(200):
+        if engine.sent_ahead:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.sent_ahead == 1
+    await engine.stop(0.1)
+    task.cancel()
+    await stalled.close()
+    server = await ScriptedServer({}).start()
+    again = engine_for(store, Router(("127.0.0.1", server.port), 25, None))
+    try:
+        await again.run_once()
+    finally:
+        await again.stop(1)
+        await server.close()
+    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    assert states == {f"u{i}@one.example": "delivered" for i in range(5)}
+
+
+def one_connection(store: Any, port: int) -> Any:
+    """An engine that delivers everything to 127.0.0.1:``port`` over one connection at a time."""
+    return engine_for(store, Router(("127.0.0.1", port), 25, None), shaping={"default": {"max_connections": 1}})

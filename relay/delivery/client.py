@@ -10,8 +10,10 @@ certificate; ``verify`` also checks the certificate against the MX host name.
 A ``Connection`` sends one transaction per message (RSET only after one that
 ended before its data was answered); once recipients are given to a server
 its replies are final for the attempt. When the server offers PIPELINING
-(RFC 2920) MAIL, the RCPTs and DATA go in one write (relay/delivery/pipelining.py);
-either way one piece of code turns the replies into outcomes.
+(RFC 2920) MAIL, the RCPTs and DATA go in one write (relay/delivery/pipelining.py),
+and the next message's MAIL, RCPTs and DATA may follow a body in its write when the
+caller already knows what it sends next (``send(..., following=...)``); either way
+one piece of code turns the replies into outcomes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 import aiosmtplib
@@ -115,12 +117,16 @@ async def send_rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> aio
     return resp
 
 
+Envelope = tuple[str, Sequence[str], bytes]  # a message's sender, recipients and body, as send() takes them
+Following = Callable[[], Envelope | None]  # what a connection sends next, taken at the end of this message
+
+
 class Steps(Protocol):
     """The commands of one transaction, each returning its reply or raising what aiosmtplib raises."""
 
     async def mail(self) -> aiosmtplib.SMTPResponse: ...
     async def rcpt(self, recipient: str) -> aiosmtplib.SMTPResponse: ...
-    async def data(self, wire: bytes) -> aiosmtplib.SMTPResponse: ...
+    async def data(self, wire: bytes, then: Callable[[], Pipeline | None] | None = None) -> aiosmtplib.SMTPResponse: ...
     async def finish(self) -> None: ...
 
 
@@ -139,8 +145,8 @@ class OneByOne:
     async def rcpt(self, recipient: str) -> aiosmtplib.SMTPResponse:
         return await send_rcpt(self.smtp, recipient, self.encoding)
 
-    async def data(self, wire: bytes) -> aiosmtplib.SMTPResponse:
-        return await send_data(self.smtp, wire)
+    async def data(self, wire: bytes, then: Callable[[], Pipeline | None] | None = None) -> aiosmtplib.SMTPResponse:
+        return await send_data(self.smtp, wire)  # one command at a time: nothing follows a body
 
     async def finish(self) -> None:
         pass
@@ -164,31 +170,60 @@ class Connection:
         self.broken = False
         self._in_transaction = False  # MAIL was sent and no reply to the end of the data came back
         self._reader: ReplyReader | None = None  # installed at the first pipelined transaction
+        self._ahead: tuple[str, Sequence[str], Pipeline] | None = None  # the next message's group, sent
 
     @property
     def age(self) -> float:
         return self.clock.monotonic() - self.opened_at
 
-    async def send(self, sender: str, recipients: Sequence[str], raw: bytes, max_rcpt: int = 100) -> dict[str, Reply]:
+    async def send(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        max_rcpt: int = 100,
+        following: Following | None = None,
+    ) -> dict[str, Reply]:
         """One transaction per ``max_rcpt`` recipients; a reply for every recipient. Raises
-        StaleConnection if a reused connection turns out to be closed before the first one starts."""
+        StaleConnection if a reused connection turns out to be closed before the first one starts.
+
+        ``following``, called when the last body is about to be written, may give the next message:
+        one that :meth:`can_follow`, which this connection's next ``send`` must then be for. Its MAIL,
+        RCPTs and DATA go out with the body (when the body goes out at all)."""
         replies: dict[str, Reply] = {}
         for start in range(0, len(recipients), max_rcpt):
-            replies.update(await self._transaction(sender, recipients[start : start + max_rcpt], raw, start == 0))
+            last = start + max_rcpt >= len(recipients)
+            chunk = recipients[start : start + max_rcpt]
+            replies.update(await self._transaction(sender, chunk, raw, start == 0, following if last else None))
             if self.broken:
                 lost = Reply(None, f"connection to {self.host.name} lost")
                 replies.update({r: lost for r in recipients if r not in replies})
                 break
         return replies
 
-    async def _transaction(self, sender: str, recipients: Sequence[str], raw: bytes, first: bool) -> dict[str, Reply]:
+    def can_follow(self, sender: str, recipients: Sequence[str], raw: bytes, max_rcpt: int) -> bool:
+        """Whether a message could go out as the group that follows a body: one transaction, pipelined,
+        with addresses written as they are (no SMTPUTF8 refusals to work out first)."""
+        if self.broken or self._reader is None or not 0 < len(recipients) <= max_rcpt:
+            return False  # (a reader: this connection pipelines)
+        if not (sender.isascii() and all(r.isascii() for r in recipients)):
+            return False
+        plain_sender = is_null_sender(sender) or path_of(sender) is not None
+        return plain_sender and all(path_of(r) is not None for r in recipients)
+
+    async def _transaction(
+        self, sender: str, recipients: Sequence[str], raw: bytes, first: bool, following: Following | None = None
+    ) -> dict[str, Reply]:
         # The first command for a message on a kept connection is where a dropped session shows.
         probe = first and self.messages > 0
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and (ahead[0] != sender or list(ahead[1]) != list(recipients)):
+            raise RuntimeError("a connection was given another message than the one it sent ahead")
         try:
-            if self._in_transaction:  # the last one ended early (refusals): reset it (RFC 5321 §4.1.1.5)
+            if ahead is None and self._in_transaction:  # the last one ended early: RSET (RFC 5321 §4.1.1.5)
                 await self._first_command(self.smtp.rset(), probe, any_reply=True)
                 probe = False
-            return await self._mail_rcpt_data(sender, recipients, raw, probe)
+            return await self._mail_rcpt_data(sender, recipients, raw, probe, ahead[2] if ahead else None, following)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             # A failed RSET or a lost connection: this session is done (replies are handled inside).
             self.broken = True
@@ -209,9 +244,19 @@ class Connection:
             raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
 
     async def _mail_rcpt_data(
-        self, sender: str, recipients: Sequence[str], raw: bytes, probe: bool
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        probe: bool,
+        sent: Pipeline | None = None,
+        following: Following | None = None,
     ) -> dict[str, Reply]:
         smtp = self.smtp
+        if sent is not None:  # its group followed the last body (can_follow: nothing more to work out)
+            replies = await self._exchange(sent, recipients, raw, probe, following)
+            await sent.finish()
+            return replies
         wire: Sequence[str] = recipients
         on_wire: dict[str, str] | None = None
         refused: dict[str, Reply] = {}
@@ -226,19 +271,42 @@ class Connection:
                     return refused
             wire = list(dict.fromkeys(w for r, w in on_wire.items() if r not in refused))  # two forms: one RCPT
         utf8 = on_wire is not None and (not sender.isascii() or not all(r.isascii() for r in wire))
+        options = self._options(raw, utf8)
+        encoding = "utf-8" if utf8 else "ascii"
+        steps: Steps = self._pipeline(sender, wire, options) or OneByOne(smtp, sender, options, encoding)
+        replies = await self._exchange(steps, wire, raw, probe, following)
+        await steps.finish()
+        if on_wire is None:
+            return replies
+        return {r: refused[r] if r in refused else replies[on_wire[r]] for r in recipients}
+
+    def _options(self, raw: bytes, utf8: bool) -> list[str]:
+        """MAIL's parameters for this body (and addresses that need SMTPUTF8 when ``utf8``)."""
+        smtp = self.smtp
         options = []
         eight_bit = not raw.isascii()
         if utf8 or (eight_bit and utf8_header(raw) and smtp.supports_extension("smtputf8")):
             options.append("SMTPUTF8")  # also for UTF-8 in the header alone (RFC 6531 §3.4)
         if eight_bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
-        encoding = "utf-8" if utf8 else "ascii"
-        steps: Steps = self._pipeline(sender, wire, options) or OneByOne(smtp, sender, options, encoding)
-        replies = await self._exchange(steps, wire, raw, probe)
-        await steps.finish()
-        if on_wire is None:
-            return replies
-        return {r: refused[r] if r in refused else replies[on_wire[r]] for r in recipients}
+        return options
+
+    def _then(self, following: Following) -> Callable[[], Pipeline | None]:
+        """For Pipeline.data: the next message's transaction, if ``following`` gives one, remembered as
+        sent ahead (the next :meth:`send` reads its replies)."""
+
+        def then() -> Pipeline | None:
+            envelope = following()
+            if envelope is None:
+                return None
+            sender, recipients, raw = envelope
+            pipeline = self._pipeline(sender, recipients, self._options(raw, False))
+            if pipeline is None:  # can_follow said it could: the caller did not ask
+                raise RuntimeError("the following message cannot be pipelined")
+            self._ahead = (sender, recipients, pipeline)
+            return pipeline
+
+        return then
 
     def _pipeline(self, sender: str, recipients: Sequence[str], options: list[str]) -> Pipeline | None:
         """The transaction as one group (RFC 2920) when the server offers PIPELINING and every
@@ -257,7 +325,9 @@ class Connection:
         commands = [b"RCPT TO:" + p + b"\r\n" for p in rcpts if p is not None]
         return Pipeline(smtp, self._reader, sender, b"MAIL FROM:" + mail + tail + b"\r\n", commands)
 
-    async def _exchange(self, steps: Steps, recipients: Sequence[str], raw: bytes, probe: bool) -> dict[str, Reply]:
+    async def _exchange(
+        self, steps: Steps, recipients: Sequence[str], raw: bytes, probe: bool, following: Following | None = None
+    ) -> dict[str, Reply]:
         """MAIL, the RCPTs and DATA, and what each recipient's outcome is, whichever way they are sent."""
         self._in_transaction = True
         try:
@@ -278,7 +348,7 @@ class Connection:
         if not accepted:
             return replies
         try:
-            resp = await steps.data(wire_form(raw))
+            resp = await steps.data(wire_form(raw), self._then(following) if following is not None else None)
             final = Reply(resp.code, " ".join(resp.message.split()), Phase.AFTER_DATA)
             self._in_transaction = False  # the end of the data ends the transaction: no RSET needed
         except aiosmtplib.SMTPResponseException as exc:

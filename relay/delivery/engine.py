@@ -33,7 +33,7 @@ from relay.bounces.verp import Verp, is_null_sender
 from relay.clock import Clock
 from relay.config import RouteConfig, Shaping
 from relay.delivery.booking import Bookings
-from relay.delivery.client import Connection, SmtpClient, StaleConnection
+from relay.delivery.client import Connection, Envelope, Following, SmtpClient, StaleConnection
 from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
@@ -371,6 +371,7 @@ class Engine:
         self.delivered = 0
         self.attempts = 0
         self.captured = 0  # sandboxed recipients recorded delivered without a connection
+        self.sent_ahead = 0  # jobs whose envelope went out with the body before them (Engine._following)
 
     def wake(self) -> None:
         """New mail was queued: look at the queue now rather than at the next poll."""
@@ -775,6 +776,7 @@ class Engine:
         conn: Connection | None = None
         slot: int | None = None
         signal = asyncio.Event()  # set when a new job is for this worker
+        ahead: list[Job] = []  # the job whose envelope went out with the last body on conn (at most one)
         if self.cluster:
             slot = await self._take_slot(dest)
             if slot is None:
@@ -782,19 +784,24 @@ class Engine:
                 return
         try:
             while True:
-                if not dest.jobs:
-                    if dest.booked:
-                        self._bring_forward(dest)
-                    if conn is None or not await self._wait_for_work(dest, signal):
-                        return
-                    continue
-                if dest.workers > dest.node_connections:
-                    return  # the site pushed back, or another node started: fewer connections for now
-                if self._starving and dest.workers > 1:
-                    return  # a site with none waits for a place under the overall limit: this one is it
-                job = dest.jobs.popleft()
+                if ahead:  # already on its way: it goes before anything else is decided
+                    job = ahead.pop()
+                    sent_ahead = conn is not None
+                else:
+                    if not dest.jobs:
+                        if dest.booked:
+                            self._bring_forward(dest)
+                        if conn is None or not await self._wait_for_work(dest, signal):
+                            return
+                        continue
+                    if dest.workers > dest.node_connections:
+                        return  # the site pushed back, or another node started: fewer connections for now
+                    if self._starving and dest.workers > 1:
+                        return  # a site with none waits for a place under the overall limit: this one is it
+                    job = dest.jobs.popleft()
+                    sent_ahead = False
                 try:
-                    conn = await self._work(dest, job, conn)
+                    conn = await self._work(dest, job, conn, ahead, sent_ahead)
                 except Exception as exc:  # a bug must cost one attempt, never a stuck job
                     log.exception("delivery of %s to %s failed unexpectedly", job.message.id, dest.site)
                     if conn is not None:
@@ -804,24 +811,29 @@ class Engine:
                     failure = Reply(None, f"internal error: {type(exc).__name__}")
                     await self._record(job.message, job.recipients, {r.address: failure for r in job.recipients})
         finally:
+            if ahead:  # sent ahead on a connection that is closing now: waiting again, with the others
+                dest.jobs.appendleft(ahead.pop())
             if conn is not None:
                 await conn.close()
             if slot is not None:
                 await self._give_back_slot(dest, slot)
             self._worker_done(dest)
 
-    async def _work(self, dest: Destination, job: Job, conn: Connection | None) -> Connection | None:
-        """Deliver one job, over ``conn`` or a new connection; returns the connection to keep using."""
+    async def _work(
+        self, dest: Destination, job: Job, conn: Connection | None, ahead: list[Job], sent_ahead: bool = False
+    ) -> Connection | None:
+        """Deliver one job, over ``conn`` or a new connection; returns the connection to keep using. The
+        next job may be taken into ``ahead`` as it goes (:meth:`_following`); ``sent_ahead``: ``job`` was."""
         if dest.bucket is not None:
             wait = dest.bucket.reserve(self.clock.monotonic())
             if wait > 0:
                 await self.clock.sleep(wait)
-        if conn is not None and self._worn_out(conn, dest):
+        if conn is not None and not sent_ahead and self._worn_out(conn, dest):
             await conn.close()
             conn = None
         if conn is not None:
             try:
-                await self._deliver(conn, dest, job)
+                await self._deliver(conn, dest, job, ahead)
             except StaleConnection as exc:
                 log.info(
                     "connection to %s closed while idle (%s); sending %s on a new one",
@@ -835,7 +847,7 @@ class Engine:
             conn = await self._open(dest, job)
             if conn is None:
                 return None
-            await self._deliver(conn, dest, job)  # a new connection is never stale
+            await self._deliver(conn, dest, job, ahead)  # a new connection is never stale
         if conn.broken:
             await conn.close()
             return None
@@ -883,11 +895,43 @@ class Engine:
         s = dest.shaping
         return conn.messages >= s.max_messages_per_connection or conn.age >= s.max_connection_age
 
-    async def _deliver(self, conn: Connection, dest: Destination, job: Job) -> None:
+    def _following(self, dest: Destination, conn: Connection, ahead: list[Job]) -> Following:
+        """What ``conn`` sends next, asked as a body is about to go: the site's next job, taken into
+        ``ahead``, when the connection will carry it anyway (it stays open, the site is not paced by
+        rate, no idle connection of the site would take the job sooner) and it fits one pipelined
+        transaction. Its envelope then goes in the body's write: a message a write and a wait."""
+
+        def following() -> Envelope | None:
+            shaping = dest.shaping
+            if (
+                ahead
+                or len(dest.jobs) <= len(dest.idle)
+                or dest.bucket is not None
+                or self._stopping
+                or dest.workers > dest.node_connections
+                or (self._starving and dest.workers > 1)
+                or conn.messages + 2 > shaping.max_messages_per_connection
+                or conn.age >= shaping.max_connection_age
+            ):
+                return None
+            job = dest.jobs[0]
+            sender, addresses = self._envelope_sender(job), [r.address for r in job.recipients]
+            if not conn.can_follow(sender, addresses, job.message.raw, self.settings.max_rcpt):
+                return None
+            ahead.append(dest.jobs.popleft())
+            self.sent_ahead += 1
+            return sender, addresses, job.message.raw
+
+        return following
+
+    async def _deliver(self, conn: Connection, dest: Destination, job: Job, ahead: list[Job] | None = None) -> None:
         addresses = [r.address for r in job.recipients]
         began = self.clock.monotonic()
+        following = self._following(dest, conn, ahead) if ahead is not None else None
         try:
-            replies = await conn.send(self._envelope_sender(job), addresses, job.message.raw, self.settings.max_rcpt)
+            replies = await conn.send(
+                self._envelope_sender(job), addresses, job.message.raw, self.settings.max_rcpt, following
+            )
         except (asyncio.CancelledError, StaleConnection):
             conn.broken = True
             raise

@@ -8,6 +8,11 @@ put between the transport and aiosmtplib's protocol for the life of the connecti
 replies itself while a group is out (it passes everything through otherwise: RSET and QUIT
 still go through aiosmtplib).
 
+On a kept connection the next message's group may go in the same write as this one's body
+(RFC 2920 §3.1 lets the message content be the first "command" of a group): one write and one
+wait a message instead of two. Its :class:`Pipeline` is then made ``written`` and the reader
+keeps collecting across the two transactions, so that replies that came together stay in order.
+
 The replies are handed out one per command, as aiosmtplib's one-at-a-time commands would
 have produced them: the same responses and exceptions, and the same side effects (aiosmtplib
 closes the session on a 421, a lost connection or a timeout, after which a command fails with
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
@@ -186,15 +192,18 @@ class Pipeline:
         self.smtp = smtp
         self.reader = reader
         self.sender = sender
-        self._group = mail + b"".join(rcpts) + b"DATA\r\n"
+        self.group = mail + b"".join(rcpts) + b"DATA\r\n"
+        self.written = False  # the group went out already, after the last message's body (:meth:`data`)
         self._pending = len(rcpts) + 2  # replies still to read: MAIL's, the RCPTs', DATA's
         self._closed = False  # aiosmtplib would have closed the session by now
+        self._handed_on = False  # the next transaction's group followed the body: the reader stays on
 
     async def mail(self) -> aiosmtplib.SMTPResponse:
         if self.smtp.protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-        self.reader.collect(True)
-        resp = await self._read(self._group)
+        if not self.written:
+            self.reader.collect(True)
+        resp = await self._read(b"" if self.written else self.group)
         if resp.code != 250:
             raise aiosmtplib.SMTPSenderRefused(resp.code, resp.message, self.sender)
         return resp
@@ -205,10 +214,16 @@ class Pipeline:
             raise aiosmtplib.SMTPRecipientRefused(resp.code, resp.message, recipient)
         return resp
 
-    async def data(self, wire: bytes) -> aiosmtplib.SMTPResponse:
+    async def data(self, wire: bytes, then: Callable[[], Pipeline | None] | None = None) -> aiosmtplib.SMTPResponse:
+        """DATA's reply, then the body and its reply. ``then``, called once the body is certain to go,
+        may give the next transaction, whose group is written with the body (see the module's doc)."""
         start = await self._read()
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
+        following = then() if then is not None else None
+        if following is not None:
+            following.written = self._handed_on = True
+            wire += following.group
         resp = await self._end_of_data(wire)
         if resp.code != 250:
             raise DataRefused(resp.code, resp.message)
@@ -224,7 +239,8 @@ class Pipeline:
         except (TimeoutError, aiosmtplib.SMTPException, OSError):
             self.smtp.close()
         finally:
-            self.reader.collect(False)
+            if not self._handed_on:
+                self.reader.collect(False)
 
     async def _read(self, write: bytes = b"") -> aiosmtplib.SMTPResponse:
         """The next reply, with what aiosmtplib's ``SMTP.execute_command`` does around it."""
