@@ -506,12 +506,13 @@ class Relay:
         config = self.config = tmp / "relay.toml"
         self.http_port = free_port()
         server_lines = "".join(f"{setting}\n" for setting in args.server)
+        if not any(setting.split("=")[0].strip() == "log_level" for setting in args.server):
+            server_lines = 'log_level = "info"\n' + server_lines  # (--server log_level=... instead)
         config.write_text(
             f"""
 [server]
 hostname = "relay.bench"
 data_dir = "{tmp / "data"}"
-log_level = "info"
 acceptors = {args.acceptors if args.acceptors.isdigit() else '"auto"'}
 {server_lines}[smtp]
 listen = ["127.0.0.1:{smtp_port}"]
