@@ -199,7 +199,7 @@ async def handle(reader, writer):
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
     writer.close()
 async def main():
-    servers = [await asyncio.start_server(handle, "127.0.0.1", int(p), backlog=1024) for p in sys.argv[1:]]
+    servers = [await asyncio.start_server(handle, "127.0.0.1", int(p), backlog=1024) for p in sys.argv[1:2]]
     print("ready", flush=True)
     await asyncio.gather(*(server.serve_forever() for server in servers))
 asyncio.run(main())
