@@ -347,7 +347,7 @@ async def test_a_refused_body_does_not_stop_the_group_after_it() -> None:
     a transaction of its own, and every message gets its own reply."""
     server = await ScriptedServer({}).start()
     answers = iter([b"550 5.7.1 no\r\n", b"250 ok\r\n"] * 3)
-    server._end_of_data = _alternating(server._end_of_data, server, answers)  # type: ignore[method-assign]
+    server._end_of_data = _answering(server._end_of_data, server, answers)  # type: ignore[method-assign]
     try:
         outcomes = await _run(server, ["a@dst.test"], 6, 5.0, follow=True)
     finally:
@@ -356,9 +356,11 @@ async def test_a_refused_body_does_not_stop_the_group_after_it() -> None:
     assert len(server.received) == 3
 
 
-def _alternating(end_of_data: Any, server: ScriptedServer, answers: Any) -> Any:
+def _answering(end_of_data: Any, server: ScriptedServer, answers: Any) -> Any:
+    """The server's end of data answering each message with the next of ``answers``, then as usual."""
+
     def answer(s: Dialogue) -> bytes | Act:
-        server.rules["."] = next(answers)
+        server.rules["."] = next(answers, DEFAULTS["."])
         return end_of_data(s)
 
     return answer
@@ -742,3 +744,25 @@ async def test_a_job_sent_ahead_when_delivery_stops_goes_out_again_later(store: 
 def one_connection(store: Any, port: int) -> Any:
     """An engine that delivers everything to 127.0.0.1:``port`` over one connection at a time."""
     return engine_for(store, Router(("127.0.0.1", port), 25, None), shaping={"default": {"max_connections": 1}})
+
+
+@pytest.mark.parametrize("after_first_body", [b"421 4.3.2 closing\r\n", HANG_UP])
+async def test_a_job_sent_ahead_on_a_connection_that_then_ends_goes_on_a_new_one(
+    store: Any, after_first_body: bytes | Act
+) -> None:
+    """The first body's reply ends the session (421, or the server hangs up) after the next message's
+    envelope went with it: that message goes again on a new connection, and is delivered once."""
+    server = await ScriptedServer({}).start()
+    answers = iter([after_first_body])
+    server._end_of_data = _answering(server._end_of_data, server, answers)  # type: ignore[method-assign]
+    engine = one_connection(store, server.port)
+    try:
+        messages = [await queue(store, f"u{i}@one.example") for i in range(4)]
+        await engine.run_once()
+    finally:
+        await engine.stop(1)
+        await server.close()
+    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    assert states == {"u0@one.example": "deferred", **{f"u{i}@one.example": "delivered" for i in (1, 2, 3)}}
+    assert sorted(r.rcpt_tos[0] for r in server.received) == ["u1@one.example", "u2@one.example", "u3@one.example"]
+    assert engine.sent_ahead >= 2 and len(server.writers) == 2  # u1 went ahead on the first connection too
