@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The delivery client alone: messages/s and CPU per message of ``Connection.send`` over kept
-connections to a fast local sink, with the sink offering PIPELINING and without it.
+connections to a fast local sink, with the sink offering PIPELINING and without it, and pipelined with
+a backlog (each message's MAIL, RCPT and DATA in the write of the body before it, ``send(...,
+following=...)``, as the engine sends a site's waiting jobs).
 
 Starts Postfix's ``smtp-sink`` on loopback (``-p`` makes it not announce PIPELINING, so the
 one-command-at-a-time path is measured on the same code), opens ``--connections`` connections
@@ -63,16 +65,21 @@ def message(size: int) -> bytes:
     return head + line * max(1, (size - len(head)) // len(line))
 
 
-async def one_connection(
-    client: SmtpClient, host: Host, count: int, raw: bytes, recipients: int, pipelined: bool
-) -> int:
+KINDS = ("one by one", "pipelined", "backlog")  # the sink offers PIPELINING to the last two
+
+
+async def one_connection(client: SmtpClient, host: Host, count: int, raw: bytes, recipients: int, kind: str) -> int:
     conn = await client.connect([host])
     assert isinstance(conn, Connection), conn
-    assert conn.smtp.supports_extension("pipelining") == pipelined
+    assert conn.smtp.supports_extension("pipelining") == (kind != "one by one")
     rcpts = [f"r{i}@dst.test" for i in range(recipients)]
+    envelope = ("bench@src.test", rcpts, raw)
     sent = 0
-    for _ in range(count):
-        replies = await conn.send("bench@src.test", rcpts, raw)
+    for n in range(count):
+        following = None
+        if kind == "backlog" and n + 1 < count:
+            following = lambda: envelope if conn.can_follow(*envelope, 100) else None  # noqa: E731
+        replies = await conn.send(*envelope, following=following)
         if any(r.code != 250 for r in replies.values()):
             raise SystemExit(f"unexpected replies: {replies}")
         sent += 1
@@ -80,9 +87,9 @@ async def one_connection(
     return sent
 
 
-async def run(args: argparse.Namespace, pipelining: bool) -> tuple[float, float]:
+async def run(args: argparse.Namespace, kind: str) -> tuple[float, float]:
     port = free_port()
-    sink = start_sink(port, pipelining)
+    sink = start_sink(port, kind != "one by one")
     try:
         await wait_for_port(port)
         client = SmtpClient("bench.test", 5.0, 30.0)
@@ -90,7 +97,7 @@ async def run(args: argparse.Namespace, pipelining: bool) -> tuple[float, float]
         raw = message(args.size)
         share = args.messages // args.connections
         cpu0, t0 = time.process_time(), time.perf_counter()
-        work = [one_connection(client, host, share, raw, args.recipients, pipelining) for _ in range(args.connections)]
+        work = [one_connection(client, host, share, raw, args.recipients, kind) for _ in range(args.connections)]
         sent = sum(await asyncio.wait_for(asyncio.gather(*work), args.timeout))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     finally:
@@ -112,22 +119,20 @@ def main() -> None:
         sys.exit("needs Postfix's smtp-sink (apt-get install postfix)")
     if os.geteuid() != 0:
         sys.exit("smtp-sink -u root needs root")
-    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
     for _ in range(args.runs):
-        for pipelining in (False, True):
-            rate, cpu = uvloop.run(run(args, pipelining))
-            results[pipelining].append((rate, cpu))
-            kind = "pipelined " if pipelining else "one by one"
-            print(f"{kind}: {rate:8.0f} msgs/s  {cpu:.3f} ms CPU/msg", flush=True)
+        for kind in KINDS:
+            rate, cpu = uvloop.run(run(args, kind))
+            results[kind].append((rate, cpu))
+            print(f"{kind:10}: {rate:8.0f} msgs/s  {cpu:.3f} ms CPU/msg", flush=True)
     print(
         f"\n{args.messages} x {args.size} B, {args.recipients} recipient(s), {args.connections} connection(s);"
         f" median of {args.runs} runs"
     )
-    for pipelining, rows in results.items():
-        kind = "pipelined " if pipelining else "one by one"
+    for kind, rows in results.items():
         rate = statistics.median(r for r, _ in rows)
         cpu = statistics.median(c for _, c in rows)
-        print(f"{kind}: {rate:8.0f} msgs/s  {cpu:.3f} ms CPU/msg")
+        print(f"{kind:10}: {rate:8.0f} msgs/s  {cpu:.3f} ms CPU/msg")
 
 
 if __name__ == "__main__":
