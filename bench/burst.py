@@ -84,8 +84,9 @@ def start_sink(port: int, slow: int = 0) -> subprocess.Popen[bytes]:
 
 async def one_burst(
     directory: Path, ports: list[int], messages: int, connections: int, concurrency: int, sites: int, mx: bool
-) -> tuple[float, float]:
-    """Seconds until all are delivered, and the process's CPU seconds meanwhile."""
+) -> tuple[float, float, int, int]:
+    """Seconds until all are delivered, the process's CPU seconds meanwhile, and the recipients the engine
+    claimed and put back."""
     clock = SystemClock()
     store = Store(directory / "queue.sqlite3", clock)
     for n in range(messages):
@@ -111,6 +112,7 @@ async def one_burst(
         routes = {f"d{n}.example": RouteConfig(("127.0.0.1", port)) for n, port in enumerate(ports)}
         router = Router(None, 25, None, routes=routes)
     engine = Engine(store, router, client, clock, settings, random.Random(0))
+    claimed, put_back = counted(store)
     start, cpu = time.monotonic(), time.process_time()
     running = asyncio.create_task(engine.run())
     try:
@@ -118,7 +120,7 @@ async def one_burst(
             if time.monotonic() - start > 300:
                 raise SystemExit(f"timed out: {engine.delivered} of {messages} delivered")
             await asyncio.sleep(0.01)
-        return time.monotonic() - start, time.process_time() - cpu
+        return time.monotonic() - start, time.process_time() - cpu, claimed[0], put_back[0]
     finally:
         await engine.stop(5)
         await running
@@ -127,26 +129,11 @@ async def one_burst(
             dns.close()
 
 
-async def one_backlog(directory: Path, port: int, messages: int, connections: int, seconds: float) -> str:
-    """Run the engine ``seconds`` on a backlog of ``messages`` for one slow site: what it did meanwhile."""
-    clock = SystemClock()
-    store = Store(directory / "queue.sqlite3", clock)
-    batch = [NewMessage("bench@example.com", [f"u{n}@one.example"], BODY, "smtp") for n in range(messages)]
-    for first in range(0, messages, 500):
-        await store.queue.enqueue_many(batch[first : first + 500])
-    settings = EngineSettings(
-        owner="bench",
-        concurrency=100,
-        lease=300,
-        poll_interval=1.0,
-        retry=RetryPolicy((60,), 3600, jitter=0.0),
-        shaping={"default": {"max_connections": connections}},
-    )
-    client = SmtpClient("relay.bench", connect_timeout=5, command_timeout=30, clock=clock)
-    engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
+def counted(store: Store) -> tuple[list[int], list[int]]:
+    """Count what the engine claims from ``store``'s queue and puts back in it (recipients), as it goes."""
     queue = store.queue
     claim_due, postpone = queue.claim_due, queue.postpone
-    postpone_each = getattr(queue, "postpone_each", None)  # (absent from the code before this session)
+    postpone_each = getattr(queue, "postpone_each", None)  # (absent from the code before the nineteenth session)
     claimed, put_back = [0], [0]
 
     async def counted_claim(*args: Any, **kwargs: Any) -> Any:
@@ -166,6 +153,27 @@ async def one_backlog(directory: Path, port: int, messages: int, connections: in
     queue.claim_due, queue.postpone = counted_claim, counted_postpone  # type: ignore[method-assign]
     if postpone_each is not None:
         queue.postpone_each = counted_postpone_each  # type: ignore[method-assign]
+    return claimed, put_back
+
+
+async def one_backlog(directory: Path, port: int, messages: int, connections: int, seconds: float) -> str:
+    """Run the engine ``seconds`` on a backlog of ``messages`` for one slow site: what it did meanwhile."""
+    clock = SystemClock()
+    store = Store(directory / "queue.sqlite3", clock)
+    batch = [NewMessage("bench@example.com", [f"u{n}@one.example"], BODY, "smtp") for n in range(messages)]
+    for first in range(0, messages, 500):
+        await store.queue.enqueue_many(batch[first : first + 500])
+    settings = EngineSettings(
+        owner="bench",
+        concurrency=100,
+        lease=300,
+        poll_interval=1.0,
+        retry=RetryPolicy((60,), 3600, jitter=0.0),
+        shaping={"default": {"max_connections": connections}},
+    )
+    client = SmtpClient("relay.bench", connect_timeout=5, command_timeout=30, clock=clock)
+    engine = Engine(store, Router(("127.0.0.1", port), 25, None), client, clock, settings, random.Random(0))
+    claimed, put_back = counted(store)
     cpu = time.process_time()
     running = asyncio.create_task(engine.run())
     try:
@@ -244,14 +252,15 @@ def main() -> None:
         times = []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                seconds, cpu = asyncio.run(
+                seconds, cpu, claimed, put_back = asyncio.run(
                     one_burst(Path(tmp), ports, args.messages, args.connections, args.concurrency, args.sites, args.mx)
                 )
             times.append(seconds)
             print(
                 f"{args.messages} messages to {args.sites} site(s){' by MX' if args.mx else ''},"
                 f" max_connections {args.connections}, concurrency {args.concurrency}: {seconds:.2f} s,"
-                f" CPU {cpu * 1000 / args.messages:.3f} ms a message",
+                f" CPU {cpu * 1000 / args.messages:.3f} ms a message; recipients claimed {claimed},"
+                f" put back {put_back}",
                 flush=True,
             )
         median = statistics.median(times)
