@@ -283,6 +283,7 @@ class Shaping:
     max_messages_per_connection: int = 100
     max_connection_age: float = 300.0
     max_rate: Rate | None = None  # messages per period to this site (token bucket); None = no limit
+    pipelining: bool = True  # PIPELINING when the site offers it; false: one command at a time
 
     def merged(self, overrides: Mapping[str, Any]) -> Shaping:
         return dataclasses.replace(self, **overrides)
@@ -300,6 +301,10 @@ def _shaping_entry(name: str, values: object) -> dict[str, Any]:
             out[key] = parse_duration(value)
         elif key == "max_rate":
             out[key] = parse_rate(value) if isinstance(value, str) else _bad_rate(name)
+        elif key == "pipelining":
+            if not isinstance(value, bool):
+                raise ValueError(f'[delivery.shaping."{name}"] pipelining must be true or false')
+            out[key] = value
         elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f'[delivery.shaping."{name}"] {key} must be a positive integer')
         else:

@@ -115,6 +115,8 @@ BAD_CONFIGS = [
     ("[smtp]\nmax_message_size = 1.5\n", r"\[smtp\] max_message_size: expected a size"),
     ("[delivery]\nmax_age = [1]\n", r"\[delivery\] max_age must be"),
     ("[delivery]\nmx_port = true\n", r"\[delivery\] mx_port must be an integer"),
+    ('[delivery.shaping."x.example"]\npipelining = "no"\n', r"pipelining must be true or false"),
+    ("[delivery.shaping.default]\nmax_connections = true\n", r"max_connections must be a positive integer"),
 ]
 
 
@@ -199,3 +201,12 @@ def test_shaping_overrides_stay_partial_until_a_destination_layers_them(tmp_path
     assert shaping_for("gmail.com", ["aspmx.l.google.com"], config.delivery.shaping) == Shaping(
         max_connections=5, max_messages_per_connection=50, max_connection_age=60.0, max_rate=Rate(10, 1)
     )
+
+
+def test_pipelining_can_be_turned_off_for_a_site(tmp_path):
+    from relay.delivery.shaping import shaping_for
+
+    config = make_config(tmp_path, delivery={"shaping": {"old.example": {"pipelining": False}}})
+    assert config.delivery.shaping == {"old.example": {"pipelining": False}}
+    assert not shaping_for("old.example", ["mx.old.example"], config.delivery.shaping).pipelining
+    assert shaping_for("new.example", ["mx.new.example"], config.delivery.shaping).pipelining

@@ -766,3 +766,20 @@ async def test_a_job_sent_ahead_on_a_connection_that_then_ends_goes_on_a_new_one
     assert states == {"u0@one.example": "deferred", **{f"u{i}@one.example": "delivered" for i in (1, 2, 3)}}
     assert sorted(r.rcpt_tos[0] for r in server.received) == ["u1@one.example", "u2@one.example", "u3@one.example"]
     assert engine.sent_ahead >= 2 and len(server.writers) == 2  # u1 went ahead on the first connection too
+
+
+async def test_a_site_with_pipelining_off_gets_one_command_at_a_time(store: Any) -> None:
+    """[delivery.shaping."<site>"] pipelining = false: for a receiver that offers PIPELINING and mishandles it."""
+    server = await ScriptedServer({}).start()
+    shaping = {"default": {"max_connections": 1, "pipelining": False}}
+    engine = engine_for(store, Router(("127.0.0.1", server.port), 25, None), shaping=shaping)
+    try:
+        for i in range(5):
+            await queue(store, f"u{i}@one.example")
+        await engine.run_once()
+    finally:
+        await engine.stop(1)
+        await server.close()
+    assert len(server.received) == 5 and engine.sent_ahead == 0
+    assert not [r for r in server.reads if _grouped(r) or b"\r\n.\r\nMAIL FROM:" in r]
+    assert b"MAIL FROM:<sender@example.com>\r\n" in server.reads

@@ -160,10 +160,13 @@ class StaleConnection(RelayError):
 class Connection:
     """One open SMTP session to one host."""
 
-    def __init__(self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None, clock: Clock | None = None, pipelining: bool = True
+    ) -> None:
         self.smtp = smtp
         self.host = host
         self.tls = tls  # TLS version, or None for plain text
+        self.pipelining = pipelining  # False: one command at a time even if the server offers PIPELINING
         self.clock = clock or SystemClock()
         self.opened_at = self.clock.monotonic()
         self.messages = 0
@@ -313,7 +316,9 @@ class Connection:
         address can be written here; None for one command at a time."""
         smtp = self.smtp
         protocol = smtp.protocol
-        if protocol is None or protocol.transport is None or not smtp.supports_extension("pipelining"):
+        if not self.pipelining or protocol is None or protocol.transport is None:
+            return None
+        if not smtp.supports_extension("pipelining"):
             return None
         mail = b"<>" if is_null_sender(sender) else path_of(sender)
         rcpts = [path_of(r) for r in recipients]
@@ -391,15 +396,21 @@ class SmtpClient:
         self.command_timeout = command_timeout
 
     async def connect(
-        self, hosts: Sequence[Host], tls_mode: str = "opportunistic", auth: tuple[str, str] | None = None
+        self,
+        hosts: Sequence[Host],
+        tls_mode: str = "opportunistic",
+        auth: tuple[str, str] | None = None,
+        pipelining: bool = True,
     ) -> Connection | Reply:
-        """An open (and, with ``auth``, authenticated) connection to the first host that takes one."""
+        """An open (and, with ``auth``, authenticated) connection to the first host that takes one;
+        ``pipelining=False``: it sends one command at a time whatever the server offers."""
         last = Reply(None, "no host to deliver to")
         for host in hosts:
             result = await self._open(host, tls_mode)
             if isinstance(result, Connection) and auth is not None:
                 result = await self._login(result, auth)
             if isinstance(result, Connection):
+                result.pipelining = pipelining
                 return result
             last = result
             log.info("host %s [%s]:%d failed: %s", host.name, host.address, host.port, last)

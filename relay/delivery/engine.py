@@ -854,7 +854,7 @@ class Engine:
         return conn
 
     async def _open(self, dest: Destination, job: Job) -> Connection | None:
-        opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth)
+        opened = await self.client.connect(job.route.hosts, job.tls, job.route.auth, dest.shaping.pipelining)
         if isinstance(opened, Reply):
             await self._connection_failed(dest, job, opened)
             return None
