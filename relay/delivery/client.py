@@ -160,13 +160,11 @@ class StaleConnection(RelayError):
 class Connection:
     """One open SMTP session to one host."""
 
-    def __init__(
-        self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None, clock: Clock | None = None, pipelining: bool = True
-    ) -> None:
+    def __init__(self, smtp: aiosmtplib.SMTP, host: Host, tls: str | None, clock: Clock | None = None) -> None:
         self.smtp = smtp
         self.host = host
         self.tls = tls  # TLS version, or None for plain text
-        self.pipelining = pipelining  # False: one command at a time even if the server offers PIPELINING
+        self.pipelining = True  # False: one command at a time even if the server offers PIPELINING
         self.clock = clock or SystemClock()
         self.opened_at = self.clock.monotonic()
         self.messages = 0
