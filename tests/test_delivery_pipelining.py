@@ -80,6 +80,7 @@ class ScriptedServer:
         self.byte_by_byte = byte_by_byte
         self.received: list[Received] = []
         self.reads: list[bytes] = []  # what each read() from a client returned
+        self.piped_reads: list[bytes] = []  # (_both_ways: the reads of the pipelined run)
         self.writers: list[asyncio.StreamWriter] = []
         self.closing = asyncio.Event()
 
@@ -260,15 +261,16 @@ async def _both_ways(
     timeout: float = 5.0,
     max_rcpt: int = 100,
     follow: bool = False,
+    server: ScriptedServer | None = None,
 ) -> tuple[list[Any], list[Any], ScriptedServer]:
     """The same dialogue pipelined and one command at a time, on one server (so the texts that
     name its port are the same); what the server received is compared too."""
-    server = await ScriptedServer(rules, byte_by_byte=byte_by_byte).start()
+    server = await (server or ScriptedServer(rules, byte_by_byte=byte_by_byte)).start()
     try:
         piped = await _run(server, recipients, messages, timeout, max_rcpt, follow)
         got_piped, server.received = server.received, []
         assert any(_grouped(read) for read in server.reads)  # it was pipelined
-        server.pipelining, server.reads = False, []
+        server.piped_reads, server.pipelining, server.reads = server.reads, False, []
         one_by_one = await _run(server, recipients, messages, timeout, max_rcpt)
         assert not any(_grouped(read) for read in server.reads)
         assert got_piped == server.received
@@ -325,6 +327,43 @@ async def test_with_each_group_after_the_last_body_too(name: str) -> None:
     timeout = 0.5 if "silent" in name else 5.0
     piped, one_by_one, server = await _both_ways(SCENARIOS[name], ABC, messages=3, timeout=timeout, follow=True)
     assert piped == one_by_one
+
+
+class PlannedServer(ScriptedServer):
+    """A scripted server whose every transaction on a connection (counted by its MAIL) answers by the
+    next scenario of ``plan``, the last one repeating."""
+
+    def __init__(self, plan: list[str]) -> None:
+        super().__init__(SCENARIOS[plan[0]])
+        self.plan = plan
+        self.transactions = 0
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.transactions = 0
+        self.rules = {**DEFAULTS, **SCENARIOS[self.plan[0]]}
+        await super()._run(reader, writer)
+
+    def _command(self, line: str, s: Dialogue) -> bytes | Act:
+        if line[:4].upper() == "MAIL":
+            self.rules = {**DEFAULTS, **SCENARIOS[self.plan[min(self.transactions, len(self.plan) - 1)]]}
+            self.transactions += 1
+        return super()._command(line, s)
+
+
+QUICK = [name for name in SCENARIOS if "silent" not in name]  # (those wait out a timeout)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(QUICK), min_size=1, max_size=4))
+async def test_messages_each_answered_its_own_way_get_what_one_command_at_a_time_gives(plan: list[str]) -> None:
+    """Four messages on a connection, each transaction answered as another scenario says (a refused body,
+    then a 421 at MAIL, ...), every group after the first sent with the body before it when it can be:
+    each recipient's outcome, the connection's state after each message, and the mail the server took
+    are what one command at a time gives."""
+    piped, one_by_one, server = await _both_ways({}, ABC, messages=4, follow=True, server=PlannedServer(plan))
+    assert piped == one_by_one
+    if plan[0] == "all accepted":  # the first body went, and the second message's group with it
+        assert any(b"\r\n.\r\nMAIL FROM:" in read for read in server.piped_reads)
 
 
 @pytest.mark.parametrize("byte_by_byte", [False, True])
