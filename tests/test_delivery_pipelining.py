@@ -822,3 +822,37 @@ async def test_a_site_with_pipelining_off_gets_one_command_at_a_time(store: Any)
     assert len(server.received) == 5 and engine.sent_ahead == 0
     assert not [r for r in server.reads if _grouped(r) or b"\r\n.\r\nMAIL FROM:" in r]
     assert b"MAIL FROM:<sender@example.com>\r\n" in server.reads
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_groups_after_bodies_through_aiosmtpd(tmp_path: Path, tls: bool) -> None:
+    """aiosmtpd (which reads a line at a time) takes each next envelope in the write of the body before it,
+    in plain text and over STARTTLS."""
+    handler = PipeliningSink()
+    context = None
+    if tls:
+        write_self_signed(tmp_path / "sink.crt", tmp_path / "sink.key", "sink.test")
+        context = server_context(str(tmp_path / "sink.crt"), str(tmp_path / "sink.key"))
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test", tls_context=context), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    envelopes = [("from@src.test", [f"r{i}@dst.test"], RAW) for i in range(6)]
+    taken: list[int] = []
+    try:
+        conn = await SmtpClient("client.test", 5.0, 5.0).connect([Host("127.0.0.1", port, "127.0.0.1")])
+        assert isinstance(conn, Connection) and (conn.tls is not None) == tls
+        for i, envelope in enumerate(envelopes):
+
+            def following(i: int = i) -> client.Envelope | None:
+                if i + 1 == len(envelopes) or not conn.can_follow(*envelopes[i + 1], 100):
+                    return None
+                taken.append(i + 1)
+                return envelopes[i + 1]
+
+            replies = await conn.send(*envelope, following=following)
+            assert replies[envelope[1][0]].code == 250
+        assert (await conn.smtp.quit()).code == 221
+    finally:
+        server.close()
+    assert taken == [1, 2, 3, 4, 5]
+    assert [(r.rcpt_tos, r.data) for r in handler.received] == [(e[1], RAW) for e in envelopes]
