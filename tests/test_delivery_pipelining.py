@@ -584,8 +584,8 @@ class PipeliningSink(SinkHandler):
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
-@pytest.mark.parametrize("tls", [False, True])
-async def test_8bit_and_utf8_messages_through_aiosmtpd(tmp_path: Path, tls: bool) -> None:
+async def _aiosmtpd_sink(tmp_path: Path, tls: bool) -> tuple[PipeliningSink, asyncio.Server, int]:
+    """aiosmtpd offering PIPELINING and SMTPUTF8 on loopback, and STARTTLS (self-signed) when ``tls``."""
     handler = PipeliningSink()
     context = None
     if tls:
@@ -595,7 +595,12 @@ async def test_8bit_and_utf8_messages_through_aiosmtpd(tmp_path: Path, tls: bool
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="sink.test", enable_SMTPUTF8=True, tls_context=context), "127.0.0.1", 0
     )
-    port = server.sockets[0].getsockname()[1]
+    return handler, server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_8bit_and_utf8_messages_through_aiosmtpd(tmp_path: Path, tls: bool) -> None:
+    handler, server, port = await _aiosmtpd_sink(tmp_path, tls)
     try:
         conn = await SmtpClient("client.test", 5.0, 5.0).connect([Host("127.0.0.1", port, "127.0.0.1")])
         assert isinstance(conn, Connection)
@@ -698,14 +703,7 @@ async def test_the_engine_sends_a_backlog_one_write_a_message(store: Any) -> Non
     """A site's waiting jobs go out on its connection each with the last one's body: every recipient
     recorded as delivered, and the server read most bodies together with the next envelope."""
     server = await ScriptedServer({}).start()
-    engine = one_connection(store, server.port)
-    try:
-        messages = [await queue(store, f"u{i}@one.example") for i in range(15)]
-        await engine.run_once()
-    finally:
-        await engine.stop(1)
-        await server.close()
-    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    engine, states = await _backlog(store, server, 15)
     assert states == {f"u{i}@one.example": "delivered" for i in range(15)}
     assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(states)
     together = [r for r in server.reads if b"\r\n.\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<u" in r]
@@ -714,15 +712,7 @@ async def test_the_engine_sends_a_backlog_one_write_a_message(store: Any) -> Non
 
 async def test_the_engine_sends_nothing_ahead_to_a_site_paced_by_rate(store: Any) -> None:
     server = await ScriptedServer({}).start()
-    shaping = {"default": {"max_connections": 1, "max_rate": Rate(1000, 1.0)}}
-    engine = engine_for(store, Router(("127.0.0.1", server.port), 25, None), shaping=shaping)
-    try:
-        for i in range(5):
-            await queue(store, f"u{i}@one.example")
-        await engine.run_once()
-    finally:
-        await engine.stop(1)
-        await server.close()
+    await _backlog(store, server, 5, max_rate=Rate(1000, 1.0))
     assert len(server.received) == 5
     assert not [r for r in server.reads if b"\r\n.\r\nMAIL FROM:" in r]
 
@@ -780,9 +770,23 @@ async def test_a_job_sent_ahead_when_delivery_stops_goes_out_again_later(store: 
     assert states == {f"u{i}@one.example": "delivered" for i in range(5)}
 
 
-def one_connection(store: Any, port: int) -> Any:
+def one_connection(store: Any, port: int, **shaping: Any) -> Any:
     """An engine that delivers everything to 127.0.0.1:``port`` over one connection at a time."""
-    return engine_for(store, Router(("127.0.0.1", port), 25, None), shaping={"default": {"max_connections": 1}})
+    limits = {"max_connections": 1, **shaping}
+    return engine_for(store, Router(("127.0.0.1", port), 25, None), shaping={"default": limits})
+
+
+async def _backlog(store: Any, server: ScriptedServer, count: int, **shaping: Any) -> tuple[Any, dict[str, str]]:
+    """Queue ``count`` messages (u0@one.example, u1@...), deliver them to ``server`` over one connection, stop
+    the engine and the server: the engine, and each recipient's state."""
+    engine = one_connection(store, server.port, **shaping)
+    try:
+        messages = [await queue(store, f"u{i}@one.example") for i in range(count)]
+        await engine.run_once()
+    finally:
+        await engine.stop(1)
+        await server.close()
+    return engine, {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
 
 
 @pytest.mark.parametrize("after_first_body", [b"421 4.3.2 closing\r\n", HANG_UP])
@@ -794,14 +798,7 @@ async def test_a_job_sent_ahead_on_a_connection_that_then_ends_goes_on_a_new_one
     server = await ScriptedServer({}).start()
     answers = iter([after_first_body])
     server._end_of_data = _answering(server._end_of_data, server, answers)  # type: ignore[method-assign]
-    engine = one_connection(store, server.port)
-    try:
-        messages = [await queue(store, f"u{i}@one.example") for i in range(4)]
-        await engine.run_once()
-    finally:
-        await engine.stop(1)
-        await server.close()
-    states = {s.address: s.state for m in messages for s in await store.queue.message_status(m.id)}
+    engine, states = await _backlog(store, server, 4)
     assert states == {"u0@one.example": "deferred", **{f"u{i}@one.example": "delivered" for i in (1, 2, 3)}}
     assert sorted(r.rcpt_tos[0] for r in server.received) == ["u1@one.example", "u2@one.example", "u3@one.example"]
     assert engine.sent_ahead >= 2 and len(server.writers) == 2  # u1 went ahead on the first connection too
@@ -810,15 +807,7 @@ async def test_a_job_sent_ahead_on_a_connection_that_then_ends_goes_on_a_new_one
 async def test_a_site_with_pipelining_off_gets_one_command_at_a_time(store: Any) -> None:
     """[delivery.shaping."<site>"] pipelining = false: for a receiver that offers PIPELINING and mishandles it."""
     server = await ScriptedServer({}).start()
-    shaping = {"default": {"max_connections": 1, "pipelining": False}}
-    engine = engine_for(store, Router(("127.0.0.1", server.port), 25, None), shaping=shaping)
-    try:
-        for i in range(5):
-            await queue(store, f"u{i}@one.example")
-        await engine.run_once()
-    finally:
-        await engine.stop(1)
-        await server.close()
+    engine, _ = await _backlog(store, server, 5, pipelining=False)
     assert len(server.received) == 5 and engine.sent_ahead == 0
     assert not [r for r in server.reads if _grouped(r) or b"\r\n.\r\nMAIL FROM:" in r]
     assert b"MAIL FROM:<sender@example.com>\r\n" in server.reads
@@ -828,14 +817,7 @@ async def test_a_site_with_pipelining_off_gets_one_command_at_a_time(store: Any)
 async def test_groups_after_bodies_through_aiosmtpd(tmp_path: Path, tls: bool) -> None:
     """aiosmtpd (which reads a line at a time) takes each next envelope in the write of the body before it,
     in plain text and over STARTTLS."""
-    handler = PipeliningSink()
-    context = None
-    if tls:
-        write_self_signed(tmp_path / "sink.crt", tmp_path / "sink.key", "sink.test")
-        context = server_context(str(tmp_path / "sink.crt"), str(tmp_path / "sink.key"))
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test", tls_context=context), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    handler, server, port = await _aiosmtpd_sink(tmp_path, tls)
     envelopes = [("from@src.test", [f"r{i}@dst.test"], RAW) for i in range(6)]
     taken: list[int] = []
     try:
