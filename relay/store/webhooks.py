@@ -281,13 +281,18 @@ class SqlWebhooks:
     async def delete_webhook(self, hook_id: str) -> bool:
         return await self.db.write(lambda c: delete(c, hook_id))
 
+    # The sender's lease and its outcomes are a few indexed statements (light), and need not wait for the disk
+    # (durable=False): lost with the power, a delivery is posted again, as a message is delivered again when
+    # its recipient's outcome is lost (receivers tell repeats by webhook-id).
+
     async def claim_webhook_deliveries(self, webhook_id: str, limit: int, lease: float) -> list[DueDelivery]:
         now = self.clock.now()
-        return await self.db.write(lambda c: claim_due(c, now, limit, lease, webhook_id))
+        return await self.db.write(lambda c: claim_due(c, now, limit, lease, webhook_id), light=True, durable=False)
 
     async def record_webhook_attempts(self, outcomes: Sequence[AttemptOutcome], disable_after: float) -> dict[str, str]:
         now = self.clock.now()
-        return await self.db.write(lambda c: record_attempts(c, outcomes, now, disable_after))
+        op = lambda c: record_attempts(c, outcomes, now, disable_after)  # noqa: E731
+        return await self.db.write(op, light=True, durable=False)
 
     async def webhook_attempts(self, hook_id: str, limit: int, before: int | None = None) -> list[AttemptRecord]:
         return await self.db.read(lambda c: recent_attempts(c, hook_id, limit, before))
