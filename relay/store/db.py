@@ -21,7 +21,7 @@ spent 4 of every 5 seconds of its transactions waiting so, holding the write
 lock that the other processes wait for (measured with acceptors = 1).
 
 What may skip the fsync: a write made with ``durable=False`` (claiming due work,
-recording a delivery's outcome) must survive relay's crash but may be lost with the
+recording a delivery's outcome, and the same two for webhooks) must survive relay's crash but may be lost with the
 machine's power; redone then, it delivers a recipient again (at least once, as
 Postfix may after a power loss). A group made only of such writes commits with
 ``synchronous=NORMAL`` (WAL mode: the commit writes the log and does not wait
