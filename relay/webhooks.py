@@ -373,13 +373,22 @@ class WebhookSender:
         return await self.store.webhooks.claim_webhook_deliveries(hook.id, self.claim_limit, self.settings.lease)
 
     async def _send(self, due: list[DueDelivery], hook: Webhook) -> list[AttemptOutcome]:
-        """Post every one (``max_concurrency`` at a time)."""
-        attempts = [asyncio.create_task(self._attempt(d, hook)) for d in due]
-        self._tasks.update(attempts)
+        """Post every one, ``max_concurrency`` at a time: as many workers, each taking the next delivery
+        (not a task each waiting for a place: a task, a wait and a wake-up less a delivery)."""
+        outcomes: list[AttemptOutcome | None] = [None] * len(due)
+        turns = iter(enumerate(due))
+
+        async def work() -> None:
+            for i, delivery in turns:
+                outcomes[i] = await self._attempt(delivery, hook)
+
+        workers = [asyncio.create_task(work()) for _ in range(min(len(due), self.settings.max_concurrency))]
+        self._tasks.update(workers)
         try:
-            return await asyncio.gather(*attempts)
+            await asyncio.gather(*workers)
         finally:
-            self._tasks.difference_update(attempts)
+            self._tasks.difference_update(workers)
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _record_in_turn(self, lane: _Lane, outcomes: list[AttemptOutcome]) -> None:
         lane.recording = task = asyncio.create_task(self._record(lane.recording, lane.hook, outcomes))
