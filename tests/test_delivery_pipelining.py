@@ -717,15 +717,29 @@ async def test_the_engine_sends_nothing_ahead_to_a_site_paced_by_rate(store: Any
     assert not [r for r in server.reads if b"\r\n.\r\nMAIL FROM:" in r]
 
 
-async def test_postfix_guarding_against_unauthorised_pipelining_takes_a_backlog(store: Any, sink: Any) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+async def test_postfix_guarding_against_unauthorised_pipelining_takes_a_backlog(
+    store: Any, sink: Any, tls: bool
+) -> None:
     """A real smtpd that drops clients pipelining where RFC 2920 forbids it (Postfix's answer to SMTP
-    smuggling) takes groups that follow a body: every message arrives, none is refused."""
+    smuggling) takes groups that follow a body, in plain text and after STARTTLS: every message arrives,
+    none is refused."""
     postfix = PostfixInstance(
         {"one.example": sink.address},
         extra={"smtpd_forbid_unauth_pipelining": "yes", "smtpd_data_restrictions": "reject_unauth_pipelining"},
     )
+    if tls:
+        write_self_signed(postfix.base / "smtpd.crt", postfix.base / "smtpd.key", "mx.postfix.test")
+        postfix.extra.update(
+            smtpd_tls_security_level="may",
+            smtpd_tls_cert_file=str(postfix.base / "smtpd.crt"),
+            smtpd_tls_key_file=str(postfix.base / "smtpd.key"),
+            smtpd_tls_loglevel="1",
+        )
     await asyncio.to_thread(postfix.start)
-    engine = one_connection(store, postfix.port)
+    shaping = {"default": {"max_connections": 1}}
+    router = Router(("127.0.0.1", postfix.port), 25, None)
+    engine = engine_for(store, router, shaping=shaping, tls="required" if tls else "opportunistic")
     try:
         messages = [await queue(store, f"u{i}@one.example") for i in range(12)]
         await engine.run_once()
@@ -742,6 +756,7 @@ async def test_postfix_guarding_against_unauthorised_pipelining_takes_a_backlog(
     assert sorted(r.rcpt_tos[0] for r in sink.handler.received) == sorted(states)
     assert engine.sent_ahead >= 6  # (the first claim's jobs; the rest come back from the queue)
     assert "pipelining" not in log, log
+    assert ("TLS connection established from localhost" in log) == tls
 
 
 async def test_a_job_sent_ahead_when_delivery_stops_goes_out_again_later(store: Any) -> None:
