@@ -4,6 +4,10 @@ connections to a fast local sink, with the sink offering PIPELINING and without 
 a backlog (each message's MAIL, RCPT and DATA in the write of the body before it, ``send(...,
 following=...)``, as the engine sends a site's waiting jobs).
 
+``--rtt MS`` puts a proxy in this process between the client and the sink that holds what goes each way
+for half of MS milliseconds: a link with that round trip, as to a remote MX (the CPU figures then include
+the proxy's, so read the rates).
+
 Starts Postfix's ``smtp-sink`` on loopback (``-p`` makes it not announce PIPELINING, so the
 one-command-at-a-time path is measured on the same code), opens ``--connections`` connections
 with relay's SmtpClient and sends ``--messages`` messages of ``--size`` bytes over them (one
@@ -87,11 +91,35 @@ async def one_connection(client: SmtpClient, host: Host, count: int, raw: bytes,
     return sent
 
 
+async def delaying_proxy(target: int, delay: float) -> asyncio.Server:
+    """A listener that forwards each connection to 127.0.0.1:``target``, each chunk ``delay`` seconds late
+    in either direction (in order: a link with a round trip of twice ``delay``)."""
+    loop = asyncio.get_running_loop()
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                loop.call_later(delay, writer.write, data)
+        except ConnectionError:
+            pass
+        loop.call_later(delay, writer.close)
+
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        sink_reader, sink_writer = await asyncio.open_connection("127.0.0.1", target)
+        await asyncio.gather(pump(client_reader, sink_writer), pump(sink_reader, client_writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
 async def run(args: argparse.Namespace, kind: str) -> tuple[float, float]:
     port = free_port()
     sink = start_sink(port, kind != "one by one")
+    proxy = None
     try:
         await wait_for_port(port)
+        if args.rtt:
+            proxy = await delaying_proxy(port, args.rtt / 2000)
+            port = proxy.sockets[0].getsockname()[1]
         client = SmtpClient("bench.test", 5.0, 30.0)
         host = Host("127.0.0.1", port, "127.0.0.1")
         raw = message(args.size)
@@ -101,6 +129,8 @@ async def run(args: argparse.Namespace, kind: str) -> tuple[float, float]:
         sent = sum(await asyncio.wait_for(asyncio.gather(*work), args.timeout))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     finally:
+        if proxy is not None:
+            proxy.close()
         sink.terminate()
         sink.wait(timeout=10)
     return sent / wall, cpu / sent * 1000
@@ -114,6 +144,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=1, help="recipients per message")
     parser.add_argument("--runs", type=int, default=3, help="runs of each kind, alternating")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run at most")
+    parser.add_argument("--rtt", type=float, default=0.0, help="a link with this round trip (ms) to the sink")
     args = parser.parse_args()
     if shutil.which("smtp-sink") is None:
         sys.exit("needs Postfix's smtp-sink (apt-get install postfix)")
@@ -126,7 +157,8 @@ def main() -> None:
             results[kind].append((rate, cpu))
             print(f"{kind:10}: {rate:8.0f} msgs/s  {cpu:.3f} ms CPU/msg", flush=True)
     print(
-        f"\n{args.messages} x {args.size} B, {args.recipients} recipient(s), {args.connections} connection(s);"
+        f"\n{args.messages} x {args.size} B, {args.recipients} recipient(s), {args.connections} connection(s),"
+        f" round trip {args.rtt:g} ms;"
         f" median of {args.runs} runs"
     )
     for kind, rows in results.items():
