@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import ipaddress
@@ -44,8 +43,7 @@ def new_message_id(now: float | None = None) -> str:
     else:
         rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
     _last_id = (ms, rand)
-    raw = ms.to_bytes(6, "big") + rand.to_bytes(10, "big")
-    return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_SORTABLE_BASE32)
+    return sortable_base32(ms << 80 | rand)
 
 
 _MESSAGE_ID = re.compile(r"[0-9a-hjkmnp-tv-z]{26}")
@@ -58,13 +56,21 @@ def is_message_id(text: str) -> bool:
 
 def lowest_message_id(at: float) -> str:
     """The smallest id a message made at ``at`` can have: ids below it were made earlier."""
-    raw = int(at * 1000).to_bytes(6, "big") + bytes(10)
-    return base64.b32encode(raw).decode("ascii").rstrip("=").translate(_SORTABLE_BASE32)
+    return sortable_base32(int(at * 1000) << 80)
 
 
 # RFC 4648's base32 alphabet (A-Z, 2-7) does not sort like the numbers it encodes;
 # Crockford's (digits first, in ASCII order) does, so ids compare like their times.
-_SORTABLE_BASE32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
+SORTABLE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in SORTABLE_ALPHABET for b in SORTABLE_ALPHABET]  # 10 bits -> two characters
+_SHIFTS = range(120, -1, -10)
+
+
+def sortable_base32(value: int) -> str:
+    """A 128-bit number as 26 characters of SORTABLE_ALPHABET: what RFC 4648 base32 makes of its 16 bytes
+    (without the padding) in that alphabet, two characters a table look-up (a third of base64's time)."""
+    value <<= 2  # 130 bits: 26 characters of 5
+    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
 
 
 def split_address(address: str) -> tuple[str, str] | None:

@@ -5,6 +5,8 @@ import sqlite3
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.errors import StoreFull, StoreUnavailable
 from relay.events import EventKind, State
@@ -186,6 +188,18 @@ def test_message_ids_sort_in_creation_order():
     ids = [new_message_id(1_800_000_000.0 + i / 7000) for i in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000
     assert new_message_id(1_900_000_000.0) > ids[-1]
+
+
+@settings(max_examples=500)
+@given(st.integers(0, 2**128 - 1), st.integers(0, 2**128 - 1))
+def test_sortable_base32_is_rfc_4648_base32_in_the_sortable_alphabet_and_sorts_like_the_numbers(a, b):
+    import base64
+
+    from relay.message import SORTABLE_ALPHABET, sortable_base32
+
+    rfc = base64.b32encode(a.to_bytes(16, "big")).decode().rstrip("=")
+    assert sortable_base32(a) == rfc.translate(str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", SORTABLE_ALPHABET))
+    assert (sortable_base32(a) < sortable_base32(b)) == (a < b)
 
 
 async def test_async_tests_run_on_uvloop_like_the_server():
