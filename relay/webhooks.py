@@ -26,7 +26,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from relay import strictjson
@@ -388,7 +388,7 @@ class WebhookSender:
             await asyncio.gather(*workers)
         finally:
             self._tasks.difference_update(workers)
-        return [outcome for outcome in outcomes if outcome is not None]
+        return cast(list[AttemptOutcome], outcomes)  # each filled in by the worker that took it
 
     def _record_in_turn(self, lane: _Lane, outcomes: list[AttemptOutcome]) -> None:
         lane.recording = task = asyncio.create_task(self._record(lane.recording, lane.hook, outcomes))
