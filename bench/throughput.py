@@ -485,7 +485,7 @@ def relay_checkout(args: argparse.Namespace, target: str) -> tuple[str, Path]:
     """The Python and the source tree that run ``target``: this checkout's for relay (--python's interpreter if
     given), --before's for before."""
     if target != "before":
-        return str(args.python or sys.executable), REPO
+        return str(getattr(args, "python", None) or sys.executable), REPO  # (latency.py has no --python)
     python = args.before / ".venv" / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"--before {args.before}: no .venv/bin/python there (make that checkout's virtualenv)")
