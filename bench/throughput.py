@@ -501,7 +501,11 @@ def interpreter(python: str) -> str:
         text=True,
         check=True,
     )
-    return out.stdout.strip()
+    version, _, path = out.stdout.strip().partition(" ")
+    home = str(Path.home())
+    if path.startswith(home + "/"):  # reports name no home directory
+        path = "~" + path[len(home) :]
+    return f"{version} {path}"
 
 
 def check_python(python: Path) -> None:
