@@ -14,6 +14,7 @@ import binascii
 import dataclasses
 import mimetypes
 import re
+import secrets
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
@@ -191,9 +192,34 @@ def name_and_address(item: str) -> list[tuple[str, str]]:
     """``getaddresses([item])``, answered without the email package's parser for the usual forms (``a@x``,
     ``Name Surname <a@x>`` with a plain address and a name of letters and digits), which it reads the same."""
     plain = _PLAIN_MAILBOX.fullmatch(item)
-    if plain is None:
-        return getaddresses([item])
-    return [(plain.group(1) or "", plain.group(2) or plain.group(3))]
+    if plain is not None:
+        return [(plain.group(1) or "", plain.group(2) or plain.group(3))]
+    if "@[" in item:
+        return _with_domain_literals(item)
+    return getaddresses([item])
+
+
+_DOMAIN_LITERAL = re.compile(r"@(\[[^\[\]\\\s]*\])")  # @[192.0.2.1], @[IPv6:2001:db8::1] (RFC 5321 §4.1.3)
+
+
+def _with_domain_literals(item: str) -> list[tuple[str, str]]:
+    """``getaddresses([item])`` for text with a domain literal in it. The email package with the fix for
+    CVE-2023-27043 (Python 3.11.10, 3.12.6, 3.13 and the distributions' backports, Debian 12's 3.11.2 among
+    them) reads any address with a ``[`` in it as ``('', '')``, where older ones read ``a@[192.0.2.1]``: each
+    literal is read as a placeholder domain of its own, then put back in the names and addresses."""
+    literals: list[str] = []
+    token = secrets.token_hex(8)
+
+    def hide(match: re.Match[str]) -> str:
+        literals.append(match.group(1))
+        return f"@literal{len(literals) - 1}-{token}.invalid"
+
+    def show(text: str) -> str:
+        for index, literal in enumerate(literals):
+            text = text.replace(f"literal{index}-{token}.invalid", literal)
+        return text
+
+    return [(show(name), show(address)) for name, address in getaddresses([_DOMAIN_LITERAL.sub(hide, item)])]
 
 
 def _parse_address(where: str, item: object) -> Address:

@@ -292,7 +292,13 @@ def test_an_address_reads_as_getaddresses_reads_it(item):
     assert name_and_address(item) == getaddresses([item])
 
 
+# The email package with the fix for CVE-2023-27043 (Python 3.11.10+, 3.12.6+, 3.13, Debian 12's 3.11.2) reads
+# no address with a "[" in it; relay reads an address literal as the package did before (tests/test_fuzz_inputs.py).
+READS_NO_LITERAL = getaddresses(["x@[192.0.2.1]"]) == [("", "")]
+
+
 def test_generated_addresses_read_as_getaddresses_reads_them():
+    """On a Python before that fix, exactly as getaddresses (address literals too: read through a placeholder)."""
     rng, fast = random.Random(22), 0
     pieces = [*"aZ9 .<>@\"'(),;:[]\\-_+=/?#é\t", "bob", "example.com", " <", ">", "@ex.org", "  ", "=?"]
     for _ in range(30000):
@@ -302,6 +308,8 @@ def test_generated_addresses_read_as_getaddresses_reads_them():
         if rng.random() < 0.2:
             item = rng.choice(["a", "a.b", "x'y", "a+b"]) + "@" + rng.choice(["ex.com", "EX-1.org", "a..b", "a.b."])
         fast += _PLAIN_MAILBOX.fullmatch(item) is not None
+        if READS_NO_LITERAL and "@[" in item:
+            continue
         assert name_and_address(item) == getaddresses([item]), item
     assert fast > 1000  # the generator does reach the fast path
 

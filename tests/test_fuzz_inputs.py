@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,24 @@ def test_a_comma_separated_string_reads_as_the_list_it_was_written_from(mailboxe
     text = separator.join(quoted(*mailbox) for mailbox in mailboxes)
     addresses = parse_addresses("to", text, many=True)
     assert [(a.display_name, a.addr_spec) for a in addresses] == mailboxes
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x@[127.0.0.1]", [("", "x@[127.0.0.1]")]),
+        ("Ann <x@[192.0.2.1]>", [("Ann", "x@[192.0.2.1]")]),
+        (
+            '"Doe, John" <y@[IPv6:2001:db8::1]>, b@example.org',
+            [("Doe, John", "y@[IPv6:2001:db8::1]"), ("", "b@example.org")],
+        ),
+        ('"me@[192.0.2.1]" <a@example.org>', [("me@[192.0.2.1]", "a@example.org")]),
+    ],
+)
+def test_an_address_literal_reads_the_same_on_every_python(text: str, expected: list[tuple[str, str]]) -> None:
+    """The email package with the fix for CVE-2023-27043 (Python 3.11.10+, 3.12.6+, 3.13, Debian 12's 3.11.2)
+    reads an address with a ``[`` as nothing: relay reads an address literal as it did before it."""
+    assert [(a.display_name, a.addr_spec) for a in parse_addresses("to", text, many=True)] == expected
 
 
 _sections = st.dictionaries(
