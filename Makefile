@@ -1,12 +1,20 @@
 # Set-up is part of every target: a fresh clone needs only `make serve` or `make test`.
 VENV ?= .venv
-PYTHON ?= python3
+# The distribution's python3 when it is 3.11 or later: what a server runs relay on (the README's
+# `sudo python3 -m venv`), so the tests and benchmarks run on it too. Distributions build it with PGO
+# and LTO and carry security fixes that change behaviour (the email package's CVE-2023-27043 fix, for
+# one); a python3 earlier on PATH (pyenv's) can differ in both. Else the python3 on PATH; PYTHON=... to choose.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell /usr/bin/python3 -c 'import sys; raise SystemExit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& echo /usr/bin/python3 || echo python3)
+endif
 PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 
 .PHONY: serve test lint bench tools .packages
 
 # What serving needs: relay and its dependencies. The test tools come on top, for lint/test/bench.
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || ! command -v apt-get >/dev/null || { $(APT_INSTALL) python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $@
