@@ -43,9 +43,9 @@ class InflightBudget:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, left)
-            except TimeoutError:
-                pass
+                # asyncio.wait, not wait_for: an SMTP command runs its first step outside any task
+                # (relay.submission.server), where wait_for raises RuntimeError on Python 3.12+.
+                await asyncio.wait((waiter,), timeout=left)
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
