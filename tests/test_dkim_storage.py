@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -63,7 +64,7 @@ class Database:
 
     def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self.backend == "sqlite":
-            with sqlite3.connect(self.path) as conn:
+            with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:  # closed, not only committed
                 return conn.execute(statement, params).fetchall()
         with psycopg.connect(self.url, autocommit=True) as pg_conn:
             cur = pg_conn.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
@@ -276,7 +277,7 @@ async def test_a_file_key_this_node_does_not_have_is_said_once_and_not_signed_wi
 
 def test_schema_12_keeps_its_file_keys_through_the_migration(tmp_path):
     path = tmp_path / "relay.sqlite3"
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         for script in MIGRATIONS[:12]:
             for statement in _statements(script):
                 conn.execute(statement)

@@ -145,8 +145,9 @@ async def test_a_group_with_a_failing_write_is_run_again_one_savepoint_each(stor
     assert await store.bodies.raw_message(good.id) == good.raw
 
 
-def test_due_scan_uses_the_partial_index(tmp_path):
+def test_due_scan_uses_the_partial_index(tmp_path, request):
     conn = open_database(tmp_path / "q.sqlite3")
+    request.addfinalizer(conn.close)
     plan = conn.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM recipients WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 10",
         (0,),
@@ -167,6 +168,7 @@ def test_migrations_are_versioned_and_idempotent(tmp_path):
     conn.close()
     conn = open_database(path)
     assert schema_version(conn) == len(MIGRATIONS)
+    conn.close()
 
 
 def test_database_file_is_private(tmp_path):
@@ -178,8 +180,11 @@ def test_database_file_is_private(tmp_path):
 
 def test_durability_pragmas(tmp_path):
     conn = open_database(tmp_path / "p.sqlite3")
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        conn.close()
 
 
 def test_message_ids_sort_in_creation_order():

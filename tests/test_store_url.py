@@ -3,6 +3,7 @@ and ``relay migrate`` on both."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 
@@ -108,7 +109,7 @@ def test_relay_migrate_on_sqlite_creates_then_finds_the_schema_up_to_date(tmp_pa
 
 def test_relay_migrate_refuses_a_newer_sqlite_schema(tmp_path):
     db = tmp_path / "relay.sqlite3"
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute(f"PRAGMA user_version = {len(sqlite_schema.MIGRATIONS) + 1}")
     conn.close()
     result = run_cli("migrate", config=write_toml(tmp_path / "relay.toml", config_dict(tmp_path)))

@@ -9,6 +9,7 @@ than the code (StoreUnavailable).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -41,9 +42,8 @@ def _migrate_sqlite(where: StoreUrl) -> Migrated:
     try:
         before = 0
         if where.path.exists():
-            with sqlite3.connect(where.path) as probe:
+            with contextlib.closing(sqlite3.connect(where.path)) as probe:
                 before = schema.schema_version(probe)
-            probe.close()
         conn = open_database(where.path)
         after = schema.schema_version(conn)
         conn.close()
