@@ -5,6 +5,7 @@ failing alone, driver errors translated, and reconnecting by itself after the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import time
@@ -107,17 +108,17 @@ async def test_the_schema_is_created_once_and_a_rerun_changes_nothing(url):
 
 async def test_the_schema_has_every_table_column_and_index_of_sqlite_at_its_current_version(url):
     assert len(sqlite_schema.MIGRATIONS) == schema.SQLITE_VERSION, "a SQLite migration needs its PostgreSQL twin"
-    lite = sqlite3.connect(":memory:", isolation_level=None)
-    sqlite_schema.migrate(lite)
-    tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    tables = [t for t in tables if t not in SQLITE_ONLY]
-    expected = {(t, c[1]) for t in tables for c in lite.execute(f"PRAGMA table_info({t})")}
-    indexes = {
-        r[0]
-        for r in lite.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
-        if r[1] not in SQLITE_ONLY
-    }
-    triggers = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as lite:
+        sqlite_schema.migrate(lite)
+        tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        tables = [t for t in tables if t not in SQLITE_ONLY]
+        expected = {(t, c[1]) for t in tables for c in lite.execute(f"PRAGMA table_info({t})")}
+        indexes = {
+            r[0]
+            for r in lite.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+            if r[1] not in SQLITE_ONLY
+        }
+        triggers = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     await opened_and_closed(url)
     columns = await fetch(
         url, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"

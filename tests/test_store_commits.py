@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -33,8 +34,8 @@ async def test_writes_light_and_heavy_land_together(tmp_path: Path) -> None:
     await db.close()
     assert [v for v, _ in rows] == list(range(40))
     assert all((thread == loop_thread) == (v % 2 == 0) for v, thread in rows), "light ones on the loop's thread"
-    again = sqlite3.connect(tmp_path / "relay.sqlite3")  # committed: another connection reads them
-    assert again.execute("SELECT count(*) FROM t").fetchone()[0] == 40
+    with contextlib.closing(sqlite3.connect(tmp_path / "relay.sqlite3")) as again:  # committed: another reads them
+        assert again.execute("SELECT count(*) FROM t").fetchone()[0] == 40
 
 
 def _synchronous(c: sqlite3.Connection) -> int:
@@ -63,8 +64,8 @@ async def test_a_group_of_writes_that_need_not_survive_power_loss_commits_withou
     quick_alone = await db.write(insert(13), light=True, durable=False)
     assert quick_alone == 1
     await db.close()
-    again = sqlite3.connect(tmp_path / "relay.sqlite3")  # committed: another connection reads them all
-    assert [v for (v,) in again.execute("SELECT v FROM t ORDER BY v")] == [0, 1, 2, 3, 4, 10, 11, 12, 13]
+    with contextlib.closing(sqlite3.connect(tmp_path / "relay.sqlite3")) as again:  # committed: another reads them
+        assert [v for (v,) in again.execute("SELECT v FROM t ORDER BY v")] == [0, 1, 2, 3, 4, 10, 11, 12, 13]
 
 
 async def test_quick_commits_leave_checkpoints_to_the_reader_thread(tmp_path: Path) -> None:
