@@ -6,7 +6,8 @@ at a sink, injects the messages (one connection per message), and prints:
 
 - accepted msgs/s: messages / time until the last 250 to DATA
 - end-to-end msgs/s: messages / time until the queue shows every one delivered
-- CPU seconds used by relay, per message
+- CPU seconds used by relay, per message, and of them the kernel's
+- context switches per message over every thread of relay's processes (/proc: voluntary and involuntary)
 
 ``--store postgresql`` runs relay on a private PostgreSQL cluster (tests/pg.py: a temporary directory,
 loopback, fsync on) instead of SQLite, and adds the database server's CPU per message and, from
@@ -288,6 +289,23 @@ def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) ->
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on port {port}")
+
+
+def context_switches(pids: list[int]) -> int:
+    """Every thread's context switches so far, voluntary (it waited: a lock, the GIL, the disk, a socket) and
+    involuntary (something else was given its core), summed over the processes."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except (FileNotFoundError, ProcessLookupError):  # a thread that has just ended
+                continue
+            total += sum(int(line.split()[1]) for line in lines if line.startswith(_SWITCHES))
+    return total
+
+
+_SWITCHES = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
 
 
 def pss_mb(pids: list[int]) -> float:
@@ -624,6 +642,10 @@ concurrency = {args.concurrency}
         """The part of cpu() spent in the kernel (system calls: sockets, the disk)."""
         return sum(cpu_seconds(p, kernel_only=True) for p in self.pids)
 
+    def switches(self) -> int:
+        """Context switches of every thread of relay's processes (see context_switches)."""
+        return context_switches(self.pids)
+
     def main_cpu(self) -> float:
         """The main process's CPU (the delivery engine, and acceptance when it has no acceptor processes)."""
         return cpu_seconds(self.proc.pid)
@@ -846,6 +868,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         cpu_before = server.cpu()
         main_before = server.main_cpu() if isinstance(server, Relay) else None
         kernel_before = server.kernel_cpu() if isinstance(server, Relay) else None
+        switches_before = server.switches() if isinstance(server, Relay) else None
         if window is not None:
             window.started(target, server, cpu_before)
         db_before = (database.cpu(), *database.counters()) if database is not None else None
@@ -888,6 +911,9 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         kernel_cpu = (
             server.kernel_cpu() - kernel_before if isinstance(server, Relay) and kernel_before is not None else None
         )
+        switches = (
+            server.switches() - switches_before if isinstance(server, Relay) and switches_before is not None else None
+        )
         memory = server.memory()  # after the run, before stopping: what the processes hold at its end
         if profiler is not None:
             profiler.stop()
@@ -927,6 +953,7 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "cpu_ms_per_message": round(cpu * 1000 / args.messages, 3),
         "main_cpu_ms_per_message": None if main_cpu is None else round(main_cpu * 1000 / args.messages, 3),
         "kernel_cpu_ms_per_message": None if kernel_cpu is None else round(kernel_cpu * 1000 / args.messages, 3),
+        "switches_per_message": None if switches is None else round(switches / args.messages, 1),
         "pss_mb": memory,
         "errors_logged": server.errors(),
         "store": args.store if target in RELAYS else None,
@@ -1089,6 +1116,11 @@ def main() -> None:
                     + (
                         f"in the kernel {result['kernel_cpu_ms_per_message']}, "
                         if result.get("kernel_cpu_ms_per_message") is not None
+                        else ""
+                    )
+                    + (
+                        f"{result['switches_per_message']} context switches a message, "
+                        if result.get("switches_per_message") is not None
                         else ""
                     )
                     + (
