@@ -15,7 +15,7 @@ PIP = $(VENV)/bin/pip install --quiet --disable-pip-version-check
 # What serving needs: relay and its dependencies. The test tools come on top, for lint/test/bench.
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || ! command -v apt-get >/dev/null || { $(APT_INSTALL) python3-venv; }
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --upgrade-deps $(VENV)  # a current pip: it builds a wheel of every sdist (dkimpy, pyspf) and byte-compiles it
 	$(PIP) -e .
 	touch $@
 
