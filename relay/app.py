@@ -29,7 +29,7 @@ from relay.dkim import Signer
 from relay.domains import VERIFIED, Checker, Domains, SendingDomains
 from relay.domains import Policy as DomainPolicy
 from relay.errors import StoreError
-from relay.listening import BuiltOnFirstUse, OverflowServer
+from relay.listening import AcceptorLoad, BuiltOnFirstUse, OverflowServer
 from relay.nodes import HEARTBEAT_SECONDS, NodeInfo
 from relay.ratelimit import limiter_for, shared_counters
 from relay.secrets import Keyring, Sealer, SecretsError, load_key_file
@@ -387,6 +387,7 @@ class Relay:
         self.http_address: tuple[str, int] | None = None
         self._http_runner: web.AppRunner | None = None
         self.http_overflow: list[OverflowServer] = []  # the main process beside acceptor processes
+        self.acceptor_load = AcceptorLoad()  # when the overflow servers take what the acceptors leave waiting
         self._engine_task: asyncio.Task[None] | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -628,8 +629,9 @@ class Relay:
         implicit = make_smtp_factory(handler, self.config, sessions, context, implicit_tls=True)
         self.smtp_factories = [starttls, implicit]
         if self.takes_overflow:
-            self.smtp_servers += [OverflowServer(sock, starttls) for sock in listeners.smtp]
-            self.smtp_servers += [OverflowServer(sock, implicit, context) for sock in listeners.smtps]
+            delay = self.acceptor_load.delay
+            self.smtp_servers += [OverflowServer(sock, starttls, delay=delay) for sock in listeners.smtp]
+            self.smtp_servers += [OverflowServer(sock, implicit, context, delay) for sock in listeners.smtps]
             return
         for sock in listeners.smtp:
             self.smtp_servers.append(await loop.create_server(starttls, sock=sock, backlog=1024))
@@ -670,7 +672,8 @@ class Relay:
         a connection they left waiting: until then it need not load aiohttp's server and the API (~14 MB)."""
         if self.takes_overflow:
             server = BuiltOnFirstUse(lambda: self._http_factory(acceptor, store))
-            self.http_overflow = [OverflowServer(sock, server, self._http_tls) for sock in sockets]
+            delay = self.acceptor_load.delay
+            self.http_overflow = [OverflowServer(sock, server, self._http_tls, delay) for sock in sockets]
             return
         from relay.api.connections import GuardedSite
 
@@ -908,7 +911,7 @@ async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> in
     # A reload is the main process's business (it holds the delivery policy); survive a stray HUP.
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
     watching = asyncio.create_task(watch.run(), name="parent-watch") if watch is not None else None
-    wake = workers.WakeSender(workers.wake_address(config.db_path))
+    wake = workers.WakeSender(workers.wake_address(config.db_path), workers.LoopLoad())
 
     processes = config.server.accepting_processes
     relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake, accepting_processes=processes)
@@ -979,7 +982,8 @@ async def serve(config: Config) -> int:
     supervisor = listener = None
     if acceptors > 0:
         assert relay.engine is not None and relay.listeners is not None
-        listener = workers.WakeListener(workers.wake_address(config.db_path), relay.engine.wake)
+        address = workers.wake_address(config.db_path)
+        listener = workers.WakeListener(address, relay.engine.wake, relay.acceptor_load.report_saturated)
         supervisor = workers.Supervisor(acceptors, config.source, relay.listeners, relay.clock)
         supervisor.start()
         try:

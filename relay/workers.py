@@ -6,6 +6,9 @@ starts N acceptor processes that inherit the listening sockets (the kernel
 hands each new connection to one of them) and queue into the same SQLite file.
 Each acceptor nudges the main process's engine over a Unix datagram socket
 after every commit, so new mail is picked up at once, not at the next poll.
+The nudge also says when the acceptor is saturated (:class:`LoopLoad`): the
+main process then takes the connections it leaves waiting sooner
+(relay.listening).
 
 Acceptors die with the main process. Each one asks Linux for SIGTERM when its
 parent dies (``prctl(PR_SET_PDEATHSIG)``), checks at once that its parent is
@@ -27,10 +30,12 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from relay.clock import Clock, SystemClock
+from relay.listening import BUSY_SHARE
 from relay.startup import EX_CONFIG
 
 log = logging.getLogger(__name__)
@@ -163,16 +168,42 @@ class ParentWatch:
 
 
 READY = b"ready "  # + the pid: an acceptor process has started and answers on the listening sockets
+WAKE = b"!"  # an acceptor committed new mail
+WAKE_SATURATED = b"!saturated"  # the same, from an acceptor whose event loop is saturated
+LOAD_WINDOW = 0.05  # seconds over which an acceptor measures its event loop's load
+
+
+class LoopLoad:
+    """Whether this thread (an acceptor's event loop) was on the CPU :data:`BUSY_SHARE` of the time or more,
+    over the last window of at least :data:`LOAD_WINDOW` seconds. ``now`` and ``cpu``: seconds of the wall
+    clock and of this thread's CPU time."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic, cpu: Callable[[], float] = time.thread_time) -> None:
+        self.now, self.cpu = now, cpu
+        self._since, self._cpu_since = now(), cpu()
+        self._saturated = False
+
+    def saturated(self) -> bool:
+        now = self.now()
+        if now - self._since >= LOAD_WINDOW:
+            cpu = self.cpu()
+            self._saturated = cpu - self._cpu_since >= BUSY_SHARE * (now - self._since)
+            self._since, self._cpu_since = now, cpu
+        return self._saturated
 
 
 class WakeListener:
-    """Calls ``on_wake`` whenever an acceptor reports new mail; counts the acceptors that report ready."""
+    """Calls ``on_wake`` whenever an acceptor reports new mail, and ``on_saturated`` when it says it is
+    saturated; counts the acceptors that report ready."""
 
-    def __init__(self, address: str, on_wake: Callable[[], None]) -> None:
+    def __init__(
+        self, address: str, on_wake: Callable[[], None], on_saturated: Callable[[], None] = lambda: None
+    ) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.setblocking(False)
         self.on_wake = on_wake
+        self.on_saturated = on_saturated
         self.ready: set[bytes] = set()
         self._ready_changed = asyncio.Event()
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
@@ -180,7 +211,9 @@ class WakeListener:
     def _readable(self) -> None:
         try:
             while data := self.sock.recv(64):
-                if data.startswith(READY):
+                if data == WAKE_SATURATED:
+                    self.on_saturated()
+                elif data.startswith(READY):
                     self.ready.add(data[len(READY) :])
                     self._ready_changed.set()
         except BlockingIOError:
@@ -199,13 +232,16 @@ class WakeListener:
 
 
 class WakeSender:
-    def __init__(self, address: str) -> None:
+    """Nudges the main process (called on the event loop); with ``load``, says so when the loop is saturated."""
+
+    def __init__(self, address: str, load: LoopLoad | None = None) -> None:
         self.address = address
+        self.load = load
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
 
     def __call__(self) -> None:
-        self._send(b"!")
+        self._send(WAKE_SATURATED if self.load is not None and self.load.saturated() else WAKE)
 
     def ready(self) -> None:
         """Tell the main process this acceptor is listening (it says "relay started" once all are). The

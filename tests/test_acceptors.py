@@ -25,6 +25,7 @@ from relay import workers
 from relay.app import Relay
 from relay.config import ConfigError, auto_acceptors, available_cores, main_process_accepts
 from relay.keys import create_api_key
+from relay.listening import BUSY_SHARE
 from tests.conftest import config_dict, make_config, run_cli, start_sink, write_toml
 from tests.test_end_to_end import smtp_submit, wait_until
 
@@ -349,6 +350,59 @@ def test_the_parent_death_signal_is_set_on_linux():
     script = "from relay.workers import set_parent_death_signal as s; print(s())"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == str(sys.platform.startswith("linux"))
+
+
+class Clocks:
+    """The wall clock and this thread's CPU time, in seconds, moved by the test."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = 1000.0, 5.0
+
+    def run(self, seconds: float, busy: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds * busy
+
+
+def test_an_event_loop_is_saturated_when_on_the_cpu_the_busy_share_of_a_window_or_more():
+    clocks = Clocks()
+    window = workers.LOAD_WINDOW * 1.01  # a little over: no float rounding puts it just short
+    load = workers.LoopLoad(now=lambda: clocks.wall, cpu=lambda: clocks.cpu)
+    assert not load.saturated()
+    clocks.run(window, busy=0.9)
+    assert load.saturated()
+    clocks.run(window / 2, busy=0.1)  # within the next window: the last one's answer holds
+    assert load.saturated()
+    clocks.run(window / 2, busy=0.1)
+    assert not load.saturated()  # 10% of the window just ended
+    clocks.run(window * 4, busy=BUSY_SHARE + 0.01)
+    assert load.saturated()
+    clocks.run(window * 4, busy=BUSY_SHARE - 0.05)
+    assert not load.saturated()
+
+
+async def test_a_saturated_acceptor_s_nudge_says_so_and_still_wakes_the_engine(tmp_path):
+    clocks = Clocks()
+    address = str(tmp_path / "wake")
+    wakes: list[str] = []
+    listener = workers.WakeListener(address, lambda: wakes.append("wake"), lambda: wakes.append("saturated"))
+    sender = workers.WakeSender(address, workers.LoopLoad(now=lambda: clocks.wall, cpu=lambda: clocks.cpu))
+    plain = workers.WakeSender(address)  # an HTTP queue action's nudge: no load with it
+    try:
+        sender()
+        await wait_until(lambda: wakes == ["wake"])
+        clocks.run(workers.LOAD_WINDOW * 1.01, busy=1.0)
+        sender()
+        await wait_until(lambda: wakes[1:] == ["saturated", "wake"])
+        plain()
+        await wait_until(lambda: wakes[3:] == ["wake"])
+        clocks.run(workers.LOAD_WINDOW * 1.01, busy=0.2)
+        sender()
+        await wait_until(lambda: len(wakes) == 5)
+        assert wakes[4:] == ["wake"]
+    finally:
+        listener.close()
+        sender.sock.close()
+        plain.sock.close()
 
 
 def relay_children() -> list[int]:

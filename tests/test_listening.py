@@ -9,7 +9,14 @@ import socket
 import threading
 from typing import cast
 
-from relay.listening import BuiltOnFirstUse, OverflowServer
+from relay.listening import (
+    BUSY_HOLD,
+    OVERFLOW_DELAY,
+    SATURATED_DELAY,
+    AcceptorLoad,
+    BuiltOnFirstUse,
+    OverflowServer,
+)
 
 
 class Greeting(asyncio.Protocol):
@@ -60,7 +67,7 @@ async def test_a_connection_nobody_else_takes_is_served_after_the_delay(caplog):
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
-        assert loop.time() - started >= 0.05 and server.taken == 1
+        assert loop.time() - started >= 0.048 and server.taken == 1  # uvloop's clock: whole milliseconds
     finally:
         with caplog.at_level(logging.INFO, logger="relay.listening"):
             server.close()
@@ -161,5 +168,45 @@ async def test_a_build_that_fails_closes_that_connection_and_is_tried_again_for_
         assert "no application today" in caplog.text
         assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
         assert attempts == 2
+    finally:
+        server.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_saturated_acceptor_has_its_connections_taken_sooner_while_its_report_holds():
+    clock = Clock()
+    load = AcceptorLoad(clock)
+    assert load.delay() == OVERFLOW_DELAY
+    load.report_saturated()
+    assert load.delay() == SATURATED_DELAY < OVERFLOW_DELAY
+    clock.now += BUSY_HOLD - 0.01
+    assert load.delay() == SATURATED_DELAY
+    load.report_saturated()  # a new report holds from now
+    clock.now += BUSY_HOLD - 0.01
+    assert load.delay() == SATURATED_DELAY
+    clock.now += 0.02
+    assert load.delay() == OVERFLOW_DELAY
+
+
+async def test_the_delay_is_asked_for_each_connection():
+    delays = [0.3, 0.0]
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = OverflowServer(sock, Greeting, delay=lambda: delays.pop(0))
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
+        assert loop.time() - started >= 0.298  # whole milliseconds
+        started = loop.time()
+        assert await asyncio.to_thread(greeting, port) == b"220 overflow\r\n"
+        assert loop.time() - started < 0.3 and server.taken == 2 and delays == []
     finally:
         server.close()
