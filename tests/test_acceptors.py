@@ -25,7 +25,7 @@ from relay import workers
 from relay.app import Relay
 from relay.config import ConfigError, auto_acceptors, available_cores, main_process_accepts
 from relay.keys import create_api_key
-from relay.listening import BUSY_SHARE
+from relay.listening import BUSY_SHARE, OVERFLOW_DELAY
 from tests.conftest import config_dict, make_config, run_cli, start_sink, write_toml
 from tests.test_end_to_end import smtp_submit, wait_until
 
@@ -151,6 +151,37 @@ async def test_with_its_acceptor_stopped_the_main_process_answers_alone_and_keep
     await asyncio.to_thread(smtp_submit, proc.smtp_port, ["after@example.org"])
     (m,) = await sink.handler.wait_for(1)
     assert m.rcpt_tos == ["after@example.org"]
+    assert await proc.terminate() == 0
+
+
+def seconds_to_banner(port: int) -> float:
+    started = time.perf_counter()
+    assert (banner(port) or b"").startswith(b"220 ")
+    return time.perf_counter() - started
+
+
+async def test_while_its_acceptor_says_it_is_saturated_the_main_process_takes_connections_sooner(relay_process, sink):
+    """The acceptor frozen (SIGSTOP), the main process takes each connection after 5 ms; after a datagram on
+    the wake-up socket saying an acceptor is saturated (what a busy acceptor sends), after 1 ms."""
+    proc = relay_process(server={"acceptors": 1}, delivery={"smarthost": sink.address})
+    await proc.start()
+    (acceptor,) = acceptor_pids(proc.log())
+    wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = workers.wake_address(config_mod.load(proc.config_path).db_path)
+    os.kill(acceptor, signal.SIGSTOP)
+    try:
+        plain = [await asyncio.to_thread(seconds_to_banner, proc.smtp_port) for _ in range(9)]
+        sooner = []
+        for _ in range(9):
+            wake.sendto(workers.WAKE_SATURATED, address)
+            await asyncio.sleep(0.01)  # the main process has read it
+            sooner.append(await asyncio.to_thread(seconds_to_banner, proc.smtp_port))
+    finally:
+        os.kill(acceptor, signal.SIGCONT)
+        wake.close()
+    # The event loop's timers count whole milliseconds: 5 ms may come a fraction of one early.
+    assert min(plain) >= OVERFLOW_DELAY - 0.001, plain
+    assert sorted(sooner)[4] < OVERFLOW_DELAY - 0.001 <= sorted(plain)[4], (sooner, plain)
     assert await proc.terminate() == 0
 
 
