@@ -8,6 +8,9 @@ at a sink, injects the messages (one connection per message), and prints:
 - end-to-end msgs/s: messages / time until the queue shows every one delivered
 - CPU seconds used by relay, per message, and of them the kernel's
 - context switches per message over every thread of relay's processes (/proc: voluntary and involuntary)
+- how busy the whole machine was from the first connection to the last delivery (/proc/stat: 100% less
+  idle and I/O wait), and, with smtp-source and smtp-sink, their CPU per message: with every core busy
+  the rate follows the CPU a message costs everything on the machine, relay and this harness both
 
 ``--store postgresql`` runs relay on a private PostgreSQL cluster (tests/pg.py: a temporary directory,
 loopback, fsync on) instead of SQLite, and adds the database server's CPU per message and, from
@@ -54,6 +57,7 @@ import base64
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -263,6 +267,24 @@ def cpu_seconds(pid: int, reaped_children: bool = False, kernel_only: bool = Fal
     if reaped_children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core so far (/proc/stat; idle and I/O wait are not busy)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's time that was busy between two :func:`machine_ticks` readings."""
+    ticks = after[1] - before[1]
+    return round((after[0] - before[0]) / ticks, 2) if ticks > 0 else None
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for (smtp-source, once it is done)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def children(pid: int) -> list[int]:
@@ -872,6 +894,8 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         if window is not None:
             window.started(target, server, cpu_before)
         db_before = (database.cpu(), *database.counters()) if database is not None else None
+        harness_before = (children_cpu(), cpu_seconds(sink.pid)) if window is None else None
+        machine_before = machine_ticks()
         start = time.monotonic()
         if isinstance(server, Cluster):
             inject_split(injector, server.ports, message, tmp, args)
@@ -886,6 +910,10 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
                 raise SystemExit(f"relay exited during the run ({done} of {deliveries} delivered):\n{log}")
             time.sleep(0.02)
         finished_at = time.monotonic()
+        busy = busy_share(machine_before, machine_ticks())
+        harness_cpu = None
+        if harness_before is not None and injector == "smtp-source" and sink_kind == "smtp-sink":
+            harness_cpu = children_cpu() - harness_before[0] + cpu_seconds(sink.pid) - harness_before[1]
         webhook_results: dict[str, object] = {}
         if receiver is not None:
             assert isinstance(server, Relay | Cluster)
@@ -954,6 +982,8 @@ def run(args: argparse.Namespace, target: str, window: SharedWindow | None = Non
         "main_cpu_ms_per_message": None if main_cpu is None else round(main_cpu * 1000 / args.messages, 3),
         "kernel_cpu_ms_per_message": None if kernel_cpu is None else round(kernel_cpu * 1000 / args.messages, 3),
         "switches_per_message": None if switches is None else round(switches / args.messages, 1),
+        "machine_busy": busy,
+        "harness_cpu_ms_per_message": None if harness_cpu is None else round(harness_cpu * 1000 / args.messages, 3),
         "pss_mb": memory,
         "errors_logged": server.errors(),
         "store": args.store if target in RELAYS else None,
@@ -1141,6 +1171,12 @@ def main() -> None:
                         f" the last {result['webhook_lag_s']} s after the last delivery:"
                         f" {result['with_webhooks_per_s']} msgs/s with their webhooks, "
                         if "webhooks_per_s" in result
+                        else ""
+                    )
+                    + (f"machine busy {round(result['machine_busy'] * 100)}%, " if result.get("machine_busy") else "")
+                    + (
+                        f"smtp-source and smtp-sink {result['harness_cpu_ms_per_message']} ms/msg, "
+                        if result.get("harness_cpu_ms_per_message") is not None
                         else ""
                     )
                     + (f"PSS {result['pss_mb']} MB, " if result.get("pss_mb") is not None else "")
