@@ -9,6 +9,7 @@ import socket
 import threading
 from typing import cast
 
+from relay.clock import VirtualClock
 from relay.listening import (
     BUSY_HOLD,
     OVERFLOW_DELAY,
@@ -172,26 +173,18 @@ async def test_a_build_that_fails_closes_that_connection_and_is_tried_again_for_
         server.close()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_saturated_acceptor_has_its_connections_taken_sooner_while_its_report_holds():
-    clock = Clock()
-    load = AcceptorLoad(clock)
+    clock = VirtualClock()
+    load = AcceptorLoad(clock.monotonic)
     assert load.delay() == OVERFLOW_DELAY
     load.report_saturated()
     assert load.delay() == SATURATED_DELAY < OVERFLOW_DELAY
-    clock.now += BUSY_HOLD - 0.01
+    clock.advance(BUSY_HOLD - 0.01)
     assert load.delay() == SATURATED_DELAY
     load.report_saturated()  # a new report holds from now
-    clock.now += BUSY_HOLD - 0.01
+    clock.advance(BUSY_HOLD - 0.01)
     assert load.delay() == SATURATED_DELAY
-    clock.now += 0.02
+    clock.advance(0.02)
     assert load.delay() == OVERFLOW_DELAY
 
 
