@@ -370,6 +370,7 @@ class Relay:
         self.verp: Verp | None = None
         self.domains: Domains | None = None
         self._domains_task: asyncio.Task[None] | None = None
+        self._domains_due = asyncio.Event()  # set: the sending domains are to be loaded again now
         self.webhook_sender: WebhookSender | None = None
         self._builders: BatchBuilders | None = None
         self.renderer: Renderer | None = None
@@ -431,8 +432,14 @@ class Relay:
         if self.deliver:
             self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(config))
         on_queued = self.on_queued or (lambda: None)
+        # Keys sign where mail leaves (the engine) and sandboxed mail where it is accepted.
+        signer = make_signer(config)
+        sending = SendingDomains(signer, config.domains.require_verified_domain)
+        self.domains = make_domains(config, store, sending)
+        await self.domains.refresh()
+        self._domains_task = asyncio.create_task(self._refresh_domains(), name="domains")
         if self.deliver:
-            self.engine = self._make_engine(store)
+            self.engine = self._make_engine(store, signer)
             on_queued = self.engine.wake
             store.queue.watch(self.engine.wake)  # another node's new mail (a shared PostgreSQL)
         if self.accept:  # imported here: a main process whose acceptor processes accept never loads aiosmtpd
@@ -445,11 +452,6 @@ class Relay:
             )
             await self.capacity.refresh()
             self.capacity.start()
-            signer = make_signer(config)
-            sending = SendingDomains(signer, config.domains.require_verified_domain)
-            self.domains = make_domains(config, store, sending)
-            await self.domains.refresh()
-            self._domains_task = asyncio.create_task(self._refresh_domains(), name="domains")
             acceptor = Acceptor(
                 store,
                 config.smtp.max_message_size,
@@ -536,14 +538,20 @@ class Relay:
             await self.clock.sleep(HOUSEKEEPING_SECONDS)
 
     async def _refresh_domains(self) -> None:
-        """Keys and verified domains changed by another process (or the CLI) are picked up within this long."""
+        """Keys and verified domains changed by another process (or the CLI) are picked up within this long
+        (at once when an acceptor of this node says so: :meth:`domains_changed`)."""
         while True:
-            await self.clock.sleep(DOMAINS_REFRESH_SECONDS)
+            await self.clock.wait(self._domains_due, DOMAINS_REFRESH_SECONDS)
+            self._domains_due.clear()
             try:
                 assert self.domains is not None
                 await self.domains.refresh()
             except Exception:
                 log.exception("could not refresh sending domains")
+
+    def domains_changed(self) -> None:
+        """Another process of this node changed the sending domains' keys: load them now."""
+        self._domains_due.set()
 
     async def prune_history(self) -> tuple[int, int]:
         """Delete events and bodies older than [retention] allows, in batches (other writers go between)."""
@@ -559,7 +567,7 @@ class Relay:
             log.info("retention: pruned %d events and webhook log rows, %d message bodies", events, bodies)
         return events, bodies
 
-    def _make_engine(self, store: SqlStore) -> Engine:
+    def _make_engine(self, store: SqlStore, signer: Signer | None = None) -> Engine:
         from relay.delivery.client import SmtpClient
         from relay.delivery.engine import Engine
 
@@ -570,7 +578,7 @@ class Relay:
         client = SmtpClient(self.config.server.hostname, d.connect_timeout, d.command_timeout, self.clock)
         cluster = self.config.store_url.backend == "postgresql"  # per-site limits hold for every node sharing it
         settings = self._engine_settings(self.config)
-        return Engine(store, router, client, self.clock, settings, random.Random(), cluster=cluster)
+        return Engine(store, router, client, self.clock, settings, random.Random(), cluster=cluster, signer=signer)
 
     def _engine_settings(self, config: Config) -> EngineSettings:
         from relay.delivery.engine import EngineSettings
@@ -916,6 +924,8 @@ async def _serve_as_acceptor(config: Config, inherited: workers.Listeners) -> in
     processes = config.server.accepting_processes
     relay = Relay(config, deliver=False, listeners=inherited, on_queued=wake, accepting_processes=processes)
     await relay.start()
+    if relay.domains is not None:
+        relay.domains.on_change = wake.domains_changed
     set_aside_startup_objects()
     wake.ready()
     await stop.wait()
@@ -983,7 +993,9 @@ async def serve(config: Config) -> int:
     if acceptors > 0:
         assert relay.engine is not None and relay.listeners is not None
         address = workers.wake_address(config.db_path)
-        listener = workers.WakeListener(address, relay.engine.wake, relay.acceptor_load.report_saturated)
+        listener = workers.WakeListener(
+            address, relay.engine.wake, relay.acceptor_load.report_saturated, relay.domains_changed
+        )
         supervisor = workers.Supervisor(acceptors, config.source, relay.listeners, relay.clock)
         supervisor.start()
         try:

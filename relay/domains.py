@@ -574,6 +574,8 @@ class Domains:
         self._discovered: tuple[float, Policy] | None = None
         self._opened: dict[tuple[str, str], bytes] = {}  # (domain id, selector) → PEM
         self._logged: set[tuple[str, str, str]] = set()  # (what failed, domain id, selector): said once
+        # Told after a change of the keys that sign (an acceptor tells its main process, which signs).
+        self.on_change: Callable[[], None] = lambda: None
 
     async def policy(self, refresh: bool = False) -> Policy:
         """The policy with the outbound addresses found (see :func:`discover`); looked for again after
@@ -594,6 +596,10 @@ class Domains:
             self.sending.load(domains, self._private_key)
             active = {(d.id, d.active_key.selector) for d in domains if d.active_key is not None}
             self._opened = {ident: pem for ident, pem in self._opened.items() if ident in active}
+
+    async def _changed(self) -> None:
+        await self.refresh()
+        self.on_change()
 
     def _private_key(self, domain: Domain, key: DkimKey) -> bytes | None:
         ident = (domain.id, key.selector)
@@ -659,7 +665,7 @@ class Domains:
         domain_id = f"dom_{os.urandom(8).hex()}"
         key = await self._new_key(domain_id, new_selector(now, [], self.selector), "active", now)
         created = await self.store.create_domain(domain_id, domain, key)
-        await self.refresh()
+        await self._changed()
         return created
 
     async def _new_key(self, domain_id: str, selector: str, state: str, now: float) -> DkimKey:
@@ -690,7 +696,7 @@ class Domains:
             else:
                 checks["dkim_next"] = next_key
         updated = await self.store.record_domain_checks(domain, checks, promote)
-        await self.refresh()
+        await self._changed()
         return updated
 
     async def rotate(self, ident: str) -> Domain:
@@ -723,5 +729,5 @@ class Domains:
         for key in domain.keys:
             if key.path is not None:
                 key.path.unlink(missing_ok=True)
-        await self.refresh()
+        await self._changed()
         return domain

@@ -170,6 +170,7 @@ class ParentWatch:
 READY = b"ready "  # + the pid: an acceptor process has started and answers on the listening sockets
 WAKE = b"!"  # an acceptor committed new mail
 WAKE_SATURATED = b"!saturated"  # the same, from an acceptor whose event loop is saturated
+DOMAINS_CHANGED = b"domains"  # an acceptor changed the sending domains' keys (the main process signs)
 LOAD_WINDOW = 0.05  # seconds over which an acceptor measures its event loop's load
 
 
@@ -193,17 +194,23 @@ class LoopLoad:
 
 
 class WakeListener:
-    """Calls ``on_wake`` whenever an acceptor reports new mail, and ``on_saturated`` when it says it is
-    saturated; counts the acceptors that report ready."""
+    """Calls ``on_wake`` whenever an acceptor reports new mail, ``on_saturated`` when it says it is
+    saturated and ``on_domains`` when it has changed the sending domains; counts the acceptors that report
+    ready."""
 
     def __init__(
-        self, address: str, on_wake: Callable[[], None], on_saturated: Callable[[], None] = lambda: None
+        self,
+        address: str,
+        on_wake: Callable[[], None],
+        on_saturated: Callable[[], None] = lambda: None,
+        on_domains: Callable[[], None] = lambda: None,
     ) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.setblocking(False)
         self.on_wake = on_wake
         self.on_saturated = on_saturated
+        self.on_domains = on_domains
         self.ready: set[bytes] = set()
         self._ready_changed = asyncio.Event()
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
@@ -213,6 +220,8 @@ class WakeListener:
             while data := self.sock.recv(64):
                 if data == WAKE_SATURATED:
                     self.on_saturated()
+                elif data == DOMAINS_CHANGED:
+                    self.on_domains()
                 elif data.startswith(READY):
                     self.ready.add(data[len(READY) :])
                     self._ready_changed.set()
@@ -242,6 +251,10 @@ class WakeSender:
 
     def __call__(self) -> None:
         self._send(WAKE_SATURATED if self.load is not None and self.load.saturated() else WAKE)
+
+    def domains_changed(self) -> None:
+        """Tell the main process to load the sending domains' keys again (it signs what it sends)."""
+        self._send(DOMAINS_CHANGED)
 
     def ready(self) -> None:
         """Tell the main process this acceptor is listening (it says "relay started" once all are). The

@@ -27,6 +27,8 @@ from relay.config import ConfigError, auto_acceptors, available_cores, main_proc
 from relay.keys import create_api_key
 from relay.listening import BUSY_SHARE, OVERFLOW_DELAY
 from tests.conftest import config_dict, make_config, run_cli, start_sink, write_toml
+from tests.test_dkim import verifier
+from tests.test_domains import publish
 from tests.test_end_to_end import smtp_submit, wait_until
 
 
@@ -556,4 +558,42 @@ async def test_a_suppression_added_by_another_process_is_refused_at_once(relay_p
     assert added.returncode == 0, added.stderr
     assert [await asyncio.to_thread(rcpt, "Soon@example.org") for _ in range(5)] == [550] * 5
     assert await asyncio.to_thread(rcpt, "other@example.org") == 250
+    assert await proc.terminate() == 0
+
+
+async def test_a_key_made_through_an_acceptor_signs_what_the_main_process_delivers_at_once(
+    relay_process, sink, dns_server
+):
+    """The main process signs what it delivers. A sending domain added through an acceptor's API (the main
+    process takes no connection here) is told to it on the wake-up socket, so the next message leaves signed,
+    not only after its next look at the store (30 seconds)."""
+    proc = relay_process(
+        server={"acceptors": 1, "main_accepts": False},
+        delivery={"smarthost": sink.address},
+        dns={"nameservers": [f"127.0.0.1:{dns_server.port}"], "timeout": "2s"},
+        domains={"require_verified_domain": False, "outbound_ips": ["192.0.2.10"], "selector": "s1"},
+    )
+    created = await asyncio.to_thread(
+        run_cli, "keys", "create", "--name", "t", "--scope", "admin", "--json", config=proc.config_path
+    )
+    assert created.returncode == 0, created.stderr
+    headers = {"Authorization": f"Bearer {json.loads(created.stdout)['key']}"}
+    await proc.start()
+    base = f"http://127.0.0.1:{proc.http_port}"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        message = {"from": "app@example.com", "to": "bob@one.example", "subject": "s", "text": "hello"}
+        async with http.post(f"{base}/v1/messages", json=message) as resp:
+            assert resp.status == 202
+        (unsigned,) = await sink.handler.wait_for(1)
+        assert b"DKIM-Signature" not in unsigned.data  # no key yet
+        async with http.post(f"{base}/v1/domains", json={"domain": "example.com"}) as resp:
+            assert resp.status == 201
+            publish(dns_server, (await resp.json())["records"])
+        started = time.monotonic()
+        async with http.post(f"{base}/v1/messages", json=message) as resp:
+            assert resp.status == 202
+        signed = (await sink.handler.wait_for(2))[1]
+    assert signed.data.startswith(b"DKIM-Signature:") and b"d=example.com" in signed.data[:600]
+    assert time.monotonic() - started < 10
+    assert await asyncio.to_thread(verifier(dns_server), signed.data)
     assert await proc.terminate() == 0

@@ -15,8 +15,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import config as config_mod
 from relay.config import ConfigError
-from relay.dkim import DomainKey, Signer, _dkimpy_rsa_sign, _openssl_rsa_sign, public_key_record
+from relay.dkim import (
+    SIGNED_AT_ONCE,
+    DomainKey,
+    Signer,
+    _dkimpy_rsa_sign,
+    _openssl_rsa_sign,
+    public_key_record,
+    sign_each,
+    signed_by,
+)
 from relay.keys import create_api_key
+from relay.message import NewMessage
+from relay.store.queue import MessageFilter
 from tests.conftest import config_dict
 
 RAW = (
@@ -122,3 +133,79 @@ def test_bad_dkim_config_is_refused(tmp_path):
             config_dict(tmp_path, dkim={"domains": {"example.com": {"selector": "a b", "private_key": "x"}}}),
             environ={},
         )
+
+
+def test_a_message_with_the_same_key_s_signature_on_top_is_not_signed_twice(tmp_path):
+    """What a relay that signed at acceptance left in its queue: its signature is the first field."""
+    _, pem = new_key(tmp_path)
+    signer = Signer({"example.com": DomainKey("example.com", "s1", pem)})
+    signed = signer.sign(RAW)
+    key = signer.keys["example.com"]
+    assert signed_by(signed, key) and not signed_by(RAW, key)
+    assert b" s=s1;" not in signed.split(b"\r\n")[0]  # folded: s= is on a continuation line
+    assert signer.sign(signed) == signed
+    # Another selector or domain is another key: it signs (a rotation while the message waited).
+    assert not signed_by(signed, DomainKey("example.com", "s2", pem))
+    assert not signed_by(signed, DomainKey("example.org", "s1", pem))
+    rotated = Signer({"example.com": DomainKey("example.com", "s2", pem)}).sign(signed)
+    assert rotated.count(b"DKIM-Signature:") == 2 and b"s=s2;" in rotated.split(b"\r\nDKIM-Signature:")[0]
+    # Below another field (a client's own signature under relay's Received:), it is not relay's own.
+    assert not signed_by(b"Received: from x\r\n" + signed, key)
+    assert signer.sign(b"Received: from x\r\n" + signed).count(b"DKIM-Signature:") == 2
+    # A field that only looks like it: another tag holding "d=example.com" is not d=.
+    lookalike = b"DKIM-Signature: v=1; x=d=example.com; s=s1; b=\r\n" + RAW
+    assert not signed_by(lookalike, key)
+
+
+async def test_signing_many_lets_the_event_loop_turn_between_a_few():
+    turns: list[str] = []
+
+    class CountingSigner(Signer):
+        def sign(self, raw: bytes) -> bytes:
+            turns.append("signed")
+            return b"S" + raw
+
+    done = asyncio.Event()
+
+    async def other_work() -> None:
+        while not done.is_set():
+            turns.append("other")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)  # it has begun
+    signed = await sign_each(CountingSigner({}), [b"%d" % n for n in range(10)])
+    done.set()
+    await other
+    assert signed == [b"S%d" % n for n in range(10)]
+    runs = "".join("s" if t == "signed" else "o" for t in turns).split("o")
+    assert max(len(run) for run in runs) == SIGNED_AT_ONCE  # never more in one turn
+
+
+async def test_the_stored_message_is_as_accepted_and_what_leaves_is_signed(relay_factory, sink, dns_server, tmp_path):
+    """Delivery signs (the store keeps the message as accepted); a message queued already signed by the same
+    key, as a relay that signed at acceptance queued it, leaves with that one signature."""
+    path, pem = new_key(tmp_path)
+    publish(dns_server, "relay1", "example.com", pem)
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
+    )
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.sendmail("news@example.com", ["a@example.org"], RAW)
+
+    await asyncio.to_thread(submit)
+    (received,) = await sink.handler.wait_for(1)
+    assert received.data.startswith(b"DKIM-Signature:") and await asyncio.to_thread(verifier(dns_server), received.data)
+    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
+    stored = await relay.store.bodies.raw_message(record.id)
+    assert stored is not None and b"DKIM-Signature" not in stored
+    assert received.data.endswith(stored) and received.data.count(b"DKIM-Signature:") == 1
+
+    old = Signer({"example.com": DomainKey("example.com", "relay1", pem)}).sign(b"Received: by relay\r\n" + RAW)
+    await relay.store.queue.enqueue(NewMessage("news@example.com", ("b@example.org",), old, "smtp"))
+    relay.engine.wake()
+    second = (await sink.handler.wait_for(2))[1]
+    assert second.data == old

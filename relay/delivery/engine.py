@@ -38,6 +38,7 @@ from relay.delivery.mx import Route, RouteError, Router
 from relay.delivery.outcome import Reply, Verdict, classify
 from relay.delivery.retry import RetryPolicy, next_attempt_at, retry_hint
 from relay.delivery.shaping import is_pushback, shaping_for
+from relay.dkim import Signer, sign_each
 from relay.errors import StoreError
 from relay.events import EventKind, State
 from relay.metrics import DELIVERY_SECONDS
@@ -334,8 +335,10 @@ class Engine:
         settings: EngineSettings,
         rng: random.Random | None = None,
         cluster: bool = False,
+        signer: Signer | None = None,
     ) -> None:
         self.store = store
+        self.signer = signer  # DKIM: each message claimed is signed for its From: domain (relay.dkim)
         # Several nodes on one store: connection slots and push-back are shared through the store, and
         # each node paces a site at its share of max_rate (see relay.store.sites).
         self.cluster = cluster
@@ -470,6 +473,7 @@ class Engine:
             free, self.settings.owner, self.settings.lease, room, first_fits=self.held_bytes == 0
         )
         self._nothing_due = not messages and (room is None or self.held_bytes == 0)  # (not short of room)
+        messages = await self._signed(messages)
         count = 0
         put_back: list[tuple[LeasedMessage, list[LeasedRecipient], Destination]] = []
         for message in messages:
@@ -490,6 +494,17 @@ class Engine:
         if put_back:
             self._spawn(self._put_back(put_back))
         return count
+
+    async def _signed(self, messages: list[LeasedMessage]) -> list[LeasedMessage]:
+        """``messages`` as they are to be sent: with a DKIM signature for their From: domain, if it has a key.
+        Signed once a claim, for every recipient and site of it (a sandboxed one was signed when accepted)."""
+        if self.signer is None or not self.signer.keys:
+            return messages
+        to_sign = [m for m in messages if not m.sandbox]
+        if not to_sign:
+            return messages
+        signed = iter(await sign_each(self.signer, [m.raw for m in to_sign]))
+        return [m if m.sandbox else dataclasses.replace(m, raw=next(signed)) for m in messages]
 
     def forget_idle(self) -> int:
         """Drop the destinations with nothing going on for FORGET_AFTER (Destination.forgettable): a relay

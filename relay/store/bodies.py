@@ -1,4 +1,4 @@
-"""Stored message bodies: where a message's raw text is (as accepted, DKIM-signed), read back.
+"""Stored message bodies: where a message's raw text is (as accepted; delivery DKIM-signs it as it leaves), read back.
 
 The queue writes a body with its message (relay.store.queue), in ``message_bodies`` or, on SQLite, a big
 one in the spool beside the file (relay.store.spool, table ``spooled_bodies``); retention deletes it

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
-from relay.dkim import Signer
+from relay.dkim import Signer, sign_each
 from relay.domains import SendingDomains
 from relay.errors import DomainNotVerified, MessageTooLarge, Overloaded, StoreFull
 from relay.message import NewMessage
@@ -27,8 +27,6 @@ from relay.submission.budget import InflightBudget
 from relay.submission.capacity import Capacity
 
 log = logging.getLogger(__name__)
-
-SIGN_ON_THE_LOOP = 4  # messages signed at once on the event loop; more go to a thread
 
 
 class Acceptor:
@@ -92,15 +90,10 @@ class Acceptor:
             self.capacity.check()
         if self.sandbox:  # marked on the message, so it stays sandboxed whatever mode a restart brings
             messages = [dataclasses.replace(m, sandbox=True) for m in messages]
-        if self.signer is not None and self.signer.keys:
-            # Sign once, here: every attempt and recipient shares the signature. A signature is ~0.25 ms of
-            # CPU, most of it the RSA step (which lets go of the GIL in cryptography 50, the rest holds it);
-            # a thread costs more CPU than it frees (bench/dkim_sign.py: to_thread ~200 us a call), so a
-            # few are signed here and a big batch in one thread, leaving the event loop free meanwhile.
-            if len(messages) <= SIGN_ON_THE_LOOP:
-                messages = self._sign_all(messages)
-            else:
-                messages = await asyncio.to_thread(self._sign_all, messages)
+        if self.signer is not None and self.signer.keys and any(m.sandbox for m in messages):
+            # A message is signed as it leaves (relay.delivery.engine): one captured in the sandbox never
+            # does, so it is signed here, to be shown as it would have been sent.
+            messages = await self._sign_sandboxed(messages)
         try:
             await self.store.queue.enqueue_many(messages, quota, completion)
         except StoreFull as exc:
@@ -121,10 +114,7 @@ class Acceptor:
         """Whether ``message`` would be captured in the sandbox rather than delivered."""
         return self.sandbox or message.sandbox
 
-    def _sign_all(self, messages: list[NewMessage]) -> list[NewMessage]:
+    async def _sign_sandboxed(self, messages: list[NewMessage]) -> list[NewMessage]:
         assert self.signer is not None
-        signed = []
-        for message in messages:
-            raw = self.signer.sign(message.raw)
-            signed.append(message if raw is message.raw else dataclasses.replace(message, raw=raw))
-        return signed
+        signed = iter(await sign_each(self.signer, [m.raw for m in messages if m.sandbox]))
+        return [dataclasses.replace(m, raw=next(signed)) if m.sandbox else m for m in messages]
