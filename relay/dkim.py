@@ -164,7 +164,7 @@ async def sign_each(signer: Signer, raws: Sequence[bytes]) -> list[bytes]:
     """Each of ``raws`` as :meth:`Signer.sign` leaves it, :data:`SIGNED_AT_ONCE` a turn of the event loop (a
     signature is ~0.3 ms of CPU: a claim of a thousand messages lets the loop's other work go between).
     On the loop's thread rather than in another: a thread's hand-overs cost more CPU than the RSA step it
-    would take off the loop (bench/RESULTS.md, 2026-12-05, night)."""
+    would take off the loop (bench/RESULTS.md, twenty-fifth session)."""
     signed = []
     for start in range(0, len(raws), SIGNED_AT_ONCE):
         if start:

@@ -1,8 +1,8 @@
 """Reading captured (sandboxed) messages: what a developer checks, taken from the stored RFC 5322 bytes. Pure.
 
 Sandboxed mail (``[delivery] mode = "sandbox"``, or sent with a test API key or
-test SMTP credentials) is queued like any message, DKIM signature included,
-and recorded delivered without a connection; its body stays in the store
+test SMTP credentials) is queued like any message but DKIM-signed at once (other mail is signed as it
+leaves), and recorded delivered without a connection; its body stays in the store
 (``[retention] bodies`` applies as to any message) to be read from here.
 """
 
