@@ -27,8 +27,8 @@ from relay.dkim import (
 )
 from relay.keys import create_api_key
 from relay.message import NewMessage
-from relay.store.queue import MessageFilter
-from tests.conftest import config_dict
+from relay.store.queue import MessageFilter, Selection
+from tests.conftest import config_dict, wait_for_states
 
 RAW = (
     b"From: Shop <news@example.com>\r\nTo: user@example.org\r\nSubject: Sale\r\n"
@@ -209,3 +209,29 @@ async def test_the_stored_message_is_as_accepted_and_what_leaves_is_signed(relay
     relay.engine.wake()
     second = (await sink.handler.wait_for(2))[1]
     assert second.data == old
+
+
+async def test_a_message_deferred_then_sent_again_carries_one_signature_made_for_that_attempt(
+    relay_factory, sink, dns_server, tmp_path
+):
+    path, pem = new_key(tmp_path)
+    publish(dns_server, "relay1", "example.com", pem)
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
+    )
+    sink.handler.data_reply = "451 4.3.0 not now"
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.sendmail("news@example.com", ["a@example.org"], RAW)
+
+    await asyncio.to_thread(submit)
+    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
+    await wait_for_states(relay.store, record.id, ["deferred"])
+    sink.handler.data_reply = "250 2.0.0 Ok: sunk"
+    assert await relay.store.queue.retry_now(Selection()) == 1
+    relay.engine.wake()
+    (received,) = await sink.handler.wait_for(1)
+    assert received.data.count(b"DKIM-Signature:") == 1
+    assert await asyncio.to_thread(verifier(dns_server), received.data)
