@@ -160,17 +160,26 @@ class Signer:
 SIGNED_AT_ONCE = 4  # messages signed in one turn of the event loop
 
 
-async def sign_each(signer: Signer, raws: Sequence[bytes]) -> list[bytes]:
-    """Each of ``raws`` as :meth:`Signer.sign` leaves it, :data:`SIGNED_AT_ONCE` a turn of the event loop (a
-    signature is ~0.3 ms of CPU: a claim of a thousand messages lets the loop's other work go between).
-    On the loop's thread rather than in another: a thread's hand-overs cost more CPU than the RSA step it
-    would take off the loop (bench/RESULTS.md, twenty-fifth session)."""
-    signed = []
+async def sign_each(signer: Signer, raws: Sequence[bytes]) -> list[bytes | None]:
+    """Each of ``raws`` as :meth:`Signer.sign` leaves it, or None where signing failed unexpectedly (logged),
+    :data:`SIGNED_AT_ONCE` a turn of the event loop (a signature is ~0.3 ms of CPU: a claim of a thousand
+    messages lets the loop's other work go between). On the loop's thread rather than in another: a
+    thread's hand-overs cost more CPU than the RSA step it would take off the loop (bench/RESULTS.md,
+    twenty-fifth session)."""
+    signed: list[bytes | None] = []
     for start in range(0, len(raws), SIGNED_AT_ONCE):
         if start:
             await asyncio.sleep(0)
-        signed += [signer.sign(raw) for raw in raws[start : start + SIGNED_AT_ONCE]]
+        signed += [_sign_or_none(signer, raw) for raw in raws[start : start + SIGNED_AT_ONCE]]
     return signed
+
+
+def _sign_or_none(signer: Signer, raw: bytes) -> bytes | None:
+    try:
+        return signer.sign(raw)
+    except Exception:
+        log.exception("could not DKIM-sign a message")
+        return None
 
 
 def signed_by(raw: bytes, key: DomainKey) -> bool:

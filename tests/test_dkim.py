@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import config as config_mod
+from relay import dkim as relay_dkim
 from relay.config import ConfigError
 from relay.dkim import (
     SIGNED_AT_ONCE,
@@ -235,3 +236,29 @@ async def test_a_message_deferred_then_sent_again_carries_one_signature_made_for
     (received,) = await sink.handler.wait_for(1)
     assert received.data.count(b"DKIM-Signature:") == 1
     assert await asyncio.to_thread(verifier(dns_server), received.data)
+
+
+async def test_a_message_that_cannot_be_signed_is_deferred_not_sent_unsigned(
+    relay_factory, sink, dns_server, tmp_path, monkeypatch, caplog
+):
+    path, pem = new_key(tmp_path)
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
+    )
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RuntimeError("the signer broke")
+
+    monkeypatch.setattr(relay_dkim, "sign_relaxed", broken)
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.sendmail("news@example.com", ["a@example.org"], RAW)
+
+    await asyncio.to_thread(submit)
+    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
+    (status,) = await wait_for_states(relay.store, record.id, ["deferred"])
+    assert "could not be DKIM-signed" in (status.last_response or "")
+    assert "the signer broke" in caplog.text
+    assert sink.handler.received == []

@@ -50,6 +50,8 @@ from relay.store.suppressions import NewBounce
 
 log = logging.getLogger(__name__)
 
+UNSIGNED = Reply(None, "the message could not be DKIM-signed (relay's log says why): it goes when it can be")
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineSettings:
@@ -473,9 +475,17 @@ class Engine:
             free, self.settings.owner, self.settings.lease, room, first_fits=self.held_bytes == 0
         )
         self._nothing_due = not messages and (room is None or self.held_bytes == 0)  # (not short of room)
-        messages = await self._signed(messages)
+        messages, unsigned = await self._signed(messages)
         count = 0
         put_back: list[tuple[LeasedMessage, list[LeasedRecipient], Destination]] = []
+        for message in unsigned:  # signing failed (logged): not sent unsigned, tried again later
+            self._hold(message, len(message.recipients))
+            count += len(message.recipients)
+            self._spawn(
+                self._record(
+                    message, list(message.recipients), dict.fromkeys((r.address for r in message.recipients), UNSIGNED)
+                )
+            )
         for message in messages:
             if message.sandbox:
                 self._hold(message, len(message.recipients))
@@ -495,16 +505,22 @@ class Engine:
             self._spawn(self._put_back(put_back))
         return count
 
-    async def _signed(self, messages: list[LeasedMessage]) -> list[LeasedMessage]:
-        """``messages`` as they are to be sent: with a DKIM signature for their From: domain, if it has a key.
-        Signed once a claim, for every recipient and site of it (a sandboxed one was signed when accepted)."""
-        if self.signer is None or not self.signer.keys:
-            return messages
+    async def _signed(self, messages: list[LeasedMessage]) -> tuple[list[LeasedMessage], list[LeasedMessage]]:
+        """``messages`` as they are to be sent: with a DKIM signature for their From: domain, if it has a key;
+        and apart, those whose signing failed. Signed once a claim, for every recipient and site of it (a
+        sandboxed one was signed when accepted)."""
         to_sign = [m for m in messages if not m.sandbox]
-        if not to_sign:
-            return messages
-        signed = iter(await sign_each(self.signer, [m.raw for m in to_sign]))
-        return [m if m.sandbox else dataclasses.replace(m, raw=next(signed)) for m in messages]
+        if self.signer is None or not self.signer.keys or not to_sign:
+            return messages, []
+        signed = dict(zip(map(id, to_sign), await sign_each(self.signer, [m.raw for m in to_sign]), strict=True))
+        ready, failed = [], []
+        for m in messages:
+            raw = m.raw if m.sandbox else signed[id(m)]
+            if raw is None:
+                failed.append(m)
+            else:
+                ready.append(m if raw is m.raw else dataclasses.replace(m, raw=raw))
+        return ready, failed
 
     def forget_idle(self) -> int:
         """Drop the destinations with nothing going on for FORGET_AFTER (Destination.forgettable): a relay

@@ -117,4 +117,4 @@ class Acceptor:
     async def _sign_sandboxed(self, messages: list[NewMessage]) -> list[NewMessage]:
         assert self.signer is not None
         signed = iter(await sign_each(self.signer, [m.raw for m in messages if m.sandbox]))
-        return [dataclasses.replace(m, raw=next(signed)) if m.sandbox else m for m in messages]
+        return [dataclasses.replace(m, raw=next(signed) or m.raw) if m.sandbox else m for m in messages]
