@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import smtplib
+import threading
 
 import aiohttp
 import dkim
@@ -18,6 +19,7 @@ from relay import dkim as relay_dkim
 from relay.config import ConfigError
 from relay.dkim import (
     SIGNED_AT_ONCE,
+    SIGNED_IN_A_THREAD,
     DomainKey,
     Signer,
     _dkimpy_rsa_sign,
@@ -181,6 +183,23 @@ async def test_signing_many_lets_the_event_loop_turn_between_a_few():
     assert signed == [b"S%d" % n for n in range(10)]
     runs = "".join("s" if t == "signed" else "o" for t in turns).split("o")
     assert max(len(run) for run in runs) == SIGNED_AT_ONCE  # never more in one turn
+
+
+async def test_a_big_message_is_signed_in_a_thread_and_a_failure_is_none(caplog):
+    threads: list[int] = []
+
+    class RecordingSigner(Signer):
+        def sign(self, raw: bytes) -> bytes:
+            threads.append(threading.get_ident())
+            if raw == b"bad":
+                raise ValueError("cannot")
+            return b"S" + raw[:1]
+
+    big = b"x" * SIGNED_IN_A_THREAD
+    assert await sign_each(RecordingSigner({}), [b"a", big, b"bad", b"b"]) == [b"Sa", b"Sx", None, b"Sb"]
+    loop_thread = threading.get_ident()
+    assert [t == loop_thread for t in threads] == [True, False, True, True]
+    assert "could not DKIM-sign a message" in caplog.text
 
 
 async def test_the_stored_message_is_as_accepted_and_what_leaves_is_signed(relay_factory, sink, dns_server, tmp_path):
