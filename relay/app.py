@@ -432,7 +432,8 @@ class Relay:
         if self.deliver:
             self.webhook_sender = WebhookSender(store, self.clock, webhook_settings(config))
         on_queued = self.on_queued or (lambda: None)
-        # Keys sign where mail leaves (the engine) and sandboxed mail where it is accepted.
+        # Keys sign where mail leaves (the engine: what is not signed yet) and where it is accepted (sandboxed
+        # mail, or all of it with [dkim] sign_at = "acceptance").
         signer = make_signer(config)
         sending = SendingDomains(signer, config.domains.require_verified_domain)
         self.domains = make_domains(config, store, sending)
@@ -461,6 +462,7 @@ class Relay:
                 sending=sending,
                 sandbox=config.delivery.mode == "sandbox",
                 budget=InflightBudget(config.server.max_inflight_bytes),
+                sign_all=config.dkim_signs_at == "acceptance",
             )
             await self._start_smtp(acceptor, self.listeners)
             await self._start_http(acceptor, store, self.listeners.http)

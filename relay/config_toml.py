@@ -69,7 +69,7 @@ class Effective:
         return {key: f"resolves to {value} here" for key, value in self.resolved.items()}
 
     def data(self) -> dict[str, Any]:
-        """For --json: the sections, and ``resolved`` as ``{"server.acceptors": N}``."""
+        """For --json: the sections, and ``resolved`` as ``{"server.acceptors": N, "dkim.sign_at": "..."}``."""
         return {**self.sections, "resolved": {f"{s}.{k}": v for (s, k), v in self.resolved.items()}}
 
     def toml(self) -> str:
@@ -77,7 +77,8 @@ class Effective:
 
 
 def effective(config: Config) -> Effective:
-    return Effective(as_written(config), {("server", "acceptors"): config.server.acceptor_processes})
+    resolved = {("server", "acceptors"): config.server.acceptor_processes, ("dkim", "sign_at"): config.dkim_signs_at}
+    return Effective(as_written(config), resolved)
 
 
 def value_text(value: Any) -> str:

@@ -15,9 +15,11 @@ loads, ~4 MB a process) is imported the first time it is needed: :func:`dkimpy`.
 A message is signed as it leaves, with the key its From: domain has then (relay.delivery.engine signs
 each message it claims, once for every recipient of that claim): a client's session does not wait for
 the signature, t= is when it was sent, and a key rotated while mail waits signs that mail. A message
-captured in the sandbox is signed when it is accepted instead (it is shown, never sent). A message that
-already begins with a signature by the same key (one made when relay signed at acceptance) is not signed
-twice.
+captured in the sandbox is signed when it is accepted instead (it is shown, never sent), and so is every
+message with ``[dkim] sign_at = "acceptance"`` (the default on a machine with two acceptor processes or
+more: they share the signing, where at delivery one process would do all of it). A message that already
+begins with a signature by the same key (made at acceptance, or by a relay that signed there) is not
+signed twice.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import config as config_mod
-from relay.config import Config, auto_acceptors, available_cores
+from relay.config import Config, ConfigError, auto_acceptors, available_cores
 from relay.config_toml import duration_text, size_text
-from tests.conftest import run_cli
+from tests.conftest import config_dict, run_cli
 
 SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
 
@@ -149,8 +149,33 @@ def test_json_is_the_same_data_with_what_auto_resolves_to(tmp_path):
     resolved = data.pop("resolved")
     assert data == tomllib.loads(text)
     expected = auto_acceptors(available_cores())
-    assert resolved == {"server.acceptors": expected}
+    sign_at = "delivery" if expected <= 1 else "acceptance"
+    assert resolved == {"server.acceptors": expected, "dkim.sign_at": sign_at}
     assert f'acceptors = "auto"  # resolves to {expected} here' in text
+    assert f'sign_at = "auto"  # resolves to {sign_at} here' in text
+
+
+@pytest.mark.parametrize(
+    ("sign_at", "acceptors", "resolved"),
+    [
+        ("auto", 0, "delivery"),
+        ("auto", 1, "delivery"),
+        ("auto", 2, "acceptance"),
+        ("auto", 4, "acceptance"),
+        ("delivery", 4, "delivery"),
+        ("acceptance", 0, "acceptance"),
+    ],
+)
+def test_dkim_signs_at_delivery_unless_acceptors_can_share_the_signing(tmp_path, sign_at, acceptors, resolved):
+    data = config_dict(tmp_path, server={"acceptors": acceptors}, dkim={"sign_at": sign_at})
+    assert config_mod.from_dict(data, environ={}).dkim_signs_at == resolved
+    environ = {"RELAY_DKIM_SIGN_AT": sign_at, "RELAY_SERVER_ACCEPTORS": str(acceptors)}
+    assert config_mod.from_dict(config_dict(tmp_path), environ=environ).dkim_signs_at == resolved
+
+
+def test_an_unknown_sign_at_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r'\[dkim\] sign_at must be "auto", "delivery" or "acceptance"'):
+        config_mod.from_dict(config_dict(tmp_path, dkim={"sign_at": "later"}), environ={})
 
 
 def test_the_example_config_round_trips(tmp_path):

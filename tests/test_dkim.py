@@ -281,3 +281,26 @@ async def test_a_message_that_cannot_be_signed_is_deferred_not_sent_unsigned(
     assert "could not be DKIM-signed" in (status.last_response or "")
     assert "the signer broke" in caplog.text
     assert sink.handler.received == []
+
+
+async def test_with_sign_at_acceptance_the_stored_message_is_signed_and_leaves_with_that_one_signature(
+    relay_factory, sink, dns_server, tmp_path
+):
+    path, pem = new_key(tmp_path)
+    publish(dns_server, "relay1", "example.com", pem)
+    relay = await relay_factory(
+        delivery={"smarthost": sink.address},
+        dkim={"sign_at": "acceptance", "domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
+    )
+
+    def submit() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
+            smtp.sendmail("news@example.com", ["a@example.org", "b@example.net"], RAW)
+
+    await asyncio.to_thread(submit)
+    received = await sink.handler.wait_for(2)
+    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
+    stored = await relay.store.bodies.raw_message(record.id)
+    assert stored is not None and stored.startswith(b"DKIM-Signature:")
+    assert [m.data for m in received] == [stored, stored]
+    assert await asyncio.to_thread(verifier(dns_server), stored)

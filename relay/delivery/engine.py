@@ -507,8 +507,8 @@ class Engine:
 
     async def _signed(self, messages: list[LeasedMessage]) -> tuple[list[LeasedMessage], list[LeasedMessage]]:
         """``messages`` as they are to be sent: with a DKIM signature for their From: domain, if it has a key;
-        and apart, those whose signing failed. Signed once a claim, for every recipient and site of it (a
-        sandboxed one was signed when accepted)."""
+        and apart, those whose signing failed. Signed once a claim, for every recipient and site of it; one
+        signed when it was accepted (sandboxed, or [dkim] sign_at = "acceptance") is left as it is."""
         to_sign = [m for m in messages if not m.sandbox]
         if self.signer is None or not self.signer.keys or not to_sign:
             return messages, []

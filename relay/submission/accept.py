@@ -40,7 +40,9 @@ class Acceptor:
         sending: SendingDomains | None = None,
         sandbox: bool = False,
         budget: InflightBudget | None = None,
+        sign_all: bool = False,
     ) -> None:
+        self.sign_all = sign_all  # [dkim] sign_at = "acceptance": every message is signed here, not as it leaves
         self.budget = budget  # bodies in memory, SMTP and HTTP together ([server] max_inflight_bytes)
         self.sandbox = sandbox  # [delivery] mode = "sandbox": every message is captured, none delivered
         self.signer = signer
@@ -90,10 +92,10 @@ class Acceptor:
             self.capacity.check()
         if self.sandbox:  # marked on the message, so it stays sandboxed whatever mode a restart brings
             messages = [dataclasses.replace(m, sandbox=True) for m in messages]
-        if self.signer is not None and self.signer.keys and any(m.sandbox for m in messages):
-            # A message is signed as it leaves (relay.delivery.engine): one captured in the sandbox never
-            # does, so it is signed here, to be shown as it would have been sent.
-            messages = await self._sign_sandboxed(messages)
+        if self.signer is not None and self.signer.keys and (self.sign_all or any(m.sandbox for m in messages)):
+            # By default a message is signed as it leaves (relay.delivery.engine): one captured in the sandbox
+            # never does, so it is signed here, to be shown as it would have been sent.
+            messages = await self._sign(messages)
         try:
             await self.store.queue.enqueue_many(messages, quota, completion)
         except StoreFull as exc:
@@ -114,7 +116,13 @@ class Acceptor:
         """Whether ``message`` would be captured in the sandbox rather than delivered."""
         return self.sandbox or message.sandbox
 
-    async def _sign_sandboxed(self, messages: list[NewMessage]) -> list[NewMessage]:
+    async def _sign(self, messages: list[NewMessage]) -> list[NewMessage]:
+        """The messages to sign here signed: every one (``sign_all``), or the sandboxed. One whose signing
+        fails unexpectedly (logged) is queued as it is, and delivery tries to sign it again as it leaves."""
         assert self.signer is not None
-        signed = iter(await sign_each(self.signer, [m.raw for m in messages if m.sandbox]))
-        return [dataclasses.replace(m, raw=next(signed) or m.raw) if m.sandbox else m for m in messages]
+        here = [m.sandbox or self.sign_all for m in messages]
+        signed = iter(await sign_each(self.signer, [m.raw for m, sign in zip(messages, here, strict=True) if sign]))
+        return [
+            dataclasses.replace(m, raw=next(signed) or m.raw) if sign else m
+            for m, sign in zip(messages, here, strict=True)
+        ]
