@@ -30,7 +30,7 @@ from relay.dkim import (
 )
 from relay.keys import create_api_key
 from relay.message import NewMessage
-from relay.store.queue import MessageFilter, Selection
+from relay.store.queue import Selection
 from tests.conftest import config_dict, wait_for_states
 
 RAW = (
@@ -92,19 +92,35 @@ async def test_signatures_verify_with_dkimpy_against_the_dns_key(tmp_path, dns_s
     assert signer.sign(other) == other  # no key for that domain: left alone
 
 
-async def test_relay_signs_smtp_and_http_mail_once(relay_factory, sink, dns_server, tmp_path):
+async def signing_relay(relay_factory, sink, dns_server, tmp_path, **dkim):
+    """An in-process relay delivering to the sink that signs example.com's mail with selector relay1 (the key
+    published in the DNS fixture); ``dkim``: more of the [dkim] section. Returns the relay and the PEM."""
     path, pem = new_key(tmp_path)
     publish(dns_server, "relay1", "example.com", pem)
-    relay = await relay_factory(
-        delivery={"smarthost": sink.address},
-        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
-    )
+    domains = {"example.com": {"selector": "relay1", "private_key": str(path)}}
+    relay = await relay_factory(delivery={"smarthost": sink.address}, dkim={"domains": domains, **dkim})
+    return relay, pem
 
-    def submit() -> None:
+
+async def submit(relay, recipients: list[str]) -> str:
+    """RAW sent through relay's SMTP port; the id relay gave it."""
+
+    def send() -> bytes:
         with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
-            smtp.sendmail("news@example.com", ["a@example.org", "b@example.net"], RAW)
+            smtp.ehlo()
+            smtp.mail("news@example.com")
+            for r in recipients:
+                smtp.rcpt(r)
+            code, text = smtp.data(RAW)
+            assert code == 250, text
+            return text
 
-    await asyncio.to_thread(submit)
+    return (await asyncio.to_thread(send)).decode().rsplit(" ", 1)[1]
+
+
+async def test_relay_signs_smtp_and_http_mail_once(relay_factory, sink, dns_server, tmp_path):
+    relay, _ = await signing_relay(relay_factory, sink, dns_server, tmp_path)
+    await submit(relay, ["a@example.org", "b@example.net"])
     _, key = await create_api_key(relay.store.keys, relay.store.clock, "app", ("send",))
     host, port = relay.http_address
     payload = {"from": "news@example.com", "to": "c@example.org", "subject": "via http", "html": "<p>hi</p>"}
@@ -205,22 +221,11 @@ async def test_a_big_message_is_signed_in_a_thread_and_a_failure_is_none(caplog)
 async def test_the_stored_message_is_as_accepted_and_what_leaves_is_signed(relay_factory, sink, dns_server, tmp_path):
     """Delivery signs (the store keeps the message as accepted); a message queued already signed by the same
     key, as a relay that signed at acceptance queued it, leaves with that one signature."""
-    path, pem = new_key(tmp_path)
-    publish(dns_server, "relay1", "example.com", pem)
-    relay = await relay_factory(
-        delivery={"smarthost": sink.address},
-        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
-    )
-
-    def submit() -> None:
-        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
-            smtp.sendmail("news@example.com", ["a@example.org"], RAW)
-
-    await asyncio.to_thread(submit)
+    relay, pem = await signing_relay(relay_factory, sink, dns_server, tmp_path)
+    message_id = await submit(relay, ["a@example.org"])
     (received,) = await sink.handler.wait_for(1)
     assert received.data.startswith(b"DKIM-Signature:") and await asyncio.to_thread(verifier(dns_server), received.data)
-    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
-    stored = await relay.store.bodies.raw_message(record.id)
+    stored = await relay.store.bodies.raw_message(message_id)
     assert stored is not None and b"DKIM-Signature" not in stored
     assert received.data.endswith(stored) and received.data.count(b"DKIM-Signature:") == 1
 
@@ -234,21 +239,9 @@ async def test_the_stored_message_is_as_accepted_and_what_leaves_is_signed(relay
 async def test_a_message_deferred_then_sent_again_carries_one_signature_made_for_that_attempt(
     relay_factory, sink, dns_server, tmp_path
 ):
-    path, pem = new_key(tmp_path)
-    publish(dns_server, "relay1", "example.com", pem)
-    relay = await relay_factory(
-        delivery={"smarthost": sink.address},
-        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
-    )
+    relay, _ = await signing_relay(relay_factory, sink, dns_server, tmp_path)
     sink.handler.data_reply = "451 4.3.0 not now"
-
-    def submit() -> None:
-        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
-            smtp.sendmail("news@example.com", ["a@example.org"], RAW)
-
-    await asyncio.to_thread(submit)
-    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
-    await wait_for_states(relay.store, record.id, ["deferred"])
+    await wait_for_states(relay.store, await submit(relay, ["a@example.org"]), ["deferred"])
     sink.handler.data_reply = "250 2.0.0 Ok: sunk"
     assert await relay.store.queue.retry_now(Selection()) == 1
     relay.engine.wake()
@@ -260,24 +253,13 @@ async def test_a_message_deferred_then_sent_again_carries_one_signature_made_for
 async def test_a_message_that_cannot_be_signed_is_deferred_not_sent_unsigned(
     relay_factory, sink, dns_server, tmp_path, monkeypatch, caplog
 ):
-    path, pem = new_key(tmp_path)
-    relay = await relay_factory(
-        delivery={"smarthost": sink.address},
-        dkim={"domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
-    )
+    relay, _ = await signing_relay(relay_factory, sink, dns_server, tmp_path)
 
     def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("the signer broke")
 
     monkeypatch.setattr(relay_dkim, "sign_relaxed", broken)
-
-    def submit() -> None:
-        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
-            smtp.sendmail("news@example.com", ["a@example.org"], RAW)
-
-    await asyncio.to_thread(submit)
-    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
-    (status,) = await wait_for_states(relay.store, record.id, ["deferred"])
+    (status,) = await wait_for_states(relay.store, await submit(relay, ["a@example.org"]), ["deferred"])
     assert "could not be DKIM-signed" in (status.last_response or "")
     assert "the signer broke" in caplog.text
     assert sink.handler.received == []
@@ -286,21 +268,10 @@ async def test_a_message_that_cannot_be_signed_is_deferred_not_sent_unsigned(
 async def test_with_sign_at_acceptance_the_stored_message_is_signed_and_leaves_with_that_one_signature(
     relay_factory, sink, dns_server, tmp_path
 ):
-    path, pem = new_key(tmp_path)
-    publish(dns_server, "relay1", "example.com", pem)
-    relay = await relay_factory(
-        delivery={"smarthost": sink.address},
-        dkim={"sign_at": "acceptance", "domains": {"example.com": {"selector": "relay1", "private_key": str(path)}}},
-    )
-
-    def submit() -> None:
-        with smtplib.SMTP("127.0.0.1", relay.smtp_addresses[0][1], timeout=10) as smtp:
-            smtp.sendmail("news@example.com", ["a@example.org", "b@example.net"], RAW)
-
-    await asyncio.to_thread(submit)
+    relay, _ = await signing_relay(relay_factory, sink, dns_server, tmp_path, sign_at="acceptance")
+    message_id = await submit(relay, ["a@example.org", "b@example.net"])
     received = await sink.handler.wait_for(2)
-    (record,) = (await relay.store.queue.search(MessageFilter(), 10)).messages
-    stored = await relay.store.bodies.raw_message(record.id)
+    stored = await relay.store.bodies.raw_message(message_id)
     assert stored is not None and stored.startswith(b"DKIM-Signature:")
     assert [m.data for m in received] == [stored, stored]
     assert await asyncio.to_thread(verifier(dns_server), stored)
