@@ -551,6 +551,12 @@ class Relay:
             except Exception:
                 log.exception("could not refresh sending domains")
 
+    def _sending_domains(self) -> Domains:
+        """The sending domains' service start() made (every process has one: keys sign where mail leaves)."""
+        if self.domains is None:
+            raise RuntimeError("the sending domains are made by start()")
+        return self.domains
+
     def domains_changed(self) -> None:
         """Another process of this node changed the sending domains' keys: load them now."""
         self._domains_due.set()
@@ -761,7 +767,7 @@ class Relay:
             *EventsView(store, self.clock).routes(),
             *WebhooksView(store.webhooks, self.clock, sender).routes(),
             *TemplatesView(store, self.renderer).routes(),
-            *DomainsView(self.domains or make_domains(self.config, store, None)).routes(),
+            *DomainsView(self._sending_domains()).routes(),
             *SandboxView(store.queue).routes(),
             *NodesView(store.nodes, self.clock).routes(),
             web.get("/metrics", self._metrics),
@@ -798,8 +804,9 @@ class Relay:
         failures = dashboard.failures_for(
             store.backend, store.rate_counters, s.max_auth_failures, s.auth_failure_window
         )
-        domains = self.domains or make_domains(self.config, store, None)  # as the API's DomainsView has
-        deps = DashboardDeps(store, self.clock, self.config, failures, on_change, sender, domains, self.renderer)
+        deps = DashboardDeps(
+            store, self.clock, self.config, failures, on_change, sender, self._sending_domains(), self.renderer
+        )
         dashboard.mount(app, deps)
 
     async def _metrics(self, request: web.Request) -> web.Response:

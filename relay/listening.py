@@ -12,7 +12,7 @@ main process's deliveries waited behind its SMTP sessions, and acceptance-to-arr
 maximum rate doubled (12 against 6 ms); at 2 ms it was 9.6-13.6 ms, at 5 ms 6.2 ms, at 10 ms 7.6 ms.
 
 While an acceptor reports that it is saturated (:class:`AcceptorLoad`: its event loop's thread busy
-:data:`BUSY_SHARE` of the time, as DKIM signing makes it), the main process looks again after
+:data:`BUSY_SHARE` of the time, as DKIM signing at acceptance makes it), the main process looks again after
 :data:`SATURATED_DELAY` instead: a connection then waits less for a loop that is behind, and the two
 processes share the signing sooner. Measured (bench/RESULTS.md, 2026-12-05): DKIM-signed +7-8% messages a
 second; the same short delay all the time also put the p99 at half the maximum rate from ~4.5 to ~6.5 ms.

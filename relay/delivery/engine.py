@@ -512,10 +512,10 @@ class Engine:
         to_sign = [m for m in messages if not m.sandbox]
         if self.signer is None or not self.signer.keys or not to_sign:
             return messages, []
-        signed = dict(zip(map(id, to_sign), await sign_each(self.signer, [m.raw for m in to_sign]), strict=True))
+        signed = iter(await sign_each(self.signer, [m.raw for m in to_sign]))
         ready, failed = [], []
         for m in messages:
-            raw = m.raw if m.sandbox else signed[id(m)]
+            raw = m.raw if m.sandbox else next(signed)
             if raw is None:
                 failed.append(m)
             else:
