@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "strictjson",
             "template_sandbox",
             "templates",
+            "threads",
             "tls",
         },
     ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import sqlite3
 import time
 from typing import Any
@@ -268,6 +269,14 @@ async def test_a_write_returns_after_its_commit_with_synchronous_commit_on(clust
     assert await fetch(url, "SELECT id, message_id FROM recipients") == [(recipient, "m1")]
     assert await db.write(one("SHOW synchronous_commit")) == "on"  # the writer's own, whatever the default
     await db.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+async def test_the_writer_thread_is_a_batch_thread_and_the_loop_is_not(db):
+    await db.write(one("SELECT 1"))  # the writer thread has set its policy before its first batch
+    assert db._writer.native_id is not None
+    assert os.sched_getscheduler(db._writer.native_id) == os.SCHED_BATCH  # relay.threads
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 async def test_concurrent_writes_share_one_transaction_and_commit(db, url):

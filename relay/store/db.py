@@ -18,7 +18,9 @@ sqlite3 module lets go of the GIL around every statement, and a thread that
 wants it back while the event loop runs waits for the loop to give it up (up to
 the 5 ms switch interval): a writer thread running ~7 statements a message
 spent 4 of every 5 seconds of its transactions waiting so, holding the write
-lock that the other processes wait for (measured with acceptors = 1).
+lock that the other processes wait for (measured with acceptors = 1). The writer
+thread itself runs under SCHED_BATCH (relay.threads), so that its wake-ups do not
+preempt the event loop's thread and pass the GIL back and forth with it.
 
 What may skip the fsync: a write made with ``durable=False`` (claiming due work,
 recording a delivery's outcome, and the same two for webhooks) must survive relay's crash but may be lost with the
@@ -77,6 +79,7 @@ from relay.store.batches import MAX_BATCH, Pending, settle
 from relay.store.changes import ChangeCounts
 from relay.store.schema import migrate
 from relay.store.spool import BodySpool, spool_directory
+from relay.threads import run_as_batch
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +445,7 @@ class WriterThread:
         self._thread.join()
 
     def _serve(self) -> None:
+        run_as_batch()  # its wake-ups do not preempt the event loop (relay.threads)
         while (call := self._calls.get()) is not None:
             call.run()
 

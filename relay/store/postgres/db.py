@@ -59,6 +59,7 @@ from relay.errors import StoreError, StoreFull, StoreUnavailable
 from relay.store.batches import STOP, Pending, settle, take_batch
 from relay.store.postgres.connection import PgConnection
 from relay.store.postgres.schema import migrate
+from relay.threads import run_as_batch
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ class PgDatabase:
         return conn
 
     def _write_loop(self) -> None:
+        run_as_batch()  # its wake-ups do not preempt the event loop (relay.threads)
         stopping = False
         while not stopping:
             batch, stopping = take_batch(self._queue)
