@@ -11,10 +11,10 @@ Linux's SCHED_BATCH policy is for threads like it: the same share of the CPU as 
 value still counts), but a batch thread that wakes does not preempt the thread that is running; it
 runs when a core is free or at the running thread's next turn. The event loop then goes on serving
 its connections until it waits, and the writer thread takes the GIL once, when it is free. Measured
-(bench/RESULTS.md): 7.1-7.6 context switches a message, 0.86x the CPU a message and 1.10x the
-messages a second; the price is a commit's outcome reaching the event loop a little later when every
-core is busy (acceptance to arrival at half the maximum rate: p50 0.7-0.8 ms against 0.4, p99 4.3-4.4
-against 4.2).
+against the same code without it (bench/RESULTS.md, twenty-sixth session): 6.9-7.5 context switches a
+message against 9.2-9.3, 0.90x the CPU a message and 1.03-1.11x the messages a second; the price is a
+commit's outcome reaching the event loop a little later when every core is busy (acceptance to arrival
+at 1,100 messages a second: p50 0.7 ms against 0.5, p99 4.1-4.8 against 4.5-4.6).
 
 Nothing changes where the policy does not exist (not Linux) or cannot be set.
 """
