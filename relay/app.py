@@ -70,7 +70,8 @@ ORPHAN_DRAIN_SECONDS = 3.0  # the same for an acceptor whose main process has di
 ORPHAN_STOP_SECONDS = 10.0  # ...which then exits, stopped cleanly or not, within this long
 ACCEPTORS_READY_SECONDS = 30.0  # "relay started" waits this long at most for the acceptors to listen
 HOUSEKEEPING_SECONDS = 600.0
-DOMAINS_REFRESH_SECONDS = 30.0  # sending domains changed elsewhere are seen within this long
+DOMAINS_CHECK_SECONDS = 1.0  # sending domains changed by another process or node are seen within this long
+DOMAINS_REFRESH_SECONDS = 30.0  # ...and loaded again this often regardless (a notification may be missed)
 VERP_SECRET = "verp"  # its name in the store's secrets
 
 
@@ -540,11 +541,24 @@ class Relay:
             await self.clock.sleep(HOUSEKEEPING_SECONDS)
 
     async def _refresh_domains(self) -> None:
-        """Keys and verified domains changed by another process (or the CLI) are picked up within this long
-        (at once when an acceptor of this node says so: :meth:`domains_changed`)."""
+        """Keys and verified domains changed by another process, node or the CLI are loaded within
+        DOMAINS_CHECK_SECONDS: the store's count of domain changes is read that often (a read of memory
+        shared by the machine's processes; PostgreSQL: moved by the other nodes' notifications). At once
+        when an acceptor of this node says so (:meth:`domains_changed`), and every DOMAINS_REFRESH_SECONDS
+        regardless."""
+        assert self.store is not None
+        changes = self.store.domains.changes()
+        seen, loaded = changes(), self.clock.monotonic()
         while True:
-            await self.clock.wait(self._domains_due, DOMAINS_REFRESH_SECONDS)
+            await self.clock.wait(self._domains_due, DOMAINS_CHECK_SECONDS)
+            if not (
+                self._domains_due.is_set()
+                or changes() != seen
+                or self.clock.monotonic() - loaded >= DOMAINS_REFRESH_SECONDS
+            ):
+                continue
             self._domains_due.clear()
+            seen, loaded = changes(), self.clock.monotonic()  # a change during the reading is seen next time
             try:
                 assert self.domains is not None
                 await self.domains.refresh()

@@ -590,7 +590,7 @@ class StoreConfig:
         ' "postgresql://user:password@host:5432/dbname" (several nodes share one PostgreSQL)',
         _store_url,
     )
-    pool_size: int = _field(4, "PostgreSQL: read connections per process (writes have one more)")
+    pool_size: int = _field(4, "PostgreSQL: read connections per process (writes one more, each change channel one)")
     statement_timeout: float = _field(
         "30s", "PostgreSQL: cancel a statement that runs longer; 0 = never", parse_duration
     )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import time
 
 import aiohttp
 import pytest
 
 from relay import cli
 from relay import domains as domains_mod
-from relay.domains import explain_outbound, route_source
+from relay.app import DOMAINS_CHECK_SECONDS, DOMAINS_REFRESH_SECONDS
+from relay.domains import DkimKey, explain_outbound, route_source
 from relay.keys import create_api_key
-from tests.conftest import config_dict, run_cli, write_toml
+from tests.conftest import STORE_BACKENDS, config_dict, run_cli, write_toml
 from tests.test_dkim import verifier
 
 OUR_IP = "192.0.2.10"
@@ -357,3 +359,89 @@ async def test_cli_show_says_when_relay_cannot_know(tmp_path, dns_server, loopba
     assert "sending from: unknown (relay sends from 127.0.0.1, a loopback address (behind NAT?)" in out
     assert "v=spf1 ip4:<the public address relay sends from> ~all" in out
     assert "(spf: replace the placeholder before publishing;" in out
+
+
+# -- a change made by another process (the CLI, an acceptor, another node) --------------------------
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def backend(request):
+    return request.param
+
+
+async def moved(count, since: int, tries: int = 300) -> bool:
+    """Whether ``count`` has moved past ``since``; PostgreSQL: once the NOTIFY has come (a few ms)."""
+    for _ in range(tries):
+        if count() != since:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def settled(count) -> int:
+    """The count once no notification has come for 0.2 s (PostgreSQL delivers them a little later)."""
+    value = count()
+    while await moved(count, value, tries=20):
+        value = count()
+    return value
+
+
+async def test_every_change_to_the_domains_moves_the_count_another_process_sees(store_factory, backend):
+    """A second store on the same database stands for another process or node."""
+    first = store_factory(backend=backend)
+    second = store_factory(backend=backend, restart=first)
+    count = first.domains.changes()
+    key = DkimKey("s1", "active", 0.0, "v=DKIM1; k=rsa; p=AAAA", b"sealed")
+    other = await second.domains.create_domain("dom_0", "example.net", key)
+    for _ in range(100):  # PostgreSQL: the listening connection is made in the background; until it listens,
+        since = count()  # a notification is missed (a running relay reloads every 30 s regardless)
+        await second.domains.record_domain_checks(other, {}, None)
+        if await moved(count, since, tries=10):
+            break
+    else:
+        raise AssertionError("the count never moved")
+
+    async def moves(change) -> object:
+        since = await settled(count)
+        result = await change
+        assert await moved(count, since), f"{change} did not move the count"
+        return result
+
+    domain = await moves(second.domains.create_domain("dom_1", "example.com", key))
+    await moves(second.domains.add_dkim_key("dom_1", DkimKey("s2", "pending", 1.0, "v=DKIM1; k=rsa; p=BBBB", b"x")))
+    verified = {"status": domains_mod.VERIFIED, "hint": ""}
+    await moves(second.domains.record_domain_checks(domain, {"dkim": verified, "spf": verified}, "s2"))
+    lost = await moves(second.secrets.forget_sealed())  # the store key that opened them is lost
+    assert lost == [("dom_0", "s1"), ("dom_1", "s1"), ("dom_1", "s2")]
+    await moves(second.domains.delete_domain("example.com"))
+
+    since = await settled(count)
+    assert [d.name for d in await second.domains.list_all()] == ["example.net"]
+    assert await second.domains.domain("example.com") is None
+    assert await second.domains.delete_domain("example.com") is None  # nothing there: nothing changed
+    assert not await moved(count, since)
+
+
+async def test_a_domain_the_cli_verifies_is_sendable_from_a_running_relay_within_a_second(
+    relay_key, dns_server, sink, tmp_path
+):
+    """`relay domains add` and `verify` run in processes of their own; the running relay refused the domain,
+    and takes mail from it, signed with the new key, once it has read the change (DOMAINS_CHECK_SECONDS), not
+    after its 30-second reload."""
+    relay, key = relay_key
+    status, error = await send_http(relay, key, "app@example.com")
+    assert status == 422 and error["error"]["code"] == "domain_not_verified"
+    config = write_toml(tmp_path / "cli.toml", config_dict(relay.config.server.data_dir, **sections(dns_server)))
+    added = await asyncio.to_thread(run_cli, "domains", "add", "example.com", "--json", config=config)
+    assert added.returncode == 0, added.stderr
+    publish(dns_server, json.loads(added.stdout)["records"])
+    verified = await asyncio.to_thread(run_cli, "domains", "verify", "example.com", config=config)
+    assert verified.returncode == 0 and "example.com  verified" in verified.stdout, verified.stdout
+    began = time.monotonic()
+    while (status := (await send_http(relay, key, "App <app@example.com>"))[0]) == 422:
+        assert time.monotonic() - began < 10 * DOMAINS_CHECK_SECONDS, "the running relay never saw the change"
+        await asyncio.sleep(0.05)
+    assert status == 202 and time.monotonic() - began < DOMAINS_REFRESH_SECONDS / 3
+    (received,) = await sink.handler.wait_for(1)
+    assert received.data.startswith(b"DKIM-Signature:") and b"d=example.com" in received.data[:600]
+    assert await asyncio.to_thread(verifier(dns_server), received.data)

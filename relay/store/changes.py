@@ -18,8 +18,11 @@ import os
 from pathlib import Path
 
 SUPPRESSIONS_CHANGED = "relay_suppressions"  # an address was added to the suppression list
+DOMAINS_CHANGED = "relay_domains"  # a sending domain or its keys changed (added, verified, rotated, removed)
 
-CHANNELS = (SUPPRESSIONS_CHANGED,)  # the channels with a count, each in its own 8 bytes
+# The channels with a count, each in its own 8 bytes: a new one goes at the end (a file made by an older
+# relay is longer now, and its counts stay where they were).
+CHANNELS = (SUPPRESSIONS_CHANGED, DOMAINS_CHANGED)
 _SIZE = 8 * len(CHANNELS)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from relay.clock import Clock
 from relay.domains import VERIFIED, DkimKey, Domain
-from relay.store.dialect import Connection, SqlDatabase
+from relay.store.changes import DOMAINS_CHANGED
+from relay.store.dialect import Connection, SqlDatabase, notify
 
 _COLUMNS = "id, name, created_at, checks, checked_at, verified_at"
 
@@ -35,7 +37,7 @@ def _domain(conn: Connection, row: tuple) -> Domain:  # type: ignore[type-arg]
 
 def create(conn: Connection, domain_id: str, name: str, key: DkimKey, now: float) -> Domain:
     conn.execute("INSERT INTO domains (id, name, created_at) VALUES (?, ?, ?)", (domain_id, name, now))
-    add_key(conn, domain_id, key)
+    add_key(conn, domain_id, key)  # (which tells the other processes)
     found = get(conn, domain_id)
     assert found is not None
     return found
@@ -55,6 +57,7 @@ def add_key(conn: Connection, domain_id: str, key: DkimKey) -> None:
             key.sealed,
         ),
     )
+    notify(conn, DOMAINS_CHANGED)
 
 
 def store_file_key(conn: Connection, domain_id: str, selector: str, sealed: bytes, public_key: str) -> bool:
@@ -64,6 +67,8 @@ def store_file_key(conn: Connection, domain_id: str, selector: str, sealed: byte
         " AND private_key IS NULL",
         (sealed, public_key, domain_id, selector),
     )
+    if cur.rowcount > 0:
+        notify(conn, DOMAINS_CHANGED)
     return cur.rowcount > 0
 
 
@@ -89,6 +94,7 @@ def delete(conn: Connection, ident: str) -> Domain | None:
     found = get(conn, ident)
     if found is not None:
         conn.execute("DELETE FROM domains WHERE id = ?", (found.id,))
+        notify(conn, DOMAINS_CHANGED)
     return found
 
 
@@ -105,6 +111,7 @@ def record_checks(
         " WHERE id = ?",
         (json.dumps(checks), now, verified, now, domain.id),
     )
+    notify(conn, DOMAINS_CHANGED)
     found = get(conn, domain.id)
     assert found is not None
     return found
@@ -116,6 +123,9 @@ class SqlDomains:
     def __init__(self, db: SqlDatabase, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+
+    def changes(self) -> Callable[[], int]:
+        return self.db.changes(DOMAINS_CHANGED)
 
     async def create_domain(self, domain_id: str, name: str, key: DkimKey) -> Domain:
         now = self.clock.now()

@@ -291,6 +291,11 @@ class CredentialStore(Protocol):
 class DomainStore(Protocol):
     """Sending domains and their DKIM keys."""
 
+    def changes(self) -> Callable[[], int]:
+        """A count that moves after every change to the domains or their keys that any process commits
+        (another node's once its notification has come): call it on the event loop that is to hear them."""
+        ...
+
     async def create_domain(self, domain_id: str, name: str, key: DkimKey) -> Domain: ...
 
     async def domain(self, ident: str) -> Domain | None: ...

@@ -10,7 +10,8 @@ import dataclasses
 
 from relay.clock import Clock
 from relay.errors import StoreError
-from relay.store.dialect import Connection, SqlDatabase
+from relay.store.changes import DOMAINS_CHANGED
+from relay.store.dialect import Connection, SqlDatabase, notify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,8 @@ def forget_sealed(conn: Connection) -> list[tuple[str, str]]:
     the store (keys still in their files stay). The (domain id, selector) of the keys deleted."""
     conn.execute("DELETE FROM secrets")
     rows = conn.execute("DELETE FROM dkim_keys WHERE private_key IS NOT NULL RETURNING domain_id, selector").fetchall()
+    if rows:
+        notify(conn, DOMAINS_CHANGED)  # a running relay stops signing with them
     return sorted((d, s) for d, s in rows)
 
 
